@@ -1,0 +1,61 @@
+# Accord's commands. `make demo` and `make test` are the contract (see README.md).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+ACCORD := $(BIN)/accord
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test check lint typecheck policy-check policy-test pytest bench down clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+## setup: venv with pinned dependencies, Kafka jars fetched and OPA built into the user cache
+setup: $(STAMP)
+	$(ACCORD) local fetch
+
+## demo: start Kafka and OPA on loopback and run the main job; the services keep running
+demo: setup
+	$(ACCORD) local up
+	$(ACCORD) demo
+	@echo
+	$(ACCORD) local status
+	@echo "Services left running. Stop them with: $(ACCORD) local down"
+
+## test: every check, the policy tests and all Python tests against the real Kafka and OPA
+test: check policy-test pytest
+
+check: lint typecheck policy-check
+
+lint: setup
+	$(BIN)/ruff check broker connectors tests benchmarks
+
+typecheck: setup
+	$(BIN)/mypy
+
+policy-check: setup
+	opa=$$($(ACCORD) local which opa); \
+	$$opa fmt --list --fail policies; \
+	$$opa check --strict policies
+
+policy-test: setup
+	opa=$$($(ACCORD) local which opa); \
+	$$opa test --coverage --threshold 90 policies > /dev/null || { $$opa test -v policies; exit 1; }; \
+	$$opa test policies
+
+pytest: setup
+	$(BIN)/pytest
+
+## bench: benchmarks (JSON results); placeholder until the policy gate exists
+bench: setup
+	$(BIN)/python -m benchmarks
+
+down:
+	$(ACCORD) local down
+
+clean: down
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

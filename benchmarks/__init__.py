@@ -1,0 +1,1 @@
+"""`make bench`: performance scenarios reporting JSON results and ratios measured in one run."""

@@ -1,0 +1,59 @@
+"""Kafka cluster administration through kafka-python: readiness probe and topic creation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from broker.errors import ServiceError
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    cluster_id: str
+    broker_ids: tuple[int, ...]
+
+
+def describe_cluster(bootstrap: str, timeout_ms: int = 3000) -> ClusterInfo:
+    """The cluster behind `bootstrap`, or ServiceError if no broker answers (unfenced)."""
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms, client_id="accord-probe"
+        )
+    except KafkaError as exc:
+        raise ServiceError(f"no Kafka broker answers at {bootstrap}: {exc}") from exc
+    try:
+        info = admin.describe_cluster()
+    except KafkaError as exc:
+        raise ServiceError(f"Kafka at {bootstrap} did not describe its cluster: {exc}") from exc
+    finally:
+        admin.close()
+    brokers = tuple(b["broker_id"] for b in info.get("brokers", []) if not b.get("is_fenced"))
+    if not brokers:
+        raise ServiceError(f"Kafka at {bootstrap} has no unfenced broker yet")
+    return ClusterInfo(cluster_id=str(info.get("cluster_id")), broker_ids=brokers)
+
+
+def create_topics(
+    bootstrap: str, names: Iterable[str], partitions: int = 1, configs: dict[str, str] | None = None
+) -> None:
+    """Create topics that do not exist yet (replication factor 1 on a one-broker cluster, else 3)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="accord-admin")
+    try:
+        replication = min(3, len(describe_cluster(bootstrap).broker_ids))
+        for name in names:
+            try:
+                admin.create_topics(
+                    {name: {"num_partitions": partitions, "replication_factor": replication,
+                            "configs": dict(configs or {})}},
+                    wait_for_metadata=True,
+                )
+            except TopicAlreadyExistsError:
+                continue
+            except KafkaError as exc:
+                raise ServiceError(f"could not create topic {name!r}: {exc}") from exc
+    finally:
+        admin.close()

@@ -1,0 +1,85 @@
+"""Publishing to and reading from Kafka topics with kafka-python (idempotent producer, read_committed reads)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
+
+from broker.errors import ServiceError
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+
+class KafkaLog:
+    """A small facade over one cluster; callers never see kafka-python's types or errors."""
+
+    def __init__(self, bootstrap: str, client_id: str = "accord") -> None:
+        self.bootstrap = bootstrap
+        self.client_id = client_id
+        self._producer: KafkaProducer | None = None
+
+    def _producer_or_new(self) -> KafkaProducer:
+        if self._producer is None:
+            self._producer = KafkaProducer(
+                bootstrap_servers=self.bootstrap, client_id=self.client_id,
+                acks="all", enable_idempotence=True, linger_ms=5,
+            )
+        return self._producer
+
+    def publish(
+        self, topic: str, value: bytes, key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] = (), timeout_s: float = 30.0,
+    ) -> tuple[int, int]:
+        """Append one record and wait for the broker's acknowledgement; returns (partition, offset)."""
+        try:
+            meta = self._producer_or_new().send(topic, value=value, key=key, headers=list(headers))
+            result = meta.get(timeout=timeout_s)
+        except KafkaError as exc:
+            raise ServiceError(f"publishing to {topic!r} failed: {exc}") from exc
+        return int(result.partition), int(result.offset)
+
+    def read(
+        self, topic: str, max_records: int, timeout_s: float = 10.0, start_offset: int = 0,
+    ) -> list[Record]:
+        """Committed records of every partition of `topic` from `start_offset`, up to `max_records`."""
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.bootstrap, client_id=self.client_id, group_id=None,
+            isolation_level="read_committed", enable_auto_commit=False,
+        )
+        try:
+            partitions = consumer.partitions_for_topic(topic) or set()
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            for tp in tps:
+                consumer.seek(tp, start_offset)
+            records: list[Record] = []
+            deadline = time.monotonic() + timeout_s
+            while len(records) < max_records and time.monotonic() < deadline:
+                for batch in consumer.poll(timeout_ms=200, max_records=max_records).values():
+                    records.extend(
+                        Record(m.topic, m.partition, m.offset, m.key, m.value,
+                               tuple((k, v) for k, v in m.headers))
+                        for m in batch
+                    )
+            return records[:max_records]
+        except KafkaError as exc:
+            raise ServiceError(f"reading {topic!r} failed: {exc}") from exc
+        finally:
+            consumer.close()
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close()
+            self._producer = None

@@ -1,0 +1,50 @@
+"""Accord's settings: the one place the environment is read (prefix ACCORD_)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+KAFKA_VERSION = "4.3.1"
+OPA_VERSION = "v1.22.2"
+
+
+def _default_home() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "accord"
+
+
+class Settings(BaseSettings):
+    """Where Accord keeps its cache and which services it talks to.
+
+    `home` holds what is fetched or built once per machine (Kafka jars, the OPA binary) and, under
+    `home/local`, the state of the services `accord local up` starts. `kafka_bootstrap` and `opa_url`,
+    when set, point Accord at services someone else runs; nothing is started for them.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ACCORD_", extra="ignore")
+
+    home: Path = Field(default_factory=_default_home)
+    state_dir: Path | None = None
+    kafka_bootstrap: str | None = None
+    opa_url: str | None = None
+    kafka_version: str = KAFKA_VERSION
+    opa_version: str = OPA_VERSION
+    kafka_heap: str = "1g"
+    start_timeout_s: float = 90.0
+
+    @property
+    def local_dir(self) -> Path:
+        """State of the locally started services (data, logs, pid files)."""
+        return self.state_dir if self.state_dir is not None else self.home / "local"
+
+    @property
+    def kafka_libs(self) -> Path:
+        return self.home / "kafka" / self.kafka_version / "libs"
+
+    @property
+    def opa_binary(self) -> Path:
+        return self.home / "opa" / self.opa_version / "bin" / "opa"

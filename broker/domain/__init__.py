@@ -1,0 +1,1 @@
+"""Pure domain logic: no Kafka, OPA, HTTP or clock imports; inputs in, decisions out."""

@@ -1,0 +1,45 @@
+"""Accord's errors: one root, so callers never import a library's error types.
+
+    AccordError
+    ├── ConfigError            bad settings or environment (names the variable and the fix)
+    ├── SetupError             a toolchain is missing or a fetch/build failed (names what to install)
+    └── ServiceError           a service Accord runs or talks to failed
+        ├── ServiceStartError  Kafka or OPA did not come up (carries the last lines of its log)
+        └── PolicyEngineError  OPA refused a policy, data or query
+"""
+
+from __future__ import annotations
+
+
+class AccordError(Exception):
+    """Root of every error Accord raises on purpose."""
+
+
+class ConfigError(AccordError):
+    """A setting is missing or malformed."""
+
+
+class SetupError(AccordError):
+    """Something Accord needs on this machine is missing, or fetching/building it failed."""
+
+
+class ServiceError(AccordError):
+    """A service Accord runs or talks to failed."""
+
+
+class ServiceStartError(ServiceError):
+    """A local service did not start; `log_tail` holds the last lines of its log."""
+
+    def __init__(self, message: str, log_tail: str = "") -> None:
+        super().__init__(message)
+        self.log_tail = log_tail
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.log_tail:
+            return f"{text}\n--- last lines of its log ---\n{self.log_tail}"
+        return text
+
+
+class PolicyEngineError(ServiceError):
+    """OPA refused a policy, a data document or a query."""

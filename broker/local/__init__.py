@@ -1,0 +1,1 @@
+"""Runs a real Kafka broker and a real OPA server on loopback for development, demos and tests."""

@@ -1,0 +1,1 @@
+"""Use cases that wire the pure domain to the ports."""

@@ -1,0 +1,1 @@
+"""Source and sink connectors that move data between outside systems and Accord streams."""

@@ -1,0 +1,37 @@
+"""Session fixtures: the real Kafka and OPA, started through `accord local` code (or named by ACCORD_ vars)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from broker.adapters.kafka_admin import create_topics
+from broker.config import Settings
+from broker.local.stack import Endpoints, LocalStack
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
+    """Kafka and OPA for the whole session; external ones when ACCORD_KAFKA_BOOTSTRAP/ACCORD_OPA_URL are set.
+
+    Local services run from a temporary state directory (the jar and binary cache is shared), so a
+    developer's own `accord local up` is never touched, and are stopped and wiped at the end.
+    """
+    settings = Settings(state_dir=tmp_path_factory.mktemp("accord-local"))
+    stack = LocalStack(settings)
+    try:
+        yield stack.up()
+    finally:
+        stack.down(wipe=True)
+
+
+@pytest.fixture
+def topic(services: Endpoints, request: pytest.FixtureRequest) -> str:
+    """A fresh topic whose name says which test made it."""
+    slug = re.sub(r"[^A-Za-z0-9._-]", "-", request.node.name)[:80]
+    name = f"test.{slug}.{uuid.uuid4().hex[:8]}"
+    create_topics(services.kafka_bootstrap, [name])
+    return name

@@ -1,0 +1,71 @@
+"""`accord local` as a user runs it: up, status, env, down, and external services named by ACCORD_ vars."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from broker.config import Settings
+from broker.local import processes
+from broker.local.stack import Endpoints, LocalStack
+from broker.services import demo
+
+
+def _accord(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "broker", *args], capture_output=True, text=True, env=env, timeout=180,
+        check=False,
+    )
+
+
+def test_cli_up_status_env_down_leaves_nothing_running(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACCORD_")}
+    env["ACCORD_STATE_DIR"] = str(tmp_path / "state")
+    env["ACCORD_HOME"] = str(Settings().home)
+
+    up = _accord(["local", "up"], env)
+    assert up.returncode == 0, up.stderr
+    try:
+        status = _accord(["local", "status"], env)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert "kafka  up" in status.stdout and "opa    up" in status.stdout
+        printed = _accord(["local", "env"], env).stdout.splitlines()
+        assert [line.split("=")[0] for line in printed] == ["ACCORD_KAFKA_BOOTSTRAP", "ACCORD_OPA_URL"]
+        again = _accord(["local", "up"], env)  # idempotent: same endpoints, nothing new started
+        assert again.returncode == 0
+        assert _accord(["local", "env"], env).stdout.splitlines() == printed
+    finally:
+        down = _accord(["local", "down"], env)
+    assert down.returncode == 0 and "kafka" in down.stdout and "opa" in down.stdout
+    for pid_file in (tmp_path / "state" / "kafka" / "kafka.pid", tmp_path / "state" / "opa" / "opa.pid"):
+        assert not pid_file.exists()
+    after = _accord(["local", "status"], env)
+    assert after.returncode == 1 and "DOWN" in after.stdout
+    assert _accord(["local", "env"], env).returncode == 1
+
+
+def test_external_services_are_used_not_started(services: Endpoints, tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path, kafka_bootstrap=services.kafka_bootstrap, opa_url=services.opa_url)
+    stack = LocalStack(settings)
+    assert stack.up() == services
+    assert not (tmp_path / "kafka" / "kafka.pid").exists()
+    assert not (tmp_path / "opa" / "opa.pid").exists()
+    states = stack.status()
+    assert all(s.running and not s.managed for s in states)
+    assert stack.down() == []
+
+
+def test_demo_round_trip_and_decisions(services: Endpoints) -> None:
+    said: list[str] = []
+    result = demo.run(services, say=said.append)
+    assert result["round_trip_identical"] is True
+    assert result["decisions"]["leicester-city-council"]["allow"] is True
+    assert result["decisions"]["nottingham-city-council"]["allow"] is False
+    assert any("ALLOW" in line for line in said) and any("DENY" in line for line in said)
+
+
+def test_session_services_are_managed_processes(services: Endpoints) -> None:
+    port = int(services.kafka_bootstrap.rsplit(":", 1)[1])
+    assert processes.port_in_use(port)

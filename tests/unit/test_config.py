@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from broker.config import KAFKA_VERSION, OPA_VERSION, Settings
+from broker.local.kafka_server import KafkaLayout, server_properties
+from broker.local.stack import LocalStack
+
+
+def test_cache_follows_xdg_and_accord_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("ACCORD_HOME", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert Settings().home == tmp_path / "xdg" / "accord"
+    monkeypatch.setenv("ACCORD_HOME", str(tmp_path / "elsewhere"))
+    settings = Settings()
+    assert settings.kafka_libs == tmp_path / "elsewhere" / "kafka" / KAFKA_VERSION / "libs"
+    assert settings.opa_binary == tmp_path / "elsewhere" / "opa" / OPA_VERSION / "bin" / "opa"
+    assert settings.local_dir == tmp_path / "elsewhere" / "local"
+
+
+def test_external_endpoints_come_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("ACCORD_KAFKA_BOOTSTRAP", "kafka.example:9092")
+    monkeypatch.setenv("ACCORD_OPA_URL", "http://opa.example:8181/")
+    endpoints = LocalStack(Settings(state_dir=tmp_path)).endpoints()
+    assert endpoints is not None
+    assert endpoints.env_lines() == ["ACCORD_KAFKA_BOOTSTRAP=kafka.example:9092",
+                                     "ACCORD_OPA_URL=http://opa.example:8181"]
+
+
+def test_server_properties_single_node_kraft_on_loopback(tmp_path: Path) -> None:
+    props = dict(
+        line.split("=", 1) for line in server_properties(KafkaLayout(tmp_path), 19092, 19093).splitlines() if line
+    )
+    assert props["process.roles"] == "broker,controller"
+    assert props["controller.quorum.voters"] == "1@127.0.0.1:19093"
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093"
+    assert props["transaction.state.log.replication.factor"] == "1"
+    assert int(props["log.cleaner.dedupe.buffer.size"]) < 128 * 1024 * 1024

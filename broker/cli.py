@@ -17,6 +17,8 @@ app = typer.Typer(help="Accord: emergency data sharing between public bodies.", 
 local = typer.Typer(help="Run a real Kafka and OPA on loopback for development and tests.",
                     no_args_is_help=True)
 app.add_typer(local, name="local")
+registry_cli = typer.Typer(help="The Confluent-compatible schema registry.", no_args_is_help=True)
+app.add_typer(registry_cli, name="registry")
 
 
 @local.command("fetch")
@@ -74,6 +76,26 @@ def local_down(wipe: Annotated[bool, typer.Option(help="also delete Kafka's data
     """Stop the services `accord local up` started (external ones are left alone)."""
     stopped = local_stack.LocalStack(Settings()).down(wipe=wipe)
     typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@registry_cli.command("serve")
+def registry_serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8081,
+) -> None:
+    """Serve the registry; its state lives in a compacted Kafka topic (ACCORD_KAFKA_BOOTSTRAP)."""
+    from broker.services.registry_runtime import serve
+
+    settings = Settings()
+    bootstrap = settings.kafka_bootstrap or _local_kafka(settings)
+    serve(bootstrap, host, port, settings.max_request_bytes)
+
+
+def _local_kafka(settings: Settings) -> str:
+    endpoints = local_stack.LocalStack(settings).endpoints()
+    if endpoints is None:
+        raise AccordError("no Kafka to store schemas in: set ACCORD_KAFKA_BOOTSTRAP or run `accord local up`")
+    return endpoints.kafka_bootstrap
 
 
 @app.command("demo")

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     state_dir: Path | None = None
     kafka_bootstrap: str | None = None
     opa_url: str | None = None
+    registry_url: str | None = None
+    max_request_bytes: int = 1_048_576
     kafka_version: str = KAFKA_VERSION
     opa_version: str = OPA_VERSION
     kafka_heap: str = "1g"

@@ -3,9 +3,12 @@
     AccordError
     ├── ConfigError            bad settings or environment (names the variable and the fix)
     ├── SetupError             a toolchain is missing or a fetch/build failed (names what to install)
+    ├── SerdeError             bytes that are not a valid Confluent-framed Avro record,
+    │                          or a record that does not fit its schema
     └── ServiceError           a service Accord runs or talks to failed
         ├── ServiceStartError  Kafka or OPA did not come up (carries the last lines of its log)
-        └── PolicyEngineError  OPA refused a policy, data or query
+        ├── PolicyEngineError  OPA refused a policy, data or query
+        └── RegistryError      the schema registry answered with an error or was unreachable (status 0)
 """
 
 from __future__ import annotations
@@ -43,3 +46,26 @@ class ServiceStartError(ServiceError):
 
 class PolicyEngineError(ServiceError):
     """OPA refused a policy, a data document or a query."""
+
+
+class SerdeError(AccordError):
+    """Bytes are not a valid Confluent-framed Avro record, or a record does not fit its schema."""
+
+
+class RegistryError(ServiceError):
+    """The schema registry refused a request or could not be reached.
+
+    Mirrors Confluent's error body `{"error_code": 40401, "message": "..."}`; `status` is the HTTP status, 0 when
+    no response arrived, and `error_code` is -1 when the registry gave none.
+    """
+
+    def __init__(self, status: int, error_code: int, message: str) -> None:
+        super().__init__(status, error_code, message)
+        self.status = status
+        self.error_code = error_code
+        self.message = message
+
+    def __str__(self) -> str:
+        if self.status == 0:
+            return f"schema registry unreachable: {self.message}"
+        return f"schema registry error {self.error_code} (HTTP {self.status}): {self.message}"

@@ -57,3 +57,18 @@ def create_topics(
                 raise ServiceError(f"could not create topic {name!r}: {exc}") from exc
     finally:
         admin.close()
+
+
+def describe_topic_config(bootstrap: str, topic: str) -> dict[str, str]:
+    """The topic's effective configuration (name → value)."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="accord-admin")
+    try:
+        responses = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    except KafkaError as exc:
+        raise ServiceError(f"could not describe topic {topic!r}: {exc}") from exc
+    finally:
+        admin.close()
+    entries = responses.get("topic", {}).get(topic, {}) if isinstance(responses, dict) else {}
+    return {name: str(entry.get("value")) for name, entry in entries.items()}

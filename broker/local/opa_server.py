@@ -27,12 +27,17 @@ class OpaLayout:
         return self.root / "opa.pid"
 
 
-def healthy(url: str) -> bool:
+def http_ok(url: str) -> bool:
+    """True if a GET of `url` answers 200 within two seconds."""
     try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+        with urllib.request.urlopen(url, timeout=2) as resp:
             return bool(resp.status == 200)
     except (urllib.error.URLError, OSError):
         return False
+
+
+def healthy(url: str) -> bool:
+    return http_ok(f"{url}/health")
 
 
 def start(binary: Path, layout: OpaLayout, timeout_s: float) -> tuple[int, str]:

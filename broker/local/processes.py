@@ -25,7 +25,7 @@ def port_in_use(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def start_detached(args: Sequence[str], log: Path, pid_file: Path) -> int:
+def start_detached(args: Sequence[str], log: Path, pid_file: Path, env: dict[str, str] | None = None) -> int:
     """Start `args` in its own session (it outlives this process), output appended to `log`."""
     log.parent.mkdir(parents=True, exist_ok=True)
     argv = list(args)
@@ -36,7 +36,8 @@ def start_detached(args: Sequence[str], log: Path, pid_file: Path) -> int:
         (os.POSIX_SPAWN_OPEN, 1, str(log), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
         (os.POSIX_SPAWN_DUP2, 1, 2),
     ]
-    pid = os.posix_spawnp(argv[0], argv, dict(os.environ), file_actions=actions, setsid=True)
+    pid = os.posix_spawnp(argv[0], argv, env if env is not None else dict(os.environ), file_actions=actions,
+                          setsid=True)
     pid_file.write_text(str(pid))
     return pid
 

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from broker.adapters.kafka_admin import describe_cluster
 from broker.config import Settings
 from broker.errors import ServiceError
-from broker.local import kafka_server, opa_server, processes, toolchain
+from broker.local import kafka_server, opa_server, processes, registry_server, toolchain
 
 
 @dataclass(frozen=True)
@@ -28,9 +28,11 @@ class ServiceState:
 class Endpoints:
     kafka_bootstrap: str
     opa_url: str
+    registry_url: str
 
     def env_lines(self) -> list[str]:
-        return [f"ACCORD_KAFKA_BOOTSTRAP={self.kafka_bootstrap}", f"ACCORD_OPA_URL={self.opa_url}"]
+        return [f"ACCORD_KAFKA_BOOTSTRAP={self.kafka_bootstrap}", f"ACCORD_OPA_URL={self.opa_url}",
+                f"ACCORD_REGISTRY_URL={self.registry_url}"]
 
 
 class LocalStack:
@@ -41,6 +43,7 @@ class LocalStack:
         self.root = settings.local_dir
         self.kafka = kafka_server.KafkaLayout(self.root / "kafka")
         self.opa = opa_server.OpaLayout(self.root / "opa")
+        self.registry = registry_server.RegistryLayout(self.root / "registry")
         self.state_file = self.root / "endpoints.json"
 
     # -- state -------------------------------------------------------------------------------
@@ -61,6 +64,9 @@ class LocalStack:
 
     def _opa_running(self) -> bool:
         return processes.alive(processes.read_pid(self.opa.pid_file), opa_server.MARKER)
+
+    def _registry_running(self) -> bool:
+        return processes.alive(processes.read_pid(self.registry.pid_file), registry_server.MARKER)
 
     # -- commands ----------------------------------------------------------------------------
     def up(self) -> Endpoints:
@@ -83,7 +89,14 @@ class LocalStack:
         else:
             _, opa = opa_server.start(toolchain.ensure_opa(s), self.opa, s.start_timeout_s)
             self._record(opa_url=opa)
-        return Endpoints(kafka, opa)
+        if s.registry_url:
+            registry = s.registry_url.rstrip("/")
+        elif self._registry_running() and "registry_url" in recorded:
+            registry = recorded["registry_url"]
+        else:
+            _, registry = registry_server.start(kafka, self.registry, s.start_timeout_s)
+            self._record(registry_url=registry)
+        return Endpoints(kafka, opa, registry)
 
     def endpoints(self) -> Endpoints | None:
         """The endpoints in use, or None when a service is neither external nor running."""
@@ -91,12 +104,25 @@ class LocalStack:
         recorded = self._recorded()
         kafka = s.kafka_bootstrap or (recorded.get("kafka_bootstrap") if self._kafka_running() else None)
         opa = s.opa_url or (recorded.get("opa_url") if self._opa_running() else None)
-        if kafka is None or opa is None:
+        registry = s.registry_url or (recorded.get("registry_url") if self._registry_running() else None)
+        if kafka is None or opa is None or registry is None:
             return None
-        return Endpoints(kafka, opa.rstrip("/"))
+        return Endpoints(kafka, opa.rstrip("/"), registry.rstrip("/"))
 
     def status(self) -> list[ServiceState]:
-        return [self._kafka_state(), self._opa_state()]
+        return [self._kafka_state(), self._opa_state(), self._registry_state()]
+
+    def _registry_state(self) -> ServiceState:
+        if self.settings.registry_url:
+            external = self.settings.registry_url.rstrip("/")
+            ok = opa_server.http_ok(f"{external}/")
+            return ServiceState("registry", external, None, ok, False, "answering" if ok else "not answering")
+        if not self._registry_running():
+            return ServiceState("registry", None, None, False, True, "stopped")
+        url = self._recorded().get("registry_url")
+        ok = url is not None and opa_server.http_ok(f"{url}/")
+        pid = processes.read_pid(self.registry.pid_file)
+        return ServiceState("registry", url, pid, ok, True, "answering" if ok else "not answering")
 
     def _kafka_state(self) -> ServiceState:
         if self.settings.kafka_bootstrap:
@@ -132,11 +158,13 @@ class LocalStack:
     def down(self, wipe: bool = False) -> list[str]:
         """Stop the services this state directory started; with `wipe`, delete their data too."""
         stopped = []
+        if processes.stop(processes.read_pid(self.registry.pid_file), registry_server.MARKER):
+            stopped.append("registry")
         if processes.stop(processes.read_pid(self.opa.pid_file), opa_server.MARKER):
             stopped.append("opa")
         if processes.stop(processes.read_pid(self.kafka.pid_file), kafka_server.MARKER):
             stopped.append("kafka")
-        for pid_file in (self.opa.pid_file, self.kafka.pid_file, self.state_file):
+        for pid_file in (self.registry.pid_file, self.opa.pid_file, self.kafka.pid_file, self.state_file):
             pid_file.unlink(missing_ok=True)
         if wipe and self.root.exists():
             shutil.rmtree(self.root)
@@ -148,7 +176,7 @@ def describe(states: list[ServiceState]) -> list[str]:
     for st in states:
         where = st.endpoint or "-"
         who = "external" if not st.managed else (f"pid {st.pid}" if st.pid else "not running")
-        lines.append(f"{st.name:<6} {'up' if st.running else 'DOWN':<5} {where:<28} {who:<12} {st.detail}")
+        lines.append(f"{st.name:<8} {'up' if st.running else 'DOWN':<5} {where:<28} {who:<12} {st.detail}")
     return lines
 
 

@@ -23,10 +23,12 @@ def test_cache_follows_xdg_and_accord_home(monkeypatch: pytest.MonkeyPatch, tmp_
 def test_external_endpoints_come_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("ACCORD_KAFKA_BOOTSTRAP", "kafka.example:9092")
     monkeypatch.setenv("ACCORD_OPA_URL", "http://opa.example:8181/")
+    monkeypatch.setenv("ACCORD_REGISTRY_URL", "http://registry.example:8081")
     endpoints = LocalStack(Settings(state_dir=tmp_path)).endpoints()
     assert endpoints is not None
     assert endpoints.env_lines() == ["ACCORD_KAFKA_BOOTSTRAP=kafka.example:9092",
-                                     "ACCORD_OPA_URL=http://opa.example:8181"]
+                                     "ACCORD_OPA_URL=http://opa.example:8181",
+                                     "ACCORD_REGISTRY_URL=http://registry.example:8081"]
 
 
 def test_server_properties_single_node_kraft_on_loopback(tmp_path: Path) -> None:

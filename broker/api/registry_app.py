@@ -1,0 +1,197 @@
+"""The Confluent Schema Registry REST API over Accord's registry (Avro only)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from broker.domain.registry import SchemaVersion, canonical_text, parse_mode
+from broker.errors import RegistryError
+from broker.services.registry import Registry
+
+MEDIA = "application/vnd.schemaregistry.v1+json"
+ACCEPTED_BODIES = {"", "application/vnd.schemaregistry.v1+json", "application/vnd.schemaregistry+json",
+                   "application/json", "application/octet-stream"}
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(json.dumps(body), status_code=status, media_type=MEDIA)
+
+
+def _flag(request: Request, name: str) -> bool:
+    return request.query_params.get(name, "false").lower() == "true"
+
+
+async def _body(request: Request, limit: int) -> dict[str, Any]:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RegistryError(413, 413, f"Request body of {declared} bytes exceeds the limit of {limit} bytes")
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in ACCEPTED_BODIES:
+        raise RegistryError(415, 415, f"Unsupported content type {kind!r}; use {MEDIA}")
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limit:
+            raise RegistryError(413, 413, f"Request body exceeds the limit of {limit} bytes")
+    try:
+        body = json.loads(raw or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RegistryError(422, 42201, f"Request body is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise RegistryError(422, 42201, "Request body must be a JSON object")
+    return body
+
+
+def _schema_of(body: dict[str, Any]) -> str:
+    schema_type = body.get("schemaType", "AVRO")
+    if schema_type != "AVRO":
+        raise RegistryError(422, 42201, f"Invalid schema: schemaType {schema_type!r} is not supported (AVRO only)")
+    schema = body.get("schema")
+    if not isinstance(schema, str) or not schema.strip():
+        raise RegistryError(422, 42201, "Invalid schema: the body needs a non-empty string field 'schema'")
+    if body.get("references"):
+        raise RegistryError(422, 42201, "Invalid schema: schema references are not supported")
+    return schema
+
+
+def _schema_id(text: str) -> int:
+    if not text.lstrip("-").isdigit():
+        raise RegistryError(404, 40403, f"Schema {text} not found")
+    return int(text)
+
+
+def create_registry_app(registry: Registry, max_body_bytes: int = 1_048_576) -> FastAPI:
+    app = FastAPI(title="Accord schema registry", version="1",
+                  description="Confluent Schema Registry REST API (Avro), storage in a compacted Kafka topic.")
+
+    @app.exception_handler(RegistryError)
+    async def registry_error(_: Request, exc: RegistryError) -> Response:
+        return _json({"error_code": exc.error_code, "message": exc.message}, exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        return _json({"error_code": exc.status_code, "message": str(exc.detail)}, exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> Response:
+        return _json({"error_code": 422, "message": str(exc.errors())}, 422)
+
+    @app.get("/")
+    def root() -> Response:
+        return _json({})
+
+    _subject_routes(app, registry, max_body_bytes)
+    _schema_routes(app, registry)
+    _config_routes(app, registry, max_body_bytes)
+    return app
+
+
+def _subject_routes(app: FastAPI, registry: Registry, limit: int) -> None:
+    @app.get("/subjects")
+    def subjects(request: Request) -> Response:
+        return _json(registry.read(lambda s: s.subjects(deleted=_flag(request, "deleted"))))
+
+    @app.get("/subjects/{subject}/versions")
+    def versions(subject: str, request: Request) -> Response:
+        found = registry.read(lambda s: s.versions(subject, deleted=_flag(request, "deleted")))
+        return _json([v.version for v in found])
+
+    @app.post("/subjects/{subject}/versions")
+    async def register(subject: str, request: Request) -> Response:
+        entry = registry.register(subject, _schema_of(await _body(request, limit)))
+        return _json({"id": entry.schema_id})
+
+    @app.post("/subjects/{subject}")
+    async def lookup(subject: str, request: Request) -> Response:
+        schema = _schema_of(await _body(request, limit))
+        entry = registry.read(lambda s: s.lookup(subject, canonical_text(schema), deleted=_flag(request, "deleted")))
+        return _json(entry.as_json())
+
+    @app.get("/subjects/{subject}/versions/{version}")
+    def version(subject: str, version: str, request: Request) -> Response:
+        entry = registry.read(lambda s: s.version(subject, version, deleted=_flag(request, "deleted")))
+        return _json(entry.as_json())
+
+    @app.get("/subjects/{subject}/versions/{version}/schema")
+    def version_schema(subject: str, version: str, request: Request) -> Response:
+        entry = registry.read(lambda s: s.version(subject, version, deleted=_flag(request, "deleted")))
+        return Response(entry.schema, media_type=MEDIA)
+
+    @app.delete("/subjects/{subject}")
+    def delete_subject(subject: str, request: Request) -> Response:
+        return _json(registry.delete_subject(subject, permanent=_flag(request, "permanent")))
+
+    @app.delete("/subjects/{subject}/versions/{version}")
+    def delete_version(subject: str, version: str, request: Request) -> Response:
+        return _json(registry.delete_version(subject, version, permanent=_flag(request, "permanent")))
+
+    @app.post("/compatibility/subjects/{subject}/versions/{version}")
+    async def compatibility(subject: str, version: str, request: Request) -> Response:
+        schema = _schema_of(await _body(request, limit))
+        problems = registry.read(lambda s: s.check(subject, schema, version))
+        answer: dict[str, Any] = {"is_compatible": not problems}
+        if _flag(request, "verbose"):
+            answer["messages"] = problems
+        return _json(answer)
+
+
+def _schema_routes(app: FastAPI, registry: Registry) -> None:
+    @app.get("/schemas/ids/{schema_id}")
+    def by_id(schema_id: str) -> Response:
+        return _json({"schema": registry.read(lambda s: s.schema(_schema_id(schema_id)))})
+
+    @app.get("/schemas/ids/{schema_id}/schema")
+    def raw_by_id(schema_id: str) -> Response:
+        return Response(registry.read(lambda s: s.schema(_schema_id(schema_id))), media_type=MEDIA)
+
+    def usages(schema_id: str, request: Request) -> list[SchemaVersion]:
+        return registry.read(lambda s: s.usages(_schema_id(schema_id), deleted=_flag(request, "deleted")))
+
+    @app.get("/schemas/ids/{schema_id}/subjects")
+    def id_subjects(schema_id: str, request: Request) -> Response:
+        return _json(sorted({v.subject for v in usages(schema_id, request)}))
+
+    @app.get("/schemas/ids/{schema_id}/versions")
+    def id_versions(schema_id: str, request: Request) -> Response:
+        return _json([{"subject": v.subject, "version": v.version} for v in usages(schema_id, request)])
+
+
+def _config_routes(app: FastAPI, registry: Registry, limit: int) -> None:
+    async def level_of(request: Request) -> str:
+        body = await _body(request, limit)
+        level = body.get("compatibility", body.get("compatibilityLevel"))
+        if not isinstance(level, str):
+            raise RegistryError(422, 42203, "Invalid compatibility level: the body needs 'compatibility'")
+        return parse_mode(level).value
+
+    @app.get("/config")
+    def get_global() -> Response:
+        return _json({"compatibilityLevel": registry.read(lambda s: s.mode(None).value)})
+
+    @app.put("/config")
+    async def put_global(request: Request) -> Response:
+        return _json({"compatibility": registry.set_config(None, await level_of(request))})
+
+    @app.delete("/config")
+    def delete_global() -> Response:
+        return _json({"compatibilityLevel": registry.delete_config(None)})
+
+    @app.get("/config/{subject}")
+    def get_subject(subject: str, request: Request) -> Response:
+        fallback = _flag(request, "defaultToGlobal")
+        return _json({"compatibilityLevel": registry.read(lambda s: s.mode(subject, fallback).value)})
+
+    @app.put("/config/{subject}")
+    async def put_subject(subject: str, request: Request) -> Response:
+        return _json({"compatibility": registry.set_config(subject, await level_of(request))})
+
+    @app.delete("/config/{subject}")
+    def delete_subject_config(subject: str) -> Response:
+        registry.read(lambda s: s.mode(subject, default_to_global=False))
+        return _json({"compatibilityLevel": registry.delete_config(subject)})

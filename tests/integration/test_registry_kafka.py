@@ -1,0 +1,63 @@
+"""The registry on the real Kafka: durable in a compacted topic, same ids after a restart and in a second instance."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import httpx
+
+from broker.adapters.kafka_admin import describe_topic_config
+from broker.local.stack import Endpoints
+from broker.services.registry_runtime import open_registry
+
+SCHEMA = {"type": "record", "name": "Sitrep", "namespace": "t",
+          "fields": [{"name": "trust_ods_code", "type": "string"}, {"name": "covid_inpatients", "type": "int"}]}
+
+
+def test_restarted_and_second_instances_serve_the_same_ids(services: Endpoints) -> None:
+    topic = f"_test.schemas.{uuid.uuid4().hex[:8]}"
+    first, log1 = open_registry(services.kafka_bootstrap, topic)
+    try:
+        v1 = first.register("sitrep-value", json.dumps(SCHEMA))
+        evolved = {**SCHEMA, "fields": [*SCHEMA["fields"], {"name": "mv_beds", "type": "int", "default": 0}]}
+        v2 = first.register("sitrep-value", json.dumps(evolved))
+        first.set_config("sitrep-value", "FULL")
+        first.delete_version("sitrep-value", "1", permanent=False)
+        second, log2 = open_registry(services.kafka_bootstrap, topic)  # while the first still runs
+        try:
+            for registry in (first, second):
+                assert registry.read(lambda s: [(v.version, v.schema_id) for v in s.versions("sitrep-value")]) == [
+                    (2, v2.schema_id)]
+                assert registry.read(lambda s: s.schema(v1.schema_id)) == v1.schema
+                assert registry.read(lambda s: s.mode("sitrep-value").value) == "FULL"
+            # A write through one instance is seen by the other (it follows the topic).
+            third = second.register("other-value", json.dumps(SCHEMA))
+            assert third.schema_id == v1.schema_id
+            deadline = time.monotonic() + 10
+            while not first.read(lambda s: "other-value" in s.subjects()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert first.read(lambda s: s.version("other-value", "1").schema_id) == v1.schema_id
+        finally:
+            log2.close()
+    finally:
+        log1.close()
+    restarted, log3 = open_registry(services.kafka_bootstrap, topic)
+    try:
+        assert restarted.read(lambda s: s.version("sitrep-value", "latest").schema_id) == v2.schema_id
+        assert restarted.read(lambda s: s.subjects()) == ["other-value", "sitrep-value"]
+    finally:
+        log3.close()
+    assert describe_topic_config(services.kafka_bootstrap, topic)["cleanup.policy"] == "compact"
+
+
+def test_registry_service_started_by_accord_local(services: Endpoints) -> None:
+    subject = f"svc-{uuid.uuid4().hex[:8]}-value"
+    response = httpx.post(f"{services.registry_url}/subjects/{subject}/versions",
+                          json={"schema": json.dumps(SCHEMA)},
+                          headers={"Content-Type": "application/vnd.schemaregistry.v1+json"})
+    assert response.status_code == 200, response.text
+    schema_id = response.json()["id"]
+    assert httpx.get(f"{services.registry_url}/schemas/ids/{schema_id}").status_code == 200
+    assert subject in httpx.get(f"{services.registry_url}/subjects").json()

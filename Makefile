@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 ACCORD := $(BIN)/accord
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test check lint typecheck policy-check policy-test pytest bench down clean
+.PHONY: setup demo test test-tools check lint typecheck policy-check policy-test pytest bench down clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,13 @@ demo: setup
 	@echo "Services left running. Stop them with: $(ACCORD) local down"
 
 ## test: every check, the policy tests and all Python tests against the real Kafka and OPA
-test: check policy-test pytest
+test: check policy-test test-tools pytest
+
+# kcat (a Kafka client no one here wrote) for the interop tests; installed when missing and apt-get can.
+test-tools:
+	@command -v kcat >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get install -y -qq kcat >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq kcat)) \
+	  >/dev/null 2>&1; } || echo "kcat not installed: its interop test will be skipped"
 
 check: lint typecheck policy-check
 

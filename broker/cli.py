@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sys
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
@@ -19,6 +21,8 @@ local = typer.Typer(help="Run a real Kafka and OPA on loopback for development a
 app.add_typer(local, name="local")
 registry_cli = typer.Typer(help="The Confluent-compatible schema registry.", no_args_is_help=True)
 app.add_typer(registry_cli, name="registry")
+api_cli = typer.Typer(help="Accord's HTTP API (publish, quarantine, metrics).", no_args_is_help=True)
+app.add_typer(api_cli, name="api")
 
 
 @local.command("fetch")
@@ -96,6 +100,74 @@ def _local_kafka(settings: Settings) -> str:
     if endpoints is None:
         raise AccordError("no Kafka to store schemas in: set ACCORD_KAFKA_BOOTSTRAP or run `accord local up`")
     return endpoints.kafka_bootstrap
+
+
+@api_cli.command("serve")
+def api_serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8080,
+) -> None:
+    """Serve the API (needs ACCORD_KAFKA_BOOTSTRAP and ACCORD_REGISTRY_URL, or `accord local up`)."""
+    from broker.services.api_runtime import serve
+
+    settings = Settings()
+    bootstrap, registry = settings.kafka_bootstrap, settings.registry_url
+    if not (bootstrap and registry):
+        raise AccordError("the API needs ACCORD_KAFKA_BOOTSTRAP and ACCORD_REGISTRY_URL")
+    serve(bootstrap, registry, host, port, settings.max_request_bytes)
+
+
+def _endpoints() -> local_stack.Endpoints:
+    endpoints = local_stack.LocalStack(Settings()).endpoints()
+    if endpoints is None:
+        raise AccordError("Accord's services are not running: run `accord local up` (or set the ACCORD_ URLs)")
+    return endpoints
+
+
+@app.command("publish")
+def publish(
+    stream: Annotated[str, typer.Argument(help="stream id, e.g. ukhsa.positive-tests")],
+    file: Annotated[Path, typer.Argument(help="JSON Lines file, one record per line (dates as ISO strings)")],
+) -> None:
+    """Publish records; each is accepted onto ingest.<stream> or quarantined with its reasons."""
+    from broker.services.api_runtime import open_ingest
+
+    records = _read_jsonl(file)
+    endpoints = _endpoints()
+    with open_ingest(endpoints.kafka_bootstrap, endpoints.registry_url) as (ingest, _):
+        outcomes = ingest.publish(stream, records, source=f"file:{file.name}")
+    for o in outcomes:
+        why = "; ".join(f"{r.field}: {r.rule} ({r.message})" for r in o.reasons)
+        typer.echo(f"{file}:{o.index + 1}: {o.status} → {o.topic}[{o.partition}]@{o.offset} {why}".rstrip())
+    quarantined = sum(o.status == "quarantined" for o in outcomes)
+    typer.echo(f"{len(outcomes) - quarantined} accepted, {quarantined} quarantined")
+
+
+def _read_jsonl(file: Path) -> list[Any]:
+    records = []
+    for number, line in enumerate(file.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise AccordError(f"{file}:{number}: not JSON: {exc.msg} at column {exc.colno}") from exc
+    return records
+
+
+@app.command("quarantine")
+def quarantine(stream: Annotated[str, typer.Argument(help="stream id")],
+               limit: Annotated[int, typer.Option(help="at most this many entries")] = 100) -> None:
+    """Why were my rows not delivered? Print the quarantined entries of a stream as JSON lines."""
+    from broker.adapters.kafka_log import KafkaLog
+    from broker.services.ingest import read_quarantine
+
+    log = KafkaLog(_endpoints().kafka_bootstrap)
+    try:
+        for entry in read_quarantine(log, stream, limit):
+            typer.echo(json.dumps(entry, default=str))
+    finally:
+        log.close()
 
 
 @app.command("demo")

@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = None
     opa_url: str | None = None
     registry_url: str | None = None
+    api_url: str | None = None
     max_request_bytes: int = 1_048_576
     kafka_version: str = KAFKA_VERSION
     opa_version: str = OPA_VERSION

@@ -3,6 +3,7 @@
     AccordError
     ├── ConfigError            bad settings or environment (names the variable and the fix)
     ├── SetupError             a toolchain is missing or a fetch/build failed (names what to install)
+    ├── NotFoundError          a stream, subject or other named thing does not exist
     ├── SerdeError             bytes that are not a valid Confluent-framed Avro record,
     │                          or a record that does not fit its schema
     └── ServiceError           a service Accord runs or talks to failed
@@ -24,6 +25,10 @@ class ConfigError(AccordError):
 
 class SetupError(AccordError):
     """Something Accord needs on this machine is missing, or fetching/building it failed."""
+
+
+class NotFoundError(AccordError):
+    """A stream, subject or other named thing does not exist; the message lists what does."""
 
 
 class ServiceError(AccordError):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from broker.domain.schemas import RegisteredSchema
+
 
 class PolicyEngine(Protocol):
     """Where Rego policies and their data live and sharing decisions are evaluated (OPA)."""
@@ -17,3 +19,19 @@ class PolicyEngine(Protocol):
 
     def evaluate(self, rule: str, input_doc: Mapping[str, Any]) -> Any:
         """The value of `rule` (dotted, e.g. 'accord.sharing.decision') for `input_doc`; None if undefined."""
+
+
+class SchemaRegistry(Protocol):
+    """Where Avro schemas are registered under subjects and looked up by global id (Confluent's REST API).
+
+    Every method raises broker.errors.RegistryError carrying the registry's status and error code.
+    """
+
+    def register(self, subject: str, schema: str) -> int:
+        """The global id of `schema` (Avro JSON text) under `subject`; registering it again returns the same id."""
+
+    def schema_by_id(self, schema_id: int) -> str:
+        """The Avro JSON text of the schema with this global id (404/40403 if none)."""
+
+    def latest(self, subject: str) -> RegisteredSchema:
+        """The newest version registered under `subject` (404/40401 if the subject is unknown)."""

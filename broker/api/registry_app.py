@@ -10,7 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from broker.domain.registry import SchemaVersion, canonical_text, parse_mode
+from broker.domain.registry import SchemaVersion, parse_mode
+from broker.domain.schemas import canonical_text
 from broker.errors import RegistryError
 from broker.services.registry import Registry
 

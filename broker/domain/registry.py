@@ -16,6 +16,7 @@ import avro.errors
 import avro.schema
 
 from broker.domain.compatibility import CompatibilityMode, incompatibilities
+from broker.domain.schemas import canonical_text
 from broker.errors import RegistryError
 
 DEFAULT_MODE = CompatibilityMode.BACKWARD
@@ -34,11 +35,6 @@ class SchemaVersion:
 
     def as_json(self) -> dict[str, Any]:
         return {"subject": self.subject, "version": self.version, "id": self.schema_id, "schema": self.schema}
-
-
-def canonical_text(schema: str) -> str:
-    """The schema as compact JSON with sorted keys: what identity and ids are computed from."""
-    return json.dumps(json.loads(schema), sort_keys=True, separators=(",", ":"))
 
 
 def parse_schema(schema: str) -> avro.schema.Schema:

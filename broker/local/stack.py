@@ -1,15 +1,17 @@
-"""`accord local`: bring the local Kafka and OPA up, report them, print their endpoints, bring them down."""
+"""`accord local`: bring Kafka, OPA, the schema registry and the API up, report them, print their endpoints."""
 
 from __future__ import annotations
 
 import json
 import shutil
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from broker.adapters.kafka_admin import describe_cluster
 from broker.config import Settings
 from broker.errors import ServiceError
-from broker.local import kafka_server, opa_server, processes, registry_server, toolchain
+from broker.local import kafka_server, opa_server, processes, toolchain
+from broker.local.python_service import PythonService
 
 
 @dataclass(frozen=True)
@@ -29,10 +31,11 @@ class Endpoints:
     kafka_bootstrap: str
     opa_url: str
     registry_url: str
+    api_url: str
 
     def env_lines(self) -> list[str]:
         return [f"ACCORD_KAFKA_BOOTSTRAP={self.kafka_bootstrap}", f"ACCORD_OPA_URL={self.opa_url}",
-                f"ACCORD_REGISTRY_URL={self.registry_url}"]
+                f"ACCORD_REGISTRY_URL={self.registry_url}", f"ACCORD_API_URL={self.api_url}"]
 
 
 class LocalStack:
@@ -43,7 +46,8 @@ class LocalStack:
         self.root = settings.local_dir
         self.kafka = kafka_server.KafkaLayout(self.root / "kafka")
         self.opa = opa_server.OpaLayout(self.root / "opa")
-        self.registry = registry_server.RegistryLayout(self.root / "registry")
+        self.registry = PythonService("registry", self.root / "registry")
+        self.api = PythonService("api", self.root / "api")
         self.state_file = self.root / "endpoints.json"
 
     # -- state -------------------------------------------------------------------------------
@@ -65,64 +69,60 @@ class LocalStack:
     def _opa_running(self) -> bool:
         return processes.alive(processes.read_pid(self.opa.pid_file), opa_server.MARKER)
 
-    def _registry_running(self) -> bool:
-        return processes.alive(processes.read_pid(self.registry.pid_file), registry_server.MARKER)
+    def _running(self) -> dict[str, bool]:
+        return {"kafka_bootstrap": self._kafka_running(), "opa_url": self._opa_running(),
+                "registry_url": self.registry.running(), "api_url": self.api.running()}
+
+    def _external(self) -> dict[str, str | None]:
+        s = self.settings
+        return {"kafka_bootstrap": s.kafka_bootstrap, "opa_url": s.opa_url, "registry_url": s.registry_url,
+                "api_url": s.api_url}
 
     # -- commands ----------------------------------------------------------------------------
     def up(self) -> Endpoints:
-        """Start whatever is not running yet (idempotent) and return the endpoints."""
+        """Start whatever is neither external nor running yet (idempotent) and return the endpoints."""
         s = self.settings
-        recorded = self._recorded()
-        if s.kafka_bootstrap:
-            kafka = s.kafka_bootstrap
-        elif self._kafka_running() and "kafka_bootstrap" in recorded:
-            kafka = recorded["kafka_bootstrap"]
-        else:
+        known = self._current()
+        if "kafka_bootstrap" not in known:
             toolchain.require_tool("java")
             libs = toolchain.ensure_kafka_jars(s)
-            _, kafka = kafka_server.start(libs, self.kafka, s.kafka_heap, s.start_timeout_s)
-            self._record(kafka_bootstrap=kafka)
-        if s.opa_url:
-            opa = s.opa_url.rstrip("/")
-        elif self._opa_running() and "opa_url" in recorded:
-            opa = recorded["opa_url"]
-        else:
-            _, opa = opa_server.start(toolchain.ensure_opa(s), self.opa, s.start_timeout_s)
-            self._record(opa_url=opa)
-        if s.registry_url:
-            registry = s.registry_url.rstrip("/")
-        elif self._registry_running() and "registry_url" in recorded:
-            registry = recorded["registry_url"]
-        else:
-            _, registry = registry_server.start(kafka, self.registry, s.start_timeout_s)
-            self._record(registry_url=registry)
-        return Endpoints(kafka, opa, registry)
+            _, known["kafka_bootstrap"] = kafka_server.start(libs, self.kafka, s.kafka_heap, s.start_timeout_s)
+            self._record(kafka_bootstrap=known["kafka_bootstrap"])
+        if "opa_url" not in known:
+            _, known["opa_url"] = opa_server.start(toolchain.ensure_opa(s), self.opa, s.start_timeout_s)
+            self._record(opa_url=known["opa_url"])
+        env = {"ACCORD_KAFKA_BOOTSTRAP": known["kafka_bootstrap"], "ACCORD_OPA_URL": known["opa_url"]}
+        if "registry_url" not in known:
+            known["registry_url"] = self.registry.start(env, s.start_timeout_s)
+            self._record(registry_url=known["registry_url"])
+        if "api_url" not in known:
+            env["ACCORD_REGISTRY_URL"] = known["registry_url"]
+            known["api_url"] = self.api.start(env, s.start_timeout_s, probe="/health")
+            self._record(api_url=known["api_url"])
+        return Endpoints(**known)
+
+    def _current(self) -> dict[str, str]:
+        """Endpoints of services that are external or running now."""
+        recorded, running = self._recorded(), self._running()
+        found: dict[str, str] = {}
+        for name, external in self._external().items():
+            if external:
+                found[name] = external.rstrip("/")
+            elif running[name] and name in recorded:
+                found[name] = recorded[name]
+        return found
 
     def endpoints(self) -> Endpoints | None:
-        """The endpoints in use, or None when a service is neither external nor running."""
-        s = self.settings
-        recorded = self._recorded()
-        kafka = s.kafka_bootstrap or (recorded.get("kafka_bootstrap") if self._kafka_running() else None)
-        opa = s.opa_url or (recorded.get("opa_url") if self._opa_running() else None)
-        registry = s.registry_url or (recorded.get("registry_url") if self._registry_running() else None)
-        if kafka is None or opa is None or registry is None:
-            return None
-        return Endpoints(kafka, opa.rstrip("/"), registry.rstrip("/"))
+        """The endpoints in use, or None when some service is neither external nor running."""
+        found = self._current()
+        return Endpoints(**found) if len(found) == len(self._external()) else None
 
     def status(self) -> list[ServiceState]:
-        return [self._kafka_state(), self._opa_state(), self._registry_state()]
+        return [self._kafka_state(), self._http_state("opa", "opa_url", "/health"),
+                self._http_state("registry", "registry_url", "/"), self._http_state("api", "api_url", "/health")]
 
-    def _registry_state(self) -> ServiceState:
-        if self.settings.registry_url:
-            external = self.settings.registry_url.rstrip("/")
-            ok = opa_server.http_ok(f"{external}/")
-            return ServiceState("registry", external, None, ok, False, "answering" if ok else "not answering")
-        if not self._registry_running():
-            return ServiceState("registry", None, None, False, True, "stopped")
-        url = self._recorded().get("registry_url")
-        ok = url is not None and opa_server.http_ok(f"{url}/")
-        pid = processes.read_pid(self.registry.pid_file)
-        return ServiceState("registry", url, pid, ok, True, "answering" if ok else "not answering")
+    def _pid_file(self, name: str) -> Path:
+        return {"opa": self.opa.pid_file, "registry": self.registry.pid_file, "api": self.api.pid_file}[name]
 
     def _kafka_state(self) -> ServiceState:
         if self.settings.kafka_bootstrap:
@@ -132,17 +132,18 @@ class LocalStack:
         pid = processes.read_pid(self.kafka.pid_file)
         return self._probe_kafka(self._recorded().get("kafka_bootstrap"), pid, managed=True)
 
-    def _opa_state(self) -> ServiceState:
-        if self.settings.opa_url:
-            external = self.settings.opa_url.rstrip("/")
-            ok = opa_server.healthy(external)
-            return ServiceState("opa", external, None, ok, False, "healthy" if ok else "not answering")
-        if not self._opa_running():
-            return ServiceState("opa", None, None, False, True, "stopped")
-        url = self._recorded().get("opa_url")
-        ok = url is not None and opa_server.healthy(url)
-        pid = processes.read_pid(self.opa.pid_file)
-        return ServiceState("opa", url, pid, ok, True, "healthy" if ok else "not answering")
+    def _http_state(self, name: str, key: str, probe: str) -> ServiceState:
+        external = self._external()[key]
+        if external:
+            url = external.rstrip("/")
+            ok = opa_server.http_ok(f"{url}{probe}")
+            return ServiceState(name, url, None, ok, False, "answering" if ok else "not answering")
+        if not self._running()[key]:
+            return ServiceState(name, None, None, False, True, "stopped")
+        recorded = self._recorded().get(key)
+        ok = recorded is not None and opa_server.http_ok(f"{recorded}{probe}")
+        pid = processes.read_pid(self._pid_file(name))
+        return ServiceState(name, recorded, pid, ok, True, "answering" if ok else "not answering")
 
     @staticmethod
     def _probe_kafka(bootstrap: str | None, pid: int | None, managed: bool) -> ServiceState:
@@ -157,14 +158,12 @@ class LocalStack:
 
     def down(self, wipe: bool = False) -> list[str]:
         """Stop the services this state directory started; with `wipe`, delete their data too."""
-        stopped = []
-        if processes.stop(processes.read_pid(self.registry.pid_file), registry_server.MARKER):
-            stopped.append("registry")
+        stopped = [svc.name for svc in (self.api, self.registry) if svc.stop()]
         if processes.stop(processes.read_pid(self.opa.pid_file), opa_server.MARKER):
             stopped.append("opa")
         if processes.stop(processes.read_pid(self.kafka.pid_file), kafka_server.MARKER):
             stopped.append("kafka")
-        for pid_file in (self.registry.pid_file, self.opa.pid_file, self.kafka.pid_file, self.state_file):
+        for pid_file in (self.opa.pid_file, self.kafka.pid_file, self.state_file):
             pid_file.unlink(missing_ok=True)
         if wipe and self.root.exists():
             shutil.rmtree(self.root)
@@ -182,4 +181,3 @@ def describe(states: list[ServiceState]) -> list[str]:
 
 def as_json(states: list[ServiceState]) -> str:
     return json.dumps([asdict(st) for st in states], indent=2)
-

@@ -30,18 +30,18 @@ def test_cli_up_status_env_down_leaves_nothing_running(tmp_path: Path) -> None:
     try:
         status = _accord(["local", "status"], env)
         assert status.returncode == 0, status.stdout + status.stderr
-        for name in ("kafka", "opa", "registry"):
+        for name in ("kafka", "opa", "registry", "api"):
             assert f"{name:<8} up" in status.stdout
         printed = _accord(["local", "env"], env).stdout.splitlines()
         assert [line.split("=")[0] for line in printed] == [
-            "ACCORD_KAFKA_BOOTSTRAP", "ACCORD_OPA_URL", "ACCORD_REGISTRY_URL"]
+            "ACCORD_KAFKA_BOOTSTRAP", "ACCORD_OPA_URL", "ACCORD_REGISTRY_URL", "ACCORD_API_URL"]
         again = _accord(["local", "up"], env)  # idempotent: same endpoints, nothing new started
         assert again.returncode == 0
         assert _accord(["local", "env"], env).stdout.splitlines() == printed
     finally:
         down = _accord(["local", "down"], env)
-    assert down.returncode == 0 and down.stdout.strip() == "stopped: registry, opa, kafka"
-    for name in ("kafka", "opa", "registry"):
+    assert down.returncode == 0 and down.stdout.strip() == "stopped: api, registry, opa, kafka"
+    for name in ("kafka", "opa", "registry", "api"):
         assert not (tmp_path / "state" / name / f"{name}.pid").exists()
     after = _accord(["local", "status"], env)
     assert after.returncode == 1 and "DOWN" in after.stdout
@@ -50,12 +50,13 @@ def test_cli_up_status_env_down_leaves_nothing_running(tmp_path: Path) -> None:
 
 def test_external_services_are_used_not_started(services: Endpoints, tmp_path: Path) -> None:
     settings = Settings(state_dir=tmp_path, kafka_bootstrap=services.kafka_bootstrap, opa_url=services.opa_url,
-                        registry_url=services.registry_url)
+                        registry_url=services.registry_url, api_url=services.api_url)
     stack = LocalStack(settings)
     assert stack.up() == services
     assert not (tmp_path / "kafka" / "kafka.pid").exists()
     assert not (tmp_path / "opa" / "opa.pid").exists()
     assert not (tmp_path / "registry" / "registry.pid").exists()
+    assert not (tmp_path / "api" / "api.pid").exists()
     states = stack.status()
     assert all(s.running and not s.managed for s in states)
     assert stack.down() == []

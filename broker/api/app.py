@@ -1,0 +1,77 @@
+"""Accord's HTTP API: publish records to a stream and ask why rows were quarantined."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from broker.adapters.metrics import metrics_app
+from broker.errors import AccordError, NotFoundError
+from broker.services.ingest import Ingest
+
+QuarantineReader = Callable[[str, int], list[dict[str, Any]]]
+
+
+class BadRequest(AccordError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def _json_body(request: Request, limit: int) -> Any:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BadRequest(413, f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limit:
+            raise BadRequest(413, f"request body exceeds the limit of {limit} bytes")
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(422, f"request body is not JSON: {exc}") from exc
+
+
+def create_api_app(ingest: Ingest, read_quarantine: QuarantineReader, max_body_bytes: int = 1_048_576) -> FastAPI:
+    app = FastAPI(title="Accord", version="1", description="Emergency data sharing between public bodies.")
+    app.mount("/metrics", metrics_app())
+
+    @app.exception_handler(NotFoundError)
+    async def not_found(_: Request, exc: NotFoundError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=404)
+
+    @app.exception_handler(BadRequest)
+    async def bad_request(_: Request, exc: BadRequest) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/streams/{stream}/records")
+    async def publish(stream: str, request: Request) -> dict[str, Any]:
+        """Publish records (JSON, dates as ISO strings); each is accepted or quarantined with reasons."""
+        ingest.schema(stream)
+        body = await _json_body(request, max_body_bytes)
+        records = body.get("records") if isinstance(body, dict) else None
+        if not isinstance(records, list):
+            raise BadRequest(422, 'the body must be {"records": [ ... ]}')
+        outcomes = ingest.publish(stream, records)
+        return {
+            "accepted": sum(o.status == "accepted" for o in outcomes),
+            "quarantined": sum(o.status == "quarantined" for o in outcomes),
+            "outcomes": [o.as_json() for o in outcomes],
+        }
+
+    @app.get("/streams/{stream}/quarantine")
+    def quarantine(stream: str, limit: int = 100) -> dict[str, Any]:
+        """Why were my rows not delivered? The quarantined records of a stream, oldest first."""
+        ingest.schema(stream)
+        return {"stream": stream, "entries": read_quarantine(stream, max(1, min(limit, 10_000)))}
+
+    return app

@@ -1,0 +1,149 @@
+"""Row-level quality rules for template streams: each failure is a Violation, never a silent drop."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from broker.domain.geography import LTLA_PREFIXES, UTLA_PREFIXES, LaTable, is_well_formed
+
+REQUIRED = "required"
+GSS_FORMAT = "gss-format"
+GSS_KNOWN = "gss-known"
+UTLA_CONSISTENT = "utla-consistent"
+POSTCODE_FORMAT = "postcode-format"
+DATE_NOT_FUTURE = "date-not-future"
+
+DIRECT_IDENTIFIER = "direct-identifier"
+LTLA_TAG = "geography:ltla"
+UTLA_TAG = "geography:utla"
+POSTCODE_TAG = "geography:postcode"
+GSS_LEVEL_PREFIXES: Mapping[str, frozenset[str]] = {
+    "geography:lsoa": frozenset({"E01"}),
+    "geography:msoa": frozenset({"E02"}),
+    LTLA_TAG: LTLA_PREFIXES,
+    UTLA_TAG: UTLA_PREFIXES,
+    "geography:icb": frozenset({"E54"}),
+}
+
+EXCERPT_MAX = 40
+# Outward code (area, district, optional sub-district) then inward code; letters that Royal Mail never
+# uses in a position are excluded so that typos like O-for-0 are caught. GIR 0AA is the one legacy exception.
+_POSTCODE = re.compile(
+    r"GIR ?0AA|[A-PR-UWYZ](?:[0-9]{1,2}|[A-HK-Y][0-9]{1,2}|[0-9][A-HJKPS-UW]|[A-HK-Y][0-9][ABEHMNPRV-Y])"
+    r" ?[0-9][ABD-HJLNP-UW-Z]{2}"
+)
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One rule a record broke; `value_excerpt` is cut short and masked for direct identifiers."""
+
+    field: str
+    rule: str
+    message: str
+    value_excerpt: str
+
+
+def field_tags(schema: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Each field's `accord.tags` (empty list when untagged), in schema order."""
+    return {field["name"]: list(field.get("accord.tags", [])) for field in schema.get("fields", [])}
+
+
+def validate_record(
+    schema: Mapping[str, Any], record: Mapping[str, Any], today: dt.date, la_table: LaTable
+) -> list[Violation]:
+    """Every violation in `record`, in schema field order; an empty list means the row may be routed."""
+    rows = _Row(record, field_tags(schema))
+    required = list(schema.get("accord.required", []))
+    violations: list[Violation] = []
+    checked = [*rows.tags, *(name for name in required if name not in rows.tags)]
+    for name in checked:
+        if name in required and _is_blank(record.get(name)):
+            violations.append(rows.violation(name, REQUIRED, f"{name} is required: give a non-empty value"))
+        elif record.get(name) is not None:
+            violations.extend(_check_value(rows, name, today, la_table))
+    # A code already reported as missing, malformed or unknown has no upper tier worth comparing.
+    failed = {v.field for v in violations if v.rule in (REQUIRED, GSS_FORMAT, GSS_KNOWN)}
+    violations.extend(_check_utla_consistent(rows, la_table, failed))
+    return violations
+
+
+@dataclass(frozen=True)
+class _Row:
+    record: Mapping[str, Any]
+    tags: dict[str, list[str]]
+
+    def violation(self, name: str, rule: str, message: str) -> Violation:
+        masked = DIRECT_IDENTIFIER in self.tags.get(name, [])
+        return Violation(name, rule, message, value_excerpt(self.record.get(name), masked=masked))
+
+    def first_tagged(self, tag: str) -> str | None:
+        return next((name for name, tags in self.tags.items() if tag in tags), None)
+
+
+def value_excerpt(value: object, *, masked: bool = False) -> str:
+    """At most EXCERPT_MAX characters of `value`; when masked, only the last 2-3 characters show."""
+    if value is None:
+        return ""
+    text = value.isoformat() if isinstance(value, dt.date) else str(value)
+    if not masked:
+        return text[:EXCERPT_MAX]
+    # Short identifiers show fewer characters so that most of the value always stays hidden.
+    keep = 3 if len(text) >= 8 else 2 if len(text) >= 4 else 0
+    hidden = "*" * (len(text) - keep) + text[len(text) - keep :]
+    return hidden[-EXCERPT_MAX:]
+
+
+def _is_blank(value: object) -> bool:
+    # Whitespace-only text is as useless to a subscriber as an empty string (a blank postcode cannot be routed).
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _check_value(rows: _Row, name: str, today: dt.date, la_table: LaTable) -> Iterator[Violation]:
+    value = rows.record[name]
+    for tag in rows.tags.get(name, []):
+        if tag in GSS_LEVEL_PREFIXES:
+            yield from _check_gss(rows, name, tag, la_table)
+        elif tag == POSTCODE_TAG and not (isinstance(value, str) and _POSTCODE.fullmatch(value.upper())):
+            yield rows.violation(name, POSTCODE_FORMAT, f"{name} is not a UK postcode such as SW1A 1AA")
+    if _is_future(value, today):
+        yield rows.violation(name, DATE_NOT_FUTURE, f"{name} is later than {today.isoformat()}: check the clock")
+
+
+def _check_gss(rows: _Row, name: str, tag: str, la_table: LaTable) -> Iterator[Violation]:
+    value = rows.record[name]
+    prefixes = GSS_LEVEL_PREFIXES[tag]
+    level = tag.partition(":")[2].upper()
+    if not (is_well_formed(value) and value[:3] in prefixes):
+        allowed = ", ".join(sorted(prefixes))
+        yield rows.violation(name, GSS_FORMAT, f"{name} is not a {level} GSS code (9 characters, prefix {allowed})")
+    elif tag in (LTLA_TAG, UTLA_TAG) and not la_table.is_known(value):
+        where = f" ({la_table.vintage})" if la_table.vintage else ""
+        yield rows.violation(name, GSS_KNOWN, f"{name} is not in the LA table{where}: check the code's vintage")
+
+
+def _check_utla_consistent(rows: _Row, la_table: LaTable, failed: set[str]) -> Iterator[Violation]:
+    ltla_field, utla_field = rows.first_tagged(LTLA_TAG), rows.first_tagged(UTLA_TAG)
+    if ltla_field is None or utla_field is None or {ltla_field, utla_field} & failed:
+        return
+    ltla, utla = rows.record.get(ltla_field), rows.record.get(utla_field)
+    if ltla is None or utla is None:
+        return
+    expected = la_table.upper_tier_of(ltla)
+    if utla != expected:
+        yield rows.violation(
+            utla_field, UTLA_CONSISTENT, f"{utla_field} should be {expected}, the upper tier of {ltla_field} {ltla}"
+        )
+
+
+def _is_future(value: object, today: dt.date) -> bool:
+    # datetime subclasses date, so it must be tested first; a timestamp counts as future only after
+    # the end of `today` in UTC, because publishers stamp rows in UTC whatever the local time.
+    if isinstance(value, dt.datetime):
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+        return aware >= dt.datetime.combine(today + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC)
+    return isinstance(value, dt.date) and value > today

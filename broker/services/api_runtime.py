@@ -1,0 +1,44 @@
+"""Runs the API process: ingest for the streams in schemas/, quarantine queries, metrics."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import uvicorn
+
+from broker.adapters.kafka_admin import create_topics
+from broker.adapters.kafka_log import KafkaLog
+from broker.adapters.metrics import count_ingest
+from broker.adapters.registry_http import HttpSchemaRegistry
+from broker.api.app import create_api_app
+from broker.domain.geography import load_la_table
+from broker.local.toolchain import REPO_ROOT
+from broker.services.ingest import Ingest, ingest_topic, load_stream_schemas, quarantine_topic, read_quarantine
+
+SCHEMAS_DIR = REPO_ROOT / "schemas"
+
+
+def _today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
+
+
+@contextmanager
+def open_ingest(bootstrap: str, registry_url: str) -> Iterator[tuple[Ingest, KafkaLog]]:
+    """An Ingest for every stream in schemas/, with its ingest and quarantine topics created."""
+    schemas = load_stream_schemas(SCHEMAS_DIR)
+    create_topics(bootstrap, [t for s in schemas for t in (ingest_topic(s), quarantine_topic(s))])
+    log = KafkaLog(bootstrap, client_id="accord-ingest")
+    registry = HttpSchemaRegistry(registry_url)
+    try:
+        yield Ingest(log, registry, schemas, load_la_table(), _today, count=count_ingest), log
+    finally:
+        registry.close()
+        log.close()
+
+
+def serve(bootstrap: str, registry_url: str, host: str, port: int, max_body_bytes: int) -> None:
+    with open_ingest(bootstrap, registry_url) as (ingest, log):
+        app = create_api_app(ingest, lambda stream, limit: read_quarantine(log, stream, limit), max_body_bytes)
+        uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -1,0 +1,197 @@
+"""Validated ingest: good records to `ingest.<stream>`, bad ones to `quarantine.<stream>` with their reasons."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from fastavro import parse_schema
+from fastavro.validation import validate_many
+
+from broker.domain.geography import LaTable
+from broker.domain.json_avro import from_json
+from broker.domain.validation import Violation, field_tags, validate_record, value_excerpt
+from broker.errors import NotFoundError, SerdeError
+from broker.services.serde import AvroDeserializer, AvroSerializer, SerializationContext
+
+SCHEMA_FIT = "schema-fit"
+AVRO_DECODE = "avro-decode"
+
+
+class RecordLog(Protocol):
+    def publish(self, topic: str, value: bytes, key: bytes | None = None,
+                headers: Sequence[tuple[str, bytes]] = ()) -> tuple[int, int]: ...
+
+
+def ingest_topic(stream: str) -> str:
+    return f"ingest.{stream}"
+
+
+def quarantine_topic(stream: str) -> str:
+    return f"quarantine.{stream}"
+
+
+def load_stream_schemas(directory: Path) -> dict[str, dict[str, Any]]:
+    """Every `.avsc` that names its stream (`accord.stream`), by stream id."""
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted(directory.glob("*.avsc")):
+        schema = json.loads(path.read_text())
+        if isinstance(schema, dict) and "accord.stream" in schema:
+            found[str(schema["accord.stream"])] = schema
+    return found
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one published record: where it went and, if quarantined, why."""
+
+    index: int
+    status: Literal["accepted", "quarantined"]
+    topic: str
+    partition: int
+    offset: int
+    reasons: tuple[Violation, ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "reasons": [asdict(r) for r in self.reasons]}
+
+
+class Ingest:
+    """Publishes records of known streams; nothing is dropped: each record is accepted or quarantined."""
+
+    def __init__(self, log: RecordLog, serializer_registry: Any, schemas: Mapping[str, dict[str, Any]],
+                 la_table: LaTable, today: Callable[[], dt.date],
+                 count: Callable[[str, str], None] = lambda stream, outcome: None) -> None:
+        self._log = log
+        self._registry = serializer_registry
+        self._schemas = dict(schemas)
+        self._parsed = {s: parse_schema(json.loads(json.dumps(schema))) for s, schema in self._schemas.items()}
+        self._serializers = {s: AvroSerializer(serializer_registry, json.dumps(schema))
+                             for s, schema in self._schemas.items()}
+        self._la = la_table
+        self._today = today
+        self._count = count
+
+    def schema(self, stream: str) -> dict[str, Any]:
+        if stream not in self._schemas:
+            known = ", ".join(sorted(self._schemas)) or "none"
+            raise NotFoundError(f"unknown stream {stream!r} (known streams: {known})")
+        return self._schemas[stream]
+
+    def violations(self, stream: str, record: Mapping[str, Any]) -> list[Violation]:
+        """Schema fit first (a record that does not fit cannot be encoded), then the stream's field rules."""
+        schema = self.schema(stream)
+        errors: list[str] = []
+        if not validate_many([dict(record)], self._parsed[stream], raise_errors=False):
+            errors = _schema_errors(self._parsed[stream], record)
+        if errors:
+            return [Violation(field, SCHEMA_FIT, message, value_excerpt(record.get(field), masked=masked))
+                    for field, message, masked in _fields_of(errors, schema)]
+        return validate_record(schema, record, self._today(), self._la)
+
+    def publish(self, stream: str, records: Sequence[Mapping[str, Any]], source: str = "http") -> list[Outcome]:
+        schema = self.schema(stream)
+        outcomes = []
+        for index, raw in enumerate(records):
+            record, problems = from_json(schema, raw) if isinstance(raw, Mapping) else ({}, [_not_object(raw)])
+            problems = problems or self.violations(stream, record)
+            if problems:
+                entry = {"source": {"kind": source, "index": index}, "record": raw}
+                outcomes.append(self._quarantine(stream, index, problems, entry))
+                continue
+            payload = self._serializers[stream](record, SerializationContext(ingest_topic(stream)))
+            assert payload is not None
+            partition, offset = self._log.publish(ingest_topic(stream), payload, key=_key(schema, record))
+            self._count(stream, "accepted")
+            outcomes.append(Outcome(index, "accepted", ingest_topic(stream), partition, offset))
+        return outcomes
+
+    def screen(self, stream: str, value: bytes | None, partition: int, offset: int) -> Outcome:
+        """Check a record already on `ingest.<stream>` (written by a Kafka client); quarantine it if bad."""
+        try:
+            record = AvroDeserializer(self._registry)(value, SerializationContext(ingest_topic(stream)))
+            problems = self.violations(stream, record or {}) if record is not None else [
+                Violation("", AVRO_DECODE, "the record has no value", "")]
+        except SerdeError as exc:
+            problems = [Violation("", AVRO_DECODE, str(exc), value_excerpt((value or b"")[:16].hex()))]
+        if not problems:
+            return Outcome(offset, "accepted", ingest_topic(stream), partition, offset)
+        source = {"kind": "kafka", "topic": ingest_topic(stream), "partition": partition, "offset": offset}
+        return self._quarantine(stream, offset, problems, {"source": source})
+
+    def _quarantine(self, stream: str, index: int, problems: list[Violation], entry: dict[str, Any]) -> Outcome:
+        body = {"stream": stream, **entry, "reasons": [asdict(p) for p in problems]}
+        first = problems[0]
+        headers = [("accord.quarantine.rule", first.rule.encode()), ("accord.quarantine.field", first.field.encode()),
+                   ("accord.quarantine.reasons", str(len(problems)).encode())]
+        if "offset" in entry["source"]:
+            headers.append(("accord.quarantine.source-offset", str(entry["source"]["offset"]).encode()))
+        partition, offset = self._log.publish(quarantine_topic(stream), json.dumps(body, default=str).encode(),
+                                              headers=headers)
+        self._count(stream, "quarantined")
+        return Outcome(index, "quarantined", quarantine_topic(stream), partition, offset, tuple(problems))
+
+
+def _key(schema: Mapping[str, Any], record: Mapping[str, Any]) -> bytes | None:
+    # Key by the first jurisdiction field so one area's records keep their order within a partition.
+    for name in schema.get("accord.jurisdiction", []):
+        if record.get(name):
+            return str(record[name]).encode()
+    return None
+
+
+def _not_object(raw: object) -> Violation:
+    return Violation("", SCHEMA_FIT, "each record must be a JSON object", value_excerpt(raw))
+
+
+def _schema_errors(parsed: Any, record: Mapping[str, Any]) -> list[str]:
+    from fastavro.validation import ValidationError, validate
+
+    try:
+        validate(dict(record), parsed, raise_errors=True)
+    except ValidationError as exc:
+        return [str(error) for error in exc.errors]
+    return []
+
+
+def _fields_of(errors: list[str], schema: Mapping[str, Any]) -> list[tuple[str, str, bool]]:
+    tags = field_tags(schema)
+    found = []
+    for error in errors:
+        # fastavro names the failing field as `<Record>.<field> is <value> of type ...`
+        name = next((n for n in tags if f".{n} is " in error or f".{n} " in error), "")
+        message = f"{name or 'record'} does not fit the schema: expected {_expected(schema, name)}"
+        found.append((name, message, "direct-identifier" in tags.get(name, [])))
+    return found or [("", "the record does not fit the schema", False)]
+
+
+def _expected(schema: Mapping[str, Any], name: str) -> str:
+    for field in schema.get("fields", []):
+        if field["name"] == name:
+            return json.dumps(field["type"])
+    return "the stream's schema"
+
+
+class RecordReader(Protocol):
+    def read(self, topic: str, max_records: int, timeout_s: float = 10.0, start_offset: int = 0) -> list[Any]: ...
+
+
+def read_quarantine(reader: RecordReader, stream: str, limit: int, timeout_s: float = 2.0) -> list[dict[str, Any]]:
+    """The quarantined entries of `stream`, oldest first, each with where it sits in the quarantine topic."""
+    entries = []
+    for record in reader.read(quarantine_topic(stream), max_records=limit, timeout_s=timeout_s):
+        body = json.loads(record.value) if record.value else {}
+        entries.append({"partition": record.partition, "offset": record.offset, **body})
+    return entries
+
+
+def screen_topic(ingest: Ingest, reader: RecordReader, stream: str, start_offset: int, max_records: int,
+                 timeout_s: float = 5.0) -> list[Outcome]:
+    """Check records already on `ingest.<stream>`; a bad one is quarantined and screening goes on."""
+    records = reader.read(ingest_topic(stream), max_records=max_records, timeout_s=timeout_s,
+                          start_offset=start_offset)
+    return [ingest.screen(stream, r.value, r.partition, r.offset) for r in records]

@@ -1,0 +1,174 @@
+"""Avro records to and from Confluent-framed bytes, with writer schemas kept in a SchemaRegistry."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.read import SchemaResolutionError
+from fastavro.schema import SchemaParseException
+from fastavro.types import Schema
+from fastavro.validation import ValidationError, validate
+
+from broker.domain.schemas import canonical_text
+from broker.domain.wire import frame, unframe
+from broker.errors import RegistryError, SerdeError
+from broker.ports import SchemaRegistry
+
+# What fastavro raises on bytes that do not decode; it has no error type of its own for that.
+_DECODE_ERRORS = (EOFError, IndexError, KeyError, TypeError, ValueError, OverflowError)
+_ENCODE_ERRORS = (TypeError, ValueError, KeyError, AttributeError, OverflowError)
+# Confluent's error code for an unknown schema id; any other registry error is not the data's fault.
+SCHEMA_NOT_FOUND = 40403
+
+
+@dataclass(frozen=True)
+class SerializationContext:
+    """Where the bytes go or come from: the topic, and whether they are the message key or value."""
+
+    topic: str
+    field: Literal["key", "value"] = "value"
+
+    def __str__(self) -> str:
+        return f"{self.field} on topic {self.topic!r}"
+
+
+SubjectNameStrategy = Callable[[SerializationContext, str | None], str]
+
+
+def topic_name_strategy(ctx: SerializationContext, record_name: str | None) -> str:
+    """`<topic>-key` or `<topic>-value`, Confluent's default: one line of schema versions per topic and field."""
+    return f"{ctx.topic}-{ctx.field}"
+
+
+class AvroSerializer:
+    """Encodes records with one writer schema, registering it under each subject once on first use.
+
+    With `auto_register=False` the schema must already be the subject's latest version.
+    """
+
+    def __init__(self, registry: SchemaRegistry, schema: str,
+                 subject_name_strategy: SubjectNameStrategy = topic_name_strategy, auto_register: bool = True) -> None:
+        self._registry = registry
+        self._schema = schema
+        self._parsed = _parse(schema, "writer schema")
+        self._name = _record_name(self._parsed)
+        self._strategy = subject_name_strategy
+        self._auto_register = auto_register
+        self._ids: dict[str, int] = {}
+
+    def __call__(self, obj: Mapping[str, Any] | None, ctx: SerializationContext) -> bytes | None:
+        if obj is None:
+            return None
+        body = self._encode(obj, ctx)
+        return frame(self._schema_id(self._strategy(ctx, self._name)), body)
+
+    def _encode(self, obj: Mapping[str, Any], ctx: SerializationContext) -> bytes:
+        buffer = io.BytesIO()
+        try:
+            schemaless_writer(buffer, self._parsed, obj)
+        except _ENCODE_ERRORS as exc:
+            where = _misfit_fields(obj, self._parsed)
+            at = f" at field {where}" if where else ""
+            raise SerdeError(f"{ctx}: record does not fit schema {self._name or self._schema[:80]}{at}: {exc}") from exc
+        return buffer.getvalue()
+
+    def _schema_id(self, subject: str) -> int:
+        schema_id = self._ids.get(subject)
+        if schema_id is None:
+            schema_id = self._registered_id(subject)
+            self._ids[subject] = schema_id
+        return schema_id
+
+    def _registered_id(self, subject: str) -> int:
+        if self._auto_register:
+            return self._registry.register(subject, self._schema)
+        latest = self._registry.latest(subject)
+        if canonical_text(latest.schema) != canonical_text(self._schema):
+            raise SerdeError(f"subject {subject!r}: its latest version ({latest.version}, schema id "
+                             f"{latest.schema_id}) is not this serializer's schema; register the schema first "
+                             "or serialize with auto_register=True")
+        return latest.schema_id
+
+
+class AvroDeserializer:
+    """Decodes framed records with the writer schema named in each header, resolved to `reader_schema` if given."""
+
+    def __init__(self, registry: SchemaRegistry, reader_schema: str | None = None) -> None:
+        self._registry = registry
+        self._reader = None if reader_schema is None else _parse(reader_schema, "reader schema")
+        self._writers: dict[int, Schema] = {}
+
+    def __call__(self, data: bytes | None, ctx: SerializationContext) -> dict[str, Any] | None:
+        if data is None:
+            return None
+        try:
+            schema_id, body = unframe(data)
+        except SerdeError as exc:
+            raise SerdeError(f"{ctx}: {exc}") from exc
+        record = self._decode(body, self._writer(schema_id, ctx), schema_id, ctx)
+        if not isinstance(record, dict):
+            raise SerdeError(f"{ctx}: schema id {schema_id} is not a record schema (decoded a "
+                             f"{type(record).__name__}); AvroDeserializer reads records only")
+        return record
+
+    def _writer(self, schema_id: int, ctx: SerializationContext) -> Schema:
+        parsed = self._writers.get(schema_id)
+        if parsed is None:
+            try:
+                text = self._registry.schema_by_id(schema_id)
+            except RegistryError as exc:
+                if exc.error_code != SCHEMA_NOT_FOUND:
+                    raise
+                raise SerdeError(f"{ctx}: schema id {schema_id} is not in the schema registry (written against "
+                                 "another registry, or its schema was deleted)") from exc
+            parsed = self._writers[schema_id] = _parse(text, f"schema id {schema_id}")
+        return parsed
+
+    def _decode(self, body: bytes, writer: Schema, schema_id: int, ctx: SerializationContext) -> Any:
+        buffer = io.BytesIO(body)
+        try:
+            record = schemaless_reader(buffer, writer, self._reader)
+        except SchemaResolutionError as exc:
+            raise SerdeError(f"{ctx}: data written with schema id {schema_id} cannot be read with the reader "
+                             f"schema: {exc}") from exc
+        except _DECODE_ERRORS as exc:
+            raise SerdeError(f"{ctx}: the {len(body)}-byte body does not decode with schema id {schema_id} "
+                             f"({type(exc).__name__}: {exc}); it is truncated or was written with another "
+                             "schema") from exc
+        left = len(body) - buffer.tell()
+        if left:
+            raise SerdeError(f"{ctx}: {left} bytes left over after the record written with schema id {schema_id}; "
+                             "it was written with another schema or the bytes were joined to something else")
+        return record
+
+
+def _parse(schema: str, what: str) -> Schema:
+    try:
+        return parse_schema(json.loads(schema))
+    except json.JSONDecodeError as exc:
+        raise SerdeError(f"{what} is not JSON: {exc}") from exc
+    except (SchemaParseException, ValueError, TypeError, KeyError) as exc:
+        raise SerdeError(f"{what} is not a valid Avro schema: {exc}") from exc
+
+
+def _record_name(parsed: Schema) -> str | None:
+    """The full name of a record schema (what record-name subject strategies key on); None for other types."""
+    if isinstance(parsed, dict) and parsed.get("type") == "record":
+        return str(parsed["name"])
+    return None
+
+
+def _misfit_fields(obj: Any, parsed: Schema) -> str:
+    """The fields fastavro's validator blames for a record the writer refused, e.g. 'ns.Case.onset'."""
+    try:
+        validate(obj, parsed, raise_errors=True)
+    except ValidationError as exc:
+        return ", ".join(sorted({error.field for error in exc.errors if error.field}))
+    except _ENCODE_ERRORS:
+        pass
+    return ""

@@ -1,0 +1,131 @@
+"""Clients no one here wrote, against Accord: confluent-kafka's registry client and Avro serde, and kcat."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer as ConfluentDeserializer
+from confluent_kafka.schema_registry.avro import AvroSerializer as ConfluentSerializer
+from confluent_kafka.serialization import MessageField
+from confluent_kafka.serialization import SerializationContext as ConfluentContext
+
+from broker.adapters.kafka_log import KafkaLog
+from broker.adapters.registry_http import HttpSchemaRegistry
+from broker.domain.wire import unframe
+from broker.local.stack import Endpoints
+from broker.local.toolchain import REPO_ROOT
+from broker.services.serde import AvroDeserializer, AvroSerializer, SerializationContext
+
+SCHEMA_TEXT = (REPO_ROOT / "schemas" / "ukhsa.positive-tests.avsc").read_text()
+CASE: dict[str, Any] = {
+    "specimen_id": "LEI-20200622-000777", "nhs_number": None, "name": "Sam Example", "dob": dt.date(1990, 1, 2),
+    "sex": "MALE", "ethnicity": None, "address": "2 Example Street, Leicester", "postcode": "LE2 2BB",
+    "occupation": "teacher", "specimen_date": dt.date(2020, 6, 20), "lab_report_date": dt.date(2020, 6, 21),
+    "test_type": "PCR", "pillar": "PILLAR_2", "lsoa": "E01013578", "msoa": "E02002807",
+    "ltla": "E06000016", "utla": "E06000016",
+}
+
+
+@pytest.fixture
+def client(services: Endpoints) -> Iterator[SchemaRegistryClient]:
+    with SchemaRegistryClient({"url": services.registry_url}) as registry_client:
+        yield registry_client
+
+
+def _consume_one(bootstrap: str, topic: str) -> bytes:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"interop-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
+    consumer.subscribe([topic])
+    try:
+        for _ in range(100):
+            message = consumer.poll(0.2)
+            if message is not None and message.error() is None:
+                value = message.value()
+                assert isinstance(value, bytes)
+                return value
+    finally:
+        consumer.close()
+    raise AssertionError(f"no record arrived on {topic}")
+
+
+def test_confluent_registry_client_against_accord(client: SchemaRegistryClient) -> None:
+    subject = f"interop-{uuid.uuid4().hex[:8]}-value"
+    schema_id = client.register_schema(subject, Schema(SCHEMA_TEXT, "AVRO"))
+    latest = client.get_latest_version(subject)
+    assert (latest.schema_id, latest.version, latest.subject) == (schema_id, 1, subject)
+    assert json.loads(client.get_schema(schema_id).schema_str)["name"] == "PositiveTest"
+    assert client.lookup_schema(subject, Schema(SCHEMA_TEXT, "AVRO")).version == 1
+    assert subject in client.get_subjects()
+    client.set_compatibility(subject, "FULL")
+    assert client.get_compatibility(subject) == "FULL"
+    fields = json.loads(SCHEMA_TEXT)
+    dropped_default = {**fields, "fields": [*fields["fields"], {"name": "hospitalised", "type": "boolean"}]}
+    assert client.test_compatibility(subject, Schema(json.dumps(dropped_default), "AVRO")) is False
+    with_default = {**fields, "fields": [*fields["fields"],
+                                         {"name": "hospitalised", "type": "boolean", "default": False}]}
+    assert client.test_compatibility(subject, Schema(json.dumps(with_default), "AVRO")) is True
+
+
+def test_confluent_writes_accord_reads(services: Endpoints, topic: str, client: SchemaRegistryClient) -> None:
+    serializer = ConfluentSerializer(client, SCHEMA_TEXT)
+    payload = serializer(CASE, ConfluentContext(topic, MessageField.VALUE))
+    producer = Producer({"bootstrap.servers": services.kafka_bootstrap, "enable.idempotence": True})
+    producer.produce(topic, value=payload)
+    assert producer.flush(10) == 0
+
+    log = KafkaLog(services.kafka_bootstrap)
+    registry = HttpSchemaRegistry(services.registry_url)
+    try:
+        [record] = log.read(topic, max_records=1)
+        assert record.value is not None
+        decoded = AvroDeserializer(registry)(record.value, SerializationContext(topic))
+    finally:
+        registry.close()
+        log.close()
+    assert decoded == CASE
+
+
+def test_accord_writes_confluent_reads(services: Endpoints, topic: str, client: SchemaRegistryClient) -> None:
+    registry = HttpSchemaRegistry(services.registry_url)
+    log = KafkaLog(services.kafka_bootstrap)
+    try:
+        payload = AvroSerializer(registry, SCHEMA_TEXT)(CASE, SerializationContext(topic))
+        assert payload is not None
+        log.publish(topic, payload)
+    finally:
+        log.close()
+        registry.close()
+    raw = _consume_one(services.kafka_bootstrap, topic)
+    decoded = ConfluentDeserializer(client)(raw, ConfluentContext(topic, MessageField.VALUE))
+    assert decoded == CASE
+    schema_id, _ = unframe(raw)
+    assert client.get_latest_version(f"{topic}-value").schema_id == schema_id
+
+
+@pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is not installed (apt-get install kcat)")
+def test_kcat_reads_accord_framed_records(services: Endpoints, topic: str) -> None:
+    # Debian's kcat is built without Avro/Schema Registry support (no libserdes), so `-s value=avro` cannot be
+    # exercised here; kcat still proves the records on the topic are Confluent-framed with Accord's schema id.
+    registry = HttpSchemaRegistry(services.registry_url)
+    log = KafkaLog(services.kafka_bootstrap)
+    try:
+        payload = AvroSerializer(registry, SCHEMA_TEXT)(CASE, SerializationContext(topic))
+        assert payload is not None
+        log.publish(topic, payload)
+        expected_id, _ = unframe(payload)
+    finally:
+        log.close()
+        registry.close()
+    out = subprocess.run(["kcat", "-b", services.kafka_bootstrap, "-C", "-t", topic, "-o", "beginning", "-e",
+                          "-c", "1", "-f", "%s"], capture_output=True, timeout=60, check=True).stdout
+    assert out == payload
+    assert unframe(out)[0] == expected_id

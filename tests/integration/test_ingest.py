@@ -1,0 +1,125 @@
+"""Validated ingest on the real Kafka and registry: good rows to ingest.<stream>, bad rows quarantined with reasons."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from kafka import KafkaProducer
+
+from broker.adapters.kafka_log import KafkaLog
+from broker.adapters.metrics import ingest_count
+from broker.adapters.registry_http import HttpSchemaRegistry
+from broker.local.stack import Endpoints
+from broker.services.api_runtime import open_ingest
+from broker.services.ingest import ingest_topic, quarantine_topic, read_quarantine, screen_topic
+from broker.services.serde import AvroDeserializer, AvroSerializer, SerializationContext
+
+STREAM = "ukhsa.positive-tests"
+
+
+def _case(**overrides: Any) -> dict[str, Any]:
+    case = {
+        "specimen_id": f"LEI-{uuid.uuid4().hex[:10]}", "nhs_number": None, "name": "Alex Example",
+        "dob": "1984-03-07", "sex": "FEMALE", "ethnicity": None, "address": "1 Example Road, Leicester",
+        "postcode": "LE1 1AA", "occupation": None, "specimen_date": "2020-06-22", "lab_report_date": "2020-06-23",
+        "test_type": "PCR", "pillar": "PILLAR_2", "lsoa": "E01013578", "msoa": "E02002807",
+        "ltla": "E06000016", "utla": "E06000016",
+    }
+    return case | overrides
+
+
+def _end_offset(log: KafkaLog, topic: str) -> int:
+    records = log.read(topic, max_records=100_000, timeout_s=1.0)
+    return records[-1].offset + 1 if records else 0
+
+
+def test_http_publish_reports_each_record_and_quarantines_the_bad(services: Endpoints) -> None:
+    before_accepted = ingest_count(STREAM, "accepted")
+    good, future, unknown_la, no_postcode = (
+        _case(), _case(specimen_date="2099-01-01"), _case(ltla="E06999999", utla="E06999999"), _case(postcode=""))
+    response = httpx.post(f"{services.api_url}/streams/{STREAM}/records",
+                          json={"records": [good, future, unknown_la, no_postcode, "not an object"]}, timeout=30)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["accepted"], body["quarantined"]) == (1, 4)
+    statuses = [(o["index"], o["status"], [r["rule"] for r in o["reasons"]]) for o in body["outcomes"]]
+    assert statuses == [
+        (0, "accepted", []),
+        (1, "quarantined", ["date-not-future"]),
+        (2, "quarantined", ["gss-known", "gss-known"]),
+        (3, "quarantined", ["required"]),
+        (4, "quarantined", ["schema-fit"]),
+    ]
+    # The accepted record is on ingest.<stream>, Confluent-framed, and decodes to what was sent.
+    accepted = body["outcomes"][0]
+    log = KafkaLog(services.kafka_bootstrap)
+    registry = HttpSchemaRegistry(services.registry_url)
+    try:
+        [record] = log.read(ingest_topic(STREAM), max_records=1, start_offset=accepted["offset"])
+        decoded = AvroDeserializer(registry)(record.value, SerializationContext(ingest_topic(STREAM)))
+        assert decoded is not None and decoded["specimen_id"] == good["specimen_id"]
+        assert record.key == b"E06000016"
+        # "Why was my row not delivered?": the quarantine names field, rule and offset, with the row kept whole.
+        mine = [e for e in read_quarantine(log, STREAM, 100_000)
+                if e["source"]["kind"] == "http" and e["record"] in (future, unknown_la, no_postcode)]
+    finally:
+        registry.close()
+        log.close()
+    assert sorted(e["reasons"][0]["field"] for e in mine) == ["ltla", "postcode", "specimen_date"]
+    via_api = httpx.get(f"{services.api_url}/streams/{STREAM}/quarantine", params={"limit": 100_000}).json()
+    assert {e["record"]["specimen_id"] for e in via_api["entries"] if isinstance(e.get("record"), dict)} >= {
+        future["specimen_id"], unknown_la["specimen_id"], no_postcode["specimen_id"]}
+    metrics = httpx.get(f"{services.api_url}/metrics/").text
+    assert f'accord_ingest_records_total{{outcome="quarantined",stream="{STREAM}"}}' in metrics
+    assert ingest_count(STREAM, "accepted") == before_accepted  # counted in the API process, not this one
+
+
+def test_quarantine_headers_say_why(services: Endpoints) -> None:
+    with open_ingest(services.kafka_bootstrap, services.registry_url) as (ingest, log):
+        [outcome] = ingest.publish(STREAM, [_case(lsoa="E0101357")])
+        [record] = log.read(quarantine_topic(STREAM), max_records=1, start_offset=outcome.offset)
+    headers = dict(record.headers)
+    assert headers["accord.quarantine.rule"] == b"gss-format"
+    assert headers["accord.quarantine.field"] == b"lsoa"
+    assert json.loads(record.value or b"{}")["reasons"][0]["value_excerpt"] == "E0101357"
+
+
+def test_bad_requests(services: Endpoints) -> None:
+    unknown = httpx.post(f"{services.api_url}/streams/no.such-stream/records", json={"records": []})
+    assert unknown.status_code == 404 and "ukhsa.positive-tests" in unknown.json()["error"]
+    assert httpx.post(f"{services.api_url}/streams/{STREAM}/records", content=b"{oops").status_code == 422
+    assert httpx.post(f"{services.api_url}/streams/{STREAM}/records", json=[1]).status_code == 422
+    huge = httpx.post(f"{services.api_url}/streams/{STREAM}/records", content=b" " * 2_000_000)
+    assert huge.status_code == 413
+
+
+def test_garbage_on_the_ingest_topic_is_quarantined_and_screening_goes_on(services: Endpoints) -> None:
+    with open_ingest(services.kafka_bootstrap, services.registry_url) as (ingest, log):
+        start = _end_offset(log, ingest_topic(STREAM))
+        registry = HttpSchemaRegistry(services.registry_url)
+        schema = json.dumps(ingest.schema(STREAM))
+        from broker.domain.json_avro import from_json
+
+        good, _ = from_json(ingest.schema(STREAM), _case())
+        wrong_area, _ = from_json(ingest.schema(STREAM), _case(utla="E10000018"))
+        encode = AvroSerializer(registry, schema)
+        producer = KafkaProducer(bootstrap_servers=services.kafka_bootstrap, acks="all")
+        for value in (encode(good, SerializationContext(ingest_topic(STREAM))), b"\x00garbage", b'{"json": 1}',
+                      encode(wrong_area, SerializationContext(ingest_topic(STREAM)))):
+            producer.send(ingest_topic(STREAM), value=value)
+        producer.flush()
+        producer.close()
+        registry.close()
+        outcomes = screen_topic(ingest, log, STREAM, start_offset=start, max_records=4)
+    assert [o.status for o in outcomes] == ["accepted", "quarantined", "quarantined", "quarantined"]
+    assert [o.reasons[0].rule for o in outcomes[1:]] == ["avro-decode", "avro-decode", "utla-consistent"]
+    assert "magic byte" in outcomes[2].reasons[0].message
+
+
+@pytest.fixture(autouse=True)
+def _api_is_up(services: Endpoints) -> None:
+    assert httpx.get(f"{services.api_url}/health").status_code == 200

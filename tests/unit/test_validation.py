@@ -1,0 +1,190 @@
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from broker.domain.geography import LaTable, load_la_table
+from broker.domain.validation import Violation, field_tags, validate_record, value_excerpt
+
+TODAY = dt.date(2020, 6, 26)
+UTC = dt.UTC
+
+SCHEMA: dict[str, Any] = {
+    "type": "record",
+    "name": "Probe",
+    "accord.required": ["case_id", "postcode", "seen"],
+    "fields": [
+        {"name": "case_id", "type": "string", "doc": "id", "accord.tags": ["direct-identifier"]},
+        {"name": "postcode", "type": "string", "doc": "pc", "accord.tags": ["quasi-identifier", "geography:postcode"]},
+        {"name": "lsoa", "type": ["null", "string"], "default": None, "doc": "l", "accord.tags": ["geography:lsoa"]},
+        {"name": "msoa", "type": ["null", "string"], "default": None, "doc": "m", "accord.tags": ["geography:msoa"]},
+        {"name": "ltla", "type": ["null", "string"], "default": None, "doc": "lt", "accord.tags": ["geography:ltla"]},
+        {"name": "utla", "type": ["null", "string"], "default": None, "doc": "ut", "accord.tags": ["geography:utla"]},
+        {"name": "icb", "type": ["null", "string"], "default": None, "doc": "i", "accord.tags": ["geography:icb"]},
+        {"name": "seen", "type": {"type": "int", "logicalType": "date"}, "doc": "d"},
+        {"name": "at", "type": ["null", {"type": "long", "logicalType": "timestamp-millis"}], "default": None,
+         "doc": "t"},
+        {"name": "note", "type": ["null", "string"], "default": None, "doc": "n"},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def table() -> LaTable:
+    return load_la_table()
+
+
+def record(**changes: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "case_id": "AB123456", "postcode": "LE1 6ZG", "lsoa": "E01013627", "msoa": "E02002830",
+        "ltla": "E07000130", "utla": "E10000018", "icb": "E54000015", "seen": TODAY,
+        "at": dt.datetime(2020, 6, 26, 9, 30, tzinfo=UTC), "note": None,
+    }
+    base.update(changes)
+    return base
+
+
+def rules(violations: list[Violation]) -> list[tuple[str, str]]:
+    return [(v.field, v.rule) for v in violations]
+
+
+def test_field_tags_lists_every_field_in_order() -> None:
+    tags = field_tags(SCHEMA)
+    assert list(tags) == [f["name"] for f in SCHEMA["fields"]]
+    assert tags["postcode"] == ["quasi-identifier", "geography:postcode"]
+    assert tags["note"] == []
+
+
+def test_valid_record_has_no_violations(table: LaTable) -> None:
+    assert validate_record(SCHEMA, record(), TODAY, table) == []
+    assert validate_record(SCHEMA, record(lsoa=None, msoa=None, ltla=None, utla=None, icb=None), TODAY, table) == []
+
+
+@pytest.mark.parametrize("value", [None, "", "   "])
+def test_required_field_blank(table: LaTable, value: object) -> None:
+    # A blank postcode is reported once, as missing, not again as a malformed postcode.
+    assert rules(validate_record(SCHEMA, record(postcode=value), TODAY, table)) == [("postcode", "required")]
+
+
+def test_required_field_absent(table: LaTable) -> None:
+    row = record()
+    del row["seen"], row["case_id"]
+    violations = validate_record(SCHEMA, row, TODAY, table)
+    assert rules(violations) == [("case_id", "required"), ("seen", "required")]
+    assert all(v.value_excerpt == "" for v in violations)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("lsoa", "E02002830"), ("lsoa", "E0101362"), ("msoa", "E01013627"), ("icb", "E06000016"),
+        ("ltla", "E10000018"), ("ltla", "e07000130"), ("ltla", 7000130), ("utla", "E07000130"),
+        ("utla", "E12000004"),
+    ],
+)
+def test_gss_code_of_the_wrong_level_or_shape(table: LaTable, field: str, value: object) -> None:
+    assert rules(validate_record(SCHEMA, record(**{field: value}), TODAY, table)) == [(field, "gss-format")]
+
+
+@pytest.mark.parametrize(("field", "value"), [("ltla", "E07000999"), ("utla", "E10000099"), ("ltla", "N09000003")])
+def test_well_formed_but_unknown_la(table: LaTable, field: str, value: str) -> None:
+    violations = validate_record(SCHEMA, record(**{field: value}), TODAY, table)
+    assert rules(violations) == [(field, "gss-known")]
+    assert "LAD23CD" in violations[0].message
+
+
+@pytest.mark.parametrize(
+    ("ltla", "utla", "expected"),
+    [("E07000130", "E06000016", "E10000018"), ("E06000016", "E10000018", "E06000016"),
+     ("E07000170", "E10000018", "E10000024")],
+)
+def test_utla_must_be_the_ltlas_upper_tier(table: LaTable, ltla: str, utla: str, expected: str) -> None:
+    violations = validate_record(SCHEMA, record(ltla=ltla, utla=utla), TODAY, table)
+    assert rules(violations) == [("utla", "utla-consistent")]
+    assert expected in violations[0].message
+
+
+@pytest.mark.parametrize(("ltla", "utla"), [("E06000016", "E06000016"), ("E07000176", "E10000024"),
+                                             ("E09000001", "E09000001"), ("S12000036", "S12000036")])
+def test_consistent_tiers_pass(table: LaTable, ltla: str, utla: str) -> None:
+    assert validate_record(SCHEMA, record(ltla=ltla, utla=utla), TODAY, table) == []
+
+
+@pytest.mark.parametrize(
+    "postcode", ["SW1A 1AA", "M1 1AE", "B33 8TH", "CR2 6XH", "DN55 1PT", "W1A 0AX", "EC1A 1BB", "le1 6zg", "LE16ZG",
+                 "GIR 0AA"],
+)
+def test_postcode_shapes_accepted(table: LaTable, postcode: str) -> None:
+    assert validate_record(SCHEMA, record(postcode=postcode), TODAY, table) == []
+
+
+@pytest.mark.parametrize(
+    "postcode", ["LE1", "LE1 6Z", "1LE 6ZG", "LE1 6ZGX", "QE1 6ZG", "LE1 6CG", "LE1  6ZG", "LE1-6ZG", 12345],
+)
+def test_postcode_shapes_refused(table: LaTable, postcode: object) -> None:
+    assert rules(validate_record(SCHEMA, record(postcode=postcode), TODAY, table)) == [("postcode", "postcode-format")]
+
+
+@pytest.mark.parametrize(
+    ("changes", "future"),
+    [
+        ({"seen": TODAY}, []),
+        ({"seen": TODAY + dt.timedelta(days=1)}, [("seen", "date-not-future")]),
+        ({"at": dt.datetime(2020, 6, 26, 23, 59, 59, 999000, tzinfo=UTC)}, []),
+        ({"at": dt.datetime(2020, 6, 27, 0, 0, tzinfo=UTC)}, [("at", "date-not-future")]),
+        # 00:30 on the 27th in BST is 23:30 on the 26th in UTC, so still today.
+        ({"at": dt.datetime(2020, 6, 27, 0, 30, tzinfo=dt.timezone(dt.timedelta(hours=1)))}, []),
+        ({"at": dt.datetime(2020, 6, 27, 0, 30)}, [("at", "date-not-future")]),
+    ],
+)
+def test_dates_and_timestamps_may_not_be_in_the_future(
+    table: LaTable, changes: dict[str, object], future: list[tuple[str, str]]
+) -> None:
+    assert rules(validate_record(SCHEMA, record(**changes), TODAY, table)) == future
+
+
+def test_several_violations_come_in_schema_order(table: LaTable) -> None:
+    row = record(case_id="", postcode="nope", lsoa="E02002830", ltla="E07000129", utla="E06000016",
+                 seen=dt.date(2021, 1, 1))
+    assert rules(validate_record(SCHEMA, row, TODAY, table)) == [
+        ("case_id", "required"), ("postcode", "postcode-format"), ("lsoa", "gss-format"),
+        ("seen", "date-not-future"), ("utla", "utla-consistent"),
+    ]
+
+
+def test_direct_identifiers_are_masked_in_excerpts(table: LaTable) -> None:
+    schema = {**SCHEMA, "fields": [*SCHEMA["fields"], {"name": "phone", "type": "string", "doc": "p",
+                                                     "accord.tags": ["direct-identifier", "geography:postcode"]}]}
+    violations = validate_record(schema, record(phone="07700900123"), TODAY, table)
+    assert [(v.rule, v.value_excerpt) for v in violations] == [("postcode-format", "********123")]
+    assert "07700900" not in violations[0].message
+
+
+@pytest.mark.parametrize(
+    ("value", "masked", "expected"),
+    [
+        ("9434765919", True, "*******919"),
+        ("AB12", True, "**12"),
+        ("A1", True, "**"),
+        ("x" * 60 + "tail", True, "*" * 37 + "ail"),
+        ("x" * 60, False, "x" * 40),
+        (dt.date(2020, 6, 26), False, "2020-06-26"),
+        (None, True, ""),
+    ],
+)
+def test_value_excerpt(value: object, masked: bool, expected: str) -> None:
+    assert value_excerpt(value, masked=masked) == expected
+
+
+def test_long_values_are_cut_in_violations(table: LaTable) -> None:
+    (violation,) = validate_record(SCHEMA, record(postcode="P" * 100), TODAY, table)
+    assert violation.value_excerpt == "P" * 40
+
+
+def test_violation_is_frozen() -> None:
+    violation = Violation("f", "required", "m", "")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        violation.rule = "other"  # type: ignore[misc]

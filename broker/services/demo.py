@@ -1,24 +1,21 @@
-"""The main job shown by `make demo`: one Avro record through the real Kafka, one decision from the real OPA."""
+"""The main job shown by `make demo`: validated Avro ingest through the real Kafka and registry, decisions from OPA."""
 
 from __future__ import annotations
 
 import datetime as dt
-import io
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import fastavro
-
-from broker.adapters.kafka_admin import create_topics, describe_cluster
-from broker.adapters.kafka_log import KafkaLog
+from broker.adapters.kafka_admin import describe_cluster
 from broker.adapters.opa import OpaPolicyEngine
+from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.local.stack import Endpoints
 from broker.local.toolchain import REPO_ROOT
+from broker.services.api_runtime import open_ingest
+from broker.services.serde import AvroDeserializer, SerializationContext
 
 STREAM = "ukhsa.positive-tests"
-SCHEMA_FILE = REPO_ROOT / "schemas" / f"{STREAM}.avsc"
 POLICY_DIR = REPO_ROOT / "policies"
 
 # A synthetic Leicester case (names and numbers are made up; the NHS number fails the modulus 11 check).
@@ -40,19 +37,6 @@ DEMO_AGREEMENTS = {
 }
 
 
-def encode(schema: Any, record: dict[str, Any]) -> bytes:
-    buf = io.BytesIO()
-    fastavro.schemaless_writer(buf, schema, record)
-    return buf.getvalue()
-
-
-def decode(schema: Any, payload: bytes) -> dict[str, Any]:
-    result = fastavro.schemaless_reader(io.BytesIO(payload), schema, schema)
-    if not isinstance(result, dict):
-        raise ValueError(f"expected an Avro record, decoded {type(result).__name__}")
-    return result
-
-
 def load_policies(engine: OpaPolicyEngine, policy_dir: Path = POLICY_DIR) -> list[str]:
     """Push every non-test Rego module under `policy_dir` to OPA; returns their module ids."""
     loaded = []
@@ -68,28 +52,33 @@ def load_policies(engine: OpaPolicyEngine, policy_dir: Path = POLICY_DIR) -> lis
 def run(endpoints: Endpoints, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the demo; returns what happened (the CLI prints as it goes)."""
     cluster = describe_cluster(endpoints.kafka_bootstrap)
-    say(f"Kafka {endpoints.kafka_bootstrap} (cluster {cluster.cluster_id}) · OPA {endpoints.opa_url}")
-
-    schema = fastavro.parse_schema(json.loads(SCHEMA_FILE.read_text()))
-    topic = f"ingest.{STREAM}"
-    create_topics(endpoints.kafka_bootstrap, [topic])
-    log = KafkaLog(endpoints.kafka_bootstrap, client_id="accord-demo")
+    say(f"Kafka {endpoints.kafka_bootstrap} (cluster {cluster.cluster_id}) · OPA {endpoints.opa_url} · "
+        f"registry {endpoints.registry_url}")
+    bad_case = SAMPLE_CASE | {"specimen_id": "LEI-20200622-000124", "postcode": "",
+                              "specimen_date": dt.date(2099, 1, 1)}
+    with open_ingest(endpoints.kafka_bootstrap, endpoints.registry_url) as (ingest, log):
+        good, bad = ingest.publish(STREAM, [SAMPLE_CASE, bad_case], source="demo")
+        say(f"1. published one T1 positive test: {good.status} onto {good.topic}[{good.partition}]@{good.offset} "
+            "(Avro, Confluent wire format, schema in Accord's registry)")
+        reasons = "; ".join(f"{r.field} broke {r.rule}" for r in bad.reasons)
+        say(f"   and a faulty one: {bad.status} onto {bad.topic}@{bad.offset} because {reasons}")
+        back = log.read(good.topic, max_records=1, start_offset=good.offset)
+    registry = HttpSchemaRegistry(endpoints.registry_url)
     try:
-        payload = encode(schema, SAMPLE_CASE)
-        partition, offset = log.publish(topic, payload, key=SAMPLE_CASE["specimen_id"].encode(),
-                                        headers=[("accord.stream", STREAM.encode())])
-        say(f"1. published one T1 positive test to {topic}: partition {partition}, offset {offset}, "
-            f"{len(payload)} bytes of Avro")
-        back = log.read(topic, max_records=1, start_offset=offset)
+        received = AvroDeserializer(registry)(back[0].value if back else None, SerializationContext(good.topic))
     finally:
-        log.close()
-    if not back or back[0].value is None:
-        raise RuntimeError(f"the record published at offset {offset} could not be read back")
-    received = decode(schema, back[0].value)
+        registry.close()
+    if received is None:
+        raise RuntimeError(f"the record published at offset {good.offset} could not be read back")
     same = received == SAMPLE_CASE
-    say(f"2. read it back (read_committed) from offset {back[0].offset}: specimen {received['specimen_id']}, "
-        f"utla {received['utla']}, specimen_date {received['specimen_date']}; identical: {'yes' if same else 'NO'}")
+    say(f"2. read it back (read_committed): specimen {received['specimen_id']}, utla {received['utla']}, "
+        f"specimen_date {received['specimen_date']}; identical: {'yes' if same else 'NO'}")
+    decisions = _decide(endpoints, say)
+    return {"offset": good.offset, "round_trip_identical": same, "quarantined": bad.status == "quarantined",
+            "decisions": decisions}
 
+
+def _decide(endpoints: Endpoints, say: Callable[[str], None]) -> dict[str, Any]:
     engine = OpaPolicyEngine(endpoints.opa_url)
     try:
         modules = load_policies(engine)
@@ -106,4 +95,4 @@ def run(endpoints: Endpoints, say: Callable[[str], None] = print) -> dict[str, A
             say(f"   {subscriber}/dph asks for {STREAM} → {verdict} ({why})")
     finally:
         engine.close()
-    return {"offset": offset, "round_trip_identical": same, "decisions": decisions}
+    return decisions

@@ -66,6 +66,7 @@ def test_demo_round_trip_and_decisions(services: Endpoints) -> None:
     said: list[str] = []
     result = demo.run(services, say=said.append)
     assert result["round_trip_identical"] is True
+    assert result["quarantined"] is True
     assert result["decisions"]["leicester-city-council"]["allow"] is True
     assert result["decisions"]["nottingham-city-council"]["allow"] is False
     assert any("ALLOW" in line for line in said) and any("DENY" in line for line in said)

@@ -56,7 +56,7 @@ policy-test: setup
 pytest: setup
 	$(BIN)/pytest
 
-## bench: benchmarks (JSON results); placeholder until the policy gate exists
+## bench: benchmarks, JSON results with ratios against a baseline measured in the same run
 bench: setup
 	$(BIN)/python -m benchmarks
 

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from broker.adapters.metrics import metrics_app
+from broker.api.bodies import read_limited
 from broker.errors import AccordError, NotFoundError
 from broker.services.ingest import Ingest
 
@@ -23,14 +24,7 @@ class BadRequest(AccordError):
 
 
 async def _json_body(request: Request, limit: int) -> Any:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BadRequest(413, f"request body of {declared} bytes exceeds the limit of {limit} bytes")
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > limit:
-            raise BadRequest(413, f"request body exceeds the limit of {limit} bytes")
+    raw = await read_limited(request, limit, lambda message: BadRequest(413, message))
     try:
         return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from broker.api.bodies import read_limited
 from broker.domain.registry import SchemaVersion, parse_mode
 from broker.domain.schemas import canonical_text
 from broker.errors import RegistryError
@@ -29,17 +30,10 @@ def _flag(request: Request, name: str) -> bool:
 
 
 async def _body(request: Request, limit: int) -> dict[str, Any]:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RegistryError(413, 413, f"Request body of {declared} bytes exceeds the limit of {limit} bytes")
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind not in ACCEPTED_BODIES:
         raise RegistryError(415, 415, f"Unsupported content type {kind!r}; use {MEDIA}")
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > limit:
-            raise RegistryError(413, 413, f"Request body exceeds the limit of {limit} bytes")
+    raw = await read_limited(request, limit, lambda message: RegistryError(413, 413, message))
     try:
         body = json.loads(raw or b"{}")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -21,7 +21,12 @@ def frame(schema_id: int, body: bytes) -> bytes:
 
 
 def unframe(data: bytes) -> tuple[int, bytes]:
-    """The schema id and Avro body of a framed message; SerdeError if `data` is not framed."""
+    """The schema id and the Avro body of a Confluent-framed message."""
+    return header_schema_id(data), bytes(data[HEADER_SIZE:])
+
+
+def header_schema_id(data: bytes) -> int:
+    """The schema id in a framed message's header; SerdeError if `data` is not framed."""
     if not data:
         raise SerdeError(
             f"empty message: expected magic byte {MAGIC_BYTE} and a 4-byte schema id before the Avro body"
@@ -34,10 +39,11 @@ def unframe(data: bytes) -> tuple[int, bytes]:
             f"(magic byte {MAGIC_BYTE} + 4-byte schema id)"
         )
     _, schema_id = _HEADER.unpack_from(data)
+    schema_id = int(schema_id)
     if schema_id < 0:
         raise SerdeError(f"schema id {schema_id} is negative: the header is corrupt or was not written by a "
                          "Confluent-compatible serializer")
-    return schema_id, bytes(data[HEADER_SIZE:])
+    return schema_id
 
 
 def _guess(data: bytes) -> str:

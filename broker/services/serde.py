@@ -15,7 +15,7 @@ from fastavro.types import Schema
 from fastavro.validation import ValidationError, validate
 
 from broker.domain.schemas import canonical_text
-from broker.domain.wire import frame, unframe
+from broker.domain.wire import HEADER_SIZE, frame, header_schema_id
 from broker.errors import RegistryError, SerdeError
 from broker.ports import SchemaRegistry
 
@@ -24,6 +24,7 @@ _DECODE_ERRORS = (EOFError, IndexError, KeyError, TypeError, ValueError, Overflo
 _ENCODE_ERRORS = (TypeError, ValueError, KeyError, AttributeError, OverflowError)
 # Confluent's error code for an unknown schema id; any other registry error is not the data's fault.
 SCHEMA_NOT_FOUND = 40403
+_NO_HEADER = bytes(HEADER_SIZE)
 
 
 @dataclass(frozen=True)
@@ -60,22 +61,34 @@ class AvroSerializer:
         self._strategy = subject_name_strategy
         self._auto_register = auto_register
         self._ids: dict[str, int] = {}
+        self._headers: dict[str, bytes] = {}
 
     def __call__(self, obj: Mapping[str, Any] | None, ctx: SerializationContext) -> bytes | None:
         if obj is None:
             return None
-        body = self._encode(obj, ctx)
-        return frame(self._schema_id(self._strategy(ctx, self._name)), body)
+        framed = self._encode(obj, ctx)
+        # Register only a schema that encoded a record: a misfit must not leave a version behind.
+        framed[:HEADER_SIZE] = self._header(self._strategy(ctx, self._name))
+        return bytes(framed)
 
-    def _encode(self, obj: Mapping[str, Any], ctx: SerializationContext) -> bytes:
+    def _header(self, subject: str) -> bytes:
+        # The 5-byte frame header is the same for every record of a subject: build it once.
+        header = self._headers.get(subject)
+        if header is None:
+            header = self._headers[subject] = frame(self._schema_id(subject), b"")
+        return header
+
+    def _encode(self, obj: Mapping[str, Any], ctx: SerializationContext) -> bytearray:
+        """Header space (filled in by the caller) followed by the Avro body, in one buffer."""
         buffer = io.BytesIO()
+        buffer.write(_NO_HEADER)
         try:
             schemaless_writer(buffer, self._parsed, obj)
         except _ENCODE_ERRORS as exc:
             where = _misfit_fields(obj, self._parsed)
             at = f" at field {where}" if where else ""
             raise SerdeError(f"{ctx}: record does not fit schema {self._name or self._schema[:80]}{at}: {exc}") from exc
-        return buffer.getvalue()
+        return bytearray(buffer.getbuffer())
 
     def _schema_id(self, subject: str) -> int:
         schema_id = self._ids.get(subject)
@@ -107,10 +120,10 @@ class AvroDeserializer:
         if data is None:
             return None
         try:
-            schema_id, body = unframe(data)
+            schema_id = header_schema_id(data)
         except SerdeError as exc:
             raise SerdeError(f"{ctx}: {exc}") from exc
-        record = self._decode(body, self._writer(schema_id, ctx), schema_id, ctx)
+        record = self._decode(data, self._writer(schema_id, ctx), schema_id, ctx)
         if not isinstance(record, dict):
             raise SerdeError(f"{ctx}: schema id {schema_id} is not a record schema (decoded a "
                              f"{type(record).__name__}); AvroDeserializer reads records only")
@@ -129,18 +142,21 @@ class AvroDeserializer:
             parsed = self._writers[schema_id] = _parse(text, f"schema id {schema_id}")
         return parsed
 
-    def _decode(self, body: bytes, writer: Schema, schema_id: int, ctx: SerializationContext) -> Any:
-        buffer = io.BytesIO(body)
+    def _decode(self, data: bytes, writer: Schema, schema_id: int, ctx: SerializationContext) -> Any:
+        # Read the body in place after the header rather than copying it out of the message.
+        buffer = io.BytesIO(data)
+        buffer.seek(HEADER_SIZE)
+        body_size = len(data) - HEADER_SIZE
         try:
             record = schemaless_reader(buffer, writer, self._reader)
         except SchemaResolutionError as exc:
             raise SerdeError(f"{ctx}: data written with schema id {schema_id} cannot be read with the reader "
                              f"schema: {exc}") from exc
         except _DECODE_ERRORS as exc:
-            raise SerdeError(f"{ctx}: the {len(body)}-byte body does not decode with schema id {schema_id} "
+            raise SerdeError(f"{ctx}: the {body_size}-byte body does not decode with schema id {schema_id} "
                              f"({type(exc).__name__}: {exc}); it is truncated or was written with another "
                              "schema") from exc
-        left = len(body) - buffer.tell()
+        left = len(data) - buffer.tell()
         if left:
             raise SerdeError(f"{ctx}: {left} bytes left over after the record written with schema id {schema_id}; "
                              "it was written with another schema or the bytes were joined to something else")

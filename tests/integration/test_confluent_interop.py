@@ -41,6 +41,19 @@ def client(services: Endpoints) -> Iterator[SchemaRegistryClient]:
         yield registry_client
 
 
+def _publish_with_accord(services: Endpoints, topic: str) -> bytes:
+    registry = HttpSchemaRegistry(services.registry_url)
+    log = KafkaLog(services.kafka_bootstrap)
+    try:
+        payload = AvroSerializer(registry, SCHEMA_TEXT)(CASE, SerializationContext(topic))
+        assert payload is not None
+        log.publish(topic, payload)
+        return payload
+    finally:
+        log.close()
+        registry.close()
+
+
 def _consume_one(bootstrap: str, topic: str) -> bytes:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"interop-{uuid.uuid4().hex}",
                          "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
@@ -95,15 +108,7 @@ def test_confluent_writes_accord_reads(services: Endpoints, topic: str, client: 
 
 
 def test_accord_writes_confluent_reads(services: Endpoints, topic: str, client: SchemaRegistryClient) -> None:
-    registry = HttpSchemaRegistry(services.registry_url)
-    log = KafkaLog(services.kafka_bootstrap)
-    try:
-        payload = AvroSerializer(registry, SCHEMA_TEXT)(CASE, SerializationContext(topic))
-        assert payload is not None
-        log.publish(topic, payload)
-    finally:
-        log.close()
-        registry.close()
+    _publish_with_accord(services, topic)
     raw = _consume_one(services.kafka_bootstrap, topic)
     decoded = ConfluentDeserializer(client)(raw, ConfluentContext(topic, MessageField.VALUE))
     assert decoded == CASE
@@ -115,16 +120,8 @@ def test_accord_writes_confluent_reads(services: Endpoints, topic: str, client: 
 def test_kcat_reads_accord_framed_records(services: Endpoints, topic: str) -> None:
     # Debian's kcat is built without Avro/Schema Registry support (no libserdes), so `-s value=avro` cannot be
     # exercised here; kcat still proves the records on the topic are Confluent-framed with Accord's schema id.
-    registry = HttpSchemaRegistry(services.registry_url)
-    log = KafkaLog(services.kafka_bootstrap)
-    try:
-        payload = AvroSerializer(registry, SCHEMA_TEXT)(CASE, SerializationContext(topic))
-        assert payload is not None
-        log.publish(topic, payload)
-        expected_id, _ = unframe(payload)
-    finally:
-        log.close()
-        registry.close()
+    payload = _publish_with_accord(services, topic)
+    expected_id, _ = unframe(payload)
     out = subprocess.run(["kcat", "-b", services.kafka_bootstrap, "-C", "-t", topic, "-o", "beginning", "-e",
                           "-c", "1", "-f", "%s"], capture_output=True, timeout=60, check=True).stdout
     assert out == payload

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 
 from broker.adapters.kafka_admin import describe_topic_config
+from broker.local import processes
+from broker.local.python_service import PythonService
 from broker.local.stack import Endpoints
 from broker.services.registry_runtime import open_registry
 
@@ -61,3 +66,28 @@ def test_registry_service_started_by_accord_local(services: Endpoints) -> None:
     schema_id = response.json()["id"]
     assert httpx.get(f"{services.registry_url}/schemas/ids/{schema_id}").status_code == 200
     assert subject in httpx.get(f"{services.registry_url}/subjects").json()
+
+
+def test_killed_registry_process_restarts_with_every_subject_version_and_id(
+        services: Endpoints, tmp_path: Path) -> None:
+    service = PythonService("registry", tmp_path)
+    env = {"ACCORD_KAFKA_BOOTSTRAP": services.kafka_bootstrap}
+    url = service.start(env, timeout_s=60)
+    subject = f"killed-{uuid.uuid4().hex[:8]}-value"
+    evolved = {**SCHEMA, "fields": [*SCHEMA["fields"], {"name": "mv_beds", "type": "int", "default": 0}]}
+    try:
+        ids = [httpx.post(f"{url}/subjects/{subject}/versions", json={"schema": json.dumps(s)}).json()["id"]
+               for s in (SCHEMA, evolved)]
+        pid = processes.read_pid(service.pid_file)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)  # no shutdown hook runs: only what reached Kafka survives
+        deadline = time.monotonic() + 10
+        while service.running() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not service.running()
+        url = service.start(env, timeout_s=60)
+        assert httpx.get(f"{url}/subjects/{subject}/versions").json() == [1, 2]
+        assert [httpx.get(f"{url}/subjects/{subject}/versions/{v}").json()["id"] for v in (1, 2)] == ids
+        assert all(httpx.get(f"{url}/schemas/ids/{i}").status_code == 200 for i in ids)
+    finally:
+        service.stop()

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from fastavro import parse_schema
-from fastavro.validation import validate_many
+from fastavro.validation import ValidationError, validate
 
 from broker.domain.geography import LaTable
 from broker.domain.json_avro import from_json
@@ -85,9 +85,7 @@ class Ingest:
     def violations(self, stream: str, record: Mapping[str, Any]) -> list[Violation]:
         """Schema fit first (a record that does not fit cannot be encoded), then the stream's field rules."""
         schema = self.schema(stream)
-        errors: list[str] = []
-        if not validate_many([dict(record)], self._parsed[stream], raise_errors=False):
-            errors = _schema_errors(self._parsed[stream], record)
+        errors = _schema_errors(self._parsed[stream], record)
         if errors:
             return [Violation(field, SCHEMA_FIT, message, value_excerpt(record.get(field), masked=masked))
                     for field, message, masked in _fields_of(errors, schema)]
@@ -149,8 +147,6 @@ def _not_object(raw: object) -> Violation:
 
 
 def _schema_errors(parsed: Any, record: Mapping[str, Any]) -> list[str]:
-    from fastavro.validation import ValidationError, validate
-
     try:
         validate(dict(record), parsed, raise_errors=True)
     except ValidationError as exc:

@@ -132,19 +132,20 @@ def publish(
     """Publish records; each is accepted onto ingest.<stream> or quarantined with its reasons."""
     from broker.services.api_runtime import open_ingest
 
-    records = _read_jsonl(file)
+    lines, records = _read_jsonl(file)
     endpoints = _endpoints()
     with open_ingest(endpoints.kafka_bootstrap, endpoints.registry_url) as (ingest, _):
         outcomes = ingest.publish(stream, records, source=f"file:{file.name}")
     for o in outcomes:
         why = "; ".join(f"{r.field}: {r.rule} ({r.message})" for r in o.reasons)
-        typer.echo(f"{file}:{o.index + 1}: {o.status} → {o.topic}[{o.partition}]@{o.offset} {why}".rstrip())
+        typer.echo(f"{file}:{lines[o.index]}: {o.status} → {o.topic}[{o.partition}]@{o.offset} {why}".rstrip())
     quarantined = sum(o.status == "quarantined" for o in outcomes)
     typer.echo(f"{len(outcomes) - quarantined} accepted, {quarantined} quarantined")
 
 
-def _read_jsonl(file: Path) -> list[Any]:
-    records = []
+def _read_jsonl(file: Path) -> tuple[list[int], list[Any]]:
+    """The records of a JSON Lines file and the line number each came from (blank lines are skipped)."""
+    numbers, records = [], []
     for number, line in enumerate(file.read_text().splitlines(), start=1):
         if not line.strip():
             continue
@@ -152,7 +153,8 @@ def _read_jsonl(file: Path) -> list[Any]:
             records.append(json.loads(line))
         except json.JSONDecodeError as exc:
             raise AccordError(f"{file}:{number}: not JSON: {exc.msg} at column {exc.colno}") from exc
-    return records
+        numbers.append(number)
+    return numbers, records
 
 
 @app.command("quarantine")

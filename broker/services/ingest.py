@@ -16,6 +16,7 @@ from broker.domain.geography import LaTable
 from broker.domain.json_avro import from_json
 from broker.domain.validation import Violation, field_tags, validate_record, value_excerpt
 from broker.errors import NotFoundError, SerdeError
+from broker.ports import SchemaRegistry
 from broker.services.serde import AvroDeserializer, AvroSerializer, SerializationContext
 
 SCHEMA_FIT = "schema-fit"
@@ -63,15 +64,16 @@ class Outcome:
 class Ingest:
     """Publishes records of known streams; nothing is dropped: each record is accepted or quarantined."""
 
-    def __init__(self, log: RecordLog, serializer_registry: Any, schemas: Mapping[str, dict[str, Any]],
+    def __init__(self, log: RecordLog, serializer_registry: SchemaRegistry, schemas: Mapping[str, dict[str, Any]],
                  la_table: LaTable, today: Callable[[], dt.date],
                  count: Callable[[str, str], None] = lambda stream, outcome: None) -> None:
         self._log = log
-        self._registry = serializer_registry
         self._schemas = dict(schemas)
         self._parsed = {s: parse_schema(json.loads(json.dumps(schema))) for s, schema in self._schemas.items()}
         self._serializers = {s: AvroSerializer(serializer_registry, json.dumps(schema))
                              for s, schema in self._schemas.items()}
+        # One deserializer for all screening, so each writer schema is fetched from the registry once.
+        self._deserializer = AvroDeserializer(serializer_registry)
         self._la = la_table
         self._today = today
         self._count = count
@@ -111,7 +113,7 @@ class Ingest:
     def screen(self, stream: str, value: bytes | None, partition: int, offset: int) -> Outcome:
         """Check a record already on `ingest.<stream>` (written by a Kafka client); quarantine it if bad."""
         try:
-            record = AvroDeserializer(self._registry)(value, SerializationContext(ingest_topic(stream)))
+            record = self._deserializer(value, SerializationContext(ingest_topic(stream)))
             problems = self.violations(stream, record or {}) if record is not None else [
                 Violation("", AVRO_DECODE, "the record has no value", "")]
         except SerdeError as exc:

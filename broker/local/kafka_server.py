@@ -85,11 +85,22 @@ def _java_args(libs: Path, layout: KafkaLayout, heap: str, main: list[str]) -> l
     ]
 
 
+def new_cluster_id() -> str:
+    """A random Kafka cluster id (base64url of 16 bytes) that does not start with '-'.
+
+    The storage tool would read an id starting with '-' as an option, as Kafka's own generator also avoids.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def _format(libs: Path, layout: KafkaLayout) -> None:
     """Format the storage once; a formatted directory keeps its cluster id across restarts."""
     if (layout.data / "meta.properties").is_file():
         return
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    cluster_id = new_cluster_id()
     args = _java_args(libs, layout, "256m", [
         "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(layout.config),
     ])

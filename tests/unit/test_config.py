@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from broker.config import KAFKA_VERSION, OPA_VERSION, Settings
-from broker.local.kafka_server import KafkaLayout, server_properties
+from broker.local.kafka_server import KafkaLayout, new_cluster_id, server_properties
 from broker.local.stack import LocalStack
 
 
@@ -42,3 +42,10 @@ def test_server_properties_single_node_kraft_on_loopback(tmp_path: Path) -> None
     assert props["listeners"] == "PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093"
     assert props["transaction.state.log.replication.factor"] == "1"
     assert int(props["log.cleaner.dedupe.buffer.size"]) < 128 * 1024 * 1024
+
+
+def test_cluster_ids_never_start_with_a_dash() -> None:
+    # One id in 64 would start with '-' by chance, and the storage tool would read it as an option.
+    ids = [new_cluster_id() for _ in range(2000)]
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)
+    assert len(set(ids)) == len(ids)

@@ -1,0 +1,230 @@
+# METADATA
+# title: Accord sharing plans
+# description: |
+#   Turns a request (subscriber, role, stream, purpose, time and the control-topic state) into a
+#   sharing plan: which agreements grant it, which fields are delivered and how they are transformed,
+#   which rows are admitted and until when. Default deny; see docs/sharing-plans.md for the contract.
+package accord.plans
+
+# METADATA
+# description: The sharing plan for input; refused plans deliver nothing and say why in reasons.
+plan := {
+	"allow": allow,
+	"reasons": sort(_reasons),
+	"agreements": sort(_granting),
+	"subscriber": _request.subscriber,
+	"role": _request.role,
+	"stream": _request.stream,
+	"purpose": _request.purpose,
+	"fields": _fields,
+	"row_filter": {
+		"jurisdiction": object.get(_stream, "jurisdiction", []),
+		"areas": sort(_areas),
+	},
+	"expiry": _expiry,
+	"revision": sprintf("%s/%d", [_or_default(object.get(_catalog, "revision", null), "none"), _request.state_revision]),
+}
+
+# METADATA
+# description: True when at least one agreement or grant grants the request (the same as plan.allow).
+default allow := false
+
+allow if count(_granting) > 0
+
+# METADATA
+# description: |
+#   Every {subscriber, role, purpose} that an agreement or grant of input.stream names, in force or not,
+#   sorted and without duplicates; the gate asks for one plan per entry.
+subscriptions := [{"subscriber": subscriber, "role": role, "purpose": purpose} |
+	some [subscriber, role, purpose] in sort(_subscription_keys)
+]
+
+# Tuples, so the order is by subscriber, then role, then purpose (objects would sort by key name first).
+_subscription_keys contains [agreement.subscriber, role, agreement.purpose] if {
+	some agreement in _agreements
+	agreement.stream == _request.stream
+	some tier in agreement.tiers
+	some role in tier.roles
+}
+
+# Missing and null inputs both take the documented defaults (Python callers send None).
+_defaults := {
+	"subscriber": null, "role": null, "stream": null, "purpose": null, "time": null,
+	"emergency_level": "normal", "revoked": [], "grants": [], "state_revision": 0,
+}
+
+_request := object.union(_defaults, {key: value | some key, value in input; value != null})
+
+default _catalog := {}
+
+_catalog := data.accord.catalog
+
+_stream := object.get(_catalog, ["streams", _request.stream], {})
+
+_revoked := {id | some id in _request.revoked}
+
+_now := time.parse_rfc3339_ns(_request.time) if is_string(_request.time)
+
+# Candidates: the catalog's agreements, then grants by id. A grant cannot replace a signed agreement
+# of the same id, and of several grants with one id the first wins, so the candidates never conflict.
+_agreements[id] := agreement if some id, agreement in _catalog.agreements
+
+_agreements[id] := grant if {
+	some i, grant in _request.grants
+	id := grant.id
+	not _catalog.agreements[id]
+	not _earlier_grant(id, i)
+}
+
+_earlier_grant(id, i) if {
+	some j, other in _request.grants
+	j < i
+	other.id == id
+}
+
+# Agreements that name the subscriber, a tier for the role, the stream and the purpose.
+_named contains id if {
+	some id, agreement in _agreements
+	agreement.subscriber == _request.subscriber
+	agreement.stream == _request.stream
+	agreement.purpose == _request.purpose
+	some tier in agreement.tiers
+	_request.role in tier.roles
+}
+
+_granting contains id if {
+	some id in _named
+	not id in _revoked
+	_in_force(_agreements[id], _now)
+	_level_met(_required_level(_agreements[id]), _request.emergency_level)
+}
+
+_in_force(agreement, now) if {
+	time.parse_rfc3339_ns(agreement.valid_from) <= now
+	now < time.parse_rfc3339_ns(agreement.valid_until)
+}
+
+_levels := {"normal": 0, "enhanced": 1, "emergency": 2}
+
+_level_met(required, current) if _levels[current] >= _levels[required]
+
+_required_level(agreement) := _or_default(object.get(agreement, "emergency_level_required", null), "normal")
+
+_or_default(value, fallback) := fallback if value == null
+
+_or_default(value, _) := value if value != null
+
+# Reasons: only for refused requests, one per failed condition of each named agreement.
+_reasons contains "no agreement names this subscriber, role, stream and purpose" if {
+	not allow
+	count(_named) == 0
+}
+
+_reasons contains "the request time is missing or not an RFC3339 time" if {
+	not allow
+	not _now
+}
+
+_reasons contains sprintf("agreement %s is revoked", [id]) if {
+	not allow
+	some id in _named
+	id in _revoked
+}
+
+_reasons contains sprintf("agreement %s is not yet in force at %s (valid from %s)", [id, _request.time, from]) if {
+	not allow
+	some id in _named
+	from := _agreements[id].valid_from
+	_now < time.parse_rfc3339_ns(from)
+}
+
+_reasons contains sprintf("agreement %s expired at %s (request time %s)", [id, until, _request.time]) if {
+	not allow
+	some id in _named
+	until := _agreements[id].valid_until
+	time.parse_rfc3339_ns(until) <= _now
+}
+
+_reasons contains sprintf("agreement %s has no readable validity period", [id]) if {
+	not allow
+	some id in _named
+	not _readable_period(_agreements[id])
+}
+
+_reasons contains sprintf("agreement %s needs emergency level %s (current %s)", [id, required, current]) if {
+	not allow
+	some id in _named
+	required := _required_level(_agreements[id])
+	current := _request.emergency_level
+	not _level_met(required, current)
+}
+
+_readable_period(agreement) if {
+	time.parse_rfc3339_ns(agreement.valid_from)
+	time.parse_rfc3339_ns(agreement.valid_until)
+}
+
+# Fields: every granting tier offers field specs; each field takes the most revealing offer, ties going
+# to the smallest agreement id and then the earliest tier, so the plan never depends on evaluation order.
+_revealing := {"keep": 4, "generalise": 3, "pseudonymise": 2, "mask": 1}
+
+_offers contains [name, [0 - _revealing[spec.transform], id, i], spec] if {
+	some id in _granting
+	some i, tier in _agreements[id].tiers
+	_request.role in tier.roles
+	some name, spec in object.union(_unnamed_fields(tier), _named_fields(tier))
+}
+
+_fields[name] := spec if {
+	some [name, _, _] in _offers
+	[_, spec] := min({[rank, offered] | some [offered_name, rank, offered] in _offers; offered_name == name})
+}
+
+# Named fields with a known transform other than drop (drop has no rank, so it is never delivered).
+_named_fields(tier) := {name: spec |
+	some name, field in tier.fields
+	_revealing[field.transform]
+	_method_known(field)
+	spec := {
+		"transform": field.transform,
+		"method": _method(field),
+		"as": _delivered_as(name, field),
+		"params": _or_default(object.get(field, "params", null), {}),
+	}
+}
+
+# other_fields "keep": the stream's unnamed fields, except direct identifiers, which must be named.
+_unnamed_fields(tier) := {name: {"transform": "keep", "method": null, "as": name, "params": {}} |
+	tier.other_fields == "keep"
+	some name, field in object.get(_stream, "fields", {})
+	not tier.fields[name]
+	tags := object.get(field, "tags", [])
+	not "direct-identifier" in tags
+}
+
+_method_known(field) if field.transform != "generalise"
+
+_method_known(field) if is_string(field.method)
+
+_method(field) := field.method if field.transform == "generalise"
+
+else := null
+
+_delivered_as(name, field) := field["as"] if is_string(object.get(field, "as", null))
+
+else := replace(field.method, "-", "_") if field.transform == "generalise"
+
+else := name
+
+_areas contains area if {
+	some id in _granting
+	some area in _agreements[id].row_scope.areas
+}
+
+# The earliest valid_until by instant, not by string (offsets and fractions differ).
+default _expiry := null
+
+_expiry := until if {
+	count(_granting) > 0
+	[_, until] := min({[time.parse_rfc3339_ns(u), u] | some id in _granting; u := _agreements[id].valid_until})
+}

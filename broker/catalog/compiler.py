@@ -1,0 +1,247 @@
+"""Checks the catalog's cross-references and compiles it to the OPA data document `data.accord.catalog`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from broker.catalog.loader import Problems, load_catalog
+from broker.catalog.models import OVERRIDABLE, SUBSCRIBER_AREAS, Agreement, Body, Catalog, Origin, Stream, Template
+from broker.catalog.tiers import SchemaView, compile_tiers
+from broker.domain.geography import DEFAULT_LA_TABLE_PATH, LaTable, load_la_table
+from broker.errors import ConfigError
+from broker.services.ingest import load_stream_schemas
+
+_DEFAULTS: Mapping[str, Any] = {"row_scope": SUBSCRIBER_AREAS, "emergency_level_required": "normal"}
+
+
+def load_and_compile(directory: Path, schemas_dir: Path, la_table_path: Path | None = None) -> dict[str, Any]:
+    """Load `directory`, then compile it against the `.avsc` schemas and the LA table (default: the shipped one)."""
+    catalog = load_catalog(directory)
+    if not schemas_dir.is_dir():
+        raise ConfigError(f"schema directory {schemas_dir} does not exist; pass the folder of the streams' .avsc files")
+    try:
+        schemas = load_stream_schemas(schemas_dir)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the stream schemas in {schemas_dir}: {exc}; fix the .avsc file") from exc
+    return compile_catalog(catalog, schemas, load_la_table(la_table_path or DEFAULT_LA_TABLE_PATH))
+
+
+def compile_catalog(catalog: Catalog, schemas: Mapping[str, dict[str, Any]], la_table: LaTable) -> dict[str, Any]:
+    """The document of docs/sharing-plans.md; ConfigError lists every cross-reference problem with file:line."""
+    ctx = _Context(catalog, {sid: SchemaView(schema) for sid, schema in schemas.items()}, la_table)
+    bodies = {ident: _body(ctx, ident, body) for ident, body in catalog.bodies.items()}
+    streams = {ident: _stream(ctx, ident, stream) for ident, stream in catalog.streams.items()}
+    for ident, template in catalog.templates.items():
+        _check_template(ctx, ident, template)
+    agreements = {ident: _agreement(ctx, ident, agreement) for ident, agreement in catalog.agreements.items()}
+    ctx.problems.raise_if_any("the catalog does not compile")
+    document = {"la_vintage": la_table.vintage, "bodies": bodies, "streams": streams, "agreements": agreements}
+    return {"revision": revision_of(document), **document}
+
+
+def revision_of(document: Mapping[str, Any]) -> str:
+    """"c-" + 12 hex of sha256 over the canonical JSON of the document without its revision."""
+    content = {key: value for key, value in document.items() if key != "revision"}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "c-" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
+
+
+@dataclass
+class _Context:
+    catalog: Catalog
+    views: Mapping[str, SchemaView]
+    la: LaTable
+    problems: Problems = field(default_factory=Problems)
+
+    def body(self, ident: str, where: str) -> Body | None:
+        found = self.catalog.bodies.get(ident)
+        if found is None:
+            self.problems.add(where, f"unknown body {ident!r}{_hint(ident, self.catalog.bodies)}; "
+                                     "define it in bodies.yaml or fix the id")
+        return found
+
+    def view(self, stream: str, where: str) -> SchemaView | None:
+        """The schema of a catalog stream; None (reported) when the stream is unknown."""
+        if stream not in self.catalog.streams:
+            self.problems.add(where, f"unknown stream {stream!r}{_hint(stream, self.catalog.streams)}; "
+                                     "define it in streams.yaml or fix the id")
+            return None
+        return self.views.get(stream)  # a stream without a schema is reported once, at the stream
+
+    def served(self, body: Body) -> frozenset[str]:
+        # A national body's remit is the whole table; a local one's is its areas with a county's districts.
+        if body.kind == "national":
+            return frozenset(authority.code for authority in self.la)
+        return frozenset().union(*(self.la.areas_served(code) for code in body.areas))
+
+
+def _hint(ident: str, known: Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(ident, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _body(ctx: _Context, ident: str, body: Body) -> dict[str, Any]:
+    origin = ctx.catalog.origin("body", ident)
+    for index, code in enumerate(body.areas):
+        authority = ctx.la.get(code)
+        if authority is None:
+            ctx.problems.add(origin.at("areas", index), f"{code} is not in the LA table ({ctx.la.vintage}); "
+                                                        "use a code from catalog/geography or add its row there")
+        elif authority.tier.value != body.tier:
+            ctx.problems.add(origin.at("areas", index), f"{code} ({authority.name}) is {authority.tier.value} "
+                                                        f"in the LA table but the body's tier is {body.tier}; "
+                                                        "make them agree")
+    return {"name": body.name, "kind": body.kind, "tier": body.tier, "areas": list(body.areas),
+            "served_areas": sorted(ctx.served(body)), "roles": sorted(body.roles)}
+
+
+def _stream(ctx: _Context, ident: str, stream: Stream) -> dict[str, Any]:
+    origin = ctx.catalog.origin("stream", ident)
+    ctx.body(stream.owner, origin.at("owner"))
+    view = ctx.views.get(ident)
+    if view is None:
+        ctx.problems.add(origin.at("id"), f"no stream schema has accord.stream {ident!r}; "
+                                          f"add schemas/{ident}.avsc or fix the id")
+        view = SchemaView({})
+    jurisdiction = list(stream.jurisdiction) if stream.jurisdiction is not None else view.jurisdiction
+    for index, name in enumerate(jurisdiction):
+        if not view.has(name) and view.fields:
+            ctx.problems.add(origin.at("jurisdiction", index), view.unknown(name))
+    if not jurisdiction:
+        ctx.problems.add(origin.at("jurisdiction"), "no jurisdiction fields, so no row could be routed; "
+                                                    "name the fields holding LA codes")
+    fields = {name: {"tags": view.tags(name)} for name in view.fields}
+    return {"owner": stream.owner, "subject": stream.ingest_subject, "classification": stream.classification,
+            "jurisdiction": jurisdiction, "fields": fields}
+
+
+def _check_template(ctx: _Context, ident: str, template: Template) -> None:
+    origin = ctx.catalog.origin("template", ident)
+    view = ctx.view(template.stream, origin.at("stream"))
+    if view is not None:
+        compile_tiers(template.tiers, view, origin, ctx.problems)
+    if template.row_scope != SUBSCRIBER_AREAS:
+        for index, code in enumerate(template.row_scope):
+            if not ctx.la.is_known(code):
+                ctx.problems.add(origin.at("row_scope", index), f"{code} is not in the LA table; use a known code")
+
+
+@dataclass(frozen=True)
+class _Terms:
+    """An agreement's flow with its template filled in, and which file each key came from."""
+
+    values: Mapping[str, Any]
+    origins: Mapping[str, Origin]
+    own: Origin
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    def inherited(self, key: str) -> bool:
+        return self.origins[key] is not self.own
+
+
+def _terms(agreement: Agreement, template: Template | None, own: Origin, inherited: Origin) -> _Terms:
+    values: dict[str, Any] = {}
+    origins: dict[str, Origin] = {}
+    for key in OVERRIDABLE:
+        value = getattr(agreement, key)
+        if value is None and template is not None:
+            values[key], origins[key] = getattr(template, key), inherited
+        else:
+            values[key], origins[key] = (_DEFAULTS.get(key) if value is None else value), own
+    return _Terms(values, origins, own)
+
+
+def _agreement(ctx: _Context, ident: str, agreement: Agreement) -> dict[str, Any]:
+    own = ctx.catalog.origin("agreement", ident)
+    template = None
+    if agreement.template is not None:
+        template = ctx.catalog.templates.get(agreement.template)
+        if template is None:
+            ctx.problems.add(own.at("template"), f"unknown template {agreement.template!r}"
+                                                 f"{_hint(agreement.template, ctx.catalog.templates)}; "
+                                                 "add it under templates/ or fix the id")
+            return {}
+    terms = _terms(agreement, template, own, ctx.catalog.origin("template", agreement.template or ""))
+    view = ctx.view(terms["stream"], terms.origins["stream"].at("stream"))
+    tiers = compile_tiers(terms["tiers"], view, terms.origins["tiers"], ctx.problems) if view else []
+    stream = ctx.catalog.streams.get(terms["stream"])
+    publisher = agreement.publisher or (stream.owner if stream else None)
+    subscriber = ctx.body(agreement.subscriber, own.at("subscriber"))
+    if agreement.publisher is not None:
+        ctx.body(agreement.publisher, own.at("publisher"))
+    _check_signatories(ctx, agreement, own, publisher)
+    areas: list[str] = []
+    if subscriber is not None:
+        _check_roles(ctx, agreement, terms, subscriber)
+        areas = _row_scope(ctx, terms, agreement.subscriber, subscriber)
+    return {
+        "template": agreement.template, "publisher": publisher, "subscriber": agreement.subscriber,
+        "stream": terms["stream"], "purpose": terms["purpose"], "legal_basis": sorted(terms["legal_basis"]),
+        "tiers": tiers, "row_scope": {"areas": areas},
+        "valid_from": _rfc3339(agreement.valid_from), "valid_until": _rfc3339(agreement.valid_until),
+        "review_date": agreement.review_date.isoformat(),
+        "emergency_level_required": terms["emergency_level_required"],
+        "signatories": [signatory.model_dump() for signatory in agreement.signatories],
+    }
+
+
+def _check_roles(ctx: _Context, agreement: Agreement, terms: _Terms, subscriber: Body) -> None:
+    for tier, spec in terms["tiers"].items():
+        for index, role in enumerate(spec.roles):
+            if role in subscriber.roles:
+                continue
+            if terms.inherited("tiers"):
+                # The template is fine for other subscribers; the fault is this pairing, so point here.
+                where = terms.own.at("subscriber")
+                fix = f"tier {tier!r} of template {agreement.template}"
+            else:
+                where = terms.own.at("tiers", tier, "roles", index)
+                fix = f"tier {tier!r}"
+            ctx.problems.add(where, f"subscriber {agreement.subscriber!r} does not hold role {role!r}, which {fix} "
+                                    "gives access to; add the role to the body in bodies.yaml or change the tier")
+
+
+def _check_signatories(ctx: _Context, agreement: Agreement, own: Origin, publisher: str | None) -> None:
+    signed = set()
+    for index, signatory in enumerate(agreement.signatories):
+        ctx.body(signatory.body, own.at("signatories", index, "body"))
+        signed.add(signatory.body)
+    for party, ident in (("publisher", publisher), ("subscriber", agreement.subscriber)):
+        # An unknown party is reported already; asking for its signature as well would only add noise.
+        if ident in ctx.catalog.bodies and ident not in signed:
+            ctx.problems.add(own.at("signatories"), f"no signatory from the {party} {ident!r}; "
+                                                    "both parties must sign, add one")
+
+
+def _row_scope(ctx: _Context, terms: _Terms, subscriber_id: str, subscriber: Body) -> list[str]:
+    """The LA codes whose rows the agreement admits: the subscriber's areas, or a narrower list."""
+    served = ctx.served(subscriber)
+    scope = terms["row_scope"]
+    if scope == SUBSCRIBER_AREAS:
+        return sorted(served)
+    origin = terms.origins["row_scope"]
+    areas: set[str] = set()
+    for index, code in enumerate(scope):
+        if code not in served:
+            if ctx.la.is_known(code):  # unknown codes are reported where the template is checked
+                ctx.problems.add(origin.at("row_scope", index),
+                                 f"{code} is outside the areas {subscriber_id!r} serves ({', '.join(sorted(served))}); "
+                                 "a row scope can only narrow the subscriber's areas, never widen them")
+            elif not terms.inherited("row_scope"):
+                ctx.problems.add(origin.at("row_scope", index), f"{code} is not in the LA table; use a known code")
+            continue
+        areas |= ctx.la.areas_served(code)
+    return sorted(areas)
+
+
+def _rfc3339(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from broker import cli_policy
 from broker.config import Settings
 from broker.errors import AccordError
 from broker.local import stack as local_stack
@@ -23,6 +24,10 @@ registry_cli = typer.Typer(help="The Confluent-compatible schema registry.", no_
 app.add_typer(registry_cli, name="registry")
 api_cli = typer.Typer(help="Accord's HTTP API (publish, quarantine, metrics).", no_args_is_help=True)
 app.add_typer(api_cli, name="api")
+app.add_typer(cli_policy.catalog_cli, name="catalog")
+app.add_typer(cli_policy.gate_cli, name="gate")
+app.add_typer(cli_policy.agreement_cli, name="agreement")
+app.add_typer(cli_policy.emergency_cli, name="emergency")
 
 
 @local.command("fetch")
@@ -174,12 +179,14 @@ def quarantine(stream: Annotated[str, typer.Argument(help="stream id")],
 
 @app.command("demo")
 def demo() -> None:
-    """Publish and read back one Avro record on Kafka and ask OPA for sharing decisions."""
+    """A day of positive tests through the gate to each council's view, then a live revocation."""
     from broker.services import demo as demo_job
 
-    stack = local_stack.LocalStack(Settings())
+    settings = Settings()
+    stack = local_stack.LocalStack(settings)
     endpoints = stack.endpoints() or stack.up()
-    demo_job.run(endpoints, say=typer.echo)
+    # The stack's own gate worker delivers when it runs; otherwise (services elsewhere) the demo runs one.
+    demo_job.run(endpoints, say=typer.echo, own_gate=not stack.gate.running(), settings=settings)
 
 
 def main() -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 KAFKA_VERSION = "4.3.1"
@@ -38,11 +39,20 @@ class Settings(BaseSettings):
     opa_version: str = OPA_VERSION
     kafka_heap: str = "1g"
     start_timeout_s: float = 90.0
+    pseudonym_secret: SecretStr | None = None
+    gate_worker_id: str | None = None
+    gate_group: str = "accord-gate"
+    gate_start_from: Literal["earliest", "latest"] = "earliest"
 
     @property
     def local_dir(self) -> Path:
         """State of the locally started services (data, logs, pid files)."""
         return self.state_dir if self.state_dir is not None else self.home / "local"
+
+    @property
+    def secrets_dir(self) -> Path:
+        """Secrets generated for the locally run services (mode 0600)."""
+        return self.local_dir / "secrets"
 
     @property
     def kafka_libs(self) -> Path:

@@ -35,3 +35,6 @@ class SchemaRegistry(Protocol):
 
     def latest(self, subject: str) -> RegisteredSchema:
         """The newest version registered under `subject` (404/40401 if the subject is unknown)."""
+
+    def set_compatibility(self, subject: str, mode: str) -> None:
+        """Set the subject's compatibility mode (e.g. NONE), as PUT /config/{subject} does."""

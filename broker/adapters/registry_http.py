@@ -45,6 +45,9 @@ class HttpSchemaRegistry:
     def schema_by_id(self, schema_id: int) -> str:
         return self._call("GET", f"/schemas/ids/{int(schema_id)}").get("schema", str)
 
+    def set_compatibility(self, subject: str, mode: str) -> None:
+        self._call("PUT", f"/config/{_segment(subject)}", {"compatibility": mode})
+
     def latest(self, subject: str) -> RegisteredSchema:
         answer = self._call("GET", f"/subjects/{_segment(subject)}/versions/latest")
         return RegisteredSchema(

@@ -24,6 +24,7 @@ class InMemorySchemaRegistry:
         self._id_by_text: dict[str, int] = {}
         self._text_by_id: dict[int, str] = {}
         self._versions: dict[str, list[int]] = {}
+        self.compatibility: dict[str, str] = {}
 
     def register(self, subject: str, schema: str) -> int:
         text = _checked_canonical(schema)
@@ -40,6 +41,9 @@ class InMemorySchemaRegistry:
             return self._text_by_id[schema_id]
         except KeyError:
             raise RegistryError(404, 40403, f"Schema {schema_id} not found") from None
+
+    def set_compatibility(self, subject: str, mode: str) -> None:
+        self.compatibility[subject] = mode
 
     def latest(self, subject: str) -> RegisteredSchema:
         versions = self._versions.get(subject)

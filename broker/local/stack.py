@@ -48,6 +48,7 @@ class LocalStack:
         self.opa = opa_server.OpaLayout(self.root / "opa")
         self.registry = PythonService("registry", self.root / "registry")
         self.api = PythonService("api", self.root / "api")
+        self.gate = PythonService("gate", self.root / "gate")
         self.state_file = self.root / "endpoints.json"
 
     # -- state -------------------------------------------------------------------------------
@@ -99,6 +100,9 @@ class LocalStack:
             env["ACCORD_REGISTRY_URL"] = known["registry_url"]
             known["api_url"] = self.api.start(env, s.start_timeout_s, probe="/health")
             self._record(api_url=known["api_url"])
+        if self._local_gate() and not self.gate.running():
+            env |= {"ACCORD_REGISTRY_URL": known["registry_url"], "ACCORD_STATE_DIR": str(self.root)}
+            self._record(gate_url=self.gate.start(env, s.start_timeout_s, probe="/health"))
         return Endpoints(**known)
 
     def _current(self) -> dict[str, str]:
@@ -119,7 +123,21 @@ class LocalStack:
 
     def status(self) -> list[ServiceState]:
         return [self._kafka_state(), self._http_state("opa", "opa_url", "/health"),
-                self._http_state("registry", "registry_url", "/"), self._http_state("api", "api_url", "/health")]
+                self._http_state("registry", "registry_url", "/"), self._http_state("api", "api_url", "/health"),
+                *([self._gate_state()] if self._local_gate() else [])]
+
+    def _local_gate(self) -> bool:
+        # With an external registry Accord's services run elsewhere, and so do their gate workers.
+        return not self.settings.registry_url
+
+    def _gate_state(self) -> ServiceState:
+        # Gate workers are Accord's own: one runs locally whichever other services are external.
+        if not self.gate.running():
+            return ServiceState("gate", None, None, False, True, "stopped")
+        url = self._recorded().get("gate_url")
+        ok = url is not None and opa_server.http_ok(f"{url}/health")
+        return ServiceState("gate", url, processes.read_pid(self.gate.pid_file), ok, True,
+                            "answering" if ok else "not answering")
 
     def _pid_file(self, name: str) -> Path:
         return {"opa": self.opa.pid_file, "registry": self.registry.pid_file, "api": self.api.pid_file}[name]
@@ -158,7 +176,7 @@ class LocalStack:
 
     def down(self, wipe: bool = False) -> list[str]:
         """Stop the services this state directory started; with `wipe`, delete their data too."""
-        stopped = [svc.name for svc in (self.api, self.registry) if svc.stop()]
+        stopped = [svc.name for svc in (self.gate, self.api, self.registry) if svc.stop()]
         if processes.stop(processes.read_pid(self.opa.pid_file), opa_server.MARKER):
             stopped.append("opa")
         if processes.stop(processes.read_pid(self.kafka.pid_file), kafka_server.MARKER):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import uvicorn
@@ -15,9 +15,23 @@ from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.api.app import create_api_app
 from broker.domain.geography import load_la_table
 from broker.local.toolchain import REPO_ROOT
-from broker.services.ingest import Ingest, ingest_topic, load_stream_schemas, quarantine_topic, read_quarantine
+from broker.services.ingest import (
+    INGEST_PARTITIONS,
+    Ingest,
+    ingest_topic,
+    load_stream_schemas,
+    quarantine_topic,
+    read_quarantine,
+)
 
 SCHEMAS_DIR = REPO_ROOT / "schemas"
+
+
+def ensure_stream_topics(bootstrap: str, streams: Iterable[str]) -> None:
+    """The ingest topic (partitioned for gate workers) and the quarantine topic of each stream."""
+    streams = list(streams)
+    create_topics(bootstrap, [ingest_topic(s) for s in streams], partitions=INGEST_PARTITIONS)
+    create_topics(bootstrap, [quarantine_topic(s) for s in streams])
 
 
 def _today() -> dt.date:
@@ -28,7 +42,7 @@ def _today() -> dt.date:
 def open_ingest(bootstrap: str, registry_url: str) -> Iterator[tuple[Ingest, KafkaLog]]:
     """An Ingest for every stream in schemas/, with its ingest and quarantine topics created."""
     schemas = load_stream_schemas(SCHEMAS_DIR)
-    create_topics(bootstrap, [t for s in schemas for t in (ingest_topic(s), quarantine_topic(s))])
+    ensure_stream_topics(bootstrap, schemas)
     log = KafkaLog(bootstrap, client_id="accord-ingest")
     registry = HttpSchemaRegistry(registry_url)
     try:

@@ -1,98 +1,179 @@
-"""The main job shown by `make demo`: validated Avro ingest through the real Kafka and registry, decisions from OPA."""
+"""The main job shown by `make demo`: a national body publishes a day of positive tests, each council receives its
+view through the policy gate, and a revocation takes effect on the live stream."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import threading
+import time
+import uuid
 from collections.abc import Callable
-from pathlib import Path
+from contextlib import ExitStack
 from typing import Any
 
-from broker.adapters.kafka_admin import describe_cluster
+from broker.adapters.kafka_control import ControlWriter, ensure_control_topics
+from broker.adapters.kafka_log import KafkaLog
 from broker.adapters.opa import OpaPolicyEngine
-from broker.adapters.registry_http import HttpSchemaRegistry
+from broker.catalog import load_and_compile
+from broker.config import Settings
+from broker.domain.plans import delivery_topic
 from broker.local.stack import Endpoints
 from broker.local.toolchain import REPO_ROOT
+from broker.services import policy_changes
 from broker.services.api_runtime import open_ingest
-from broker.services.serde import AvroDeserializer, SerializationContext
+from broker.services.deliveries import DeliveryReader
+from broker.services.gate_runtime import GateEndpoints, GateThread
+from broker.services.ingest import read_quarantine
+from broker.services.policies import load_policies
+from broker.services.serde import AvroSerializer, SerializationContext
+from broker.services.synthetic import positive_tests
 
 STREAM = "ukhsa.positive-tests"
-POLICY_DIR = REPO_ROOT / "policies"
-
-# A synthetic Leicester case (names and numbers are made up; the NHS number fails the modulus 11 check).
-SAMPLE_CASE: dict[str, Any] = {
-    "specimen_id": "LEI-20200622-000123", "nhs_number": "9990000001", "name": "Alex Example",
-    "dob": dt.date(1984, 3, 7), "sex": "FEMALE", "ethnicity": "A", "address": "1 Example Road, Leicester",
-    "postcode": "LE1 1AA", "occupation": None, "specimen_date": dt.date(2020, 6, 22),
-    "lab_report_date": dt.date(2020, 6, 23), "test_type": "PCR", "pillar": "PILLAR_2",
-    "lsoa": "E01013578", "msoa": "E02002807", "ltla": "E06000016", "utla": "E06000016",
-}
-
-# The agreement a pre-agreed T1 template would produce for Leicester's DPH (catalog YAML comes later).
-DEMO_AGREEMENTS = {
-    "t1-leicester-dph": {
-        "subscriber": "leicester-city-council", "stream": STREAM, "purpose": "health-protection",
-        "roles": ["dph"], "valid_from": "2020-03-20T00:00:00Z", "valid_until": "2022-06-30T00:00:00Z",
-        "emergency_level_required": "emergency",
-    }
-}
+DAY_CASES = {"leicester": 24, "nottingham": 15, "blaby": 6, "charnwood": 8, "manchester": 20, "birmingham": 18,
+             "leeds": 12, "hackney": 9, "cornwall": 5, "blackburn": 7}
+VIEWS = [("leicester-city-council", "dph"), ("leicester-city-council", "analyst"), ("nottingham-city-council", "dph"),
+         ("leicestershire-county-council", "dph"), ("manchester-city-council", "analyst")]
+REVOKED = "t1-leicester"
+Say = Callable[[str], None]
 
 
-def load_policies(engine: OpaPolicyEngine, policy_dir: Path = POLICY_DIR) -> list[str]:
-    """Push every non-test Rego module under `policy_dir` to OPA; returns their module ids."""
-    loaded = []
-    for path in sorted(policy_dir.rglob("*.rego")):
-        if path.name.endswith("_test.rego"):
-            continue
-        module_id = path.relative_to(policy_dir).with_suffix("").as_posix()
-        engine.put_policy(module_id, path.read_text())
-        loaded.append(module_id)
-    return loaded
+def run(endpoints: Endpoints, say: Say = print, own_gate: bool = False, settings: Settings | None = None
+        ) -> dict[str, Any]:
+    """Run the demo against running services; with `own_gate` it runs a gate worker itself (else the stack's)."""
+    settings = settings or Settings()
+    with ExitStack() as stack:
+        writer = ControlWriter(endpoints.kafka_bootstrap)
+        stack.callback(writer.close)
+        log = KafkaLog(endpoints.kafka_bootstrap, client_id="accord-demo")
+        stack.callback(log.close)
+        change = _apply_catalog(endpoints, writer, say)
+        if own_gate:
+            gate_settings = settings.model_copy(update={"gate_group": f"accord-demo-{uuid.uuid4().hex[:8]}",
+                                                        "gate_start_from": "latest"})
+            gate = GateThread(GateEndpoints(endpoints.kafka_bootstrap, endpoints.opa_url, endpoints.registry_url),
+                              gate_settings, "demo-gate").start()
+            stack.callback(gate.stop)
+        (status,) = policy_changes.enforcement(log, change, workers=1, timeout_s=30)
+        topics = sum(map(len, status["deliveries"].values()))
+        say(f"   gate worker {status['worker']} enforces it: delivering to {topics} subscriber topics")
+        reader = DeliveryReader(endpoints.kafka_bootstrap, endpoints.registry_url, client_id="accord-demo-subscriber")
+        stack.callback(reader.close)
+        views = _publish_day(endpoints, reader, log, say)
+        revocation = _revoke_live(endpoints, reader, writer, log, say)
+    return {"catalog_revision": status.get("catalog_revision"), "views": views,
+            "revocation": revocation}
 
 
-def run(endpoints: Endpoints, say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the demo; returns what happened (the CLI prints as it goes)."""
-    cluster = describe_cluster(endpoints.kafka_bootstrap)
-    say(f"Kafka {endpoints.kafka_bootstrap} (cluster {cluster.cluster_id}) · OPA {endpoints.opa_url} · "
-        f"registry {endpoints.registry_url}")
-    bad_case = SAMPLE_CASE | {"specimen_id": "LEI-20200622-000124", "postcode": "",
-                              "specimen_date": dt.date(2099, 1, 1)}
-    with open_ingest(endpoints.kafka_bootstrap, endpoints.registry_url) as (ingest, log):
-        good, bad = ingest.publish(STREAM, [SAMPLE_CASE, bad_case], source="demo")
-        say(f"1. published one T1 positive test: {good.status} onto {good.topic}[{good.partition}]@{good.offset} "
-            "(Avro, Confluent wire format, schema in Accord's registry)")
-        reasons = "; ".join(f"{r.field} broke {r.rule}" for r in bad.reasons)
-        say(f"   and a faulty one: {bad.status} onto {bad.topic}@{bad.offset} because {reasons}")
-        back = log.read(good.topic, max_records=1, start_offset=good.offset)
-    registry = HttpSchemaRegistry(endpoints.registry_url)
-    try:
-        received = AvroDeserializer(registry)(back[0].value if back else None, SerializationContext(good.topic))
-    finally:
-        registry.close()
-    if received is None:
-        raise RuntimeError(f"the record published at offset {good.offset} could not be read back")
-    same = received == SAMPLE_CASE
-    say(f"2. read it back (read_committed): specimen {received['specimen_id']}, utla {received['utla']}, "
-        f"specimen_date {received['specimen_date']}; identical: {'yes' if same else 'NO'}")
-    decisions = _decide(endpoints, say)
-    return {"offset": good.offset, "round_trip_identical": same, "quarantined": bad.status == "quarantined",
-            "decisions": decisions}
-
-
-def _decide(endpoints: Endpoints, say: Callable[[str], None]) -> dict[str, Any]:
+def _apply_catalog(endpoints: Endpoints, writer: ControlWriter, say: Say) -> policy_changes.Announced:
+    document = load_and_compile(REPO_ROOT / "catalog", REPO_ROOT / "schemas")
+    ensure_control_topics(endpoints.kafka_bootstrap)
     engine = OpaPolicyEngine(endpoints.opa_url)
     try:
         modules = load_policies(engine)
-        engine.put_data("accord/agreements", DEMO_AGREEMENTS)
-        say(f"3. OPA loaded policy modules {modules} and {len(DEMO_AGREEMENTS)} agreement")
-        decisions = {}
-        for subscriber in ("leicester-city-council", "nottingham-city-council"):
-            request = {"subscriber": subscriber, "role": "dph", "stream": STREAM, "purpose": "health-protection",
-                       "time": "2020-06-24T09:00:00Z", "emergency_level": "emergency"}
-            decision = engine.evaluate("accord.sharing.decision", request)
-            decisions[subscriber] = decision
-            verdict = "ALLOW" if decision["allow"] else "DENY"
-            why = ", ".join(decision["agreements"]) if decision["allow"] else "; ".join(decision["reasons"])
-            say(f"   {subscriber}/dph asks for {STREAM} → {verdict} ({why})")
+        change = policy_changes.apply_catalog(writer, engine, document, by="accord demo")
     finally:
         engine.close()
-    return decisions
+    say(f"1. catalog {document['revision']} applied: {len(document['bodies'])} bodies, {len(document['agreements'])} "
+        f"agreements compiled to OPA data; policies {', '.join(modules)}; announced at control offset {change.offset}")
+    return change
+
+
+def _publish_day(endpoints: Endpoints, reader: DeliveryReader, log: KafkaLog, say: Say) -> dict[str, Any]:
+    day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=2)
+    prefix = f"D{uuid.uuid4().hex[:5].upper()}"
+    cases = positive_tests(day, DAY_CASES, prefix=prefix)
+    lost = positive_tests(day, {"leicester": 1}, prefix=f"{prefix}-NOGEO")[0] | {"ltla": None, "utla": None}
+    with open_ingest(endpoints.kafka_bootstrap, endpoints.registry_url) as (ingest, _):
+        outcomes = ingest.publish(STREAM, [*cases, lost], source="demo")
+    sources = {f"{o.topic}/{o.partition}/{o.offset}".encode() for o in outcomes if o.status == "accepted"}
+    say(f"2. UKHSA publishes a synthetic day ({day}) of {len(cases)} positive tests over {len(DAY_CASES)} councils, "
+        f"plus one case whose residence no lookup resolved: {len(sources)} accepted onto ingest.{STREAM}")
+    views: dict[str, Any] = {}
+    expected = _expected_counts(cases)
+    for subscriber, role in VIEWS:
+        topic = delivery_topic(subscriber, role, STREAM)
+        got = reader.read(topic, 0, lambda _, h: h.get("accord.source") in sources,
+                          want=expected.get(subscriber, 0), timeout_s=15)
+        fields = sorted(got[0].value) if got else []
+        views[f"{subscriber}/{role}"] = {"rows": len(got), "fields": fields,
+                                         "areas": sorted({str(d.value.get("ltla")) for d in got if "ltla" in d.value})}
+        say(f"   {subscriber}/{role}: {len(got)} rows, {len(fields)} fields ({', '.join(fields)})")
+        if got:
+            say(f"     e.g. {_example(got[0].value)}")
+    quarantined = [e for e in read_quarantine(log, STREAM, limit=100_000, timeout_s=1.0)
+                   if e["source"].get("kind") == "gate"
+                   and f"{e['source']['topic']}/{e['source']['partition']}/{e['source']['offset']}".encode() in sources]
+    for entry in quarantined:
+        reason = entry["reasons"][0]
+        say(f"   quarantined (delivered to nobody): offset {entry['source']['offset']}: {reason['rule']}: "
+            f"{reason['message']}")
+    views["quarantined"] = len(quarantined)
+    return views
+
+
+def _expected_counts(cases: list[dict[str, Any]]) -> dict[str, int]:
+    by_utla: dict[str, int] = {}
+    for case in cases:
+        by_utla[case["utla"]] = by_utla.get(case["utla"], 0) + 1
+    utlas = {"leicester-city-council": "E06000016", "nottingham-city-council": "E06000018",
+             "leicestershire-county-council": "E10000018", "manchester-city-council": "E08000003"}
+    return {body: by_utla.get(code, 0) for body, code in utlas.items()}
+
+
+def _example(record: dict[str, Any]) -> str:
+    text = json.dumps(record, default=str)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _revoke_live(endpoints: Endpoints, reader: DeliveryReader, writer: ControlWriter, log: KafkaLog,
+                 say: Say) -> dict[str, Any]:
+    """Leicester cases keep arriving; the agreement is revoked mid-stream, then reinstated."""
+    topic = delivery_topic("leicester-city-council", "dph", STREAM)
+    cases = positive_tests(dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1), {"leicester": 300},
+                           prefix=f"R{uuid.uuid4().hex[:5].upper()}")
+    sent_at: dict[str, float] = {}
+    stop = threading.Event()
+    publisher = threading.Thread(target=_stream, args=(endpoints, cases, sent_at, stop), daemon=True)
+    publisher.start()
+    try:
+        time.sleep(1.5)
+        change = policy_changes.revoke(writer, REVOKED, reason="demo: the publisher withdraws", by="accord demo")
+        (status,) = policy_changes.enforcement(log, change, workers=1, timeout_s=10)
+        time.sleep(1.5)
+    finally:
+        stop.set()
+        publisher.join(timeout=10)
+        policy_changes.reinstate(writer, REVOKED)
+    names = set(sent_at)
+    got = reader.read(topic, 0, lambda v, _: v.get("specimen_id") in names, want=len(names), timeout_s=3, settle_s=0)
+    before = [s for s, t in sent_at.items() if t * 1000 <= change.timestamp_ms]
+    leaked = [d for d in got if sent_at[d.value["specimen_id"]] * 1000 > change.timestamp_ms]
+    latency_ms = int(status["applied_ms"]) - change.timestamp_ms
+    say(f"3. live revocation of {REVOKED} while Leicester cases stream in: enforced by {status['worker']} "
+        f"{latency_ms} ms after the change")
+    say(f"   published {len(sent_at)} ({len(before)} before the revocation); Leicester's DPH received {len(got)}, "
+        f"of them {len(leaked)} published after it; then reinstated")
+    return {"latency_ms": latency_ms, "published": len(sent_at), "published_before": len(before),
+            "delivered": len(got), "delivered_after_revocation": len(leaked)}
+
+
+def _stream(endpoints: Endpoints, cases: list[dict[str, Any]], sent_at: dict[str, float],
+            stop: threading.Event) -> None:
+    from broker.adapters.registry_http import HttpSchemaRegistry
+
+    schema = (REPO_ROOT / "schemas" / f"{STREAM}.avsc").read_text()
+    registry = HttpSchemaRegistry(endpoints.registry_url)
+    encode = AvroSerializer(registry, schema)
+    log = KafkaLog(endpoints.kafka_bootstrap, client_id="accord-demo-publisher")
+    try:
+        for case in cases:
+            if stop.is_set():
+                break
+            payload = encode(case, SerializationContext(f"ingest.{STREAM}"))
+            sent_at[case["specimen_id"]] = time.time()
+            log.publish(f"ingest.{STREAM}", payload or b"", key=case["utla"].encode())
+            time.sleep(0.01)
+    finally:
+        log.close()
+        registry.close()

@@ -36,6 +36,10 @@ def quarantine_topic(stream: str) -> str:
     return f"quarantine.{stream}"
 
 
+# Ingest topics are where gate workers share the work: one partition per worker at most.
+INGEST_PARTITIONS = 4
+
+
 def load_stream_schemas(directory: Path) -> dict[str, dict[str, Any]]:
     """Every `.avsc` that names its stream (`accord.stream`), by stream id."""
     found: dict[str, dict[str, Any]] = {}

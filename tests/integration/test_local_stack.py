@@ -30,7 +30,7 @@ def test_cli_up_status_env_down_leaves_nothing_running(tmp_path: Path) -> None:
     try:
         status = _accord(["local", "status"], env)
         assert status.returncode == 0, status.stdout + status.stderr
-        for name in ("kafka", "opa", "registry", "api"):
+        for name in ("kafka", "opa", "registry", "api", "gate"):
             assert f"{name:<8} up" in status.stdout
         printed = _accord(["local", "env"], env).stdout.splitlines()
         assert [line.split("=")[0] for line in printed] == [
@@ -40,8 +40,8 @@ def test_cli_up_status_env_down_leaves_nothing_running(tmp_path: Path) -> None:
         assert _accord(["local", "env"], env).stdout.splitlines() == printed
     finally:
         down = _accord(["local", "down"], env)
-    assert down.returncode == 0 and down.stdout.strip() == "stopped: api, registry, opa, kafka"
-    for name in ("kafka", "opa", "registry", "api"):
+    assert down.returncode == 0 and down.stdout.strip() == "stopped: gate, api, registry, opa, kafka"
+    for name in ("kafka", "opa", "registry", "api", "gate"):
         assert not (tmp_path / "state" / name / f"{name}.pid").exists()
     after = _accord(["local", "status"], env)
     assert after.returncode == 1 and "DOWN" in after.stdout
@@ -57,19 +57,25 @@ def test_external_services_are_used_not_started(services: Endpoints, tmp_path: P
     assert not (tmp_path / "opa" / "opa.pid").exists()
     assert not (tmp_path / "registry" / "registry.pid").exists()
     assert not (tmp_path / "api" / "api.pid").exists()
+    assert not (tmp_path / "gate" / "gate.pid").exists()
     states = stack.status()
     assert all(s.running and not s.managed for s in states)
     assert stack.down() == []
 
 
-def test_demo_round_trip_and_decisions(services: Endpoints) -> None:
+def test_demo_delivers_each_view_and_enforces_a_revocation(services: Endpoints, tmp_path: Path) -> None:
     said: list[str] = []
-    result = demo.run(services, say=said.append)
-    assert result["round_trip_identical"] is True
-    assert result["quarantined"] is True
-    assert result["decisions"]["leicester-city-council"]["allow"] is True
-    assert result["decisions"]["nottingham-city-council"]["allow"] is False
-    assert any("ALLOW" in line for line in said) and any("DENY" in line for line in said)
+    result = demo.run(services, say=said.append, own_gate=True, settings=Settings(state_dir=tmp_path))
+    views = result["views"]
+    assert views["leicester-city-council/dph"]["rows"] == demo.DAY_CASES["leicester"]
+    assert views["leicester-city-council/analyst"]["fields"] == ["age_band", "lsoa", "sex"]
+    assert views["nottingham-city-council/dph"]["areas"] == ["E06000018"]
+    assert views["leicestershire-county-council/dph"]["areas"] == ["E07000129", "E07000130"]
+    assert views["quarantined"] == 1
+    revocation = result["revocation"]
+    assert revocation["latency_ms"] < 1000 and revocation["delivered_after_revocation"] == 0
+    assert 0 < revocation["delivered"] <= revocation["published_before"] < revocation["published"]
+    assert any("live revocation" in line for line in said)
 
 
 def test_session_services_are_managed_processes(services: Endpoints) -> None:

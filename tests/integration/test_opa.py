@@ -9,14 +9,22 @@ import pytest
 from broker.adapters.opa import OpaPolicyEngine
 from broker.errors import PolicyEngineError
 from broker.local.stack import Endpoints
-from broker.services.demo import load_policies
+from broker.services.policies import load_policies
 
-AGREEMENTS = {
-    "t1-leicester-dph": {
-        "subscriber": "leicester-city-council", "stream": "ukhsa.positive-tests",
-        "purpose": "health-protection", "roles": ["dph"], "valid_from": "2020-03-20T00:00:00Z",
-        "valid_until": "2022-06-30T00:00:00Z", "emergency_level_required": "normal",
-    }
+FIELDS = {"lsoa": {"transform": "keep", "method": None, "as": None, "params": {}}}
+CATALOG = {
+    "revision": "c-test00000001",
+    "bodies": {},
+    "streams": {"ukhsa.positive-tests": {"owner": "ukhsa", "jurisdiction": ["utla", "ltla"],
+                                         "fields": {"lsoa": {"tags": []}, "name": {"tags": ["direct-identifier"]}}}},
+    "agreements": {
+        "t1-leicester": {
+            "subscriber": "leicester-city-council", "stream": "ukhsa.positive-tests", "purpose": "health-protection",
+            "tiers": [{"name": "dph", "roles": ["dph"], "other_fields": "keep", "fields": {}}],
+            "row_scope": {"areas": ["E06000016"]}, "valid_from": "2020-03-20T00:00:00Z",
+            "valid_until": "2022-06-30T00:00:00Z", "emergency_level_required": "normal",
+        }
+    },
 }
 REQUEST = {
     "subscriber": "leicester-city-council", "role": "dph", "stream": "ukhsa.positive-tests",
@@ -28,25 +36,29 @@ REQUEST = {
 def engine(services: Endpoints) -> Iterator[OpaPolicyEngine]:
     engine = OpaPolicyEngine(services.opa_url)
     load_policies(engine)
-    engine.put_data("accord/agreements", AGREEMENTS)
+    engine.put_data("accord/catalog", CATALOG)
     yield engine
     engine.close()
 
 
-def test_agreement_grants_the_named_subscriber(engine: OpaPolicyEngine) -> None:
-    decision = engine.evaluate("accord.sharing.decision", REQUEST)
-    assert decision == {"allow": True, "agreements": ["t1-leicester-dph"], "reasons": []}
+def test_agreement_grants_a_plan_to_the_named_subscriber(engine: OpaPolicyEngine) -> None:
+    plan = engine.evaluate("accord.plans.plan", REQUEST)
+    assert plan["allow"] is True and plan["agreements"] == ["t1-leicester"]
+    # other_fields keep: lsoa is delivered, the unnamed direct identifier is not
+    assert sorted(plan["fields"]) == ["lsoa"]
+    assert plan["row_filter"] == {"jurisdiction": ["utla", "ltla"], "areas": ["E06000016"]}
+    assert plan["expiry"] == "2022-06-30T00:00:00Z" and plan["revision"] == "c-test00000001/0"
 
 
 def test_default_deny_for_another_council(engine: OpaPolicyEngine) -> None:
-    decision = engine.evaluate("accord.sharing.decision", REQUEST | {"subscriber": "nottingham-city-council"})
-    assert decision["allow"] is False
-    assert decision["reasons"] == ["no agreement names this subscriber, role, stream and purpose"]
+    plan = engine.evaluate("accord.plans.plan", REQUEST | {"subscriber": "nottingham-city-council"})
+    assert plan["allow"] is False and plan["fields"] == {} and plan["row_filter"]["areas"] == []
+    assert plan["reasons"] == ["no agreement names this subscriber, role, stream and purpose"]
 
 
 def test_new_data_takes_effect_on_the_next_decision(engine: OpaPolicyEngine) -> None:
-    engine.put_data("accord/agreements", {})
-    assert engine.evaluate("accord.sharing.allow", REQUEST) is False
+    engine.put_data("accord/catalog", CATALOG | {"agreements": {}})
+    assert engine.evaluate("accord.plans.allow", REQUEST) is False
 
 
 def test_broken_policy_is_refused_with_opa_message(engine: OpaPolicyEngine) -> None:
@@ -55,4 +67,4 @@ def test_broken_policy_is_refused_with_opa_message(engine: OpaPolicyEngine) -> N
 
 
 def test_undefined_rule_is_none(engine: OpaPolicyEngine) -> None:
-    assert engine.evaluate("accord.sharing.no_such_rule", REQUEST) is None
+    assert engine.evaluate("accord.plans.no_such_rule", REQUEST) is None

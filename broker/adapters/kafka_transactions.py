@@ -1,0 +1,110 @@
+"""Consume-transform-produce in Kafka transactions: a group consumer plus a transactional producer (KIP-447)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from broker.adapters.kafka_log import Record
+from broker.errors import ServiceError
+
+log = logging.getLogger(__name__)
+
+
+class TransactionalStage:
+    """Records consumed by one batch and everything produced for them commit together, or not at all.
+
+    Offsets are committed through the producer with the consumer's group metadata, so a worker that lost its
+    partitions in a rebalance is fenced by the broker instead of committing stale offsets.
+    """
+
+    def __init__(self, bootstrap: str, group_id: str, topics: Sequence[str], transactional_id: str,
+                 transaction_timeout_ms: int = 10_000, session_timeout_ms: int = 6_000,
+                 max_poll_records: int = 500, start_from: str = "earliest") -> None:
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=group_id, client_id=transactional_id,
+            enable_auto_commit=False, isolation_level="read_committed", auto_offset_reset=start_from,
+            session_timeout_ms=session_timeout_ms, heartbeat_interval_ms=max(500, session_timeout_ms // 3),
+            max_poll_records=max_poll_records,
+        )
+        self._consumer.subscribe(list(topics))
+        self._producer = KafkaProducer(
+            bootstrap_servers=bootstrap, client_id=transactional_id, transactional_id=transactional_id,
+            transaction_timeout_ms=transaction_timeout_ms, acks="all", enable_idempotence=True, linger_ms=5,
+            batch_size=256 * 1024,
+        )
+        try:
+            self._producer.init_transactions()
+        except KafkaError as exc:
+            raise ServiceError(f"could not start transactions as {transactional_id!r}: {exc}") from exc
+        self._in_transaction = False
+
+    def poll(self, timeout_s: float, max_records: int | None = None) -> list[Record]:
+        try:
+            batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        except KafkaError as exc:
+            raise ServiceError(f"consuming failed: {exc}") from exc
+        return [Record(m.topic, m.partition, m.offset, m.key, m.value, tuple(m.headers))
+                for batch in batches.values() for m in batch]
+
+    def ready(self) -> bool:
+        """True once partitions are assigned and their positions resolved (a group starting at `latest` has then
+        fixed where it starts, so anything published afterwards is consumed)."""
+        assigned = self._consumer.assignment()
+        if not assigned:
+            return False
+        for tp in assigned:
+            self._consumer.position(tp)
+        return True
+
+    def begin(self) -> None:
+        self._producer.begin_transaction()
+        self._in_transaction = True
+
+    def send(self, topic: str, value: bytes | None, key: bytes | None = None,
+             headers: Sequence[tuple[str, bytes]] = ()) -> None:
+        self._producer.send(topic, value=value, key=key, headers=list(headers))
+
+    def commit(self, consumed: Sequence[Record]) -> None:
+        """Commit the produced records together with the offsets after `consumed`."""
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        for record in consumed:
+            offsets[TopicPartition(record.topic, record.partition)] = OffsetAndMetadata(record.offset + 1, "", -1)
+        try:
+            if offsets:
+                self._producer.send_offsets_to_transaction(offsets, self._consumer.group_metadata())
+            self._producer.commit_transaction()
+        except KafkaError as exc:
+            self.abort()
+            raise ServiceError(f"committing the transaction failed (aborted, will be re-read): {exc}") from exc
+        finally:
+            self._in_transaction = False
+
+    def abort(self) -> None:
+        """Abort the open transaction and rewind to the committed offsets so the batch is consumed again."""
+        if self._in_transaction:
+            try:
+                self._producer.abort_transaction()
+            except KafkaError as exc:
+                log.warning("aborting the transaction failed: %s", exc)
+            self._in_transaction = False
+        self._rewind()
+
+    def _rewind(self) -> None:
+        for tp in self._consumer.assignment():
+            committed: Any = self._consumer.committed(tp)
+            if committed is None:
+                self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, int(committed))
+
+    def close(self) -> None:
+        if self._in_transaction:
+            self.abort()
+        self._consumer.close()
+        self._producer.close()

@@ -1,0 +1,85 @@
+"""Policy state folded from the control topic: the applied catalog, revocations, emergency level and grants."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any
+
+from broker.errors import PolicyEngineError
+
+CATALOG_KEY = "catalog"
+REVOCATION_PREFIX = "revocation/"
+EMERGENCY_PREFIX = "emergency/"
+GRANT_PREFIX = "grant/"
+LEVELS = ("normal", "enhanced", "emergency")
+
+
+@dataclass(frozen=True)
+class PolicyState:
+    """Everything a plan depends on besides the policies themselves; `offset` is the next control offset to apply.
+
+    Keys on the control topic (compacted, so the latest value per key is the state):
+    `catalog` → the compiled catalog; `revocation/<agreement>` → a revocation (a tombstone reinstates);
+    `emergency/<scope>` → a declared level; `grant/<id>` → an agreement-shaped grant.
+    """
+
+    catalog: Mapping[str, Any] | None = None
+    revoked: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
+    emergency: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    grants: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
+    offset: int = 0
+
+    @property
+    def catalog_revision(self) -> str | None:
+        return None if self.catalog is None else str(self.catalog.get("revision"))
+
+    @property
+    def emergency_level(self) -> str:
+        """The national level; regional declarations arrive with the governance service."""
+        return self.emergency.get("national", "normal")
+
+    def plan_input(self, subscriber: str, role: str, stream: str, purpose: str, now: dt.datetime) -> dict[str, Any]:
+        """The request OPA's `accord.plans.plan` answers for one subscription at `now`."""
+        return {
+            "subscriber": subscriber, "role": role, "stream": stream, "purpose": purpose,
+            "time": rfc3339(now), "emergency_level": self.emergency_level,
+            "revoked": sorted(self.revoked), "grants": [dict(g) for _, g in sorted(self.grants.items())],
+            "state_revision": self.offset,
+        }
+
+
+def apply(state: PolicyState, offset: int, key: str, value: Mapping[str, Any] | None) -> PolicyState:
+    """The state after the control record at `offset`; unknown keys are skipped (newer writers, older gates)."""
+    after = replace(state, offset=max(state.offset, offset + 1))
+    if key == CATALOG_KEY:
+        document = None if value is None else value.get("document")
+        if document is not None and not isinstance(document, Mapping):
+            raise PolicyEngineError(f"control record {offset}: catalog document is not an object")
+        return replace(after, catalog=document)
+    if key.startswith(REVOCATION_PREFIX):
+        return replace(after, revoked=_with(state.revoked, key[len(REVOCATION_PREFIX):], value))
+    if key.startswith(GRANT_PREFIX):
+        return replace(after, grants=_with(state.grants, key[len(GRANT_PREFIX):], value))
+    if key.startswith(EMERGENCY_PREFIX):
+        level = None if value is None else str(value.get("level", "normal"))
+        if level is not None and level not in LEVELS:
+            raise PolicyEngineError(f"control record {offset}: emergency level {level!r} is not one of {LEVELS}")
+        return replace(after, emergency=_with(state.emergency, key[len(EMERGENCY_PREFIX):], level))
+    return after
+
+
+def _with(current: Mapping[str, Any], name: str, value: Any) -> Mapping[str, Any]:
+    updated = dict(current)
+    if value is None:
+        updated.pop(name, None)
+    else:
+        updated[name] = value
+    return MappingProxyType(updated)
+
+
+def rfc3339(moment: dt.datetime) -> str:
+    """UTC with a `Z`, the form OPA's time.parse_rfc3339_ns and the catalog use."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -1,0 +1,246 @@
+"""The policy gate: every record of a stream, decoded once, leaves as each subscriber's plan allows, or not at all."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from broker.adapters.kafka_log import Record
+from broker.domain import control
+from broker.domain.control import PolicyState
+from broker.domain.geography import LaTable
+from broker.domain.jurisdiction import Unresolved, resolve_areas
+from broker.domain.plans import Plan, Projector, delivery_subject, projected_schema
+from broker.domain.pseudonyms import Pseudonymiser, subscriber_key
+from broker.errors import AccordError, SerdeError
+from broker.ports import SchemaRegistry
+from broker.services.ingest import AVRO_DECODE, ingest_topic, quarantine_topic
+from broker.services.planner import Planner
+from broker.services.serde import AvroDeserializer, AvroSerializer, SerializationContext
+
+log = logging.getLogger(__name__)
+
+UNRESOLVED = "jurisdiction-unresolved"
+SOURCE_HEADER = "accord.source"
+REVISION_HEADER = "accord.revision"
+
+
+class Stage(Protocol):
+    """Consume-transform-produce in transactions (adapters.kafka_transactions.TransactionalStage)."""
+
+    def poll(self, timeout_s: float, max_records: int | None = None) -> list[Record]: ...
+    def begin(self) -> None: ...
+    def send(self, topic: str, value: bytes | None, key: bytes | None = None,
+             headers: Sequence[tuple[str, bytes]] = ()) -> None: ...
+    def commit(self, consumed: Sequence[Record]) -> None: ...
+    def abort(self) -> None: ...
+
+
+class ControlSource(Protocol):
+    def end_offset(self) -> int: ...
+    def read_to(self, end: int, timeout_s: float = 10.0) -> list[Any]: ...
+
+
+class StatusSink(Protocol):
+    def __call__(self, worker: str, status: dict[str, Any]) -> None: ...
+
+
+class GateCounters(Protocol):
+    def records(self, stream: str, outcome: str, n: int) -> None: ...
+    def enforced(self, seconds: float) -> None: ...
+
+
+class _NoCounters:
+    def records(self, stream: str, outcome: str, n: int) -> None:
+        pass
+
+    def enforced(self, seconds: float) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """An allowed plan bound to its delivery topic, with its projector and encoder built once."""
+
+    plan: Plan
+    topic: str
+    areas: frozenset[str]
+    project: Projector
+    encode: AvroSerializer
+    context: SerializationContext
+    revision: bytes
+
+
+@dataclass(frozen=True)
+class GateParts:
+    """What a gate worker is made of; the runtime wires real adapters, unit tests in-memory ones."""
+
+    stage: Stage
+    control: ControlSource
+    planner: Planner
+    registry: SchemaRegistry
+    schemas: Mapping[str, Mapping[str, Any]]
+    la_table: LaTable
+    pseudonym_secret: bytes
+    ensure_topics: Callable[[Sequence[str]], None]
+    status: StatusSink
+
+
+class Gate:
+    """One gate worker. Call `start()`, then `step()` in a loop; any number of workers share the consumer group."""
+
+    def __init__(self, parts: GateParts, worker: str, clock: Callable[[], dt.datetime] | None = None,
+                 replan_every_s: float = 10.0, counters: GateCounters | None = None,
+                 ready: Callable[[], bool] = lambda: True) -> None:
+        self._p = parts
+        self.ready = ready
+        self.worker = worker
+        self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self._replan_every = dt.timedelta(seconds=replan_every_s)
+        self._counters = counters or _NoCounters()
+        self.state = PolicyState()
+        self.deliveries: dict[str, list[Delivery]] = {}
+        self._built: dict[tuple[Any, ...], tuple[Projector, AvroSerializer]] = {}
+        self._topics: set[str] = set()
+        self._next_replan = self._clock()
+        self._stream_of = {ingest_topic(s): s for s in parts.schemas}
+        self._decode = {s: AvroDeserializer(parts.registry, json.dumps(schema)) for s, schema in parts.schemas.items()}
+
+    @property
+    def topics(self) -> list[str]:
+        return sorted(self._stream_of)
+
+    def start(self) -> None:
+        """Read the control topic to its end and plan before the first record is looked at."""
+        self.sync(force=True)
+
+    def sync(self, force: bool = False) -> bool:
+        """Apply control records written so far; re-plan when they changed something, or a plan expired."""
+        end = self._p.control.end_offset()
+        changed, latest_ms = False, None
+        if end > self.state.offset:
+            for record in self._p.control.read_to(end):
+                self.state = control.apply(self.state, record.offset, record.key, record.value)
+                latest_ms = record.timestamp_ms
+            changed = True
+        now = self._clock()
+        if changed or force or now >= self._next_replan:
+            self._replan(now)
+        if changed:
+            self._announce(latest_ms)
+        return changed
+
+    def step(self, timeout_s: float = 0.1, max_records: int | None = None) -> int:
+        """Consume one batch, route it under the plans in force after it was consumed, commit it; returns its size."""
+        records = self._p.stage.poll(timeout_s, max_records)
+        try:
+            # After the poll, not before: a record consumed after a policy change must meet the new plan.
+            self.sync()
+        except AccordError:
+            self._p.stage.abort()  # fail closed: nothing leaves, the batch is consumed again later
+            raise
+        if not records:
+            return 0
+        self._p.stage.begin()
+        try:
+            for record in records:
+                self._route(record)
+            self._p.stage.commit(records)
+        except BaseException:
+            self._p.stage.abort()
+            raise
+        return len(records)
+
+    def run(self, should_stop: Callable[[], bool], on_error: Callable[[Exception], None] | None = None) -> None:
+        """Step until `should_stop()`; a failing batch is aborted, reported and retried after a pause."""
+        while not should_stop():
+            try:
+                self.step()
+            except AccordError as exc:
+                (on_error or _log_error)(exc)
+                time.sleep(1.0)
+
+    # -- routing -----------------------------------------------------------------------------------
+    def _route(self, record: Record) -> None:
+        stream = self._stream_of[record.topic]
+        try:
+            value = self._decode[stream](record.value, SerializationContext(record.topic))
+        except SerdeError as exc:
+            self._quarantine(stream, record, AVRO_DECODE, "", str(exc))
+            return
+        if value is None:
+            self._quarantine(stream, record, AVRO_DECODE, "", "the record has no value")
+            return
+        areas = resolve_areas(value, self._jurisdiction(stream), self._p.la_table)
+        if isinstance(areas, Unresolved):
+            self._quarantine(stream, record, UNRESOLVED, areas.field, areas.reason)
+            return
+        source = f"{record.topic}/{record.partition}/{record.offset}".encode()
+        delivered = 0
+        for delivery in self.deliveries.get(stream, ()):
+            if areas.isdisjoint(delivery.areas):
+                continue
+            payload = delivery.encode(delivery.project(value), delivery.context)
+            self._p.stage.send(delivery.topic, payload, key=record.key,
+                               headers=[(SOURCE_HEADER, source), (REVISION_HEADER, delivery.revision)])
+            delivered += 1
+        self._counters.records(stream, "delivered" if delivered else "no-subscriber", 1)
+
+    def _jurisdiction(self, stream: str) -> list[str]:
+        return [str(f) for f in self._p.schemas[stream].get("accord.jurisdiction", [])]
+
+    def _quarantine(self, stream: str, record: Record, rule: str, field: str, message: str) -> None:
+        source = {"kind": "gate", "topic": record.topic, "partition": record.partition, "offset": record.offset}
+        body = {"stream": stream, "source": source,
+                "reasons": [{"field": field, "rule": rule, "message": message, "value_excerpt": ""}]}
+        headers = [("accord.quarantine.rule", rule.encode()), ("accord.quarantine.field", field.encode()),
+                   ("accord.quarantine.reasons", b"1"),
+                   ("accord.quarantine.source-offset", str(record.offset).encode())]
+        self._p.stage.send(quarantine_topic(stream), json.dumps(body).encode(), key=record.key, headers=headers)
+        self._counters.records(stream, "quarantined", 1)
+
+    # -- planning ----------------------------------------------------------------------------------
+    def _replan(self, now: dt.datetime) -> None:
+        deliveries: dict[str, list[Delivery]] = {}
+        expiries: list[dt.datetime] = []
+        for stream in self._p.schemas:
+            plans = [p for p in self._p.planner.plans(self.state, stream, now) if p.allow]
+            deliveries[stream] = [self._delivery(stream, plan) for plan in plans]
+            expiries.extend(p.expiry for p in plans if p.expiry is not None)
+        new_topics = sorted({d.topic for ds in deliveries.values() for d in ds} - self._topics)
+        if new_topics:
+            self._p.ensure_topics(new_topics)
+            self._topics.update(new_topics)
+        self.deliveries = deliveries
+        self._next_replan = min([now + self._replan_every, *expiries])
+
+    def _delivery(self, stream: str, plan: Plan) -> Delivery:
+        key = (plan.subscriber, plan.role, stream, plan.fields, plan.agreements)
+        built = self._built.get(key)
+        if built is None:
+            schema = projected_schema(self._p.schemas[stream], plan)
+            self._p.registry.set_compatibility(delivery_subject(plan.topic), "NONE")
+            pseudonymise = Pseudonymiser(subscriber_key(self._p.pseudonym_secret, plan.subscriber), stream)
+            project = Projector(plan, self._p.schemas[stream], pseudonymise=pseudonymise,
+                                today=lambda: self._clock().date())
+            built = self._built[key] = (project, AvroSerializer(self._p.registry, json.dumps(schema)))
+        return Delivery(plan, plan.topic, plan.areas, built[0], built[1], SerializationContext(plan.topic),
+                        plan.revision.encode())
+
+    def _announce(self, event_ms: int | None) -> None:
+        applied_ms = int(self._clock().timestamp() * 1000)
+        if event_ms is not None:
+            self._counters.enforced(max(0.0, (applied_ms - event_ms) / 1000))
+        plans = {s: [d.topic for d in ds] for s, ds in self.deliveries.items()}
+        self._p.status(self.worker, {"worker": self.worker, "offset": self.state.offset,
+                                     "catalog_revision": self.state.catalog_revision, "event_ms": event_ms,
+                                     "applied_ms": applied_ms, "deliveries": plans})
+
+
+def _log_error(exc: Exception) -> None:
+    log.error("gate batch failed, will retry: %s", exc)

@@ -1,0 +1,140 @@
+"""Runs gate workers on the real Kafka, OPA and registry: `accord gate serve` and the in-process gates of tests."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+
+from broker.adapters.kafka_admin import create_topics
+from broker.adapters.kafka_control import STATUS_TOPIC, ControlReader, ControlWriter, ensure_control_topics
+from broker.adapters.kafka_transactions import TransactionalStage
+from broker.adapters.metrics import PrometheusGateCounters
+from broker.adapters.opa import OpaPolicyEngine
+from broker.adapters.registry_http import HttpSchemaRegistry
+from broker.api.gate_app import create_gate_app
+from broker.config import Settings
+from broker.domain.geography import load_la_table
+from broker.services.api_runtime import SCHEMAS_DIR, ensure_stream_topics
+from broker.services.gate import Gate, GateParts
+from broker.services.ingest import load_stream_schemas
+from broker.services.planner import Planner
+from broker.services.policies import read_policies
+from broker.services.secrets import pseudonym_secret
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GateEndpoints:
+    kafka_bootstrap: str
+    opa_url: str
+    registry_url: str
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@contextmanager
+def open_gate(endpoints: GateEndpoints, settings: Settings, worker: str,
+              transaction_timeout_ms: int = 10_000) -> Iterator[Gate]:
+    """A gate worker for every stream in schemas/, with its topics created; closed on exit."""
+    schemas = load_stream_schemas(SCHEMAS_DIR)
+    bootstrap = endpoints.kafka_bootstrap
+    ensure_stream_topics(bootstrap, schemas)
+    ensure_control_topics(bootstrap)
+    secret_env = settings.pseudonym_secret.get_secret_value() if settings.pseudonym_secret else None
+    with ExitStack() as stack:
+        engine = OpaPolicyEngine(endpoints.opa_url)
+        stack.callback(engine.close)
+        registry = HttpSchemaRegistry(endpoints.registry_url)
+        stack.callback(registry.close)
+        control = ControlReader(bootstrap, client_id=f"accord-gate-control-{worker}")
+        stack.callback(control.close)
+        status = ControlWriter(bootstrap, client_id=f"accord-gate-status-{worker}")
+        stack.callback(status.close)
+        stage = TransactionalStage(bootstrap, settings.gate_group, [f"ingest.{s}" for s in schemas],
+                                   f"accord-gate-{worker}", transaction_timeout_ms=transaction_timeout_ms,
+                                   start_from=settings.gate_start_from)
+        stack.callback(stage.close)
+        parts = GateParts(
+            stage=stage, control=control, planner=Planner(engine, read_policies()), registry=registry, schemas=schemas,
+            la_table=load_la_table(), pseudonym_secret=pseudonym_secret(secret_env, settings.secrets_dir),
+            ensure_topics=lambda names: create_topics(bootstrap, names),
+            status=lambda w, value: _ignore(status.append(w, value, topic=STATUS_TOPIC)),
+        )
+        yield Gate(parts, worker, counters=PrometheusGateCounters(), ready=stage.ready)
+
+
+def _ignore(_: Any) -> None:
+    return None
+
+
+@dataclass
+class GateThread:
+    """A gate worker looping on its own thread until stopped (tests, the demo, `accord gate serve`)."""
+
+    endpoints: GateEndpoints
+    settings: Settings
+    worker: str
+    started: threading.Event = field(default_factory=threading.Event)
+    stopping: threading.Event = field(default_factory=threading.Event)
+    failure: BaseException | None = None
+    gate: Gate | None = None
+    _thread: threading.Thread | None = None
+
+    def start(self, timeout_s: float = 60.0) -> GateThread:
+        self._thread = threading.Thread(target=self._main, name=f"gate-{self.worker}", daemon=True)
+        self._thread.start()
+        if not self.started.wait(timeout_s) or self.failure is not None:
+            self.stop()
+            raise RuntimeError(f"gate worker {self.worker} did not start: {self.failure}")
+        return self
+
+    def _main(self) -> None:
+        try:
+            with open_gate(self.endpoints, self.settings, self.worker) as gate:
+                self.gate = gate
+                gate.start()
+                while not gate.ready() and not self.stopping.is_set():
+                    gate.step()
+                self.started.set()
+                gate.run(self.stopping.is_set)
+        except BaseException as exc:
+            self.failure = exc
+            log.exception("gate worker %s stopped", self.worker)
+            self.started.set()
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self.started.is_set()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+
+def serve(endpoints: GateEndpoints, settings: Settings, host: str, port: int, worker: str | None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    runner = GateThread(endpoints, settings, worker or settings.gate_worker_id or default_worker_id()).start()
+
+    def health() -> tuple[bool, dict[str, Any]]:
+        gate = runner.gate
+        detail: dict[str, Any] = {"worker": runner.worker}
+        if gate is not None:
+            detail |= {"control_offset": gate.state.offset, "catalog_revision": gate.state.catalog_revision,
+                       "deliveries": sorted(d.topic for ds in gate.deliveries.values() for d in ds)}
+        return runner.alive(), detail
+
+    try:
+        uvicorn.run(create_gate_app(health), host=host, port=port, log_level="warning")
+    finally:
+        runner.stop()

@@ -1,0 +1,89 @@
+"""Policy changes announced on the control topic: a catalog applied, an agreement revoked, a level declared."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from broker.domain.control import CATALOG_KEY, EMERGENCY_PREFIX, LEVELS, REVOCATION_PREFIX, rfc3339
+from broker.errors import ConfigError, ServiceError
+from broker.ports import PolicyEngine
+
+
+class ControlAppender(Protocol):
+    def append(self, key: str, value: dict[str, Any] | None, topic: str = ..., timeout_s: float = ...
+               ) -> tuple[int, int]: ...
+
+
+@dataclass(frozen=True)
+class Announced:
+    """Where a change sits on the control topic; gates report enforcement against `offset`."""
+
+    key: str
+    offset: int
+    timestamp_ms: int
+
+
+def apply_catalog(writer: ControlAppender, engine: PolicyEngine, document: Mapping[str, Any],
+                  by: str = "accord catalog apply") -> Announced:
+    """Push the compiled catalog to OPA, then announce it; gates push it to their own OPA if it is missing there."""
+    engine.put_data("accord/catalog", document)
+    value = {"kind": "catalog", "revision": document.get("revision"), "document": dict(document), "by": by,
+             "at": _now()}
+    return _append(writer, CATALOG_KEY, value)
+
+
+def revoke(writer: ControlAppender, agreement: str, reason: str, by: str) -> Announced:
+    if not reason.strip():
+        raise ConfigError("a revocation needs a reason (--reason)")
+    value = {"kind": "revocation", "agreement": agreement, "reason": reason, "by": by, "at": _now()}
+    return _append(writer, f"{REVOCATION_PREFIX}{agreement}", value)
+
+
+def reinstate(writer: ControlAppender, agreement: str) -> Announced:
+    return _append(writer, f"{REVOCATION_PREFIX}{agreement}", None)
+
+
+def declare_level(writer: ControlAppender, level: str, by: str, scope: str = "national") -> Announced:
+    if level not in LEVELS:
+        raise ConfigError(f"emergency level {level!r} is not one of {', '.join(LEVELS)}")
+    value = {"kind": "emergency", "scope": scope, "level": level, "by": by, "at": _now()}
+    return _append(writer, f"{EMERGENCY_PREFIX}{scope}", value)
+
+
+def _append(writer: ControlAppender, key: str, value: dict[str, Any] | None) -> Announced:
+    offset, timestamp_ms = writer.append(key, value)
+    return Announced(key, offset, timestamp_ms)
+
+
+def _now() -> str:
+    return rfc3339(dt.datetime.now(dt.UTC))
+
+
+class StatusReader(Protocol):
+    def read(self, topic: str, max_records: int, timeout_s: float = ..., start_offset: int = ...) -> list[Any]: ...
+
+
+def enforcement(reader: StatusReader, change: Announced, workers: int = 1, timeout_s: float = 10.0,
+                status_topic: str = "_accord.gate-status") -> list[dict[str, Any]]:
+    """Wait until `workers` gate workers report having applied `change`; their status records, earliest first.
+
+    Each status carries the worker's own `applied_ms`, so the latency is what the worker measured, not when this
+    reader happened to look.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        seen: dict[str, dict[str, Any]] = {}
+        for record in reader.read(status_topic, max_records=100_000, timeout_s=0.5):
+            status = json.loads(record.value) if record.value else {}
+            if int(status.get("offset", 0)) > change.offset and status.get("worker") not in seen:
+                seen[str(status.get("worker"))] = status
+        if len(seen) >= workers:
+            return sorted(seen.values(), key=lambda s: int(s["applied_ms"]))
+        if time.monotonic() > deadline:
+            raise ServiceError(f"{len(seen)} of {workers} gate workers applied control offset {change.offset} "
+                               f"within {timeout_s:.0f}s")

@@ -1,0 +1,53 @@
+"""Deployment secrets kept on disk (mode 0600) when the environment does not supply them."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from pathlib import Path
+
+from broker.errors import ConfigError
+
+SECRET_BYTES = 32
+
+
+def pseudonym_secret(from_env: str | None, directory: Path) -> bytes:
+    """The secret pseudonym keys derive from: ACCORD_PSEUDONYM_SECRET (hex) or `<dir>/pseudonym.key`.
+
+    Every gate worker of a deployment must share it, or one person gets different pseudonyms from different
+    workers; the file is created once, exclusively, so workers starting together still agree.
+    """
+    if from_env:
+        try:
+            secret = bytes.fromhex(from_env)
+        except ValueError:
+            raise ConfigError("ACCORD_PSEUDONYM_SECRET must be hex (e.g. `openssl rand -hex 32`)") from None
+        if len(secret) < 16:
+            raise ConfigError("ACCORD_PSEUDONYM_SECRET must be at least 16 bytes (32 hex digits)")
+        return secret
+    path = directory / "pseudonym.key"
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read(path)
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_hex(SECRET_BYTES))
+    return _read(path)
+
+
+def _read(path: Path) -> bytes:
+    text = path.read_text().strip()
+    for _ in range(20):  # the worker that created the file may not have written it yet
+        if text:
+            break
+        time.sleep(0.05)
+        text = path.read_text().strip()
+    try:
+        secret = bytes.fromhex(text)
+    except ValueError:
+        raise ConfigError(f"{path} does not hold a hex secret; delete it to make a new one") from None
+    if len(secret) < 16:
+        raise ConfigError(f"{path} holds a secret shorter than 16 bytes; delete it to make a new one")
+    return secret

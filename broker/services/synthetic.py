@@ -1,0 +1,82 @@
+"""A synthetic day of T1 positive tests over several councils (made-up people; NHS numbers fail the check digit)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where synthetic cases live: their LTLA, UTLA, postcode areas and a small LSOA/MSOA range."""
+
+    name: str
+    ltla: str
+    utla: str
+    outward: tuple[str, ...]
+    lsoa_base: int
+    msoa_base: int
+
+
+PLACES: dict[str, Place] = {p.name: p for p in (
+    Place("leicester", "E06000016", "E06000016", ("LE1", "LE2", "LE3", "LE4", "LE5"), 13500, 2750),
+    Place("nottingham", "E06000018", "E06000018", ("NG1", "NG3", "NG5", "NG7", "NG8"), 13900, 2800),
+    Place("blaby", "E07000129", "E10000018", ("LE8", "LE9", "LE19"), 25500, 5000),
+    Place("charnwood", "E07000130", "E10000018", ("LE11", "LE12"), 25600, 5010),
+    Place("manchester", "E08000003", "E08000003", ("M1", "M4", "M13", "M14", "M20"), 5700, 1000),
+    Place("birmingham", "E08000025", "E08000025", ("B1", "B5", "B10", "B23"), 8900, 1700),
+    Place("leeds", "E08000035", "E08000035", ("LS1", "LS6", "LS9", "LS11"), 10900, 2100),
+    Place("hackney", "E09000012", "E09000012", ("E5", "E8", "E9", "N16"), 1700, 360),
+    Place("cornwall", "E06000052", "E06000052", ("TR1", "TR7", "PL25", "PL31"), 18100, 3400),
+    Place("blackburn", "E06000008", "E06000008", ("BB1", "BB2"), 12300, 2500),
+    Place("ashfield", "E07000170", "E10000024", ("NG15", "NG17"), 27800, 5500),
+)}
+FIRST = ("Alex", "Sam", "Jo", "Priya", "Mo", "Chris", "Aisha", "Tom", "Ewa", "Kai", "Nia", "Ravi")
+LAST = ("Example", "Sample", "Testcase", "Placeholder", "Fictional", "Madeup", "Dummy", "Synthetic")
+STREETS = ("High Street", "Station Road", "Church Lane", "Mill Road", "Park Avenue", "Victoria Street")
+INWARD_LETTERS = "ABDEFGHJLNPQRSTUWXYZ"
+ETHNICITY = ("A", "B", "C", "D", "H", "J", "K", "M", "N", "R", "S", "Z", None)
+
+
+def positive_tests(day: dt.date, per_place: dict[str, int], prefix: str = "SYN", seed: int = 2020
+                   ) -> list[dict[str, Any]]:
+    """`per_place[name]` cases per place, specimens taken on `day` (at least a day ago), in a fixed shuffled order."""
+    rng = random.Random(seed)
+    cases = [case for name, count in per_place.items() for case in _cases(rng, PLACES[name], day, count, prefix)]
+    rng.shuffle(cases)
+    return cases
+
+
+def spread(day: dt.date, total: int, places: Sequence[str], prefix: str = "SYN", seed: int = 2020
+           ) -> list[dict[str, Any]]:
+    """`total` cases spread evenly over `places`."""
+    counts = {p: total // len(places) + (1 if i < total % len(places) else 0) for i, p in enumerate(places)}
+    return positive_tests(day, counts, prefix, seed)
+
+
+def _cases(rng: random.Random, place: Place, day: dt.date, count: int, prefix: str) -> Iterator[dict[str, Any]]:
+    for n in range(count):
+        born = day - dt.timedelta(days=rng.randint(2 * 365, 95 * 365))
+        outward = rng.choice(place.outward)
+        yield {
+            "specimen_id": f"{prefix}-{place.name.upper()}-{day:%Y%m%d}-{n:06d}",
+            "nhs_number": f"999{rng.randint(0, 9_999_999):07d}" if rng.random() < 0.9 else None,
+            "name": f"{rng.choice(FIRST)} {rng.choice(LAST)}",
+            "dob": born,
+            "sex": rng.choice(("FEMALE", "MALE", "FEMALE", "MALE", "UNKNOWN")),
+            "ethnicity": rng.choice(ETHNICITY),
+            "address": f"{rng.randint(1, 200)} {rng.choice(STREETS)}, {place.name.title()}",
+            "postcode": f"{outward} {rng.randint(1, 9)}{rng.choice(INWARD_LETTERS)}{rng.choice(INWARD_LETTERS)}",
+            "occupation": rng.choice((None, "teacher", "care worker", "driver", "nurse", "retail")),
+            "specimen_date": day,
+            "lab_report_date": day + dt.timedelta(days=rng.choice((0, 1, 1))),
+            "test_type": rng.choice(("PCR", "PCR", "LFD")),
+            "pillar": rng.choice(("PILLAR_1", "PILLAR_2", "PILLAR_2")),
+            "lsoa": f"E01{place.lsoa_base + rng.randint(0, 99):06d}",
+            "msoa": f"E02{place.msoa_base + rng.randint(0, 19):06d}",
+            "ltla": place.ltla,
+            "utla": place.utla,
+        }

@@ -1,0 +1,93 @@
+"""Helpers for gate tests: a test catalog, publishing synthetic T1 days, reading what a subscriber received."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+
+from broker.domain.plans import delivery_topic
+from broker.local.toolchain import REPO_ROOT
+from broker.services.deliveries import DeliveryReader, Select
+
+T1 = "ukhsa.positive-tests"
+SIGNATORIES = """signatories:
+  - {body: ukhsa, name: Test IG Lead, role: ig-lead}
+  - {body: %s, name: Test Signatory, role: %s}
+"""
+EXTRA_AGREEMENTS = {
+    # Blaby's environmental health once had LSOA-level T1 rows for an outbreak; that agreement has expired.
+    "t1-test-blaby-expired": ("blaby-district-council", "environmental-health", """agreement: t1-test-blaby-expired
+stream: ukhsa.positive-tests
+subscriber: blaby-district-council
+purpose: outbreak-control
+legal_basis: [copi-reg-3-4, uk-gdpr-6-1-e, uk-gdpr-9-2-i]
+tiers:
+  eh: {roles: [environmental-health], fields: {lsoa: keep, specimen_date: keep}}
+valid_from: 2020-06-01T00:00:00Z
+valid_until: 2020-12-31T00:00:00Z
+review_date: 2020-09-30
+"""),
+}
+for place in ("manchester", "leeds"):
+    body = f"{place}-city-council"
+    EXTRA_AGREEMENTS[f"t1-test-{place}-linkage"] = (body, "dph", f"""agreement: t1-test-{place}-linkage
+stream: ukhsa.positive-tests
+subscriber: {body}
+purpose: health-protection
+legal_basis: [copi-reg-3-4, uk-gdpr-6-1-e, uk-gdpr-9-2-i]
+tiers:
+  linkage:
+    roles: [analyst]
+    fields:
+      nhs_number: pseudonymise
+      postcode: {{transform: generalise, method: postcode-district}}
+      name: {{transform: mask, keep_last: 2}}
+valid_from: 2026-01-01T00:00:00Z
+valid_until: 2027-12-31T23:59:59Z
+review_date: 2027-06-30
+""")
+
+
+def make_test_catalog(directory: Path) -> Path:
+    """The shipped catalog plus the test agreements above."""
+    target = directory / "catalog"
+    shutil.copytree(REPO_ROOT / "catalog", target)
+    for name, (body, role, text) in EXTRA_AGREEMENTS.items():
+        (target / "agreements" / f"{name}.yaml").write_text(text + SIGNATORIES % (body, role))
+    return target
+
+
+def specimen_day() -> dt.date:
+    return dt.datetime.now(dt.UTC).date() - dt.timedelta(days=3)
+
+
+def end_offsets(bootstrap: str, topics: list[str]) -> dict[str, int]:
+    """The end offset of partition 0 of each topic (delivery topics have one partition); 0 if it has none yet."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, isolation_level="read_committed")
+    try:
+        found: dict[str, int] = {}
+        for topic in topics:
+            if consumer.partitions_for_topic(topic):
+                tp = TopicPartition(topic, 0)
+                found[topic] = int(consumer.end_offsets([tp])[tp])
+            else:
+                found[topic] = 0
+        return found
+    finally:
+        consumer.close()
+
+
+class Receiver(DeliveryReader):
+    """A subscriber's view of its delivery topics, as (value, headers) pairs."""
+
+    def records(self, topic: str, start: int, keep: Select, want: int, timeout_s: float = 20.0,
+                settle_s: float = 1.5) -> list[tuple[dict[str, Any], dict[str, bytes]]]:
+        return [(d.value, d.headers) for d in self.read(topic, start, keep, want, timeout_s, settle_s)]
+
+
+def topic_for(subscriber: str, role: str, stream: str = T1) -> str:
+    return delivery_topic(subscriber, role, stream)

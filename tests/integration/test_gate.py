@@ -1,0 +1,249 @@
+"""The policy gate on the real Kafka, OPA and registry: each subscriber receives exactly its view, live."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from broker.adapters.kafka_control import ControlWriter
+from broker.adapters.kafka_log import KafkaLog
+from broker.adapters.opa import OpaPolicyEngine
+from broker.catalog import load_and_compile
+from broker.config import Settings
+from broker.local.stack import Endpoints
+from broker.local.toolchain import REPO_ROOT
+from broker.services import policy_changes
+from broker.services.api_runtime import open_ingest
+from broker.services.gate_runtime import GateEndpoints, GateThread
+from broker.services.ingest import quarantine_topic, read_quarantine
+from broker.services.policies import load_policies
+from broker.services.serde import AvroSerializer, SerializationContext
+from broker.services.synthetic import positive_tests
+from tests.integration.gate_support import T1, Receiver, end_offsets, make_test_catalog, specimen_day, topic_for
+
+LEICESTER_DPH = topic_for("leicester-city-council", "dph")
+LEICESTER_ANALYST = topic_for("leicester-city-council", "analyst")
+NOTTINGHAM_DPH = topic_for("nottingham-city-council", "dph")
+LEICESTERSHIRE_DPH = topic_for("leicestershire-county-council", "dph")
+MANCHESTER_ANALYST = topic_for("manchester-city-council", "analyst")
+LEEDS_ANALYST = topic_for("leeds-city-council", "analyst")
+WATCHED = [LEICESTER_DPH, LEICESTER_ANALYST, NOTTINGHAM_DPH, LEICESTERSHIRE_DPH, MANCHESTER_ANALYST, LEEDS_ANALYST]
+
+
+@pytest.fixture(scope="module")
+def applied(services: Endpoints, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    document = load_and_compile(make_test_catalog(tmp_path_factory.mktemp("catalog")), REPO_ROOT / "schemas")
+    engine, writer = OpaPolicyEngine(services.opa_url), ControlWriter(services.kafka_bootstrap)
+    try:
+        from broker.adapters.kafka_control import ensure_control_topics
+
+        ensure_control_topics(services.kafka_bootstrap)
+        load_policies(engine)
+        policy_changes.apply_catalog(writer, engine, document, by="test")
+        yield document
+    finally:
+        engine.close()
+        writer.close()
+
+
+@pytest.fixture(scope="module")
+def gate(services: Endpoints, applied: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+         ) -> Iterator[GateThread]:
+    settings = Settings(state_dir=tmp_path_factory.mktemp("gate"), gate_group=f"test-gate-{uuid.uuid4().hex[:8]}",
+                        gate_start_from="latest")
+    runner = GateThread(GateEndpoints(services.kafka_bootstrap, services.opa_url, services.registry_url),
+                        settings, "test-worker-1").start()
+    yield runner
+    runner.stop()
+    assert runner.failure is None, runner.failure
+
+
+@pytest.fixture
+def receiver(services: Endpoints) -> Iterator[Receiver]:
+    r = Receiver(services.kafka_bootstrap, services.registry_url)
+    yield r
+    r.close()
+
+
+def _publish(services: Endpoints, records: list[dict[str, Any]]) -> dict[bytes, dict[str, Any]]:
+    """Publish through validated ingest; each record by the `accord.source` header its deliveries will carry."""
+    with open_ingest(services.kafka_bootstrap, services.registry_url) as (ingest, _):
+        outcomes = ingest.publish(T1, records, source="test")
+    assert [o.status for o in outcomes] == ["accepted"] * len(records), [o.reasons for o in outcomes]
+    return {f"{o.topic}/{o.partition}/{o.offset}".encode(): records[o.index] for o in outcomes}
+
+
+def _prefix() -> str:
+    return f"T{uuid.uuid4().hex[:6].upper()}"
+
+
+def test_each_subscriber_receives_exactly_its_view(services: Endpoints, gate: GateThread, receiver: Receiver) -> None:
+    prefix = _prefix()
+    cases = positive_tests(specimen_day(), {"leicester": 4, "nottingham": 3, "blaby": 2, "charnwood": 2,
+                                            "manchester": 2}, prefix=prefix)
+    start = end_offsets(services.kafka_bootstrap, WATCHED)
+    sources = _publish(services, cases)
+    ours = {c["specimen_id"]: c for c in cases}
+
+    def mine(record: dict[str, Any], _: dict[str, bytes]) -> bool:
+        return str(record.get("specimen_id", "")).startswith(prefix)
+
+    leicester = receiver.records(LEICESTER_DPH, start[LEICESTER_DPH], mine, want=4)
+    assert sorted(r["specimen_id"] for r, _ in leicester) == sorted(s for s in ours if "-LEICESTER-" in s)
+    for record, headers in leicester:
+        # the DPH tier keeps every field, direct identifiers included because the template names them
+        assert record == ours[record["specimen_id"]]
+        assert headers["accord.source"].startswith(b"ingest.ukhsa.positive-tests/")
+
+    received = receiver.records(LEICESTER_ANALYST, start[LEICESTER_ANALYST], lambda r, h: h["accord.source"] in sources,
+                                want=4)
+    analyst = [(r, sources[h["accord.source"]]) for r, h in received]
+    assert sorted(case["specimen_id"] for _, case in analyst) == sorted(s for s in ours if "-LEICESTER-" in s)
+    for record, case in analyst:
+        assert set(record) == {"lsoa", "age_band", "sex"}  # LSOA, 5-year age band and sex only
+        assert (record["lsoa"], record["sex"]) == (case["lsoa"], case["sex"])
+        low, _, high = record["age_band"].partition("-")
+        age = (case["specimen_date"] - case["dob"]).days / 365.25
+        assert int(low) <= age < int(high or 200) + 1
+
+    nottingham = receiver.records(NOTTINGHAM_DPH, start[NOTTINGHAM_DPH], mine, want=3)
+    assert {r["utla"] for r, _ in nottingham} == {"E06000018"} and len(nottingham) == 3
+
+    county = receiver.records(LEICESTERSHIRE_DPH, start[LEICESTERSHIRE_DPH], mine, want=4)
+    assert sorted(r["ltla"] for r, _ in county) == ["E07000129"] * 2 + ["E07000130"] * 2
+    assert all(r["utla"] == "E10000018" for r, _ in county)
+
+
+def test_pseudonyms_are_stable_within_a_subscriber_and_unlinkable_across(
+        services: Endpoints, gate: GateThread, receiver: Receiver) -> None:
+    prefix = _prefix()
+    cases = positive_tests(specimen_day(), {"manchester": 2, "leeds": 1}, prefix=prefix)
+    for case in cases:
+        case["nhs_number"] = "9990001234"  # one person, tested in Manchester twice and once after moving to Leeds
+    start = end_offsets(services.kafka_bootstrap, WATCHED)
+    sources = _publish(services, cases)
+    ours = lambda r, h: h["accord.source"] in sources  # noqa: E731
+    manchester = receiver.records(MANCHESTER_ANALYST, start[MANCHESTER_ANALYST], ours, want=2)
+    leeds = receiver.records(LEEDS_ANALYST, start[LEEDS_ANALYST], ours, want=1)
+    # the shipped analyst tier merged with the linkage tier: the most revealing transform of each field
+    assert set(manchester[0][0]) == {"lsoa", "age_band", "sex", "nhs_number", "postcode_district", "name"}
+    m_pseudonyms = {r["nhs_number"] for r, _ in manchester}
+    assert len(m_pseudonyms) == 1 and "9990001234" not in m_pseudonyms
+    assert leeds[0][0]["nhs_number"] not in m_pseudonyms
+    assert all(r["postcode_district"].startswith("M") and r["name"].startswith("****") for r, _ in manchester)
+
+
+def test_unresolvable_geography_is_quarantined_never_guessed(
+        services: Endpoints, gate: GateThread, receiver: Receiver) -> None:
+    prefix = _prefix()
+    (case,) = positive_tests(specimen_day(), {"leicester": 1}, prefix=prefix)
+    case |= {"ltla": None, "utla": None}  # a postcode no lookup resolved
+    start = end_offsets(services.kafka_bootstrap, WATCHED)
+    (source,) = _publish(services, [case])
+    log = KafkaLog(services.kafka_bootstrap)
+    try:
+        deadline = time.monotonic() + 15
+        entries: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and not entries:
+            entries = [e for e in read_quarantine(log, T1, limit=100_000, timeout_s=0.5)
+                       if e["source"].get("kind") == "gate" and _source(e) == source]
+    finally:
+        log.close()
+    assert entries, f"no quarantine entry on {quarantine_topic(T1)} for {source!r}"
+    (reason,) = entries[0]["reasons"]
+    assert reason["rule"] == "jurisdiction-unresolved" and reason["message"]
+    for topic in WATCHED:
+        got = receiver.records(topic, start[topic], lambda r, h: h["accord.source"] == source,
+                               want=1, timeout_s=1, settle_s=0)
+        assert got == [], topic
+
+
+def _source(entry: dict[str, Any]) -> bytes:
+    source = entry["source"]
+    return f"{source['topic']}/{source['partition']}/{source['offset']}".encode()
+
+
+def test_expired_agreement_and_unknown_subscriber_receive_nothing(services: Endpoints, gate: GateThread) -> None:
+    assert gate.gate is not None
+    topics = {d.topic for ds in gate.gate.deliveries.values() for d in ds}
+    assert LEICESTER_DPH in topics
+    assert not any(t.startswith("deliver.blaby-district-council.") for t in topics)
+    assert not any(t.startswith("deliver.no-such-council.") for t in topics)
+    engine = OpaPolicyEngine(services.opa_url)
+    try:
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        expired = engine.evaluate("accord.plans.plan", {"subscriber": "blaby-district-council",
+                                                        "role": "environmental-health", "stream": T1,
+                                                        "purpose": "outbreak-control", "time": now})
+        unknown = engine.evaluate("accord.plans.plan", {"subscriber": "no-such-council", "role": "dph",
+                                                        "stream": T1, "purpose": "health-protection", "time": now})
+    finally:
+        engine.close()
+    assert expired["allow"] is False and "expired" in " ".join(expired["reasons"])
+    assert unknown["allow"] is False and unknown["fields"] == {}
+    assert end_offsets(services.kafka_bootstrap, [topic_for("blaby-district-council", "environmental-health")]) \
+        == {topic_for("blaby-district-council", "environmental-health"): 0}
+
+
+def test_revocation_stops_delivery_within_a_second(services: Endpoints, gate: GateThread,
+                                                   receiver: Receiver) -> None:
+    prefix = _prefix()
+    cases = positive_tests(specimen_day(), {"leicester": 400}, prefix=prefix)
+    start = end_offsets(services.kafka_bootstrap, WATCHED)
+    sent_at: dict[str, float] = {}
+    stop = threading.Event()
+    publisher = threading.Thread(target=_publish_steadily, args=(services, cases, sent_at, stop), daemon=True)
+    writer = ControlWriter(services.kafka_bootstrap)
+    log = KafkaLog(services.kafka_bootstrap)
+    try:
+        publisher.start()
+        before = receiver.records(LEICESTER_DPH, start[LEICESTER_DPH], lambda r, h: r["specimen_id"].startswith(prefix),
+                                  want=20, settle_s=0)
+        assert len(before) >= 20, "nothing was delivered before the revocation"
+        change = policy_changes.revoke(writer, "t1-leicester", reason="test: DSA withdrawn", by="test")
+        (status,) = policy_changes.enforcement(log, change, workers=1, timeout_s=5)
+        time.sleep(1.0)
+        stop.set()
+        publisher.join(timeout=30)
+    finally:
+        stop.set()
+        policy_changes.reinstate(writer, "t1-leicester")
+        writer.close()
+        log.close()
+    latency_ms = int(status["applied_ms"]) - change.timestamp_ms
+    assert latency_ms < 1000, f"revocation enforced after {latency_ms} ms"
+    delivered = receiver.records(LEICESTER_DPH, start[LEICESTER_DPH], lambda r, h: r["specimen_id"].startswith(prefix),
+                                 want=len(cases), timeout_s=3, settle_s=0)
+    after = [s for s, t in sent_at.items() if t * 1000 > change.timestamp_ms]
+    assert after, "no record was published after the revocation"
+    leaked = [r["specimen_id"] for r, _ in delivered if sent_at[r["specimen_id"]] * 1000 > change.timestamp_ms]
+    assert leaked == [], f"{len(leaked)} records published after the revocation were delivered under it"
+
+
+def _publish_steadily(services: Endpoints, cases: list[dict[str, Any]], sent_at: dict[str, float],
+                      stop: threading.Event) -> None:
+    """About 200 records/s straight onto the ingest topic, as a Kafka-client publisher would."""
+    from broker.adapters.registry_http import HttpSchemaRegistry
+
+    schema = json.loads((REPO_ROOT / "schemas" / f"{T1}.avsc").read_text())
+    registry = HttpSchemaRegistry(services.registry_url)
+    encode = AvroSerializer(registry, json.dumps(schema))
+    log = KafkaLog(services.kafka_bootstrap, client_id="test-publisher")
+    try:
+        for case in cases:
+            if stop.is_set():
+                return
+            payload = encode(case, SerializationContext(f"ingest.{T1}"))
+            assert payload is not None
+            sent_at[case["specimen_id"]] = time.time()
+            log.publish(f"ingest.{T1}", payload, key=case["utla"].encode())
+            time.sleep(0.005)
+    finally:
+        log.close()
+        registry.close()

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 UNRESOLVED = "jurisdiction-unresolved"
 SOURCE_HEADER = "accord.source"
 REVISION_HEADER = "accord.revision"
+WORKER_HEADER = "accord.worker"
 
 
 class Stage(Protocol):
@@ -100,6 +101,7 @@ class Gate:
         self._p = parts
         self.ready = ready
         self.worker = worker
+        self._worker_bytes = worker.encode()
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self._replan_every = dt.timedelta(seconds=replan_every_s)
         self._counters = counters or _NoCounters()
@@ -187,7 +189,8 @@ class Gate:
                 continue
             payload = delivery.encode(delivery.project(value), delivery.context)
             self._p.stage.send(delivery.topic, payload, key=record.key,
-                               headers=[(SOURCE_HEADER, source), (REVISION_HEADER, delivery.revision)])
+                               headers=[(SOURCE_HEADER, source), (REVISION_HEADER, delivery.revision),
+                                        (WORKER_HEADER, self._worker_bytes)])
             delivered += 1
         self._counters.records(stream, "delivered" if delivered else "no-subscriber", 1)
 

@@ -5,12 +5,20 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from broker.adapters.kafka_admin import create_topics
+from broker.adapters.kafka_control import ControlWriter, ensure_control_topics
+from broker.adapters.opa import OpaPolicyEngine
+from broker.catalog import load_and_compile
 from broker.config import Settings
 from broker.local.stack import Endpoints, LocalStack
+from broker.local.toolchain import REPO_ROOT
+from broker.services import policy_changes
+from broker.services.policies import load_policies
+from tests.integration.gate_support import make_test_catalog
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +38,21 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
         yield endpoints
     finally:
         stack.down(wipe=True)
+
+
+@pytest.fixture(scope="session")
+def applied_catalog(services: Endpoints, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The shipped catalog plus the gate tests' agreements, compiled, pushed to OPA and announced to gates."""
+    document = load_and_compile(make_test_catalog(tmp_path_factory.mktemp("catalog")), REPO_ROOT / "schemas")
+    ensure_control_topics(services.kafka_bootstrap)
+    engine, writer = OpaPolicyEngine(services.opa_url), ControlWriter(services.kafka_bootstrap)
+    try:
+        load_policies(engine)
+        policy_changes.apply_catalog(writer, engine, document, by="test")
+    finally:
+        engine.close()
+        writer.close()
+    return document
 
 
 @pytest.fixture

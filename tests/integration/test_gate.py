@@ -14,7 +14,6 @@ import pytest
 from broker.adapters.kafka_control import ControlWriter
 from broker.adapters.kafka_log import KafkaLog
 from broker.adapters.opa import OpaPolicyEngine
-from broker.catalog import load_and_compile
 from broker.config import Settings
 from broker.local.stack import Endpoints
 from broker.local.toolchain import REPO_ROOT
@@ -22,10 +21,9 @@ from broker.services import policy_changes
 from broker.services.api_runtime import open_ingest
 from broker.services.gate_runtime import GateEndpoints, GateThread
 from broker.services.ingest import quarantine_topic, read_quarantine
-from broker.services.policies import load_policies
 from broker.services.serde import AvroSerializer, SerializationContext
 from broker.services.synthetic import positive_tests
-from tests.integration.gate_support import T1, Receiver, end_offsets, make_test_catalog, specimen_day, topic_for
+from tests.integration.gate_support import T1, Receiver, end_offsets, specimen_day, topic_for
 
 LEICESTER_DPH = topic_for("leicester-city-council", "dph")
 LEICESTER_ANALYST = topic_for("leicester-city-council", "analyst")
@@ -37,23 +35,7 @@ WATCHED = [LEICESTER_DPH, LEICESTER_ANALYST, NOTTINGHAM_DPH, LEICESTERSHIRE_DPH,
 
 
 @pytest.fixture(scope="module")
-def applied(services: Endpoints, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    document = load_and_compile(make_test_catalog(tmp_path_factory.mktemp("catalog")), REPO_ROOT / "schemas")
-    engine, writer = OpaPolicyEngine(services.opa_url), ControlWriter(services.kafka_bootstrap)
-    try:
-        from broker.adapters.kafka_control import ensure_control_topics
-
-        ensure_control_topics(services.kafka_bootstrap)
-        load_policies(engine)
-        policy_changes.apply_catalog(writer, engine, document, by="test")
-        yield document
-    finally:
-        engine.close()
-        writer.close()
-
-
-@pytest.fixture(scope="module")
-def gate(services: Endpoints, applied: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+def gate(services: Endpoints, applied_catalog: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
          ) -> Iterator[GateThread]:
     settings = Settings(state_dir=tmp_path_factory.mktemp("gate"), gate_group=f"test-gate-{uuid.uuid4().hex[:8]}",
                         gate_start_from="latest")

@@ -41,9 +41,26 @@ def compile_catalog(catalog: Catalog, schemas: Mapping[str, dict[str, Any]], la_
     for ident, template in catalog.templates.items():
         _check_template(ctx, ident, template)
     agreements = {ident: _agreement(ctx, ident, agreement) for ident, agreement in catalog.agreements.items()}
+    _check_one_purpose_per_topic(ctx, agreements)
     ctx.problems.raise_if_any("the catalog does not compile")
     document = {"la_vintage": la_table.vintage, "bodies": bodies, "streams": streams, "agreements": agreements}
     return {"revision": revision_of(document), **document}
+
+
+def _check_one_purpose_per_topic(ctx: _Context, agreements: Mapping[str, dict[str, Any]]) -> None:
+    """A subscriber's role receives a stream on one delivery topic, so only for one purpose: two agreements for the
+    same role under different purposes would deliver every row twice with different fields."""
+    seen: dict[tuple[str, str, str], tuple[str, str]] = {}
+    for ident, agreement in sorted(agreements.items()):
+        for tier in agreement.get("tiers", []):
+            for role in tier.get("roles", []):
+                key = (agreement.get("subscriber", ""), role, agreement.get("stream", ""))
+                first = seen.setdefault(key, (agreement.get("purpose", ""), ident))
+                if first[0] != agreement.get("purpose", ""):
+                    ctx.problems.add(ctx.catalog.origin("agreement", ident).at("agreement"),
+                                     f"{key[0]} role {role} already receives {key[2]} for purpose {first[0]!r} "
+                                     f"under {first[1]}; one role gets a stream for one purpose: merge the "
+                                     "agreements or use another role")
 
 
 def revision_of(document: Mapping[str, Any]) -> str:

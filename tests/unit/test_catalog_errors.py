@@ -231,3 +231,12 @@ def test_files_that_would_be_skipped_are_reported(catalog: Path) -> None:
     message = problems(catalog)
     assert "catalog/agreements/t1-york.yml: ignored: rename it to t1-york.yaml so it is read" in message
     assert "catalog/templates/empty.yaml:1: the file is empty" in message
+
+
+def test_one_role_receives_a_stream_for_one_purpose_only(catalog: Path) -> None:
+    second = catalog / "agreements/t1-leicester-research.yaml"
+    second.write_text((catalog / "agreements/t1-leicester.yaml").read_text().replace(
+        "agreement: t1-leicester", "agreement: t1-leicester-research\npurpose: research"))
+    found = problems(catalog)
+    assert ("catalog/agreements/t1-leicester-research.yaml:1: agreement: leicester-city-council role dph already "
+            "receives ukhsa.positive-tests for purpose 'health-protection' under t1-leicester") in found

@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from broker.adapters.kafka_log import Record
@@ -110,6 +110,8 @@ class Gate:
         self._built: dict[tuple[Any, ...], tuple[Projector, AvroSerializer]] = {}
         self._topics: set[str] = set()
         self._next_replan = self._clock()
+        self._dirty = False
+        self._pending_ms: int | None = None
         self._stream_of = {ingest_topic(s): s for s in parts.schemas}
         self._decode = {s: AvroDeserializer(parts.registry, json.dumps(schema)) for s, schema in parts.schemas.items()}
 
@@ -122,20 +124,37 @@ class Gate:
         self.sync(force=True)
 
     def sync(self, force: bool = False) -> bool:
-        """Apply control records written so far; re-plan when they changed something, or a plan expired."""
+        """Apply control records written so far; re-plan when they changed something, or a plan expired.
+
+        Until a re-plan succeeds the gate stays dirty: a failed one (OPA down) is retried before the next batch
+        rather than letting that batch out under the plans from before the change.
+        """
         end = self._p.control.end_offset()
-        changed, latest_ms = False, None
-        if end > self.state.offset:
-            for record in self._p.control.read_to(end):
-                self.state = control.apply(self.state, record.offset, record.key, record.value)
-                latest_ms = record.timestamp_ms
-            changed = True
-        now = self._clock()
-        if changed or force or now >= self._next_replan:
-            self._replan(now)
+        changed = end > self.state.offset
         if changed:
-            self._announce(latest_ms)
+            for record in self._p.control.read_to(end):
+                self.state = self._applied(record)
+                self._pending_ms = record.timestamp_ms
+            # Compaction may have removed the last records: the reader has still been past them.
+            self.state = replace(self.state, offset=max(self.state.offset, end))
+            self._dirty = True
+        now = self._clock()
+        if self._dirty or force or now >= self._next_replan:
+            self._replan(now)
+        if self._dirty:
+            self._dirty = False
+            self._announce(self._pending_ms)
         return changed
+
+    def _applied(self, record: Any) -> PolicyState:
+        try:
+            return control.apply(self.state, record.offset, record.key, record.value)
+        except AccordError as exc:
+            # Stopping here would lose every later record (the reader is past them) and a gate that can never
+            # apply a change is worse than one that skips a record it cannot read: skip it, loudly.
+            log.error("control record %s (%s) skipped: %s", record.offset, record.key, exc)
+            self._counters.records("_control", "skipped", 1)
+            return replace(self.state, offset=max(self.state.offset, record.offset + 1))
 
     def step(self, timeout_s: float = 0.1, max_records: int | None = None) -> int:
         """Consume one batch, route it under the plans in force after it was consumed, commit it; returns its size."""
@@ -143,7 +162,7 @@ class Gate:
         try:
             # After the poll, not before: a record consumed after a policy change must meet the new plan.
             self.sync()
-        except AccordError:
+        except BaseException:
             self._p.stage.abort()  # fail closed: nothing leaves, the batch is consumed again later
             raise
         if not records:
@@ -212,7 +231,7 @@ class Gate:
         deliveries: dict[str, list[Delivery]] = {}
         expiries: list[dt.datetime] = []
         for stream in self._p.schemas:
-            plans = [p for p in self._p.planner.plans(self.state, stream, now) if p.allow]
+            plans = _one_per_topic([p for p in self._p.planner.plans(self.state, stream, now) if p.allow])
             deliveries[stream] = [self._delivery(stream, plan) for plan in plans]
             expiries.extend(p.expiry for p in plans if p.expiry is not None)
         new_topics = sorted({d.topic for ds in deliveries.values() for d in ds} - self._topics)
@@ -243,6 +262,18 @@ class Gate:
         self._p.status(self.worker, {"worker": self.worker, "offset": self.state.offset,
                                      "catalog_revision": self.state.catalog_revision, "event_ms": event_ms,
                                      "applied_ms": applied_ms, "deliveries": plans})
+
+
+def _one_per_topic(plans: list[Plan]) -> list[Plan]:
+    """One plan per delivery topic. The catalog refuses two purposes for one role, but grants could bring one; a
+    subscriber must never get a record twice in two shapes, so the first purpose (sorted) is kept, loudly."""
+    chosen: dict[str, Plan] = {}
+    for plan in sorted(plans, key=lambda p: (p.topic, p.purpose)):
+        kept = chosen.setdefault(plan.topic, plan)
+        if kept is not plan:
+            log.error("%s: plans for purposes %r and %r; delivering under %r only", plan.topic, kept.purpose,
+                      plan.purpose, kept.purpose)
+    return list(chosen.values())
 
 
 def _log_error(exc: Exception) -> None:

@@ -32,6 +32,23 @@ valid_until: 2020-12-31T00:00:00Z
 review_date: 2020-09-30
 """),
 }
+# In a declared emergency the county's analysts also see the postcode district (a presumption to share more).
+EXTRA_AGREEMENTS["t1-test-leicestershire-surge"] = ("leicestershire-county-council", "dph", """\
+agreement: t1-test-leicestershire-surge
+stream: ukhsa.positive-tests
+subscriber: leicestershire-county-council
+purpose: health-protection
+legal_basis: [copi-reg-3-4, uk-gdpr-6-1-e, uk-gdpr-9-2-i]
+emergency_level_required: emergency
+tiers:
+  surge:
+    roles: [analyst]
+    fields:
+      postcode: {transform: generalise, method: postcode-district}
+valid_from: 2026-01-01T00:00:00Z
+valid_until: 2027-12-31T23:59:59Z
+review_date: 2027-06-30
+""")
 for place in ("manchester", "leeds"):
     body = f"{place}-city-council"
     EXTRA_AGREEMENTS[f"t1-test-{place}-linkage"] = (body, "dph", f"""agreement: t1-test-{place}-linkage

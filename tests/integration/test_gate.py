@@ -229,3 +229,31 @@ def _publish_steadily(services: Endpoints, cases: list[dict[str, Any]], sent_at:
     finally:
         log.close()
         registry.close()
+
+
+def test_declared_emergency_level_changes_plans_on_the_live_stream(
+        services: Endpoints, gate: GateThread, receiver: Receiver) -> None:
+    topic = topic_for("leicestershire-county-council", "analyst")
+    writer, log = ControlWriter(services.kafka_bootstrap), KafkaLog(services.kafka_bootstrap)
+    try:
+        fields = _delivered_fields(gate, topic)
+        assert fields == {"lsoa", "age_band", "sex"}
+        change = policy_changes.declare_level(writer, "emergency", by="test")
+        policy_changes.enforcement(log, change, workers=1, timeout_s=5)
+        assert _delivered_fields(gate, topic) == fields | {"postcode_district"}
+        (case,) = positive_tests(specimen_day(), {"blaby": 1}, prefix=_prefix())
+        start = end_offsets(services.kafka_bootstrap, [topic])
+        sources = _publish(services, [case])
+        (got,) = receiver.records(topic, start[topic], lambda r, h: h["accord.source"] in sources, want=1)
+        assert got[0]["postcode_district"] == case["postcode"].split()[0]
+    finally:
+        policy_changes.enforcement(log, policy_changes.declare_level(writer, "normal", by="test"), timeout_s=5)
+        writer.close()
+        log.close()
+    assert _delivered_fields(gate, topic) == fields
+
+
+def _delivered_fields(gate: GateThread, topic: str) -> set[str]:
+    assert gate.gate is not None
+    (delivery,) = [d for ds in gate.gate.deliveries.values() for d in ds if d.topic == topic]
+    return {rule.output for rule in delivery.plan.fields}

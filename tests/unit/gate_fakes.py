@@ -1,0 +1,337 @@
+"""In-memory stand-ins for the gate's ports: a transactional stage, the control topic and OPA's plan rules."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from broker.adapters.kafka_control import ControlRecord
+from broker.adapters.kafka_log import Record
+from broker.adapters.registry_memory import InMemorySchemaRegistry
+from broker.catalog import revision_of
+from broker.domain.control import LEVELS
+from broker.domain.geography import LaTable, load_la_table
+from broker.errors import ServiceError
+from broker.services.gate import Gate, GateParts
+from broker.services.ingest import ingest_topic
+from broker.services.planner import CATALOG_REVISION, PLAN_RULE, SUBSCRIPTIONS_RULE, Planner
+from broker.services.serde import AvroDeserializer, AvroSerializer, SerializationContext
+from broker.services.synthetic import positive_tests
+
+T1 = "ukhsa.positive-tests"
+T1_SCHEMA: dict[str, Any] = json.loads(
+    (Path(__file__).resolve().parents[2] / "schemas/ukhsa.positive-tests.avsc").read_text(encoding="utf-8"))
+INGEST = ingest_topic(T1)
+LA_TABLE: LaTable = load_la_table()
+SPECIMEN_DAY = dt.date(2020, 6, 24)
+START = dt.datetime(2020, 6, 26, 9, 0, tzinfo=dt.UTC)
+
+
+# -- the stage ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Sent:
+    topic: str
+    value: bytes | None
+    key: bytes | None
+    headers: dict[str, bytes]
+
+
+@dataclass
+class Transaction:
+    sent: list[Sent] = field(default_factory=list)
+    consumed: list[Record] = field(default_factory=list)
+    outcome: str = "open"  # then "committed" or "aborted"
+
+
+class FakeStage:
+    """Queued batches in, transactions out; `after_poll` runs once a batch is handed over (a concurrent writer)."""
+
+    def __init__(self) -> None:
+        self.batches: deque[list[Record]] = deque()
+        self.calls: list[str] = []
+        self.transactions: list[Transaction] = []
+        self.after_poll: Callable[[], None] | None = None
+        self.fail_on_send: int | None = None  # the n-th send of a transaction raises, as a lost broker would
+
+    def queue(self, *records: Record) -> None:
+        self.batches.append(list(records))
+
+    def poll(self, timeout_s: float, max_records: int | None = None) -> list[Record]:
+        self.calls.append("poll")
+        batch = self.batches.popleft() if self.batches else []
+        if self.after_poll is not None:
+            self.after_poll()
+        return batch
+
+    def begin(self) -> None:
+        self.calls.append("begin")
+        assert self._open() is None, "begin() inside an open transaction"
+        self.transactions.append(Transaction())
+
+    def send(self, topic: str, value: bytes | None, key: bytes | None = None,
+             headers: Any = ()) -> None:
+        self.calls.append("send")
+        transaction = self._open()
+        assert transaction is not None, f"send to {topic} outside a transaction"
+        if self.fail_on_send is not None and len(transaction.sent) + 1 >= self.fail_on_send:
+            raise ServiceError(f"producing to {topic} failed")
+        transaction.sent.append(Sent(topic, value, key, dict(headers)))
+
+    def commit(self, consumed: Any) -> None:
+        self.calls.append("commit")
+        transaction = self._open()
+        assert transaction is not None, "commit() without a transaction"
+        transaction.consumed, transaction.outcome = list(consumed), "committed"
+
+    def abort(self) -> None:
+        self.calls.append("abort")
+        transaction = self._open()
+        if transaction is not None:
+            transaction.outcome = "aborted"
+
+    def committed(self) -> list[Sent]:
+        return [s for t in self.transactions if t.outcome == "committed" for s in t.sent]
+
+    def aborted(self) -> list[Sent]:
+        return [s for t in self.transactions if t.outcome == "aborted" for s in t.sent]
+
+    def _open(self) -> Transaction | None:
+        return self.transactions[-1] if self.transactions and self.transactions[-1].outcome == "open" else None
+
+
+# -- the control topic ----------------------------------------------------------------------------------
+class FakeControl:
+    """The control topic; like ControlReader it keeps a position, so `read_to` returns only records not read yet."""
+
+    def __init__(self) -> None:
+        self.records: list[ControlRecord] = []
+        self.end = 0
+        self.position = 0
+
+    def append(self, key: str, value: dict[str, Any] | None, timestamp_ms: int | None = None) -> int:
+        offset = self.end
+        self.records.append(ControlRecord(offset, key, value, 1_000 * (offset + 1) if timestamp_ms is None
+                                          else timestamp_ms))
+        self.end += 1
+        return offset
+
+    def append_catalog(self, document: Mapping[str, Any]) -> int:
+        return self.append("catalog", {"kind": "catalog", "revision": document["revision"], "document": document})
+
+    def end_offset(self) -> int:
+        return self.end
+
+    def read_to(self, end: int, timeout_s: float = 10.0) -> list[ControlRecord]:
+        found = [r for r in self.records if self.position <= r.offset < end]
+        self.position = max(self.position, end)
+        return found
+
+
+# -- the policy engine ------------------------------------------------------------------------------------
+class FakePolicyEngine:
+    """The PolicyEngine port answering accord.plans.* from its catalog data as docs/sharing-plans.md describes.
+
+    `failure` makes every evaluation raise; `read_only` ignores put_data (another writer owns OPA's data).
+    """
+
+    def __init__(self) -> None:
+        self.policies: dict[str, str] = {}
+        self.data: dict[str, dict[str, Any]] = {}
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.failure: Exception | None = None
+        self.read_only = False
+
+    def put_policy(self, module_id: str, source: str) -> None:
+        self.policies[module_id] = source
+
+    def put_data(self, path: str, document: Mapping[str, Any]) -> None:
+        if not self.read_only:
+            self.data[path] = copy.deepcopy(dict(document))
+
+    def evaluate(self, rule: str, input_doc: Mapping[str, Any]) -> Any:
+        self.requests.append((rule, copy.deepcopy(dict(input_doc))))
+        if self.failure is not None:
+            raise self.failure
+        catalog = self.data.get("accord/catalog", {})
+        if rule == CATALOG_REVISION:
+            return catalog.get("revision")
+        if rule == SUBSCRIPTIONS_RULE:
+            return subscriptions(catalog, input_doc)
+        if rule == PLAN_RULE:
+            return plan_for(catalog, input_doc)
+        return None
+
+    def plan_requests(self) -> list[dict[str, Any]]:
+        return [request for rule, request in self.requests if rule == PLAN_RULE]
+
+
+def subscriptions(catalog: Mapping[str, Any], request: Mapping[str, Any]) -> list[dict[str, str]]:
+    keys = {(a["subscriber"], role, a["purpose"]) for a in _candidates(catalog, request).values()
+            if a["stream"] == request["stream"] for tier in a["tiers"] for role in tier["roles"]}
+    return [{"subscriber": s, "role": r, "purpose": p} for s, r, p in sorted(keys)]
+
+
+def plan_for(catalog: Mapping[str, Any], request: Mapping[str, Any]) -> dict[str, Any]:
+    candidates = _candidates(catalog, request)
+    now = _time(request["time"])
+    named = sorted(ident for ident, a in candidates.items()
+                   if (a["subscriber"], a["stream"], a["purpose"]) == (request["subscriber"], request["stream"],
+                                                                      request["purpose"])
+                   and any(request["role"] in tier["roles"] for tier in a["tiers"]))
+    granting = [ident for ident in named if ident not in request["revoked"]
+                and _time(candidates[ident]["valid_from"]) <= now < _time(candidates[ident]["valid_until"])
+                and LEVELS.index(request["emergency_level"])
+                >= LEVELS.index(candidates[ident].get("emergency_level_required") or "normal")]
+    stream = catalog["streams"].get(request["stream"], {})
+    return {
+        "allow": bool(granting), "reasons": [] if granting else [f"no agreement in force among {named}"],
+        "agreements": granting,
+        **{key: request[key] for key in ("subscriber", "role", "stream", "purpose")},
+        "fields": _fields(stream, [candidates[i] for i in granting], request["role"]),
+        "row_filter": {"jurisdiction": stream.get("jurisdiction", []),
+                       "areas": sorted({area for i in granting for area in candidates[i]["row_scope"]["areas"]})},
+        "expiry": min((candidates[i]["valid_until"] for i in granting), key=_time, default=None),
+        "revision": f"{catalog.get('revision', 'none')}/{request['state_revision']}",
+    }
+
+
+_REVEALING = {"keep": 4, "generalise": 3, "pseudonymise": 2, "mask": 1}
+
+
+def _fields(stream: Mapping[str, Any], granting: list[Mapping[str, Any]], role: str) -> dict[str, Any]:
+    offers: dict[str, tuple[int, dict[str, Any]]] = {}
+    for agreement in granting:
+        for tier in agreement["tiers"]:
+            if role not in tier["roles"]:
+                continue
+            for name, spec in _tier_fields(stream, tier).items():
+                rank = _REVEALING[spec["transform"]]
+                if name not in offers or rank > offers[name][0]:
+                    offers[name] = (rank, spec)
+    return {name: spec for name, (_, spec) in offers.items()}
+
+
+def _tier_fields(stream: Mapping[str, Any], tier: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    if tier.get("other_fields") == "keep":
+        found = {name: {"transform": "keep", "method": None, "as": name, "params": {}}
+                 for name, f in stream.get("fields", {}).items()
+                 if name not in tier["fields"] and "direct-identifier" not in f.get("tags", [])}
+    for name, f in tier["fields"].items():
+        if f["transform"] in _REVEALING:
+            default_as = f["method"].replace("-", "_") if f["transform"] == "generalise" else name
+            found[name] = {"transform": f["transform"], "method": f.get("method"), "as": f.get("as") or default_as,
+                           "params": f.get("params") or {}}
+    return found
+
+
+def _candidates(catalog: Mapping[str, Any], request: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    found: dict[str, Mapping[str, Any]] = dict(catalog.get("agreements", {}))
+    for grant in request.get("grants", []):
+        found.setdefault(grant["id"], grant)
+    return found
+
+
+def _time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text)
+
+
+# -- a small compiled catalog -------------------------------------------------------------------------------
+def keep() -> dict[str, Any]:
+    return {"transform": "keep", "method": None, "as": None, "params": {}}
+
+
+DPH_TIER: dict[str, Any] = {"name": "dph", "roles": ["dph"], "other_fields": "keep", "fields": {"nhs_number": keep()}}
+ANALYST_TIER: dict[str, Any] = {
+    "name": "analyst", "roles": ["analyst"], "other_fields": "drop",
+    "fields": {"lsoa": keep(), "sex": keep(),
+               "dob": {"transform": "generalise", "method": "age-band", "as": "age_band",
+                       "params": {"at": "specimen_date"}}},
+}
+
+
+def agreement(subscriber: str, area: str, *tiers: dict[str, Any], purpose: str = "health-protection",
+              valid_until: str = "2022-06-30T00:00:00Z", level: str = "normal") -> dict[str, Any]:
+    return {
+        "template": None, "publisher": "ukhsa", "subscriber": subscriber, "stream": T1, "purpose": purpose,
+        "legal_basis": ["copi-reg-3-4", "uk-gdpr-6-1-e", "uk-gdpr-9-2-i"], "tiers": list(tiers or [DPH_TIER]),
+        "row_scope": {"areas": sorted(LA_TABLE.areas_served(area))},
+        "valid_from": "2020-03-20T00:00:00Z", "valid_until": valid_until, "review_date": "2020-09-30",
+        "emergency_level_required": level, "signatories": [],
+    }
+
+
+def catalog_document(**agreements: dict[str, Any]) -> dict[str, Any]:
+    """Leicester (dph + analyst), Nottingham and Leicestershire county (dph), plus `agreements` by id."""
+    fields = {f["name"]: {"tags": list(f.get("accord.tags", []))} for f in T1_SCHEMA["fields"]}
+    document: dict[str, Any] = {
+        "la_vintage": LA_TABLE.vintage,
+        "bodies": {},
+        "streams": {T1: {"owner": "ukhsa", "subject": f"{INGEST}-value", "classification": "special-category",
+                         "jurisdiction": ["utla", "ltla"], "fields": fields}},
+        "agreements": {
+            "t1-leicester": agreement("leicester-city-council", "E06000016", DPH_TIER, ANALYST_TIER),
+            "t1-nottingham": agreement("nottingham-city-council", "E06000018"),
+            "t1-leicestershire": agreement("leicestershire-county-council", "E10000018"),
+            **agreements,
+        },
+    }
+    return {"revision": revision_of(document), **document}
+
+
+# -- a gate wired to the fakes --------------------------------------------------------------------------------
+class FakeClock:
+    def __init__(self, now: dt.datetime = START) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+@dataclass
+class GateHarness:
+    gate: Gate
+    stage: FakeStage
+    control: FakeControl
+    engine: FakePolicyEngine
+    registry: InMemorySchemaRegistry
+    clock: FakeClock
+    statuses: list[dict[str, Any]]
+    ensured: list[str]
+    serialize: AvroSerializer
+
+    def record(self, offset: int, place: str = "leicester", **changes: Any) -> Record:
+        """A synthetic T1 case of `place`, Confluent-framed as ingest writes it, at `offset` of partition 0."""
+        value = {**positive_tests(SPECIMEN_DAY, {place: 1}, seed=offset)[0], **changes}
+        return self.raw(offset, self.serialize(value, SerializationContext(INGEST)))
+
+    def raw(self, offset: int, value: bytes | None) -> Record:
+        return Record(INGEST, 0, offset, f"key-{offset}".encode(), value, ())
+
+    def delivered(self, topic: str) -> list[Sent]:
+        return [s for s in self.stage.committed() if s.topic == topic]
+
+    def decode(self, sent: Sent) -> dict[str, Any] | None:
+        return AvroDeserializer(self.registry)(sent.value, SerializationContext(sent.topic))
+
+
+def make_gate(document: Mapping[str, Any] | None = None, clock: FakeClock | None = None,
+              replan_every_s: float = 10.0, policies: Mapping[str, str] | None = None) -> GateHarness:
+    """A gate over T1 whose control topic holds `document` (default: catalog_document()); not started yet."""
+    stage, control, engine, registry = FakeStage(), FakeControl(), FakePolicyEngine(), InMemorySchemaRegistry()
+    clock = clock or FakeClock()
+    statuses: list[dict[str, Any]] = []
+    ensured: list[str] = []
+    control.append_catalog(document or catalog_document())
+    parts = GateParts(stage=stage, control=control, planner=Planner(engine, policies), registry=registry,
+                      schemas={T1: T1_SCHEMA}, la_table=LA_TABLE, pseudonym_secret=b"unit-test-pseudonym-secret",
+                      ensure_topics=ensured.extend, status=lambda worker, status: statuses.append(status))
+    gate = Gate(parts, "worker-1", clock=clock, replan_every_s=replan_every_s)
+    return GateHarness(gate, stage, control, engine, registry, clock, statuses, ensured,
+                       AvroSerializer(registry, json.dumps(T1_SCHEMA)))

@@ -139,6 +139,7 @@ def _revoke_live(endpoints: Endpoints, reader: DeliveryReader, writer: ControlWr
     try:
         time.sleep(1.5)
         change = policy_changes.revoke(writer, REVOKED, reason="demo: the publisher withdraws", by="accord demo")
+        acked_at = time.time()  # appended by now: whatever is sent later is consumed after the revocation
         (status,) = policy_changes.enforcement(log, change, workers=1, timeout_s=10)
         time.sleep(1.5)
     finally:
@@ -147,13 +148,13 @@ def _revoke_live(endpoints: Endpoints, reader: DeliveryReader, writer: ControlWr
         policy_changes.reinstate(writer, REVOKED)
     names = set(sent_at)
     got = reader.read(topic, 0, lambda v, _: v.get("specimen_id") in names, want=len(names), timeout_s=3, settle_s=0)
-    before = [s for s, t in sent_at.items() if t * 1000 <= change.timestamp_ms]
-    leaked = [d for d in got if sent_at[d.value["specimen_id"]] * 1000 > change.timestamp_ms]
+    before = [s for s, t in sent_at.items() if t <= acked_at]
+    leaked = [d for d in got if sent_at[d.value["specimen_id"]] > acked_at]
     latency_ms = int(status["applied_ms"]) - change.timestamp_ms
     say(f"3. live revocation of {REVOKED} while Leicester cases stream in: enforced by {status['worker']} "
         f"{latency_ms} ms after the change")
     say(f"   published {len(sent_at)} ({len(before)} before the revocation); Leicester's DPH received {len(got)}, "
-        f"of them {len(leaked)} published after it; then reinstated")
+        f"of them {len(leaked)} published after it was acknowledged; then reinstated")
     return {"latency_ms": latency_ms, "published": len(sent_at), "published_before": len(before),
             "delivered": len(got), "delivered_after_revocation": len(leaked)}
 

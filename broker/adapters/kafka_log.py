@@ -52,15 +52,16 @@ class KafkaLog:
 
     def read(
         self, topic: str, max_records: int, timeout_s: float = 10.0, start_offset: int = 0,
+        partitions: Sequence[int] | None = None,
     ) -> list[Record]:
-        """Committed records of every partition of `topic` from `start_offset`, up to `max_records`."""
+        """Committed records of `partitions` (default: all) of `topic` from `start_offset`, up to `max_records`."""
         consumer = KafkaConsumer(
             bootstrap_servers=self.bootstrap, client_id=self.client_id, group_id=None,
             isolation_level="read_committed", enable_auto_commit=False,
         )
         try:
-            partitions = consumer.partitions_for_topic(topic) or set()
-            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            chosen = sorted(consumer.partitions_for_topic(topic) or set()) if partitions is None else partitions
+            tps = [TopicPartition(topic, p) for p in chosen]
             consumer.assign(tps)
             for tp in tps:
                 consumer.seek(tp, start_offset)

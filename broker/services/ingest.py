@@ -179,7 +179,8 @@ def _expected(schema: Mapping[str, Any], name: str) -> str:
 
 
 class RecordReader(Protocol):
-    def read(self, topic: str, max_records: int, timeout_s: float = 10.0, start_offset: int = 0) -> list[Any]: ...
+    def read(self, topic: str, max_records: int, timeout_s: float = 10.0, start_offset: int = 0,
+             partitions: Sequence[int] | None = None) -> list[Any]: ...
 
 
 def read_quarantine(reader: RecordReader, stream: str, limit: int, timeout_s: float = 2.0) -> list[dict[str, Any]]:
@@ -192,8 +193,8 @@ def read_quarantine(reader: RecordReader, stream: str, limit: int, timeout_s: fl
 
 
 def screen_topic(ingest: Ingest, reader: RecordReader, stream: str, start_offset: int, max_records: int,
-                 timeout_s: float = 5.0) -> list[Outcome]:
-    """Check records already on `ingest.<stream>`; a bad one is quarantined and screening goes on."""
+                 timeout_s: float = 5.0, partition: int = 0) -> list[Outcome]:
+    """Check records already on one partition of `ingest.<stream>`; a bad one is quarantined and screening goes on."""
     records = reader.read(ingest_topic(stream), max_records=max_records, timeout_s=timeout_s,
-                          start_offset=start_offset)
+                          start_offset=start_offset, partitions=[partition])
     return [ingest.screen(stream, r.value, r.partition, r.offset) for r in records]

@@ -32,8 +32,8 @@ def _case(**overrides: Any) -> dict[str, Any]:
     return case | overrides
 
 
-def _end_offset(log: KafkaLog, topic: str) -> int:
-    records = log.read(topic, max_records=100_000, timeout_s=1.0)
+def _end_offset(log: KafkaLog, topic: str, partition: int = 0) -> int:
+    records = log.read(topic, max_records=100_000, timeout_s=1.0, partitions=[partition])
     return records[-1].offset + 1 if records else 0
 
 
@@ -110,7 +110,7 @@ def test_garbage_on_the_ingest_topic_is_quarantined_and_screening_goes_on(servic
         producer = KafkaProducer(bootstrap_servers=services.kafka_bootstrap, acks="all")
         for value in (encode(good, SerializationContext(ingest_topic(STREAM))), b"\x00garbage", b'{"json": 1}',
                       encode(wrong_area, SerializationContext(ingest_topic(STREAM)))):
-            producer.send(ingest_topic(STREAM), value=value)
+            producer.send(ingest_topic(STREAM), value=value, partition=0)
         producer.flush()
         producer.close()
         registry.close()

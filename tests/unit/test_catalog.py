@@ -136,7 +136,7 @@ def test_agreement_without_template_and_narrowed_row_scope(catalog: Path) -> Non
         "agreement: ad-hoc-blaby\n"
         "subscriber: leicestershire-county-council\n"
         "stream: ukhsa.positive-tests\n"
-        "purpose: outbreak-control\n"
+        "purpose: health-protection\n"
         "legal_basis: [uk-gdpr-9-2-i, copi-reg-3-4]\n"
         "emergency_level_required: emergency\n"
         "row_scope: [E07000129]\n"

@@ -122,11 +122,7 @@ def api_serve(
     serve(bootstrap, registry, host, port, settings.max_request_bytes)
 
 
-def _endpoints() -> local_stack.Endpoints:
-    endpoints = local_stack.LocalStack(Settings()).endpoints()
-    if endpoints is None:
-        raise AccordError("Accord's services are not running: run `accord local up` (or set the ACCORD_ URLs)")
-    return endpoints
+_endpoints = cli_policy.running_endpoints
 
 
 @app.command("publish")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -12,6 +13,10 @@ from broker.config import Settings
 from broker.errors import AccordError
 from broker.local import stack as local_stack
 from broker.local.toolchain import REPO_ROOT
+
+if TYPE_CHECKING:
+    from broker.adapters.kafka_control import ControlWriter
+    from broker.services.policy_changes import Announced
 
 CATALOG_DIR = REPO_ROOT / "catalog"
 SCHEMAS_DIR = REPO_ROOT / "schemas"
@@ -26,7 +31,8 @@ CatalogDir = Annotated[Path, typer.Argument(help="catalog directory")]
 By = Annotated[str, typer.Option(help="who makes the change (recorded on the control topic)")]
 
 
-def _endpoints() -> local_stack.Endpoints:
+def running_endpoints() -> local_stack.Endpoints:
+    """The services `accord local up` started, or the external ones the ACCORD_ variables name."""
     endpoints = local_stack.LocalStack(Settings()).endpoints()
     if endpoints is None:
         raise AccordError("Accord's services are not running: run `accord local up` (or set the ACCORD_ URLs)")
@@ -62,7 +68,7 @@ def catalog_apply(directory: CatalogDir = CATALOG_DIR, by: By = "accord catalog 
     from broker.services.policy_changes import apply_catalog
 
     document = load_and_compile(directory, SCHEMAS_DIR)
-    endpoints = _endpoints()
+    endpoints = running_endpoints()
     ensure_control_topics(endpoints.kafka_bootstrap)
     engine, writer = OpaPolicyEngine(endpoints.opa_url), ControlWriter(endpoints.kafka_bootstrap)
     try:
@@ -116,14 +122,14 @@ def emergency_declare(level: Annotated[str, typer.Argument(help="normal, enhance
     _announce(lambda writer: declare_level(writer, level, by), f"national level {level}")
 
 
-def _announce(change: object, what: str) -> None:
+def _announce(change: Callable[[ControlWriter], Announced], what: str) -> None:
     from broker.adapters.kafka_control import ControlWriter, ensure_control_topics
 
-    endpoints = _endpoints()
+    endpoints = running_endpoints()
     ensure_control_topics(endpoints.kafka_bootstrap)
     writer = ControlWriter(endpoints.kafka_bootstrap)
     try:
-        announced = change(writer)  # type: ignore[operator]
+        announced = change(writer)
     finally:
         writer.close()
     typer.echo(f"{what} at control offset {announced.offset}")

@@ -1,0 +1,257 @@
+"""What the gate benchmarks share: one local stack, the benchmark catalogs, the T1 records and how runs are timed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from broker.adapters.kafka_control import ControlWriter, ensure_control_topics
+from broker.adapters.opa import OpaPolicyEngine
+from broker.adapters.registry_http import HttpSchemaRegistry
+from broker.catalog import load_and_compile
+from broker.config import Settings
+from broker.domain.plans import delivery_topic
+from broker.local.stack import Endpoints, LocalStack
+from broker.local.toolchain import REPO_ROOT
+from broker.services import policy_changes
+from broker.services.api_runtime import ensure_stream_topics
+from broker.services.gate_runtime import GateEndpoints
+from broker.services.ingest import ingest_topic, load_stream_schemas
+from broker.services.policies import load_policies
+from broker.services.serde import AvroSerializer, SerializationContext
+from broker.services.synthetic import PLACES, spread
+
+T1 = "ukhsa.positive-tests"
+INGEST = ingest_topic(T1)
+# The ten councils with a T1 agreement in the shipped catalog, each with one place of its area.
+COUNCILS: Mapping[str, str] = {
+    "leicester-city-council": "leicester", "nottingham-city-council": "nottingham",
+    "leicestershire-county-council": "blaby", "nottinghamshire-county-council": "ashfield",
+    "manchester-city-council": "manchester", "birmingham-city-council": "birmingham",
+    "leeds-city-council": "leeds", "hackney-council": "hackney", "cornwall-council": "cornwall",
+    "blackburn-with-darwen-council": "blackburn",
+}
+HUB = "bench-national-cell"  # scenario (b): one national subscriber whose row scope is all ten councils' areas
+HUB_BODY = f"  - {{id: {HUB}, name: Benchmark National Cell, kind: national, tier: national, roles: [dph]}}\n"
+DPH_TIER = """tiers:
+  dph:
+    roles: [dph]
+    other_fields: keep
+    fields: {specimen_id: keep, nhs_number: keep, name: keep, address: keep}
+"""
+HUB_AGREEMENT = f"""agreement: bench-hub
+template: t1-positive-tests
+subscriber: {HUB}
+row_scope: [{", ".join(sorted({PLACES[p].utla for p in COUNCILS.values()}))}]
+{DPH_TIER}valid_from: 2026-01-01T00:00:00Z
+valid_until: 2027-12-31T23:59:59Z
+review_date: 2027-06-30
+signatories:
+  - {{body: ukhsa, name: Benchmark IG Lead, role: ig-lead}}
+  - {{body: {HUB}, name: Benchmark DPH, role: dph}}
+"""
+
+
+def dph_topics() -> list[str]:
+    return [delivery_topic(council, "dph", T1) for council in COUNCILS]
+
+
+def hub_catalog(directory: Path) -> Path:
+    """The shipped bodies, streams and templates with one agreement only: the national cell's DPH tier (like the
+    T1 DPH tier: every field kept) over all ten councils' areas."""
+    target = directory / "catalog-hub"
+    shutil.copytree(REPO_ROOT / "catalog", target)
+    for path in (target / "agreements").glob("*.yaml"):
+        path.unlink()
+    with (target / "bodies.yaml").open("a") as bodies:
+        bodies.write(HUB_BODY)
+    (target / "agreements" / "bench-hub.yaml").write_text(HUB_AGREEMENT)
+    return target
+
+
+def dph_only_catalog(directory: Path) -> Path:
+    """The shipped catalog with each T1 agreement narrowed to its DPH tier (as the template has it): ten
+    subscribers, one delivery per record."""
+    target = directory / "catalog-dph"
+    shutil.copytree(REPO_ROOT / "catalog", target)
+    for path in (target / "agreements").glob("t1-*.yaml"):
+        path.write_text(path.read_text() + DPH_TIER)
+    return target
+
+
+@dataclass
+class Bench:
+    """The running stack and the clients every scenario shares."""
+
+    endpoints: Endpoints
+    state_dir: Path
+    schema: dict[str, Any]
+    engine: OpaPolicyEngine
+    writer: ControlWriter
+    records: list[tuple[bytes, bytes]] = field(default_factory=list)  # measured (key, value) pairs, for all
+    warmup: list[tuple[bytes, bytes]] = field(default_factory=list)  # warm-up pairs, the same for all
+
+    @property
+    def bootstrap(self) -> str:
+        return self.endpoints.kafka_bootstrap
+
+    @property
+    def gate_endpoints(self) -> GateEndpoints:
+        return GateEndpoints(self.endpoints.kafka_bootstrap, self.endpoints.opa_url, self.endpoints.registry_url)
+
+    def settings(self, group: str, start_from: Literal["earliest", "latest"]) -> Settings:
+        return Settings(state_dir=self.state_dir, gate_group=group, gate_start_from=start_from)
+
+    def apply(self, catalog_dir: Path) -> dict[str, Any]:
+        document = load_and_compile(catalog_dir, REPO_ROOT / "schemas")
+        policy_changes.apply_catalog(self.writer, self.engine, document, by="benchmark")
+        return document
+
+
+@contextmanager
+def local_bench(state_dir: Path) -> Iterator[Bench]:
+    """Kafka, OPA, registry and API in `state_dir` (the stack's own gate stopped), wiped afterwards."""
+    stack = LocalStack(Settings(state_dir=state_dir))
+    try:
+        endpoints = stack.up()
+        stack.gate.stop()  # only the benchmark's gate workers run
+        ensure_stream_topics(endpoints.kafka_bootstrap, load_stream_schemas(REPO_ROOT / "schemas"))
+        ensure_control_topics(endpoints.kafka_bootstrap)
+        engine = OpaPolicyEngine(endpoints.opa_url)
+        writer = ControlWriter(endpoints.kafka_bootstrap, client_id="bench-control")
+        load_policies(engine)
+        schema = json.loads((REPO_ROOT / "schemas" / f"{T1}.avsc").read_text())
+        try:
+            yield Bench(endpoints, state_dir, schema, engine, writer)
+        finally:
+            writer.close()
+            engine.close()
+    finally:
+        stack.down(wipe=True)
+
+
+def group(name: str) -> str:
+    return f"bench-{name}-{uuid.uuid4().hex[:8]}"
+
+
+def encoded_cases(bench: Bench, n: int, prefix: str, seed: int = 2020) -> list[tuple[bytes, bytes]]:
+    """`n` synthetic T1 cases spread evenly over the ten councils' places, Confluent-framed Avro, key = utla."""
+    day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=3)
+    registry = HttpSchemaRegistry(bench.endpoints.registry_url)
+    try:
+        encode = AvroSerializer(registry, json.dumps(bench.schema))
+        ctx = SerializationContext(INGEST)
+        out = []
+        for case in spread(day, n, list(COUNCILS.values()), prefix=prefix, seed=seed):
+            payload = encode(case, ctx)
+            assert payload is not None
+            out.append((case["utla"].encode(), payload))
+        return out
+    finally:
+        registry.close()
+
+
+def prefill(bench: Bench, records: list[tuple[bytes, bytes]]) -> None:
+    """Publish `records` onto the ingest topic, acknowledged."""
+    producer = KafkaProducer(bootstrap_servers=bench.bootstrap, client_id="bench-prefill", acks="all",
+                             enable_idempotence=True, linger_ms=20, batch_size=512 * 1024)
+    try:
+        for key, value in records:
+            producer.send(INGEST, value=value, key=key)
+        producer.flush(timeout=120)
+    finally:
+        producer.close()
+
+
+def committed_ends(bootstrap: str, topics: list[str]) -> dict[str, int]:
+    """Where committed records end in each topic (partition 0; 0 for a topic not created yet)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, isolation_level="read_committed")
+    try:
+        found = {topic: 0 for topic in topics}
+        tps = [TopicPartition(t, 0) for t in topics if consumer.partitions_for_topic(t)]
+        found |= {tp.topic: int(offset) for tp, offset in consumer.end_offsets(tps).items()}
+        return found
+    finally:
+        consumer.close()
+
+
+def count_committed(bootstrap: str, starts: Mapping[str, int], idle_s: float = 3.0) -> dict[str, int]:
+    """How many committed records each single-partition topic holds after `starts`, as a subscriber reads them
+    (the offsets between also hold the transactions' commit markers)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, isolation_level="read_committed",
+                             enable_auto_commit=False, max_poll_records=5000)
+    try:
+        counts = dict.fromkeys(starts, 0)
+        tps = [TopicPartition(t, 0) for t in starts if consumer.partitions_for_topic(t)]
+        if not tps:
+            return counts
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, starts[tp.topic])
+        ends = consumer.end_offsets(tps)
+        quiet_since = time.monotonic()
+        while any(consumer.position(tp) < ends[tp] for tp in tps) and time.monotonic() - quiet_since < idle_s:
+            batches = consumer.poll(timeout_ms=200)
+            for tp, messages in batches.items():
+                counts[tp.topic] += len(messages)
+            if batches:
+                quiet_since = time.monotonic()
+        return counts
+    finally:
+        consumer.close()
+
+
+@dataclass(frozen=True)
+class Timing:
+    records: int  # measured records consumed inside the timed window
+    seconds: float
+    warmup_records: int
+    warmup_seconds: float  # from the first warm-up poll to its last commit: cold start included
+
+    @property
+    def rate(self) -> float:
+        return self.records / self.seconds
+
+
+def timed(bench: Bench, step: Callable[[], int], ready: Callable[[], bool], warmup: list[tuple[bytes, bytes]],
+          measured: list[tuple[bytes, bytes]], timeout_s: float = 300.0) -> Timing:
+    """Run a consume-process-commit loop (`step` does one batch and returns its size) over records of its own.
+
+    The loop's consumer group starts at the end of the ingest topic. Once its partitions are assigned (`ready`),
+    the warm-up records are published and consumed: first fetches, schema look-ups and registrations, the
+    producer's metadata for each output topic. Then, with the loop paused, the measured records are published, and
+    the clock runs from the first poll after that until the batch holding the last of them is committed.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if step() or time.monotonic() > deadline:
+            raise RuntimeError("the consumer was not ready in time, or consumed records before its start")
+    prefill(bench, warmup)
+    warm_start = time.perf_counter()
+    warm = _consume(step, len(warmup), deadline)
+    warm_s = time.perf_counter() - warm_start
+    prefill(bench, measured)
+    start = time.perf_counter()
+    done = _consume(step, len(measured), deadline)
+    return Timing(done, time.perf_counter() - start, warm, warm_s)
+
+
+def _consume(step: Callable[[], int], total: int, deadline: float) -> int:
+    done = 0
+    while done < total:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {done} of {total} records consumed in time")
+        done += step()
+    if done != total:
+        raise RuntimeError(f"consumed {done} records where {total} were published: another writer on the topic?")
+    return done

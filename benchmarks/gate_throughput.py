@@ -1,0 +1,191 @@
+"""Throughput on a pre-filled ingest topic: (a) raw passthrough, (b, c) the real gate, (d) a gate asking OPA per record.
+
+Every scenario consumes the same warm-up records and then the same measured records (published while it waits),
+with a consumer group of its own, runs one Kafka transaction per poll batch (up to 500 records) and is timed the
+same way (`gate_setup.timed`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.structs import OffsetAndMetadata
+
+from benchmarks.gate_setup import T1, Bench, Timing, committed_ends, count_committed, group, timed
+from broker.adapters.kafka_admin import create_topics
+from broker.adapters.kafka_control import ControlReader
+from broker.adapters.kafka_transactions import FETCH_MAX_WAIT_MS, RETRY_BACKOFF_MS, TransactionalStage
+from broker.adapters.registry_http import HttpSchemaRegistry
+from broker.domain import control
+from broker.domain.control import PolicyState
+from broker.domain.geography import load_la_table
+from broker.domain.jurisdiction import Unresolved, resolve_areas
+from broker.domain.plans import Plan, Projector, delivery_subject, projected_schema
+from broker.domain.pseudonyms import Pseudonymiser, subscriber_key
+from broker.local.toolchain import REPO_ROOT
+from broker.services.gate import REVISION_HEADER, SOURCE_HEADER
+from broker.services.gate_runtime import open_gate
+from broker.services.ingest import ingest_topic, load_stream_schemas
+from broker.services.planner import PLAN_RULE, SUBSCRIPTIONS_RULE
+from broker.services.serde import AvroDeserializer, AvroSerializer, SerializationContext
+
+PASSTHROUGH = "bench.passthrough"
+BATCH = 500
+
+
+def ingest_topics() -> list[str]:
+    """Every stream's ingest topic, as the gate subscribes (only T1's receive records here)."""
+    return [ingest_topic(stream) for stream in load_stream_schemas(REPO_ROOT / "schemas")]
+
+
+def result(scenario: str, timing: Timing, delivered: int, **extra: Any) -> dict[str, Any]:
+    consumed = timing.records + timing.warmup_records
+    return {"scenario": scenario, "records": timing.records, "seconds": round(timing.seconds, 3),
+            "records_per_s": round(timing.rate, 1), "warmup_records": timing.warmup_records,
+            "warmup_seconds": round(timing.warmup_seconds, 3), "delivered_incl_warmup": delivered,
+            "delivered_per_record": round(delivered / consumed, 3), **extra}
+
+
+def passthrough(bench: Bench, records: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """(a) kafka-python alone, configured as TransactionalStage configures it and subscribed to the same ingest
+    topics as the gate (only T1's hold records); values and keys copied unchanged to one topic."""
+    create_topics(bench.bootstrap, [PASSTHROUGH])
+    tid = "bench-passthrough"
+    consumer = KafkaConsumer(
+        bootstrap_servers=bench.bootstrap, group_id=group("a"), client_id=tid, enable_auto_commit=False,
+        isolation_level="read_committed", auto_offset_reset="latest", session_timeout_ms=6_000,
+        heartbeat_interval_ms=2_000, max_poll_records=BATCH, fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
+    consumer.subscribe(ingest_topics())
+    producer = KafkaProducer(
+        bootstrap_servers=bench.bootstrap, client_id=tid, transactional_id=tid, transaction_timeout_ms=10_000,
+        acks="all", enable_idempotence=True, linger_ms=5, batch_size=256 * 1024, retry_backoff_ms=RETRY_BACKOFF_MS)
+    producer.init_transactions()
+
+    def step() -> int:
+        batches = consumer.poll(timeout_ms=100)
+        if not batches:
+            return 0
+        producer.begin_transaction()
+        offsets, n = {}, 0
+        for tp, messages in batches.items():
+            for m in messages:
+                producer.send(PASSTHROUGH, value=m.value, key=m.key)
+            offsets[tp] = OffsetAndMetadata(messages[-1].offset + 1, "", -1)
+            n += len(messages)
+        producer.send_offsets_to_transaction(offsets, consumer.group_metadata())
+        producer.commit_transaction()
+        return n
+
+    def ready() -> bool:
+        assigned = consumer.assignment()
+        return bool(assigned) and all(consumer.position(tp) is not None for tp in assigned)
+
+    before = committed_ends(bench.bootstrap, [PASSTHROUGH])
+    try:
+        timing = timed(bench, step, ready, bench.warmup, records)
+    finally:
+        consumer.close()
+        producer.close()
+    return result("a-raw-passthrough", timing, count_committed(bench.bootstrap, before)[PASSTHROUGH])
+
+
+def real_gate(bench: Bench, scenario: str, records: list[tuple[bytes, bytes]], topics: list[str]) -> dict[str, Any]:
+    """(b, c) services.gate.Gate from open_gate, stepped on this thread, on the catalog applied last."""
+    settings = bench.settings(group(scenario), "latest")
+    before = committed_ends(bench.bootstrap, topics)
+    with open_gate(bench.gate_endpoints, settings, f"bench-{scenario}") as gate:
+        gate.start()
+        plans = sorted(d.topic for d in gate.deliveries.get(T1, ()))
+        timing = timed(bench, gate.step, gate.ready, bench.warmup, records)
+    by_topic = count_committed(bench.bootstrap, before)
+    return result(scenario, timing, sum(by_topic.values()), t1_plans=len(plans),
+                  delivered_by_topic=_short(by_topic))
+
+
+def _short(counts: dict[str, int]) -> dict[str, int]:
+    return {topic.removeprefix("deliver.").removesuffix(f".{T1}"): n for topic, n in counts.items()}
+
+
+class NaiveGate:
+    """(d) The gate's work without its plan cache: every record asks OPA for the plan of each subscription.
+
+    Decoding, row filter, projection, encoding, headers and transactions are as in services.gate; projectors and
+    serializers are cached per plan content (as the gate does), so the difference is the OPA round trip and
+    Plan.from_opa per record and subscription.
+    """
+
+    def __init__(self, bench: Bench, tid: str) -> None:
+        self.bench = bench
+        self.stage = TransactionalStage(bench.bootstrap, group("d"), ingest_topics(), tid, start_from="latest")
+        self.registry = HttpSchemaRegistry(bench.endpoints.registry_url)
+        self.decode = AvroDeserializer(self.registry, json.dumps(bench.schema))
+        self.la = load_la_table()
+        self.jurisdiction = [str(f) for f in bench.schema.get("accord.jurisdiction", [])]
+        self.secret = b"bench-naive-gate-pseudonym-secret"
+        self.built: dict[tuple[Any, ...], tuple[Projector, AvroSerializer]] = {}
+        reader = ControlReader(bench.bootstrap, client_id=f"{tid}-control")
+        try:
+            state = PolicyState()
+            for record in reader.read_to(reader.end_offset()):
+                state = control.apply(state, record.offset, record.key, record.value)
+        finally:
+            reader.close()
+        self.state = state
+        grants = [dict(g) for _, g in sorted(state.grants.items())]
+        self.subscriptions = bench.engine.evaluate(SUBSCRIPTIONS_RULE, {"stream": T1, "grants": grants})
+
+    def close(self) -> None:
+        self.stage.close()
+        self.registry.close()
+
+    def step(self) -> int:
+        records = self.stage.poll(0.1)
+        if not records:
+            return 0
+        self.stage.begin()
+        for record in records:
+            value = self.decode(record.value, SerializationContext(record.topic))
+            assert value is not None
+            areas = resolve_areas(value, self.jurisdiction, self.la)
+            if isinstance(areas, Unresolved):
+                continue
+            source = f"{record.topic}/{record.partition}/{record.offset}".encode()
+            now = dt.datetime.now(dt.UTC)
+            for entry in self.subscriptions:
+                request = self.state.plan_input(entry["subscriber"], entry["role"], T1, entry["purpose"], now)
+                plan = Plan.from_opa(self.bench.engine.evaluate(PLAN_RULE, request))
+                if not plan.allow or areas.isdisjoint(plan.areas):
+                    continue
+                project, encode = self._built(plan)
+                payload = encode(project(value), SerializationContext(plan.topic))
+                self.stage.send(plan.topic, payload, key=record.key,
+                                headers=[(SOURCE_HEADER, source), (REVISION_HEADER, plan.revision.encode())])
+        self.stage.commit(records)
+        return len(records)
+
+    def _built(self, plan: Plan) -> tuple[Projector, AvroSerializer]:
+        key = (plan.subscriber, plan.role, plan.fields, plan.agreements)
+        built = self.built.get(key)
+        if built is None:
+            create_topics(self.bench.bootstrap, [plan.topic])
+            self.registry.set_compatibility(delivery_subject(plan.topic), "NONE")  # as the gate does
+            pseudonymise = Pseudonymiser(subscriber_key(self.secret, plan.subscriber), T1)
+            project = Projector(plan, self.bench.schema, pseudonymise=pseudonymise,
+                                today=lambda: dt.datetime.now(dt.UTC).date())
+            schema = projected_schema(self.bench.schema, plan)
+            built = self.built[key] = (project, AvroSerializer(self.registry, json.dumps(schema)))
+        return built
+
+
+def naive_gate(bench: Bench, records: list[tuple[bytes, bytes]], topics: list[str]) -> dict[str, Any]:
+    before = committed_ends(bench.bootstrap, topics)
+    naive = NaiveGate(bench, "bench-naive")
+    try:
+        timing = timed(bench, naive.step, naive.stage.ready, bench.warmup, records)
+    finally:
+        naive.close()
+    delivered = sum(count_committed(bench.bootstrap, before).values())
+    return result("d-naive-opa-per-record", timing, delivered, opa_calls_per_record=len(naive.subscriptions))

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -112,7 +113,10 @@ class Gate:
         self._next_replan = self._clock()
         self._dirty = False
         self._pending_ms: int | None = None
+        self._tally: Counter[tuple[str, str]] = Counter()
         self._stream_of = {ingest_topic(s): s for s in parts.schemas}
+        self._jurisdiction = {s: [str(f) for f in schema.get("accord.jurisdiction", [])]
+                              for s, schema in parts.schemas.items()}
         self._decode = {s: AvroDeserializer(parts.registry, json.dumps(schema)) for s, schema in parts.schemas.items()}
 
     @property
@@ -173,8 +177,13 @@ class Gate:
                 self._route(record)
             self._p.stage.commit(records)
         except BaseException:
+            self._tally.clear()  # the batch is consumed again: count it then
             self._p.stage.abort()
             raise
+        # Counted per batch, after the commit: a metric label lookup per record costs as much as a row filter.
+        for (stream, outcome), n in self._tally.items():
+            self._counters.records(stream, outcome, n)
+        self._tally.clear()
         return len(records)
 
     def run(self, should_stop: Callable[[], bool], on_error: Callable[[Exception], None] | None = None) -> None:
@@ -197,7 +206,7 @@ class Gate:
         if value is None:
             self._quarantine(stream, record, AVRO_DECODE, "", "the record has no value")
             return
-        areas = resolve_areas(value, self._jurisdiction(stream), self._p.la_table)
+        areas = resolve_areas(value, self._jurisdiction[stream], self._p.la_table)
         if isinstance(areas, Unresolved):
             self._quarantine(stream, record, UNRESOLVED, areas.field, areas.reason)
             return
@@ -211,10 +220,7 @@ class Gate:
                                headers=[(SOURCE_HEADER, source), (REVISION_HEADER, delivery.revision),
                                         (WORKER_HEADER, self._worker_bytes)])
             delivered += 1
-        self._counters.records(stream, "delivered" if delivered else "no-subscriber", 1)
-
-    def _jurisdiction(self, stream: str) -> list[str]:
-        return [str(f) for f in self._p.schemas[stream].get("accord.jurisdiction", [])]
+        self._tally[(stream, "delivered" if delivered else "no-subscriber")] += 1
 
     def _quarantine(self, stream: str, record: Record, rule: str, field: str, message: str) -> None:
         source = {"kind": "gate", "topic": record.topic, "partition": record.partition, "offset": record.offset}
@@ -224,14 +230,14 @@ class Gate:
                    ("accord.quarantine.reasons", b"1"),
                    ("accord.quarantine.source-offset", str(record.offset).encode())]
         self._p.stage.send(quarantine_topic(stream), json.dumps(body).encode(), key=record.key, headers=headers)
-        self._counters.records(stream, "quarantined", 1)
+        self._tally[(stream, "quarantined")] += 1
 
     # -- planning ----------------------------------------------------------------------------------
     def _replan(self, now: dt.datetime) -> None:
         deliveries: dict[str, list[Delivery]] = {}
         expiries: list[dt.datetime] = []
-        for stream in self._p.schemas:
-            plans = _one_per_topic([p for p in self._p.planner.plans(self.state, stream, now) if p.allow])
+        for stream, all_plans in self._p.planner.plans_by_stream(self.state, list(self._p.schemas), now).items():
+            plans = _one_per_topic([p for p in all_plans if p.allow])
             deliveries[stream] = [self._delivery(stream, plan) for plan in plans]
             expiries.extend(p.expiry for p in plans if p.expiry is not None)
         new_topics = sorted({d.topic for ds in deliveries.values() for d in ds} - self._topics)

@@ -27,10 +27,20 @@ class Planner:
         self._engine = engine
         self._policies = dict(policies or {})
 
+    def plans_by_stream(self, state: PolicyState, streams: list[str], now: dt.datetime) -> dict[str, list[Plan]]:
+        """Every stream's plans, with the engine's catalog checked once rather than once per stream."""
+        if state.catalog is None:
+            return {stream: [] for stream in streams}
+        self.ensure_catalog(state)
+        return {stream: self._plans(state, stream, now) for stream in streams}
+
     def plans(self, state: PolicyState, stream: str, now: dt.datetime) -> list[Plan]:
         if state.catalog is None:
             return []
         self.ensure_catalog(state)
+        return self._plans(state, stream, now)
+
+    def _plans(self, state: PolicyState, stream: str, now: dt.datetime) -> list[Plan]:
         grants = [dict(g) for _, g in sorted(state.grants.items())]
         subscriptions = self._engine.evaluate(SUBSCRIPTIONS_RULE, {"stream": stream, "grants": grants}) or []
         plans = [self._plan(state, stream, entry, now) for entry in _entries(subscriptions)]

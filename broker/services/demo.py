@@ -26,7 +26,7 @@ from broker.services.deliveries import DeliveryReader
 from broker.services.gate_runtime import GateEndpoints, GateThread
 from broker.services.ingest import read_quarantine
 from broker.services.policies import load_policies
-from broker.services.serde import AvroSerializer, SerializationContext
+from broker.services.steady_publisher import publish_steadily
 from broker.services.synthetic import positive_tests
 
 STREAM = "ukhsa.positive-tests"
@@ -134,7 +134,10 @@ def _revoke_live(endpoints: Endpoints, reader: DeliveryReader, writer: ControlWr
                            prefix=f"R{uuid.uuid4().hex[:5].upper()}")
     sent_at: dict[str, float] = {}
     stop = threading.Event()
-    publisher = threading.Thread(target=_stream, args=(endpoints, cases, sent_at, stop), daemon=True)
+    publisher = threading.Thread(target=publish_steadily, daemon=True, kwargs={
+        "bootstrap": endpoints.kafka_bootstrap, "registry_url": endpoints.registry_url, "stream": STREAM,
+        "records": cases, "pause_s": 0.01, "key_field": "utla", "sent_at": sent_at, "stop": stop,
+        "client_id": "accord-demo-publisher"})
     publisher.start()
     try:
         time.sleep(1.5)
@@ -157,24 +160,3 @@ def _revoke_live(endpoints: Endpoints, reader: DeliveryReader, writer: ControlWr
         f"of them {len(leaked)} published after it was acknowledged; then reinstated")
     return {"latency_ms": latency_ms, "published": len(sent_at), "published_before": len(before),
             "delivered": len(got), "delivered_after_revocation": len(leaked)}
-
-
-def _stream(endpoints: Endpoints, cases: list[dict[str, Any]], sent_at: dict[str, float],
-            stop: threading.Event) -> None:
-    from broker.adapters.registry_http import HttpSchemaRegistry
-
-    schema = (REPO_ROOT / "schemas" / f"{STREAM}.avsc").read_text()
-    registry = HttpSchemaRegistry(endpoints.registry_url)
-    encode = AvroSerializer(registry, schema)
-    log = KafkaLog(endpoints.kafka_bootstrap, client_id="accord-demo-publisher")
-    try:
-        for case in cases:
-            if stop.is_set():
-                break
-            payload = encode(case, SerializationContext(f"ingest.{STREAM}"))
-            sent_at[case["specimen_id"]] = time.time()
-            log.publish(f"ingest.{STREAM}", payload or b"", key=case["utla"].encode())
-            time.sleep(0.01)
-    finally:
-        log.close()
-        registry.close()

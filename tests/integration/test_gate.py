@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
@@ -16,12 +15,11 @@ from broker.adapters.kafka_log import KafkaLog
 from broker.adapters.opa import OpaPolicyEngine
 from broker.config import Settings
 from broker.local.stack import Endpoints
-from broker.local.toolchain import REPO_ROOT
 from broker.services import policy_changes
 from broker.services.api_runtime import open_ingest
 from broker.services.gate_runtime import GateEndpoints, GateThread
 from broker.services.ingest import quarantine_topic, read_quarantine
-from broker.services.serde import AvroSerializer, SerializationContext
+from broker.services.steady_publisher import publish_steadily
 from broker.services.synthetic import positive_tests
 from tests.integration.gate_support import T1, Receiver, end_offsets, specimen_day, topic_for
 
@@ -180,7 +178,11 @@ def test_revocation_stops_delivery_within_a_second(services: Endpoints, gate: Ga
     start = end_offsets(services.kafka_bootstrap, WATCHED)
     sent_at: dict[str, float] = {}
     stop = threading.Event()
-    publisher = threading.Thread(target=_publish_steadily, args=(services, cases, sent_at, stop), daemon=True)
+    # about 200 records/s straight onto the ingest topic, as a Kafka-client publisher would
+    publisher = threading.Thread(target=publish_steadily, daemon=True, kwargs={
+        "bootstrap": services.kafka_bootstrap, "registry_url": services.registry_url, "stream": T1,
+        "records": cases, "pause_s": 0.005, "key_field": "utla", "sent_at": sent_at, "stop": stop,
+        "client_id": "test-publisher"})
     writer = ControlWriter(services.kafka_bootstrap)
     log = KafkaLog(services.kafka_bootstrap)
     try:
@@ -209,29 +211,6 @@ def test_revocation_stops_delivery_within_a_second(services: Endpoints, gate: Ga
     assert after, "no record was published after the revocation"
     leaked = [r["specimen_id"] for r, _ in delivered if sent_at[r["specimen_id"]] > acked_at]
     assert leaked == [], f"{len(leaked)} records published after the revocation were delivered under it"
-
-
-def _publish_steadily(services: Endpoints, cases: list[dict[str, Any]], sent_at: dict[str, float],
-                      stop: threading.Event) -> None:
-    """About 200 records/s straight onto the ingest topic, as a Kafka-client publisher would."""
-    from broker.adapters.registry_http import HttpSchemaRegistry
-
-    schema = json.loads((REPO_ROOT / "schemas" / f"{T1}.avsc").read_text())
-    registry = HttpSchemaRegistry(services.registry_url)
-    encode = AvroSerializer(registry, json.dumps(schema))
-    log = KafkaLog(services.kafka_bootstrap, client_id="test-publisher")
-    try:
-        for case in cases:
-            if stop.is_set():
-                return
-            payload = encode(case, SerializationContext(f"ingest.{T1}"))
-            assert payload is not None
-            sent_at[case["specimen_id"]] = time.time()
-            log.publish(f"ingest.{T1}", payload, key=case["utla"].encode())
-            time.sleep(0.005)
-    finally:
-        log.close()
-        registry.close()
 
 
 def test_declared_emergency_level_changes_plans_on_the_live_stream(

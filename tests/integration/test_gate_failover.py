@@ -11,13 +11,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from broker.adapters.kafka_log import KafkaLog
-from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.local import processes
 from broker.local.python_service import PythonService
 from broker.local.stack import Endpoints
-from broker.local.toolchain import REPO_ROOT
-from broker.services.serde import AvroSerializer, SerializationContext
+from broker.services.steady_publisher import publish_steadily
 from broker.services.synthetic import spread
 from tests.integration.gate_support import T1, Receiver, end_offsets, specimen_day, topic_for
 
@@ -42,14 +39,15 @@ def test_killing_a_worker_mid_stream_loses_and_duplicates_nothing(
             worker.start(env | {"ACCORD_GATE_WORKER_ID": f"failover-{name}"}, timeout_s=60, probe="/health")
         _wait_for_rebalance(workers)
         start = end_offsets(services.kafka_bootstrap, topics)
-        killed = threading.Event()
-        publisher = threading.Thread(target=_publish, args=(services, cases, killed), daemon=True)
+        # about 250 records/s, keyed by area so every partition carries traffic
+        publisher = threading.Thread(target=publish_steadily, daemon=True, kwargs={
+            "bootstrap": services.kafka_bootstrap, "registry_url": services.registry_url, "stream": T1,
+            "records": cases, "pause_s": 0.004, "key_field": "ltla", "client_id": "test-failover-publisher"})
         publisher.start()
         time.sleep(2.0)
         pid = processes.read_pid(workers[0].pid_file)
         assert pid is not None
         os.kill(pid, signal.SIGKILL)  # mid-stream: its open transaction is never committed
-        killed.set()
         publisher.join(timeout=60)
         delivered = _delivered(services, topics, start, prefix, len(cases))
     finally:
@@ -67,21 +65,6 @@ def _wait_for_rebalance(workers: list[PythonService], settle_s: float = 3.0) -> 
     # Both answer /health once planned and assigned; give the group a moment to settle its second rebalance.
     assert all(w.running() for w in workers)
     time.sleep(settle_s)
-
-
-def _publish(services: Endpoints, cases: list[dict[str, Any]], killed: threading.Event) -> None:
-    """About 250 records/s onto the ingest topic, keyed by area so every partition carries traffic."""
-    registry = HttpSchemaRegistry(services.registry_url)
-    encode = AvroSerializer(registry, (REPO_ROOT / "schemas" / f"{T1}.avsc").read_text())
-    log = KafkaLog(services.kafka_bootstrap, client_id="test-failover-publisher")
-    try:
-        for case in cases:
-            payload = encode(case, SerializationContext(f"ingest.{T1}"))
-            log.publish(f"ingest.{T1}", payload or b"", key=case["ltla"].encode())
-            time.sleep(0.004)
-    finally:
-        log.close()
-        registry.close()
 
 
 def _delivered(services: Endpoints, topics: list[str], start: dict[str, int], prefix: str, want: int

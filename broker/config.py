@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     opa_url: str | None = None
     registry_url: str | None = None
     api_url: str | None = None
+    governance_url: str | None = None
+    governance_tick_s: float = 1.0
     max_request_bytes: int = 1_048_576
     kafka_version: str = KAFKA_VERSION
     opa_version: str = OPA_VERSION

@@ -6,6 +6,8 @@
     ├── NotFoundError          a stream, subject or other named thing does not exist
     ├── SerdeError             bytes that are not a valid Confluent-framed Avro record,
     │                          or a record that does not fit its schema
+    ├── GovernanceError        a dispute or declaration command breaks the rules (bad move, no reason)
+    │   └── NotAuthorisedError the acting body and role may not do this
     └── ServiceError           a service Accord runs or talks to failed
         ├── ServiceStartError  Kafka or OPA did not come up (carries the last lines of its log)
         ├── PolicyEngineError  OPA refused a policy, data or query
@@ -51,6 +53,14 @@ class ServiceStartError(ServiceError):
 
 class PolicyEngineError(ServiceError):
     """OPA refused a policy, a data document or a query."""
+
+
+class GovernanceError(AccordError):
+    """A dispute, decision or declaration that the governance rules refuse; the message says which rule."""
+
+
+class NotAuthorisedError(GovernanceError):
+    """The acting body and role may not take this step (not a decider of the tier, a party, not a declarer)."""
 
 
 class SerdeError(AccordError):

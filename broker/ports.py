@@ -38,3 +38,10 @@ class SchemaRegistry(Protocol):
 
     def set_compatibility(self, subject: str, mode: str) -> None:
         """Set the subject's compatibility mode (e.g. NONE), as PUT /config/{subject} does."""
+
+
+class Notifier(Protocol):
+    """Tells a body about a governance event (webhooks); queued, so a slow receiver never holds up a decision."""
+
+    def notify(self, body: str, notification: Mapping[str, Any]) -> None:
+        """Queue `notification` (JSON-able, with at least "event_id" and "type") for `body`; never blocks or raises."""

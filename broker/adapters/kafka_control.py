@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +13,10 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
 from broker.adapters.kafka_admin import create_topics
-from broker.errors import ServiceError
+from broker.domain.control import PolicyState, apply
+from broker.errors import PolicyEngineError, ServiceError
+
+log = logging.getLogger(__name__)
 
 CONTROL_TOPIC = "_accord.control"
 STATUS_TOPIC = "_accord.gate-status"
@@ -86,3 +91,24 @@ class ControlWriter:
 
     def close(self) -> None:
         self._producer.close()
+
+
+class ControlView:
+    """The control topic folded into a PolicyState, read to its end each time `current()` is asked."""
+
+    def __init__(self, bootstrap: str, client_id: str = "accord-control-view") -> None:
+        self._reader = ControlReader(bootstrap, client_id=client_id)
+        self._state = PolicyState()
+        self._lock = threading.Lock()
+
+    def current(self) -> PolicyState:
+        with self._lock:
+            for record in self._reader.read_to(self._reader.end_offset()):
+                try:
+                    self._state = apply(self._state, record.offset, record.key, record.value)
+                except PolicyEngineError as exc:
+                    log.error("control record skipped: %s", exc)
+            return self._state
+
+    def close(self) -> None:
+        self._reader.close()

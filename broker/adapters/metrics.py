@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import Counter, Histogram, make_asgi_app
+from prometheus_client import Counter, Gauge, Histogram, generate_latest, make_asgi_app
 
 INGEST_RECORDS = Counter(
     "accord_ingest_records_total", "Records offered for ingest, by stream and outcome (accepted or quarantined).",
@@ -41,3 +41,38 @@ class PrometheusGateCounters:
 
     def enforced(self, seconds: float) -> None:
         GATE_ENFORCEMENT.observe(seconds)
+
+
+DISPUTE_DECISION = Histogram(
+    "accord_dispute_time_to_decision_seconds",
+    "Time from a dispute being raised to its decision or decisive default (governance clock), by how it ended.",
+    ["how", "outcome"],
+    buckets=(60, 600, 3600, 2 * 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400, 7 * 86400, 14 * 86400, 30 * 86400),
+)
+DISPUTE_ENFORCEMENT = Histogram(
+    "accord_dispute_decision_to_enforcement_seconds",
+    "Time from a decision to its policy change being on the control topic (gates then apply it; see "
+    "accord_gate_enforcement_seconds).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+DISPUTES_OPEN = Gauge("accord_disputes_open", "Disputes awaiting a decision, by ladder tier.", ["tier"])
+
+
+class PrometheusGovernanceMetrics:
+    def decided(self, dispute: Any) -> None:
+        if dispute.decided_at is None or dispute.decision is None:
+            return
+        how = "decided" if dispute.decision.get("by") else "defaulted"
+        DISPUTE_DECISION.labels(how=how, outcome=str(dispute.decision.get("outcome"))).observe(
+            (dispute.decided_at - dispute.raised_at).total_seconds())
+
+    def enforced(self, dispute: Any, seconds: float) -> None:
+        DISPUTE_ENFORCEMENT.observe(seconds)
+
+    def open_by_tier(self, counts: Any) -> None:
+        for tier, count in counts.items():
+            DISPUTES_OPEN.labels(tier=tier).set(count)
+
+
+def metrics_text() -> bytes:
+    return generate_latest()

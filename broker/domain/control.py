@@ -38,14 +38,20 @@ class PolicyState:
 
     @property
     def emergency_level(self) -> str:
-        """The national level; regional declarations arrive with the governance service."""
+        """The national level."""
         return self.emergency.get("national", "normal")
+
+    def level_for(self, subscriber: str) -> str:
+        """The highest of the national level and the levels declared for the subscriber's regions (E12)."""
+        body = ((self.catalog or {}).get("bodies") or {}).get(subscriber) or {}
+        levels = [self.emergency_level, *(self.emergency.get(str(r), "normal") for r in body.get("regions") or ())]
+        return max(levels, key=LEVELS.index)
 
     def plan_input(self, subscriber: str, role: str, stream: str, purpose: str, now: dt.datetime) -> dict[str, Any]:
         """The request OPA's `accord.plans.plan` answers for one subscription at `now`."""
         return {
             "subscriber": subscriber, "role": role, "stream": stream, "purpose": purpose,
-            "time": rfc3339(now), "emergency_level": self.emergency_level,
+            "time": rfc3339(now), "emergency_level": self.level_for(subscriber),
             "revoked": sorted(self.revoked), "grants": [dict(g) for _, g in sorted(self.grants.items())],
             "state_revision": self.offset,
         }

@@ -32,10 +32,12 @@ class Endpoints:
     opa_url: str
     registry_url: str
     api_url: str
+    governance_url: str
 
     def env_lines(self) -> list[str]:
         return [f"ACCORD_KAFKA_BOOTSTRAP={self.kafka_bootstrap}", f"ACCORD_OPA_URL={self.opa_url}",
-                f"ACCORD_REGISTRY_URL={self.registry_url}", f"ACCORD_API_URL={self.api_url}"]
+                f"ACCORD_REGISTRY_URL={self.registry_url}", f"ACCORD_API_URL={self.api_url}",
+                f"ACCORD_GOVERNANCE_URL={self.governance_url}"]
 
 
 class LocalStack:
@@ -49,6 +51,7 @@ class LocalStack:
         self.registry = PythonService("registry", self.root / "registry")
         self.api = PythonService("api", self.root / "api")
         self.gate = PythonService("gate", self.root / "gate")
+        self.governance = PythonService("governance", self.root / "governance")
         self.state_file = self.root / "endpoints.json"
 
     # -- state -------------------------------------------------------------------------------
@@ -72,12 +75,13 @@ class LocalStack:
 
     def _running(self) -> dict[str, bool]:
         return {"kafka_bootstrap": self._kafka_running(), "opa_url": self._opa_running(),
-                "registry_url": self.registry.running(), "api_url": self.api.running()}
+                "registry_url": self.registry.running(), "api_url": self.api.running(),
+                "governance_url": self.governance.running()}
 
     def _external(self) -> dict[str, str | None]:
         s = self.settings
         return {"kafka_bootstrap": s.kafka_bootstrap, "opa_url": s.opa_url, "registry_url": s.registry_url,
-                "api_url": s.api_url}
+                "api_url": s.api_url, "governance_url": s.governance_url}
 
     # -- commands ----------------------------------------------------------------------------
     def up(self) -> Endpoints:
@@ -100,6 +104,9 @@ class LocalStack:
             env["ACCORD_REGISTRY_URL"] = known["registry_url"]
             known["api_url"] = self.api.start(env, s.start_timeout_s, probe="/health")
             self._record(api_url=known["api_url"])
+        if "governance_url" not in known:
+            known["governance_url"] = self.governance.start(env, s.start_timeout_s, probe="/health")
+            self._record(governance_url=known["governance_url"])
         if self._local_gate() and not self.gate.running():
             env |= {"ACCORD_REGISTRY_URL": known["registry_url"], "ACCORD_STATE_DIR": str(self.root)}
             self._record(gate_url=self.gate.start(env, s.start_timeout_s, probe="/health"))
@@ -124,6 +131,7 @@ class LocalStack:
     def status(self) -> list[ServiceState]:
         return [self._kafka_state(), self._http_state("opa", "opa_url", "/health"),
                 self._http_state("registry", "registry_url", "/"), self._http_state("api", "api_url", "/health"),
+                self._http_state("governance", "governance_url", "/health"),
                 *([self._gate_state()] if self._local_gate() else [])]
 
     def _local_gate(self) -> bool:
@@ -140,7 +148,8 @@ class LocalStack:
                             "answering" if ok else "not answering")
 
     def _pid_file(self, name: str) -> Path:
-        return {"opa": self.opa.pid_file, "registry": self.registry.pid_file, "api": self.api.pid_file}[name]
+        return {"opa": self.opa.pid_file, "registry": self.registry.pid_file, "api": self.api.pid_file,
+                "governance": self.governance.pid_file}[name]
 
     def _kafka_state(self) -> ServiceState:
         if self.settings.kafka_bootstrap:
@@ -176,7 +185,7 @@ class LocalStack:
 
     def down(self, wipe: bool = False) -> list[str]:
         """Stop the services this state directory started; with `wipe`, delete their data too."""
-        stopped = [svc.name for svc in (self.gate, self.api, self.registry) if svc.stop()]
+        stopped = [svc.name for svc in (self.gate, self.governance, self.api, self.registry) if svc.stop()]
         if processes.stop(processes.read_pid(self.opa.pid_file), opa_server.MARKER):
             stopped.append("opa")
         if processes.stop(processes.read_pid(self.kafka.pid_file), kafka_server.MARKER):

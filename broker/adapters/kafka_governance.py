@@ -1,0 +1,87 @@
+"""The governance topic on Kafka: disputes, approvals, comments and declarations as JSON events, the source of truth.
+
+One partition keeps one order. Each command's events go in one Kafka transaction together with their copies on
+the audit topic, so a crash never leaves half a command; a fixed transactional id fences a second writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
+
+from broker.adapters.kafka_admin import create_topics
+from broker.errors import ServiceError
+
+GOVERNANCE_TOPIC = "_accord.governance"
+AUDIT_TOPIC = "_accord.audit"
+
+
+def ensure_governance_topics(bootstrap: str, topic: str = GOVERNANCE_TOPIC, audit_topic: str = AUDIT_TOPIC) -> None:
+    for name in (topic, audit_topic):
+        create_topics(bootstrap, [name], partitions=1,
+                      configs={"retention.ms": "-1", "retention.bytes": "-1", "min.insync.replicas": "1"})
+
+
+class KafkaGovernanceLog:
+    """Appends events transactionally and reads them back in order, read_committed."""
+
+    def __init__(self, bootstrap: str, topic: str = GOVERNANCE_TOPIC, audit_topic: str = AUDIT_TOPIC,
+                 transactional_id: str = "accord-governance") -> None:
+        self._topic, self._audit = topic, audit_topic
+        self._tp = TopicPartition(topic, 0)
+        self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id=f"{transactional_id}-reader",
+                                       group_id=None, enable_auto_commit=False, isolation_level="read_committed")
+        self._consumer.assign([self._tp])
+        self._consumer.seek_to_beginning(self._tp)
+        self._producer = KafkaProducer(bootstrap_servers=bootstrap, client_id=transactional_id,
+                                       transactional_id=transactional_id, acks="all", enable_idempotence=True,
+                                       linger_ms=0, retry_backoff_ms=20)
+        try:
+            self._producer.init_transactions()
+        except KafkaError as exc:
+            raise ServiceError(f"could not start the governance writer {transactional_id!r}: {exc}") from exc
+
+    def append(self, events: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Append `events` atomically; their offsets on the governance topic."""
+        try:
+            self._producer.begin_transaction()
+            futures = []
+            for event in events:
+                key = str(event.get("dispute") or event.get("type")).encode()
+                payload = json.dumps(event, sort_keys=True).encode()
+                futures.append(self._producer.send(self._topic, key=key, value=payload))
+                self._producer.send(self._audit, key=b"governance", value=payload)
+            self._producer.commit_transaction()
+            return [int(f.get(timeout=30).offset) for f in futures]
+        except KafkaError as exc:
+            self._abort()
+            raise ServiceError(f"appending to {self._topic} failed, nothing was written: {exc}") from exc
+
+    def _abort(self) -> None:
+        with contextlib.suppress(KafkaError):
+            self._producer.abort_transaction()
+
+    def read_new(self, timeout_s: float = 10.0) -> list[tuple[int, dict[str, Any]]]:
+        """Every committed event not read yet, up to the topic's current end."""
+        try:
+            end = int(self._consumer.end_offsets([self._tp])[self._tp])
+            events: list[tuple[int, dict[str, Any]]] = []
+            deadline = time.monotonic() + timeout_s
+            while self._consumer.position(self._tp) < end:
+                if time.monotonic() > deadline:
+                    raise ServiceError(f"{self._topic} was not read to offset {end} within {timeout_s:.0f}s")
+                for batch in self._consumer.poll(timeout_ms=50).values():
+                    events.extend((m.offset, json.loads(m.value)) for m in batch if m.value is not None)
+            return events
+        except KafkaError as exc:
+            raise ServiceError(f"reading {self._topic} failed: {exc}") from exc
+
+    def close(self) -> None:
+        self._consumer.close()
+        self._producer.close()

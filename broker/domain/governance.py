@@ -1,0 +1,108 @@
+"""Governance state folded from the governance topic: disputes, emergency declarations, webhooks and the grants
+and revocations that decisions put into force. Events are JSON objects:
+
+    {"event_id": "...", "type": "raised", "dispute": "d-...", "at": "<RFC 3339>", "actor": {body, role, person} | null,
+     "data": {...}}
+
+Decisions, defaults and break-glass carry their policy effect in `data`: `grant` (an agreement-shaped grant with an
+`id`), `revoke_grants` and `revoke_agreements`; declarations carry `scope` and `level`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any
+
+from broker.domain.disputes import Dispute, fold, stamp
+from broker.domain.ladder import LEVELS, Actor, higher
+from broker.errors import GovernanceError
+
+NATIONAL = "national"
+STATE_EVENTS = ("emergency-declared", "emergency-lifted", "webhook-registered", "break-glass")
+
+
+def _empty() -> Mapping[str, Any]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class GovernanceState:
+    """Everything the governance topic says, up to `offset` (the next offset to apply)."""
+
+    disputes: Mapping[str, Dispute] = field(default_factory=_empty)
+    emergency: Mapping[str, Mapping[str, Any]] = field(default_factory=_empty)   # scope → declaration
+    webhooks: Mapping[str, str] = field(default_factory=_empty)                   # body → URL
+    grants: Mapping[str, Mapping[str, Any]] = field(default_factory=_empty)      # grant id → grant in force
+    revocations: Mapping[str, Mapping[str, Any]] = field(default_factory=_empty)  # agreement id → why
+    offset: int = 0
+
+    def level(self, scope: str) -> str:
+        declaration = self.emergency.get(scope)
+        return "normal" if declaration is None else str(declaration["level"])
+
+    def level_for(self, regions: Iterable[str]) -> str:
+        """The level that applies to a body in `regions`: the highest of the national and its regions' levels."""
+        level = self.level(NATIONAL)
+        for region in regions:
+            level = higher(level, self.level(region))
+        return level
+
+    def dispute(self, ident: str) -> Dispute:
+        try:
+            return self.disputes[ident]
+        except KeyError:
+            raise GovernanceError(f"no dispute {ident!r}; `accord dispute list` shows the disputes") from None
+
+
+def apply(state: GovernanceState, offset: int, event: Mapping[str, Any]) -> GovernanceState:
+    """The state after the governance event at `offset`."""
+    after = replace(state, offset=max(state.offset, offset + 1))
+    kind = event.get("type")
+    data: Mapping[str, Any] = event.get("data") or {}
+    if kind == "emergency-declared":
+        return replace(after, emergency=_with(state.emergency, str(data["scope"]), {**data, "at": event["at"]}))
+    if kind == "emergency-lifted":
+        return replace(after, emergency=_with(state.emergency, str(data["scope"]), None))
+    if kind == "webhook-registered":
+        return replace(after, webhooks=_with(state.webhooks, str(data["body"]), data.get("url")))
+    if event.get("dispute") is not None:
+        ident = str(event["dispute"])
+        after = replace(after, disputes=_with(state.disputes, ident, fold(state.disputes.get(ident), event)))
+    return _effects(after, data)
+
+
+def _effects(state: GovernanceState, data: Mapping[str, Any]) -> GovernanceState:
+    grants = state.grants
+    if data.get("grant") is not None:
+        grants = _with(grants, str(data["grant"]["id"]), data["grant"])
+    for ident in data.get("revoke_grants") or ():
+        grants = _with(grants, str(ident), None)
+    revocations = state.revocations
+    for ident in data.get("revoke_agreements") or ():
+        revocations = _with(revocations, str(ident), {"reason": data.get("reason", "")})
+    return replace(state, grants=grants, revocations=revocations)
+
+
+def _with(current: Mapping[str, Any], key: str, value: Any) -> Mapping[str, Any]:
+    updated = dict(current)
+    if value is None:
+        updated.pop(key, None)
+    else:
+        updated[key] = value
+    return MappingProxyType(updated)
+
+
+def new_event(kind: str, dispute: str | None, at: Any, actor: Actor | None, data: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "event_id": uuid.uuid4().hex, "type": kind, "dispute": dispute, "at": stamp(at),
+        "actor": None if actor is None else actor.to_json(), "data": dict(data),
+    }
+
+
+def check_level(level: str) -> str:
+    if level not in LEVELS:
+        raise GovernanceError(f"emergency level {level!r} is not one of {', '.join(LEVELS)}")
+    return level

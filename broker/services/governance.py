@@ -1,0 +1,295 @@
+"""The governance service: disputes and declarations as commands over the governance topic, enforced on the
+control topic. State is rebuilt from the topic at start; `tick()` fires deadlines and finishes any enforcement a
+crash interrupted. One writer at a time (the governance log's transactional id fences a second)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+from broker.domain import adjudication, escalation
+from broker.domain.adjudication import Context, Decision, DisputeRequest
+from broker.domain.control import EMERGENCY_PREFIX, GRANT_PREFIX, REVOCATION_PREFIX, PolicyState
+from broker.domain.disputes import Dispute, stamp
+from broker.domain.governance import GovernanceState, apply, new_event
+from broker.domain.ladder import Actor, Ladder
+from broker.errors import ConfigError, GovernanceError, NotAuthorisedError
+from broker.ports import Notifier
+from broker.services.policy_changes import ControlAppender
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], dt.datetime]
+
+
+class GovernanceLog(Protocol):
+    def append(self, events: Sequence[Mapping[str, Any]]) -> list[int]: ...
+
+    def read_new(self, timeout_s: float = ...) -> list[tuple[int, dict[str, Any]]]: ...
+
+
+class GovernanceMetrics(Protocol):
+    def decided(self, dispute: Dispute) -> None: ...
+
+    def enforced(self, dispute: Dispute, seconds: float) -> None: ...
+
+    def open_by_tier(self, counts: Mapping[str, int]) -> None: ...
+
+
+class PolicyView(Protocol):
+    """The control topic as folded so far (the applied catalog, grants and levels), read to its end on demand."""
+
+    def current(self) -> PolicyState: ...
+
+
+class Governance:
+    def __init__(self, log: GovernanceLog, control: ControlAppender, policy: PolicyView, clock: Clock,
+                 notifier: Notifier, metrics: GovernanceMetrics | None = None) -> None:
+        self._log, self._control, self._policy, self._clock = log, control, policy, clock
+        self._notifier, self._metrics = notifier, metrics
+        self._state = GovernanceState()
+        self._lock = threading.RLock()
+
+    # -- state ------------------------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> GovernanceState:
+        return self._state
+
+    def start(self) -> list[dict[str, Any]]:
+        """Rebuild from the topic, put back any policy effect a crash left unwritten, then fire what is due."""
+        with self._lock:
+            self._catch_up()
+            self._reconcile()
+            return self.tick()
+
+    def _catch_up(self) -> None:
+        for offset, event in self._log.read_new():
+            self._apply(offset, event)
+
+    def _apply(self, offset: int, event: Mapping[str, Any]) -> None:
+        if offset < self._state.offset:
+            return      # appended by this service and applied then; now read back from the topic
+        try:
+            self._state = apply(self._state, offset, event)
+        except (GovernanceError, KeyError, TypeError, ValueError) as exc:
+            log.error("governance event at offset %d skipped: %s", offset, exc)
+
+    def context(self) -> Context:
+        policy = self._policy.current()
+        if policy.catalog is None:
+            raise ConfigError("no catalog has been applied; run `accord catalog apply` first")
+        return Context(self._state, policy.catalog, Ladder.from_catalog(policy.catalog), self._clock())
+
+    # -- commands ---------------------------------------------------------------------------------------------
+
+    def raise_dispute(self, actor: Actor, request: DisputeRequest) -> Dispute:
+        ident = f"d-{uuid.uuid4().hex[:10]}"
+        self._run(lambda ctx: adjudication.raise_dispute(ctx, actor, request, ident))
+        return self._state.dispute(ident)
+
+    def decide(self, ident: str, actor: Actor, decision: Decision) -> Dispute:
+        self._run(lambda ctx: adjudication.decide(ctx, ident, actor, decision))
+        return self._state.dispute(ident)
+
+    def appeal(self, ident: str, actor: Actor, reason: str) -> Dispute:
+        self._run(lambda ctx: escalation.appeal(ctx, ident, actor, reason))
+        return self._state.dispute(ident)
+
+    def comment(self, ident: str, actor: Actor, text: str) -> Dispute:
+        self._run(lambda ctx: escalation.comment(ctx, ident, actor, text))
+        return self._state.dispute(ident)
+
+    def declare(self, actor: Actor, scope: str, level: str, reason: str) -> dict[str, Any]:
+        self._run(lambda ctx: escalation.declare(ctx, actor, scope, level, reason))
+        return {"scope": scope, "level": self._state.level(scope)}
+
+    def break_glass(self, actor: Actor, stream: str, purpose: str, justification: str) -> Dispute:
+        ident = f"d-{uuid.uuid4().hex[:10]}"
+        self._run(lambda ctx: escalation.break_glass(ctx, actor, stream, purpose, justification, ident))
+        return self._state.dispute(ident)
+
+    def register_webhook(self, actor: Actor, url: str | None) -> None:
+        def events(ctx: Context) -> list[dict[str, Any]]:
+            ctx.check_actor(actor)
+            if url is not None and not url.startswith(("http://", "https://")):
+                raise GovernanceError(f"webhook URL {url!r} must start with http:// or https://")
+            return [new_event("webhook-registered", None, ctx.now, actor, {"body": actor.body, "url": url})]
+        self._run(events)
+
+    def tick(self) -> list[dict[str, Any]]:
+        """Append what the clock has made due, and enforce decisions not yet in force."""
+        with self._lock:
+            self._catch_up()
+            if self._policy.current().catalog is None:
+                return []
+            written: list[dict[str, Any]] = []
+            for _ in range(100):    # a passed deadline can make the next one due too
+                events = escalation.due(self.context())
+                if not events:
+                    break
+                written.extend(self._commit(events))
+            return written
+
+    def _run(self, command: Callable[[Context], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        with self._lock:
+            self._catch_up()
+            return self._commit(command(self.context()))
+
+    def _commit(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        written = list(events)
+        for offset, event in zip(self._log.append(events), events, strict=True):
+            self._apply(offset, event)
+        for event in events:
+            self._notify(event)
+            written.extend(self._enforce(event))
+        self._observe(events)
+        return written
+
+    # -- enforcement ------------------------------------------------------------------------------------------
+
+    def _enforce(self, event: Mapping[str, Any]) -> list[dict[str, Any]]:
+        kind, data = event["type"], event.get("data") or {}
+        if kind in ("emergency-declared", "emergency-lifted"):
+            self._write_level(str(data["scope"]))
+        elif kind == "break-glass":
+            self._write_effects(data)
+        elif kind in ("decided", "defaulted"):
+            dispute = self._state.disputes[str(event["dispute"])]
+            started = time.monotonic()
+            control = self._write_effects(data)
+            events = escalation.enforced(self.context(), dispute, control)
+            self._commit_quietly(events)
+            if self._metrics is not None:
+                self._metrics.enforced(dispute, time.monotonic() - started)
+            return events
+        return []
+
+    def _commit_quietly(self, events: list[dict[str, Any]]) -> None:
+        for offset, event in zip(self._log.append(events), events, strict=True):
+            self._apply(offset, event)
+            self._notify(event)
+
+    def _write_effects(self, data: Mapping[str, Any]) -> list[dict[str, Any]]:
+        written = []
+        if data.get("grant") is not None:
+            grant = dict(data["grant"])
+            written.append(self._write(f"{GRANT_PREFIX}{grant['id']}", grant))
+        for ident in data.get("revoke_grants") or ():
+            written.append(self._write(f"{GRANT_PREFIX}{ident}", None))
+        for ident in data.get("revoke_agreements") or ():
+            value = {"kind": "revocation", "agreement": ident, "reason": data.get("reason", ""),
+                     "by": "governance", "at": stamp(self._clock())}
+            written.append(self._write(f"{REVOCATION_PREFIX}{ident}", value))
+        return written
+
+    def _write_level(self, scope: str) -> dict[str, Any]:
+        declaration = self._state.emergency.get(scope)
+        value = None if declaration is None else {
+            "kind": "emergency", "scope": scope, "level": declaration["level"], "by": "governance",
+            "at": declaration["at"]}
+        return self._write(f"{EMERGENCY_PREFIX}{scope}", value)
+
+    def _write(self, key: str, value: dict[str, Any] | None) -> dict[str, Any]:
+        offset, timestamp_ms = self._control.append(key, value)
+        return {"key": key, "offset": offset, "timestamp_ms": timestamp_ms}
+
+    def _reconcile(self) -> None:
+        """Write any grant, revocation or level the governance topic has and the control topic lacks."""
+        policy = self._policy.current()
+        for ident, grant in self._state.grants.items():
+            if policy.grants.get(ident) != grant:
+                self._write(f"{GRANT_PREFIX}{ident}", dict(grant))
+        revoked = {g for d in self._state.disputes.values() for g in (d.decision or {}).get("revoke_grants") or ()}
+        for ident in (set(policy.grants) - set(self._state.grants)) & revoked:
+            self._write(f"{GRANT_PREFIX}{ident}", None)
+        for scope in set(self._state.emergency) | set(policy.emergency):
+            if policy.emergency.get(scope) != self._state.emergency.get(scope, {}).get("level"):
+                self._write_level(scope)
+        for dispute in list(self._state.disputes.values()):
+            if dispute.state in ("decided", "defaulted") and dispute.decision is not None:
+                control = self._write_effects(dispute.decision)
+                self._commit_quietly(escalation.enforced(self.context(), dispute, control))
+
+    # -- notifications and metrics ----------------------------------------------------------------------------
+
+    def _notify(self, event: Mapping[str, Any]) -> None:
+        for body in sorted(self._recipients(event)):
+            self._notifier.notify(body, self._notification(event))
+
+    def _recipients(self, event: Mapping[str, Any]) -> Iterable[str]:
+        ident = event.get("dispute")
+        if ident is None:
+            catalog = self._policy.current().catalog or {}
+            return set(catalog.get("bodies", {})) if event["type"].startswith("emergency") else set()
+        dispute = self._state.disputes.get(str(ident))
+        if dispute is None:
+            return set()
+        bodies = set(dispute.parties)
+        if dispute.state == "awaiting" and self._policy.current().catalog is not None:
+            bodies |= self.context().ladder.tiers[dispute.tier].decider_bodies(dispute.publisher)
+        return bodies
+
+    def _notification(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        ident = event.get("dispute")
+        dispute = None if ident is None else self._state.disputes.get(str(ident))
+        summary = None if dispute is None else {
+            "id": dispute.id, "state": dispute.state, "tier": dispute.tier, "deadline": stamp(dispute.deadline),
+            "stream": dispute.stream, "subscriber": dispute.subscriber}
+        return {"event_id": event["event_id"], "type": event["type"], "at": event["at"], "event": dict(event),
+                "dispute": summary}
+
+    def _observe(self, events: Sequence[Mapping[str, Any]]) -> None:
+        if self._metrics is None:
+            return
+        for event in events:
+            if event["type"] in ("decided", "defaulted"):
+                self._metrics.decided(self._state.disputes[str(event["dispute"])])
+        if self._policy.current().catalog is None:
+            return
+        tiers = self.context().ladder.tiers
+        counts = {tier.name: 0 for tier in tiers}
+        for dispute in self._state.disputes.values():
+            if dispute.state == "awaiting":
+                counts[tiers[dispute.tier].name] += 1
+        self._metrics.open_by_tier(counts)
+
+    # -- queries ----------------------------------------------------------------------------------------------
+
+    def disputes(self, state: str | None = None, body: str | None = None, stream: str | None = None,
+                 deadline_before: dt.datetime | None = None) -> list[Dispute]:
+        with self._lock:
+            self._catch_up()
+            found = []
+            for dispute in self._state.disputes.values():
+                if state is not None and dispute.state != state:
+                    continue
+                if body is not None and body not in dispute.parties:
+                    continue
+                if stream is not None and dispute.stream != stream:
+                    continue
+                if deadline_before is not None and (dispute.deadline is None or dispute.deadline >= deadline_before):
+                    continue
+                found.append(dispute)
+            return sorted(found, key=lambda d: (d.raised_at, d.id))
+
+    def dispute(self, ident: str) -> Dispute:
+        with self._lock:
+            self._catch_up()
+            return self._state.dispute(ident)
+
+    def emergency(self) -> dict[str, Any]:
+        with self._lock:
+            self._catch_up()
+            return {scope: dict(value) for scope, value in self._state.emergency.items()}
+
+    def authorise(self, actor: Actor) -> None:
+        """Raise NotAuthorisedError unless the catalog gives `actor.body` the role `actor.role`."""
+        self.context().check_actor(actor)
+
+
+__all__ = ["Governance", "GovernanceLog", "NotAuthorisedError"]

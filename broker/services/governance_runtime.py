@@ -1,0 +1,85 @@
+"""The governance service as a process: Kafka-backed log and control topic, webhooks, a ticker, the HTTP API."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable
+
+from broker.adapters.kafka_control import ControlView, ControlWriter, ensure_control_topics
+from broker.adapters.kafka_governance import (
+    AUDIT_TOPIC,
+    GOVERNANCE_TOPIC,
+    KafkaGovernanceLog,
+    ensure_governance_topics,
+)
+from broker.adapters.metrics import PrometheusGovernanceMetrics
+from broker.adapters.webhooks import WebhookNotifier
+from broker.errors import AccordError
+from broker.services.governance import Clock, Governance
+
+log = logging.getLogger(__name__)
+
+
+def system_clock() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class GovernanceService:
+    """Owns the Kafka clients, the notifier and the ticker thread around one `Governance`."""
+
+    def __init__(self, bootstrap: str, clock: Clock = system_clock, tick_s: float = 1.0,
+                 transactional_id: str = "accord-governance", webhook_backoff_s: float = 0.5,
+                 topic: str = GOVERNANCE_TOPIC, audit_topic: str = AUDIT_TOPIC) -> None:
+        ensure_control_topics(bootstrap)
+        ensure_governance_topics(bootstrap, topic, audit_topic)
+        self._log = KafkaGovernanceLog(bootstrap, topic, audit_topic, transactional_id=transactional_id)
+        self._writer = ControlWriter(bootstrap, client_id=f"{transactional_id}-control")
+        self._view = ControlView(bootstrap, client_id=f"{transactional_id}-view")
+        self.notifier = WebhookNotifier(self._webhook_of, first_backoff_s=webhook_backoff_s)
+        self.governance = Governance(self._log, self._writer, self._view, clock, self.notifier,
+                                     PrometheusGovernanceMetrics())
+        self._tick_s = tick_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _webhook_of(self, body: str) -> str | None:
+        return self.governance.state.webhooks.get(body)
+
+    def start(self) -> GovernanceService:
+        self.governance.start()
+        self._thread = threading.Thread(target=self._ticking, name="governance-ticker", daemon=True)
+        self._thread.start()
+        return self
+
+    def _ticking(self) -> None:
+        while not self._stop.wait(self._tick_s):
+            try:
+                self.governance.tick()
+            except AccordError as exc:
+                log.error("governance tick failed (retried next tick): %s", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.notifier.close()
+        for closer in (self._log.close, self._writer.close, self._view.close):
+            closer()
+
+
+def serve(bootstrap: str, host: str, port: int, tick_s: float,
+          clock: Callable[[], dt.datetime] = system_clock) -> None:
+    import uvicorn
+
+    from broker.adapters.metrics import metrics_text
+    from broker.api.governance_app import create_governance_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    service = GovernanceService(bootstrap, clock=clock, tick_s=tick_s).start()
+    try:
+        app = create_governance_app(service.governance, service.notifier.log, metrics_text)
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        service.stop()

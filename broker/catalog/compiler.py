@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from broker.catalog.ladder import compile_ladder
 from broker.catalog.loader import Problems, load_catalog
 from broker.catalog.models import OVERRIDABLE, SUBSCRIBER_AREAS, Agreement, Body, Catalog, Origin, Stream, Template
 from broker.catalog.tiers import SchemaView, compile_tiers
@@ -38,12 +39,13 @@ def compile_catalog(catalog: Catalog, schemas: Mapping[str, dict[str, Any]], la_
     ctx = _Context(catalog, {sid: SchemaView(schema) for sid, schema in schemas.items()}, la_table)
     bodies = {ident: _body(ctx, ident, body) for ident, body in catalog.bodies.items()}
     streams = {ident: _stream(ctx, ident, stream) for ident, stream in catalog.streams.items()}
-    for ident, template in catalog.templates.items():
-        _check_template(ctx, ident, template)
+    templates = {ident: _template(ctx, ident, template) for ident, template in catalog.templates.items()}
     agreements = {ident: _agreement(ctx, ident, agreement) for ident, agreement in catalog.agreements.items()}
     _check_one_purpose_per_topic(ctx, agreements)
+    ladder = compile_ladder(catalog, ctx.body, ctx.problems)
     ctx.problems.raise_if_any("the catalog does not compile")
-    document = {"la_vintage": la_table.vintage, "bodies": bodies, "streams": streams, "agreements": agreements}
+    document = {"la_vintage": la_table.vintage, "bodies": bodies, "streams": streams, "templates": templates,
+                "agreements": agreements, **ladder}
     return {"revision": revision_of(document), **document}
 
 
@@ -111,12 +113,15 @@ def _body(ctx: _Context, ident: str, body: Body) -> dict[str, Any]:
         if authority is None:
             ctx.problems.add(origin.at("areas", index), f"{code} is not in the LA table ({ctx.la.vintage}); "
                                                         "use a code from catalog/geography or add its row there")
-        elif authority.tier.value != body.tier:
+        elif body.kind == "local" and authority.tier.value != body.tier:
             ctx.problems.add(origin.at("areas", index), f"{code} ({authority.name}) is {authority.tier.value} "
                                                         f"in the LA table but the body's tier is {body.tier}; "
                                                         "make them agree")
+    served = ctx.served(body)
+    # A national body answers to the national emergency level only, so it lists no regions.
+    regions = set() if body.kind == "national" else {a.region_code for code in served if (a := ctx.la.get(code))}
     return {"name": body.name, "kind": body.kind, "tier": body.tier, "areas": list(body.areas),
-            "served_areas": sorted(ctx.served(body)), "roles": sorted(body.roles)}
+            "served_areas": sorted(served), "regions": sorted(regions), "roles": sorted(body.roles)}
 
 
 def _stream(ctx: _Context, ident: str, stream: Stream) -> dict[str, Any]:
@@ -139,15 +144,19 @@ def _stream(ctx: _Context, ident: str, stream: Stream) -> dict[str, Any]:
             "jurisdiction": jurisdiction, "fields": fields}
 
 
-def _check_template(ctx: _Context, ident: str, template: Template) -> None:
+def _template(ctx: _Context, ident: str, template: Template) -> dict[str, Any]:
     origin = ctx.catalog.origin("template", ident)
     view = ctx.view(template.stream, origin.at("stream"))
-    if view is not None:
-        compile_tiers(template.tiers, view, origin, ctx.problems)
+    tiers = compile_tiers(template.tiers, view, origin, ctx.problems) if view is not None else []
     if template.row_scope != SUBSCRIBER_AREAS:
         for index, code in enumerate(template.row_scope):
             if not ctx.la.is_known(code):
                 ctx.problems.add(origin.at("row_scope", index), f"{code} is not in the LA table; use a known code")
+    stream = ctx.catalog.streams.get(template.stream)
+    row_scope = template.row_scope if isinstance(template.row_scope, str) else list(template.row_scope)
+    return {"title": template.title, "stream": template.stream, "publisher": stream.owner if stream else None,
+            "purpose": template.purpose, "legal_basis": sorted(template.legal_basis), "row_scope": row_scope,
+            "tiers": tiers, "minimised_tier": template.minimised_tier}
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from broker.catalog.models import Agreement, BodiesFile, Catalog, Origin, StreamsFile, Template
+from broker.catalog.models import LADDER, Agreement, BodiesFile, Catalog, LadderFile, Origin, StreamsFile, Template
 from broker.errors import ConfigError
 
 Entry = TypeVar("Entry", bound=BaseModel)
@@ -72,19 +72,23 @@ def load_catalog(directory: Path) -> Catalog:
     """Read and check every file of `directory`; ConfigError lists every problem with its file:line and field."""
     if not directory.is_dir():
         raise ConfigError(f"catalog directory {directory} does not exist; pass the folder holding bodies.yaml, "
-                          "streams.yaml, templates/ and agreements/")
+                          "streams.yaml, ladder.yaml, templates/ and agreements/")
     problems = Problems()
     reader = _Reader(directory, problems)
     bodies = reader.listed("bodies.yaml", "bodies", BodiesFile)
     streams = reader.listed("streams.yaml", "streams", StreamsFile)
     templates = reader.each("templates", Template, "template")
     agreements = reader.each("agreements", Agreement, "agreement")
+    ladder = reader.single("ladder.yaml", LadderFile, ("ladder", "emergency"))
     origins: dict[str, Origin] = {}
+    if ladder is not None:
+        origins[LADDER] = ladder[1]
     catalog = Catalog(
         bodies=_by_id("body", bodies, "id", origins, problems),
         streams=_by_id("stream", streams, "id", origins, problems),
         templates=_by_id("template", templates, "template", origins, problems),
         agreements=_by_id("agreement", agreements, "agreement", origins, problems),
+        ladder=ladder[0] if ladder is not None else None,
         origins=origins,
     )
     problems.raise_if_any(f"the catalog in {directory} does not load")
@@ -112,6 +116,18 @@ class _Reader:
             return []
         entries = getattr(document, key)
         return [(entry, parsed.origin.model_copy(update={"prefix": (key, str(i))})) for i, entry in enumerate(entries)]
+
+    def single(self, name: str, model: type[Entry], keys: tuple[str, ...]) -> tuple[Entry, Origin] | None:
+        """The one document of a required file such as ladder.yaml, with the top-level `keys` named in messages."""
+        path = self.directory / name
+        if not path.is_file():
+            listed = " and ".join(f"`{key}:`" for key in keys)
+            self.problems.add(self.shown(path), f"missing; create it with top-level {listed} "
+                                                "(catalog/README.md shows their keys)")
+            return None
+        parsed = self.parse(path)
+        document = self.validate(parsed, model, keys[0]) if parsed else None
+        return (document, parsed.origin) if document is not None and parsed is not None else None
 
     def each(self, folder: str, model: type[Entry], key: str) -> list[tuple[Entry, Origin]]:
         """One entry per `*.yaml` file of `folder` (a missing folder holds none)."""
@@ -162,6 +178,8 @@ class _Reader:
             return None
 
     def add_error(self, origin: Origin, error: ErrorDetails) -> None:
+        if error["type"] == "too_short" and len(error["input"]) >= error.get("ctx", {}).get("min_length", 1):
+            return  # pydantic counts only the valid entries; each invalid one has its own error already
         # "[key]" marks a bad mapping key; the key itself is the last real element of the path.
         path = [str(part) for part in error["loc"] if part != "[key]"]
         self.problems.add(origin.at(*path), _message(error))
@@ -214,6 +232,8 @@ def _message(error: ErrorDetails) -> str:
         return str(error["msg"]).removeprefix("Value error, ")
     if kind == "timezone_aware":
         return f"{error['input']} has no timezone; write RFC 3339 with an offset, e.g. 2026-01-01T00:00:00Z"
+    if kind == "greater_than_equal":
+        return f"{error['input']!r} is too small; it must be at least {error.get('ctx', {}).get('ge')}"
     if kind == "too_short":
         least = error.get("ctx", {}).get("min_length", 1)
         return f"needs at least {least} {'entry' if least == 1 else 'entries'}"

@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainValidator,
@@ -21,23 +22,28 @@ from pydantic import (
 
 from broker.domain.geography import is_well_formed
 
-Kind = Literal["national", "local"]
-BodyTier = Literal["national", "county", "unitary", "ltla-only"]
+Kind = Literal["national", "local", "responder", "processor"]
+BodyTier = Literal["national", "county", "unitary", "ltla-only", "responder", "processor"]
 Classification = Literal["open", "official", "official-sensitive", "commercially-sensitive", "special-category"]
 LegalBasis = Literal[
     "copi-reg-3-4", "uk-gdpr-6-1-e", "uk-gdpr-9-2-h", "uk-gdpr-9-2-i", "dpa-2018-sch1-para3",
     "cca-2004", "dea-2017-part5", "public-health-directions-2020", "data-provision-notice", "not-personal-data",
 ]
 EmergencyLevel = Literal["normal", "enhanced", "emergency"]
+LEVELS: tuple[str, ...] = get_args(EmergencyLevel)  # lowest first
 Transform = Literal["keep", "drop", "mask", "pseudonymise", "generalise"]
 Method = Literal["age-band", "postcode-district", "lsoa"]
 OtherFields = Literal["drop", "keep"]
+Outcome = Literal["refusal-stands", "provisional-grant"]
 
 SUBSCRIBER_AREAS = "subscriber-areas"
 METHODS: tuple[str, ...] = ("age-band", "postcode-district", "lsoa")
 _ID = re.compile(r"[a-z0-9][a-z0-9-]*")
 _STREAM_ID = re.compile(r"[a-z0-9][a-z0-9-]*\.[a-z0-9][a-z0-9-]*")
 _AVRO_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Weeks, days, hours, minutes, whole seconds: a month or a year has no fixed length, so no deadline is written in one.
+_DURATION = re.compile(r"P(?=.*[0-9])(?:[0-9]+W)?(?:[0-9]+D)?(?:T(?=[0-9])(?:[0-9]+H)?(?:[0-9]+M)?(?:[0-9]+S)?)?")
+_LOCAL_TIERS = ("county", "unitary", "ltla-only")
 
 
 def _id(value: str) -> str:
@@ -63,6 +69,20 @@ def _field_name(value: str) -> str:
 def _la_code(value: str) -> str:
     if not is_well_formed(value):
         raise ValueError(f"{value!r} is not a GSS code (a letter and 8 digits, e.g. E06000016)")
+    return value
+
+
+def _duration(value: object) -> object:
+    # Checked before pydantic parses it, which would also take a bare number of seconds or P1M as 30 days.
+    if not (isinstance(value, str) and _DURATION.fullmatch(value)):
+        raise ValueError(f"{value!r} is not an ISO 8601 duration in weeks, days, hours, minutes or seconds; "
+                         "write e.g. P5D, PT24H or PT30M (no years or months, whose length varies)")
+    return value
+
+
+def _positive(value: dt.timedelta) -> dt.timedelta:
+    if value <= dt.timedelta(0):
+        raise ValueError("must be longer than zero; write e.g. PT1H")
     return value
 
 
@@ -96,6 +116,8 @@ FieldName = Annotated[str, AfterValidator(_field_name)]
 LaCode = Annotated[str, AfterValidator(_la_code)]
 Text = Annotated[str, AfterValidator(_text)]
 RowScope = Annotated[str | tuple[str, ...], PlainValidator(_row_scope)]
+Duration = Annotated[dt.timedelta, BeforeValidator(_duration), AfterValidator(_positive)]
+Roles = Annotated[tuple[Id, ...], Field(min_length=1), AfterValidator(_unique)]
 
 
 class _Model(BaseModel):
@@ -126,7 +148,11 @@ class Origin(_Model):
 
 
 class Body(_Model):
-    """A public body that publishes or subscribes; a local body is tied to the LA codes it covers."""
+    """A body that publishes, subscribes or takes part in disputes; all but a national one cover LA codes.
+
+    A council is `local`; a `responder` (a police force) or a `processor` (a voluntary-sector food bank network)
+    covers areas that need not be one council's, so its areas may be of any tier.
+    """
 
     id: Id
     name: Text
@@ -139,20 +165,20 @@ class Body(_Model):
     @classmethod
     def _tier_fits_kind(cls, tier: str, info: ValidationInfo) -> str:
         kind = info.data.get("kind")
-        if kind == "national" and tier != "national":
-            raise ValueError(f"a national body has tier national, not {tier!r}")
-        if kind == "local" and tier == "national":
+        if kind == "local" and tier not in _LOCAL_TIERS:
             raise ValueError("a local body's tier is county, unitary or ltla-only, as in the LA table")
+        if kind not in (None, "local") and tier != kind:
+            raise ValueError(f"a {kind} body has tier {kind}, not {tier!r}")
         return tier
 
     @field_validator("areas")
     @classmethod
     def _areas_fit_kind(cls, areas: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
         kind = info.data.get("kind")
-        if kind == "local" and not areas:
-            raise ValueError("a local body needs at least one LA code in areas")
         if kind == "national" and areas:
             raise ValueError("a national body covers every area; remove areas (or make the body local)")
+        if kind not in (None, "national") and not areas:
+            raise ValueError(f"a {kind} body needs at least one LA code in areas")
         return areas
 
 
@@ -247,10 +273,20 @@ class Template(_Model):
     emergency_level_required: EmergencyLevel = "normal"
     row_scope: RowScope = SUBSCRIBER_AREAS
     tiers: Tiers
+    minimised_tier: Id | None = None
 
     @property
     def id(self) -> str:
         return self.template
+
+    @field_validator("minimised_tier")
+    @classmethod
+    def _names_a_tier(cls, tier: str | None, info: ValidationInfo) -> str | None:
+        tiers = info.data.get("tiers")
+        if tier is not None and tiers is not None and tier not in tiers:
+            raise ValueError(f"{tier!r} is not a tier of this template ({', '.join(tiers)}); name the tier that "
+                             "delivers least, or remove minimised_tier")
+        return tier
 
 
 class Signatory(_Model):
@@ -311,13 +347,140 @@ class StreamsFile(_Model):
     streams: tuple[Stream, ...]
 
 
+def _span(value: dt.timedelta) -> str:
+    """A duration as a reader would say it ("48 hours"), for messages comparing two of them."""
+    seconds = int(value.total_seconds())
+    unit, size = next((unit, size) for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1))
+                      if seconds % size == 0)
+    return f"{seconds // size} {unit}{'s' * (seconds != size)}"
+
+
+class Levels(_Model):
+    """One duration per emergency level; all three are required so no level falls back on a guess."""
+
+    normal: Duration
+    enhanced: Duration
+    emergency: Duration
+
+
+class Deadlines(Levels):
+    """A tier's deadlines: a declared emergency shortens the time to decide, never lengthens it."""
+
+    @field_validator("enhanced", "emergency")
+    @classmethod
+    def _not_longer(cls, value: dt.timedelta, info: ValidationInfo) -> dt.timedelta:
+        lower = "normal" if info.field_name == "enhanced" else "enhanced"
+        before = info.data.get(lower)
+        if before is not None and value > before:
+            raise ValueError(f"{_span(value)} is longer than the {lower} deadline ({_span(before)}); a higher "
+                             "level may only shorten a deadline, so make it at most that")
+        return value
+
+
+class Deciders(_Model):
+    """Who decides at a tier: the disputed stream's publisher, or named bodies; in either case, holders of `roles`."""
+
+    party: Literal["publisher"] | None = None
+    bodies: Annotated[tuple[Id, ...], Field(min_length=1), AfterValidator(_unique)] | None = None
+    roles: Roles
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Deciders:
+        if (self.party is None) == (self.bodies is None):
+            raise ValueError("give exactly one of `party: publisher` (the disputed stream's owner decides) or "
+                             "`bodies: [<body ids>]`")
+        return self
+
+
+class LadderTier(_Model):
+    """One rung of the ladder: `approvals` of the deciders must agree before its deadline at the current level."""
+
+    name: Id
+    title: Text
+    deciders: Deciders
+    approvals: int = Field(ge=1)
+    deadlines: Deadlines
+
+    @field_validator("approvals")
+    @classmethod
+    def _reachable(cls, approvals: int, info: ValidationInfo) -> int:
+        deciders = info.data.get("deciders")
+        named = deciders.bodies if isinstance(deciders, Deciders) else None
+        if named is not None and approvals > len(named):
+            raise ValueError(f"{approvals} approvals can never be reached: {len(named)} "
+                             f"bod{'ies' if len(named) != 1 else 'y'} decide; lower approvals or name more bodies")
+        return approvals
+
+
+class DecisiveDefault(_Model):
+    """What stands when the last tier's deadline passes undecided: the refusal, or a grant for `period`."""
+
+    outcome: Outcome
+    period: Duration | None = Field(default=None, validate_default=True)
+
+    @field_validator("period")
+    @classmethod
+    def _period_fits(cls, period: dt.timedelta | None, info: ValidationInfo) -> dt.timedelta | None:
+        outcome = info.data.get("outcome")
+        if outcome == "provisional-grant" and period is None:
+            raise ValueError("a provisional-grant needs a period, how long it lasts undecided; add e.g. period: P14D")
+        if outcome == "refusal-stands" and period is not None:
+            raise ValueError("refusal-stands grants nothing, so it takes no period; remove it")
+        return period
+
+
+class DecisiveDefaults(_Model):
+    normal: DecisiveDefault
+    enhanced: DecisiveDefault
+    emergency: DecisiveDefault
+
+
+class BreakGlass(_Model):
+    """At `levels`, holders of `roles` may take data at once for `period`, to be disputed afterwards."""
+
+    levels: Annotated[tuple[EmergencyLevel, ...], Field(min_length=1), AfterValidator(_unique)]
+    roles: Roles
+    period: Duration
+
+
+class Ladder(_Model):
+    tiers: tuple[LadderTier, ...] = Field(min_length=1)
+    decisive_default: DecisiveDefaults
+    grant_period: Duration
+    appeal_window: Levels
+    break_glass: BreakGlass
+
+
+class Declarer(_Model):
+    body: Id
+    roles: Roles
+
+
+class EmergencyRules(_Model):
+    declarers: tuple[Declarer, ...] = Field(min_length=1)
+
+
+class LadderFile(_Model):
+    """ladder.yaml: how a dispute escalates and who may declare or lift an emergency level."""
+
+    ladder: Ladder
+    emergency: EmergencyRules
+
+
+LADDER = "ladder:ladder.yaml"  # the key of ladder.yaml's origin in Catalog.origins
+
+
 class Catalog(_Model):
-    """Every entry of one catalog directory by id, with where each was written (`origins["agreement:<id>"]`)."""
+    """Every entry of one catalog directory by id, with where each was written (`origins["agreement:<id>"]`).
+
+    `ladder` is None only when ladder.yaml is missing or invalid, which loading reports as a problem.
+    """
 
     bodies: Mapping[str, Body]
     streams: Mapping[str, Stream]
     templates: Mapping[str, Template]
     agreements: Mapping[str, Agreement]
+    ladder: LadderFile | None = None
     origins: Mapping[str, Origin]
 
     def origin(self, kind: str, ident: str) -> Origin:

@@ -153,7 +153,8 @@ def test_expired_agreement_and_unknown_subscriber_receive_nothing(services: Endp
     assert gate.gate is not None
     topics = {d.topic for ds in gate.gate.deliveries.values() for d in ds}
     assert LEICESTER_DPH in topics
-    assert not any(t.startswith("deliver.blaby-district-council.") for t in topics)
+    assert not any(t.startswith("deliver.blaby-district-council.") and t.endswith(f".{T1}") for t in topics)
+    assert topic_for("blaby-district-council", "benefits", "ukhsa.isolation-notifications") in topics  # T7 in force
     assert not any(t.startswith("deliver.no-such-council.") for t in topics)
     engine = OpaPolicyEngine(services.opa_url)
     try:

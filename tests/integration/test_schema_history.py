@@ -33,7 +33,7 @@ def history_problems(registry_url: str, subjects: list[str]) -> dict[str, list[s
 
 def test_template_schemas_and_their_evolution_hold(services: Endpoints) -> None:
     schemas = load_stream_schemas(SCHEMAS_DIR)
-    assert len(schemas) == 6
+    assert len(schemas) == 7
     registry = HttpSchemaRegistry(services.registry_url)
     subjects = []
     try:

@@ -32,14 +32,16 @@ def keep(name: str) -> dict[str, Any]:
 
 
 def test_shipped_catalog_compiles_to_the_contract_shape(document: dict[str, Any]) -> None:
-    assert set(document) == {"revision", "la_vintage", "bodies", "streams", "agreements"}
+    assert set(document) == {"revision", "la_vintage", "bodies", "streams", "templates", "agreements", "ladder",
+                             "emergency_declarers"}
     assert re.fullmatch(r"c-[0-9a-f]{12}", document["revision"])
     assert document["revision"] == revision_of(document)
     assert document["la_vintage"] == "LAD23CD/CTYUA23CD"
     assert set(document["streams"]) == {"ukhsa.positive-tests", "nhstt.cases-to-trace", "nhsd.shielded-patients",
-                                        "dhsc.care-home-capacity", "nhse.hospital-sitrep", "nis.vaccination-uptake"}
+                                        "dhsc.care-home-capacity", "nhse.hospital-sitrep", "nis.vaccination-uptake",
+                                        "ukhsa.isolation-notifications"}
     assert set(document["agreements"]) == {f"t1-{place}" for place in UPPER_TIER_T1} | {"t3-leicester",
-                                                                                          "t6-leicester"}
+                                                                                          "t6-leicester", "t7-blaby"}
 
 
 def test_t1_analyst_tier_is_lsoa_age_band_and_sex_only(document: dict[str, Any]) -> None:

@@ -53,7 +53,8 @@ def test_template_role_the_subscriber_lacks_points_at_the_agreement(catalog: Pat
     leicester = (catalog / "agreements/t1-leicester.yaml").read_text()
     agreement.write_text(leicester.replace("t1-leicester", "t1-blaby").replace("leicester-city-council",
                                                                                "blaby-district-council"))
-    edit(catalog / "bodies.yaml", "roles: [environmental-health]", "roles: [environmental-health, dph]")
+    edit(catalog / "bodies.yaml", "roles: [environmental-health, benefits, ig-lead]",
+         "roles: [environmental-health, benefits, ig-lead, dph]")
     message = problems(catalog)
     assert (f"catalog/agreements/t1-blaby.yaml:{line_of(agreement, 'subscriber:')}: subscriber: subscriber "
             "'blaby-district-council' does not hold role 'analyst', which tier 'analyst' of template "
@@ -215,6 +216,8 @@ def test_missing_directory_and_files_are_config_errors(tmp_path: Path) -> None:
     assert caught.value.problems == (
         "catalog/bodies.yaml: missing; create it with a top-level `bodies:` list",
         "catalog/streams.yaml: missing; create it with a top-level `streams:` list",
+        "catalog/ladder.yaml: missing; create it with top-level `ladder:` and `emergency:` (catalog/README.md shows "
+        "their keys)",
     )
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from broker import cli_policy
+from broker import cli_governance, cli_policy
 from broker.config import Settings
 from broker.errors import AccordError
 from broker.local import stack as local_stack
@@ -27,7 +27,27 @@ app.add_typer(api_cli, name="api")
 app.add_typer(cli_policy.catalog_cli, name="catalog")
 app.add_typer(cli_policy.gate_cli, name="gate")
 app.add_typer(cli_policy.agreement_cli, name="agreement")
-app.add_typer(cli_policy.emergency_cli, name="emergency")
+app.add_typer(cli_governance.dispute_cli, name="dispute")
+app.add_typer(cli_governance.emergency_cli, name="emergency")
+app.add_typer(cli_governance.webhook_cli, name="webhook")
+app.command("break-glass")(cli_governance.break_glass)
+governance_cli = typer.Typer(help="The governance service: disputes, the ladder's deadlines, declarations.",
+                             no_args_is_help=True)
+app.add_typer(governance_cli, name="governance")
+
+
+@governance_cli.command("serve")
+def governance_serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8090,
+) -> None:
+    """Serve the governance API and fire the ladder's deadlines (needs ACCORD_KAFKA_BOOTSTRAP)."""
+    from broker.services.governance_runtime import serve
+
+    settings = Settings()
+    if not settings.kafka_bootstrap:
+        raise AccordError("the governance service needs ACCORD_KAFKA_BOOTSTRAP (or `accord local up`)")
+    serve(settings.kafka_bootstrap, host, port, settings.governance_tick_s)
 
 
 @local.command("fetch")

@@ -1,4 +1,5 @@
-"""`accord catalog|gate|agreement|emergency`: agreements as code, gate workers and live policy changes."""
+"""`accord catalog|gate|agreement`: agreements as code, gate workers and live policy changes (emergency levels are
+declared through the governance service: see cli_governance.py)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,6 @@ catalog_cli = typer.Typer(help="Bodies, streams and agreements as YAML: validate
                           no_args_is_help=True)
 gate_cli = typer.Typer(help="Gate workers: deliver each subscriber's view of every stream.", no_args_is_help=True)
 agreement_cli = typer.Typer(help="Revoke or reinstate an agreement on the live streams.", no_args_is_help=True)
-emergency_cli = typer.Typer(help="The emergency level policies read.", no_args_is_help=True)
 
 CatalogDir = Annotated[Path, typer.Argument(help="catalog directory")]
 By = Annotated[str, typer.Option(help="who makes the change (recorded on the control topic)")]
@@ -112,14 +112,6 @@ def agreement_reinstate(agreement: Annotated[str, typer.Argument(help="agreement
     from broker.services.policy_changes import reinstate
 
     _announce(lambda writer: reinstate(writer, agreement), f"reinstated {agreement}")
-
-
-@emergency_cli.command("declare")
-def emergency_declare(level: Annotated[str, typer.Argument(help="normal, enhanced or emergency")], by: By) -> None:
-    """Set the national emergency level (agreements may require a level)."""
-    from broker.services.policy_changes import declare_level
-
-    _announce(lambda writer: declare_level(writer, level, by), f"national level {level}")
 
 
 def _announce(change: Callable[[ControlWriter], Announced], what: str) -> None:

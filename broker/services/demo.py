@@ -20,7 +20,7 @@ from broker.config import Settings
 from broker.domain.plans import delivery_topic
 from broker.local.stack import Endpoints
 from broker.local.toolchain import REPO_ROOT
-from broker.services import policy_changes
+from broker.services import demo_dispute, policy_changes
 from broker.services.api_runtime import open_ingest
 from broker.services.deliveries import DeliveryReader
 from broker.services.gate_runtime import GateEndpoints, GateThread
@@ -61,8 +61,9 @@ def run(endpoints: Endpoints, say: Say = print, own_gate: bool = False, settings
         stack.callback(reader.close)
         views = _publish_day(endpoints, reader, log, say)
         revocation = _revoke_live(endpoints, reader, writer, log, say)
+        dispute = demo_dispute.run(endpoints, reader, log, say)
     return {"catalog_revision": status.get("catalog_revision"), "views": views,
-            "revocation": revocation}
+            "revocation": revocation, "dispute": dispute}
 
 
 def _apply_catalog(endpoints: Endpoints, writer: ControlWriter, say: Say) -> policy_changes.Announced:

@@ -9,7 +9,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -68,7 +68,7 @@ def test_restart_mid_dispute_loses_nothing_and_missed_deadlines_fire(
 
 
 class _Inbox(BaseHTTPRequestHandler):
-    received: list[tuple[str, dict[str, Any]]] = []
+    received: ClassVar[list[tuple[str, dict[str, Any]]]] = []
     lock = threading.Lock()
 
     def do_POST(self) -> None:

@@ -1,0 +1,282 @@
+"""The governance HTTP API: raise, decide and appeal disputes, declare emergencies, break glass, register webhooks.
+
+Every write acts for a person in one of a body's roles. For now the caller states who it is in the headers
+`X-Accord-Body`, `X-Accord-Role` and `X-Accord-Person`, and nothing checks that claim: this is a placeholder until
+real credentials (a later security issue) replace it, so serve this API only where every caller is trusted. What
+the claimed body and role may do is decided by the governance rules, never here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from broker.adapters.webhooks import WebhookDelivery
+from broker.domain.adjudication import Decision, DisputeRequest
+from broker.domain.disputes import Dispute
+from broker.domain.ladder import Actor
+from broker.errors import AccordError, ConfigError, GovernanceError, NotAuthorisedError, NotFoundError, ServiceError
+from broker.services.governance import Governance
+
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+ACTOR_HEADERS = ("X-Accord-Body", "X-Accord-Role", "X-Accord-Person")
+
+# A NotAuthorisedError is also a GovernanceError; the first match in this order wins.
+STATUS: dict[type[AccordError], int] = {
+    NotAuthorisedError: 403, GovernanceError: 409, NotFoundError: 404, ConfigError: 503, ServiceError: 503}
+
+
+class NotAuthenticatedError(AccordError):
+    """A write came without the headers that say who is acting."""
+
+
+# -- request bodies -----------------------------------------------------------------------------------------------
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DisputeIn(_Body):
+    kind: str
+    stream: str
+    role: str
+    purpose: str
+    justification: str
+    subscriber: str | None = None
+    fields: list[str] = Field(default_factory=list)
+    areas: list[str] | None = None
+    until: AwareDatetime | None = None
+    decision_id: str | None = None
+    policy_revision: str | None = None
+    urgency: str = "routine"
+    evidence: list[str] = Field(default_factory=list)
+
+    def request(self) -> DisputeRequest:
+        return DisputeRequest(
+            kind=self.kind, stream=self.stream, role=self.role, purpose=self.purpose,
+            justification=self.justification, subscriber=self.subscriber, fields=tuple(self.fields),
+            areas=None if self.areas is None else tuple(self.areas), until=self.until, decision_id=self.decision_id,
+            policy_revision=self.policy_revision, urgency=self.urgency, evidence=tuple(self.evidence))
+
+
+class DecisionIn(_Body):
+    outcome: str
+    reason: str
+    fields: list[str] | None = None
+    areas: list[str] | None = None
+    until: AwareDatetime | None = None
+
+    def decision(self) -> Decision:
+        return Decision(outcome=self.outcome, reason=self.reason,
+                        fields=None if self.fields is None else tuple(self.fields),
+                        areas=None if self.areas is None else tuple(self.areas), until=self.until)
+
+
+class CommentIn(_Body):
+    text: str
+
+
+class AppealIn(_Body):
+    reason: str
+
+
+class DeclarationIn(_Body):
+    scope: str = "national"
+    level: str
+    reason: str
+
+
+class LiftIn(_Body):
+    scope: str = "national"
+    reason: str
+
+
+class BreakGlassIn(_Body):
+    stream: str
+    purpose: str
+    justification: str
+
+
+class WebhookIn(_Body):
+    url: str | None = Field(description="where to POST this body's notifications; null removes the webhook")
+
+
+# -- who is acting ------------------------------------------------------------------------------------------------
+
+def acting(
+    body: Annotated[str | None, Header(alias="X-Accord-Body", description="the acting body's id")] = None,
+    role: Annotated[str | None, Header(alias="X-Accord-Role", description="the role it acts in")] = None,
+    person: Annotated[str | None, Header(alias="X-Accord-Person", description="who, for the record")] = None,
+) -> Actor:
+    values = {name: (value or "").strip() for name, value in zip(ACTOR_HEADERS, (body, role, person), strict=True)}
+    missing = [name for name, value in values.items() if not value]
+    if missing:
+        raise NotAuthenticatedError(
+            f"say who is acting: header(s) {', '.join(missing)} missing or empty; every write needs "
+            f"{', '.join(ACTOR_HEADERS)} (body id, one of its roles, and the person)")
+    return Actor(body=values[ACTOR_HEADERS[0]], role=values[ACTOR_HEADERS[1]], person=values[ACTOR_HEADERS[2]])
+
+
+Acting = Annotated[Actor, Depends(acting)]
+
+
+def _summary(dispute: Dispute) -> dict[str, Any]:
+    return {key: value for key, value in dispute.to_json().items() if key != "timeline"}
+
+
+def _existing(governance: Governance, ident: str) -> Dispute:
+    """The dispute, or NotFoundError (404): the service reports an unknown id as a bad move."""
+    try:
+        return governance.dispute(ident)
+    except GovernanceError as exc:
+        raise NotFoundError(str(exc)) from None
+
+
+# -- the app ------------------------------------------------------------------------------------------------------
+
+def create_governance_app(governance: Governance, deliveries: Callable[[], Sequence[WebhookDelivery]],
+                          metrics: Callable[[], bytes] | None = None) -> FastAPI:
+    app = FastAPI(title="Accord governance", version="1",
+                  description="Disputes over data sharing, decided up an escalation ladder with deadlines; "
+                              "emergency declarations; break-glass; webhooks. Writes name the acting body, role "
+                              f"and person in the {', '.join(ACTOR_HEADERS)} headers.")
+    _error_handlers(app)
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    if metrics is not None:
+        scrape = metrics
+
+        @app.get("/metrics", response_class=Response)
+        def prometheus() -> Response:
+            return Response(scrape(), media_type=PROMETHEUS_TEXT)
+
+    _dispute_routes(app, governance)
+    _decision_routes(app, governance)
+    _emergency_routes(app, governance)
+    _webhook_routes(app, governance, deliveries)
+    return app
+
+
+def _error_handlers(app: FastAPI) -> None:
+    async def accord_error(_: Request, exc: Exception) -> JSONResponse:
+        status = next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 500)
+        return JSONResponse({"error": str(exc)}, status_code=status)
+
+    async def not_authenticated(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=401)
+
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    async def invalid_request(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return JSONResponse({"error": _problems(exc)}, status_code=422)
+
+    for kind in STATUS:
+        app.add_exception_handler(kind, accord_error)
+    app.add_exception_handler(NotAuthenticatedError, not_authenticated)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+
+
+def _problems(exc: RequestValidationError) -> str:
+    """Pydantic's errors as one line: `body.until: Input should have timezone info; query.state: ...`."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error.get('loc', ()))}: {error.get('msg', 'invalid')}"
+        for error in exc.errors())
+
+
+def _dispute_routes(app: FastAPI, governance: Governance) -> None:
+    @app.post("/disputes", status_code=201)
+    def raise_dispute(body: DisputeIn, actor: Acting) -> dict[str, Any]:
+        """Challenge a refusal or restriction (or, as the publisher, a grant); the first tier's deadline starts."""
+        return governance.raise_dispute(actor, body.request()).to_json()
+
+    @app.get("/disputes")
+    def disputes(state: str | None = None, body: str | None = None, stream: str | None = None,
+                 deadline_before: AwareDatetime | None = None) -> dict[str, Any]:
+        """Disputes, oldest first, without their timelines; `body` matches any party."""
+        found = governance.disputes(state=state, body=body, stream=stream, deadline_before=deadline_before)
+        return {"disputes": [_summary(d) for d in found]}
+
+    @app.get("/disputes/{ident}")
+    def dispute(ident: str) -> dict[str, Any]:
+        """One dispute with its full timeline."""
+        return _existing(governance, ident).to_json()
+
+    @app.post("/disputes/{ident}/comments")
+    def comment(ident: str, body: CommentIn, actor: Acting) -> dict[str, Any]:
+        _existing(governance, ident)
+        return governance.comment(ident, actor, body.text).to_json()
+
+    @app.post("/disputes/{ident}/appeal")
+    def appeal(ident: str, body: AppealIn, actor: Acting) -> dict[str, Any]:
+        """A party appeals an enforced decision to the next tier, within the appeal window."""
+        _existing(governance, ident)
+        return governance.appeal(ident, actor, body.reason).to_json()
+
+    @app.post("/break-glass", status_code=201)
+    def break_glass(body: BreakGlassIn, actor: Acting) -> dict[str, Any]:
+        """Take a template's access now in a declared emergency; returns the review dispute this opens."""
+        return governance.break_glass(actor, body.stream, body.purpose, body.justification).to_json()
+
+
+def _decision_routes(app: FastAPI, governance: Governance) -> None:
+    def approve(ident: str, body: DecisionIn, actor: Actor) -> dict[str, Any]:
+        _existing(governance, ident)
+        dispute = governance.decide(ident, actor, body.decision())
+        return {"decided": dispute.state != "awaiting", "dispute": dispute.to_json()}
+
+    @app.post("/disputes/{ident}/decision")
+    def decide(ident: str, body: DecisionIn, actor: Acting) -> dict[str, Any]:
+        """One decider's approval; the dispute is decided once the tier's N approvals agree (`decided`)."""
+        return approve(ident, body, actor)
+
+    @app.post("/disputes/{ident}/approvals")
+    def approval(ident: str, body: DecisionIn, actor: Acting) -> dict[str, Any]:
+        """The same as /decision, named for a tier that needs several approvals."""
+        return approve(ident, body, actor)
+
+
+def _emergency_routes(app: FastAPI, governance: Governance) -> None:
+    @app.get("/emergency")
+    def levels() -> dict[str, Any]:
+        """Declarations in force by scope (`national` or an E12 region); a scope not listed is at normal."""
+        return {"levels": governance.emergency()}
+
+    @app.post("/emergency")
+    def declare(body: DeclarationIn, actor: Acting) -> dict[str, Any]:
+        """Declare a level (a declarer's role); open deadlines shorten to the level's; `normal` lifts."""
+        return governance.declare(actor, body.scope, body.level, body.reason)
+
+    @app.post("/emergency/lift")
+    def lift(body: LiftIn, actor: Acting) -> dict[str, Any]:
+        return governance.declare(actor, body.scope, "normal", body.reason)
+
+
+def _webhook_routes(app: FastAPI, governance: Governance,
+                    deliveries: Callable[[], Sequence[WebhookDelivery]]) -> None:
+    @app.put("/webhooks")
+    def register(body: WebhookIn, actor: Acting) -> dict[str, Any]:
+        """Set (or, with null, remove) the acting body's webhook."""
+        governance.register_webhook(actor, body.url)
+        return {"body": actor.body, "url": body.url}
+
+    @app.get("/webhooks/deliveries")
+    def delivered(body: str | None = None) -> dict[str, Any]:
+        """Webhook deliveries, oldest first, each as it stands (pending, delivered, failed, gave-up, no-webhook)."""
+        return {"deliveries": [dataclasses.asdict(d) for d in deliveries() if body is None or d.body == body]}
+
+
+__all__ = ["create_governance_app"]

@@ -1,0 +1,115 @@
+"""The dispute part of `make demo`: a district's refused request climbs the ladder over the governance HTTP API,
+is granted in part by two board members on appeal, and the grant is enforced on the live stream."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+
+from broker.adapters.kafka_log import KafkaLog
+from broker.domain.disputes import parse_stamp
+from broker.domain.plans import delivery_topic
+from broker.local.stack import Endpoints
+from broker.services import policy_changes
+from broker.services.api_runtime import open_ingest
+from broker.services.deliveries import DeliveryReader
+from broker.services.synthetic import positive_tests
+
+STREAM = "ukhsa.positive-tests"
+BLABY = "blaby-district-council"
+Say = Callable[[str], None]
+
+
+def _as(body: str, role: str, person: str) -> dict[str, str]:
+    return {"X-Accord-Body": body, "X-Accord-Role": role, "X-Accord-Person": person}
+
+
+def run(endpoints: Endpoints, reader: DeliveryReader, log: KafkaLog, say: Say) -> dict[str, Any]:
+    """Blaby's environmental health team wants T1 rows for a food-premises cluster (domain scenario 5)."""
+    with httpx.Client(base_url=endpoints.governance_url, timeout=30) as api:
+        started = time.monotonic()
+        dispute = _call(api, "POST", "/disputes", _as(BLABY, "environmental-health", "Head of Environmental Health"),
+                        {"kind": "refusal", "stream": STREAM, "role": "environmental-health",
+                         "purpose": "outbreak-control", "fields": ["lsoa", "specimen_date", "occupation", "postcode"],
+                         "justification": "Outbreak OB-2026-031: cases linked to a food premises in Blaby.",
+                         "urgency": "urgent", "decision_id": "no-agreement"})
+        ident = dispute["id"]
+        say(f"4. dispute {ident}: Blaby's environmental health team is refused T1 rows for outbreak OB-2026-031 "
+            f"and disputes it; tier 1 ({dispute['level']} level) is due by {dispute['deadline']}")
+        _call(api, "POST", f"/disputes/{ident}/decision", _as("ukhsa", "ig-lead", "UKHSA IG Lead"),
+              {"outcome": "refused", "reason": "The county DPH leads outbreak control; no district feed."})
+        _call(api, "POST", f"/disputes/{ident}/appeal", _as(BLABY, "environmental-health", "Head of EH"),
+              {"reason": "Premises inspections are a district duty; we need the cases linked to the premises."})
+        until = (dt.datetime.now(dt.UTC) + dt.timedelta(days=28)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        part = {"outcome": "granted-in-part", "fields": ["lsoa", "specimen_date", "occupation"],
+                "until": until, "reason": "Outbreak OB-2026-031: Blaby's rows only, no postcode, for 28 days."}
+        _call(api, "POST", f"/disputes/{ident}/approvals", _as("dhsc", "governance-board", "Board member (DHSC)"), part)
+        decided_wall = time.time()
+        nhse = _as("nhse", "governance-board", "Board member (NHSE)")
+        final = _call(api, "POST", f"/disputes/{ident}/approvals", nhse, part)
+        full = _call(api, "GET", f"/disputes/{ident}", None, None)
+    for line in _timeline(full):
+        say(f"   {line}")
+    enforced = next(e for e in reversed(full["timeline"]) if e["type"] == "enforced")
+    last = max(enforced["data"]["control"], key=lambda c: int(c["offset"]))
+    change = policy_changes.Announced(last["key"], int(last["offset"]), int(last["timestamp_ms"]))
+    (status,) = policy_changes.enforcement(log, change, workers=1, timeout_s=10)
+    latency_ms = int(status["applied_ms"]) - int(decided_wall * 1000)
+    flow = _deliveries(endpoints, reader)
+    say(f"   decision enforced by gate worker {status['worker']} {latency_ms} ms after the second approval was sent")
+    say(f"   then Blaby's environmental health received {flow['rows']} of {flow['published']} new rows (Blaby's only), "
+        f"fields {', '.join(flow['fields'])}")
+    outcome = (final.get("decision") or {}).get("outcome")
+    return {"decision_to_enforced_ms": latency_ms, "dispute": ident, "state": final["state"], "outcome": outcome,
+            "seconds": round(time.monotonic() - started, 3), **flow}
+
+
+def _call(api: httpx.Client, method: str, path: str, headers: Mapping[str, str] | None,
+          body: Mapping[str, Any] | None) -> dict[str, Any]:
+    response = api.request(method, path, headers=dict(headers or {}), json=body)
+    if response.status_code >= 400:
+        raise RuntimeError(f"{method} {path}: HTTP {response.status_code}: {response.text}")
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def _timeline(dispute: Mapping[str, Any]) -> list[str]:
+    first = parse_stamp(dispute["timeline"][0]["at"])
+    lines = []
+    for event in dispute["timeline"]:
+        offset_ms = int((parse_stamp(event["at"]) - first).total_seconds() * 1000)
+        who = "" if event["actor"] is None else f" by {event['actor']['body']}/{event['actor']['role']}"
+        detail = _detail(str(event["type"]), event["data"])
+        lines.append(f"+{offset_ms:>6} ms  {event['type']:<12}{who}  {detail}".rstrip())
+    return lines
+
+
+def _deliveries(endpoints: Endpoints, reader: DeliveryReader) -> dict[str, Any]:
+    day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    cases = positive_tests(day, {"blaby": 4, "charnwood": 3, "leicester": 3}, prefix=f"O{uuid.uuid4().hex[:5].upper()}")
+    with open_ingest(endpoints.kafka_bootstrap, endpoints.registry_url) as (ingest, _):
+        outcomes = ingest.publish(STREAM, cases, source="demo")
+    sources = {f"{o.topic}/{o.partition}/{o.offset}".encode() for o in outcomes}
+    topic = delivery_topic(BLABY, "environmental-health", STREAM)
+    got = reader.read(topic, 0, lambda _, h: h.get("accord.source") in sources, want=4, timeout_s=15)
+    return {"published": len(cases), "rows": len(got), "fields": sorted(got[0].value) if got else [],
+            "areas": sorted({str(d.value.get("ltla")) for d in got})}
+
+
+def _detail(kind: str, data: Mapping[str, Any]) -> str:
+    if kind == "tier-opened":
+        return f"tier {data['tier'] + 1} due {data['deadline']} ({data['why']})"
+    if kind == "approved":
+        return f"{data['outcome']}: {data['reason']}"
+    if kind == "decided":
+        return f"{data['outcome']} until {data.get('until')}"
+    if kind == "enforced":
+        return f"control offsets {[c['offset'] for c in data['control']]}"
+    if kind == "appealed":
+        return str(data["reason"])
+    return ""

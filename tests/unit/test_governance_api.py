@@ -1,0 +1,291 @@
+"""The governance HTTP API over a real Governance with in-memory topics: routes, who may act, and error mapping."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from broker.adapters.webhooks import WebhookDelivery
+from broker.api.governance_app import create_governance_app
+from broker.services.governance import Governance
+from tests.unit.governance_catalog import LEICESTER, MANCHESTER, T1, catalog
+from tests.unit.governance_fakes import FakeClock, FakeControl, MemoryGovernanceLog
+from tests.unit.notifier_fakes import RecordingNotifier
+
+DPH = {"X-Accord-Body": LEICESTER, "X-Accord-Role": "dph", "X-Accord-Person": "ivan@leicester.test"}
+UKHSA_IG = {"X-Accord-Body": "ukhsa", "X-Accord-Role": "ig-lead", "X-Accord-Person": "jo@ukhsa.test"}
+REFUSAL: dict[str, Any] = {
+    "kind": "refusal", "stream": T1, "role": "dph", "purpose": "health-protection",
+    "justification": "Cases are rising in Leicester and we need the line list to act.",
+    "fields": ["name", "lsoa", "specimen_date"], "decision_id": "plan-refused", "urgency": "urgent"}
+GRANTED = {"outcome": "granted", "reason": "The need is made out."}
+
+
+def acting(body: str, role: str) -> dict[str, str]:
+    return {"X-Accord-Body": body, "X-Accord-Role": role, "X-Accord-Person": f"{role} of {body}"}
+
+
+def board(body: str) -> dict[str, str]:
+    return acting(body, "governance-board")
+
+
+def delivery(body: str, outcome: Any = "delivered") -> WebhookDelivery:
+    return WebhookDelivery(delivery_id=f"w-{body}", body=body, url=f"https://{body}.test/hook", event_id="e-1",
+                           type="raised", attempts=1, outcome=outcome, status_code=200, error=None,
+                           first_attempt_at=1.0, last_attempt_at=1.0)
+
+
+@dataclass
+class Api:
+    client: TestClient
+    governance: Governance
+    log: MemoryGovernanceLog
+    control: FakeControl
+    clock: FakeClock
+    deliveries: list[WebhookDelivery] = field(default_factory=list)
+
+    def raise_refusal(self, headers: dict[str, str] = DPH, **changes: Any) -> dict[str, Any]:
+        response = self.client.post("/disputes", json={**REFUSAL, **changes}, headers=headers)
+        assert response.status_code == 201, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def decided_at_tier_1(self) -> str:
+        """A refusal the publisher refused again on reconsideration, now enforced and open to appeal."""
+        ident = str(self.raise_refusal()["id"])
+        refused = {"outcome": "refused", "reason": "Names are not needed for this."}
+        assert self.client.post(f"/disputes/{ident}/decision", json=refused, headers=UKHSA_IG).status_code == 200
+        return ident
+
+
+def make_api(doc: dict[str, Any] | None = None, metrics: bool = False) -> Api:
+    log, control, clock = MemoryGovernanceLog(), FakeControl(doc), FakeClock()
+    governance = Governance(log, control, control, clock, RecordingNotifier())
+    governance.start()
+    deliveries: list[WebhookDelivery] = []
+    scrape = (lambda: b"accord_disputes_open 1\n") if metrics else None
+    app = create_governance_app(governance, lambda: deliveries, scrape)
+    return Api(TestClient(app), governance, log, control, clock, deliveries)
+
+
+@pytest.fixture
+def api() -> Api:
+    return make_api(catalog())
+
+
+def test_health_and_metrics() -> None:
+    with_metrics = make_api(catalog(), metrics=True).client
+    assert with_metrics.get("/health").json() == {"status": "ok"}
+    scraped = with_metrics.get("/metrics")
+    assert scraped.status_code == 200 and scraped.text == "accord_disputes_open 1\n"
+    assert scraped.headers["content-type"].startswith("text/plain")
+    assert make_api(catalog()).client.get("/metrics").status_code == 404
+
+
+def test_openapi_lists_every_route_and_the_actor_headers(api: Api) -> None:
+    spec = api.client.get("/openapi.json").json()
+    assert spec["info"]["title"] == "Accord governance"
+    assert set(spec["paths"]) == {
+        "/health", "/disputes", "/disputes/{ident}", "/disputes/{ident}/comments", "/disputes/{ident}/decision",
+        "/disputes/{ident}/approvals", "/disputes/{ident}/appeal", "/emergency", "/emergency/lift", "/break-glass",
+        "/webhooks", "/webhooks/deliveries"}
+    headers = {p["name"] for p in spec["paths"]["/disputes"]["post"]["parameters"] if p["in"] == "header"}
+    assert headers == {"X-Accord-Body", "X-Accord-Role", "X-Accord-Person"}
+
+
+def test_raise_returns_the_dispute_awaiting_its_first_tier(api: Api) -> None:
+    dispute = api.raise_refusal()
+    assert (dispute["state"], dispute["tier"], dispute["publisher"], dispute["subscriber"]) == (
+        "awaiting", 0, "ukhsa", LEICESTER)
+    assert dispute["challenger"] == {"body": LEICESTER, "role": "dph", "person": "ivan@leicester.test"}
+    assert dispute["sought"]["fields"] == ["lsoa", "name", "specimen_date"]
+    assert [e["type"] for e in dispute["timeline"]] == ["raised", "tier-opened"]
+    assert api.client.get(f"/disputes/{dispute['id']}").json() == dispute
+
+
+@pytest.mark.parametrize("missing", ["X-Accord-Body", "X-Accord-Role", "X-Accord-Person"])
+def test_a_write_without_an_actor_is_401_and_writes_nothing(api: Api, missing: str) -> None:
+    headers = {name: value for name, value in DPH.items() if name != missing}
+    response = api.client.post("/disputes", json=REFUSAL, headers=headers)
+    assert response.status_code == 401
+    assert response.json()["error"].startswith(f"say who is acting: header(s) {missing} missing or empty")
+    assert api.log.events == []
+
+
+def test_the_write_routes_all_need_an_actor(api: Api) -> None:
+    ident = api.raise_refusal()["id"]
+    writes = [("/disputes/{}/comments", {"text": "hi"}), ("/disputes/{}/decision", GRANTED),
+              ("/disputes/{}/approvals", GRANTED), ("/disputes/{}/appeal", {"reason": "no"}),
+              ("/emergency", {"level": "emergency", "reason": "r"}), ("/emergency/lift", {"reason": "r"}),
+              ("/break-glass", {"stream": T1, "purpose": "health-protection", "justification": "j"})]
+    statuses = {path: api.client.post(path.format(ident), json=body).status_code for path, body in writes}
+    statuses["/webhooks"] = api.client.put("/webhooks", json={"url": None}).status_code
+    assert set(statuses.values()) == {401}, statuses
+
+
+def test_a_role_the_body_does_not_hold_is_403(api: Api) -> None:
+    response = api.client.post("/disputes", json=REFUSAL, headers=acting(LEICESTER, "arbiter"))
+    assert response.status_code == 403
+    assert response.json() == {"error": f"{LEICESTER} has no role 'arbiter'"}
+
+
+def test_a_body_that_is_not_a_decider_of_the_tier_is_403(api: Api) -> None:
+    ident = api.raise_refusal()["id"]
+    response = api.client.post(f"/disputes/{ident}/decision", json=GRANTED, headers=board("nhse"))
+    assert response.status_code == 403
+    assert "is not one of its deciders" in response.json()["error"]
+    assert api.governance.dispute(ident).state == "awaiting"
+
+
+def test_appeal_moves_to_the_board_where_a_party_may_not_decide(api: Api) -> None:
+    ident = api.decided_at_tier_1()
+    assert api.client.get(f"/disputes/{ident}").json()["state"] == "enforced"
+    appealed = api.client.post(f"/disputes/{ident}/appeal", json={"reason": "Names are needed to trace contacts."},
+                               headers=DPH)
+    assert appealed.status_code == 200
+    assert (appealed.json()["state"], appealed.json()["tier"]) == ("awaiting", 1)
+    # UKHSA sits on the board but published the stream in dispute.
+    party = api.client.post(f"/disputes/{ident}/decision", json=GRANTED, headers=board("ukhsa"))
+    assert party.status_code == 403
+    assert party.json() == {"error": f"ukhsa is a party to dispute {ident} and cannot decide it"}
+
+
+def test_two_of_the_board_decide_and_the_response_says_when(api: Api) -> None:
+    ident = api.decided_at_tier_1()
+    api.client.post(f"/disputes/{ident}/appeal", json={"reason": "Names are needed."}, headers=DPH)
+    first = api.client.post(f"/disputes/{ident}/approvals", json=GRANTED, headers=board("nhse"))
+    assert first.status_code == 200
+    assert first.json()["decided"] is False
+    assert first.json()["dispute"]["state"] == "awaiting"
+    assert len(first.json()["dispute"]["approvals"]) == 1
+    second = api.client.post(f"/disputes/{ident}/decision", json=GRANTED, headers=board("dhsc"))
+    assert second.json()["decided"] is True
+    assert second.json()["dispute"]["state"] == "enforced"
+    assert second.json()["dispute"]["decision"]["outcome"] == "granted"
+    assert [key for key, _ in api.control.writes("grant/")] == [f"grant/dispute-{ident}"]
+
+
+def test_bad_moves_are_409(api: Api) -> None:
+    ident = api.raise_refusal()["id"]
+    no_reason = api.client.post(f"/disputes/{ident}/decision", json={"outcome": "granted", "reason": " "},
+                                headers=UKHSA_IG)
+    assert no_reason.status_code == 409
+    assert no_reason.json() == {"error": "a decision needs a written reason"}
+    api.client.post(f"/disputes/{ident}/decision", json=GRANTED, headers=UKHSA_IG)
+    api.clock.advance(dt.timedelta(days=15))   # past the appeal window
+    api.governance.tick()
+    assert api.client.get(f"/disputes/{ident}").json()["state"] == "closed"
+    again = api.client.post(f"/disputes/{ident}/decision", json=GRANTED, headers=UKHSA_IG)
+    assert again.status_code == 409
+    assert again.json() == {"error": f"dispute {ident} is closed; only a dispute awaiting a decision is decided"}
+
+
+def test_an_unknown_dispute_is_404(api: Api) -> None:
+    assert api.client.get("/disputes/d-nope").status_code == 404
+    for path, body in [("decision", GRANTED), ("approvals", GRANTED), ("comments", {"text": "hello"}),
+                       ("appeal", {"reason": "why"})]:
+        response = api.client.post(f"/disputes/d-nope/{path}", json=body, headers=DPH)
+        assert response.status_code == 404, path
+        assert response.json()["error"].startswith("no dispute 'd-nope'")
+
+
+@pytest.mark.parametrize(("body", "problem"), [
+    ({**REFUSAL, "colour": "red"}, "body.colour: Extra inputs are not permitted"),
+    ({key: value for key, value in REFUSAL.items() if key != "justification"}, "body.justification: Field required"),
+    ({**REFUSAL, "until": "2026-04-01T00:00:00"}, "body.until: Input should have timezone info"),
+    ({**REFUSAL, "fields": "name"}, "body.fields: Input should be a valid list"),
+])
+def test_a_malformed_body_is_422_naming_the_field(api: Api, body: dict[str, Any], problem: str) -> None:
+    response = api.client.post("/disputes", json=body, headers=DPH)
+    assert response.status_code == 422
+    assert response.json() == {"error": problem}
+    assert api.log.events == []
+
+
+def test_list_filters_and_leaves_out_timelines(api: Api) -> None:
+    leicester = api.raise_refusal()["id"]
+    api.clock.advance(dt.timedelta(hours=1))
+    manchester = api.raise_refusal(acting(MANCHESTER, "dph"), urgency="routine")["id"]
+    api.client.post(f"/disputes/{leicester}/decision", json=GRANTED, headers=UKHSA_IG)
+
+    def ids(**params: str) -> list[str]:
+        response = api.client.get("/disputes", params=params)
+        assert response.status_code == 200, response.text
+        return [d["id"] for d in response.json()["disputes"]]
+
+    everything = api.client.get("/disputes").json()["disputes"]
+    assert [d["id"] for d in everything] == [leicester, manchester]
+    assert all("timeline" not in d for d in everything)
+    assert ids(state="awaiting") == [manchester]
+    assert ids(state="enforced") == [leicester]
+    assert ids(body=LEICESTER) == [leicester]
+    assert ids(body="ukhsa") == [leicester, manchester]
+    assert ids(stream="some.other-stream") == []
+    deadline = api.governance.dispute(manchester).deadline
+    assert deadline is not None
+    assert ids(deadline_before=(deadline + dt.timedelta(seconds=1)).isoformat()) == [manchester]
+    assert ids(deadline_before=deadline.isoformat()) == []
+
+
+def test_parties_comment_and_others_may_not(api: Api) -> None:
+    ident = api.raise_refusal()["id"]
+    response = api.client.post(f"/disputes/{ident}/comments", json={"text": "Evidence attached."}, headers=DPH)
+    assert response.status_code == 200
+    assert response.json()["timeline"][-1]["data"] == {"text": "Evidence attached."}
+    stranger = api.client.post(f"/disputes/{ident}/comments", json={"text": "Me too."},
+                               headers=acting(MANCHESTER, "dph"))
+    assert stranger.status_code == 403
+
+
+def test_declare_and_lift_an_emergency(api: Api) -> None:
+    assert api.client.get("/emergency").json() == {"levels": {}}
+    refused = api.client.post("/emergency", json={"level": "emergency", "reason": "surge"}, headers=DPH)
+    assert refused.status_code == 403
+    declared = api.client.post("/emergency", json={"scope": "E12000004", "level": "emergency", "reason": "surge"},
+                               headers=board("dhsc"))
+    assert declared.json() == {"scope": "E12000004", "level": "emergency"}
+    levels = api.client.get("/emergency").json()["levels"]
+    assert levels["E12000004"]["level"] == "emergency" and levels["E12000004"]["reason"] == "surge"
+    assert api.control.writes("emergency/")[-1][1] is not None
+    bad = api.client.post("/emergency", json={"level": "extreme", "reason": "r"}, headers=board("dhsc"))
+    assert bad.status_code == 409
+    lifted = api.client.post("/emergency/lift", json={"scope": "E12000004", "reason": "over"}, headers=board("ukhsa"))
+    assert lifted.json() == {"scope": "E12000004", "level": "normal"}
+    assert api.client.get("/emergency").json() == {"levels": {}}
+    assert api.control.writes("emergency/")[-1] == ("emergency/E12000004", None)
+
+
+def test_break_glass_needs_a_declared_emergency_then_opens_a_review(api: Api) -> None:
+    glass = {"stream": T1, "purpose": "health-protection", "justification": "Outbreak in a care home tonight."}
+    assert api.client.post("/break-glass", json=glass, headers=DPH).status_code == 403
+    api.client.post("/emergency", json={"level": "emergency", "reason": "surge"}, headers=board("dhsc"))
+    response = api.client.post("/break-glass", json=glass, headers=DPH)
+    assert response.status_code == 201
+    review = response.json()
+    assert (review["kind"], review["state"], review["subscriber"]) == ("break-glass-review", "awaiting", LEICESTER)
+    assert [key for key, _ in api.control.writes("grant/")] == [f"grant/break-glass-{review['id']}"]
+
+
+def test_webhooks_are_registered_for_the_acting_body_and_deliveries_filtered(api: Api) -> None:
+    response = api.client.put("/webhooks", json={"url": "https://ukhsa.test/hook"}, headers=UKHSA_IG)
+    assert response.json() == {"body": "ukhsa", "url": "https://ukhsa.test/hook"}
+    assert api.governance.state.webhooks == {"ukhsa": "https://ukhsa.test/hook"}
+    assert api.client.put("/webhooks", json={"url": "ftp://ukhsa.test"}, headers=UKHSA_IG).status_code == 409
+    assert api.client.put("/webhooks", json={}, headers=UKHSA_IG).status_code == 422
+    api.client.put("/webhooks", json={"url": None}, headers=UKHSA_IG)
+    assert api.governance.state.webhooks == {}
+    api.deliveries.extend([delivery("ukhsa"), delivery(LEICESTER, "gave-up")])
+    everyone = api.client.get("/webhooks/deliveries").json()["deliveries"]
+    assert [d["body"] for d in everyone] == ["ukhsa", LEICESTER]
+    mine = api.client.get("/webhooks/deliveries", params={"body": LEICESTER}).json()["deliveries"]
+    assert mine == [{**everyone[1], "outcome": "gave-up"}]
+
+
+def test_no_catalog_applied_is_503() -> None:
+    response = make_api(None).client.post("/disputes", json=REFUSAL, headers=DPH)
+    assert response.status_code == 503
+    assert "no catalog has been applied" in response.json()["error"]

@@ -51,7 +51,7 @@ def run(endpoints: Endpoints, reader: DeliveryReader, log: KafkaLog, say: Say) -
         _call(api, "POST", f"/disputes/{ident}/approvals", _as("dhsc", "governance-board", "Board member (DHSC)"), part)
         decided_wall = time.time()
         nhse = _as("nhse", "governance-board", "Board member (NHSE)")
-        final = _call(api, "POST", f"/disputes/{ident}/approvals", nhse, part)
+        _call(api, "POST", f"/disputes/{ident}/approvals", nhse, part)
         full = _call(api, "GET", f"/disputes/{ident}", None, None)
     for line in _timeline(full):
         say(f"   {line}")
@@ -64,8 +64,8 @@ def run(endpoints: Endpoints, reader: DeliveryReader, log: KafkaLog, say: Say) -
     say(f"   decision enforced by gate worker {status['worker']} {latency_ms} ms after the second approval was sent")
     say(f"   then Blaby's environmental health received {flow['rows']} of {flow['published']} new rows (Blaby's only), "
         f"fields {', '.join(flow['fields'])}")
-    outcome = (final.get("decision") or {}).get("outcome")
-    return {"decision_to_enforced_ms": latency_ms, "dispute": ident, "state": final["state"], "outcome": outcome,
+    outcome = (full.get("decision") or {}).get("outcome")
+    return {"decision_to_enforced_ms": latency_ms, "dispute": ident, "state": full["state"], "outcome": outcome,
             "seconds": round(time.monotonic() - started, 3), **flow}
 
 
@@ -94,11 +94,11 @@ def _deliveries(endpoints: Endpoints, reader: DeliveryReader) -> dict[str, Any]:
     cases = positive_tests(day, {"blaby": 4, "charnwood": 3, "leicester": 3}, prefix=f"O{uuid.uuid4().hex[:5].upper()}")
     with open_ingest(endpoints.kafka_bootstrap, endpoints.registry_url) as (ingest, _):
         outcomes = ingest.publish(STREAM, cases, source="demo")
-    sources = {f"{o.topic}/{o.partition}/{o.offset}".encode() for o in outcomes}
+    sources = {f"{o.topic}/{o.partition}/{o.offset}".encode(): cases[o.index] for o in outcomes}
     topic = delivery_topic(BLABY, "environmental-health", STREAM)
     got = reader.read(topic, 0, lambda _, h: h.get("accord.source") in sources, want=4, timeout_s=15)
     return {"published": len(cases), "rows": len(got), "fields": sorted(got[0].value) if got else [],
-            "areas": sorted({str(d.value.get("ltla")) for d in got})}
+            "areas": sorted({str(sources[d.source]["ltla"]) for d in got})}   # of the records delivered from
 
 
 def _detail(kind: str, data: Mapping[str, Any]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from broker.config import Settings
 from broker.local import processes
+from broker.local.python_service import PythonService
 from broker.local.stack import Endpoints, LocalStack
 from broker.services import demo
 
@@ -30,11 +32,12 @@ def test_cli_up_status_env_down_leaves_nothing_running(tmp_path: Path) -> None:
     try:
         status = _accord(["local", "status"], env)
         assert status.returncode == 0, status.stdout + status.stderr
-        for name in ("kafka", "opa", "registry", "api", "gate"):
+        for name in ("kafka", "opa", "registry", "api", "governance", "gate"):
             assert f"{name:<8} up" in status.stdout
         printed = _accord(["local", "env"], env).stdout.splitlines()
         assert [line.split("=")[0] for line in printed] == [
-            "ACCORD_KAFKA_BOOTSTRAP", "ACCORD_OPA_URL", "ACCORD_REGISTRY_URL", "ACCORD_API_URL"]
+            "ACCORD_KAFKA_BOOTSTRAP", "ACCORD_OPA_URL", "ACCORD_REGISTRY_URL", "ACCORD_API_URL",
+            "ACCORD_GOVERNANCE_URL"]
         again = _accord(["local", "up"], env)  # idempotent: same endpoints, nothing new started
         assert again.returncode == 0
         assert _accord(["local", "env"], env).stdout.splitlines() == printed
@@ -65,7 +68,15 @@ def test_external_services_are_used_not_started(services: Endpoints, tmp_path: P
 
 def test_demo_delivers_each_view_and_enforces_a_revocation(services: Endpoints, tmp_path: Path) -> None:
     said: list[str] = []
-    result = demo.run(services, say=said.append, own_gate=True, settings=Settings(state_dir=tmp_path))
+    # The session stopped the stack's governance service (other tests run their own on a fake clock); the demo
+    # talks to a real `accord governance serve` process over HTTP.
+    governance = PythonService("governance", tmp_path / "governance")
+    url = governance.start({"ACCORD_KAFKA_BOOTSTRAP": services.kafka_bootstrap}, 90, probe="/health")
+    try:
+        result = demo.run(dataclasses.replace(services, governance_url=url), say=said.append, own_gate=True,
+                          settings=Settings(state_dir=tmp_path))
+    finally:
+        governance.stop()
     views = result["views"]
     assert views["leicester-city-council/dph"]["rows"] == demo.DAY_CASES["leicester"]
     assert views["leicester-city-council/analyst"]["fields"] == ["age_band", "lsoa", "sex"]
@@ -76,6 +87,12 @@ def test_demo_delivers_each_view_and_enforces_a_revocation(services: Endpoints, 
     assert revocation["latency_ms"] < 1000 and revocation["delivered_after_revocation"] == 0
     assert 0 < revocation["delivered"] <= revocation["published_before"] < revocation["published"]
     assert any("live revocation" in line for line in said)
+    dispute = result["dispute"]
+    assert (dispute["state"], dispute["outcome"]) == ("enforced", "granted-in-part")
+    assert dispute["rows"] == 4 and dispute["areas"] == ["E07000129"]
+    assert dispute["fields"] == ["lsoa", "occupation", "specimen_date"]
+    assert dispute["decision_to_enforced_ms"] < 1000
+    assert any("decided" in line for line in said)
 
 
 def test_session_services_are_managed_processes(services: Endpoints) -> None:

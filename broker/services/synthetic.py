@@ -1,4 +1,5 @@
-"""A synthetic day of T1 positive tests over several councils (made-up people; NHS numbers fail the check digit)."""
+"""Synthetic T1 positive tests, T3 shielded patients, T6 vaccination cells and T7 isolation instructions over
+several councils (made-up people; NHS numbers fail the check digit)."""
 
 from __future__ import annotations
 
@@ -80,3 +81,63 @@ def _cases(rng: random.Random, place: Place, day: dt.date, count: int, prefix: s
             "ltla": place.ltla,
             "utla": place.utla,
         }
+
+
+AGE_BANDS = ("AGE_18_24", "AGE_25_29", "AGE_40_44", "AGE_50_54", "AGE_65_69", "AGE_80_PLUS")
+ETHNIC_GROUPS = ("ASIAN", "BLACK", "MIXED", "WHITE", "OTHER", "NOT_STATED")
+
+
+def vaccination_cells(day: dt.date, per_place: dict[str, int], seed: int = 2021) -> list[dict[str, Any]]:
+    """T6 cells (LSOA x age band x ethnic group x dose) as at `day`; each place's first three cells count 0, 1
+    and 2 vaccinated people, the small cells that publication suppresses and the restricted channel does not."""
+    rng = random.Random(seed)
+    cells = []
+    for name, count in per_place.items():
+        place = PLACES[name]
+        for n in range(count):
+            vaccinated = n if n < 3 else rng.randint(3, 60)
+            cells.append({
+                "as_at_date": day, "lsoa": _lsoa(rng, place), "utla": place.utla,
+                "age_band": rng.choice(AGE_BANDS), "ethnicity_group": rng.choice(ETHNIC_GROUPS),
+                "dose": rng.choice(("FIRST", "SECOND", "BOOSTER")),
+                "vaccinated_n": vaccinated, "eligible_n": vaccinated + rng.randint(0, 20)})
+    return cells
+
+
+def shielded_patients(day: dt.date, per_place: dict[str, int], seed: int = 2020) -> list[dict[str, Any]]:
+    """T3 entries of the Shielded Patient List, added on `day` (at least a day ago); some have no phone."""
+    rng = random.Random(seed)
+    return [{
+        "nhs_number": f"999{rng.randint(0, 9_999_999):07d}",
+        "name": f"{rng.choice(FIRST)} {rng.choice(LAST)}",
+        "dob": day - dt.timedelta(days=rng.randint(18 * 365, 95 * 365)),
+        "address": f"{rng.randint(1, 200)} {rng.choice(STREETS)}, {place.name.title()}",
+        "postcode": _postcode(rng, place),
+        "phone": f"07700 900{rng.randint(0, 999):03d}" if rng.random() < 0.8 else None,
+        "email": None,
+        "gp_practice_code": f"C{rng.randint(80, 89)}{rng.randint(0, 999):03d}",
+        "added_date": day, "removed_flag": False, "ltla": place.ltla, "utla": place.utla,
+    } for place in _each(per_place)]
+
+
+def isolation_notifications(day: dt.date, per_place: dict[str, int], seed: int = 2020) -> list[dict[str, Any]]:
+    """T7 instructions to self-isolate for ten days ending on `day` (at least a day ago), mostly notified."""
+    rng = random.Random(seed)
+    return [{
+        "ctas_id": "".join(rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZ0123456789") for _ in range(8)),
+        "postcode": _postcode(rng, place), "ltla": place.ltla,
+        "isolation_start": day - dt.timedelta(days=9), "isolation_end": day, "notified": rng.random() < 0.9,
+    } for place in _each(per_place)]
+
+
+def _each(per_place: dict[str, int]) -> Iterator[Place]:
+    for name, count in per_place.items():
+        yield from [PLACES[name]] * count
+
+
+def _postcode(rng: random.Random, place: Place) -> str:
+    return f"{rng.choice(place.outward)} {rng.randint(1, 9)}{rng.choice(INWARD_LETTERS)}{rng.choice(INWARD_LETTERS)}"
+
+
+def _lsoa(rng: random.Random, place: Place) -> str:
+    return f"E01{place.lsoa_base + rng.randint(0, 99):06d}"

@@ -38,7 +38,9 @@ class Context:
         return dict(streams[ident])
 
     def level_of(self, body: str) -> str:
-        return self.state.level_for(self.body(body).get("regions", []))
+        """The body's level; a body a later catalog dropped answers to the national level (and never blocks)."""
+        known = self.catalog.get("bodies", {}).get(body) or {}
+        return self.state.level_for(known.get("regions", []))
 
     def check_actor(self, actor: Actor) -> None:
         if actor.role not in self.body(actor.body).get("roles", []):
@@ -83,7 +85,7 @@ def raise_dispute(ctx: Context, actor: Actor, request: DisputeRequest, ident: st
     _check_request(request)
     stream = ctx.stream(request.stream)
     publisher = str(stream["owner"])
-    subscriber = request.subscriber or actor.body
+    subscriber = str(request.subscriber or _contested(ctx, request).get("subscriber") or actor.body)
     _check_standing(ctx, actor, request, publisher, subscriber)
     if request.role not in ctx.body(subscriber).get("roles", []):
         raise GovernanceError(f"{subscriber} has no role {request.role!r}; a grant needs a role it holds")
@@ -97,7 +99,7 @@ def raise_dispute(ctx: Context, actor: Actor, request: DisputeRequest, ident: st
             "evidence": list(request.evidence)}
     raised = new_event("raised", ident, ctx.now, actor, data)
     level = ctx.level_of(subscriber)
-    first = _first_tier(ctx.ladder, actor.body, publisher)
+    first = _first_tier(ctx.ladder, actor.body, subscriber, publisher)
     deadline = ctx.now + ctx.ladder.tiers[first].deadline(level)
     return [raised, _tier_opened(ident, ctx.now, first, level, deadline, "raised")]
 
@@ -111,21 +113,33 @@ def _check_request(request: DisputeRequest) -> None:
         raise GovernanceError("a dispute needs a justification: say why the data is needed (or must stop)")
 
 
+def _contested(ctx: Context, request: DisputeRequest) -> Mapping[str, Any]:
+    """The agreement or grant in force that a grant-contested request names (empty for other kinds)."""
+    if request.kind != "grant-contested":
+        return {}
+    known = {**ctx.catalog.get("agreements", {}), **ctx.state.grants}
+    if request.decision_id not in known:
+        raise GovernanceError(f"decision_id {request.decision_id!r} names no agreement or grant in force")
+    return dict(known[request.decision_id])
+
+
 def _check_standing(ctx: Context, actor: Actor, request: DisputeRequest, publisher: str, subscriber: str) -> None:
-    ctx.body(subscriber)
+    body = ctx.body(subscriber)
     if request.kind == "grant-contested":
         if actor.body != publisher:
             raise NotAuthorisedError(f"only the stream's publisher ({publisher}) may contest a grant of it")
-        known = set(ctx.catalog.get("agreements", {})) | set(ctx.state.grants)
-        if request.decision_id not in known:
-            raise GovernanceError(f"decision_id {request.decision_id!r} names no agreement or grant in force")
+        target = _contested(ctx, request)
+        if (target.get("stream"), target.get("subscriber")) != (request.stream, subscriber):
+            raise GovernanceError(
+                f"{request.decision_id} is an agreement for {target.get('subscriber')} of {target.get('stream')}, "
+                f"not for {subscriber} of {request.stream}; contest it with its own stream and subscriber")
         return
     if actor.body == subscriber:
         return
     # A controller may seek onward sharing to its processor of data it already receives.
     receives = any(a.get("subscriber") == actor.body and a.get("stream") == request.stream
                    for a in ctx.catalog.get("agreements", {}).values())
-    if not receives:
+    if not receives or body.get("kind") != "processor":
         raise NotAuthorisedError(
             f"{actor.body} may seek access only for itself, or for a processor of a stream it already receives")
 
@@ -142,6 +156,8 @@ def _check_purpose(ctx: Context, subscriber: str, request: DisputeRequest) -> No
 
 def _sought_fields(stream: Mapping[str, Any], request: DisputeRequest) -> list[str]:
     known = stream.get("fields", {})
+    if not request.fields and request.kind != "grant-contested":
+        raise GovernanceError(f"the request names no fields; name the fields of {request.stream} that are needed")
     unknown = sorted(set(request.fields) - set(known))
     if unknown:
         raise GovernanceError(
@@ -159,10 +175,12 @@ def _sought_areas(ctx: Context, subscriber: str, request: DisputeRequest) -> lis
     return sorted(set(request.areas))
 
 
-def _first_tier(ladder: Ladder, challenger: str, publisher: str) -> int:
-    """A publisher contesting its own grant skips its own reconsideration tier."""
+def _first_tier(ladder: Ladder, challenger: str, subscriber: str, publisher: str) -> int:
+    """The first tier with enough deciders who are not parties: a publisher contesting its own grant skips its own
+    reconsideration tier, but a board it sits on still has its other members."""
     for index, tier in enumerate(ladder.tiers):
-        if challenger not in tier.decider_bodies(publisher):
+        parties = {challenger, subscriber} | (set() if tier.party == "publisher" else {publisher})
+        if len(tier.decider_bodies(publisher) - parties) >= tier.approvals:
             return index
     return ladder.last
 
@@ -176,6 +194,10 @@ def check_decider(ctx: Context, dispute: Dispute, actor: Actor) -> Tier:
     ctx.check_actor(actor)
     if dispute.state != "awaiting":
         raise GovernanceError(f"dispute {dispute.id} is {dispute.state}; only a dispute awaiting a decision is decided")
+    if dispute.deadline is not None and dispute.deadline <= ctx.now:
+        raise GovernanceError(
+            f"tier {dispute.tier + 1} of dispute {dispute.id} passed its deadline {stamp(dispute.deadline)}; "
+            "the dispute moves on to the next tier or its decisive default")
     tier = ctx.ladder.tiers[dispute.tier]
     if actor.body not in tier.decider_bodies(dispute.publisher) or actor.role not in tier.roles:
         raise NotAuthorisedError(
@@ -218,10 +240,23 @@ def decision_effect(ctx: Context, dispute: Dispute, decision: Decision) -> dict[
     if dispute.kind in ("break-glass-review", "provisional-review"):
         return _reviewed(ctx, dispute, decision)
     if decision.outcome == "refused":
-        return {}
+        return _refused(ctx, dispute)
     if dispute.kind == "grant-contested":
         return _contest_upheld(ctx, dispute, decision)
     return {"grant": _grant(ctx, dispute, decision)}
+
+
+def _refused(ctx: Context, dispute: Dispute) -> dict[str, Any]:
+    """A refusal after an appeal undoes what the lower tier put in force; otherwise it changes nothing."""
+    own = f"dispute-{dispute.id}"
+    if own in ctx.state.grants:
+        return {"revoke_grants": [own]}
+    target = str(dispute.challenges.get("decision_id"))
+    revoked_here = any(e["type"] == "decided" and target in ((e.get("data") or {}).get("revoke_agreements") or ())
+                       for e in dispute.timeline)
+    if dispute.kind == "grant-contested" and revoked_here and target in ctx.state.revocations:
+        return {"reinstate_agreements": [target]}
+    return {}
 
 
 def _contest_upheld(ctx: Context, dispute: Dispute, decision: Decision) -> dict[str, Any]:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from broker.domain.adjudication import Context, Event, _tier_opened, grant_document
-from broker.domain.disputes import Dispute, fold, stamp
-from broker.domain.governance import NATIONAL, check_level, new_event
+from broker.domain.disputes import Dispute, fold, next_state, stamp
+from broker.domain.governance import NATIONAL, apply, check_level, new_event
 from broker.domain.ladder import Actor
 from broker.errors import GovernanceError, NotAuthorisedError
 
@@ -20,12 +21,18 @@ def due(ctx: Context) -> list[Event]:
     """Events the clock has made due at `ctx.now`: escalations, decisive defaults and closings.
 
     A passed deadline fires as of when it passed, so the next tier's deadline runs from the old one and a
-    governance service that was down still ends every dispute within the ladder's bound.
+    governance service that was down still ends every dispute within the ladder's bound. Everything due is returned
+    at once: when several deadlines have passed, the whole chain down to the decisive default.
     """
     events: list[Event] = []
-    for ident in sorted(ctx.state.disputes):
-        events.extend(_due(ctx, ctx.state.disputes[ident]))
-    return events
+    state = ctx.state
+    while True:
+        step = [e for ident in sorted(state.disputes) for e in _due(replace(ctx, state=state), state.disputes[ident])]
+        if not step:
+            return events
+        events.extend(step)
+        for event in step:
+            state = apply(state, state.offset, event)
 
 
 def _due(ctx: Context, dispute: Dispute) -> list[Event]:
@@ -46,6 +53,11 @@ def decisive_default(ctx: Context, dispute: Dispute) -> list[Event]:
     rule = ctx.ladder.decisive_default[level]
     data: dict[str, Any] = {"outcome": "refused", "level": level, "due_at": stamp(dispute.deadline),
                             "tier": dispute.tier, "by": []}
+    if dispute.kind in ("break-glass-review", "provisional-review"):
+        # For a review, "granted" keeps the access taken (see adjudication._reviewed); it still ends when it ends.
+        data.update(outcome="granted", reason="decisive default: no review in time, so the access taken stands "
+                                              "until it ends")
+        return [new_event("defaulted", dispute.id, ctx.now, None, data)]
     if dispute.kind not in ("refusal", "restriction"):
         data["reason"] = "decisive default: no decision in time, so the challenged decision stands"
         return [new_event("defaulted", dispute.id, ctx.now, None, data)]
@@ -113,6 +125,8 @@ def appeal(ctx: Context, ident: str, actor: Actor, reason: str) -> list[Event]:
         raise GovernanceError("an appeal needs a written reason")
     if dispute.state != "enforced":
         raise GovernanceError(f"dispute {ident} is {dispute.state}; only a decided and enforced dispute is appealed")
+    if dispute.closes_at is not None and dispute.closes_at <= ctx.now:
+        raise GovernanceError(f"the appeal window of dispute {ident} closed at {stamp(dispute.closes_at)}")
     if dispute.tier >= ctx.ladder.last:
         raise GovernanceError(f"dispute {ident} was decided at the last tier; there is no appeal")
     nxt = dispute.tier + 1
@@ -130,6 +144,7 @@ def comment(ctx: Context, ident: str, actor: Actor, text: str) -> list[Event]:
         raise NotAuthorisedError(f"{actor.body} is neither a party to dispute {ident} nor one of its deciders")
     if not text.strip():
         raise GovernanceError("a comment needs text")
+    next_state(dispute.state, "commented", ident)   # a closed dispute takes no comments; refuse before appending
     return [new_event("commented", ident, ctx.now, actor, {"text": text.strip()})]
 
 
@@ -153,12 +168,14 @@ def declare(ctx: Context, actor: Actor, scope: str, level: str, reason: str) -> 
 def _shortened(ctx: Context, scope: str, level: str) -> list[Event]:
     events = []
     for ident, dispute in sorted(ctx.state.disputes.items()):
-        regions = ctx.body(dispute.subscriber).get("regions", [])
         if dispute.state != "awaiting" or dispute.tier_opened_at is None or dispute.deadline is None:
             continue
+        regions = (ctx.catalog.get("bodies", {}).get(dispute.subscriber) or {}).get("regions", [])
         if scope != NATIONAL and scope not in regions:
             continue
-        sooner = dispute.tier_opened_at + ctx.ladder.tiers[dispute.tier].deadline(level)
+        # The tier gets the new level's deadline from the declaration, so a late declaration never makes older
+        # disputes fall through to their defaults at once.
+        sooner = ctx.now + ctx.ladder.tiers[dispute.tier].deadline(level)
         if sooner < dispute.deadline:
             data = {"level": level, "deadline": stamp(sooner), "why": f"{level} declared for {scope}"}
             events.append(new_event("deadline-changed", ident, ctx.now, None, data))

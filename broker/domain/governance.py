@@ -5,7 +5,8 @@ and revocations that decisions put into force. Events are JSON objects:
      "data": {...}}
 
 Decisions, defaults and break-glass carry their policy effect in `data`: `grant` (an agreement-shaped grant with an
-`id`), `revoke_grants` and `revoke_agreements`; declarations carry `scope` and `level`.
+`id`), `revoke_grants`, `revoke_agreements` and `reinstate_agreements` (an appeal reversing a revocation);
+declarations carry `scope` and `level`.
 """
 
 from __future__ import annotations
@@ -58,8 +59,11 @@ class GovernanceState:
 
 
 def apply(state: GovernanceState, offset: int, event: Mapping[str, Any]) -> GovernanceState:
-    """The state after the governance event at `offset`."""
-    after = replace(state, offset=max(state.offset, offset + 1))
+    """The state after the governance event at `offset`; an offset already applied changes nothing (a writer reads
+    back the events it appended and applied itself)."""
+    if offset < state.offset:
+        return state
+    after = replace(state, offset=offset + 1)
     kind = event.get("type")
     data: Mapping[str, Any] = event.get("data") or {}
     if kind == "emergency-declared":
@@ -83,6 +87,8 @@ def _effects(state: GovernanceState, data: Mapping[str, Any]) -> GovernanceState
     revocations = state.revocations
     for ident in data.get("revoke_agreements") or ():
         revocations = _with(revocations, str(ident), {"reason": data.get("reason", "")})
+    for ident in data.get("reinstate_agreements") or ():
+        revocations = _with(revocations, str(ident), None)
     return replace(state, grants=grants, revocations=revocations)
 
 

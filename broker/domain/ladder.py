@@ -102,14 +102,14 @@ def _ladder(doc: Mapping[str, Any], declarers: list[Mapping[str, Any]]) -> Ladde
     )
     if not tiers:
         raise ValueError("the ladder has no tiers")
-    defaults = {
-        level: Default(outcome=str(d["outcome"]), period=_seconds(d.get("period_s")))
-        for level, d in doc["decisive_default"].items()
-    }
+    # Every level up front, so a gap is a ConfigError now, not a KeyError when a last deadline passes.
+    rules = {level: doc["decisive_default"][level] for level in LEVELS}
+    defaults = {level: Default(outcome=str(d["outcome"]), period=_seconds(d.get("period_s")))
+                for level, d in rules.items()}
     glass = doc["break_glass"]
     return Ladder(
         tiers=tiers, decisive_default=defaults, grant_period=dt.timedelta(seconds=int(doc["grant_period_s"])),
-        appeal_window={level: dt.timedelta(seconds=int(s)) for level, s in doc["appeal_window_s"].items()},
+        appeal_window={level: dt.timedelta(seconds=int(doc["appeal_window_s"][level])) for level in LEVELS},
         break_glass=BreakGlass(levels=frozenset(glass["levels"]), roles=frozenset(glass["roles"]),
                                period=dt.timedelta(seconds=int(glass["period_s"]))),
         declarers={str(d["body"]): frozenset(d["roles"]) for d in declarers},

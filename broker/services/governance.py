@@ -122,12 +122,12 @@ class Governance:
         self._run(events)
 
     def tick(self) -> list[dict[str, Any]]:
-        """Append what the clock has made due, and enforce decisions not yet in force."""
+        """Enforce decisions not yet in force, then append (and enforce) what the clock has made due."""
         with self._lock:
             self._catch_up()
             if self._policy.current().catalog is None:
                 return []
-            written: list[dict[str, Any]] = []
+            written = self._finish_enforcement()
             for _ in range(100):    # a passed deadline can make the next one due too
                 events = escalation.due(self.context())
                 if not events:
@@ -185,6 +185,8 @@ class Governance:
             value = {"kind": "revocation", "agreement": ident, "reason": data.get("reason", ""),
                      "by": "governance", "at": stamp(self._clock())}
             written.append(self._write(f"{REVOCATION_PREFIX}{ident}", value))
+        for ident in data.get("reinstate_agreements") or ():
+            written.append(self._write(f"{REVOCATION_PREFIX}{ident}", None))
         return written
 
     def _write_level(self, scope: str) -> dict[str, Any]:
@@ -198,8 +200,21 @@ class Governance:
         offset, timestamp_ms = self._control.append(key, value)
         return {"key": key, "offset": offset, "timestamp_ms": timestamp_ms}
 
+    def _finish_enforcement(self) -> list[dict[str, Any]]:
+        """Enforce the decisions and defaults whose enforcement a crash or a control-topic outage interrupted."""
+        written: list[dict[str, Any]] = []
+        for dispute in list(self._state.disputes.values()):
+            if dispute.state in ("decided", "defaulted") and dispute.decision is not None:
+                control = self._write_effects(dispute.decision)
+                events = escalation.enforced(self.context(), dispute, control)
+                self._commit_quietly(events)
+                written.extend(events)
+        return written
+
     def _reconcile(self) -> None:
         """Write any grant, revocation or level the governance topic has and the control topic lacks."""
+        if self._policy.current().catalog is not None:
+            self._finish_enforcement()      # first, so the checks below see its writes and do not repeat them
         policy = self._policy.current()
         for ident, grant in self._state.grants.items():
             if policy.grants.get(ident) != grant:
@@ -210,10 +225,6 @@ class Governance:
         for scope in set(self._state.emergency) | set(policy.emergency):
             if policy.emergency.get(scope) != self._state.emergency.get(scope, {}).get("level"):
                 self._write_level(scope)
-        for dispute in list(self._state.disputes.values()):
-            if dispute.state in ("decided", "defaulted") and dispute.decision is not None:
-                control = self._write_effects(dispute.decision)
-                self._commit_quietly(escalation.enforced(self.context(), dispute, control))
 
     # -- notifications and metrics ----------------------------------------------------------------------------
 

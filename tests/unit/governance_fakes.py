@@ -41,13 +41,19 @@ class MemoryGovernanceLog:
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
-        self.failures = 0      # appends still to fail, as a crash before the transaction commits
         self._read = 0
+        self._fail_in: int | None = None
+
+    def fail_append(self, after: int = 0) -> None:
+        """Let `after` appends through, then fail the next one, as a crash before its transaction commits."""
+        self._fail_in = after
 
     def append(self, events: Sequence[Mapping[str, Any]]) -> list[int]:
-        if self.failures:
-            self.failures -= 1
-            raise ServiceError("appending to the governance topic failed, nothing was written (simulated)")
+        if self._fail_in is not None:
+            self._fail_in -= 1
+            if self._fail_in < 0:
+                self._fail_in = None
+                raise ServiceError("appending to the governance topic failed, nothing was written (simulated)")
         first = len(self.events)
         self.events.extend(json.loads(json.dumps(event)) for event in events)
         return list(range(first, len(self.events)))

@@ -43,8 +43,8 @@ def test_cli_up_status_env_down_leaves_nothing_running(tmp_path: Path) -> None:
         assert _accord(["local", "env"], env).stdout.splitlines() == printed
     finally:
         down = _accord(["local", "down"], env)
-    assert down.returncode == 0 and down.stdout.strip() == "stopped: gate, api, registry, opa, kafka"
-    for name in ("kafka", "opa", "registry", "api", "gate"):
+    assert down.returncode == 0 and down.stdout.strip() == "stopped: gate, governance, api, registry, opa, kafka"
+    for name in ("kafka", "opa", "registry", "api", "governance", "gate"):
         assert not (tmp_path / "state" / name / f"{name}.pid").exists()
     after = _accord(["local", "status"], env)
     assert after.returncode == 1 and "DOWN" in after.stdout
@@ -52,10 +52,21 @@ def test_cli_up_status_env_down_leaves_nothing_running(tmp_path: Path) -> None:
 
 
 def test_external_services_are_used_not_started(services: Endpoints, tmp_path: Path) -> None:
+    elsewhere = PythonService("governance", tmp_path / "elsewhere")     # the session stopped its own
+    url = elsewhere.start({"ACCORD_KAFKA_BOOTSTRAP": services.kafka_bootstrap}, 90, probe="/health")
+    try:
+        _uses_external(dataclasses.replace(services, governance_url=url), tmp_path / "state")
+    finally:
+        elsewhere.stop()
+
+
+def _uses_external(services: Endpoints, tmp_path: Path) -> None:
     settings = Settings(state_dir=tmp_path, kafka_bootstrap=services.kafka_bootstrap, opa_url=services.opa_url,
-                        registry_url=services.registry_url, api_url=services.api_url)
+                        registry_url=services.registry_url, api_url=services.api_url,
+                        governance_url=services.governance_url)
     stack = LocalStack(settings)
     assert stack.up() == services
+    assert not (tmp_path / "governance" / "governance.pid").exists()
     assert not (tmp_path / "kafka" / "kafka.pid").exists()
     assert not (tmp_path / "opa" / "opa.pid").exists()
     assert not (tmp_path / "registry" / "registry.pid").exists()

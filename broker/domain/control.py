@@ -66,18 +66,19 @@ def apply(state: PolicyState, offset: int, key: str, value: Mapping[str, Any] | 
             raise PolicyEngineError(f"control record {offset}: catalog document is not an object")
         return replace(after, catalog=document)
     if key.startswith(REVOCATION_PREFIX):
-        return replace(after, revoked=_with(state.revoked, key[len(REVOCATION_PREFIX):], value))
+        return replace(after, revoked=with_entry(state.revoked, key[len(REVOCATION_PREFIX):], value))
     if key.startswith(GRANT_PREFIX):
-        return replace(after, grants=_with(state.grants, key[len(GRANT_PREFIX):], value))
+        return replace(after, grants=with_entry(state.grants, key[len(GRANT_PREFIX):], value))
     if key.startswith(EMERGENCY_PREFIX):
         level = None if value is None else str(value.get("level", "normal"))
         if level is not None and level not in LEVELS:
             raise PolicyEngineError(f"control record {offset}: emergency level {level!r} is not one of {LEVELS}")
-        return replace(after, emergency=_with(state.emergency, key[len(EMERGENCY_PREFIX):], level))
+        return replace(after, emergency=with_entry(state.emergency, key[len(EMERGENCY_PREFIX):], level))
     return after
 
 
-def _with(current: Mapping[str, Any], name: str, value: Any) -> Mapping[str, Any]:
+def with_entry(current: Mapping[str, Any], name: str, value: Any) -> Mapping[str, Any]:
+    """A read-only copy of `current` with `name` set to `value`, or removed when `value` is None (a tombstone)."""
     updated = dict(current)
     if value is None:
         updated.pop(name, None)

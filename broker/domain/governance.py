@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
+from broker.domain.control import with_entry
 from broker.domain.disputes import Dispute, fold, stamp
 from broker.domain.ladder import LEVELS, Actor, higher
 from broker.errors import GovernanceError
@@ -67,38 +68,29 @@ def apply(state: GovernanceState, offset: int, event: Mapping[str, Any]) -> Gove
     kind = event.get("type")
     data: Mapping[str, Any] = event.get("data") or {}
     if kind == "emergency-declared":
-        return replace(after, emergency=_with(state.emergency, str(data["scope"]), {**data, "at": event["at"]}))
+        return replace(after, emergency=with_entry(state.emergency, str(data["scope"]), {**data, "at": event["at"]}))
     if kind == "emergency-lifted":
-        return replace(after, emergency=_with(state.emergency, str(data["scope"]), None))
+        return replace(after, emergency=with_entry(state.emergency, str(data["scope"]), None))
     if kind == "webhook-registered":
-        return replace(after, webhooks=_with(state.webhooks, str(data["body"]), data.get("url")))
+        return replace(after, webhooks=with_entry(state.webhooks, str(data["body"]), data.get("url")))
     if event.get("dispute") is not None:
         ident = str(event["dispute"])
-        after = replace(after, disputes=_with(state.disputes, ident, fold(state.disputes.get(ident), event)))
+        after = replace(after, disputes=with_entry(state.disputes, ident, fold(state.disputes.get(ident), event)))
     return _effects(after, data)
 
 
 def _effects(state: GovernanceState, data: Mapping[str, Any]) -> GovernanceState:
     grants = state.grants
     if data.get("grant") is not None:
-        grants = _with(grants, str(data["grant"]["id"]), data["grant"])
+        grants = with_entry(grants, str(data["grant"]["id"]), data["grant"])
     for ident in data.get("revoke_grants") or ():
-        grants = _with(grants, str(ident), None)
+        grants = with_entry(grants, str(ident), None)
     revocations = state.revocations
     for ident in data.get("revoke_agreements") or ():
-        revocations = _with(revocations, str(ident), {"reason": data.get("reason", "")})
+        revocations = with_entry(revocations, str(ident), {"reason": data.get("reason", "")})
     for ident in data.get("reinstate_agreements") or ():
-        revocations = _with(revocations, str(ident), None)
+        revocations = with_entry(revocations, str(ident), None)
     return replace(state, grants=grants, revocations=revocations)
-
-
-def _with(current: Mapping[str, Any], key: str, value: Any) -> Mapping[str, Any]:
-    updated = dict(current)
-    if value is None:
-        updated.pop(key, None)
-    else:
-        updated[key] = value
-    return MappingProxyType(updated)
 
 
 def new_event(kind: str, dispute: str | None, at: Any, actor: Actor | None, data: Mapping[str, Any]) -> dict[str, Any]:

@@ -9,21 +9,17 @@ from typing import Any
 import pytest
 
 from broker.adapters.kafka_control import ControlWriter
-from broker.config import Settings
 from broker.local.stack import Endpoints
-from broker.services.gate_runtime import GateEndpoints, GateThread
+from broker.services.gate_runtime import GateThread
 from broker.services.governance_runtime import GovernanceService
 from tests.e2e.scenario_support import Cleanup, FakeClock
-from tests.integration.gate_support import Receiver
+from tests.integration.gate_support import Receiver, start_gate
 
 
 @pytest.fixture(scope="package")
 def gate(services: Endpoints, applied_catalog: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
          ) -> Iterator[GateThread]:
-    settings = Settings(state_dir=tmp_path_factory.mktemp("gate"), gate_group=f"e2e-gate-{uuid.uuid4().hex[:8]}",
-                        gate_start_from="latest")
-    runner = GateThread(GateEndpoints(services.kafka_bootstrap, services.opa_url, services.registry_url),
-                        settings, "e2e-worker").start()
+    runner = start_gate(services, tmp_path_factory.mktemp("gate"), "e2e-gate", "e2e-worker")
     yield runner
     runner.stop()
     assert runner.failure is None, runner.failure

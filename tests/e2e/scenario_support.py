@@ -1,4 +1,4 @@
-"""Helpers for the dispute scenarios: a fake clock, actors, publishing through ingest, undoing control changes."""
+"""Helpers for the dispute scenarios: a fake clock, actors, undoing control changes, enforcement latency."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from broker.domain.control import EMERGENCY_PREFIX, GRANT_PREFIX, REVOCATION_PRE
 from broker.domain.disputes import Dispute, parse_stamp
 from broker.domain.ladder import Actor
 from broker.local.stack import Endpoints
-from broker.services.api_runtime import open_ingest
 from broker.services.policy_changes import Announced, enforcement
+from tests.integration.gate_support import publish as publish  # scenarios publish the way gate tests do
 
 
 class FakeClock:
@@ -67,14 +67,6 @@ class Cleanup:
     def run(self) -> None:
         for key in sorted(self._keys):
             self._writer.append(key, None)
-
-
-def publish(services: Endpoints, stream: str, records: list[dict[str, Any]]) -> dict[bytes, dict[str, Any]]:
-    """Publish through validated ingest; each record by the `accord.source` header its deliveries carry."""
-    with open_ingest(services.kafka_bootstrap, services.registry_url) as (ingest, _):
-        outcomes = ingest.publish(stream, records, source="e2e")
-    assert [o.status for o in outcomes] == ["accepted"] * len(records), [o.reasons for o in outcomes]
-    return {f"{o.topic}/{o.partition}/{o.offset}".encode(): records[o.index] for o in outcomes}
 
 
 def from_sources(sources: Mapping[bytes, Any]) -> Any:

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
+from broker.config import Settings
 from broker.domain.plans import delivery_topic
+from broker.local.stack import Endpoints
 from broker.local.toolchain import REPO_ROOT
+from broker.services.api_runtime import open_ingest
 from broker.services.deliveries import DeliveryReader, Select
+from broker.services.gate_runtime import GateEndpoints, GateThread
 
 T1 = "ukhsa.positive-tests"
 SIGNATORIES = """signatories:
@@ -104,6 +109,22 @@ class Receiver(DeliveryReader):
     def records(self, topic: str, start: int, keep: Select, want: int, timeout_s: float = 20.0,
                 settle_s: float = 1.5) -> list[tuple[dict[str, Any], dict[str, bytes]]]:
         return [(d.value, d.headers) for d in self.read(topic, start, keep, want, timeout_s, settle_s)]
+
+
+def start_gate(services: Endpoints, state_dir: Path, group_prefix: str, worker: str) -> GateThread:
+    """A gate worker thread in a fresh consumer group that starts at the end of the ingest topics."""
+    settings = Settings(state_dir=state_dir, gate_group=f"{group_prefix}-{uuid.uuid4().hex[:8]}",
+                        gate_start_from="latest")
+    return GateThread(GateEndpoints(services.kafka_bootstrap, services.opa_url, services.registry_url),
+                      settings, worker).start()
+
+
+def publish(services: Endpoints, stream: str, records: list[dict[str, Any]]) -> dict[bytes, dict[str, Any]]:
+    """Publish through validated ingest; each record by the `accord.source` header its deliveries will carry."""
+    with open_ingest(services.kafka_bootstrap, services.registry_url) as (ingest, _):
+        outcomes = ingest.publish(stream, records, source="test")
+    assert [o.status for o in outcomes] == ["accepted"] * len(records), [o.reasons for o in outcomes]
+    return {f"{o.topic}/{o.partition}/{o.offset}".encode(): records[o.index] for o in outcomes}
 
 
 def topic_for(subscriber: str, role: str, stream: str = T1) -> str:

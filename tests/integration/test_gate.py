@@ -13,15 +13,21 @@ import pytest
 from broker.adapters.kafka_control import ControlWriter
 from broker.adapters.kafka_log import KafkaLog
 from broker.adapters.opa import OpaPolicyEngine
-from broker.config import Settings
 from broker.local.stack import Endpoints
 from broker.services import policy_changes
-from broker.services.api_runtime import open_ingest
-from broker.services.gate_runtime import GateEndpoints, GateThread
+from broker.services.gate_runtime import GateThread
 from broker.services.ingest import quarantine_topic, read_quarantine
 from broker.services.steady_publisher import publish_steadily
 from broker.services.synthetic import positive_tests
-from tests.integration.gate_support import T1, Receiver, end_offsets, specimen_day, topic_for
+from tests.integration.gate_support import (
+    T1,
+    Receiver,
+    end_offsets,
+    publish,
+    specimen_day,
+    start_gate,
+    topic_for,
+)
 
 LEICESTER_DPH = topic_for("leicester-city-council", "dph")
 LEICESTER_ANALYST = topic_for("leicester-city-council", "analyst")
@@ -35,10 +41,7 @@ WATCHED = [LEICESTER_DPH, LEICESTER_ANALYST, NOTTINGHAM_DPH, LEICESTERSHIRE_DPH,
 @pytest.fixture(scope="module")
 def gate(services: Endpoints, applied_catalog: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
          ) -> Iterator[GateThread]:
-    settings = Settings(state_dir=tmp_path_factory.mktemp("gate"), gate_group=f"test-gate-{uuid.uuid4().hex[:8]}",
-                        gate_start_from="latest")
-    runner = GateThread(GateEndpoints(services.kafka_bootstrap, services.opa_url, services.registry_url),
-                        settings, "test-worker-1").start()
+    runner = start_gate(services, tmp_path_factory.mktemp("gate"), "test-gate", "test-worker-1")
     yield runner
     runner.stop()
     assert runner.failure is None, runner.failure
@@ -52,11 +55,7 @@ def receiver(services: Endpoints) -> Iterator[Receiver]:
 
 
 def _publish(services: Endpoints, records: list[dict[str, Any]]) -> dict[bytes, dict[str, Any]]:
-    """Publish through validated ingest; each record by the `accord.source` header its deliveries will carry."""
-    with open_ingest(services.kafka_bootstrap, services.registry_url) as (ingest, _):
-        outcomes = ingest.publish(T1, records, source="test")
-    assert [o.status for o in outcomes] == ["accepted"] * len(records), [o.reasons for o in outcomes]
-    return {f"{o.topic}/{o.partition}/{o.offset}".encode(): records[o.index] for o in outcomes}
+    return publish(services, T1, records)
 
 
 def _prefix() -> str:

@@ -213,11 +213,21 @@ def _agreement(ctx: _Context, ident: str, agreement: Agreement) -> dict[str, Any
         "template": agreement.template, "publisher": publisher, "subscriber": agreement.subscriber,
         "stream": terms["stream"], "purpose": terms["purpose"], "legal_basis": sorted(terms["legal_basis"]),
         "tiers": tiers, "row_scope": {"areas": areas},
+        "required_fields": _required_fields(ctx, agreement, own, view),
         "valid_from": _rfc3339(agreement.valid_from), "valid_until": _rfc3339(agreement.valid_until),
         "review_date": agreement.review_date.isoformat(),
         "emergency_level_required": terms["emergency_level_required"],
         "signatories": [signatory.model_dump() for signatory in agreement.signatories],
     }
+
+
+def _required_fields(ctx: _Context, agreement: Agreement, own: Origin, view: SchemaView | None) -> list[str]:
+    for index, name in enumerate(agreement.required_fields):
+        if view is not None and not view.has(name):
+            ctx.problems.add(own.at("required_fields", index),
+                             f"{name!r} is not a field of {view.stream}; required fields must be stream fields "
+                             f"({', '.join(view.fields)})")
+    return list(agreement.required_fields)
 
 
 def _check_roles(ctx: _Context, agreement: Agreement, terms: _Terms, subscriber: Body) -> None:

@@ -311,6 +311,8 @@ class Agreement(_Model):
     tiers: Tiers | None = None
     row_scope: RowScope | None = None
     emergency_level_required: EmergencyLevel | None = None
+    # The subscriber's quality rule: rows missing one of these are quarantined for it, not delivered.
+    required_fields: Annotated[tuple[FieldName, ...], AfterValidator(_unique)] = ()
     valid_from: AwareDatetime
     valid_until: AwareDatetime
     review_date: dt.date

@@ -85,7 +85,8 @@ class FieldRule:
 
 @dataclass(frozen=True)
 class Plan:
-    """What one subscriber's role may receive of one stream: rows (areas) and fields (rules)."""
+    """What one subscriber's role may receive of one stream: rows (areas, and the fields a row must have to be
+    accepted: `required`) and fields (rules)."""
 
     subscriber: str
     role: str
@@ -99,6 +100,7 @@ class Plan:
     areas: frozenset[str]
     expiry: dt.datetime | None
     revision: str
+    required: tuple[str, ...] = ()
 
     @property
     def topic(self) -> str:
@@ -134,6 +136,8 @@ class Plan:
             areas=frozenset(_texts(row_filter, "areas", "row_filter")),
             expiry=_expiry(_get(plan, "expiry", "plan")),
             revision=_text(plan, "revision", "plan"),
+            required=tuple(_avro_name(name, "row_filter.required") for name in _texts(row_filter, "required",
+                                                                                     "row_filter")),
         )
 
 

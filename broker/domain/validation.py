@@ -62,7 +62,7 @@ def validate_record(
     violations: list[Violation] = []
     checked = [*rows.tags, *(name for name in required if name not in rows.tags)]
     for name in checked:
-        if name in required and _is_blank(record.get(name)):
+        if name in required and is_blank(record.get(name)):
             violations.append(rows.violation(name, REQUIRED, f"{name} is required: give a non-empty value"))
         elif record.get(name) is not None:
             violations.extend(_check_value(rows, name, today, la_table))
@@ -98,7 +98,7 @@ def value_excerpt(value: object, *, masked: bool = False) -> str:
     return hidden[-EXCERPT_MAX:]
 
 
-def _is_blank(value: object) -> bool:
+def is_blank(value: object) -> bool:
     # Whitespace-only text is as useless to a subscriber as an empty string (a blank postcode cannot be routed).
     return value is None or (isinstance(value, str) and not value.strip())
 

@@ -18,6 +18,7 @@ from broker.domain.geography import LaTable
 from broker.domain.jurisdiction import Unresolved, resolve_areas
 from broker.domain.plans import Plan, Projector, delivery_subject, projected_schema
 from broker.domain.pseudonyms import Pseudonymiser, subscriber_key
+from broker.domain.validation import is_blank
 from broker.errors import AccordError, SerdeError
 from broker.ports import SchemaRegistry
 from broker.services.ingest import AVRO_DECODE, ingest_topic, quarantine_topic
@@ -27,6 +28,7 @@ from broker.services.serde import AvroDeserializer, AvroSerializer, Serializatio
 log = logging.getLogger(__name__)
 
 UNRESOLVED = "jurisdiction-unresolved"
+SUBSCRIBER_REQUIRED = "subscriber-required"
 SOURCE_HEADER = "accord.source"
 REVISION_HEADER = "accord.revision"
 WORKER_HEADER = "accord.worker"
@@ -211,26 +213,50 @@ class Gate:
             self._quarantine(stream, record, UNRESOLVED, areas.field, areas.reason)
             return
         source = f"{record.topic}/{record.partition}/{record.offset}".encode()
-        delivered = 0
+        delivered = refused = 0
         for delivery in self.deliveries.get(stream, ()):
             if areas.isdisjoint(delivery.areas):
+                continue
+            if missing := [name for name in delivery.plan.required if is_blank(value.get(name))]:
+                self._refuse(stream, record, delivery.plan, missing)
+                refused += 1
                 continue
             payload = delivery.encode(delivery.project(value), delivery.context)
             self._p.stage.send(delivery.topic, payload, key=record.key,
                                headers=[(SOURCE_HEADER, source), (REVISION_HEADER, delivery.revision),
                                         (WORKER_HEADER, self._worker_bytes)])
             delivered += 1
-        self._tally[(stream, "delivered" if delivered else "no-subscriber")] += 1
+        if delivered or not refused:  # a row only refused is counted once per refusal, in _refuse
+            self._tally[(stream, "delivered" if delivered else "no-subscriber")] += 1
 
     def _quarantine(self, stream: str, record: Record, rule: str, field: str, message: str) -> None:
-        source = {"kind": "gate", "topic": record.topic, "partition": record.partition, "offset": record.offset}
-        body = {"stream": stream, "source": source,
-                "reasons": [{"field": field, "rule": rule, "message": message, "value_excerpt": ""}]}
-        headers = [("accord.quarantine.rule", rule.encode()), ("accord.quarantine.field", field.encode()),
-                   ("accord.quarantine.reasons", b"1"),
-                   ("accord.quarantine.source-offset", str(record.offset).encode())]
-        self._p.stage.send(quarantine_topic(stream), json.dumps(body).encode(), key=record.key, headers=headers)
+        self._send_quarantine(stream, record, [{"field": field, "rule": rule, "message": message}], {})
         self._tally[(stream, "quarantined")] += 1
+
+    def _refuse(self, stream: str, record: Record, plan: Plan, missing: list[str]) -> None:
+        """A subscriber's quality rule refused the row: it goes to quarantine naming the subscriber, so the
+        publisher can see which rows failed for whom; other subscribers still receive it."""
+        rule = ", ".join(plan.required)
+        reasons = [{"field": name, "rule": SUBSCRIBER_REQUIRED,
+                    "message": f"{plan.subscriber} ({plan.role}) accepts only rows with {rule}; {name} is missing"}
+                   for name in missing]
+        self._send_quarantine(stream, record, reasons, {"subscriber": plan.subscriber, "role": plan.role,
+                                                        "agreements": list(plan.agreements)})
+        self._tally[(stream, "refused-by-subscriber")] += 1
+
+    def _send_quarantine(self, stream: str, record: Record, reasons: list[dict[str, str]],
+                         refused_by: Mapping[str, Any]) -> None:
+        source = {"kind": "gate", "topic": record.topic, "partition": record.partition, "offset": record.offset}
+        body: dict[str, Any] = {"stream": stream, "source": source,
+                                "reasons": [{**reason, "value_excerpt": ""} for reason in reasons]}
+        headers = [("accord.quarantine.rule", reasons[0]["rule"].encode()),
+                   ("accord.quarantine.field", reasons[0]["field"].encode()),
+                   ("accord.quarantine.reasons", str(len(reasons)).encode()),
+                   ("accord.quarantine.source-offset", str(record.offset).encode())]
+        if refused_by:
+            body["refused_by"] = dict(refused_by)
+            headers.append(("accord.quarantine.subscriber", str(refused_by["subscriber"]).encode()))
+        self._p.stage.send(quarantine_topic(stream), json.dumps(body).encode(), key=record.key, headers=headers)
 
     # -- planning ----------------------------------------------------------------------------------
     def _replan(self, now: dt.datetime) -> None:

@@ -20,6 +20,7 @@ plan := {
 	"row_filter": {
 		"jurisdiction": object.get(_stream, "jurisdiction", []),
 		"areas": sort(_areas),
+		"required": sort(_required),
 	},
 	"expiry": _expiry,
 	"revision": sprintf("%s/%d", [_or_default(object.get(_catalog, "revision", null), "none"), _request.state_revision]),
@@ -219,6 +220,13 @@ else := name
 _areas contains area if {
 	some id in _granting
 	some area in _agreements[id].row_scope.areas
+}
+
+# A subscriber's quality rule: rows missing any of these fields are not delivered to it but quarantined,
+# naming it. Several granting agreements only ever tighten the rule, never loosen it.
+_required contains name if {
+	some id in _granting
+	some name in object.get(_agreements[id], "required_fields", [])
 }
 
 # The earliest valid_until by instant, not by string (offsets and fractions differ).

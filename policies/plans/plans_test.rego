@@ -107,7 +107,7 @@ test_dph_gets_every_field_but_unnamed_direct_identifiers if {
 			"dob": _keep("dob"), "postcode": _keep("postcode"), "lsoa": _keep("lsoa"),
 			"sex": _keep("sex"), "specimen_date": _keep("specimen_date"),
 		},
-		"row_filter": {"jurisdiction": ["utla", "ltla"], "areas": ["E06000016"]},
+		"row_filter": {"jurisdiction": ["utla", "ltla"], "areas": ["E06000016"], "required": []},
 		"expiry": "2022-06-30T00:00:00Z",
 		"revision": "c-3f9a1b2c4d5e/17",
 	}
@@ -138,7 +138,7 @@ test_unknown_subscriber_denied_with_reason if {
 		"allow": false, "reasons": [_no_agreement], "agreements": [],
 		"subscriber": "no-such-council", "role": "dph", "stream": _stream, "purpose": "health-protection",
 		"fields": {},
-		"row_filter": {"jurisdiction": ["utla", "ltla"], "areas": []},
+		"row_filter": {"jurisdiction": ["utla", "ltla"], "areas": [], "required": []},
 		"expiry": null,
 		"revision": "c-3f9a1b2c4d5e/17",
 	}
@@ -266,6 +266,22 @@ test_two_agreements_merge_most_revealing if {
 	p.expiry == "2020-12-31T00:00:00Z"
 }
 
+test_required_fields_of_every_granting_agreement_tighten_the_rows if {
+	strict := object.union(_t1_leicester, {"required_fields": ["postcode", "nhs_number"]})
+	surge := object.union(_t1_leicester, {"required_fields": ["lsoa", "postcode"]})
+	catalog := object.union(_catalog, {"agreements": {"t1-leicester": strict, "t1-surge": surge}})
+	p := plans.plan with data.accord.catalog as catalog with input as _request
+	p.row_filter.required == ["lsoa", "nhs_number", "postcode"]
+}
+
+test_required_fields_of_a_revoked_agreement_do_not_apply if {
+	strict := object.union(_t1_leicester, {"id": "t1-strict", "required_fields": ["nhs_number"]})
+	catalog := object.union(_catalog, {"agreements": {"t1-strict": strict}})
+	p := plans.plan with data.accord.catalog as catalog with input as object.union(_request, {"revoked": ["t1-strict"]})
+	p.allow
+	p.row_filter.required == []
+}
+
 test_expiry_is_the_earliest_instant_not_string if {
 	grants := [
 		object.union(_t1_leicester, {"id": "g-utc", "valid_until": "2020-12-31T23:45:00Z"}),
@@ -315,7 +331,7 @@ test_no_catalog_denies_with_no_revision if {
 	p := plans.plan with input as _request
 	not p.allow
 	p.reasons == [_no_agreement]
-	p.row_filter == {"jurisdiction": [], "areas": []}
+	p.row_filter == {"jurisdiction": [], "areas": [], "required": []}
 	p.revision == "none/17"
 }
 

@@ -46,7 +46,7 @@ def test_agreement_grants_a_plan_to_the_named_subscriber(engine: OpaPolicyEngine
     assert plan["allow"] is True and plan["agreements"] == ["t1-leicester"]
     # other_fields keep: lsoa is delivered, the unnamed direct identifier is not
     assert sorted(plan["fields"]) == ["lsoa"]
-    assert plan["row_filter"] == {"jurisdiction": ["utla", "ltla"], "areas": ["E06000016"]}
+    assert plan["row_filter"] == {"jurisdiction": ["utla", "ltla"], "areas": ["E06000016"], "required": []}
     assert plan["expiry"] == "2022-06-30T00:00:00Z" and plan["revision"] == "c-test00000001/0"
 
 

@@ -195,7 +195,8 @@ def plan_for(catalog: Mapping[str, Any], request: Mapping[str, Any]) -> dict[str
         **{key: request[key] for key in ("subscriber", "role", "stream", "purpose")},
         "fields": _fields(stream, [candidates[i] for i in granting], request["role"]),
         "row_filter": {"jurisdiction": stream.get("jurisdiction", []),
-                       "areas": sorted({area for i in granting for area in candidates[i]["row_scope"]["areas"]})},
+                       "areas": sorted({area for i in granting for area in candidates[i]["row_scope"]["areas"]}),
+                       "required": sorted({f for i in granting for f in candidates[i].get("required_fields", [])})},
         "expiry": min((candidates[i]["valid_until"] for i in granting), key=_time, default=None),
         "revision": f"{catalog.get('revision', 'none')}/{request['state_revision']}",
     }

@@ -243,3 +243,13 @@ def test_one_role_receives_a_stream_for_one_purpose_only(catalog: Path) -> None:
     found = problems(catalog)
     assert ("catalog/agreements/t1-leicester-research.yaml:1: agreement: leicester-city-council role dph already "
             "receives ukhsa.positive-tests for purpose 'health-protection' under t1-leicester") in found
+
+
+def test_required_fields_must_be_stream_fields_listed_once(catalog: Path) -> None:
+    agreement = catalog / "agreements/t1-nottinghamshire.yaml"
+    edit(agreement, "required_fields: [postcode, nhs_number]", "required_fields: [postcode, nhs_numbr]")
+    line = line_of(agreement, "required_fields")
+    assert (f"catalog/agreements/t1-nottinghamshire.yaml:{line}: required_fields.1: 'nhs_numbr' is not a field of "
+            "ukhsa.positive-tests; required fields must be stream fields") in problems(catalog)
+    edit(agreement, "required_fields: [postcode, nhs_numbr]", "required_fields: [postcode, postcode]")
+    assert "'postcode' is listed twice; list it once" in problems(catalog)

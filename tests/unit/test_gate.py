@@ -134,6 +134,27 @@ def test_bad_records_go_to_quarantine_in_the_batch_transaction(h: GateHarness, b
     assert sources([s for s in transaction.sent if s.topic != QUARANTINE]) == {f"{INGEST}/0/10".encode()}
 
 
+def test_a_subscriber_quality_rule_quarantines_its_failing_rows_and_leaves_others_their_delivery() -> None:
+    strict = {**agreement("nottingham-city-council", "E06000018"), "required_fields": ["nhs_number", "postcode"]}
+    h = make_gate(catalog_document(**{"t1-nottingham": strict}))
+    h.gate.start()
+    h.stage.queue(h.record(0, "nottingham"), h.record(1, "nottingham", nhs_number=None),
+                  h.record(2, "nottingham", postcode="  "), h.record(3, nhs_number=None))
+
+    assert h.gate.step() == 4
+
+    assert sources(h.delivered(NOTTINGHAM_DPH)) == {f"{INGEST}/0/0".encode()}
+    assert sources(h.delivered(LEICESTER_DPH)) == {f"{INGEST}/0/3".encode()}  # Leicester set no such rule
+    entries = [json.loads(s.value or b"") for s in h.delivered(QUARANTINE)]
+    assert [(e["source"]["offset"], e["refused_by"]["subscriber"], [r["field"] for r in e["reasons"]])
+            for e in entries] == [(1, "nottingham-city-council", ["nhs_number"]),
+                                  (2, "nottingham-city-council", ["postcode"])]
+    assert entries[0]["reasons"][0]["rule"] == "subscriber-required"
+    assert "accepts only rows with nhs_number, postcode; nhs_number is missing" in entries[0]["reasons"][0]["message"]
+    assert [s.headers["accord.quarantine.subscriber"] for s in h.delivered(QUARANTINE)] == [
+        b"nottingham-city-council"] * 2
+
+
 # -- policy changes ------------------------------------------------------------------------------------------
 def test_a_revocation_written_after_the_poll_applies_to_that_batch(h: GateHarness) -> None:
     def revoke_once() -> None:  # a revocation lands after the batch was consumed, before it is routed

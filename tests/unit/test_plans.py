@@ -27,7 +27,7 @@ ANALYST: dict[str, Any] = {  # the plan in docs/sharing-plans.md
                "dob": {"transform": "generalise", "method": "age-band", "as": "age_band",
                        "params": {"at": "specimen_date"}},
                "sex": {"transform": "keep", "method": None, "as": "sex", "params": {}}},
-    "row_filter": {"jurisdiction": ["utla", "ltla"], "areas": ["E06000016"]},
+    "row_filter": {"jurisdiction": ["utla", "ltla"], "areas": ["E06000016"], "required": []},
     "expiry": "2022-06-30T00:00:00Z",
     "revision": "c-3f9a1b2c4d5e/17",
 }
@@ -111,7 +111,7 @@ def test_delivery_topic_names_subscriber_role_and_stream() -> None:
 
 def test_from_opa_reads_a_default_deny() -> None:
     plan = Plan.from_opa({**ANALYST, "allow": False, "reasons": ["agreement t1-leicester expired"], "agreements": [],
-                          "fields": {}, "row_filter": {"jurisdiction": ["utla", "ltla"], "areas": []},
+                          "fields": {}, "row_filter": {"jurisdiction": ["utla", "ltla"], "areas": [], "required": []},
                           "expiry": None})
     assert not plan.allow and plan.fields == () and plan.areas == frozenset() and plan.expiry is None
     assert plan.reasons == ("agreement t1-leicester expired",)
@@ -175,6 +175,8 @@ def test_from_opa_refuses_a_malformed_field_rule(rule: object, problem: str) -> 
         ({"stream": None}, "stream must be text"),
         ({"fields": []}, "expected an object"),
         ({"row_filter": {"areas": []}}, "missing key 'jurisdiction'"),
+        ({"row_filter": {"jurisdiction": [], "areas": []}}, "missing key 'required'"),
+        ({"row_filter": {"jurisdiction": [], "areas": [], "required": ["nhs number"]}}, "not an Avro field name"),
         ({"fields": {"dob": keep("sex"), "sex": keep("sex")}}, "several fields are delivered as sex"),
     ],
 )

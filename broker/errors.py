@@ -6,6 +6,7 @@
     ├── NotFoundError          a stream, subject or other named thing does not exist
     ├── SerdeError             bytes that are not a valid Confluent-framed Avro record,
     │                          or a record that does not fit its schema
+    ├── AuditError             the audit trail is malformed or fails verification (names the line or entry)
     ├── GovernanceError        a dispute or declaration command breaks the rules (bad move, no reason)
     │   └── NotAuthorisedError the acting body and role may not do this
     └── ServiceError           a service Accord runs or talks to failed
@@ -65,6 +66,10 @@ class NotAuthorisedError(GovernanceError):
 
 class SerdeError(AccordError):
     """Bytes are not a valid Confluent-framed Avro record, or a record does not fit its schema."""
+
+
+class AuditError(AccordError):
+    """The audit trail is malformed or fails verification; the message names the line or entry."""
 
 
 class RegistryError(ServiceError):

@@ -53,7 +53,8 @@ class KafkaGovernanceLog:
             self._producer.begin_transaction()
             futures = []
             for event in events:
-                key = str(event.get("dispute") or event.get("type")).encode()
+                case = event.get("dispute") or (event.get("data") or {}).get("misroute")
+                key = str(case or event.get("type")).encode()
                 payload = json.dumps(event, sort_keys=True).encode()
                 futures.append(self._producer.send(self._topic, key=key, value=payload))
                 self._producer.send(self._audit, key=b"governance", value=payload)

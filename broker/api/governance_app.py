@@ -1,4 +1,5 @@
-"""The governance HTTP API: raise, decide and appeal disputes, declare emergencies, break glass, register webhooks.
+"""The governance HTTP API: raise, decide and appeal disputes, declare emergencies, break glass, report misrouted
+rows and confirm their deletion, register webhooks.
 
 Every write acts for a person in one of a body's roles. For now the caller states who it is in the headers
 `X-Accord-Body`, `X-Accord-Role` and `X-Accord-Person`, and nothing checks that claim: this is a placeholder until
@@ -22,6 +23,7 @@ from broker.adapters.webhooks import WebhookDelivery
 from broker.domain.adjudication import Decision, DisputeRequest
 from broker.domain.disputes import Dispute
 from broker.domain.ladder import Actor
+from broker.domain.misroute_rules import MisrouteReport
 from broker.errors import AccordError, ConfigError, GovernanceError, NotAuthorisedError, NotFoundError, ServiceError
 from broker.services.governance import Governance
 
@@ -104,6 +106,28 @@ class BreakGlassIn(_Body):
     justification: str
 
 
+class SourceIn(_Body):
+    topic: str
+    partition: int = Field(ge=0)
+    offset: int = Field(ge=0)
+
+
+class MisrouteIn(_Body):
+    stream: str
+    recipient: str = Field(description="the body that received the row")
+    belongs_to: str = Field(description="the LA code of the area the row belongs to (its resident's)")
+    source: SourceIn = Field(description="the row's place on the ingest topic: its accord.source header")
+    reason: str
+
+    def report(self) -> MisrouteReport:
+        return MisrouteReport(stream=self.stream, recipient=self.recipient, belongs_to=self.belongs_to,
+                              source=self.source.model_dump(), reason=self.reason)
+
+
+class DeletionIn(_Body):
+    statement: str = Field(description="what was deleted, from where, and by whom")
+
+
 class WebhookIn(_Body):
     url: str | None = Field(description="where to POST this body's notifications; null removes the webhook")
 
@@ -163,6 +187,7 @@ def create_governance_app(governance: Governance, deliveries: Callable[[], Seque
     _dispute_routes(app, governance)
     _decision_routes(app, governance)
     _emergency_routes(app, governance)
+    _misroute_routes(app, governance)
     _webhook_routes(app, governance, deliveries)
     return app
 
@@ -263,6 +288,35 @@ def _emergency_routes(app: FastAPI, governance: Governance) -> None:
     @app.post("/emergency/lift")
     def lift(body: LiftIn, actor: Acting) -> dict[str, Any]:
         return governance.declare(actor, body.scope, "normal", body.reason)
+
+
+def _misroute_routes(app: FastAPI, governance: Governance) -> None:
+    def existing(ident: str) -> dict[str, Any]:
+        try:
+            return governance.misroute(ident).to_json()
+        except GovernanceError as exc:
+            raise NotFoundError(str(exc)) from None
+
+    @app.post("/misroutes", status_code=201)
+    def report(body: MisrouteIn, actor: Acting) -> dict[str, Any]:
+        """The publisher or the recipient reports a row delivered to a council it does not belong to; the
+        recipient must delete it and confirm within the ladder's deletion deadline. Both councils are told."""
+        return governance.report_misroute(actor, body.report()).to_json()
+
+    @app.get("/misroutes")
+    def misroutes(body: str | None = None) -> dict[str, Any]:
+        """Misrouting reports, oldest first; `body` matches the publisher, the recipient or a rightful council."""
+        return {"misroutes": [m.to_json() for m in governance.misroutes(body)]}
+
+    @app.get("/misroutes/{ident}")
+    def misroute(ident: str) -> dict[str, Any]:
+        return existing(ident)
+
+    @app.post("/misroutes/{ident}/deletion")
+    def confirm(ident: str, body: DeletionIn, actor: Acting) -> dict[str, Any]:
+        """The recipient confirms it deleted the row; the confirmation is logged on the governance topic."""
+        existing(ident)
+        return governance.confirm_deletion(ident, actor, body.statement).to_json()
 
 
 def _webhook_routes(app: FastAPI, governance: Governance,

@@ -41,6 +41,7 @@ def compile_ladder(catalog: Catalog, body: BodyLookup, problems: Problems) -> di
         "decisive_default": _defaults(ladder.decisive_default),
         "grant_period_s": _seconds(ladder.grant_period),
         "appeal_window_s": _per_level(ladder.appeal_window),
+        "deletion_deadline_s": _per_level(ladder.deletion_deadline),
         "break_glass": {"levels": [level for level in LEVELS if level in glass.levels], "roles": sorted(glass.roles),
                         "period_s": _seconds(glass.period)},
     }

@@ -451,6 +451,7 @@ class Ladder(_Model):
     grant_period: Duration
     appeal_window: Levels
     break_glass: BreakGlass
+    deletion_deadline: Deadlines
 
 
 class Declarer(_Model):

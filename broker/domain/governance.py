@@ -20,6 +20,9 @@ from typing import Any
 from broker.domain.control import with_entry
 from broker.domain.disputes import Dispute, fold, stamp
 from broker.domain.ladder import LEVELS, Actor, higher
+from broker.domain.misroutes import EVENTS as MISROUTE_EVENTS
+from broker.domain.misroutes import QUERY, Misroute
+from broker.domain.misroutes import fold as fold_misroute
 from broker.errors import GovernanceError
 
 NATIONAL = "national"
@@ -39,6 +42,8 @@ class GovernanceState:
     webhooks: Mapping[str, str] = field(default_factory=_empty)                   # body → URL
     grants: Mapping[str, Mapping[str, Any]] = field(default_factory=_empty)      # grant id → grant in force
     revocations: Mapping[str, Mapping[str, Any]] = field(default_factory=_empty)  # agreement id → why
+    misroutes: Mapping[str, Misroute] = field(default_factory=_empty)
+    quarantine_read: Mapping[str, int] = field(default_factory=_empty)  # "topic/partition" → next offset to read
     offset: int = 0
 
     def level(self, scope: str) -> str:
@@ -58,6 +63,12 @@ class GovernanceState:
         except KeyError:
             raise GovernanceError(f"no dispute {ident!r}; `accord dispute list` shows the disputes") from None
 
+    def misroute(self, ident: str) -> Misroute:
+        try:
+            return self.misroutes[ident]
+        except KeyError:
+            raise GovernanceError(f"no misrouting report {ident!r}; GET /misroutes lists them") from None
+
 
 def apply(state: GovernanceState, offset: int, event: Mapping[str, Any]) -> GovernanceState:
     """The state after the governance event at `offset`; an offset already applied changes nothing (a writer reads
@@ -73,6 +84,15 @@ def apply(state: GovernanceState, offset: int, event: Mapping[str, Any]) -> Gove
         return replace(after, emergency=with_entry(state.emergency, str(data["scope"]), None))
     if kind == "webhook-registered":
         return replace(after, webhooks=with_entry(state.webhooks, str(data["body"]), data.get("url")))
+    if kind == QUERY:
+        position = data["position"]
+        read = with_entry(state.quarantine_read, f"{position['topic']}/{position['partition']}",
+                          int(position["offset"]) + 1)
+        return replace(after, quarantine_read=read)
+    if kind in MISROUTE_EVENTS:
+        ident = str(data["misroute"])
+        return replace(after, misroutes=with_entry(state.misroutes, ident, fold_misroute(state.misroutes.get(ident),
+                                                                                          event)))
     if event.get("dispute") is not None:
         ident = str(event["dispute"])
         after = replace(after, disputes=with_entry(state.disputes, ident, fold(state.disputes.get(ident), event)))

@@ -16,6 +16,7 @@ class Unresolved:
 
     reason: str
     field: str
+    candidates: tuple[str, ...] = ()   # the known LA codes it could belong to, with their upper tiers: who to tell
 
 
 def resolve_areas(record: Mapping[str, Any], jurisdiction: Sequence[str], la: LaTable) -> frozenset[str] | Unresolved:
@@ -53,4 +54,5 @@ def _disagreement(known: list[tuple[str, str]], uppers: Mapping[str, str]) -> Un
     else:
         beyond = f" (in {uppers[other_field]})" if uppers[other_field] != other_code else ""
         reason = f"{lower_field} {lower_code} is in {uppers[lower_field]} but {other_field} says {other_code}{beyond}"
-    return Unresolved(reason, other_field)
+    candidates = tuple(sorted({code for _, code in known} | set(uppers.values())))
+    return Unresolved(reason, other_field, candidates)

@@ -65,6 +65,7 @@ class Ladder:
     grant_period: dt.timedelta
     appeal_window: Mapping[str, dt.timedelta]
     break_glass: BreakGlass
+    deletion_deadline: Mapping[str, dt.timedelta]   # level → time a misrouted recipient has to delete
     declarers: Mapping[str, frozenset[str]]     # body → roles that may declare or lift an emergency
 
     @property
@@ -112,6 +113,7 @@ def _ladder(doc: Mapping[str, Any], declarers: list[Mapping[str, Any]]) -> Ladde
         appeal_window={level: dt.timedelta(seconds=int(doc["appeal_window_s"][level])) for level in LEVELS},
         break_glass=BreakGlass(levels=frozenset(glass["levels"]), roles=frozenset(glass["roles"]),
                                period=dt.timedelta(seconds=int(glass["period_s"]))),
+        deletion_deadline={level: dt.timedelta(seconds=int(doc["deletion_deadline_s"][level])) for level in LEVELS},
         declarers={str(d["body"]): frozenset(d["roles"]) for d in declarers},
     )
 

@@ -210,7 +210,7 @@ class Gate:
             return
         areas = resolve_areas(value, self._jurisdiction[stream], self._p.la_table)
         if isinstance(areas, Unresolved):
-            self._quarantine(stream, record, UNRESOLVED, areas.field, areas.reason)
+            self._quarantine(stream, record, UNRESOLVED, areas.field, areas.reason, areas.candidates)
             return
         source = f"{record.topic}/{record.partition}/{record.offset}".encode()
         delivered = refused = 0
@@ -229,8 +229,10 @@ class Gate:
         if delivered or not refused:  # a row only refused is counted once per refusal, in _refuse
             self._tally[(stream, "delivered" if delivered else "no-subscriber")] += 1
 
-    def _quarantine(self, stream: str, record: Record, rule: str, field: str, message: str) -> None:
-        self._send_quarantine(stream, record, [{"field": field, "rule": rule, "message": message}], {})
+    def _quarantine(self, stream: str, record: Record, rule: str, field: str, message: str,
+                    candidates: Sequence[str] = ()) -> None:
+        extra = {"candidates": list(candidates)} if candidates else {}
+        self._send_quarantine(stream, record, [{"field": field, "rule": rule, "message": message}], extra)
         self._tally[(stream, "quarantined")] += 1
 
     def _refuse(self, stream: str, record: Record, plan: Plan, missing: list[str]) -> None:
@@ -240,22 +242,21 @@ class Gate:
         reasons = [{"field": name, "rule": SUBSCRIBER_REQUIRED,
                     "message": f"{plan.subscriber} ({plan.role}) accepts only rows with {rule}; {name} is missing"}
                    for name in missing]
-        self._send_quarantine(stream, record, reasons, {"subscriber": plan.subscriber, "role": plan.role,
-                                                        "agreements": list(plan.agreements)})
+        refused_by = {"subscriber": plan.subscriber, "role": plan.role, "agreements": list(plan.agreements)}
+        self._send_quarantine(stream, record, reasons, {"refused_by": refused_by})
         self._tally[(stream, "refused-by-subscriber")] += 1
 
     def _send_quarantine(self, stream: str, record: Record, reasons: list[dict[str, str]],
-                         refused_by: Mapping[str, Any]) -> None:
+                         extra: Mapping[str, Any]) -> None:
         source = {"kind": "gate", "topic": record.topic, "partition": record.partition, "offset": record.offset}
         body: dict[str, Any] = {"stream": stream, "source": source,
-                                "reasons": [{**reason, "value_excerpt": ""} for reason in reasons]}
+                                "reasons": [{**reason, "value_excerpt": ""} for reason in reasons], **extra}
         headers = [("accord.quarantine.rule", reasons[0]["rule"].encode()),
                    ("accord.quarantine.field", reasons[0]["field"].encode()),
                    ("accord.quarantine.reasons", str(len(reasons)).encode()),
                    ("accord.quarantine.source-offset", str(record.offset).encode())]
-        if refused_by:
-            body["refused_by"] = dict(refused_by)
-            headers.append(("accord.quarantine.subscriber", str(refused_by["subscriber"]).encode()))
+        if "refused_by" in extra:
+            headers.append(("accord.quarantine.subscriber", str(extra["refused_by"]["subscriber"]).encode()))
         self._p.stage.send(quarantine_topic(stream), json.dumps(body).encode(), key=record.key, headers=headers)
 
     # -- planning ----------------------------------------------------------------------------------

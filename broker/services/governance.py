@@ -12,12 +12,14 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from broker.domain import adjudication, escalation
+from broker.domain import adjudication, escalation, misroute_rules
 from broker.domain.adjudication import Context, Decision, DisputeRequest
 from broker.domain.control import EMERGENCY_PREFIX, GRANT_PREFIX, REVOCATION_PREFIX, PolicyState
 from broker.domain.disputes import Dispute, stamp
 from broker.domain.governance import GovernanceState, apply, new_event
 from broker.domain.ladder import Actor, Ladder
+from broker.domain.misroute_rules import MisrouteReport
+from broker.domain.misroutes import OVERDUE, QUERY, Misroute
 from broker.errors import ConfigError, GovernanceError, NotAuthorisedError
 from broker.ports import Notifier
 from broker.services.policy_changes import ControlAppender
@@ -40,6 +42,13 @@ class GovernanceMetrics(Protocol):
     def open_by_tier(self, counts: Mapping[str, int]) -> None: ...
 
 
+class QuarantineFeed(Protocol):
+    """Quarantine entries written since `positions` ("topic/partition" → next offset; absent: from the start), each
+    with its `position` ({topic, partition, offset}) added."""
+
+    def read_new(self, positions: Mapping[str, int]) -> list[dict[str, Any]]: ...
+
+
 class PolicyView(Protocol):
     """The control topic as folded so far (the applied catalog, grants and levels), read to its end on demand."""
 
@@ -48,9 +57,10 @@ class PolicyView(Protocol):
 
 class Governance:
     def __init__(self, log: GovernanceLog, control: ControlAppender, policy: PolicyView, clock: Clock,
-                 notifier: Notifier, metrics: GovernanceMetrics | None = None) -> None:
+                 notifier: Notifier, metrics: GovernanceMetrics | None = None,
+                 quarantine: QuarantineFeed | None = None) -> None:
         self._log, self._control, self._policy, self._clock = log, control, policy, clock
-        self._notifier, self._metrics = notifier, metrics
+        self._notifier, self._metrics, self._quarantine = notifier, metrics, quarantine
         self._state = GovernanceState()
         self._lock = threading.RLock()
 
@@ -113,6 +123,15 @@ class Governance:
         self._run(lambda ctx: escalation.break_glass(ctx, actor, stream, purpose, justification, ident))
         return self._state.dispute(ident)
 
+    def report_misroute(self, actor: Actor, request: MisrouteReport) -> Misroute:
+        ident = f"m-{uuid.uuid4().hex[:10]}"
+        self._run(lambda ctx: misroute_rules.report(ctx, actor, ident, request))
+        return self._state.misroute(ident)
+
+    def confirm_deletion(self, ident: str, actor: Actor, statement: str) -> Misroute:
+        self._run(lambda ctx: misroute_rules.confirm_deletion(ctx, ident, actor, statement))
+        return self._state.misroute(ident)
+
     def register_webhook(self, actor: Actor, url: str | None) -> None:
         def events(ctx: Context) -> list[dict[str, Any]]:
             ctx.check_actor(actor)
@@ -133,6 +152,10 @@ class Governance:
                 if not events:
                     break
                 written.extend(self._commit(events))
+            written.extend(self._commit(misroute_rules.overdue(self.context())))
+            if self._quarantine is not None:
+                entries = self._quarantine.read_new(self._state.quarantine_read)
+                written.extend(self._commit(misroute_rules.jurisdiction_queries(self.context(), entries)))
             return written
 
     def _run(self, command: Callable[[Context], list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -233,7 +256,15 @@ class Governance:
             self._notifier.notify(body, self._notification(event))
 
     def _recipients(self, event: Mapping[str, Any]) -> Iterable[str]:
-        ident = event.get("dispute")
+        ident, data = event.get("dispute"), event.get("data") or {}
+        if event["type"] == QUERY:
+            return set(data.get("told") or ())
+        if "misroute" in data:
+            misroute = self._state.misroutes.get(str(data["misroute"]))
+            board = set()
+            if event["type"] == OVERDUE and self._policy.current().catalog is not None:
+                board = {b for tier in self.context().ladder.tiers for b in tier.bodies}
+            return board | (set() if misroute is None else misroute.parties)
         if ident is None:
             catalog = self._policy.current().catalog or {}
             return set(catalog.get("bodies", {})) if event["type"].startswith("emergency") else set()
@@ -292,6 +323,17 @@ class Governance:
         with self._lock:
             self._catch_up()
             return self._state.dispute(ident)
+
+    def misroutes(self, body: str | None = None) -> list[Misroute]:
+        with self._lock:
+            self._catch_up()
+            found = [m for m in self._state.misroutes.values() if body is None or body in m.parties]
+            return sorted(found, key=lambda m: (m.timeline[0]["at"], m.id))
+
+    def misroute(self, ident: str) -> Misroute:
+        with self._lock:
+            self._catch_up()
+            return self._state.misroute(ident)
 
     def emergency(self) -> dict[str, Any]:
         with self._lock:

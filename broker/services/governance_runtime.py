@@ -14,10 +14,13 @@ from broker.adapters.kafka_governance import (
     KafkaGovernanceLog,
     ensure_governance_topics,
 )
+from broker.adapters.kafka_quarantine import KafkaQuarantineFeed
 from broker.adapters.metrics import PrometheusGovernanceMetrics
 from broker.adapters.webhooks import WebhookNotifier
 from broker.errors import AccordError
+from broker.services.api_runtime import SCHEMAS_DIR
 from broker.services.governance import Clock, Governance
+from broker.services.ingest import load_stream_schemas
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +41,10 @@ class GovernanceService:
         self._writer = ControlWriter(bootstrap, client_id=f"{transactional_id}-control")
         self._view = ControlView(bootstrap, client_id=f"{transactional_id}-view")
         self.notifier = WebhookNotifier(self._webhook_of, first_backoff_s=webhook_backoff_s)
+        streams = load_stream_schemas(SCHEMAS_DIR)
+        self._quarantine = KafkaQuarantineFeed(bootstrap, streams, client_id=f"{transactional_id}-quarantine")
         self.governance = Governance(self._log, self._writer, self._view, clock, self.notifier,
-                                     PrometheusGovernanceMetrics())
+                                     PrometheusGovernanceMetrics(), quarantine=self._quarantine)
         self._tick_s = tick_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -65,7 +70,7 @@ class GovernanceService:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self.notifier.close()
-        for closer in (self._log.close, self._writer.close, self._view.close):
+        for closer in (self._log.close, self._writer.close, self._view.close, self._quarantine.close):
             closer()
 
 

@@ -49,6 +49,7 @@ def test_shipped_ladder_compiles_to_the_documented_json(document: dict[str, Any]
                              "emergency": {"outcome": "provisional-grant", "period_s": 14 * DAY}},
         "grant_period_s": 90 * DAY,
         "appeal_window_s": {"normal": 14 * DAY, "enhanced": 3 * DAY, "emergency": DAY},
+        "deletion_deadline_s": {"normal": 2 * DAY, "enhanced": DAY, "emergency": 4 * 3600},
         "break_glass": {"levels": ["emergency"], "roles": ["dph"], "period_s": 3 * DAY},
     }
     assert document["emergency_declarers"] == [{"body": "accord-arbiter", "roles": ["arbiter"]},

@@ -92,7 +92,7 @@ def test_openapi_lists_every_route_and_the_actor_headers(api: Api) -> None:
     assert set(spec["paths"]) == {
         "/health", "/disputes", "/disputes/{ident}", "/disputes/{ident}/comments", "/disputes/{ident}/decision",
         "/disputes/{ident}/approvals", "/disputes/{ident}/appeal", "/emergency", "/emergency/lift", "/break-glass",
-        "/webhooks", "/webhooks/deliveries"}
+        "/webhooks", "/webhooks/deliveries", "/misroutes", "/misroutes/{ident}", "/misroutes/{ident}/deletion"}
     headers = {p["name"] for p in spec["paths"]["/disputes"]["post"]["parameters"] if p["in"] == "header"}
     assert headers == {"X-Accord-Body", "X-Accord-Role", "X-Accord-Person"}
 
@@ -289,3 +289,31 @@ def test_no_catalog_applied_is_503() -> None:
     response = make_api(None).client.post("/disputes", json=REFUSAL, headers=DPH)
     assert response.status_code == 503
     assert "no catalog has been applied" in response.json()["error"]
+
+
+def test_a_misrouted_row_is_reported_and_its_deletion_confirmed_over_http() -> None:
+    doc = catalog()
+    doc["agreements"]["t1-leicester"] = {**doc["agreements"]["t1-manchester"], "subscriber": LEICESTER}
+    api = make_api(doc)
+    report = {"stream": T1, "recipient": MANCHESTER, "belongs_to": "E06000016",
+              "source": {"topic": f"ingest.{T1}", "partition": 0, "offset": 7},
+              "reason": "the resident lives in Leicester; tested in Manchester"}
+
+    assert api.client.post("/misroutes", json=report).status_code == 401
+    bad = api.client.post("/misroutes", json={**report, "source": {"topic": "t", "partition": -1, "offset": 0}},
+                          headers=UKHSA_IG)
+    assert bad.status_code == 422 and "body.source.partition" in bad.json()["error"]
+    created = api.client.post("/misroutes", json=report, headers=UKHSA_IG)
+    assert created.status_code == 201, created.text
+    ident = created.json()["id"]
+    assert created.json()["rightful"] == [LEICESTER] and created.json()["state"] == "awaiting-deletion"
+
+    not_recipient = api.client.post(f"/misroutes/{ident}/deletion", json={"statement": "gone"}, headers=DPH)
+    assert not_recipient.status_code == 403
+    confirmed = api.client.post(f"/misroutes/{ident}/deletion", json={"statement": "deleted from the case list"},
+                                headers=acting(MANCHESTER, "dph"))
+    assert confirmed.status_code == 200 and confirmed.json()["state"] == "deleted"
+    assert [m["id"] for m in api.client.get("/misroutes", params={"body": LEICESTER}).json()["misroutes"]] == [ident]
+    assert api.client.get("/misroutes/m-none").status_code == 404
+    assert api.client.post("/misroutes/m-none/deletion", json={"statement": "x"},
+                           headers=acting(MANCHESTER, "dph")).status_code == 404

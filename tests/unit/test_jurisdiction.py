@@ -61,7 +61,8 @@ def test_nulls_everywhere_are_unresolved(la: LaTable) -> None:
 
 def test_a_district_whose_county_disagrees_with_the_utla_is_unresolved(la: LaTable) -> None:
     found = resolve_areas({"utla": LEICESTER, "ltla": BLABY}, JURISDICTION, la)
-    assert found == Unresolved(f"ltla {BLABY} is in {LEICESTERSHIRE} but utla says {LEICESTER}", "utla")
+    assert found == Unresolved(f"ltla {BLABY} is in {LEICESTERSHIRE} but utla says {LEICESTER}", "utla",
+                               (LEICESTER, BLABY, LEICESTERSHIRE))
 
 
 def test_two_districts_of_different_counties_are_unresolved(la: LaTable) -> None:
@@ -72,7 +73,8 @@ def test_two_districts_of_different_counties_are_unresolved(la: LaTable) -> None
 
 def test_two_different_unitaries_are_unresolved(la: LaTable) -> None:
     found = resolve_areas({"utla": LEICESTER, "ltla": NOTTINGHAM}, JURISDICTION, la)
-    assert found == Unresolved(f"utla {LEICESTER} and ltla {NOTTINGHAM} are different upper-tier authorities", "ltla")
+    assert found == Unresolved(f"utla {LEICESTER} and ltla {NOTTINGHAM} are different upper-tier authorities", "ltla",
+                               (LEICESTER, NOTTINGHAM))
 
 
 def test_a_stream_without_jurisdiction_fields_resolves_nothing(la: LaTable) -> None:

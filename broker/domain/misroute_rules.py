@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.domain.adjudication import Context
+from broker.domain.disputes import parse_stamp
 from broker.domain.governance import new_event
 from broker.domain.ladder import Actor
 from broker.domain.misroutes import CONFIRMED, OVERDUE, QUERY, REPORTED, UNRESOLVED, fold
@@ -17,11 +18,19 @@ Event = dict[str, Any]
 
 
 def subscribers_serving(ctx: Context, stream: str, areas: Sequence[str]) -> list[str]:
-    """Bodies with an agreement or grant on `stream` that serve one of `areas`: the councils a row could be for."""
+    """Bodies with an agreement or grant on `stream` in force that serve one of `areas`: the councils a row could be
+    for (a council whose agreement has expired no longer receives the stream, so it is not told about its rows)."""
     flows = [*ctx.catalog.get("agreements", {}).values(), *ctx.state.grants.values()]
-    subscribers = {str(flow["subscriber"]) for flow in flows if flow.get("stream") == stream}
+    subscribers = {str(flow["subscriber"]) for flow in flows if flow.get("stream") == stream and _in_force(flow, ctx)}
     bodies = ctx.catalog.get("bodies", {})
     return sorted(b for b in subscribers if set(bodies.get(b, {}).get("served_areas", ())) & set(areas))
+
+
+def _in_force(flow: Mapping[str, Any], ctx: Context) -> bool:
+    try:
+        return parse_stamp(flow.get("valid_from")) <= ctx.now < parse_stamp(flow.get("valid_until"))
+    except (GovernanceError, ValueError):
+        return False    # a flow whose period cannot be read delivers nothing (the policy refuses it too)
 
 
 def jurisdiction_queries(ctx: Context, entries: Sequence[Mapping[str, Any]]) -> list[Event]:

@@ -37,6 +37,7 @@ class GovernanceService:
                  topic: str = GOVERNANCE_TOPIC, audit_topic: str = AUDIT_TOPIC) -> None:
         ensure_control_topics(bootstrap)
         ensure_governance_topics(bootstrap, topic, audit_topic)
+        self.topic, self.audit_topic = topic, audit_topic
         self._log = KafkaGovernanceLog(bootstrap, topic, audit_topic, transactional_id=transactional_id)
         self._writer = ControlWriter(bootstrap, client_id=f"{transactional_id}-control")
         self._view = ControlView(bootstrap, client_id=f"{transactional_id}-view")

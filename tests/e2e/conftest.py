@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import threading
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
 
 import pytest
 
@@ -57,3 +60,31 @@ def receiver(services: Endpoints) -> Iterator[Receiver]:
     r = Receiver(services.kafka_bootstrap, services.registry_url)
     yield r
     r.close()
+
+
+class _Inbox(BaseHTTPRequestHandler):
+    received: ClassVar[list[tuple[str, dict[str, Any]]]] = []
+    lock = threading.Lock()
+
+    def do_POST(self) -> None:
+        payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with self.lock:
+            self.received.append((self.path, payload))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def inbox() -> Iterator[tuple[str, list[tuple[str, dict[str, Any]]]]]:
+    """A webhook receiver on loopback: its URL, and every (path, payload) POSTed to it."""
+    _Inbox.received = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Inbox)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", _Inbox.received
+    server.shutdown()
+    server.server_close()
+    thread.join()

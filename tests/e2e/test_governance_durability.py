@@ -4,14 +4,8 @@ passed, so the dispute still ends within the ladder's bound. Webhooks reach the 
 
 from __future__ import annotations
 
-import json
-import threading
 import uuid
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar
-
-import pytest
+from typing import Any
 
 from broker.domain.adjudication import DisputeRequest
 from broker.local.stack import Endpoints
@@ -65,33 +59,6 @@ def test_restart_mid_dispute_loses_nothing_and_missed_deadlines_fire(
     assert events_of(ended)[-3:] == ["defaulted", "enforced", "closed"]
     assert (ended.decision or {})["outcome"] == "refused" and "refusal stands" in (ended.decision or {})["reason"]
     assert ended.decision is not None and "grant" not in ended.decision
-
-
-class _Inbox(BaseHTTPRequestHandler):
-    received: ClassVar[list[tuple[str, dict[str, Any]]]] = []
-    lock = threading.Lock()
-
-    def do_POST(self) -> None:
-        payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        with self.lock:
-            self.received.append((self.path, payload))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *_: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def inbox() -> Iterator[tuple[str, list[tuple[str, dict[str, Any]]]]]:
-    _Inbox.received = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Inbox)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", _Inbox.received
-    server.shutdown()
-    server.server_close()
-    thread.join()
 
 
 def test_every_transition_is_sent_to_the_parties_and_the_current_deciders(

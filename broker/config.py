@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     gate_worker_id: str | None = None
     gate_group: str = "accord-gate"
     gate_start_from: Literal["earliest", "latest"] = "earliest"
+    residence_lookup: Path | None = None     # ONS LSOA-to-LAD lookup CSV (domain/residence.py); unset: not used
 
     @property
     def local_dir(self) -> Path:

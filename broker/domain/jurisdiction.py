@@ -19,8 +19,15 @@ class Unresolved:
     candidates: tuple[str, ...] = ()   # the known LA codes it could belong to, with their upper tiers: who to tell
 
 
-def resolve_areas(record: Mapping[str, Any], jurisdiction: Sequence[str], la: LaTable) -> frozenset[str] | Unresolved:
-    """Every known LA code in the record's jurisdiction fields plus its upper tier, or why there is none."""
+def resolve_areas(record: Mapping[str, Any], jurisdiction: Sequence[str], la: LaTable,
+                  residence: str | None = None) -> frozenset[str] | Unresolved:
+    """Every known LA code in the record's jurisdiction fields plus its upper tier, or why there is none.
+
+    `residence`, the LA the resident's LSOA lies in (residence.py), wins over the fields when the table knows it:
+    they may name the testing site's council instead.
+    """
+    if residence is not None and la.is_known(residence):
+        return frozenset({residence, la.upper_tier_of(residence) or residence})
     if not jurisdiction:
         return Unresolved("the stream names no jurisdiction fields", "")
     known = [(name, code) for name in jurisdiction if isinstance(code := record.get(name), str) and la.is_known(code)]

@@ -16,9 +16,10 @@ from broker.domain import control
 from broker.domain.control import PolicyState
 from broker.domain.geography import LaTable
 from broker.domain.jurisdiction import Unresolved, resolve_areas
-from broker.domain.plans import Plan, Projector, delivery_subject, projected_schema
+from broker.domain.plans import LSOA_TAG, Plan, Projector, delivery_subject, projected_schema
 from broker.domain.pseudonyms import Pseudonymiser, subscriber_key
-from broker.domain.validation import is_blank
+from broker.domain.residence import ResidenceTable
+from broker.domain.validation import field_tags, is_blank
 from broker.errors import AccordError, SerdeError
 from broker.ports import SchemaRegistry
 from broker.services.ingest import AVRO_DECODE, ingest_topic, quarantine_topic
@@ -93,6 +94,7 @@ class GateParts:
     pseudonym_secret: bytes
     ensure_topics: Callable[[Sequence[str]], None]
     status: StatusSink
+    residence: ResidenceTable | None = None
 
 
 class Gate:
@@ -119,6 +121,8 @@ class Gate:
         self._stream_of = {ingest_topic(s): s for s in parts.schemas}
         self._jurisdiction = {s: [str(f) for f in schema.get("accord.jurisdiction", [])]
                               for s, schema in parts.schemas.items()}
+        self._lsoa = {s: next((name for name, tags in field_tags(schema).items() if LSOA_TAG in tags), None)
+                      for s, schema in parts.schemas.items()}
         self._decode = {s: AvroDeserializer(parts.registry, json.dumps(schema)) for s, schema in parts.schemas.items()}
 
     @property
@@ -208,7 +212,7 @@ class Gate:
         if value is None:
             self._quarantine(stream, record, AVRO_DECODE, "", "the record has no value")
             return
-        areas = resolve_areas(value, self._jurisdiction[stream], self._p.la_table)
+        areas = resolve_areas(value, self._jurisdiction[stream], self._p.la_table, self._residence(stream, value))
         if isinstance(areas, Unresolved):
             self._quarantine(stream, record, UNRESOLVED, areas.field, areas.reason, areas.candidates)
             return
@@ -228,6 +232,10 @@ class Gate:
             delivered += 1
         if delivered or not refused:  # a row only refused is counted once per refusal, in _refuse
             self._tally[(stream, "delivered" if delivered else "no-subscriber")] += 1
+
+    def _residence(self, stream: str, value: Mapping[str, Any]) -> str | None:
+        field = self._lsoa[stream]
+        return None if self._p.residence is None or field is None else self._p.residence.lad_of(value.get(field))
 
     def _quarantine(self, stream: str, record: Record, rule: str, field: str, message: str,
                     candidates: Sequence[str] = ()) -> None:

@@ -22,6 +22,7 @@ from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.api.gate_app import create_gate_app
 from broker.config import Settings
 from broker.domain.geography import load_la_table
+from broker.domain.residence import load_residence_table
 from broker.services.api_runtime import SCHEMAS_DIR, ensure_stream_topics
 from broker.services.gate import Gate, GateParts
 from broker.services.ingest import load_stream_schemas
@@ -69,6 +70,7 @@ def open_gate(endpoints: GateEndpoints, settings: Settings, worker: str,
             stage=stage, control=control, planner=Planner(engine, read_policies()), registry=registry, schemas=schemas,
             la_table=load_la_table(), pseudonym_secret=pseudonym_secret(secret_env, settings.secrets_dir),
             ensure_topics=lambda names: create_topics(bootstrap, names),
+            residence=load_residence_table(settings.residence_lookup) if settings.residence_lookup else None,
             status=lambda w, value: _ignore(status.append(w, value, topic=STATUS_TOPIC)),
         )
         yield Gate(parts, worker, counters=PrometheusGateCounters(), ready=stage.ready)

@@ -5,7 +5,8 @@ Kafka-client publisher. The gate guesses neither: the row is quarantined and del
 tells both councils and the publisher by webhook. Then a row that did reach Leicester is found to belong to a
 Blaby resident: UKHSA reports it, both councils are told, Leicester must delete it by the ladder's deadline and
 confirms that it did; the confirmation is on the governance topic and the audit trail. A second report that
-nobody confirms turns overdue at its deadline and the governance board is told.
+nobody confirms turns overdue at its deadline and the governance board is told. With ONS's LSOA-to-LAD lookup
+configured, the resident's LSOA decides the council even when the row carries no LA codes.
 """
 
 from __future__ import annotations
@@ -13,17 +14,20 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+import uuid
+from pathlib import Path
 from typing import Any
 
 from kafka import KafkaProducer
 
 from broker.adapters.kafka_log import KafkaLog
 from broker.adapters.registry_http import HttpSchemaRegistry
+from broker.config import Settings
 from broker.domain.misroute_rules import MisrouteReport
 from broker.domain.plans import delivery_topic
 from broker.local.stack import Endpoints
 from broker.services.api_runtime import SCHEMAS_DIR
-from broker.services.gate_runtime import GateThread
+from broker.services.gate_runtime import GateEndpoints, GateThread
 from broker.services.governance_runtime import GovernanceService
 from broker.services.ingest import ingest_topic, load_stream_schemas
 from broker.services.serde import AvroSerializer, SerializationContext
@@ -34,6 +38,7 @@ from tests.integration.gate_support import T1, Receiver, end_offsets, specimen_d
 LEICESTER, COUNTY, BLABY = "leicester-city-council", "leicestershire-county-council", "blaby-district-council"
 LEICESTER_DPH, COUNTY_DPH = delivery_topic(LEICESTER, "dph", T1), delivery_topic(COUNTY, "dph", T1)
 BLABY_LA, LEICESTER_LA = "E07000129", "E06000016"
+RESIDENCE_LOOKUP = Path(__file__).resolve().parents[1] / "data/lsoa-lad-test.csv"
 Inbox = tuple[str, list[tuple[str, dict[str, Any]]]]
 
 
@@ -95,6 +100,25 @@ def test_a_misrouted_row_is_deleted_by_its_recipient_and_the_deletion_is_logged(
     audit = _audit_events(services, governance)
     assert [(e["type"], e["data"]["misroute"]) for e in audit if e["type"] == "deletion-confirmed"] == [
         ("deletion-confirmed", misroute.id)]
+
+
+def test_the_residents_lsoa_decides_the_council_when_the_ons_lookup_is_configured(
+        services: Endpoints, receiver: Receiver, tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path, gate_group=f"e2e-residence-{uuid.uuid4().hex[:8]}",
+                        gate_start_from="latest", residence_lookup=RESIDENCE_LOOKUP)
+    runner = GateThread(GateEndpoints(services.kafka_bootstrap, services.opa_url, services.registry_url), settings,
+                        "e2e-residence").start()
+    try:
+        [case] = positive_tests(specimen_day(), {"leicester": 1}, prefix="RES", seed=4)
+        start = end_offsets(services.kafka_bootstrap, [LEICESTER_DPH, COUNTY_DPH])
+        # No LA code fields (none resolved at the lab), but the residence LSOA lies in Blaby.
+        sources = publish(services, T1, [case | {"ltla": None, "utla": None, "lsoa": "E01025501"}])
+        [(row, _)] = receiver.records(COUNTY_DPH, start[COUNTY_DPH], from_sources(sources), want=1)
+        assert row["lsoa"] == "E01025501"
+        assert receiver.records(LEICESTER_DPH, start[LEICESTER_DPH], from_sources(sources), want=1, timeout_s=1) == []
+    finally:
+        runner.stop()
+    assert runner.failure is None, runner.failure
 
 
 def _produce(services: Endpoints, case: dict[str, Any]) -> bytes:

@@ -17,6 +17,7 @@ from broker.adapters.registry_memory import InMemorySchemaRegistry
 from broker.catalog import revision_of
 from broker.domain.control import LEVELS
 from broker.domain.geography import LaTable, load_la_table
+from broker.domain.residence import ResidenceTable
 from broker.errors import ServiceError
 from broker.services.gate import Gate, GateParts
 from broker.services.ingest import ingest_topic
@@ -323,7 +324,8 @@ class GateHarness:
 
 
 def make_gate(document: Mapping[str, Any] | None = None, clock: FakeClock | None = None,
-              replan_every_s: float = 10.0, policies: Mapping[str, str] | None = None) -> GateHarness:
+              replan_every_s: float = 10.0, policies: Mapping[str, str] | None = None,
+              residence: ResidenceTable | None = None) -> GateHarness:
     """A gate over T1 whose control topic holds `document` (default: catalog_document()); not started yet."""
     stage, control, engine, registry = FakeStage(), FakeControl(), FakePolicyEngine(), InMemorySchemaRegistry()
     clock = clock or FakeClock()
@@ -332,7 +334,8 @@ def make_gate(document: Mapping[str, Any] | None = None, clock: FakeClock | None
     control.append_catalog(document or catalog_document())
     parts = GateParts(stage=stage, control=control, planner=Planner(engine, policies), registry=registry,
                       schemas={T1: T1_SCHEMA}, la_table=LA_TABLE, pseudonym_secret=b"unit-test-pseudonym-secret",
-                      ensure_topics=ensured.extend, status=lambda worker, status: statuses.append(status))
+                      ensure_topics=ensured.extend, status=lambda worker, status: statuses.append(status),
+                      residence=residence)
     gate = Gate(parts, "worker-1", clock=clock, replan_every_s=replan_every_s)
     return GateHarness(gate, stage, control, engine, registry, clock, statuses, ensured,
                        AvroSerializer(registry, json.dumps(T1_SCHEMA)))

@@ -1,0 +1,61 @@
+"""The residence lookup (ONS LSOA → LAD) and its precedence over a record's own LA code fields."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from broker.domain.geography import load_la_table
+from broker.domain.jurisdiction import resolve_areas
+from broker.domain.plans import delivery_topic
+from broker.domain.residence import ResidenceTable, load_residence_table
+from broker.errors import ConfigError
+from tests.unit.gate_fakes import INGEST, T1, make_gate
+
+LOOKUP = Path(__file__).resolve().parents[1] / "data/lsoa-lad-test.csv"
+BLABY, LEICESTER, COUNTY = "E07000129", "E06000016", "E10000018"
+
+
+def test_an_ons_style_lookup_is_read_whatever_its_other_columns() -> None:
+    table = load_residence_table(LOOKUP)
+    assert (len(table), table.vintage) == (3, "LSOA21CD/LAD23CD")
+    assert table.lad_of("E01025501") == BLABY and table.lad_of(" e01025501 ") == BLABY
+    assert table.lad_of("E01000000") is None and table.lad_of(None) is None
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("code,lad\nE01025501,E07000129\n", "needs an LSOA code column"),
+    ("LSOA21CD,LAD23CD\nE01025501,Blaby\n", ":2: LSOA21CD='E01025501', LAD23CD='BLABY' are not both GSS codes"),
+    ("LSOA21CD,LAD23CD\nE01025501,E07000129\nE01025501,E06000016\n", ":3: LSOA E01025501 is listed in E07000129"),
+], ids=["header", "not-a-code", "two-authorities"])
+def test_a_malformed_lookup_is_refused_with_its_line(tmp_path: Path, text: str, problem: str) -> None:
+    path = tmp_path / "lookup.csv"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"lookup\.csv") as raised:
+        load_residence_table(path)
+    assert problem in str(raised.value)
+    with pytest.raises(ConfigError, match="ACCORD_RESIDENCE_LOOKUP"):
+        load_residence_table(tmp_path / "missing.csv")
+
+
+def test_the_residence_wins_over_fields_naming_the_testing_sites_council() -> None:
+    la = load_la_table()
+    record = {"utla": LEICESTER, "ltla": LEICESTER}
+    assert resolve_areas(record, ("utla", "ltla"), la, BLABY) == {BLABY, COUNTY}
+    assert resolve_areas(record, ("utla", "ltla"), la, "E06000099") == {LEICESTER}  # not in the LA table: fields
+
+
+def test_the_gate_routes_a_row_by_its_residents_lsoa_when_the_lookup_knows_it() -> None:
+    h = make_gate(residence=ResidenceTable({"E01025501": BLABY}, "test"))
+    h.gate.start()
+    tested_in_leicester = {"utla": LEICESTER, "ltla": LEICESTER}
+    h.stage.queue(h.record(0, **tested_in_leicester, lsoa="E01025501"), h.record(1, **tested_in_leicester))
+
+    h.gate.step()
+
+    county = h.delivered(delivery_topic("leicestershire-county-council", "dph", T1))
+    city = h.delivered(delivery_topic("leicester-city-council", "dph", T1))
+    assert [s.headers["accord.source"] for s in county] == [f"{INGEST}/0/0".encode()]
+    assert [s.headers["accord.source"] for s in city] == [f"{INGEST}/0/1".encode()]
+    assert (h.decode(county[0]) or {})["lsoa"] == "E01025501"

@@ -107,7 +107,7 @@ def _detail(kind: str, data: Mapping[str, Any]) -> str:
     if kind == "approved":
         return f"{data['outcome']}: {data['reason']}"
     if kind == "decided":
-        return f"{data['outcome']} until {data.get('until')}"
+        return f"{data['outcome']} until {data['until']}" if data.get("until") else str(data["outcome"])
     if kind == "enforced":
         return f"control offsets {[c['offset'] for c in data['control']]}"
     if kind == "appealed":

@@ -71,11 +71,19 @@ class Governance:
         return self._state
 
     def start(self) -> list[dict[str, Any]]:
-        """Rebuild from the topic, put back any policy effect a crash left unwritten, then fire what is due."""
+        """Rebuild from the topic, put back any policy effect a crash left unwritten, then fire what is due.
+
+        An applied catalog this version cannot read (one compiled before a ladder key existed) does not stop the
+        service: commands answer with the ConfigError and every tick retries, so applying the catalog again heals it.
+        """
         with self._lock:
             self._catch_up()
-            self._reconcile()
-            return self.tick()
+            try:
+                self._reconcile()
+                return self.tick()
+            except ConfigError as exc:
+                log.error("governance is waiting for a catalog it can read (apply the catalog again): %s", exc)
+                return []
 
     def _catch_up(self) -> None:
         for offset, event in self._log.read_new():

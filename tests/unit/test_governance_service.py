@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from broker.domain.adjudication import DisputeRequest
-from broker.domain.control import PolicyState
-from broker.errors import GovernanceError, ServiceError
+from broker.domain.control import CATALOG_KEY, PolicyState
+from broker.errors import ConfigError, GovernanceError, ServiceError
 from broker.services.governance import Governance
 from tests.unit.governance_catalog import (
     BOARD,
@@ -265,3 +265,18 @@ def test_a_board_decision_needs_two_bodies_through_the_service(rig: Rig) -> None
     assert rig.control.writes() == []
     assert rig.gov.decide(ident, board("nhse"), granted()).state == "enforced"
     assert [k for k, _ in rig.control.writes()] == [f"grant/dispute-{ident}"]
+
+
+def test_a_catalog_from_an_older_version_does_not_stop_the_service_and_a_new_apply_heals_it() -> None:
+    old = catalog()
+    del old["ladder"]["deletion_deadline_s"]     # compiled before the key existed
+    log, control, clock = MemoryGovernanceLog(), FakeControl(old), FakeClock()
+    gov = Governance(log, control, control, clock, RecordingNotifier())
+
+    assert gov.start() == []
+    with pytest.raises(ConfigError, match="no readable escalation ladder"):
+        gov.raise_dispute(DPH, refusal())
+
+    control.records.append((CATALOG_KEY, {"document": catalog()}))
+    gov.tick()
+    assert gov.raise_dispute(DPH, refusal()).state == "awaiting"

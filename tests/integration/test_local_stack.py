@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from broker.adapters.kafka_control import ControlWriter
 from broker.config import Settings
+from broker.domain.control import GRANT_PREFIX
 from broker.local import processes
 from broker.local.python_service import PythonService
 from broker.local.stack import Endpoints, LocalStack
@@ -88,6 +90,12 @@ def test_demo_delivers_each_view_and_enforces_a_revocation(services: Endpoints, 
                           settings=Settings(state_dir=tmp_path))
     finally:
         governance.stop()
+    # The demo's grant stays in force on the shared control topic; later tests must not find Blaby granted T1.
+    writer = ControlWriter(services.kafka_bootstrap, client_id="test-demo-cleanup")
+    try:
+        writer.append(f"{GRANT_PREFIX}dispute-{result['dispute']['dispute']}", None)
+    finally:
+        writer.close()
     views = result["views"]
     assert views["leicester-city-council/dph"]["rows"] == demo.DAY_CASES["leicester"]
     assert views["leicester-city-council/analyst"]["fields"] == ["age_band", "lsoa", "sex"]

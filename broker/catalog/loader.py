@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import reprlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,10 @@ from broker.catalog.models import LADDER, Agreement, BodiesFile, Catalog, Ladder
 from broker.errors import ConfigError
 
 Entry = TypeVar("Entry", bound=BaseModel)
+# Wrong values are quoted in messages, cut short: a value built from aliases can print as megabytes.
+_QUOTE = reprlib.Repr()
+_QUOTE.maxstring = _QUOTE.maxother = 80
+_QUOTE.maxlevel = 2
 
 
 class CatalogError(ConfigError):
@@ -49,7 +54,8 @@ class Problems:
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader whose impossible dates (2027-13-30) are marked errors with a line, not a bare ValueError."""
+    """SafeLoader whose impossible dates (2027-13-30) and overlong numbers are marked errors with a line, not a bare
+    ValueError."""
 
     def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> dt.date | dt.datetime:
         try:
@@ -58,8 +64,17 @@ class _Loader(yaml.SafeLoader):
             raise yaml.constructor.ConstructorError(
                 None, None, f"{node.value!r} is not a real date or time ({exc})", node.start_mark) from exc
 
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError as exc:  # Python refuses to read an integer of more than 4300 digits
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a number of {len(node.value)} characters is too long to read ({exc})",
+                node.start_mark) from exc
+
 
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 
 
 @dataclass(frozen=True)
@@ -149,18 +164,20 @@ class _Reader:
         except (OSError, UnicodeDecodeError) as exc:
             self.problems.add(shown, f"cannot read it ({exc}); check the file's permissions and encoding")
             return None
-        loader = _Loader(text)
         try:
-            node = loader.get_single_node()
-            data = loader.construct_document(node) if node is not None else None
+            node, data = _compose(text)
         except yaml.YAMLError as exc:
             kind = "value" if isinstance(exc, yaml.constructor.ConstructorError) else "syntax"
-            self.problems.add(_yaml_where(shown, exc), f"YAML {kind} error: {_yaml_reason(exc)}; fix the YAML")
+            self.problems.add(_yaml_where(shown, exc, text), f"YAML {kind} error: {_yaml_reason(exc)}; fix the YAML")
             return None
-        finally:
-            loader.dispose()
+        except RecursionError:
+            self.problems.add(shown, "YAML nested too deeply to read (hundreds of levels of [ or {); flatten it")
+            return None
         if node is None:
             self.problems.add(f"{shown}:1", "the file is empty; add its content or delete it")
+            return None
+        if problem := _Expansion().problem(node):
+            self.problems.add(f"{shown}:{problem[0]}", problem[1])
             return None
         lines: dict[str, int] = {}
         _mark_lines(node, (), lines, shown, self.problems)
@@ -185,6 +202,55 @@ class _Reader:
         self.problems.add(origin.at(*path), _message(error))
 
 
+def _compose(text: str) -> tuple[yaml.Node | None, Any]:
+    """The document's node tree (None for an empty file) and its data; YAMLError if it is not one YAML document."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        return node, loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
+
+
+class _Expansion:
+    """Counts a document's nodes with every alias written out: a few nested aliases can stand for billions of
+    values (a "billion laughs"), and an alias inside its own anchor for an endless document."""
+
+    LIMIT = 100_000  # far more than any catalog file holds
+
+    def __init__(self) -> None:
+        self._sizes: dict[int, int] = {}
+        self._open: set[int] = set()
+        self._loop_line = 0
+
+    def problem(self, root: yaml.Node) -> tuple[int, str] | None:
+        """(line, what to do) when the document is endless or too large, else None."""
+        size = self._size(root)
+        if size < 0:
+            return self._loop_line, ("an alias (*name) inside its own anchor (&name) makes the document endless; "
+                                     "remove it")
+        if size > self.LIMIT:
+            return 1, (f"its aliases expand to {size} values, more than the {self.LIMIT} a catalog file may hold; "
+                       "write the content out instead of nesting aliases")
+        return None
+
+    def _size(self, node: yaml.Node) -> int:
+        if id(node) in self._open:
+            self._loop_line = node.start_mark.line + 1
+            return -1
+        if id(node) not in self._sizes:
+            self._open.add(id(node))
+            children: list[yaml.Node] = []
+            if isinstance(node, yaml.MappingNode):
+                children = [child for pair in node.value for child in pair]
+            elif isinstance(node, yaml.SequenceNode):
+                children = node.value
+            sizes = [self._size(child) for child in children]
+            self._open.discard(id(node))
+            self._sizes[id(node)] = -1 if -1 in sizes else 1 + sum(sizes)
+        return self._sizes[id(node)]
+
+
 def _mark_lines(node: yaml.Node, path: tuple[str, ...], lines: dict[str, int], shown: str,
                 problems: Problems) -> None:
     lines.setdefault(".".join(path), node.start_mark.line + 1)
@@ -204,9 +270,14 @@ def _mark_lines(node: yaml.Node, path: tuple[str, ...], lines: dict[str, int], s
             _mark_lines(item, (*path, str(index)), lines, shown, problems)
 
 
-def _yaml_where(shown: str, exc: yaml.YAMLError) -> str:
+def _yaml_where(shown: str, exc: yaml.YAMLError, text: str) -> str:
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    return f"{shown}:{mark.line + 1}" if mark is not None else shown
+    if mark is not None:
+        return f"{shown}:{mark.line + 1}"
+    if isinstance(exc, yaml.reader.ReaderError):  # a character YAML forbids, found before any parsing
+        line = text.count("\n", 0, exc.position) + 1
+        return f"{shown}:{line}"
+    return shown
 
 
 def _yaml_reason(exc: yaml.YAMLError) -> str:
@@ -223,7 +294,7 @@ def _message(error: ErrorDetails) -> str:
     kind = error["type"]
     if kind in ("literal_error", "enum"):
         allowed = re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", "")))
-        return f"{error['input']!r} is not one of {', '.join(allowed)}"
+        return f"{_QUOTE.repr(error['input'])} is not one of {', '.join(allowed)}"
     if kind == "missing":
         return "missing; this key is required"
     if kind == "extra_forbidden":
@@ -233,12 +304,12 @@ def _message(error: ErrorDetails) -> str:
     if kind == "timezone_aware":
         return f"{error['input']} has no timezone; write RFC 3339 with an offset, e.g. 2026-01-01T00:00:00Z"
     if kind == "greater_than_equal":
-        return f"{error['input']!r} is too small; it must be at least {error.get('ctx', {}).get('ge')}"
+        return f"{_QUOTE.repr(error['input'])} is too small; it must be at least {error.get('ctx', {}).get('ge')}"
     if kind == "too_short":
         least = error.get("ctx", {}).get("min_length", 1)
         return f"needs at least {least} {'entry' if least == 1 else 'entries'}"
     if kind in ("model_type", "dict_type"):
-        return f"expected a mapping, not {error['input']!r}"
+        return f"expected a mapping, not {_QUOTE.repr(error['input'])}"
     return str(error["msg"])
 
 

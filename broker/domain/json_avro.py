@@ -6,10 +6,13 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from broker.domain.validation import Violation, value_excerpt
+from broker.domain.validation import Violation, utf8_safe, value_excerpt
 
 SCHEMA_TYPE = "schema-type"
 UNKNOWN_FIELD = "unknown-field"
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_TIMESTAMP_UNITS = {"timestamp-millis": "milliseconds", "timestamp-micros": "microseconds"}
+_OUT_OF_RANGE = "is outside the years 1 to 9999 (UTC), so Accord could not read it back from the ingest topic"
 
 
 def _logical(field_type: Any) -> str | None:
@@ -25,15 +28,36 @@ def _logical(field_type: Any) -> str | None:
 
 
 def _convert(logical: str | None, value: Any) -> Any:
+    if isinstance(value, str):
+        # JSON can carry a lone surrogate (\ud800) that no UTF-8 encoder, Avro's included, will write.
+        utf8_safe(value, strict=True)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _check_in_range(logical, value)
     if value is None or logical is None or not isinstance(value, str):
         return value
     if logical == "date":
         return dt.date.fromisoformat(value)
-    if logical in ("timestamp-millis", "timestamp-micros"):
+    if logical in _TIMESTAMP_UNITS:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
         if parsed.tzinfo is None:
             raise ValueError("a timestamp needs a time zone (e.g. 2020-06-22T09:00:00Z)")
+        try:
+            parsed.astimezone(dt.UTC)
+        except OverflowError:
+            raise ValueError(f"{value} {_OUT_OF_RANGE}") from None
         return parsed
+    return value
+
+
+def _check_in_range(logical: str | None, value: int) -> int:
+    """A number for a date (days) or a timestamp (ms or us since 1970), refused if it falls outside Python's dates."""
+    try:
+        if logical == "date":
+            _EPOCH.date() + dt.timedelta(days=value)
+        elif logical in _TIMESTAMP_UNITS:
+            _EPOCH + dt.timedelta(**{_TIMESTAMP_UNITS[logical]: value})
+    except OverflowError:
+        raise ValueError(f"{value} {_OUT_OF_RANGE}") from None
     return value
 
 
@@ -44,7 +68,8 @@ def from_json(schema: Mapping[str, Any], record: Mapping[str, Any]) -> tuple[dic
     fields = {f["name"]: f for f in schema.get("fields", [])}
     for name, value in record.items():
         if name not in fields:
-            problems.append(Violation(name, UNKNOWN_FIELD, f"{name} is not a field of this stream's schema",
+            shown = utf8_safe(name)
+            problems.append(Violation(shown, UNKNOWN_FIELD, f"{shown} is not a field of this stream's schema",
                                       value_excerpt(value)))
             continue
         try:

@@ -89,13 +89,29 @@ def value_excerpt(value: object, *, masked: bool = False) -> str:
     """At most EXCERPT_MAX characters of `value`; when masked, only the last 2-3 characters show."""
     if value is None:
         return ""
-    text = value.isoformat() if isinstance(value, dt.date) else str(value)
+    try:
+        text = utf8_safe(value.isoformat() if isinstance(value, dt.date) else str(value))
+    except ValueError:  # str() refuses an int of more than 4300 digits
+        text = f"<an integer of {value.bit_length()} bits>" if isinstance(value, int) else "<unprintable value>"
     if not masked:
         return text[:EXCERPT_MAX]
     # Short identifiers show fewer characters so that most of the value always stays hidden.
     keep = 3 if len(text) >= 8 else 2 if len(text) >= 4 else 0
     hidden = "*" * (len(text) - keep) + text[len(text) - keep :]
     return hidden[-EXCERPT_MAX:]
+
+
+def utf8_safe(text: str, *, strict: bool = False) -> str:
+    """`text` with any lone surrogate (which JSON can carry but UTF-8 cannot) written as an escape like \\ud800,
+    so it can go into a Kafka header or a JSON response; with `strict`, ValueError saying where the first one is."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        if strict:
+            raise ValueError(f"text holds a lone surrogate {text[exc.start]!r} at character {exc.start}, which is not "
+                             "Unicode; send UTF-8 text") from None
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def is_blank(value: object) -> bool:

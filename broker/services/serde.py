@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
@@ -25,6 +25,7 @@ _ENCODE_ERRORS = (TypeError, ValueError, KeyError, AttributeError, OverflowError
 # Confluent's error code for an unknown schema id; any other registry error is not the data's fault.
 SCHEMA_NOT_FOUND = 40403
 _NO_HEADER = bytes(HEADER_SIZE)
+_CONVERTED_INTS = ("date", "time-millis")
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ class AvroDeserializer:
     def __init__(self, registry: SchemaRegistry, reader_schema: str | None = None) -> None:
         self._registry = registry
         self._reader = None if reader_schema is None else _parse(reader_schema, "reader schema")
-        self._writers: dict[int, Schema] = {}
+        self._writers: dict[int, _Writer] = {}
 
     def __call__(self, data: bytes | None, ctx: SerializationContext) -> dict[str, Any] | None:
         if data is None:
@@ -123,15 +124,20 @@ class AvroDeserializer:
             schema_id = header_schema_id(data)
         except SerdeError as exc:
             raise SerdeError(f"{ctx}: {exc}") from exc
-        record = self._decode(data, self._writer(schema_id, ctx), schema_id, ctx)
+        writer = self._writer(schema_id, ctx)
+        record = self._decode(data, writer.schema, schema_id, ctx)
         if not isinstance(record, dict):
             raise SerdeError(f"{ctx}: schema id {schema_id} is not a record schema (decoded a "
                              f"{type(record).__name__}); AvroDeserializer reads records only")
+        # fastavro reads an Avro int as a long: a value beyond 32 bits would pass on to every reader downstream.
+        if writer.has_int and (where := _misfit_fields(record, writer.schema)):
+            raise SerdeError(f"{ctx}: the record written with schema id {schema_id} holds a value its schema does "
+                             f"not allow at field {where} (an int beyond 32 bits); the producer's encoder is broken")
         return record
 
-    def _writer(self, schema_id: int, ctx: SerializationContext) -> Schema:
-        parsed = self._writers.get(schema_id)
-        if parsed is None:
+    def _writer(self, schema_id: int, ctx: SerializationContext) -> _Writer:
+        writer = self._writers.get(schema_id)
+        if writer is None:
             try:
                 text = self._registry.schema_by_id(schema_id)
             except RegistryError as exc:
@@ -139,8 +145,12 @@ class AvroDeserializer:
                     raise
                 raise SerdeError(f"{ctx}: schema id {schema_id} is not in the schema registry (written against "
                                  "another registry, or its schema was deleted)") from exc
-            parsed = self._writers[schema_id] = _parse(text, f"schema id {schema_id}")
-        return parsed
+            writer = self._writers[schema_id] = _writer_of(_parse(text, f"schema id {schema_id}"))
+        if writer.empty_items is not None:
+            raise SerdeError(f"{ctx}: schema id {schema_id} has an array of {writer.empty_items} items, which take no "
+                             "bytes, so a few bytes could claim billions of them; Accord does not read it: give the "
+                             "items a type with content")
+        return writer
 
     def _decode(self, data: bytes, writer: Schema, schema_id: int, ctx: SerializationContext) -> Any:
         # Read the body in place after the header rather than copying it out of the message.
@@ -172,6 +182,59 @@ def _parse(schema: str, what: str) -> Schema:
         raise SerdeError(f"{what} is not a valid Avro schema: {exc}") from exc
 
 
+class _Writer(NamedTuple):
+    """A writer schema with what decoding must guard against: ints to range-check, arrays of empty items."""
+
+    schema: Schema
+    has_int: bool
+    empty_items: str | None
+
+
+def _writer_of(parsed: Schema) -> _Writer:
+    """What a writer schema needs guarding against, found once when it is first fetched."""
+    named: Mapping[str, Any] = parsed.get("__named_schemas", {}) if isinstance(parsed, dict) else {}
+    kinds = list(_kinds(parsed, named))
+    # A date or time-millis int out of range fails to convert, so only plain ints need the check.
+    has_int = any(kind == "int" or (isinstance(kind, dict) and kind.get("type") == "int"
+                                    and kind.get("logicalType") not in _CONVERTED_INTS) for kind in kinds)
+    empty = next((kind["items"] for kind in kinds if isinstance(kind, dict) and kind.get("type") == "array"
+                  and _takes_no_bytes(kind["items"], named, frozenset())), None)
+    if isinstance(empty, dict):
+        empty = str(empty.get("name", empty.get("type")))
+    return _Writer(parsed, has_int, empty)
+
+
+def _kinds(parsed: Schema, named: Mapping[str, Any]) -> Iterator[Any]:
+    """Every type in a parsed schema, each named type once (fastavro names a type in full where first met)."""
+    stack, seen = [parsed], set()
+    while stack:
+        kind = stack.pop()
+        kind = named.get(kind, kind) if isinstance(kind, str) else kind
+        if isinstance(kind, list):
+            stack.extend(kind)
+            continue
+        if isinstance(kind, dict):
+            name = kind.get("name")
+            if name is not None and name in seen:
+                continue
+            seen.add(name)
+            stack.extend([field["type"] for field in kind.get("fields", [])] + [
+                kind[key] for key in ("items", "values") if key in kind])
+        yield kind
+
+
+def _takes_no_bytes(kind: Any, named: Mapping[str, Any], seen: frozenset[str]) -> bool:
+    """True for null, an empty fixed and a record of such fields: values that are encoded as nothing."""
+    kind = named.get(kind, kind) if isinstance(kind, str) else kind
+    if not isinstance(kind, dict):
+        return isinstance(kind, str) and kind == "null"
+    if kind.get("type") == "record":
+        # A record met again inside itself is not empty: only a union or array can hold it, and those take bytes.
+        return kind["name"] not in seen and all(
+            _takes_no_bytes(field["type"], named, seen | {kind["name"]}) for field in kind["fields"])
+    return kind.get("type") == "null" or (kind.get("type") == "fixed" and kind.get("size") == 0)
+
+
 def _record_name(parsed: Schema) -> str | None:
     """The full name of a record schema (what record-name subject strategies key on); None for other types."""
     if isinstance(parsed, dict) and parsed.get("type") == "record":
@@ -180,7 +243,7 @@ def _record_name(parsed: Schema) -> str | None:
 
 
 def _misfit_fields(obj: Any, parsed: Schema) -> str:
-    """The fields fastavro's validator blames for a record the writer refused, e.g. 'ns.Case.onset'."""
+    """The fields fastavro's validator blames in a record that does not fit `parsed`, e.g. 'ns.Case.onset'."""
     try:
         validate(obj, parsed, raise_errors=True)
     except ValidationError as exc:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from broker import cli_governance, cli_policy
+from broker import cli_audit, cli_governance, cli_policy
 from broker.config import Settings
 from broker.errors import AccordError
 from broker.local import stack as local_stack
@@ -31,6 +31,7 @@ app.add_typer(cli_governance.dispute_cli, name="dispute")
 app.add_typer(cli_governance.emergency_cli, name="emergency")
 app.add_typer(cli_governance.webhook_cli, name="webhook")
 app.command("break-glass")(cli_governance.break_glass)
+app.add_typer(cli_audit.audit_cli, name="audit")
 governance_cli = typer.Typer(help="The governance service: disputes, the ladder's deadlines, declarations.",
                              no_args_is_help=True)
 app.add_typer(governance_cli, name="governance")
@@ -42,12 +43,13 @@ def governance_serve(
     port: Annotated[int, typer.Option(help="port to listen on")] = 8090,
 ) -> None:
     """Serve the governance API and fire the ladder's deadlines (needs ACCORD_KAFKA_BOOTSTRAP)."""
+    from broker.services.audit_keys import audit_signing_key
     from broker.services.governance_runtime import serve
 
     settings = Settings()
     if not settings.kafka_bootstrap:
         raise AccordError("the governance service needs ACCORD_KAFKA_BOOTSTRAP (or `accord local up`)")
-    serve(settings.kafka_bootstrap, host, port, settings.governance_tick_s)
+    serve(settings.kafka_bootstrap, host, port, settings.governance_tick_s, audit_signing_key(settings.secrets_dir))
 
 
 @local.command("fetch")

@@ -7,6 +7,9 @@ import logging
 import threading
 from collections.abc import Callable
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from broker.adapters.kafka_audit import AuditChainer
 from broker.adapters.kafka_control import ControlView, ControlWriter, ensure_control_topics
 from broker.adapters.kafka_governance import (
     AUDIT_TOPIC,
@@ -17,6 +20,7 @@ from broker.adapters.kafka_governance import (
 from broker.adapters.kafka_quarantine import KafkaQuarantineFeed
 from broker.adapters.metrics import PrometheusGovernanceMetrics
 from broker.adapters.webhooks import WebhookNotifier
+from broker.domain.audit import Signer
 from broker.errors import AccordError
 from broker.services.api_runtime import SCHEMAS_DIR
 from broker.services.governance import Clock, Governance
@@ -29,11 +33,15 @@ def system_clock() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-class GovernanceService:
-    """Owns the Kafka clients, the notifier and the ticker thread around one `Governance`."""
+AUDIT_CHAIN_EVERY_S = 1.0
 
-    def __init__(self, bootstrap: str, clock: Clock = system_clock, tick_s: float = 1.0,
-                 transactional_id: str = "accord-governance", webhook_backoff_s: float = 0.5,
+
+class GovernanceService:
+    """Owns the Kafka clients, the notifier, the ticker thread around one `Governance`, and the audit chainer's
+    thread that chains and signs `audit_topic` onto `<audit_topic>.chain` with `audit_key`."""
+
+    def __init__(self, bootstrap: str, *, audit_key: Ed25519PrivateKey, clock: Clock = system_clock,
+                 tick_s: float = 1.0, transactional_id: str = "accord-governance", webhook_backoff_s: float = 0.5,
                  topic: str = GOVERNANCE_TOPIC, audit_topic: str = AUDIT_TOPIC) -> None:
         ensure_control_topics(bootstrap)
         ensure_governance_topics(bootstrap, topic, audit_topic)
@@ -46,17 +54,20 @@ class GovernanceService:
         self._quarantine = KafkaQuarantineFeed(bootstrap, streams, client_id=f"{transactional_id}-quarantine")
         self.governance = Governance(self._log, self._writer, self._view, clock, self.notifier,
                                      PrometheusGovernanceMetrics(), quarantine=self._quarantine)
+        self.chainer = AuditChainer(bootstrap, Signer(audit_key), audit_topic, clock=clock)
         self._tick_s = tick_s
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def _webhook_of(self, body: str) -> str | None:
         return self.governance.state.webhooks.get(body)
 
     def start(self) -> GovernanceService:
         self.governance.start()
-        self._thread = threading.Thread(target=self._ticking, name="governance-ticker", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._ticking, name="governance-ticker", daemon=True),
+                         threading.Thread(target=self._chaining, name="audit-chainer", daemon=True)]
+        for thread in self._threads:
+            thread.start()
         return self
 
     def _ticking(self) -> None:
@@ -66,16 +77,32 @@ class GovernanceService:
             except AccordError as exc:
                 log.error("governance tick failed (retried next tick): %s", exc)
 
+    def _chaining(self) -> None:
+        # Its own thread, so a slow chain write never delays a deadline the ticker should fire.
+        while not self._stop.wait(AUDIT_CHAIN_EVERY_S):
+            self._chain_audit()
+
+    def _chain_audit(self, seal: bool = False) -> None:
+        try:
+            self.chainer.step()
+            if seal:
+                self.chainer.seal()
+        except AccordError as exc:
+            log.error("chaining the audit trail failed (retried next time): %s", exc)
+
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        for thread in self._threads:
+            thread.join(timeout=10)
+        # Chain what the last commands wrote and sign it, so the trail of a clean stop ends with a checkpoint.
+        self._chain_audit(seal=True)
         self.notifier.close()
-        for closer in (self._log.close, self._writer.close, self._view.close, self._quarantine.close):
+        for closer in (self._log.close, self._writer.close, self._view.close, self._quarantine.close,
+                       self.chainer.close):
             closer()
 
 
-def serve(bootstrap: str, host: str, port: int, tick_s: float,
+def serve(bootstrap: str, host: str, port: int, tick_s: float, audit_key: Ed25519PrivateKey,
           clock: Callable[[], dt.datetime] = system_clock) -> None:
     import uvicorn
 
@@ -83,7 +110,7 @@ def serve(bootstrap: str, host: str, port: int, tick_s: float,
     from broker.api.governance_app import create_governance_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    service = GovernanceService(bootstrap, clock=clock, tick_s=tick_s).start()
+    service = GovernanceService(bootstrap, audit_key=audit_key, clock=clock, tick_s=tick_s).start()
     try:
         app = create_governance_app(service.governance, service.notifier.log, metrics_text)
         uvicorn.run(app, host=host, port=port, log_level="warning")

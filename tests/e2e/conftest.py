@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import pytest
 
 from broker.adapters.kafka_control import ControlWriter
+from broker.domain.audit import new_signing_key
 from broker.local.stack import Endpoints
 from broker.services.gate_runtime import GateThread
 from broker.services.governance_runtime import GovernanceService
@@ -38,8 +39,9 @@ def clock() -> FakeClock:
 @pytest.fixture
 def governance(services: Endpoints, applied_catalog: dict[str, Any], clock: FakeClock) -> Iterator[GovernanceService]:
     run = uuid.uuid4().hex[:8]
-    service = GovernanceService(services.kafka_bootstrap, clock=clock, tick_s=3600.0,
-                                transactional_id=f"e2e-governance-{run}", topic=f"_accord.governance.e2e-{run}",
+    service = GovernanceService(services.kafka_bootstrap, audit_key=new_signing_key(), clock=clock,
+                                tick_s=3600.0, transactional_id=f"e2e-governance-{run}",
+                                topic=f"_accord.governance.e2e-{run}",
                                 audit_topic=f"_accord.audit.e2e-{run}", webhook_backoff_s=0.05).start()
     yield service
     service.stop()

@@ -26,9 +26,14 @@ class BadRequest(AccordError):
 async def _json_body(request: Request, limit: int) -> Any:
     raw = await read_limited(request, limit, lambda message: BadRequest(413, message))
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        # NaN and Infinity are not JSON; taken in, they would make the quarantine endpoint unable to answer.
+        return json.loads(raw, parse_constant=_not_json)
+    except ValueError as exc:   # also a JSONDecodeError, a UnicodeDecodeError and Python's int-size limit
         raise BadRequest(422, f"request body is not JSON: {exc}") from exc
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON value")
 
 
 def create_api_app(ingest: Ingest, read_quarantine: QuarantineReader, max_body_bytes: int = 1_048_576) -> FastAPI:

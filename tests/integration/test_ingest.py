@@ -93,6 +93,9 @@ def test_bad_requests(services: Endpoints) -> None:
     assert unknown.status_code == 404 and "ukhsa.positive-tests" in unknown.json()["error"]
     assert httpx.post(f"{services.api_url}/streams/{STREAM}/records", content=b"{oops").status_code == 422
     assert httpx.post(f"{services.api_url}/streams/{STREAM}/records", json=[1]).status_code == 422
+    for hostile in (b'{"records": [{"pillar": NaN}]}', b'{"records": [' + b"9" * 5000 + b"]}"):
+        refused = httpx.post(f"{services.api_url}/streams/{STREAM}/records", content=hostile)
+        assert refused.status_code == 422 and "not JSON" in refused.json()["error"]
     huge = httpx.post(f"{services.api_url}/streams/{STREAM}/records", content=b" " * 2_000_000)
     assert huge.status_code == 413
 

@@ -38,9 +38,12 @@ def jurisdiction_queries(ctx: Context, entries: Sequence[Mapping[str, Any]]) -> 
     (`{topic, partition, offset}` in the quarantine topic), so a restarted service reads on from the last one."""
     events = []
     for entry in entries:
-        reasons = entry.get("reasons") or [{}]
-        if reasons[0].get("rule") != UNRESOLVED or entry.get("source", {}).get("kind") != "gate":
-            continue
+        try:
+            reasons = list(entry.get("reasons") or [{}])
+            if reasons[0].get("rule") != UNRESOLVED or entry["source"].get("kind") != "gate":
+                continue
+        except (AttributeError, KeyError, TypeError):
+            continue    # not an entry Accord wrote: the quarantine topic keeps it, it tells no one
         stream = str(entry.get("stream", ""))
         candidates = [str(code) for code in entry.get("candidates") or ()]
         publisher = ctx.catalog.get("streams", {}).get(stream, {}).get("owner")

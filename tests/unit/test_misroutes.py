@@ -185,3 +185,10 @@ def test_an_overdue_deletion_is_told_to_the_governance_board_too() -> None:
         assert "deletion-overdue" in [n["type"] for n in notifier.to(body)], body
     gov.confirm_deletion(misroute.id, DPH, "deleted from every system that received it")
     assert [m.state for m in gov.misroutes(body=LEICESTERSHIRE)] == ["deleted"]
+
+
+def test_quarantine_entries_of_any_other_shape_tell_no_one_and_do_not_stop_the_service(world: World) -> None:
+    unresolved_rule = [{"rule": "jurisdiction-unresolved"}]
+    odd: list[dict[str, Any]] = [{"reasons": "x"}, {"reasons": [None]}, {"reasons": unresolved_rule, "source": "gate"},
+                                 {"reasons": unresolved_rule}, {}]
+    assert world.run(lambda ctx: misroute_rules.jurisdiction_queries(ctx, odd)) == []

@@ -13,11 +13,12 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from broker.adapters.kafka_admin import create_topics
 from broker.adapters.kafka_governance import AUDIT_TOPIC
+from broker.adapters.kafka_transactions import transactional_producer
 from broker.domain.audit import CHECKPOINT, DEFAULT_INTERVAL, Chain, Entry, Signer, from_json_line, to_json_line
 from broker.domain.audit_records import Resume, Source, raw_entry, resume_from_tail
 from broker.domain.control import rfc3339
@@ -56,15 +57,9 @@ class AuditChainer:
         transactional_id = f"accord-audit-chainer-{self.chain_topic}"
         self._raw = _reader(bootstrap, f"{transactional_id}-raw", self._raw_tp)
         self._tail = _reader(bootstrap, f"{transactional_id}-tail", self._chain_tp)
-        self._producer = KafkaProducer(bootstrap_servers=bootstrap, client_id=transactional_id,
-                                       transactional_id=transactional_id, acks="all", enable_idempotence=True,
-                                       linger_ms=5, retry_backoff_ms=20)
-        try:
-            # Fences an older chainer and finishes what it left (aborting an open transaction, waiting for a
-            # commit's markers), so the tail read next, read_committed, is the whole committed chain.
-            self._producer.init_transactions()
-        except KafkaError as exc:
-            raise ServiceError(f"could not start the audit chainer {transactional_id!r}: {exc}") from exc
+        # Fences an older chainer and finishes what it left (aborting an open transaction, waiting for a commit's
+        # markers), so the tail read next, read_committed, is the whole committed chain.
+        self._producer = transactional_producer(bootstrap, transactional_id, "audit chainer", linger_ms=5)
         self._chain = self._resume()
         self._stale = False
         self._last_checkpoint = monotonic()

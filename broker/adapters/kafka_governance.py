@@ -12,10 +12,11 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from broker.adapters.kafka_admin import create_topics
+from broker.adapters.kafka_transactions import transactional_producer
 from broker.errors import ServiceError
 
 GOVERNANCE_TOPIC = "_accord.governance"
@@ -39,13 +40,7 @@ class KafkaGovernanceLog:
                                        group_id=None, enable_auto_commit=False, isolation_level="read_committed")
         self._consumer.assign([self._tp])
         self._consumer.seek_to_beginning(self._tp)
-        self._producer = KafkaProducer(bootstrap_servers=bootstrap, client_id=transactional_id,
-                                       transactional_id=transactional_id, acks="all", enable_idempotence=True,
-                                       linger_ms=0, retry_backoff_ms=20)
-        try:
-            self._producer.init_transactions()
-        except KafkaError as exc:
-            raise ServiceError(f"could not start the governance writer {transactional_id!r}: {exc}") from exc
+        self._producer = transactional_producer(bootstrap, transactional_id, "governance writer")
 
     def append(self, events: Sequence[Mapping[str, Any]]) -> list[int]:
         """Append `events` atomically; their offsets on the governance topic."""

@@ -22,6 +22,20 @@ RETRY_BACKOFF_MS = 20  # the Java client's backoff for AddPartitionsToTxn refuse
 FETCH_MAX_WAIT_MS = 100
 
 
+
+def transactional_producer(bootstrap: str, transactional_id: str, what: str, **options: Any) -> KafkaProducer:
+    """An idempotent producer with its transactions started: `init_transactions` fences an older producer of the
+    same id and finishes (aborts or completes) whatever it left open. `what` names the writer in the error."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, client_id=transactional_id, transactional_id=transactional_id,
+                             acks="all", enable_idempotence=True, retry_backoff_ms=RETRY_BACKOFF_MS,
+                             **{"linger_ms": 0, **options})
+    try:
+        producer.init_transactions()
+    except KafkaError as exc:
+        producer.close()
+        raise ServiceError(f"could not start the {what} {transactional_id!r}: {exc}") from exc
+    return producer
+
 class TransactionalStage:
     """Records consumed by one batch and everything produced for them commit together, or not at all.
 
@@ -42,15 +56,9 @@ class TransactionalStage:
         # retry_backoff_ms: the first AddPartitionsToTxn (or AddOffsetsToTxn) after a commit is sometimes refused
         # with CONCURRENT_TRANSACTIONS while the coordinator still completes that commit; kafka-python's sender
         # sleeps retry_backoff_ms (default 100) before each retry, which stalled ~1.5% of commits by 100-200 ms.
-        self._producer = KafkaProducer(
-            bootstrap_servers=bootstrap, client_id=transactional_id, transactional_id=transactional_id,
-            transaction_timeout_ms=transaction_timeout_ms, acks="all", enable_idempotence=True, linger_ms=5,
-            batch_size=256 * 1024, retry_backoff_ms=RETRY_BACKOFF_MS,
-        )
-        try:
-            self._producer.init_transactions()
-        except KafkaError as exc:
-            raise ServiceError(f"could not start transactions as {transactional_id!r}: {exc}") from exc
+        self._producer = transactional_producer(bootstrap, transactional_id, "transactions",
+                                                transaction_timeout_ms=transaction_timeout_ms, linger_ms=5,
+                                                batch_size=256 * 1024)
         self._in_transaction = False
 
     def poll(self, timeout_s: float, max_records: int | None = None) -> list[Record]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.gate_setup import INGEST, Bench
+from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_log import KafkaLog
 from broker.config import Settings
 from broker.services import policy_changes
@@ -25,7 +26,7 @@ Received = list[tuple[int, int, float]]
 _SPAWN = mp.get_context("spawn")
 
 
-def publish(bootstrap: str, records: Sequence[tuple[bytes, bytes]], rate: float, max_s: float, stop: Event,
+def publish(kafka: KafkaAccess, records: Sequence[tuple[bytes, bytes]], rate: float, max_s: float, stop: Event,
             out: Any) -> None:
     """Send `records` (cycled) onto the ingest topic at `rate`/s for `max_s` or until `stop`; put {(partition,
     offset): wall-clock send time} on `out`."""
@@ -36,7 +37,7 @@ def publish(bootstrap: str, records: Sequence[tuple[bytes, bytes]], rate: float,
     def acked(at: float, meta: Any) -> None:
         sent[(meta.partition, meta.offset)] = at
 
-    producer = KafkaProducer(bootstrap_servers=bootstrap, client_id="bench-publisher", acks="all",
+    producer = KafkaProducer(**kafka.client_options(), client_id="bench-publisher", acks="all",
                              enable_idempotence=True, linger_ms=0)
     i, start = 0, time.perf_counter()
     while not stop.is_set() and (elapsed := time.perf_counter() - start) < max_s:
@@ -94,12 +95,12 @@ class LiveGate:
         self.close()
 
 
-def receive(bootstrap: str, topics: Sequence[str], ready: Event, stop: Event, out: Any) -> None:
+def receive(kafka: KafkaAccess, topics: Sequence[str], ready: Event, stop: Event, out: Any) -> None:
     """Read the delivery topics from their current ends, read_committed, until `stop`; put (ingest partition,
     ingest offset, wall-clock receive time) of each delivery on `out`."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, isolation_level="read_committed",
+    consumer = KafkaConsumer(**kafka.client_options(), group_id=None, isolation_level="read_committed",
                              enable_auto_commit=False, fetch_max_wait_ms=100)
     tps = [TopicPartition(t, 0) for t in topics]
     consumer.assign(tps)
@@ -126,7 +127,7 @@ class Load:
 
     def __init__(self, bench: Bench, records: Sequence[tuple[bytes, bytes]], rate: float, max_s: float) -> None:
         self._stop, self._out = _SPAWN.Event(), _SPAWN.Queue()
-        self._proc = _SPAWN.Process(target=publish, args=(bench.bootstrap, records, rate, max_s, self._stop,
+        self._proc = _SPAWN.Process(target=publish, args=(bench.kafka, records, rate, max_s, self._stop,
                                                           self._out), daemon=True)
         self._proc.start()
         self._max_s = max_s
@@ -165,7 +166,7 @@ def delivery_latency(bench: Bench, records: Sequence[tuple[bytes, bytes]], topic
     the backlog that builds meanwhile, and the publisher's own start.
     """
     ready, stop, received_q = _SPAWN.Event(), _SPAWN.Event(), _SPAWN.Queue()
-    receiver = _SPAWN.Process(target=receive, args=(bench.bootstrap, list(topics), ready, stop, received_q),
+    receiver = _SPAWN.Process(target=receive, args=(bench.kafka, list(topics), ready, stop, received_q),
                               daemon=True)
     receiver.start()
     try:
@@ -195,7 +196,7 @@ def enforcement_latency(bench: Bench, scenario: str, agreement: str, changes: in
                         pause_s: float = 0.2) -> dict[str, Any]:
     """(f) Alternately revoke and reinstate `agreement`; each change's latency is the worker's own applied_ms
     minus the change's control-record timestamp."""
-    log = KafkaLog(bench.bootstrap, client_id="bench-status-reader")
+    log = KafkaLog(bench.kafka, client_id="bench-status-reader")
     latencies: list[float] = []
     start = time.perf_counter()
     try:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_control import ControlWriter, ensure_control_topics
 from broker.adapters.opa import OpaPolicyEngine
 from broker.adapters.registry_http import HttpSchemaRegistry
@@ -27,7 +28,6 @@ from broker.services import policy_changes
 from broker.services.api_runtime import ensure_stream_topics
 from broker.services.gate_runtime import GateEndpoints
 from broker.services.ingest import ingest_topic, load_stream_schemas
-from broker.services.policies import load_policies
 from broker.services.serde import AvroSerializer, SerializationContext
 from broker.services.synthetic import PLACES, spread
 
@@ -102,12 +102,12 @@ class Bench:
     warmup: list[tuple[bytes, bytes]] = field(default_factory=list)  # warm-up pairs, the same for all
 
     @property
-    def bootstrap(self) -> str:
-        return self.endpoints.kafka_bootstrap
+    def kafka(self) -> KafkaAccess:
+        return self.endpoints.kafka
 
     @property
     def gate_endpoints(self) -> GateEndpoints:
-        return GateEndpoints(self.endpoints.kafka_bootstrap, self.endpoints.opa_url, self.endpoints.registry_url)
+        return GateEndpoints(self.endpoints.kafka, self.endpoints.opa_url, self.endpoints.registry_url)
 
     def settings(self, group: str, start_from: Literal["earliest", "latest"]) -> Settings:
         return Settings(state_dir=self.state_dir, gate_group=group, gate_start_from=start_from)
@@ -125,11 +125,10 @@ def local_bench(state_dir: Path) -> Iterator[Bench]:
     try:
         endpoints = stack.up()
         stack.gate.stop()  # only the benchmark's gate workers run
-        ensure_stream_topics(endpoints.kafka_bootstrap, load_stream_schemas(REPO_ROOT / "schemas"))
-        ensure_control_topics(endpoints.kafka_bootstrap)
+        ensure_stream_topics(endpoints.kafka, load_stream_schemas(REPO_ROOT / "schemas"))
+        ensure_control_topics(endpoints.kafka)
         engine = OpaPolicyEngine(endpoints.opa_url)
-        writer = ControlWriter(endpoints.kafka_bootstrap, client_id="bench-control")
-        load_policies(engine)
+        writer = ControlWriter(endpoints.kafka, client_id="bench-control")
         schema = json.loads((REPO_ROOT / "schemas" / f"{T1}.avsc").read_text())
         try:
             yield Bench(endpoints, state_dir, schema, engine, writer)
@@ -163,7 +162,7 @@ def encoded_cases(bench: Bench, n: int, prefix: str, seed: int = 2020) -> list[t
 
 def prefill(bench: Bench, records: list[tuple[bytes, bytes]]) -> None:
     """Publish `records` onto the ingest topic, acknowledged."""
-    producer = KafkaProducer(bootstrap_servers=bench.bootstrap, client_id="bench-prefill", acks="all",
+    producer = KafkaProducer(**bench.kafka.client_options(), client_id="bench-prefill", acks="all",
                              enable_idempotence=True, linger_ms=20, batch_size=512 * 1024)
     try:
         for key, value in records:
@@ -173,9 +172,9 @@ def prefill(bench: Bench, records: list[tuple[bytes, bytes]]) -> None:
         producer.close()
 
 
-def committed_ends(bootstrap: str, topics: list[str]) -> dict[str, int]:
+def committed_ends(kafka: KafkaAccess, topics: list[str]) -> dict[str, int]:
     """Where committed records end in each topic (partition 0; 0 for a topic not created yet)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, isolation_level="read_committed")
+    consumer = KafkaConsumer(**kafka.client_options(), group_id=None, isolation_level="read_committed")
     try:
         found = {topic: 0 for topic in topics}
         tps = [TopicPartition(t, 0) for t in topics if consumer.partitions_for_topic(t)]
@@ -185,10 +184,10 @@ def committed_ends(bootstrap: str, topics: list[str]) -> dict[str, int]:
         consumer.close()
 
 
-def count_committed(bootstrap: str, starts: Mapping[str, int], idle_s: float = 3.0) -> dict[str, int]:
+def count_committed(kafka: KafkaAccess, starts: Mapping[str, int], idle_s: float = 3.0) -> dict[str, int]:
     """How many committed records each single-partition topic holds after `starts`, as a subscriber reads them
     (the offsets between also hold the transactions' commit markers)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, isolation_level="read_committed",
+    consumer = KafkaConsumer(**kafka.client_options(), group_id=None, isolation_level="read_committed",
                              enable_auto_commit=False, max_poll_records=5000)
     try:
         counts = dict.fromkeys(starts, 0)

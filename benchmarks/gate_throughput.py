@@ -52,15 +52,15 @@ def result(scenario: str, timing: Timing, delivered: int, **extra: Any) -> dict[
 def passthrough(bench: Bench, records: list[tuple[bytes, bytes]]) -> dict[str, Any]:
     """(a) kafka-python alone, configured as TransactionalStage configures it and subscribed to the same ingest
     topics as the gate (only T1's hold records); values and keys copied unchanged to one topic."""
-    create_topics(bench.bootstrap, [PASSTHROUGH])
+    create_topics(bench.kafka, [PASSTHROUGH])
     tid = "bench-passthrough"
     consumer = KafkaConsumer(
-        bootstrap_servers=bench.bootstrap, group_id=group("a"), client_id=tid, enable_auto_commit=False,
+        **bench.kafka.client_options(), group_id=group("a"), client_id=tid, enable_auto_commit=False,
         isolation_level="read_committed", auto_offset_reset="latest", session_timeout_ms=6_000,
         heartbeat_interval_ms=2_000, max_poll_records=BATCH, fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
     consumer.subscribe(ingest_topics())
     producer = KafkaProducer(
-        bootstrap_servers=bench.bootstrap, client_id=tid, transactional_id=tid, transaction_timeout_ms=10_000,
+        **bench.kafka.client_options(), client_id=tid, transactional_id=tid, transaction_timeout_ms=10_000,
         acks="all", enable_idempotence=True, linger_ms=5, batch_size=256 * 1024, retry_backoff_ms=RETRY_BACKOFF_MS)
     producer.init_transactions()
 
@@ -83,24 +83,24 @@ def passthrough(bench: Bench, records: list[tuple[bytes, bytes]]) -> dict[str, A
         assigned = consumer.assignment()
         return bool(assigned) and all(consumer.position(tp) is not None for tp in assigned)
 
-    before = committed_ends(bench.bootstrap, [PASSTHROUGH])
+    before = committed_ends(bench.kafka, [PASSTHROUGH])
     try:
         timing = timed(bench, step, ready, bench.warmup, records)
     finally:
         consumer.close()
         producer.close()
-    return result("a-raw-passthrough", timing, count_committed(bench.bootstrap, before)[PASSTHROUGH])
+    return result("a-raw-passthrough", timing, count_committed(bench.kafka, before)[PASSTHROUGH])
 
 
 def real_gate(bench: Bench, scenario: str, records: list[tuple[bytes, bytes]], topics: list[str]) -> dict[str, Any]:
     """(b, c) services.gate.Gate from open_gate, stepped on this thread, on the catalog applied last."""
     settings = bench.settings(group(scenario), "latest")
-    before = committed_ends(bench.bootstrap, topics)
+    before = committed_ends(bench.kafka, topics)
     with open_gate(bench.gate_endpoints, settings, f"bench-{scenario}") as gate:
         gate.start()
         plans = sorted(d.topic for d in gate.deliveries.get(T1, ()))
         timing = timed(bench, gate.step, gate.ready, bench.warmup, records)
-    by_topic = count_committed(bench.bootstrap, before)
+    by_topic = count_committed(bench.kafka, before)
     return result(scenario, timing, sum(by_topic.values()), t1_plans=len(plans),
                   delivered_by_topic=_short(by_topic))
 
@@ -119,14 +119,14 @@ class NaiveGate:
 
     def __init__(self, bench: Bench, tid: str) -> None:
         self.bench = bench
-        self.stage = TransactionalStage(bench.bootstrap, group("d"), ingest_topics(), tid, start_from="latest")
+        self.stage = TransactionalStage(bench.kafka, group("d"), ingest_topics(), tid, start_from="latest")
         self.registry = HttpSchemaRegistry(bench.endpoints.registry_url)
         self.decode = AvroDeserializer(self.registry, json.dumps(bench.schema))
         self.la = load_la_table()
         self.jurisdiction = [str(f) for f in bench.schema.get("accord.jurisdiction", [])]
         self.secret = b"bench-naive-gate-pseudonym-secret"
         self.built: dict[tuple[Any, ...], tuple[Projector, AvroSerializer]] = {}
-        reader = ControlReader(bench.bootstrap, client_id=f"{tid}-control")
+        reader = ControlReader(bench.kafka, client_id=f"{tid}-control")
         try:
             state = PolicyState()
             for record in reader.read_to(reader.end_offset()):
@@ -170,7 +170,7 @@ class NaiveGate:
         key = (plan.subscriber, plan.role, plan.fields, plan.agreements)
         built = self.built.get(key)
         if built is None:
-            create_topics(self.bench.bootstrap, [plan.topic])
+            create_topics(self.bench.kafka, [plan.topic])
             self.registry.set_compatibility(delivery_subject(plan.topic), "NONE")  # as the gate does
             pseudonymise = Pseudonymiser(subscriber_key(self.secret, plan.subscriber), T1)
             project = Projector(plan, self.bench.schema, pseudonymise=pseudonymise,
@@ -181,11 +181,11 @@ class NaiveGate:
 
 
 def naive_gate(bench: Bench, records: list[tuple[bytes, bytes]], topics: list[str]) -> dict[str, Any]:
-    before = committed_ends(bench.bootstrap, topics)
+    before = committed_ends(bench.kafka, topics)
     naive = NaiveGate(bench, "bench-naive")
     try:
         timing = timed(bench, naive.step, naive.stage.ready, bench.warmup, records)
     finally:
         naive.close()
-    delivered = sum(count_committed(bench.bootstrap, before).values())
+    delivered = sum(count_committed(bench.kafka, before).values())
     return result("d-naive-opa-per-record", timing, delivered, opa_calls_per_record=len(naive.subscriptions))

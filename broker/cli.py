@@ -9,11 +9,13 @@ from typing import Annotated, Any
 
 import typer
 
-from broker import cli_audit, cli_governance, cli_policy
+from broker import cli_audit, cli_credentials, cli_governance, cli_kafka, cli_policy
+from broker.adapters.kafka_access import KafkaAccess
 from broker.config import Settings
 from broker.errors import AccordError
 from broker.local import stack as local_stack
 from broker.local import toolchain
+from broker.services.kafka_identities import kafka_access
 
 app = typer.Typer(help="Accord: emergency data sharing between public bodies.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -27,11 +29,14 @@ app.add_typer(api_cli, name="api")
 app.add_typer(cli_policy.catalog_cli, name="catalog")
 app.add_typer(cli_policy.gate_cli, name="gate")
 app.add_typer(cli_policy.agreement_cli, name="agreement")
+app.add_typer(cli_policy.policy_cli, name="policy")
 app.add_typer(cli_governance.dispute_cli, name="dispute")
 app.add_typer(cli_governance.emergency_cli, name="emergency")
 app.add_typer(cli_governance.webhook_cli, name="webhook")
 app.command("break-glass")(cli_governance.break_glass)
 app.add_typer(cli_audit.audit_cli, name="audit")
+app.add_typer(cli_kafka.kafka_cli, name="kafka")
+app.add_typer(cli_credentials.credentials_cli, name="credentials")
 governance_cli = typer.Typer(help="The governance service: disputes, the ladder's deadlines, declarations.",
                              no_args_is_help=True)
 app.add_typer(governance_cli, name="governance")
@@ -49,7 +54,8 @@ def governance_serve(
     settings = Settings()
     if not settings.kafka_bootstrap:
         raise AccordError("the governance service needs ACCORD_KAFKA_BOOTSTRAP (or `accord local up`)")
-    serve(settings.kafka_bootstrap, host, port, settings.governance_tick_s, audit_signing_key(settings.secrets_dir))
+    serve(kafka_access(settings, settings.kafka_bootstrap), host, port, settings.governance_tick_s,
+          audit_signing_key(settings.secrets_dir))
 
 
 @local.command("fetch")
@@ -118,15 +124,15 @@ def registry_serve(
     from broker.services.registry_runtime import serve
 
     settings = Settings()
-    bootstrap = settings.kafka_bootstrap or _local_kafka(settings)
-    serve(bootstrap, host, port, settings.max_request_bytes)
+    kafka = kafka_access(settings, settings.kafka_bootstrap) if settings.kafka_bootstrap else _local_kafka(settings)
+    serve(kafka, host, port, settings.max_request_bytes)
 
 
-def _local_kafka(settings: Settings) -> str:
+def _local_kafka(settings: Settings) -> KafkaAccess:
     endpoints = local_stack.LocalStack(settings).endpoints()
     if endpoints is None:
         raise AccordError("no Kafka to store schemas in: set ACCORD_KAFKA_BOOTSTRAP or run `accord local up`")
-    return endpoints.kafka_bootstrap
+    return endpoints.kafka
 
 
 @api_cli.command("serve")
@@ -141,7 +147,7 @@ def api_serve(
     bootstrap, registry = settings.kafka_bootstrap, settings.registry_url
     if not (bootstrap and registry):
         raise AccordError("the API needs ACCORD_KAFKA_BOOTSTRAP and ACCORD_REGISTRY_URL")
-    serve(bootstrap, registry, host, port, settings.max_request_bytes)
+    serve(kafka_access(settings, bootstrap), registry, host, port, settings.max_request_bytes)
 
 
 _endpoints = cli_policy.running_endpoints
@@ -157,7 +163,7 @@ def publish(
 
     lines, records = _read_jsonl(file)
     endpoints = _endpoints()
-    with open_ingest(endpoints.kafka_bootstrap, endpoints.registry_url) as (ingest, _):
+    with open_ingest(endpoints.kafka, endpoints.registry_url) as (ingest, _):
         outcomes = ingest.publish(stream, records, source=f"file:{file.name}")
     for o in outcomes:
         why = "; ".join(f"{r.field}: {r.rule} ({r.message})" for r in o.reasons)
@@ -187,7 +193,7 @@ def quarantine(stream: Annotated[str, typer.Argument(help="stream id")],
     from broker.adapters.kafka_log import KafkaLog
     from broker.services.ingest import read_quarantine
 
-    log = KafkaLog(_endpoints().kafka_bootstrap)
+    log = KafkaLog(_endpoints().kafka)
     try:
         for entry in read_quarantine(log, stream, limit):
             typer.echo(json.dumps(entry, default=str))

@@ -24,9 +24,12 @@ ChainTopic = Annotated[str, typer.Option("--topic", help="the chain topic")]
 def _chain_lines(topic: str) -> Iterator[str]:
     from broker.adapters.kafka_audit import read_chain
     from broker.cli_policy import running_endpoints
+    from broker.services.kafka_identities import kafka_access
 
-    bootstrap = Settings().kafka_bootstrap or running_endpoints().kafka_bootstrap
-    return read_chain(bootstrap, topic)
+    settings = Settings()
+    # Only Kafka is needed: a Kafka named by ACCORD_KAFKA_BOOTSTRAP will do without the other services.
+    kafka = kafka_access(settings, settings.kafka_bootstrap) if settings.kafka_bootstrap else running_endpoints().kafka
+    return read_chain(kafka, topic)
 
 
 @audit_cli.command("export")

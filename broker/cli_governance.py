@@ -1,13 +1,15 @@
 """`accord dispute|emergency|break-glass|webhook`: the governance API from the command line, acting as a person.
 
-Every command says who acts with `--as body:role:person` (or ACCORD_ACTOR); the governance service decides what
-that body and role may do. Errors the API returns are printed as `error: <message>` and exit with status 1.
+Every command sends an API token (`--token TOKEN`, `--token @FILE` or ACCORD_TOKEN; `accord credentials token`
+issues one): the token names the acting body, role and person, and the governance service decides what they may do.
+Errors the API returns are printed as `error: <message>` and exit with status 1.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import httpx
@@ -15,7 +17,6 @@ import typer
 
 from broker.cli_policy import running_endpoints
 from broker.config import Settings
-from broker.domain.ladder import Actor
 
 dispute_cli = typer.Typer(help="Disputes over data sharing: raise, list, show, comment, decide, appeal.",
                           no_args_is_help=True)
@@ -24,8 +25,8 @@ emergency_cli = typer.Typer(help="Emergency levels: declare, lift and show them 
 webhook_cli = typer.Typer(help="Where the governance service sends your body's notifications.", no_args_is_help=True)
 
 ActingAs = Annotated[str | None, typer.Option(
-    "--as", envvar="ACCORD_ACTOR", metavar="BODY:ROLE:PERSON", show_default=False,
-    help="who acts: a body id, one of its roles and the person, e.g. ukhsa:ig-lead:jo.bloggs")]
+    "--token", envvar="ACCORD_TOKEN", metavar="TOKEN|@FILE", show_default=False,
+    help="the API token of whoever acts, or @file holding it (`accord credentials token` issues one)")]
 AsJson = Annotated[bool, typer.Option("--json", help="print the API's JSON as it is")]
 DisputeId = Annotated[str, typer.Argument(metavar="DISPUTE", help="dispute id, e.g. d-0123456789")]
 Outcome = Annotated[str, typer.Option(help="granted, granted-in-part, granted-for-period or refused")]
@@ -46,17 +47,19 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
-def parse_actor(text: str | None) -> Actor:
-    """`body:role:person` as an Actor; a missing or malformed value ends the command with a clear error."""
+def parse_actor(text: str | None) -> str:
+    """The bearer token given as itself or as `@file`; a missing one ends the command with a clear error."""
     if not text:
-        fail("say who is acting: --as body:role:person (or set ACCORD_ACTOR), e.g. --as ukhsa:ig-lead:jo.bloggs")
-    parts = [part.strip() for part in text.split(":", 2)]
-    if len(parts) != 3 or not all(parts):
-        fail(f"--as {text!r} is not body:role:person (three non-empty parts), e.g. ukhsa:ig-lead:jo.bloggs")
-    if not text.isascii() or not text.isprintable():
-        # HTTP headers carry it for now; an email address or staff id is ASCII.
-        fail(f"--as {text!r} must be printable ASCII; name the person by an email address or staff id")
-    return Actor(body=parts[0], role=parts[1], person=parts[2])
+        fail("say who is acting: --token TOKEN or --token @FILE (or set ACCORD_TOKEN); "
+             "`accord credentials token` issues one")
+    if text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text().strip()
+        except OSError as exc:
+            fail(f"cannot read the token file {text[1:]}: {exc.strerror}")
+    if not text or not text.isascii() or any(c.isspace() for c in text):
+        fail("the token is empty or not a token (one line of ASCII, no spaces)")
+    return text
 
 
 def _client() -> httpx.Client:
@@ -64,10 +67,10 @@ def _client() -> httpx.Client:
     return httpx.Client(base_url=url, timeout=30.0)
 
 
-def call(method: str, path: str, actor: Actor, body: Mapping[str, Any] | None = None,
+def call(method: str, path: str, token: str, body: Mapping[str, Any] | None = None,
          params: Mapping[str, str] | None = None) -> Any:
     """The API's JSON answer, or `error: <message>` and exit 1."""
-    headers = {"X-Accord-Body": actor.body, "X-Accord-Role": actor.role, "X-Accord-Person": actor.person}
+    headers = {"Authorization": f"Bearer {token}"}
     try:
         with _client() as client:
             response = client.request(method, path, json=body, params=params, headers=headers)
@@ -121,12 +124,12 @@ def dispute_raise(
     evidence: Annotated[list[str] | None, typer.Option(help="a link or reference, repeatable")] = None,
 ) -> None:
     """Raise a dispute; it climbs the escalation ladder until decided, and a decisive default ends it."""
-    actor = parse_actor(acting_as)
+    token = parse_actor(acting_as)
     body = {"kind": kind, "stream": stream, "role": role, "purpose": purpose, "justification": justification,
             "subscriber": subscriber, "fields": field or [], "areas": area, "until": until,
             "decision_id": decision_id, "policy_revision": policy_revision, "urgency": urgency,
             "evidence": evidence or []}
-    dispute = call("POST", "/disputes", actor, body)
+    dispute = call("POST", "/disputes", token, body)
     typer.echo(f"raised dispute {dispute['id']}: {dispute['state']} at tier {_tier(dispute)}, "
                f"deadline {dispute['deadline']}")
 
@@ -213,10 +216,10 @@ def dispute_comment(ident: DisputeId, text: Annotated[str, typer.Argument(help="
     typer.echo(f"commented on dispute {ident}")
 
 
-def _decide(path: str, ident: str, actor: Actor, outcome: str, reason: str, fields: list[str] | None,
+def _decide(path: str, ident: str, token: str, outcome: str, reason: str, fields: list[str] | None,
             areas: list[str] | None, until: str | None) -> None:
     body = {"outcome": outcome, "reason": reason, "fields": fields, "areas": areas, "until": until}
-    answer = call("POST", f"/disputes/{ident}/{path}", actor, body)
+    answer = call("POST", f"/disputes/{ident}/{path}", token, body)
     dispute = answer["dispute"]
     if answer["decided"]:
         typer.echo(f"dispute {ident} decided: {dispute['decision']['outcome']} (now {dispute['state']})")

@@ -14,6 +14,7 @@ from broker.config import Settings
 from broker.errors import AccordError
 from broker.local import stack as local_stack
 from broker.local.toolchain import REPO_ROOT
+from broker.services.kafka_identities import kafka_access
 
 if TYPE_CHECKING:
     from broker.adapters.kafka_control import ControlWriter
@@ -25,6 +26,7 @@ SCHEMAS_DIR = REPO_ROOT / "schemas"
 catalog_cli = typer.Typer(help="Bodies, streams and agreements as YAML: validate, compile, apply.",
                           no_args_is_help=True)
 gate_cli = typer.Typer(help="Gate workers: deliver each subscriber's view of every stream.", no_args_is_help=True)
+policy_cli = typer.Typer(help="Accord's Rego policies as a signed OPA bundle.", no_args_is_help=True)
 agreement_cli = typer.Typer(help="Revoke or reinstate an agreement on the live streams.", no_args_is_help=True)
 
 CatalogDir = Annotated[Path, typer.Argument(help="catalog directory")]
@@ -60,25 +62,45 @@ def catalog_compile(directory: CatalogDir = CATALOG_DIR) -> None:
 
 @catalog_cli.command("apply")
 def catalog_apply(directory: CatalogDir = CATALOG_DIR, by: By = "accord catalog apply") -> None:
-    """Compile, push policies and data to OPA, and announce the revision to every gate worker."""
+    """Compile, push the catalog to OPA as data, and announce the revision to every gate worker."""
     from broker.adapters.kafka_control import ControlWriter, ensure_control_topics
     from broker.adapters.opa import OpaPolicyEngine
     from broker.catalog import load_and_compile
-    from broker.services.policies import load_policies
     from broker.services.policy_changes import apply_catalog
 
     document = load_and_compile(directory, SCHEMAS_DIR)
     endpoints = running_endpoints()
-    ensure_control_topics(endpoints.kafka_bootstrap)
-    engine, writer = OpaPolicyEngine(endpoints.opa_url), ControlWriter(endpoints.kafka_bootstrap)
+    ensure_control_topics(endpoints.kafka)
+    engine, writer = OpaPolicyEngine(endpoints.opa_url), ControlWriter(endpoints.kafka)
     try:
-        modules = load_policies(engine)
         announced = apply_catalog(writer, engine, document, by=by)
     finally:
         engine.close()
         writer.close()
-    typer.echo(f"applied catalog {document['revision']} ({len(document['agreements'])} agreements, policy modules "
-               f"{', '.join(modules)}) at control offset {announced.offset}")
+    typer.echo(f"applied catalog {document['revision']} ({len(document['agreements'])} agreements) at control offset "
+               f"{announced.offset}; policies are OPA's signed bundle (`accord policy bundle`)")
+    if not Settings().kafka_bootstrap:
+        # The local stack's admin keeps every body of the applied catalog a Kafka user with exactly its ACLs.
+        from broker.services.kafka_identities import provision
+        typer.echo(f"Kafka: {provision(endpoints.kafka, Settings().secrets_dir, document).describe()}")
+
+
+@policy_cli.command("bundle")
+def policy_bundle(
+    output: Annotated[Path, typer.Argument(help="bundle file to write (.tar.gz)")],
+    policy_dir: Annotated[Path, typer.Option(help="policies to bundle (tests left out)")] = REPO_ROOT / "policies",
+) -> None:
+    """Build policies/ into an OPA bundle signed with Accord's key (made on first use in the secrets dir).
+
+    Run OPA with it: `opa run --server --bundle <file> --verification-key <.pub printed> --signing-alg EdDSA`.
+    """
+    from broker.local import toolchain
+    from broker.services.bundles import SIGNING_ALG, build_bundle
+
+    settings = Settings()
+    bundle = build_bundle(toolchain.ensure_opa(settings), output, settings.secrets_dir, policy_dir)
+    typer.echo(f"built {bundle.path} (revision {bundle.revision}), signed {SIGNING_ALG}; verification key "
+               f"{bundle.public_key}")
 
 
 @gate_cli.command("serve")
@@ -93,8 +115,9 @@ def gate_serve(
     settings = Settings()
     if not (settings.kafka_bootstrap and settings.opa_url and settings.registry_url):
         raise AccordError("the gate needs ACCORD_KAFKA_BOOTSTRAP, ACCORD_OPA_URL and ACCORD_REGISTRY_URL")
-    serve(GateEndpoints(settings.kafka_bootstrap, settings.opa_url, settings.registry_url), settings, host, port,
-          worker_id)
+    endpoints = GateEndpoints(kafka_access(settings, settings.kafka_bootstrap), settings.opa_url,
+                              settings.registry_url)
+    serve(endpoints, settings, host, port, worker_id)
 
 
 @agreement_cli.command("revoke")
@@ -107,19 +130,20 @@ def agreement_revoke(agreement: Annotated[str, typer.Argument(help="agreement id
 
 
 @agreement_cli.command("reinstate")
-def agreement_reinstate(agreement: Annotated[str, typer.Argument(help="agreement id")]) -> None:
+def agreement_reinstate(agreement: Annotated[str, typer.Argument(help="agreement id")],
+                        by: By = "accord agreement reinstate") -> None:
     """Lift a revocation."""
     from broker.services.policy_changes import reinstate
 
-    _announce(lambda writer: reinstate(writer, agreement), f"reinstated {agreement}")
+    _announce(lambda writer: reinstate(writer, agreement, by), f"reinstated {agreement}")
 
 
 def _announce(change: Callable[[ControlWriter], Announced], what: str) -> None:
     from broker.adapters.kafka_control import ControlWriter, ensure_control_topics
 
     endpoints = running_endpoints()
-    ensure_control_topics(endpoints.kafka_bootstrap)
-    writer = ControlWriter(endpoints.kafka_bootstrap)
+    ensure_control_topics(endpoints.kafka)
+    writer = ControlWriter(endpoints.kafka)
     try:
         announced = change(writer)
     finally:

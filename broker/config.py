@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=_default_home)
     state_dir: Path | None = None
     kafka_bootstrap: str | None = None
+    # The Kafka principal this process acts as. Unset with a local stack: the local admin (whose password
+    # `accord local` keeps in the secrets dir); unset with an external Kafka: no authentication.
+    kafka_username: str | None = None
+    kafka_password: SecretStr | None = None
+    kafka_password_file: Path | None = None
+    kafka_security_protocol: str | None = None  # default SASL_PLAINTEXT with a user name, else PLAINTEXT
     opa_url: str | None = None
     registry_url: str | None = None
     api_url: str | None = None

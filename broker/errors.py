@@ -7,6 +7,7 @@
     ├── SerdeError             bytes that are not a valid Confluent-framed Avro record,
     │                          or a record that does not fit its schema
     ├── AuditError             the audit trail is malformed or fails verification (names the line or entry)
+    ├── AuthenticationError    an API token is missing, malformed, expired, revoked or not signed by Accord's key
     ├── GovernanceError        a dispute or declaration command breaks the rules (bad move, no reason)
     │   └── NotAuthorisedError the acting body and role may not do this
     └── ServiceError           a service Accord runs or talks to failed
@@ -66,6 +67,10 @@ class NotAuthorisedError(GovernanceError):
 
 class SerdeError(AccordError):
     """Bytes are not a valid Confluent-framed Avro record, or a record does not fit its schema."""
+
+
+class AuthenticationError(AccordError):
+    """An API caller could not be authenticated; the message says why, never quoting the token."""
 
 
 class AuditError(AccordError):

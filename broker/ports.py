@@ -3,22 +3,37 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from broker.domain.schemas import RegisteredSchema
 
 
-class PolicyEngine(Protocol):
-    """Where Rego policies and their data live and sharing decisions are evaluated (OPA)."""
+@dataclass(frozen=True)
+class Evaluation:
+    """A rule's value and the engine's id for the decision (OPA's `decision_id`; None when it keeps no log)."""
 
-    def put_policy(self, module_id: str, source: str) -> None:
-        """Load or replace one Rego module."""
+    result: Any
+    decision_id: str | None
+
+
+class PolicyEngine(Protocol):
+    """Where Rego policies and their data live and sharing decisions are evaluated (OPA).
+
+    Policies arrive in a signed bundle the engine loads itself; only data is written through this port.
+    """
+
+    def ready(self) -> bool:
+        """Whether the engine is up with its policies (OPA: its signed bundle verified and activated)."""
 
     def put_data(self, path: str, document: Mapping[str, Any]) -> None:
         """Replace the data document at `path` (slash-separated, e.g. 'accord/agreements')."""
 
     def evaluate(self, rule: str, input_doc: Mapping[str, Any]) -> Any:
         """The value of `rule` (dotted, e.g. 'accord.sharing.decision') for `input_doc`; None if undefined."""
+
+    def evaluate_with_id(self, rule: str, input_doc: Mapping[str, Any]) -> Evaluation:
+        """As `evaluate`, with the id under which the engine logged the decision, for the audit trail."""
 
 
 class SchemaRegistry(Protocol):

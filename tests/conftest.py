@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_admin import create_topics
 from broker.adapters.kafka_control import ControlWriter, ensure_control_topics
 from broker.adapters.opa import OpaPolicyEngine
@@ -19,10 +20,18 @@ from broker.config import Settings
 from broker.local.stack import Endpoints, LocalStack
 from broker.local.toolchain import REPO_ROOT
 from broker.services import policy_changes
-from broker.services.policies import load_policies
+from broker.services.kafka_identities import local_access
 from tests.integration.gate_support import make_test_catalog
 
 _REAL = {"integration", "e2e"}
+
+
+def kafka_env(kafka: KafkaAccess) -> dict[str, str]:
+    """The environment that makes a service started by a test act as `kafka`'s principal."""
+    env = {"ACCORD_KAFKA_BOOTSTRAP": kafka.bootstrap, "ACCORD_KAFKA_SECURITY_PROTOCOL": kafka.security_protocol}
+    if kafka.username and kafka.password is not None:
+        env |= {"ACCORD_KAFKA_USERNAME": kafka.username, "ACCORD_KAFKA_PASSWORD": kafka.password.get_secret_value()}
+    return env
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -32,14 +41,36 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
+def local_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """The settings of the session's local services: their state (and secrets) in a temporary directory, which
+    the tests' own Accord code (Settings() anywhere in this process) uses too: the same API token key, the same
+    Kafka passwords, and nothing written to a developer's own state."""
+    state = tmp_path_factory.mktemp("accord-local")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ACCORD_STATE_DIR", str(state))
+        yield Settings(state_dir=state)
+
+
+@pytest.fixture(scope="session")
+def kafka_as(services: Endpoints, local_settings: Settings) -> Callable[[str], KafkaAccess]:
+    """How a body or Accord service reaches the session's Kafka, as itself (skipped for an external Kafka,
+    whose users Accord does not keep)."""
+    if local_settings.kafka_bootstrap:
+        pytest.skip("ACCORD_KAFKA_BOOTSTRAP names an external Kafka: its users are not Accord's to test")
+
+    def access(user: str) -> KafkaAccess:
+        return local_access(local_settings.secrets_dir, services.kafka.bootstrap, user)
+    return access
+
+
+@pytest.fixture(scope="session")
+def services(local_settings: Settings) -> Iterator[Endpoints]:
     """Kafka and OPA for the whole session; external ones when ACCORD_KAFKA_BOOTSTRAP/ACCORD_OPA_URL are set.
 
     Local services run from a temporary state directory (the jar and binary cache is shared), so a
     developer's own `accord local up` is never touched, and are stopped and wiped at the end.
     """
-    settings = Settings(state_dir=tmp_path_factory.mktemp("accord-local"))
-    stack = LocalStack(settings)
+    stack = LocalStack(local_settings)
     try:
         endpoints = stack.up()
         # Gate tests run their own workers (threads or processes) in their own consumer groups; the stack's
@@ -56,10 +87,9 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
 def applied_catalog(services: Endpoints, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The shipped catalog plus the gate tests' agreements, compiled, pushed to OPA and announced to gates."""
     document = load_and_compile(make_test_catalog(tmp_path_factory.mktemp("catalog")), REPO_ROOT / "schemas")
-    ensure_control_topics(services.kafka_bootstrap)
-    engine, writer = OpaPolicyEngine(services.opa_url), ControlWriter(services.kafka_bootstrap)
+    ensure_control_topics(services.kafka)
+    engine, writer = OpaPolicyEngine(services.opa_url), ControlWriter(services.kafka)
     try:
-        load_policies(engine)
         policy_changes.apply_catalog(writer, engine, document, by="test")
     finally:
         engine.close()
@@ -72,5 +102,5 @@ def topic(services: Endpoints, request: pytest.FixtureRequest) -> str:
     """A fresh topic whose name says which test made it."""
     slug = re.sub(r"[^A-Za-z0-9._-]", "-", request.node.name)[:80]
     name = f"test.{slug}.{uuid.uuid4().hex[:8]}"
-    create_topics(services.kafka_bootstrap, [name])
+    create_topics(services.kafka, [name])
     return name

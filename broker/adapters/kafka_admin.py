@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from broker.adapters.kafka_access import KafkaAccess
 from broker.errors import ServiceError
 
 
@@ -17,33 +18,33 @@ class ClusterInfo:
     broker_ids: tuple[int, ...]
 
 
-def describe_cluster(bootstrap: str, timeout_ms: int = 3000) -> ClusterInfo:
-    """The cluster behind `bootstrap`, or ServiceError if no broker answers (unfenced)."""
+def describe_cluster(kafka: KafkaAccess, timeout_ms: int = 3000) -> ClusterInfo:
+    """The cluster behind `kafka`, or ServiceError if no broker answers (unfenced)."""
     try:
         admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms, client_id="accord-probe"
+            **kafka.client_options(), request_timeout_ms=timeout_ms, client_id="accord-probe"
         )
     except KafkaError as exc:
-        raise ServiceError(f"no Kafka broker answers at {bootstrap}: {exc}") from exc
+        raise ServiceError(f"no Kafka broker answers at {kafka}: {exc}") from exc
     try:
         info = admin.describe_cluster()
     except KafkaError as exc:
-        raise ServiceError(f"Kafka at {bootstrap} did not describe its cluster: {exc}") from exc
+        raise ServiceError(f"Kafka at {kafka} did not describe its cluster: {exc}") from exc
     finally:
         admin.close()
     brokers = tuple(b["broker_id"] for b in info.get("brokers", []) if not b.get("is_fenced"))
     if not brokers:
-        raise ServiceError(f"Kafka at {bootstrap} has no unfenced broker yet")
+        raise ServiceError(f"Kafka at {kafka} has no unfenced broker yet")
     return ClusterInfo(cluster_id=str(info.get("cluster_id")), broker_ids=brokers)
 
 
 def create_topics(
-    bootstrap: str, names: Iterable[str], partitions: int = 1, configs: dict[str, str] | None = None
+    kafka: KafkaAccess, names: Iterable[str], partitions: int = 1, configs: dict[str, str] | None = None
 ) -> None:
     """Create topics that do not exist yet (replication factor 1 on a one-broker cluster, else 3)."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="accord-admin")
+    admin = KafkaAdminClient(**kafka.client_options(), client_id="accord-admin")
     try:
-        replication = min(3, len(describe_cluster(bootstrap).broker_ids))
+        replication = min(3, len(describe_cluster(kafka).broker_ids))
         for name in names:
             try:
                 admin.create_topics(
@@ -59,11 +60,11 @@ def create_topics(
         admin.close()
 
 
-def describe_topic_config(bootstrap: str, topic: str) -> dict[str, str]:
+def describe_topic_config(kafka: KafkaAccess, topic: str) -> dict[str, str]:
     """The topic's effective configuration (name → value)."""
     from kafka.admin import ConfigResource, ConfigResourceType
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="accord-admin")
+    admin = KafkaAdminClient(**kafka.client_options(), client_id="accord-admin")
     try:
         responses = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
     except KafkaError as exc:

@@ -16,6 +16,7 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
+from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_admin import create_topics
 from broker.adapters.kafka_governance import AUDIT_TOPIC
 from broker.adapters.kafka_transactions import transactional_producer
@@ -32,9 +33,9 @@ def chain_topic_of(audit_topic: str) -> str:
     return f"{audit_topic}.chain"
 
 
-def ensure_chain_topic(bootstrap: str, chain_topic: str = CHAIN_TOPIC) -> None:
+def ensure_chain_topic(kafka: KafkaAccess, chain_topic: str = CHAIN_TOPIC) -> None:
     # One partition keeps one order; the trail is kept for ever, like the governance topic it vouches for.
-    create_topics(bootstrap, [chain_topic], partitions=1,
+    create_topics(kafka, [chain_topic], partitions=1,
                   configs={"retention.ms": "-1", "retention.bytes": "-1", "min.insync.replicas": "1"})
 
 
@@ -45,21 +46,21 @@ def _utc_now() -> dt.datetime:
 class AuditChainer:
     """Chains what is new on the raw audit topic (partition 0, its only one) whenever `step` is called."""
 
-    def __init__(self, bootstrap: str, signer: Signer, audit_topic: str = AUDIT_TOPIC, *,
+    def __init__(self, kafka: KafkaAccess, signer: Signer, audit_topic: str = AUDIT_TOPIC, *,
                  clock: Callable[[], dt.datetime] = _utc_now, interval: int = DEFAULT_INTERVAL,
                  checkpoint_every_s: float = 60.0, max_batch: int = 500,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.chain_topic = chain_topic_of(audit_topic)
-        ensure_chain_topic(bootstrap, self.chain_topic)
+        ensure_chain_topic(kafka, self.chain_topic)
         self._raw_tp, self._chain_tp = TopicPartition(audit_topic, 0), TopicPartition(self.chain_topic, 0)
         self._signer, self._interval, self._clock = signer, interval, clock
         self._every_s, self._max_batch, self._monotonic = checkpoint_every_s, max_batch, monotonic
         transactional_id = f"accord-audit-chainer-{self.chain_topic}"
-        self._raw = _reader(bootstrap, f"{transactional_id}-raw", self._raw_tp)
-        self._tail = _reader(bootstrap, f"{transactional_id}-tail", self._chain_tp)
+        self._raw = _reader(kafka, f"{transactional_id}-raw", self._raw_tp)
+        self._tail = _reader(kafka, f"{transactional_id}-tail", self._chain_tp)
         # Fences an older chainer and finishes what it left (aborting an open transaction, waiting for a commit's
         # markers), so the tail read next, read_committed, is the whole committed chain.
-        self._producer = transactional_producer(bootstrap, transactional_id, "audit chainer", linger_ms=5)
+        self._producer = transactional_producer(kafka, transactional_id, "audit chainer", linger_ms=5)
         self._chain = self._resume()
         self._stale = False
         self._last_checkpoint = monotonic()
@@ -128,10 +129,10 @@ class AuditChainer:
         self._producer.close()
 
 
-def read_chain(bootstrap: str, chain_topic: str = CHAIN_TOPIC) -> Iterator[str]:
+def read_chain(kafka: KafkaAccess, chain_topic: str = CHAIN_TOPIC) -> Iterator[str]:
     """Every committed line of the chain topic, in order (the topic is read to its end as of the call)."""
     tp = TopicPartition(chain_topic, 0)
-    consumer = _reader(bootstrap, "accord-audit-export", tp)
+    consumer = _reader(kafka, "accord-audit-export", tp)
     try:
         consumer.seek_to_beginning(tp)
         for message in _read_until_end(consumer, tp, None):
@@ -140,8 +141,8 @@ def read_chain(bootstrap: str, chain_topic: str = CHAIN_TOPIC) -> Iterator[str]:
         consumer.close()
 
 
-def _reader(bootstrap: str, client_id: str, tp: TopicPartition) -> Any:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id=client_id, group_id=None,
+def _reader(kafka: KafkaAccess, client_id: str, tp: TopicPartition) -> Any:
+    consumer = KafkaConsumer(**kafka.client_options(), client_id=client_id, group_id=None,
                              enable_auto_commit=False, isolation_level="read_committed")
     consumer.assign([tp])
     return consumer

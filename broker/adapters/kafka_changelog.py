@@ -10,6 +10,7 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
+from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_admin import create_topics
 from broker.errors import ServiceError
 
@@ -19,9 +20,10 @@ OnRecord = Callable[[str, dict[str, Any] | None], None]
 class Changelog:
     """Keys are text, values JSON objects or None (a tombstone). `on_record` runs on the follower thread."""
 
-    def __init__(self, bootstrap: str, topic: str, on_record: OnRecord, client_id: str = "accord-changelog") -> None:
+    def __init__(self, kafka: KafkaAccess, topic: str, on_record: OnRecord,
+                 client_id: str = "accord-changelog") -> None:
         self.topic = topic
-        self._bootstrap = bootstrap
+        self._kafka = kafka
         self._on_record = on_record
         self._client_id = client_id
         self._tp = TopicPartition(topic, 0)
@@ -34,14 +36,14 @@ class Changelog:
 
     def start(self, timeout_s: float = 30.0) -> None:
         """Create the topic if needed, replay it to its current end, keep following it."""
-        create_topics(self._bootstrap, [self.topic], partitions=1,
+        create_topics(self._kafka, [self.topic], partitions=1,
                       configs={"cleanup.policy": "compact", "min.insync.replicas": "1"})
-        consumer = KafkaConsumer(bootstrap_servers=self._bootstrap, client_id=self._client_id, group_id=None,
+        consumer = KafkaConsumer(**self._kafka.client_options(), client_id=self._client_id, group_id=None,
                                  enable_auto_commit=False, isolation_level="read_committed")
         consumer.assign([self._tp])
         consumer.seek_to_beginning(self._tp)
         end = int(consumer.end_offsets([self._tp])[self._tp])
-        self._producer = KafkaProducer(bootstrap_servers=self._bootstrap, client_id=self._client_id, acks="all",
+        self._producer = KafkaProducer(**self._kafka.client_options(), client_id=self._client_id, acks="all",
                                        enable_idempotence=True, linger_ms=0)
         self._thread = threading.Thread(target=self._follow, args=(consumer,), name=f"follow-{self.topic}",
                                         daemon=True)

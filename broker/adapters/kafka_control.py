@@ -12,7 +12,9 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
+from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_admin import create_topics
+from broker.adapters.kafka_governance import ensure_audit_topic
 from broker.domain.control import PolicyState, apply
 from broker.errors import PolicyEngineError, ServiceError
 
@@ -30,18 +32,19 @@ class ControlRecord:
     timestamp_ms: int
 
 
-def ensure_control_topics(bootstrap: str) -> None:
-    create_topics(bootstrap, [CONTROL_TOPIC], partitions=1,
+def ensure_control_topics(kafka: KafkaAccess) -> None:
+    create_topics(kafka, [CONTROL_TOPIC], partitions=1,
                   configs={"cleanup.policy": "compact", "min.insync.replicas": "1"})
-    create_topics(bootstrap, [STATUS_TOPIC], partitions=1, configs={"retention.ms": str(24 * 3600 * 1000)})
+    create_topics(kafka, [STATUS_TOPIC], partitions=1, configs={"retention.ms": str(24 * 3600 * 1000)})
+    ensure_audit_topic(kafka)  # every control change is audited there, by whoever announces it
 
 
 class ControlReader:
     """Reads the control topic from the beginning; `end_offset()` is one ListOffsets round trip."""
 
-    def __init__(self, bootstrap: str, client_id: str = "accord-control", topic: str = CONTROL_TOPIC) -> None:
+    def __init__(self, kafka: KafkaAccess, client_id: str = "accord-control", topic: str = CONTROL_TOPIC) -> None:
         self._tp = TopicPartition(topic, 0)
-        self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id=client_id, group_id=None,
+        self._consumer = KafkaConsumer(**kafka.client_options(), client_id=client_id, group_id=None,
                                        enable_auto_commit=False, isolation_level="read_committed")
         self._consumer.assign([self._tp])
         self._consumer.seek_to_beginning(self._tp)
@@ -76,8 +79,8 @@ class ControlReader:
 class ControlWriter:
     """Appends control (or status) records with an idempotent producer; returns (offset, timestamp_ms)."""
 
-    def __init__(self, bootstrap: str, client_id: str = "accord-control-writer") -> None:
-        self._producer = KafkaProducer(bootstrap_servers=bootstrap, client_id=client_id, acks="all",
+    def __init__(self, kafka: KafkaAccess, client_id: str = "accord-control-writer") -> None:
+        self._producer = KafkaProducer(**kafka.client_options(), client_id=client_id, acks="all",
                                        enable_idempotence=True, linger_ms=0)
 
     def append(self, key: str, value: dict[str, Any] | None, topic: str = CONTROL_TOPIC,
@@ -96,8 +99,8 @@ class ControlWriter:
 class ControlView:
     """The control topic folded into a PolicyState, read to its end each time `current()` is asked."""
 
-    def __init__(self, bootstrap: str, client_id: str = "accord-control-view") -> None:
-        self._reader = ControlReader(bootstrap, client_id=client_id)
+    def __init__(self, kafka: KafkaAccess, client_id: str = "accord-control-view") -> None:
+        self._reader = ControlReader(kafka, client_id=client_id)
         self._state = PolicyState()
         self._lock = threading.Lock()
 

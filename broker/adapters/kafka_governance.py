@@ -15,6 +15,7 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
+from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_admin import create_topics
 from broker.adapters.kafka_transactions import transactional_producer
 from broker.errors import ServiceError
@@ -23,24 +24,24 @@ GOVERNANCE_TOPIC = "_accord.governance"
 AUDIT_TOPIC = "_accord.audit"
 
 
-def ensure_governance_topics(bootstrap: str, topic: str = GOVERNANCE_TOPIC, audit_topic: str = AUDIT_TOPIC) -> None:
+def ensure_governance_topics(kafka: KafkaAccess, topic: str = GOVERNANCE_TOPIC, audit_topic: str = AUDIT_TOPIC) -> None:
     for name in (topic, audit_topic):
-        create_topics(bootstrap, [name], partitions=1,
+        create_topics(kafka, [name], partitions=1,
                       configs={"retention.ms": "-1", "retention.bytes": "-1", "min.insync.replicas": "1"})
 
 
 class KafkaGovernanceLog:
     """Appends events transactionally and reads them back in order, read_committed."""
 
-    def __init__(self, bootstrap: str, topic: str = GOVERNANCE_TOPIC, audit_topic: str = AUDIT_TOPIC,
+    def __init__(self, kafka: KafkaAccess, topic: str = GOVERNANCE_TOPIC, audit_topic: str = AUDIT_TOPIC,
                  transactional_id: str = "accord-governance") -> None:
         self._topic, self._audit = topic, audit_topic
         self._tp = TopicPartition(topic, 0)
-        self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id=f"{transactional_id}-reader",
+        self._consumer = KafkaConsumer(**kafka.client_options(), client_id=f"{transactional_id}-reader",
                                        group_id=None, enable_auto_commit=False, isolation_level="read_committed")
         self._consumer.assign([self._tp])
         self._consumer.seek_to_beginning(self._tp)
-        self._producer = transactional_producer(bootstrap, transactional_id, "governance writer")
+        self._producer = transactional_producer(kafka, transactional_id, "governance writer")
 
     def append(self, events: Sequence[Mapping[str, Any]]) -> list[int]:
         """Append `events` atomically; their offsets on the governance topic."""
@@ -81,3 +82,9 @@ class KafkaGovernanceLog:
     def close(self) -> None:
         self._consumer.close()
         self._producer.close()
+
+
+def ensure_audit_topic(kafka: KafkaAccess, audit_topic: str = AUDIT_TOPIC) -> None:
+    """The raw audit topic alone, for writers that are not the governance service (gates, policy changes)."""
+    create_topics(kafka, [audit_topic], partitions=1,
+                  configs={"retention.ms": "-1", "retention.bytes": "-1", "min.insync.replicas": "1"})

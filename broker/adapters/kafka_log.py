@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
+from broker.adapters.kafka_access import KafkaAccess
 from broker.errors import ServiceError
 
 
@@ -25,15 +26,15 @@ class Record:
 class KafkaLog:
     """A small facade over one cluster; callers never see kafka-python's types or errors."""
 
-    def __init__(self, bootstrap: str, client_id: str = "accord") -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, kafka: KafkaAccess, client_id: str = "accord") -> None:
+        self.kafka = kafka
         self.client_id = client_id
         self._producer: KafkaProducer | None = None
 
     def _producer_or_new(self) -> KafkaProducer:
         if self._producer is None:
             self._producer = KafkaProducer(
-                bootstrap_servers=self.bootstrap, client_id=self.client_id,
+                **self.kafka.client_options(), client_id=self.client_id,
                 acks="all", enable_idempotence=True, linger_ms=5,
             )
         return self._producer
@@ -56,7 +57,7 @@ class KafkaLog:
     ) -> list[Record]:
         """Committed records of `partitions` (default: all) of `topic` from `start_offset`, up to `max_records`."""
         consumer = KafkaConsumer(
-            bootstrap_servers=self.bootstrap, client_id=self.client_id, group_id=None,
+            **self.kafka.client_options(), client_id=self.client_id, group_id=None,
             isolation_level="read_committed", enable_auto_commit=False,
         )
         try:

@@ -9,6 +9,7 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
+from broker.adapters.kafka_access import KafkaAccess
 from broker.errors import ServiceError
 from broker.services.ingest import quarantine_topic
 
@@ -17,9 +18,10 @@ class KafkaQuarantineFeed:
     """One consumer over every partition of `quarantine.<stream>` for `streams`; no consumer group, because the
     position that counts is the one recorded in the governance topic (which survives a restart with the state)."""
 
-    def __init__(self, bootstrap: str, streams: Iterable[str], client_id: str = "accord-governance-quarantine") -> None:
+    def __init__(self, kafka: KafkaAccess, streams: Iterable[str],
+                 client_id: str = "accord-governance-quarantine") -> None:
         self._topics = sorted(quarantine_topic(stream) for stream in streams)
-        self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id=client_id, group_id=None,
+        self._consumer = KafkaConsumer(**kafka.client_options(), client_id=client_id, group_id=None,
                                        enable_auto_commit=False, isolation_level="read_committed")
         self._assigned: list[TopicPartition] = []
         self._positioned = False

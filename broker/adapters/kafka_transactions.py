@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_log import Record
 from broker.errors import ServiceError
 
@@ -23,10 +24,10 @@ FETCH_MAX_WAIT_MS = 100
 
 
 
-def transactional_producer(bootstrap: str, transactional_id: str, what: str, **options: Any) -> KafkaProducer:
+def transactional_producer(kafka: KafkaAccess, transactional_id: str, what: str, **options: Any) -> KafkaProducer:
     """An idempotent producer with its transactions started: `init_transactions` fences an older producer of the
     same id and finishes (aborts or completes) whatever it left open. `what` names the writer in the error."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, client_id=transactional_id, transactional_id=transactional_id,
+    producer = KafkaProducer(**kafka.client_options(), client_id=transactional_id, transactional_id=transactional_id,
                              acks="all", enable_idempotence=True, retry_backoff_ms=RETRY_BACKOFF_MS,
                              **{"linger_ms": 0, **options})
     try:
@@ -43,11 +44,11 @@ class TransactionalStage:
     partitions in a rebalance is fenced by the broker instead of committing stale offsets.
     """
 
-    def __init__(self, bootstrap: str, group_id: str, topics: Sequence[str], transactional_id: str,
+    def __init__(self, kafka: KafkaAccess, group_id: str, topics: Sequence[str], transactional_id: str,
                  transaction_timeout_ms: int = 10_000, session_timeout_ms: int = 6_000,
                  max_poll_records: int = 500, start_from: str = "earliest") -> None:
         self._consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=group_id, client_id=transactional_id,
+            **kafka.client_options(), group_id=group_id, client_id=transactional_id,
             enable_auto_commit=False, isolation_level="read_committed", auto_offset_reset=start_from,
             session_timeout_ms=session_timeout_ms, heartbeat_interval_ms=max(500, session_timeout_ms // 3),
             max_poll_records=max_poll_records, fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
@@ -56,7 +57,7 @@ class TransactionalStage:
         # retry_backoff_ms: the first AddPartitionsToTxn (or AddOffsetsToTxn) after a commit is sometimes refused
         # with CONCURRENT_TRANSACTIONS while the coordinator still completes that commit; kafka-python's sender
         # sleeps retry_backoff_ms (default 100) before each retry, which stalled ~1.5% of commits by 100-200 ms.
-        self._producer = transactional_producer(bootstrap, transactional_id, "transactions",
+        self._producer = transactional_producer(kafka, transactional_id, "transactions",
                                                 transaction_timeout_ms=transaction_timeout_ms, linger_ms=5,
                                                 batch_size=256 * 1024)
         self._in_transaction = False
@@ -84,8 +85,17 @@ class TransactionalStage:
         self._in_transaction = True
 
     def send(self, topic: str, value: bytes | None, key: bytes | None = None,
-             headers: Sequence[tuple[str, bytes]] = ()) -> None:
-        self._producer.send(topic, value=value, key=key, headers=list(headers))
+             headers: Sequence[tuple[str, bytes]] = ()) -> Callable[[], tuple[int, int]]:
+        """Send within the open transaction; returns what tells (partition, offset) once `flush` has returned."""
+        future = self._producer.send(topic, value=value, key=key, headers=list(headers))
+        return lambda: _placement(future)
+
+    def flush(self) -> None:
+        """Wait until the broker has every record sent so far (their offsets are then known)."""
+        try:
+            self._producer.flush(timeout=30)
+        except KafkaError as exc:
+            raise ServiceError(f"producing failed: {exc}") from exc
 
     def commit(self, consumed: Sequence[Record]) -> None:
         """Commit the produced records together with the offsets after `consumed`."""
@@ -125,3 +135,11 @@ class TransactionalStage:
             self.abort()
         self._consumer.close()
         self._producer.close()
+
+
+def _placement(future: Any) -> tuple[int, int]:
+    try:
+        metadata = future.get(timeout=0)
+    except KafkaError as exc:
+        raise ServiceError(f"producing to a delivery topic failed: {exc}") from exc
+    return int(metadata.partition), int(metadata.offset)

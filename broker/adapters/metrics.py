@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram, generate_latest, make_asgi_app
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest, make_asgi_app
+
+PROMETHEUS_TEXT: str = CONTENT_TYPE_LATEST
 
 INGEST_RECORDS = Counter(
     "accord_ingest_records_total", "Records offered for ingest, by stream and outcome (accepted or quarantined).",

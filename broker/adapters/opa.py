@@ -11,6 +11,7 @@ from opa_client import OpaClient
 from opa_client.errors import ConnectionsError, RegoParseError
 
 from broker.errors import ConfigError, PolicyEngineError
+from broker.ports import Evaluation
 
 
 class OpaPolicyEngine:
@@ -32,7 +33,12 @@ class OpaPolicyEngine:
     def healthy(self) -> bool:
         return bool(self._client.check_health())
 
+    def ready(self) -> bool:
+        """`GET /health?bundles`: 200 only once OPA has verified and activated its bundles."""
+        return bool(self._client.check_health(diagnostic_url=f"{self.url}/health?bundles"))
+
     def put_policy(self, module_id: str, source: str) -> None:
+        """One module over REST. Accord's own policies come from the signed bundle: OPA refuses this under its roots."""
         try:
             # rego_compat=False: Accord's policies are Rego v1; never let the client rewrite them.
             self._client.update_policy_from_string(source, module_id, rego_compat=False)
@@ -50,6 +56,11 @@ class OpaPolicyEngine:
             raise PolicyEngineError(f"OPA at {self.url} unreachable: {exc}") from exc
 
     def evaluate(self, rule: str, input_doc: Mapping[str, Any]) -> Any:
+        return self.evaluate_with_id(rule, input_doc).result
+
+    def evaluate_with_id(self, rule: str, input_doc: Mapping[str, Any]) -> Evaluation:
+        """OPA answers with a `decision_id` only while decision logging is on (`--set decision_logs.console=true`
+        or a decision_logs plugin configuration); otherwise the id is None."""
         package, _, name = rule.rpartition(".")
         try:
             answer = self._client.query_rule(dict(input_doc), package, name)
@@ -58,4 +69,5 @@ class OpaPolicyEngine:
             raise PolicyEngineError(f"OPA could not evaluate {rule!r}: {body}") from exc
         except (ConnectionsError, requests.RequestException) as exc:
             raise PolicyEngineError(f"OPA at {self.url} unreachable: {exc}") from exc
-        return answer.get("result")
+        decision_id = answer.get("decision_id")
+        return Evaluation(answer.get("result"), decision_id if isinstance(decision_id, str) and decision_id else None)

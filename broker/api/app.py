@@ -1,4 +1,8 @@
-"""Accord's HTTP API: publish records to a stream and ask why rows were quarantined."""
+"""Accord's HTTP API: publish records to a stream and ask why rows were quarantined.
+
+Every call but `GET /health` is authenticated and authorised (broker/api/auth.py): a publisher publishes to and
+reads the quarantine of its own streams only.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,12 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
-from broker.adapters.metrics import metrics_app
+from broker.adapters.metrics import PROMETHEUS_TEXT, metrics_text
+from broker.api.auth import Guard, authorise
 from broker.api.bodies import read_limited
+from broker.config import Settings
 from broker.errors import AccordError, NotFoundError
 from broker.services.ingest import Ingest
 
@@ -36,9 +42,12 @@ def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not a JSON value")
 
 
-def create_api_app(ingest: Ingest, read_quarantine: QuarantineReader, max_body_bytes: int = 1_048_576) -> FastAPI:
-    app = FastAPI(title="Accord", version="1", description="Emergency data sharing between public bodies.")
-    app.mount("/metrics", metrics_app())
+def create_api_app(ingest: Ingest, read_quarantine: QuarantineReader, max_body_bytes: int = 1_048_576, *,
+                   guard: Guard | None = None) -> FastAPI:
+    """The app; `guard` checks callers (default: the secrets directory's key and ACCORD_OPA_URL's OPA)."""
+    guard = guard or Guard.from_settings(Settings())
+    app = FastAPI(title="Accord", version="1", description="Emergency data sharing between public bodies.",
+                  dependencies=[authorise(guard, "api")])
 
     @app.exception_handler(NotFoundError)
     async def not_found(_: Request, exc: NotFoundError) -> JSONResponse:
@@ -51,6 +60,10 @@ def create_api_app(ingest: Ingest, read_quarantine: QuarantineReader, max_body_b
     @app.get("/health")
     def health() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/metrics", response_class=Response)
+    def metrics() -> Response:
+        return Response(metrics_text(), media_type=PROMETHEUS_TEXT)
 
     @app.post("/streams/{stream}/records")
     async def publish(stream: str, request: Request) -> dict[str, Any]:

@@ -1,4 +1,7 @@
-"""The gate worker's small HTTP face: health (is the loop alive and planned) and Prometheus metrics."""
+"""The gate worker's small HTTP face: health (is the loop alive and planned) and Prometheus metrics.
+
+`/health` is open (supervisors probe it); `/metrics` needs a token OPA lets read it (broker/api/auth.py).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +9,21 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
-from broker.adapters.metrics import metrics_app
+from broker.adapters.metrics import PROMETHEUS_TEXT, metrics_text
+from broker.api.auth import Guard, authorise
+from broker.config import Settings
 
 
-def create_gate_app(health: Callable[[], tuple[bool, dict[str, Any]]]) -> FastAPI:
-    app = FastAPI(title="Accord gate worker", version="1")
-    app.mount("/metrics", metrics_app())
+def create_gate_app(health: Callable[[], tuple[bool, dict[str, Any]]], *, guard: Guard | None = None) -> FastAPI:
+    """The app; `guard` checks callers (default: the secrets directory's key and ACCORD_OPA_URL's OPA)."""
+    guard = guard or Guard.from_settings(Settings())
+    app = FastAPI(title="Accord gate worker", version="1", dependencies=[authorise(guard, "gate")])
+
+    @app.get("/metrics", response_class=Response)
+    def metrics() -> Response:
+        return Response(metrics_text(), media_type=PROMETHEUS_TEXT)
 
     @app.get("/health")
     def report() -> JSONResponse:

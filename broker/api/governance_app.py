@@ -1,25 +1,26 @@
 """The governance HTTP API: raise, decide and appeal disputes, declare emergencies, break glass, report misrouted
 rows and confirm their deletion, register webhooks.
 
-Every write acts for a person in one of a body's roles. For now the caller states who it is in the headers
-`X-Accord-Body`, `X-Accord-Role` and `X-Accord-Person`, and nothing checks that claim: this is a placeholder until
-real credentials (a later security issue) replace it, so serve this API only where every caller is trusted. What
-the claimed body and role may do is decided by the governance rules, never here.
+Every call but `GET /health` carries a bearer token naming a body, one of its roles and a person (broker/api/auth.py)
+and is authorised by OPA (`data.accord.authz`), which is told the parties and the current tier's deciders of the
+dispute acted on; the governance rules in the domain check every command again as a second line.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from broker.adapters.webhooks import WebhookDelivery
+from broker.api.auth import Guard, authorise, caller
+from broker.config import Settings
 from broker.domain.adjudication import Decision, DisputeRequest
 from broker.domain.disputes import Dispute
 from broker.domain.ladder import Actor
@@ -28,15 +29,10 @@ from broker.errors import AccordError, ConfigError, GovernanceError, NotAuthoris
 from broker.services.governance import Governance
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
-ACTOR_HEADERS = ("X-Accord-Body", "X-Accord-Role", "X-Accord-Person")
 
 # A NotAuthorisedError is also a GovernanceError; the first match in this order wins.
 STATUS: dict[type[AccordError], int] = {
     NotAuthorisedError: 403, GovernanceError: 409, NotFoundError: 404, ConfigError: 503, ServiceError: 503}
-
-
-class NotAuthenticatedError(AccordError):
-    """A write came without the headers that say who is acting."""
 
 
 # -- request bodies -----------------------------------------------------------------------------------------------
@@ -134,21 +130,33 @@ class WebhookIn(_Body):
 
 # -- who is acting ------------------------------------------------------------------------------------------------
 
-def acting(
-    body: Annotated[str | None, Header(alias="X-Accord-Body", description="the acting body's id")] = None,
-    role: Annotated[str | None, Header(alias="X-Accord-Role", description="the role it acts in")] = None,
-    person: Annotated[str | None, Header(alias="X-Accord-Person", description="who, for the record")] = None,
-) -> Actor:
-    values = {name: (value or "").strip() for name, value in zip(ACTOR_HEADERS, (body, role, person), strict=True)}
-    missing = [name for name, value in values.items() if not value]
-    if missing:
-        raise NotAuthenticatedError(
-            f"say who is acting: header(s) {', '.join(missing)} missing or empty; every write needs "
-            f"{', '.join(ACTOR_HEADERS)} (body id, one of its roles, and the person)")
-    return Actor(body=values[ACTOR_HEADERS[0]], role=values[ACTOR_HEADERS[1]], person=values[ACTOR_HEADERS[2]])
+def acting(request: Request) -> Actor:
+    """The body, role and person the caller's verified token names."""
+    return caller(request).actor
 
 
 Acting = Annotated[Actor, Depends(acting)]
+
+
+def resource_of(governance: Governance, route: str, params: Mapping[str, str]) -> dict[str, Any] | None:
+    """What OPA needs about the dispute or misroute a route acts on: parties, tier and that tier's deciders."""
+    ident = params.get("ident")
+    if ident is None:
+        return None
+    if route.startswith("/misroutes/"):
+        try:
+            found = governance.misroute(ident)
+        except GovernanceError as exc:
+            raise NotFoundError(str(exc)) from None
+        return {"misroute": {"id": found.id, "publisher": found.publisher, "recipient": found.recipient}}
+    dispute = _existing(governance, ident)
+    tiers = governance.context().ladder.tiers
+    tier = tiers[dispute.tier] if 0 <= dispute.tier < len(tiers) else None
+    deciders = {"bodies": [], "roles": [], "party": None} if tier is None else {
+        "bodies": sorted(tier.decider_bodies(dispute.publisher)), "roles": sorted(tier.roles), "party": tier.party}
+    return {"dispute": {"id": dispute.id, "state": dispute.state, "publisher": dispute.publisher,
+                        "subscriber": dispute.subscriber, "challenger": dispute.challenger.body,
+                        "parties": sorted(dispute.parties), "tier": dispute.tier, "deciders": deciders}}
 
 
 def _summary(dispute: Dispute) -> dict[str, Any]:
@@ -166,11 +174,15 @@ def _existing(governance: Governance, ident: str) -> Dispute:
 # -- the app ------------------------------------------------------------------------------------------------------
 
 def create_governance_app(governance: Governance, deliveries: Callable[[], Sequence[WebhookDelivery]],
-                          metrics: Callable[[], bytes] | None = None) -> FastAPI:
+                          metrics: Callable[[], bytes] | None = None, *, guard: Guard | None = None) -> FastAPI:
+    """The app; `guard` checks callers (default: the secrets directory's key and ACCORD_OPA_URL's OPA)."""
+    guard = guard or Guard.from_settings(Settings())
     app = FastAPI(title="Accord governance", version="1",
                   description="Disputes over data sharing, decided up an escalation ladder with deadlines; "
-                              "emergency declarations; break-glass; webhooks. Writes name the acting body, role "
-                              f"and person in the {', '.join(ACTOR_HEADERS)} headers.")
+                              "emergency declarations; break-glass; webhooks. Every call but /health needs "
+                              "`Authorization: Bearer <token>` naming the acting body, role and person.",
+                  dependencies=[authorise(guard, "governance", lambda route, params: resource_of(
+                      governance, route, params))])
     _error_handlers(app)
 
     @app.get("/health")
@@ -197,9 +209,6 @@ def _error_handlers(app: FastAPI) -> None:
         status = next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 500)
         return JSONResponse({"error": str(exc)}, status_code=status)
 
-    async def not_authenticated(_: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=401)
-
     async def http_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
@@ -210,7 +219,6 @@ def _error_handlers(app: FastAPI) -> None:
 
     for kind in STATUS:
         app.add_exception_handler(kind, accord_error)
-    app.add_exception_handler(NotAuthenticatedError, not_authenticated)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
 

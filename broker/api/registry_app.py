@@ -1,4 +1,9 @@
-"""The Confluent Schema Registry REST API over Accord's registry (Avro only)."""
+"""The Confluent Schema Registry REST API over Accord's registry (Avro only).
+
+Every call but the root `GET /` (liveness, as in Confluent's) carries a bearer token and is authorised by OPA
+(broker/api/auth.py): any known body may read schemas; only Accord's services and a publisher, for its own
+subjects, may change them.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from broker.api.auth import LIVENESS, Guard, authorise
 from broker.api.bodies import read_limited
+from broker.config import Settings
 from broker.domain.registry import SchemaVersion, parse_mode
 from broker.domain.schemas import canonical_text
 from broker.errors import RegistryError
@@ -61,9 +68,13 @@ def _schema_id(text: str) -> int:
     return int(text)
 
 
-def create_registry_app(registry: Registry, max_body_bytes: int = 1_048_576) -> FastAPI:
+def create_registry_app(registry: Registry, max_body_bytes: int = 1_048_576, *,
+                        guard: Guard | None = None) -> FastAPI:
+    """The app; `guard` checks callers (default: the secrets directory's key and ACCORD_OPA_URL's OPA)."""
+    guard = guard or Guard.from_settings(Settings())
     app = FastAPI(title="Accord schema registry", version="1",
-                  description="Confluent Schema Registry REST API (Avro), storage in a compacted Kafka topic.")
+                  description="Confluent Schema Registry REST API (Avro), storage in a compacted Kafka topic.",
+                  dependencies=[authorise(guard, "registry", public=LIVENESS | {("GET", "/")})])
 
     @app.exception_handler(RegistryError)
     async def registry_error(_: Request, exc: RegistryError) -> Response:
@@ -71,7 +82,9 @@ def create_registry_app(registry: Registry, max_body_bytes: int = 1_048_576) -> 
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
-        return _json({"error_code": exc.status_code, "message": str(exc.detail)}, exc.status_code)
+        answer = _json({"error_code": exc.status_code, "message": str(exc.detail)}, exc.status_code)
+        answer.headers.update(exc.headers or {})
+        return answer
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> Response:

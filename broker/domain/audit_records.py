@@ -1,4 +1,5 @@
-"""What the audit chainer makes of raw audit records, and where it resumes from the tail of its chain.
+"""Raw audit records: what producers write (policy decisions, delivery batches, catalog changes), what the audit
+chainer makes of them, and where it resumes from the tail of its chain.
 
 Each chained entry names the raw record it came from (topic, partition, offset); the last such entry in the chain is
 where chaining resumes, so a record is chained once even when the chainer stops between writing and noting it.
@@ -7,21 +8,29 @@ where chaining resumes, so a record is chained once even when the chainer stops 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
-from collections.abc import Sequence
+import struct
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from broker.domain.audit import CHECKPOINT, Entry
+from broker.domain.plans import Plan
 from broker.errors import AuditError
 
+POLICY_DECISION = "policy-decision"
+DELIVERY_BATCH = "delivery-batch"
+CATALOG_CHANGE = "catalog-change"
 # Producers key raw audit records by what they describe; the governance service was first and says "governance".
 KINDS = {
     b"governance": "governance-event",
-    b"catalog-change": "catalog-change",
-    b"delivery-batch": "delivery-batch",
-    b"policy-decision": "policy-decision",
+    CATALOG_CHANGE.encode(): CATALOG_CHANGE,
+    DELIVERY_BATCH.encode(): DELIVERY_BATCH,
+    POLICY_DECISION.encode(): POLICY_DECISION,
 }
+RECORDS_DIGEST = "sha256(len-key-len-value)"  # names `records_digest` in each batch record, for other verifiers
+_NULL_LENGTH = struct.pack(">i", -1)
 # A record from a producer this version does not know is still chained: an audit trail that drops what it cannot
 # read would hide exactly what nobody expected.
 UNRECOGNISED = "unrecognised"
@@ -83,3 +92,96 @@ def _source_offset(entry: Entry) -> int:
         raise AuditError(f"audit entry {entry.seq} ({entry.kind}) does not name the raw record it came from, so "
                          "chaining cannot tell where to resume: was the chain topic written by something else?")
     return offset
+
+
+# -- what producers write -----------------------------------------------------------------------------------------
+def decision_terms(plan: Plan, catalog_revision: str | None) -> dict[str, Any]:
+    """What a policy decision decided, without when, by whom or its id: equal terms are the same decision again."""
+    return {
+        "subscriber": plan.subscriber, "role": plan.role, "stream": plan.stream, "purpose": plan.purpose,
+        "allow": plan.allow, "reasons": list(plan.reasons), "agreements": list(plan.agreements),
+        "fields": [{"field": r.name, "transform": r.transform, "method": r.method, "as": r.output}
+                   for r in plan.fields],
+        "areas": sorted(plan.areas), "required": list(plan.required),
+        "expiry": None if plan.expiry is None else plan.expiry.isoformat(),
+        "revision": plan.revision, "catalog_revision": catalog_revision,
+    }
+
+
+def decision_record(plan: Plan, decision_id: str | None, catalog_revision: str | None, worker: str,
+                    at: str) -> dict[str, Any]:
+    """A gate worker's policy decision for one subscription; `decision_id` is OPA's, as in OPA's decision log."""
+    return {**decision_terms(plan, catalog_revision), "decision_id": decision_id, "worker": worker, "at": at}
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """One record a gate delivered (where it landed, what it held) and the ingest record it was made from."""
+
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    source: Source
+
+
+def records_digest(records: Iterable[tuple[bytes | None, bytes | None]]) -> str:
+    """Hex SHA-256 over (key, value) pairs in order: for each, the key's length as a 4-byte big-endian signed
+    integer (-1 for no key) followed by the key, then the value's length and the value the same way.
+
+    Lengths keep record boundaries unambiguous; a subscriber recomputes it from the keys and values it read.
+    """
+    digest = hashlib.sha256()
+    for key, value in records:
+        for part in (key, value):
+            digest.update(_NULL_LENGTH if part is None else struct.pack(">i", len(part)) + part)
+    return digest.hexdigest()
+
+
+def batch_record(topic: str, partition: int, delivered: Sequence[Delivered], plan: Plan, worker: str,
+                 at: str) -> dict[str, Any]:
+    """What one gate transaction delivered to one delivery topic-partition, under one plan.
+
+    `offsets` lists runs of consecutive offsets as [first, last] pairs: one run unless another worker's transaction
+    wrote to the same partition in between. `records_digest` covers the records in offset order.
+    """
+    if not delivered:
+        raise ValueError(f"a delivery batch record for {topic}/{partition} needs at least one delivered record")
+    ordered = sorted(delivered, key=lambda d: d.offset)
+    sources: dict[tuple[str, int], list[int]] = {}
+    for record in ordered:
+        sources.setdefault((record.source.topic, record.source.partition), []).append(record.source.offset)
+    return {
+        "topic": topic, "partition": partition, "first_offset": ordered[0].offset,
+        "last_offset": ordered[-1].offset, "records": len(ordered), "offsets": _runs([d.offset for d in ordered]),
+        "records_digest": records_digest((d.key, d.value) for d in ordered), "digest_method": RECORDS_DIGEST,
+        "sources": [{"topic": t, "partition": p, "first_offset": min(o), "last_offset": max(o), "records": len(o)}
+                    for (t, p), o in sorted(sources.items())],
+        "subscriber": plan.subscriber, "role": plan.role, "stream": plan.stream, "purpose": plan.purpose,
+        "revision": plan.revision, "worker": worker, "at": at,
+    }
+
+
+def _runs(offsets: Sequence[int]) -> list[list[int]]:
+    runs: list[list[int]] = []
+    for offset in offsets:
+        if runs and offset == runs[-1][1] + 1:
+            runs[-1][1] = offset
+        else:
+            runs.append([offset, offset])
+    return runs
+
+
+def catalog_contents(document: dict[str, Any] | None) -> dict[str, Any]:
+    """What a compiled catalog holds, by id: its revision is a hash of the whole document, so it names the rest."""
+    if document is None:
+        return {"revision": None}
+    return {"revision": document.get("revision"),
+            **{part: sorted(document.get(part) or {}) for part in ("bodies", "streams", "agreements")}}
+
+
+def catalog_change(change: str, control_key: str, control_offset: int, by: str | None, at: str,
+                   details: dict[str, Any]) -> dict[str, Any]:
+    """A policy change announced on the control topic (`control_key` at `control_offset`): a catalog applied, an
+    agreement revoked or reinstated, an emergency level declared."""
+    return {"change": change, "control": {"key": control_key, "offset": control_offset}, "by": by, "at": at,
+            **details}

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import base64
+import os
 import subprocess
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from broker.adapters.kafka_access import SCRAM_MECHANISM, KafkaAccess
 from broker.adapters.kafka_admin import describe_cluster
+from broker.domain.kafka_acls import ADMIN_USER, BROKER_USER, CONTROLLER_USER
 from broker.errors import ServiceError, ServiceStartError
 from broker.local import processes
 from broker.local.toolchain import DEPLOY_LOCAL, require_tool
+from broker.services.kafka_identities import ensure_password, local_access, password_path
 
 MARKER = "kafka.Kafka"
 
@@ -47,18 +51,45 @@ class KafkaLayout:
         return processes.tail(self.log) + "\n" + processes.tail(self.out, 10)
 
 
-def server_properties(layout: KafkaLayout, port: int, controller_port: int) -> str:
-    # Replication factors of 1 because there is one broker; the dedupe buffer is lowered so the
-    # log cleaner (used by compacted topics) fits a small heap.
+@dataclass(frozen=True)
+class KafkaSecrets:
+    """The passwords the broker itself needs: its inter-broker SCRAM user and the controller listener's PLAIN
+    user (SCRAM credentials live in the metadata log, so the KRaft controller listener cannot use them)."""
+
+    broker: str
+    controller: str
+
+
+def _jaas(module: str, user: str, password: str, extra: str = "") -> str:
+    return f'{module} required username="{user}" password="{password}"{extra};'
+
+
+def server_properties(layout: KafkaLayout, port: int, controller_port: int, secrets: KafkaSecrets) -> str:
+    # One SASL_PLAINTEXT listener for clients and the broker itself (SCRAM-SHA-512 users that Accord creates),
+    # a controller listener that only the broker's own PLAIN user can use, and the StandardAuthorizer: whatever
+    # no ACL allows is refused. Replication factors of 1 because there is one broker; the dedupe buffer is
+    # lowered so the log cleaner (used by compacted topics) fits a small heap.
+    scram = "org.apache.kafka.common.security.scram.ScramLoginModule"
+    plain = "org.apache.kafka.common.security.plain.PlainLoginModule"
     return "\n".join([
         "process.roles=broker,controller",
         "node.id=1",
         f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
-        f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+        f"listeners=SASL_PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        f"advertised.listeners=SASL_PLAINTEXT://127.0.0.1:{port}",
         "controller.listener.names=CONTROLLER",
-        "inter.broker.listener.name=PLAINTEXT",
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name=SASL_PLAINTEXT",
+        "listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+        f"sasl.enabled.mechanisms={SCRAM_MECHANISM}",
+        f"sasl.mechanism.inter.broker.protocol={SCRAM_MECHANISM}",
+        f"listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config={_jaas(scram, BROKER_USER, secrets.broker)}",
+        "sasl.mechanism.controller.protocol=PLAIN",
+        "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+        "listener.name.controller.plain.sasl.jaas.config=" + _jaas(
+            plain, CONTROLLER_USER, secrets.controller, f' user_{CONTROLLER_USER}="{secrets.controller}"'),
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        f"super.users=User:{ADMIN_USER};User:{BROKER_USER};User:{CONTROLLER_USER}",
+        "allow.everyone.if.no.acl.found=false",
         f"log.dirs={layout.data}",
         "num.partitions=1",
         "auto.create.topics.enable=false",
@@ -96,44 +127,57 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-def _format(libs: Path, layout: KafkaLayout) -> None:
-    """Format the storage once; a formatted directory keeps its cluster id across restarts."""
+def _format(libs: Path, layout: KafkaLayout, admin_password: str, secrets: KafkaSecrets) -> None:
+    """Format the storage once, with the admin's and the broker's SCRAM credentials in the first metadata (no
+    one could create them later: creating a user needs a user); a formatted directory keeps its cluster id."""
     if (layout.data / "meta.properties").is_file():
         return
     cluster_id = new_cluster_id()
     args = _java_args(libs, layout, "256m", [
         "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(layout.config),
+        "--add-scram", f"{SCRAM_MECHANISM}=[name={ADMIN_USER},password={admin_password}]",
+        "--add-scram", f"{SCRAM_MECHANISM}=[name={BROKER_USER},password={secrets.broker}]",
     ])
     proc = subprocess.run(args, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise ServiceStartError("formatting Kafka storage failed", (proc.stdout + proc.stderr)[-3000:])
 
 
-def start(libs: Path, layout: KafkaLayout, heap: str, timeout_s: float) -> tuple[int, str]:
-    """Start Kafka on free loopback ports; return (pid, bootstrap) once a broker answers."""
+def start(libs: Path, layout: KafkaLayout, heap: str, timeout_s: float, secrets_dir: Path) -> tuple[int, str]:
+    """Start Kafka on free loopback ports; return (pid, bootstrap) once a broker answers the local admin."""
     layout.log.parent.mkdir(parents=True, exist_ok=True)
+    if (layout.data / "meta.properties").is_file() and not password_path(secrets_dir, ADMIN_USER).is_file():
+        raise ServiceStartError(
+            f"Kafka's data in {layout.data} was made without Accord's admin user (an older `accord local`, or the "
+            "secrets were deleted); stop the services and wipe them with `accord local down --wipe`", "")
+    admin_password = ensure_password(secrets_dir, ADMIN_USER)
+    secrets = KafkaSecrets(ensure_password(secrets_dir, BROKER_USER), ensure_password(secrets_dir, CONTROLLER_USER))
     port, controller_port = processes.free_port(), processes.free_port()
     while controller_port == port:
         controller_port = processes.free_port()
-    layout.config.write_text(server_properties(layout, port, controller_port))
-    _format(libs, layout)
+    # The config holds the broker's passwords: readable by its owner only.
+    fd = os.open(layout.config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(server_properties(layout, port, controller_port, secrets))
+    os.chmod(layout.config, 0o600)
+    _format(libs, layout, admin_password, secrets)
     pid = processes.start_detached(
         _java_args(libs, layout, heap, ["kafka.Kafka", str(layout.config)]),
         layout.out, layout.pid_file,
     )
     bootstrap = f"127.0.0.1:{port}"
-    wait_ready(pid, bootstrap, layout, timeout_s)
+    wait_ready(pid, local_access(secrets_dir, bootstrap), layout, timeout_s)
     return pid, bootstrap
 
 
-def wait_ready(pid: int, bootstrap: str, layout: KafkaLayout, timeout_s: float) -> None:
+def wait_ready(pid: int, admin: KafkaAccess, layout: KafkaLayout, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         if not processes.alive(pid, MARKER):
             raise ServiceStartError("Kafka exited during start-up", layout.log_tail())
-        if processes.port_in_use(int(bootstrap.rsplit(":", 1)[1])):
+        if processes.port_in_use(int(admin.bootstrap.rsplit(":", 1)[1])):
             try:
-                describe_cluster(bootstrap)
+                describe_cluster(admin)
                 return
             except ServiceError:
                 pass

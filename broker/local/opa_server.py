@@ -1,4 +1,4 @@
-"""The OPA server (`opa run --server`) on loopback."""
+"""The OPA server (`opa run --server`) on loopback, serving Accord's signed policy bundle."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from broker.errors import ServiceStartError
 from broker.local import processes
+from broker.services.bundles import SIGNING_ALG, SignedBundle
 
 MARKER = "opa"
 
@@ -26,6 +27,10 @@ class OpaLayout:
     def pid_file(self) -> Path:
         return self.root / "opa.pid"
 
+    @property
+    def bundle(self) -> Path:
+        return self.root / "bundle.tar.gz"
+
 
 def http_ok(url: str) -> bool:
     """True if a GET of `url` answers 200 within two seconds."""
@@ -37,16 +42,27 @@ def http_ok(url: str) -> bool:
 
 
 def healthy(url: str) -> bool:
-    return http_ok(f"{url}/health")
+    """True once OPA answers and has activated its bundles (`/health?bundles` is 503 until then)."""
+    return http_ok(f"{url}/health?bundles")
 
 
-def start(binary: Path, layout: OpaLayout, timeout_s: float) -> tuple[int, str]:
-    """Start OPA on a free loopback port; return (pid, url) once /health answers 200."""
+def bundle_args(bundle: SignedBundle) -> list[str]:
+    """`opa run` flags that load `bundle` and refuse it unless its signature verifies with its public key."""
+    return ["--bundle", str(bundle.path), f"--verification-key={bundle.public_key}", f"--signing-alg={SIGNING_ALG}"]
+
+
+def start(binary: Path, layout: OpaLayout, timeout_s: float, bundle: SignedBundle,
+          port: int | None = None) -> tuple[int, str]:
+    """Start OPA with `bundle` on loopback (`port`, default a free one); return (pid, url) once it serves it.
+
+    OPA exits at start-up when the bundle is unsigned, signed by another key or altered after signing.
+    """
     layout.root.mkdir(parents=True, exist_ok=True)
-    port = processes.free_port()
+    port = port or processes.free_port()
     args = [
         str(binary), "run", "--server", f"--addr=127.0.0.1:{port}",
-        "--skip-version-check", "--log-level=info", "--log-format=json",
+        "--skip-version-check", "--log-level=info", "--log-format=json", *bundle_args(bundle),
+        "--set=decision_logs.console=true",  # decision ids in answers, for the audit trail (and OPA's log)
     ]
     pid = processes.start_detached(args, layout.log, layout.pid_file)
     url = f"http://127.0.0.1:{port}"

@@ -6,12 +6,19 @@ import json
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_admin import describe_cluster
+from broker.catalog import load_and_compile
 from broker.config import Settings
-from broker.errors import ServiceError
+from broker.domain.kafka_acls import ADMIN_USER
+from broker.errors import ConfigError, ServiceError
 from broker.local import kafka_server, opa_server, processes, toolchain
 from broker.local.python_service import PythonService
+from broker.local.toolchain import REPO_ROOT
+from broker.services import bundles
+from broker.services.kafka_identities import kafka_access, password_path, provision, service_env
 
 
 @dataclass(frozen=True)
@@ -28,14 +35,27 @@ class ServiceState:
 
 @dataclass(frozen=True)
 class Endpoints:
-    kafka_bootstrap: str
+    kafka: KafkaAccess  # as this process's principal: the local admin unless the settings name another
     opa_url: str
     registry_url: str
     api_url: str
     governance_url: str
+    kafka_password_file: Path | None = None  # where the principal's password is kept, when in a file
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return self.kafka.bootstrap
 
     def env_lines(self) -> list[str]:
-        return [f"ACCORD_KAFKA_BOOTSTRAP={self.kafka_bootstrap}", f"ACCORD_OPA_URL={self.opa_url}",
+        """ACCORD_ variables that point another shell at these services, as the same Kafka principal (a password
+        is named by its file, never printed)."""
+        kafka = [f"ACCORD_KAFKA_BOOTSTRAP={self.kafka_bootstrap}"]
+        if self.kafka.username:
+            kafka += [f"ACCORD_KAFKA_SECURITY_PROTOCOL={self.kafka.security_protocol}",
+                      f"ACCORD_KAFKA_USERNAME={self.kafka.username}"]
+            if self.kafka_password_file is not None:
+                kafka.append(f"ACCORD_KAFKA_PASSWORD_FILE={self.kafka_password_file}")
+        return [*kafka, f"ACCORD_OPA_URL={self.opa_url}",
                 f"ACCORD_REGISTRY_URL={self.registry_url}", f"ACCORD_API_URL={self.api_url}",
                 f"ACCORD_GOVERNANCE_URL={self.governance_url}"]
 
@@ -91,26 +111,62 @@ class LocalStack:
         if "kafka_bootstrap" not in known:
             toolchain.require_tool("java")
             libs = toolchain.ensure_kafka_jars(s)
-            _, known["kafka_bootstrap"] = kafka_server.start(libs, self.kafka, s.kafka_heap, s.start_timeout_s)
+            _, known["kafka_bootstrap"] = kafka_server.start(libs, self.kafka, s.kafka_heap, s.start_timeout_s,
+                                                             s.secrets_dir)
             self._record(kafka_bootstrap=known["kafka_bootstrap"])
+        if not s.kafka_bootstrap:
+            # Users and ACLs for the shipped catalog's bodies and Accord's services; `accord catalog apply`
+            # does the same for a catalog it applies.
+            provision(kafka_access(s, known["kafka_bootstrap"]), s.secrets_dir,
+                      load_and_compile(REPO_ROOT / "catalog", REPO_ROOT / "schemas"))
         if "opa_url" not in known:
-            _, known["opa_url"] = opa_server.start(toolchain.ensure_opa(s), self.opa, s.start_timeout_s)
-            self._record(opa_url=known["opa_url"])
-        env = {"ACCORD_KAFKA_BOOTSTRAP": known["kafka_bootstrap"], "ACCORD_OPA_URL": known["opa_url"]}
+            known["opa_url"] = self._start_opa()
+        elif not s.opa_url:
+            self._refresh_opa(known["opa_url"])
+        # Every service reads the same secrets dir: the API token key, the pseudonym secret, Kafka passwords.
+        env = {"ACCORD_KAFKA_BOOTSTRAP": known["kafka_bootstrap"], "ACCORD_OPA_URL": known["opa_url"],
+               "ACCORD_STATE_DIR": str(self.root)}
         if "registry_url" not in known:
-            known["registry_url"] = self.registry.start(env, s.start_timeout_s)
+            known["registry_url"] = self.registry.start(env | service_env(s, "registry"), s.start_timeout_s)
             self._record(registry_url=known["registry_url"])
         if "api_url" not in known:
             env["ACCORD_REGISTRY_URL"] = known["registry_url"]
-            known["api_url"] = self.api.start(env, s.start_timeout_s, probe="/health")
+            known["api_url"] = self.api.start(env | service_env(s, "api"), s.start_timeout_s, probe="/health")
             self._record(api_url=known["api_url"])
         if "governance_url" not in known:
-            known["governance_url"] = self.governance.start(env, s.start_timeout_s, probe="/health")
+            known["governance_url"] = self.governance.start(env | service_env(s, "governance"), s.start_timeout_s,
+                                                            probe="/health")
             self._record(governance_url=known["governance_url"])
         if self._local_gate() and not self.gate.running():
-            env |= {"ACCORD_REGISTRY_URL": known["registry_url"], "ACCORD_STATE_DIR": str(self.root)}
-            self._record(gate_url=self.gate.start(env, s.start_timeout_s, probe="/health"))
-        return Endpoints(**known)
+            env |= {"ACCORD_REGISTRY_URL": known["registry_url"]}
+            self._record(gate_url=self.gate.start(env | service_env(s, "gate"), s.start_timeout_s, probe="/health"))
+        return self._endpoints(known)
+
+    def _endpoints(self, known: dict[str, str]) -> Endpoints:
+        found, s = dict(known), self.settings
+        password_file = s.kafka_password_file if s.kafka_username else (
+            None if s.kafka_bootstrap else password_path(s.secrets_dir, ADMIN_USER))
+        return Endpoints(kafka=kafka_access(s, found.pop("kafka_bootstrap")), kafka_password_file=password_file,
+                         **found)
+
+    def _start_opa(self, port: int | None = None) -> str:
+        """OPA with the signed bundle of policies/, built (and its key made) if missing or out of date."""
+        binary = toolchain.ensure_opa(self.settings)
+        bundle, _ = bundles.ensure_bundle(binary, self.opa.bundle, self.settings.secrets_dir)
+        _, url = opa_server.start(binary, self.opa, self.settings.start_timeout_s, bundle, port)
+        self._record(opa_url=url)
+        return url
+
+    def _refresh_opa(self, url: str) -> None:
+        """Restart a running OPA on its own port when policies/ changed since its bundle was built.
+
+        OPA loads a bundle file once, at start; the gate pushes the catalog again to the restarted OPA.
+        """
+        binary = toolchain.ensure_opa(self.settings)
+        _, rebuilt = bundles.ensure_bundle(binary, self.opa.bundle, self.settings.secrets_dir)
+        if rebuilt:
+            processes.stop(processes.read_pid(self.opa.pid_file), opa_server.MARKER)
+            self._start_opa(urlsplit(url).port)
 
     def _current(self) -> dict[str, str]:
         """Endpoints of services that are external or running now."""
@@ -126,10 +182,10 @@ class LocalStack:
     def endpoints(self) -> Endpoints | None:
         """The endpoints in use, or None when some service is neither external nor running."""
         found = self._current()
-        return Endpoints(**found) if len(found) == len(self._external()) else None
+        return self._endpoints(found) if len(found) == len(self._external()) else None
 
     def status(self) -> list[ServiceState]:
-        return [self._kafka_state(), self._http_state("opa", "opa_url", "/health"),
+        return [self._kafka_state(), self._http_state("opa", "opa_url", "/health?bundles"),
                 self._http_state("registry", "registry_url", "/"), self._http_state("api", "api_url", "/health"),
                 self._http_state("governance", "governance_url", "/health"),
                 *([self._gate_state()] if self._local_gate() else [])]
@@ -172,13 +228,12 @@ class LocalStack:
         pid = processes.read_pid(self._pid_file(name))
         return ServiceState(name, recorded, pid, ok, True, "answering" if ok else "not answering")
 
-    @staticmethod
-    def _probe_kafka(bootstrap: str | None, pid: int | None, managed: bool) -> ServiceState:
+    def _probe_kafka(self, bootstrap: str | None, pid: int | None, managed: bool) -> ServiceState:
         if bootstrap is None:
             return ServiceState("kafka", None, pid, False, managed, "running but endpoint unknown")
         try:
-            info = describe_cluster(bootstrap)
-        except ServiceError as exc:
+            info = describe_cluster(kafka_access(self.settings, bootstrap))
+        except (ServiceError, ConfigError) as exc:
             return ServiceState("kafka", bootstrap, pid, False, managed, str(exc))
         return ServiceState("kafka", bootstrap, pid, True, managed,
                             f"cluster {info.cluster_id}, brokers {list(info.broker_ids)}")

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 import uvicorn
 
+from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_admin import create_topics
 from broker.adapters.kafka_log import KafkaLog
 from broker.adapters.metrics import count_ingest
@@ -27,11 +28,11 @@ from broker.services.ingest import (
 SCHEMAS_DIR = REPO_ROOT / "schemas"
 
 
-def ensure_stream_topics(bootstrap: str, streams: Iterable[str]) -> None:
+def ensure_stream_topics(kafka: KafkaAccess, streams: Iterable[str]) -> None:
     """The ingest topic (partitioned for gate workers) and the quarantine topic of each stream."""
     streams = list(streams)
-    create_topics(bootstrap, [ingest_topic(s) for s in streams], partitions=INGEST_PARTITIONS)
-    create_topics(bootstrap, [quarantine_topic(s) for s in streams])
+    create_topics(kafka, [ingest_topic(s) for s in streams], partitions=INGEST_PARTITIONS)
+    create_topics(kafka, [quarantine_topic(s) for s in streams])
 
 
 def _today() -> dt.date:
@@ -39,11 +40,11 @@ def _today() -> dt.date:
 
 
 @contextmanager
-def open_ingest(bootstrap: str, registry_url: str) -> Iterator[tuple[Ingest, KafkaLog]]:
+def open_ingest(kafka: KafkaAccess, registry_url: str) -> Iterator[tuple[Ingest, KafkaLog]]:
     """An Ingest for every stream in schemas/, with its ingest and quarantine topics created."""
     schemas = load_stream_schemas(SCHEMAS_DIR)
-    ensure_stream_topics(bootstrap, schemas)
-    log = KafkaLog(bootstrap, client_id="accord-ingest")
+    ensure_stream_topics(kafka, schemas)
+    log = KafkaLog(kafka, client_id="accord-ingest")
     registry = HttpSchemaRegistry(registry_url)
     try:
         yield Ingest(log, registry, schemas, load_la_table(), _today, count=count_ingest), log
@@ -52,7 +53,7 @@ def open_ingest(bootstrap: str, registry_url: str) -> Iterator[tuple[Ingest, Kaf
         log.close()
 
 
-def serve(bootstrap: str, registry_url: str, host: str, port: int, max_body_bytes: int) -> None:
-    with open_ingest(bootstrap, registry_url) as (ingest, log):
+def serve(kafka: KafkaAccess, registry_url: str, host: str, port: int, max_body_bytes: int) -> None:
+    with open_ingest(kafka, registry_url) as (ingest, log):
         app = create_api_app(ingest, lambda stream, limit: read_quarantine(log, stream, limit), max_body_bytes)
         uvicorn.run(app, host=host, port=port, log_level="warning")

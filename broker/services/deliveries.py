@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_log import KafkaLog
 from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.services.serde import AvroDeserializer, SerializationContext
@@ -27,8 +28,8 @@ class Delivered:
 
 
 class DeliveryReader:
-    def __init__(self, bootstrap: str, registry_url: str, client_id: str = "accord-subscriber") -> None:
-        self._log = KafkaLog(bootstrap, client_id=client_id)
+    def __init__(self, kafka: KafkaAccess, registry_url: str, client_id: str = "accord-subscriber") -> None:
+        self._log = KafkaLog(kafka, client_id=client_id)
         self._registry = HttpSchemaRegistry(registry_url)
         self._decode = AvroDeserializer(self._registry)
 

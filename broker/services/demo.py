@@ -25,7 +25,6 @@ from broker.services.api_runtime import open_ingest
 from broker.services.deliveries import DeliveryReader
 from broker.services.gate_runtime import GateEndpoints, GateThread
 from broker.services.ingest import read_quarantine
-from broker.services.policies import load_policies
 from broker.services.steady_publisher import publish_steadily
 from broker.services.synthetic import positive_tests
 
@@ -43,40 +42,39 @@ def run(endpoints: Endpoints, say: Say = print, own_gate: bool = False, settings
     """Run the demo against running services; with `own_gate` it runs a gate worker itself (else the stack's)."""
     settings = settings or Settings()
     with ExitStack() as stack:
-        writer = ControlWriter(endpoints.kafka_bootstrap)
+        writer = ControlWriter(endpoints.kafka)
         stack.callback(writer.close)
-        log = KafkaLog(endpoints.kafka_bootstrap, client_id="accord-demo")
+        log = KafkaLog(endpoints.kafka, client_id="accord-demo")
         stack.callback(log.close)
         change = _apply_catalog(endpoints, writer, say)
         if own_gate:
             gate_settings = settings.model_copy(update={"gate_group": f"accord-demo-{uuid.uuid4().hex[:8]}",
                                                         "gate_start_from": "latest"})
-            gate = GateThread(GateEndpoints(endpoints.kafka_bootstrap, endpoints.opa_url, endpoints.registry_url),
+            gate = GateThread(GateEndpoints(endpoints.kafka, endpoints.opa_url, endpoints.registry_url),
                               gate_settings, "demo-gate").start()
             stack.callback(gate.stop)
         (status,) = policy_changes.enforcement(log, change, workers=1, timeout_s=30)
         topics = sum(map(len, status["deliveries"].values()))
         say(f"   gate worker {status['worker']} enforces it: delivering to {topics} subscriber topics")
-        reader = DeliveryReader(endpoints.kafka_bootstrap, endpoints.registry_url, client_id="accord-demo-subscriber")
+        reader = DeliveryReader(endpoints.kafka, endpoints.registry_url, client_id="accord-demo-subscriber")
         stack.callback(reader.close)
         views = _publish_day(endpoints, reader, log, say)
         revocation = _revoke_live(endpoints, reader, writer, log, say)
-        dispute = demo_dispute.run(endpoints, reader, log, say)
+        dispute = demo_dispute.run(endpoints, reader, log, say, settings.secrets_dir)
     return {"catalog_revision": status.get("catalog_revision"), "views": views,
             "revocation": revocation, "dispute": dispute}
 
 
 def _apply_catalog(endpoints: Endpoints, writer: ControlWriter, say: Say) -> policy_changes.Announced:
     document = load_and_compile(REPO_ROOT / "catalog", REPO_ROOT / "schemas")
-    ensure_control_topics(endpoints.kafka_bootstrap)
+    ensure_control_topics(endpoints.kafka)
     engine = OpaPolicyEngine(endpoints.opa_url)
     try:
-        modules = load_policies(engine)
         change = policy_changes.apply_catalog(writer, engine, document, by="accord demo")
     finally:
         engine.close()
     say(f"1. catalog {document['revision']} applied: {len(document['bodies'])} bodies, {len(document['agreements'])} "
-        f"agreements compiled to OPA data; policies {', '.join(modules)}; announced at control offset {change.offset}")
+        f"agreements compiled to OPA data (policies: OPA's signed bundle); announced at control offset {change.offset}")
     return change
 
 
@@ -85,7 +83,7 @@ def _publish_day(endpoints: Endpoints, reader: DeliveryReader, log: KafkaLog, sa
     prefix = f"D{uuid.uuid4().hex[:5].upper()}"
     cases = positive_tests(day, DAY_CASES, prefix=prefix)
     lost = positive_tests(day, {"leicester": 1}, prefix=f"{prefix}-NOGEO")[0] | {"ltla": None, "utla": None}
-    with open_ingest(endpoints.kafka_bootstrap, endpoints.registry_url) as (ingest, _):
+    with open_ingest(endpoints.kafka, endpoints.registry_url) as (ingest, _):
         outcomes = ingest.publish(STREAM, [*cases, lost], source="demo")
     sources = {f"{o.topic}/{o.partition}/{o.offset}".encode() for o in outcomes if o.status == "accepted"}
     say(f"2. UKHSA publishes a synthetic day ({day}) of {len(cases)} positive tests over {len(DAY_CASES)} councils, "
@@ -136,7 +134,7 @@ def _revoke_live(endpoints: Endpoints, reader: DeliveryReader, writer: ControlWr
     sent_at: dict[str, float] = {}
     stop = threading.Event()
     publisher = threading.Thread(target=publish_steadily, daemon=True, kwargs={
-        "bootstrap": endpoints.kafka_bootstrap, "registry_url": endpoints.registry_url, "stream": STREAM,
+        "kafka": endpoints.kafka, "registry_url": endpoints.registry_url, "stream": STREAM,
         "records": cases, "pause_s": 0.01, "key_field": "utla", "sent_at": sent_at, "stop": stop,
         "client_id": "accord-demo-publisher"})
     publisher.start()

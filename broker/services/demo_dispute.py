@@ -7,6 +7,7 @@ import datetime as dt
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,7 +16,7 @@ from broker.adapters.kafka_log import KafkaLog
 from broker.domain.disputes import parse_stamp
 from broker.domain.plans import delivery_topic
 from broker.local.stack import Endpoints
-from broker.services import policy_changes
+from broker.services import api_tokens, policy_changes
 from broker.services.api_runtime import open_ingest
 from broker.services.deliveries import DeliveryReader
 from broker.services.synthetic import positive_tests
@@ -25,12 +26,16 @@ BLABY = "blaby-district-council"
 Say = Callable[[str], None]
 
 
-def _as(body: str, role: str, person: str) -> dict[str, str]:
-    return {"X-Accord-Body": body, "X-Accord-Role": role, "X-Accord-Person": person}
-
-
-def run(endpoints: Endpoints, reader: DeliveryReader, log: KafkaLog, say: Say) -> dict[str, Any]:
+def run(endpoints: Endpoints, reader: DeliveryReader, log: KafkaLog, say: Say, secrets_dir: Path) -> dict[str, Any]:
     """Blaby's environmental health team wants T1 rows for a food-premises cluster (domain scenario 5)."""
+    key = api_tokens.signing_key(secrets_dir)
+
+    def _as(body: str, role: str, person: str) -> dict[str, str]:
+        # Each player's own short-lived token, as `accord credentials token` would issue it.
+        token = api_tokens.issue(key, body, role, person, dt.timedelta(minutes=15), api_tokens.system_clock())
+        return {"Authorization": f"Bearer {token}"}
+
+    reader_headers = _as("accord", "service", "demo")
     with httpx.Client(base_url=endpoints.governance_url, timeout=30) as api:
         started = time.monotonic()
         dispute = _call(api, "POST", "/disputes", _as(BLABY, "environmental-health", "Head of Environmental Health"),
@@ -52,7 +57,7 @@ def run(endpoints: Endpoints, reader: DeliveryReader, log: KafkaLog, say: Say) -
         decided_wall = time.time()
         nhse = _as("nhse", "governance-board", "Board member (NHSE)")
         _call(api, "POST", f"/disputes/{ident}/approvals", nhse, part)
-        full = _call(api, "GET", f"/disputes/{ident}", None, None)
+        full = _call(api, "GET", f"/disputes/{ident}", reader_headers, None)
     for line in _timeline(full):
         say(f"   {line}")
     enforced = next(e for e in reversed(full["timeline"]) if e["type"] == "enforced")
@@ -92,7 +97,7 @@ def _timeline(dispute: Mapping[str, Any]) -> list[str]:
 def _deliveries(endpoints: Endpoints, reader: DeliveryReader) -> dict[str, Any]:
     day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     cases = positive_tests(day, {"blaby": 4, "charnwood": 3, "leicester": 3}, prefix=f"O{uuid.uuid4().hex[:5].upper()}")
-    with open_ingest(endpoints.kafka_bootstrap, endpoints.registry_url) as (ingest, _):
+    with open_ingest(endpoints.kafka, endpoints.registry_url) as (ingest, _):
         outcomes = ingest.publish(STREAM, cases, source="demo")
     sources = {f"{o.topic}/{o.partition}/{o.offset}".encode(): cases[o.index] for o in outcomes}
     topic = delivery_topic(BLABY, "environmental-health", STREAM)

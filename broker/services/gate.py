@@ -11,9 +11,19 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from broker.adapters.kafka_governance import AUDIT_TOPIC
 from broker.adapters.kafka_log import Record
 from broker.domain import control
-from broker.domain.control import PolicyState
+from broker.domain.audit_records import (
+    DELIVERY_BATCH,
+    POLICY_DECISION,
+    Delivered,
+    Source,
+    batch_record,
+    decision_record,
+    decision_terms,
+)
+from broker.domain.control import PolicyState, rfc3339
 from broker.domain.geography import LaTable
 from broker.domain.jurisdiction import Unresolved, resolve_areas
 from broker.domain.plans import LSOA_TAG, Plan, Projector, delivery_subject, projected_schema
@@ -23,7 +33,7 @@ from broker.domain.validation import field_tags, is_blank
 from broker.errors import AccordError, SerdeError
 from broker.ports import SchemaRegistry
 from broker.services.ingest import AVRO_DECODE, ingest_topic, quarantine_topic
-from broker.services.planner import Planner
+from broker.services.planner import Decision, Planner
 from broker.services.serde import AvroDeserializer, AvroSerializer, SerializationContext
 
 log = logging.getLogger(__name__)
@@ -35,13 +45,17 @@ REVISION_HEADER = "accord.revision"
 WORKER_HEADER = "accord.worker"
 
 
+Placement = Callable[[], tuple[int, int]]  # (partition, offset) of a sent record, once the stage was flushed
+
+
 class Stage(Protocol):
     """Consume-transform-produce in transactions (adapters.kafka_transactions.TransactionalStage)."""
 
     def poll(self, timeout_s: float, max_records: int | None = None) -> list[Record]: ...
     def begin(self) -> None: ...
     def send(self, topic: str, value: bytes | None, key: bytes | None = None,
-             headers: Sequence[tuple[str, bytes]] = ()) -> None: ...
+             headers: Sequence[tuple[str, bytes]] = ()) -> Placement: ...
+    def flush(self) -> None: ...
     def commit(self, consumed: Sequence[Record]) -> None: ...
     def abort(self) -> None: ...
 
@@ -53,6 +67,12 @@ class ControlSource(Protocol):
 
 class StatusSink(Protocol):
     def __call__(self, worker: str, status: dict[str, Any]) -> None: ...
+
+
+class AuditAppender(Protocol):
+    """Writes one raw audit record (`kind` is its key) to the audit topic now, outside any batch transaction."""
+
+    def __call__(self, kind: str, record: dict[str, Any]) -> None: ...
 
 
 class GateCounters(Protocol):
@@ -94,7 +114,9 @@ class GateParts:
     pseudonym_secret: bytes
     ensure_topics: Callable[[Sequence[str]], None]
     status: StatusSink
+    audit: AuditAppender
     residence: ResidenceTable | None = None
+    audit_topic: str = AUDIT_TOPIC  # where delivery-batch records go, inside each batch's transaction
 
 
 class Gate:
@@ -116,6 +138,7 @@ class Gate:
         self._topics: set[str] = set()
         self._next_replan = self._clock()
         self._dirty = False
+        self.held = False  # paused because the policy engine is not ready
         self._pending_ms: int | None = None
         self._tally: Counter[tuple[str, str]] = Counter()
         self._stream_of = {ingest_topic(s): s for s in parts.schemas}
@@ -124,6 +147,8 @@ class Gate:
         self._lsoa = {s: next((name for name, tags in field_tags(schema).items() if LSOA_TAG in tags), None)
                       for s, schema in parts.schemas.items()}
         self._decode = {s: AvroDeserializer(parts.registry, json.dumps(schema)) for s, schema in parts.schemas.items()}
+        self._sent: list[tuple[Delivery, Record, bytes | None, Placement]] = []  # this batch's deliveries, audited
+        self._decided: dict[tuple[str, ...], dict[str, Any]] = {}  # the last decision audited per subscription
 
     @property
     def topics(self) -> list[str]:
@@ -167,7 +192,16 @@ class Gate:
             return replace(self.state, offset=max(self.state.offset, record.offset + 1))
 
     def step(self, timeout_s: float = 0.1, max_records: int | None = None) -> int:
-        """Consume one batch, route it under the plans in force after it was consumed, commit it; returns its size."""
+        """Consume one batch, route it under the plans in force after it was consumed, commit it; returns its size.
+
+        While the policy engine is not ready nothing is consumed (see `_hold`).
+        """
+        if not self._p.planner.ready():
+            self._hold(timeout_s)
+            return 0
+        if self.held:
+            log.warning("gate worker %s: the policy engine is back; re-planning before delivering", self.worker)
+            self.held = False
         records = self._p.stage.poll(timeout_s, max_records)
         try:
             # After the poll, not before: a record consumed after a policy change must meet the new plan.
@@ -181,9 +215,11 @@ class Gate:
         try:
             for record in records:
                 self._route(record)
+            self._audit_batch()
             self._p.stage.commit(records)
         except BaseException:
             self._tally.clear()  # the batch is consumed again: count it then
+            self._sent.clear()
             self._p.stage.abort()
             raise
         # Counted per batch, after the commit: a metric label lookup per record costs as much as a row filter.
@@ -191,6 +227,16 @@ class Gate:
             self._counters.records(stream, outcome, n)
         self._tally.clear()
         return len(records)
+
+    def _hold(self, timeout_s: float) -> None:
+        """Fail closed while OPA is down or has not activated its verified bundle: poll nothing, so nothing is
+        delivered or committed and the records wait in Kafka. Plans made before are not trusted afterwards (OPA
+        may come back with other policies, and without the catalog): the gate re-plans before its next batch."""
+        if not self.held:
+            log.warning("gate worker %s: the policy engine is not ready; delivery paused", self.worker)
+            self.held = True
+        self._next_replan = min(self._next_replan, self._clock())
+        time.sleep(timeout_s)
 
     def run(self, should_stop: Callable[[], bool], on_error: Callable[[Exception], None] | None = None) -> None:
         """Step until `should_stop()`; a failing batch is aborted, reported and retried after a pause."""
@@ -226,12 +272,33 @@ class Gate:
                 refused += 1
                 continue
             payload = delivery.encode(delivery.project(value), delivery.context)
-            self._p.stage.send(delivery.topic, payload, key=record.key,
-                               headers=[(SOURCE_HEADER, source), (REVISION_HEADER, delivery.revision),
-                                        (WORKER_HEADER, self._worker_bytes)])
+            placed = self._p.stage.send(delivery.topic, payload, key=record.key,
+                                        headers=[(SOURCE_HEADER, source), (REVISION_HEADER, delivery.revision),
+                                                 (WORKER_HEADER, self._worker_bytes)])
+            self._sent.append((delivery, record, payload, placed))
             delivered += 1
         if delivered or not refused:  # a row only refused is counted once per refusal, in _refuse
             self._tally[(stream, "delivered" if delivered else "no-subscriber")] += 1
+
+    def _audit_batch(self) -> None:
+        """One delivery-batch record per delivery topic-partition, sent in the batch's own transaction: a committed
+        batch always has its records, an aborted one leaves none."""
+        if not self._sent:
+            return
+        self._p.stage.flush()  # offsets are known once the broker has the records: one wait per batch, not per record
+        landed: dict[tuple[str, int], list[Delivered]] = {}
+        plans: dict[str, Plan] = {}
+        for delivery, record, payload, placed in self._sent:
+            partition, offset = placed()
+            source = Source(record.topic, record.partition, record.offset)
+            landed.setdefault((delivery.topic, partition), []).append(Delivered(offset, record.key, payload, source))
+            plans[delivery.topic] = delivery.plan
+        self._sent.clear()
+        at = rfc3339(self._clock())
+        for (topic, partition), delivered in sorted(landed.items()):
+            body = batch_record(topic, partition, delivered, plans[topic], self.worker, at)
+            self._p.stage.send(self._p.audit_topic, json.dumps(body, sort_keys=True).encode(),
+                               key=DELIVERY_BATCH.encode())
 
     def _residence(self, stream: str, value: Mapping[str, Any]) -> str | None:
         field = self._lsoa[stream]
@@ -271,16 +338,32 @@ class Gate:
     def _replan(self, now: dt.datetime) -> None:
         deliveries: dict[str, list[Delivery]] = {}
         expiries: list[dt.datetime] = []
-        for stream, all_plans in self._p.planner.plans_by_stream(self.state, list(self._p.schemas), now).items():
-            plans = _one_per_topic([p for p in all_plans if p.allow])
+        decisions = self._p.planner.decisions_by_stream(self.state, list(self._p.schemas), now)
+        for stream, decided in decisions.items():
+            plans = _one_per_topic([d.plan for d in decided if d.plan.allow])
             deliveries[stream] = [self._delivery(stream, plan) for plan in plans]
             expiries.extend(p.expiry for p in plans if p.expiry is not None)
+        self._audit_decisions([d for ds in decisions.values() for d in ds], now)
         new_topics = sorted({d.topic for ds in deliveries.values() for d in ds} - self._topics)
         if new_topics:
             self._p.ensure_topics(new_topics)
             self._topics.update(new_topics)
         self.deliveries = deliveries
         self._next_replan = min([now + self._replan_every, *expiries])
+
+    def _audit_decisions(self, decisions: list[Decision], now: dt.datetime) -> None:
+        """Audit each decision that differs from the last one audited for its subscription, before any record is
+        delivered under it; a periodic re-plan that changes nothing adds nothing to the trail."""
+        decided: dict[tuple[str, ...], dict[str, Any]] = {}
+        for decision in decisions:
+            plan = decision.plan
+            subscription = (plan.subscriber, plan.role, plan.stream, plan.purpose)
+            terms = decided[subscription] = decision_terms(plan, self.state.catalog_revision)
+            if self._decided.get(subscription) != terms:
+                self._p.audit(POLICY_DECISION, decision_record(plan, decision.decision_id,
+                                                               self.state.catalog_revision, self.worker, rfc3339(now)))
+                self._decided[subscription] = terms
+        self._decided = decided
 
     def _delivery(self, stream: str, plan: Plan) -> Delivery:
         key = (plan.subscriber, plan.role, stream, plan.fields, plan.agreements)

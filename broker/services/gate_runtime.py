@@ -13,8 +13,10 @@ from typing import Any
 
 import uvicorn
 
+from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_admin import create_topics
 from broker.adapters.kafka_control import STATUS_TOPIC, ControlReader, ControlWriter, ensure_control_topics
+from broker.adapters.kafka_governance import AUDIT_TOPIC
 from broker.adapters.kafka_transactions import TransactionalStage
 from broker.adapters.metrics import PrometheusGateCounters
 from broker.adapters.opa import OpaPolicyEngine
@@ -27,7 +29,6 @@ from broker.services.api_runtime import SCHEMAS_DIR, ensure_stream_topics
 from broker.services.gate import Gate, GateParts
 from broker.services.ingest import load_stream_schemas
 from broker.services.planner import Planner
-from broker.services.policies import read_policies
 from broker.services.secrets import pseudonym_secret
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class GateEndpoints:
-    kafka_bootstrap: str
+    kafka: KafkaAccess
     opa_url: str
     registry_url: str
 
@@ -49,29 +50,30 @@ def open_gate(endpoints: GateEndpoints, settings: Settings, worker: str,
               transaction_timeout_ms: int = 10_000) -> Iterator[Gate]:
     """A gate worker for every stream in schemas/, with its topics created; closed on exit."""
     schemas = load_stream_schemas(SCHEMAS_DIR)
-    bootstrap = endpoints.kafka_bootstrap
-    ensure_stream_topics(bootstrap, schemas)
-    ensure_control_topics(bootstrap)
+    kafka = endpoints.kafka
+    ensure_stream_topics(kafka, schemas)
+    ensure_control_topics(kafka)
     secret_env = settings.pseudonym_secret.get_secret_value() if settings.pseudonym_secret else None
     with ExitStack() as stack:
         engine = OpaPolicyEngine(endpoints.opa_url)
         stack.callback(engine.close)
         registry = HttpSchemaRegistry(endpoints.registry_url)
         stack.callback(registry.close)
-        control = ControlReader(bootstrap, client_id=f"accord-gate-control-{worker}")
+        control = ControlReader(kafka, client_id=f"accord-gate-control-{worker}")
         stack.callback(control.close)
-        status = ControlWriter(bootstrap, client_id=f"accord-gate-status-{worker}")
+        status = ControlWriter(kafka, client_id=f"accord-gate-status-{worker}")
         stack.callback(status.close)
-        stage = TransactionalStage(bootstrap, settings.gate_group, [f"ingest.{s}" for s in schemas],
+        stage = TransactionalStage(kafka, settings.gate_group, [f"ingest.{s}" for s in schemas],
                                    f"accord-gate-{worker}", transaction_timeout_ms=transaction_timeout_ms,
                                    start_from=settings.gate_start_from)
         stack.callback(stage.close)
         parts = GateParts(
-            stage=stage, control=control, planner=Planner(engine, read_policies()), registry=registry, schemas=schemas,
+            stage=stage, control=control, planner=Planner(engine), registry=registry, schemas=schemas,
             la_table=load_la_table(), pseudonym_secret=pseudonym_secret(secret_env, settings.secrets_dir),
-            ensure_topics=lambda names: create_topics(bootstrap, names),
+            ensure_topics=lambda names: create_topics(kafka, names),
             residence=load_residence_table(settings.residence_lookup) if settings.residence_lookup else None,
             status=lambda w, value: _ignore(status.append(w, value, topic=STATUS_TOPIC)),
+            audit=lambda kind, record: _ignore(status.append(kind, record, topic=AUDIT_TOPIC)),
         )
         yield Gate(parts, worker, counters=PrometheusGateCounters(), ready=stage.ready)
 
@@ -132,7 +134,8 @@ def serve(endpoints: GateEndpoints, settings: Settings, host: str, port: int, wo
         gate = runner.gate
         detail: dict[str, Any] = {"worker": runner.worker}
         if gate is not None:
-            detail |= {"control_offset": gate.state.offset, "catalog_revision": gate.state.catalog_revision,
+            detail |= {"policy_engine_ready": not gate.held, "control_offset": gate.state.offset,
+                       "catalog_revision": gate.state.catalog_revision,
                        "deliveries": sorted(d.topic for ds in gate.deliveries.values() for d in ds)}
         return runner.alive(), detail
 

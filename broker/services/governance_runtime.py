@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_audit import AuditChainer
 from broker.adapters.kafka_control import ControlView, ControlWriter, ensure_control_topics
 from broker.adapters.kafka_governance import (
@@ -40,21 +41,21 @@ class GovernanceService:
     """Owns the Kafka clients, the notifier, the ticker thread around one `Governance`, and the audit chainer's
     thread that chains and signs `audit_topic` onto `<audit_topic>.chain` with `audit_key`."""
 
-    def __init__(self, bootstrap: str, *, audit_key: Ed25519PrivateKey, clock: Clock = system_clock,
+    def __init__(self, kafka: KafkaAccess, *, audit_key: Ed25519PrivateKey, clock: Clock = system_clock,
                  tick_s: float = 1.0, transactional_id: str = "accord-governance", webhook_backoff_s: float = 0.5,
                  topic: str = GOVERNANCE_TOPIC, audit_topic: str = AUDIT_TOPIC) -> None:
-        ensure_control_topics(bootstrap)
-        ensure_governance_topics(bootstrap, topic, audit_topic)
+        ensure_control_topics(kafka)
+        ensure_governance_topics(kafka, topic, audit_topic)
         self.topic, self.audit_topic = topic, audit_topic
-        self._log = KafkaGovernanceLog(bootstrap, topic, audit_topic, transactional_id=transactional_id)
-        self._writer = ControlWriter(bootstrap, client_id=f"{transactional_id}-control")
-        self._view = ControlView(bootstrap, client_id=f"{transactional_id}-view")
+        self._log = KafkaGovernanceLog(kafka, topic, audit_topic, transactional_id=transactional_id)
+        self._writer = ControlWriter(kafka, client_id=f"{transactional_id}-control")
+        self._view = ControlView(kafka, client_id=f"{transactional_id}-view")
         self.notifier = WebhookNotifier(self._webhook_of, first_backoff_s=webhook_backoff_s)
         streams = load_stream_schemas(SCHEMAS_DIR)
-        self._quarantine = KafkaQuarantineFeed(bootstrap, streams, client_id=f"{transactional_id}-quarantine")
+        self._quarantine = KafkaQuarantineFeed(kafka, streams, client_id=f"{transactional_id}-quarantine")
         self.governance = Governance(self._log, self._writer, self._view, clock, self.notifier,
                                      PrometheusGovernanceMetrics(), quarantine=self._quarantine)
-        self.chainer = AuditChainer(bootstrap, Signer(audit_key), audit_topic, clock=clock)
+        self.chainer = AuditChainer(kafka, Signer(audit_key), audit_topic, clock=clock)
         self._tick_s = tick_s
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -102,7 +103,7 @@ class GovernanceService:
             closer()
 
 
-def serve(bootstrap: str, host: str, port: int, tick_s: float, audit_key: Ed25519PrivateKey,
+def serve(kafka: KafkaAccess, host: str, port: int, tick_s: float, audit_key: Ed25519PrivateKey,
           clock: Callable[[], dt.datetime] = system_clock) -> None:
     import uvicorn
 
@@ -110,7 +111,7 @@ def serve(bootstrap: str, host: str, port: int, tick_s: float, audit_key: Ed2551
     from broker.api.governance_app import create_governance_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    service = GovernanceService(bootstrap, audit_key=audit_key, clock=clock, tick_s=tick_s).start()
+    service = GovernanceService(kafka, audit_key=audit_key, clock=clock, tick_s=tick_s).start()
     try:
         app = create_governance_app(service.governance, service.notifier.log, metrics_text)
         uvicorn.run(app, host=host, port=port, log_level="warning")

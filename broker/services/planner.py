@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from broker.domain.control import PolicyState
@@ -14,59 +16,82 @@ from broker.ports import PolicyEngine
 PLAN_RULE = "accord.plans.plan"
 SUBSCRIPTIONS_RULE = "accord.plans.subscriptions"
 CATALOG_REVISION = "accord.catalog.revision"  # a data document, readable like a rule
+CATALOG_PATH = "accord/catalog"  # outside the bundle's roots, so OPA takes it over REST
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A plan as OPA decided it, with OPA's decision id (None when OPA keeps no decision log)."""
+
+    plan: Plan
+    decision_id: str | None
 
 
 class Planner:
     """Asks OPA for one plan per subscription of a stream; makes sure OPA holds the state's catalog first.
 
     The control topic is the source of truth for the catalog: a policy engine that restarted empty, or that
-    another writer left on an older revision, gets the state's catalog pushed before any plan is trusted.
+    another writer left on an older revision, gets the state's catalog pushed before any plan is trusted. Policies
+    are never pushed: the engine loads them from Accord's signed bundle (services/bundles.py).
     """
 
-    def __init__(self, engine: PolicyEngine, policies: Mapping[str, str] | None = None) -> None:
+    def __init__(self, engine: PolicyEngine, check_every_s: float = 1.0,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self._engine = engine
-        self._policies = dict(policies or {})
+        self._check_every_s = check_every_s
+        self._monotonic = monotonic
+        self._ready: tuple[float, bool] | None = None  # (when checked, answer)
+
+    def ready(self) -> bool:
+        """Whether the engine serves decisions from its verified bundle; asked at most once per `check_every_s`."""
+        now = self._monotonic()
+        if self._ready is None or now - self._ready[0] >= self._check_every_s:
+            self._ready = (now, self._engine.ready())
+        return self._ready[1]
 
     def plans_by_stream(self, state: PolicyState, streams: list[str], now: dt.datetime) -> dict[str, list[Plan]]:
         """Every stream's plans, with the engine's catalog checked once rather than once per stream."""
+        return {stream: [d.plan for d in decisions]
+                for stream, decisions in self.decisions_by_stream(state, streams, now).items()}
+
+    def decisions_by_stream(self, state: PolicyState, streams: list[str], now: dt.datetime
+                            ) -> dict[str, list[Decision]]:
+        """As `plans_by_stream`, each plan with OPA's decision id for the audit trail."""
         if state.catalog is None:
             return {stream: [] for stream in streams}
         self.ensure_catalog(state)
-        return {stream: self._plans(state, stream, now) for stream in streams}
+        return {stream: self._decisions(state, stream, now) for stream in streams}
 
     def plans(self, state: PolicyState, stream: str, now: dt.datetime) -> list[Plan]:
         if state.catalog is None:
             return []
         self.ensure_catalog(state)
-        return self._plans(state, stream, now)
+        return [d.plan for d in self._decisions(state, stream, now)]
 
-    def _plans(self, state: PolicyState, stream: str, now: dt.datetime) -> list[Plan]:
+    def _decisions(self, state: PolicyState, stream: str, now: dt.datetime) -> list[Decision]:
         grants = [dict(g) for _, g in sorted(state.grants.items())]
         subscriptions = self._engine.evaluate(SUBSCRIPTIONS_RULE, {"stream": stream, "grants": grants}) or []
-        plans = [self._plan(state, stream, entry, now) for entry in _entries(subscriptions)]
+        decisions = [self._decide(state, stream, entry, now) for entry in _entries(subscriptions)]
         expected = state.catalog_revision
-        for plan in plans:
+        for plan in (d.plan for d in decisions):
             if not plan.revision.startswith(f"{expected}/"):
                 raise PolicyEngineError(f"OPA answered with revision {plan.revision} while the control topic is at "
                                         f"catalog {expected}; another writer changed OPA's data")
-        return plans
+        return decisions
 
     def ensure_catalog(self, state: PolicyState) -> None:
         if state.catalog is None:
             return
         if self._engine.evaluate(CATALOG_REVISION, {}) != state.catalog_revision:
-            # An engine without the catalog has probably lost its policies too (a restart): give it both.
-            for module_id, source in self._policies.items():
-                self._engine.put_policy(module_id, source)
-            self._engine.put_data("accord/catalog", state.catalog)
+            self._engine.put_data(CATALOG_PATH, state.catalog)
 
-    def _plan(self, state: PolicyState, stream: str, entry: dict[str, str], now: dt.datetime) -> Plan:
+    def _decide(self, state: PolicyState, stream: str, entry: dict[str, str], now: dt.datetime) -> Decision:
         request = state.plan_input(entry["subscriber"], entry["role"], stream, entry["purpose"], now)
-        answer = self._engine.evaluate(PLAN_RULE, request)
-        if not isinstance(answer, dict):
+        answer = self._engine.evaluate_with_id(PLAN_RULE, request)
+        if not isinstance(answer.result, dict):
             raise PolicyEngineError(f"OPA has no {PLAN_RULE} for {request['subscriber']}/{request['role']} "
                                     "(policies not loaded?)")
-        return Plan.from_opa(answer)
+        return Decision(Plan.from_opa(answer.result), answer.decision_id)
 
 
 def _entries(answer: Any) -> list[dict[str, str]]:

@@ -1,4 +1,7 @@
-"""Policy changes announced on the control topic: a catalog applied, an agreement revoked, a level declared."""
+"""Policy changes announced on the control topic: a catalog applied, an agreement revoked, a level declared.
+
+Each change is also written to the audit topic, after its control record so the audit record names its offset.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from broker.adapters.kafka_governance import AUDIT_TOPIC
+from broker.domain.audit_records import CATALOG_CHANGE, catalog_change, catalog_contents
 from broker.domain.control import CATALOG_KEY, EMERGENCY_PREFIX, LEVELS, REVOCATION_PREFIX, rfc3339
 from broker.errors import ConfigError, ServiceError
 from broker.ports import PolicyEngine
@@ -34,30 +39,48 @@ def apply_catalog(writer: ControlAppender, engine: PolicyEngine, document: Mappi
     engine.put_data("accord/catalog", document)
     value = {"kind": "catalog", "revision": document.get("revision"), "document": dict(document), "by": by,
              "at": _now()}
-    return _append(writer, CATALOG_KEY, value)
+    announced = _append(writer, CATALOG_KEY, value)
+    _audit(writer, announced, "catalog-applied", by, catalog_contents(dict(document)))
+    return announced
 
 
 def revoke(writer: ControlAppender, agreement: str, reason: str, by: str) -> Announced:
     if not reason.strip():
         raise ConfigError("a revocation needs a reason (--reason)")
     value = {"kind": "revocation", "agreement": agreement, "reason": reason, "by": by, "at": _now()}
-    return _append(writer, f"{REVOCATION_PREFIX}{agreement}", value)
+    announced = _append(writer, f"{REVOCATION_PREFIX}{agreement}", value)
+    _audit(writer, announced, "agreement-revoked", by, {"agreement": agreement, "reason": reason})
+    return announced
 
 
-def reinstate(writer: ControlAppender, agreement: str) -> Announced:
-    return _append(writer, f"{REVOCATION_PREFIX}{agreement}", None)
+def reinstate(writer: ControlAppender, agreement: str, by: str | None = None) -> Announced:
+    announced = _append(writer, f"{REVOCATION_PREFIX}{agreement}", None)
+    _audit(writer, announced, "agreement-reinstated", by, {"agreement": agreement})
+    return announced
 
 
 def declare_level(writer: ControlAppender, level: str, by: str, scope: str = "national") -> Announced:
     if level not in LEVELS:
         raise ConfigError(f"emergency level {level!r} is not one of {', '.join(LEVELS)}")
     value = {"kind": "emergency", "scope": scope, "level": level, "by": by, "at": _now()}
-    return _append(writer, f"{EMERGENCY_PREFIX}{scope}", value)
+    announced = _append(writer, f"{EMERGENCY_PREFIX}{scope}", value)
+    _audit(writer, announced, "emergency-declared", by, {"level": level, "scope": scope})
+    return announced
 
 
 def _append(writer: ControlAppender, key: str, value: dict[str, Any] | None) -> Announced:
     offset, timestamp_ms = writer.append(key, value)
     return Announced(key, offset, timestamp_ms)
+
+
+def _audit(writer: ControlAppender, announced: Announced, change: str, by: str | None,
+           details: dict[str, Any]) -> None:
+    record = catalog_change(change, announced.key, announced.offset, by, _now(), details)
+    try:
+        writer.append(CATALOG_CHANGE, record, topic=AUDIT_TOPIC)
+    except ServiceError as exc:
+        raise ServiceError(f"{announced.key} was announced at control offset {announced.offset} and takes effect, "
+                           f"but its audit record was not written; announce it again to audit it: {exc}") from exc
 
 
 def _now() -> str:

@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import uvicorn
 
+from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_changelog import Changelog
 from broker.api.registry_app import create_registry_app
 from broker.services.registry import SCHEMAS_TOPIC, Registry
 
 
-def open_registry(bootstrap: str, topic: str = SCHEMAS_TOPIC) -> tuple[Registry, Changelog]:
+def open_registry(kafka: KafkaAccess, topic: str = SCHEMAS_TOPIC) -> tuple[Registry, Changelog]:
     """A registry caught up with the log and following it; close the changelog when done."""
     registry = Registry()
-    changelog = Changelog(bootstrap, topic, registry.apply, client_id="accord-registry")
+    changelog = Changelog(kafka, topic, registry.apply, client_id="accord-registry")
     registry.bind(changelog)
     changelog.start()
     return registry, changelog
 
 
-def serve(bootstrap: str, host: str, port: int, max_body_bytes: int) -> None:
-    registry, changelog = open_registry(bootstrap)
+def serve(kafka: KafkaAccess, host: str, port: int, max_body_bytes: int) -> None:
+    registry, changelog = open_registry(kafka)
     try:
         uvicorn.run(create_registry_app(registry, max_body_bytes), host=host, port=port, log_level="warning")
     finally:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_log import KafkaLog
 from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.services.api_runtime import SCHEMAS_DIR
@@ -14,7 +15,7 @@ from broker.services.ingest import ingest_topic
 from broker.services.serde import AvroSerializer, SerializationContext
 
 
-def publish_steadily(bootstrap: str, registry_url: str, stream: str, records: Sequence[Mapping[str, Any]],
+def publish_steadily(kafka: KafkaAccess, registry_url: str, stream: str, records: Sequence[Mapping[str, Any]],
                      pause_s: float, key_field: str, sent_at: dict[str, float] | None = None,
                      stop: threading.Event | None = None, client_id: str = "accord-steady-publisher") -> None:
     """Encode and publish each record, pausing `pause_s` between them, until done or `stop` is set.
@@ -25,7 +26,7 @@ def publish_steadily(bootstrap: str, registry_url: str, stream: str, records: Se
     topic = ingest_topic(stream)
     registry = HttpSchemaRegistry(registry_url)
     encode = AvroSerializer(registry, (SCHEMAS_DIR / f"{stream}.avsc").read_text())
-    log = KafkaLog(bootstrap, client_id=client_id)
+    log = KafkaLog(kafka, client_id=client_id)
     try:
         for record in records:
             if stop is not None and stop.is_set():

@@ -39,7 +39,7 @@ def clock() -> FakeClock:
 @pytest.fixture
 def governance(services: Endpoints, applied_catalog: dict[str, Any], clock: FakeClock) -> Iterator[GovernanceService]:
     run = uuid.uuid4().hex[:8]
-    service = GovernanceService(services.kafka_bootstrap, audit_key=new_signing_key(), clock=clock,
+    service = GovernanceService(services.kafka, audit_key=new_signing_key(), clock=clock,
                                 tick_s=3600.0, transactional_id=f"e2e-governance-{run}",
                                 topic=f"_accord.governance.e2e-{run}",
                                 audit_topic=f"_accord.audit.e2e-{run}", webhook_backoff_s=0.05).start()
@@ -50,7 +50,7 @@ def governance(services: Endpoints, applied_catalog: dict[str, Any], clock: Fake
 @pytest.fixture
 def cleanup(services: Endpoints) -> Iterator[Cleanup]:
     """Undo on the shared control topic what a scenario put there (grants, levels, revocations)."""
-    writer = ControlWriter(services.kafka_bootstrap, client_id="e2e-cleanup")
+    writer = ControlWriter(services.kafka, client_id="e2e-cleanup")
     undo = Cleanup(writer)
     yield undo
     undo.run()
@@ -59,7 +59,7 @@ def cleanup(services: Endpoints) -> Iterator[Cleanup]:
 
 @pytest.fixture
 def receiver(services: Endpoints) -> Iterator[Receiver]:
-    r = Receiver(services.kafka_bootstrap, services.registry_url)
+    r = Receiver(services.kafka, services.registry_url)
     yield r
     r.close()
 

@@ -81,7 +81,7 @@ def enforced_within(services: Endpoints, dispute: Dispute, started_wall_s: float
     enforced = next(e for e in reversed(dispute.timeline) if e["type"] == "enforced")
     last = max(enforced["data"]["control"], key=lambda c: int(c["offset"]))
     change = Announced(last["key"], int(last["offset"]), int(last["timestamp_ms"]))
-    log = KafkaLog(services.kafka_bootstrap, client_id="e2e-status")
+    log = KafkaLog(services.kafka, client_id="e2e-status")
     try:
         statuses = enforcement(log, change, workers=1, timeout_s=10.0, status_topic=STATUS_TOPIC)
     finally:

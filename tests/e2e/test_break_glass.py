@@ -28,7 +28,7 @@ def test_break_glass_gives_access_at_once_and_its_review_can_end_it(
         receiver: Receiver) -> None:
     gov = governance.governance
     dph = as_(NOTTINGHAM, "dph", "Director of Public Health")
-    writer = ControlWriter(services.kafka_bootstrap, client_id="e2e-break-glass")
+    writer = ControlWriter(services.kafka, client_id="e2e-break-glass")
     try:
         cleanup.revocation("t1-nottingham")
         policy_changes.revoke(writer, "t1-nottingham", "break-glass test: no agreement in force", by="e2e")
@@ -68,5 +68,5 @@ def _refusal() -> Any:
 
 def _publish(services: Endpoints, tag: str) -> tuple[int, dict[bytes, dict[str, Any]]]:
     cases = positive_tests(specimen_day(), {"nottingham": 2, "leicester": 1}, prefix=f"BG{tag}")
-    start = end_offsets(services.kafka_bootstrap, [TOPIC])[TOPIC]
+    start = end_offsets(services.kafka, [TOPIC])[TOPIC]
     return start, publish(services, T1, cases)

@@ -18,7 +18,7 @@ LEICESTER = "leicester-city-council"
 
 
 def _service(services: Endpoints, clock: FakeClock, run: str) -> GovernanceService:
-    return GovernanceService(services.kafka_bootstrap, audit_key=new_signing_key(), clock=clock,
+    return GovernanceService(services.kafka, audit_key=new_signing_key(), clock=clock,
                              tick_s=3600.0, transactional_id=f"e2e-gov-{run}",
                              topic=f"_accord.governance.e2e-{run}", audit_topic=f"_accord.audit.e2e-{run}",
                              webhook_backoff_s=0.05).start()

@@ -40,7 +40,7 @@ def test_no_dsa_dispute_ends_in_a_provisional_grant_by_default(
         services: Endpoints, gate: GateThread, governance: GovernanceService, clock: FakeClock,
         cleanup: Cleanup, receiver: Receiver) -> None:
     gov = governance.governance
-    writer = ControlWriter(services.kafka_bootstrap, client_id="e2e-scenario-1")
+    writer = ControlWriter(services.kafka, client_id="e2e-scenario-1")
     try:
         cleanup.revocation("t1-leicester")
         policy_changes.revoke(writer, "t1-leicester", "scenario 1: no DSA signed yet", by="e2e")
@@ -97,5 +97,5 @@ def test_no_dsa_dispute_ends_in_a_provisional_grant_by_default(
 
 def _publish_day(services: Endpoints, tag: str) -> tuple[int, dict[bytes, dict[str, Any]]]:
     cases = positive_tests(specimen_day(), {"leicester": 3, "nottingham": 2, "blaby": 1}, prefix=f"S1{tag}")
-    start = end_offsets(services.kafka_bootstrap, [DPH_TOPIC])[DPH_TOPIC]
+    start = end_offsets(services.kafka, [DPH_TOPIC])[DPH_TOPIC]
     return start, publish(services, T1, cases)

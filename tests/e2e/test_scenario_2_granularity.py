@@ -79,7 +79,7 @@ def test_board_grants_the_restricted_channel_after_the_publisher_offers_utla_cou
 
 def _publish_cells(services: Endpoints, seed: int) -> tuple[int, dict[bytes, dict[str, Any]]]:
     cells = vaccination_cells(specimen_day(), {"nottingham": 5, "leicester": 3, "blaby": 2}, seed=seed)
-    start = end_offsets(services.kafka_bootstrap, [DPH_TOPIC])[DPH_TOPIC]
+    start = end_offsets(services.kafka, [DPH_TOPIC])[DPH_TOPIC]
     return start, publish(services, T6, cells)
 
 

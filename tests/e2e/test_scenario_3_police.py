@@ -36,7 +36,7 @@ def test_standing_police_feed_is_refused_at_every_tier_while_the_stream_flows_to
         services: Endpoints, gate: GateThread, governance: GovernanceService, cleanup: Cleanup,
         receiver: Receiver) -> None:
     gov = governance.governance
-    starts = end_offsets(services.kafka_bootstrap, [POLICE_TOPIC, BLABY_TOPIC])
+    starts = end_offsets(services.kafka, [POLICE_TOPIC, BLABY_TOPIC])
     published = _publish(services, seed=1)
 
     police = as_(POLICE, "investigations", "Detective Inspector")

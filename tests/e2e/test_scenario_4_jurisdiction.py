@@ -50,7 +50,7 @@ def test_a_row_either_council_could_claim_is_quarantined_and_both_are_told(
     for body, role in ((LEICESTER, "dph"), (COUNTY, "dph"), ("ukhsa", "ig-lead"), (BLABY, "ig-lead")):
         gov.register_webhook(as_(body, role), f"{url}/{body}")
     [case] = positive_tests(specimen_day(), {"blaby": 1}, prefix="JUR", seed=4)
-    start = end_offsets(services.kafka_bootstrap, [LEICESTER_DPH, COUNTY_DPH])
+    start = end_offsets(services.kafka, [LEICESTER_DPH, COUNTY_DPH])
 
     source = _produce(services, case | {"utla": LEICESTER_LA})   # ltla says Blaby, utla says Leicester
 
@@ -71,7 +71,7 @@ def test_a_misrouted_row_is_deleted_by_its_recipient_and_the_deletion_is_logged(
     for body, role in ((LEICESTER, "dph"), (COUNTY, "dph"), ("dhsc", "governance-board")):
         gov.register_webhook(as_(body, role), f"{url}/{body}")
     [case] = positive_tests(specimen_day(), {"leicester": 1}, prefix="MIS", seed=4)
-    start = end_offsets(services.kafka_bootstrap, [LEICESTER_DPH])[LEICESTER_DPH]
+    start = end_offsets(services.kafka, [LEICESTER_DPH])[LEICESTER_DPH]
     sources = publish(services, T1, [case])
     [(_, headers)] = receiver.records(LEICESTER_DPH, start, from_sources(sources), want=1)
     topic, partition, offset = headers["accord.source"].decode().rsplit("/", 2)
@@ -106,11 +106,11 @@ def test_the_residents_lsoa_decides_the_council_when_the_ons_lookup_is_configure
         services: Endpoints, receiver: Receiver, tmp_path: Path) -> None:
     settings = Settings(state_dir=tmp_path, gate_group=f"e2e-residence-{uuid.uuid4().hex[:8]}",
                         gate_start_from="latest", residence_lookup=RESIDENCE_LOOKUP)
-    runner = GateThread(GateEndpoints(services.kafka_bootstrap, services.opa_url, services.registry_url), settings,
+    runner = GateThread(GateEndpoints(services.kafka, services.opa_url, services.registry_url), settings,
                         "e2e-residence").start()
     try:
         [case] = positive_tests(specimen_day(), {"leicester": 1}, prefix="RES", seed=4)
-        start = end_offsets(services.kafka_bootstrap, [LEICESTER_DPH, COUNTY_DPH])
+        start = end_offsets(services.kafka, [LEICESTER_DPH, COUNTY_DPH])
         # No LA code fields (none resolved at the lab), but the residence LSOA lies in Blaby.
         sources = publish(services, T1, [case | {"ltla": None, "utla": None, "lsoa": "E01025501"}])
         [(row, _)] = receiver.records(COUNTY_DPH, start[COUNTY_DPH], from_sources(sources), want=1)
@@ -125,7 +125,7 @@ def _produce(services: Endpoints, case: dict[str, Any]) -> bytes:
     """Write a row onto the ingest topic as a Kafka-client publisher does (no HTTP ingest screening)."""
     schema = load_stream_schemas(SCHEMAS_DIR)[T1]
     registry = HttpSchemaRegistry(services.registry_url)
-    producer = KafkaProducer(bootstrap_servers=services.kafka_bootstrap, acks="all")
+    producer = KafkaProducer(**services.kafka.client_options(), acks="all")
     try:
         payload = AvroSerializer(registry, json.dumps(schema))(case, SerializationContext(ingest_topic(T1)))
         sent = producer.send(ingest_topic(T1), value=payload, key=b"jurisdiction-test").get(timeout=30)
@@ -158,7 +158,7 @@ def _types_by_body(received: list[tuple[str, dict[str, Any]]], misroutes: set[st
 
 
 def _audit_events(services: Endpoints, governance: GovernanceService) -> list[dict[str, Any]]:
-    log = KafkaLog(services.kafka_bootstrap, client_id="test-audit-reader")
+    log = KafkaLog(services.kafka, client_id="test-audit-reader")
     try:
         return [json.loads(r.value) for r in log.read(governance.audit_topic, max_records=100_000, timeout_s=2.0)]
     finally:

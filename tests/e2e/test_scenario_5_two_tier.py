@@ -73,5 +73,5 @@ def test_district_gets_its_outbreak_subset_on_appeal(
 
 def _publish(services: Endpoints, tag: str) -> tuple[int, dict[bytes, dict[str, Any]]]:
     cases = positive_tests(specimen_day(), {"blaby": 2, "charnwood": 2, "leicester": 1}, prefix=f"S5{tag}")
-    start = end_offsets(services.kafka_bootstrap, [TOPIC])[TOPIC]
+    start = end_offsets(services.kafka, [TOPIC])[TOPIC]
     return start, publish(services, T1, cases)

@@ -66,7 +66,7 @@ def test_publisher_grants_the_processor_contact_fields_only_for_a_period(
 
 def _publish_patients(services: Endpoints, seed: int) -> tuple[int, dict[bytes, dict[str, Any]]]:
     patients = shielded_patients(specimen_day(), {"leicester": 4, "blaby": 2, "nottingham": 2}, seed=seed)
-    start = end_offsets(services.kafka_bootstrap, [FOOD_BANK_TOPIC])[FOOD_BANK_TOPIC]
+    start = end_offsets(services.kafka, [FOOD_BANK_TOPIC])[FOOD_BANK_TOPIC]
     return start, publish(services, T3, patients)
 
 

@@ -31,7 +31,7 @@ def test_rows_missing_a_required_field_go_to_quarantine_naming_the_subscriber(
     cases = positive_tests(specimen_day(), {"ashfield": 6}, prefix="QUAL", seed=8)
     for case in cases[:2]:
         case["nhs_number"] = None
-    start = end_offsets(services.kafka_bootstrap, [COUNTY_DPH])[COUNTY_DPH]
+    start = end_offsets(services.kafka, [COUNTY_DPH])[COUNTY_DPH]
 
     sources = publish(services, T1, cases)  # the publisher's own rules accept a row without an NHS number
 
@@ -51,7 +51,7 @@ def test_rows_missing_a_required_field_go_to_quarantine_naming_the_subscriber(
 
 def test_a_row_with_a_blank_postcode_is_refused_at_ingest_with_its_reason(services: Endpoints) -> None:
     [case] = positive_tests(specimen_day(), {"ashfield": 1}, prefix="QUAL", seed=9)
-    with open_ingest(services.kafka_bootstrap, services.registry_url) as (ingest, _):
+    with open_ingest(services.kafka, services.registry_url) as (ingest, _):
         [outcome] = ingest.publish(T1, [{**case, "postcode": "  "}], source="test")
     assert outcome.status == "quarantined"
     assert [(r.field, r.rule) for r in outcome.reasons] == [("postcode", "required")]
@@ -59,7 +59,7 @@ def test_a_row_with_a_blank_postcode_is_refused_at_ingest_with_its_reason(servic
 
 def _quarantined(services: Endpoints, sources: set[bytes], timeout_s: float = 10.0) -> list[dict[str, Any]]:
     """The publisher's view: quarantine entries of T1 for these source records, once all have arrived."""
-    log = KafkaLog(services.kafka_bootstrap, client_id="test-publisher")
+    log = KafkaLog(services.kafka, client_id="test-publisher")
     try:
         deadline = time.monotonic() + timeout_s
         while True:

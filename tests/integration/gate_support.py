@@ -10,6 +10,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
+from broker.adapters.kafka_access import KafkaAccess
 from broker.config import Settings
 from broker.domain.plans import delivery_topic
 from broker.local.stack import Endpoints
@@ -87,9 +88,9 @@ def specimen_day() -> dt.date:
     return dt.datetime.now(dt.UTC).date() - dt.timedelta(days=3)
 
 
-def end_offsets(bootstrap: str, topics: list[str]) -> dict[str, int]:
+def end_offsets(kafka: KafkaAccess, topics: list[str]) -> dict[str, int]:
     """The end offset of partition 0 of each topic (delivery topics have one partition); 0 if it has none yet."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, isolation_level="read_committed")
+    consumer = KafkaConsumer(**kafka.client_options(), group_id=None, isolation_level="read_committed")
     try:
         found: dict[str, int] = {}
         for topic in topics:
@@ -115,13 +116,13 @@ def start_gate(services: Endpoints, state_dir: Path, group_prefix: str, worker: 
     """A gate worker thread in a fresh consumer group that starts at the end of the ingest topics."""
     settings = Settings(state_dir=state_dir, gate_group=f"{group_prefix}-{uuid.uuid4().hex[:8]}",
                         gate_start_from="latest")
-    return GateThread(GateEndpoints(services.kafka_bootstrap, services.opa_url, services.registry_url),
+    return GateThread(GateEndpoints(services.kafka, services.opa_url, services.registry_url),
                       settings, worker).start()
 
 
 def publish(services: Endpoints, stream: str, records: list[dict[str, Any]]) -> dict[bytes, dict[str, Any]]:
     """Publish through validated ingest; each record by the `accord.source` header its deliveries will carry."""
-    with open_ingest(services.kafka_bootstrap, services.registry_url) as (ingest, _):
+    with open_ingest(services.kafka, services.registry_url) as (ingest, _):
         outcomes = ingest.publish(stream, records, source="test")
     assert [o.status for o in outcomes] == ["accepted"] * len(records), [o.reasons for o in outcomes]
     return {f"{o.topic}/{o.partition}/{o.offset}".encode(): records[o.index] for o in outcomes}

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_audit import AuditChainer, read_chain
 from broker.adapters.kafka_governance import KafkaGovernanceLog, ensure_governance_topics
 from broker.cli import app
@@ -21,16 +22,17 @@ from broker.errors import ServiceError
 from broker.local.stack import Endpoints
 from broker.services.audit_keys import audit_signing_key, public_key_path
 from broker.services.governance_runtime import GovernanceService
+from tests.conftest import kafka_env
 
 runner = CliRunner()
 
 
 class Topics:
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, kafka: KafkaAccess) -> None:
         run = uuid.uuid4().hex[:8]
-        self.bootstrap, self.audit = bootstrap, f"_accord.audit.test-{run}"
-        ensure_governance_topics(bootstrap, f"_accord.governance.test-{run}", self.audit)
-        self.log = KafkaGovernanceLog(bootstrap, f"_accord.governance.test-{run}", self.audit,
+        self.kafka, self.audit = kafka, f"_accord.audit.test-{run}"
+        ensure_governance_topics(kafka, f"_accord.governance.test-{run}", self.audit)
+        self.log = KafkaGovernanceLog(kafka, f"_accord.governance.test-{run}", self.audit,
                                       transactional_id=f"test-audit-chain-{run}")
 
     def raise_events(self, first: int, count: int) -> None:
@@ -38,12 +40,12 @@ class Topics:
                          for n in range(first, first + count)])
 
     def chainer(self, signer: Signer) -> AuditChainer:
-        return AuditChainer(self.bootstrap, signer, self.audit, interval=3, checkpoint_every_s=3600.0)
+        return AuditChainer(self.kafka, signer, self.audit, interval=3, checkpoint_every_s=3600.0)
 
 
 @pytest.fixture
 def topics(services: Endpoints) -> Iterator[Topics]:
-    made = Topics(services.kafka_bootstrap)
+    made = Topics(services.kafka)
     yield made
     made.log.close()
 
@@ -63,14 +65,14 @@ def _chain(chainer: AuditChainer, expected: int, timeout_s: float = 15.0) -> int
     return written
 
 
-def _cli(tmp_path: Path, bootstrap: str, *args: str) -> Any:
-    return runner.invoke(app, ["audit", *args], env={"ACCORD_KAFKA_BOOTSTRAP": bootstrap,
+def _cli(tmp_path: Path, kafka: KafkaAccess, *args: str) -> Any:
+    return runner.invoke(app, ["audit", *args], env={**kafka_env(kafka),
                                                      "ACCORD_STATE_DIR": str(tmp_path)})
 
 
 def _export(tmp_path: Path, topics: Topics, chain_topic: str, name: str) -> Path:
     out = tmp_path / name
-    result = _cli(tmp_path, topics.bootstrap, "export", "--topic", chain_topic, "--out", str(out))
+    result = _cli(tmp_path, topics.kafka, "export", "--topic", chain_topic, "--out", str(out))
     assert result.exit_code == 0, result.output
     return out
 
@@ -91,14 +93,14 @@ def test_events_are_chained_once_exported_verified_and_continued_after_a_restart
         first.close()
     exported = _export(tmp_path, topics, first.chain_topic, "first.jsonl")
     assert _events(exported) == [0, 1, 2, 3, 4]
-    result = _cli(tmp_path, topics.bootstrap, "verify", str(exported))
+    result = _cli(tmp_path, topics.kafka, "verify", str(exported))
     assert (result.exit_code, result.output) == (0, "6 entries, 1 checkpoints, 2 after the last checkpoint\nok\n")
 
     lines = exported.read_text().splitlines()
     edited = json.loads(lines[4])
     edited["body"]["event"]["data"]["n"] = 40
     (tmp_path / "edited.jsonl").write_text("\n".join([*lines[:4], json.dumps(edited), *lines[5:]]) + "\n")
-    result = _cli(tmp_path, topics.bootstrap, "verify", str(tmp_path / "edited.jsonl"))
+    result = _cli(tmp_path, topics.kafka, "verify", str(tmp_path / "edited.jsonl"))
     assert result.exit_code == 1
     assert "problem at entry 4 (tampered)" in result.output
 
@@ -112,7 +114,7 @@ def test_events_are_chained_once_exported_verified_and_continued_after_a_restart
         second.close()
     whole = _export(tmp_path, topics, second.chain_topic, "whole.jsonl")
     assert _events(whole) == list(range(8))
-    result = _cli(tmp_path, topics.bootstrap, "verify", "--require-signed-tail", str(whole))
+    result = _cli(tmp_path, topics.kafka, "verify", "--require-signed-tail", str(whole))
     assert (result.exit_code, result.output) == (0, "11 entries, 3 checkpoints, 0 after the last checkpoint\nok\n")
 
 
@@ -128,7 +130,7 @@ def test_a_second_chainer_fences_the_first_and_nothing_is_chained_twice(
     finally:
         old.close()
         new.close()
-    entries = [from_json_line(line, n) for n, line in enumerate(read_chain(topics.bootstrap, new.chain_topic), 1)]
+    entries = [from_json_line(line, n) for n, line in enumerate(read_chain(topics.kafka, new.chain_topic), 1)]
     assert [e.seq for e in entries] == [0, 1]
     assert verify(entries, {signer.key_id: signer.public_key}).ok
 
@@ -143,7 +145,7 @@ def test_the_key_in_the_secrets_directory_verifies_the_topic_directly(
     finally:
         chainer.close()
     assert public_key_path(tmp_path / "secrets").exists()
-    result = _cli(tmp_path, topics.bootstrap, "verify", "--topic", chainer.chain_topic, "--require-signed-tail")
+    result = _cli(tmp_path, topics.kafka, "verify", "--topic", chainer.chain_topic, "--require-signed-tail")
     assert (result.exit_code, result.output) == (0, "2 entries, 1 checkpoints, 0 after the last checkpoint\nok\n")
 
 
@@ -151,19 +153,19 @@ def test_the_governance_service_chains_its_audit_topic_and_signs_it_when_it_stop
         services: Endpoints, topics: Topics) -> None:
     key = new_signing_key()
     run = uuid.uuid4().hex[:8]
-    service = GovernanceService(services.kafka_bootstrap, audit_key=key, tick_s=3600.0,
+    service = GovernanceService(services.kafka, audit_key=key, tick_s=3600.0,
                                 transactional_id=f"test-audit-governance-{run}",
                                 topic=f"_accord.governance.test-{run}", audit_topic=topics.audit).start()
     try:
         topics.raise_events(0, 2)
         # The service's thread chains within about a second; stopping only signs what it chained.
         deadline = time.monotonic() + 15.0
-        while len(list(read_chain(topics.bootstrap, service.chainer.chain_topic))) < 2:
+        while len(list(read_chain(topics.kafka, service.chainer.chain_topic))) < 2:
             assert time.monotonic() < deadline, "the governance service did not chain its audit topic"
             time.sleep(0.2)
     finally:
         service.stop()
-    lines = list(read_chain(topics.bootstrap, service.chainer.chain_topic))
+    lines = list(read_chain(topics.kafka, service.chainer.chain_topic))
     entries = [from_json_line(line, n) for n, line in enumerate(lines, start=1)]
     # The service may add events of its own (it tells councils of rows quarantined by earlier tests).
     kinds = [e.kind for e in entries]
@@ -174,7 +176,7 @@ def test_the_governance_service_chains_its_audit_topic_and_signs_it_when_it_stop
 def test_the_timer_signs_what_was_chained_since_the_last_checkpoint_and_an_idle_chain_stays_quiet(
         topics: Topics, signer: Signer) -> None:
     now = [0.0]
-    chainer = AuditChainer(topics.bootstrap, signer, topics.audit, checkpoint_every_s=60.0,
+    chainer = AuditChainer(topics.kafka, signer, topics.audit, checkpoint_every_s=60.0,
                            monotonic=lambda: now[0])
     try:
         topics.raise_events(0, 2)
@@ -185,5 +187,5 @@ def test_the_timer_signs_what_was_chained_since_the_last_checkpoint_and_an_idle_
         assert chainer.step() == 0
     finally:
         chainer.close()
-    kinds = [json.loads(line)["kind"] for line in read_chain(topics.bootstrap, chainer.chain_topic)]
+    kinds = [json.loads(line)["kind"] for line in read_chain(topics.kafka, chainer.chain_topic)]
     assert kinds == ["governance-event", "governance-event", "checkpoint"]

@@ -49,7 +49,7 @@ def gate(services: Endpoints, applied_catalog: dict[str, Any], tmp_path_factory:
 
 @pytest.fixture
 def receiver(services: Endpoints) -> Iterator[Receiver]:
-    r = Receiver(services.kafka_bootstrap, services.registry_url)
+    r = Receiver(services.kafka, services.registry_url)
     yield r
     r.close()
 
@@ -66,7 +66,7 @@ def test_each_subscriber_receives_exactly_its_view(services: Endpoints, gate: Ga
     prefix = _prefix()
     cases = positive_tests(specimen_day(), {"leicester": 4, "nottingham": 3, "blaby": 2, "charnwood": 2,
                                             "manchester": 2}, prefix=prefix)
-    start = end_offsets(services.kafka_bootstrap, WATCHED)
+    start = end_offsets(services.kafka, WATCHED)
     sources = _publish(services, cases)
     ours = {c["specimen_id"]: c for c in cases}
 
@@ -105,7 +105,7 @@ def test_pseudonyms_are_stable_within_a_subscriber_and_unlinkable_across(
     cases = positive_tests(specimen_day(), {"manchester": 2, "leeds": 1}, prefix=prefix)
     for case in cases:
         case["nhs_number"] = "9990001234"  # one person, tested in Manchester twice and once after moving to Leeds
-    start = end_offsets(services.kafka_bootstrap, WATCHED)
+    start = end_offsets(services.kafka, WATCHED)
     sources = _publish(services, cases)
     ours = lambda r, h: h["accord.source"] in sources  # noqa: E731
     manchester = receiver.records(MANCHESTER_ANALYST, start[MANCHESTER_ANALYST], ours, want=2)
@@ -123,9 +123,9 @@ def test_unresolvable_geography_is_quarantined_never_guessed(
     prefix = _prefix()
     (case,) = positive_tests(specimen_day(), {"leicester": 1}, prefix=prefix)
     case |= {"ltla": None, "utla": None}  # a postcode no lookup resolved
-    start = end_offsets(services.kafka_bootstrap, WATCHED)
+    start = end_offsets(services.kafka, WATCHED)
     (source,) = _publish(services, [case])
-    log = KafkaLog(services.kafka_bootstrap)
+    log = KafkaLog(services.kafka)
     try:
         deadline = time.monotonic() + 15
         entries: list[dict[str, Any]] = []
@@ -174,16 +174,16 @@ def test_revocation_stops_delivery_within_a_second(services: Endpoints, gate: Ga
                                                    receiver: Receiver) -> None:
     prefix = _prefix()
     cases = positive_tests(specimen_day(), {"leicester": 400}, prefix=prefix)
-    start = end_offsets(services.kafka_bootstrap, WATCHED)
+    start = end_offsets(services.kafka, WATCHED)
     sent_at: dict[str, float] = {}
     stop = threading.Event()
     # about 200 records/s straight onto the ingest topic, as a Kafka-client publisher would
     publisher = threading.Thread(target=publish_steadily, daemon=True, kwargs={
-        "bootstrap": services.kafka_bootstrap, "registry_url": services.registry_url, "stream": T1,
+        "kafka": services.kafka, "registry_url": services.registry_url, "stream": T1,
         "records": cases, "pause_s": 0.005, "key_field": "utla", "sent_at": sent_at, "stop": stop,
         "client_id": "test-publisher"})
-    writer = ControlWriter(services.kafka_bootstrap)
-    log = KafkaLog(services.kafka_bootstrap)
+    writer = ControlWriter(services.kafka)
+    log = KafkaLog(services.kafka)
     try:
         publisher.start()
         before = receiver.records(LEICESTER_DPH, start[LEICESTER_DPH], lambda r, h: r["specimen_id"].startswith(prefix),
@@ -215,7 +215,7 @@ def test_revocation_stops_delivery_within_a_second(services: Endpoints, gate: Ga
 def test_declared_emergency_level_changes_plans_on_the_live_stream(
         services: Endpoints, gate: GateThread, receiver: Receiver) -> None:
     topic = topic_for("leicestershire-county-council", "analyst")
-    writer, log = ControlWriter(services.kafka_bootstrap), KafkaLog(services.kafka_bootstrap)
+    writer, log = ControlWriter(services.kafka), KafkaLog(services.kafka)
     try:
         fields = _delivered_fields(gate, topic)
         assert fields == {"lsoa", "age_band", "sex"}
@@ -223,7 +223,7 @@ def test_declared_emergency_level_changes_plans_on_the_live_stream(
         policy_changes.enforcement(log, change, workers=1, timeout_s=5)
         assert _delivered_fields(gate, topic) == fields | {"postcode_district"}
         (case,) = positive_tests(specimen_day(), {"blaby": 1}, prefix=_prefix())
-        start = end_offsets(services.kafka_bootstrap, [topic])
+        start = end_offsets(services.kafka, [topic])
         sources = _publish(services, [case])
         (got,) = receiver.records(topic, start[topic], lambda r, h: h["accord.source"] in sources, want=1)
         assert got[0]["postcode_district"] == case["postcode"].split()[0]

@@ -27,7 +27,7 @@ COUNCILS = {"leicester": "leicester-city-council", "nottingham": "nottingham-cit
 
 def test_killing_a_worker_mid_stream_loses_and_duplicates_nothing(
         services: Endpoints, applied_catalog: dict[str, Any], tmp_path: Path) -> None:
-    env = {"ACCORD_KAFKA_BOOTSTRAP": services.kafka_bootstrap, "ACCORD_OPA_URL": services.opa_url,
+    env = {"ACCORD_KAFKA_BOOTSTRAP": services.kafka, "ACCORD_OPA_URL": services.opa_url,
            "ACCORD_REGISTRY_URL": services.registry_url, "ACCORD_STATE_DIR": str(tmp_path / "state"),
            "ACCORD_GATE_GROUP": f"test-failover-{uuid.uuid4().hex[:8]}", "ACCORD_GATE_START_FROM": "latest"}
     workers = [PythonService("gate", tmp_path / name) for name in ("a", "b")]
@@ -38,10 +38,10 @@ def test_killing_a_worker_mid_stream_loses_and_duplicates_nothing(
         for name, worker in zip(("a", "b"), workers, strict=True):
             worker.start(env | {"ACCORD_GATE_WORKER_ID": f"failover-{name}"}, timeout_s=60, probe="/health")
         _wait_for_rebalance(workers)
-        start = end_offsets(services.kafka_bootstrap, topics)
+        start = end_offsets(services.kafka, topics)
         # about 250 records/s, keyed by area so every partition carries traffic
         publisher = threading.Thread(target=publish_steadily, daemon=True, kwargs={
-            "bootstrap": services.kafka_bootstrap, "registry_url": services.registry_url, "stream": T1,
+            "kafka": services.kafka, "registry_url": services.registry_url, "stream": T1,
             "records": cases, "pause_s": 0.004, "key_field": "ltla", "client_id": "test-failover-publisher"})
         publisher.start()
         time.sleep(2.0)
@@ -75,7 +75,7 @@ def _delivered(services: Endpoints, topics: list[str], start: dict[str, int], pr
     The killed worker's open transaction blocks read_committed readers of its partitions until the coordinator
     aborts it (the gate's transaction timeout, 10 s), so this waits longer than a healthy delivery would.
     """
-    receiver = Receiver(services.kafka_bootstrap, services.registry_url)
+    receiver = Receiver(services.kafka, services.registry_url)
 
     def read() -> list[tuple[str, str]]:
         return [(str(v["specimen_id"]), h.get("accord.worker", b"").decode()) for topic in topics

@@ -56,7 +56,7 @@ def test_http_publish_reports_each_record_and_quarantines_the_bad(services: Endp
     ]
     # The accepted record is on ingest.<stream>, Confluent-framed, and decodes to what was sent.
     accepted = body["outcomes"][0]
-    log = KafkaLog(services.kafka_bootstrap)
+    log = KafkaLog(services.kafka)
     registry = HttpSchemaRegistry(services.registry_url)
     try:
         [record] = log.read(ingest_topic(STREAM), max_records=1, start_offset=accepted["offset"])
@@ -79,7 +79,7 @@ def test_http_publish_reports_each_record_and_quarantines_the_bad(services: Endp
 
 
 def test_quarantine_headers_say_why(services: Endpoints) -> None:
-    with open_ingest(services.kafka_bootstrap, services.registry_url) as (ingest, log):
+    with open_ingest(services.kafka, services.registry_url) as (ingest, log):
         [outcome] = ingest.publish(STREAM, [_case(lsoa="E0101357")])
         [record] = log.read(quarantine_topic(STREAM), max_records=1, start_offset=outcome.offset)
     headers = dict(record.headers)
@@ -101,7 +101,7 @@ def test_bad_requests(services: Endpoints) -> None:
 
 
 def test_garbage_on_the_ingest_topic_is_quarantined_and_screening_goes_on(services: Endpoints) -> None:
-    with open_ingest(services.kafka_bootstrap, services.registry_url) as (ingest, log):
+    with open_ingest(services.kafka, services.registry_url) as (ingest, log):
         start = _end_offset(log, ingest_topic(STREAM))
         registry = HttpSchemaRegistry(services.registry_url)
         schema = json.dumps(ingest.schema(STREAM))
@@ -110,7 +110,7 @@ def test_garbage_on_the_ingest_topic_is_quarantined_and_screening_goes_on(servic
         good, _ = from_json(ingest.schema(STREAM), _case())
         wrong_area, _ = from_json(ingest.schema(STREAM), _case(utla="E10000018"))
         encode = AvroSerializer(registry, schema)
-        producer = KafkaProducer(bootstrap_servers=services.kafka_bootstrap, acks="all")
+        producer = KafkaProducer(**services.kafka.client_options(), acks="all")
         for value in (encode(good, SerializationContext(ingest_topic(STREAM))), b"\x00garbage", b'{"json": 1}',
                       encode(wrong_area, SerializationContext(ingest_topic(STREAM)))):
             producer.send(ingest_topic(STREAM), value=value, partition=0)

@@ -6,13 +6,14 @@ import uuid
 
 from kafka import KafkaConsumer, KafkaProducer
 
+from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_log import KafkaLog
 from broker.local.stack import Endpoints
 
 
-def _read_all(bootstrap: str, topic: str, isolation: str, expected: int) -> list[bytes]:
+def _read_all(kafka: KafkaAccess, topic: str, isolation: str, expected: int) -> list[bytes]:
     consumer = KafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+        topic, **kafka.client_options(), group_id=None, auto_offset_reset="earliest",
         isolation_level=isolation, consumer_timeout_ms=3000,
     )
     values: list[bytes] = []
@@ -27,18 +28,18 @@ def _read_all(bootstrap: str, topic: str, isolation: str, expected: int) -> list
 
 
 def test_idempotent_producer_round_trip(services: Endpoints, topic: str) -> None:
-    producer = KafkaProducer(bootstrap_servers=services.kafka_bootstrap, acks="all", enable_idempotence=True)
+    producer = KafkaProducer(**services.kafka.client_options(), acks="all", enable_idempotence=True)
     sent = [f"case-{i}".encode() for i in range(20)]
     for value in sent:
         producer.send(topic, value=value, key=b"E06000016")
     producer.flush()
     producer.close()
-    assert _read_all(services.kafka_bootstrap, topic, "read_committed", len(sent)) == sent
+    assert _read_all(services.kafka, topic, "read_committed", len(sent)) == sent
 
 
 def test_committed_transaction_is_visible_and_aborted_one_is_not(services: Endpoints, topic: str) -> None:
     producer = KafkaProducer(
-        bootstrap_servers=services.kafka_bootstrap, transactional_id=f"test-{uuid.uuid4().hex}",
+        **services.kafka.client_options(), transactional_id=f"test-{uuid.uuid4().hex}",
         acks="all", enable_idempotence=True,
     )
     producer.init_transactions()
@@ -54,15 +55,15 @@ def test_committed_transaction_is_visible_and_aborted_one_is_not(services: Endpo
     producer.commit_transaction()
     producer.close()
 
-    committed = _read_all(services.kafka_bootstrap, topic, "read_committed", 2)
+    committed = _read_all(services.kafka, topic, "read_committed", 2)
     assert committed == [b"committed-1", b"committed-2"]
     # The aborted record is in the log: a read_uncommitted consumer sees it, so the filter above is real.
-    everything = _read_all(services.kafka_bootstrap, topic, "read_uncommitted", 3)
+    everything = _read_all(services.kafka, topic, "read_uncommitted", 3)
     assert b"aborted" in everything
 
 
 def test_kafka_log_publish_then_read_from_offset(services: Endpoints, topic: str) -> None:
-    log = KafkaLog(services.kafka_bootstrap)
+    log = KafkaLog(services.kafka)
     try:
         first = log.publish(topic, b"first", headers=[("accord.stream", b"demo")])
         second = log.publish(topic, b"second", key=b"k")

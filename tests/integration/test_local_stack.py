@@ -15,6 +15,7 @@ from broker.local import processes
 from broker.local.python_service import PythonService
 from broker.local.stack import Endpoints, LocalStack
 from broker.services import demo
+from tests.conftest import kafka_env
 
 
 def _accord(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -55,7 +56,7 @@ def test_cli_up_status_env_down_leaves_nothing_running(tmp_path: Path) -> None:
 
 def test_external_services_are_used_not_started(services: Endpoints, tmp_path: Path) -> None:
     elsewhere = PythonService("governance", tmp_path / "elsewhere")     # the session stopped its own
-    url = elsewhere.start({"ACCORD_KAFKA_BOOTSTRAP": services.kafka_bootstrap}, 90, probe="/health")
+    url = elsewhere.start(kafka_env(services.kafka), 90, probe="/health")
     try:
         _uses_external(dataclasses.replace(services, governance_url=url), tmp_path / "state")
     finally:
@@ -63,7 +64,9 @@ def test_external_services_are_used_not_started(services: Endpoints, tmp_path: P
 
 
 def _uses_external(services: Endpoints, tmp_path: Path) -> None:
-    settings = Settings(state_dir=tmp_path, kafka_bootstrap=services.kafka_bootstrap, opa_url=services.opa_url,
+    settings = Settings(state_dir=tmp_path, kafka_bootstrap=services.kafka.bootstrap,
+                        kafka_username=services.kafka.username, kafka_password_file=services.kafka_password_file,
+                        opa_url=services.opa_url,
                         registry_url=services.registry_url, api_url=services.api_url,
                         governance_url=services.governance_url)
     stack = LocalStack(settings)
@@ -84,14 +87,14 @@ def test_demo_delivers_each_view_and_enforces_a_revocation(services: Endpoints, 
     # The session stopped the stack's governance service (other tests run their own on a fake clock); the demo
     # talks to a real `accord governance serve` process over HTTP.
     governance = PythonService("governance", tmp_path / "governance")
-    url = governance.start({"ACCORD_KAFKA_BOOTSTRAP": services.kafka_bootstrap}, 90, probe="/health")
+    url = governance.start(kafka_env(services.kafka), 90, probe="/health")
     try:
         result = demo.run(dataclasses.replace(services, governance_url=url), say=said.append, own_gate=True,
                           settings=Settings(state_dir=tmp_path))
     finally:
         governance.stop()
     # The demo's grant stays in force on the shared control topic; later tests must not find Blaby granted T1.
-    writer = ControlWriter(services.kafka_bootstrap, client_id="test-demo-cleanup")
+    writer = ControlWriter(services.kafka, client_id="test-demo-cleanup")
     try:
         writer.append(f"{GRANT_PREFIX}dispute-{result['dispute']['dispute']}", None)
     finally:
@@ -115,5 +118,5 @@ def test_demo_delivers_each_view_and_enforces_a_revocation(services: Endpoints, 
 
 
 def test_session_services_are_managed_processes(services: Endpoints) -> None:
-    port = int(services.kafka_bootstrap.rsplit(":", 1)[1])
+    port = int(services.kafka.bootstrap.rsplit(":", 1)[1])
     assert processes.port_in_use(port)

@@ -1,4 +1,4 @@
-"""The real OPA server: policies and data pushed with opa-python-client, decisions read back."""
+"""The real OPA server: policies from the signed bundle, data pushed with opa-python-client, decisions read back."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import pytest
 from broker.adapters.opa import OpaPolicyEngine
 from broker.errors import PolicyEngineError
 from broker.local.stack import Endpoints
-from broker.services.policies import load_policies
 
 FIELDS = {"lsoa": {"transform": "keep", "method": None, "as": None, "params": {}}}
 CATALOG = {
@@ -35,7 +34,6 @@ REQUEST = {
 @pytest.fixture
 def engine(services: Endpoints) -> Iterator[OpaPolicyEngine]:
     engine = OpaPolicyEngine(services.opa_url)
-    load_policies(engine)
     engine.put_data("accord/catalog", CATALOG)
     yield engine
     engine.close()

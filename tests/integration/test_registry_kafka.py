@@ -16,6 +16,7 @@ from broker.local import processes
 from broker.local.python_service import PythonService
 from broker.local.stack import Endpoints
 from broker.services.registry_runtime import open_registry
+from tests.conftest import kafka_env
 
 SCHEMA = {"type": "record", "name": "Sitrep", "namespace": "t",
           "fields": [{"name": "trust_ods_code", "type": "string"}, {"name": "covid_inpatients", "type": "int"}]}
@@ -23,14 +24,14 @@ SCHEMA = {"type": "record", "name": "Sitrep", "namespace": "t",
 
 def test_restarted_and_second_instances_serve_the_same_ids(services: Endpoints) -> None:
     topic = f"_test.schemas.{uuid.uuid4().hex[:8]}"
-    first, log1 = open_registry(services.kafka_bootstrap, topic)
+    first, log1 = open_registry(services.kafka, topic)
     try:
         v1 = first.register("sitrep-value", json.dumps(SCHEMA))
         evolved = {**SCHEMA, "fields": [*SCHEMA["fields"], {"name": "mv_beds", "type": "int", "default": 0}]}
         v2 = first.register("sitrep-value", json.dumps(evolved))
         first.set_config("sitrep-value", "FULL")
         first.delete_version("sitrep-value", "1", permanent=False)
-        second, log2 = open_registry(services.kafka_bootstrap, topic)  # while the first still runs
+        second, log2 = open_registry(services.kafka, topic)  # while the first still runs
         try:
             for registry in (first, second):
                 assert registry.read(lambda s: [(v.version, v.schema_id) for v in s.versions("sitrep-value")]) == [
@@ -48,13 +49,13 @@ def test_restarted_and_second_instances_serve_the_same_ids(services: Endpoints) 
             log2.close()
     finally:
         log1.close()
-    restarted, log3 = open_registry(services.kafka_bootstrap, topic)
+    restarted, log3 = open_registry(services.kafka, topic)
     try:
         assert restarted.read(lambda s: s.version("sitrep-value", "latest").schema_id) == v2.schema_id
         assert restarted.read(lambda s: s.subjects()) == ["other-value", "sitrep-value"]
     finally:
         log3.close()
-    assert describe_topic_config(services.kafka_bootstrap, topic)["cleanup.policy"] == "compact"
+    assert describe_topic_config(services.kafka, topic)["cleanup.policy"] == "compact"
 
 
 def test_registry_service_started_by_accord_local(services: Endpoints) -> None:
@@ -71,7 +72,7 @@ def test_registry_service_started_by_accord_local(services: Endpoints) -> None:
 def test_killed_registry_process_restarts_with_every_subject_version_and_id(
         services: Endpoints, tmp_path: Path) -> None:
     service = PythonService("registry", tmp_path)
-    env = {"ACCORD_KAFKA_BOOTSTRAP": services.kafka_bootstrap}
+    env = kafka_env(services.kafka)
     url = service.start(env, timeout_s=60)
     subject = f"killed-{uuid.uuid4().hex[:8]}-value"
     evolved = {**SCHEMA, "fields": [*SCHEMA["fields"], {"name": "mv_beds", "type": "int", "default": 0}]}

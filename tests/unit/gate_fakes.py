@@ -12,14 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from broker.adapters.kafka_control import ControlRecord
+from broker.adapters.kafka_governance import AUDIT_TOPIC
 from broker.adapters.kafka_log import Record
 from broker.adapters.registry_memory import InMemorySchemaRegistry
 from broker.catalog import revision_of
 from broker.domain.control import LEVELS
 from broker.domain.geography import LaTable, load_la_table
 from broker.domain.residence import ResidenceTable
-from broker.errors import ServiceError
-from broker.services.gate import Gate, GateParts
+from broker.errors import PolicyEngineError, ServiceError
+from broker.ports import Evaluation
+from broker.services.gate import AuditAppender, Gate, GateParts
 from broker.services.ingest import ingest_topic
 from broker.services.planner import CATALOG_REVISION, PLAN_RULE, SUBSCRIPTIONS_RULE, Planner
 from broker.services.serde import AvroDeserializer, AvroSerializer, SerializationContext
@@ -48,10 +50,16 @@ class Transaction:
     sent: list[Sent] = field(default_factory=list)
     consumed: list[Record] = field(default_factory=list)
     outcome: str = "open"  # then "committed" or "aborted"
+    audit: list[Sent] = field(default_factory=list)  # what was sent to the audit topic, kept apart from `sent`
+    flushed: int = 0  # how many sends the last flush covered: only their placements are known
 
 
 class FakeStage:
-    """Queued batches in, transactions out; `after_poll` runs once a batch is handed over (a concurrent writer)."""
+    """Queued batches in, transactions out; `after_poll` runs once a batch is handed over (a concurrent writer).
+
+    Every send takes the topic's next offset (partition 0), aborted or not, as on a real broker; a send's placement
+    may be read only once a flush covered it.
+    """
 
     def __init__(self) -> None:
         self.batches: deque[list[Record]] = deque()
@@ -59,6 +67,7 @@ class FakeStage:
         self.transactions: list[Transaction] = []
         self.after_poll: Callable[[], None] | None = None
         self.fail_on_send: int | None = None  # the n-th send of a transaction raises, as a lost broker would
+        self.offsets: dict[str, int] = {}
 
     def queue(self, *records: Record) -> None:
         self.batches.append(list(records))
@@ -76,13 +85,27 @@ class FakeStage:
         self.transactions.append(Transaction())
 
     def send(self, topic: str, value: bytes | None, key: bytes | None = None,
-             headers: Any = ()) -> None:
+             headers: Any = ()) -> Callable[[], tuple[int, int]]:
         self.calls.append("send")
         transaction = self._open()
         assert transaction is not None, f"send to {topic} outside a transaction"
         if self.fail_on_send is not None and len(transaction.sent) + 1 >= self.fail_on_send:
             raise ServiceError(f"producing to {topic} failed")
-        transaction.sent.append(Sent(topic, value, key, dict(headers)))
+        (transaction.audit if topic == AUDIT_TOPIC else transaction.sent).append(Sent(topic, value, key,
+                                                                                     dict(headers)))
+        offset = self.offsets[topic] = self.offsets.get(topic, -1) + 1
+        number = len(transaction.sent) + len(transaction.audit)
+
+        def placed() -> tuple[int, int]:
+            assert transaction.flushed >= number, f"the offset of a send to {topic} was read before a flush"
+            return 0, offset
+        return placed
+
+    def flush(self) -> None:
+        self.calls.append("flush")
+        transaction = self._open()
+        if transaction is not None:
+            transaction.flushed = len(transaction.sent) + len(transaction.audit)
 
     def commit(self, consumed: Any) -> None:
         self.calls.append("commit")
@@ -101,6 +124,11 @@ class FakeStage:
 
     def aborted(self) -> list[Sent]:
         return [s for t in self.transactions if t.outcome == "aborted" for s in t.sent]
+
+    def audited(self, outcome: str = "committed") -> list[dict[str, Any]]:
+        """The audit records sent in transactions that ended so, as (key decoded) → body pairs in a dict each."""
+        return [{"kind": (s.key or b"").decode(), **json.loads(s.value or b"")}
+                for t in self.transactions if t.outcome == outcome for s in t.audit]
 
     def _open(self) -> Transaction | None:
         return self.transactions[-1] if self.transactions and self.transactions[-1].outcome == "open" else None
@@ -138,20 +166,33 @@ class FakeControl:
 class FakePolicyEngine:
     """The PolicyEngine port answering accord.plans.* from its catalog data as docs/sharing-plans.md describes.
 
-    `failure` makes every evaluation raise; `read_only` ignores put_data (another writer owns OPA's data).
+    `failure` makes every evaluation raise; `read_only` ignores put_data (another writer owns OPA's data); `stop()`
+    and `restart()` take it down and bring it back empty of data.
     """
 
     def __init__(self) -> None:
-        self.policies: dict[str, str] = {}
         self.data: dict[str, dict[str, Any]] = {}
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.failure: Exception | None = None
         self.read_only = False
+        self.decisions = 0
+        self.down = False  # stopped, or refusing its bundle: not ready, and every call fails as OPA's would
+        self.health_checks = 0
 
-    def put_policy(self, module_id: str, source: str) -> None:
-        self.policies[module_id] = source
+    def ready(self) -> bool:
+        self.health_checks += 1
+        return not self.down
+
+    def stop(self) -> None:
+        self.down = True
+
+    def restart(self) -> None:
+        """Back with its bundle's policies but none of the data written over REST, as a restarted OPA is."""
+        self.down, self.data = False, {}
 
     def put_data(self, path: str, document: Mapping[str, Any]) -> None:
+        if self.down:
+            raise PolicyEngineError("OPA unreachable")
         if not self.read_only:
             self.data[path] = copy.deepcopy(dict(document))
 
@@ -159,6 +200,8 @@ class FakePolicyEngine:
         self.requests.append((rule, copy.deepcopy(dict(input_doc))))
         if self.failure is not None:
             raise self.failure
+        if self.down:
+            raise PolicyEngineError("OPA unreachable")
         catalog = self.data.get("accord/catalog", {})
         if rule == CATALOG_REVISION:
             return catalog.get("revision")
@@ -167,6 +210,11 @@ class FakePolicyEngine:
         if rule == PLAN_RULE:
             return plan_for(catalog, input_doc)
         return None
+
+    def evaluate_with_id(self, rule: str, input_doc: Mapping[str, Any]) -> Evaluation:
+        result = self.evaluate(rule, input_doc)
+        self.decisions += 1
+        return Evaluation(result, f"decision-{self.decisions}")
 
     def plan_requests(self) -> list[dict[str, Any]]:
         return [request for rule, request in self.requests if rule == PLAN_RULE]
@@ -307,6 +355,7 @@ class GateHarness:
     statuses: list[dict[str, Any]]
     ensured: list[str]
     serialize: AvroSerializer
+    decisions: list[dict[str, Any]]  # policy-decision audit records, as the gate wrote them
 
     def record(self, offset: int, place: str = "leicester", **changes: Any) -> Record:
         """A synthetic T1 case of `place`, Confluent-framed as ingest writes it, at `offset` of partition 0."""
@@ -324,18 +373,20 @@ class GateHarness:
 
 
 def make_gate(document: Mapping[str, Any] | None = None, clock: FakeClock | None = None,
-              replan_every_s: float = 10.0, policies: Mapping[str, str] | None = None,
-              residence: ResidenceTable | None = None) -> GateHarness:
+              replan_every_s: float = 10.0, residence: ResidenceTable | None = None,
+              audit: AuditAppender | None = None) -> GateHarness:
     """A gate over T1 whose control topic holds `document` (default: catalog_document()); not started yet."""
     stage, control, engine, registry = FakeStage(), FakeControl(), FakePolicyEngine(), InMemorySchemaRegistry()
     clock = clock or FakeClock()
     statuses: list[dict[str, Any]] = []
     ensured: list[str] = []
+    decisions: list[dict[str, Any]] = []
     control.append_catalog(document or catalog_document())
-    parts = GateParts(stage=stage, control=control, planner=Planner(engine, policies), registry=registry,
+    parts = GateParts(stage=stage, control=control, planner=Planner(engine, check_every_s=0), registry=registry,
                       schemas={T1: T1_SCHEMA}, la_table=LA_TABLE, pseudonym_secret=b"unit-test-pseudonym-secret",
                       ensure_topics=ensured.extend, status=lambda worker, status: statuses.append(status),
+                      audit=audit or (lambda kind, record: decisions.append({"kind": kind, **record})),
                       residence=residence)
     gate = Gate(parts, "worker-1", clock=clock, replan_every_s=replan_every_s)
     return GateHarness(gate, stage, control, engine, registry, clock, statuses, ensured,
-                       AvroSerializer(registry, json.dumps(T1_SCHEMA)))
+                       AvroSerializer(registry, json.dumps(T1_SCHEMA)), decisions)

@@ -3,11 +3,29 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+from typing import Any
 
 import pytest
 
-from broker.domain.audit import Chain, Entry, Signer, new_signing_key
-from broker.domain.audit_records import UNRECOGNISED, Source, raw_entry, resume_from_tail
+from broker.domain.audit import Chain, Entry, Signer, new_signing_key, verify
+from broker.domain.audit_records import (
+    UNRECOGNISED,
+    Delivered,
+    Source,
+    batch_record,
+    catalog_change,
+    catalog_contents,
+    decision_record,
+    decision_terms,
+    raw_entry,
+    records_digest,
+    resume_from_tail,
+)
+from broker.domain.plans import FieldRule, Plan
 from broker.errors import AuditError
 
 AT = "2026-01-01T00:00:00.000000Z"
@@ -71,3 +89,89 @@ def test_an_entry_that_names_no_raw_record_is_refused() -> None:
     entries = Chain(SIGNER).append("governance-event", AT, {"n": 1})
     with pytest.raises(AuditError, match=r"entry 0 .* does not name the raw record"):
         resume_from_tail(entries, whole=True)
+
+
+# -- what producers write ------------------------------------------------------------------------------------------
+def _plan(**changes: Any) -> Plan:
+    plan = Plan(subscriber="leicester-city-council", role="dph", stream="ukhsa.positive-tests",
+                purpose="health-protection", allow=True, reasons=(), agreements=("t1-leicester",),
+                fields=(FieldRule("dob", "generalise", "age-band", "age_band", {"at": "specimen_date"}),),
+                jurisdiction=("utla", "ltla"), areas=frozenset({"E06000016"}),
+                expiry=dt.datetime(2022, 6, 30, tzinfo=dt.UTC), revision="c-0123456789ab/4")
+    return dataclasses.replace(plan, **changes)
+
+
+def _delivered(offset: int, source_offset: int, key: bytes | None = b"k", value: bytes | None = b"v",
+               source_partition: int = 0) -> Delivered:
+    return Delivered(offset, key, value, Source("ingest.ukhsa.positive-tests", source_partition, source_offset))
+
+
+def test_the_records_digest_is_sha256_over_length_prefixed_keys_and_values() -> None:
+    expected = hashlib.sha256(b"\x00\x00\x00\x02k1" + b"\x00\x00\x00\x03abc"
+                              + b"\xff\xff\xff\xff" + b"\x00\x00\x00\x00").hexdigest()
+    assert records_digest([(b"k1", b"abc"), (None, b"")]) == expected
+    # The lengths keep boundaries: moving a byte from a key to its value changes the digest.
+    assert records_digest([(b"ab", b"c")]) != records_digest([(b"a", b"bc")])
+
+
+def test_a_batch_record_covers_its_records_in_offset_order_and_names_their_sources() -> None:
+    delivered = [_delivered(12, 7, value=b"second"), _delivered(11, 5, value=b"first"),
+                 _delivered(13, 2, source_partition=3)]
+
+    body = batch_record("deliver.x", 0, delivered, _plan(), "worker-1", AT)
+
+    assert (body["first_offset"], body["last_offset"], body["records"], body["offsets"]) == (11, 13, 3, [[11, 13]])
+    assert body["records_digest"] == records_digest([(b"k", b"first"), (b"k", b"second"), (b"k", b"v")])
+    assert body["sources"] == [
+        {"topic": "ingest.ukhsa.positive-tests", "partition": 0, "first_offset": 5, "last_offset": 7, "records": 2},
+        {"topic": "ingest.ukhsa.positive-tests", "partition": 3, "first_offset": 2, "last_offset": 2, "records": 1}]
+    assert (body["revision"], body["subscriber"], body["role"], body["worker"]) == (
+        "c-0123456789ab/4", "leicester-city-council", "dph", "worker-1")
+
+
+def test_a_batch_interleaved_with_another_writers_records_lists_its_own_offsets() -> None:
+    body = batch_record("deliver.x", 0, [_delivered(o, o) for o in (3, 4, 7, 9, 10)], _plan(), "w", AT)
+    assert (body["first_offset"], body["last_offset"], body["offsets"]) == (3, 10, [[3, 4], [7, 7], [9, 10]])
+
+
+def test_a_batch_record_of_nothing_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        batch_record("deliver.x", 0, [], _plan(), "w", AT)
+
+
+def test_a_decision_record_carries_the_engines_decision_id_and_both_revisions() -> None:
+    body = decision_record(_plan(allow=False, reasons=("no agreement in force",)), "4a1f-opa", "c-0123456789ab",
+                           "worker-1", AT)
+    assert {k: body[k] for k in ("allow", "reasons", "decision_id", "revision", "catalog_revision", "expiry")} == {
+        "allow": False, "reasons": ["no agreement in force"], "decision_id": "4a1f-opa",
+        "revision": "c-0123456789ab/4", "catalog_revision": "c-0123456789ab", "expiry": "2022-06-30T00:00:00+00:00"}
+    assert body["fields"] == [{"field": "dob", "transform": "generalise", "method": "age-band", "as": "age_band"}]
+    assert json.loads(json.dumps(body)) == body  # goes onto the audit topic as JSON as it is
+
+
+def test_decision_terms_leave_out_who_asked_and_when_so_a_repeated_decision_compares_equal() -> None:
+    assert decision_terms(_plan(), "c-1") == decision_terms(_plan(), "c-1")
+    assert decision_terms(_plan(), "c-1") != decision_terms(_plan(allow=False), "c-1")
+    assert decision_terms(_plan(), "c-1") != decision_terms(_plan(revision="c-1/5"), "c-1")
+
+
+def test_a_catalog_change_names_its_control_record_who_and_what() -> None:
+    document = {"revision": "c-1", "bodies": {"b": {}, "a": {}}, "streams": {"s": {}}, "agreements": {"t1-x": {}}}
+    body = catalog_change("catalog-applied", "catalog", 41, "ig-lead", AT, catalog_contents(document))
+    assert body == {"change": "catalog-applied", "control": {"key": "catalog", "offset": 41}, "by": "ig-lead",
+                    "at": AT, "revision": "c-1", "bodies": ["a", "b"], "streams": ["s"], "agreements": ["t1-x"]}
+    assert catalog_contents(None) == {"revision": None}
+
+
+@pytest.mark.parametrize("key", [b"catalog-change", b"delivery-batch", b"policy-decision"])
+def test_an_edited_record_of_each_kind_is_named_by_verify(key: bytes) -> None:
+    chain, entries = Chain(SIGNER, interval=2), []
+    for offset in range(3):
+        kind, body = raw_entry(key, json.dumps({"n": offset}).encode(), Source("_accord.audit", 0, offset))
+        entries.extend(chain.append(kind, AT, body))
+    forged = dataclasses.replace(entries[1], body={**entries[1].body, "event": {"n": 99}})
+
+    problem = verify([entries[0], forged, *entries[2:]], {SIGNER.key_id: SIGNER.public_key}).first_problem
+    assert problem is not None and (problem.seq, problem.kind) == (1, "tampered")
+    missing = verify([entries[0], *entries[2:]], {SIGNER.key_id: SIGNER.public_key}).first_problem
+    assert missing is not None and (missing.seq, missing.kind) == (1, "missing")

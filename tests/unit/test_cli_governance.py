@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ from broker import cli_governance
 from broker.api.governance_app import create_governance_app
 from broker.cli import app
 from broker.services.governance import Governance
+from tests.unit.auth_fakes import guard, token
 from tests.unit.governance_catalog import LEICESTER, T1, catalog
 from tests.unit.governance_fakes import FakeClock, FakeControl, MemoryGovernanceLog
 from tests.unit.notifier_fakes import RecordingNotifier
@@ -53,7 +55,7 @@ class FakeApi:
 @pytest.fixture
 def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeApi]:
     fake = FakeApi()
-    monkeypatch.delenv("ACCORD_ACTOR", raising=False)
+    monkeypatch.delenv("ACCORD_TOKEN", raising=False)
     monkeypatch.setattr(cli_governance, "_client",
                         lambda: httpx.Client(transport=httpx.MockTransport(fake), base_url="http://governance.test"))
     yield fake
@@ -66,31 +68,33 @@ def run(*args: str, env: dict[str, str] | None = None) -> Any:
 def test_a_command_without_an_actor_says_how_to_give_one_and_sends_nothing(api: FakeApi) -> None:
     result = run("dispute", "list")
     assert result.exit_code == 1
-    assert "error: say who is acting: --as body:role:person (or set ACCORD_ACTOR)" in result.stderr
+    assert "error: say who is acting: --token TOKEN or --token @FILE (or set ACCORD_TOKEN)" in result.stderr
     assert api.requests == []
 
 
-@pytest.mark.parametrize("actor", ["ukhsa:ig-lead", "ukhsa::jo", ":ig-lead:jo", "ukhsa:ig-lead: "])
-def test_a_malformed_actor_is_refused(api: FakeApi, actor: str) -> None:
-    result = run("dispute", "list", "--as", actor)
+@pytest.mark.parametrize("given", ["two words", "tok\u00ebn", "@/nonexistent/token"])
+def test_a_malformed_or_unreadable_token_is_refused(api: FakeApi, given: str) -> None:
+    result = run("dispute", "list", "--token", given)
     assert result.exit_code == 1
-    assert "is not body:role:person" in result.stderr
+    assert "not a token" in result.stderr or "cannot read the token file" in result.stderr
     assert api.requests == []
 
 
-def test_a_non_ascii_person_is_refused_before_it_reaches_a_header(api: FakeApi) -> None:
-    result = run("dispute", "list", "--as", "ukhsa:ig-lead:Zoë")
-    assert result.exit_code == 1
-    assert "must be printable ASCII" in result.stderr
+def test_a_token_file_is_read(api: FakeApi, tmp_path: Path) -> None:
+    api.answers["GET", "/disputes"] = httpx.Response(200, json={"disputes": []})
+    issued = token("ukhsa", "ig-lead", "jo")
+    (tmp_path / "token").write_text(issued + "\n")
+    assert run("dispute", "list", "--token", f"@{tmp_path / 'token'}").exit_code == 0
+    assert api.requests[0].headers["Authorization"] == f"Bearer {issued}"
 
 
-def test_the_actor_from_the_environment_goes_in_the_headers(api: FakeApi) -> None:
+def test_the_token_from_the_environment_goes_in_the_authorization_header(api: FakeApi) -> None:
     api.answers["GET", "/disputes"] = httpx.Response(200, json={"disputes": [DISPUTE]})
-    result = run("dispute", "list", "--state", "awaiting", env={"ACCORD_ACTOR": "ukhsa:ig-lead:jo:bloggs"})
+    issued = token("ukhsa", "ig-lead", "jo:bloggs")
+    result = run("dispute", "list", "--state", "awaiting", env={"ACCORD_TOKEN": issued})
     assert result.exit_code == 0, result.output
     request = api.requests[0]
-    assert (request.headers["X-Accord-Body"], request.headers["X-Accord-Role"],
-            request.headers["X-Accord-Person"]) == ("ukhsa", "ig-lead", "jo:bloggs")
+    assert request.headers["Authorization"] == f"Bearer {issued}"
     assert dict(request.url.params) == {"state": "awaiting"}
     header, row = result.stdout.splitlines()
     assert header.split() == ["ID", "STATE", "TIER", "DEADLINE", "STREAM", "SUBSCRIBER"]
@@ -102,7 +106,7 @@ def test_an_api_error_is_printed_as_its_message_with_exit_1(api: FakeApi) -> Non
     api.answers["POST", "/disputes/d-1/decision"] = httpx.Response(
         403, json={"error": "leicester-city-council is a party to dispute d-1 and cannot decide it"})
     result = run("dispute", "decide", "d-1", "--outcome", "granted", "--reason", "fine",
-                 "--as", "leicester-city-council:dph:ivan")
+                 "--token", token("leicester-city-council", "dph", "ivan"))
     assert result.exit_code == 1
     assert result.stderr.strip() == "error: leicester-city-council is a party to dispute d-1 and cannot decide it"
 
@@ -113,7 +117,7 @@ def test_an_unreachable_api_is_an_error_not_a_traceback(monkeypatch: pytest.Monk
 
     monkeypatch.setattr(cli_governance, "_client",
                         lambda: httpx.Client(transport=httpx.MockTransport(refuse), base_url="http://governance.test"))
-    result = run("emergency", "status", "--as", "dhsc:governance-board:sam")
+    result = run("emergency", "status", "--token", token("dhsc", "governance-board", "sam"))
     assert result.exit_code == 1
     assert result.stderr.startswith("error: the governance API did not answer (connection refused)")
 
@@ -122,7 +126,7 @@ def test_raise_sends_the_request_and_prints_where_the_dispute_stands(api: FakeAp
     api.answers["POST", "/disputes"] = httpx.Response(201, json=DISPUTE)
     result = run("dispute", "raise", "ukhsa.positive-tests", "--kind", "refusal", "--role", "dph",
                  "--purpose", "outbreak-control", "--justification", "cluster in LE1", "--field", "postcode",
-                 "--field", "age", "--urgency", "urgent", "--as", "leicester-city-council:dph:ivan")
+                 "--field", "age", "--urgency", "urgent", "--token", token("leicester-city-council", "dph", "ivan"))
     assert result.exit_code == 0, result.output
     sent = api.sent()
     assert sent["fields"] == ["postcode", "age"] and sent["areas"] is None and sent["urgency"] == "urgent"
@@ -132,13 +136,13 @@ def test_raise_sends_the_request_and_prints_where_the_dispute_stands(api: FakeAp
 
 def test_show_prints_a_readable_timeline_and_json_on_request(api: FakeApi) -> None:
     api.answers["GET", "/disputes/d-0000000001"] = httpx.Response(200, json=DISPUTE)
-    readable = run("dispute", "show", "d-0000000001", "--as", "ukhsa:ig-lead:jo").stdout.splitlines()
+    readable = run("dispute", "show", "d-0000000001", "--token", token("ukhsa", "ig-lead", "jo")).stdout.splitlines()
     assert readable[1] == "state awaiting, tier 2, level enhanced, deadline 2020-06-26T09:00:00.000000Z"
     raised, opened = readable[-2:]
     assert raised.split()[:3] == ["2020-06-24T09:00:00.000000Z", "raised", "leicester-city-council:dph:ivan"]
     assert opened.split() == ["2020-06-25T09:00:00.000000Z", "tier-opened", "-", "tier=2", "level=enhanced",
                               "deadline=2020-06-26T09:00:00.000000Z", "why=deadline", "passed"]
-    raw = run("dispute", "show", "d-0000000001", "--json", "--as", "ukhsa:ig-lead:jo").stdout
+    raw = run("dispute", "show", "d-0000000001", "--json", "--token", token("ukhsa", "ig-lead", "jo")).stdout
     assert json.loads(raw) == DISPUTE
 
 
@@ -147,7 +151,8 @@ def test_an_approval_short_of_the_tier_says_it_is_not_decided_yet(api: FakeApi) 
     api.answers["POST", "/disputes/d-0000000001/approvals"] = httpx.Response(
         200, json={"decided": False, "dispute": pending})
     result = run("dispute", "approve", "d-0000000001", "--outcome", "granted-in-part", "--reason", "minimised",
-                 "--field", "postcode", "--until", "2020-07-01T00:00:00Z", "--as", "nhse:governance-board:kim")
+                 "--field", "postcode", "--until", "2020-07-01T00:00:00Z",
+                 "--token", token("nhse", "governance-board", "kim"))
     assert result.exit_code == 0, result.output
     assert api.sent() == {"outcome": "granted-in-part", "reason": "minimised", "fields": ["postcode"],
                           "areas": None, "until": "2020-07-01T00:00:00Z"}
@@ -158,10 +163,10 @@ def test_emergency_declare_and_webhook_set_send_their_bodies(api: FakeApi) -> No
     api.answers["POST", "/emergency"] = httpx.Response(200, json={"scope": "E12000004", "level": "emergency"})
     api.answers["PUT", "/webhooks"] = httpx.Response(200, json={"body": "ukhsa", "url": "https://ukhsa.test/hook"})
     declared = run("emergency", "declare", "emergency", "--scope", "E12000004", "--reason", "surge",
-                   "--as", "dhsc:governance-board:sam")
+                   "--token", token("dhsc", "governance-board", "sam"))
     assert declared.stdout.strip() == "E12000004: level emergency"
     assert api.sent() == {"scope": "E12000004", "level": "emergency", "reason": "surge"}
-    hooked = run("webhook", "set", "https://ukhsa.test/hook", "--as", "ukhsa:ig-lead:jo")
+    hooked = run("webhook", "set", "https://ukhsa.test/hook", "--token", token("ukhsa", "ig-lead", "jo"))
     assert hooked.stdout.strip() == "webhook for ukhsa: https://ukhsa.test/hook"
     assert api.sent() == {"url": "https://ukhsa.test/hook"}
 
@@ -169,8 +174,9 @@ def test_emergency_declare_and_webhook_set_send_their_bodies(api: FakeApi) -> No
 def test_raise_then_show_against_the_real_api(monkeypatch: pytest.MonkeyPatch) -> None:
     control = FakeControl(catalog())
     governance = Governance(MemoryGovernanceLog(), control, control, FakeClock(), RecordingNotifier())
-    monkeypatch.setattr(cli_governance, "_client", lambda: TestClient(create_governance_app(governance, lambda: [])))
-    monkeypatch.setenv("ACCORD_ACTOR", f"{LEICESTER}:dph:ivan")
+    app = create_governance_app(governance, lambda: [], guard=guard())
+    monkeypatch.setattr(cli_governance, "_client", lambda: TestClient(app))
+    monkeypatch.setenv("ACCORD_TOKEN", token(LEICESTER, "dph", "ivan"))
     raised = run("dispute", "raise", T1, "--kind", "refusal", "--role", "dph", "--purpose", "health-protection",
                  "--justification", "cases rising", "--field", "name")
     assert raised.exit_code == 0, raised.output

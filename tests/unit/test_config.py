@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from broker.config import KAFKA_VERSION, OPA_VERSION, Settings
-from broker.local.kafka_server import KafkaLayout, new_cluster_id, server_properties
+from broker.local.kafka_server import KafkaLayout, KafkaSecrets, new_cluster_id, server_properties
 from broker.local.stack import LocalStack
 
 
@@ -35,13 +35,19 @@ def test_external_endpoints_come_from_environment(monkeypatch: pytest.MonkeyPatc
                                      "ACCORD_GOVERNANCE_URL=http://governance.example:8090"]
 
 
-def test_server_properties_single_node_kraft_on_loopback(tmp_path: Path) -> None:
-    props = dict(
-        line.split("=", 1) for line in server_properties(KafkaLayout(tmp_path), 19092, 19093).splitlines() if line
-    )
+def test_server_properties_single_node_kraft_on_loopback_with_authentication(tmp_path: Path) -> None:
+    text = server_properties(KafkaLayout(tmp_path), 19092, 19093, KafkaSecrets("broker-pw", "controller-pw"))
+    props = dict(line.split("=", 1) for line in text.splitlines() if line)
     assert props["process.roles"] == "broker,controller"
     assert props["controller.quorum.voters"] == "1@127.0.0.1:19093"
-    assert props["listeners"] == "PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093"
+    assert props["listeners"] == "SASL_PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093"
+    # no listener without authentication, and an authorizer that refuses what no ACL allows
+    assert "PLAINTEXT:PLAINTEXT" not in props["listener.security.protocol.map"]
+    assert props["listener.security.protocol.map"] == "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT"
+    assert props["authorizer.class.name"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    assert props["allow.everyone.if.no.acl.found"] == "false"
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert 'user_accord.controller="controller-pw"' in props["listener.name.controller.plain.sasl.jaas.config"]
     assert props["transaction.state.log.replication.factor"] == "1"
     assert int(props["log.cleaner.dedupe.buffer.size"]) < 128 * 1024 * 1024
 

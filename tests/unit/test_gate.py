@@ -286,17 +286,16 @@ def catalog_state(document: dict[str, Any], offset: int = 0) -> PolicyState:
 
 @pytest.mark.parametrize("engine_holds", [None, catalog_document(**{"t1-nottingham": agreement(
     "nottingham-city-council", "E06000018", valid_until="2021-01-01T00:00:00Z")})], ids=["nothing", "an-older"])
-def test_the_planner_gives_an_engine_without_the_states_catalog_the_catalog_and_policies(
+def test_the_planner_gives_an_engine_without_the_states_catalog_the_catalog(
         engine_holds: dict[str, Any] | None) -> None:
     engine, document = FakePolicyEngine(), catalog_document()
     if engine_holds is not None:
         engine.data["accord/catalog"] = engine_holds
-    planner = Planner(engine, {"plans/plans.rego": "package accord.plans"})
+    planner = Planner(engine)
 
     plans = planner.plans(catalog_state(document), T1, START)
 
-    assert engine.data["accord/catalog"] == document
-    assert engine.policies == {"plans/plans.rego": "package accord.plans"}
+    assert engine.data == {"accord/catalog": document}  # policies come from the signed bundle, never pushed
     assert {p.revision for p in plans} == {f"{document['revision']}/1"}
 
 
@@ -304,9 +303,9 @@ def test_the_planner_leaves_an_engine_on_the_states_revision_alone() -> None:
     engine, document = FakePolicyEngine(), catalog_document()
     engine.data["accord/catalog"] = {**document, "pushed-by": "the catalog writer"}
 
-    Planner(engine, {"plans/plans.rego": "package accord.plans"}).plans(catalog_state(document), T1, START)
+    Planner(engine).plans(catalog_state(document), T1, START)
 
-    assert engine.data["accord/catalog"]["pushed-by"] == "the catalog writer" and engine.policies == {}
+    assert engine.data["accord/catalog"]["pushed-by"] == "the catalog writer"
 
 
 def test_the_planner_refuses_plans_made_from_another_catalog_revision() -> None:

@@ -7,17 +7,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 
 from broker.adapters.webhooks import WebhookDelivery
 from broker.api.governance_app import create_governance_app
 from broker.services.governance import Governance
+from tests.unit.auth_fakes import NO_TOKEN, SERVICE, FakeAuthz, bearer, guard, now, token
 from tests.unit.governance_catalog import LEICESTER, MANCHESTER, T1, catalog
 from tests.unit.governance_fakes import FakeClock, FakeControl, MemoryGovernanceLog
 from tests.unit.notifier_fakes import RecordingNotifier
 
-DPH = {"X-Accord-Body": LEICESTER, "X-Accord-Role": "dph", "X-Accord-Person": "ivan@leicester.test"}
-UKHSA_IG = {"X-Accord-Body": "ukhsa", "X-Accord-Role": "ig-lead", "X-Accord-Person": "jo@ukhsa.test"}
+DPH = bearer(LEICESTER, "dph", "ivan@leicester.test")
+UKHSA_IG = bearer("ukhsa", "ig-lead", "jo@ukhsa.test")
 REFUSAL: dict[str, Any] = {
     "kind": "refusal", "stream": T1, "role": "dph", "purpose": "health-protection",
     "justification": "Cases are rising in Leicester and we need the line list to act.",
@@ -26,7 +28,7 @@ GRANTED = {"outcome": "granted", "reason": "The need is made out."}
 
 
 def acting(body: str, role: str) -> dict[str, str]:
-    return {"X-Accord-Body": body, "X-Accord-Role": role, "X-Accord-Person": f"{role} of {body}"}
+    return bearer(body, role)
 
 
 def board(body: str) -> dict[str, str]:
@@ -62,14 +64,15 @@ class Api:
         return ident
 
 
-def make_api(doc: dict[str, Any] | None = None, metrics: bool = False) -> Api:
+def make_api(doc: dict[str, Any] | None = None, metrics: bool = False, engine: FakeAuthz | None = None) -> Api:
     log, control, clock = MemoryGovernanceLog(), FakeControl(doc), FakeClock()
     governance = Governance(log, control, control, clock, RecordingNotifier())
     governance.start()
     deliveries: list[WebhookDelivery] = []
     scrape = (lambda: b"accord_disputes_open 1\n") if metrics else None
-    app = create_governance_app(governance, lambda: deliveries, scrape)
-    return Api(TestClient(app), governance, log, control, clock, deliveries)
+    app = create_governance_app(governance, lambda: deliveries, scrape, guard=guard(engine))
+    # Reads go as Accord's service identity unless a test says who calls.
+    return Api(TestClient(app, headers=SERVICE), governance, log, control, clock, deliveries)
 
 
 @pytest.fixture
@@ -86,34 +89,55 @@ def test_health_and_metrics() -> None:
     assert make_api(catalog()).client.get("/metrics").status_code == 404
 
 
-def test_openapi_lists_every_route_and_the_actor_headers(api: Api) -> None:
+def test_openapi_lists_every_route_and_no_claimed_identity_headers(api: Api) -> None:
     spec = api.client.get("/openapi.json").json()
     assert spec["info"]["title"] == "Accord governance"
     assert set(spec["paths"]) == {
         "/health", "/disputes", "/disputes/{ident}", "/disputes/{ident}/comments", "/disputes/{ident}/decision",
         "/disputes/{ident}/approvals", "/disputes/{ident}/appeal", "/emergency", "/emergency/lift", "/break-glass",
         "/webhooks", "/webhooks/deliveries", "/misroutes", "/misroutes/{ident}", "/misroutes/{ident}/deletion"}
-    headers = {p["name"] for p in spec["paths"]["/disputes"]["post"]["parameters"] if p["in"] == "header"}
-    assert headers == {"X-Accord-Body", "X-Accord-Role", "X-Accord-Person"}
+    headers = {p["name"] for p in spec["paths"]["/disputes"]["post"].get("parameters", []) if p["in"] == "header"}
+    assert headers == set()
 
 
-def test_raise_returns_the_dispute_awaiting_its_first_tier(api: Api) -> None:
-    dispute = api.raise_refusal()
-    assert (dispute["state"], dispute["tier"], dispute["publisher"], dispute["subscriber"]) == (
-        "awaiting", 0, "ukhsa", LEICESTER)
-    assert dispute["challenger"] == {"body": LEICESTER, "role": "dph", "person": "ivan@leicester.test"}
-    assert dispute["sought"]["fields"] == ["lsoa", "name", "specimen_date"]
-    assert [e["type"] for e in dispute["timeline"]] == ["raised", "tier-opened"]
-    assert api.client.get(f"/disputes/{dispute['id']}").json() == dispute
-
-
-@pytest.mark.parametrize("missing", ["X-Accord-Body", "X-Accord-Role", "X-Accord-Person"])
-def test_a_write_without_an_actor_is_401_and_writes_nothing(api: Api, missing: str) -> None:
-    headers = {name: value for name, value in DPH.items() if name != missing}
-    response = api.client.post("/disputes", json=REFUSAL, headers=headers)
+@pytest.mark.parametrize(("authorization", "why"), [
+    ("", "send `Authorization: Bearer <token>`"), ("Basic dXNlcjpwdw==", "must be `Bearer <token>`"),
+    ("Bearer not-a-jwt", "not a JWT"),
+    (f"Bearer {token(LEICESTER, 'dph', at=now() - dt.timedelta(hours=2))}", "expired"),
+    (f"Bearer {token(LEICESTER, 'dph', key=Ed25519PrivateKey.generate())}", "no longer Accord's")])
+def test_a_call_without_a_valid_token_is_401_and_writes_nothing(api: Api, authorization: str, why: str) -> None:
+    response = api.client.post("/disputes", json=REFUSAL, headers={"Authorization": authorization})
     assert response.status_code == 401
-    assert response.json()["error"].startswith(f"say who is acting: header(s) {missing} missing or empty")
+    assert response.headers["www-authenticate"].startswith('Bearer realm="accord"')
+    assert why in response.json()["error"]
     assert api.log.events == []
+
+
+def test_the_actor_is_the_tokens_and_opa_is_asked_with_the_route_template() -> None:
+    engine = FakeAuthz()
+    api = make_api(catalog(), engine=engine)
+    ident = api.raise_refusal()["id"]
+    api.client.post(f"/disputes/{ident}/decision", json=GRANTED, headers=UKHSA_IG)
+    asked = engine.asked[-1]
+    assert (asked["service"], asked["method"], asked["route"], asked["params"]) == (
+        "governance", "POST", "/disputes/{ident}/decision", {"ident": ident})
+    assert asked["identity"] == {"body": "ukhsa", "role": "ig-lead", "person": "jo@ukhsa.test"}
+    dispute = asked["resource"]["dispute"]
+    assert (dispute["parties"], dispute["tier"], dispute["deciders"]) == (
+        sorted({LEICESTER, "ukhsa"}), 0, {"bodies": ["ukhsa"], "roles": ["ig-lead"], "party": "publisher"})
+
+
+def test_opa_refusing_is_403_with_its_reason_and_opa_down_is_503() -> None:
+    refused = make_api(catalog(), engine=FakeAuthz(lambda _: False))
+    response = refused.client.post("/disputes", json=REFUSAL, headers=DPH)
+    assert response.status_code == 403 and "the fake policy says no" in response.json()["error"]
+    down = make_api(catalog(), engine=FakeAuthz(down=True)).client.get("/disputes")
+    assert down.status_code == 503
+    assert refused.log.events == []
+
+
+def test_health_needs_no_token(api: Api) -> None:
+    assert api.client.get("/health", headers=NO_TOKEN).status_code == 200
 
 
 def test_the_write_routes_all_need_an_actor(api: Api) -> None:
@@ -122,8 +146,9 @@ def test_the_write_routes_all_need_an_actor(api: Api) -> None:
               ("/disputes/{}/approvals", GRANTED), ("/disputes/{}/appeal", {"reason": "no"}),
               ("/emergency", {"level": "emergency", "reason": "r"}), ("/emergency/lift", {"reason": "r"}),
               ("/break-glass", {"stream": T1, "purpose": "health-protection", "justification": "j"})]
-    statuses = {path: api.client.post(path.format(ident), json=body).status_code for path, body in writes}
-    statuses["/webhooks"] = api.client.put("/webhooks", json={"url": None}).status_code
+    statuses = {path: api.client.post(path.format(ident), json=body, headers=NO_TOKEN).status_code
+                for path, body in writes}
+    statuses["/webhooks"] = api.client.put("/webhooks", json={"url": None}, headers=NO_TOKEN).status_code
     assert set(statuses.values()) == {401}, statuses
 
 
@@ -299,7 +324,7 @@ def test_a_misrouted_row_is_reported_and_its_deletion_confirmed_over_http() -> N
               "source": {"topic": f"ingest.{T1}", "partition": 0, "offset": 7},
               "reason": "the resident lives in Leicester; tested in Manchester"}
 
-    assert api.client.post("/misroutes", json=report).status_code == 401
+    assert api.client.post("/misroutes", json=report, headers=NO_TOKEN).status_code == 401
     bad = api.client.post("/misroutes", json={**report, "source": {"topic": "t", "partition": -1, "offset": 0}},
                           headers=UKHSA_IG)
     assert bad.status_code == 422 and "body.source.partition" in bad.json()["error"]

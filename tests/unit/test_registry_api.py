@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from broker.api.registry_app import MEDIA, create_registry_app
 from broker.services.registry import MemoryChangeSink, Registry
+from tests.unit.auth_fakes import NO_TOKEN, SERVICE, FakeAuthz, bearer, guard
 
 V1 = {"type": "record", "name": "Case", "namespace": "t", "fields": [{"name": "id", "type": "string"}]}
 V2_DEFAULT = {**V1, "fields": [*V1["fields"], {"name": "utla", "type": ["null", "string"], "default": None}]}
@@ -16,11 +17,12 @@ V2_NO_DEFAULT = {**V1, "fields": [*V1["fields"], {"name": "utla", "type": "strin
 V3_DROPS_ID = {**V1, "fields": [{"name": "utla", "type": ["null", "string"], "default": None}]}
 
 
-def _client(limit: int = 1_048_576) -> tuple[TestClient, MemoryChangeSink]:
+def _client(limit: int = 1_048_576, engine: FakeAuthz | None = None) -> tuple[TestClient, MemoryChangeSink]:
     registry = Registry()
     sink = MemoryChangeSink(registry)
     registry.bind(sink)
-    return TestClient(create_registry_app(registry, max_body_bytes=limit)), sink
+    app = create_registry_app(registry, max_body_bytes=limit, guard=guard(engine))
+    return TestClient(app, headers=SERVICE), sink
 
 
 def _register(client: TestClient, subject: str, schema: object) -> dict[str, object]:
@@ -168,3 +170,25 @@ def test_state_rebuilt_from_changelog_is_identical() -> None:
     assert replayed.read(lambda s: [v.schema_id for v in s.versions("s", deleted=True)]) == ids
     assert replayed.read(lambda s: s.mode("s").value) == "FULL"
     assert replayed.read(lambda s: [v.version for v in s.versions("s")]) == [2]
+
+
+def test_every_route_but_the_root_needs_a_token_in_confluents_error_shape() -> None:
+    client, _ = _client()
+    assert client.get("/", headers=NO_TOKEN).status_code == 200
+    refused = client.get("/subjects", headers=NO_TOKEN)
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"].startswith("Bearer")
+    assert refused.json()["error_code"] == 401 and "Bearer" in refused.json()["message"]
+
+
+def test_opa_is_asked_about_the_subject_and_its_refusal_is_403() -> None:
+    engine = FakeAuthz(lambda asked: asked["identity"]["body"] == "ukhsa")
+    client, _ = _client(engine=engine)
+    subject = "ingest.ukhsa.positive-tests-value"
+    body = {"schema": json.dumps(V1)}
+    refused = client.post(f"/subjects/{subject}/versions", json=body, headers=bearer("nhse", "ig-lead"))
+    assert refused.status_code == 403
+    assert engine.asked[-1]["route"] == "/subjects/{subject}/versions"
+    assert engine.asked[-1]["params"] == {"subject": subject}
+    assert client.post(f"/subjects/{subject}/versions", json=body, headers=bearer("ukhsa", "ig-lead")).status_code \
+        == 200

@@ -14,6 +14,7 @@ from broker.config import Settings
 from broker.errors import ServiceStartError, SetupError
 from broker.local import opa_server, toolchain
 from broker.local.stack import LocalStack
+from broker.services.bundles import SignedBundle
 
 
 def _run_cli(args: list[str], env_extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -51,7 +52,8 @@ def test_opa_that_dies_reports_its_log_tail(tmp_path: Path) -> None:
     binary = tmp_path / "opa"
     _fake_opa(binary, "echo 'error: listen tcp: address already in use' >&2; exit 1")
     with pytest.raises(ServiceStartError) as err:
-        opa_server.start(binary, opa_server.OpaLayout(tmp_path / "state"), timeout_s=10)
+        bundle = SignedBundle(tmp_path / "bundle.tar.gz", tmp_path / "policy-bundle.pub", "p-test")
+        opa_server.start(binary, opa_server.OpaLayout(tmp_path / "state"), timeout_s=10, bundle=bundle)
     assert "OPA exited during start-up" in str(err.value)
     assert "address already in use" in str(err.value)
 

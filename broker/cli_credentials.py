@@ -1,0 +1,83 @@
+"""`accord credentials token|rotate-signing-key|revoke`: API tokens for a body's people and Accord's services.
+
+Keys and revocations live in the secrets directory (0600). A token is printed, or written to a 0600 file with
+`--out`; nothing here logs one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from broker.cli_policy import CATALOG_DIR
+from broker.config import Settings
+from broker.errors import AccordError, ConfigError
+from broker.services import api_tokens
+
+credentials_cli = typer.Typer(help="API credentials: issue tokens, rotate the signing key, revoke a body's tokens.",
+                              no_args_is_help=True)
+
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_ttl(text: str) -> dt.timedelta:
+    """`90s`, `15m`, `8h` or `7d` as a duration."""
+    match = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", text)
+    if match is None:
+        raise ConfigError(f"--ttl {text!r} is not a duration such as 15m, 8h or 7d")
+    return dt.timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def check_holder(catalog_dir: Path, body: str, role: str) -> None:
+    """The body is in the catalog and holds the role (Accord's own service identity aside)."""
+    if (body, role) == (api_tokens.SERVICE_BODY, api_tokens.SERVICE_ROLE):
+        return
+    from broker.catalog import load_catalog
+
+    bodies = load_catalog(catalog_dir).bodies
+    if body not in bodies:
+        raise AccordError(f"no body {body!r} in {catalog_dir}/bodies.yaml; known: {', '.join(sorted(bodies))}")
+    roles = bodies[body].roles
+    if role not in roles:
+        raise AccordError(f"{body} holds no role {role!r} in the catalog; its roles: {', '.join(roles) or 'none'}")
+
+
+@credentials_cli.command("token")
+def token(
+    body: Annotated[str, typer.Option(help="the body's id in catalog/bodies.yaml (accord for a service)")],
+    role: Annotated[str, typer.Option(help="one of the body's roles (service for Accord's own services)")],
+    person: Annotated[str, typer.Option(help="who will use it, for the record (an email or staff id)")],
+    ttl: Annotated[str, typer.Option(help="how long it is valid: 15m, 8h, 7d (at most 30d)")] = "8h",
+    out: Annotated[Path | None, typer.Option(help="write it to this file (mode 0600) instead of printing")] = None,
+    catalog: Annotated[Path, typer.Option(help="catalog directory")] = CATALOG_DIR,
+) -> None:
+    """Issue a signed token for a person acting for a body in one of its roles."""
+    check_holder(catalog, body, role)
+    key = api_tokens.signing_key(Settings().secrets_dir)
+    issued = api_tokens.issue(key, body, role, person, parse_ttl(ttl), api_tokens.system_clock())
+    if out is None:
+        typer.echo(issued)
+        return
+    api_tokens.write_token(out, issued)
+    typer.echo(f"token for {body}:{role}:{person} written to {out} (mode 0600), valid for {ttl}", err=True)
+
+
+@credentials_cli.command("rotate-signing-key")
+def rotate_signing_key() -> None:
+    """Make a new signing key: every token issued before is refused from now on."""
+    directory = Settings().secrets_dir
+    key = api_tokens.rotate_signing_key(directory)
+    typer.echo(f"new API signing key {api_tokens.key_id(key.public_key())} in {directory}; every earlier token is "
+               "refused. Copy api-signing.pub to services on other hosts and issue new tokens.")
+
+
+@credentials_cli.command("revoke")
+def revoke(body: Annotated[str, typer.Option(help="the body whose tokens to refuse")]) -> None:
+    """Refuse every token of a body issued up to now; tokens issued afterwards are accepted."""
+    cutoff = api_tokens.revoke(Settings().secrets_dir, body, api_tokens.system_clock())
+    when = dt.datetime.fromtimestamp(cutoff, dt.UTC).isoformat().replace("+00:00", "Z")
+    typer.echo(f"tokens of {body} issued before {when} are refused")

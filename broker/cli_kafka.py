@@ -1,0 +1,58 @@
+"""`accord kafka provision|rotate|acls`: the Kafka users and ACLs Accord keeps for its bodies and services.
+
+These act as the Kafka admin: the local stack's (`accord local up` makes it and keeps its password in the secrets
+dir), or, for a cluster someone else runs, whichever super user ACCORD_KAFKA_USERNAME names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from broker.config import Settings
+from broker.local.toolchain import REPO_ROOT
+
+kafka_cli = typer.Typer(help="Kafka users (SASL/SCRAM) and ACLs for bodies and Accord's services.",
+                        no_args_is_help=True)
+CatalogDir = Annotated[Path, typer.Option("--catalog", help="catalog directory whose bodies get users")]
+
+
+@kafka_cli.command("provision")
+def provision(catalog: CatalogDir = REPO_ROOT / "catalog") -> None:
+    """Create a SCRAM user (password made, 0600 in the secrets dir) for every body of the catalog and every Accord
+    service, and make the ACLs exactly what broker/domain/kafka_acls.py says. Safe to repeat."""
+    from broker.catalog import load_and_compile
+    from broker.cli_policy import running_endpoints
+    from broker.services import kafka_identities
+
+    document = load_and_compile(catalog, REPO_ROOT / "schemas")
+    done = kafka_identities.provision(running_endpoints().kafka, Settings().secrets_dir, document)
+    typer.echo(done.describe())
+
+
+@kafka_cli.command("rotate")
+def rotate(user: Annotated[str, typer.Argument(help="a body id, or accord.gate / accord.api / ...")]) -> None:
+    """Give USER a new password: on the cluster first, then in its file. Connected clients stay connected; the next
+    connection needs the new password (a service started by `accord local` reads it when it restarts)."""
+    from broker.cli_policy import running_endpoints
+    from broker.services import kafka_identities
+
+    path = kafka_identities.rotate(running_endpoints().kafka, Settings().secrets_dir, user)
+    typer.echo(f"rotated {user}'s Kafka password; the new one is in {path} (mode 0600)")
+
+
+@kafka_cli.command("acls")
+def acls(user: Annotated[str | None, typer.Option(help="only this user's")] = None) -> None:
+    """List the ACLs on the cluster, one per line."""
+    from broker.adapters.kafka_security import KafkaSecurity
+    from broker.cli_policy import running_endpoints
+
+    with KafkaSecurity(running_endpoints().kafka) as security:
+        found = sorted(security.acls(), key=repr)
+    for acl in found:
+        if user is None or acl.principal == f"User:{user}":
+            pattern = acl.resource_pattern
+            typer.echo(f"{acl.principal} {acl.permission_type.name} {acl.operation.name} "
+                       f"{pattern.resource_type.name} {pattern.resource_name} ({pattern.pattern_type.name})")

@@ -1,0 +1,137 @@
+"""Kafka identities: one SCRAM user per body and per Accord service, passwords on disk (0600), ACLs in sync.
+
+A password lives in `<secrets dir>/kafka/<user>.password` and nowhere else: not in a log line, not in an error
+message (KafkaAccess holds it as a SecretStr), not in the environment of the services (they get the file's path).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from broker.adapters.kafka_access import KafkaAccess, read_password_file
+from broker.adapters.kafka_security import KafkaSecurity
+from broker.config import Settings
+from broker.domain.kafka_acls import (
+    ADMIN_USER,
+    BROKER_USER,
+    CONTROLLER_USER,
+    SERVICE_USERS,
+    all_bindings,
+    bodies_from_catalog,
+    users,
+)
+from broker.errors import ConfigError
+
+PASSWORD_BYTES = 32
+
+
+def password_path(secrets_dir: Path, user: str) -> Path:
+    if not user or "/" in user or user.startswith("."):
+        raise ConfigError(f"{user!r} is not a Kafka user name Accord makes")
+    return secrets_dir / "kafka" / f"{user}.password"
+
+
+def _write_new(path: Path, exclusive: bool) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    password = secrets.token_urlsafe(PASSWORD_BYTES)
+    if exclusive:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(password)
+        return password
+    staged = path.with_name(f".{path.name}.new")
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(password)
+    staged.replace(path)
+    return password
+
+
+def ensure_password(secrets_dir: Path, user: str) -> str:
+    """The user's password, made on first use (created exclusively: two starters agree on one)."""
+    path = password_path(secrets_dir, user)
+    try:
+        return _write_new(path, exclusive=True)
+    except FileExistsError:
+        return read_password_file(path)
+
+
+def local_access(secrets_dir: Path, bootstrap: str, user: str = ADMIN_USER) -> KafkaAccess:
+    """How `user` reaches a Kafka that `accord local` runs, with the password from the secrets dir."""
+    return KafkaAccess.scram(bootstrap, user, read_password_file(password_path(secrets_dir, user)))
+
+
+def kafka_access(settings: Settings, bootstrap: str) -> KafkaAccess:
+    """The principal this process acts as (see Settings.kafka_username)."""
+    if settings.kafka_username:
+        if settings.kafka_password is not None:
+            password = settings.kafka_password.get_secret_value()
+        elif settings.kafka_password_file is not None:
+            password = read_password_file(settings.kafka_password_file)
+        else:
+            raise ConfigError("ACCORD_KAFKA_USERNAME is set without ACCORD_KAFKA_PASSWORD(_FILE)")
+        return KafkaAccess(bootstrap, settings.kafka_username, SecretStr(password),
+                           settings.kafka_security_protocol or "SASL_PLAINTEXT")
+    if settings.kafka_bootstrap:
+        return KafkaAccess(bootstrap, security_protocol=settings.kafka_security_protocol or "PLAINTEXT")
+    return local_access(settings.secrets_dir, bootstrap)
+
+
+def service_env(settings: Settings, service: str) -> dict[str, str]:
+    """What a locally started service needs to act as its own Kafka user: the name and the password's file."""
+    if settings.kafka_bootstrap:
+        return {}  # an external Kafka: the services act as whoever this process's environment names
+    user = SERVICE_USERS[service]
+    return {"ACCORD_KAFKA_USERNAME": user, "ACCORD_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "ACCORD_KAFKA_PASSWORD_FILE": str(password_path(settings.secrets_dir, user))}
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    users_created: tuple[str, ...]
+    acls_created: int
+    acls_deleted: int
+
+    def describe(self) -> str:
+        made = f"{len(self.users_created)} user(s) created" if self.users_created else "no new users"
+        return f"{made}; ACLs: {self.acls_created} added, {self.acls_deleted} removed"
+
+
+def provision(admin: KafkaAccess, secrets_dir: Path, catalog: dict[str, Any]) -> Provisioned:
+    """Every body of the compiled `catalog` and every Accord service gets a SCRAM user (a password made if it has
+    none yet) and exactly the ACLs of broker/domain/kafka_acls.py. Idempotent; a body dropped from the catalog
+    keeps its user but loses its ACLs."""
+    roles = bodies_from_catalog(catalog.get("bodies", {}), catalog.get("streams", {}))
+    wanted = users(roles)
+    with KafkaSecurity(admin) as security:
+        existing = security.scram_users()
+        created = [u for u in wanted if u not in existing]
+        security.set_passwords({u: ensure_password(secrets_dir, u) for u in created})
+        managed = (existing | set(wanted)) - {ADMIN_USER, BROKER_USER, CONTROLLER_USER}
+        added, removed = security.sync(all_bindings(roles), managed)
+    return Provisioned(tuple(created), added, removed)
+
+
+def rotate(admin: KafkaAccess, secrets_dir: Path, user: str) -> Path:
+    """A new password for `user`, on the cluster first and then on disk; returns the file.
+
+    Clients already connected stay connected (Kafka checks the password at authentication); a client that
+    reconnects needs the new one. The admin's own password is changed the same way.
+    """
+    if user in (BROKER_USER, CONTROLLER_USER):
+        raise ConfigError(f"{user} is the broker's own user: its password changes with `accord local down --wipe`")
+    path = password_path(secrets_dir, user)
+    if not path.exists():
+        raise ConfigError(f"Accord keeps no Kafka password for {user!r} (no {path.name}); is it a body or service?")
+    staged = path.with_name(f".{path.name}.rotating")
+    password = _write_new(staged, exclusive=False)
+    with KafkaSecurity(admin) as security:
+        security.set_passwords({user: password})
+    staged.replace(path)
+    return path

@@ -1,0 +1,256 @@
+# METADATA
+# title: Accord API authorisation
+# description: |
+#   Decides whether an authenticated caller (a body, one of its roles, a person) may call one endpoint of one of
+#   Accord's services. Input: service, method, route (the template, never the raw path), params, query,
+#   identity {body, role, person} and, for a dispute or a misroute, the resource attributes the service builds
+#   from its governance state. Default deny; a refusal says why in reasons.
+package accord.authz
+
+# METADATA
+# description: The answer the services read, allow and (when refused) why.
+decision := {"allow": allow, "reasons": sort(reasons)}
+
+default allow := false
+
+# METADATA
+# description: Accord's own services; they read everything and keep the registry, but decide nothing.
+allow if {
+	_service_identity
+	_service_may
+}
+
+# METADATA
+# description: A catalog body acting in one of its roles, within what that role may do on this endpoint.
+allow if {
+	_member
+	_body_may
+}
+
+# METADATA
+# description: Why a request was refused; empty when it is allowed.
+reasons contains why if {
+	not allow
+	some why in _refusals
+}
+
+reasons contains why if {
+	not allow
+	count(_refusals) == 0
+	why := sprintf("%s as %s may not %s %s on the %s service", [_id.body, _id.role, input.method, input.route, input.service])
+}
+
+_id := input.identity
+
+_catalog := data.accord.catalog
+
+_params := object.get(input, "params", {})
+
+_dispute := input.resource.dispute
+
+_service_identity if {
+	_id.body == "accord"
+	_id.role == "service"
+}
+
+_member if _id.role in _catalog.bodies[_id.body].roles
+
+_read if input.method == "GET"
+
+_governance_roles contains role if {
+	some declarer in _catalog.emergency_declarers
+	some role in declarer.roles
+}
+
+_governance_roles contains role if {
+	some tier in _catalog.ladder.tiers
+	not tier.deciders.party
+	some role in tier.deciders.roles
+}
+
+_declarer if {
+	some declarer in _catalog.emergency_declarers
+	declarer.body == _id.body
+	_id.role in declarer.roles
+}
+
+_own(name) if startswith(name, concat("", [_id.body, "."]))
+
+_own(name) if startswith(name, concat("", ["ingest.", _id.body, "."]))
+
+# -- Accord's services ----------------------------------------------------------------------------------------------
+
+_service_may if input.service == "registry"
+
+_service_may if input.route == "/metrics"
+
+_service_may if _read
+
+# -- the governance service -----------------------------------------------------------------------------------------
+
+_open_reads := {"/disputes", "/disputes/{ident}", "/emergency", "/misroutes", "/misroutes/{ident}"}
+
+_by_any_member := {
+	["POST", "/disputes"],
+	["POST", "/misroutes"],
+	["PUT", "/webhooks"],
+}
+
+_body_may if {
+	input.service == "governance"
+	_read
+	input.route in _open_reads
+}
+
+_body_may if {
+	input.service == "governance"
+	[input.method, input.route] in _by_any_member
+}
+
+_body_may if {
+	input.route == "/webhooks/deliveries"
+	input.query.body == _id.body
+}
+
+_body_may if {
+	input.route == "/webhooks/deliveries"
+	_id.role in _governance_roles
+}
+
+_body_may if {
+	input.method == "POST"
+	input.route == "/disputes/{ident}/comments"
+	_involved
+}
+
+_body_may if {
+	input.method == "POST"
+	input.route == "/disputes/{ident}/appeal"
+	_id.body in _dispute.parties
+}
+
+_body_may if {
+	input.method == "POST"
+	input.route in {"/disputes/{ident}/decision", "/disputes/{ident}/approvals"}
+	_decider
+	not _own_dispute
+}
+
+_body_may if {
+	input.method == "POST"
+	input.route in {"/emergency", "/emergency/lift"}
+	_declarer
+}
+
+_body_may if {
+	input.method == "POST"
+	input.route == "/break-glass"
+	_id.role in _catalog.ladder.break_glass.roles
+}
+
+_body_may if {
+	input.method == "POST"
+	input.route == "/misroutes/{ident}/deletion"
+	input.resource.misroute.recipient == _id.body
+}
+
+_involved if _id.body in _dispute.parties
+
+_involved if _decider
+
+_decider if {
+	_id.body in _dispute.deciders.bodies
+	_id.role in _dispute.deciders.roles
+}
+
+# The publisher reconsidering at its own tier is the one party that decides (as broker/domain/adjudication.py).
+_reconsidering if {
+	_dispute.deciders.party == "publisher"
+	_id.body == _dispute.publisher
+}
+
+_own_dispute if {
+	_id.body in _dispute.parties
+	not _reconsidering
+}
+
+_own_dispute if _id.body == _dispute.challenger
+
+# -- the ingest API: a publisher's own streams ----------------------------------------------------------------------
+
+_body_may if {
+	input.service == "api"
+	input.route in {"/streams/{stream}/records", "/streams/{stream}/quarantine"}
+	_own(_params.stream)
+}
+
+# -- the schema registry: anyone known reads; a publisher writes its own subjects -----------------------------------
+
+_registry_reads := {"/subjects/{subject}", "/compatibility/subjects/{subject}/versions/{version}"}
+
+_body_may if {
+	input.service == "registry"
+	_read
+}
+
+_body_may if {
+	input.service == "registry"
+	input.method == "POST"
+	input.route in _registry_reads
+}
+
+_body_may if {
+	input.service == "registry"
+	not _read
+	not input.route in _registry_reads
+	_own(_params.subject)
+}
+
+# -- why not ------------------------------------------------------------------------------------------------------
+
+_refusals contains why if {
+	not _service_identity
+	not _member
+	why := sprintf("%s holds no role %s in the applied catalog", [_id.body, _id.role])
+}
+
+_refusals contains why if {
+	_member
+	input.route in {"/disputes/{ident}/decision", "/disputes/{ident}/approvals"}
+	not _decider
+	why := sprintf(
+		"dispute %s is at tier %d; %s as %s is not one of its deciders",
+		[_dispute.id, _dispute.tier + 1, _id.body, _id.role],
+	)
+}
+
+_refusals contains why if {
+	_member
+	input.route in {"/disputes/{ident}/decision", "/disputes/{ident}/approvals"}
+	_decider
+	_own_dispute
+	why := sprintf("%s is a party to dispute %s and cannot decide it", [_id.body, _dispute.id])
+}
+
+_refusals contains why if {
+	_member
+	input.route in {"/emergency", "/emergency/lift"}
+	not _declarer
+	why := sprintf("only an emergency declarer may change a level; %s as %s is not one", [_id.body, _id.role])
+}
+
+_refusals contains why if {
+	_member
+	input.route in {"/streams/{stream}/records", "/streams/{stream}/quarantine"}
+	not _own(_params.stream)
+	why := sprintf("%s may publish to and read the quarantine of its own streams only, not %s", [_id.body, _params.stream])
+}
+
+_refusals contains why if {
+	_member
+	input.service == "registry"
+	not _read
+	not input.route in _registry_reads
+	not _own(object.get(_params, "subject", ""))
+	why := sprintf("%s may change only its own subjects in the registry", [_id.body])
+}

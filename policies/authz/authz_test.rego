@@ -1,0 +1,166 @@
+package accord.authz_test
+
+import data.accord.authz
+
+_catalog := {
+	"bodies": {
+		"ukhsa": {"roles": ["ig-lead", "governance-board"]},
+		"dhsc": {"roles": ["ig-lead", "governance-board"]},
+		"nhse": {"roles": ["governance-board"]},
+		"accord-arbiter": {"roles": ["arbiter"]},
+		"leicester": {"roles": ["dph", "analyst"]},
+		"blaby": {"roles": ["environmental-health"]},
+	},
+	"emergency_declarers": [
+		{"body": "dhsc", "roles": ["governance-board"]},
+		{"body": "accord-arbiter", "roles": ["arbiter"]},
+	],
+	"ladder": {
+		"tiers": [
+			{"deciders": {"party": "publisher", "bodies": [], "roles": ["ig-lead"]}},
+			{"deciders": {"bodies": ["ukhsa", "dhsc", "nhse"], "roles": ["governance-board"]}},
+			{"deciders": {"bodies": ["accord-arbiter"], "roles": ["arbiter"]}},
+		],
+		"break_glass": {"roles": ["dph"]},
+	},
+}
+
+_who(body, role) := {"body": body, "role": role, "person": "someone"}
+
+_call(service, method, route, who) := {
+	"service": service, "method": method, "route": route, "path": route,
+	"params": {}, "query": {}, "identity": who, "resource": {},
+}
+
+_dispute(tier) := {
+	"id": "d-1", "publisher": "ukhsa", "subscriber": "blaby", "challenger": "blaby",
+	"parties": ["blaby", "ukhsa"], "tier": tier, "deciders": _deciders[tier],
+}
+
+_deciders := [
+	{"bodies": ["ukhsa"], "roles": ["ig-lead"], "party": "publisher"},
+	{"bodies": ["dhsc", "nhse", "ukhsa"], "roles": ["governance-board"], "party": null},
+]
+
+_decide(who, tier) := object.union(
+	_call("governance", "POST", "/disputes/{ident}/decision", who),
+	{"params": {"ident": "d-1"}, "resource": {"dispute": _dispute(tier)}},
+)
+
+_allowed(request) if authz.decision.allow with input as request with data.accord.catalog as _catalog
+
+_reasons(request) := reasons if {
+	reasons := authz.decision.reasons with input as request with data.accord.catalog as _catalog
+}
+
+test_an_unknown_identity_is_refused_and_told_why if {
+	request := _call("governance", "GET", "/disputes", _who("nobody", "dph"))
+	not _allowed(request)
+	_reasons(request) == ["nobody holds no role dph in the applied catalog"]
+}
+
+test_any_member_reads_disputes if _allowed(_call("governance", "GET", "/disputes", _who("leicester", "analyst")))
+
+test_any_member_raises_a_dispute if _allowed(_call("governance", "POST", "/disputes", _who("blaby", "environmental-health")))
+
+test_a_subscriber_cannot_decide if {
+	request := _decide(_who("leicester", "dph"), 1)
+	not _allowed(request)
+	_reasons(request) == ["dispute d-1 is at tier 2; leicester as dph is not one of its deciders"]
+}
+
+test_a_board_member_decides_at_the_board_tier if _allowed(_decide(_who("dhsc", "governance-board"), 1))
+
+test_a_decider_of_another_tier_is_refused if not _allowed(_decide(_who("dhsc", "governance-board"), 0))
+
+test_a_party_never_decides_its_own_dispute if {
+	request := _decide(_who("ukhsa", "governance-board"), 1)
+	not _allowed(request)
+	_reasons(request) == ["ukhsa is a party to dispute d-1 and cannot decide it"]
+}
+
+test_the_publisher_reconsiders_at_its_own_tier if _allowed(_decide(_who("ukhsa", "ig-lead"), 0))
+
+test_the_challenger_never_decides if {
+	request := json.patch(_decide(_who("ukhsa", "ig-lead"), 0), [
+		{"op": "replace", "path": "/resource/dispute/challenger", "value": "ukhsa"},
+	])
+	not _allowed(request)
+}
+
+test_parties_appeal_and_comment_others_do_not if {
+	appeal := object.union(_decide(_who("blaby", "environmental-health"), 0), {"route": "/disputes/{ident}/appeal"})
+	_allowed(appeal)
+	comment := object.union(_decide(_who("ukhsa", "ig-lead"), 0), {"route": "/disputes/{ident}/comments"})
+	_allowed(comment)
+	not _allowed(object.union(_decide(_who("leicester", "dph"), 0), {"route": "/disputes/{ident}/appeal"}))
+}
+
+test_only_declarers_change_the_emergency_level if {
+	_allowed(_call("governance", "POST", "/emergency", _who("dhsc", "governance-board")))
+	_allowed(_call("governance", "POST", "/emergency/lift", _who("accord-arbiter", "arbiter")))
+	refused := _call("governance", "POST", "/emergency", _who("ukhsa", "ig-lead"))
+	not _allowed(refused)
+	_reasons(refused) == ["only an emergency declarer may change a level; ukhsa as ig-lead is not one"]
+}
+
+test_break_glass_is_for_its_roles if {
+	_allowed(_call("governance", "POST", "/break-glass", _who("leicester", "dph")))
+	not _allowed(_call("governance", "POST", "/break-glass", _who("leicester", "analyst")))
+}
+
+test_only_the_recipient_confirms_a_deletion if {
+	request := object.union(
+		_call("governance", "POST", "/misroutes/{ident}/deletion", _who("leicester", "dph")),
+		{"resource": {"misroute": {"recipient": "leicester"}}},
+	)
+	_allowed(request)
+	not _allowed(object.union(request, {"identity": _who("blaby", "environmental-health")}))
+}
+
+test_webhook_deliveries_are_a_bodys_own_or_governance if {
+	own := object.union(
+		_call("governance", "GET", "/webhooks/deliveries", _who("leicester", "dph")),
+		{"query": {"body": "leicester"}},
+	)
+	_allowed(own)
+	not _allowed(object.union(own, {"query": {"body": "ukhsa"}}))
+	_allowed(object.union(own, {"identity": _who("nhse", "governance-board"), "query": {}}))
+}
+
+test_a_publisher_publishes_only_its_own_streams if {
+	own := object.union(
+		_call("api", "POST", "/streams/{stream}/records", _who("ukhsa", "ig-lead")),
+		{"params": {"stream": "ukhsa.positive-tests"}},
+	)
+	_allowed(own)
+	other := object.union(own, {"params": {"stream": "nhse.hospital-sitrep"}})
+	not _allowed(other)
+	_reasons(other) == ["ukhsa may publish to and read the quarantine of its own streams only, not nhse.hospital-sitrep"]
+}
+
+test_the_registry_is_read_by_members_and_written_by_owners if {
+	_allowed(_call("registry", "GET", "/subjects", _who("leicester", "analyst")))
+	lookup := object.union(
+		_call("registry", "POST", "/subjects/{subject}", _who("leicester", "analyst")),
+		{"params": {"subject": "ingest.ukhsa.positive-tests-value"}},
+	)
+	_allowed(lookup)
+	write := object.union(lookup, {"route": "/subjects/{subject}/versions"})
+	not _allowed(write)
+	_reasons(write) == ["leicester may change only its own subjects in the registry"]
+	_allowed(object.union(write, {"identity": _who("ukhsa", "ig-lead")}))
+	not _allowed(_call("registry", "PUT", "/config", _who("ukhsa", "ig-lead")))
+}
+
+test_services_keep_the_registry_and_scrape_metrics_but_decide_nothing if {
+	service := _who("accord", "service")
+	_allowed(_call("registry", "PUT", "/config", service))
+	_allowed(_call("gate", "GET", "/metrics", service))
+	_allowed(_call("governance", "GET", "/disputes", service))
+	not _allowed(_decide(service, 1))
+	not _allowed(_call("gate", "GET", "/metrics", _who("leicester", "dph")))
+	_reasons(_call("gate", "GET", "/metrics", _who("leicester", "dph"))) == [
+		"leicester as dph may not GET /metrics on the gate service",
+	]
+}

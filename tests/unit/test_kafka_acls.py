@@ -1,0 +1,107 @@
+"""The Kafka ACL bindings Accord keeps: worked out from the catalog, default deny, no body reaching another's."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import SecretStr
+
+from broker.adapters.kafka_access import KafkaAccess
+from broker.domain.kafka_acls import (
+    SERVICE_USERS,
+    Binding,
+    Op,
+    Resource,
+    all_bindings,
+    bodies_from_catalog,
+    body_bindings,
+    body_user,
+    service_bindings,
+    users,
+)
+from broker.errors import ConfigError
+
+STREAMS = ["ukhsa.positive-tests", "nhsd.shielded-patients"]
+BODIES = ["ukhsa", "nhsd", "leicester-city-council", "nottingham-city-council"]
+
+
+def _allowed(bindings: list[Binding], user: str, resource: Resource, name: str, op: Op) -> bool:
+    """What the broker's authorizer would decide for one request, given only ALLOW bindings."""
+    return any(b.user == user and b.resource == resource and b.op == op
+               and (name.startswith(b.name) if b.prefixed else name == b.name) for b in bindings)
+
+
+@pytest.fixture
+def bindings() -> list[Binding]:
+    return all_bindings(bodies_from_catalog(BODIES, STREAMS))
+
+
+def test_a_publisher_writes_only_its_own_ingest_topics(bindings: list[Binding]) -> None:
+    assert _allowed(bindings, "ukhsa", Resource.TOPIC, "ingest.ukhsa.positive-tests", Op.WRITE)
+    assert not _allowed(bindings, "ukhsa", Resource.TOPIC, "ingest.nhsd.shielded-patients", Op.WRITE)
+    assert not _allowed(bindings, "ukhsa", Resource.TOPIC, "ingest.ukhsa.positive-tests", Op.READ)
+    assert _allowed(bindings, "ukhsa", Resource.TOPIC, "quarantine.ukhsa.positive-tests", Op.READ)
+    assert not _allowed(bindings, "ukhsa", Resource.TOPIC, "quarantine.nhsd.shielded-patients", Op.READ)
+
+
+def test_a_subscriber_reads_only_its_own_delivery_topics_in_its_own_groups(bindings: list[Binding]) -> None:
+    own = "deliver.leicester-city-council.dph.ukhsa.positive-tests"
+    other = "deliver.nottingham-city-council.dph.ukhsa.positive-tests"
+    assert _allowed(bindings, "leicester-city-council", Resource.TOPIC, own, Op.READ)
+    assert not _allowed(bindings, "leicester-city-council", Resource.TOPIC, other, Op.READ)
+    assert not _allowed(bindings, "leicester-city-council", Resource.TOPIC, own, Op.WRITE)
+    assert not _allowed(bindings, "leicester-city-council", Resource.TOPIC, "ingest.ukhsa.positive-tests", Op.WRITE)
+    assert _allowed(bindings, "leicester-city-council", Resource.GROUP, "leicester-city-council.dashboard", Op.READ)
+    assert not _allowed(bindings, "leicester-city-council", Resource.GROUP, "nottingham-city-council.x", Op.READ)
+
+
+def test_a_body_id_that_prefixes_another_gets_nothing_of_the_other() -> None:
+    # `nhs` would prefix `nhsd`'s topics without the dot that ends every prefix.
+    bindings = all_bindings(bodies_from_catalog(["nhs", "nhsd"], ["nhs.a", "nhsd.b"]))
+    assert not _allowed(bindings, "nhs", Resource.TOPIC, "ingest.nhsd.b", Op.WRITE)
+    assert not _allowed(bindings, "nhs", Resource.TOPIC, "deliver.nhsd.dph.x", Op.READ)
+
+
+def test_the_gate_reads_ingest_and_writes_deliveries_but_reads_no_delivery(bindings: list[Binding]) -> None:
+    gate = SERVICE_USERS["gate"]
+    assert _allowed(bindings, gate, Resource.TOPIC, "ingest.ukhsa.positive-tests", Op.READ)
+    assert _allowed(bindings, gate, Resource.TOPIC, "deliver.leicester-city-council.dph.ukhsa.positive-tests", Op.WRITE)
+    assert not _allowed(bindings, gate, Resource.TOPIC, "deliver.leicester-city-council.dph.x", Op.READ)
+    assert not _allowed(bindings, gate, Resource.TOPIC, "ingest.ukhsa.positive-tests", Op.WRITE)
+    assert not _allowed(bindings, gate, Resource.TOPIC, "_accord.governance", Op.WRITE)
+
+
+def test_no_service_but_the_gate_touches_a_delivery_topic() -> None:
+    for user in SERVICE_USERS.values():
+        for op in (Op.READ, Op.WRITE):
+            if user != SERVICE_USERS["gate"] or op is Op.READ:
+                assert not _allowed(service_bindings(), user, Resource.TOPIC, "deliver.x.dph.s", op), (user, op)
+
+
+def test_every_binding_is_an_allow_of_a_known_user(bindings: list[Binding]) -> None:
+    known = set(users(bodies_from_catalog(BODIES, STREAMS)))
+    assert {b.user for b in bindings} <= known
+    assert all(b.name for b in bindings)
+    assert len(bindings) == len(set(bindings))
+
+
+def test_body_names_that_could_pass_for_a_service_are_refused() -> None:
+    with pytest.raises(ValueError):
+        body_user("accord.gate")
+    with pytest.raises(ValueError):
+        body_bindings("", publishes=True, subscribes=True)
+
+
+def test_credentials_never_show_in_text() -> None:
+    access = KafkaAccess.scram("127.0.0.1:9092", "ukhsa", "s3cret-pw")
+    assert "s3cret-pw" not in repr(access) and "s3cret-pw" not in str(access)
+    assert access.client_options()["sasl_plain_password"] == "s3cret-pw"
+    assert access.librdkafka_options()["sasl.password"] == "s3cret-pw"
+    assert access.principal == "User:ukhsa"
+
+
+def test_a_sasl_access_needs_both_name_and_password() -> None:
+    with pytest.raises(ConfigError, match="needs SASL credentials"):
+        KafkaAccess("127.0.0.1:9092", "ukhsa", None, "SASL_PLAINTEXT")
+    with pytest.raises(ConfigError, match="protocol"):
+        KafkaAccess("127.0.0.1:9092", "ukhsa", SecretStr("x"), "SASL_WHATEVER")
+    assert "sasl_mechanism" not in KafkaAccess("127.0.0.1:9092").client_options()

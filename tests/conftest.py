@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -32,6 +33,16 @@ def kafka_env(kafka: KafkaAccess) -> dict[str, str]:
     if kafka.username and kafka.password is not None:
         env |= {"ACCORD_KAFKA_USERNAME": kafka.username, "ACCORD_KAFKA_PASSWORD": kafka.password.get_secret_value()}
     return env
+
+
+def bearer(body: str = "accord", role: str = "service", person: str = "tests") -> dict[str, str]:
+    """An Authorization header with a token the session's services accept (signed with the key of the secrets dir
+    that `local_settings` points this process at); by default Accord's own service identity."""
+    from broker.services.api_tokens import issue, signing_key
+
+    now = dt.datetime.now(dt.UTC)
+    token = issue(signing_key(Settings().secrets_dir), body, role, person, dt.timedelta(hours=1), now)
+    return {"Authorization": f"Bearer {token}"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -16,6 +16,7 @@ from broker.local.python_service import PythonService
 from broker.local.stack import Endpoints
 from broker.services.steady_publisher import publish_steadily
 from broker.services.synthetic import spread
+from tests.conftest import kafka_env
 from tests.integration.gate_support import T1, Receiver, end_offsets, specimen_day, topic_for
 
 COUNCILS = {"leicester": "leicester-city-council", "nottingham": "nottingham-city-council",
@@ -27,8 +28,9 @@ COUNCILS = {"leicester": "leicester-city-council", "nottingham": "nottingham-cit
 
 def test_killing_a_worker_mid_stream_loses_and_duplicates_nothing(
         services: Endpoints, applied_catalog: dict[str, Any], tmp_path: Path) -> None:
-    env = {"ACCORD_KAFKA_BOOTSTRAP": services.kafka, "ACCORD_OPA_URL": services.opa_url,
-           "ACCORD_REGISTRY_URL": services.registry_url, "ACCORD_STATE_DIR": str(tmp_path / "state"),
+    # The workers share the session's secrets dir (pseudonym secret, API token key), as a deployment's would.
+    env = {**kafka_env(services.kafka), "ACCORD_OPA_URL": services.opa_url,
+           "ACCORD_REGISTRY_URL": services.registry_url,
            "ACCORD_GATE_GROUP": f"test-failover-{uuid.uuid4().hex[:8]}", "ACCORD_GATE_START_FROM": "latest"}
     workers = [PythonService("gate", tmp_path / name) for name in ("a", "b")]
     topics = sorted({topic_for(body, "dph") for body in COUNCILS.values()})

@@ -17,6 +17,7 @@ from broker.local.stack import Endpoints
 from broker.services.api_runtime import open_ingest
 from broker.services.ingest import ingest_topic, quarantine_topic, read_quarantine, screen_topic
 from broker.services.serde import AvroDeserializer, AvroSerializer, SerializationContext
+from tests.conftest import bearer
 
 STREAM = "ukhsa.positive-tests"
 
@@ -37,12 +38,14 @@ def _end_offset(log: KafkaLog, topic: str, partition: int = 0) -> int:
     return records[-1].offset + 1 if records else 0
 
 
-def test_http_publish_reports_each_record_and_quarantines_the_bad(services: Endpoints) -> None:
+def test_http_publish_reports_each_record_and_quarantines_the_bad(services: Endpoints,
+                                                                 applied_catalog: dict[str, Any]) -> None:
     before_accepted = ingest_count(STREAM, "accepted")
     good, future, unknown_la, no_postcode = (
         _case(), _case(specimen_date="2099-01-01"), _case(ltla="E06999999", utla="E06999999"), _case(postcode=""))
     response = httpx.post(f"{services.api_url}/streams/{STREAM}/records",
-                          json={"records": [good, future, unknown_la, no_postcode, "not an object"]}, timeout=30)
+                          json={"records": [good, future, unknown_la, no_postcode, "not an object"]}, timeout=30,
+                          headers=bearer("ukhsa", "ig-lead"))
     assert response.status_code == 200, response.text
     body = response.json()
     assert (body["accepted"], body["quarantined"]) == (1, 4)
@@ -70,10 +73,11 @@ def test_http_publish_reports_each_record_and_quarantines_the_bad(services: Endp
         registry.close()
         log.close()
     assert sorted(e["reasons"][0]["field"] for e in mine) == ["ltla", "postcode", "specimen_date"]
-    via_api = httpx.get(f"{services.api_url}/streams/{STREAM}/quarantine", params={"limit": 100_000}).json()
+    via_api = httpx.get(f"{services.api_url}/streams/{STREAM}/quarantine", params={"limit": 100_000},
+                        headers=bearer("ukhsa", "ig-lead")).json()
     assert {e["record"]["specimen_id"] for e in via_api["entries"] if isinstance(e.get("record"), dict)} >= {
         future["specimen_id"], unknown_la["specimen_id"], no_postcode["specimen_id"]}
-    metrics = httpx.get(f"{services.api_url}/metrics/").text
+    metrics = httpx.get(f"{services.api_url}/metrics", headers=bearer()).text
     assert f'accord_ingest_records_total{{outcome="quarantined",stream="{STREAM}"}}' in metrics
     assert ingest_count(STREAM, "accepted") == before_accepted  # counted in the API process, not this one
 
@@ -88,15 +92,22 @@ def test_quarantine_headers_say_why(services: Endpoints) -> None:
     assert json.loads(record.value or b"{}")["reasons"][0]["value_excerpt"] == "E0101357"
 
 
-def test_bad_requests(services: Endpoints) -> None:
-    unknown = httpx.post(f"{services.api_url}/streams/no.such-stream/records", json={"records": []})
+def test_bad_requests(services: Endpoints, applied_catalog: dict[str, Any]) -> None:
+    ukhsa = bearer("ukhsa", "ig-lead")
+    records = f"{services.api_url}/streams/{STREAM}/records"
+    unknown = httpx.post(f"{services.api_url}/streams/ukhsa.no-such-stream/records", json={"records": []},
+                         headers=ukhsa)
     assert unknown.status_code == 404 and "ukhsa.positive-tests" in unknown.json()["error"]
-    assert httpx.post(f"{services.api_url}/streams/{STREAM}/records", content=b"{oops").status_code == 422
-    assert httpx.post(f"{services.api_url}/streams/{STREAM}/records", json=[1]).status_code == 422
+    # another body's stream (existing or not) is refused before anything is said about it
+    assert httpx.post(f"{services.api_url}/streams/nhsd.shielded-patients/records", json={"records": []},
+                      headers=ukhsa).status_code == 403
+    assert httpx.post(records, json={"records": []}).status_code == 401
+    assert httpx.post(records, content=b"{oops", headers=ukhsa).status_code == 422
+    assert httpx.post(records, json=[1], headers=ukhsa).status_code == 422
     for hostile in (b'{"records": [{"pillar": NaN}]}', b'{"records": [' + b"9" * 5000 + b"]}"):
-        refused = httpx.post(f"{services.api_url}/streams/{STREAM}/records", content=hostile)
+        refused = httpx.post(f"{services.api_url}/streams/{STREAM}/records", content=hostile, headers=ukhsa)
         assert refused.status_code == 422 and "not JSON" in refused.json()["error"]
-    huge = httpx.post(f"{services.api_url}/streams/{STREAM}/records", content=b" " * 2_000_000)
+    huge = httpx.post(f"{services.api_url}/streams/{STREAM}/records", content=b" " * 2_000_000, headers=ukhsa)
     assert huge.status_code == 413
 
 

@@ -25,7 +25,11 @@ from tests.integration.gate_support import Receiver, end_offsets, publish, speci
 
 KafkaAs = Callable[[str], KafkaAccess]
 LEICESTER, NOTTINGHAM = "leicester-city-council", "nottingham-city-council"
-LEICESTER_DPH, NOTTINGHAM_DPH = topic_for(LEICESTER, "dph"), topic_for(NOTTINGHAM, "dph")
+LEICESTER_DPH = topic_for(LEICESTER, "dph")
+# Topics of these tests only, inside each council's delivery prefix: a raw row on a real delivery topic would
+# break every other reader of it.
+RUN = uuid.uuid4().hex[:8]
+LEICESTER_OWN, NOTTINGHAM_OWN = f"deliver.{LEICESTER}.acl-test.{RUN}", f"deliver.{NOTTINGHAM}.acl-test.{RUN}"
 
 
 def _producer(kafka: KafkaAccess) -> Any:
@@ -52,9 +56,9 @@ def _fetch_refused(consumer: Any, topic: str) -> bool:
 
 @pytest.fixture(scope="module")
 def delivery_topics(services: Endpoints) -> list[str]:
-    create_topics(services.kafka, [LEICESTER_DPH, NOTTINGHAM_DPH])
-    _write(services.kafka, NOTTINGHAM_DPH, b"a row only Nottingham may read")
-    return [LEICESTER_DPH, NOTTINGHAM_DPH]
+    create_topics(services.kafka, [LEICESTER_OWN, NOTTINGHAM_OWN])
+    _write(services.kafka, NOTTINGHAM_OWN, b"a row only Nottingham may read")
+    return [LEICESTER_OWN, NOTTINGHAM_OWN]
 
 
 def test_a_subscriber_reading_another_subscribers_topic_gets_an_authorisation_error(
@@ -62,10 +66,10 @@ def test_a_subscriber_reading_another_subscribers_topic_gets_an_authorisation_er
     consumer = KafkaConsumer(**kafka_as(LEICESTER).client_options(), group_id=None)
     try:
         with pytest.raises(TopicAuthorizationFailedError):
-            consumer.beginning_offsets([TopicPartition(NOTTINGHAM_DPH, 0)])
-        assert consumer.end_offsets([TopicPartition(LEICESTER_DPH, 0)])  # its own: fine
+            consumer.beginning_offsets([TopicPartition(NOTTINGHAM_OWN, 0)])
+        assert consumer.end_offsets([TopicPartition(LEICESTER_OWN, 0)])  # its own: fine
         # the broker refuses every fetch: the row that is there never arrives
-        assert _fetch_refused(consumer, NOTTINGHAM_DPH)
+        assert _fetch_refused(consumer, NOTTINGHAM_OWN)
     finally:
         consumer.close()
 
@@ -74,7 +78,7 @@ def test_a_subscriber_cannot_use_another_bodys_consumer_group(kafka_as: KafkaAs,
                                                                 delivery_topics: list[str]) -> None:
     consumer = KafkaConsumer(**kafka_as(LEICESTER).client_options(), group_id=f"{NOTTINGHAM}.{uuid.uuid4().hex[:6]}",
                              auto_offset_reset="earliest")
-    consumer.subscribe([LEICESTER_DPH])
+    consumer.subscribe([LEICESTER_OWN])
     try:
         with pytest.raises(GroupAuthorizationFailedError):
             for _ in range(10):
@@ -86,7 +90,7 @@ def test_a_subscriber_cannot_use_another_bodys_consumer_group(kafka_as: KafkaAs,
 def test_a_subscriber_cannot_write_its_own_delivery_topic(kafka_as: KafkaAs, delivery_topics: list[str]) -> None:
     # A body that may write nowhere is refused even the producer id an idempotent producer asks for first.
     with pytest.raises(KafkaError, match="AuthorizationFailed"):
-        _write(kafka_as(LEICESTER), LEICESTER_DPH, b"forged delivery")
+        _write(kafka_as(LEICESTER), LEICESTER_OWN, b"forged delivery")
 
 
 def test_a_publisher_writing_a_stream_it_does_not_own_is_refused(services: Endpoints, kafka_as: KafkaAs,
@@ -107,7 +111,7 @@ def test_an_unauthenticated_client_gets_nothing(services: Endpoints, kafka_as: K
     with pytest.raises(KafkaError):
         consumer = KafkaConsumer(**access.client_options(), group_id=None, bootstrap_timeout_ms=3000)
         try:
-            consumer.beginning_offsets([TopicPartition(LEICESTER_DPH, 0)])
+            consumer.beginning_offsets([TopicPartition(LEICESTER_OWN, 0)])
         finally:
             consumer.close()
 
@@ -145,13 +149,13 @@ def test_the_gate_cannot_read_a_delivery_or_write_governance(services: Endpoints
     # The gate may describe a delivery topic (it creates them) but never fetch from one.
     consumer = KafkaConsumer(**gate.client_options(), group_id=None)
     try:
-        assert _fetch_refused(consumer, NOTTINGHAM_DPH)
+        assert _fetch_refused(consumer, NOTTINGHAM_OWN)
     finally:
         consumer.close()
     admin = KafkaConsumer(**services.kafka.client_options(), group_id=None)
     try:
-        admin.assign([TopicPartition(NOTTINGHAM_DPH, 0)])
-        admin.seek(TopicPartition(NOTTINGHAM_DPH, 0), 0)
+        admin.assign([TopicPartition(NOTTINGHAM_OWN, 0)])
+        admin.seek(TopicPartition(NOTTINGHAM_OWN, 0), 0)
         assert any(admin.poll(timeout_ms=1000) for _ in range(10))  # the row is there to be read
     finally:
         admin.close()
@@ -168,7 +172,7 @@ def test_a_rotated_password_replaces_the_old_one(services: Endpoints, kafka_as: 
     assert new.password != old.password
     consumer = KafkaConsumer(**new.client_options(), group_id=None)
     try:
-        assert consumer.end_offsets([TopicPartition(LEICESTER_DPH, 0)])
+        assert consumer.end_offsets([TopicPartition(LEICESTER_OWN, 0)])
     finally:
         consumer.close()
     with pytest.raises(KafkaError):

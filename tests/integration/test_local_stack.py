@@ -39,8 +39,13 @@ def test_cli_up_status_env_down_leaves_nothing_running(tmp_path: Path) -> None:
             assert f"{name:<8} up" in status.stdout
         printed = _accord(["local", "env"], env).stdout.splitlines()
         assert [line.split("=")[0] for line in printed] == [
-            "ACCORD_KAFKA_BOOTSTRAP", "ACCORD_OPA_URL", "ACCORD_REGISTRY_URL", "ACCORD_API_URL",
+            "ACCORD_KAFKA_BOOTSTRAP", "ACCORD_KAFKA_SECURITY_PROTOCOL", "ACCORD_KAFKA_USERNAME",
+            "ACCORD_KAFKA_PASSWORD_FILE", "ACCORD_OPA_URL", "ACCORD_REGISTRY_URL", "ACCORD_API_URL",
             "ACCORD_GOVERNANCE_URL"]
+        # the password is named by its file (0600), never printed
+        password_file = Path(dict(line.split("=", 1) for line in printed)["ACCORD_KAFKA_PASSWORD_FILE"])
+        assert password_file.stat().st_mode & 0o777 == 0o600
+        assert password_file.read_text() not in "\n".join(printed)
         again = _accord(["local", "up"], env)  # idempotent: same endpoints, nothing new started
         assert again.returncode == 0
         assert _accord(["local", "env"], env).stdout.splitlines() == printed
@@ -56,7 +61,7 @@ def test_cli_up_status_env_down_leaves_nothing_running(tmp_path: Path) -> None:
 
 def test_external_services_are_used_not_started(services: Endpoints, tmp_path: Path) -> None:
     elsewhere = PythonService("governance", tmp_path / "elsewhere")     # the session stopped its own
-    url = elsewhere.start(kafka_env(services.kafka), 90, probe="/health")
+    url = elsewhere.start(kafka_env(services.kafka) | {"ACCORD_OPA_URL": services.opa_url}, 90, probe="/health")
     try:
         _uses_external(dataclasses.replace(services, governance_url=url), tmp_path / "state")
     finally:
@@ -87,10 +92,10 @@ def test_demo_delivers_each_view_and_enforces_a_revocation(services: Endpoints, 
     # The session stopped the stack's governance service (other tests run their own on a fake clock); the demo
     # talks to a real `accord governance serve` process over HTTP.
     governance = PythonService("governance", tmp_path / "governance")
-    url = governance.start(kafka_env(services.kafka), 90, probe="/health")
+    url = governance.start(kafka_env(services.kafka) | {"ACCORD_OPA_URL": services.opa_url}, 90, probe="/health")
     try:
         result = demo.run(dataclasses.replace(services, governance_url=url), say=said.append, own_gate=True,
-                          settings=Settings(state_dir=tmp_path))
+                          settings=Settings())  # the session's secrets: its API token key signs the demo's tokens
     finally:
         governance.stop()
     # The demo's grant stays in force on the shared control topic; later tests must not find Blaby granted T1.

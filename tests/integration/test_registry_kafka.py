@@ -16,7 +16,7 @@ from broker.local import processes
 from broker.local.python_service import PythonService
 from broker.local.stack import Endpoints
 from broker.services.registry_runtime import open_registry
-from tests.conftest import kafka_env
+from tests.conftest import bearer, kafka_env
 
 SCHEMA = {"type": "record", "name": "Sitrep", "namespace": "t",
           "fields": [{"name": "trust_ods_code", "type": "string"}, {"name": "covid_inpatients", "type": "int"}]}
@@ -62,22 +62,23 @@ def test_registry_service_started_by_accord_local(services: Endpoints) -> None:
     subject = f"svc-{uuid.uuid4().hex[:8]}-value"
     response = httpx.post(f"{services.registry_url}/subjects/{subject}/versions",
                           json={"schema": json.dumps(SCHEMA)},
-                          headers={"Content-Type": "application/vnd.schemaregistry.v1+json"})
+                          headers={"Content-Type": "application/vnd.schemaregistry.v1+json", **bearer()})
     assert response.status_code == 200, response.text
     schema_id = response.json()["id"]
-    assert httpx.get(f"{services.registry_url}/schemas/ids/{schema_id}").status_code == 200
-    assert subject in httpx.get(f"{services.registry_url}/subjects").json()
+    assert httpx.get(f"{services.registry_url}/schemas/ids/{schema_id}", headers=bearer()).status_code == 200
+    assert subject in httpx.get(f"{services.registry_url}/subjects", headers=bearer()).json()
 
 
 def test_killed_registry_process_restarts_with_every_subject_version_and_id(
         services: Endpoints, tmp_path: Path) -> None:
     service = PythonService("registry", tmp_path)
-    env = kafka_env(services.kafka)
+    env = kafka_env(services.kafka) | {"ACCORD_OPA_URL": services.opa_url}
     url = service.start(env, timeout_s=60)
     subject = f"killed-{uuid.uuid4().hex[:8]}-value"
     evolved = {**SCHEMA, "fields": [*SCHEMA["fields"], {"name": "mv_beds", "type": "int", "default": 0}]}
     try:
-        ids = [httpx.post(f"{url}/subjects/{subject}/versions", json={"schema": json.dumps(s)}).json()["id"]
+        ids = [httpx.post(f"{url}/subjects/{subject}/versions", json={"schema": json.dumps(s)},
+                          headers=bearer()).json()["id"]
                for s in (SCHEMA, evolved)]
         pid = processes.read_pid(service.pid_file)
         assert pid is not None
@@ -87,8 +88,9 @@ def test_killed_registry_process_restarts_with_every_subject_version_and_id(
             time.sleep(0.05)
         assert not service.running()
         url = service.start(env, timeout_s=60)
-        assert httpx.get(f"{url}/subjects/{subject}/versions").json() == [1, 2]
-        assert [httpx.get(f"{url}/subjects/{subject}/versions/{v}").json()["id"] for v in (1, 2)] == ids
-        assert all(httpx.get(f"{url}/schemas/ids/{i}").status_code == 200 for i in ids)
+        assert httpx.get(f"{url}/subjects/{subject}/versions", headers=bearer()).json() == [1, 2]
+        assert [httpx.get(f"{url}/subjects/{subject}/versions/{v}", headers=bearer()).json()["id"]
+                for v in (1, 2)] == ids
+        assert all(httpx.get(f"{url}/schemas/ids/{i}", headers=bearer()).status_code == 200 for i in ids)
     finally:
         service.stop()

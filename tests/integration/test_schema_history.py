@@ -13,12 +13,13 @@ from broker.domain.registry import parse_schema
 from broker.local.stack import Endpoints
 from broker.services.api_runtime import SCHEMAS_DIR
 from broker.services.ingest import ingest_topic, load_stream_schemas
+from tests.conftest import bearer
 
 
 def history_problems(registry_url: str, subjects: list[str]) -> dict[str, list[str]]:
     """For each subject, why some version may not follow the ones before it under the subject's mode."""
     found: dict[str, list[str]] = {}
-    with httpx.Client(base_url=registry_url) as client:
+    with httpx.Client(base_url=registry_url, headers=bearer()) as client:
         for subject in subjects:
             mode = CompatibilityMode(client.get(f"/config/{subject}?defaultToGlobal=true").json()["compatibilityLevel"])
             versions = client.get(f"/subjects/{subject}/versions").json()
@@ -57,7 +58,7 @@ def test_history_walk_catches_a_version_that_breaks_the_mode(services: Endpoints
     subject = f"history-broken-{uuid.uuid4().hex[:6]}"
     v1 = {"type": "record", "name": "R", "fields": [{"name": "a", "type": "string"}]}
     v2 = {"type": "record", "name": "R", "fields": [{"name": "a", "type": "string"}, {"name": "b", "type": "int"}]}
-    with httpx.Client(base_url=services.registry_url) as client:
+    with httpx.Client(base_url=services.registry_url, headers=bearer()) as client:
         assert client.put(f"/config/{subject}", json={"compatibility": "NONE"}).status_code == 200
         for schema in (v1, v2):
             assert client.post(f"/subjects/{subject}/versions", json={"schema": json.dumps(schema)}).status_code == 200

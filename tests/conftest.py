@@ -22,7 +22,7 @@ from broker.local.stack import Endpoints, LocalStack
 from broker.local.toolchain import REPO_ROOT
 from broker.services import policy_changes
 from broker.services.kafka_identities import local_access
-from tests.integration.gate_support import make_test_catalog
+from tests.integration.gate_support import Receiver, make_test_catalog
 
 _REAL = {"integration", "e2e"}
 
@@ -106,6 +106,14 @@ def applied_catalog(services: Endpoints, tmp_path_factory: pytest.TempPathFactor
         engine.close()
         writer.close()
     return document
+
+
+@pytest.fixture
+def receiver(services: Endpoints) -> Iterator[Receiver]:
+    """A subscriber's view of delivery topics (as the session's admin)."""
+    r = Receiver(services.kafka, services.registry_url)
+    yield r
+    r.close()
 
 
 @pytest.fixture

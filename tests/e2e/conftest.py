@@ -17,7 +17,7 @@ from broker.local.stack import Endpoints
 from broker.services.gate_runtime import GateThread
 from broker.services.governance_runtime import GovernanceService
 from tests.e2e.scenario_support import Cleanup, FakeClock
-from tests.integration.gate_support import Receiver, start_gate
+from tests.integration.gate_support import start_gate
 
 
 @pytest.fixture(scope="package")
@@ -56,12 +56,6 @@ def cleanup(services: Endpoints) -> Iterator[Cleanup]:
     undo.run()
     writer.close()
 
-
-@pytest.fixture
-def receiver(services: Endpoints) -> Iterator[Receiver]:
-    r = Receiver(services.kafka, services.registry_url)
-    yield r
-    r.close()
 
 
 class _Inbox(BaseHTTPRequestHandler):

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from broker.adapters.kafka_control import ControlWriter
@@ -47,12 +46,6 @@ def audit_records(services: Endpoints, start: int, want: Callable[[list[dict[str
         if want(found) or time.monotonic() > deadline:
             return found
 
-
-@pytest.fixture
-def receiver(services: Endpoints) -> Iterator[Receiver]:
-    r = Receiver(services.kafka, services.registry_url)
-    yield r
-    r.close()
 
 
 def test_a_gates_decisions_and_batches_are_audited_as_delivered(

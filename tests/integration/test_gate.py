@@ -47,12 +47,6 @@ def gate(services: Endpoints, applied_catalog: dict[str, Any], tmp_path_factory:
     assert runner.failure is None, runner.failure
 
 
-@pytest.fixture
-def receiver(services: Endpoints) -> Iterator[Receiver]:
-    r = Receiver(services.kafka, services.registry_url)
-    yield r
-    r.close()
-
 
 def _publish(services: Endpoints, records: list[dict[str, Any]]) -> dict[bytes, dict[str, Any]]:
     return publish(services, T1, records)

@@ -57,12 +57,6 @@ def gate(services: Endpoints, applied_catalog: dict[str, Any], opa: OwnOpa, tmp_
     assert runner.failure is None, runner.failure
 
 
-@pytest.fixture
-def receiver(services: Endpoints) -> Iterator[Receiver]:
-    r = Receiver(services.kafka, services.registry_url)
-    yield r
-    r.close()
-
 
 def _wait_for(condition: Any, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s

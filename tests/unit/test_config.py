@@ -11,6 +11,7 @@ from broker.local.stack import LocalStack
 
 def test_cache_follows_xdg_and_accord_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("ACCORD_HOME", raising=False)
+    monkeypatch.delenv("ACCORD_STATE_DIR", raising=False)  # the integration tests' session points it elsewhere
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert Settings().home == tmp_path / "xdg" / "accord"
     monkeypatch.setenv("ACCORD_HOME", str(tmp_path / "elsewhere"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import os
 import subprocess
 import time
 import uuid
@@ -17,6 +16,7 @@ from broker.errors import ServiceError, ServiceStartError
 from broker.local import processes
 from broker.local.toolchain import DEPLOY_LOCAL, require_tool
 from broker.services.kafka_identities import ensure_password, local_access, password_path
+from broker.services.secrets import write_private
 
 MARKER = "kafka.Kafka"
 
@@ -156,10 +156,7 @@ def start(libs: Path, layout: KafkaLayout, heap: str, timeout_s: float, secrets_
     while controller_port == port:
         controller_port = processes.free_port()
     # The config holds the broker's passwords: readable by its owner only.
-    fd = os.open(layout.config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(server_properties(layout, port, controller_port, secrets))
-    os.chmod(layout.config, 0o600)
+    write_private(layout.config, server_properties(layout, port, controller_port, secrets))
     _format(libs, layout, admin_password, secrets)
     pid = processes.start_detached(
         _java_args(libs, layout, heap, ["kafka.Kafka", str(layout.config)]),

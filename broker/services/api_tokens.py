@@ -15,7 +15,6 @@ import datetime as dt
 import hashlib
 import json
 import math
-import os
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from broker.domain.ladder import Actor
 from broker.errors import AuthenticationError, ConfigError
 from broker.services.audit_keys import load_public_key
 from broker.services.key_files import ed25519_key
+from broker.services.secrets import write_private
 
 ISSUER = "accord"
 ALGORITHM = "EdDSA"
@@ -148,12 +148,8 @@ def signing_key(directory: Path) -> Ed25519PrivateKey:
 
 def rotate_signing_key(directory: Path) -> Ed25519PrivateKey:
     """Replace the signing key (and its public key) with a new one: every token issued before is refused."""
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    staged = directory / f".{SIGNING_KEY_FILE}.{os.getpid()}"
-    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(Ed25519PrivateKey.generate().private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
-    os.replace(staged, directory / SIGNING_KEY_FILE)
+    new = Ed25519PrivateKey.generate().private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    write_private(directory / SIGNING_KEY_FILE, new)
     return signing_key(directory)
 
 
@@ -184,12 +180,7 @@ def revoke(directory: Path, body: str, now: dt.datetime) -> int:
     """Refuse every token of `body` issued up to now (to the next whole second, as tokens carry whole seconds)."""
     cutoff = math.ceil(now.timestamp())
     table = revocations(directory) | {body: cutoff}
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    staged = directory / f".{REVOCATIONS_FILE}.{os.getpid()}"
-    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump(table, out, indent=2, sort_keys=True)
-    os.replace(staged, directory / REVOCATIONS_FILE)
+    write_private(directory / REVOCATIONS_FILE, json.dumps(table, indent=2, sort_keys=True))
     return cutoff
 
 
@@ -210,8 +201,4 @@ def service_token(directory: Path, service: str, ttl: dt.timedelta = dt.timedelt
 
 def write_token(path: Path, token: str) -> None:
     """Write a token to `path` readable by its owner only (0600), replacing what was there."""
-    staged = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(token + "\n")
-    os.replace(staged, path)
+    write_private(path, token + "\n")

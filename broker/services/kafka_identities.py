@@ -6,7 +6,6 @@ message (KafkaAccess holds it as a SecretStr), not in the environment of the ser
 
 from __future__ import annotations
 
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from broker.domain.kafka_acls import (
     users,
 )
 from broker.errors import ConfigError
+from broker.services.secrets import write_private
 
 PASSWORD_BYTES = 32
 
@@ -37,29 +37,15 @@ def password_path(secrets_dir: Path, user: str) -> Path:
     return secrets_dir / "kafka" / f"{user}.password"
 
 
-def _write_new(path: Path, exclusive: bool) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    password = secrets.token_urlsafe(PASSWORD_BYTES)
-    if exclusive:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(password)
-        return password
-    staged = path.with_name(f".{path.name}.new")
-    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(password)
-    staged.replace(path)
-    return password
-
-
 def ensure_password(secrets_dir: Path, user: str) -> str:
     """The user's password, made on first use (created exclusively: two starters agree on one)."""
     path = password_path(secrets_dir, user)
+    password = secrets.token_urlsafe(PASSWORD_BYTES)
     try:
-        return _write_new(path, exclusive=True)
+        write_private(path, password, exclusive=True)
     except FileExistsError:
         return read_password_file(path)
+    return password
 
 
 def local_access(secrets_dir: Path, bootstrap: str, user: str = ADMIN_USER) -> KafkaAccess:
@@ -129,9 +115,8 @@ def rotate(admin: KafkaAccess, secrets_dir: Path, user: str) -> Path:
     path = password_path(secrets_dir, user)
     if not path.exists():
         raise ConfigError(f"Accord keeps no Kafka password for {user!r} (no {path.name}); is it a body or service?")
-    staged = path.with_name(f".{path.name}.rotating")
-    password = _write_new(staged, exclusive=False)
+    password = secrets.token_urlsafe(PASSWORD_BYTES)
     with KafkaSecurity(admin) as security:
         security.set_passwords({user: password})
-    staged.replace(path)
+    write_private(path, password)
     return path

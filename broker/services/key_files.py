@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from broker.errors import ConfigError
+from broker.services.secrets import write_private
 
 
 def ed25519_key(private: Path, public: Path, if_damaged: str) -> Ed25519PrivateKey:
@@ -25,15 +26,11 @@ def ed25519_key(private: Path, public: Path, if_damaged: str) -> Ed25519PrivateK
     The file is created exclusively, so services starting together end up with one key. `if_damaged` tells the
     operator what to do when the file is not a usable key (whether a new key may replace it depends on its use).
     """
-    private.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = Ed25519PrivateKey.generate()
     try:
-        fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        write_private(private, key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()), exclusive=True)
     except FileExistsError:
         key = _read_private(private, if_damaged)
-    else:
-        key = Ed25519PrivateKey.generate()
-        with os.fdopen(fd, "wb") as out:
-            out.write(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
     _write_public(public, key.public_key())
     return key
 

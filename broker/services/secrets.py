@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import time
@@ -10,6 +11,22 @@ from pathlib import Path
 from broker.errors import ConfigError
 
 SECRET_BYTES = 32
+
+
+def write_private(path: Path, data: str | bytes, exclusive: bool = False) -> None:
+    """Write `data` to `path`, readable by its owner only (0600), in a directory only the owner enters (0700).
+
+    `exclusive`: create the file or raise FileExistsError, so services starting together agree on one secret.
+    Otherwise the file is replaced whole through a staged copy: a reader sees the old secret or the new one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    target = path if exclusive else path.with_name(f".{path.name}.{os.getpid()}")
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
+    fd = os.open(target, flags, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data.encode() if isinstance(data, str) else data)
+    if not exclusive:
+        os.replace(target, path)
 
 
 def pseudonym_secret(from_env: str | None, directory: Path) -> bytes:
@@ -27,13 +44,8 @@ def pseudonym_secret(from_env: str | None, directory: Path) -> bytes:
             raise ConfigError("ACCORD_PSEUDONYM_SECRET must be at least 16 bytes (32 hex digits)")
         return secret
     path = directory / "pseudonym.key"
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return _read(path)
-    with os.fdopen(fd, "w") as out:
-        out.write(secrets.token_hex(SECRET_BYTES))
+    with contextlib.suppress(FileExistsError):  # another worker made it first: use theirs
+        write_private(path, secrets.token_hex(SECRET_BYTES), exclusive=True)
     return _read(path)
 
 

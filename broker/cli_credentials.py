@@ -1,4 +1,4 @@
-"""`accord credentials token|rotate-signing-key|revoke`: API tokens for a body's people and Accord's services.
+"""`accord credentials token|rotate-signing-key|revoke|rotate-opa-tokens`: API tokens, and OPA's own tokens.
 
 Keys and revocations live in the secrets directory (0600). A token is printed, or written to a 0600 file with
 `--out`; nothing here logs one.
@@ -73,6 +73,20 @@ def rotate_signing_key() -> None:
     key = api_tokens.rotate_signing_key(directory)
     typer.echo(f"new API signing key {api_tokens.key_id(key.public_key())} in {directory}; every earlier token is "
                "refused. Copy api-signing.pub to services on other hosts and issue new tokens.")
+
+
+@credentials_cli.command("rotate-opa-tokens")
+def rotate_opa_tokens() -> None:
+    """New tokens for calling OPA (reader and writer); the local OPA restarts with a bundle that knows only them."""
+    from broker.local.stack import LocalStack
+    from broker.services import opa_tokens
+
+    settings = Settings()
+    files = opa_tokens.rotate(settings.secrets_dir)
+    restarted = LocalStack(settings).refresh_opa()
+    typer.echo(f"new OPA tokens in {files[opa_tokens.READER].parent}; "
+               + ("the local OPA restarted with them, and running services read them on their next refusal."
+                  if restarted else "OPA takes them with its next bundle (`accord local up` builds it)."))
 
 
 @credentials_cli.command("revoke")

@@ -64,14 +64,14 @@ def catalog_compile(directory: CatalogDir = CATALOG_DIR) -> None:
 def catalog_apply(directory: CatalogDir = CATALOG_DIR, by: By = "accord catalog apply") -> None:
     """Compile, push the catalog to OPA as data, and announce the revision to every gate worker."""
     from broker.adapters.kafka_control import ControlWriter, ensure_control_topics
-    from broker.adapters.opa import OpaPolicyEngine
     from broker.catalog import load_and_compile
+    from broker.services.opa_tokens import WRITER, opa_engine
     from broker.services.policy_changes import apply_catalog
 
     document = load_and_compile(directory, SCHEMAS_DIR)
     endpoints = running_endpoints()
     ensure_control_topics(endpoints.kafka)
-    engine, writer = OpaPolicyEngine(endpoints.opa_url), ControlWriter(endpoints.kafka)
+    engine, writer = opa_engine(endpoints.opa_url, Settings(), WRITER), ControlWriter(endpoints.kafka)
     try:
         announced = apply_catalog(writer, engine, document, by=by)
     finally:

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     kafka_password_file: Path | None = None
     kafka_security_protocol: str | None = None  # default SASL_PLAINTEXT with a user name, else PLAINTEXT
     opa_url: str | None = None
+    opa_token_file: Path | None = None  # bearer token for an OPA with authentication; default: the local one
     registry_url: str | None = None
     api_url: str | None = None
     governance_url: str | None = None

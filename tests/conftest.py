@@ -45,6 +45,13 @@ def bearer(body: str = "accord", role: str = "service", person: str = "tests") -
     return {"Authorization": f"Bearer {token}"}
 
 
+def opa_as(url: str, role: str = "writer") -> OpaPolicyEngine:
+    """The session's OPA, called with the local `role` token (writer: may also replace the catalog)."""
+    from broker.services.opa_tokens import opa_engine
+
+    return opa_engine(url, Settings(), role)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _REAL & set(Path(str(item.path)).parts):
@@ -99,7 +106,7 @@ def applied_catalog(services: Endpoints, tmp_path_factory: pytest.TempPathFactor
     """The shipped catalog plus the gate tests' agreements, compiled, pushed to OPA and announced to gates."""
     document = load_and_compile(make_test_catalog(tmp_path_factory.mktemp("catalog")), REPO_ROOT / "schemas")
     ensure_control_topics(services.kafka)
-    engine, writer = OpaPolicyEngine(services.opa_url), ControlWriter(services.kafka)
+    engine, writer = opa_as(services.opa_url), ControlWriter(services.kafka)
     try:
         policy_changes.apply_catalog(writer, engine, document, by="test")
     finally:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -13,19 +14,52 @@ from opa_client.errors import ConnectionsError, RegoParseError
 from broker.errors import ConfigError, PolicyEngineError
 from broker.ports import Evaluation
 
+T = TypeVar("T")
+UNAUTHORIZED = "unauthorized"  # OPA's error code when its system policy refuses a call
+
 
 class OpaPolicyEngine:
-    """Talks to OPA's REST API (v1) at `url`, e.g. http://127.0.0.1:8181."""
+    """Talks to OPA's REST API (v1) at `url`, e.g. http://127.0.0.1:8181.
 
-    def __init__(self, url: str, timeout_s: float = 5.0) -> None:
+    `token_file` holds the bearer token for an OPA that authenticates its callers (services/opa_tokens.py). It is
+    read again when OPA refuses the token, so a running service follows `accord credentials rotate-opa-tokens`.
+    """
+
+    def __init__(self, url: str, timeout_s: float = 5.0, token_file: Path | None = None) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"OPA URL {url!r} is not an http(s) URL (set ACCORD_OPA_URL=http://host:port)")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
         self.url = url.rstrip("/")
-        self._client = OpaClient(
-            host=parts.hostname, port=port, ssl=parts.scheme == "https", timeout=timeout_s
-        )
+        self._host, self._port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+        self._ssl, self._timeout_s, self._token_file = parts.scheme == "https", timeout_s, token_file
+        self._token = self._read_token()
+        self._client = self._connect()
+
+    def _read_token(self) -> str | None:
+        from broker.services.opa_tokens import read_token
+
+        return read_token(self._token_file) if self._token_file is not None else None
+
+    def _connect(self) -> OpaClient:
+        return OpaClient(host=self._host, port=self._port, ssl=self._ssl, timeout=self._timeout_s, token=self._token)
+
+    def _call(self, what: str, call: Callable[[OpaClient], T]) -> T:
+        """`call` on the client; once more with the token file's new token if OPA refused the one held."""
+        try:
+            return call(self._client)
+        except (RegoParseError, requests.HTTPError) as exc:
+            if not _unauthorized(exc):
+                raise
+            token = self._read_token()
+            if token == self._token:
+                raise PolicyEngineError(
+                    f"OPA at {self.url} refused Accord's token for {what} ({self._token_file or 'no token file'}): "
+                    "it serves a bundle built with other tokens. Run `accord local up` (or point "
+                    "ACCORD_OPA_TOKEN_FILE at this OPA's token)") from None
+            self._client.close_connection()
+            self._token = token
+            self._client = self._connect()
+            return call(self._client)
 
     def close(self) -> None:
         self._client.close_connection()
@@ -41,7 +75,8 @@ class OpaPolicyEngine:
         """One module over REST. Accord's own policies come from the signed bundle: OPA refuses this under its roots."""
         try:
             # rego_compat=False: Accord's policies are Rego v1; never let the client rewrite them.
-            self._client.update_policy_from_string(source, module_id, rego_compat=False)
+            self._call(f"policy {module_id}",
+                       lambda c: c.update_policy_from_string(source, module_id, rego_compat=False))
         except RegoParseError as exc:
             raise PolicyEngineError(f"OPA refused policy {module_id!r}: {exc}") from exc
         except (ConnectionsError, requests.RequestException) as exc:
@@ -49,7 +84,7 @@ class OpaPolicyEngine:
 
     def put_data(self, path: str, document: Mapping[str, Any]) -> None:
         try:
-            self._client.update_or_create_data(dict(document), path.strip("/"))
+            self._call(f"data {path}", lambda c: c.update_or_create_data(dict(document), path.strip("/")))
         except RegoParseError as exc:
             raise PolicyEngineError(f"OPA refused data at {path!r}: {exc}") from exc
         except (ConnectionsError, requests.RequestException) as exc:
@@ -63,7 +98,7 @@ class OpaPolicyEngine:
         or a decision_logs plugin configuration); otherwise the id is None."""
         package, _, name = rule.rpartition(".")
         try:
-            answer = self._client.query_rule(dict(input_doc), package, name)
+            answer = self._call(rule, lambda c: c.query_rule(dict(input_doc), package, name))
         except requests.HTTPError as exc:
             body = exc.response.text if exc.response is not None else str(exc)
             raise PolicyEngineError(f"OPA could not evaluate {rule!r}: {body}") from exc
@@ -71,3 +106,9 @@ class OpaPolicyEngine:
             raise PolicyEngineError(f"OPA at {self.url} unreachable: {exc}") from exc
         decision_id = answer.get("decision_id")
         return Evaluation(answer.get("result"), decision_id if isinstance(decision_id, str) and decision_id else None)
+
+
+def _unauthorized(exc: Exception) -> bool:
+    if isinstance(exc, requests.HTTPError):
+        return exc.response is not None and exc.response.status_code == 401
+    return getattr(exc, "expression", None) == UNAUTHORIZED

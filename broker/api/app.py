@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from broker.adapters.metrics import PROMETHEUS_TEXT, metrics_text
-from broker.api.auth import Guard, authorise
+from broker.api.auth import Guard, guarded
 from broker.api.bodies import read_limited
 from broker.config import Settings
 from broker.errors import AccordError, NotFoundError
@@ -47,7 +47,7 @@ def create_api_app(ingest: Ingest, read_quarantine: QuarantineReader, max_body_b
     """The app; `guard` checks callers (default: the secrets directory's key and ACCORD_OPA_URL's OPA)."""
     guard = guard or Guard.from_settings(Settings())
     app = FastAPI(title="Accord", version="1", description="Emergency data sharing between public bodies.",
-                  dependencies=[authorise(guard, "api")])
+                  **guarded(guard, "api"))
 
     @app.exception_handler(NotFoundError)
     async def not_found(_: Request, exc: NotFoundError) -> JSONResponse:

@@ -1,17 +1,24 @@
 """Every API call is authenticated as a body, role and person (a bearer token) and authorised by OPA.
 
-The guard is one FastAPI dependency installed on the whole app, so a route added later cannot be left open by
-forgetting it. It answers 401 (with WWW-Authenticate) when the token is missing, malformed, expired, revoked or not
-signed by Accord's key; 403 with OPA's reasons when `data.accord.authz` refuses; and 503 when OPA cannot be asked
-(fail closed). OPA is asked with the route template (`/disputes/{ident}/decision`), not the raw path, so encoded or
-doubled slashes cannot dress one endpoint up as another.
+The guard is installed on the whole app in two steps (`guarded()` gives both to `FastAPI(...)`), so a route added
+later cannot be left open by forgetting it:
+
+1. Authentication is ASGI middleware that runs before routing, so a caller without a valid token is answered 401
+   (with WWW-Authenticate) before anything, even a request body, is parsed: for a missing, malformed, expired,
+   revoked or foreign-signed token, and for paths that do not exist.
+2. Authorisation is an app-wide dependency: OPA's `data.accord.authz` is asked with the route template
+   (`/disputes/{ident}/decision`), not the raw path, so encoded or doubled slashes cannot dress one endpoint up as
+   another. 403 with OPA's reasons when it refuses; 503 when OPA cannot be asked (fail closed). Without the
+   middleware's identity it refuses with 401.
 
 Liveness probes are the one exception: `GET /health` (and the registry's `GET /`, Confluent's root, which
-supervisors probe) say only "up" and must answer a load balancer holding no token.
+supervisors probe) say only "up" and must answer a load balancer holding no token. The OpenAPI document and its
+viewers are public too, so councils can read what the API offers before they hold a token.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,6 +26,9 @@ from typing import Any, Protocol, cast
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.params import Depends as DependsParam
+from starlette.middleware import Middleware
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker.config import Settings
 from broker.errors import AuthenticationError, ConfigError, PolicyEngineError
@@ -28,6 +38,8 @@ log = logging.getLogger(__name__)
 
 AUTHZ_RULE = "accord.authz.decision"
 LIVENESS = frozenset({("GET", "/health")})
+DOCUMENTATION = frozenset({("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"),
+                           ("GET", "/redoc")})
 # (route template, path parameters) -> what OPA needs to know about the thing acted on, or None.
 Resources = Callable[[str, Mapping[str, str]], Mapping[str, Any] | None]
 
@@ -49,11 +61,11 @@ class Guard:
     @classmethod
     def from_settings(cls, settings: Settings) -> Guard:
         """The public key and revocations of the secrets directory, and the OPA at ACCORD_OPA_URL."""
-        from broker.adapters.opa import OpaPolicyEngine
+        from broker.services.opa_tokens import READER, opa_engine
 
         verify = verifier_for(settings.secrets_dir).verify
         if settings.opa_url:
-            return cls(verify, OpaPolicyEngine(settings.opa_url))
+            return cls(verify, opa_engine(settings.opa_url, settings, READER))
         return cls(verify, _NoEngine())
 
 
@@ -83,23 +95,69 @@ def bearer_token(authorization: str | None) -> str:
     return token.strip()
 
 
+def guarded(guard: Guard, service: str, resources: Resources | None = None,
+            public: frozenset[tuple[str, str]] = LIVENESS) -> dict[str, Any]:
+    """`FastAPI(**guarded(...))`: the authentication middleware and the authorisation dependency, with one list of
+    public (method, path) pairs for both."""
+    return {"middleware": [Middleware(Authentication, guard=guard, public=public | DOCUMENTATION)],
+            "dependencies": [authorise(guard, service, resources, public)]}
+
+
+class Authentication:
+    """ASGI middleware: the bearer token of every HTTP request but the public ones, verified before routing.
+
+    The verified Identity goes into the request's state for the authorisation dependency (and `caller`).
+    """
+
+    def __init__(self, app: ASGIApp, guard: Guard, public: frozenset[tuple[str, str]]) -> None:
+        self.app, self.guard, self.public = app, guard, public
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (_method(scope["method"]), scope["path"]) in self.public:
+            await self.app(scope, receive, send)
+            return
+        header = next((value.decode("latin-1") for name, value in scope.get("headers", [])
+                       if name.lower() == b"authorization"), None)
+        try:
+            identity = _identity(self.guard, header)
+        except HTTPException as exc:
+            response = await _rendered(scope, receive, exc)
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})["identity"] = identity
+        await self.app(scope, receive, send)
+
+
+async def _rendered(scope: Scope, receive: Receive, exc: HTTPException) -> Response:
+    """`exc` as the app's own handler renders it (each service keeps its error shape), else as FastAPI's default."""
+    handlers = getattr(scope.get("app"), "exception_handlers", {})
+    handler = next((handlers[kind] for kind in type(exc).__mro__ if kind in handlers), None)
+    if handler is None:
+        return JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
+    response = handler(Request(scope, receive), exc)
+    return cast(Response, await response if inspect.isawaitable(response) else response)
+
+
+def _method(method: str) -> str:
+    return "GET" if method == "HEAD" else method
+
+
 def authorise(guard: Guard, service: str, resources: Resources | None = None,
               public: frozenset[tuple[str, str]] = LIVENESS) -> DependsParam:
-    """The dependency to pass as `FastAPI(dependencies=[...])`; the caller's Identity lands in request.state."""
+    """The app-wide dependency that asks OPA; it relies on `Authentication` having verified the caller."""
 
     def check(request: Request) -> Identity | None:
         route = getattr(request.scope.get("route"), "path", None)
-        method = "GET" if request.method == "HEAD" else request.method
+        method = _method(request.method)
         if route is None or (method, route) in public:
             return None
-        identity = _identity(guard, request.headers.get("authorization"))
+        identity = caller(request)
         params = {str(k): str(v) for k, v in request.path_params.items()}
         query = {k: v for k, v in request.query_params.items()}
         resource = resources(route, params) if resources is not None else None
         document = {"service": service, "method": method, "path": request.url.path, "route": route,
                     "params": params, "query": query, "identity": identity.to_json(), "resource": resource or {}}
         _ask(guard.engine, document)
-        request.state.identity = identity
         return identity
 
     return cast(DependsParam, Depends(check))
@@ -135,6 +193,7 @@ def caller(request: Request) -> Identity:
     """The Identity the guard verified for this request (routes that act for someone depend on it)."""
     identity = getattr(request.state, "identity", None)
     if not isinstance(identity, Identity):
-        # Only reachable if a route was marked public and still asks who acts: refuse rather than guess.
+        # Reachable only without the Authentication middleware, or on a public route that asks who acts:
+        # refuse rather than guess.
         raise _unauthenticated("this endpoint needs a bearer token")
     return identity

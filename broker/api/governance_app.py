@@ -19,7 +19,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from broker.adapters.webhooks import WebhookDelivery
-from broker.api.auth import Guard, authorise, caller
+from broker.api.auth import Guard, caller, guarded
 from broker.config import Settings
 from broker.domain.adjudication import Decision, DisputeRequest
 from broker.domain.disputes import Dispute
@@ -181,8 +181,7 @@ def create_governance_app(governance: Governance, deliveries: Callable[[], Seque
                   description="Disputes over data sharing, decided up an escalation ladder with deadlines; "
                               "emergency declarations; break-glass; webhooks. Every call but /health needs "
                               "`Authorization: Bearer <token>` naming the acting body, role and person.",
-                  dependencies=[authorise(guard, "governance", lambda route, params: resource_of(
-                      governance, route, params))])
+                  **guarded(guard, "governance", lambda route, params: resource_of(governance, route, params)))
     _error_handlers(app)
 
     @app.get("/health")

@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from broker.api.auth import LIVENESS, Guard, authorise
+from broker.api.auth import LIVENESS, Guard, guarded
 from broker.api.bodies import read_limited
 from broker.config import Settings
 from broker.domain.registry import SchemaVersion, parse_mode
@@ -74,7 +74,7 @@ def create_registry_app(registry: Registry, max_body_bytes: int = 1_048_576, *,
     guard = guard or Guard.from_settings(Settings())
     app = FastAPI(title="Accord schema registry", version="1",
                   description="Confluent Schema Registry REST API (Avro), storage in a compacted Kafka topic.",
-                  dependencies=[authorise(guard, "registry", public=LIVENESS | {("GET", "/")})])
+                  **guarded(guard, "registry", public=LIVENESS | {("GET", "/")}))
 
     @app.exception_handler(RegistryError)
     async def registry_error(_: Request, exc: RegistryError) -> Response:

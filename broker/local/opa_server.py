@@ -1,4 +1,4 @@
-"""The OPA server (`opa run --server`) on loopback, serving Accord's signed policy bundle."""
+"""The OPA server (`opa run --server`) on loopback, serving Accord's signed policy bundle to token holders only."""
 
 from __future__ import annotations
 
@@ -62,6 +62,8 @@ def start(binary: Path, layout: OpaLayout, timeout_s: float, bundle: SignedBundl
     args = [
         str(binary), "run", "--server", f"--addr=127.0.0.1:{port}",
         "--skip-version-check", "--log-level=info", "--log-format=json", *bundle_args(bundle),
+        # Every REST call but /health needs a token the bundle's system policy knows (services/opa_tokens.py).
+        "--authentication=token", "--authorization=basic",
         "--set=decision_logs.console=true",  # decision ids in answers, for the audit trail (and OPA's log)
     ]
     pid = processes.start_detached(args, layout.log, layout.pid_file)

@@ -19,6 +19,7 @@ from broker.local.python_service import PythonService
 from broker.local.toolchain import REPO_ROOT
 from broker.services import bundles
 from broker.services.kafka_identities import kafka_access, password_path, provision, service_env
+from broker.services.opa_tokens import WRITER, token_file
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Endpoints:
     api_url: str
     governance_url: str
     kafka_password_file: Path | None = None  # where the principal's password is kept, when in a file
+    opa_token_file: Path | None = None  # the OPA token this process calls with (the local writer's by default)
 
     @property
     def kafka_bootstrap(self) -> str:
@@ -48,14 +50,17 @@ class Endpoints:
 
     def env_lines(self) -> list[str]:
         """ACCORD_ variables that point another shell at these services, as the same Kafka principal (a password
-        is named by its file, never printed)."""
+        and OPA's token are named by their files, never printed)."""
         kafka = [f"ACCORD_KAFKA_BOOTSTRAP={self.kafka_bootstrap}"]
         if self.kafka.username:
             kafka += [f"ACCORD_KAFKA_SECURITY_PROTOCOL={self.kafka.security_protocol}",
                       f"ACCORD_KAFKA_USERNAME={self.kafka.username}"]
             if self.kafka_password_file is not None:
                 kafka.append(f"ACCORD_KAFKA_PASSWORD_FILE={self.kafka_password_file}")
-        return [*kafka, f"ACCORD_OPA_URL={self.opa_url}",
+        opa = [f"ACCORD_OPA_URL={self.opa_url}"]
+        if self.opa_token_file is not None:
+            opa.append(f"ACCORD_OPA_TOKEN_FILE={self.opa_token_file}")
+        return [*kafka, *opa,
                 f"ACCORD_REGISTRY_URL={self.registry_url}", f"ACCORD_API_URL={self.api_url}",
                 f"ACCORD_GOVERNANCE_URL={self.governance_url}"]
 
@@ -147,6 +152,7 @@ class LocalStack:
         password_file = s.kafka_password_file if s.kafka_username else (
             None if s.kafka_bootstrap else password_path(s.secrets_dir, ADMIN_USER))
         return Endpoints(kafka=kafka_access(s, found.pop("kafka_bootstrap")), kafka_password_file=password_file,
+                         opa_token_file=s.opa_token_file or (None if s.opa_url else token_file(s.secrets_dir, WRITER)),
                          **found)
 
     def _start_opa(self, port: int | None = None) -> str:
@@ -157,8 +163,15 @@ class LocalStack:
         self._record(opa_url=url)
         return url
 
-    def _refresh_opa(self, url: str) -> None:
-        """Restart a running OPA on its own port when policies/ changed since its bundle was built.
+    def refresh_opa(self) -> bool:
+        """Rebuild the bundle and restart the local OPA if it is running and its bundle is out of date."""
+        url = self._recorded().get("opa_url")
+        if self.settings.opa_url or not self._opa_running() or not isinstance(url, str):
+            return False
+        return self._refresh_opa(url)
+
+    def _refresh_opa(self, url: str) -> bool:
+        """Restart a running OPA on its own port when policies/ (or the OPA tokens) changed since its bundle was built.
 
         OPA loads a bundle file once, at start; the gate pushes the catalog again to the restarted OPA.
         """
@@ -167,6 +180,7 @@ class LocalStack:
         if rebuilt:
             processes.stop(processes.read_pid(self.opa.pid_file), opa_server.MARKER)
             self._start_opa(urlsplit(url).port)
+        return rebuilt
 
     def _current(self) -> dict[str, str]:
         """Endpoints of services that are external or running now."""

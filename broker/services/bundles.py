@@ -1,7 +1,9 @@
 """Accord's policies as a signed OPA bundle: OPA loads them only from it, so no REST writer can replace them.
 
-The bundle holds every non-test Rego module under policies/ (and any static data.json/data.yaml there); its roots
-are the packages those modules declare, never `accord/catalog`, which the gate keeps writing from the control topic.
+The bundle holds every non-test Rego module under policies/ (and any static data.json/data.yaml there), plus the
+digests of the OPA API tokens (services/opa_tokens.py) that policies/system/authz.rego checks every call against.
+Its roots are the packages those modules declare, never `accord/catalog`, which the gate keeps writing from the
+control topic.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from broker.errors import ConfigError, SetupError
 from broker.local.toolchain import REPO_ROOT
+from broker.services import opa_tokens
 from broker.services.key_files import ed25519_key
 
 POLICY_DIR = REPO_ROOT / "policies"
@@ -86,9 +89,18 @@ def _overlaps(a: str, b: str) -> bool:
     return a == b or a.startswith(f"{b}/") or b.startswith(f"{a}/")
 
 
+def deployment_files(secrets_dir: Path, policy_dir: Path = POLICY_DIR) -> dict[str, bytes]:
+    """The bundle's files for this deployment: the policies and the digests of its OPA API tokens."""
+    files = bundle_files(policy_dir)
+    generated = opa_tokens.bundle_data(secrets_dir)
+    if clash := files.keys() & generated.keys():
+        raise ConfigError(f"{', '.join(sorted(clash))} in {policy_dir} would replace what Accord generates there")
+    return files | generated
+
+
 def build_bundle(opa: Path, output: Path, secrets_dir: Path, policy_dir: Path = POLICY_DIR) -> SignedBundle:
     """Build and sign the bundle of `policy_dir` into `output` (replaced atomically); returns what OPA needs."""
-    files = bundle_files(policy_dir)
+    files = deployment_files(secrets_dir, policy_dir)
     bundle_revision = revision(files)
     manifest = {"revision": bundle_revision, "roots": roots(files)}
     key = bundle_signing_key(secrets_dir)
@@ -126,9 +138,9 @@ def revision_of(bundle: Path) -> str | None:
 
 def ensure_bundle(opa: Path, output: Path, secrets_dir: Path, policy_dir: Path = POLICY_DIR
                   ) -> tuple[SignedBundle, bool]:
-    """The bundle at `output`, rebuilt when it is missing, behind `policy_dir` or its signing key is gone;
-    returns it and whether it was (re)built."""
-    current = revision(bundle_files(policy_dir))
+    """The bundle at `output`, rebuilt when it is missing, behind `policy_dir` or the OPA tokens, or its signing key
+    is gone; returns it and whether it was (re)built."""
+    current = revision(deployment_files(secrets_dir, policy_dir))
     public = secrets_dir / PUBLIC_KEY_FILE
     if revision_of(output) == current and (secrets_dir / PRIVATE_KEY_FILE).exists() and public.exists():
         return SignedBundle(output, public, current), False

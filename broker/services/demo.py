@@ -14,7 +14,6 @@ from typing import Any
 
 from broker.adapters.kafka_control import ControlWriter, ensure_control_topics
 from broker.adapters.kafka_log import KafkaLog
-from broker.adapters.opa import OpaPolicyEngine
 from broker.catalog import load_and_compile
 from broker.config import Settings
 from broker.domain.plans import delivery_topic
@@ -25,6 +24,7 @@ from broker.services.api_runtime import open_ingest
 from broker.services.deliveries import DeliveryReader
 from broker.services.gate_runtime import GateEndpoints, GateThread
 from broker.services.ingest import read_quarantine
+from broker.services.opa_tokens import WRITER, opa_engine
 from broker.services.steady_publisher import publish_steadily
 from broker.services.synthetic import positive_tests
 
@@ -46,7 +46,7 @@ def run(endpoints: Endpoints, say: Say = print, own_gate: bool = False, settings
         stack.callback(writer.close)
         log = KafkaLog(endpoints.kafka, client_id="accord-demo")
         stack.callback(log.close)
-        change = _apply_catalog(endpoints, writer, say)
+        change = _apply_catalog(endpoints, settings, writer, say)
         if own_gate:
             gate_settings = settings.model_copy(update={"gate_group": f"accord-demo-{uuid.uuid4().hex[:8]}",
                                                         "gate_start_from": "latest"})
@@ -65,10 +65,11 @@ def run(endpoints: Endpoints, say: Say = print, own_gate: bool = False, settings
             "revocation": revocation, "dispute": dispute}
 
 
-def _apply_catalog(endpoints: Endpoints, writer: ControlWriter, say: Say) -> policy_changes.Announced:
+def _apply_catalog(endpoints: Endpoints, settings: Settings, writer: ControlWriter, say: Say
+                   ) -> policy_changes.Announced:
     document = load_and_compile(REPO_ROOT / "catalog", REPO_ROOT / "schemas")
     ensure_control_topics(endpoints.kafka)
-    engine = OpaPolicyEngine(endpoints.opa_url)
+    engine = opa_engine(endpoints.opa_url, settings, WRITER)
     try:
         change = policy_changes.apply_catalog(writer, engine, document, by="accord demo")
     finally:

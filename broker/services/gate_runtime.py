@@ -19,7 +19,6 @@ from broker.adapters.kafka_control import STATUS_TOPIC, ControlReader, ControlWr
 from broker.adapters.kafka_governance import AUDIT_TOPIC
 from broker.adapters.kafka_transactions import TransactionalStage
 from broker.adapters.metrics import PrometheusGateCounters
-from broker.adapters.opa import OpaPolicyEngine
 from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.api.gate_app import create_gate_app
 from broker.config import Settings
@@ -28,6 +27,7 @@ from broker.domain.residence import load_residence_table
 from broker.services.api_runtime import SCHEMAS_DIR, ensure_stream_topics
 from broker.services.gate import Gate, GateParts
 from broker.services.ingest import load_stream_schemas
+from broker.services.opa_tokens import WRITER, opa_engine
 from broker.services.planner import Planner
 from broker.services.secrets import pseudonym_secret
 
@@ -55,7 +55,7 @@ def open_gate(endpoints: GateEndpoints, settings: Settings, worker: str,
     ensure_control_topics(kafka)
     secret_env = settings.pseudonym_secret.get_secret_value() if settings.pseudonym_secret else None
     with ExitStack() as stack:
-        engine = OpaPolicyEngine(endpoints.opa_url)
+        engine = opa_engine(endpoints.opa_url, settings, WRITER)
         stack.callback(engine.close)
         registry = HttpSchemaRegistry(endpoints.registry_url)
         stack.callback(registry.close)

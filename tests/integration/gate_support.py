@@ -115,7 +115,7 @@ class Receiver(DeliveryReader):
 def start_gate(services: Endpoints, state_dir: Path, group_prefix: str, worker: str) -> GateThread:
     """A gate worker thread in a fresh consumer group that starts at the end of the ingest topics."""
     settings = Settings(state_dir=state_dir, gate_group=f"{group_prefix}-{uuid.uuid4().hex[:8]}",
-                        gate_start_from="latest")
+                        gate_start_from="latest", opa_token_file=services.opa_token_file)
     return GateThread(GateEndpoints(services.kafka, services.opa_url, services.registry_url),
                       settings, worker).start()
 

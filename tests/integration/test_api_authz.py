@@ -9,7 +9,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 
-from broker.adapters.opa import OpaPolicyEngine
 from broker.api.app import create_api_app
 from broker.api.auth import Guard
 from broker.api.governance_app import create_governance_app
@@ -17,6 +16,7 @@ from broker.local.stack import Endpoints
 from broker.services.api_tokens import TokenVerifier
 from broker.services.governance import Governance
 from broker.services.ingest import Ingest
+from tests.conftest import opa_as
 from tests.unit.auth_fakes import KEY, bearer, now, token
 from tests.unit.governance_catalog import LEICESTER, T1, catalog
 from tests.unit.governance_fakes import FakeClock, FakeControl, MemoryGovernanceLog
@@ -29,7 +29,7 @@ GRANTED = {"outcome": "granted", "reason": "made out"}
 
 
 def _guard(opa_url: str) -> Guard:
-    return Guard(TokenVerifier(KEY.public_key, dict, now).verify, OpaPolicyEngine(opa_url))
+    return Guard(TokenVerifier(KEY.public_key, dict, now).verify, opa_as(opa_url, "reader"))
 
 
 @pytest.fixture

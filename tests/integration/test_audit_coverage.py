@@ -14,11 +14,11 @@ from kafka import KafkaConsumer, TopicPartition
 from broker.adapters.kafka_control import ControlWriter
 from broker.adapters.kafka_governance import AUDIT_TOPIC
 from broker.adapters.kafka_log import KafkaLog, Record
-from broker.adapters.opa import OpaPolicyEngine
 from broker.domain.audit_records import Source, raw_entry, records_digest
 from broker.local.stack import Endpoints
 from broker.services import policy_changes
 from broker.services.synthetic import positive_tests
+from tests.conftest import opa_as
 from tests.integration.gate_support import T1, Receiver, end_offsets, publish, specimen_day, start_gate, topic_for
 
 LEICESTER_DPH = topic_for("leicester-city-council", "dph")
@@ -111,7 +111,7 @@ def _check_batches(services: Endpoints, topic: str, start: int, worker: str, bat
 
 def test_a_catalog_apply_leaves_a_catalog_change_record(services: Endpoints, applied_catalog: dict[str, Any]) -> None:
     by, start = f"test-audit-{uuid.uuid4().hex[:8]}", audit_end(services)
-    engine, writer = OpaPolicyEngine(services.opa_url), ControlWriter(services.kafka)
+    engine, writer = opa_as(services.opa_url), ControlWriter(services.kafka)
     try:
         announced = policy_changes.apply_catalog(writer, engine, applied_catalog, by=by)
     finally:

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from broker.adapters.opa import OpaPolicyEngine
 from broker.local.stack import Endpoints
+from tests.conftest import opa_as
 from tests.integration.gate_support import make_test_catalog
 
 
@@ -40,7 +40,7 @@ def test_apply_pushes_to_opa_and_announces(services: Endpoints, applied_catalog:
     applied = _accord(["catalog", "apply", str(make_test_catalog(tmp_path))], _env(services, tmp_path))
     assert applied.returncode == 0, applied.stderr
     assert f"applied catalog {applied_catalog['revision']}" in applied.stdout and "control offset" in applied.stdout
-    engine = OpaPolicyEngine(services.opa_url)
+    engine = opa_as(services.opa_url)
     try:
         assert engine.evaluate("accord.catalog.revision", {}) == applied_catalog["revision"]
     finally:

@@ -12,13 +12,13 @@ import pytest
 
 from broker.adapters.kafka_control import ControlWriter
 from broker.adapters.kafka_log import KafkaLog
-from broker.adapters.opa import OpaPolicyEngine
 from broker.local.stack import Endpoints
 from broker.services import policy_changes
 from broker.services.gate_runtime import GateThread
 from broker.services.ingest import quarantine_topic, read_quarantine
 from broker.services.steady_publisher import publish_steadily
 from broker.services.synthetic import positive_tests
+from tests.conftest import opa_as
 from tests.integration.gate_support import (
     T1,
     Receiver,
@@ -149,7 +149,7 @@ def test_expired_agreement_and_unknown_subscriber_receive_nothing(services: Endp
     assert not any(t.startswith("deliver.blaby-district-council.") and t.endswith(f".{T1}") for t in topics)
     assert topic_for("blaby-district-council", "benefits", "ukhsa.isolation-notifications") in topics  # T7 in force
     assert not any(t.startswith("deliver.no-such-council.") for t in topics)
-    engine = OpaPolicyEngine(services.opa_url)
+    engine = opa_as(services.opa_url)
     try:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         expired = engine.evaluate("accord.plans.plan", {"subscriber": "blaby-district-council",

@@ -15,6 +15,7 @@ import pytest
 from broker.config import Settings
 from broker.local import opa_server, processes, toolchain
 from broker.local.stack import Endpoints
+from broker.services import opa_tokens
 from broker.services.bundles import SignedBundle, build_bundle
 from broker.services.gate_runtime import GateEndpoints, GateThread
 from broker.services.synthetic import positive_tests
@@ -49,7 +50,8 @@ def opa(tmp_path: Path) -> Iterator[OwnOpa]:
 @pytest.fixture
 def gate(services: Endpoints, applied_catalog: dict[str, Any], opa: OwnOpa, tmp_path: Path) -> Iterator[GateThread]:
     settings = Settings(state_dir=tmp_path / "gate", gate_group=f"test-fail-closed-{uuid.uuid4().hex[:8]}",
-                        gate_start_from="latest")
+                        gate_start_from="latest",
+                        opa_token_file=opa_tokens.token_file(tmp_path / "secrets", opa_tokens.WRITER))
     runner = GateThread(GateEndpoints(services.kafka, opa.url, services.registry_url), settings,
                         "test-fail-closed").start()
     yield runner

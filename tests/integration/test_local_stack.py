@@ -40,12 +40,13 @@ def test_cli_up_status_env_down_leaves_nothing_running(tmp_path: Path) -> None:
         printed = _accord(["local", "env"], env).stdout.splitlines()
         assert [line.split("=")[0] for line in printed] == [
             "ACCORD_KAFKA_BOOTSTRAP", "ACCORD_KAFKA_SECURITY_PROTOCOL", "ACCORD_KAFKA_USERNAME",
-            "ACCORD_KAFKA_PASSWORD_FILE", "ACCORD_OPA_URL", "ACCORD_REGISTRY_URL", "ACCORD_API_URL",
-            "ACCORD_GOVERNANCE_URL"]
-        # the password is named by its file (0600), never printed
-        password_file = Path(dict(line.split("=", 1) for line in printed)["ACCORD_KAFKA_PASSWORD_FILE"])
-        assert password_file.stat().st_mode & 0o777 == 0o600
-        assert password_file.read_text() not in "\n".join(printed)
+            "ACCORD_KAFKA_PASSWORD_FILE", "ACCORD_OPA_URL", "ACCORD_OPA_TOKEN_FILE", "ACCORD_REGISTRY_URL",
+            "ACCORD_API_URL", "ACCORD_GOVERNANCE_URL"]
+        # the password and OPA's token are named by their files (0600), never printed
+        for variable in ("ACCORD_KAFKA_PASSWORD_FILE", "ACCORD_OPA_TOKEN_FILE"):
+            secret_file = Path(dict(line.split("=", 1) for line in printed)[variable])
+            assert secret_file.stat().st_mode & 0o777 == 0o600
+            assert secret_file.read_text() not in "\n".join(printed)
         again = _accord(["local", "up"], env)  # idempotent: same endpoints, nothing new started
         assert again.returncode == 0
         assert _accord(["local", "env"], env).stdout.splitlines() == printed
@@ -71,7 +72,7 @@ def test_external_services_are_used_not_started(services: Endpoints, tmp_path: P
 def _uses_external(services: Endpoints, tmp_path: Path) -> None:
     settings = Settings(state_dir=tmp_path, kafka_bootstrap=services.kafka.bootstrap,
                         kafka_username=services.kafka.username, kafka_password_file=services.kafka_password_file,
-                        opa_url=services.opa_url,
+                        opa_url=services.opa_url, opa_token_file=services.opa_token_file,
                         registry_url=services.registry_url, api_url=services.api_url,
                         governance_url=services.governance_url)
     stack = LocalStack(settings)

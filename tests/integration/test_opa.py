@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import requests
 
 from broker.adapters.opa import OpaPolicyEngine
 from broker.errors import PolicyEngineError
 from broker.local.stack import Endpoints
+from tests.conftest import opa_as
 
 FIELDS = {"lsoa": {"transform": "keep", "method": None, "as": None, "params": {}}}
 CATALOG = {
@@ -33,7 +35,7 @@ REQUEST = {
 
 @pytest.fixture
 def engine(services: Endpoints) -> Iterator[OpaPolicyEngine]:
-    engine = OpaPolicyEngine(services.opa_url)
+    engine = opa_as(services.opa_url)
     engine.put_data("accord/catalog", CATALOG)
     yield engine
     engine.close()
@@ -66,3 +68,22 @@ def test_broken_policy_is_refused_with_opa_message(engine: OpaPolicyEngine) -> N
 
 def test_undefined_rule_is_none(engine: OpaPolicyEngine) -> None:
     assert engine.evaluate("accord.plans.no_such_rule", REQUEST) is None
+
+
+def test_a_caller_without_accords_token_cannot_rewrite_the_catalog_or_ask(services: Endpoints) -> None:
+    forged = CATALOG | {"revision": "c-forged"}
+    catalog = f"{services.opa_url}/v1/data/accord/catalog"
+    assert requests.put(catalog, json=forged, timeout=5).status_code == 401
+    reader = opa_as(services.opa_url, "reader")
+    try:
+        with pytest.raises(PolicyEngineError, match="refused Accord's token"):
+            reader.put_data("accord/catalog", forged)  # the API's guards read decisions; only the gate writes
+    finally:
+        reader.close()
+    asked = requests.post(f"{services.opa_url}/v1/data/accord/plans/plan", json={"input": REQUEST}, timeout=5)
+    assert asked.status_code == 401
+    writer = opa_as(services.opa_url)
+    try:
+        assert writer.evaluate("accord.catalog.revision", {}) != "c-forged"
+    finally:
+        writer.close()

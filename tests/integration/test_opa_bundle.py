@@ -1,5 +1,5 @@
 """The signed policy bundle on a real OPA: a signed bundle serves decisions; an unsigned, altered or foreign-signed
-one is refused at start-up; and no REST writer can replace a policy under the bundle's roots."""
+one is refused at start-up; and OPA's REST API answers only the tokens the bundle names, each within its role."""
 
 from __future__ import annotations
 
@@ -7,13 +7,16 @@ import io
 import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+import requests
 
 from broker.adapters.opa import OpaPolicyEngine
 from broker.config import Settings
 from broker.errors import PolicyEngineError, ServiceStartError
 from broker.local import opa_server, processes, toolchain
+from broker.services import opa_tokens
 from broker.services.bundles import SignedBundle, build_bundle
 from tests.integration.test_opa import CATALOG, REQUEST
 
@@ -45,6 +48,11 @@ def start_opa(opa_binary: Path, tmp_path: Path) -> Iterator[Callable[[SignedBund
         processes.stop(pid or None, opa_server.MARKER)
 
 
+def _engine(url: str, tmp_path: Path, role: str = opa_tokens.WRITER) -> OpaPolicyEngine:
+    """An engine with `role`'s token from the secrets dir the `signed` bundle was built with."""
+    return OpaPolicyEngine(url, token_file=opa_tokens.token_file(tmp_path / "secrets", role))
+
+
 def _rewritten(bundle: SignedBundle, target: Path, change: Callable[[str, bytes], bytes | None]) -> SignedBundle:
     """A copy of `bundle` with each file passed through `change` (None leaves the file out), signature untouched."""
     with tarfile.open(bundle.path, "r:gz") as source, tarfile.open(target, "w:gz") as out:
@@ -57,8 +65,9 @@ def _rewritten(bundle: SignedBundle, target: Path, change: Callable[[str, bytes]
     return SignedBundle(target, bundle.public_key, bundle.revision)
 
 
-def test_a_signed_bundle_serves_decisions(start_opa: Callable[[SignedBundle], str], signed: SignedBundle) -> None:
-    engine = OpaPolicyEngine(start_opa(signed))
+def test_a_signed_bundle_serves_decisions(start_opa: Callable[[SignedBundle], str], signed: SignedBundle,
+                                          tmp_path: Path) -> None:
+    engine = _engine(start_opa(signed), tmp_path)
     try:
         assert engine.ready()
         engine.put_data("accord/catalog", CATALOG)  # the catalog is outside the bundle's roots: data over REST
@@ -96,18 +105,72 @@ def test_a_bundle_signed_with_another_key_is_refused(start_opa: Callable[[Signed
         start_opa(SignedBundle(foreign.path, signed.public_key, foreign.revision))
 
 
-def test_policies_under_the_bundle_roots_cannot_be_replaced_over_rest(
-        start_opa: Callable[[SignedBundle], str], signed: SignedBundle) -> None:
-    engine = OpaPolicyEngine(start_opa(signed))
+def test_no_token_holder_can_replace_a_policy_over_rest(
+        start_opa: Callable[[SignedBundle], str], signed: SignedBundle, tmp_path: Path) -> None:
+    engine = _engine(start_opa(signed), tmp_path)
     try:
         engine.put_data("accord/catalog", CATALOG)
-        with pytest.raises(PolicyEngineError, match="owned by bundle"):
-            engine.put_policy("evil", "package accord.plans\n\nplan := {\"allow\": true}\n")
-        with pytest.raises(PolicyEngineError, match="owned by bundle"):
-            engine.put_policy("evil-authz", "package accord.authz\n\nallow := true\n")
-        with pytest.raises(PolicyEngineError, match="owned by bundle"):
+        for module, source in [("evil", "package accord.plans\n\nplan := {\"allow\": true}\n"),
+                               ("evil-authz", "package accord.authz\n\nallow := true\n"),
+                               ("other", "package other\n\nx := 1\n"),
+                               ("sys", "package system.authz\n\nallow := true\n")]:
+            with pytest.raises(PolicyEngineError, match="refused Accord's token"):
+                engine.put_policy(module, source)
+        with pytest.raises(PolicyEngineError, match="refused Accord's token"):
             engine.put_data("accord/plans", {"allow": True})
         refused = engine.evaluate("accord.plans.plan", REQUEST | {"subscriber": "nottingham-city-council"})
         assert refused["allow"] is False
     finally:
         engine.close()
+
+
+def _status(method: str, url: str, token: str | None = None, body: object = None) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    return requests.request(method, url, json=body, headers=headers, timeout=5).status_code
+
+
+def test_opa_answers_only_the_tokens_in_its_bundle_and_each_within_its_role(
+        start_opa: Callable[[SignedBundle], str], signed: SignedBundle, tmp_path: Path) -> None:
+    url = start_opa(signed)
+    reader = opa_tokens.read_token(opa_tokens.token_file(tmp_path / "secrets", opa_tokens.READER))
+    writer = opa_tokens.read_token(opa_tokens.token_file(tmp_path / "secrets", opa_tokens.WRITER))
+    decision = f"{url}/v1/data/accord/plans/plan"
+    catalog = f"{url}/v1/data/accord/catalog"
+    assert _status("GET", f"{url}/health?bundles") == 200  # supervisors need no token
+    # Without a token, or with one OPA does not know, nothing: no decisions, no catalog, no data, no policies.
+    for token in (None, "guess", f"{writer}x", ""):
+        assert _status("POST", decision, token, {"input": REQUEST}) == 401
+        assert _status("PUT", catalog, token, CATALOG) == 401
+        assert _status("GET", f"{url}/v1/data", token) == 401
+        assert _status("GET", f"{url}/v1/policies", token) == 401
+    # The reader asks for decisions but cannot change the catalog the decisions are made from.
+    assert _status("PUT", catalog, reader, CATALOG | {"revision": "c-forged"}) == 401
+    assert _status("POST", decision, reader, {"input": REQUEST}) == 200
+    # The writer keeps the catalog, and nothing else: no reading the token digests, no other data, no policies.
+    assert _status("PUT", catalog, writer, CATALOG) == 204
+    assert _status("GET", f"{url}/v1/data/system/authz/tokens", writer) == 401
+    assert _status("PUT", f"{url}/v1/data/elsewhere", writer, {"x": 1}) == 401
+    assert _status("PUT", f"{url}/v1/policies/other", writer, None) == 401
+    assert _status("DELETE", catalog, writer) == 401
+
+
+def test_rotated_tokens_lock_out_the_old_ones_and_running_engines_follow(
+        opa_binary: Path, signed: SignedBundle, tmp_path: Path) -> None:
+    layout = opa_server.OpaLayout(tmp_path / "rotating")
+    _, url = opa_server.start(opa_binary, layout, timeout_s=30, bundle=signed)
+    engine = _engine(url, tmp_path)  # a service running across the rotation
+    old = opa_tokens.read_token(opa_tokens.token_file(tmp_path / "secrets", opa_tokens.WRITER))
+    try:
+        engine.put_data("accord/catalog", CATALOG)
+        # What `accord credentials rotate-opa-tokens` does for the local OPA: new tokens, a new bundle, a restart.
+        opa_tokens.rotate(tmp_path / "secrets")
+        rebuilt = build_bundle(opa_binary, signed.path, tmp_path / "secrets")
+        assert rebuilt.revision != signed.revision  # the token digests are part of what the revision covers
+        processes.stop(processes.read_pid(layout.pid_file), opa_server.MARKER)
+        opa_server.start(opa_binary, layout, timeout_s=30, bundle=rebuilt, port=urlsplit(url).port)
+        assert _status("PUT", f"{url}/v1/data/accord/catalog", old, CATALOG) == 401
+        engine.put_data("accord/catalog", CATALOG)  # refused once, then sent with the file's new token
+        assert engine.evaluate("accord.plans.plan", REQUEST)["allow"] is True
+    finally:
+        engine.close()
+        processes.stop(processes.read_pid(layout.pid_file), opa_server.MARKER)

@@ -140,6 +140,38 @@ def test_health_needs_no_token(api: Api) -> None:
     assert api.client.get("/health", headers=NO_TOKEN).status_code == 200
 
 
+@pytest.mark.parametrize("body", [b"{not json", b"\xff\xfe", b"[]", b'{"kind": 7}'])
+def test_no_token_is_401_before_the_body_is_read(body: bytes) -> None:
+    engine = FakeAuthz()
+    api = make_api(catalog(), engine=engine)
+    response = api.client.post("/disputes", content=body, headers=NO_TOKEN | {"Content-Type": "application/json"})
+    assert response.status_code == 401, response.text
+    assert response.json()["error"].startswith("not authenticated")  # the service's own error shape
+    assert engine.asked == [] and api.log.events == []
+
+
+def test_no_token_is_401_for_paths_that_do_not_exist_and_the_openapi_is_public(api: Api) -> None:
+    for path in ("/nowhere", "/disputes/x/y/z", "/health/", "//health"):
+        assert api.client.get(path, headers=NO_TOKEN).status_code == 401, path
+    assert api.client.get("/nowhere", headers=SERVICE).status_code == 404
+    assert api.client.get("/openapi.json", headers=NO_TOKEN).status_code == 200
+    assert api.client.head("/health", headers=NO_TOKEN).status_code in (200, 405)
+
+
+def test_without_the_authentication_middleware_every_guarded_route_is_refused() -> None:
+    from fastapi import FastAPI
+
+    from broker.api.auth import authorise
+
+    app = FastAPI(dependencies=[authorise(guard(), "governance")])
+
+    @app.get("/anything")
+    def anything() -> dict[str, str]:
+        return {"leaked": "yes"}
+
+    assert TestClient(app).get("/anything", headers=SERVICE).status_code == 401
+
+
 def test_the_write_routes_all_need_an_actor(api: Api) -> None:
     ident = api.raise_refusal()["id"]
     writes = [("/disputes/{}/comments", {"text": "hi"}), ("/disputes/{}/decision", GRANTED),

@@ -11,7 +11,7 @@ import base64
 import hashlib
 import json
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,12 +21,14 @@ from broker.errors import AuditError
 
 POLICY_DECISION = "policy-decision"
 DELIVERY_BATCH = "delivery-batch"
+QUARANTINE_BATCH = "quarantine-batch"
 CATALOG_CHANGE = "catalog-change"
 # Producers key raw audit records by what they describe; the governance service was first and says "governance".
 KINDS = {
     b"governance": "governance-event",
     CATALOG_CHANGE.encode(): CATALOG_CHANGE,
     DELIVERY_BATCH.encode(): DELIVERY_BATCH,
+    QUARANTINE_BATCH.encode(): QUARANTINE_BATCH,
     POLICY_DECISION.encode(): POLICY_DECISION,
 }
 RECORDS_DIGEST = "sha256(len-key-len-value)"  # names `records_digest` in each batch record, for other verifiers
@@ -144,9 +146,23 @@ def batch_record(topic: str, partition: int, delivered: Sequence[Delivered], pla
     `offsets` lists runs of consecutive offsets as [first, last] pairs: one run unless another worker's transaction
     wrote to the same partition in between. `records_digest` covers the records in offset order.
     """
-    if not delivered:
-        raise ValueError(f"a delivery batch record for {topic}/{partition} needs at least one delivered record")
-    ordered = sorted(delivered, key=lambda d: d.offset)
+    return {**_landed(topic, partition, delivered),
+            "subscriber": plan.subscriber, "role": plan.role, "stream": plan.stream, "purpose": plan.purpose,
+            "revision": plan.revision, "worker": worker, "at": at}
+
+
+def quarantine_batch_record(topic: str, partition: int, quarantined: Sequence[Delivered], rules: Mapping[str, int],
+                            stream: str, worker: str, at: str) -> dict[str, Any]:
+    """What one gate transaction sent to a stream's quarantine topic-partition (rows it refused, with reasons
+    and no values): the same landing, digest and sources as a delivery batch, and how many rows each rule refused."""
+    return {**_landed(topic, partition, quarantined), "stream": stream, "rules": dict(sorted(rules.items())),
+            "worker": worker, "at": at}
+
+
+def _landed(topic: str, partition: int, records: Sequence[Delivered]) -> dict[str, Any]:
+    if not records:
+        raise ValueError(f"a batch record for {topic}/{partition} needs at least one record")
+    ordered = sorted(records, key=lambda d: d.offset)
     sources: dict[tuple[str, int], list[int]] = {}
     for record in ordered:
         sources.setdefault((record.source.topic, record.source.partition), []).append(record.source.offset)
@@ -156,8 +172,6 @@ def batch_record(topic: str, partition: int, delivered: Sequence[Delivered], pla
         "records_digest": records_digest((d.key, d.value) for d in ordered), "digest_method": RECORDS_DIGEST,
         "sources": [{"topic": t, "partition": p, "first_offset": min(o), "last_offset": max(o), "records": len(o)}
                     for (t, p), o in sorted(sources.items())],
-        "subscriber": plan.subscriber, "role": plan.role, "stream": plan.stream, "purpose": plan.purpose,
-        "revision": plan.revision, "worker": worker, "at": at,
     }
 
 

@@ -17,11 +17,13 @@ from broker.domain import control
 from broker.domain.audit_records import (
     DELIVERY_BATCH,
     POLICY_DECISION,
+    QUARANTINE_BATCH,
     Delivered,
     Source,
     batch_record,
     decision_record,
     decision_terms,
+    quarantine_batch_record,
 )
 from broker.domain.control import PolicyState, rfc3339
 from broker.domain.geography import LaTable
@@ -148,6 +150,7 @@ class Gate:
                       for s, schema in parts.schemas.items()}
         self._decode = {s: AvroDeserializer(parts.registry, json.dumps(schema)) for s, schema in parts.schemas.items()}
         self._sent: list[tuple[Delivery, Record, bytes | None, Placement]] = []  # this batch's deliveries, audited
+        self._quarantined: list[tuple[str, Record, bytes, str, Placement]] = []  # (stream, source, body, rule, where)
         self._decided: dict[tuple[str, ...], dict[str, Any]] = {}  # the last decision audited per subscription
 
     @property
@@ -220,6 +223,7 @@ class Gate:
         except BaseException:
             self._tally.clear()  # the batch is consumed again: count it then
             self._sent.clear()
+            self._quarantined.clear()
             self._p.stage.abort()
             raise
         # Counted per batch, after the commit: a metric label lookup per record costs as much as a row filter.
@@ -281,11 +285,14 @@ class Gate:
             self._tally[(stream, "delivered" if delivered else "no-subscriber")] += 1
 
     def _audit_batch(self) -> None:
-        """One delivery-batch record per delivery topic-partition, sent in the batch's own transaction: a committed
-        batch always has its records, an aborted one leaves none."""
-        if not self._sent:
+        """One delivery-batch record per delivery topic-partition (and one quarantine-batch record per quarantine
+        topic-partition), sent in the batch's own transaction: a committed batch always has its records, an aborted
+        one leaves none."""
+        if not self._sent and not self._quarantined:
             return
         self._p.stage.flush()  # offsets are known once the broker has the records: one wait per batch, not per record
+        at = rfc3339(self._clock())
+        self._audit_quarantine(at)
         landed: dict[tuple[str, int], list[Delivered]] = {}
         plans: dict[str, Plan] = {}
         for delivery, record, payload, placed in self._sent:
@@ -294,11 +301,23 @@ class Gate:
             landed.setdefault((delivery.topic, partition), []).append(Delivered(offset, record.key, payload, source))
             plans[delivery.topic] = delivery.plan
         self._sent.clear()
-        at = rfc3339(self._clock())
         for (topic, partition), delivered in sorted(landed.items()):
             body = batch_record(topic, partition, delivered, plans[topic], self.worker, at)
             self._p.stage.send(self._p.audit_topic, json.dumps(body, sort_keys=True).encode(),
                                key=DELIVERY_BATCH.encode())
+
+    def _audit_quarantine(self, at: str) -> None:
+        landed: dict[tuple[str, int], tuple[str, list[Delivered], Counter[str]]] = {}
+        for stream, record, body, rule, placed in self._quarantined:
+            partition, offset = placed()
+            _, entries, rules = landed.setdefault((quarantine_topic(stream), partition), (stream, [], Counter()))
+            entries.append(Delivered(offset, record.key, body, Source(record.topic, record.partition, record.offset)))
+            rules[rule] += 1
+        self._quarantined.clear()
+        for (topic, partition), (stream, entries, rules) in sorted(landed.items()):
+            audit = quarantine_batch_record(topic, partition, entries, rules, stream, self.worker, at)
+            self._p.stage.send(self._p.audit_topic, json.dumps(audit, sort_keys=True).encode(),
+                               key=QUARANTINE_BATCH.encode())
 
     def _residence(self, stream: str, value: Mapping[str, Any]) -> str | None:
         field = self._lsoa[stream]
@@ -332,7 +351,9 @@ class Gate:
                    ("accord.quarantine.source-offset", str(record.offset).encode())]
         if "refused_by" in extra:
             headers.append(("accord.quarantine.subscriber", str(extra["refused_by"]["subscriber"]).encode()))
-        self._p.stage.send(quarantine_topic(stream), json.dumps(body).encode(), key=record.key, headers=headers)
+        encoded = json.dumps(body).encode()
+        placed = self._p.stage.send(quarantine_topic(stream), encoded, key=record.key, headers=headers)
+        self._quarantined.append((stream, record, encoded, reasons[0]["rule"], placed))
 
     # -- planning ----------------------------------------------------------------------------------
     def _replan(self, now: dt.datetime) -> None:

@@ -1,5 +1,6 @@
 """The raw audit topic on the real Kafka and OPA: a gate's policy decisions carry OPA's decision ids, its delivery
-batch records match what the delivery topics hold, and a catalog apply leaves a catalog-change record."""
+batch records match what the delivery topics hold (its quarantine batches, what the quarantine topic holds), and a
+catalog apply leaves a catalog-change record."""
 
 from __future__ import annotations
 
@@ -9,14 +10,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_control import ControlWriter
 from broker.adapters.kafka_governance import AUDIT_TOPIC
 from broker.adapters.kafka_log import KafkaLog, Record
 from broker.domain.audit_records import Source, raw_entry, records_digest
 from broker.local.stack import Endpoints
 from broker.services import policy_changes
+from broker.services.ingest import ingest_topic, quarantine_topic
 from broker.services.synthetic import positive_tests
 from tests.conftest import opa_as
 from tests.integration.gate_support import T1, Receiver, end_offsets, publish, specimen_day, start_gate, topic_for
@@ -123,3 +126,34 @@ def test_a_catalog_apply_leaves_a_catalog_change_record(services: Endpoints, app
     assert (change["change"], change["revision"], change["control"]) == (
         "catalog-applied", applied_catalog["revision"], {"key": "catalog", "offset": announced.offset})
     assert change["agreements"] == sorted(applied_catalog["agreements"])
+
+
+def test_rows_the_gate_quarantines_are_audited_as_a_batch_of_the_quarantine_topic(
+        services: Endpoints, applied_catalog: dict[str, Any], kafka_as: Callable[[str], KafkaAccess],
+        tmp_path: Path) -> None:
+    worker = f"test-audit-q-{uuid.uuid4().hex[:8]}"
+    start_audit = audit_end(services)
+    gate = start_gate(services, tmp_path, "test-audit-quarantine", worker)
+    # The publisher writes its own ingest topic with its own Kafka client, bytes that are not Avro at all.
+    producer = KafkaProducer(**kafka_as("ukhsa").client_options(), acks="all")
+    try:
+        sent = [producer.send(ingest_topic(T1), b"not avro " + str(n).encode(), key=b"q").get(timeout=30)
+                for n in range(2)]
+        found = audit_records(services, start_audit, lambda f: sum(
+            r["records"] for r in f if r["kind"] == "quarantine-batch" and r.get("worker") == worker) >= 2)
+    finally:
+        producer.close()
+        gate.stop()
+    assert gate.failure is None, gate.failure
+    batches = [r for r in found if r["kind"] == "quarantine-batch" and r.get("worker") == worker]
+    assert sum(b["records"] for b in batches) == 2 and {b["stream"] for b in batches} == {T1}
+    assert {b["topic"] for b in batches} == {quarantine_topic(T1)}
+    assert sum(b["rules"].get("avro-decode", 0) for b in batches) == 2
+    assert {(s["topic"], s["partition"], o) for b in batches for s in b["sources"]
+            for o in (s["first_offset"], s["last_offset"])} <= {(m.topic, m.partition, m.offset) for m in sent}
+    log = KafkaLog(services.kafka, client_id="test-audit-coverage")
+    for batch in batches:
+        held = {r.offset: r for r in log.read(batch["topic"], max_records=1_000_000, timeout_s=2.0,
+                                               start_offset=batch["first_offset"], partitions=[batch["partition"]])}
+        records = [held[o] for first, last in batch["offsets"] for o in range(first, last + 1)]
+        assert batch["records_digest"] == records_digest((r.key, r.value) for r in records), batch

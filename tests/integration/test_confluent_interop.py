@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -122,22 +124,37 @@ def test_accord_writes_confluent_reads(services: Endpoints, topic: str, client: 
     assert client.get_latest_version(f"{topic}-value").schema_id == schema_id
 
 
+def _fixed_librdkafka(directory: Path) -> dict[str, str]:
+    """An environment that makes kcat load the librdkafka inside the confluent-kafka wheel (2.6.1 or later).
+
+    librdkafka before 2.6.1 sent a wrong nonce in its SCRAM client-final message; Kafka 4 checks the nonce as RFC
+    5802 requires and refuses the login (confluentinc/librdkafka#4895). Debian's kcat 1.7.1 links librdkafka 2.0.2.
+    librdkafka keeps its ABI, so the same kcat runs on the newer library.
+    """
+    import confluent_kafka
+
+    wheel_libs = Path(confluent_kafka.__file__).parent.parent / "confluent_kafka.libs"
+    found = sorted(wheel_libs.glob("librdkafka*.so.1"))
+    assert found, f"no librdkafka in {wheel_libs}"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "librdkafka.so.1").symlink_to(found[0])
+    return {**os.environ, "LD_LIBRARY_PATH": str(directory)}
+
+
 @pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is not installed (apt-get install kcat)")
-def test_kcat_reads_accord_framed_records(services: Endpoints, topic: str) -> None:
+def test_kcat_reads_accord_framed_records(services: Endpoints, topic: str, tmp_path: Path) -> None:
     # Debian's kcat is built without Avro/Schema Registry support (no libserdes), so `-s value=avro` cannot be
     # exercised here; kcat still proves the records on the topic are Confluent-framed with Accord's schema id.
     payload = _publish_with_accord(services, topic)
     expected_id, _ = unframe(payload)
     # kcat authenticates like any client: its SASL properties on the command line (a test's throwaway password).
     props = [arg for key, value in services.kafka.librdkafka_options().items() for arg in ("-X", f"{key}={value}")]
+    env = dict(os.environ)
     probe = subprocess.run(["kcat", *props, "-L", "-m", "10"], capture_output=True, timeout=60, check=False)
     if b"invalid credentials" in probe.stderr:
-        # Seen with Debian's kcat 1.7.1 on librdkafka 2.0.2: its SCRAM-SHA-512 login is refused for users that
-        # confluent-kafka's librdkafka (the tests above) and kafka-python log in as. An old client's defect, not
-        # a reason to open a listener without authentication.
-        pytest.skip("this kcat's librdkafka cannot log in with SCRAM-SHA-512 to this Kafka")
+        env = _fixed_librdkafka(tmp_path / "librdkafka")  # this kcat's librdkafka predates the SCRAM nonce fix
     done = subprocess.run(["kcat", *props, "-C", "-t", topic, "-o", "beginning", "-e",
-                           "-c", "1", "-f", "%s"], capture_output=True, timeout=60, check=False)
+                           "-c", "1", "-f", "%s"], capture_output=True, timeout=60, check=False, env=env)
     assert done.returncode == 0, done.stderr.decode(errors="replace")
     out = done.stdout
     assert out == payload

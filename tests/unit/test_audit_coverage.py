@@ -116,8 +116,20 @@ def test_an_aborted_batch_leaves_no_audit_record(h: GateHarness) -> None:
     assert {(r["topic"], r["records"]) for r in h.stage.audited()} == {(LEICESTER_DPH, 2), (LEICESTER_ANALYST, 2)}
 
 
-def test_a_batch_that_delivers_nothing_has_no_audit_record(h: GateHarness) -> None:
-    h.stage.queue(h.raw(0, b"not avro"))
+def test_a_batch_that_only_quarantines_gets_a_quarantine_batch_record_and_no_delivery_record(h: GateHarness) -> None:
+    h.stage.queue(h.raw(0, b"not avro"), h.raw(1, b"\x00nor this"))
+    h.gate.step()
+    assert h.stage.transactions[-1].outcome == "committed"
+    [audited] = h.stage.audited()
+    quarantined = [s for s in h.stage.committed() if s.topic == audited["topic"]]
+    assert (audited["kind"], audited["stream"], audited["records"], audited["rules"]) == (
+        "quarantine-batch", INGEST.removeprefix("ingest."), 2, {"avro-decode": 2})
+    assert audited["sources"] == [{"topic": INGEST, "partition": 0, "first_offset": 0, "last_offset": 1, "records": 2}]
+    assert audited["records_digest"] == records_digest((s.key, s.value) for s in quarantined)
+
+
+def test_a_batch_that_sends_nothing_has_no_audit_record(h: GateHarness) -> None:
+    h.stage.queue(h.record(0, "cornwall"))
     h.gate.step()
     assert h.stage.transactions[-1].outcome == "committed" and h.stage.audited() == []
 

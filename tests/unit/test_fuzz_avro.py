@@ -172,3 +172,10 @@ def test_array_of_items_that_take_no_bytes_is_refused_naming_the_schema() -> Non
 def test_int_beyond_32_bits_is_refused_naming_the_field() -> None:
     with pytest.raises(SerdeError, match=r"not allow at field Count\.n \(an int beyond 32 bits\)"):
         AvroDeserializer(REGISTRY)(frame(INT_ONLY_ID, b"\x80\x80\x80\x80\x80\x40"), CTX)
+
+
+def test_arrays_split_into_blocks_are_read_as_avro_allows() -> None:
+    schema = {"type": "record", "name": "Blocks", "fields": [{"name": "xs", "type": {"type": "array", "items": "int"}}]}
+    schema_id = REGISTRY.register("fuzz-blocks-value", json.dumps(schema))
+    # Two blocks of one item each, then the end: another writer's legal encoding of [1, 2].
+    assert AvroDeserializer(REGISTRY)(frame(schema_id, b"\x02\x02\x02\x04\x00"), CTX) == {"xs": [1, 2]}

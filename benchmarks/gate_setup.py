@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
 import time
 import uuid
@@ -28,6 +29,7 @@ from broker.services import policy_changes
 from broker.services.api_runtime import ensure_stream_topics
 from broker.services.gate_runtime import GateEndpoints
 from broker.services.ingest import ingest_topic, load_stream_schemas
+from broker.services.opa_tokens import WRITER, opa_engine
 from broker.services.serde import AvroSerializer, SerializationContext
 from broker.services.synthetic import PLACES, spread
 
@@ -120,14 +122,20 @@ class Bench:
 
 @contextmanager
 def local_bench(state_dir: Path) -> Iterator[Bench]:
-    """Kafka, OPA, registry and API in `state_dir` (the stack's own gate stopped), wiped afterwards."""
+    """Kafka, OPA, registry and API in `state_dir` (the stack's own gate stopped), wiped afterwards.
+
+    ACCORD_STATE_DIR points at it meanwhile, so the benchmark's clients and the processes it spawns use the stack's
+    secrets: the registry client's service token, the gate workers' OPA token and pseudonym secret.
+    """
     stack = LocalStack(Settings(state_dir=state_dir))
+    before = os.environ.get("ACCORD_STATE_DIR")
+    os.environ["ACCORD_STATE_DIR"] = str(state_dir)
     try:
         endpoints = stack.up()
         stack.gate.stop()  # only the benchmark's gate workers run
         ensure_stream_topics(endpoints.kafka, load_stream_schemas(REPO_ROOT / "schemas"))
         ensure_control_topics(endpoints.kafka)
-        engine = OpaPolicyEngine(endpoints.opa_url)
+        engine = opa_engine(endpoints.opa_url, Settings(state_dir=state_dir), WRITER)
         writer = ControlWriter(endpoints.kafka, client_id="bench-control")
         schema = json.loads((REPO_ROOT / "schemas" / f"{T1}.avsc").read_text())
         try:
@@ -137,6 +145,10 @@ def local_bench(state_dir: Path) -> Iterator[Bench]:
             engine.close()
     finally:
         stack.down(wipe=True)
+        if before is None:
+            os.environ.pop("ACCORD_STATE_DIR", None)
+        else:
+            os.environ["ACCORD_STATE_DIR"] = before
 
 
 def group(name: str) -> str:
@@ -144,15 +156,19 @@ def group(name: str) -> str:
 
 
 def encoded_cases(bench: Bench, n: int, prefix: str, seed: int = 2020) -> list[tuple[bytes, bytes]]:
-    """`n` synthetic T1 cases spread evenly over the ten councils' places, Confluent-framed Avro, key = utla."""
+    """`n` synthetic T1 cases spread evenly over the ten councils' places, Confluent-framed Avro, key = utla.
+
+    Every case has an NHS number: Nottinghamshire's agreement refuses rows without one (its required fields), and
+    the scenarios count one delivery per record and subscription.
+    """
     day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=3)
     registry = HttpSchemaRegistry(bench.endpoints.registry_url)
     try:
         encode = AvroSerializer(registry, json.dumps(bench.schema))
         ctx = SerializationContext(INGEST)
         out = []
-        for case in spread(day, n, list(COUNCILS.values()), prefix=prefix, seed=seed):
-            payload = encode(case, ctx)
+        for i, case in enumerate(spread(day, n, list(COUNCILS.values()), prefix=prefix, seed=seed)):
+            payload = encode({**case, "nhs_number": case["nhs_number"] or f"998{i:07d}"}, ctx)
             assert payload is not None
             out.append((case["utla"].encode(), payload))
         return out

@@ -36,8 +36,6 @@ class OpaPolicyEngine:
         self._client = self._connect()
 
     def _read_token(self) -> str | None:
-        from broker.services.opa_tokens import read_token
-
         return read_token(self._token_file) if self._token_file is not None else None
 
     def _connect(self) -> OpaClient:
@@ -106,6 +104,17 @@ class OpaPolicyEngine:
             raise PolicyEngineError(f"OPA at {self.url} unreachable: {exc}") from exc
         decision_id = answer.get("decision_id")
         return Evaluation(answer.get("result"), decision_id if isinstance(decision_id, str) and decision_id else None)
+
+
+def read_token(path: Path) -> str | None:
+    """The token in `path`; None when there is no file (an OPA without authentication needs none)."""
+    try:
+        token = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    if not token:
+        raise ConfigError(f"{path} is empty: run `accord credentials rotate-opa-tokens`")
+    return token
 
 
 def _unauthorized(exc: Exception) -> bool:

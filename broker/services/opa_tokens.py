@@ -18,7 +18,7 @@ import json
 import secrets
 from pathlib import Path
 
-from broker.adapters.opa import OpaPolicyEngine
+from broker.adapters.opa import OpaPolicyEngine, read_token
 from broker.config import Settings
 from broker.errors import ConfigError
 from broker.services.secrets import SECRET_BYTES, write_private
@@ -55,17 +55,6 @@ def rotate(secrets_dir: Path) -> dict[str, Path]:
     for path in files.values():
         write_private(path, secrets.token_urlsafe(SECRET_BYTES))
     return files
-
-
-def read_token(path: Path) -> str | None:
-    """The token in `path`; None when there is no file (an OPA without authentication needs none)."""
-    try:
-        token = path.read_text().strip()
-    except FileNotFoundError:
-        return None
-    if not token:
-        raise ConfigError(f"{path} is empty: run `accord credentials rotate-opa-tokens`")
-    return token
 
 
 def digest(token: str) -> str:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import requests
+
 from broker.adapters.kafka_control import ControlWriter
 from broker.config import Settings
 from broker.domain.control import GRANT_PREFIX
@@ -50,6 +52,17 @@ def test_cli_up_status_env_down_leaves_nothing_running(tmp_path: Path) -> None:
         again = _accord(["local", "up"], env)  # idempotent: same endpoints, nothing new started
         assert again.returncode == 0
         assert _accord(["local", "env"], env).stdout.splitlines() == printed
+        # New OPA tokens: the stack's OPA restarts with a bundle that knows only them; the old writer is refused.
+        token_file = Path(dict(line.split("=", 1) for line in printed)["ACCORD_OPA_TOKEN_FILE"])
+        old_token = token_file.read_text()
+        rotated = _accord(["credentials", "rotate-opa-tokens"], env)
+        assert rotated.returncode == 0 and "the local OPA restarted with them" in rotated.stdout, rotated.stderr
+        opa_url = dict(line.split("=", 1) for line in printed)["ACCORD_OPA_URL"]
+        catalog = f"{opa_url}/v1/data/accord/catalog"
+        assert requests.put(catalog, json={}, timeout=5, headers={"Authorization": f"Bearer {old_token}"}
+                            ).status_code == 401
+        applied = _accord(["catalog", "apply"], env)  # the CLI reads the new writer token
+        assert applied.returncode == 0, applied.stderr
     finally:
         down = _accord(["local", "down"], env)
     assert down.returncode == 0 and down.stdout.strip() == "stopped: gate, governance, api, registry, opa, kafka"

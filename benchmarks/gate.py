@@ -30,7 +30,7 @@ from benchmarks.gate_setup import (
     hub_catalog,
     local_bench,
 )
-from broker.domain.plans import delivery_topic
+from broker.domain.topics import delivery_topic
 from broker.local.toolchain import REPO_ROOT
 
 RECORDS = 30_000  # measured T1 records for (a)-(c); (d) gets the first NAIVE_RECORDS of them

@@ -18,8 +18,8 @@ from benchmarks.gate_setup import INGEST, Bench
 from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_log import KafkaLog
 from broker.config import Settings
+from broker.runtime.gate import GateEndpoints, GateThread
 from broker.services import policy_changes
-from broker.services.gate_runtime import GateEndpoints, GateThread
 
 Sent = dict[tuple[int, int], float]
 Received = list[tuple[int, int, float]]

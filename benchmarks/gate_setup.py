@@ -22,16 +22,17 @@ from broker.adapters.opa import OpaPolicyEngine
 from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.catalog import load_and_compile
 from broker.config import Settings
-from broker.domain.plans import delivery_topic
+from broker.demo.synthetic import PLACES, spread
+from broker.domain.topics import delivery_topic, ingest_topic
 from broker.local.stack import Endpoints, LocalStack
 from broker.local.toolchain import REPO_ROOT
+from broker.runtime.api import ensure_stream_topics
+from broker.runtime.gate import GateEndpoints
+from broker.security.api_tokens import ServiceTokens
+from broker.security.opa_tokens import WRITER, opa_engine
 from broker.services import policy_changes
-from broker.services.api_runtime import ensure_stream_topics
-from broker.services.gate_runtime import GateEndpoints
-from broker.services.ingest import ingest_topic, load_stream_schemas
-from broker.services.opa_tokens import WRITER, opa_engine
+from broker.services.ingest import load_stream_schemas
 from broker.services.serde import AvroSerializer, SerializationContext
-from broker.services.synthetic import PLACES, spread
 
 T1 = "ukhsa.positive-tests"
 INGEST = ingest_topic(T1)
@@ -108,6 +109,11 @@ class Bench:
         return self.endpoints.kafka
 
     @property
+    def tokens(self) -> ServiceTokens:
+        """The bench's service token for the registry (its stack's secrets)."""
+        return ServiceTokens(self.state_dir / "secrets", "benchmark")
+
+    @property
     def gate_endpoints(self) -> GateEndpoints:
         return GateEndpoints(self.endpoints.kafka, self.endpoints.opa_url, self.endpoints.registry_url)
 
@@ -162,7 +168,7 @@ def encoded_cases(bench: Bench, n: int, prefix: str, seed: int = 2020) -> list[t
     the scenarios count one delivery per record and subscription.
     """
     day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=3)
-    registry = HttpSchemaRegistry(bench.endpoints.registry_url)
+    registry = HttpSchemaRegistry(bench.endpoints.registry_url, token=bench.tokens)
     try:
         encode = AvroSerializer(registry, json.dumps(bench.schema))
         ctx = SerializationContext(INGEST)

@@ -23,12 +23,13 @@ from broker.domain import control
 from broker.domain.control import PolicyState
 from broker.domain.geography import load_la_table
 from broker.domain.jurisdiction import Unresolved, resolve_areas
-from broker.domain.plans import Plan, Projector, delivery_subject, projected_schema
+from broker.domain.plans import Plan, Projector, projected_schema
 from broker.domain.pseudonyms import Pseudonymiser, subscriber_key
+from broker.domain.topics import DELIVER_PREFIX, ingest_topic, value_subject
 from broker.local.toolchain import REPO_ROOT
+from broker.runtime.gate import open_gate
 from broker.services.gate import REVISION_HEADER, SOURCE_HEADER
-from broker.services.gate_runtime import open_gate
-from broker.services.ingest import ingest_topic, load_stream_schemas
+from broker.services.ingest import load_stream_schemas
 from broker.services.planner import PLAN_RULE, SUBSCRIPTIONS_RULE
 from broker.services.serde import AvroDeserializer, AvroSerializer, SerializationContext
 
@@ -106,7 +107,7 @@ def real_gate(bench: Bench, scenario: str, records: list[tuple[bytes, bytes]], t
 
 
 def _short(counts: dict[str, int]) -> dict[str, int]:
-    return {topic.removeprefix("deliver.").removesuffix(f".{T1}"): n for topic, n in counts.items()}
+    return {topic.removeprefix(DELIVER_PREFIX).removesuffix(f".{T1}"): n for topic, n in counts.items()}
 
 
 class NaiveGate:
@@ -120,7 +121,7 @@ class NaiveGate:
     def __init__(self, bench: Bench, tid: str) -> None:
         self.bench = bench
         self.stage = TransactionalStage(bench.kafka, group("d"), ingest_topics(), tid, start_from="latest")
-        self.registry = HttpSchemaRegistry(bench.endpoints.registry_url)
+        self.registry = HttpSchemaRegistry(bench.endpoints.registry_url, token=bench.tokens)
         self.decode = AvroDeserializer(self.registry, json.dumps(bench.schema))
         self.la = load_la_table()
         self.jurisdiction = [str(f) for f in bench.schema.get("accord.jurisdiction", [])]
@@ -171,7 +172,7 @@ class NaiveGate:
         built = self.built.get(key)
         if built is None:
             create_topics(self.bench.kafka, [plan.topic])
-            self.registry.set_compatibility(delivery_subject(plan.topic), "NONE")  # as the gate does
+            self.registry.set_compatibility(value_subject(plan.topic), "NONE")  # as the gate does
             pseudonymise = Pseudonymiser(subscriber_key(self.secret, plan.subscriber), T1)
             project = Projector(plan, self.bench.schema, pseudonymise=pseudonymise,
                                 today=lambda: dt.datetime.now(dt.UTC).date())

@@ -13,6 +13,7 @@ from typing import Any
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from broker.adapters.registry_memory import InMemorySchemaRegistry
+from broker.domain.topics import ingest_topic
 from broker.services.serde import AvroDeserializer, AvroSerializer, SerializationContext
 
 SCHEMA_TEXT = (Path(__file__).resolve().parents[1] / "schemas" / "ukhsa.positive-tests.avsc").read_text()
@@ -57,7 +58,7 @@ def run(n: int = 20_000, repeats: int = 7) -> dict[str, Any]:
         return schemaless_reader(buf, parsed, parsed)
 
     registry = InMemorySchemaRegistry()
-    ctx = SerializationContext("ingest.ukhsa.positive-tests")
+    ctx = SerializationContext(ingest_topic("ukhsa.positive-tests"))
     serialize, deserialize = AvroSerializer(registry, SCHEMA_TEXT), AvroDeserializer(registry)
 
     def accord(record: dict[str, Any]) -> object:

@@ -13,6 +13,10 @@ KAFKA_VERSION = "4.3.1"
 OPA_VERSION = "v1.22.2"
 
 
+# schemas/, catalog/ and policies/ of the source tree this package sits in; a deployment names its own copies.
+_SOURCE_ROOT = Path(__file__).resolve().parents[1]
+
+
 def _default_home() -> Path:
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(cache) / "accord"
@@ -52,6 +56,9 @@ class Settings(BaseSettings):
     gate_worker_id: str | None = None
     gate_group: str = "accord-gate"
     gate_start_from: Literal["earliest", "latest"] = "earliest"
+    schemas_dir: Path = _SOURCE_ROOT / "schemas"     # the template streams' .avsc files
+    catalog_dir: Path = _SOURCE_ROOT / "catalog"     # bodies, streams, agreements, ladder (YAML)
+    policies_dir: Path = _SOURCE_ROOT / "policies"   # the Rego policies bundled for OPA
     residence_lookup: Path | None = None     # ONS LSOA-to-LAD lookup CSV (domain/residence.py); unset: not used
 
     @property

@@ -20,10 +20,13 @@ from broker.catalog import load_and_compile
 from broker.config import Settings
 from broker.local.stack import Endpoints, LocalStack
 from broker.local.toolchain import REPO_ROOT
+from broker.security.api_tokens import ServiceTokens
+from broker.security.kafka_identities import local_access
 from broker.services import policy_changes
-from broker.services.kafka_identities import local_access
 from tests.integration.gate_support import Receiver, make_test_catalog
 
+POLICIES = REPO_ROOT / "policies"
+SCHEMAS = REPO_ROOT / "schemas"
 _REAL = {"integration", "e2e"}
 
 
@@ -38,16 +41,21 @@ def kafka_env(kafka: KafkaAccess) -> dict[str, str]:
 def bearer(body: str = "accord", role: str = "service", person: str = "tests") -> dict[str, str]:
     """An Authorization header with a token the session's services accept (signed with the key of the secrets dir
     that `local_settings` points this process at); by default Accord's own service identity."""
-    from broker.services.api_tokens import issue, signing_key
+    from broker.security.api_tokens import issue, signing_key
 
     now = dt.datetime.now(dt.UTC)
     token = issue(signing_key(Settings().secrets_dir), body, role, person, dt.timedelta(hours=1), now)
     return {"Authorization": f"Bearer {token}"}
 
 
+def service_tokens() -> ServiceTokens:
+    """Accord's service token for this session's registry (the secrets dir `local_settings` points at)."""
+    return ServiceTokens(Settings().secrets_dir, "tests")
+
+
 def opa_as(url: str, role: str = "writer") -> OpaPolicyEngine:
     """The session's OPA, called with the local `role` token (writer: may also replace the catalog)."""
-    from broker.services.opa_tokens import opa_engine
+    from broker.security.opa_tokens import opa_engine
 
     return opa_engine(url, Settings(), role)
 

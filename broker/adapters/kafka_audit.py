@@ -18,19 +18,14 @@ from kafka.errors import KafkaError
 
 from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_admin import create_topics
-from broker.adapters.kafka_governance import AUDIT_TOPIC
 from broker.adapters.kafka_transactions import transactional_producer
 from broker.domain.audit import CHECKPOINT, DEFAULT_INTERVAL, Chain, Entry, Signer, from_json_line, to_json_line
 from broker.domain.audit_records import Resume, Source, raw_entry, resume_from_tail
 from broker.domain.control import rfc3339
+from broker.domain.topics import AUDIT_TOPIC, CHAIN_TOPIC, chain_topic_of
 from broker.errors import ServiceError
 
-CHAIN_TOPIC = f"{AUDIT_TOPIC}.chain"  # `accord audit` names it too
 READ_TIMEOUT_S = 30.0
-
-
-def chain_topic_of(audit_topic: str) -> str:
-    return f"{audit_topic}.chain"
 
 
 def ensure_chain_topic(kafka: KafkaAccess, chain_topic: str = CHAIN_TOPIC) -> None:

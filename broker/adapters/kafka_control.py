@@ -16,12 +16,11 @@ from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_admin import create_topics
 from broker.adapters.kafka_governance import ensure_audit_topic
 from broker.domain.control import PolicyState, apply
+from broker.domain.topics import CONTROL_TOPIC, STATUS_TOPIC
 from broker.errors import PolicyEngineError, ServiceError
 
 log = logging.getLogger(__name__)
 
-CONTROL_TOPIC = "_accord.control"
-STATUS_TOPIC = "_accord.gate-status"
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,8 @@ from kafka.errors import KafkaError
 from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_admin import create_topics
 from broker.adapters.kafka_transactions import transactional_producer
+from broker.domain.topics import AUDIT_TOPIC, GOVERNANCE_TOPIC
 from broker.errors import ServiceError
-
-GOVERNANCE_TOPIC = "_accord.governance"
-AUDIT_TOPIC = "_accord.audit"
 
 
 def ensure_governance_topics(kafka: KafkaAccess, topic: str = GOVERNANCE_TOPIC, audit_topic: str = AUDIT_TOPIC) -> None:

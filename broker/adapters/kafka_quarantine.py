@@ -10,8 +10,8 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from broker.adapters.kafka_access import KafkaAccess
+from broker.domain.topics import quarantine_topic
 from broker.errors import ServiceError
-from broker.services.ingest import quarantine_topic
 
 
 class KafkaQuarantineFeed:

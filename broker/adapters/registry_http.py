@@ -22,19 +22,19 @@ T = TypeVar("T")
 class HttpSchemaRegistry:
     """Talks to the registry at `url`, e.g. http://127.0.0.1:8081; `transport` lets tests replace the network.
 
-    `token` gives the bearer token each call sends; by default an Accord service token signed with the secrets
-    directory's API key (the registry authenticates every caller).
+    `token` gives the bearer token each call sends (None: no Authorization header); the registry authenticates
+    every caller, so Accord's processes pass a service token provider (broker.security.api_tokens.ServiceTokens).
     """
 
     def __init__(self, url: str, timeout_s: float = 10.0, transport: httpx.BaseTransport | None = None,
-                 token: Callable[[], str | None] | None = None) -> None:
+                 *, token: Callable[[], str | None]) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(
                 f"schema registry URL {url!r} is not an http(s) URL (set ACCORD_REGISTRY_URL=http://host:port)"
             )
         self.url = url.rstrip("/")
-        self._token = token if token is not None else _service_token
+        self._token = token
         self._client = httpx.Client(
             base_url=self.url, timeout=timeout_s, transport=transport,
             headers={"Accept": f"{CONTENT_TYPE}, application/json"},
@@ -95,24 +95,6 @@ class _Answer:
         if not isinstance(value, kind) or isinstance(value, bool):
             raise _unexpected(self.response, f"{key!r} missing or not {kind.__name__} in {json.dumps(self.body)[:300]}")
         return value
-
-
-_cached: dict[str, tuple[float, str]] = {}
-
-
-def _service_token() -> str:
-    """A service token from the local signing key, reused until ten minutes before it expires."""
-    import time
-
-    from broker.config import Settings
-    from broker.services.api_tokens import service_token
-
-    directory = str(Settings().secrets_dir)
-    expires, token = _cached.get(directory, (0.0, ""))
-    if time.time() > expires - 600:
-        token = service_token(Settings().secrets_dir, "registry-client")
-        _cached[directory] = (time.time() + 3600, token)
-    return token
 
 
 def _segment(subject: str) -> str:

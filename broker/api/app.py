@@ -16,7 +16,6 @@ from fastapi.responses import JSONResponse, Response
 from broker.adapters.metrics import PROMETHEUS_TEXT, metrics_text
 from broker.api.auth import Guard, guarded
 from broker.api.bodies import read_limited
-from broker.config import Settings
 from broker.errors import AccordError, NotFoundError
 from broker.services.ingest import Ingest
 
@@ -43,9 +42,8 @@ def _not_json(constant: str) -> Any:
 
 
 def create_api_app(ingest: Ingest, read_quarantine: QuarantineReader, max_body_bytes: int = 1_048_576, *,
-                   guard: Guard | None = None) -> FastAPI:
-    """The app; `guard` checks callers (default: the secrets directory's key and ACCORD_OPA_URL's OPA)."""
-    guard = guard or Guard.from_settings(Settings())
+                   guard: Guard) -> FastAPI:
+    """The app; `guard` checks callers (token and OPA)."""
     app = FastAPI(title="Accord", version="1", description="Emergency data sharing between public bodies.",
                   **guarded(guard, "api"))
 

@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker.config import Settings
 from broker.errors import AuthenticationError, ConfigError, PolicyEngineError
-from broker.services.api_tokens import Identity, verifier_for
+from broker.security.api_tokens import Identity, verifier_for
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class Guard:
     @classmethod
     def from_settings(cls, settings: Settings) -> Guard:
         """The public key and revocations of the secrets directory, and the OPA at ACCORD_OPA_URL."""
-        from broker.services.opa_tokens import READER, opa_engine
+        from broker.security.opa_tokens import READER, opa_engine
 
         verify = verifier_for(settings.secrets_dir).verify
         if settings.opa_url:

@@ -13,12 +13,10 @@ from fastapi.responses import JSONResponse, Response
 
 from broker.adapters.metrics import PROMETHEUS_TEXT, metrics_text
 from broker.api.auth import Guard, guarded
-from broker.config import Settings
 
 
-def create_gate_app(health: Callable[[], tuple[bool, dict[str, Any]]], *, guard: Guard | None = None) -> FastAPI:
-    """The app; `guard` checks callers (default: the secrets directory's key and ACCORD_OPA_URL's OPA)."""
-    guard = guard or Guard.from_settings(Settings())
+def create_gate_app(health: Callable[[], tuple[bool, dict[str, Any]]], *, guard: Guard) -> FastAPI:
+    """The app; `guard` checks callers (token and OPA)."""
     app = FastAPI(title="Accord gate worker", version="1", **guarded(guard, "gate"))
 
     @app.get("/metrics", response_class=Response)

@@ -20,7 +20,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from broker.adapters.webhooks import WebhookDelivery
 from broker.api.auth import Guard, caller, guarded
-from broker.config import Settings
 from broker.domain.adjudication import Decision, DisputeRequest
 from broker.domain.disputes import Dispute
 from broker.domain.ladder import Actor
@@ -174,9 +173,8 @@ def _existing(governance: Governance, ident: str) -> Dispute:
 # -- the app ------------------------------------------------------------------------------------------------------
 
 def create_governance_app(governance: Governance, deliveries: Callable[[], Sequence[WebhookDelivery]],
-                          metrics: Callable[[], bytes] | None = None, *, guard: Guard | None = None) -> FastAPI:
-    """The app; `guard` checks callers (default: the secrets directory's key and ACCORD_OPA_URL's OPA)."""
-    guard = guard or Guard.from_settings(Settings())
+                          metrics: Callable[[], bytes] | None = None, *, guard: Guard) -> FastAPI:
+    """The app; `guard` checks callers (token and OPA)."""
     app = FastAPI(title="Accord governance", version="1",
                   description="Disputes over data sharing, decided up an escalation ladder with deadlines; "
                               "emergency declarations; break-glass; webhooks. Every call but /health needs "

@@ -17,7 +17,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from broker.api.auth import LIVENESS, Guard, guarded
 from broker.api.bodies import read_limited
-from broker.config import Settings
 from broker.domain.registry import SchemaVersion, parse_mode
 from broker.domain.schemas import canonical_text
 from broker.errors import RegistryError
@@ -69,9 +68,8 @@ def _schema_id(text: str) -> int:
 
 
 def create_registry_app(registry: Registry, max_body_bytes: int = 1_048_576, *,
-                        guard: Guard | None = None) -> FastAPI:
-    """The app; `guard` checks callers (default: the secrets directory's key and ACCORD_OPA_URL's OPA)."""
-    guard = guard or Guard.from_settings(Settings())
+                        guard: Guard) -> FastAPI:
+    """The app; `guard` checks callers (token and OPA)."""
     app = FastAPI(title="Accord schema registry", version="1",
                   description="Confluent Schema Registry REST API (Avro), storage in a compacted Kafka topic.",
                   **guarded(guard, "registry", public=LIVENESS | {("GET", "/")}))

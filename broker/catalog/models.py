@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from broker.domain.geography import is_well_formed
+from broker.domain.topics import ingest_topic, value_subject
 
 Kind = Literal["national", "local", "responder", "processor"]
 BodyTier = Literal["national", "county", "unitary", "ltla-only", "responder", "processor"]
@@ -193,7 +194,7 @@ class Stream(_Model):
 
     @property
     def ingest_subject(self) -> str:
-        return self.subject or f"ingest.{self.id}-value"
+        return self.subject or value_subject(ingest_topic(self.id))
 
 
 class FieldRule(_Model):

@@ -20,6 +20,20 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from broker.domain.topics import (
+    AUDIT_TOPIC,
+    CONTROL_TOPIC,
+    DELIVER_PREFIX,
+    GOVERNANCE_TOPIC,
+    INGEST_PREFIX,
+    QUARANTINE_PREFIX,
+    SCHEMAS_TOPIC,
+    STATUS_TOPIC,
+    publisher_ingest_prefix,
+    publisher_quarantine_prefix,
+    subscriber_delivery_prefix,
+)
+
 ADMIN_USER = "accord.admin"
 BROKER_USER = "accord.broker"  # the broker's own inter-broker SCRAM user, made when the storage is formatted
 CONTROLLER_USER = "accord.controller"  # the KRaft controller listener's own PLAIN user, never a SCRAM user
@@ -75,11 +89,11 @@ def body_bindings(body: str, publishes: bool, subscribes: bool) -> list[Binding]
     user = body_user(body)
     out: list[Binding] = []
     if publishes:
-        out += _allow(user, Resource.TOPIC, f"ingest.{body}.", Op.WRITE, Op.DESCRIBE)
-        out += _allow(user, Resource.TOPIC, f"quarantine.{body}.", Op.READ, Op.DESCRIBE)
+        out += _allow(user, Resource.TOPIC, publisher_ingest_prefix(body), Op.WRITE, Op.DESCRIBE)
+        out += _allow(user, Resource.TOPIC, publisher_quarantine_prefix(body), Op.READ, Op.DESCRIBE)
         out += _allow(user, Resource.GROUP, f"{body}.", Op.READ)
     if subscribes:
-        out += _allow(user, Resource.TOPIC, f"deliver.{body}.", Op.READ, Op.DESCRIBE)
+        out += _allow(user, Resource.TOPIC, subscriber_delivery_prefix(body), Op.READ, Op.DESCRIBE)
         out += _allow(user, Resource.GROUP, f"{body}.", Op.READ)
     return sorted(set(out))
 
@@ -91,33 +105,33 @@ def service_bindings() -> list[Binding]:
     # Every service creates the topics it needs at start-up (and the gate a subscriber's delivery topic on a new
     # grant), reading their config back; creating an existing topic is refused harmlessly.
     for user, prefixes in {
-        gate: ("ingest.", "quarantine.", "deliver.", "_accord.control", "_accord.gate-status", "_accord.audit"),
-        api: ("ingest.", "quarantine.", "_accord.audit"),
-        registry: ("_accord.schemas",),
-        governance: ("_accord.control", "_accord.gate-status", "_accord.governance", "_accord.audit"),
+        gate: (INGEST_PREFIX, QUARANTINE_PREFIX, DELIVER_PREFIX, CONTROL_TOPIC, STATUS_TOPIC, AUDIT_TOPIC),
+        api: (INGEST_PREFIX, QUARANTINE_PREFIX, AUDIT_TOPIC),
+        registry: (SCHEMAS_TOPIC,),
+        governance: (CONTROL_TOPIC, STATUS_TOPIC, GOVERNANCE_TOPIC, AUDIT_TOPIC),
     }.items():
         for prefix in prefixes:
             out += _allow(user, Resource.TOPIC, prefix, Op.CREATE, Op.DESCRIBE, Op.DESCRIBE_CONFIGS)
-    out += _allow(gate, Resource.TOPIC, "ingest.", Op.READ)
-    out += _allow(gate, Resource.TOPIC, "deliver.", Op.WRITE)
-    out += _allow(gate, Resource.TOPIC, "quarantine.", Op.WRITE)
-    out += _allow(gate, Resource.TOPIC, "_accord.control", Op.READ)
-    out += _allow(gate, Resource.TOPIC, "_accord.gate-status", Op.WRITE)
-    out += _allow(gate, Resource.TOPIC, "_accord.audit", Op.WRITE, Op.DESCRIBE)
+    out += _allow(gate, Resource.TOPIC, INGEST_PREFIX, Op.READ)
+    out += _allow(gate, Resource.TOPIC, DELIVER_PREFIX, Op.WRITE)
+    out += _allow(gate, Resource.TOPIC, QUARANTINE_PREFIX, Op.WRITE)
+    out += _allow(gate, Resource.TOPIC, CONTROL_TOPIC, Op.READ)
+    out += _allow(gate, Resource.TOPIC, STATUS_TOPIC, Op.WRITE)
+    out += _allow(gate, Resource.TOPIC, AUDIT_TOPIC, Op.WRITE, Op.DESCRIBE)
     out += _allow(gate, Resource.GROUP, "accord-gate", Op.READ)
     out += _allow(gate, Resource.TRANSACTIONAL_ID, "accord-gate-", Op.WRITE, Op.DESCRIBE)
 
-    out += _allow(api, Resource.TOPIC, "ingest.", Op.WRITE)
-    out += _allow(api, Resource.TOPIC, "quarantine.", Op.READ, Op.WRITE)
-    out += _allow(api, Resource.TOPIC, "_accord.audit", Op.WRITE, Op.DESCRIBE)
+    out += _allow(api, Resource.TOPIC, INGEST_PREFIX, Op.WRITE)
+    out += _allow(api, Resource.TOPIC, QUARANTINE_PREFIX, Op.READ, Op.WRITE)
+    out += _allow(api, Resource.TOPIC, AUDIT_TOPIC, Op.WRITE, Op.DESCRIBE)
 
-    out += _allow(registry, Resource.TOPIC, "_accord.schemas", Op.READ, Op.WRITE)
+    out += _allow(registry, Resource.TOPIC, SCHEMAS_TOPIC, Op.READ, Op.WRITE)
 
-    out += _allow(governance, Resource.TOPIC, "_accord.governance", Op.READ, Op.WRITE)
-    out += _allow(governance, Resource.TOPIC, "_accord.audit", Op.READ, Op.WRITE)
-    out += _allow(governance, Resource.TOPIC, "_accord.control", Op.READ, Op.WRITE)
-    out += _allow(governance, Resource.TOPIC, "_accord.gate-status", Op.READ)
-    out += _allow(governance, Resource.TOPIC, "quarantine.", Op.READ, Op.DESCRIBE)
+    out += _allow(governance, Resource.TOPIC, GOVERNANCE_TOPIC, Op.READ, Op.WRITE)
+    out += _allow(governance, Resource.TOPIC, AUDIT_TOPIC, Op.READ, Op.WRITE)
+    out += _allow(governance, Resource.TOPIC, CONTROL_TOPIC, Op.READ, Op.WRITE)
+    out += _allow(governance, Resource.TOPIC, STATUS_TOPIC, Op.READ)
+    out += _allow(governance, Resource.TOPIC, QUARANTINE_PREFIX, Op.READ, Op.DESCRIBE)
     out += _allow(governance, Resource.TRANSACTIONAL_ID, "accord-governance", Op.WRITE, Op.DESCRIBE)
     out += _allow(governance, Resource.TRANSACTIONAL_ID, "accord-audit-chainer-", Op.WRITE, Op.DESCRIBE)
     return sorted(set(out))

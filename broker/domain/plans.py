@@ -14,6 +14,7 @@ import fastavro
 from fastavro.schema import SchemaParseException
 
 from broker.domain import transforms
+from broker.domain.topics import delivery_topic
 from broker.domain.validation import field_tags
 from broker.errors import PolicyEngineError
 
@@ -41,16 +42,6 @@ _NAMED_KINDS = frozenset({"record", "error", "enum", "fixed"})
 _DATE_TYPES = frozenset({"date", "timestamp-millis", "timestamp-micros"})
 
 Step = Callable[[Mapping[str, Any]], Any]
-
-
-def delivery_topic(subscriber: str, role: str, stream: str) -> str:
-    """The topic a subscriber's role reads a stream from."""
-    return f"deliver.{subscriber}.{role}.{stream}"
-
-
-def delivery_subject(topic: str) -> str:
-    """The registry subject of a delivery topic's values."""
-    return f"{topic}-value"
 
 
 def delivery_namespace(subscriber: str, role: str) -> str:

@@ -15,8 +15,8 @@ from broker.domain.kafka_acls import ADMIN_USER, BROKER_USER, CONTROLLER_USER
 from broker.errors import ServiceError, ServiceStartError
 from broker.local import processes
 from broker.local.toolchain import DEPLOY_LOCAL, require_tool
-from broker.services.kafka_identities import ensure_password, local_access, password_path
-from broker.services.secrets import write_private
+from broker.security.kafka_identities import ensure_password, local_access, password_path
+from broker.security.secrets import write_private
 
 MARKER = "kafka.Kafka"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from broker.errors import ServiceStartError
 from broker.local import processes
-from broker.services.bundles import SIGNING_ALG, SignedBundle
+from broker.security.bundles import SIGNING_ALG, SignedBundle
 
 MARKER = "opa"
 

@@ -16,10 +16,9 @@ from broker.domain.kafka_acls import ADMIN_USER
 from broker.errors import ConfigError, ServiceError
 from broker.local import kafka_server, opa_server, processes, toolchain
 from broker.local.python_service import PythonService
-from broker.local.toolchain import REPO_ROOT
-from broker.services import bundles
-from broker.services.kafka_identities import kafka_access, password_path, provision, service_env
-from broker.services.opa_tokens import WRITER, token_file
+from broker.security import bundles
+from broker.security.kafka_identities import kafka_access, password_path, provision, service_env
+from broker.security.opa_tokens import WRITER, token_file
 
 
 @dataclass(frozen=True)
@@ -123,7 +122,7 @@ class LocalStack:
             # Users and ACLs for the shipped catalog's bodies and Accord's services; `accord catalog apply`
             # does the same for a catalog it applies.
             provision(kafka_access(s, known["kafka_bootstrap"]), s.secrets_dir,
-                      load_and_compile(REPO_ROOT / "catalog", REPO_ROOT / "schemas"))
+                      load_and_compile(s.catalog_dir, s.schemas_dir))
         if "opa_url" not in known:
             known["opa_url"] = self._start_opa()
         elif not s.opa_url:
@@ -158,7 +157,8 @@ class LocalStack:
     def _start_opa(self, port: int | None = None) -> str:
         """OPA with the signed bundle of policies/, built (and its key made) if missing or out of date."""
         binary = toolchain.ensure_opa(self.settings)
-        bundle, _ = bundles.ensure_bundle(binary, self.opa.bundle, self.settings.secrets_dir)
+        bundle, _ = bundles.ensure_bundle(binary, self.opa.bundle, self.settings.secrets_dir,
+                                              self.settings.policies_dir)
         _, url = opa_server.start(binary, self.opa, self.settings.start_timeout_s, bundle, port)
         self._record(opa_url=url)
         return url
@@ -176,7 +176,8 @@ class LocalStack:
         OPA loads a bundle file once, at start; the gate pushes the catalog again to the restarted OPA.
         """
         binary = toolchain.ensure_opa(self.settings)
-        _, rebuilt = bundles.ensure_bundle(binary, self.opa.bundle, self.settings.secrets_dir)
+        _, rebuilt = bundles.ensure_bundle(binary, self.opa.bundle, self.settings.secrets_dir,
+                                              self.settings.policies_dir)
         if rebuilt:
             processes.stop(processes.read_pid(self.opa.pid_file), opa_server.MARKER)
             self._start_opa(urlsplit(url).port)

@@ -28,9 +28,10 @@ class Delivered:
 
 
 class DeliveryReader:
-    def __init__(self, kafka: KafkaAccess, registry_url: str, client_id: str = "accord-subscriber") -> None:
+    def __init__(self, kafka: KafkaAccess, registry_url: str, token: Callable[[], str | None],
+                 client_id: str = "accord-subscriber") -> None:
         self._log = KafkaLog(kafka, client_id=client_id)
-        self._registry = HttpSchemaRegistry(registry_url)
+        self._registry = HttpSchemaRegistry(registry_url, token=token)
         self._decode = AvroDeserializer(self._registry)
 
     def close(self) -> None:

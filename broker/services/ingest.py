@@ -14,6 +14,7 @@ from fastavro.validation import ValidationError, validate
 
 from broker.domain.geography import LaTable
 from broker.domain.json_avro import from_json
+from broker.domain.topics import ingest_topic, quarantine_topic
 from broker.domain.validation import Violation, field_tags, validate_record, value_excerpt
 from broker.errors import NotFoundError, SerdeError
 from broker.ports import SchemaRegistry
@@ -26,14 +27,6 @@ AVRO_DECODE = "avro-decode"
 class RecordLog(Protocol):
     def publish(self, topic: str, value: bytes, key: bytes | None = None,
                 headers: Sequence[tuple[str, bytes]] = ()) -> tuple[int, int]: ...
-
-
-def ingest_topic(stream: str) -> str:
-    return f"ingest.{stream}"
-
-
-def quarantine_topic(stream: str) -> str:
-    return f"quarantine.{stream}"
 
 
 # Ingest topics are where gate workers share the work: one partition per worker at most.

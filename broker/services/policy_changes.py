@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from broker.adapters.kafka_governance import AUDIT_TOPIC
 from broker.domain.audit_records import CATALOG_CHANGE, catalog_change, catalog_contents
 from broker.domain.control import CATALOG_KEY, EMERGENCY_PREFIX, LEVELS, REVOCATION_PREFIX, rfc3339
+from broker.domain.topics import AUDIT_TOPIC, STATUS_TOPIC
 from broker.errors import ConfigError, ServiceError
 from broker.ports import PolicyEngine
 
@@ -92,7 +92,7 @@ class StatusReader(Protocol):
 
 
 def enforcement(reader: StatusReader, change: Announced, workers: int = 1, timeout_s: float = 10.0,
-                status_topic: str = "_accord.gate-status") -> list[dict[str, Any]]:
+                status_topic: str = STATUS_TOPIC) -> list[dict[str, Any]]:
     """Wait until `workers` gate workers report having applied `change`; their status records, earliest first.
 
     Each status carries the worker's own `applied_ms`, so the latency is what the worker measured, not when this

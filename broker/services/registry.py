@@ -8,7 +8,6 @@ from typing import Any, Protocol, TypeVar
 
 from broker.domain.registry import Change, RegistryState, SchemaVersion
 
-SCHEMAS_TOPIC = "_accord.schemas"
 T = TypeVar("T")
 
 

@@ -14,8 +14,9 @@ import pytest
 from broker.adapters.kafka_control import ControlWriter
 from broker.domain.audit import new_signing_key
 from broker.local.stack import Endpoints
-from broker.services.gate_runtime import GateThread
-from broker.services.governance_runtime import GovernanceService
+from broker.runtime.gate import GateThread
+from broker.runtime.governance import GovernanceService
+from tests.conftest import SCHEMAS
 from tests.e2e.scenario_support import Cleanup, FakeClock
 from tests.integration.gate_support import start_gate
 
@@ -39,7 +40,8 @@ def clock() -> FakeClock:
 @pytest.fixture
 def governance(services: Endpoints, applied_catalog: dict[str, Any], clock: FakeClock) -> Iterator[GovernanceService]:
     run = uuid.uuid4().hex[:8]
-    service = GovernanceService(services.kafka, audit_key=new_signing_key(), clock=clock,
+    service = GovernanceService(services.kafka, audit_key=new_signing_key(), schemas_dir=SCHEMAS,
+                                clock=clock,
                                 tick_s=3600.0, transactional_id=f"e2e-governance-{run}",
                                 topic=f"_accord.governance.e2e-{run}",
                                 audit_topic=f"_accord.audit.e2e-{run}", webhook_backoff_s=0.05).start()

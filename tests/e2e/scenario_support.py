@@ -8,11 +8,12 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from broker.adapters.kafka_control import STATUS_TOPIC, ControlWriter
+from broker.adapters.kafka_control import ControlWriter
 from broker.adapters.kafka_log import KafkaLog
 from broker.domain.control import EMERGENCY_PREFIX, GRANT_PREFIX, REVOCATION_PREFIX
 from broker.domain.disputes import Dispute, parse_stamp
 from broker.domain.ladder import Actor
+from broker.domain.topics import STATUS_TOPIC
 from broker.local.stack import Endpoints
 from broker.services.policy_changes import Announced, enforcement
 from tests.integration.gate_support import publish as publish  # scenarios publish the way gate tests do

@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 
 from broker.adapters.kafka_control import ControlWriter
+from broker.demo.synthetic import positive_tests
 from broker.errors import NotAuthorisedError
 from broker.local.stack import Endpoints
+from broker.runtime.gate import GateThread
+from broker.runtime.governance import GovernanceService
 from broker.services import policy_changes
-from broker.services.gate_runtime import GateThread
-from broker.services.governance_runtime import GovernanceService
-from broker.services.synthetic import positive_tests
 from tests.e2e.scenario_support import Cleanup, as_, enforced_within, events_of, from_sources, publish, wall
 from tests.integration.gate_support import T1, Receiver, end_offsets, specimen_day, topic_for
 

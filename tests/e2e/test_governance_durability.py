@@ -10,7 +10,8 @@ from typing import Any
 from broker.domain.adjudication import DisputeRequest
 from broker.domain.audit import new_signing_key
 from broker.local.stack import Endpoints
-from broker.services.governance_runtime import GovernanceService
+from broker.runtime.governance import GovernanceService
+from tests.conftest import SCHEMAS
 from tests.e2e.scenario_support import FakeClock, as_, deadline_of, events_of
 from tests.integration.gate_support import T1
 
@@ -18,7 +19,8 @@ LEICESTER = "leicester-city-council"
 
 
 def _service(services: Endpoints, clock: FakeClock, run: str) -> GovernanceService:
-    return GovernanceService(services.kafka, audit_key=new_signing_key(), clock=clock,
+    return GovernanceService(services.kafka, audit_key=new_signing_key(), schemas_dir=SCHEMAS,
+                                clock=clock,
                              tick_s=3600.0, transactional_id=f"e2e-gov-{run}",
                              topic=f"_accord.governance.e2e-{run}", audit_topic=f"_accord.audit.e2e-{run}",
                              webhook_backoff_s=0.05).start()

@@ -11,12 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from broker.adapters.kafka_control import ControlWriter
+from broker.demo.synthetic import positive_tests
 from broker.domain.adjudication import DisputeRequest
 from broker.local.stack import Endpoints
+from broker.runtime.gate import GateThread
+from broker.runtime.governance import GovernanceService
 from broker.services import policy_changes
-from broker.services.gate_runtime import GateThread
-from broker.services.governance_runtime import GovernanceService
-from broker.services.synthetic import positive_tests
 from tests.e2e.scenario_support import (
     Cleanup,
     FakeClock,

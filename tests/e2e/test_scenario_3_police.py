@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
+from broker.demo.synthetic import isolation_notifications
 from broker.domain.adjudication import Decision, DisputeRequest
-from broker.domain.plans import delivery_topic
+from broker.domain.topics import delivery_topic
 from broker.errors import GovernanceError
 from broker.local.stack import Endpoints
-from broker.services.gate_runtime import GateThread
-from broker.services.governance_runtime import GovernanceService
-from broker.services.synthetic import isolation_notifications
+from broker.runtime.gate import GateThread
+from broker.runtime.governance import GovernanceService
 from tests.e2e.scenario_support import Cleanup, as_, events_of, from_sources, publish
 from tests.integration.gate_support import Receiver, end_offsets, specimen_day
 

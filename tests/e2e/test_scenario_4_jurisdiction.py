@@ -23,15 +23,15 @@ from kafka import KafkaProducer
 from broker.adapters.kafka_log import KafkaLog
 from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.config import Settings
+from broker.demo.synthetic import positive_tests
 from broker.domain.misroute_rules import MisrouteReport
-from broker.domain.plans import delivery_topic
+from broker.domain.topics import delivery_topic, ingest_topic
 from broker.local.stack import Endpoints
-from broker.services.api_runtime import SCHEMAS_DIR
-from broker.services.gate_runtime import GateEndpoints, GateThread
-from broker.services.governance_runtime import GovernanceService
-from broker.services.ingest import ingest_topic, load_stream_schemas
+from broker.runtime.gate import GateEndpoints, GateThread
+from broker.runtime.governance import GovernanceService
+from broker.services.ingest import load_stream_schemas
 from broker.services.serde import AvroSerializer, SerializationContext
-from broker.services.synthetic import positive_tests
+from tests.conftest import service_tokens
 from tests.e2e.scenario_support import FakeClock, as_, from_sources, publish
 from tests.integration.gate_support import T1, Receiver, end_offsets, specimen_day
 
@@ -124,8 +124,8 @@ def test_the_residents_lsoa_decides_the_council_when_the_ons_lookup_is_configure
 
 def _produce(services: Endpoints, case: dict[str, Any]) -> bytes:
     """Write a row onto the ingest topic as a Kafka-client publisher does (no HTTP ingest screening)."""
-    schema = load_stream_schemas(SCHEMAS_DIR)[T1]
-    registry = HttpSchemaRegistry(services.registry_url)
+    schema = load_stream_schemas(Settings().schemas_dir)[T1]
+    registry = HttpSchemaRegistry(services.registry_url, token=service_tokens())
     producer = KafkaProducer(**services.kafka.client_options(), acks="all")
     try:
         payload = AvroSerializer(registry, json.dumps(schema))(case, SerializationContext(ingest_topic(T1)))

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
+from broker.demo.synthetic import positive_tests
 from broker.domain.adjudication import Decision, DisputeRequest
 from broker.errors import NotAuthorisedError
 from broker.local.stack import Endpoints
-from broker.services.gate_runtime import GateThread
-from broker.services.governance_runtime import GovernanceService
-from broker.services.synthetic import positive_tests
+from broker.runtime.gate import GateThread
+from broker.runtime.governance import GovernanceService
 from tests.e2e.scenario_support import (
     Cleanup,
     FakeClock,

@@ -11,12 +11,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from broker.demo.synthetic import shielded_patients
 from broker.domain.adjudication import Decision, DisputeRequest
-from broker.domain.plans import delivery_topic
+from broker.domain.topics import delivery_topic
 from broker.local.stack import Endpoints
-from broker.services.gate_runtime import GateThread
-from broker.services.governance_runtime import GovernanceService
-from broker.services.synthetic import shielded_patients
+from broker.runtime.gate import GateThread
+from broker.runtime.governance import GovernanceService
 from tests.e2e.scenario_support import Cleanup, as_, events_of, from_sources, publish
 from tests.integration.gate_support import Receiver, end_offsets, specimen_day
 

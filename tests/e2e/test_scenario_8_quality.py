@@ -13,12 +13,13 @@ import time
 from typing import Any
 
 from broker.adapters.kafka_log import KafkaLog
-from broker.domain.plans import delivery_topic
+from broker.config import Settings
+from broker.demo.synthetic import positive_tests
+from broker.domain.topics import delivery_topic
 from broker.local.stack import Endpoints
-from broker.services.api_runtime import open_ingest
-from broker.services.gate_runtime import GateThread
+from broker.runtime.api import open_ingest
+from broker.runtime.gate import GateThread
 from broker.services.ingest import read_quarantine
-from broker.services.synthetic import positive_tests
 from tests.e2e.scenario_support import from_sources, publish
 from tests.integration.gate_support import T1, Receiver, end_offsets, specimen_day
 
@@ -51,7 +52,7 @@ def test_rows_missing_a_required_field_go_to_quarantine_naming_the_subscriber(
 
 def test_a_row_with_a_blank_postcode_is_refused_at_ingest_with_its_reason(services: Endpoints) -> None:
     [case] = positive_tests(specimen_day(), {"ashfield": 1}, prefix="QUAL", seed=9)
-    with open_ingest(services.kafka, services.registry_url) as (ingest, _):
+    with open_ingest(services.kafka, services.registry_url, Settings()) as (ingest, _):
         [outcome] = ingest.publish(T1, [{**case, "postcode": "  "}], source="test")
     assert outcome.status == "quarantined"
     assert [(r.field, r.rule) for r in outcome.reasons] == [("postcode", "required")]

@@ -12,12 +12,12 @@ from kafka import KafkaConsumer, TopicPartition
 
 from broker.adapters.kafka_access import KafkaAccess
 from broker.config import Settings
-from broker.domain.plans import delivery_topic
+from broker.domain.topics import delivery_topic
 from broker.local.stack import Endpoints
 from broker.local.toolchain import REPO_ROOT
-from broker.services.api_runtime import open_ingest
+from broker.runtime.api import open_ingest
+from broker.runtime.gate import GateEndpoints, GateThread
 from broker.services.deliveries import DeliveryReader, Select
-from broker.services.gate_runtime import GateEndpoints, GateThread
 
 T1 = "ukhsa.positive-tests"
 SIGNATORIES = """signatories:
@@ -122,7 +122,7 @@ def start_gate(services: Endpoints, state_dir: Path, group_prefix: str, worker: 
 
 def publish(services: Endpoints, stream: str, records: list[dict[str, Any]]) -> dict[bytes, dict[str, Any]]:
     """Publish through validated ingest; each record by the `accord.source` header its deliveries will carry."""
-    with open_ingest(services.kafka, services.registry_url) as (ingest, _):
+    with open_ingest(services.kafka, services.registry_url, Settings()) as (ingest, _):
         outcomes = ingest.publish(stream, records, source="test")
     assert [o.status for o in outcomes] == ["accepted"] * len(records), [o.reasons for o in outcomes]
     return {f"{o.topic}/{o.partition}/{o.offset}".encode(): records[o.index] for o in outcomes}

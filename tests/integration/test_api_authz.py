@@ -13,7 +13,7 @@ from broker.api.app import create_api_app
 from broker.api.auth import Guard
 from broker.api.governance_app import create_governance_app
 from broker.local.stack import Endpoints
-from broker.services.api_tokens import TokenVerifier
+from broker.security.api_tokens import TokenVerifier
 from broker.services.governance import Governance
 from broker.services.ingest import Ingest
 from tests.conftest import opa_as

@@ -17,11 +17,12 @@ from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_audit import AuditChainer, read_chain
 from broker.adapters.kafka_governance import KafkaGovernanceLog, ensure_governance_topics
 from broker.cli import app
+from broker.config import Settings
 from broker.domain.audit import Signer, from_json_line, new_signing_key, verify
 from broker.errors import ServiceError
 from broker.local.stack import Endpoints
-from broker.services.audit_keys import audit_signing_key, public_key_path
-from broker.services.governance_runtime import GovernanceService
+from broker.runtime.governance import GovernanceService
+from broker.security.audit_keys import audit_signing_key, public_key_path
 from tests.conftest import kafka_env
 
 runner = CliRunner()
@@ -153,7 +154,7 @@ def test_the_governance_service_chains_its_audit_topic_and_signs_it_when_it_stop
         services: Endpoints, topics: Topics) -> None:
     key = new_signing_key()
     run = uuid.uuid4().hex[:8]
-    service = GovernanceService(services.kafka, audit_key=key, tick_s=3600.0,
+    service = GovernanceService(services.kafka, schemas_dir=Settings().schemas_dir, audit_key=key, tick_s=3600.0,
                                 transactional_id=f"test-audit-governance-{run}",
                                 topic=f"_accord.governance.test-{run}", audit_topic=topics.audit).start()
     try:

@@ -14,13 +14,12 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_control import ControlWriter
-from broker.adapters.kafka_governance import AUDIT_TOPIC
 from broker.adapters.kafka_log import KafkaLog, Record
+from broker.demo.synthetic import positive_tests
 from broker.domain.audit_records import Source, raw_entry, records_digest
+from broker.domain.topics import AUDIT_TOPIC, ingest_topic, quarantine_topic
 from broker.local.stack import Endpoints
 from broker.services import policy_changes
-from broker.services.ingest import ingest_topic, quarantine_topic
-from broker.services.synthetic import positive_tests
 from tests.conftest import opa_as
 from tests.integration.gate_support import T1, Receiver, end_offsets, publish, specimen_day, start_gate, topic_for
 

@@ -27,8 +27,9 @@ from broker.config import Settings
 from broker.domain.wire import unframe
 from broker.local.stack import Endpoints
 from broker.local.toolchain import REPO_ROOT
-from broker.services.api_tokens import service_token
+from broker.security.api_tokens import service_token
 from broker.services.serde import AvroDeserializer, AvroSerializer, SerializationContext
+from tests.conftest import service_tokens
 
 SCHEMA_TEXT = (REPO_ROOT / "schemas" / "ukhsa.positive-tests.avsc").read_text()
 CASE: dict[str, Any] = {
@@ -50,7 +51,7 @@ def client(services: Endpoints) -> Iterator[SchemaRegistryClient]:
 
 
 def _publish_with_accord(services: Endpoints, topic: str) -> bytes:
-    registry = HttpSchemaRegistry(services.registry_url)
+    registry = HttpSchemaRegistry(services.registry_url, token=service_tokens())
     log = KafkaLog(services.kafka)
     try:
         payload = AvroSerializer(registry, SCHEMA_TEXT)(CASE, SerializationContext(topic))
@@ -104,7 +105,7 @@ def test_confluent_writes_accord_reads(services: Endpoints, topic: str, client: 
     assert producer.flush(10) == 0
 
     log = KafkaLog(services.kafka)
-    registry = HttpSchemaRegistry(services.registry_url)
+    registry = HttpSchemaRegistry(services.registry_url, token=service_tokens())
     try:
         [record] = log.read(topic, max_records=1)
         assert record.value is not None

@@ -12,12 +12,14 @@ import pytest
 
 from broker.adapters.kafka_control import ControlWriter
 from broker.adapters.kafka_log import KafkaLog
+from broker.config import Settings
+from broker.demo.steady_publisher import publish_steadily
+from broker.demo.synthetic import positive_tests
+from broker.domain.topics import quarantine_topic
 from broker.local.stack import Endpoints
+from broker.runtime.gate import GateThread
 from broker.services import policy_changes
-from broker.services.gate_runtime import GateThread
-from broker.services.ingest import quarantine_topic, read_quarantine
-from broker.services.steady_publisher import publish_steadily
-from broker.services.synthetic import positive_tests
+from broker.services.ingest import read_quarantine
 from tests.conftest import opa_as
 from tests.integration.gate_support import (
     T1,
@@ -173,7 +175,7 @@ def test_revocation_stops_delivery_within_a_second(services: Endpoints, gate: Ga
     stop = threading.Event()
     # about 200 records/s straight onto the ingest topic, as a Kafka-client publisher would
     publisher = threading.Thread(target=publish_steadily, daemon=True, kwargs={
-        "kafka": services.kafka, "registry_url": services.registry_url, "stream": T1,
+        "settings": Settings(), "kafka": services.kafka, "registry_url": services.registry_url, "stream": T1,
         "records": cases, "pause_s": 0.005, "key_field": "utla", "sent_at": sent_at, "stop": stop,
         "client_id": "test-publisher"})
     writer = ControlWriter(services.kafka)

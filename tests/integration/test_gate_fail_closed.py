@@ -13,12 +13,13 @@ from urllib.parse import urlsplit
 import pytest
 
 from broker.config import Settings
+from broker.demo.synthetic import positive_tests
 from broker.local import opa_server, processes, toolchain
 from broker.local.stack import Endpoints
-from broker.services import opa_tokens
-from broker.services.bundles import SignedBundle, build_bundle
-from broker.services.gate_runtime import GateEndpoints, GateThread
-from broker.services.synthetic import positive_tests
+from broker.runtime.gate import GateEndpoints, GateThread
+from broker.security import opa_tokens
+from broker.security.bundles import SignedBundle, build_bundle
+from tests.conftest import POLICIES
 from tests.integration.gate_support import T1, Receiver, end_offsets, publish, specimen_day, topic_for
 
 LEICESTER_DPH = topic_for("leicester-city-council", "dph")
@@ -30,7 +31,7 @@ class OwnOpa:
     def __init__(self, root: Path) -> None:
         self.binary = toolchain.ensure_opa(Settings())
         self.layout = opa_server.OpaLayout(root / "opa")
-        self.bundle: SignedBundle = build_bundle(self.binary, root / "bundle.tar.gz", root / "secrets")
+        self.bundle: SignedBundle = build_bundle(self.binary, root / "bundle.tar.gz", root / "secrets", POLICIES)
         self.pid, self.url = opa_server.start(self.binary, self.layout, 30, self.bundle)
 
     def stop(self) -> None:

@@ -11,11 +11,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from broker.config import Settings
+from broker.demo.steady_publisher import publish_steadily
+from broker.demo.synthetic import spread
 from broker.local import processes
 from broker.local.python_service import PythonService
 from broker.local.stack import Endpoints
-from broker.services.steady_publisher import publish_steadily
-from broker.services.synthetic import spread
 from tests.conftest import kafka_env
 from tests.integration.gate_support import T1, Receiver, end_offsets, specimen_day, topic_for
 
@@ -43,7 +44,7 @@ def test_killing_a_worker_mid_stream_loses_and_duplicates_nothing(
         start = end_offsets(services.kafka, topics)
         # about 250 records/s, keyed by area so every partition carries traffic
         publisher = threading.Thread(target=publish_steadily, daemon=True, kwargs={
-            "kafka": services.kafka, "registry_url": services.registry_url, "stream": T1,
+            "settings": Settings(), "kafka": services.kafka, "registry_url": services.registry_url, "stream": T1,
             "records": cases, "pause_s": 0.004, "key_field": "ltla", "client_id": "test-failover-publisher"})
         publisher.start()
         time.sleep(2.0)

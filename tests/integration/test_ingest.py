@@ -13,11 +13,13 @@ from kafka import KafkaProducer
 from broker.adapters.kafka_log import KafkaLog
 from broker.adapters.metrics import ingest_count
 from broker.adapters.registry_http import HttpSchemaRegistry
+from broker.config import Settings
+from broker.domain.topics import ingest_topic, quarantine_topic
 from broker.local.stack import Endpoints
-from broker.services.api_runtime import open_ingest
-from broker.services.ingest import ingest_topic, quarantine_topic, read_quarantine, screen_topic
+from broker.runtime.api import open_ingest
+from broker.services.ingest import read_quarantine, screen_topic
 from broker.services.serde import AvroDeserializer, AvroSerializer, SerializationContext
-from tests.conftest import bearer
+from tests.conftest import bearer, service_tokens
 
 STREAM = "ukhsa.positive-tests"
 
@@ -60,7 +62,7 @@ def test_http_publish_reports_each_record_and_quarantines_the_bad(services: Endp
     # The accepted record is on ingest.<stream>, Confluent-framed, and decodes to what was sent.
     accepted = body["outcomes"][0]
     log = KafkaLog(services.kafka)
-    registry = HttpSchemaRegistry(services.registry_url)
+    registry = HttpSchemaRegistry(services.registry_url, token=service_tokens())
     try:
         [record] = log.read(ingest_topic(STREAM), max_records=1, start_offset=accepted["offset"])
         decoded = AvroDeserializer(registry)(record.value, SerializationContext(ingest_topic(STREAM)))
@@ -83,7 +85,7 @@ def test_http_publish_reports_each_record_and_quarantines_the_bad(services: Endp
 
 
 def test_quarantine_headers_say_why(services: Endpoints) -> None:
-    with open_ingest(services.kafka, services.registry_url) as (ingest, log):
+    with open_ingest(services.kafka, services.registry_url, Settings()) as (ingest, log):
         [outcome] = ingest.publish(STREAM, [_case(lsoa="E0101357")])
         [record] = log.read(quarantine_topic(STREAM), max_records=1, start_offset=outcome.offset)
     headers = dict(record.headers)
@@ -112,9 +114,9 @@ def test_bad_requests(services: Endpoints, applied_catalog: dict[str, Any]) -> N
 
 
 def test_garbage_on_the_ingest_topic_is_quarantined_and_screening_goes_on(services: Endpoints) -> None:
-    with open_ingest(services.kafka, services.registry_url) as (ingest, log):
+    with open_ingest(services.kafka, services.registry_url, Settings()) as (ingest, log):
         start = _end_offset(log, ingest_topic(STREAM))
-        registry = HttpSchemaRegistry(services.registry_url)
+        registry = HttpSchemaRegistry(services.registry_url, token=service_tokens())
         schema = json.dumps(ingest.schema(STREAM))
         from broker.domain.json_avro import from_json
 

@@ -16,11 +16,11 @@ from pydantic import SecretStr
 from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_admin import create_topics
 from broker.config import Settings
+from broker.demo.synthetic import positive_tests
 from broker.domain.kafka_acls import SERVICE_USERS
 from broker.local.stack import Endpoints
-from broker.services import kafka_identities
-from broker.services.gate_runtime import GateThread
-from broker.services.synthetic import positive_tests
+from broker.runtime.gate import GateThread
+from broker.security import kafka_identities
 from tests.integration.gate_support import Receiver, end_offsets, publish, specimen_day, start_gate, topic_for
 
 KafkaAs = Callable[[str], KafkaAccess]

@@ -12,11 +12,11 @@ import requests
 
 from broker.adapters.kafka_control import ControlWriter
 from broker.config import Settings
+from broker.demo import job as demo
 from broker.domain.control import GRANT_PREFIX
 from broker.local import processes
 from broker.local.python_service import PythonService
 from broker.local.stack import Endpoints, LocalStack
-from broker.services import demo
 from tests.conftest import kafka_env
 
 

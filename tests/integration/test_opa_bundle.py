@@ -16,8 +16,9 @@ from broker.adapters.opa import OpaPolicyEngine
 from broker.config import Settings
 from broker.errors import PolicyEngineError, ServiceStartError
 from broker.local import opa_server, processes, toolchain
-from broker.services import opa_tokens
-from broker.services.bundles import SignedBundle, build_bundle
+from broker.security import opa_tokens
+from broker.security.bundles import SignedBundle, build_bundle
+from tests.conftest import POLICIES
 from tests.integration.test_opa import CATALOG, REQUEST
 
 
@@ -28,7 +29,7 @@ def opa_binary() -> Path:
 
 @pytest.fixture
 def signed(opa_binary: Path, tmp_path: Path) -> SignedBundle:
-    return build_bundle(opa_binary, tmp_path / "bundle.tar.gz", tmp_path / "secrets")
+    return build_bundle(opa_binary, tmp_path / "bundle.tar.gz", tmp_path / "secrets", POLICIES)
 
 
 @pytest.fixture
@@ -100,7 +101,7 @@ def test_a_bundle_altered_after_signing_is_refused(start_opa: Callable[[SignedBu
 
 def test_a_bundle_signed_with_another_key_is_refused(start_opa: Callable[[SignedBundle], str], signed: SignedBundle,
                                                      opa_binary: Path, tmp_path: Path) -> None:
-    foreign = build_bundle(opa_binary, tmp_path / "foreign.tar.gz", tmp_path / "other-secrets")
+    foreign = build_bundle(opa_binary, tmp_path / "foreign.tar.gz", tmp_path / "other-secrets", POLICIES)
     with pytest.raises(ServiceStartError, match="failed to verify JWT signature"):
         start_opa(SignedBundle(foreign.path, signed.public_key, foreign.revision))
 
@@ -164,7 +165,7 @@ def test_rotated_tokens_lock_out_the_old_ones_and_running_engines_follow(
         engine.put_data("accord/catalog", CATALOG)
         # What `accord credentials rotate-opa-tokens` does for the local OPA: new tokens, a new bundle, a restart.
         opa_tokens.rotate(tmp_path / "secrets")
-        rebuilt = build_bundle(opa_binary, signed.path, tmp_path / "secrets")
+        rebuilt = build_bundle(opa_binary, signed.path, tmp_path / "secrets", POLICIES)
         assert rebuilt.revision != signed.revision  # the token digests are part of what the revision covers
         processes.stop(processes.read_pid(layout.pid_file), opa_server.MARKER)
         opa_server.start(opa_binary, layout, timeout_s=30, bundle=rebuilt, port=urlsplit(url).port)

@@ -15,7 +15,7 @@ from broker.adapters.kafka_admin import describe_topic_config
 from broker.local import processes
 from broker.local.python_service import PythonService
 from broker.local.stack import Endpoints
-from broker.services.registry_runtime import open_registry
+from broker.runtime.registry import open_registry
 from tests.conftest import bearer, kafka_env
 
 SCHEMA = {"type": "record", "name": "Sitrep", "namespace": "t",

@@ -8,12 +8,13 @@ import uuid
 import httpx
 
 from broker.adapters.registry_http import HttpSchemaRegistry
+from broker.config import Settings
 from broker.domain.compatibility import CompatibilityMode, incompatibilities
 from broker.domain.registry import parse_schema
+from broker.domain.topics import ingest_topic
 from broker.local.stack import Endpoints
-from broker.services.api_runtime import SCHEMAS_DIR
-from broker.services.ingest import ingest_topic, load_stream_schemas
-from tests.conftest import bearer
+from broker.services.ingest import load_stream_schemas
+from tests.conftest import bearer, service_tokens
 
 
 def history_problems(registry_url: str, subjects: list[str]) -> dict[str, list[str]]:
@@ -33,9 +34,9 @@ def history_problems(registry_url: str, subjects: list[str]) -> dict[str, list[s
 
 
 def test_template_schemas_and_their_evolution_hold(services: Endpoints) -> None:
-    schemas = load_stream_schemas(SCHEMAS_DIR)
+    schemas = load_stream_schemas(Settings().schemas_dir)
     assert len(schemas) == 7
-    registry = HttpSchemaRegistry(services.registry_url)
+    registry = HttpSchemaRegistry(services.registry_url, token=service_tokens())
     subjects = []
     try:
         for stream, schema in schemas.items():

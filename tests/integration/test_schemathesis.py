@@ -22,17 +22,18 @@ from broker.api.app import create_api_app
 from broker.api.auth import Guard
 from broker.api.governance_app import create_governance_app
 from broker.api.registry_app import create_registry_app
+from broker.config import Settings
 from broker.domain.adjudication import DisputeRequest
 from broker.domain.audit import new_signing_key
 from broker.domain.ladder import Actor
 from broker.local.stack import Endpoints
 from broker.local.toolchain import REPO_ROOT
-from broker.services.api_runtime import open_ingest
-from broker.services.api_tokens import TokenVerifier
-from broker.services.governance_runtime import GovernanceService
+from broker.runtime.api import open_ingest
+from broker.runtime.governance import GovernanceService
+from broker.runtime.registry import open_registry
+from broker.security.api_tokens import TokenVerifier
 from broker.services.ingest import read_quarantine
-from broker.services.registry_runtime import open_registry
-from tests.conftest import opa_as
+from tests.conftest import SCHEMAS, opa_as
 from tests.integration import schemathesis_support as fuzz
 from tests.integration.gate_support import T1
 from tests.unit.auth_fakes import KEY, now
@@ -72,7 +73,7 @@ def _guard(opa_url: str) -> Guard:
 
 @pytest.fixture(scope="module")
 def ingest_target(services: Endpoints, applied_catalog: dict[str, Any]) -> Iterator[Target]:
-    with open_ingest(services.kafka, services.registry_url) as (ingest, log):
+    with open_ingest(services.kafka, services.registry_url, Settings()) as (ingest, log):
         app = create_api_app(ingest, lambda stream, limit: read_quarantine(log, stream, limit),
                              guard=_guard(services.opa_url))
         yield Target("ingest", app, ("ukhsa", "ig-lead"), {"stream": T1})
@@ -93,7 +94,8 @@ def registry_target(services: Endpoints, applied_catalog: dict[str, Any]) -> Ite
 def governance_target(services: Endpoints, applied_catalog: dict[str, Any]) -> Iterator[Target]:
     run = uuid.uuid4().hex[:8]
     # A ticker that never fires within the run: deadlines are not what is tested here.
-    service = GovernanceService(services.kafka, audit_key=new_signing_key(), tick_s=3600.0,
+    service = GovernanceService(services.kafka, audit_key=new_signing_key(), schemas_dir=SCHEMAS,
+                                tick_s=3600.0,
                                 transactional_id=f"fuzz-governance-{run}", topic=f"_accord.governance.fuzz-{run}",
                                 audit_topic=f"_accord.audit.fuzz-{run}").start()
     try:

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker.api.auth import Guard
 from broker.errors import PolicyEngineError
-from broker.services.api_tokens import TokenVerifier, issue
+from broker.security.api_tokens import TokenVerifier, issue
 
 KEY = Ed25519PrivateKey.generate()
 TTL = dt.timedelta(hours=1)

@@ -10,7 +10,7 @@ import jwt
 import pytest
 
 from broker.errors import AuthenticationError, ConfigError
-from broker.services import api_tokens
+from broker.security import api_tokens
 
 NOW = dt.datetime(2026, 3, 1, 9, 0, tzinfo=dt.UTC)
 

@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 
-from broker.adapters.kafka_governance import AUDIT_TOPIC
 from broker.domain.audit_records import records_digest
-from broker.domain.plans import delivery_topic
+from broker.domain.topics import AUDIT_TOPIC, delivery_topic
 from broker.errors import ServiceError
 from broker.services import policy_changes
 from tests.unit.gate_fakes import INGEST, T1, FakePolicyEngine, GateHarness, catalog_document, make_gate

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 
 from broker.domain.audit import Signer, key_id
 from broker.errors import ConfigError
-from broker.services.audit_keys import (
+from broker.security.audit_keys import (
     PRIVATE_KEY_FILE,
     PUBLIC_KEY_FILE,
     audit_signing_key,

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from broker.errors import ConfigError
-from broker.services.bundles import bundle_files, revision, roots
+from broker.security.bundles import bundle_files, revision, roots
+from tests.conftest import POLICIES
 
 
 def _policies(tmp_path: Path, files: dict[str, str]) -> Path:
@@ -18,7 +19,7 @@ def _policies(tmp_path: Path, files: dict[str, str]) -> Path:
 
 
 def test_the_shipped_policies_bundle_without_tests_under_their_packages() -> None:
-    files = bundle_files()
+    files = bundle_files(POLICIES)
     assert "plans/plans.rego" in files and not any(name.endswith("_test.rego") for name in files)
     assert {"accord/plans", "accord/authz"} <= set(roots(files)) and "accord/catalog" not in roots(files)
 

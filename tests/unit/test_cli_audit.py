@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from broker import cli_audit
-from broker.adapters.kafka_audit import CHAIN_TOPIC
 from broker.cli import app
+from broker.cli import audit as cli_audit
 from broker.domain.audit import Chain, Signer, new_signing_key, to_json_line
-from broker.services.audit_keys import audit_signing_key, public_key_path
+from broker.domain.topics import CHAIN_TOPIC
+from broker.security.audit_keys import audit_signing_key, public_key_path
 
 AT = "2026-01-01T00:00:00.000000Z"
 runner = CliRunner()

@@ -13,9 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from broker import cli_governance
 from broker.api.governance_app import create_governance_app
 from broker.cli import app
+from broker.cli import governance as cli_governance
 from broker.services.governance import Governance
 from tests.unit.auth_fakes import guard, token
 from tests.unit.governance_catalog import LEICESTER, T1, catalog

@@ -15,9 +15,10 @@ from hypothesis import strategies as st
 
 from broker.adapters.registry_memory import InMemorySchemaRegistry
 from broker.domain.geography import load_la_table
+from broker.domain.topics import ingest_topic
 from broker.domain.validation import EXCERPT_MAX, validate_record
 from broker.domain.wire import frame
-from broker.services.ingest import Ingest, Outcome, ingest_topic, load_stream_schemas
+from broker.services.ingest import Ingest, Outcome, load_stream_schemas
 from broker.services.serde import AvroDeserializer, SerializationContext
 from tests.unit.catalog_support import SCHEMAS
 

@@ -12,8 +12,9 @@ import pytest
 
 from broker.domain import control
 from broker.domain.control import PolicyState
-from broker.domain.plans import delivery_subject, delivery_topic, projected_schema
+from broker.domain.plans import projected_schema
 from broker.domain.schemas import canonical_text
+from broker.domain.topics import delivery_topic, value_subject
 from broker.domain.wire import header_schema_id
 from broker.errors import PolicyEngineError, ServiceError
 from broker.services.planner import PLAN_RULE, Planner
@@ -78,7 +79,7 @@ def test_deliveries_are_encoded_against_the_projected_schema_of_a_subject_withou
     h.gate.step()
 
     [sent] = h.delivered(LEICESTER_ANALYST)
-    subject = delivery_subject(LEICESTER_ANALYST)
+    subject = value_subject(LEICESTER_ANALYST)
     assert subject == "deliver.leicester-city-council.analyst.ukhsa.positive-tests-value"
     [plan] = [d.plan for d in h.gate.deliveries[T1] if d.topic == LEICESTER_ANALYST]
     latest = h.registry.latest(subject)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from broker.domain.plans import delivery_topic
+from broker.domain.topics import delivery_topic
 from broker.services.planner import Planner
 from tests.unit.gate_fakes import T1, FakePolicyEngine, GateHarness, make_gate
 

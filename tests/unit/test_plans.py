@@ -11,7 +11,8 @@ from typing import Any
 import fastavro
 import pytest
 
-from broker.domain.plans import FieldRule, Plan, Projector, delivery_subject, delivery_topic, projected_schema
+from broker.domain.plans import FieldRule, Plan, Projector, projected_schema
+from broker.domain.topics import delivery_topic, value_subject
 from broker.errors import PolicyEngineError
 
 T1_SCHEMA: dict[str, Any] = json.loads(
@@ -100,7 +101,7 @@ def test_from_opa_reads_the_contract_example() -> None:
     assert plan.expiry == dt.datetime(2022, 6, 30, tzinfo=dt.UTC)
     assert plan.revision == "c-3f9a1b2c4d5e/17"
     assert plan.topic == "deliver.leicester-city-council.analyst.ukhsa.positive-tests"
-    assert delivery_subject(plan.topic) == "deliver.leicester-city-council.analyst.ukhsa.positive-tests-value"
+    assert value_subject(plan.topic) == "deliver.leicester-city-council.analyst.ukhsa.positive-tests-value"
     assert hash(plan) == hash(Plan.from_opa(copy.deepcopy(ANALYST)))
 
 

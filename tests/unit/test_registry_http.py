@@ -17,7 +17,7 @@ Handler = Callable[[httpx.Request], httpx.Response]
 
 
 def _registry(handler: Handler, url: str = "http://registry.test:8081") -> HttpSchemaRegistry:
-    return HttpSchemaRegistry(url, transport=httpx.MockTransport(handler))
+    return HttpSchemaRegistry(url, transport=httpx.MockTransport(handler), token=lambda: None)
 
 
 def test_register_posts_the_schema_as_avro_under_an_encoded_subject() -> None:
@@ -91,4 +91,4 @@ def test_malformed_success_answer_is_a_registry_error(response: httpx.Response) 
 @pytest.mark.parametrize("url", ["registry:8081", "ftp://registry", "http://"])
 def test_url_that_is_not_http_is_a_config_error(url: str) -> None:
     with pytest.raises(ConfigError, match="is not an http\\(s\\) URL"):
-        HttpSchemaRegistry(url)
+        HttpSchemaRegistry(url, token=lambda: None)

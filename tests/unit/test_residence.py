@@ -8,8 +8,8 @@ import pytest
 
 from broker.domain.geography import load_la_table
 from broker.domain.jurisdiction import resolve_areas
-from broker.domain.plans import delivery_topic
 from broker.domain.residence import ResidenceTable, load_residence_table
+from broker.domain.topics import delivery_topic
 from broker.errors import ConfigError
 from tests.unit.gate_fakes import INGEST, T1, make_gate
 

@@ -14,7 +14,7 @@ from broker.config import Settings
 from broker.errors import ServiceStartError, SetupError
 from broker.local import opa_server, toolchain
 from broker.local.stack import LocalStack
-from broker.services.bundles import SignedBundle
+from broker.security.bundles import SignedBundle
 
 
 def _run_cli(args: list[str], env_extra: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from broker.adapters.opa import OpaPolicyEngine, read_token
 from broker.config import Settings
 from broker.errors import ConfigError
-from broker.services.secrets import SECRET_BYTES, write_private
+from broker.security.secrets import SECRET_BYTES, write_private
 
 READER = "reader"
 WRITER = "writer"

@@ -11,24 +11,22 @@ from typing import Annotated
 
 import typer
 
-from broker.config import Settings
-from broker.local.toolchain import REPO_ROOT
+from broker.cli.context import current_settings
 
 kafka_cli = typer.Typer(help="Kafka users (SASL/SCRAM) and ACLs for bodies and Accord's services.",
                         no_args_is_help=True)
-CatalogDir = Annotated[Path, typer.Option("--catalog", help="catalog directory whose bodies get users")]
+CatalogDir = Annotated[Path | None, typer.Option("--catalog", help="catalog directory whose bodies get users")]
 
 
 @kafka_cli.command("provision")
-def provision(catalog: CatalogDir = REPO_ROOT / "catalog") -> None:
+def provision(catalog: CatalogDir = None) -> None:
     """Create a SCRAM user (password made, 0600 in the secrets dir) for every body of the catalog and every Accord
     service, and make the ACLs exactly what broker/domain/kafka_acls.py says. Safe to repeat."""
-    from broker.catalog import load_and_compile
-    from broker.cli_policy import running_endpoints
-    from broker.services import kafka_identities
+    from broker.cli.policy import compile_catalog_dir, running_endpoints
+    from broker.security import kafka_identities
 
-    document = load_and_compile(catalog, REPO_ROOT / "schemas")
-    done = kafka_identities.provision(running_endpoints().kafka, Settings().secrets_dir, document)
+    document = compile_catalog_dir(catalog)
+    done = kafka_identities.provision(running_endpoints().kafka, current_settings().secrets_dir, document)
     typer.echo(done.describe())
 
 
@@ -36,10 +34,10 @@ def provision(catalog: CatalogDir = REPO_ROOT / "catalog") -> None:
 def rotate(user: Annotated[str, typer.Argument(help="a body id, or accord.gate / accord.api / ...")]) -> None:
     """Give USER a new password: on the cluster first, then in its file. Connected clients stay connected; the next
     connection needs the new password (a service started by `accord local` reads it when it restarts)."""
-    from broker.cli_policy import running_endpoints
-    from broker.services import kafka_identities
+    from broker.cli.policy import running_endpoints
+    from broker.security import kafka_identities
 
-    path = kafka_identities.rotate(running_endpoints().kafka, Settings().secrets_dir, user)
+    path = kafka_identities.rotate(running_endpoints().kafka, current_settings().secrets_dir, user)
     typer.echo(f"rotated {user}'s Kafka password; the new one is in {path} (mode 0600)")
 
 
@@ -47,7 +45,7 @@ def rotate(user: Annotated[str, typer.Argument(help="a body id, or accord.gate /
 def acls(user: Annotated[str | None, typer.Option(help="only this user's")] = None) -> None:
     """List the ACLs on the cluster, one per line."""
     from broker.adapters.kafka_security import KafkaSecurity
-    from broker.cli_policy import running_endpoints
+    from broker.cli.policy import running_endpoints
 
     with KafkaSecurity(running_endpoints().kafka) as security:
         found = sorted(security.acls(), key=repr)

@@ -15,8 +15,8 @@ from typing import Annotated, Any, NoReturn
 import httpx
 import typer
 
-from broker.cli_policy import running_endpoints
-from broker.config import Settings
+from broker.cli.context import current_settings
+from broker.cli.policy import running_endpoints
 
 dispute_cli = typer.Typer(help="Disputes over data sharing: raise, list, show, comment, decide, appeal.",
                           no_args_is_help=True)
@@ -63,7 +63,7 @@ def parse_actor(text: str | None) -> str:
 
 
 def _client() -> httpx.Client:
-    url = Settings().governance_url or running_endpoints().governance_url
+    url = current_settings().governance_url or running_endpoints().governance_url
     return httpx.Client(base_url=url, timeout=30.0)
 
 

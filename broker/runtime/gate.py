@@ -15,21 +15,23 @@ import uvicorn
 
 from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_admin import create_topics
-from broker.adapters.kafka_control import STATUS_TOPIC, ControlReader, ControlWriter, ensure_control_topics
-from broker.adapters.kafka_governance import AUDIT_TOPIC
+from broker.adapters.kafka_control import ControlReader, ControlWriter, ensure_control_topics
 from broker.adapters.kafka_transactions import TransactionalStage
 from broker.adapters.metrics import PrometheusGateCounters
 from broker.adapters.registry_http import HttpSchemaRegistry
+from broker.api.auth import Guard
 from broker.api.gate_app import create_gate_app
 from broker.config import Settings
 from broker.domain.geography import load_la_table
 from broker.domain.residence import load_residence_table
-from broker.services.api_runtime import SCHEMAS_DIR, ensure_stream_topics
+from broker.domain.topics import AUDIT_TOPIC, STATUS_TOPIC, ingest_topic
+from broker.runtime.api import ensure_stream_topics
+from broker.security.api_tokens import ServiceTokens
+from broker.security.opa_tokens import WRITER, opa_engine
+from broker.security.secrets import pseudonym_secret
 from broker.services.gate import Gate, GateParts
 from broker.services.ingest import load_stream_schemas
-from broker.services.opa_tokens import WRITER, opa_engine
 from broker.services.planner import Planner
-from broker.services.secrets import pseudonym_secret
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +50,8 @@ def default_worker_id() -> str:
 @contextmanager
 def open_gate(endpoints: GateEndpoints, settings: Settings, worker: str,
               transaction_timeout_ms: int = 10_000) -> Iterator[Gate]:
-    """A gate worker for every stream in schemas/, with its topics created; closed on exit."""
-    schemas = load_stream_schemas(SCHEMAS_DIR)
+    """A gate worker for every stream in the settings' schemas directory, with its topics; closed on exit."""
+    schemas = load_stream_schemas(settings.schemas_dir)
     kafka = endpoints.kafka
     ensure_stream_topics(kafka, schemas)
     ensure_control_topics(kafka)
@@ -57,13 +59,13 @@ def open_gate(endpoints: GateEndpoints, settings: Settings, worker: str,
     with ExitStack() as stack:
         engine = opa_engine(endpoints.opa_url, settings, WRITER)
         stack.callback(engine.close)
-        registry = HttpSchemaRegistry(endpoints.registry_url)
+        registry = HttpSchemaRegistry(endpoints.registry_url, token=ServiceTokens(settings.secrets_dir, "gate"))
         stack.callback(registry.close)
         control = ControlReader(kafka, client_id=f"accord-gate-control-{worker}")
         stack.callback(control.close)
         status = ControlWriter(kafka, client_id=f"accord-gate-status-{worker}")
         stack.callback(status.close)
-        stage = TransactionalStage(kafka, settings.gate_group, [f"ingest.{s}" for s in schemas],
+        stage = TransactionalStage(kafka, settings.gate_group, [ingest_topic(s) for s in schemas],
                                    f"accord-gate-{worker}", transaction_timeout_ms=transaction_timeout_ms,
                                    start_from=settings.gate_start_from)
         stack.callback(stage.close)
@@ -140,6 +142,7 @@ def serve(endpoints: GateEndpoints, settings: Settings, host: str, port: int, wo
         return runner.alive(), detail
 
     try:
-        uvicorn.run(create_gate_app(health), host=host, port=port, log_level="warning")
+        app = create_gate_app(health, guard=Guard.from_settings(settings))
+        uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
         runner.stop()

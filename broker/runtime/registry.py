@@ -6,8 +6,11 @@ import uvicorn
 
 from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_changelog import Changelog
+from broker.api.auth import Guard
 from broker.api.registry_app import create_registry_app
-from broker.services.registry import SCHEMAS_TOPIC, Registry
+from broker.config import Settings
+from broker.domain.topics import SCHEMAS_TOPIC
+from broker.services.registry import Registry
 
 
 def open_registry(kafka: KafkaAccess, topic: str = SCHEMAS_TOPIC) -> tuple[Registry, Changelog]:
@@ -19,9 +22,10 @@ def open_registry(kafka: KafkaAccess, topic: str = SCHEMAS_TOPIC) -> tuple[Regis
     return registry, changelog
 
 
-def serve(kafka: KafkaAccess, host: str, port: int, max_body_bytes: int) -> None:
+def serve(settings: Settings, kafka: KafkaAccess, host: str, port: int) -> None:
     registry, changelog = open_registry(kafka)
     try:
-        uvicorn.run(create_registry_app(registry, max_body_bytes), host=host, port=port, log_level="warning")
+        app = create_registry_app(registry, settings.max_request_bytes, guard=Guard.from_settings(settings))
+        uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
         changelog.close()

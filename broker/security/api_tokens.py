@@ -15,6 +15,7 @@ import datetime as dt
 import hashlib
 import json
 import math
+import threading
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -28,9 +29,9 @@ from jwt.types import Options
 
 from broker.domain.ladder import Actor
 from broker.errors import AuthenticationError, ConfigError
-from broker.services.audit_keys import load_public_key
-from broker.services.key_files import ed25519_key
-from broker.services.secrets import write_private
+from broker.security.audit_keys import load_public_key
+from broker.security.key_files import ed25519_key
+from broker.security.secrets import write_private
 
 ISSUER = "accord"
 ALGORITHM = "EdDSA"
@@ -197,6 +198,24 @@ def service_token(directory: Path, service: str, ttl: dt.timedelta = dt.timedelt
                   clock: Clock = system_clock) -> str:
     """A token for one of Accord's own services (body `accord`, role `service`), signed with the local key."""
     return issue(signing_key(directory), SERVICE_BODY, SERVICE_ROLE, service, ttl, clock())
+
+
+class ServiceTokens:
+    """A service's bearer token for calling Accord's own APIs, issued from the local key and renewed ten minutes
+    before it expires; call it for the current token (the registry client takes one)."""
+
+    def __init__(self, directory: Path, service: str, clock: Clock = system_clock) -> None:
+        self._directory, self._service, self._clock = directory, service, clock
+        self._lock = threading.Lock()
+        self._token, self._renew_at = "", dt.datetime.min.replace(tzinfo=dt.UTC)
+
+    def __call__(self) -> str:
+        with self._lock:
+            now = self._clock()
+            if now >= self._renew_at:
+                self._token = service_token(self._directory, self._service, clock=lambda: now)
+                self._renew_at = now + dt.timedelta(minutes=50)
+            return self._token
 
 
 def write_token(path: Path, token: str) -> None:

@@ -7,28 +7,29 @@ import datetime as dt
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from broker.adapters.kafka_log import KafkaLog
+from broker.config import Settings
+from broker.demo.synthetic import positive_tests
 from broker.domain.disputes import parse_stamp
-from broker.domain.plans import delivery_topic
+from broker.domain.topics import delivery_topic
 from broker.local.stack import Endpoints
-from broker.services import api_tokens, policy_changes
-from broker.services.api_runtime import open_ingest
+from broker.runtime.api import open_ingest
+from broker.security import api_tokens
+from broker.services import policy_changes
 from broker.services.deliveries import DeliveryReader
-from broker.services.synthetic import positive_tests
 
 STREAM = "ukhsa.positive-tests"
 BLABY = "blaby-district-council"
 Say = Callable[[str], None]
 
 
-def run(endpoints: Endpoints, reader: DeliveryReader, log: KafkaLog, say: Say, secrets_dir: Path) -> dict[str, Any]:
+def run(endpoints: Endpoints, reader: DeliveryReader, log: KafkaLog, say: Say, settings: Settings) -> dict[str, Any]:
     """Blaby's environmental health team wants T1 rows for a food-premises cluster (domain scenario 5)."""
-    key = api_tokens.signing_key(secrets_dir)
+    key = api_tokens.signing_key(settings.secrets_dir)
 
     def _as(body: str, role: str, person: str) -> dict[str, str]:
         # Each player's own short-lived token, as `accord credentials token` would issue it.
@@ -65,7 +66,7 @@ def run(endpoints: Endpoints, reader: DeliveryReader, log: KafkaLog, say: Say, s
     change = policy_changes.Announced(last["key"], int(last["offset"]), int(last["timestamp_ms"]))
     (status,) = policy_changes.enforcement(log, change, workers=1, timeout_s=10)
     latency_ms = int(status["applied_ms"]) - int(decided_wall * 1000)
-    flow = _deliveries(endpoints, reader)
+    flow = _deliveries(endpoints, settings, reader)
     say(f"   decision enforced by gate worker {status['worker']} {latency_ms} ms after the second approval was sent")
     say(f"   then Blaby's environmental health received {flow['rows']} of {flow['published']} new rows (Blaby's only), "
         f"fields {', '.join(flow['fields'])}")
@@ -94,10 +95,10 @@ def _timeline(dispute: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _deliveries(endpoints: Endpoints, reader: DeliveryReader) -> dict[str, Any]:
+def _deliveries(endpoints: Endpoints, settings: Settings, reader: DeliveryReader) -> dict[str, Any]:
     day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     cases = positive_tests(day, {"blaby": 4, "charnwood": 3, "leicester": 3}, prefix=f"O{uuid.uuid4().hex[:5].upper()}")
-    with open_ingest(endpoints.kafka, endpoints.registry_url) as (ingest, _):
+    with open_ingest(endpoints.kafka, endpoints.registry_url, settings) as (ingest, _):
         outcomes = ingest.publish(STREAM, cases, source="demo")
     sources = {f"{o.topic}/{o.partition}/{o.offset}".encode(): cases[o.index] for o in outcomes}
     topic = delivery_topic(BLABY, "environmental-health", STREAM)

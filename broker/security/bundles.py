@@ -19,11 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from broker.errors import ConfigError, SetupError
-from broker.local.toolchain import REPO_ROOT
-from broker.services import opa_tokens
-from broker.services.key_files import ed25519_key
+from broker.security import opa_tokens
+from broker.security.key_files import ed25519_key
 
-POLICY_DIR = REPO_ROOT / "policies"
 SIGNING_ALG = "EdDSA"  # `opa build --signing-alg` and `opa run --signing-alg` both accept it (Ed25519 keys)
 PRIVATE_KEY_FILE = "policy-bundle.key"
 PUBLIC_KEY_FILE = "policy-bundle.pub"
@@ -50,7 +48,7 @@ def bundle_signing_key(secrets_dir: Path) -> Path:
     return private
 
 
-def bundle_files(policy_dir: Path = POLICY_DIR) -> dict[str, bytes]:
+def bundle_files(policy_dir: Path) -> dict[str, bytes]:
     """What goes in the bundle, by path inside it: non-test Rego modules and static data files."""
     found = {path.relative_to(policy_dir).as_posix(): path.read_bytes()
              for path in sorted(policy_dir.rglob("*"))
@@ -89,7 +87,7 @@ def _overlaps(a: str, b: str) -> bool:
     return a == b or a.startswith(f"{b}/") or b.startswith(f"{a}/")
 
 
-def deployment_files(secrets_dir: Path, policy_dir: Path = POLICY_DIR) -> dict[str, bytes]:
+def deployment_files(secrets_dir: Path, policy_dir: Path) -> dict[str, bytes]:
     """The bundle's files for this deployment: the policies and the digests of its OPA API tokens."""
     files = bundle_files(policy_dir)
     generated = opa_tokens.bundle_data(secrets_dir)
@@ -98,7 +96,7 @@ def deployment_files(secrets_dir: Path, policy_dir: Path = POLICY_DIR) -> dict[s
     return files | generated
 
 
-def build_bundle(opa: Path, output: Path, secrets_dir: Path, policy_dir: Path = POLICY_DIR) -> SignedBundle:
+def build_bundle(opa: Path, output: Path, secrets_dir: Path, policy_dir: Path) -> SignedBundle:
     """Build and sign the bundle of `policy_dir` into `output` (replaced atomically); returns what OPA needs."""
     files = deployment_files(secrets_dir, policy_dir)
     bundle_revision = revision(files)
@@ -136,7 +134,7 @@ def revision_of(bundle: Path) -> str | None:
     return str(value) if value is not None else None
 
 
-def ensure_bundle(opa: Path, output: Path, secrets_dir: Path, policy_dir: Path = POLICY_DIR
+def ensure_bundle(opa: Path, output: Path, secrets_dir: Path, policy_dir: Path
                   ) -> tuple[SignedBundle, bool]:
     """The bundle at `output`, rebuilt when it is missing, behind `policy_dir` or the OPA tokens, or its signing key
     is gone; returns it and whether it was (re)built."""

@@ -14,18 +14,12 @@ from broker.adapters.kafka_log import KafkaLog
 from broker.adapters.metrics import count_ingest
 from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.api.app import create_api_app
+from broker.api.auth import Guard
+from broker.config import Settings
 from broker.domain.geography import load_la_table
-from broker.local.toolchain import REPO_ROOT
-from broker.services.ingest import (
-    INGEST_PARTITIONS,
-    Ingest,
-    ingest_topic,
-    load_stream_schemas,
-    quarantine_topic,
-    read_quarantine,
-)
-
-SCHEMAS_DIR = REPO_ROOT / "schemas"
+from broker.domain.topics import ingest_topic, quarantine_topic
+from broker.security.api_tokens import ServiceTokens
+from broker.services.ingest import INGEST_PARTITIONS, Ingest, load_stream_schemas, read_quarantine
 
 
 def ensure_stream_topics(kafka: KafkaAccess, streams: Iterable[str]) -> None:
@@ -40,12 +34,12 @@ def _today() -> dt.date:
 
 
 @contextmanager
-def open_ingest(kafka: KafkaAccess, registry_url: str) -> Iterator[tuple[Ingest, KafkaLog]]:
-    """An Ingest for every stream in schemas/, with its ingest and quarantine topics created."""
-    schemas = load_stream_schemas(SCHEMAS_DIR)
+def open_ingest(kafka: KafkaAccess, registry_url: str, settings: Settings) -> Iterator[tuple[Ingest, KafkaLog]]:
+    """An Ingest for every stream in the settings' schemas directory, with its ingest and quarantine topics."""
+    schemas = load_stream_schemas(settings.schemas_dir)
     ensure_stream_topics(kafka, schemas)
     log = KafkaLog(kafka, client_id="accord-ingest")
-    registry = HttpSchemaRegistry(registry_url)
+    registry = HttpSchemaRegistry(registry_url, token=ServiceTokens(settings.secrets_dir, "api"))
     try:
         yield Ingest(log, registry, schemas, load_la_table(), _today, count=count_ingest), log
     finally:
@@ -53,7 +47,8 @@ def open_ingest(kafka: KafkaAccess, registry_url: str) -> Iterator[tuple[Ingest,
         log.close()
 
 
-def serve(kafka: KafkaAccess, registry_url: str, host: str, port: int, max_body_bytes: int) -> None:
-    with open_ingest(kafka, registry_url) as (ingest, log):
-        app = create_api_app(ingest, lambda stream, limit: read_quarantine(log, stream, limit), max_body_bytes)
+def serve(settings: Settings, kafka: KafkaAccess, registry_url: str, host: str, port: int) -> None:
+    with open_ingest(kafka, registry_url, settings) as (ingest, log):
+        app = create_api_app(ingest, lambda stream, limit: read_quarantine(log, stream, limit),
+                             settings.max_request_bytes, guard=Guard.from_settings(settings))
         uvicorn.run(app, host=host, port=port, log_level="warning")

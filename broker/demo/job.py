@@ -16,17 +16,18 @@ from broker.adapters.kafka_control import ControlWriter, ensure_control_topics
 from broker.adapters.kafka_log import KafkaLog
 from broker.catalog import load_and_compile
 from broker.config import Settings
-from broker.domain.plans import delivery_topic
+from broker.demo import dispute as demo_dispute
+from broker.demo.steady_publisher import publish_steadily
+from broker.demo.synthetic import positive_tests
+from broker.domain.topics import delivery_topic
 from broker.local.stack import Endpoints
-from broker.local.toolchain import REPO_ROOT
-from broker.services import demo_dispute, policy_changes
-from broker.services.api_runtime import open_ingest
+from broker.runtime.api import open_ingest
+from broker.runtime.gate import GateEndpoints, GateThread
+from broker.security.api_tokens import ServiceTokens
+from broker.security.opa_tokens import WRITER, opa_engine
+from broker.services import policy_changes
 from broker.services.deliveries import DeliveryReader
-from broker.services.gate_runtime import GateEndpoints, GateThread
 from broker.services.ingest import read_quarantine
-from broker.services.opa_tokens import WRITER, opa_engine
-from broker.services.steady_publisher import publish_steadily
-from broker.services.synthetic import positive_tests
 
 STREAM = "ukhsa.positive-tests"
 DAY_CASES = {"leicester": 24, "nottingham": 15, "blaby": 6, "charnwood": 8, "manchester": 20, "birmingham": 18,
@@ -37,10 +38,8 @@ REVOKED = "t1-leicester"
 Say = Callable[[str], None]
 
 
-def run(endpoints: Endpoints, say: Say = print, own_gate: bool = False, settings: Settings | None = None
-        ) -> dict[str, Any]:
+def run(endpoints: Endpoints, settings: Settings, say: Say = print, own_gate: bool = False) -> dict[str, Any]:
     """Run the demo against running services; with `own_gate` it runs a gate worker itself (else the stack's)."""
-    settings = settings or Settings()
     with ExitStack() as stack:
         writer = ControlWriter(endpoints.kafka)
         stack.callback(writer.close)
@@ -56,18 +55,19 @@ def run(endpoints: Endpoints, say: Say = print, own_gate: bool = False, settings
         (status,) = policy_changes.enforcement(log, change, workers=1, timeout_s=30)
         topics = sum(map(len, status["deliveries"].values()))
         say(f"   gate worker {status['worker']} enforces it: delivering to {topics} subscriber topics")
-        reader = DeliveryReader(endpoints.kafka, endpoints.registry_url, client_id="accord-demo-subscriber")
+        reader = DeliveryReader(endpoints.kafka, endpoints.registry_url, ServiceTokens(settings.secrets_dir, "demo"),
+                                client_id="accord-demo-subscriber")
         stack.callback(reader.close)
-        views = _publish_day(endpoints, reader, log, say)
-        revocation = _revoke_live(endpoints, reader, writer, log, say)
-        dispute = demo_dispute.run(endpoints, reader, log, say, settings.secrets_dir)
+        views = _publish_day(endpoints, settings, reader, log, say)
+        revocation = _revoke_live(endpoints, settings, reader, writer, log, say)
+        dispute = demo_dispute.run(endpoints, reader, log, say, settings)
     return {"catalog_revision": status.get("catalog_revision"), "views": views,
             "revocation": revocation, "dispute": dispute}
 
 
 def _apply_catalog(endpoints: Endpoints, settings: Settings, writer: ControlWriter, say: Say
                    ) -> policy_changes.Announced:
-    document = load_and_compile(REPO_ROOT / "catalog", REPO_ROOT / "schemas")
+    document = load_and_compile(settings.catalog_dir, settings.schemas_dir)
     ensure_control_topics(endpoints.kafka)
     engine = opa_engine(endpoints.opa_url, settings, WRITER)
     try:
@@ -79,12 +79,13 @@ def _apply_catalog(endpoints: Endpoints, settings: Settings, writer: ControlWrit
     return change
 
 
-def _publish_day(endpoints: Endpoints, reader: DeliveryReader, log: KafkaLog, say: Say) -> dict[str, Any]:
+def _publish_day(endpoints: Endpoints, settings: Settings, reader: DeliveryReader, log: KafkaLog, say: Say
+                 ) -> dict[str, Any]:
     day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=2)
     prefix = f"D{uuid.uuid4().hex[:5].upper()}"
     cases = positive_tests(day, DAY_CASES, prefix=prefix)
     lost = positive_tests(day, {"leicester": 1}, prefix=f"{prefix}-NOGEO")[0] | {"ltla": None, "utla": None}
-    with open_ingest(endpoints.kafka, endpoints.registry_url) as (ingest, _):
+    with open_ingest(endpoints.kafka, endpoints.registry_url, settings) as (ingest, _):
         outcomes = ingest.publish(STREAM, [*cases, lost], source="demo")
     sources = {f"{o.topic}/{o.partition}/{o.offset}".encode() for o in outcomes if o.status == "accepted"}
     say(f"2. UKHSA publishes a synthetic day ({day}) of {len(cases)} positive tests over {len(DAY_CASES)} councils, "
@@ -126,7 +127,7 @@ def _example(record: dict[str, Any]) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _revoke_live(endpoints: Endpoints, reader: DeliveryReader, writer: ControlWriter, log: KafkaLog,
+def _revoke_live(endpoints: Endpoints, settings: Settings, reader: DeliveryReader, writer: ControlWriter, log: KafkaLog,
                  say: Say) -> dict[str, Any]:
     """Leicester cases keep arriving; the agreement is revoked mid-stream, then reinstated."""
     topic = delivery_topic("leicester-city-council", "dph", STREAM)
@@ -135,7 +136,7 @@ def _revoke_live(endpoints: Endpoints, reader: DeliveryReader, writer: ControlWr
     sent_at: dict[str, float] = {}
     stop = threading.Event()
     publisher = threading.Thread(target=publish_steadily, daemon=True, kwargs={
-        "kafka": endpoints.kafka, "registry_url": endpoints.registry_url, "stream": STREAM,
+        "settings": settings, "kafka": endpoints.kafka, "registry_url": endpoints.registry_url, "stream": STREAM,
         "records": cases, "pause_s": 0.01, "key_field": "utla", "sent_at": sent_at, "stop": stop,
         "client_id": "accord-demo-publisher"})
     publisher.start()

@@ -11,22 +11,22 @@ from typing import Annotated
 
 import typer
 
-from broker.config import Settings
+from broker.cli.context import current_settings
 from broker.domain.audit import Entry, from_json_line, key_id, verify
+from broker.domain.topics import CHAIN_TOPIC
 from broker.errors import AuditError
 
 audit_cli = typer.Typer(help="The tamper-evident audit trail: export it, verify it offline.", no_args_is_help=True)
 
-CHAIN_TOPIC = "_accord.audit.chain"  # the adapter's, repeated so `verify FILE` starts without the Kafka client
 ChainTopic = Annotated[str, typer.Option("--topic", help="the chain topic")]
 
 
 def _chain_lines(topic: str) -> Iterator[str]:
     from broker.adapters.kafka_audit import read_chain
-    from broker.cli_policy import running_endpoints
-    from broker.services.kafka_identities import kafka_access
+    from broker.cli.policy import running_endpoints
+    from broker.security.kafka_identities import kafka_access
 
-    settings = Settings()
+    settings = current_settings()
     # Only Kafka is needed: a Kafka named by ACCORD_KAFKA_BOOTSTRAP will do without the other services.
     kafka = kafka_access(settings, settings.kafka_bootstrap) if settings.kafka_bootstrap else running_endpoints().kafka
     return read_chain(kafka, topic)
@@ -60,9 +60,9 @@ def verify_trail(
     topic: ChainTopic = CHAIN_TOPIC,
 ) -> None:
     """Check every hash, link and checkpoint signature; name the first entry that is wrong."""
-    from broker.services.audit_keys import load_public_key, public_key_path
+    from broker.security.audit_keys import load_public_key, public_key_path
 
-    public = load_public_key(key or public_key_path(Settings().secrets_dir))
+    public = load_public_key(key or public_key_path(current_settings().secrets_dir))
     try:
         entries = list(_parse(_file_lines(file) if file is not None else _chain_lines(topic)))
     except AuditError as exc:

@@ -13,10 +13,9 @@ from typing import Annotated
 
 import typer
 
-from broker.cli_policy import CATALOG_DIR
-from broker.config import Settings
+from broker.cli.context import current_settings
 from broker.errors import AccordError, ConfigError
-from broker.services import api_tokens
+from broker.security import api_tokens
 
 credentials_cli = typer.Typer(help="API credentials: issue tokens, rotate the signing key, revoke a body's tokens.",
                               no_args_is_help=True)
@@ -53,11 +52,11 @@ def token(
     person: Annotated[str, typer.Option(help="who will use it, for the record (an email or staff id)")],
     ttl: Annotated[str, typer.Option(help="how long it is valid: 15m, 8h, 7d (at most 30d)")] = "8h",
     out: Annotated[Path | None, typer.Option(help="write it to this file (mode 0600) instead of printing")] = None,
-    catalog: Annotated[Path, typer.Option(help="catalog directory")] = CATALOG_DIR,
+    catalog: Annotated[Path | None, typer.Option(help="catalog directory (default: ACCORD_CATALOG_DIR)")] = None,
 ) -> None:
     """Issue a signed token for a person acting for a body in one of its roles."""
-    check_holder(catalog, body, role)
-    key = api_tokens.signing_key(Settings().secrets_dir)
+    check_holder(catalog or current_settings().catalog_dir, body, role)
+    key = api_tokens.signing_key(current_settings().secrets_dir)
     issued = api_tokens.issue(key, body, role, person, parse_ttl(ttl), api_tokens.system_clock())
     if out is None:
         typer.echo(issued)
@@ -69,7 +68,7 @@ def token(
 @credentials_cli.command("rotate-signing-key")
 def rotate_signing_key() -> None:
     """Make a new signing key: every token issued before is refused from now on."""
-    directory = Settings().secrets_dir
+    directory = current_settings().secrets_dir
     key = api_tokens.rotate_signing_key(directory)
     typer.echo(f"new API signing key {api_tokens.key_id(key.public_key())} in {directory}; every earlier token is "
                "refused. Copy api-signing.pub to services on other hosts and issue new tokens.")
@@ -79,9 +78,9 @@ def rotate_signing_key() -> None:
 def rotate_opa_tokens() -> None:
     """New tokens for calling OPA (reader and writer); the local OPA restarts with a bundle that knows only them."""
     from broker.local.stack import LocalStack
-    from broker.services import opa_tokens
+    from broker.security import opa_tokens
 
-    settings = Settings()
+    settings = current_settings()
     files = opa_tokens.rotate(settings.secrets_dir)
     restarted = LocalStack(settings).refresh_opa()
     typer.echo(f"new OPA tokens in {files[opa_tokens.READER].parent}; "
@@ -92,6 +91,6 @@ def rotate_opa_tokens() -> None:
 @credentials_cli.command("revoke")
 def revoke(body: Annotated[str, typer.Option(help="the body whose tokens to refuse")]) -> None:
     """Refuse every token of a body issued up to now; tokens issued afterwards are accepted."""
-    cutoff = api_tokens.revoke(Settings().secrets_dir, body, api_tokens.system_clock())
+    cutoff = api_tokens.revoke(current_settings().secrets_dir, body, api_tokens.system_clock())
     when = dt.datetime.fromtimestamp(cutoff, dt.UTC).isoformat().replace("+00:00", "Z")
     typer.echo(f"tokens of {body} issued before {when} are refused")

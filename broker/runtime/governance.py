@@ -6,24 +6,21 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_audit import AuditChainer
 from broker.adapters.kafka_control import ControlView, ControlWriter, ensure_control_topics
-from broker.adapters.kafka_governance import (
-    AUDIT_TOPIC,
-    GOVERNANCE_TOPIC,
-    KafkaGovernanceLog,
-    ensure_governance_topics,
-)
+from broker.adapters.kafka_governance import KafkaGovernanceLog, ensure_governance_topics
 from broker.adapters.kafka_quarantine import KafkaQuarantineFeed
 from broker.adapters.metrics import PrometheusGovernanceMetrics
 from broker.adapters.webhooks import WebhookNotifier
+from broker.config import Settings
 from broker.domain.audit import Signer
+from broker.domain.topics import AUDIT_TOPIC, GOVERNANCE_TOPIC
 from broker.errors import AccordError
-from broker.services.api_runtime import SCHEMAS_DIR
 from broker.services.governance import Clock, Governance
 from broker.services.ingest import load_stream_schemas
 
@@ -43,7 +40,7 @@ class GovernanceService:
 
     def __init__(self, kafka: KafkaAccess, *, audit_key: Ed25519PrivateKey, clock: Clock = system_clock,
                  tick_s: float = 1.0, transactional_id: str = "accord-governance", webhook_backoff_s: float = 0.5,
-                 topic: str = GOVERNANCE_TOPIC, audit_topic: str = AUDIT_TOPIC) -> None:
+                 topic: str = GOVERNANCE_TOPIC, audit_topic: str = AUDIT_TOPIC, schemas_dir: Path) -> None:
         ensure_control_topics(kafka)
         ensure_governance_topics(kafka, topic, audit_topic)
         self.topic, self.audit_topic = topic, audit_topic
@@ -51,7 +48,7 @@ class GovernanceService:
         self._writer = ControlWriter(kafka, client_id=f"{transactional_id}-control")
         self._view = ControlView(kafka, client_id=f"{transactional_id}-view")
         self.notifier = WebhookNotifier(self._webhook_of, first_backoff_s=webhook_backoff_s)
-        streams = load_stream_schemas(SCHEMAS_DIR)
+        streams = load_stream_schemas(schemas_dir)
         self._quarantine = KafkaQuarantineFeed(kafka, streams, client_id=f"{transactional_id}-quarantine")
         self.governance = Governance(self._log, self._writer, self._view, clock, self.notifier,
                                      PrometheusGovernanceMetrics(), quarantine=self._quarantine)
@@ -103,17 +100,20 @@ class GovernanceService:
             closer()
 
 
-def serve(kafka: KafkaAccess, host: str, port: int, tick_s: float, audit_key: Ed25519PrivateKey,
+def serve(settings: Settings, kafka: KafkaAccess, host: str, port: int, audit_key: Ed25519PrivateKey,
           clock: Callable[[], dt.datetime] = system_clock) -> None:
     import uvicorn
 
     from broker.adapters.metrics import metrics_text
+    from broker.api.auth import Guard
     from broker.api.governance_app import create_governance_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    service = GovernanceService(kafka, audit_key=audit_key, clock=clock, tick_s=tick_s).start()
+    service = GovernanceService(kafka, audit_key=audit_key, clock=clock, tick_s=settings.governance_tick_s,
+                                schemas_dir=settings.schemas_dir).start()
     try:
-        app = create_governance_app(service.governance, service.notifier.log, metrics_text)
+        app = create_governance_app(service.governance, service.notifier.log, metrics_text,
+                                    guard=Guard.from_settings(settings))
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
         service.stop()

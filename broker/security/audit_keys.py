@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from broker.errors import ConfigError
-from broker.services.key_files import ed25519_key
+from broker.security.key_files import ed25519_key
 
 PRIVATE_KEY_FILE = "audit-signing.key"
 PUBLIC_KEY_FILE = "audit-signing.pub"

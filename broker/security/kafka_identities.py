@@ -26,7 +26,7 @@ from broker.domain.kafka_acls import (
     users,
 )
 from broker.errors import ConfigError
-from broker.services.secrets import write_private
+from broker.security.secrets import write_private
 
 PASSWORD_BYTES = 32
 

@@ -10,22 +10,24 @@ from typing import Any
 from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_log import KafkaLog
 from broker.adapters.registry_http import HttpSchemaRegistry
-from broker.services.api_runtime import SCHEMAS_DIR
-from broker.services.ingest import ingest_topic
+from broker.config import Settings
+from broker.domain.topics import ingest_topic
+from broker.security.api_tokens import ServiceTokens
 from broker.services.serde import AvroSerializer, SerializationContext
 
 
-def publish_steadily(kafka: KafkaAccess, registry_url: str, stream: str, records: Sequence[Mapping[str, Any]],
-                     pause_s: float, key_field: str, sent_at: dict[str, float] | None = None,
-                     stop: threading.Event | None = None, client_id: str = "accord-steady-publisher") -> None:
+def publish_steadily(settings: Settings, kafka: KafkaAccess, registry_url: str, stream: str,
+                     records: Sequence[Mapping[str, Any]], pause_s: float, key_field: str,
+                     sent_at: dict[str, float] | None = None, stop: threading.Event | None = None,
+                     client_id: str = "accord-steady-publisher") -> None:
     """Encode and publish each record, pausing `pause_s` between them, until done or `stop` is set.
 
     `sent_at[specimen_id]` records when each send began: a record sent after a change was acknowledged is
     certainly appended after it.
     """
     topic = ingest_topic(stream)
-    registry = HttpSchemaRegistry(registry_url)
-    encode = AvroSerializer(registry, (SCHEMAS_DIR / f"{stream}.avsc").read_text())
+    registry = HttpSchemaRegistry(registry_url, token=ServiceTokens(settings.secrets_dir, client_id))
+    encode = AvroSerializer(registry, (settings.schemas_dir / f"{stream}.avsc").read_text())
     log = KafkaLog(kafka, client_id=client_id)
     try:
         for record in records:

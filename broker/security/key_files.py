@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from broker.errors import ConfigError
-from broker.services.secrets import write_private
+from broker.security.secrets import write_private
 
 
 def ed25519_key(private: Path, public: Path, if_damaged: str) -> Ed25519PrivateKey:

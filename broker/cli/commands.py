@@ -9,13 +9,28 @@ from typing import Annotated, Any
 
 import typer
 
-from broker import cli_audit, cli_credentials, cli_governance, cli_kafka, cli_policy
 from broker.adapters.kafka_access import KafkaAccess
+from broker.cli import (
+    audit as cli_audit,
+)
+from broker.cli import (
+    credentials as cli_credentials,
+)
+from broker.cli import (
+    governance as cli_governance,
+)
+from broker.cli import (
+    kafka as cli_kafka,
+)
+from broker.cli import (
+    policy as cli_policy,
+)
+from broker.cli.context import current_settings
 from broker.config import Settings
 from broker.errors import AccordError
 from broker.local import stack as local_stack
 from broker.local import toolchain
-from broker.services.kafka_identities import kafka_access
+from broker.security.kafka_identities import kafka_access
 
 app = typer.Typer(help="Accord: emergency data sharing between public bodies.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -48,20 +63,20 @@ def governance_serve(
     port: Annotated[int, typer.Option(help="port to listen on")] = 8090,
 ) -> None:
     """Serve the governance API and fire the ladder's deadlines (needs ACCORD_KAFKA_BOOTSTRAP)."""
-    from broker.services.audit_keys import audit_signing_key
-    from broker.services.governance_runtime import serve
+    from broker.runtime.governance import serve
+    from broker.security.audit_keys import audit_signing_key
 
-    settings = Settings()
+    settings = current_settings()
     if not settings.kafka_bootstrap:
         raise AccordError("the governance service needs ACCORD_KAFKA_BOOTSTRAP (or `accord local up`)")
-    serve(kafka_access(settings, settings.kafka_bootstrap), host, port, settings.governance_tick_s,
+    serve(settings, kafka_access(settings, settings.kafka_bootstrap), host, port,
           audit_signing_key(settings.secrets_dir))
 
 
 @local.command("fetch")
 def local_fetch() -> None:
     """Fetch the Kafka jars (Maven) and build OPA (go install) into the cache, if not there yet."""
-    settings = Settings()
+    settings = current_settings()
     libs = toolchain.ensure_kafka_jars(settings)
     opa = toolchain.ensure_opa(settings)
     typer.echo(f"kafka {settings.kafka_version}: {libs}")
@@ -71,7 +86,7 @@ def local_fetch() -> None:
 @local.command("which")
 def local_which(tool: Annotated[str, typer.Argument(help="opa or kafka-libs")]) -> None:
     """Print the cached path of a tool (for scripts and the Makefile)."""
-    settings = Settings()
+    settings = current_settings()
     paths = {"opa": settings.opa_binary, "kafka-libs": settings.kafka_libs}
     if tool not in paths:
         raise AccordError(f"unknown tool {tool!r}: choose one of {', '.join(paths)}")
@@ -81,7 +96,7 @@ def local_which(tool: Annotated[str, typer.Argument(help="opa or kafka-libs")]) 
 @local.command("up")
 def local_up() -> None:
     """Start Kafka and OPA (fetching/building them first if needed); idempotent."""
-    stack = local_stack.LocalStack(Settings())
+    stack = local_stack.LocalStack(current_settings())
     endpoints = stack.up()
     for line in local_stack.describe(stack.status()):
         typer.echo(line)
@@ -92,7 +107,7 @@ def local_up() -> None:
 @local.command("status")
 def local_status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Show whether Kafka and OPA run and answer; exit 1 if either does not."""
-    states = local_stack.LocalStack(Settings()).status()
+    states = local_stack.LocalStack(current_settings()).status()
     typer.echo(local_stack.as_json(states) if as_json else "\n".join(local_stack.describe(states)))
     if not all(s.running for s in states):
         raise typer.Exit(1)
@@ -101,7 +116,7 @@ def local_status(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
 @local.command("env")
 def local_env() -> None:
     """Print ACCORD_* lines for `eval`; exit 1 if the services are not up."""
-    endpoints = local_stack.LocalStack(Settings()).endpoints()
+    endpoints = local_stack.LocalStack(current_settings()).endpoints()
     if endpoints is None:
         raise AccordError("the local services are not running: run `accord local up` first")
     for line in endpoints.env_lines():
@@ -111,7 +126,7 @@ def local_env() -> None:
 @local.command("down")
 def local_down(wipe: Annotated[bool, typer.Option(help="also delete Kafka's data")] = False) -> None:
     """Stop the services `accord local up` started (external ones are left alone)."""
-    stopped = local_stack.LocalStack(Settings()).down(wipe=wipe)
+    stopped = local_stack.LocalStack(current_settings()).down(wipe=wipe)
     typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 
@@ -121,11 +136,11 @@ def registry_serve(
     port: Annotated[int, typer.Option(help="port to listen on")] = 8081,
 ) -> None:
     """Serve the registry; its state lives in a compacted Kafka topic (ACCORD_KAFKA_BOOTSTRAP)."""
-    from broker.services.registry_runtime import serve
+    from broker.runtime.registry import serve
 
-    settings = Settings()
+    settings = current_settings()
     kafka = kafka_access(settings, settings.kafka_bootstrap) if settings.kafka_bootstrap else _local_kafka(settings)
-    serve(kafka, host, port, settings.max_request_bytes)
+    serve(settings, kafka, host, port)
 
 
 def _local_kafka(settings: Settings) -> KafkaAccess:
@@ -141,13 +156,13 @@ def api_serve(
     port: Annotated[int, typer.Option(help="port to listen on")] = 8080,
 ) -> None:
     """Serve the API (needs ACCORD_KAFKA_BOOTSTRAP and ACCORD_REGISTRY_URL, or `accord local up`)."""
-    from broker.services.api_runtime import serve
+    from broker.runtime.api import serve
 
-    settings = Settings()
+    settings = current_settings()
     bootstrap, registry = settings.kafka_bootstrap, settings.registry_url
     if not (bootstrap and registry):
         raise AccordError("the API needs ACCORD_KAFKA_BOOTSTRAP and ACCORD_REGISTRY_URL")
-    serve(kafka_access(settings, bootstrap), registry, host, port, settings.max_request_bytes)
+    serve(settings, kafka_access(settings, bootstrap), registry, host, port)
 
 
 _endpoints = cli_policy.running_endpoints
@@ -159,11 +174,11 @@ def publish(
     file: Annotated[Path, typer.Argument(help="JSON Lines file, one record per line (dates as ISO strings)")],
 ) -> None:
     """Publish records; each is accepted onto ingest.<stream> or quarantined with its reasons."""
-    from broker.services.api_runtime import open_ingest
+    from broker.runtime.api import open_ingest
 
     lines, records = _read_jsonl(file)
     endpoints = _endpoints()
-    with open_ingest(endpoints.kafka, endpoints.registry_url) as (ingest, _):
+    with open_ingest(endpoints.kafka, endpoints.registry_url, current_settings()) as (ingest, _):
         outcomes = ingest.publish(stream, records, source=f"file:{file.name}")
     for o in outcomes:
         why = "; ".join(f"{r.field}: {r.rule} ({r.message})" for r in o.reasons)
@@ -204,13 +219,13 @@ def quarantine(stream: Annotated[str, typer.Argument(help="stream id")],
 @app.command("demo")
 def demo() -> None:
     """A day of positive tests through the gate to each council's view, then a live revocation."""
-    from broker.services import demo as demo_job
+    from broker.demo import job as demo_job
 
-    settings = Settings()
+    settings = current_settings()
     stack = local_stack.LocalStack(settings)
     endpoints = stack.endpoints() or stack.up()
     # The stack's own gate worker delivers when it runs; otherwise (services elsewhere) the demo runs one.
-    demo_job.run(endpoints, say=typer.echo, own_gate=not stack.gate.running(), settings=settings)
+    demo_job.run(endpoints, settings, say=typer.echo, own_gate=not stack.gate.running())
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""Composition roots: each Accord process built from Settings, the only place adapters are wired to services."""

@@ -6,7 +6,6 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -16,19 +15,12 @@ from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_admin import create_topics
 from broker.adapters.kafka_governance import ensure_audit_topic
 from broker.domain.control import PolicyState, apply
+from broker.domain.messages import ControlRecord
 from broker.domain.topics import CONTROL_TOPIC, STATUS_TOPIC
 from broker.errors import PolicyEngineError, ServiceError
 
 log = logging.getLogger(__name__)
 
-
-
-@dataclass(frozen=True)
-class ControlRecord:
-    offset: int
-    key: str
-    value: dict[str, Any] | None
-    timestamp_ms: int
 
 
 def ensure_control_topics(kafka: KafkaAccess) -> None:

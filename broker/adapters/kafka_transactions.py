@@ -11,7 +11,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from broker.adapters.kafka_access import KafkaAccess
-from broker.adapters.kafka_log import Record
+from broker.domain.messages import Record
 from broker.errors import ServiceError
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ import requests
 from opa_client import OpaClient
 from opa_client.errors import ConnectionsError, RegoParseError
 
+from broker.domain.messages import Evaluation
 from broker.errors import ConfigError, PolicyEngineError
-from broker.ports import Evaluation
 
 T = TypeVar("T")
 UNAUTHORIZED = "unauthorized"  # OPA's error code when its system policy refuses a call

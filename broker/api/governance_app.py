@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from broker.adapters.metrics import PROMETHEUS_TEXT
 from broker.adapters.webhooks import WebhookDelivery
 from broker.api.auth import Guard, caller, guarded
 from broker.domain.adjudication import Decision, DisputeRequest
@@ -26,8 +27,6 @@ from broker.domain.ladder import Actor
 from broker.domain.misroute_rules import MisrouteReport
 from broker.errors import AccordError, ConfigError, GovernanceError, NotAuthorisedError, NotFoundError, ServiceError
 from broker.services.governance import Governance
-
-PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 # A NotAuthorisedError is also a GovernanceError; the first match in this order wins.
 STATUS: dict[type[AccordError], int] = {

@@ -10,7 +10,6 @@ from typing import Any
 from broker.catalog.loader import Problems
 from broker.catalog.models import (
     LADDER,
-    LEVELS,
     Body,
     Catalog,
     DecisiveDefault,
@@ -21,6 +20,7 @@ from broker.catalog.models import (
     Levels,
     Origin,
 )
+from broker.domain.ladder import LEVELS
 
 # Looks a body up by id, reporting an unknown one at the given `file:line: path` (the compiler's `_Context.body`).
 BodyLookup = Callable[[str, str], Body | None]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from broker.domain.geography import is_well_formed
+from broker.domain.ladder import EmergencyLevel
 from broker.domain.topics import ingest_topic, value_subject
 
 Kind = Literal["national", "local", "responder", "processor"]
@@ -30,8 +31,6 @@ LegalBasis = Literal[
     "copi-reg-3-4", "uk-gdpr-6-1-e", "uk-gdpr-9-2-h", "uk-gdpr-9-2-i", "dpa-2018-sch1-para3",
     "cca-2004", "dea-2017-part5", "public-health-directions-2020", "data-provision-notice", "not-personal-data",
 ]
-EmergencyLevel = Literal["normal", "enhanced", "emergency"]
-LEVELS: tuple[str, ...] = get_args(EmergencyLevel)  # lowest first
 Transform = Literal["keep", "drop", "mask", "pseudonymise", "generalise"]
 Method = Literal["age-band", "postcode-district", "lsoa"]
 OtherFields = Literal["drop", "keep"]

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from broker.cli.context import current_settings
+from broker.clock import system_clock
 from broker.errors import AccordError, ConfigError
 from broker.security import api_tokens
 
@@ -57,7 +58,7 @@ def token(
     """Issue a signed token for a person acting for a body in one of its roles."""
     check_holder(catalog or current_settings().catalog_dir, body, role)
     key = api_tokens.signing_key(current_settings().secrets_dir)
-    issued = api_tokens.issue(key, body, role, person, parse_ttl(ttl), api_tokens.system_clock())
+    issued = api_tokens.issue(key, body, role, person, parse_ttl(ttl), system_clock())
     if out is None:
         typer.echo(issued)
         return
@@ -91,6 +92,6 @@ def rotate_opa_tokens() -> None:
 @credentials_cli.command("revoke")
 def revoke(body: Annotated[str, typer.Option(help="the body whose tokens to refuse")]) -> None:
     """Refuse every token of a body issued up to now; tokens issued afterwards are accepted."""
-    cutoff = api_tokens.revoke(current_settings().secrets_dir, body, api_tokens.system_clock())
+    cutoff = api_tokens.revoke(current_settings().secrets_dir, body, system_clock())
     when = dt.datetime.fromtimestamp(cutoff, dt.UTC).isoformat().replace("+00:00", "Z")
     typer.echo(f"tokens of {body} issued before {when} are refused")

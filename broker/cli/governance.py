@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import httpx
 import typer
 
+from broker.adapters.governance_http import GovernanceApiError, GovernanceClient
 from broker.cli.context import current_settings
 from broker.cli.policy import running_endpoints
 
@@ -62,33 +62,18 @@ def parse_actor(text: str | None) -> str:
     return text
 
 
-def _client() -> httpx.Client:
-    url = current_settings().governance_url or running_endpoints().governance_url
-    return httpx.Client(base_url=url, timeout=30.0)
+def _client() -> GovernanceClient:
+    return GovernanceClient(current_settings().governance_url or running_endpoints().governance_url)
 
 
 def call(method: str, path: str, token: str, body: Mapping[str, Any] | None = None,
          params: Mapping[str, str] | None = None) -> Any:
     """The API's JSON answer, or `error: <message>` and exit 1."""
-    headers = {"Authorization": f"Bearer {token}"}
     try:
         with _client() as client:
-            response = client.request(method, path, json=body, params=params, headers=headers)
-    except httpx.HTTPError as exc:
-        fail(f"the governance API did not answer ({exc}); is it running? `accord local status` shows it")
-    if response.is_error:
-        fail(_message(response))
-    return response.json()
-
-
-def _message(response: httpx.Response) -> str:
-    try:
-        answer = response.json()
-    except ValueError:
-        answer = None
-    if isinstance(answer, dict) and isinstance(answer.get("error"), str):
-        return str(answer["error"])
-    return f"HTTP {response.status_code} from the governance API: {response.text.strip()[:200]}"
+            return client.call(method, path, token, body, params)
+    except GovernanceApiError as exc:
+        fail(str(exc))
 
 
 def _echo_json(value: Any) -> None:

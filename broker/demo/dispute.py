@@ -9,18 +9,18 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import httpx
-
+from broker.adapters.governance_http import GovernanceClient
 from broker.adapters.kafka_log import KafkaLog
+from broker.clock import system_clock
 from broker.config import Settings
 from broker.demo.synthetic import positive_tests
 from broker.domain.disputes import parse_stamp
 from broker.domain.topics import delivery_topic
 from broker.local.stack import Endpoints
 from broker.runtime.api import open_ingest
+from broker.runtime.deliveries import DeliveryReader
 from broker.security import api_tokens
 from broker.services import policy_changes
-from broker.services.deliveries import DeliveryReader
 
 STREAM = "ukhsa.positive-tests"
 BLABY = "blaby-district-council"
@@ -31,15 +31,14 @@ def run(endpoints: Endpoints, reader: DeliveryReader, log: KafkaLog, say: Say, s
     """Blaby's environmental health team wants T1 rows for a food-premises cluster (domain scenario 5)."""
     key = api_tokens.signing_key(settings.secrets_dir)
 
-    def _as(body: str, role: str, person: str) -> dict[str, str]:
+    def _as(body: str, role: str, person: str) -> str:
         # Each player's own short-lived token, as `accord credentials token` would issue it.
-        token = api_tokens.issue(key, body, role, person, dt.timedelta(minutes=15), api_tokens.system_clock())
-        return {"Authorization": f"Bearer {token}"}
+        return api_tokens.issue(key, body, role, person, dt.timedelta(minutes=15), system_clock())
 
     reader_headers = _as("accord", "service", "demo")
-    with httpx.Client(base_url=endpoints.governance_url, timeout=30) as api:
+    with GovernanceClient(endpoints.governance_url) as api:
         started = time.monotonic()
-        dispute = _call(api, "POST", "/disputes", _as(BLABY, "environmental-health", "Head of Environmental Health"),
+        dispute = api.call("POST", "/disputes", _as(BLABY, "environmental-health", "Head of Environmental Health"),
                         {"kind": "refusal", "stream": STREAM, "role": "environmental-health",
                          "purpose": "outbreak-control", "fields": ["lsoa", "specimen_date", "occupation", "postcode"],
                          "justification": "Outbreak OB-2026-031: cases linked to a food premises in Blaby.",
@@ -47,18 +46,18 @@ def run(endpoints: Endpoints, reader: DeliveryReader, log: KafkaLog, say: Say, s
         ident = dispute["id"]
         say(f"4. dispute {ident}: Blaby's environmental health team is refused T1 rows for outbreak OB-2026-031 "
             f"and disputes it; tier 1 ({dispute['level']} level) is due by {dispute['deadline']}")
-        _call(api, "POST", f"/disputes/{ident}/decision", _as("ukhsa", "ig-lead", "UKHSA IG Lead"),
+        api.call("POST", f"/disputes/{ident}/decision", _as("ukhsa", "ig-lead", "UKHSA IG Lead"),
               {"outcome": "refused", "reason": "The county DPH leads outbreak control; no district feed."})
-        _call(api, "POST", f"/disputes/{ident}/appeal", _as(BLABY, "environmental-health", "Head of EH"),
+        api.call("POST", f"/disputes/{ident}/appeal", _as(BLABY, "environmental-health", "Head of EH"),
               {"reason": "Premises inspections are a district duty; we need the cases linked to the premises."})
         until = (dt.datetime.now(dt.UTC) + dt.timedelta(days=28)).strftime("%Y-%m-%dT%H:%M:%SZ")
         part = {"outcome": "granted-in-part", "fields": ["lsoa", "specimen_date", "occupation"],
                 "until": until, "reason": "Outbreak OB-2026-031: Blaby's rows only, no postcode, for 28 days."}
-        _call(api, "POST", f"/disputes/{ident}/approvals", _as("dhsc", "governance-board", "Board member (DHSC)"), part)
+        api.call("POST", f"/disputes/{ident}/approvals", _as("dhsc", "governance-board", "Board member (DHSC)"), part)
         decided_wall = time.time()
         nhse = _as("nhse", "governance-board", "Board member (NHSE)")
-        _call(api, "POST", f"/disputes/{ident}/approvals", nhse, part)
-        full = _call(api, "GET", f"/disputes/{ident}", reader_headers, None)
+        api.call("POST", f"/disputes/{ident}/approvals", nhse, part)
+        full = api.call("GET", f"/disputes/{ident}", reader_headers)
     for line in _timeline(full):
         say(f"   {line}")
     enforced = next(e for e in reversed(full["timeline"]) if e["type"] == "enforced")
@@ -73,15 +72,6 @@ def run(endpoints: Endpoints, reader: DeliveryReader, log: KafkaLog, say: Say, s
     outcome = (full.get("decision") or {}).get("outcome")
     return {"decision_to_enforced_ms": latency_ms, "dispute": ident, "state": full["state"], "outcome": outcome,
             "seconds": round(time.monotonic() - started, 3), **flow}
-
-
-def _call(api: httpx.Client, method: str, path: str, headers: Mapping[str, str] | None,
-          body: Mapping[str, Any] | None) -> dict[str, Any]:
-    response = api.request(method, path, headers=dict(headers or {}), json=body)
-    if response.status_code >= 400:
-        raise RuntimeError(f"{method} {path}: HTTP {response.status_code}: {response.text}")
-    result: dict[str, Any] = response.json()
-    return result
 
 
 def _timeline(dispute: Mapping[str, Any]) -> list[str]:

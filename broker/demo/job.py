@@ -22,11 +22,11 @@ from broker.demo.synthetic import positive_tests
 from broker.domain.topics import delivery_topic
 from broker.local.stack import Endpoints
 from broker.runtime.api import open_ingest
+from broker.runtime.deliveries import DeliveryReader
 from broker.runtime.gate import GateEndpoints, GateThread
 from broker.security.api_tokens import ServiceTokens
 from broker.security.opa_tokens import WRITER, opa_engine
 from broker.services import policy_changes
-from broker.services.deliveries import DeliveryReader
 from broker.services.ingest import read_quarantine
 
 STREAM = "ukhsa.positive-tests"

@@ -8,13 +8,13 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
+from broker.domain.ladder import LEVELS
 from broker.errors import PolicyEngineError
 
 CATALOG_KEY = "catalog"
 REVOCATION_PREFIX = "revocation/"
 EMERGENCY_PREFIX = "emergency/"
 GRANT_PREFIX = "grant/"
-LEVELS = ("normal", "enhanced", "emergency")
 
 
 @dataclass(frozen=True)

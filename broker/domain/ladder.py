@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 from broker.errors import ConfigError
 
-LEVELS = ("normal", "enhanced", "emergency")
+EmergencyLevel = Literal["normal", "enhanced", "emergency"]
+LEVELS: tuple[str, ...] = get_args(EmergencyLevel)  # lowest first
 
 
 @dataclass(frozen=True)

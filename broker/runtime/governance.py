@@ -17,18 +17,15 @@ from broker.adapters.kafka_governance import KafkaGovernanceLog, ensure_governan
 from broker.adapters.kafka_quarantine import KafkaQuarantineFeed
 from broker.adapters.metrics import PrometheusGovernanceMetrics
 from broker.adapters.webhooks import WebhookNotifier
+from broker.clock import Clock, system_clock
 from broker.config import Settings
 from broker.domain.audit import Signer
 from broker.domain.topics import AUDIT_TOPIC, GOVERNANCE_TOPIC
 from broker.errors import AccordError
-from broker.services.governance import Clock, Governance
+from broker.services.governance import Governance
 from broker.services.ingest import load_stream_schemas
 
 log = logging.getLogger(__name__)
-
-
-def system_clock() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 AUDIT_CHAIN_EVERY_S = 1.0

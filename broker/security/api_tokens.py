@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 from jwt.types import Options
 
+from broker.clock import Clock, system_clock
 from broker.domain.ladder import Actor
 from broker.errors import AuthenticationError, ConfigError
 from broker.security.audit_keys import load_public_key
@@ -46,7 +47,6 @@ MAX_TTL = dt.timedelta(days=30)
 # A new key only makes callers ask for new tokens, so a damaged one may be replaced.
 _REPLACE = "run `accord credentials rotate-signing-key` to make a new one (every token must then be issued again)"
 
-Clock = Callable[[], dt.datetime]
 
 
 @dataclass(frozen=True)
@@ -183,10 +183,6 @@ def revoke(directory: Path, body: str, now: dt.datetime) -> int:
     table = revocations(directory) | {body: cutoff}
     write_private(directory / REVOCATIONS_FILE, json.dumps(table, indent=2, sort_keys=True))
     return cutoff
-
-
-def system_clock() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def verifier_for(directory: Path, clock: Clock = system_clock) -> TokenVerifier:

@@ -11,7 +11,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from broker.adapters.kafka_log import Record
 from broker.domain import control
 from broker.domain.audit_records import (
     DELIVERY_BATCH,
@@ -27,16 +26,16 @@ from broker.domain.audit_records import (
 from broker.domain.control import PolicyState, rfc3339
 from broker.domain.geography import LaTable
 from broker.domain.jurisdiction import Unresolved, resolve_areas
+from broker.domain.messages import Record
 from broker.domain.plans import LSOA_TAG, Plan, Projector, projected_schema
 from broker.domain.pseudonyms import Pseudonymiser, subscriber_key
 from broker.domain.residence import ResidenceTable
 from broker.domain.topics import AUDIT_TOPIC, ingest_topic, quarantine_topic, value_subject
 from broker.domain.validation import field_tags, is_blank
 from broker.errors import AccordError, SerdeError
-from broker.ports import SchemaRegistry
 from broker.services.ingest import AVRO_DECODE
 from broker.services.planner import Decision, Planner
-from broker.services.serde import AvroDeserializer, AvroSerializer, SerializationContext
+from broker.services.serde import AvroDeserializer, AvroSerializer, SchemaRegistry, SerializationContext
 
 log = logging.getLogger(__name__)
 

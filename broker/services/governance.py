@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
+from broker.clock import Clock
 from broker.domain import adjudication, escalation, misroute_rules
 from broker.domain.adjudication import Context, Decision, DisputeRequest
 from broker.domain.control import EMERGENCY_PREFIX, GRANT_PREFIX, REVOCATION_PREFIX, PolicyState
@@ -21,11 +22,16 @@ from broker.domain.ladder import Actor, Ladder
 from broker.domain.misroute_rules import MisrouteReport
 from broker.domain.misroutes import OVERDUE, QUERY, Misroute
 from broker.errors import ConfigError, GovernanceError, NotAuthorisedError
-from broker.ports import Notifier
 from broker.services.policy_changes import ControlAppender
 
 log = logging.getLogger(__name__)
-Clock = Callable[[], dt.datetime]
+
+
+class Notifier(Protocol):
+    """Tells a body about a governance event (webhooks); queued, so a slow receiver never holds up a decision."""
+
+    def notify(self, body: str, notification: Mapping[str, Any]) -> None:
+        """Queue `notification` (JSON-able, with at least "event_id" and "type") for `body`; never blocks or raises."""
 
 
 class GovernanceLog(Protocol):

@@ -17,8 +17,7 @@ from broker.domain.json_avro import from_json
 from broker.domain.topics import ingest_topic, quarantine_topic
 from broker.domain.validation import Violation, field_tags, validate_record, value_excerpt
 from broker.errors import NotFoundError, SerdeError
-from broker.ports import SchemaRegistry
-from broker.services.serde import AvroDeserializer, AvroSerializer, SerializationContext
+from broker.services.serde import AvroDeserializer, AvroSerializer, SchemaRegistry, SerializationContext
 
 SCHEMA_FIT = "schema-fit"
 AVRO_DECODE = "avro-decode"

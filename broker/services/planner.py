@@ -4,19 +4,38 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from broker.domain.control import PolicyState
+from broker.domain.messages import Evaluation
 from broker.domain.plans import Plan
 from broker.errors import PolicyEngineError
-from broker.ports import PolicyEngine
 
 PLAN_RULE = "accord.plans.plan"
 SUBSCRIPTIONS_RULE = "accord.plans.subscriptions"
 CATALOG_REVISION = "accord.catalog.revision"  # a data document, readable like a rule
 CATALOG_PATH = "accord/catalog"  # outside the bundle's roots, so OPA takes it over REST
+
+
+class PolicyEngine(Protocol):
+    """Where Rego policies and their data live and sharing decisions are evaluated (OPA).
+
+    Policies arrive in a signed bundle the engine loads itself; only data is written through this port.
+    """
+
+    def ready(self) -> bool:
+        """Whether the engine is up with its policies (OPA: its signed bundle verified and activated)."""
+
+    def put_data(self, path: str, document: Mapping[str, Any]) -> None:
+        """Replace the data document at `path` (slash-separated, e.g. 'accord/agreements')."""
+
+    def evaluate(self, rule: str, input_doc: Mapping[str, Any]) -> Any:
+        """The value of `rule` (dotted, e.g. 'accord.sharing.decision') for `input_doc`; None if undefined."""
+
+    def evaluate_with_id(self, rule: str, input_doc: Mapping[str, Any]) -> Evaluation:
+        """As `evaluate`, with the id under which the engine logged the decision, for the audit trail."""
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from broker.domain.audit_records import CATALOG_CHANGE, catalog_change, catalog_contents
-from broker.domain.control import CATALOG_KEY, EMERGENCY_PREFIX, LEVELS, REVOCATION_PREFIX, rfc3339
+from broker.domain.control import CATALOG_KEY, EMERGENCY_PREFIX, REVOCATION_PREFIX, rfc3339
+from broker.domain.ladder import LEVELS
 from broker.domain.topics import AUDIT_TOPIC, STATUS_TOPIC
 from broker.errors import ConfigError, ServiceError
-from broker.ports import PolicyEngine
+from broker.services.planner import PolicyEngine
 
 
 class ControlAppender(Protocol):

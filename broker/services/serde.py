@@ -6,7 +6,7 @@ import io
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, Protocol
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
@@ -14,10 +14,9 @@ from fastavro.schema import SchemaParseException
 from fastavro.types import Schema
 from fastavro.validation import ValidationError, validate
 
-from broker.domain.schemas import canonical_text
+from broker.domain.schemas import RegisteredSchema, canonical_text
 from broker.domain.wire import HEADER_SIZE, frame, header_schema_id
 from broker.errors import RegistryError, SerdeError
-from broker.ports import SchemaRegistry
 
 # What fastavro raises on bytes that do not decode; it has no error type of its own for that.
 _DECODE_ERRORS = (EOFError, IndexError, KeyError, TypeError, ValueError, OverflowError)
@@ -26,6 +25,25 @@ _ENCODE_ERRORS = (TypeError, ValueError, KeyError, AttributeError, OverflowError
 SCHEMA_NOT_FOUND = 40403
 _NO_HEADER = bytes(HEADER_SIZE)
 _CONVERTED_INTS = ("date", "time-millis")
+
+
+class SchemaRegistry(Protocol):
+    """Where Avro schemas are registered under subjects and looked up by global id (Confluent's REST API).
+
+    Every method raises broker.errors.RegistryError carrying the registry's status and error code.
+    """
+
+    def register(self, subject: str, schema: str) -> int:
+        """The global id of `schema` (Avro JSON text) under `subject`; registering it again returns the same id."""
+
+    def schema_by_id(self, schema_id: int) -> str:
+        """The Avro JSON text of the schema with this global id (404/40403 if none)."""
+
+    def latest(self, subject: str) -> RegisteredSchema:
+        """The newest version registered under `subject` (404/40401 if the subject is unknown)."""
+
+    def set_compatibility(self, subject: str, mode: str) -> None:
+        """Set the subject's compatibility mode (e.g. NONE), as PUT /config/{subject} does."""
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from broker.domain.topics import delivery_topic
 from broker.local.stack import Endpoints
 from broker.local.toolchain import REPO_ROOT
 from broker.runtime.api import open_ingest
+from broker.runtime.deliveries import DeliveryReader, Select
 from broker.runtime.gate import GateEndpoints, GateThread
-from broker.services.deliveries import DeliveryReader, Select
 
 T1 = "ukhsa.positive-tests"
 SIGNATORIES = """signatories:

@@ -14,9 +14,10 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_control import ControlWriter
-from broker.adapters.kafka_log import KafkaLog, Record
+from broker.adapters.kafka_log import KafkaLog
 from broker.demo.synthetic import positive_tests
 from broker.domain.audit_records import Source, raw_entry, records_digest
+from broker.domain.messages import Record
 from broker.domain.topics import AUDIT_TOPIC, ingest_topic, quarantine_topic
 from broker.local.stack import Endpoints
 from broker.services import policy_changes

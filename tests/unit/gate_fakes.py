@@ -11,17 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from broker.adapters.kafka_control import ControlRecord
-from broker.adapters.kafka_log import Record
 from broker.adapters.registry_memory import InMemorySchemaRegistry
 from broker.catalog import revision_of
 from broker.demo.synthetic import positive_tests
-from broker.domain.control import LEVELS
 from broker.domain.geography import LaTable, load_la_table
+from broker.domain.ladder import LEVELS
+from broker.domain.messages import ControlRecord, Evaluation, Record
 from broker.domain.residence import ResidenceTable
 from broker.domain.topics import AUDIT_TOPIC, ingest_topic
 from broker.errors import PolicyEngineError, ServiceError
-from broker.ports import Evaluation
 from broker.services.gate import AuditAppender, Gate, GateParts
 from broker.services.planner import CATALOG_REVISION, PLAN_RULE, SUBSCRIPTIONS_RULE, Planner
 from broker.services.serde import AvroDeserializer, AvroSerializer, SerializationContext

@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from broker.adapters.governance_http import GovernanceClient
 from broker.api.governance_app import create_governance_app
 from broker.cli import app
 from broker.cli import governance as cli_governance
@@ -57,7 +58,8 @@ def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeApi]:
     fake = FakeApi()
     monkeypatch.delenv("ACCORD_TOKEN", raising=False)
     monkeypatch.setattr(cli_governance, "_client",
-                        lambda: httpx.Client(transport=httpx.MockTransport(fake), base_url="http://governance.test"))
+                        lambda: GovernanceClient(client=httpx.Client(transport=httpx.MockTransport(fake),
+                                                                   base_url="http://governance.test")))
     yield fake
 
 
@@ -116,7 +118,8 @@ def test_an_unreachable_api_is_an_error_not_a_traceback(monkeypatch: pytest.Monk
         raise httpx.ConnectError("connection refused", request=request)
 
     monkeypatch.setattr(cli_governance, "_client",
-                        lambda: httpx.Client(transport=httpx.MockTransport(refuse), base_url="http://governance.test"))
+                        lambda: GovernanceClient(client=httpx.Client(transport=httpx.MockTransport(refuse),
+                                                                   base_url="http://governance.test")))
     result = run("emergency", "status", "--token", token("dhsc", "governance-board", "sam"))
     assert result.exit_code == 1
     assert result.stderr.startswith("error: the governance API did not answer (connection refused)")
@@ -175,7 +178,7 @@ def test_raise_then_show_against_the_real_api(monkeypatch: pytest.MonkeyPatch) -
     control = FakeControl(catalog())
     governance = Governance(MemoryGovernanceLog(), control, control, FakeClock(), RecordingNotifier())
     app = create_governance_app(governance, lambda: [], guard=guard())
-    monkeypatch.setattr(cli_governance, "_client", lambda: TestClient(app))
+    monkeypatch.setattr(cli_governance, "_client", lambda: GovernanceClient(client=TestClient(app)))
     monkeypatch.setenv("ACCORD_TOKEN", token(LEICESTER, "dph", "ivan"))
     raised = run("dispute", "raise", T1, "--kind", "refusal", "--role", "dph", "--purpose", "health-protection",
                  "--justification", "cases rising", "--field", "name")

@@ -9,7 +9,7 @@ import pytest
 from broker.adapters.registry_memory import InMemorySchemaRegistry
 from broker.domain.schemas import RegisteredSchema
 from broker.errors import RegistryError
-from broker.ports import SchemaRegistry
+from broker.services.serde import SchemaRegistry
 
 CASE_V1 = json.dumps({"type": "record", "name": "Case", "fields": [{"name": "case_id", "type": "string"}]})
 CASE_V2 = json.dumps({"type": "record", "name": "Case", "fields": [

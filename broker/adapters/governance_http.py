@@ -1,0 +1,58 @@
+"""The governance service's HTTP API as a client (the CLI and the demo use it): one bearer token per call."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from broker.errors import ServiceError
+
+
+class GovernanceApiError(ServiceError):
+    """The governance API refused a call (`status` its HTTP status) or did not answer (`status` 0)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class GovernanceClient:
+    """Calls the governance API at `url` (e.g. http://127.0.0.1:8090) and returns its JSON answers; `client`
+    replaces the network (tests pass an httpx client on a mock transport or the app's TestClient)."""
+
+    def __init__(self, url: str = "", timeout_s: float = 30.0, *, client: httpx.Client | None = None) -> None:
+        self._client = client if client is not None else httpx.Client(base_url=url, timeout=timeout_s)
+
+    def __enter__(self) -> GovernanceClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def call(self, method: str, path: str, token: str, body: Mapping[str, Any] | None = None,
+             params: Mapping[str, str] | None = None) -> Any:
+        """The API's JSON answer; GovernanceApiError with the API's own message when it refuses."""
+        try:
+            response = self._client.request(method, path, json=body, params=params,
+                                            headers={"Authorization": f"Bearer {token}"})
+        except httpx.HTTPError as exc:
+            raise GovernanceApiError(0, f"the governance API did not answer ({exc}); is it running? "
+                                        "`accord local status` shows it") from exc
+        if response.is_error:
+            raise GovernanceApiError(response.status_code, _message(response))
+        return response.json()
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
+    if isinstance(answer, dict) and isinstance(answer.get("error"), str):
+        return str(answer["error"])
+    return f"HTTP {response.status_code} from the governance API: {response.text.strip()[:200]}"

@@ -126,7 +126,7 @@ def applied_catalog(services: Endpoints, tmp_path_factory: pytest.TempPathFactor
 @pytest.fixture
 def receiver(services: Endpoints) -> Iterator[Receiver]:
     """A subscriber's view of delivery topics (as the session's admin)."""
-    r = Receiver(services.kafka, services.registry_url)
+    r = Receiver(services.kafka, services.registry_url, service_tokens())
     yield r
     r.close()
 

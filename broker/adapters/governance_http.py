@@ -3,11 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
 from broker.errors import ServiceError
+
+
+class Answer(Protocol):
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def is_error(self) -> bool: ...
+
+    def json(self) -> Any: ...
+
+
+class HttpClient(Protocol):
+    """What the client needs of an HTTP client: httpx's, or a test's (an app's TestClient)."""
+
+    def request(self, method: str, url: str, *, json: Any = ..., params: Any = ..., headers: Any = ...) -> Answer: ...
+
+    def close(self) -> None: ...
 
 
 class GovernanceApiError(ServiceError):
@@ -22,8 +43,8 @@ class GovernanceClient:
     """Calls the governance API at `url` (e.g. http://127.0.0.1:8090) and returns its JSON answers; `client`
     replaces the network (tests pass an httpx client on a mock transport or the app's TestClient)."""
 
-    def __init__(self, url: str = "", timeout_s: float = 30.0, *, client: httpx.Client | None = None) -> None:
-        self._client = client if client is not None else httpx.Client(base_url=url, timeout=timeout_s)
+    def __init__(self, url: str = "", timeout_s: float = 30.0, *, client: HttpClient | None = None) -> None:
+        self._client: HttpClient = client if client is not None else httpx.Client(base_url=url, timeout=timeout_s)
 
     def __enter__(self) -> GovernanceClient:
         return self
@@ -48,7 +69,7 @@ class GovernanceClient:
         return response.json()
 
 
-def _message(response: httpx.Response) -> str:
+def _message(response: Answer) -> str:
     try:
         answer = response.json()
     except ValueError:

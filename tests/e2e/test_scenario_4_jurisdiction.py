@@ -16,7 +16,7 @@ import json
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from kafka import KafkaProducer
 
@@ -161,7 +161,8 @@ def _types_by_body(received: list[tuple[str, dict[str, Any]]], misroutes: set[st
 def _audit_events(services: Endpoints, governance: GovernanceService) -> list[dict[str, Any]]:
     log = KafkaLog(services.kafka, client_id="test-audit-reader")
     try:
-        return [json.loads(r.value) for r in log.read(governance.audit_topic, max_records=100_000, timeout_s=2.0)]
+        records = log.read(governance.audit_topic, max_records=100_000, timeout_s=2.0)
+        return [json.loads(cast(bytes, r.value)) for r in records]
     finally:
         log.close()
 

@@ -10,7 +10,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from confluent_kafka import Consumer, Producer
@@ -84,7 +84,7 @@ def test_confluent_registry_client_against_accord(client: SchemaRegistryClient) 
     schema_id = client.register_schema(subject, Schema(SCHEMA_TEXT, "AVRO"))
     latest = client.get_latest_version(subject)
     assert (latest.schema_id, latest.version, latest.subject) == (schema_id, 1, subject)
-    assert json.loads(client.get_schema(schema_id).schema_str)["name"] == "PositiveTest"
+    assert json.loads(cast(str, client.get_schema(schema_id).schema_str))["name"] == "PositiveTest"
     assert client.lookup_schema(subject, Schema(SCHEMA_TEXT, "AVRO")).version == 1
     assert subject in client.get_subjects()
     client.set_compatibility(subject, "FULL")

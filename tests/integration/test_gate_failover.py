@@ -17,7 +17,7 @@ from broker.demo.synthetic import spread
 from broker.local import processes
 from broker.local.python_service import PythonService
 from broker.local.stack import Endpoints
-from tests.conftest import kafka_env
+from tests.conftest import kafka_env, service_tokens
 from tests.integration.gate_support import T1, Receiver, end_offsets, specimen_day, topic_for
 
 COUNCILS = {"leicester": "leicester-city-council", "nottingham": "nottingham-city-council",
@@ -78,7 +78,7 @@ def _delivered(services: Endpoints, topics: list[str], start: dict[str, int], pr
     The killed worker's open transaction blocks read_committed readers of its partitions until the coordinator
     aborts it (the gate's transaction timeout, 10 s), so this waits longer than a healthy delivery would.
     """
-    receiver = Receiver(services.kafka, services.registry_url)
+    receiver = Receiver(services.kafka, services.registry_url, service_tokens())
 
     def read() -> list[tuple[str, str]]:
         return [(str(v["specimen_id"]), h.get("accord.worker", b"").decode()) for topic in topics

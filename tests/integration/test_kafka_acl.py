@@ -21,6 +21,7 @@ from broker.domain.kafka_acls import SERVICE_USERS
 from broker.local.stack import Endpoints
 from broker.runtime.gate import GateThread
 from broker.security import kafka_identities
+from tests.conftest import service_tokens
 from tests.integration.gate_support import Receiver, end_offsets, publish, specimen_day, start_gate, topic_for
 
 KafkaAs = Callable[[str], KafkaAccess]
@@ -133,7 +134,7 @@ def test_the_gate_on_its_own_user_delivers_and_the_subscriber_reads_as_itself(
     cases = positive_tests(specimen_day(), {"leicester": 2, "nottingham": 1}, prefix=prefix)
     start = end_offsets(services.kafka, [LEICESTER_DPH])
     publish(dataclasses.replace(services, kafka=kafka_as(SERVICE_USERS["api"])), "ukhsa.positive-tests", cases)
-    receiver = Receiver(kafka_as(LEICESTER), services.registry_url)
+    receiver = Receiver(kafka_as(LEICESTER), services.registry_url, service_tokens())
     try:
         got = receiver.records(LEICESTER_DPH, start[LEICESTER_DPH],
                                lambda r, _: str(r.get("specimen_id", "")).startswith(prefix), want=2)

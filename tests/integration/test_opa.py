@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -12,8 +13,8 @@ from broker.errors import PolicyEngineError
 from broker.local.stack import Endpoints
 from tests.conftest import opa_as
 
-FIELDS = {"lsoa": {"transform": "keep", "method": None, "as": None, "params": {}}}
-CATALOG = {
+FIELDS: dict[str, Any] = {"lsoa": {"transform": "keep", "method": None, "as": None, "params": {}}}
+CATALOG: dict[str, Any] = {
     "revision": "c-test00000001",
     "bodies": {},
     "streams": {"ukhsa.positive-tests": {"owner": "ukhsa", "jurisdiction": ["utla", "ltla"],

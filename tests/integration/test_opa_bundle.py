@@ -7,12 +7,13 @@ import io
 import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import requests
 
-from broker.adapters.opa import OpaPolicyEngine
+from broker.adapters.opa import OpaPolicyEngine, read_token
 from broker.config import Settings
 from broker.errors import PolicyEngineError, ServiceStartError
 from broker.local import opa_server, processes, toolchain
@@ -125,7 +126,7 @@ def test_no_token_holder_can_replace_a_policy_over_rest(
         engine.close()
 
 
-def _status(method: str, url: str, token: str | None = None, body: object = None) -> int:
+def _status(method: str, url: str, token: str | None = None, body: Any = None) -> int:
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
     return requests.request(method, url, json=body, headers=headers, timeout=5).status_code
 
@@ -133,8 +134,8 @@ def _status(method: str, url: str, token: str | None = None, body: object = None
 def test_opa_answers_only_the_tokens_in_its_bundle_and_each_within_its_role(
         start_opa: Callable[[SignedBundle], str], signed: SignedBundle, tmp_path: Path) -> None:
     url = start_opa(signed)
-    reader = opa_tokens.read_token(opa_tokens.token_file(tmp_path / "secrets", opa_tokens.READER))
-    writer = opa_tokens.read_token(opa_tokens.token_file(tmp_path / "secrets", opa_tokens.WRITER))
+    reader = read_token(opa_tokens.token_file(tmp_path / "secrets", opa_tokens.READER))
+    writer = read_token(opa_tokens.token_file(tmp_path / "secrets", opa_tokens.WRITER))
     decision = f"{url}/v1/data/accord/plans/plan"
     catalog = f"{url}/v1/data/accord/catalog"
     assert _status("GET", f"{url}/health?bundles") == 200  # supervisors need no token
@@ -160,7 +161,7 @@ def test_rotated_tokens_lock_out_the_old_ones_and_running_engines_follow(
     layout = opa_server.OpaLayout(tmp_path / "rotating")
     _, url = opa_server.start(opa_binary, layout, timeout_s=30, bundle=signed)
     engine = _engine(url, tmp_path)  # a service running across the rotation
-    old = opa_tokens.read_token(opa_tokens.token_file(tmp_path / "secrets", opa_tokens.WRITER))
+    old = read_token(opa_tokens.token_file(tmp_path / "secrets", opa_tokens.WRITER))
     try:
         engine.put_data("accord/catalog", CATALOG)
         # What `accord credentials rotate-opa-tokens` does for the local OPA: new tokens, a new bundle, a restart.

@@ -9,9 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from broker.cli import app
-from broker.cli import audit as cli_audit
 from broker.domain.audit import Chain, Signer, new_signing_key, to_json_line
-from broker.domain.topics import CHAIN_TOPIC
 from broker.security.audit_keys import audit_signing_key, public_key_path
 
 AT = "2026-01-01T00:00:00.000000Z"
@@ -84,6 +82,3 @@ def test_the_key_defaults_to_the_secrets_directory(tmp_path: Path, signer: Signe
     result = runner.invoke(app, ["audit", "verify", str(tmp_path / "trail.jsonl")])
     assert (result.exit_code, result.output.splitlines()[-1]) == (0, "ok")
 
-
-def test_the_cli_names_the_chain_topic_the_chainer_writes() -> None:
-    assert cli_audit.CHAIN_TOPIC == CHAIN_TOPIC

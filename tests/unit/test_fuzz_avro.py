@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,7 @@ def _values(kind: Any) -> st.SearchStrategy[Any]:
     logical = kind.get("logicalType")
     if logical in _LOGICAL:
         return _LOGICAL[logical]
-    nested = {
+    nested: dict[str, Callable[[], st.SearchStrategy[Any]]] = {
         "record": lambda: st.fixed_dictionaries({f["name"]: _values(f["type"]) for f in kind["fields"]}),
         "enum": lambda: st.sampled_from(kind["symbols"]),
         "array": lambda: st.lists(_values(kind["items"]), max_size=3),

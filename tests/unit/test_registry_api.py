@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -161,12 +162,12 @@ def test_state_rebuilt_from_changelog_is_identical() -> None:
     client.delete("/subjects/s/versions/1")
     replayed = Registry()
     # Compaction keeps the last record per key, in order: replaying only those gives the same state.
-    last: dict[str, object] = {}
+    last: dict[str, Any] = {}
     for key, value in sink.records:
         last.pop(key, None)
         last[key] = value
     for key, value in last.items():
-        replayed.apply(key, value)  # type: ignore[arg-type]
+        replayed.apply(key, value)
     assert replayed.read(lambda s: [v.schema_id for v in s.versions("s", deleted=True)]) == ids
     assert replayed.read(lambda s: s.mode("s").value) == "FULL"
     assert replayed.read(lambda s: [v.version for v in s.versions("s")]) == [2]

@@ -42,8 +42,9 @@ def test_a_malformed_lookup_is_refused_with_its_line(tmp_path: Path, text: str, 
 def test_the_residence_wins_over_fields_naming_the_testing_sites_council() -> None:
     la = load_la_table()
     record = {"utla": LEICESTER, "ltla": LEICESTER}
-    assert resolve_areas(record, ("utla", "ltla"), la, BLABY) == {BLABY, COUNTY}
-    assert resolve_areas(record, ("utla", "ltla"), la, "E06000099") == {LEICESTER}  # not in the LA table: fields
+    assert resolve_areas(record, ("utla", "ltla"), la, BLABY) == frozenset({BLABY, COUNTY})
+    # not in the LA table: the fields decide
+    assert resolve_areas(record, ("utla", "ltla"), la, "E06000099") == frozenset({LEICESTER})
 
 
 def test_the_gate_routes_a_row_by_its_residents_lsoa_when_the_lookup_knows_it() -> None:

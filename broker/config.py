@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     api_url: str | None = None
     governance_url: str | None = None
     governance_tick_s: float = 1.0
+    # How long an ended delivery topic keeps its records (readers already refused) before they are deleted.
+    fence_grace_s: float = 7 * 24 * 3600.0
     max_request_bytes: int = 1_048_576
     kafka_version: str = KAFKA_VERSION
     opa_version: str = OPA_VERSION

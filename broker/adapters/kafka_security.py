@@ -26,7 +26,8 @@ from broker.errors import ServiceError
 _RESOURCE = {Resource.TOPIC: ResourceType.TOPIC, Resource.GROUP: ResourceType.GROUP,
              Resource.TRANSACTIONAL_ID: ResourceType.TRANSACTIONAL_ID, Resource.CLUSTER: ResourceType.CLUSTER}
 _OP = {Op.READ: ACLOperation.READ, Op.WRITE: ACLOperation.WRITE, Op.CREATE: ACLOperation.CREATE,
-       Op.DESCRIBE: ACLOperation.DESCRIBE, Op.DESCRIBE_CONFIGS: ACLOperation.DESCRIBE_CONFIGS}
+       Op.DESCRIBE: ACLOperation.DESCRIBE, Op.DESCRIBE_CONFIGS: ACLOperation.DESCRIBE_CONFIGS,
+       Op.ALTER: ACLOperation.ALTER, Op.ALTER_CONFIGS: ACLOperation.ALTER_CONFIGS, Op.DELETE: ACLOperation.DELETE}
 # PBKDF2 iterations for the SCRAM credentials Accord creates (Kafka accepts 4096 to 16384).
 SCRAM_ITERATIONS = 8192
 
@@ -90,7 +91,7 @@ class KafkaSecurity:
             raise ServiceError(f"Kafka refused to {what} " + "; ".join(f"{u}: {e}" for u, e in sorted(failed.items())))
 
     def acls(self) -> set[ACL]:
-        """Every ALLOW binding on the cluster (Accord never writes DENY bindings)."""
+        """Every binding on the cluster (the only DENY ones are delivery fences, on principal User:*)."""
         every = ACLFilter(principal=None, host=None, operation=ACLOperation.ANY,
                           permission_type=ACLPermissionType.ANY,
                           resource_pattern=ResourcePatternFilter(ResourceType.ANY, None, ACLResourcePatternType.ANY))

@@ -214,11 +214,24 @@ def _agreement(ctx: _Context, ident: str, agreement: Agreement) -> dict[str, Any
         "stream": terms["stream"], "purpose": terms["purpose"], "legal_basis": sorted(terms["legal_basis"]),
         "tiers": tiers, "row_scope": {"areas": areas},
         "required_fields": _required_fields(ctx, agreement, own, view),
-        "valid_from": _rfc3339(agreement.valid_from), "valid_until": _rfc3339(agreement.valid_until),
+        # valid_until is when the agreement stops being in force: the signed end, or the end of the day its legal
+        # basis lapses if that comes first (plans, grants and fences all read this one field).
+        "valid_from": _rfc3339(agreement.valid_from), "valid_until": _rfc3339(_in_force_until(agreement)),
+        "signed_valid_until": _rfc3339(agreement.valid_until),
+        "legal_basis_until": None if agreement.legal_basis_until is None else agreement.legal_basis_until.isoformat(),
+        "retention_s": None if terms["retention"] is None else int(terms["retention"].total_seconds()),
         "review_date": agreement.review_date.isoformat(),
         "emergency_level_required": terms["emergency_level_required"],
         "signatories": [signatory.model_dump() for signatory in agreement.signatories],
     }
+
+
+def _in_force_until(agreement: Agreement) -> dt.datetime:
+    lapse = agreement.legal_basis_until
+    if lapse is None:
+        return agreement.valid_until
+    end_of_lapse_day = dt.datetime.combine(lapse + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    return min(agreement.valid_until, end_of_lapse_day)
 
 
 def _required_fields(ctx: _Context, agreement: Agreement, own: Origin, view: SchemaView | None) -> list[str]:

@@ -115,8 +115,19 @@ StreamId = Annotated[str, AfterValidator(_stream_id)]
 FieldName = Annotated[str, AfterValidator(_field_name)]
 LaCode = Annotated[str, AfterValidator(_la_code)]
 Text = Annotated[str, AfterValidator(_text)]
+
+
+def _retention(span: dt.timedelta) -> dt.timedelta:
+    if span < dt.timedelta(hours=1):
+        raise ValueError(f"a retention of {span} is too short to read what was delivered; give an ISO 8601 "
+                         "duration of at least an hour, e.g. P28D")
+    return span
+
+
 RowScope = Annotated[str | tuple[str, ...], PlainValidator(_row_scope)]
 Duration = Annotated[dt.timedelta, BeforeValidator(_duration), AfterValidator(_positive)]
+# How long a delivery topic keeps what it was sent: an ISO 8601 duration of at least an hour, e.g. P28D.
+Retention = Annotated[dt.timedelta, BeforeValidator(_duration), AfterValidator(_retention)]
 Roles = Annotated[tuple[Id, ...], Field(min_length=1), AfterValidator(_unique)]
 
 
@@ -274,6 +285,8 @@ class Template(_Model):
     row_scope: RowScope = SUBSCRIBER_AREAS
     tiers: Tiers
     minimised_tier: Id | None = None
+    # How long a subscriber's delivery topic keeps what it was sent (ISO 8601, e.g. P28D); None: Kafka's default.
+    retention: Retention | None = None
 
     @property
     def id(self) -> str:
@@ -295,7 +308,8 @@ class Signatory(_Model):
     role: Id
 
 
-OVERRIDABLE: tuple[str, ...] = ("stream", "purpose", "legal_basis", "tiers", "row_scope", "emergency_level_required")
+OVERRIDABLE: tuple[str, ...] = ("stream", "purpose", "legal_basis", "tiers", "row_scope", "emergency_level_required",
+                                 "retention")
 
 
 class Agreement(_Model):
@@ -311,6 +325,9 @@ class Agreement(_Model):
     tiers: Tiers | None = None
     row_scope: RowScope | None = None
     emergency_level_required: EmergencyLevel | None = None
+    retention: Retention | None = None
+    # The day the legal basis lapses (a COPI notice's expiry): the agreement ends then, whatever valid_until says.
+    legal_basis_until: dt.date | None = None
     # The subscriber's quality rule: rows missing one of these are quarantined for it, not delivered.
     required_fields: Annotated[tuple[FieldName, ...], AfterValidator(_unique)] = ()
     valid_from: AwareDatetime

@@ -57,6 +57,9 @@ class Op(StrEnum):
     CREATE = "create"
     DESCRIBE = "describe"
     DESCRIBE_CONFIGS = "describe-configs"
+    ALTER = "alter"
+    ALTER_CONFIGS = "alter-configs"
+    DELETE = "delete"
 
 
 @dataclass(frozen=True, order=True)
@@ -134,6 +137,11 @@ def service_bindings() -> list[Binding]:
     out += _allow(governance, Resource.TOPIC, QUARANTINE_PREFIX, Op.READ, Op.DESCRIBE)
     out += _allow(governance, Resource.TRANSACTIONAL_ID, "accord-governance", Op.WRITE, Op.DESCRIBE)
     out += _allow(governance, Resource.TRANSACTIONAL_ID, "accord-audit-chainer-", Op.WRITE, Op.DESCRIBE)
+    # Delivery fences (services/fences.py): retention on delivery topics, deleting an ended topic's records, and
+    # the DENY binding that refuses its readers (creating a binding needs ALTER on the cluster). It reads none.
+    out += _allow(governance, Resource.TOPIC, DELIVER_PREFIX, Op.DESCRIBE, Op.DESCRIBE_CONFIGS, Op.ALTER_CONFIGS,
+                  Op.DELETE)
+    out += _allow(governance, Resource.CLUSTER, "kafka-cluster", Op.ALTER, Op.DESCRIBE, prefixed=False)
     return sorted(set(out))
 
 

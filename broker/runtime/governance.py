@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_audit import AuditChainer
 from broker.adapters.kafka_control import ControlView, ControlWriter, ensure_control_topics
+from broker.adapters.kafka_fences import KafkaFenceAdmin
 from broker.adapters.kafka_governance import KafkaGovernanceLog, ensure_governance_topics
 from broker.adapters.kafka_quarantine import KafkaQuarantineFeed
 from broker.adapters.metrics import PrometheusGovernanceMetrics
@@ -22,6 +23,7 @@ from broker.config import Settings
 from broker.domain.audit import Signer
 from broker.domain.topics import AUDIT_TOPIC, GOVERNANCE_TOPIC
 from broker.errors import AccordError
+from broker.services.fences import FenceKeeper
 from broker.services.governance import Governance
 from broker.services.ingest import load_stream_schemas
 
@@ -37,7 +39,8 @@ class GovernanceService:
 
     def __init__(self, kafka: KafkaAccess, *, audit_key: Ed25519PrivateKey, clock: Clock = system_clock,
                  tick_s: float = 1.0, transactional_id: str = "accord-governance", webhook_backoff_s: float = 0.5,
-                 topic: str = GOVERNANCE_TOPIC, audit_topic: str = AUDIT_TOPIC, schemas_dir: Path) -> None:
+                 topic: str = GOVERNANCE_TOPIC, audit_topic: str = AUDIT_TOPIC, schemas_dir: Path,
+                 fence_grace: dt.timedelta | None = None) -> None:
         ensure_control_topics(kafka)
         ensure_governance_topics(kafka, topic, audit_topic)
         self.topic, self.audit_topic = topic, audit_topic
@@ -51,6 +54,14 @@ class GovernanceService:
                                      PrometheusGovernanceMetrics(), quarantine=self._quarantine)
         self.chainer = AuditChainer(kafka, Signer(audit_key), audit_topic, clock=clock)
         self._tick_s = tick_s
+        self._clock = clock
+        # Off unless asked for: a keeper acts on the shared cluster's delivery topics, by its own clock.
+        self._fences: tuple[KafkaFenceAdmin, FenceKeeper] | None = None
+        if fence_grace is not None:
+            admin = KafkaFenceAdmin(kafka, client_id=f"{transactional_id}-fences")
+            audit = self._writer
+            self._fences = admin, FenceKeeper(admin, lambda kind, record: _ignore(
+                audit.append(kind, record, topic=audit_topic)), fence_grace)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -61,6 +72,8 @@ class GovernanceService:
         self.governance.start()
         self._threads = [threading.Thread(target=self._ticking, name="governance-ticker", daemon=True),
                          threading.Thread(target=self._chaining, name="audit-chainer", daemon=True)]
+        if self._fences is not None:
+            self._threads.append(threading.Thread(target=self._fencing, name="delivery-fences", daemon=True))
         for thread in self._threads:
             thread.start()
         return self
@@ -71,6 +84,15 @@ class GovernanceService:
                 self.governance.tick()
             except AccordError as exc:
                 log.error("governance tick failed (retried next tick): %s", exc)
+
+    def _fencing(self) -> None:
+        assert self._fences is not None
+        _, keeper = self._fences
+        while not self._stop.wait(self._tick_s):
+            try:
+                keeper.step(self._view.current(), self._clock())
+            except AccordError as exc:
+                log.error("keeping delivery fences failed (retried next tick): %s", exc)
 
     def _chaining(self) -> None:
         # Its own thread, so a slow chain write never delays a deadline the ticker should fire.
@@ -95,6 +117,8 @@ class GovernanceService:
         for closer in (self._log.close, self._writer.close, self._view.close, self._quarantine.close,
                        self.chainer.close):
             closer()
+        if self._fences is not None:
+            self._fences[0].close()
 
 
 def serve(settings: Settings, kafka: KafkaAccess, host: str, port: int, audit_key: Ed25519PrivateKey,
@@ -107,10 +131,15 @@ def serve(settings: Settings, kafka: KafkaAccess, host: str, port: int, audit_ke
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     service = GovernanceService(kafka, audit_key=audit_key, clock=clock, tick_s=settings.governance_tick_s,
-                                schemas_dir=settings.schemas_dir).start()
+                                schemas_dir=settings.schemas_dir,
+                                fence_grace=dt.timedelta(seconds=settings.fence_grace_s)).start()
     try:
         app = create_governance_app(service.governance, service.notifier.log, metrics_text,
                                     guard=Guard.from_settings(settings))
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
         service.stop()
+
+
+def _ignore(_: object) -> None:
+    return None

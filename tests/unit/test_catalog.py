@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from broker.catalog import load_and_compile, revision_of
-from tests.unit.catalog_support import CATALOG, SCHEMAS, copy_catalog, edit
+from tests.unit.catalog_support import CATALOG, SCHEMAS, copy_catalog, edit, problems
 
 UPPER_TIER_T1 = ("leicester", "nottingham", "leicestershire", "nottinghamshire", "manchester", "birmingham", "leeds",
                  "hackney", "cornwall", "blackburn-with-darwen")
@@ -172,3 +172,23 @@ def test_revision_is_stable_under_formatting_and_changes_with_content(catalog: P
     changed = load_and_compile(catalog, SCHEMAS)
     assert changed["revision"] != document["revision"]
     assert changed["revision"] == revision_of(changed)
+
+
+def test_retention_comes_from_the_template_and_an_agreement_may_shorten_it(catalog: Path) -> None:
+    document = load_and_compile(catalog, SCHEMAS)
+    assert document["agreements"]["t1-leicester"]["retention_s"] == 28 * 86400
+    edit(catalog / "agreements/t1-leicester.yaml", "review_date:", "retention: P7D\nreview_date:")
+    assert load_and_compile(catalog, SCHEMAS)["agreements"]["t1-leicester"]["retention_s"] == 7 * 86400
+
+
+@pytest.mark.parametrize("span", ["PT5M", "P1M", "28 days", "0"])
+def test_a_retention_that_is_not_an_iso_duration_of_an_hour_or_more_is_refused(catalog: Path, span: str) -> None:
+    edit(catalog / "agreements/t1-leicester.yaml", "review_date:", f"retention: {span}\nreview_date:")
+    assert "retention" in problems(catalog)
+
+
+def test_an_agreement_ends_when_its_legal_basis_lapses(catalog: Path) -> None:
+    edit(catalog / "agreements/t1-leicester.yaml", "review_date:", "legal_basis_until: 2027-06-30\nreview_date:")
+    compiled = load_and_compile(catalog, SCHEMAS)["agreements"]["t1-leicester"]
+    assert (compiled["valid_until"], compiled["signed_valid_until"], compiled["legal_basis_until"]) == (
+        "2027-07-01T00:00:00Z", "2027-12-31T23:59:59Z", "2027-06-30")

@@ -47,9 +47,12 @@ class ControlReader:
             raise ServiceError(f"could not read the end of {self._tp.topic}: {exc}") from exc
 
     def read_to(self, end: int, timeout_s: float = 10.0) -> list[ControlRecord]:
-        """Every record before offset `end` not read yet."""
+        """Every record before offset `end` not read yet; all or nothing: if the end is not reached in time (or Kafka
+        fails) the reader goes back to where it was, so the next call returns these records again. (Dropping them
+        would lose a revocation for good: the caller's state would move past it.)"""
         records: list[ControlRecord] = []
         deadline = time.monotonic() + timeout_s
+        start = self._consumer.position(self._tp)
         try:
             while self._consumer.position(self._tp) < end:
                 if time.monotonic() > deadline:
@@ -60,7 +63,11 @@ class ControlReader:
                                       None if m.value is None else json.loads(m.value), int(m.timestamp))
                         for m in batch)
         except KafkaError as exc:
+            self._consumer.seek(self._tp, start)
             raise ServiceError(f"reading {self._tp.topic} failed: {exc}") from exc
+        except ServiceError:
+            self._consumer.seek(self._tp, start)
+            raise
         return records
 
     def close(self) -> None:

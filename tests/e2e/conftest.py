@@ -24,7 +24,7 @@ from tests.integration.gate_support import start_gate
 @pytest.fixture(scope="package")
 def gate(services: Endpoints, applied_catalog: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
          ) -> Iterator[GateThread]:
-    runner = start_gate(services, tmp_path_factory.mktemp("gate"), "e2e-gate", "e2e-worker")
+    runner = start_gate(services, "e2e-gate", "e2e-worker")
     yield runner
     runner.stop()
     assert runner.failure is None, runner.failure

@@ -104,7 +104,7 @@ def test_a_misrouted_row_is_deleted_by_its_recipient_and_the_deletion_is_logged(
 
 def test_the_residents_lsoa_decides_the_council_when_the_ons_lookup_is_configured(
         services: Endpoints, receiver: Receiver, tmp_path: Path) -> None:
-    settings = Settings(state_dir=tmp_path, gate_group=f"e2e-residence-{uuid.uuid4().hex[:8]}",
+    settings = Settings(gate_group=f"e2e-residence-{uuid.uuid4().hex[:8]}",
                         gate_start_from="latest", residence_lookup=RESIDENCE_LOOKUP,
                         opa_token_file=services.opa_token_file)
     runner = GateThread(GateEndpoints(services.kafka, services.opa_url, services.registry_url), settings,

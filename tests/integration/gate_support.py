@@ -112,9 +112,10 @@ class Receiver(DeliveryReader):
         return [(d.value, d.headers) for d in self.read(topic, start, keep, want, timeout_s, settle_s)]
 
 
-def start_gate(services: Endpoints, state_dir: Path, group_prefix: str, worker: str) -> GateThread:
-    """A gate worker thread in a fresh consumer group that starts at the end of the ingest topics."""
-    settings = Settings(state_dir=state_dir, gate_group=f"{group_prefix}-{uuid.uuid4().hex[:8]}",
+def start_gate(services: Endpoints, group_prefix: str, worker: str) -> GateThread:
+    """A gate worker thread of the session's deployment (its secrets) in a fresh consumer group that starts at the
+    end of the ingest topics."""
+    settings = Settings(gate_group=f"{group_prefix}-{uuid.uuid4().hex[:8]}",
                         gate_start_from="latest", opa_token_file=services.opa_token_file)
     return GateThread(GateEndpoints(services.kafka, services.opa_url, services.registry_url),
                       settings, worker).start()

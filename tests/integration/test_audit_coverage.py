@@ -55,7 +55,7 @@ def test_a_gates_decisions_and_batches_are_audited_as_delivered(
         services: Endpoints, applied_catalog: dict[str, Any], receiver: Receiver, tmp_path: Path) -> None:
     worker, prefix = f"test-audit-{uuid.uuid4().hex[:8]}", f"A{uuid.uuid4().hex[:6].upper()}"
     start_audit = audit_end(services)
-    gate = start_gate(services, tmp_path, "test-audit-coverage", worker)
+    gate = start_gate(services, "test-audit-coverage", worker)
     try:
         start = end_offsets(services.kafka, [LEICESTER_DPH, NOTTINGHAM_DPH])
         sources = publish(services, T1, positive_tests(specimen_day(), {"leicester": 3, "nottingham": 2},
@@ -133,7 +133,7 @@ def test_rows_the_gate_quarantines_are_audited_as_a_batch_of_the_quarantine_topi
         tmp_path: Path) -> None:
     worker = f"test-audit-q-{uuid.uuid4().hex[:8]}"
     start_audit = audit_end(services)
-    gate = start_gate(services, tmp_path, "test-audit-quarantine", worker)
+    gate = start_gate(services, "test-audit-quarantine", worker)
     # The publisher writes its own ingest topic with its own Kafka client, bytes that are not Avro at all.
     producer = KafkaProducer(**kafka_as("ukhsa").client_options(), acks="all")
     try:

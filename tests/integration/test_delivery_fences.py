@@ -26,6 +26,7 @@ from broker.domain.control import GRANT_PREFIX
 from broker.domain.disputes import stamp
 from broker.domain.kafka_acls import SERVICE_USERS
 from broker.domain.topics import delivery_topic
+from broker.errors import ServiceError
 from broker.local.stack import Endpoints
 from broker.services.fences import FenceKeeper
 
@@ -143,5 +144,5 @@ def test_a_revoked_grant_fences_what_was_delivered_and_the_records_go_after_the_
 
 def test_a_subscriber_cannot_lift_its_own_fence(services: Endpoints, kafka_as: KafkaAs) -> None:
     create_topics(services.kafka, [TOPIC])
-    with pytest.raises(Exception, match="(?i)authoriz|security|cluster"):
+    with pytest.raises(ServiceError, match=r"(?i)authoriz"):
         KafkaFenceAdmin(kafka_as(LEICESTER)).unfence(TOPIC)

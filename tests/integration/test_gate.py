@@ -43,7 +43,7 @@ WATCHED = [LEICESTER_DPH, LEICESTER_ANALYST, NOTTINGHAM_DPH, LEICESTERSHIRE_DPH,
 @pytest.fixture(scope="module")
 def gate(services: Endpoints, applied_catalog: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
          ) -> Iterator[GateThread]:
-    runner = start_gate(services, tmp_path_factory.mktemp("gate"), "test-gate", "test-worker-1")
+    runner = start_gate(services, "test-gate", "test-worker-1")
     yield runner
     runner.stop()
     assert runner.failure is None, runner.failure

@@ -50,7 +50,7 @@ def opa(tmp_path: Path) -> Iterator[OwnOpa]:
 
 @pytest.fixture
 def gate(services: Endpoints, applied_catalog: dict[str, Any], opa: OwnOpa, tmp_path: Path) -> Iterator[GateThread]:
-    settings = Settings(state_dir=tmp_path / "gate", gate_group=f"test-fail-closed-{uuid.uuid4().hex[:8]}",
+    settings = Settings(gate_group=f"test-fail-closed-{uuid.uuid4().hex[:8]}",
                         gate_start_from="latest",
                         opa_token_file=opa_tokens.token_file(tmp_path / "secrets", opa_tokens.WRITER))
     runner = GateThread(GateEndpoints(services.kafka, opa.url, services.registry_url), settings,

@@ -122,7 +122,7 @@ def gate_as_itself(services: Endpoints, kafka_as: KafkaAs, applied_catalog: dict
                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[GateThread]:
     """A gate worker on the gate's own user, in a group and with a transactional id its ACLs cover."""
     as_gate = dataclasses.replace(services, kafka=kafka_as(SERVICE_USERS["gate"]))
-    runner = start_gate(as_gate, tmp_path_factory.mktemp("gate-acl"), "accord-gate-acl", "acl-worker")
+    runner = start_gate(as_gate, "accord-gate-acl", "acl-worker")
     yield runner
     runner.stop()
     assert runner.failure is None, runner.failure

@@ -1,0 +1,115 @@
+"""Revocation is a hard fence, proven by repetition under load: a record published after a revocation was
+acknowledged is never delivered under the revoked agreement, while two other processes keep both cores busy.
+
+Each round revokes Leicester's T1 agreement, publishes cases once the revocation is acknowledged, waits until the
+gate has committed past them (so a later reinstatement cannot cover them), reinstates, and publishes cases that
+must be delivered. The gate is a real worker thread on the real Kafka and OPA.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+from broker.adapters.kafka_access import KafkaAccess
+from broker.adapters.kafka_control import ControlWriter
+from broker.config import Settings
+from broker.demo.synthetic import positive_tests
+from broker.domain.topics import ingest_topic
+from broker.local.stack import Endpoints
+from broker.runtime.api import open_ingest
+from broker.runtime.gate import GateThread
+from broker.services import policy_changes
+from tests.integration.gate_support import T1, Receiver, end_offsets, specimen_day, start_gate, topic_for
+
+ROUNDS = 50
+AGREEMENT = "t1-leicester"
+LEICESTER_DPH = topic_for("leicester-city-council", "dph")
+# Two busy loops, one per core, for as long as the rounds take (and never longer than this).
+BURN_LIMIT_S = 600
+
+
+@pytest.fixture
+def busy_cores() -> Iterator[None]:
+    burners = [subprocess.Popen([sys.executable, "-c", f"import time\nend = time.time() + {BURN_LIMIT_S}\n"
+                                 "while time.time() < end: pass"]) for _ in range(2)]
+    try:
+        yield
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+
+
+@pytest.fixture
+def gate(services: Endpoints, applied_catalog: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+         ) -> Iterator[GateThread]:
+    runner = start_gate(services, "test-fence", "fence-worker")
+    yield runner
+    runner.stop()
+    assert runner.failure is None, runner.failure
+
+
+INGEST = [TopicPartition(ingest_topic(T1), p) for p in range(4)]
+
+
+def _ends(kafka: KafkaAccess) -> dict[TopicPartition, int]:
+    consumer = KafkaConsumer(**kafka.client_options(), group_id=None)
+    try:
+        return {tp: int(end) for tp, end in consumer.end_offsets(INGEST).items()}
+    finally:
+        consumer.close()
+
+
+def _wait_committed(kafka: KafkaAccess, group: str, since: dict[TopicPartition, int], timeout_s: float = 60.0
+                    ) -> None:
+    """Until the gate's group has committed every ingest record written so far (it started at `since`)."""
+    ends = {tp: end for tp, end in _ends(kafka).items() if end > since[tp]}
+    admin = KafkaAdminClient(**kafka.client_options())
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            committed = admin.list_group_offsets(group)
+            if all(committed.get(tp) is not None and committed[tp].offset >= end for tp, end in ends.items()):
+                return
+            assert time.monotonic() < deadline, f"the gate did not commit past {ends} in {timeout_s}s"
+            time.sleep(0.05)
+    finally:
+        admin.close()
+
+
+def test_no_record_published_after_a_revocation_is_delivered_in_fifty_rounds_on_busy_cores(
+        services: Endpoints, gate: GateThread, receiver: Receiver, busy_cores: None) -> None:
+    prefix = f"F{uuid.uuid4().hex[:6].upper()}"
+    start = end_offsets(services.kafka, [LEICESTER_DPH])[LEICESTER_DPH]
+    since = _ends(services.kafka)  # the gate started at the end of the ingest topics before this
+    fenced: set[str] = set()     # published after a revocation was acknowledged
+    allowed: set[str] = set()    # published after the reinstatement was acknowledged
+    writer = ControlWriter(services.kafka)
+    try:
+        with open_ingest(services.kafka, services.registry_url, Settings()) as (ingest, _):
+            for n in range(ROUNDS):
+                policy_changes.revoke(writer, AGREEMENT, reason=f"fence round {n}", by="test")
+                cases = positive_tests(specimen_day(), {"leicester": 5}, prefix=f"{prefix}-R{n:02d}-")
+                assert all(o.status == "accepted" for o in ingest.publish(T1, cases, source="test"))
+                fenced |= {c["specimen_id"] for c in cases}
+                _wait_committed(services.kafka, gate.settings.gate_group, since)
+                policy_changes.reinstate(writer, AGREEMENT, by="test")
+                cases = positive_tests(specimen_day(), {"leicester": 2}, prefix=f"{prefix}-A{n:02d}-")
+                assert all(o.status == "accepted" for o in ingest.publish(T1, cases, source="test"))
+                allowed |= {c["specimen_id"] for c in cases}
+    finally:
+        policy_changes.reinstate(writer, AGREEMENT, by="test")
+        writer.close()
+    delivered = {r["specimen_id"] for r, _ in receiver.records(
+        LEICESTER_DPH, start, lambda r, h: r["specimen_id"].startswith(prefix), want=len(allowed), timeout_s=60)}
+    leaked = sorted(delivered & fenced)
+    assert leaked == [], f"{len(leaked)} of {len(fenced)} records published after a revocation were delivered"
+    assert allowed <= delivered, f"{len(allowed - delivered)} records published after reinstatement never arrived"

@@ -298,9 +298,9 @@ def _await_seal(consumer: Any, tp: TopicPartition, request: str, deadline: float
         if sealed is not None:
             return sealed
         last = (last + new)[-1:]
-    raise ServiceError("the audit chainer did not sign the export in time: is the governance service running? "
-                       "(`accord audit export --no-seal` exports the chain as it stands, whose newest entries may "
-                       "be unsigned)")
+    raise ServiceError("the audit chainer did not sign the export in time: is the governance service running, or "
+                       "still chaining a backlog (then --wait longer)? `accord audit export --no-seal` exports the "
+                       "chain as it stands, whose newest entries may be unsigned")
 
 
 def _await_anchor(kafka: KafkaAccess, chain_topic: str, governance_topic: str, seq: int, deadline: float) -> None:

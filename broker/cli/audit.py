@@ -1,53 +1,92 @@
-"""`accord audit export|verify`: the signed audit trail as JSON lines, and checking it offline against a public key.
+"""`accord audit export|verify`: the signed audit trail as JSON lines, and checking it against the audit public key
+and the newest anchor of its checkpoints on the governance log.
 
-`verify` prints how many entries and checkpoints it read, then `ok` or the first problem, and exits 1 on a problem.
+`export` asks the audit chainer (in the governance service, which alone holds the signing key) to sign the chain
+at once, and writes the chain up to that checkpoint, so every export ends signed. `verify` prints how many entries
+and checkpoints it read and which anchor it checked against, then `ok` or the first problem, and exits 1 on a
+problem.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from broker.cli.context import current_settings
-from broker.domain.audit import Entry, from_json_line, key_id, verify
-from broker.domain.topics import CHAIN_TOPIC
-from broker.errors import AuditError
+from broker.domain.audit import Anchor, Entry, from_json_line, key_id, verify
+from broker.domain.topics import CHAIN_TOPIC, GOVERNANCE_TOPIC
+from broker.errors import AccordError
 
-audit_cli = typer.Typer(help="The tamper-evident audit trail: export it, verify it offline.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from broker.adapters.kafka_access import KafkaAccess
+
+audit_cli = typer.Typer(help="The tamper-evident audit trail: export it, verify it.", no_args_is_help=True)
 
 ChainTopic = Annotated[str, typer.Option("--topic", help="the chain topic")]
+GovernanceTopic = Annotated[str, typer.Option(help="where the chain's checkpoints are anchored")]
 
 
-def _chain_lines(topic: str) -> Iterator[str]:
-    from broker.adapters.kafka_audit import read_chain
+def _kafka() -> KafkaAccess:
     from broker.cli.policy import running_endpoints
     from broker.security.kafka_identities import kafka_access
 
     settings = current_settings()
     # Only Kafka is needed: a Kafka named by ACCORD_KAFKA_BOOTSTRAP will do without the other services.
-    kafka = kafka_access(settings, settings.kafka_bootstrap) if settings.kafka_bootstrap else running_endpoints().kafka
-    return read_chain(kafka, topic)
+    return kafka_access(settings, settings.kafka_bootstrap) if settings.kafka_bootstrap else running_endpoints().kafka
+
+
+def _chain_lines(topic: str) -> Iterator[str]:
+    from broker.adapters.kafka_audit import read_chain
+
+    return read_chain(_kafka(), topic)
+
+
+def _sealed_lines(topic: str, governance_topic: str, wait_s: float) -> Iterator[str]:
+    from broker.adapters.kafka_audit import read_sealed_chain
+
+    return read_sealed_chain(_kafka(), topic, governance_topic, wait_s)
 
 
 @audit_cli.command("export")
 def export(
     out: Annotated[Path | None, typer.Option("--out", help="write here instead of standard output")] = None,
     topic: ChainTopic = CHAIN_TOPIC,
+    seal: Annotated[bool, typer.Option(help="have the governance service sign the chain first, so the export ends "
+                                            "with a checkpoint over its last entry (--no-seal: export the chain "
+                                            "as it stands, when that service is down)")] = True,
+    wait: Annotated[float, typer.Option(help="seconds to wait for the signature and its anchor")] = 30.0,
+    governance_topic: GovernanceTopic = GOVERNANCE_TOPIC,
 ) -> None:
-    """Write the chain topic's entries as JSON lines, oldest first."""
-    if out is None:
-        for line in _chain_lines(topic):
-            typer.echo(line)
-        return
-    count = 0
-    with out.open("w", encoding="utf-8") as file:
-        for line in _chain_lines(topic):
-            file.write(line + "\n")
-            count += 1
+    """Write the chain topic's entries as JSON lines, oldest first, ending with a freshly signed checkpoint."""
+    lines = _sealed_lines(topic, governance_topic, wait) if seal else _chain_lines(topic)
+    try:
+        if out is None:
+            for line in lines:
+                typer.echo(line)
+            return
+        count = _write(out, lines)
+    except AccordError as exc:
+        typer.echo(f"problem: {exc}", err=True)
+        raise typer.Exit(1) from None
     typer.echo(f"{count} entries written to {out}", err=True)
+
+
+def _write(out: Path, lines: Iterable[str]) -> int:
+    # Written beside and renamed, so a failed export never leaves a file that looks like a (short) trail.
+    partial = out.with_name(f".{out.name}.partial")
+    count = 0
+    try:
+        with partial.open("w", encoding="utf-8") as file:
+            for line in lines:
+                file.write(line + "\n")
+                count += 1
+        partial.replace(out)
+    finally:
+        partial.unlink(missing_ok=True)
+    return count
 
 
 @audit_cli.command("verify")
@@ -55,28 +94,51 @@ def verify_trail(
     file: Annotated[Path | None, typer.Argument(help="an exported trail (default: read the chain topic)")] = None,
     key: Annotated[Path | None, typer.Option(help="the audit public key PEM (default: the secrets directory's "
                                                   "audit-signing.pub)")] = None,
-    require_signed_tail: Annotated[bool, typer.Option(help="fail if entries follow the last checkpoint (a trail "
-                                                           "exported after a clean stop ends signed)")] = False,
-    topic: ChainTopic = CHAIN_TOPIC,
+    require_signed_tail: Annotated[bool, typer.Option(help="fail if entries follow the last checkpoint (every "
+                                                           "export ends signed)")] = False,
+    topic: Annotated[str, typer.Option("--topic", help="the chain topic (for a FILE: the one it was exported from, "
+                                                       "whose anchors apply)")] = CHAIN_TOPIC,
+    governance_topic: GovernanceTopic = GOVERNANCE_TOPIC,
+    offline: Annotated[bool, typer.Option(help="do not read the newest anchor from Kafka: a trail cut exactly at "
+                                               "a checkpoint then passes")] = False,
 ) -> None:
-    """Check every hash, link and checkpoint signature; name the first entry that is wrong."""
+    """Check every hash, link and checkpoint signature, and that the trail reaches the newest anchored checkpoint;
+    name the first entry that is wrong."""
     from broker.security.audit_keys import load_public_key, public_key_path
 
+    if offline and file is None:
+        raise typer.BadParameter("--offline needs an exported FILE")
     public = load_public_key(key or public_key_path(current_settings().secrets_dir))
     try:
         entries = list(_parse(_file_lines(file) if file is not None else _chain_lines(topic)))
-    except AuditError as exc:
+        anchor = None if offline else _newest_anchor(topic, governance_topic)
+    except AccordError as exc:
         typer.echo(f"problem: {exc}")
         raise typer.Exit(1) from None
-    report = verify(entries, {key_id(public): public}, require_checkpoint_tail=require_signed_tail)
+    report = verify(entries, {key_id(public): public}, require_checkpoint_tail=require_signed_tail, anchor=anchor)
     typer.echo(f"{report.entries} entries, {report.checkpoints} checkpoints, "
                f"{report.unsigned_tail} after the last checkpoint")
+    typer.echo(_anchor_line(anchor, offline, governance_topic))
     if report.first_problem is None:
         typer.echo("ok")
         return
     problem = report.first_problem
     typer.echo(f"problem at entry {problem.seq} ({problem.kind}): {problem.message}")
     raise typer.Exit(1)
+
+
+def _newest_anchor(topic: str, governance_topic: str) -> Anchor | None:
+    from broker.adapters.kafka_audit import newest_anchor
+
+    return newest_anchor(_kafka(), topic, governance_topic)
+
+
+def _anchor_line(anchor: Anchor | None, offline: bool, governance_topic: str) -> str:
+    if offline:
+        return "anchor: not checked (--offline)"
+    if anchor is None:
+        return f"anchor: none for this chain on {governance_topic}"
+    return f"anchor: checkpoint {anchor.seq} on {governance_topic}"
 
 
 def _file_lines(path: Path) -> Iterator[str]:

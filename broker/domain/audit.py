@@ -1,6 +1,8 @@
-"""Tamper-evident audit trail: a SHA-256 hash chain of entries, Ed25519-signed checkpoints, and the verifier.
+"""Tamper-evident audit trail: a SHA-256 hash chain of entries, Ed25519-signed checkpoints, signed anchors of
+checkpoints kept outside the chain, and the verifier.
 
-Pure: times arrive as ISO 8601 UTC text; files, timers and key storage belong to the service and adapters.
+Pure: times arrive as ISO 8601 UTC text; files, timers, key storage and the topics that hold the chain and its anchors
+belong to the service and adapters.
 """
 
 from __future__ import annotations
@@ -20,13 +22,17 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from broker.errors import AuditError
 
 CHECKPOINT = "checkpoint"
+# An export asks the chain to sign right after the request, so every export ends with a signed checkpoint.
+EXPORT = "audit-export"
 GENESIS = "0" * 64
 DEFAULT_INTERVAL = 100
 KEY_ID_HEX_CHARS = 16
 # An exported line's fields, in Entry's order.
 _FIELD_TYPES: dict[str, type] = {"seq": int, "kind": str, "at": str, "body": dict, "prev": str, "hash": str}
 
-ProblemKind = Literal["tampered", "missing", "bad-signature", "unknown-key", "broken-link", "unsigned-tail"]
+ProblemKind = Literal[
+    "tampered", "missing", "bad-signature", "unknown-key", "broken-link", "unsigned-tail", "truncated"
+]
 
 
 def canonical_json(value: Any) -> str:
@@ -85,8 +91,25 @@ def checkpoint_message(upto: int, head: str) -> bytes:
     return f"accord-audit-checkpoint\n{upto}\n{head}".encode()
 
 
+def anchor_message(chain: str, seq: int, checkpoint_hash: str) -> bytes:
+    """The bytes an anchor signs: `accord-audit-anchor\n{chain}\n{seq}\n{checkpoint_hash}`."""
+    return f"accord-audit-anchor\n{chain}\n{seq}\n{checkpoint_hash}".encode()
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """Checkpoint `seq` of the chain on topic `chain` has hash `hash`: published where the chain's writer cannot
+    rewrite it (the governance log), so a copy of the chain that stops at or before `seq` is known to be cut."""
+
+    chain: str
+    seq: int
+    hash: str
+    key_id: str
+    signature: str
+
+
 class Signer:
-    """Signs checkpoints with one Ed25519 key, named by `key_id` so verifiers can pick the public key."""
+    """Signs checkpoints and anchors with one Ed25519 key, named by `key_id` so verifiers can pick the public key."""
 
     def __init__(self, private_key: Ed25519PrivateKey) -> None:
         self._private_key = private_key
@@ -97,9 +120,18 @@ class Signer:
         """Base64 signature over `checkpoint_message(upto, head)`."""
         return base64.b64encode(self._private_key.sign(checkpoint_message(upto, head))).decode("ascii")
 
+    def anchor(self, chain: str, checkpoint: Entry) -> Anchor:
+        """A signed anchor of `checkpoint` (an entry of kind `checkpoint`) on the chain topic `chain`."""
+        if checkpoint.kind != CHECKPOINT:
+            raise ValueError(f"only checkpoints are anchored, not entry {checkpoint.seq} ({checkpoint.kind})")
+        message = anchor_message(chain, checkpoint.seq, checkpoint.hash)
+        signature = base64.b64encode(self._private_key.sign(message)).decode("ascii")
+        return Anchor(chain, checkpoint.seq, checkpoint.hash, self.key_id, signature)
+
 
 class Chain:
-    """Appends entries, and signs a checkpoint after every `interval` entries or whenever `checkpoint` is called."""
+    """Appends entries, and signs a checkpoint after every `interval` entries, right after an export request, or
+    whenever `checkpoint` is called."""
 
     def __init__(self, signer: Signer, *, interval: int = DEFAULT_INTERVAL) -> None:
         if interval < 1:
@@ -134,12 +166,13 @@ class Chain:
         return self._next_seq
 
     def append(self, kind: str, at: str, body: Mapping[str, Any]) -> list[Entry]:
-        """Add one entry; returns what to write, in order: the entry, then a checkpoint if the interval is reached."""
+        """Add one entry; returns what to write, in order: the entry, then a checkpoint if the interval is reached
+        or the entry asks for an export."""
         if not kind or kind == CHECKPOINT:
             raise ValueError(f"audit entries need a kind other than {CHECKPOINT!r}, which only the chain writes")
         written = [self._add(kind, at, body)]
         self._unsigned += 1
-        if self._unsigned >= self._interval:
+        if self._unsigned >= self._interval or kind == EXPORT:
             written.append(self._sign(at))
         return written
 
@@ -172,12 +205,14 @@ class Problem:
 
 @dataclass(frozen=True)
 class Report:
-    """What `verify` read; `unsigned_tail` counts entries after the last checkpoint, which no signature covers."""
+    """What `verify` read; `unsigned_tail` counts entries after the last checkpoint, which no signature covers;
+    `anchored` is the seq of the anchored checkpoint the trail was checked against, if any."""
 
     entries: int
     checkpoints: int
     unsigned_tail: int
     first_problem: Problem | None
+    anchored: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -185,27 +220,34 @@ class Report:
 
 
 def verify(
-    entries: Iterable[Entry], public_keys: Mapping[str, Ed25519PublicKey], *, require_checkpoint_tail: bool = False
+    entries: Iterable[Entry],
+    public_keys: Mapping[str, Ed25519PublicKey],
+    *,
+    require_checkpoint_tail: bool = False,
+    anchor: Anchor | None = None,
 ) -> Report:
     """Check seq continuity from 0, prev links, hashes and checkpoint signatures; stop checking at the first problem.
 
-    `public_keys` maps key ids to trusted keys. Entries after the last checkpoint could be cut off unnoticed, so a
-    trail that should end with a checkpoint (the service signs on shutdown) is checked with
-    `require_checkpoint_tail`. Cutting exactly the entries after a checkpoint stays invisible to any verifier.
+    `public_keys` maps key ids to trusted keys. Entries after the last checkpoint could be cut off or rewritten
+    unnoticed, so a trail that should end with a checkpoint (every export does) is checked with
+    `require_checkpoint_tail`. A cut exactly at a checkpoint leaves a trail that is sound in itself: only `anchor`,
+    the newest anchored checkpoint read from outside the trail, shows that entries are missing from its end.
     """
     walk = _Walk(public_keys)
     for entry in entries:
         walk.step(entry)
     problem = walk.problem
+    if problem is None and anchor is not None:
+        problem = walk.check_anchor(anchor)
     if problem is None and require_checkpoint_tail and walk.unsigned:
         first = walk.count - walk.unsigned
         problem = Problem(
             first,
             "unsigned-tail",
             f"entries {first} to {walk.count - 1} follow the last checkpoint and no signature covers them: "
-            "the trail may have been cut short",
+            "the trail may have been cut short or its end rewritten",
         )
-    return Report(walk.count, walk.checkpoints, walk.unsigned, problem)
+    return Report(walk.count, walk.checkpoints, walk.unsigned, problem, None if anchor is None else anchor.seq)
 
 
 class _Walk:
@@ -230,6 +272,27 @@ class _Walk:
         if self.problem is None:
             self.problem = self._check(entry)
             self._hashes.append(entry.hash)
+
+    def check_anchor(self, anchor: Anchor) -> Problem | None:
+        """After a walk without problems: the anchored checkpoint is in the trail, unchanged."""
+        where = f"the governance log's anchor of checkpoint {anchor.seq}"
+        key = self._public_keys.get(anchor.key_id)
+        if key is None:
+            return Problem(anchor.seq, "unknown-key", f"{where} is signed by key {anchor.key_id}, which is not a "
+                           "trusted audit key: add its public key if it is yours, otherwise the anchor is forged")
+        if not _valid(key, anchor.signature, anchor_message(anchor.chain, anchor.seq, anchor.hash)):
+            return Problem(anchor.seq, "bad-signature",
+                           f"{where} has a signature that key {anchor.key_id} did not make: the anchor is forged")
+        if anchor.seq >= self.count:
+            missing = anchor.seq + 1 - self.count
+            return Problem(self.count, "truncated",
+                           f"the trail has {self.count} entries but the governance log anchors checkpoint "
+                           f"{anchor.seq}: at least {missing} entries ({self.count} to {anchor.seq}) are missing "
+                           "from its end. It was cut short, or exported before that anchor (export it again)")
+        if self._hashes[anchor.seq] != anchor.hash:
+            return Problem(anchor.seq, "tampered", f"entry {anchor.seq} is not the checkpoint of {where}: the trail "
+                           f"was rewritten at or before entry {anchor.seq}")
+        return None
 
     def _check(self, entry: Entry) -> Problem | None:
         return (
@@ -325,8 +388,12 @@ def _checkpoint_fields(body: Mapping[str, Any]) -> tuple[int, str, str, str] | N
 
 
 def _signature_valid(key: Ed25519PublicKey, signature: str, upto: int, head: str) -> bool:
+    return _valid(key, signature, checkpoint_message(upto, head))
+
+
+def _valid(key: Ed25519PublicKey, signature: str, message: bytes) -> bool:
     try:
-        key.verify(base64.b64decode(signature, validate=True), checkpoint_message(upto, head))
+        key.verify(base64.b64decode(signature, validate=True), message)
     except (binascii.Error, InvalidSignature):
         return False
     return True

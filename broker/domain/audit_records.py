@@ -1,5 +1,6 @@
-"""Raw audit records: what producers write (policy decisions, delivery batches, catalog changes), what the audit
-chainer makes of them, and where it resumes from the tail of its chain.
+"""Raw audit records: what producers write (policy decisions, delivery batches, catalog changes, export requests),
+what the audit chainer makes of them, where it resumes from the tail of its chain, and the anchors of its
+checkpoints that it publishes on the governance log.
 
 Each chained entry names the raw record it came from (topic, partition, offset); the last such entry in the chain is
 where chaining resumes, so a record is chained once even when the chainer stops between writing and noting it.
@@ -15,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from broker.domain.audit import CHECKPOINT, Entry
+from broker.domain.audit import CHECKPOINT, EXPORT, Anchor, Entry
 from broker.domain.plans import Plan
 from broker.errors import AuditError
 
@@ -30,7 +31,9 @@ KINDS = {
     DELIVERY_BATCH.encode(): DELIVERY_BATCH,
     QUARANTINE_BATCH.encode(): QUARANTINE_BATCH,
     POLICY_DECISION.encode(): POLICY_DECISION,
+    EXPORT.encode(): EXPORT,
 }
+ANCHOR = "audit-anchor"  # the type of an anchor event on the governance log
 RECORDS_DIGEST = "sha256(len-key-len-value)"  # names `records_digest` in each batch record, for other verifiers
 _NULL_LENGTH = struct.pack(">i", -1)
 # A record from a producer this version does not know is still chained: an audit trail that drops what it cannot
@@ -199,3 +202,45 @@ def catalog_change(change: str, control_key: str, control_offset: int, by: str |
     agreement revoked or reinstated, an emergency level declared."""
     return {"change": change, "control": {"key": control_key, "offset": control_offset}, "by": by, "at": at,
             **details}
+
+
+# -- exports and anchors --------------------------------------------------------------------------------------------
+def export_request(request: str, by: str, at: str) -> dict[str, Any]:
+    """What `accord audit export` writes (keyed `audit-export`): the chain signs right after it, and `request` (a
+    random id) lets the exporter find that checkpoint. `by` is the verified Kafka principal that asked."""
+    return {"request": request, "by": by, "at": at}
+
+
+def sealed_at(entries: Iterable[Entry], request: str) -> int | None:
+    """The seq of the checkpoint that signs the chain right after the export request `request`, once chained."""
+    requested = False
+    for entry in entries:
+        if requested and entry.kind == CHECKPOINT:
+            return entry.seq
+        event = entry.body.get("event")
+        requested = entry.kind == EXPORT and isinstance(event, dict) and event.get("request") == request
+    return None
+
+
+def anchor_event(anchor: Anchor, event_id: str, at: str) -> dict[str, Any]:
+    """The governance-log event that publishes `anchor`; governance state ignores it (no dispute, no effect)."""
+    return {"event_id": event_id, "type": ANCHOR, "dispute": None, "at": at, "actor": None,
+            "data": {"chain": anchor.chain, "seq": anchor.seq, "hash": anchor.hash, "key_id": anchor.key_id,
+                     "signature": anchor.signature}}
+
+
+def anchor_from_event(event: Any, chain: str) -> Anchor | None:
+    """The anchor a governance-log event publishes for the chain topic `chain`; None for any other event.
+
+    Raises AuditError for an anchor of `chain` that is malformed: a verifier must not pass over it silently.
+    """
+    if not isinstance(event, dict) or event.get("type") != ANCHOR:
+        return None
+    data = event.get("data")
+    if not isinstance(data, dict) or data.get("chain") != chain:
+        return None
+    seq, texts = data.get("seq"), [data.get(name) for name in ("hash", "key_id", "signature")]
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0 or not all(isinstance(t, str) for t in texts):
+        raise AuditError(f"an anchor of {chain} on the governance log is malformed: it needs seq (a whole number), "
+                         f"hash, key_id and signature (text), got {json.dumps(data, sort_keys=True)[:200]}")
+    return Anchor(chain, seq, str(texts[0]), str(texts[1]), str(texts[2]))

@@ -7,6 +7,8 @@ start with `_accord.`.
 
 from __future__ import annotations
 
+from broker.errors import ConfigError
+
 INGEST_PREFIX = "ingest."
 QUARANTINE_PREFIX = "quarantine."
 DELIVER_PREFIX = "deliver."
@@ -43,6 +45,14 @@ def value_subject(topic: str) -> str:
 def chain_topic_of(audit_topic: str = AUDIT_TOPIC) -> str:
     """The signed hash chain kept over an audit topic."""
     return f"{audit_topic}{CHAIN_SUFFIX}"
+
+
+def audit_topic_of(chain_topic: str) -> str:
+    """The audit topic a chain topic is kept over (where an export asks the chainer to sign)."""
+    if not chain_topic.endswith(CHAIN_SUFFIX) or chain_topic == CHAIN_SUFFIX:
+        raise ConfigError(f"{chain_topic} is not a chain topic (`<audit topic>{CHAIN_SUFFIX}`), so there is no "
+                          "audit topic to ask for a signed export on")
+    return chain_topic.removesuffix(CHAIN_SUFFIX)
 
 
 CHAIN_TOPIC = chain_topic_of(AUDIT_TOPIC)

@@ -11,7 +11,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker.adapters.kafka_access import KafkaAccess
-from broker.adapters.kafka_audit import AuditChainer
+from broker.adapters.kafka_audit import DEFAULT_CHECKPOINT_EVERY_S, AuditChainer
 from broker.adapters.kafka_control import ControlView, ControlWriter, ensure_control_topics
 from broker.adapters.kafka_fences import KafkaFenceAdmin
 from broker.adapters.kafka_governance import KafkaGovernanceLog, ensure_governance_topics
@@ -35,12 +35,14 @@ AUDIT_CHAIN_EVERY_S = 1.0
 
 class GovernanceService:
     """Owns the Kafka clients, the notifier, the ticker thread around one `Governance`, and the audit chainer's
-    thread that chains and signs `audit_topic` onto `<audit_topic>.chain` with `audit_key`."""
+    thread that chains and signs `audit_topic` onto `<audit_topic>.chain` with `audit_key`, at least every
+    `audit_checkpoint_every_s` while anything is added, and anchors its checkpoints on the governance topic."""
 
     def __init__(self, kafka: KafkaAccess, *, audit_key: Ed25519PrivateKey, clock: Clock = system_clock,
                  tick_s: float = 1.0, transactional_id: str = "accord-governance", webhook_backoff_s: float = 0.5,
                  topic: str = GOVERNANCE_TOPIC, audit_topic: str = AUDIT_TOPIC, schemas_dir: Path,
-                 fence_grace: dt.timedelta | None = None) -> None:
+                 fence_grace: dt.timedelta | None = None,
+                 audit_checkpoint_every_s: float = DEFAULT_CHECKPOINT_EVERY_S) -> None:
         ensure_control_topics(kafka)
         ensure_governance_topics(kafka, topic, audit_topic)
         self.topic, self.audit_topic = topic, audit_topic
@@ -52,7 +54,8 @@ class GovernanceService:
         self._quarantine = KafkaQuarantineFeed(kafka, streams, client_id=f"{transactional_id}-quarantine")
         self.governance = Governance(self._log, self._writer, self._view, clock, self.notifier,
                                      PrometheusGovernanceMetrics(), quarantine=self._quarantine)
-        self.chainer = AuditChainer(kafka, Signer(audit_key), audit_topic, clock=clock)
+        self.chainer = AuditChainer(kafka, Signer(audit_key), audit_topic, governance_topic=topic, clock=clock,
+                                    checkpoint_every_s=audit_checkpoint_every_s)
         self._tick_s = tick_s
         self._clock = clock
         # Off unless asked for: a keeper acts on the shared cluster's delivery topics, by its own clock.
@@ -132,7 +135,8 @@ def serve(settings: Settings, kafka: KafkaAccess, host: str, port: int, audit_ke
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     service = GovernanceService(kafka, audit_key=audit_key, clock=clock, tick_s=settings.governance_tick_s,
                                 schemas_dir=settings.schemas_dir,
-                                fence_grace=dt.timedelta(seconds=settings.fence_grace_s)).start()
+                                fence_grace=dt.timedelta(seconds=settings.fence_grace_s),
+                                audit_checkpoint_every_s=settings.audit_checkpoint_every_s).start()
     try:
         app = create_governance_app(service.governance, service.notifier.log, metrics_text,
                                     guard=Guard.from_settings(settings))

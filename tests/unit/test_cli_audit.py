@@ -1,4 +1,5 @@
-"""`accord audit verify` on exported files: counts and `ok` for a clean trail, the first bad entry otherwise."""
+"""`accord audit verify` on exported files, offline: counts and `ok` for a clean trail, the first bad entry
+otherwise (checking against the governance log's anchors needs Kafka: tests/integration/test_audit_chain.py)."""
 
 from __future__ import annotations
 
@@ -31,14 +32,16 @@ def _export(path: Path, signer: Signer, entries: int, seal: bool = True) -> list
 
 
 def _verify(tmp_path: Path, *args: str) -> tuple[int, str]:
-    result = runner.invoke(app, ["audit", "verify", *args, "--key", str(public_key_path(tmp_path / "secrets"))])
+    result = runner.invoke(app, ["audit", "verify", *args, "--offline",
+                                 "--key", str(public_key_path(tmp_path / "secrets"))])
     return result.exit_code, result.output
 
 
 def test_a_clean_trail_is_ok_with_its_counts(tmp_path: Path, signer: Signer) -> None:
     _export(tmp_path / "trail.jsonl", signer, 5)
     code, output = _verify(tmp_path, str(tmp_path / "trail.jsonl"), "--require-signed-tail")
-    assert (code, output) == (0, "7 entries, 2 checkpoints, 0 after the last checkpoint\nok\n")
+    assert (code, output) == (0, "7 entries, 2 checkpoints, 0 after the last checkpoint\n"
+                                 "anchor: not checked (--offline)\nok\n")
 
 
 def test_one_changed_body_is_named_by_its_seq(tmp_path: Path, signer: Signer) -> None:
@@ -79,6 +82,11 @@ def test_the_key_defaults_to_the_secrets_directory(tmp_path: Path, signer: Signe
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ACCORD_STATE_DIR", str(tmp_path))
     _export(tmp_path / "trail.jsonl", signer, 3)
-    result = runner.invoke(app, ["audit", "verify", str(tmp_path / "trail.jsonl")])
+    result = runner.invoke(app, ["audit", "verify", str(tmp_path / "trail.jsonl"), "--offline"])
     assert (result.exit_code, result.output.splitlines()[-1]) == (0, "ok")
 
+
+def test_offline_verification_needs_a_file(tmp_path: Path, signer: Signer) -> None:
+    code, output = _verify(tmp_path)
+    assert code == 2
+    assert "--offline needs an exported FILE" in output

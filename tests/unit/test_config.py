@@ -58,3 +58,13 @@ def test_cluster_ids_never_start_with_a_dash() -> None:
     ids = [new_cluster_id() for _ in range(2000)]
     assert all(len(i) == 22 and not i.startswith("-") for i in ids)
     assert len(set(ids)) == len(ids)
+
+
+def test_the_audit_chain_is_signed_every_10_seconds_unless_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ACCORD_AUDIT_CHECKPOINT_EVERY_S", raising=False)
+    assert Settings().audit_checkpoint_every_s == 10.0
+    monkeypatch.setenv("ACCORD_AUDIT_CHECKPOINT_EVERY_S", "2.5")
+    assert Settings().audit_checkpoint_every_s == 2.5
+    monkeypatch.setenv("ACCORD_AUDIT_CHECKPOINT_EVERY_S", "-1")
+    with pytest.raises(ValueError, match="greater than or equal to 0"):
+        Settings()

@@ -18,6 +18,7 @@ from broker.domain.kafka_acls import (
     service_bindings,
     users,
 )
+from broker.domain.topics import AUDIT_TOPIC, CHAIN_TOPIC, GOVERNANCE_TOPIC
 from broker.errors import ConfigError
 
 STREAMS = ["ukhsa.positive-tests", "nhsd.shielded-patients"]
@@ -76,6 +77,15 @@ def test_no_service_but_the_gate_touches_a_delivery_topic() -> None:
             if user != SERVICE_USERS["gate"] or op is Op.READ:
                 assert not _allowed(service_bindings(), user, Resource.TOPIC, "deliver.x.dph.s", op), (user, op)
 
+
+
+@pytest.mark.parametrize("topic", [GOVERNANCE_TOPIC, AUDIT_TOPIC, CHAIN_TOPIC])
+def test_no_user_may_delete_records_from_or_reconfigure_the_audit_chain_or_its_anchors(
+        bindings: list[Binding], topic: str) -> None:
+    # The anchors on the governance log prove a cut audit chain only while neither can be cut or compacted.
+    for user in {b.user for b in bindings}:
+        for op in (Op.DELETE, Op.ALTER_CONFIGS, Op.ALTER):
+            assert not _allowed(bindings, user, Resource.TOPIC, topic, op), (user, op, topic)
 
 def test_every_binding_is_an_allow_of_a_known_user(bindings: list[Binding]) -> None:
     known = set(users(bodies_from_catalog(BODIES, STREAMS)))

@@ -3,7 +3,8 @@ acknowledged is never delivered under the revoked agreement, while two other pro
 
 Each round revokes Leicester's T1 agreement, publishes cases once the revocation is acknowledged, waits until the
 gate has committed past them (so a later reinstatement cannot cover them), reinstates, publishes cases that must be
-delivered and waits for those too (so the next round's revocation cannot cover them). The gate is a real worker thread on the real Kafka and OPA.
+delivered and waits for those too (so the next round's revocation cannot cover them). The gate is a real worker
+thread on the real Kafka and OPA.
 """
 
 from __future__ import annotations

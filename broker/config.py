@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     governance_tick_s: float = 1.0
     # How long an ended delivery topic keeps its records (readers already refused) before they are deleted.
     fence_grace_s: float = 7 * 24 * 3600.0
+    # The Kafka user the delivery fences act as, in the governance process (unset: fences are not kept).
+    fences_kafka_username: str | None = None
+    fences_kafka_password_file: Path | None = None
     # While anything is added, the audit chain is signed and anchored on the governance log at least this often.
     audit_checkpoint_every_s: float = Field(default=10.0, ge=0)
     max_request_bytes: int = 1_048_576

@@ -39,6 +39,7 @@ BROKER_USER = "accord.broker"  # the broker's own inter-broker SCRAM user, made 
 CONTROLLER_USER = "accord.controller"  # the KRaft controller listener's own PLAIN user, never a SCRAM user
 SERVICE_USERS: Mapping[str, str] = {
     "gate": "accord.gate", "api": "accord.api", "registry": "accord.registry", "governance": "accord.governance",
+    "fences": "accord.fences",
 }
 # Body ids match [A-Za-z][A-Za-z0-9_-]* (broker/domain/plans.py), so no body is ever called `accord.<anything>`.
 SERVICE_PREFIX = "accord."
@@ -137,12 +138,19 @@ def service_bindings() -> list[Binding]:
     out += _allow(governance, Resource.TOPIC, QUARANTINE_PREFIX, Op.READ, Op.DESCRIBE)
     out += _allow(governance, Resource.TRANSACTIONAL_ID, "accord-governance", Op.WRITE, Op.DESCRIBE)
     out += _allow(governance, Resource.TRANSACTIONAL_ID, "accord-audit-chainer-", Op.WRITE, Op.DESCRIBE)
-    # Delivery fences (services/fences.py): retention on delivery topics, deleting an ended topic's records, and
-    # the DENY binding that refuses its readers (creating a binding needs ALTER on the cluster). It reads none.
-    out += _allow(governance, Resource.TOPIC, DELIVER_PREFIX, Op.DESCRIBE, Op.DESCRIBE_CONFIGS, Op.ALTER_CONFIGS,
-                  Op.DELETE)
-    out += _allow(governance, Resource.CLUSTER, "kafka-cluster", Op.ALTER, Op.DESCRIBE, prefixed=False)
-    return sorted(set(out))
+    return sorted(set(out + fence_bindings()))
+
+
+def fence_bindings() -> list[Binding]:
+    """The delivery fences' own user (services/fences.py, run in the governance process): retention on delivery
+    topics, deleting an ended topic's records, and the DENY binding that refuses its readers. Creating a binding
+    needs ALTER on the cluster, a right that could grant any other; so it is this user's alone, not the governance
+    user's, whose log and audit anchors it would otherwise put in reach. It reads nothing and writes only audit."""
+    fences = SERVICE_USERS["fences"]
+    return [*_allow(fences, Resource.TOPIC, DELIVER_PREFIX, Op.DESCRIBE, Op.DESCRIBE_CONFIGS, Op.ALTER_CONFIGS,
+                    Op.DELETE),
+            *_allow(fences, Resource.CLUSTER, "kafka-cluster", Op.ALTER, Op.DESCRIBE, prefixed=False),
+            *_allow(fences, Resource.TOPIC, AUDIT_TOPIC, Op.WRITE, Op.DESCRIBE, prefixed=False)]
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from broker.config import Settings
 from broker.domain.audit import Signer
 from broker.domain.topics import AUDIT_TOPIC, GOVERNANCE_TOPIC
 from broker.errors import AccordError
+from broker.security.kafka_identities import fences_access
 from broker.services.fences import FenceKeeper
 from broker.services.governance import Governance
 from broker.services.ingest import load_stream_schemas
@@ -41,7 +42,7 @@ class GovernanceService:
     def __init__(self, kafka: KafkaAccess, *, audit_key: Ed25519PrivateKey, clock: Clock = system_clock,
                  tick_s: float = 1.0, transactional_id: str = "accord-governance", webhook_backoff_s: float = 0.5,
                  topic: str = GOVERNANCE_TOPIC, audit_topic: str = AUDIT_TOPIC, schemas_dir: Path,
-                 fence_grace: dt.timedelta | None = None,
+                 fences: KafkaAccess | None = None, fence_grace: dt.timedelta = dt.timedelta(days=7),
                  audit_checkpoint_every_s: float = DEFAULT_CHECKPOINT_EVERY_S) -> None:
         ensure_control_topics(kafka)
         ensure_governance_topics(kafka, topic, audit_topic)
@@ -58,12 +59,13 @@ class GovernanceService:
                                     checkpoint_every_s=audit_checkpoint_every_s)
         self._tick_s = tick_s
         self._clock = clock
-        # Off unless asked for: a keeper acts on the shared cluster's delivery topics, by its own clock.
-        self._fences: tuple[KafkaFenceAdmin, FenceKeeper] | None = None
-        if fence_grace is not None:
-            admin = KafkaFenceAdmin(kafka, client_id=f"{transactional_id}-fences")
-            audit = self._writer
-            self._fences = admin, FenceKeeper(admin, lambda kind, record: _ignore(
+        # Delivery fences run as their own Kafka user (`fences`), whose cluster ALTER the governance user must not
+        # hold; off without one (a keeper acts on the shared cluster's delivery topics, by its own clock).
+        self._fences: tuple[KafkaFenceAdmin, ControlWriter, FenceKeeper] | None = None
+        if fences is not None:
+            admin = KafkaFenceAdmin(fences, client_id=f"{transactional_id}-fences")
+            audit = ControlWriter(fences, client_id=f"{transactional_id}-fences-audit")
+            self._fences = admin, audit, FenceKeeper(admin, lambda kind, record: _ignore(
                 audit.append(kind, record, topic=audit_topic)), fence_grace)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -90,7 +92,7 @@ class GovernanceService:
 
     def _fencing(self) -> None:
         assert self._fences is not None
-        _, keeper = self._fences
+        keeper = self._fences[2]
         while not self._stop.wait(self._tick_s):
             try:
                 keeper.step(self._view.current(), self._clock())
@@ -122,6 +124,7 @@ class GovernanceService:
             closer()
         if self._fences is not None:
             self._fences[0].close()
+            self._fences[1].close()
 
 
 def serve(settings: Settings, kafka: KafkaAccess, host: str, port: int, audit_key: Ed25519PrivateKey,
@@ -135,6 +138,7 @@ def serve(settings: Settings, kafka: KafkaAccess, host: str, port: int, audit_ke
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     service = GovernanceService(kafka, audit_key=audit_key, clock=clock, tick_s=settings.governance_tick_s,
                                 schemas_dir=settings.schemas_dir,
+                                fences=fences_access(settings, kafka.bootstrap),
                                 fence_grace=dt.timedelta(seconds=settings.fence_grace_s),
                                 audit_checkpoint_every_s=settings.audit_checkpoint_every_s).start()
     try:

@@ -70,12 +70,27 @@ def kafka_access(settings: Settings, bootstrap: str) -> KafkaAccess:
 
 
 def service_env(settings: Settings, service: str) -> dict[str, str]:
-    """What a locally started service needs to act as its own Kafka user: the name and the password's file."""
+    """What a locally started service needs to act as its own Kafka user: the name and the password's file (and,
+    for the governance service, the delivery fences' user too)."""
     if settings.kafka_bootstrap:
         return {}  # an external Kafka: the services act as whoever this process's environment names
     user = SERVICE_USERS[service]
-    return {"ACCORD_KAFKA_USERNAME": user, "ACCORD_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
-            "ACCORD_KAFKA_PASSWORD_FILE": str(password_path(settings.secrets_dir, user))}
+    env = {"ACCORD_KAFKA_USERNAME": user, "ACCORD_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+           "ACCORD_KAFKA_PASSWORD_FILE": str(password_path(settings.secrets_dir, user))}
+    if service == "governance":
+        fences = SERVICE_USERS["fences"]
+        env |= {"ACCORD_FENCES_KAFKA_USERNAME": fences,
+                "ACCORD_FENCES_KAFKA_PASSWORD_FILE": str(password_path(settings.secrets_dir, fences))}
+    return env
+
+
+def fences_access(settings: Settings, bootstrap: str) -> KafkaAccess | None:
+    """The delivery fences' Kafka user, when the settings name one."""
+    if not (settings.fences_kafka_username and settings.fences_kafka_password_file):
+        return None
+    return KafkaAccess(bootstrap, settings.fences_kafka_username,
+                       SecretStr(read_password_file(settings.fences_kafka_password_file)),
+                       settings.kafka_security_protocol or "SASL_PLAINTEXT")
 
 
 @dataclass(frozen=True)

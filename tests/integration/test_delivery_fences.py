@@ -1,7 +1,7 @@
 """Revocation as a fence on the real Kafka: an agreement's end refuses its subscriber's reads of what was already
 delivered at once, the records go after the grace, retention follows the agreement, and every step is audited.
 
-The keeper runs as Accord's governance user (its real ACLs) and reads the real control topic; it is scoped to this
+The keeper runs as Accord's delivery-fences user (its real ACLs) and reads the real control topic; it is scoped to this
 test's own delivery topic so that it never fences another test's topics on the shared cluster.
 """
 
@@ -25,7 +25,7 @@ from broker.adapters.kafka_log import KafkaLog
 from broker.domain.control import GRANT_PREFIX
 from broker.domain.disputes import stamp
 from broker.domain.kafka_acls import SERVICE_USERS
-from broker.domain.topics import delivery_topic
+from broker.domain.topics import AUDIT_TOPIC, delivery_topic
 from broker.errors import ServiceError
 from broker.local.stack import Endpoints
 from broker.services.fences import FenceKeeper
@@ -84,14 +84,12 @@ def _read(kafka: KafkaAccess) -> list[bytes]:
 
 @pytest.fixture
 def keeper(services: Endpoints, kafka_as: KafkaAs) -> Iterator[tuple[FenceKeeper, list[dict[str, Any]]]]:
-    admin = KafkaFenceAdmin(kafka_as(SERVICE_USERS["governance"]))
+    admin = KafkaFenceAdmin(kafka_as(SERVICE_USERS["fences"]))
     audited: list[dict[str, Any]] = []
-    audit_log = ControlWriter(kafka_as(SERVICE_USERS["governance"]))
-    audit_topic = f"_accord.audit.fence-test-{RUN}"
-    create_topics(services.kafka, [audit_topic])
+    audit_log = ControlWriter(kafka_as(SERVICE_USERS["fences"]))
 
     def audit(kind: str, record: dict[str, Any]) -> None:
-        audit_log.append(kind, record, topic=audit_topic)
+        audit_log.append(kind, record, topic=AUDIT_TOPIC)
         audited.append({"kind": kind, **record})
 
     try:
@@ -138,8 +136,9 @@ def test_a_revoked_grant_fences_what_was_delivered_and_the_records_go_after_the_
     assert [(a["action"], a["topic"]) for a in audited] == [
         ("retention-set", TOPIC), ("read-refused", TOPIC), ("records-deleted", TOPIC), ("read-restored", TOPIC)]
     assert audited[2]["records"] == 3
-    on_topic = KafkaLog(services.kafka).read(f"_accord.audit.fence-test-{RUN}", max_records=10, timeout_s=5)
-    assert [json.loads(r.value or b"{}")["action"] for r in on_topic] == [a["action"] for a in audited]
+    on_topic = [json.loads(r.value or b"{}") for r in KafkaLog(services.kafka).read(AUDIT_TOPIC, max_records=100_000,
+                                                                                    timeout_s=5)]
+    assert [e["action"] for e in on_topic if e.get("topic") == TOPIC] == [a["action"] for a in audited]
 
 
 def test_a_subscriber_cannot_lift_its_own_fence(services: Endpoints, kafka_as: KafkaAs) -> None:

@@ -115,3 +115,11 @@ def test_a_sasl_access_needs_both_name_and_password() -> None:
     with pytest.raises(ConfigError, match="protocol"):
         KafkaAccess("127.0.0.1:9092", "ukhsa", SecretStr("x"), "SASL_WHATEVER")
     assert "sasl_mechanism" not in KafkaAccess("127.0.0.1:9092").client_options()
+
+
+def test_only_the_fences_user_may_alter_bindings_and_it_reads_no_delivery() -> None:
+    bindings = service_bindings()
+    alter = {b.user for b in bindings if b.resource == Resource.CLUSTER and b.op == Op.ALTER}
+    assert alter == {SERVICE_USERS["fences"]}
+    assert not [b for b in bindings if b.user == SERVICE_USERS["fences"] and b.op == Op.READ]
+    assert not _allowed(bindings, SERVICE_USERS["fences"], Resource.TOPIC, "_accord.audit.chain", Op.WRITE)

@@ -31,7 +31,7 @@ from broker.domain.plans import LSOA_TAG, Plan, Projector, projected_schema
 from broker.domain.pseudonyms import Pseudonymiser, subscriber_key
 from broker.domain.residence import ResidenceTable
 from broker.domain.topics import AUDIT_TOPIC, ingest_topic, quarantine_topic, value_subject
-from broker.domain.validation import field_tags, is_blank
+from broker.domain.validation import field_tags, is_blank, validate_record
 from broker.errors import AccordError, SerdeError
 from broker.services.ingest import AVRO_DECODE
 from broker.services.planner import Decision, Planner
@@ -260,6 +260,13 @@ class Gate:
             return
         if value is None:
             self._quarantine(stream, record, AVRO_DECODE, "", "the record has no value")
+            return
+        # The ingest API's field rules again: a publisher's own Kafka client writes ingest topics directly, and
+        # nothing reaches a subscriber that the API would have refused.
+        if problems := validate_record(self._p.schemas[stream], value, self._clock().date(), self._p.la_table):
+            reasons = [{"field": p.field, "rule": p.rule, "message": p.message} for p in problems]
+            self._send_quarantine(stream, record, reasons, {})
+            self._tally[(stream, "quarantined")] += 1
             return
         areas = resolve_areas(value, self._jurisdiction[stream], self._p.la_table, self._residence(stream, value))
         if isinstance(areas, Unresolved):

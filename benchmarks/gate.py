@@ -3,7 +3,8 @@
 (a) raw kafka-python transactional passthrough (baseline), (b) the real gate with one subscriber receiving every
 record, (c) the real gate with the ten T1 councils as subscribers (DPH tier only, and the shipped catalog as is),
 (d) a naive gate asking OPA per record,
-(e) publish → deliver latency at 1,000 records/s, (f) policy change → enforced latency, idle and under load.
+(e) publish → deliver latency at 1,000 records/s, (f) policy change → enforced latency, idle and under load,
+(g) the revocation fence's cost: the control topic's end read before each batch is released.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ def _throughput(bench: Bench, tmp: Path) -> Iterator[dict[str, Any]]:
     best = {key: _best(results) for key, results in runs.items()}
     yield from (best["a"], best["b"], best["c"], best["c_shipped"], naive)
     yield ratios(best | {"d": naive}, runs)
+    yield gate_throughput.control_fence(bench, best["c"])
 
 
 def _best(rounds: list[dict[str, Any]]) -> dict[str, Any]:

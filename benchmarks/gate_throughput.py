@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
@@ -97,13 +98,45 @@ def real_gate(bench: Bench, scenario: str, records: list[tuple[bytes, bytes]], t
     """(b, c) services.gate.Gate from open_gate, stepped on this thread, on the catalog applied last."""
     settings = bench.settings(group(scenario), "latest")
     before = committed_ends(bench.kafka, topics)
+    batches = [0, 0]  # batches that held records, and their records (warm-up and measured)
     with open_gate(bench.gate_endpoints, settings, f"bench-{scenario}") as gate:
         gate.start()
         plans = sorted(d.topic for d in gate.deliveries.get(T1, ()))
-        timing = timed(bench, gate.step, gate.ready, bench.warmup, records)
+
+        def step() -> int:
+            n = gate.step()
+            batches[0], batches[1] = batches[0] + (n > 0), batches[1] + n
+            return n
+
+        timing = timed(bench, step, gate.ready, bench.warmup, records)
     by_topic = count_committed(bench.kafka, before)
     return result(scenario, timing, sum(by_topic.values()), t1_plans=len(plans),
-                  delivered_by_topic=_short(by_topic))
+                  delivered_by_topic=_short(by_topic), mean_batch_records=round(batches[1] / max(1, batches[0]), 1))
+
+
+def control_fence(bench: Bench, gate_result: dict[str, Any], samples: int = 2_000) -> dict[str, Any]:
+    """(g) What the revocation fence costs: before releasing a batch the gate asks for the control topic's end
+    offset (one ListOffsets round trip; reading to it is free when nothing changed). Timed here on the same broker,
+    and set against the gate's batches per second in `gate_result`."""
+    reader = ControlReader(bench.kafka, client_id="bench-fence")
+    try:
+        reader.read_to(reader.end_offset())
+        times = []
+        for _ in range(samples):
+            start = time.perf_counter()
+            reader.read_to(reader.end_offset())
+            times.append(time.perf_counter() - start)
+    finally:
+        reader.close()
+    times.sort()
+    mean_s = sum(times) / len(times)
+    batches_per_s = gate_result["records_per_s"] / gate_result["mean_batch_records"]
+    return {"scenario": "g-control-fence", "samples": samples, "mean_ms": round(mean_s * 1000, 3),
+            "p50_ms": round(times[len(times) // 2] * 1000, 3), "p99_ms": round(times[int(len(times) * 0.99)] * 1000, 3),
+            "against": gate_result["scenario"], "gate_batches_per_s": round(batches_per_s, 1),
+            "share_of_gate_time": round(mean_s * batches_per_s, 4),
+            "note": "share_of_gate_time = fence round trip x batches per second of the gate scenario it is set "
+                    "against: the fraction of that gate's time spent on the fence"}
 
 
 def _short(counts: dict[str, int]) -> dict[str, int]:

@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     fences_kafka_password_file: Path | None = None
     # While anything is added, the audit chain is signed and anchored on the governance log at least this often.
     audit_checkpoint_every_s: float = Field(default=10.0, ge=0)
+    # Networks webhooks may reach although not public, comma-separated (e.g. 127.0.0.1/32 for a receiver on loopback).
+    webhook_allow: str = ""
     max_request_bytes: int = 1_048_576
     kafka_version: str = KAFKA_VERSION
     opa_version: str = OPA_VERSION

@@ -2,8 +2,10 @@
 rows and confirm their deletion, register webhooks.
 
 Every call but `GET /health` carries a bearer token naming a body, one of its roles and a person (broker/api/auth.py)
-and is authorised by OPA (`data.accord.authz`), which is told the parties and the current tier's deciders of the
-dispute acted on; the governance rules in the domain check every command again as a second line.
+and is authorised by OPA (`data.accord.authz`), which is told the parties, the current tier's deciders and every
+tier's deciders of the dispute acted on; the governance rules in the domain check every command again as a second
+line. A dispute is read in full only by its parties, its deciders and auditors (broker/domain/disclosure.py); any
+other member listing disputes gets each one's outcome summary.
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ from broker.adapters.metrics import PROMETHEUS_TEXT
 from broker.adapters.webhooks import WebhookDelivery
 from broker.api.auth import Guard, caller, guarded
 from broker.domain.adjudication import Decision, DisputeRequest
+from broker.domain.disclosure import outcome_summary
 from broker.domain.disputes import Dispute
 from broker.domain.ladder import Actor
 from broker.domain.misroute_rules import MisrouteReport
+from broker.domain.webhooks import SIGNATURE_HEADER, TOLERANCE_S
 from broker.errors import AccordError, ConfigError, GovernanceError, NotAuthorisedError, NotFoundError, ServiceError
+from broker.security.api_tokens import SERVICE_BODY, SERVICE_ROLE
 from broker.services.governance import Governance
 
 # A NotAuthorisedError is also a GovernanceError; the first match in this order wins.
@@ -152,13 +157,24 @@ def resource_of(governance: Governance, route: str, params: Mapping[str, str]) -
     tier = tiers[dispute.tier] if 0 <= dispute.tier < len(tiers) else None
     deciders = {"bodies": [], "roles": [], "party": None} if tier is None else {
         "bodies": sorted(tier.decider_bodies(dispute.publisher)), "roles": sorted(tier.roles), "party": tier.party}
+    every_tier = [{"bodies": sorted(t.decider_bodies(dispute.publisher)), "roles": sorted(t.roles)} for t in tiers]
     return {"dispute": {"id": dispute.id, "state": dispute.state, "publisher": dispute.publisher,
                         "subscriber": dispute.subscriber, "challenger": dispute.challenger.body,
-                        "parties": sorted(dispute.parties), "tier": dispute.tier, "deciders": deciders}}
+                        "parties": sorted(dispute.parties), "tier": dispute.tier, "deciders": deciders,
+                        "ladder_deciders": every_tier}}
 
 
-def _summary(dispute: Dispute) -> dict[str, Any]:
+def _listed(governance: Governance, reader: Actor, dispute: Dispute) -> dict[str, Any]:
+    """A dispute as a list shows it to `reader`: without its timeline, or only its outcome if not theirs to read."""
+    if not _reads_in_full(governance, reader, dispute):
+        return outcome_summary(dispute)
     return {key: value for key, value in dispute.to_json().items() if key != "timeline"}
+
+
+def _reads_in_full(governance: Governance, reader: Actor, dispute: Dispute) -> bool:
+    if (reader.body, reader.role) == (SERVICE_BODY, SERVICE_ROLE):
+        return True         # Accord's own services (the demo's reader, exports) read everything, as in OPA
+    return governance.reads_in_full(reader, dispute)
 
 
 def _existing(governance: Governance, ident: str) -> Dispute:
@@ -233,16 +249,21 @@ def _dispute_routes(app: FastAPI, governance: Governance) -> None:
         return governance.raise_dispute(actor, body.request()).to_json()
 
     @app.get("/disputes")
-    def disputes(state: str | None = None, body: str | None = None, stream: str | None = None,
+    def disputes(actor: Acting, state: str | None = None, body: str | None = None, stream: str | None = None,
                  deadline_before: AwareDatetime | None = None) -> dict[str, Any]:
-        """Disputes, oldest first, without their timelines; `body` matches any party."""
+        """Disputes, oldest first, without their timelines; `body` matches any party. Those the caller is neither a
+        party to, a decider of nor an auditor of show only id, stream, state and outcome (`"summary": true`)."""
         found = governance.disputes(state=state, body=body, stream=stream, deadline_before=deadline_before)
-        return {"disputes": [_summary(d) for d in found]}
+        return {"disputes": [_listed(governance, actor, d) for d in found]}
 
     @app.get("/disputes/{ident}")
-    def dispute(ident: str) -> dict[str, Any]:
-        """One dispute with its full timeline."""
-        return _existing(governance, ident).to_json()
+    def dispute(ident: str, actor: Acting) -> dict[str, Any]:
+        """One dispute with its full timeline: for its parties, its deciders and auditors only (403 otherwise)."""
+        found = _existing(governance, ident)
+        if not _reads_in_full(governance, actor, found):
+            raise NotAuthorisedError(f"dispute {ident} is read in full only by its parties, its deciders and "
+                                     "auditors; GET /disputes shows its outcome")
+        return found.to_json()
 
     @app.post("/disputes/{ident}/comments")
     def comment(ident: str, body: CommentIn, actor: Acting) -> dict[str, Any]:
@@ -327,9 +348,12 @@ def _webhook_routes(app: FastAPI, governance: Governance,
                     deliveries: Callable[[], Sequence[WebhookDelivery]]) -> None:
     @app.put("/webhooks")
     def register(body: WebhookIn, actor: Acting) -> dict[str, Any]:
-        """Set (or, with null, remove) the acting body's webhook."""
-        governance.register_webhook(actor, body.url)
-        return {"body": actor.body, "url": body.url}
+        """Set (or, with null, remove) the acting body's webhook. The answer holds the secret its notifications are
+        signed with, shown this once (registering again makes a new one); the URL must reach a public address."""
+        secret = governance.register_webhook(actor, body.url)
+        return {"body": actor.body, "url": body.url, "secret": secret,
+                "signature": {"header": SIGNATURE_HEADER, "scheme": "t=<unix seconds>,v1=<hex HMAC-SHA256 of "
+                              "'<t>.' + raw body>", "tolerance_s": TOLERANCE_S}}
 
     @app.get("/webhooks/deliveries")
     def delivered(body: str | None = None) -> dict[str, Any]:

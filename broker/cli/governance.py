@@ -143,7 +143,8 @@ def dispute_table(disputes: Sequence[Mapping[str, Any]]) -> list[str]:
     if not disputes:
         return ["no disputes"]
     rows = [("ID", "STATE", "TIER", "DEADLINE", "STREAM", "SUBSCRIBER")]
-    rows += [(d["id"], d["state"], _tier(d), d.get("deadline") or "-", d["stream"], d["subscriber"])
+    # Disputes the caller may not read in full come as summaries, without tier, deadline or subscriber.
+    rows += [(d["id"], d["state"], _tier(d), d.get("deadline") or "-", d["stream"], d.get("subscriber") or "-")
              for d in disputes]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
@@ -283,3 +284,6 @@ def webhook_set(url: Annotated[str, typer.Argument(help="http(s) URL notificatio
     """Register the acting body's webhook for dispute and emergency notifications."""
     answer = call("PUT", "/webhooks", parse_actor(acting_as), {"url": url})
     typer.echo(f"webhook for {answer['body']}: {answer['url']}")
+    if answer.get("secret"):
+        typer.echo(f"signing secret (shown once; keep it secret, verify {answer['signature']['header']} with it): "
+                   f"{answer['secret']}")

@@ -9,12 +9,14 @@ from dataclasses import replace
 from typing import Any
 
 from broker.domain.adjudication import Context, Event, _tier_opened, grant_document
-from broker.domain.disputes import Dispute, fold, next_state, stamp
+from broker.domain.disputes import Dispute, fold, next_state, parse_stamp, stamp
 from broker.domain.governance import NATIONAL, apply, check_level, new_event
 from broker.domain.ladder import Actor
 from broker.errors import GovernanceError, NotAuthorisedError
 
 _REGION = re.compile(r"^E12\d{6}$")
+BREAK_GLASS_PREFIX = "break-glass-"
+BREAK_GLASS_EXPIRED = "break-glass-expired"
 
 
 def due(ctx: Context) -> list[Event]:
@@ -53,7 +55,10 @@ def decisive_default(ctx: Context, dispute: Dispute) -> list[Event]:
     rule = ctx.ladder.decisive_default[level]
     data: dict[str, Any] = {"outcome": "refused", "level": level, "due_at": stamp(dispute.deadline),
                             "tier": dispute.tier, "by": []}
-    if dispute.kind in ("break-glass-review", "provisional-review"):
+    if dispute.kind == "break-glass-review":
+        data.update(_unreviewed_break_glass(ctx, dispute))
+        return [new_event("defaulted", dispute.id, ctx.now, None, data)]
+    if dispute.kind == "provisional-review":
         # For a review, "granted" keeps the access taken (see adjudication._reviewed); it still ends when it ends.
         data.update(outcome="granted", reason="decisive default: no review in time, so the access taken stands "
                                               "until it ends")
@@ -79,6 +84,30 @@ def decisive_default(ctx: Context, dispute: Dispute) -> list[Event]:
         f"'{tier['name']}' until {stamp(until)}, with mandatory review"))
     review = _review(ctx, dispute, "provisional-review", grant["id"], "review of a provisional grant by default")
     return [new_event("defaulted", dispute.id, ctx.now, None, data), *review]
+
+
+def _unreviewed_break_glass(ctx: Context, dispute: Dispute) -> dict[str, Any]:
+    """Nobody reviewed break-glass access in time: it is not confirmed, and ends at its expiry (`expired`)."""
+    grant = ctx.state.grants.get(str(dispute.challenges.get("decision_id")))
+    if grant is None:
+        return {"outcome": "refused", "reason": "decisive default: no review in time; the access taken has ended"}
+    until = str(grant["valid_until"])
+    return {"outcome": "granted-for-period", "until": until,
+            "reason": f"decisive default: no review in time, so the access taken is not extended and is revoked "
+                      f"at its expiry {until}"}
+
+
+def expired(ctx: Context) -> list[Event]:
+    """Break-glass grants whose end has passed, each revoked on the live stream (whether or not it was reviewed:
+    a review that keeps the access moves its end with granted-for-period)."""
+    events = []
+    for ident, grant in sorted(ctx.state.grants.items()):
+        if ident.startswith(BREAK_GLASS_PREFIX) and parse_stamp(grant["valid_until"]) <= ctx.now:
+            review = (grant.get("source") or {}).get("dispute")
+            data = {"revoke_grants": [ident], "review": review, "expired_at": grant["valid_until"],
+                    "reason": f"break-glass access {ident} reached its end {grant['valid_until']}"}
+            events.append(new_event(BREAK_GLASS_EXPIRED, None, ctx.now, None, data))
+    return events
 
 
 def _minimised_tier(ctx: Context, dispute: Dispute) -> tuple[str, Mapping[str, Any]] | None:
@@ -193,22 +222,34 @@ def break_glass(ctx: Context, actor: Actor, stream: str, purpose: str, justifica
             f"{actor.body} is at {level} and acts as {actor.role}")
     if not justification.strip():
         raise GovernanceError("break-glass needs a written justification; it is reviewed after the fact")
+    _check_none_under_review(ctx, actor.body, stream)
     template_id, tier = _template_tier(ctx, stream, purpose, actor.role)
     publisher = str(ctx.stream(stream)["owner"])
     areas = list(ctx.body(actor.body).get("served_areas", []))
     data = {"kind": "break-glass-review", "stream": stream, "publisher": publisher, "subscriber": actor.body,
-            "role": actor.role, "purpose": purpose, "challenges": {"decision_id": f"break-glass-{ident}"},
+            "role": actor.role, "purpose": purpose, "challenges": {"decision_id": f"{BREAK_GLASS_PREFIX}{ident}"},
             "sought": {"fields": sorted(tier.get("fields", {})), "areas": areas, "until": None},
             "justification": justification.strip(), "urgency": "immediate", "evidence": []}
     raised = new_event("raised", ident, ctx.now, actor, data)
     dispute = fold(None, raised)  # the grant is built from the review dispute it opens
     until = ctx.now + glass.period
-    grant = grant_document(ctx, dispute, f"break-glass-{ident}", tier.get("fields", {}), areas, until,
+    grant = grant_document(ctx, dispute, f"{BREAK_GLASS_PREFIX}{ident}", tier.get("fields", {}), areas, until,
                            other_fields=str(tier.get("other_fields", "drop")))
     grant["template"] = template_id
     taken = new_event("break-glass", None, ctx.now, actor, {"grant": grant, "until": stamp(until), "review": ident})
     deadline = ctx.now + ctx.ladder.tiers[0].deadline(level)
     return [taken, raised, _tier_opened(ident, ctx.now, 0, level, deadline, "break-glass review")]
+
+
+def _check_none_under_review(ctx: Context, body: str, stream: str) -> None:
+    """One break-glass at a time per body and stream: a second waits until the first one's review is decided."""
+    for review in sorted(ctx.state.disputes.values(), key=lambda d: d.raised_at):
+        if review.kind == "break-glass-review" and (review.subscriber, review.stream) == (body, stream) \
+                and review.is_open:
+            raise GovernanceError(
+                f"{body} already broke glass on {stream}: its review {review.id} is {review.state} at tier "
+                f"{review.tier + 1}; a second break-glass waits until that review is decided (its access is in "
+                "force meanwhile; add evidence with a comment on the review)")
 
 
 def _template_tier(ctx: Context, stream: str, purpose: str, role: str) -> tuple[str, Mapping[str, Any]]:

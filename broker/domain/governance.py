@@ -1,12 +1,13 @@
-"""Governance state folded from the governance topic: disputes, emergency declarations, webhooks and the grants
-and revocations that decisions put into force. Events are JSON objects:
+"""Governance state folded from the governance topic: disputes, emergency declarations, webhooks, the webhook outbox
+and the grants and revocations that decisions put into force. Events are JSON objects:
 
     {"event_id": "...", "type": "raised", "dispute": "d-...", "at": "<RFC 3339>", "actor": {body, role, person} | null,
      "data": {...}}
 
 Decisions, defaults and break-glass carry their policy effect in `data`: `grant` (an agreement-shaped grant with an
 `id`), `revoke_grants`, `revoke_agreements` and `reinstate_agreements` (an appeal reversing a revocation);
-declarations carry `scope` and `level`.
+declarations carry `scope` and `level`. `webhook-queued` puts a notification in the outbox (in the same transaction
+as the events it tells of) and `webhook-finished` takes it out, so a restart sends what is still owed.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from broker.domain.ladder import LEVELS, Actor, higher
 from broker.domain.misroutes import EVENTS as MISROUTE_EVENTS
 from broker.domain.misroutes import QUERY, Misroute
 from broker.domain.misroutes import fold as fold_misroute
+from broker.domain.webhooks import Webhook
 from broker.errors import GovernanceError
 
 NATIONAL = "national"
 STATE_EVENTS = ("emergency-declared", "emergency-lifted", "webhook-registered", "break-glass")
+QUEUED, FINISHED = "webhook-queued", "webhook-finished"
 
 
 def _empty() -> Mapping[str, Any]:
@@ -40,6 +43,9 @@ class GovernanceState:
     disputes: Mapping[str, Dispute] = field(default_factory=_empty)
     emergency: Mapping[str, Mapping[str, Any]] = field(default_factory=_empty)   # scope → declaration
     webhooks: Mapping[str, str] = field(default_factory=_empty)                   # body → URL
+    registrations: Mapping[str, str] = field(default_factory=_empty)  # body → its registration's event id
+    outbox: Mapping[str, Mapping[str, Any]] = field(default_factory=_empty)  # delivery id → {body, notification}
+    ended_grants: frozenset[str] = frozenset()  # grants revoked or expired by a governance event
     grants: Mapping[str, Mapping[str, Any]] = field(default_factory=_empty)      # grant id → grant in force
     revocations: Mapping[str, Mapping[str, Any]] = field(default_factory=_empty)  # agreement id → why
     misroutes: Mapping[str, Misroute] = field(default_factory=_empty)
@@ -56,6 +62,10 @@ class GovernanceState:
         for region in regions:
             level = higher(level, self.level(region))
         return level
+
+    def webhook(self, body: str) -> Webhook | None:
+        url, registration = self.webhooks.get(body), self.registrations.get(body)
+        return None if url is None or registration is None else Webhook(url, registration)
 
     def dispute(self, ident: str) -> Dispute:
         try:
@@ -83,7 +93,14 @@ def apply(state: GovernanceState, offset: int, event: Mapping[str, Any]) -> Gove
     if kind == "emergency-lifted":
         return replace(after, emergency=with_entry(state.emergency, str(data["scope"]), None))
     if kind == "webhook-registered":
-        return replace(after, webhooks=with_entry(state.webhooks, str(data["body"]), data.get("url")))
+        body, url = str(data["body"]), data.get("url")
+        return replace(after, webhooks=with_entry(state.webhooks, body, url),
+                       registrations=with_entry(state.registrations, body, None if url is None else event["event_id"]))
+    if kind == QUEUED:
+        entry = {"body": data["body"], "notification": data["notification"]}
+        return replace(after, outbox=with_entry(state.outbox, str(data["delivery"]), entry))
+    if kind == FINISHED:
+        return replace(after, outbox=with_entry(state.outbox, str(data["delivery"]), None))
     if kind == QUERY:
         position = data["position"]
         read = with_entry(state.quarantine_read, f"{position['topic']}/{position['partition']}",
@@ -103,14 +120,16 @@ def _effects(state: GovernanceState, data: Mapping[str, Any]) -> GovernanceState
     grants = state.grants
     if data.get("grant") is not None:
         grants = with_entry(grants, str(data["grant"]["id"]), data["grant"])
+    ended = state.ended_grants
     for ident in data.get("revoke_grants") or ():
         grants = with_entry(grants, str(ident), None)
+        ended |= {str(ident)}
     revocations = state.revocations
     for ident in data.get("revoke_agreements") or ():
         revocations = with_entry(revocations, str(ident), {"reason": data.get("reason", "")})
     for ident in data.get("reinstate_agreements") or ():
         revocations = with_entry(revocations, str(ident), None)
-    return replace(state, grants=grants, revocations=revocations)
+    return replace(state, grants=grants, revocations=revocations, ended_grants=ended - set(grants))
 
 
 def new_event(kind: str, dispute: str | None, at: Any, actor: Actor | None, data: Mapping[str, Any]) -> dict[str, Any]:

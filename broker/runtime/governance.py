@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -17,13 +17,15 @@ from broker.adapters.kafka_fences import KafkaFenceAdmin
 from broker.adapters.kafka_governance import KafkaGovernanceLog, ensure_governance_topics
 from broker.adapters.kafka_quarantine import KafkaQuarantineFeed
 from broker.adapters.metrics import PrometheusGovernanceMetrics
-from broker.adapters.webhooks import WebhookNotifier
+from broker.adapters.webhooks import WebhookDelivery, WebhookNotifier
 from broker.clock import Clock, system_clock
 from broker.config import Settings
 from broker.domain.audit import Signer
 from broker.domain.topics import AUDIT_TOPIC, GOVERNANCE_TOPIC
+from broker.domain.webhooks import Network, Webhook, parse_allow
 from broker.errors import AccordError
 from broker.security.kafka_identities import fences_access
+from broker.security.secrets import webhook_secret
 from broker.services.fences import FenceKeeper
 from broker.services.governance import Governance
 from broker.services.ingest import load_stream_schemas
@@ -32,14 +34,20 @@ log = logging.getLogger(__name__)
 
 
 AUDIT_CHAIN_EVERY_S = 1.0
+# With the outbox on the governance topic a stop loses nothing, so a receiver gets about three minutes of retries
+# (backoff 0.5 s doubling to a minute) before a delivery is given up.
+WEBHOOK_ATTEMPTS, WEBHOOK_MAX_BACKOFF_S = 10, 60.0
 
 
 class GovernanceService:
     """Owns the Kafka clients, the notifier, the ticker thread around one `Governance`, and the audit chainer's
     thread that chains and signs `audit_topic` onto `<audit_topic>.chain` with `audit_key`, at least every
-    `audit_checkpoint_every_s` while anything is added, and anchors its checkpoints on the governance topic."""
+    `audit_checkpoint_every_s` while anything is added, and anchors its checkpoints on the governance topic.
+    Webhooks are signed with secrets derived from `webhook_secret` and reach only public addresses and the networks
+    in `webhook_allow`."""
 
-    def __init__(self, kafka: KafkaAccess, *, audit_key: Ed25519PrivateKey, clock: Clock = system_clock,
+    def __init__(self, kafka: KafkaAccess, *, audit_key: Ed25519PrivateKey, webhook_secret: bytes,
+                 webhook_allow: Sequence[Network] = (), clock: Clock = system_clock,
                  tick_s: float = 1.0, transactional_id: str = "accord-governance", webhook_backoff_s: float = 0.5,
                  topic: str = GOVERNANCE_TOPIC, audit_topic: str = AUDIT_TOPIC, schemas_dir: Path,
                  fences: KafkaAccess | None = None, fence_grace: dt.timedelta = dt.timedelta(days=7),
@@ -50,7 +58,10 @@ class GovernanceService:
         self._log = KafkaGovernanceLog(kafka, topic, audit_topic, transactional_id=transactional_id)
         self._writer = ControlWriter(kafka, client_id=f"{transactional_id}-control")
         self._view = ControlView(kafka, client_id=f"{transactional_id}-view")
-        self.notifier = WebhookNotifier(self._webhook_of, first_backoff_s=webhook_backoff_s)
+        self.notifier = WebhookNotifier(self._webhook_of, webhook_secret, allow=webhook_allow,
+                                        on_finished=self._delivery_ended, max_attempts=WEBHOOK_ATTEMPTS,
+                                        first_backoff_s=webhook_backoff_s,
+                                        max_backoff_s=max(webhook_backoff_s, WEBHOOK_MAX_BACKOFF_S))
         streams = load_stream_schemas(schemas_dir)
         self._quarantine = KafkaQuarantineFeed(kafka, streams, client_id=f"{transactional_id}-quarantine")
         self.governance = Governance(self._log, self._writer, self._view, clock, self.notifier,
@@ -70,8 +81,12 @@ class GovernanceService:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def _webhook_of(self, body: str) -> str | None:
-        return self.governance.state.webhooks.get(body)
+    def _webhook_of(self, body: str) -> Webhook | None:
+        return self.governance.state.webhook(body)
+
+    def _delivery_ended(self, delivery: WebhookDelivery) -> None:
+        self.governance.webhook_finished(delivery.delivery_id, delivery.outcome, delivery.attempts,
+                                         delivery.status_code, delivery.error)
 
     def start(self) -> GovernanceService:
         self.governance.start()
@@ -116,9 +131,10 @@ class GovernanceService:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=10)
+        # The notifier first: a delivery ending now appends its end, which the final checkpoint then covers.
+        self.notifier.close()
         # Chain what the last commands wrote and sign it, so the trail of a clean stop ends with a checkpoint.
         self._chain_audit(seal=True)
-        self.notifier.close()
         for closer in (self._log.close, self._writer.close, self._view.close, self._quarantine.close,
                        self.chainer.close):
             closer()
@@ -136,7 +152,9 @@ def serve(settings: Settings, kafka: KafkaAccess, host: str, port: int, audit_ke
     from broker.api.governance_app import create_governance_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    service = GovernanceService(kafka, audit_key=audit_key, clock=clock, tick_s=settings.governance_tick_s,
+    service = GovernanceService(kafka, audit_key=audit_key, webhook_secret=webhook_secret(settings.secrets_dir),
+                                webhook_allow=parse_allow(settings.webhook_allow), clock=clock,
+                                tick_s=settings.governance_tick_s,
                                 schemas_dir=settings.schemas_dir,
                                 fences=fences_access(settings, kafka.bootstrap),
                                 fence_grace=dt.timedelta(seconds=settings.fence_grace_s),

@@ -43,8 +43,18 @@ def pseudonym_secret(from_env: str | None, directory: Path) -> bytes:
         if len(secret) < 16:
             raise ConfigError("ACCORD_PSEUDONYM_SECRET must be at least 16 bytes (32 hex digits)")
         return secret
-    path = directory / "pseudonym.key"
-    with contextlib.suppress(FileExistsError):  # another worker made it first: use theirs
+    return _shared_secret(directory / "pseudonym.key")
+
+
+def webhook_secret(directory: Path) -> bytes:
+    """The master secret each body's webhook signing secret derives from: `<dir>/webhook-signing.key`, made once.
+
+    Losing it changes every body's secret: each body then registers its webhook again to be shown its new one."""
+    return _shared_secret(directory / "webhook-signing.key")
+
+
+def _shared_secret(path: Path) -> bytes:
+    with contextlib.suppress(FileExistsError):  # another process made it first: use theirs
         write_private(path, secrets.token_hex(SECRET_BYTES), exclusive=True)
     return _read(path)
 

@@ -1,6 +1,10 @@
 """The governance service: disputes and declarations as commands over the governance topic, enforced on the
 control topic. State is rebuilt from the topic at start; `tick()` fires deadlines and finishes any enforcement a
-crash interrupted. One writer at a time (the governance log's transactional id fences a second)."""
+crash interrupted. One writer at a time (the governance log's transactional id fences a second).
+
+Webhook notifications go through an outbox on the same topic: each command's events and the notifications they
+cause are appended in one transaction, a delivery's end is appended when the notifier reports it, and `start()`
+hands the notifier whatever is still owed. Delivery is at least once; `delivery_id` lets a receiver drop repeats."""
 
 from __future__ import annotations
 
@@ -13,15 +17,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from broker.clock import Clock
-from broker.domain import adjudication, escalation, misroute_rules
+from broker.domain import adjudication, disclosure, escalation, misroute_rules, webhooks
 from broker.domain.adjudication import Context, Decision, DisputeRequest
 from broker.domain.control import EMERGENCY_PREFIX, GRANT_PREFIX, REVOCATION_PREFIX, PolicyState
 from broker.domain.disputes import Dispute, stamp
-from broker.domain.governance import GovernanceState, apply, new_event
+from broker.domain.escalation import BREAK_GLASS_EXPIRED
+from broker.domain.governance import FINISHED, QUEUED, GovernanceState, apply, new_event
 from broker.domain.ladder import Actor, Ladder
 from broker.domain.misroute_rules import MisrouteReport
 from broker.domain.misroutes import OVERDUE, QUERY, Misroute
-from broker.errors import ConfigError, GovernanceError, NotAuthorisedError
+from broker.errors import AccordError, ConfigError, GovernanceError, NotAuthorisedError
 from broker.services.policy_changes import ControlAppender
 
 log = logging.getLogger(__name__)
@@ -30,8 +35,16 @@ log = logging.getLogger(__name__)
 class Notifier(Protocol):
     """Tells a body about a governance event (webhooks); queued, so a slow receiver never holds up a decision."""
 
-    def notify(self, body: str, notification: Mapping[str, Any]) -> None:
-        """Queue `notification` (JSON-able, with at least "event_id" and "type") for `body`; never blocks or raises."""
+    def notify(self, body: str, notification: Mapping[str, Any], delivery_id: str | None = None) -> None:
+        """Queue `notification` (JSON-able, with at least "event_id" and "type") for `body`; never blocks or raises.
+
+        `delivery_id` names the delivery (the same on every retry, and when a restart sends it again)."""
+
+    def check_url(self, url: str) -> None:
+        """Raise GovernanceError unless notifications may be sent to `url` (a public address, or one allowed)."""
+
+    def signing_secret(self, body: str, registration: str) -> str:
+        """The secret `body`'s notifications are signed with under `registration` (shown to the body once)."""
 
 
 class GovernanceLog(Protocol):
@@ -84,6 +97,8 @@ class Governance:
         """
         with self._lock:
             self._catch_up()
+            for delivery, entry in self._state.outbox.items():     # owed from before a stop or a crash
+                self._notifier.notify(str(entry["body"]), entry["notification"], delivery)
             try:
                 self._reconcile()
                 return self.tick()
@@ -98,10 +113,15 @@ class Governance:
     def _apply(self, offset: int, event: Mapping[str, Any]) -> None:
         if offset < self._state.offset:
             return      # appended by this service and applied then; now read back from the topic
+        self._state = self._applied(self._state, offset, event)
+
+    @staticmethod
+    def _applied(state: GovernanceState, offset: int, event: Mapping[str, Any]) -> GovernanceState:
         try:
-            self._state = apply(self._state, offset, event)
+            return apply(state, offset, event)
         except (GovernanceError, KeyError, TypeError, ValueError) as exc:
             log.error("governance event at offset %d skipped: %s", offset, exc)
+            return state
 
     def context(self) -> Context:
         policy = self._policy.current()
@@ -146,13 +166,33 @@ class Governance:
         self._run(lambda ctx: misroute_rules.confirm_deletion(ctx, ident, actor, statement))
         return self._state.misroute(ident)
 
-    def register_webhook(self, actor: Actor, url: str | None) -> None:
+    def register_webhook(self, actor: Actor, url: str | None) -> str | None:
+        """Set (None: remove) the acting body's webhook; the secret its notifications are now signed with."""
         def events(ctx: Context) -> list[dict[str, Any]]:
             ctx.check_actor(actor)
-            if url is not None and not url.startswith(("http://", "https://")):
-                raise GovernanceError(f"webhook URL {url!r} must start with http:// or https://")
+            if url is not None:
+                webhooks.check_url(url)
+                self._notifier.check_url(url)
             return [new_event("webhook-registered", None, ctx.now, actor, {"body": actor.body, "url": url})]
         self._run(events)
+        registration = self._state.registrations.get(actor.body)
+        return None if registration is None else self._notifier.signing_secret(actor.body, registration)
+
+    def webhook_finished(self, delivery_id: str, outcome: str, attempts: int, status_code: int | None,
+                         error: str | None) -> None:
+        """The notifier ended a delivery (delivered, failed, gave up, no webhook): out of the outbox for good.
+
+        If this cannot be written, the delivery stays owed and is sent again after a restart (at least once)."""
+        with self._lock:
+            if delivery_id not in self._state.outbox:
+                return
+            data = {"delivery": delivery_id, "outcome": outcome, "attempts": attempts, "status_code": status_code,
+                    "error": error}
+            try:
+                self._append([new_event(FINISHED, None, self._clock(), None, data)])
+            except AccordError as exc:
+                log.error("could not record the end of webhook delivery %s (sent again after a restart): %s",
+                          delivery_id, exc)
 
     def tick(self) -> list[dict[str, Any]]:
         """Enforce decisions not yet in force, then append (and enforce) what the clock has made due."""
@@ -166,6 +206,7 @@ class Governance:
                 if not events:
                     break
                 written.extend(self._commit(events))
+            written.extend(self._commit(escalation.expired(self.context())))
             written.extend(self._commit(misroute_rules.overdue(self.context())))
             if self._quarantine is not None:
                 entries = self._quarantine.read_new(self._state.quarantine_read)
@@ -179,13 +220,35 @@ class Governance:
 
     def _commit(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         written = list(events)
-        for offset, event in zip(self._log.append(events), events, strict=True):
-            self._apply(offset, event)
+        self._commit_quietly(events)
         for event in events:
-            self._notify(event)
             written.extend(self._enforce(event))
         self._observe(events)
         return written
+
+    def _commit_quietly(self, events: list[dict[str, Any]]) -> None:
+        """Append `events` with the notifications they cause, in one transaction; then hand those to the notifier."""
+        if not events:
+            return
+        queued = self._queued(events)
+        self._append(events + queued)
+        for entry in queued:
+            data = entry["data"]
+            self._notifier.notify(data["body"], data["notification"], data["delivery"])
+
+    def _append(self, events: list[dict[str, Any]]) -> None:
+        for offset, event in zip(self._log.append(events), events, strict=True):
+            self._apply(offset, event)
+
+    def _queued(self, events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """The outbox entries for `events`: each event's recipients as of the state just after it."""
+        state, queued, now = self._state, [], self._clock()
+        for event in events:
+            state = self._applied(state, state.offset, event)
+            for body in sorted(self._recipients(state, event)):
+                data = {"delivery": uuid.uuid4().hex, "body": body, "notification": self._notification(state, event)}
+                queued.append(new_event(QUEUED, None, now, None, data))
+        return queued
 
     # -- enforcement ------------------------------------------------------------------------------------------
 
@@ -193,7 +256,7 @@ class Governance:
         kind, data = event["type"], event.get("data") or {}
         if kind in ("emergency-declared", "emergency-lifted"):
             self._write_level(str(data["scope"]))
-        elif kind == "break-glass":
+        elif kind in ("break-glass", BREAK_GLASS_EXPIRED):
             self._write_effects(data)
         elif kind in ("decided", "defaulted"):
             dispute = self._state.disputes[str(event["dispute"])]
@@ -205,11 +268,6 @@ class Governance:
                 self._metrics.enforced(dispute, time.monotonic() - started)
             return events
         return []
-
-    def _commit_quietly(self, events: list[dict[str, Any]]) -> None:
-        for offset, event in zip(self._log.append(events), events, strict=True):
-            self._apply(offset, event)
-            self._notify(event)
 
     def _write_effects(self, data: Mapping[str, Any]) -> list[dict[str, Any]]:
         written = []
@@ -256,8 +314,7 @@ class Governance:
         for ident, grant in self._state.grants.items():
             if policy.grants.get(ident) != grant:
                 self._write(f"{GRANT_PREFIX}{ident}", dict(grant))
-        revoked = {g for d in self._state.disputes.values() for g in (d.decision or {}).get("revoke_grants") or ()}
-        for ident in (set(policy.grants) - set(self._state.grants)) & revoked:
+        for ident in (set(policy.grants) - set(self._state.grants)) & self._state.ended_grants:
             self._write(f"{GRANT_PREFIX}{ident}", None)
         for scope in set(self._state.emergency) | set(policy.emergency):
             if policy.emergency.get(scope) != self._state.emergency.get(scope, {}).get("level"):
@@ -265,16 +322,16 @@ class Governance:
 
     # -- notifications and metrics ----------------------------------------------------------------------------
 
-    def _notify(self, event: Mapping[str, Any]) -> None:
-        for body in sorted(self._recipients(event)):
-            self._notifier.notify(body, self._notification(event))
-
-    def _recipients(self, event: Mapping[str, Any]) -> Iterable[str]:
+    def _recipients(self, state: GovernanceState, event: Mapping[str, Any]) -> Iterable[str]:
         ident, data = event.get("dispute"), event.get("data") or {}
+        if event["type"] in (QUEUED, FINISHED):
+            return set()
         if event["type"] == QUERY:
             return set(data.get("told") or ())
+        if event["type"] == BREAK_GLASS_EXPIRED:
+            ident = data.get("review")
         if "misroute" in data:
-            misroute = self._state.misroutes.get(str(data["misroute"]))
+            misroute = state.misroutes.get(str(data["misroute"]))
             board = set()
             if event["type"] == OVERDUE and self._policy.current().catalog is not None:
                 board = {b for tier in self.context().ladder.tiers for b in tier.bodies}
@@ -282,7 +339,7 @@ class Governance:
         if ident is None:
             catalog = self._policy.current().catalog or {}
             return set(catalog.get("bodies", {})) if event["type"].startswith("emergency") else set()
-        dispute = self._state.disputes.get(str(ident))
+        dispute = state.disputes.get(str(ident))
         if dispute is None:
             return set()
         bodies = set(dispute.parties)
@@ -290,9 +347,9 @@ class Governance:
             bodies |= self.context().ladder.tiers[dispute.tier].decider_bodies(dispute.publisher)
         return bodies
 
-    def _notification(self, event: Mapping[str, Any]) -> dict[str, Any]:
+    def _notification(self, state: GovernanceState, event: Mapping[str, Any]) -> dict[str, Any]:
         ident = event.get("dispute")
-        dispute = None if ident is None else self._state.disputes.get(str(ident))
+        dispute = None if ident is None else state.disputes.get(str(ident))
         summary = None if dispute is None else {
             "id": dispute.id, "state": dispute.state, "tier": dispute.tier, "deadline": stamp(dispute.deadline),
             "stream": dispute.stream, "subscriber": dispute.subscriber}
@@ -337,6 +394,13 @@ class Governance:
         with self._lock:
             self._catch_up()
             return self._state.dispute(ident)
+
+    def reads_in_full(self, reader: Actor, dispute: Dispute) -> bool:
+        """Whether `reader` may see `dispute` in full (parties, deciders, auditors); others get its outcome only."""
+        ctx = self.context()
+        if reader.role == disclosure.AUDITOR_ROLE:
+            ctx.check_actor(reader)         # an auditor's role must be one the catalog gives its body
+        return disclosure.reads_in_full(ctx.ladder, dispute, reader)
 
     def misroutes(self, body: str | None = None) -> list[Misroute]:
         with self._lock:

@@ -88,7 +88,9 @@ _service_may if _read
 
 # -- the governance service -----------------------------------------------------------------------------------------
 
-_open_reads := {"/disputes", "/disputes/{ident}", "/emergency", "/misroutes", "/misroutes/{ident}"}
+# Listing disputes is open, but the service shows other members only each dispute's outcome; one dispute in full
+# (purpose, justification, comments) only to its parties, its deciders at any tier and auditors.
+_open_reads := {"/disputes", "/emergency", "/misroutes", "/misroutes/{ident}"}
 
 _by_any_member := {
 	["POST", "/disputes"],
@@ -105,6 +107,13 @@ _body_may if {
 _body_may if {
 	input.service == "governance"
 	[input.method, input.route] in _by_any_member
+}
+
+_body_may if {
+	input.service == "governance"
+	_read
+	input.route == "/disputes/{ident}"
+	_reads_in_full
 }
 
 _body_may if {
@@ -155,6 +164,16 @@ _body_may if {
 }
 
 _involved if _id.body in _dispute.parties
+
+_reads_in_full if _id.body in _dispute.parties
+
+_reads_in_full if {
+	some tier in _dispute.ladder_deciders
+	_id.body in tier.bodies
+	_id.role in tier.roles
+}
+
+_reads_in_full if _id.role == "auditor"
 
 _involved if _decider
 
@@ -230,6 +249,17 @@ _refusals contains why if {
 	_decider
 	_own_dispute
 	why := sprintf("%s is a party to dispute %s and cannot decide it", [_id.body, _dispute.id])
+}
+
+_refusals contains why if {
+	_member
+	input.service == "governance"
+	input.route == "/disputes/{ident}"
+	not _reads_in_full
+	why := sprintf(
+		"dispute %s is read in full only by its parties, its deciders and auditors; GET /disputes shows %s its outcome",
+		[_dispute.id, _id.body],
+	)
 }
 
 _refusals contains why if {

@@ -10,6 +10,7 @@ _catalog := {
 		"accord-arbiter": {"roles": ["arbiter"]},
 		"leicester": {"roles": ["dph", "analyst"]},
 		"blaby": {"roles": ["environmental-health"]},
+		"ons": {"roles": ["auditor"]},
 	},
 	"emergency_declarers": [
 		{"body": "dhsc", "roles": ["governance-board"]},
@@ -35,7 +36,17 @@ _call(service, method, route, who) := {
 _dispute(tier) := {
 	"id": "d-1", "publisher": "ukhsa", "subscriber": "blaby", "challenger": "blaby",
 	"parties": ["blaby", "ukhsa"], "tier": tier, "deciders": _deciders[tier],
+	"ladder_deciders": [
+		{"bodies": ["ukhsa"], "roles": ["ig-lead"]},
+		{"bodies": ["dhsc", "nhse", "ukhsa"], "roles": ["governance-board"]},
+		{"bodies": ["accord-arbiter"], "roles": ["arbiter"]},
+	],
 }
+
+_read_dispute(who) := object.union(
+	_call("governance", "GET", "/disputes/{ident}", who),
+	{"params": {"ident": "d-1"}, "resource": {"dispute": _dispute(0)}},
+)
 
 _deciders := [
 	{"bodies": ["ukhsa"], "roles": ["ig-lead"], "party": "publisher"},
@@ -163,4 +174,23 @@ test_services_keep_the_registry_and_scrape_metrics_but_decide_nothing if {
 	_reasons(_call("gate", "GET", "/metrics", _who("leicester", "dph"))) == [
 		"leicester as dph may not GET /metrics on the gate service",
 	]
+}
+
+test_parties_deciders_of_any_tier_and_auditors_read_a_dispute_in_full if {
+	_allowed(_read_dispute(_who("blaby", "environmental-health")))
+	_allowed(_read_dispute(_who("ukhsa", "ig-lead")))
+	_allowed(_read_dispute(_who("nhse", "governance-board")))
+	_allowed(_read_dispute(_who("accord-arbiter", "arbiter")))
+	_allowed(_read_dispute(_who("ons", "auditor")))
+	_allowed(_read_dispute(_who("accord", "service")))
+}
+
+test_another_member_may_not_read_a_dispute_in_full_and_is_told_why if {
+	request := _read_dispute(_who("leicester", "dph"))
+	not _allowed(request)
+	_reasons(request) == [
+		"dispute d-1 is read in full only by its parties, its deciders and auditors; GET /disputes shows leicester its outcome",
+	]
+	not _allowed(_read_dispute(_who("dhsc", "ig-lead"))) # a board body, but not in a deciding role
+	not _allowed(_read_dispute(_who("leicester", "auditor"))) # a role its body does not hold
 }

@@ -258,6 +258,46 @@ def test_a_review_may_confirm_the_access_or_set_its_end() -> None:
     assert world.state.grants["break-glass-d-bg"]["valid_until"] == stamp(START + 3 * DAY)
 
 
+def test_an_unreviewed_break_glass_is_not_confirmed_and_is_revoked_at_its_expiry() -> None:
+    world = in_emergency()
+    _broken(world)
+    world.at(START + 7 * H).tick()                  # every tier of the review let its deadline pass
+    review = world.dispute("d-bg")
+    assert review.state == "defaulted"
+    assert (review.decision or {})["outcome"] == "granted-for-period"
+    assert (review.decision or {})["until"] == stamp(START + 3 * DAY)
+    assert "revoked at its expiry" in (review.decision or {})["reason"]
+    world.enforce("d-bg")
+    assert world.at(START + 3 * DAY - dt.timedelta(seconds=1)).run(escalation.expired) == []
+    [ended] = world.at(START + 3 * DAY).run(escalation.expired)
+    assert (ended["type"], ended["data"]["revoke_grants"], ended["data"]["review"]) == (
+        "break-glass-expired", ["break-glass-d-bg"], "d-bg")
+    assert world.state.grants == {} and "break-glass-d-bg" in world.state.ended_grants
+    assert world.run(escalation.expired) == []
+
+
+def test_a_review_that_keeps_the_access_moves_its_expiry() -> None:
+    world = in_emergency()
+    _broken(world)
+    world.decide(UKHSA_IG, granted(outcome="granted-for-period", until=START + 5 * DAY), ident="d-bg")
+    assert world.at(START + 3 * DAY).run(escalation.expired) == []
+    assert types(world.at(START + 5 * DAY).run(escalation.expired)) == ["break-glass-expired"]
+
+
+def test_a_second_break_glass_waits_until_the_first_review_is_decided() -> None:
+    world = in_emergency()
+    _broken(world)
+    with pytest.raises(GovernanceError, match=r"already broke glass on ukhsa\.positive-tests: its review d-bg is "
+                                              r"awaiting at tier 1"):
+        world.run(lambda ctx: escalation.break_glass(ctx, DPH, T1, "health-protection", "Again.", "d-bg2"))
+    assert set(world.state.grants) == {"break-glass-d-bg"}
+    # another body may break glass meanwhile; and once the review is decided, the first body may again
+    world.decide(UKHSA_IG, granted("Not needed.", outcome="refused"), ident="d-bg")
+    world.enforce("d-bg")
+    assert types(world.run(lambda ctx: escalation.break_glass(ctx, DPH, T1, "health-protection", "New outbreak.",
+                                                              "d-bg2"))) == ["break-glass", "raised", "tier-opened"]
+
+
 # -- appeals, comments, closing -----------------------------------------------------------------------------------
 
 

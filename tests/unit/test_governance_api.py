@@ -12,11 +12,12 @@ from fastapi.testclient import TestClient
 
 from broker.adapters.webhooks import WebhookDelivery
 from broker.api.governance_app import create_governance_app
+from broker.domain.webhooks import signing_secret
 from broker.services.governance import Governance
 from tests.unit.auth_fakes import NO_TOKEN, SERVICE, FakeAuthz, bearer, guard, now, token
 from tests.unit.governance_catalog import LEICESTER, MANCHESTER, T1, catalog
 from tests.unit.governance_fakes import FakeClock, FakeControl, MemoryGovernanceLog
-from tests.unit.notifier_fakes import RecordingNotifier
+from tests.unit.notifier_fakes import MASTER, RecordingNotifier
 
 DPH = bearer(LEICESTER, "dph", "ivan@leicester.test")
 UKHSA_IG = bearer("ukhsa", "ig-lead", "jo@ukhsa.test")
@@ -66,7 +67,8 @@ class Api:
 
 def make_api(doc: dict[str, Any] | None = None, metrics: bool = False, engine: FakeAuthz | None = None) -> Api:
     log, control, clock = MemoryGovernanceLog(), FakeControl(doc), FakeClock()
-    governance = Governance(log, control, control, clock, RecordingNotifier())
+    notifier = RecordingNotifier({"intranet.test": "10.1.2.3"})
+    governance = Governance(log, control, control, clock, notifier)
     governance.start()
     deliveries: list[WebhookDelivery] = []
     scrape = (lambda: b"accord_disputes_open 1\n") if metrics else None
@@ -327,14 +329,36 @@ def test_break_glass_needs_a_declared_emergency_then_opens_a_review(api: Api) ->
     assert [key for key, _ in api.control.writes("grant/")] == [f"grant/break-glass-{review['id']}"]
 
 
+def test_a_second_break_glass_while_the_first_is_under_review_is_409(api: Api) -> None:
+    glass = {"stream": T1, "purpose": "health-protection", "justification": "Outbreak in a care home tonight."}
+    api.client.post("/emergency", json={"level": "emergency", "reason": "surge"}, headers=board("dhsc"))
+    first = api.client.post("/break-glass", json=glass, headers=DPH).json()
+    second = api.client.post("/break-glass", json=glass, headers=DPH)
+    assert second.status_code == 409
+    assert second.json()["error"].startswith(f"{LEICESTER} already broke glass on {T1}: its review {first['id']} "
+                                             "is awaiting at tier 1")
+    assert [key for key, _ in api.control.writes("grant/")] == [f"grant/break-glass-{first['id']}"]
+
+
 def test_webhooks_are_registered_for_the_acting_body_and_deliveries_filtered(api: Api) -> None:
     response = api.client.put("/webhooks", json={"url": "https://ukhsa.test/hook"}, headers=UKHSA_IG)
-    assert response.json() == {"body": "ukhsa", "url": "https://ukhsa.test/hook"}
+    answer = response.json()
+    assert (answer["body"], answer["url"], answer["signature"]["header"]) == (
+        "ukhsa", "https://ukhsa.test/hook", "X-Accord-Signature")
+    registration = api.governance.state.registrations["ukhsa"]
+    assert answer["secret"] == signing_secret(MASTER, "ukhsa", registration)
     assert api.governance.state.webhooks == {"ukhsa": "https://ukhsa.test/hook"}
+    again = api.client.put("/webhooks", json={"url": "https://ukhsa.test/hook"}, headers=UKHSA_IG).json()
+    assert again["secret"] != answer["secret"]          # registering again rotates the secret
     assert api.client.put("/webhooks", json={"url": "ftp://ukhsa.test"}, headers=UKHSA_IG).status_code == 409
+    for internal in ("http://127.0.0.1:9000/hook", "http://[::1]/hook", "http://169.254.169.254/latest",
+                     "https://intranet.test/hook"):
+        refused = api.client.put("/webhooks", json={"url": internal}, headers=UKHSA_IG)
+        assert refused.status_code == 409 and "private or internal" in refused.json()["error"], internal
+    assert api.governance.state.webhooks == {"ukhsa": "https://ukhsa.test/hook"}
     assert api.client.put("/webhooks", json={}, headers=UKHSA_IG).status_code == 422
-    api.client.put("/webhooks", json={"url": None}, headers=UKHSA_IG)
-    assert api.governance.state.webhooks == {}
+    removed = api.client.put("/webhooks", json={"url": None}, headers=UKHSA_IG).json()
+    assert removed["secret"] is None and api.governance.state.webhooks == {}
     api.deliveries.extend([delivery("ukhsa"), delivery(LEICESTER, "gave-up")])
     everyone = api.client.get("/webhooks/deliveries").json()["deliveries"]
     assert [d["body"] for d in everyone] == ["ukhsa", LEICESTER]

@@ -198,6 +198,23 @@ def test_break_glass_writes_its_grant_and_a_refused_review_tombstones_it(rig: Ri
     assert rig.control.writes()[-1] == (f"grant/{grant}", None) and rig.policy().grants == {}
 
 
+def test_an_unreviewed_break_glass_is_tombstoned_on_the_control_topic_at_its_expiry(rig: Rig) -> None:
+    rig.gov.declare(board("dhsc"), EAST_MIDLANDS, "emergency", "surge")
+    review = rig.gov.break_glass(DPH, T1, "health-protection", "Care home outbreak, names needed now.")
+    grant = f"break-glass-{review.id}"
+    rig.clock.advance(3 * DAY - dt.timedelta(seconds=1))
+    rig.gov.tick()
+    assert rig.gov.dispute(review.id).state == "closed" and grant in rig.policy().grants
+    rig.clock.advance(dt.timedelta(seconds=1))
+    rig.gov.tick()
+    assert rig.control.writes()[-1] == (f"grant/{grant}", None) and rig.policy().grants == {}
+    assert "break-glass-expired" in _types_to(rig, LEICESTER) and "break-glass-expired" in _types_to(rig, "ukhsa")
+    # a crash before the tombstone reached the control topic: the next start writes it
+    rig.control.records.append((f"grant/{grant}", {"id": grant}))
+    rig.restart()
+    assert rig.policy().grants == {}
+
+
 def test_a_refused_command_appends_nothing(rig: Rig) -> None:
     ident = rig.raise_()
     count = len(rig.log.events)

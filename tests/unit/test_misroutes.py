@@ -164,6 +164,7 @@ def test_the_service_tells_both_councils_and_resumes_after_the_last_query_on_res
     for body in (LEICESTER, LEICESTERSHIRE, "ukhsa"):
         assert [n["type"] for n in notifier.to(body)] == ["jurisdiction-query"]
     assert notifier.to(BLABY) == []
+    notifier.deliver_all(gov)
 
     again = Governance(log.reader(), control, control, clock, notifier, quarantine=feed)
     again.start()

@@ -7,18 +7,23 @@ import threading
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from secrets import token_bytes
 from typing import Any, ClassVar
 
 import pytest
 
 from broker.adapters.kafka_control import ControlWriter
 from broker.domain.audit import new_signing_key
+from broker.domain.webhooks import parse_allow
 from broker.local.stack import Endpoints
 from broker.runtime.gate import GateThread
 from broker.runtime.governance import GovernanceService
 from tests.conftest import SCHEMAS
 from tests.e2e.scenario_support import Cleanup, FakeClock
 from tests.integration.gate_support import start_gate
+
+# The scenarios' webhook receivers are on loopback, which only an operator's allow-list lets webhooks reach.
+LOOPBACK = parse_allow("127.0.0.1/32")
 
 
 @pytest.fixture(scope="package")
@@ -41,7 +46,7 @@ def clock() -> FakeClock:
 def governance(services: Endpoints, applied_catalog: dict[str, Any], clock: FakeClock) -> Iterator[GovernanceService]:
     run = uuid.uuid4().hex[:8]
     service = GovernanceService(services.kafka, audit_key=new_signing_key(), schemas_dir=SCHEMAS,
-                                clock=clock,
+                                webhook_secret=token_bytes(32), webhook_allow=LOOPBACK, clock=clock,
                                 tick_s=3600.0, transactional_id=f"e2e-governance-{run}",
                                 topic=f"_accord.governance.e2e-{run}",
                                 audit_topic=f"_accord.audit.e2e-{run}", webhook_backoff_s=0.05).start()

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from secrets import token_bytes
 from typing import Any
 
 import pytest
@@ -203,7 +204,8 @@ def test_the_governance_service_chains_its_audit_topic_and_signs_it_when_it_stop
         services: Endpoints, topics: Topics) -> None:
     key = new_signing_key()
     run = uuid.uuid4().hex[:8]
-    service = GovernanceService(services.kafka, schemas_dir=Settings().schemas_dir, audit_key=key, tick_s=3600.0,
+    service = GovernanceService(services.kafka, schemas_dir=Settings().schemas_dir, audit_key=key,
+                                webhook_secret=token_bytes(32), tick_s=3600.0,
                                 transactional_id=f"test-audit-governance-{run}",
                                 topic=f"_accord.governance.test-{run}", audit_topic=topics.audit).start()
     try:

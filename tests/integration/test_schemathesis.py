@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from secrets import token_bytes
 from typing import Any
 
 import pytest
@@ -26,6 +27,7 @@ from broker.config import Settings
 from broker.domain.adjudication import DisputeRequest
 from broker.domain.audit import new_signing_key
 from broker.domain.ladder import Actor
+from broker.domain.webhooks import parse_allow
 from broker.local.stack import Endpoints
 from broker.local.toolchain import REPO_ROOT
 from broker.runtime.api import open_ingest
@@ -95,6 +97,7 @@ def governance_target(services: Endpoints, applied_catalog: dict[str, Any]) -> I
     run = uuid.uuid4().hex[:8]
     # A ticker that never fires within the run: deadlines are not what is tested here.
     service = GovernanceService(services.kafka, audit_key=new_signing_key(), schemas_dir=SCHEMAS,
+                                webhook_secret=token_bytes(32), webhook_allow=parse_allow("127.0.0.1/32"),
                                 tick_s=3600.0,
                                 transactional_id=f"fuzz-governance-{run}", topic=f"_accord.governance.fuzz-{run}",
                                 audit_topic=f"_accord.audit.fuzz-{run}").start()

@@ -104,6 +104,16 @@ def test_the_token_from_the_environment_goes_in_the_authorization_header(api: Fa
                            "leicester-city-council"]
 
 
+def test_a_dispute_listed_only_as_its_outcome_is_shown_with_what_there_is(api: FakeApi) -> None:
+    summary = {"id": "d-0000000002", "stream": "ukhsa.isolation-notifications", "state": "closed",
+               "outcome": "refused", "raised_at": "2020-06-20T09:00:00.000000Z", "decided_at": None, "summary": True}
+    api.answers["GET", "/disputes"] = httpx.Response(200, json={"disputes": [summary]})
+    result = run("dispute", "list", "--token", token("nottingham-city-council", "dph", "jo"))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[1].split() == ["d-0000000002", "closed", "-", "-",
+                                                     "ukhsa.isolation-notifications", "-"]
+
+
 def test_an_api_error_is_printed_as_its_message_with_exit_1(api: FakeApi) -> None:
     api.answers["POST", "/disputes/d-1/decision"] = httpx.Response(
         403, json={"error": "leicester-city-council is a party to dispute d-1 and cannot decide it"})
@@ -164,13 +174,17 @@ def test_an_approval_short_of_the_tier_says_it_is_not_decided_yet(api: FakeApi) 
 
 def test_emergency_declare_and_webhook_set_send_their_bodies(api: FakeApi) -> None:
     api.answers["POST", "/emergency"] = httpx.Response(200, json={"scope": "E12000004", "level": "emergency"})
-    api.answers["PUT", "/webhooks"] = httpx.Response(200, json={"body": "ukhsa", "url": "https://ukhsa.test/hook"})
+    api.answers["PUT", "/webhooks"] = httpx.Response(200, json={
+        "body": "ukhsa", "url": "https://ukhsa.test/hook", "secret": "whsec_0123",
+        "signature": {"header": "X-Accord-Signature"}})
     declared = run("emergency", "declare", "emergency", "--scope", "E12000004", "--reason", "surge",
                    "--token", token("dhsc", "governance-board", "sam"))
     assert declared.stdout.strip() == "E12000004: level emergency"
     assert api.sent() == {"scope": "E12000004", "level": "emergency", "reason": "surge"}
     hooked = run("webhook", "set", "https://ukhsa.test/hook", "--token", token("ukhsa", "ig-lead", "jo"))
-    assert hooked.stdout.strip() == "webhook for ukhsa: https://ukhsa.test/hook"
+    assert hooked.stdout.splitlines() == [
+        "webhook for ukhsa: https://ukhsa.test/hook",
+        "signing secret (shown once; keep it secret, verify X-Accord-Signature with it): whsec_0123"]
     assert api.sent() == {"url": "https://ukhsa.test/hook"}
 
 

@@ -13,20 +13,21 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from broker.clock import Clock
-from broker.domain import adjudication, disclosure, escalation, misroute_rules, webhooks
+from broker.domain import adjudication, disclosure, escalation, misroute_rules, notifications, webhooks
 from broker.domain.adjudication import Context, Decision, DisputeRequest
-from broker.domain.control import EMERGENCY_PREFIX, GRANT_PREFIX, REVOCATION_PREFIX, PolicyState
-from broker.domain.disputes import Dispute, stamp
+from broker.domain.control import PolicyState
+from broker.domain.disputes import Dispute
 from broker.domain.escalation import BREAK_GLASS_EXPIRED
 from broker.domain.governance import FINISHED, QUEUED, GovernanceState, apply, new_event
 from broker.domain.ladder import Actor, Ladder
 from broker.domain.misroute_rules import MisrouteReport
-from broker.domain.misroutes import OVERDUE, QUERY, Misroute
+from broker.domain.misroutes import Misroute
 from broker.errors import AccordError, ConfigError, GovernanceError, NotAuthorisedError
+from broker.services.enforcement import Enforcement
 from broker.services.policy_changes import ControlAppender
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class Governance:
                  quarantine: QuarantineFeed | None = None) -> None:
         self._log, self._control, self._policy, self._clock = log, control, policy, clock
         self._notifier, self._metrics, self._quarantine = notifier, metrics, quarantine
+        self._enforcement = Enforcement(control, clock)
         self._state = GovernanceState()
         self._lock = threading.RLock()
 
@@ -245,8 +247,9 @@ class Governance:
         state, queued, now = self._state, [], self._clock()
         for event in events:
             state = self._applied(state, state.offset, event)
-            for body in sorted(self._recipients(state, event)):
-                data = {"delivery": uuid.uuid4().hex, "body": body, "notification": self._notification(state, event)}
+            for body in sorted(notifications.recipients(state, event, self._policy.current().catalog)):
+                data = {"delivery": uuid.uuid4().hex, "body": body,
+                        "notification": notifications.notification(state, event)}
                 queued.append(new_event(QUEUED, None, now, None, data))
         return queued
 
@@ -255,13 +258,13 @@ class Governance:
     def _enforce(self, event: Mapping[str, Any]) -> list[dict[str, Any]]:
         kind, data = event["type"], event.get("data") or {}
         if kind in ("emergency-declared", "emergency-lifted"):
-            self._write_level(str(data["scope"]))
+            self._enforcement.level(self._state, str(data["scope"]))
         elif kind in ("break-glass", BREAK_GLASS_EXPIRED):
-            self._write_effects(data)
+            self._enforcement.effects(data)
         elif kind in ("decided", "defaulted"):
             dispute = self._state.disputes[str(event["dispute"])]
             started = time.monotonic()
-            control = self._write_effects(data)
+            control = self._enforcement.effects(data)
             events = escalation.enforced(self.context(), dispute, control)
             self._commit_quietly(events)
             if self._metrics is not None:
@@ -269,38 +272,12 @@ class Governance:
             return events
         return []
 
-    def _write_effects(self, data: Mapping[str, Any]) -> list[dict[str, Any]]:
-        written = []
-        if data.get("grant") is not None:
-            grant = dict(data["grant"])
-            written.append(self._write(f"{GRANT_PREFIX}{grant['id']}", grant))
-        for ident in data.get("revoke_grants") or ():
-            written.append(self._write(f"{GRANT_PREFIX}{ident}", None))
-        for ident in data.get("revoke_agreements") or ():
-            value = {"kind": "revocation", "agreement": ident, "reason": data.get("reason", ""),
-                     "by": "governance", "at": stamp(self._clock())}
-            written.append(self._write(f"{REVOCATION_PREFIX}{ident}", value))
-        for ident in data.get("reinstate_agreements") or ():
-            written.append(self._write(f"{REVOCATION_PREFIX}{ident}", None))
-        return written
-
-    def _write_level(self, scope: str) -> dict[str, Any]:
-        declaration = self._state.emergency.get(scope)
-        value = None if declaration is None else {
-            "kind": "emergency", "scope": scope, "level": declaration["level"], "by": "governance",
-            "at": declaration["at"]}
-        return self._write(f"{EMERGENCY_PREFIX}{scope}", value)
-
-    def _write(self, key: str, value: dict[str, Any] | None) -> dict[str, Any]:
-        offset, timestamp_ms = self._control.append(key, value)
-        return {"key": key, "offset": offset, "timestamp_ms": timestamp_ms}
-
     def _finish_enforcement(self) -> list[dict[str, Any]]:
         """Enforce the decisions and defaults whose enforcement a crash or a control-topic outage interrupted."""
         written: list[dict[str, Any]] = []
         for dispute in list(self._state.disputes.values()):
             if dispute.state in ("decided", "defaulted") and dispute.decision is not None:
-                control = self._write_effects(dispute.decision)
+                control = self._enforcement.effects(dispute.decision)
                 events = escalation.enforced(self.context(), dispute, control)
                 self._commit_quietly(events)
                 written.extend(events)
@@ -310,51 +287,9 @@ class Governance:
         """Write any grant, revocation or level the governance topic has and the control topic lacks."""
         if self._policy.current().catalog is not None:
             self._finish_enforcement()      # first, so the checks below see its writes and do not repeat them
-        policy = self._policy.current()
-        for ident, grant in self._state.grants.items():
-            if policy.grants.get(ident) != grant:
-                self._write(f"{GRANT_PREFIX}{ident}", dict(grant))
-        for ident in (set(policy.grants) - set(self._state.grants)) & self._state.ended_grants:
-            self._write(f"{GRANT_PREFIX}{ident}", None)
-        for scope in set(self._state.emergency) | set(policy.emergency):
-            if policy.emergency.get(scope) != self._state.emergency.get(scope, {}).get("level"):
-                self._write_level(scope)
+        self._enforcement.reconcile(self._state, self._policy.current())
 
     # -- notifications and metrics ----------------------------------------------------------------------------
-
-    def _recipients(self, state: GovernanceState, event: Mapping[str, Any]) -> Iterable[str]:
-        ident, data = event.get("dispute"), event.get("data") or {}
-        if event["type"] in (QUEUED, FINISHED):
-            return set()
-        if event["type"] == QUERY:
-            return set(data.get("told") or ())
-        if event["type"] == BREAK_GLASS_EXPIRED:
-            ident = data.get("review")
-        if "misroute" in data:
-            misroute = state.misroutes.get(str(data["misroute"]))
-            board = set()
-            if event["type"] == OVERDUE and self._policy.current().catalog is not None:
-                board = {b for tier in self.context().ladder.tiers for b in tier.bodies}
-            return board | (set() if misroute is None else misroute.parties)
-        if ident is None:
-            catalog = self._policy.current().catalog or {}
-            return set(catalog.get("bodies", {})) if event["type"].startswith("emergency") else set()
-        dispute = state.disputes.get(str(ident))
-        if dispute is None:
-            return set()
-        bodies = set(dispute.parties)
-        if dispute.state == "awaiting" and self._policy.current().catalog is not None:
-            bodies |= self.context().ladder.tiers[dispute.tier].decider_bodies(dispute.publisher)
-        return bodies
-
-    def _notification(self, state: GovernanceState, event: Mapping[str, Any]) -> dict[str, Any]:
-        ident = event.get("dispute")
-        dispute = None if ident is None else state.disputes.get(str(ident))
-        summary = None if dispute is None else {
-            "id": dispute.id, "state": dispute.state, "tier": dispute.tier, "deadline": stamp(dispute.deadline),
-            "stream": dispute.stream, "subscriber": dispute.subscriber}
-        return {"event_id": event["event_id"], "type": event["type"], "at": event["at"], "event": dict(event),
-                "dispute": summary}
 
     def _observe(self, events: Sequence[Mapping[str, Any]]) -> None:
         if self._metrics is None:

@@ -1,0 +1,51 @@
+"""Who is told of a governance event, and what they are told: the parties of its dispute or misroute, the deciders
+of the tier it waits at, the board of an overdue deletion, every body of a declaration."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from broker.domain.disputes import stamp
+from broker.domain.escalation import BREAK_GLASS_EXPIRED
+from broker.domain.governance import FINISHED, QUEUED, GovernanceState
+from broker.domain.ladder import Ladder
+from broker.domain.misroutes import OVERDUE, QUERY
+
+
+def recipients(state: GovernanceState, event: Mapping[str, Any], catalog: Mapping[str, Any] | None) -> set[str]:
+    """The bodies told of `event`, as of `state` just after it (`catalog`: the applied one, None before any)."""
+    ident, data = event.get("dispute"), event.get("data") or {}
+    ladder = None if catalog is None else Ladder.from_catalog(catalog)
+    if event["type"] in (QUEUED, FINISHED):
+        return set()
+    if event["type"] == QUERY:
+        return set(data.get("told") or ())
+    if event["type"] == BREAK_GLASS_EXPIRED:
+        ident = data.get("review")
+    if "misroute" in data:
+        misroute = state.misroutes.get(str(data["misroute"]))
+        board = set()
+        if event["type"] == OVERDUE and ladder is not None:
+            board = {b for tier in ladder.tiers for b in tier.bodies}
+        return board | (set() if misroute is None else misroute.parties)
+    if ident is None:
+        return set((catalog or {}).get("bodies", {})) if event["type"].startswith("emergency") else set()
+    dispute = state.disputes.get(str(ident))
+    if dispute is None:
+        return set()
+    bodies = set(dispute.parties)
+    if dispute.state == "awaiting" and ladder is not None:
+        bodies |= ladder.tiers[dispute.tier].decider_bodies(dispute.publisher)
+    return bodies
+
+
+def notification(state: GovernanceState, event: Mapping[str, Any]) -> dict[str, Any]:
+    """The webhook body for `event`: the event itself and where its dispute stands."""
+    ident = event.get("dispute")
+    dispute = None if ident is None else state.disputes.get(str(ident))
+    summary = None if dispute is None else {
+        "id": dispute.id, "state": dispute.state, "tier": dispute.tier, "deadline": stamp(dispute.deadline),
+        "stream": dispute.stream, "subscriber": dispute.subscriber}
+    return {"event_id": event["event_id"], "type": event["type"], "at": event["at"], "event": dict(event),
+            "dispute": summary}

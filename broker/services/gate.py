@@ -13,15 +13,9 @@ from typing import Any, Protocol
 
 from broker.domain import control
 from broker.domain.audit_records import (
-    DELIVERY_BATCH,
     POLICY_DECISION,
-    QUARANTINE_BATCH,
-    Delivered,
-    Source,
-    batch_record,
     decision_record,
     decision_terms,
-    quarantine_batch_record,
 )
 from broker.domain.control import PolicyState, rfc3339
 from broker.domain.geography import LaTable
@@ -33,6 +27,7 @@ from broker.domain.residence import ResidenceTable
 from broker.domain.topics import AUDIT_TOPIC, ingest_topic, quarantine_topic, value_subject
 from broker.domain.validation import field_tags, is_blank, validate_record
 from broker.errors import AccordError, SerdeError
+from broker.services.batch_audit import BatchAudit, Placement
 from broker.services.ingest import AVRO_DECODE
 from broker.services.planner import Decision, Planner
 from broker.services.serde import AvroDeserializer, AvroSerializer, SchemaRegistry, SerializationContext
@@ -46,7 +41,6 @@ REVISION_HEADER = "accord.revision"
 WORKER_HEADER = "accord.worker"
 
 
-Placement = Callable[[], tuple[int, int]]  # (partition, offset) of a sent record, once the stage was flushed
 
 
 class Stage(Protocol):
@@ -148,8 +142,7 @@ class Gate:
         self._lsoa = {s: next((name for name, tags in field_tags(schema).items() if LSOA_TAG in tags), None)
                       for s, schema in parts.schemas.items()}
         self._decode = {s: AvroDeserializer(parts.registry, json.dumps(schema)) for s, schema in parts.schemas.items()}
-        self._sent: list[tuple[Delivery, Record, bytes | None, Placement]] = []  # this batch's deliveries, audited
-        self._quarantined: list[tuple[str, Record, bytes, str, Placement]] = []  # (stream, source, body, rule, where)
+        self._batch = BatchAudit()  # this batch's deliveries and quarantined rows, audited in its transaction
         self._decided: dict[tuple[str, ...], dict[str, Any]] = {}  # the last decision audited per subscription
 
     @property
@@ -221,8 +214,7 @@ class Gate:
             self._p.stage.commit(records)
         except BaseException:
             self._tally.clear()  # the batch is consumed again: count it then
-            self._sent.clear()
-            self._quarantined.clear()
+            self._batch.clear()
             self._p.stage.abort()
             raise
         # Counted per batch, after the commit: a metric label lookup per record costs as much as a row filter.
@@ -285,45 +277,13 @@ class Gate:
             placed = self._p.stage.send(delivery.topic, payload, key=record.key,
                                         headers=[(SOURCE_HEADER, source), (REVISION_HEADER, delivery.revision),
                                                  (WORKER_HEADER, self._worker_bytes)])
-            self._sent.append((delivery, record, payload, placed))
+            self._batch.delivered(delivery.topic, delivery.plan, record, payload, placed)
             delivered += 1
         if delivered or not refused:  # a row only refused is counted once per refusal, in _refuse
             self._tally[(stream, "delivered" if delivered else "no-subscriber")] += 1
 
     def _audit_batch(self) -> None:
-        """One delivery-batch record per delivery topic-partition (and one quarantine-batch record per quarantine
-        topic-partition), sent in the batch's own transaction: a committed batch always has its records, an aborted
-        one leaves none."""
-        if not self._sent and not self._quarantined:
-            return
-        self._p.stage.flush()  # offsets are known once the broker has the records: one wait per batch, not per record
-        at = rfc3339(self._clock())
-        self._audit_quarantine(at)
-        landed: dict[tuple[str, int], list[Delivered]] = {}
-        plans: dict[str, Plan] = {}
-        for delivery, record, payload, placed in self._sent:
-            partition, offset = placed()
-            source = Source(record.topic, record.partition, record.offset)
-            landed.setdefault((delivery.topic, partition), []).append(Delivered(offset, record.key, payload, source))
-            plans[delivery.topic] = delivery.plan
-        self._sent.clear()
-        for (topic, partition), delivered in sorted(landed.items()):
-            body = batch_record(topic, partition, delivered, plans[topic], self.worker, at)
-            self._p.stage.send(self._p.audit_topic, json.dumps(body, sort_keys=True).encode(),
-                               key=DELIVERY_BATCH.encode())
-
-    def _audit_quarantine(self, at: str) -> None:
-        landed: dict[tuple[str, int], tuple[str, list[Delivered], Counter[str]]] = {}
-        for stream, record, body, rule, placed in self._quarantined:
-            partition, offset = placed()
-            _, entries, rules = landed.setdefault((quarantine_topic(stream), partition), (stream, [], Counter()))
-            entries.append(Delivered(offset, record.key, body, Source(record.topic, record.partition, record.offset)))
-            rules[rule] += 1
-        self._quarantined.clear()
-        for (topic, partition), (stream, entries, rules) in sorted(landed.items()):
-            audit = quarantine_batch_record(topic, partition, entries, rules, stream, self.worker, at)
-            self._p.stage.send(self._p.audit_topic, json.dumps(audit, sort_keys=True).encode(),
-                               key=QUARANTINE_BATCH.encode())
+        self._batch.write(self._p.stage, self._p.audit_topic, self.worker, rfc3339(self._clock()))
 
     def _residence(self, stream: str, value: Mapping[str, Any]) -> str | None:
         field = self._lsoa[stream]
@@ -359,7 +319,7 @@ class Gate:
             headers.append(("accord.quarantine.subscriber", str(extra["refused_by"]["subscriber"]).encode()))
         encoded = json.dumps(body).encode()
         placed = self._p.stage.send(quarantine_topic(stream), encoded, key=record.key, headers=headers)
-        self._quarantined.append((stream, record, encoded, reasons[0]["rule"], placed))
+        self._batch.quarantined(stream, record, encoded, reasons[0]["rule"], placed)
 
     # -- planning ----------------------------------------------------------------------------------
     def _replan(self, now: dt.datetime) -> None:

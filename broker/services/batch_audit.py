@@ -1,0 +1,82 @@
+"""What one gate batch sent, gathered while it is routed and written to the audit topic inside the batch's own
+transaction: one delivery-batch record per delivery topic-partition, one quarantine-batch record per quarantine
+topic-partition. A committed batch always has its audit records; an aborted one leaves none."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from broker.domain.audit_records import (
+    DELIVERY_BATCH,
+    QUARANTINE_BATCH,
+    Delivered,
+    Source,
+    batch_record,
+    quarantine_batch_record,
+)
+from broker.domain.messages import Record
+from broker.domain.plans import Plan
+from broker.domain.topics import quarantine_topic
+
+Placement = Callable[[], tuple[int, int]]  # (partition, offset) of a sent record, once the stage was flushed
+
+
+class AuditSink(Protocol):
+    """Where the batch's audit records go: the gate's transactional stage."""
+
+    def flush(self) -> None: ...
+
+    def send(self, topic: str, value: bytes | None, key: bytes | None = None,
+             headers: Sequence[tuple[str, bytes]] = ()) -> Placement: ...
+
+
+class BatchAudit:
+    """The deliveries and quarantined rows of the batch being routed."""
+
+    def __init__(self) -> None:
+        self._sent: list[tuple[str, Plan, Record, bytes | None, Placement]] = []
+        self._quarantined: list[tuple[str, Record, bytes, str, Placement]] = []  # (stream, source, body, rule, where)
+
+    def delivered(self, topic: str, plan: Plan, source: Record, payload: bytes | None, placed: Placement) -> None:
+        self._sent.append((topic, plan, source, payload, placed))
+
+    def quarantined(self, stream: str, source: Record, body: bytes, rule: str, placed: Placement) -> None:
+        self._quarantined.append((stream, source, body, rule, placed))
+
+    def clear(self) -> None:
+        """Forget the batch (it was aborted: it is consumed, and audited, again later)."""
+        self._sent.clear()
+        self._quarantined.clear()
+
+    def write(self, sink: AuditSink, audit_topic: str, worker: str, at: str) -> None:
+        """Send the batch's audit records through `sink`, after one flush that makes every offset known."""
+        if not self._sent and not self._quarantined:
+            return
+        sink.flush()
+        for body, key in [*self._quarantine_records(worker, at), *self._delivery_records(worker, at)]:
+            sink.send(audit_topic, json.dumps(body, sort_keys=True).encode(), key=key)
+        self.clear()
+
+    def _delivery_records(self, worker: str, at: str) -> list[tuple[dict[str, Any], bytes]]:
+        landed: dict[tuple[str, int], list[Delivered]] = {}
+        plans: dict[str, Plan] = {}
+        for topic, plan, record, payload, placed in self._sent:
+            partition, offset = placed()
+            source = Source(record.topic, record.partition, record.offset)
+            landed.setdefault((topic, partition), []).append(Delivered(offset, record.key, payload, source))
+            plans[topic] = plan
+        return [(batch_record(topic, partition, delivered, plans[topic], worker, at), DELIVERY_BATCH.encode())
+                for (topic, partition), delivered in sorted(landed.items())]
+
+    def _quarantine_records(self, worker: str, at: str) -> list[tuple[dict[str, Any], bytes]]:
+        landed: dict[tuple[str, int], tuple[str, list[Delivered], Counter[str]]] = {}
+        for stream, record, body, rule, placed in self._quarantined:
+            partition, offset = placed()
+            _, entries, rules = landed.setdefault((quarantine_topic(stream), partition), (stream, [], Counter()))
+            entries.append(Delivered(offset, record.key, body, Source(record.topic, record.partition, record.offset)))
+            rules[rule] += 1
+        return [(quarantine_batch_record(topic, partition, entries, rules, stream, worker, at),
+                 QUARANTINE_BATCH.encode()) for (topic, partition), (stream, entries, rules) in sorted(landed.items())]

@@ -76,9 +76,10 @@ def from_sources(sources: Mapping[bytes, Any]) -> Any:
     return keep
 
 
-def enforced_within(services: Endpoints, dispute: Dispute, started_wall_s: float) -> float:
-    """Seconds from `started_wall_s` (when the decision was taken, wall clock) until the gate worker applied the
-    decision's last control record, as the worker itself reported it."""
+def wait_enforced(services: Endpoints, dispute: Dispute, started_wall_s: float) -> float:
+    """Wait until the gate worker applied the decision's last control record (ServiceError after 10 s); the seconds
+    from `started_wall_s` (when the decision was taken) as the worker reported them. Tests do not assert on it: a
+    busy machine is not a defect, and `make bench` (f) measures enforcement latency."""
     enforced = next(e for e in reversed(dispute.timeline) if e["type"] == "enforced")
     last = max(enforced["data"]["control"], key=lambda c: int(c["offset"]))
     change = Announced(last["key"], int(last["offset"]), int(last["timestamp_ms"]))

@@ -22,10 +22,10 @@ from tests.e2e.scenario_support import (
     Cleanup,
     FakeClock,
     as_,
-    enforced_within,
     events_of,
     from_sources,
     publish,
+    wait_enforced,
     wall,
 )
 from tests.integration.gate_support import T1, Receiver, end_offsets, specimen_day, topic_for
@@ -62,7 +62,7 @@ def test_district_gets_its_outbreak_subset_on_appeal(
     cleanup.grants([grant["id"]])
     assert events_of(decided)[-3:] == ["approved", "decided", "enforced"]
     assert grant["row_scope"]["areas"] == ["E07000129"] and grant["valid_until"].startswith(until.strftime("%Y-%m-%dT"))
-    assert enforced_within(services, decided, started) < 1.0
+    wait_enforced(services, decided, started)
 
     start, sources = _publish(services, "G")
     got = receiver.records(TOPIC, start, from_sources(sources), want=2)

@@ -166,7 +166,7 @@ def test_expired_agreement_and_unknown_subscriber_receive_nothing(services: Endp
     # (Blaby's T1 topic itself may hold rows: the dispute scenarios grant it an outbreak subset for a while.)
 
 
-def test_revocation_stops_delivery_within_a_second(services: Endpoints, gate: GateThread,
+def test_revocation_stops_delivery_of_records_published_after_it(services: Endpoints, gate: GateThread,
                                                    receiver: Receiver) -> None:
     prefix = _prefix()
     cases = positive_tests(specimen_day(), {"leicester": 400}, prefix=prefix)
@@ -198,8 +198,7 @@ def test_revocation_stops_delivery_within_a_second(services: Endpoints, gate: Ga
         policy_changes.reinstate(writer, "t1-leicester")
         writer.close()
         log.close()
-    latency_ms = int(status["applied_ms"]) - change.timestamp_ms
-    assert latency_ms < 1000, f"revocation enforced after {latency_ms} ms"
+    assert int(status["applied_ms"]) >= change.timestamp_ms  # its latency is `make bench` (f)'s to measure
     delivered = receiver.records(LEICESTER_DPH, start[LEICESTER_DPH], lambda r, h: r["specimen_id"].startswith(prefix),
                                  want=len(cases), timeout_s=3, settle_s=0)
     after = [s for s, t in sent_at.items() if t > acked_at]

@@ -214,7 +214,7 @@ def test_identifiers_granted_for_one_district_reach_only_that_districts_rows(
     as a dispute decided in part would make, adds NHS number, name and address for Charnwood's rows only. The rows
     of Blaby, another district of the county, must not carry them."""
     topic = topic_for("leicestershire-county-council", "analyst")
-    keep = {"transform": "keep", "method": None, "as": None, "params": {}}
+    keep: dict[str, Any] = {"transform": "keep", "method": None, "as": None, "params": {}}
     grant = {**applied_catalog["agreements"]["t1-leicestershire"], "id": f"test-charnwood-{uuid.uuid4().hex[:6]}",
              "template": None, "row_scope": {"areas": ["E07000130"]},
              "tiers": [{"name": "outbreak", "roles": ["analyst"], "other_fields": "drop",

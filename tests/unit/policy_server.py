@@ -23,7 +23,6 @@ from broker.config import Settings
 from broker.errors import PolicyEngineError
 from broker.local.toolchain import ensure_opa
 
-POLICIES = Path(__file__).resolve().parents[2] / "policies"
 _START_S = 30.0  # a cold OPA loads the policies in well under a second; this only bounds a broken start
 
 
@@ -46,7 +45,7 @@ class _UnixConnection(http.client.HTTPConnection):
 class PolicyServer:
     """A local OPA without authentication, serving policies/ (tests excluded) and no data of its own."""
 
-    def __init__(self, binary: Path, policies: Path = POLICIES) -> None:
+    def __init__(self, binary: Path, policies: Path) -> None:
         self._directory = tempfile.TemporaryDirectory(prefix="accord-unit-opa-")
         self.socket = str(Path(self._directory.name) / "opa.sock")
         self._log = Path(self._directory.name) / "opa.log"
@@ -129,7 +128,8 @@ def policy_server() -> PolicyServer:
     """The session's OPA, started on first use (a unit-test run that never asks for a plan starts none)."""
     global _server
     if _server is None:
-        _server = PolicyServer(ensure_opa(Settings()))
+        settings = Settings()
+        _server = PolicyServer(ensure_opa(settings), settings.policies_dir)
     return _server
 
 

@@ -194,14 +194,17 @@ class NaiveGate:
                 if not plan.allow or areas.isdisjoint(plan.areas):
                     continue
                 project, encode = self._built(plan)
-                payload = encode(project(value), SerializationContext(plan.topic))
+                delivered = project(value, areas)
+                if delivered is None:
+                    continue
+                payload = encode(delivered, SerializationContext(plan.topic))
                 self.stage.send(plan.topic, payload, key=record.key,
                                 headers=[(SOURCE_HEADER, source), (REVISION_HEADER, plan.revision.encode())])
         self.stage.commit(records)
         return len(records)
 
     def _built(self, plan: Plan) -> tuple[Projector, AvroSerializer]:
-        key = (plan.subscriber, plan.role, plan.fields, plan.agreements)
+        key = (plan.subscriber, plan.role, plan.scopes, plan.agreements)
         built = self.built.get(key)
         if built is None:
             create_topics(self.bench.kafka, [plan.topic])

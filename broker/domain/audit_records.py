@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.domain.audit import CHECKPOINT, EXPORT, Anchor, Entry
-from broker.domain.plans import Plan
+from broker.domain.plans import FieldRule, Plan
 from broker.errors import AuditError
 
 POLICY_DECISION = "policy-decision"
@@ -105,12 +105,17 @@ def decision_terms(plan: Plan, catalog_revision: str | None) -> dict[str, Any]:
     return {
         "subscriber": plan.subscriber, "role": plan.role, "stream": plan.stream, "purpose": plan.purpose,
         "allow": plan.allow, "reasons": list(plan.reasons), "agreements": list(plan.agreements),
-        "fields": [{"field": r.name, "transform": r.transform, "method": r.method, "as": r.output}
-                   for r in plan.fields],
+        "fields": _rules(plan.fields),
+        "scopes": [{"agreements": list(s.agreements), "areas": sorted(s.areas), "fields": _rules(s.fields)}
+                   for s in plan.scopes],
         "areas": sorted(plan.areas), "required": list(plan.required),
         "expiry": None if plan.expiry is None else plan.expiry.isoformat(),
         "revision": plan.revision, "catalog_revision": catalog_revision,
     }
+
+
+def _rules(rules: Iterable[FieldRule]) -> list[dict[str, Any]]:
+    return [{"field": r.name, "transform": r.transform, "method": r.method, "as": r.output} for r in rules]
 
 
 def decision_record(plan: Plan, decision_id: str | None, catalog_revision: str | None, worker: str,

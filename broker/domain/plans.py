@@ -1,4 +1,5 @@
-"""Sharing plans as OPA returns them, the Avro schema a plan delivers, and the projector that applies it to records."""
+"""Sharing plans as OPA returns them, the Avro schema a plan delivers, and the projector that applies it to records:
+each row gets the fields of the plan's scopes (agreements' areas) that it lies in, and no others."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import datetime as dt
 import operator
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -14,6 +15,7 @@ import fastavro
 from fastavro.schema import SchemaParseException
 
 from broker.domain import transforms
+from broker.domain.avro_copy import TypeCopier
 from broker.domain.topics import delivery_topic
 from broker.domain.validation import field_tags
 from broker.errors import PolicyEngineError
@@ -31,17 +33,19 @@ _PARAMS: Mapping[tuple[str, str | None], frozenset[str]] = MappingProxyType({
     (GENERALISE, LSOA): frozenset({"from"}),
 })
 TRANSFORMS = frozenset(transform for transform, _ in _PARAMS)
+# Which treatment reveals more, as policies/plans ranks them: a row in several scopes gets each field's highest.
+REVEALING: Mapping[str, int] = MappingProxyType({KEEP: 4, GENERALISE: 3, PSEUDONYMISE: 2, MASK: 1})
 METHODS = frozenset(method for _, method in _PARAMS if method)
 # Ids become Kafka topic names and Avro namespace parts, so they are held to what both accept.
 _ID = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 _STREAM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _AVRO_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DIGITS = re.compile(r"[0-9]+")
-_PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
-_NAMED_KINDS = frozenset({"record", "error", "enum", "fixed"})
 _DATE_TYPES = frozenset({"date", "timestamp-millis", "timestamp-micros"})
 
 Step = Callable[[Mapping[str, Any]], Any]
+Shape = Callable[[Mapping[str, Any]], dict[str, Any]]  # a record as delivered to rows of one combination of scopes
+_Fitted = tuple[Mapping[str, Any], "FieldRule", str | None]  # a rule, its field's definition, the field it reads
 
 
 def delivery_namespace(subscriber: str, role: str) -> str:
@@ -75,9 +79,25 @@ class FieldRule:
 
 
 @dataclass(frozen=True)
+class Scope:
+    """Rows of some areas and how they are delivered: the fields granted there by `agreements`, no more."""
+
+    agreements: tuple[str, ...]
+    areas: frozenset[str]
+    fields: tuple[FieldRule, ...]
+
+    @classmethod
+    def from_opa(cls, doc: object, where: str) -> Scope:
+        scope = _mapping(doc, where)
+        return cls(agreements=_texts(scope, "agreements", where), areas=frozenset(_texts(scope, "areas", where)),
+                   fields=_rules(_get(scope, "fields", where), f"{where}.fields"))
+
+
+@dataclass(frozen=True)
 class Plan:
     """What one subscriber's role may receive of one stream: rows (areas, and the fields a row must have to be
-    accepted: `required`) and fields (rules)."""
+    accepted: `required`) and, per scope, fields (rules). `fields` sums the scopes up (each field's most revealing
+    rule in any of them) for decisions and audit; a row is always delivered as the scopes it lies in say."""
 
     subscriber: str
     role: str
@@ -92,6 +112,7 @@ class Plan:
     expiry: dt.datetime | None
     revision: str
     required: tuple[str, ...] = ()
+    scopes: tuple[Scope, ...] = ()
 
     @property
     def topic(self) -> str:
@@ -109,12 +130,7 @@ class Plan:
         if not isinstance(allow, bool):
             raise _malformed("allow", f"must be true or false, not {allow!r}")
         row_filter = _mapping(_get(plan, "row_filter", "plan"), "row_filter")
-        fields = _mapping(_get(plan, "fields", "plan"), "fields")
-        rules = tuple(FieldRule.from_opa(str(name), rule) for name, rule in fields.items())
-        outputs = [rule.output for rule in rules]
-        if clashes := sorted({output for output in outputs if outputs.count(output) > 1}):
-            raise _malformed("fields", f"several fields are delivered as {', '.join(clashes)}; each `as` must differ")
-        return cls(
+        read = cls(
             subscriber=_text(plan, "subscriber", "plan", _ID),
             role=_text(plan, "role", "plan", _ID),
             stream=_text(plan, "stream", "plan", _STREAM),
@@ -122,7 +138,7 @@ class Plan:
             allow=allow,
             reasons=_texts(plan, "reasons", "plan"),
             agreements=_texts(plan, "agreements", "plan"),
-            fields=rules,
+            fields=_rules(_get(plan, "fields", "plan"), "fields"),
             jurisdiction=_texts(row_filter, "jurisdiction", "row_filter"),
             areas=frozenset(_texts(row_filter, "areas", "row_filter")),
             expiry=_expiry(_get(plan, "expiry", "plan")),
@@ -130,20 +146,51 @@ class Plan:
             required=tuple(_avro_name(name, "row_filter.required") for name in _texts(row_filter, "required",
                                                                                      "row_filter")),
         )
+        return replace(read, scopes=_scopes(_get(plan, "scopes", "plan"), read))
+
+
+def _rules(doc: object, where: str) -> tuple[FieldRule, ...]:
+    fields = _mapping(doc, where)
+    rules = tuple(FieldRule.from_opa(str(name), rule) for name, rule in fields.items())
+    outputs = [rule.output for rule in rules]
+    if clashes := sorted({output for output in outputs if outputs.count(output) > 1}):
+        raise _malformed(where, f"several fields are delivered as {', '.join(clashes)}; each `as` must differ")
+    return rules
+
+
+def _scopes(doc: object, plan: Plan) -> tuple[Scope, ...]:
+    """An allowed plan's scopes, held to what the gate relies on: together they are the plan's rows and agreements,
+    and a delivered name is always filled from one stream field (in whichever scope a row lies)."""
+    if not isinstance(doc, list):
+        raise _malformed("scopes", f"expected a list, got {type(doc).__name__}")
+    scopes = tuple(Scope.from_opa(scope, f"scopes.{i}") for i, scope in enumerate(doc))
+    if not plan.allow:
+        return ()  # a refused plan delivers nothing, whatever it says
+    if (united := frozenset().union(*(scope.areas for scope in scopes))) != plan.areas:
+        raise _malformed("scopes", f"their areas ({', '.join(sorted(united)) or 'none'}) are not row_filter.areas "
+                         f"({', '.join(sorted(plan.areas)) or 'none'})")
+    if (named := sorted({a for scope in scopes for a in scope.agreements})) != sorted(set(plan.agreements)):
+        raise _malformed("scopes", f"they name agreements {named}, the plan {sorted(plan.agreements)}")
+    sources: dict[str, set[str]] = {}
+    for rule in (rule for scope in scopes for rule in scope.fields):
+        sources.setdefault(rule.output, set()).add(rule.name)
+    if clashes := sorted(output for output, names in sources.items() if len(names) > 1):
+        raise _malformed("scopes", f"{', '.join(clashes)} would be filled from different fields in different scopes; "
+                         "each `as` must name one field")
+    return scopes
 
 
 def projected_schema(stream_schema: Mapping[str, Any], plan: Plan) -> dict[str, Any]:
     """The Avro record schema of what `plan` delivers, fields in the stream schema's order.
 
     Kept fields keep their definition (without `accord.*` attributes); named types they use move into the
-    delivery namespace and are defined where first used. Transformed fields become optional strings.
+    delivery namespace and are defined where first used. Transformed fields become optional strings. A field that
+    not every scope delivers alike becomes optional: null for rows whose scopes do not deliver it.
     """
-    fitted = _fit(stream_schema, plan)
-    copier = _TypeCopier(stream_schema)
-    fields = [
-        copier.field(field, rule.output, copier.namespace) if rule.transform == KEEP else _transformed(rule, ref)
-        for field, rule, ref in fitted
-    ]
+    copier = TypeCopier(stream_schema)
+    outputs: dict[str, list[_Fitted]] = {}
+    for fitted in _fit(stream_schema, plan):
+        outputs.setdefault(fitted[1].output, []).append(fitted)
     made_for = ", ".join(plan.agreements) or "no agreement in force"
     schema: dict[str, Any] = {
         "type": "record",
@@ -151,7 +198,7 @@ def projected_schema(stream_schema: Mapping[str, Any], plan: Plan) -> dict[str, 
         "namespace": delivery_namespace(plan.subscriber, plan.role),
         "doc": f"{plan.stream} as delivered to {plan.subscriber} ({plan.role}) under {made_for}, "
         f"policy revision {plan.revision}.",
-        "fields": fields,
+        "fields": [_output_field(entries, plan, copier) for entries in outputs.values()],
     }
     try:
         fastavro.parse_schema(schema)
@@ -160,8 +207,35 @@ def projected_schema(stream_schema: Mapping[str, Any], plan: Plan) -> dict[str, 
     return schema
 
 
+def _output_field(entries: list[_Fitted], plan: Plan, copier: TypeCopier) -> dict[str, Any]:
+    (field, rule, ref), *others = entries
+    if not others and all(rule in scope.fields for scope in plan.scopes):  # every row gets it, the same way
+        return copier.field(field, rule.output, copier.namespace) if rule.transform == KEEP else _transformed(rule, ref)
+    kept = [(f, r) for f, r, _ in entries if r.transform == KEEP]  # at most one: a kept field has one name
+    transformed = [(r, ref) for _, r, ref in entries if r.transform != KEEP]
+    optional = copier.field(kept[0][0], rule.output, copier.namespace) if kept else _transformed(*transformed[0])
+    # Transformed values are strings; the string branch comes first, as an encoder tries the branches in order and
+    # would read "35-39" as an ISO date for a kept date.
+    types = [*(["string"] if kept and transformed else []), optional["type"]]
+    ways = [str(kept[0][0].get("doc") or f"{kept[0][0]['name']} as published")] if kept else []
+    ways += [_transform_doc(r, ref) for r, ref in transformed]
+    return {**optional, "type": _nullable(types), "default": None,
+            "doc": f"Delivered only where a scope of the plan grants it (null elsewhere): {' Or: '.join(ways)}"}
+
+
+def _nullable(types: list[Any]) -> list[Any]:
+    """One union of "null" (first, so null is the default) and the branches of `types`."""
+    branches: list[Any] = ["null"]
+    for branch in (b for t in types for b in (t if isinstance(t, list) else [t])):
+        if branch not in branches:
+            branches.append(branch)
+    return branches
+
+
 class Projector:
-    """Applies one plan to decoded records of one stream; built once, then called for every record."""
+    """Applies one plan to decoded records of one stream; built once, then called for every record with the record's
+    areas. A row gets each field's most revealing rule among the scopes it lies in; the rules for each combination
+    of scopes are worked out once, on first use."""
 
     def __init__(
         self,
@@ -172,12 +246,51 @@ class Projector:
     ) -> None:
         self.plan = plan
         self.schema = projected_schema(stream_schema, plan)
-        self._steps = tuple(
-            (rule.output, _step(rule, ref, pseudonymise, today)) for _, rule, ref in _fit(stream_schema, plan)
-        )
+        fitted = _fit(stream_schema, plan)
+        self._steps = {rule: _step(rule, ref, pseudonymise, today) for _, rule, ref in fitted}
+        self._sources = tuple(dict.fromkeys(rule.name for _, rule, _ in fitted))  # stream fields, schema order
+        self._outputs = tuple(field["name"] for field in self.schema["fields"])
+        self._scopes = tuple((scope.areas, {rule.name: rule for rule in scope.fields}) for scope in plan.scopes)
+        self._shapes: dict[int, Shape] = {}
+        self._only = self._shape(1) if len(self._scopes) == 1 else None  # the usual plan: one scope, one shape
 
-    def __call__(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        return {output: step(record) for output, step in self._steps}
+    def shape(self, areas: frozenset[str]) -> Shape | None:
+        """How a row in `areas` is delivered; None when it lies in none of the plan's scopes."""
+        if self._only is not None:
+            return None if areas.isdisjoint(self._scopes[0][0]) else self._only
+        covering = 0
+        for bit, (scope_areas, _) in enumerate(self._scopes):
+            if not areas.isdisjoint(scope_areas):
+                covering |= 1 << bit
+        if not covering:
+            return None
+        found = self._shapes.get(covering)
+        if found is None:
+            found = self._shapes[covering] = self._shape(covering)
+        return found
+
+    def __call__(self, record: Mapping[str, Any], areas: frozenset[str]) -> dict[str, Any] | None:
+        """The record as delivered, or None when its areas lie in none of the plan's scopes."""
+        shape = self.shape(areas)
+        return None if shape is None else shape(record)
+
+    def _shape(self, covering: int) -> Shape:
+        rulesets = [rules for bit, (_, rules) in enumerate(self._scopes) if covering >> bit & 1]
+        chosen: dict[str, Step] = {}
+        for name in self._sources:
+            if offers := [rules[name] for rules in rulesets if name in rules]:
+                # max keeps the first of equals: ties go to the earlier scope, as policies/plans orders them
+                best = max(offers, key=lambda rule: REVEALING[rule.transform])
+                chosen[best.output] = self._steps[best]
+        steps: tuple[tuple[str, Step], ...] = tuple((output, chosen.get(output, _none)) for output in self._outputs)
+
+        def shape(record: Mapping[str, Any]) -> dict[str, Any]:
+            return {output: step(record) for output, step in steps}
+        return shape
+
+
+def _none(_: Mapping[str, Any]) -> None:
+    return None
 
 
 def _step(
@@ -199,31 +312,30 @@ def _step(
     return operator.methodcaller("get", ref)  # lsoa: the record's LSOA, read from the `from` field
 
 
-def _fit(stream_schema: Mapping[str, Any], plan: Plan) -> list[tuple[Mapping[str, Any], FieldRule, str | None]]:
-    """Each delivered field's definition, rule and referenced field (age-band `at`, lsoa `from`), schema order."""
+def _fit(stream_schema: Mapping[str, Any], plan: Plan) -> list[_Fitted]:
+    """Each distinct rule of the plan's scopes with its field's definition and referenced field (age-band `at`,
+    lsoa `from`), in the stream schema's order."""
     where = f"plan {plan.revision} for {plan.topic}"
     declared = stream_schema.get("accord.stream")
     if declared not in (None, plan.stream):
         raise PolicyEngineError(f"{where} cannot be applied to the schema of stream {declared}")
     fields = {field["name"]: field for field in stream_schema.get("fields", [])}
-    if missing := [rule.name for rule in plan.fields if rule.name not in fields]:
+    rules = list(dict.fromkeys(rule for scope in plan.scopes for rule in scope.fields))
+    if missing := list(dict.fromkeys(rule.name for rule in rules if rule.name not in fields)):
         raise PolicyEngineError(
             f"{where} names {', '.join(missing)}, not in the stream schema (fields: {', '.join(fields)}); "
             "the catalog and the registered schema disagree"
         )
-    rules = {rule.name: rule for rule in plan.fields}
-    fitted: list[tuple[Mapping[str, Any], FieldRule, str | None]] = []
+    fitted: list[_Fitted] = []
     for name, field in fields.items():
-        rule = rules.get(name)
-        if rule is None:
-            continue
-        ref = _reference(rule, stream_schema)
-        if ref is not None and ref not in fields:
-            raise PolicyEngineError(f"{where}: {name} reads {ref}, which is not a field of the stream")
-        dates = [name, ref] if ref else [name]
-        if rule.method == AGE_BAND and (undated := [d for d in dates if not _is_date(fields[d]["type"])]):
-            raise PolicyEngineError(f"{where}: age bands need dates; {', '.join(undated)} is not a date field")
-        fitted.append((field, rule, ref))
+        for rule in (rule for rule in rules if rule.name == name):
+            ref = _reference(rule, stream_schema)
+            if ref is not None and ref not in fields:
+                raise PolicyEngineError(f"{where}: {name} reads {ref}, which is not a field of the stream")
+            dates = [name, ref] if ref else [name]
+            if rule.method == AGE_BAND and (undated := [d for d in dates if not _is_date(fields[d]["type"])]):
+                raise PolicyEngineError(f"{where}: age bands need dates; {', '.join(undated)} is not a date field")
+            fitted.append((field, rule, ref))
     return fitted
 
 
@@ -262,97 +374,6 @@ def _is_date(avro_type: Any) -> bool:
     if isinstance(avro_type, list):
         return any(_is_date(branch) for branch in avro_type if branch != "null")
     return isinstance(avro_type, Mapping) and avro_type.get("logicalType") in _DATE_TYPES
-
-
-class _TypeCopier:
-    """Copies field types into the delivery namespace, defining each named type where it is first used."""
-
-    def __init__(self, stream_schema: Mapping[str, Any]) -> None:
-        self._top = _fullname(stream_schema["name"], stream_schema.get("namespace", ""))
-        self.namespace = _namespace_of(self._top)
-        self.record_name = _short(self._top)
-        self._named: dict[str, Mapping[str, Any]] = {}
-        for field in stream_schema.get("fields", []):
-            _index_named(field["type"], self.namespace, self._named)
-        # Short name -> source full name: every named type lands in one namespace, so short names must not clash.
-        self._emitted: dict[str, str] = {self.record_name: self._top}
-
-    def field(self, field: Mapping[str, Any], name: str, namespace: str) -> dict[str, Any]:
-        copied = _without_accord(field)
-        copied["name"] = name
-        copied["type"] = self._type(field["type"], namespace)
-        return copied
-
-    def _type(self, node: Any, namespace: str) -> Any:
-        if isinstance(node, str):
-            return node if node in _PRIMITIVES else self._named_type(_fullname(node, namespace))
-        if isinstance(node, list):
-            return [self._type(branch, namespace) for branch in node]
-        kind = node.get("type")
-        if kind in _NAMED_KINDS:
-            return self._named_type(_fullname(node["name"], node.get("namespace", namespace)))
-        copied = _without_accord(node)
-        if kind == "array":
-            copied["items"] = self._type(node["items"], namespace)
-        elif kind == "map":
-            copied["values"] = self._type(node["values"], namespace)
-        elif not (isinstance(kind, str) and kind in _PRIMITIVES):
-            copied["type"] = self._type(kind, namespace)
-        return copied
-
-    def _named_type(self, full: str) -> Any:
-        short = _short(full)
-        if full == self._top:
-            raise PolicyEngineError(f"a field refers to the stream's own record {full}; it cannot be delivered")
-        if self._emitted.get(short) == full:
-            return short
-        if short in self._emitted:
-            raise PolicyEngineError(
-                f"types {self._emitted[short]} and {full} would both be {short} in the delivery namespace; "
-                "rename one in the stream schema"
-            )
-        node = self._named.get(full)
-        if node is None:
-            raise PolicyEngineError(f"the stream schema uses type {full} but never defines it")
-        self._emitted[short] = full
-        copied = {key: value for key, value in _without_accord(node).items() if key != "namespace"}
-        copied["name"] = short
-        if "fields" in node:
-            copied["fields"] = [self.field(inner, inner["name"], _namespace_of(full)) for inner in node["fields"]]
-        return copied
-
-
-def _index_named(node: Any, namespace: str, found: dict[str, Mapping[str, Any]]) -> None:
-    """Record every named type under `node` by its full name, resolving namespaces as Avro does."""
-    if isinstance(node, list):
-        for branch in node:
-            _index_named(branch, namespace, found)
-    elif isinstance(node, Mapping):
-        if node.get("type") in _NAMED_KINDS:
-            full = _fullname(node["name"], node.get("namespace", namespace))
-            found.setdefault(full, node)
-            for field in node.get("fields", []):
-                _index_named(field["type"], _namespace_of(full), found)
-            return
-        for key in ("type", "items", "values"):
-            if not isinstance(node.get(key, ""), str):
-                _index_named(node[key], namespace, found)
-
-
-def _fullname(name: str, namespace: str) -> str:
-    return name if "." in name or not namespace else f"{namespace}.{name}"
-
-
-def _namespace_of(full: str) -> str:
-    return full.rpartition(".")[0]
-
-
-def _short(full: str) -> str:
-    return full.rpartition(".")[2]
-
-
-def _without_accord(node: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in node.items() if not key.startswith("accord.")}
 
 
 def _malformed(where: str, problem: str) -> PolicyEngineError:

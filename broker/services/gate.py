@@ -269,11 +269,15 @@ class Gate:
         for delivery in self.deliveries.get(stream, ()):
             if areas.isdisjoint(delivery.areas):
                 continue
+            # Which fields, and how, depends on which of the plan's scopes (agreements' areas) the row lies in.
+            shape = delivery.project.shape(areas)
+            if shape is None:
+                continue
             if missing := [name for name in delivery.plan.required if is_blank(value.get(name))]:
                 self._refuse(stream, record, delivery.plan, missing)
                 refused += 1
                 continue
-            payload = delivery.encode(delivery.project(value), delivery.context)
+            payload = delivery.encode(shape(value), delivery.context)
             placed = self._p.stage.send(delivery.topic, payload, key=record.key,
                                         headers=[(SOURCE_HEADER, source), (REVISION_HEADER, delivery.revision),
                                                  (WORKER_HEADER, self._worker_bytes)])
@@ -353,7 +357,7 @@ class Gate:
         self._decided = decided
 
     def _delivery(self, stream: str, plan: Plan) -> Delivery:
-        key = (plan.subscriber, plan.role, stream, plan.fields, plan.agreements)
+        key = (plan.subscriber, plan.role, stream, plan.scopes, plan.agreements)
         built = self._built.get(key)
         if built is None:
             schema = projected_schema(self._p.schemas[stream], plan)

@@ -2,8 +2,8 @@
 # title: Accord sharing plans
 # description: |
 #   Turns a request (subscriber, role, stream, purpose, time and the control-topic state) into a
-#   sharing plan: which agreements grant it, which fields are delivered and how they are transformed,
-#   which rows are admitted and until when. Default deny; see docs/sharing-plans.md for the contract.
+#   sharing plan: which agreements grant it, which rows are admitted, which fields are delivered and how
+#   they are transformed in which areas (scopes), and until when. Default deny; see docs/sharing-plans.md for the contract.
 package accord.plans
 
 # METADATA
@@ -17,6 +17,7 @@ plan := {
 	"stream": _request.stream,
 	"purpose": _request.purpose,
 	"fields": _fields,
+	"scopes": _scopes,
 	"row_filter": {
 		"jurisdiction": object.get(_stream, "jurisdiction", []),
 		"areas": sort(_areas),
@@ -165,20 +166,55 @@ _readable_period(agreement) if {
 	time.parse_rfc3339_ns(agreement.valid_until)
 }
 
-# Fields: every granting tier offers field specs; each field takes the most revealing offer, ties going
-# to the smallest agreement id and then the earliest tier, so the plan never depends on evaluation order.
+# Fields and scopes. A field's treatment holds only for rows in the areas of the agreement that grants it: a
+# district agreement that names identifiers never lends them to the rows of a county-wide agreement that does not.
+# Agreements with the same areas always cover the same rows, so they form one scope whose fields take the most
+# revealing offer among them (ties to the smallest agreement id, then the earliest tier); scopes left with the same
+# fields then join, their areas united. The gate gives a row, field by field, the most revealing treatment among
+# the scopes whose areas it lies in (ties to the earlier scope); a row in none of them is not delivered.
 _revealing := {"keep": 4, "generalise": 3, "pseudonymise": 2, "mask": 1}
 
-_offers contains [name, [0 - _revealing[spec.transform], id, i], spec] if {
+_offers contains [id, name, [0 - _revealing[spec.transform], id, i], spec] if {
 	some id in _granting
 	some i, tier in _agreements[id].tiers
 	_request.role in tier.roles
 	some name, spec in object.union(_unnamed_fields(tier), _named_fields(tier))
 }
 
+_areas_of(id) := sort({area | some area in _agreements[id].row_scope.areas})
+
+_area_fields[areas] := {name: spec |
+	some [by, name, _, _] in _offers
+	_areas_of(by) == areas
+	[_, spec] := min({[rank, offered] |
+		some [other, offered_name, rank, offered] in _offers
+		offered_name == name
+		_areas_of(other) == areas
+	})
+} if {
+	some id in _granting
+	areas := _areas_of(id)
+}
+
+_scope_entries contains [ids, {"agreements": ids, "areas": sort(united), "fields": fields}] if {
+	some fields in {fields | some _, fields in _area_fields}
+	ids := sort([id | some id in _granting; _area_fields[_areas_of(id)] == fields])
+	united := {area | some areas, same in _area_fields; same == fields; some area in areas}
+}
+
+# Ordered by their first agreement id.
+_scopes := [scope | some [_, scope] in sort(_scope_entries)]
+
+# The plan's `fields` sums the scopes up: each field's most revealing treatment in any of them, ties to the earlier
+# scope, which is what a row inside every scope receives and the most the plan can reveal. It describes the plan
+# (decisions, audit); the treatment of a row is always the scopes'.
 _fields[name] := spec if {
-	some [name, _, _] in _offers
-	[_, spec] := min({[rank, offered] | some [offered_name, rank, offered] in _offers; offered_name == name})
+	some scope in _scopes
+	some name, _ in scope.fields
+	[_, spec] := min({[[0 - _revealing[offered.transform], i], offered] |
+		some i, other in _scopes
+		offered := other.fields[name]
+	})
 }
 
 # Named fields with a known transform other than drop (drop has no rank, so it is never delivered).

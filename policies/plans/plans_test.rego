@@ -96,17 +96,26 @@ _with_agreement(id, changes) := object.union(_catalog, {"agreements": {id: objec
 
 _no_agreement := "no agreement names this subscriber, role, stream and purpose"
 
+_dph_fields := {
+	"nhs_number": _keep("nhs_number"),
+	"name": {"transform": "pseudonymise", "method": null, "as": "name", "params": {}},
+	"dob": _keep("dob"), "postcode": _keep("postcode"), "lsoa": _keep("lsoa"),
+	"sex": _keep("sex"), "specimen_date": _keep("specimen_date"),
+}
+
+_analyst_fields := {
+	"lsoa": _keep("lsoa"),
+	"dob": {"transform": "generalise", "method": "age-band", "as": "age_band", "params": {"at": "specimen_date"}},
+	"sex": _keep("sex"),
+}
+
 test_dph_gets_every_field_but_unnamed_direct_identifiers if {
 	p := plans.plan with data.accord.catalog as _catalog with input as _request
 	p == {
 		"allow": true, "reasons": [], "agreements": ["t1-leicester"],
 		"subscriber": _leicester, "role": "dph", "stream": _stream, "purpose": "health-protection",
-		"fields": {
-			"nhs_number": _keep("nhs_number"),
-			"name": {"transform": "pseudonymise", "method": null, "as": "name", "params": {}},
-			"dob": _keep("dob"), "postcode": _keep("postcode"), "lsoa": _keep("lsoa"),
-			"sex": _keep("sex"), "specimen_date": _keep("specimen_date"),
-		},
+		"fields": _dph_fields,
+		"scopes": [{"agreements": ["t1-leicester"], "areas": ["E06000016"], "fields": _dph_fields}],
 		"row_filter": {"jurisdiction": ["utla", "ltla"], "areas": ["E06000016"], "required": []},
 		"expiry": "2022-06-30T00:00:00Z",
 		"revision": "c-3f9a1b2c4d5e/17",
@@ -137,7 +146,7 @@ test_unknown_subscriber_denied_with_reason if {
 	p == {
 		"allow": false, "reasons": [_no_agreement], "agreements": [],
 		"subscriber": "no-such-council", "role": "dph", "stream": _stream, "purpose": "health-protection",
-		"fields": {},
+		"fields": {}, "scopes": [],
 		"row_filter": {"jurisdiction": ["utla", "ltla"], "areas": [], "required": []},
 		"expiry": null,
 		"revision": "c-3f9a1b2c4d5e/17",
@@ -239,7 +248,15 @@ test_first_of_grants_sharing_an_id_wins if {
 	p.row_filter.areas == ["E06000018"]
 }
 
-test_two_agreements_merge_most_revealing if {
+_surge_fields := {
+	"dob": {"transform": "pseudonymise", "method": null, "as": "dob", "params": {}},
+	"lsoa": {"transform": "mask", "method": null, "as": "lsoa", "params": {"keep_last": "2"}},
+	"sex": _keep("gender"),
+	"postcode": {"transform": "generalise", "method": "postcode-district", "as": "postcode_district", "params": {}},
+	"name": {"transform": "mask", "method": null, "as": "name", "params": {"keep_last": "2"}},
+}
+
+test_two_agreements_each_treat_fields_only_in_their_own_areas if {
 	surge := object.union(_t1_leicester, {
 		"tiers": [{"name": "analyst", "roles": ["analyst"], "fields": {
 			"dob": {"transform": "pseudonymise", "method": null, "as": null, "params": {}},
@@ -255,6 +272,14 @@ test_two_agreements_merge_most_revealing if {
 	catalog := object.union(_catalog, {"agreements": {"t5-leicester-surge": surge}})
 	p := plans.plan with data.accord.catalog as catalog with input as object.union(_request, {"role": "analyst"})
 	p.agreements == ["t1-leicester", "t5-leicester-surge"]
+
+	# Nottingham's rows (E06000018) are the surge agreement's alone: its treatment, never t1-leicester's.
+	p.scopes == [
+		{"agreements": ["t1-leicester"], "areas": ["E06000016"], "fields": _analyst_fields},
+		{"agreements": ["t5-leicester-surge"], "areas": ["E06000016", "E06000018"], "fields": _surge_fields},
+	]
+
+	# The summary: the most revealing treatment of each field in any scope (what a Leicester row may receive).
 	p.fields == {
 		"dob": {"transform": "generalise", "method": "age-band", "as": "age_band", "params": {"at": "specimen_date"}},
 		"lsoa": _keep("lsoa"),
@@ -264,6 +289,73 @@ test_two_agreements_merge_most_revealing if {
 	}
 	p.row_filter.areas == ["E06000016", "E06000018"]
 	p.expiry == "2020-12-31T00:00:00Z"
+}
+
+# The issue's case: a county-wide minimised agreement plus a district one with identifiers, for one subscriber.
+test_a_district_agreements_identifiers_stay_in_the_district if {
+	county := object.union(_t1_nottinghamshire, {"tiers": [_t1_leicester.tiers[1]]})
+	district := object.union(_t1_nottinghamshire, {
+		"tiers": [{"name": "eh", "roles": ["analyst"], "other_fields": "drop", "fields": {
+			"nhs_number": {"transform": "keep", "method": null, "as": null, "params": {}},
+			"name": {"transform": "keep", "method": null, "as": null, "params": {}},
+			"lsoa": {"transform": "keep", "method": null, "as": null, "params": {}},
+		}}],
+		"row_scope": {"areas": ["E07000170"]},
+	})
+	catalog := object.union(_catalog, {"agreements": {"t1-nottinghamshire": county, "t1-ashfield-outbreak": district}})
+	request := object.union(_request, {"subscriber": "nottinghamshire-county-council", "role": "analyst"})
+	p := plans.plan with data.accord.catalog as catalog with input as request
+	p.scopes == [
+		{"agreements": ["t1-ashfield-outbreak"], "areas": ["E07000170"], "fields": {
+			"nhs_number": _keep("nhs_number"), "name": _keep("name"), "lsoa": _keep("lsoa"),
+		}},
+		{"agreements": ["t1-nottinghamshire"], "areas": ["E07000170", "E07000171", "E10000024"], "fields": _analyst_fields},
+	]
+	p.row_filter.areas == ["E07000170", "E07000171", "E10000024"]
+}
+
+# Agreements over the same areas cover the same rows: one scope, each field the most revealing offer among them.
+test_agreements_over_the_same_areas_are_one_scope if {
+	linkage := object.union(_t1_leicester, {"tiers": [{"name": "linkage", "roles": ["analyst"], "fields": {
+		"nhs_number": {"transform": "pseudonymise", "method": null, "as": null, "params": {}},
+		"dob": {"transform": "mask", "method": null, "as": null, "params": {}},
+		"sex": {"transform": "keep", "method": null, "as": "gender", "params": {}},
+	}}]})
+	catalog := object.union(_catalog, {"agreements": {"t1-leicester-linkage": linkage}})
+	p := plans.plan with data.accord.catalog as catalog with input as object.union(_request, {"role": "analyst"})
+	merged := object.union(_analyst_fields, {
+		"nhs_number": {"transform": "pseudonymise", "method": null, "as": "nhs_number", "params": {}},
+	})
+	p.scopes == [{"agreements": ["t1-leicester", "t1-leicester-linkage"], "areas": ["E06000016"], "fields": merged}]
+	p.fields == merged
+}
+
+test_agreements_with_one_treatment_share_one_scope if {
+	nottingham := object.union(_t1_leicester, {"row_scope": {"areas": ["E06000018"]}})
+	catalog := object.union(_catalog, {"agreements": {"t1-leicester-nottingham": nottingham}})
+	p := plans.plan with data.accord.catalog as catalog with input as _request
+	p.scopes == [{
+		"agreements": ["t1-leicester", "t1-leicester-nottingham"],
+		"areas": ["E06000016", "E06000018"], "fields": _dph_fields,
+	}]
+}
+
+test_an_agreement_delivering_no_field_is_a_scope_of_its_own if {
+	bare := object.union(_t1_leicester, {
+		"tiers": [{"name": "count", "roles": ["dph"], "other_fields": "drop", "fields": {}}],
+		"row_scope": {"areas": ["E06000018"]},
+	})
+	catalog := object.union(_catalog, {"agreements": {"t9-leicester-counts": bare}})
+	p := plans.plan with data.accord.catalog as catalog with input as _request
+	p.scopes == [
+		{"agreements": ["t1-leicester"], "areas": ["E06000016"], "fields": _dph_fields},
+		{"agreements": ["t9-leicester-counts"], "areas": ["E06000018"], "fields": {}},
+	]
+}
+
+test_a_refused_plan_has_no_scopes if {
+	p := plans.plan with data.accord.catalog as _catalog with input as object.union(_request, {"revoked": ["t1-leicester"]})
+	p.scopes == []
 }
 
 test_required_fields_of_every_granting_agreement_tighten_the_rows if {

@@ -207,6 +207,48 @@ def test_revocation_stops_delivery_of_records_published_after_it(services: Endpo
     assert leaked == [], f"{len(leaked)} records published after the revocation were delivered under it"
 
 
+def test_identifiers_granted_for_one_district_reach_only_that_districts_rows(
+        services: Endpoints, gate: GateThread, receiver: Receiver, applied_catalog: dict[str, Any]) -> None:
+    """Issue 15, defect 1. Leicestershire's analysts hold the county-wide minimised tier (t1-leicestershire); a grant,
+    as a dispute decided in part would make, adds NHS number, name and address for Charnwood's rows only. The rows
+    of Blaby, another district of the county, must not carry them."""
+    topic = topic_for("leicestershire-county-council", "analyst")
+    keep: dict[str, Any] = {"transform": "keep", "method": None, "as": None, "params": {}}
+    grant = {**applied_catalog["agreements"]["t1-leicestershire"], "id": f"test-charnwood-{uuid.uuid4().hex[:6]}",
+             "template": None, "row_scope": {"areas": ["E07000130"]},
+             "tiers": [{"name": "outbreak", "roles": ["analyst"], "other_fields": "drop",
+                        "fields": {name: keep for name in ("nhs_number", "name", "address")}}]}
+    cases = positive_tests(specimen_day(), {"charnwood": 3, "blaby": 3}, prefix=_prefix())
+    for n, case in enumerate(cases):
+        case["nhs_number"] = f"999000{n:04d}"  # synthetic cases may lack one; these rows must all carry one
+    writer, log = ControlWriter(services.kafka), KafkaLog(services.kafka)
+    try:
+        _announce(writer, log, f"grant/{grant['id']}", grant)
+        start = end_offsets(services.kafka, [topic])
+        sources = _publish(services, cases)
+        received = receiver.records(topic, start[topic], lambda r, h: h["accord.source"] in sources, want=6)
+    finally:
+        _announce(writer, log, f"grant/{grant['id']}", None)
+        writer.close()
+        log.close()
+    assert len(received) == 6
+    identifiers = ("nhs_number", "name", "address")
+    for record, headers in received:
+        case = sources[headers["accord.source"]]
+        if case["ltla"] == "E07000130":
+            assert tuple(record[name] for name in identifiers) == tuple(case[name] for name in identifiers)
+        else:
+            assert case["ltla"] == "E07000129"
+            assert tuple(record[name] for name in identifiers) == (None, None, None), record
+        assert (record["lsoa"], record["sex"]) == (case["lsoa"], case["sex"]) and record["age_band"]
+
+
+def _announce(writer: ControlWriter, log: KafkaLog, key: str, value: dict[str, Any] | None) -> None:
+    """Write a control record and wait until the test's gate worker has applied it."""
+    offset, timestamp_ms = writer.append(key, value)
+    policy_changes.enforcement(log, policy_changes.Announced(key, offset, timestamp_ms), workers=1, timeout_s=10)
+
+
 def test_declared_emergency_level_changes_plans_on_the_live_stream(
         services: Endpoints, gate: GateThread, receiver: Receiver) -> None:
     topic = topic_for("leicestershire-county-council", "analyst")

@@ -1,4 +1,5 @@
-"""In-memory stand-ins for the gate's ports: a transactional stage, the control topic and OPA's plan rules."""
+"""In-memory stand-ins for the gate's ports (a transactional stage, the control topic) and a policy engine that asks
+Accord's real policies."""
 
 from __future__ import annotations
 
@@ -15,14 +16,14 @@ from broker.adapters.registry_memory import InMemorySchemaRegistry
 from broker.catalog import revision_of
 from broker.demo.synthetic import positive_tests
 from broker.domain.geography import LaTable, load_la_table
-from broker.domain.ladder import LEVELS
 from broker.domain.messages import ControlRecord, Evaluation, Record
 from broker.domain.residence import ResidenceTable
 from broker.domain.topics import AUDIT_TOPIC, ingest_topic
 from broker.errors import PolicyEngineError, ServiceError
 from broker.services.gate import AuditAppender, Gate, GateParts
-from broker.services.planner import CATALOG_REVISION, PLAN_RULE, SUBSCRIPTIONS_RULE, Planner
+from broker.services.planner import PLAN_RULE, Planner
 from broker.services.serde import AvroDeserializer, AvroSerializer, SerializationContext
+from tests.unit.policy_server import policy_server
 
 T1 = "ukhsa.positive-tests"
 T1_SCHEMA: dict[str, Any] = json.loads(
@@ -161,7 +162,8 @@ class FakeControl:
 
 # -- the policy engine ------------------------------------------------------------------------------------
 class FakePolicyEngine:
-    """The PolicyEngine port answering accord.plans.* from its catalog data as docs/sharing-plans.md describes.
+    """The PolicyEngine port answered by Accord's real policies (a session's OPA, tests/unit/policy_server.py) over
+    this engine's own data; only the engine's data store and its faults are simulated.
 
     `failure` makes every evaluation raise; `read_only` ignores put_data (another writer owns OPA's data); `stop()`
     and `restart()` take it down and bring it back empty of data.
@@ -199,14 +201,7 @@ class FakePolicyEngine:
             raise self.failure
         if self.down:
             raise PolicyEngineError("OPA unreachable")
-        catalog = self.data.get("accord/catalog", {})
-        if rule == CATALOG_REVISION:
-            return catalog.get("revision")
-        if rule == SUBSCRIPTIONS_RULE:
-            return subscriptions(catalog, input_doc)
-        if rule == PLAN_RULE:
-            return plan_for(catalog, input_doc)
-        return None
+        return policy_server().evaluate(rule, input_doc, self.data)
 
     def evaluate_with_id(self, rule: str, input_doc: Mapping[str, Any]) -> Evaluation:
         result = self.evaluate(rule, input_doc)
@@ -215,78 +210,6 @@ class FakePolicyEngine:
 
     def plan_requests(self) -> list[dict[str, Any]]:
         return [request for rule, request in self.requests if rule == PLAN_RULE]
-
-
-def subscriptions(catalog: Mapping[str, Any], request: Mapping[str, Any]) -> list[dict[str, str]]:
-    keys = {(a["subscriber"], role, a["purpose"]) for a in _candidates(catalog, request).values()
-            if a["stream"] == request["stream"] for tier in a["tiers"] for role in tier["roles"]}
-    return [{"subscriber": s, "role": r, "purpose": p} for s, r, p in sorted(keys)]
-
-
-def plan_for(catalog: Mapping[str, Any], request: Mapping[str, Any]) -> dict[str, Any]:
-    candidates = _candidates(catalog, request)
-    now = _time(request["time"])
-    named = sorted(ident for ident, a in candidates.items()
-                   if (a["subscriber"], a["stream"], a["purpose"]) == (request["subscriber"], request["stream"],
-                                                                      request["purpose"])
-                   and any(request["role"] in tier["roles"] for tier in a["tiers"]))
-    granting = [ident for ident in named if ident not in request["revoked"]
-                and _time(candidates[ident]["valid_from"]) <= now < _time(candidates[ident]["valid_until"])
-                and LEVELS.index(request["emergency_level"])
-                >= LEVELS.index(candidates[ident].get("emergency_level_required") or "normal")]
-    stream = catalog["streams"].get(request["stream"], {})
-    return {
-        "allow": bool(granting), "reasons": [] if granting else [f"no agreement in force among {named}"],
-        "agreements": granting,
-        **{key: request[key] for key in ("subscriber", "role", "stream", "purpose")},
-        "fields": _fields(stream, [candidates[i] for i in granting], request["role"]),
-        "row_filter": {"jurisdiction": stream.get("jurisdiction", []),
-                       "areas": sorted({area for i in granting for area in candidates[i]["row_scope"]["areas"]}),
-                       "required": sorted({f for i in granting for f in candidates[i].get("required_fields", [])})},
-        "expiry": min((candidates[i]["valid_until"] for i in granting), key=_time, default=None),
-        "revision": f"{catalog.get('revision', 'none')}/{request['state_revision']}",
-    }
-
-
-_REVEALING = {"keep": 4, "generalise": 3, "pseudonymise": 2, "mask": 1}
-
-
-def _fields(stream: Mapping[str, Any], granting: list[Mapping[str, Any]], role: str) -> dict[str, Any]:
-    offers: dict[str, tuple[int, dict[str, Any]]] = {}
-    for agreement in granting:
-        for tier in agreement["tiers"]:
-            if role not in tier["roles"]:
-                continue
-            for name, spec in _tier_fields(stream, tier).items():
-                rank = _REVEALING[spec["transform"]]
-                if name not in offers or rank > offers[name][0]:
-                    offers[name] = (rank, spec)
-    return {name: spec for name, (_, spec) in offers.items()}
-
-
-def _tier_fields(stream: Mapping[str, Any], tier: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    found: dict[str, dict[str, Any]] = {}
-    if tier.get("other_fields") == "keep":
-        found = {name: {"transform": "keep", "method": None, "as": name, "params": {}}
-                 for name, f in stream.get("fields", {}).items()
-                 if name not in tier["fields"] and "direct-identifier" not in f.get("tags", [])}
-    for name, f in tier["fields"].items():
-        if f["transform"] in _REVEALING:
-            default_as = f["method"].replace("-", "_") if f["transform"] == "generalise" else name
-            found[name] = {"transform": f["transform"], "method": f.get("method"), "as": f.get("as") or default_as,
-                           "params": f.get("params") or {}}
-    return found
-
-
-def _candidates(catalog: Mapping[str, Any], request: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
-    found: dict[str, Mapping[str, Any]] = dict(catalog.get("agreements", {}))
-    for grant in request.get("grants", []):
-        found.setdefault(grant["id"], grant)
-    return found
-
-
-def _time(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text)
 
 
 # -- a small compiled catalog -------------------------------------------------------------------------------

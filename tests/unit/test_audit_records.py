@@ -25,7 +25,7 @@ from broker.domain.audit_records import (
     records_digest,
     resume_from_tail,
 )
-from broker.domain.plans import FieldRule, Plan
+from broker.domain.plans import FieldRule, Plan, Scope
 from broker.errors import AuditError
 
 AT = "2026-01-01T00:00:00.000000Z"
@@ -153,6 +153,21 @@ def test_decision_terms_leave_out_who_asked_and_when_so_a_repeated_decision_comp
     assert decision_terms(_plan(), "c-1") == decision_terms(_plan(), "c-1")
     assert decision_terms(_plan(), "c-1") != decision_terms(_plan(allow=False), "c-1")
     assert decision_terms(_plan(), "c-1") != decision_terms(_plan(revision="c-1/5"), "c-1")
+
+
+def test_a_decision_records_which_fields_hold_in_which_areas_and_a_change_of_scope_is_a_new_decision() -> None:
+    band = FieldRule("dob", "generalise", "age-band", "age_band", {"at": "specimen_date"})
+    district = Scope(("t1-charnwood",), frozenset({"E07000130"}), (FieldRule("name", "keep", None, "name", {}),))
+    county = Scope(("t1-county",), frozenset({"E07000130", "E07000129"}), (band,))
+    plan = _plan(agreements=("t1-charnwood", "t1-county"), scopes=(district, county))
+    assert decision_terms(plan, "c-1")["scopes"] == [
+        {"agreements": ["t1-charnwood"], "areas": ["E07000130"],
+         "fields": [{"field": "name", "transform": "keep", "method": None, "as": "name"}]},
+        {"agreements": ["t1-county"], "areas": ["E07000129", "E07000130"],
+         "fields": [{"field": "dob", "transform": "generalise", "method": "age-band", "as": "age_band"}]}]
+    widened = dataclasses.replace(district, areas=frozenset({"E07000130", "E07000129"}))
+    assert decision_terms(plan, "c-1") != decision_terms(_plan(agreements=plan.agreements, scopes=(widened, county)),
+                                                         "c-1")
 
 
 def test_a_catalog_change_names_its_control_record_who_and_what() -> None:

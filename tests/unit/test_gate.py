@@ -19,6 +19,8 @@ from broker.domain.wire import header_schema_id
 from broker.errors import PolicyEngineError, ServiceError
 from broker.services.planner import PLAN_RULE, Planner
 from tests.unit.gate_fakes import (
+    ANALYST_TIER,
+    DPH_TIER,
     INGEST,
     START,
     T1,
@@ -29,6 +31,7 @@ from tests.unit.gate_fakes import (
     GateHarness,
     agreement,
     catalog_document,
+    keep,
     make_gate,
 )
 
@@ -36,6 +39,7 @@ LEICESTER_DPH = delivery_topic("leicester-city-council", "dph", T1)
 LEICESTER_ANALYST = delivery_topic("leicester-city-council", "analyst", T1)
 NOTTINGHAM_DPH = delivery_topic("nottingham-city-council", "dph", T1)
 LEICESTERSHIRE_DPH = delivery_topic("leicestershire-county-council", "dph", T1)
+LEICESTERSHIRE_ANALYST = delivery_topic("leicestershire-county-council", "analyst", T1)
 QUARANTINE = f"quarantine.{T1}"
 
 
@@ -107,6 +111,29 @@ def test_a_county_receives_its_districts_records_and_a_city_only_its_own(h: Gate
     assert sources(h.delivered(LEICESTERSHIRE_DPH)) == {f"{INGEST}/0/0".encode(), f"{INGEST}/0/1".encode()}
     assert sources(h.delivered(NOTTINGHAM_DPH)) == {f"{INGEST}/0/2".encode()}
     assert h.delivered(LEICESTER_DPH) == []
+
+
+def test_identifiers_a_district_agreement_grants_reach_only_that_districts_rows() -> None:
+    """Issue 15, defect 1: the county's analysts hold a county-wide minimised agreement and one naming identifiers for
+    Charnwood only; Blaby's rows must not carry them."""
+    county = "leicestershire-county-council"
+    outbreak = {"name": "outbreak", "roles": ["analyst"], "other_fields": "drop",
+                "fields": {name: keep() for name in ("nhs_number", "name", "address")}}
+    h = make_gate(catalog_document(**{"t1-leicestershire": agreement(county, "E10000018", DPH_TIER, ANALYST_TIER),
+                                      "t1-charnwood-outbreak": agreement(county, "E07000130", outbreak)}))
+    h.gate.start()
+    charnwood = h.record(0, "charnwood", nhs_number="9434765919")
+    blaby = h.record(1, "blaby", nhs_number="9434765927")
+    h.stage.queue(charnwood, blaby)
+    h.gate.step()
+
+    received = {s.headers["accord.source"]: h.decode(s) for s in h.delivered(LEICESTERSHIRE_ANALYST)}
+    from_charnwood, from_blaby = received[f"{INGEST}/0/0".encode()], received[f"{INGEST}/0/1".encode()]
+    assert from_charnwood is not None and from_blaby is not None
+    assert from_charnwood["nhs_number"] == "9434765919" and from_charnwood["name"] and from_charnwood["address"]
+    assert (from_blaby["nhs_number"], from_blaby["name"], from_blaby["address"]) == (None, None, None)
+    for row in (from_charnwood, from_blaby):  # the county-wide tier, everywhere
+        assert {"lsoa", "age_band", "sex"} <= {name for name, value in row.items() if value is not None}
 
 
 @pytest.mark.parametrize(("bad", "rule", "field"), [

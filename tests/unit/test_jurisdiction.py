@@ -22,7 +22,8 @@ def plan(areas: list[str], *, allow: bool = True) -> Plan:
     doc: dict[str, Any] = {
         "allow": allow, "reasons": [] if allow else ["no agreement in force"], "agreements": ["t1"] if allow else [],
         "subscriber": "some-council", "role": "dph", "stream": "ukhsa.positive-tests", "purpose": "health-protection",
-        "fields": {}, "row_filter": {"jurisdiction": list(JURISDICTION), "areas": areas, "required": []},
+        "fields": {}, "scopes": [{"agreements": ["t1"], "areas": areas, "fields": {}}] if allow else [],
+        "row_filter": {"jurisdiction": list(JURISDICTION), "areas": areas, "required": []},
         "expiry": None, "revision": "c-000000000000/1",
     }
     return Plan.from_opa(doc)

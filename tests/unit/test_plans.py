@@ -32,6 +32,8 @@ ANALYST: dict[str, Any] = {  # the plan in docs/sharing-plans.md
     "expiry": "2022-06-30T00:00:00Z",
     "revision": "c-3f9a1b2c4d5e/17",
 }
+ANALYST["scopes"] = [{"agreements": ["t1-leicester"], "areas": ["E06000016"], "fields": ANALYST["fields"]}]
+LEICESTER = frozenset({"E06000016"})
 
 
 def keep(name: str) -> dict[str, Any]:
@@ -39,7 +41,9 @@ def keep(name: str) -> dict[str, Any]:
 
 
 def with_fields(**fields: dict[str, Any]) -> dict[str, Any]:
-    return {**ANALYST, "role": "dph", "fields": fields}
+    """A plan of one agreement (one scope) delivering `fields`."""
+    return {**ANALYST, "role": "dph", "fields": fields,
+            "scopes": [{"agreements": ["t1-leicester"], "areas": ["E06000016"], "fields": fields}]}
 
 
 DPH = with_fields(
@@ -68,6 +72,13 @@ def fake_pseudonym(field: str, value: object) -> str | None:
 
 def projector(doc: dict[str, Any], schema: dict[str, Any] = T1_SCHEMA) -> Projector:
     return Projector(Plan.from_opa(doc), schema, pseudonymise=fake_pseudonym, today=lambda: TODAY)
+
+
+def in_leicester(project: Projector, record: dict[str, Any]) -> dict[str, Any]:
+    """`record` as delivered when it is a Leicester row (the plans' one scope)."""
+    delivered = project(record, LEICESTER)
+    assert delivered is not None
+    return delivered
 
 
 def round_trip(schema: dict[str, Any], record: dict[str, Any]) -> Any:
@@ -112,7 +123,8 @@ def test_delivery_topic_names_subscriber_role_and_stream() -> None:
 
 def test_from_opa_reads_a_default_deny() -> None:
     plan = Plan.from_opa({**ANALYST, "allow": False, "reasons": ["agreement t1-leicester expired"], "agreements": [],
-                          "fields": {}, "row_filter": {"jurisdiction": ["utla", "ltla"], "areas": [], "required": []},
+                          "fields": {}, "scopes": [],
+                          "row_filter": {"jurisdiction": ["utla", "ltla"], "areas": [], "required": []},
                           "expiry": None})
     assert not plan.allow and plan.fields == () and plan.areas == frozenset() and plan.expiry is None
     assert plan.reasons == ("agreement t1-leicester expired",)
@@ -131,7 +143,7 @@ def test_a_numeric_keep_last_is_read_as_text() -> None:
 
 
 @pytest.mark.parametrize("key", ["allow", "reasons", "agreements", "subscriber", "role", "stream", "purpose", "fields",
-                                 "row_filter", "expiry", "revision"])
+                                 "scopes", "row_filter", "expiry", "revision"])
 def test_from_opa_refuses_a_plan_missing_a_key(key: str) -> None:
     doc = {k: v for k, v in ANALYST.items() if k != key}
     with pytest.raises(PolicyEngineError, match=f"missing key '{key}'"):
@@ -209,7 +221,7 @@ def test_the_analyst_schema_has_the_plans_fields_in_stream_order() -> None:
 
 def test_an_analyst_record_round_trips_through_its_schema() -> None:
     project = projector(ANALYST)
-    delivered = project(t1_record())
+    delivered = in_leicester(project, t1_record())
     assert delivered == {"age_band": "35-39", "sex": "FEMALE", "lsoa": "E01013627"}
     assert list(delivered) == [f["name"] for f in project.schema["fields"]]
     assert round_trip(project.schema, delivered) == delivered
@@ -226,7 +238,7 @@ def test_a_dph_plan_keeps_enums_and_dates_and_round_trips() -> None:
     named: dict[str, Any] = {}
     fastavro.parse_schema(project.schema, named_schemas=named)
     assert set(named) >= {f"uk.accord.deliver.leicester_city_council.dph.{n}" for n in ("Sex", "TestType", "Pillar")}
-    delivered = project(t1_record())
+    delivered = in_leicester(project, t1_record())
     assert delivered["specimen_id"] == "****1234"
     assert delivered["nhs_pseudonym"] == "p:nhs_number:9434765919"
     assert delivered["postcode_district"] == "LE1"
@@ -235,7 +247,7 @@ def test_a_dph_plan_keeps_enums_and_dates_and_round_trips() -> None:
 
 
 def test_nulls_stay_null_through_every_transform() -> None:
-    delivered = projector(DPH)(t1_record(nhs_number=None, lsoa=None))
+    delivered = in_leicester(projector(DPH), t1_record(nhs_number=None, lsoa=None))
     assert delivered["nhs_pseudonym"] is None and delivered["lsoa"] is None
 
 
@@ -246,7 +258,7 @@ def test_age_band_without_at_uses_the_processing_day_and_lsoa_reads_the_tagged_f
         ltla={"transform": "keep", "method": None, "as": "district", "params": {}},
     )
     project = projector(doc)
-    assert project(t1_record(dob=dt.date(2015, 6, 26))) == {"age_band": "5-9", "lsoa": "E01013627",
+    assert project(t1_record(dob=dt.date(2015, 6, 26)), LEICESTER) == {"age_band": "5-9", "lsoa": "E01013627",
                                                             "district": "E06000016"}
     assert "the processing day" in project.schema["fields"][0]["doc"]
 
@@ -295,7 +307,7 @@ def test_a_named_type_used_only_by_reference_is_defined_where_first_delivered() 
     assert fields[2]["type"][1]["name"] == "Visit"
     record = {"sex": "M", "reported_sex": "F", "stated_sex": "M", "visits": [],
               "last_visit": {"kind": "AE", "again": "GP"}}
-    delivered = project(record)
+    delivered = in_leicester(project, record)
     assert round_trip(project.schema, delivered) == delivered
 
 
@@ -317,3 +329,133 @@ def test_the_stream_schema_is_left_untouched() -> None:
     before = copy.deepcopy(T1_SCHEMA)
     projector(DPH)
     assert before == T1_SCHEMA
+
+
+# -- scopes: a field's treatment holds only in the areas of the agreements that grant it -------------------------
+
+CHARNWOOD, BLABY, LEICESTERSHIRE = "E07000130", "E07000129", "E10000018"
+COUNTY = sorted([LEICESTERSHIRE, BLABY, CHARNWOOD])
+IN_CHARNWOOD, IN_BLABY = frozenset({CHARNWOOD, LEICESTERSHIRE}), frozenset({BLABY, LEICESTERSHIRE})
+MINIMISED = ANALYST["fields"]
+IDENTIFIERS = {name: keep(name) for name in ("nhs_number", "name", "lsoa")}
+
+
+def county_plan(*scopes: tuple[str, list[str], dict[str, Any]]) -> dict[str, Any]:
+    """Leicestershire's analysts under agreements, each (id, areas, fields); the summary `fields` as OPA sums up."""
+    summary: dict[str, Any] = {}
+    for _, _, fields in scopes:
+        summary = {**fields, **summary}
+    areas = sorted({area for _, scope_areas, _ in scopes for area in scope_areas})
+    return {**ANALYST, "subscriber": "leicestershire-county-council", "agreements": sorted(s[0] for s in scopes),
+            "fields": summary, "row_filter": {**ANALYST["row_filter"], "areas": areas},
+            "scopes": [{"agreements": [ident], "areas": areas, "fields": fields} for ident, areas, fields in scopes]}
+
+
+# The issue's case: a district agreement with identifiers and a county-wide minimised one, for one subscriber.
+DISTRICT_AND_COUNTY = county_plan(("t1-charnwood-outbreak", [CHARNWOOD], IDENTIFIERS),
+                                  ("t1-leicestershire", COUNTY, MINIMISED))
+
+
+def test_from_opa_reads_each_scope_with_its_agreements_areas_and_fields() -> None:
+    plan = Plan.from_opa(DISTRICT_AND_COUNTY)
+    district, county = plan.scopes
+    assert district.agreements == ("t1-charnwood-outbreak",) and district.areas == frozenset({CHARNWOOD})
+    assert [rule.output for rule in district.fields] == ["nhs_number", "name", "lsoa"]
+    assert county.agreements == ("t1-leicestershire",) and county.areas == frozenset(COUNTY)
+    assert [rule.output for rule in county.fields] == ["lsoa", "age_band", "sex"]
+
+
+def test_identifiers_granted_for_a_district_reach_only_that_districts_rows() -> None:
+    project = projector(DISTRICT_AND_COUNTY)
+    record = t1_record(ltla=CHARNWOOD, utla=LEICESTERSHIRE)
+
+    assert project(record, IN_CHARNWOOD) == {"nhs_number": "9434765919", "name": "Ada Example", "age_band": "35-39",
+                                             "sex": "FEMALE", "lsoa": "E01013627"}
+    assert project(record | {"ltla": BLABY}, IN_BLABY) == {"nhs_number": None, "name": None, "age_band": "35-39",
+                                                           "sex": "FEMALE", "lsoa": "E01013627"}
+    assert project(record, frozenset({LEICESTERSHIRE})) == project(record, IN_BLABY)  # the county, no district
+    assert project(record, frozenset({"E06000016"})) is None  # in no scope: not delivered
+
+
+def test_a_field_some_scopes_do_not_deliver_is_optional_and_both_shapes_round_trip() -> None:
+    project = projector(DISTRICT_AND_COUNTY)
+    fields = {field["name"]: field for field in project.schema["fields"]}
+    assert list(fields) == ["nhs_number", "name", "age_band", "sex", "lsoa"]
+    assert (fields["name"]["type"], fields["name"]["default"]) == (["null", "string"], None)  # "string" in the stream
+    assert fields["sex"]["type"][0] == "null" and fields["sex"]["default"] is None  # only the county scope has it
+    assert "null elsewhere" in fields["name"]["doc"]
+    record = t1_record(ltla=CHARNWOOD, utla=LEICESTERSHIRE)
+    for areas in (IN_CHARNWOOD, IN_BLABY):
+        delivered = project(record, areas)
+        assert delivered is not None and round_trip(project.schema, delivered) == delivered
+
+
+def test_a_single_scope_plan_keeps_the_stream_definitions() -> None:
+    schema = projected_schema(T1_SCHEMA, Plan.from_opa(with_fields(name=keep("name"), sex=keep("sex"))))
+    name = schema["fields"][0]
+    assert name["name"] == "name" and name["type"] == "string" and "default" not in name
+
+
+def test_a_row_in_several_scopes_gets_each_fields_most_revealing_treatment() -> None:
+    masked = {"transform": "mask", "method": None, "as": "name", "params": {"keep_last": "2"}}
+    dated = {**IDENTIFIERS, "dob": keep("dob")}
+    project = projector(county_plan(("t1-charnwood-outbreak", [CHARNWOOD], dated),
+                                    ("t1-leicestershire", COUNTY, {**MINIMISED, "name": masked})))
+    record = t1_record()
+
+    charnwood, blaby = project(record, IN_CHARNWOOD), project(record, IN_BLABY)
+
+    assert charnwood is not None and blaby is not None
+    assert (charnwood["name"], charnwood["dob"], charnwood["age_band"]) == ("Ada Example", dt.date(1984, 6, 24), None)
+    assert (blaby["name"], blaby["dob"], blaby["age_band"]) == ("****le", None, "35-39")
+    fields = {field["name"]: field["type"] for field in project.schema["fields"]}
+    assert fields["dob"] == ["null", {"type": "int", "logicalType": "date"}] and fields["name"] == ["null", "string"]
+    for delivered in (charnwood, blaby):
+        assert round_trip(project.schema, delivered) == delivered
+
+
+def test_one_name_delivered_kept_in_one_scope_and_transformed_in_another_is_a_union_of_both() -> None:
+    banded = {"transform": "generalise", "method": "age-band", "as": "dob", "params": {"at": "specimen_date"}}
+    project = projector(county_plan(("t1-charnwood-outbreak", [CHARNWOOD], {"dob": keep("dob")}),
+                                    ("t1-leicestershire", COUNTY, {"dob": banded})))
+    assert project.schema["fields"][0]["type"] == ["null", "string", {"type": "int", "logicalType": "date"}]
+    for areas, expected in ((IN_CHARNWOOD, dt.date(1984, 6, 24)), (IN_BLABY, "35-39")):
+        delivered = project(t1_record(), areas)
+        assert delivered == {"dob": expected} and round_trip(project.schema, delivered) == delivered
+
+
+def test_equally_revealing_treatments_go_to_the_earlier_scope() -> None:
+    def masked(keep_last: str) -> dict[str, Any]:
+        return {"nhs_number": {"transform": "mask", "method": None, "as": "nhs_number",
+                               "params": {"keep_last": keep_last}}}
+    project = projector(county_plan(("t1-a", [CHARNWOOD], masked("4")), ("t1-b", COUNTY, masked("2"))))
+    assert project(t1_record(), IN_CHARNWOOD) == {"nhs_number": "****5919"}
+    assert project(t1_record(), IN_BLABY) == {"nhs_number": "****19"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        ({"scopes": {}}, "scopes: expected a list"),
+        ({"scopes": [{"agreements": ["t1-leicestershire"], "areas": COUNTY}]}, "missing key 'fields'"),
+        ({"row_filter": {**ANALYST["row_filter"], "areas": [*COUNTY, "E06000016"]}},
+         "their areas (E07000129, E07000130, E10000018) are not row_filter.areas"),
+        ({"agreements": ["t1-leicestershire"]}, "they name agreements ['t1-charnwood-outbreak', 't1-leicestershire']"),
+    ],
+)
+def test_from_opa_refuses_scopes_that_are_not_the_plans_rows_and_agreements(changes: dict[str, Any],
+                                                                             problem: str) -> None:
+    with pytest.raises(PolicyEngineError, match="malformed sharing plan") as raised:
+        Plan.from_opa({**DISTRICT_AND_COUNTY, **changes})
+    assert problem in str(raised.value)
+
+
+def test_from_opa_refuses_a_name_filled_from_different_fields_in_different_scopes() -> None:
+    doc = county_plan(("t1-a", [CHARNWOOD], {"ltla": keep("district")}), ("t1-b", COUNTY, {"utla": keep("district")}))
+    doc["fields"] = {"ltla": keep("district")}  # a summary that hides the clash
+    with pytest.raises(PolicyEngineError, match="district would be filled from different fields"):
+        Plan.from_opa(doc)
+
+
+def test_a_refused_plan_has_no_scopes_whatever_it_says() -> None:
+    assert Plan.from_opa({**DISTRICT_AND_COUNTY, "allow": False}).scopes == ()

@@ -12,25 +12,20 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from broker.domain import control
-from broker.domain.audit_records import (
-    POLICY_DECISION,
-    decision_record,
-    decision_terms,
-)
 from broker.domain.control import PolicyState, rfc3339
 from broker.domain.geography import LaTable
 from broker.domain.jurisdiction import Unresolved, resolve_areas
 from broker.domain.messages import Record
-from broker.domain.plans import LSOA_TAG, Plan, Projector, projected_schema
-from broker.domain.pseudonyms import Pseudonymiser, subscriber_key
+from broker.domain.plans import LSOA_TAG, Plan
 from broker.domain.residence import ResidenceTable
-from broker.domain.topics import AUDIT_TOPIC, ingest_topic, quarantine_topic, value_subject
+from broker.domain.topics import AUDIT_TOPIC, ingest_topic, quarantine_topic
 from broker.domain.validation import field_tags, is_blank, validate_record
 from broker.errors import AccordError, SerdeError
 from broker.services.batch_audit import BatchAudit, Placement
+from broker.services.delivery_table import Delivery, DeliveryTable
 from broker.services.ingest import AVRO_DECODE
-from broker.services.planner import Decision, Planner
-from broker.services.serde import AvroDeserializer, AvroSerializer, SchemaRegistry, SerializationContext
+from broker.services.planner import Planner
+from broker.services.serde import AvroDeserializer, SchemaRegistry, SerializationContext
 
 log = logging.getLogger(__name__)
 
@@ -84,19 +79,6 @@ class _NoCounters:
 
 
 @dataclass(frozen=True)
-class Delivery:
-    """An allowed plan bound to its delivery topic, with its projector and encoder built once."""
-
-    plan: Plan
-    topic: str
-    areas: frozenset[str]
-    project: Projector
-    encode: AvroSerializer
-    context: SerializationContext
-    revision: bytes
-
-
-@dataclass(frozen=True)
 class GateParts:
     """What a gate worker is made of; the runtime wires real adapters, unit tests in-memory ones."""
 
@@ -128,9 +110,7 @@ class Gate:
         self._replan_every = dt.timedelta(seconds=replan_every_s)
         self._counters = counters or _NoCounters()
         self.state = PolicyState()
-        self.deliveries: dict[str, list[Delivery]] = {}
-        self._built: dict[tuple[Any, ...], tuple[Projector, AvroSerializer]] = {}
-        self._topics: set[str] = set()
+        self._table = DeliveryTable(parts, worker, self._clock)
         self._next_replan = self._clock()
         self._dirty = False
         self.held = False  # paused because the policy engine is not ready
@@ -143,7 +123,6 @@ class Gate:
                       for s, schema in parts.schemas.items()}
         self._decode = {s: AvroDeserializer(parts.registry, json.dumps(schema)) for s, schema in parts.schemas.items()}
         self._batch = BatchAudit()  # this batch's deliveries and quarantined rows, audited in its transaction
-        self._decided: dict[tuple[str, ...], dict[str, Any]] = {}  # the last decision audited per subscription
 
     @property
     def topics(self) -> list[str]:
@@ -326,48 +305,13 @@ class Gate:
         self._batch.quarantined(stream, record, encoded, reasons[0]["rule"], placed)
 
     # -- planning ----------------------------------------------------------------------------------
+    @property
+    def deliveries(self) -> Mapping[str, list[Delivery]]:
+        return self._table.by_stream
+
     def _replan(self, now: dt.datetime) -> None:
-        deliveries: dict[str, list[Delivery]] = {}
-        expiries: list[dt.datetime] = []
-        decisions = self._p.planner.decisions_by_stream(self.state, list(self._p.schemas), now)
-        for stream, decided in decisions.items():
-            plans = _one_per_topic([d.plan for d in decided if d.plan.allow])
-            deliveries[stream] = [self._delivery(stream, plan) for plan in plans]
-            expiries.extend(p.expiry for p in plans if p.expiry is not None)
-        self._audit_decisions([d for ds in decisions.values() for d in ds], now)
-        new_topics = sorted({d.topic for ds in deliveries.values() for d in ds} - self._topics)
-        if new_topics:
-            self._p.ensure_topics(new_topics)
-            self._topics.update(new_topics)
-        self.deliveries = deliveries
+        expiries = self._table.replan(self.state, now)
         self._next_replan = min([now + self._replan_every, *expiries])
-
-    def _audit_decisions(self, decisions: list[Decision], now: dt.datetime) -> None:
-        """Audit each decision that differs from the last one audited for its subscription, before any record is
-        delivered under it; a periodic re-plan that changes nothing adds nothing to the trail."""
-        decided: dict[tuple[str, ...], dict[str, Any]] = {}
-        for decision in decisions:
-            plan = decision.plan
-            subscription = (plan.subscriber, plan.role, plan.stream, plan.purpose)
-            terms = decided[subscription] = decision_terms(plan, self.state.catalog_revision)
-            if self._decided.get(subscription) != terms:
-                self._p.audit(POLICY_DECISION, decision_record(plan, decision.decision_id,
-                                                               self.state.catalog_revision, self.worker, rfc3339(now)))
-                self._decided[subscription] = terms
-        self._decided = decided
-
-    def _delivery(self, stream: str, plan: Plan) -> Delivery:
-        key = (plan.subscriber, plan.role, stream, plan.scopes, plan.agreements)
-        built = self._built.get(key)
-        if built is None:
-            schema = projected_schema(self._p.schemas[stream], plan)
-            self._p.registry.set_compatibility(value_subject(plan.topic), "NONE")
-            pseudonymise = Pseudonymiser(subscriber_key(self._p.pseudonym_secret, plan.subscriber), stream)
-            project = Projector(plan, self._p.schemas[stream], pseudonymise=pseudonymise,
-                                today=lambda: self._clock().date())
-            built = self._built[key] = (project, AvroSerializer(self._p.registry, json.dumps(schema)))
-        return Delivery(plan, plan.topic, plan.areas, built[0], built[1], SerializationContext(plan.topic),
-                        plan.revision.encode())
 
     def _announce(self, event_ms: int | None) -> None:
         applied_ms = int(self._clock().timestamp() * 1000)
@@ -377,18 +321,6 @@ class Gate:
         self._p.status(self.worker, {"worker": self.worker, "offset": self.state.offset,
                                      "catalog_revision": self.state.catalog_revision, "event_ms": event_ms,
                                      "applied_ms": applied_ms, "deliveries": plans})
-
-
-def _one_per_topic(plans: list[Plan]) -> list[Plan]:
-    """One plan per delivery topic. The catalog refuses two purposes for one role, but grants could bring one; a
-    subscriber must never get a record twice in two shapes, so the first purpose (sorted) is kept, loudly."""
-    chosen: dict[str, Plan] = {}
-    for plan in sorted(plans, key=lambda p: (p.topic, p.purpose)):
-        kept = chosen.setdefault(plan.topic, plan)
-        if kept is not plan:
-            log.error("%s: plans for purposes %r and %r; delivering under %r only", plan.topic, kept.purpose,
-                      plan.purpose, kept.purpose)
-    return list(chosen.values())
 
 
 def _log_error(exc: Exception) -> None:

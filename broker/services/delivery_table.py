@@ -1,0 +1,105 @@
+"""The gate's delivery table: for one policy state, each stream's allowed plans bound to their delivery topics,
+with projector and encoder built once per plan content, and every decision audited when it changes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from broker.domain.audit_records import POLICY_DECISION, decision_record, decision_terms
+from broker.domain.control import PolicyState, rfc3339
+from broker.domain.plans import Plan, Projector, projected_schema
+from broker.domain.pseudonyms import Pseudonymiser, subscriber_key
+from broker.domain.topics import value_subject
+from broker.services.planner import Decision
+from broker.services.serde import AvroSerializer, SerializationContext
+
+if TYPE_CHECKING:
+    from broker.services.gate import GateParts
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """An allowed plan bound to its delivery topic, with its projector and encoder built once."""
+
+    plan: Plan
+    topic: str
+    areas: frozenset[str]
+    project: Projector
+    encode: AvroSerializer
+    context: SerializationContext
+    revision: bytes
+
+
+class DeliveryTable:
+    """Re-planned by the gate whenever the policy state changes or a plan expires; never consulted per record
+    beyond `by_stream`."""
+
+    def __init__(self, parts: GateParts, worker: str, clock: Callable[[], dt.datetime]) -> None:
+        self._p, self._worker, self._clock = parts, worker, clock
+        self.by_stream: dict[str, list[Delivery]] = {}
+        self._built: dict[tuple[Any, ...], tuple[Projector, AvroSerializer]] = {}
+        self._topics: set[str] = set()
+        self._decided: dict[tuple[str, ...], dict[str, Any]] = {}  # the last decision audited per subscription
+
+    def replan(self, state: PolicyState, now: dt.datetime) -> list[dt.datetime]:
+        """Plans for `state` at `now` (audited, topics created) in place of the old ones; the plans' expiries."""
+        deliveries: dict[str, list[Delivery]] = {}
+        expiries: list[dt.datetime] = []
+        decisions = self._p.planner.decisions_by_stream(state, list(self._p.schemas), now)
+        for stream, decided in decisions.items():
+            plans = _one_per_topic([d.plan for d in decided if d.plan.allow])
+            deliveries[stream] = [self._delivery(stream, plan) for plan in plans]
+            expiries.extend(p.expiry for p in plans if p.expiry is not None)
+        self._audit_decisions([d for ds in decisions.values() for d in ds], state, now)
+        new_topics = sorted({d.topic for ds in deliveries.values() for d in ds} - self._topics)
+        if new_topics:
+            self._p.ensure_topics(new_topics)
+            self._topics.update(new_topics)
+        self.by_stream = deliveries
+        return expiries
+
+    def _audit_decisions(self, decisions: list[Decision], state: PolicyState, now: dt.datetime) -> None:
+        """Audit each decision that differs from the last one audited for its subscription, before any record is
+        delivered under it; a periodic re-plan that changes nothing adds nothing to the trail."""
+        decided: dict[tuple[str, ...], dict[str, Any]] = {}
+        for decision in decisions:
+            plan = decision.plan
+            subscription = (plan.subscriber, plan.role, plan.stream, plan.purpose)
+            terms = decided[subscription] = decision_terms(plan, state.catalog_revision)
+            if self._decided.get(subscription) != terms:
+                self._p.audit(POLICY_DECISION, decision_record(plan, decision.decision_id,
+                                                               state.catalog_revision, self._worker, rfc3339(now)))
+                self._decided[subscription] = terms
+        self._decided = decided
+
+    def _delivery(self, stream: str, plan: Plan) -> Delivery:
+        key = (plan.subscriber, plan.role, stream, plan.scopes, plan.agreements)
+        built = self._built.get(key)
+        if built is None:
+            schema = projected_schema(self._p.schemas[stream], plan)
+            self._p.registry.set_compatibility(value_subject(plan.topic), "NONE")
+            pseudonymise = Pseudonymiser(subscriber_key(self._p.pseudonym_secret, plan.subscriber), stream)
+            project = Projector(plan, self._p.schemas[stream], pseudonymise=pseudonymise,
+                                today=lambda: self._clock().date())
+            built = self._built[key] = (project, AvroSerializer(self._p.registry, json.dumps(schema)))
+        return Delivery(plan, plan.topic, plan.areas, built[0], built[1], SerializationContext(plan.topic),
+                        plan.revision.encode())
+
+
+def _one_per_topic(plans: list[Plan]) -> list[Plan]:
+    """One plan per delivery topic. The catalog refuses two purposes for one role, but grants could bring one; a
+    subscriber must never get a record twice in two shapes, so the first purpose (sorted) is kept, loudly."""
+    chosen: dict[str, Plan] = {}
+    for plan in sorted(plans, key=lambda p: (p.topic, p.purpose)):
+        kept = chosen.setdefault(plan.topic, plan)
+        if kept is not plan:
+            log.error("%s: plans for purposes %r and %r; delivering under %r only", plan.topic, kept.purpose,
+                      plan.purpose, kept.purpose)
+    return list(chosen.values())

@@ -121,13 +121,14 @@ def service_bindings() -> list[Binding]:
     out += _allow(gate, Resource.TOPIC, QUARANTINE_PREFIX, Op.WRITE)
     out += _allow(gate, Resource.TOPIC, CONTROL_TOPIC, Op.READ)
     out += _allow(gate, Resource.TOPIC, STATUS_TOPIC, Op.WRITE)
-    out += _allow(gate, Resource.TOPIC, AUDIT_TOPIC, Op.WRITE, Op.DESCRIBE)
+    # The audit topic itself, not its prefix: `_accord.audit.chain` is the chainer's alone.
+    out += _allow(gate, Resource.TOPIC, AUDIT_TOPIC, Op.WRITE, Op.DESCRIBE, prefixed=False)
     out += _allow(gate, Resource.GROUP, "accord-gate", Op.READ)
     out += _allow(gate, Resource.TRANSACTIONAL_ID, "accord-gate-", Op.WRITE, Op.DESCRIBE)
 
     out += _allow(api, Resource.TOPIC, INGEST_PREFIX, Op.WRITE)
     out += _allow(api, Resource.TOPIC, QUARANTINE_PREFIX, Op.READ, Op.WRITE)
-    out += _allow(api, Resource.TOPIC, AUDIT_TOPIC, Op.WRITE, Op.DESCRIBE)
+    out += _allow(api, Resource.TOPIC, AUDIT_TOPIC, Op.WRITE, Op.DESCRIBE, prefixed=False)
 
     out += _allow(registry, Resource.TOPIC, SCHEMAS_TOPIC, Op.READ, Op.WRITE)
 

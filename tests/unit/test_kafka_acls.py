@@ -123,3 +123,11 @@ def test_only_the_fences_user_may_alter_bindings_and_it_reads_no_delivery() -> N
     assert alter == {SERVICE_USERS["fences"]}
     assert not [b for b in bindings if b.user == SERVICE_USERS["fences"] and b.op == Op.READ]
     assert not _allowed(bindings, SERVICE_USERS["fences"], Resource.TOPIC, "_accord.audit.chain", Op.WRITE)
+
+
+def test_only_the_governance_service_writes_the_audit_chain() -> None:
+    bindings = service_bindings()
+    writers = {user for user in SERVICE_USERS.values()
+               if _allowed(bindings, user, Resource.TOPIC, CHAIN_TOPIC, Op.WRITE)}
+    assert writers == {SERVICE_USERS["governance"]}
+    assert _allowed(bindings, SERVICE_USERS["gate"], Resource.TOPIC, AUDIT_TOPIC, Op.WRITE)

@@ -26,11 +26,13 @@ from broker.domain.topics import AUDIT_TOPIC, CHAIN_TOPIC, GOVERNANCE_TOPIC, del
 from broker.errors import ConfigError
 
 STREAMS = ["ukhsa.positive-tests", "nhsd.shielded-patients"]
-BODIES = {"ukhsa": {"roles": ["ig-lead"]}, "nhsd": {"roles": []},
-          "leicester-city-council": {"roles": ["dph", "analyst", "ig-lead"]},
-          "nottingham-city-council": {"roles": ["dph", "analyst"]}}
-LEICESTER_DPH, LEICESTER_ANALYST = subscriber_user("leicester-city-council", "dph"), \
-    subscriber_user("leicester-city-council", "analyst")
+BODIES: dict[str, dict[str, list[str]]] = {
+    "ukhsa": {"roles": ["ig-lead"]}, "nhsd": {"roles": []},
+    "leicester-city-council": {"roles": ["dph", "analyst", "ig-lead"]},
+    "nottingham-city-council": {"roles": ["dph", "analyst"]},
+}
+LEICESTER_DPH = subscriber_user("leicester-city-council", "dph")
+LEICESTER_ANALYST = subscriber_user("leicester-city-council", "analyst")
 
 
 def _allowed(bindings: list[Binding], user: str, resource: Resource, name: str, op: Op) -> bool:

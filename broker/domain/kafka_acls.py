@@ -52,6 +52,7 @@ SERVICE_PREFIX = "accord."
 _BODY = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 _ROLE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
+
 class Resource(StrEnum):
     TOPIC = "topic"
     GROUP = "group"

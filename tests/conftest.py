@@ -79,8 +79,9 @@ def local_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting
 
 @pytest.fixture(scope="session")
 def kafka_as(services: Endpoints, local_settings: Settings) -> Callable[[str], KafkaAccess]:
-    """How a body or Accord service reaches the session's Kafka, as itself (skipped for an external Kafka,
-    whose users Accord does not keep)."""
+    """How a Kafka user Accord keeps reaches the session's Kafka, as itself: a publisher (`ukhsa`), a role of a body
+    (`subscriber_user("leicester-city-council", "dph")`) or a service (`accord.gate`). Skipped for an external
+    Kafka, whose users Accord does not keep."""
     if local_settings.kafka_bootstrap:
         pytest.skip("ACCORD_KAFKA_BOOTSTRAP names an external Kafka: its users are not Accord's to test")
 

@@ -13,15 +13,16 @@ import typer
 
 from broker.cli.context import current_settings
 
-kafka_cli = typer.Typer(help="Kafka users (SASL/SCRAM) and ACLs for bodies and Accord's services.",
+kafka_cli = typer.Typer(help="Kafka users (SASL/SCRAM) and ACLs for bodies, their roles and Accord's services.",
                         no_args_is_help=True)
 CatalogDir = Annotated[Path | None, typer.Option("--catalog", help="catalog directory whose bodies get users")]
 
 
 @kafka_cli.command("provision")
 def provision(catalog: CatalogDir = None) -> None:
-    """Create a SCRAM user (password made, 0600 in the secrets dir) for every body of the catalog and every Accord
-    service, and make the ACLs exactly what broker/domain/kafka_acls.py says. Safe to repeat."""
+    """Create a SCRAM user (password made, 0600 in the secrets dir) for every Accord service, every publishing body
+    (`<body>`) and every role of a body (`<body>.<role>`), make the ACLs exactly what broker/domain/kafka_acls.py
+    says, and retire the users Accord made that the catalog no longer calls for. Safe to repeat."""
     from broker.cli.policy import compile_catalog_dir, running_endpoints
     from broker.security import kafka_identities
 
@@ -31,7 +32,8 @@ def provision(catalog: CatalogDir = None) -> None:
 
 
 @kafka_cli.command("rotate")
-def rotate(user: Annotated[str, typer.Argument(help="a body id, or accord.gate / accord.api / ...")]) -> None:
+def rotate(user: Annotated[str, typer.Argument(
+        help="a publisher (<body>), a role's login (<body>.<role>), or accord.gate / accord.api / ...")]) -> None:
     """Give USER a new password: on the cluster first, then in its file. Connected clients stay connected; the next
     connection needs the new password (a service started by `accord local` reads it when it restarts)."""
     from broker.cli.policy import running_endpoints

@@ -18,7 +18,7 @@ from broker.domain.disputes import parse_stamp
 from broker.domain.topics import delivery_topic
 from broker.local.stack import Endpoints
 from broker.runtime.api import open_ingest
-from broker.runtime.deliveries import DeliveryReader
+from broker.runtime.deliveries import RoleReaders
 from broker.security import api_tokens
 from broker.services import policy_changes
 
@@ -27,7 +27,7 @@ BLABY = "blaby-district-council"
 Say = Callable[[str], None]
 
 
-def run(endpoints: Endpoints, reader: DeliveryReader, log: KafkaLog, say: Say, settings: Settings) -> dict[str, Any]:
+def run(endpoints: Endpoints, readers: RoleReaders, log: KafkaLog, say: Say, settings: Settings) -> dict[str, Any]:
     """Blaby's environmental health team wants T1 rows for a food-premises cluster (domain scenario 5)."""
     key = api_tokens.signing_key(settings.secrets_dir)
 
@@ -65,7 +65,7 @@ def run(endpoints: Endpoints, reader: DeliveryReader, log: KafkaLog, say: Say, s
     change = policy_changes.Announced(last["key"], int(last["offset"]), int(last["timestamp_ms"]))
     (status,) = policy_changes.enforcement(log, change, workers=1, timeout_s=10)
     latency_ms = int(status["applied_ms"]) - int(decided_wall * 1000)
-    flow = _deliveries(endpoints, settings, reader)
+    flow = _deliveries(endpoints, settings, readers)
     say(f"   decision enforced by gate worker {status['worker']} {latency_ms} ms after the second approval was sent")
     say(f"   then Blaby's environmental health received {flow['rows']} of {flow['published']} new rows (Blaby's only), "
         f"fields {', '.join(flow['fields'])}")
@@ -85,14 +85,15 @@ def _timeline(dispute: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _deliveries(endpoints: Endpoints, settings: Settings, reader: DeliveryReader) -> dict[str, Any]:
+def _deliveries(endpoints: Endpoints, settings: Settings, readers: RoleReaders) -> dict[str, Any]:
     day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     cases = positive_tests(day, {"blaby": 4, "charnwood": 3, "leicester": 3}, prefix=f"O{uuid.uuid4().hex[:5].upper()}")
     with open_ingest(endpoints.kafka, endpoints.registry_url, settings) as (ingest, _):
         outcomes = ingest.publish(STREAM, cases, source="demo")
     sources = {f"{o.topic}/{o.partition}/{o.offset}".encode(): cases[o.index] for o in outcomes}
     topic = delivery_topic(BLABY, "environmental-health", STREAM)
-    got = reader.read(topic, 0, lambda _, h: h.get("accord.source") in sources, want=4, timeout_s=15)
+    got = readers(BLABY, "environmental-health").read(topic, 0, lambda _, h: h.get("accord.source") in sources,
+                                                      want=4, timeout_s=15)
     return {"published": len(cases), "rows": len(got), "fields": sorted(got[0].value) if got else [],
             "areas": sorted({str(sources[d.source]["ltla"]) for d in got})}   # of the records delivered from
 

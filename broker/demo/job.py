@@ -22,7 +22,7 @@ from broker.demo.synthetic import positive_tests
 from broker.domain.topics import delivery_topic
 from broker.local.stack import Endpoints
 from broker.runtime.api import open_ingest
-from broker.runtime.deliveries import DeliveryReader
+from broker.runtime.deliveries import RoleReaders
 from broker.runtime.gate import GateEndpoints, GateThread
 from broker.security.api_tokens import ServiceTokens
 from broker.security.opa_tokens import WRITER, opa_engine
@@ -55,12 +55,13 @@ def run(endpoints: Endpoints, settings: Settings, say: Say = print, own_gate: bo
         (status,) = policy_changes.enforcement(log, change, workers=1, timeout_s=30)
         topics = sum(map(len, status["deliveries"].values()))
         say(f"   gate worker {status['worker']} enforces it: delivering to {topics} subscriber topics")
-        reader = DeliveryReader(endpoints.kafka, endpoints.registry_url, ServiceTokens(settings.secrets_dir, "demo"),
-                                client_id="accord-demo-subscriber")
-        stack.callback(reader.close)
-        views = _publish_day(endpoints, settings, reader, log, say)
-        revocation = _revoke_live(endpoints, settings, reader, writer, log, say)
-        dispute = demo_dispute.run(endpoints, reader, log, say, settings)
+        # Each council's role reads its deliveries on its own Kafka login, as it would.
+        readers = RoleReaders(settings, endpoints.kafka, endpoints.registry_url,
+                              ServiceTokens(settings.secrets_dir, "demo"), client_id="accord-demo-subscriber")
+        stack.callback(readers.close)
+        views = _publish_day(endpoints, settings, readers, log, say)
+        revocation = _revoke_live(endpoints, settings, readers, writer, log, say)
+        dispute = demo_dispute.run(endpoints, readers, log, say, settings)
     return {"catalog_revision": status.get("catalog_revision"), "views": views,
             "revocation": revocation, "dispute": dispute}
 
@@ -79,7 +80,7 @@ def _apply_catalog(endpoints: Endpoints, settings: Settings, writer: ControlWrit
     return change
 
 
-def _publish_day(endpoints: Endpoints, settings: Settings, reader: DeliveryReader, log: KafkaLog, say: Say
+def _publish_day(endpoints: Endpoints, settings: Settings, readers: RoleReaders, log: KafkaLog, say: Say
                  ) -> dict[str, Any]:
     day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=2)
     prefix = f"D{uuid.uuid4().hex[:5].upper()}"
@@ -93,13 +94,14 @@ def _publish_day(endpoints: Endpoints, settings: Settings, reader: DeliveryReade
     views: dict[str, Any] = {}
     expected = _expected_counts(cases)
     for subscriber, role in VIEWS:
-        topic = delivery_topic(subscriber, role, STREAM)
+        topic, reader = delivery_topic(subscriber, role, STREAM), readers(subscriber, role)
         got = reader.read(topic, 0, lambda _, h: h.get("accord.source") in sources,
                           want=expected.get(subscriber, 0), timeout_s=15)
         fields = sorted(got[0].value) if got else []
-        views[f"{subscriber}/{role}"] = {"rows": len(got), "fields": fields,
+        views[f"{subscriber}/{role}"] = {"rows": len(got), "fields": fields, "login": reader.login,
                                          "areas": sorted({str(d.value.get("ltla")) for d in got if "ltla" in d.value})}
-        say(f"   {subscriber}/{role}: {len(got)} rows, {len(fields)} fields ({', '.join(fields)})")
+        say(f"   {subscriber}/{role} (Kafka login {reader.login}): {len(got)} rows, {len(fields)} fields "
+            f"({', '.join(fields)})")
         if got:
             say(f"     e.g. {_example(got[0].value)}")
     quarantined = [e for e in read_quarantine(log, STREAM, limit=100_000, timeout_s=1.0)
@@ -127,8 +129,8 @@ def _example(record: dict[str, Any]) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _revoke_live(endpoints: Endpoints, settings: Settings, reader: DeliveryReader, writer: ControlWriter, log: KafkaLog,
-                 say: Say) -> dict[str, Any]:
+def _revoke_live(endpoints: Endpoints, settings: Settings, readers: RoleReaders, writer: ControlWriter,
+                 log: KafkaLog, say: Say) -> dict[str, Any]:
     """Leicester cases keep arriving; the agreement is revoked mid-stream, then reinstated."""
     topic = delivery_topic("leicester-city-council", "dph", STREAM)
     cases = positive_tests(dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1), {"leicester": 300},
@@ -151,7 +153,8 @@ def _revoke_live(endpoints: Endpoints, settings: Settings, reader: DeliveryReade
         publisher.join(timeout=10)
         policy_changes.reinstate(writer, REVOKED)
     names = set(sent_at)
-    got = reader.read(topic, 0, lambda v, _: v.get("specimen_id") in names, want=len(names), timeout_s=3, settle_s=0)
+    got = readers("leicester-city-council", "dph").read(topic, 0, lambda v, _: v.get("specimen_id") in names,
+                                                        want=len(names), timeout_s=3, settle_s=0)
     before = [s for s, t in sent_at.items() if t <= acked_at]
     leaked = [d for d in got if sent_at[d.value["specimen_id"]] > acked_at]
     latency_ms = int(status["applied_ms"]) - change.timestamp_ms

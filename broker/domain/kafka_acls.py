@@ -1,11 +1,13 @@
 """Who may do what on Kafka: the ACL bindings Accord keeps on the cluster, worked out from the catalog's bodies.
 
 Default deny: the broker's authorizer refuses whatever no binding allows, so this module lists only allows. Every
-body and every Accord service is its own SCRAM user:
+Accord service, every publishing body and every role of a body is its own SCRAM user:
 
-- a publisher writes only its own ingest topics (`ingest.<body>.`; its streams are `<body>.<name>`) and reads its
-  own quarantine topics, where the gate and the ingest API put the rows they refused;
-- a subscriber reads only its own delivery topics (`deliver.<body>.`) in its own consumer groups (`<body>.`);
+- a publisher (`<body>`) writes only its own ingest topics (`ingest.<body>.`; its streams are `<body>.<name>`) and
+  reads its own quarantine topics, where the gate and the ingest API put the rows they refused. A stream is owned
+  by a body and the catalog names no publishing role, so a body publishes under one login;
+- a subscriber's role (`<body>.<role>`) reads only that role's delivery topics (`deliver.<body>.<role>.`) in its
+  own consumer groups (`<body>.<role>.`): a body's analysts never read what its DPH receives;
 - the gate reads ingest topics and writes delivery and quarantine topics (and its status and audit records);
 - the ingest API writes ingest and quarantine topics and reads quarantine topics (to show publishers theirs);
 - the registry keeps its schema topic; the governance service its governance, audit and chain topics.
@@ -16,9 +18,11 @@ test) can run a second instance under its own topic names.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from broker.domain.topics import (
     AUDIT_TOPIC,
@@ -31,7 +35,7 @@ from broker.domain.topics import (
     STATUS_TOPIC,
     publisher_ingest_prefix,
     publisher_quarantine_prefix,
-    subscriber_delivery_prefix,
+    role_delivery_prefix,
 )
 
 ADMIN_USER = "accord.admin"
@@ -41,8 +45,12 @@ SERVICE_USERS: Mapping[str, str] = {
     "gate": "accord.gate", "api": "accord.api", "registry": "accord.registry", "governance": "accord.governance",
     "fences": "accord.fences",
 }
-# Body ids match [A-Za-z][A-Za-z0-9_-]* (broker/domain/plans.py), so no body is ever called `accord.<anything>`.
 SERVICE_PREFIX = "accord."
+# Ids as broker/domain/plans.py holds them (the catalog's are narrower: kebab-case). Neither holds a dot, so
+# `<body>.<role>` names exactly one role of one body, and a role's topic prefix `deliver.<body>.<role>.` reaches no
+# other role's; nor a comma or `=`, the two characters a SCRAM user name has to escape (RFC 5802, saslname).
+_BODY = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+_ROLE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 class Resource(StrEnum):
@@ -82,23 +90,39 @@ def _allow(user: str, resource: Resource, name: str, *ops: Op, prefixed: bool = 
     return [Binding(user, resource, name, op, prefixed) for op in ops]
 
 
-def body_user(body: str) -> str:
-    if body.startswith(SERVICE_PREFIX) or not body:
-        raise ValueError(f"{body!r} is not a body id")
+def _body(body: str) -> str:
+    # A body called `accord` would have its roles' users inside the services' name space (`accord.gate`).
+    if not _BODY.fullmatch(body) or f"{body}." == SERVICE_PREFIX:
+        raise ValueError(f"{body!r} is not a body id Accord can make a Kafka user for")
     return body
 
 
-def body_bindings(body: str, publishes: bool, subscribes: bool) -> list[Binding]:
-    """A body's rights: its own ingest and quarantine topics as a publisher, its own deliveries as a subscriber."""
-    user = body_user(body)
-    out: list[Binding] = []
-    if publishes:
-        out += _allow(user, Resource.TOPIC, publisher_ingest_prefix(body), Op.WRITE, Op.DESCRIBE)
-        out += _allow(user, Resource.TOPIC, publisher_quarantine_prefix(body), Op.READ, Op.DESCRIBE)
-        out += _allow(user, Resource.GROUP, f"{body}.", Op.READ)
-    if subscribes:
-        out += _allow(user, Resource.TOPIC, subscriber_delivery_prefix(body), Op.READ, Op.DESCRIBE)
-        out += _allow(user, Resource.GROUP, f"{body}.", Op.READ)
+def publisher_user(body: str) -> str:
+    """The one login a publishing body writes its streams with."""
+    return _body(body)
+
+
+def subscriber_user(body: str, role: str) -> str:
+    """The login of one role of a subscribing body; it reads that role's deliveries and nothing else."""
+    if not _ROLE.fullmatch(role):
+        raise ValueError(f"{role!r} is not a role id Accord can make a Kafka user for")
+    return f"{_body(body)}.{role}"
+
+
+def publisher_bindings(body: str) -> list[Binding]:
+    """A publisher writes its own ingest topics and reads its own quarantine topics. It reads them by partition,
+    without a consumer group: a group prefix `<body>.` would reach into its roles' groups (`<body>.<role>.`)."""
+    user = publisher_user(body)
+    out = _allow(user, Resource.TOPIC, publisher_ingest_prefix(body), Op.WRITE, Op.DESCRIBE)
+    out += _allow(user, Resource.TOPIC, publisher_quarantine_prefix(body), Op.READ, Op.DESCRIBE)
+    return sorted(set(out))
+
+
+def subscriber_bindings(body: str, role: str) -> list[Binding]:
+    """One role of a subscriber reads its own delivery topics, in consumer groups named after its login."""
+    user = subscriber_user(body, role)
+    out = _allow(user, Resource.TOPIC, role_delivery_prefix(body, role), Op.READ, Op.DESCRIBE)
+    out += _allow(user, Resource.GROUP, f"{user}.", Op.READ)
     return sorted(set(out))
 
 
@@ -156,27 +180,38 @@ def fence_bindings() -> list[Binding]:
 
 @dataclass(frozen=True)
 class BodyRoles:
-    """What the catalog says a body does on Kafka."""
+    """What the catalog says a body does on Kafka: publish (its own streams), and receive under each of `roles`."""
 
     body: str
     publishes: bool
-    subscribes: bool
+    roles: tuple[str, ...]
 
 
-def bodies_from_catalog(bodies: Iterable[str], streams: Iterable[str]) -> list[BodyRoles]:
-    """Publishers are the bodies whose id prefixes a stream id. Any body may be granted a delivery, and only the
-    gate writes delivery topics, so every body may read its own."""
+def bodies_from_catalog(bodies: Mapping[str, Mapping[str, Any]], streams: Iterable[str]) -> list[BodyRoles]:
+    """Publishers are the bodies whose id prefixes a stream id. A delivery goes to a role the body holds (an
+    agreement's tier, a dispute's grant or a break-glass names one), and only the gate writes delivery topics, so
+    every role a body holds may read its own."""
     owners = {stream.split(".", 1)[0] for stream in streams}
-    return [BodyRoles(body, body in owners, True) for body in sorted(set(bodies))]
+    return [BodyRoles(body, body in owners, tuple(sorted(set(bodies[body].get("roles") or ()))))
+            for body in sorted(bodies)]
 
 
 def all_bindings(bodies: Iterable[BodyRoles]) -> list[Binding]:
     out = service_bindings()
     for b in bodies:
-        out += body_bindings(b.body, b.publishes, b.subscribes)
+        if b.publishes:
+            out += publisher_bindings(b.body)
+        for role in b.roles:
+            out += subscriber_bindings(b.body, role)
     return sorted(set(out))
 
 
 def users(bodies: Iterable[BodyRoles]) -> list[str]:
-    """Every SCRAM user Accord keeps: its services and one per body (the admin is made when Kafka is formatted)."""
-    return sorted({*SERVICE_USERS.values(), *(body_user(b.body) for b in bodies)})
+    """Every SCRAM user Accord keeps: its services, each publisher and each role of each body (the admin and the
+    broker's own user are made when Kafka is formatted)."""
+    found = set(SERVICE_USERS.values())
+    for b in bodies:
+        if b.publishes:
+            found.add(publisher_user(b.body))
+        found.update(subscriber_user(b.body, role) for role in b.roles)
+    return sorted(found)

@@ -67,6 +67,6 @@ def publisher_quarantine_prefix(body: str) -> str:
     return f"{QUARANTINE_PREFIX}{body}."
 
 
-def subscriber_delivery_prefix(body: str) -> str:
-    """The delivery topics a subscribing body reads."""
-    return f"{DELIVER_PREFIX}{body}."
+def role_delivery_prefix(subscriber: str, role: str) -> str:
+    """The delivery topics one role of a subscribing body reads: every stream delivered to that role, no other's."""
+    return f"{DELIVER_PREFIX}{subscriber}.{role}."

@@ -1,4 +1,5 @@
-"""Reading a delivery topic as its subscriber does (read_committed, decoded with the registry's schemas)."""
+"""Reading a delivery topic as its subscriber does (read_committed, decoded with the registry's schemas), on the
+Kafka login of the subscriber's role."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Any
 from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_log import KafkaLog
 from broker.adapters.registry_http import HttpSchemaRegistry
+from broker.config import Settings
+from broker.security.kafka_identities import subscriber_access
 from broker.services.serde import AvroDeserializer, SerializationContext
 
 Select = Callable[[dict[str, Any], dict[str, bytes]], bool]
@@ -30,6 +33,7 @@ class Delivered:
 class DeliveryReader:
     def __init__(self, kafka: KafkaAccess, registry_url: str, token: Callable[[], str | None],
                  client_id: str = "accord-subscriber") -> None:
+        self.login = kafka.username or "(no SASL login)"
         self._log = KafkaLog(kafka, client_id=client_id)
         self._registry = HttpSchemaRegistry(registry_url, token=token)
         self._decode = AvroDeserializer(self._registry)
@@ -58,3 +62,26 @@ class DeliveryReader:
                     return found
             elif now > deadline:
                 return found
+
+
+class RoleReaders:
+    """A DeliveryReader per role of a subscriber, each on that role's own Kafka login (`<body>.<role>`), as a
+    council's DPH or analysts read: a role's login is refused every other role's topics."""
+
+    def __init__(self, settings: Settings, kafka: KafkaAccess, registry_url: str, token: Callable[[], str | None],
+                 client_id: str = "accord-subscriber") -> None:
+        self._settings, self._kafka, self._registry_url, self._token = settings, kafka, registry_url, token
+        self._client_id = client_id
+        self._readers: dict[tuple[str, str], DeliveryReader] = {}
+
+    def __call__(self, subscriber: str, role: str) -> DeliveryReader:
+        if (subscriber, role) not in self._readers:
+            access = subscriber_access(self._settings, self._kafka, subscriber, role)
+            self._readers[subscriber, role] = DeliveryReader(access, self._registry_url, self._token,
+                                                             client_id=f"{self._client_id}-{subscriber}-{role}")
+        return self._readers[subscriber, role]
+
+    def close(self) -> None:
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()

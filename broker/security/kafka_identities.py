@@ -1,4 +1,5 @@
-"""Kafka identities: one SCRAM user per body and per Accord service, passwords on disk (0600), ACLs in sync.
+"""Kafka identities: one SCRAM user per Accord service, per publishing body and per role of a body, passwords on
+disk (0600), ACLs in sync.
 
 A password lives in `<secrets dir>/kafka/<user>.password` and nowhere else: not in a log line, not in an error
 message (KafkaAccess holds it as a SecretStr), not in the environment of the services (they get the file's path).
@@ -23,12 +24,15 @@ from broker.domain.kafka_acls import (
     SERVICE_USERS,
     all_bindings,
     bodies_from_catalog,
+    subscriber_user,
     users,
 )
 from broker.errors import ConfigError
 from broker.security.secrets import write_private
 
 PASSWORD_BYTES = 32
+# Made when Kafka's storage is formatted, never by provisioning, so never retired by it either.
+_FORMATTED_USERS = frozenset({ADMIN_USER, BROKER_USER, CONTROLLER_USER})
 
 
 def password_path(secrets_dir: Path, user: str) -> Path:
@@ -93,30 +97,55 @@ def fences_access(settings: Settings, bootstrap: str) -> KafkaAccess | None:
                        settings.kafka_security_protocol or "SASL_PLAINTEXT")
 
 
+def subscriber_access(settings: Settings, kafka: KafkaAccess, body: str, role: str) -> KafkaAccess:
+    """How one role of a subscribing body reads its deliveries from the Kafka `kafka` reaches: as its own login on
+    a Kafka that `accord local` runs; on an external one, as `kafka` (its users are its operator's to keep)."""
+    if settings.kafka_bootstrap:
+        return kafka
+    return local_access(settings.secrets_dir, kafka.bootstrap, subscriber_user(body, role))
+
+
 @dataclass(frozen=True)
 class Provisioned:
     users_created: tuple[str, ...]
+    users_retired: tuple[str, ...]
     acls_created: int
     acls_deleted: int
 
     def describe(self) -> str:
         made = f"{len(self.users_created)} user(s) created" if self.users_created else "no new users"
-        return f"{made}; ACLs: {self.acls_created} added, {self.acls_deleted} removed"
+        retired = f", {len(self.users_retired)} retired" if self.users_retired else ""
+        return f"{made}{retired}; ACLs: {self.acls_created} added, {self.acls_deleted} removed"
+
+
+def _made_here(secrets_dir: Path, user: str) -> bool:
+    """Whether Accord made `user` (it keeps the password of every user it makes, and of no other)."""
+    try:
+        return password_path(secrets_dir, user).is_file()
+    except ConfigError:
+        return False
 
 
 def provision(admin: KafkaAccess, secrets_dir: Path, catalog: dict[str, Any]) -> Provisioned:
-    """Every body of the compiled `catalog` and every Accord service gets a SCRAM user (a password made if it has
-    none yet) and exactly the ACLs of broker/domain/kafka_acls.py. Idempotent; a body dropped from the catalog
-    keeps its user but loses its ACLs."""
-    roles = bodies_from_catalog(catalog.get("bodies", {}), catalog.get("streams", {}))
-    wanted = users(roles)
+    """Every Accord service, publisher and role of a body of the compiled `catalog` gets a SCRAM user (a password
+    made if it has none yet) and exactly the ACLs of broker/domain/kafka_acls.py. Idempotent.
+
+    A user Accord made that the catalog no longer calls for (a body or role dropped from it, or a body's single
+    login from before logins were per role) loses its ACLs and its credential, and its password file goes: a
+    login that reads nothing is still a login to steal. Users Accord did not make lose their ACLs only."""
+    parties = bodies_from_catalog(catalog.get("bodies", {}), catalog.get("streams", {}))
+    wanted = set(users(parties))
     with KafkaSecurity(admin) as security:
         existing = security.scram_users()
-        created = [u for u in wanted if u not in existing]
+        created = sorted(wanted - existing)
         security.set_passwords({u: ensure_password(secrets_dir, u) for u in created})
-        managed = (existing | set(wanted)) - {ADMIN_USER, BROKER_USER, CONTROLLER_USER}
-        added, removed = security.sync(all_bindings(roles), managed)
-    return Provisioned(tuple(created), added, removed)
+        managed = (existing | wanted) - _FORMATTED_USERS
+        added, removed = security.sync(all_bindings(parties), managed)
+        retired = sorted(u for u in existing - wanted - _FORMATTED_USERS if _made_here(secrets_dir, u))
+        security.delete_users(retired)
+    for user in retired:
+        password_path(secrets_dir, user).unlink(missing_ok=True)
+    return Provisioned(tuple(created), tuple(retired), added, removed)
 
 
 def rotate(admin: KafkaAccess, secrets_dir: Path, user: str) -> Path:
@@ -129,7 +158,8 @@ def rotate(admin: KafkaAccess, secrets_dir: Path, user: str) -> Path:
         raise ConfigError(f"{user} is the broker's own user: its password changes with `accord local down --wipe`")
     path = password_path(secrets_dir, user)
     if not path.exists():
-        raise ConfigError(f"Accord keeps no Kafka password for {user!r} (no {path.name}); is it a body or service?")
+        raise ConfigError(f"Accord keeps no Kafka password for {user!r} (no {path.name}); users are publishers "
+                          "(<body>), roles of a body (<body>.<role>) and services (accord.gate, ...)")
     password = secrets.token_urlsafe(PASSWORD_BYTES)
     with KafkaSecurity(admin) as security:
         security.set_passwords({user: password})

@@ -8,7 +8,7 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,9 +21,11 @@ from confluent_kafka.serialization import MessageField
 from confluent_kafka.serialization import SerializationContext as ConfluentContext
 
 from broker.adapters.kafka_access import KafkaAccess
+from broker.adapters.kafka_admin import create_topics
 from broker.adapters.kafka_log import KafkaLog
 from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.config import Settings
+from broker.domain.kafka_acls import subscriber_user
 from broker.domain.wire import unframe
 from broker.local.stack import Endpoints
 from broker.local.toolchain import REPO_ROOT
@@ -143,13 +145,20 @@ def _fixed_librdkafka(directory: Path) -> dict[str, str]:
 
 
 @pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is not installed (apt-get install kcat)")
-def test_kcat_reads_accord_framed_records(services: Endpoints, topic: str, tmp_path: Path) -> None:
+def test_kcat_reads_a_delivery_on_the_subscribers_role_login(services: Endpoints,
+                                                             kafka_as: Callable[[str], KafkaAccess],
+                                                             tmp_path: Path) -> None:
     # Debian's kcat is built without Avro/Schema Registry support (no libserdes), so `-s value=avro` cannot be
     # exercised here; kcat still proves the records on the topic are Confluent-framed with Accord's schema id.
+    # The topic is this test's own stream under Leicester's DPH deliveries, read as a council would: on the DPH
+    # role's login (a SCRAM user name with a dot, `<body>.<role>`).
+    topic = f"deliver.leicester-city-council.dph.kcat-{uuid.uuid4().hex[:8]}"
+    create_topics(services.kafka, [topic])
     payload = _publish_with_accord(services, topic)
     expected_id, _ = unframe(payload)
+    login = kafka_as(subscriber_user("leicester-city-council", "dph"))
     # kcat authenticates like any client: its SASL properties on the command line (a test's throwaway password).
-    props = [arg for key, value in services.kafka.librdkafka_options().items() for arg in ("-X", f"{key}={value}")]
+    props = [arg for key, value in login.librdkafka_options().items() for arg in ("-X", f"{key}={value}")]
     env = dict(os.environ)
     probe = subprocess.run(["kcat", *props, "-L", "-m", "10"], capture_output=True, timeout=60, check=False)
     if b"invalid credentials" in probe.stderr:

@@ -24,7 +24,7 @@ from broker.adapters.kafka_fences import KafkaFenceAdmin
 from broker.adapters.kafka_log import KafkaLog
 from broker.domain.control import GRANT_PREFIX
 from broker.domain.disputes import stamp
-from broker.domain.kafka_acls import SERVICE_USERS
+from broker.domain.kafka_acls import SERVICE_USERS, subscriber_user
 from broker.domain.topics import AUDIT_TOPIC, delivery_topic
 from broker.errors import ServiceError
 from broker.local.stack import Endpoints
@@ -35,6 +35,7 @@ LEICESTER = "leicester-city-council"
 RUN = uuid.uuid4().hex[:8]
 STREAM = f"ukhsa.fence-test-{RUN}"
 TOPIC = delivery_topic(LEICESTER, "dph", STREAM)
+AS_LEICESTER_DPH = subscriber_user(LEICESTER, "dph")  # the login that reads TOPIC
 GRANT = f"fence-test-{RUN}"
 GRACE = dt.timedelta(hours=6)
 
@@ -109,7 +110,7 @@ def test_a_revoked_grant_fences_what_was_delivered_and_the_records_go_after_the_
         producer.send(TOPIC, f"case {n}".encode()).get(timeout=10)
     producer.close()
     control, view = ControlWriter(services.kafka), ControlView(services.kafka)
-    leicester = kafka_as(LEICESTER)
+    leicester = kafka_as(AS_LEICESTER_DPH)
     try:
         now = dt.datetime.now(dt.UTC)
         control.append(f"{GRANT_PREFIX}{GRANT}", _grant(now))
@@ -144,4 +145,4 @@ def test_a_revoked_grant_fences_what_was_delivered_and_the_records_go_after_the_
 def test_a_subscriber_cannot_lift_its_own_fence(services: Endpoints, kafka_as: KafkaAs) -> None:
     create_topics(services.kafka, [TOPIC])
     with pytest.raises(ServiceError, match=r"(?i)authoriz"):
-        KafkaFenceAdmin(kafka_as(LEICESTER)).unfence(TOPIC)
+        KafkaFenceAdmin(kafka_as(AS_LEICESTER_DPH)).unfence(TOPIC)

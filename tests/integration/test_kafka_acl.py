@@ -1,5 +1,6 @@
 """Kafka's own boundaries, proven with real clients on the SASL/SCRAM listener and the StandardAuthorizer: each
-body reaches only its own topics, Accord's gate runs on its own narrow rights, and no one gets in without a user."""
+body reaches only its own topics and each of its roles only that role's deliveries, Accord's gate runs on its own
+narrow rights, and no one gets in without a user."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from pydantic import SecretStr
 
 from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_admin import create_topics
+from broker.adapters.kafka_security import KafkaSecurity
 from broker.config import Settings
 from broker.demo.synthetic import positive_tests
-from broker.domain.kafka_acls import SERVICE_USERS
+from broker.domain.kafka_acls import SERVICE_USERS, Binding, Op, Resource, subscriber_user
 from broker.local.stack import Endpoints
 from broker.runtime.gate import GateThread
 from broker.security import kafka_identities
@@ -26,11 +28,14 @@ from tests.integration.gate_support import Receiver, end_offsets, publish, speci
 
 KafkaAs = Callable[[str], KafkaAccess]
 LEICESTER, NOTTINGHAM = "leicester-city-council", "nottingham-city-council"
-LEICESTER_DPH = topic_for(LEICESTER, "dph")
-# Topics of these tests only, inside each council's delivery prefix: a raw row on a real delivery topic would
+LEICESTER_DPH, LEICESTER_ANALYST = topic_for(LEICESTER, "dph"), topic_for(LEICESTER, "analyst")
+# The logins of Leicester's Director of Public Health and of its analysts, and of Nottingham's DPH.
+AS_LEICESTER_DPH, AS_LEICESTER_ANALYST = subscriber_user(LEICESTER, "dph"), subscriber_user(LEICESTER, "analyst")
+AS_NOTTINGHAM_DPH = subscriber_user(NOTTINGHAM, "dph")
+# Topics of these tests only, inside each council's DPH delivery prefix: a raw row on a real delivery topic would
 # break every other reader of it.
 RUN = uuid.uuid4().hex[:8]
-LEICESTER_OWN, NOTTINGHAM_OWN = f"deliver.{LEICESTER}.acl-test.{RUN}", f"deliver.{NOTTINGHAM}.acl-test.{RUN}"
+LEICESTER_OWN, NOTTINGHAM_OWN = f"deliver.{LEICESTER}.dph.acl-test.{RUN}", f"deliver.{NOTTINGHAM}.dph.acl-test.{RUN}"
 
 
 def _producer(kafka: KafkaAccess) -> Any:
@@ -64,7 +69,7 @@ def delivery_topics(services: Endpoints) -> list[str]:
 
 def test_a_subscriber_reading_another_subscribers_topic_gets_an_authorisation_error(
         kafka_as: KafkaAs, delivery_topics: list[str]) -> None:
-    consumer = KafkaConsumer(**kafka_as(LEICESTER).client_options(), group_id=None)
+    consumer = KafkaConsumer(**kafka_as(AS_LEICESTER_DPH).client_options(), group_id=None)
     try:
         with pytest.raises(TopicAuthorizationFailedError):
             consumer.beginning_offsets([TopicPartition(NOTTINGHAM_OWN, 0)])
@@ -75,10 +80,11 @@ def test_a_subscriber_reading_another_subscribers_topic_gets_an_authorisation_er
         consumer.close()
 
 
-def test_a_subscriber_cannot_use_another_bodys_consumer_group(kafka_as: KafkaAs,
-                                                                delivery_topics: list[str]) -> None:
-    consumer = KafkaConsumer(**kafka_as(LEICESTER).client_options(), group_id=f"{NOTTINGHAM}.{uuid.uuid4().hex[:6]}",
-                             auto_offset_reset="earliest")
+@pytest.mark.parametrize("group", [AS_NOTTINGHAM_DPH, AS_LEICESTER_ANALYST])
+def test_a_subscriber_cannot_use_another_logins_consumer_group(kafka_as: KafkaAs, delivery_topics: list[str],
+                                                                group: str) -> None:
+    consumer = KafkaConsumer(**kafka_as(AS_LEICESTER_DPH).client_options(),
+                             group_id=f"{group}.{uuid.uuid4().hex[:6]}", auto_offset_reset="earliest")
     consumer.subscribe([LEICESTER_OWN])
     try:
         with pytest.raises(GroupAuthorizationFailedError):
@@ -91,7 +97,7 @@ def test_a_subscriber_cannot_use_another_bodys_consumer_group(kafka_as: KafkaAs,
 def test_a_subscriber_cannot_write_its_own_delivery_topic(kafka_as: KafkaAs, delivery_topics: list[str]) -> None:
     # A body that may write nowhere is refused even the producer id an idempotent producer asks for first.
     with pytest.raises(KafkaError, match="AuthorizationFailed"):
-        _write(kafka_as(LEICESTER), LEICESTER_OWN, b"forged delivery")
+        _write(kafka_as(AS_LEICESTER_DPH), LEICESTER_OWN, b"forged delivery")
 
 
 def test_a_publisher_writing_a_stream_it_does_not_own_is_refused(services: Endpoints, kafka_as: KafkaAs,
@@ -100,12 +106,12 @@ def test_a_publisher_writing_a_stream_it_does_not_own_is_refused(services: Endpo
     with pytest.raises(TopicAuthorizationFailedError):
         _write(kafka_as("ukhsa"), "ingest.nhsd.shielded-patients", b"someone else's stream")
     with pytest.raises(TopicAuthorizationFailedError):
-        _write(kafka_as(LEICESTER), "ingest.ukhsa.positive-tests", b"a subscriber is no publisher")
+        _write(kafka_as(AS_LEICESTER_DPH), "ingest.ukhsa.positive-tests", b"a subscriber is no publisher")
 
 
 @pytest.mark.parametrize("who", ["no credentials", "a wrong password", "an unknown user"])
 def test_an_unauthenticated_client_gets_nothing(services: Endpoints, kafka_as: KafkaAs, who: str) -> None:
-    real = kafka_as(LEICESTER)
+    real = kafka_as(AS_LEICESTER_DPH)
     access = {"no credentials": KafkaAccess(real.bootstrap),
               "a wrong password": dataclasses.replace(real, password=SecretStr("not-the-password")),
               "an unknown user": dataclasses.replace(real, username="mallory")}[who]
@@ -134,7 +140,7 @@ def test_the_gate_on_its_own_user_delivers_and_the_subscriber_reads_as_itself(
     cases = positive_tests(specimen_day(), {"leicester": 2, "nottingham": 1}, prefix=prefix)
     start = end_offsets(services.kafka, [LEICESTER_DPH])
     publish(dataclasses.replace(services, kafka=kafka_as(SERVICE_USERS["api"])), "ukhsa.positive-tests", cases)
-    receiver = Receiver(kafka_as(LEICESTER), services.registry_url, service_tokens())
+    receiver = Receiver(kafka_as(AS_LEICESTER_DPH), services.registry_url, service_tokens())
     try:
         got = receiver.records(LEICESTER_DPH, start[LEICESTER_DPH],
                                lambda r, _: str(r.get("specimen_id", "")).startswith(prefix), want=2)
@@ -142,6 +148,47 @@ def test_the_gate_on_its_own_user_delivers_and_the_subscriber_reads_as_itself(
         receiver.close()
     assert sorted(r["specimen_id"] for r, _ in got) == sorted(c["specimen_id"] for c in cases
                                                                if "-LEICESTER-" in c["specimen_id"])
+
+
+def _refused(kafka: KafkaAccess, topic: str) -> None:
+    """`kafka`'s login is refused `topic` outright, and no record of it ever arrives."""
+    consumer = KafkaConsumer(**kafka.client_options(), group_id=None)
+    try:
+        with pytest.raises(TopicAuthorizationFailedError):
+            consumer.beginning_offsets([TopicPartition(topic, 0)])
+        assert _fetch_refused(consumer, topic)
+    finally:
+        consumer.close()
+
+
+def test_each_role_reads_its_own_deliveries_and_is_refused_another_roles(
+        services: Endpoints, kafka_as: KafkaAs, gate_as_itself: GateThread) -> None:
+    # Issue 15, defect 2: with one login per body, Leicester's analysts (LSOA, age band and sex) read the DPH's
+    # topic, with NHS numbers, names and addresses.
+    cases = positive_tests(specimen_day(), {"leicester": 3, "nottingham": 1}, prefix=f"R{uuid.uuid4().hex[:6].upper()}")
+    start = end_offsets(services.kafka, [LEICESTER_DPH, LEICESTER_ANALYST])
+    sources = publish(dataclasses.replace(services, kafka=kafka_as(SERVICE_USERS["api"])), "ukhsa.positive-tests",
+                      cases)
+    ours = [c for c in cases if "-LEICESTER-" in c["specimen_id"]]
+
+    def mine(_: dict[str, Any], headers: dict[str, bytes]) -> bool:
+        return headers.get("accord.source") in sources
+
+    views = {}
+    for login, topic in ((AS_LEICESTER_DPH, LEICESTER_DPH), (AS_LEICESTER_ANALYST, LEICESTER_ANALYST)):
+        receiver = Receiver(kafka_as(login), services.registry_url, service_tokens())
+        try:
+            views[topic] = [value for value, _ in receiver.records(topic, start[topic], mine, want=len(ours))]
+        finally:
+            receiver.close()
+    assert sorted(v["specimen_id"] for v in views[LEICESTER_DPH]) == sorted(c["specimen_id"] for c in ours)
+    assert all({"nhs_number", "name", "address"} <= set(v) for v in views[LEICESTER_DPH])
+    assert len(views[LEICESTER_ANALYST]) == len(ours)
+    assert all(sorted(v) == ["age_band", "lsoa", "sex"] for v in views[LEICESTER_ANALYST])
+    # The analysts' login is refused the DPH's topic, which holds the identifiers; the DPH's the analysts'.
+    _refused(kafka_as(AS_LEICESTER_ANALYST), LEICESTER_DPH)
+    _refused(kafka_as(AS_LEICESTER_DPH), LEICESTER_ANALYST)
+    _refused(kafka_as(AS_NOTTINGHAM_DPH), LEICESTER_DPH)
 
 
 def test_the_gate_cannot_read_a_delivery_or_write_governance(services: Endpoints, kafka_as: KafkaAs,
@@ -166,10 +213,10 @@ def test_the_gate_cannot_read_a_delivery_or_write_governance(services: Endpoints
 
 def test_a_rotated_password_replaces_the_old_one(services: Endpoints, kafka_as: KafkaAs, local_settings: Settings,
                                                  delivery_topics: list[str]) -> None:
-    old = kafka_as(LEICESTER)
-    path = kafka_identities.rotate(services.kafka, local_settings.secrets_dir, LEICESTER)
+    old = kafka_as(AS_LEICESTER_DPH)
+    path = kafka_identities.rotate(services.kafka, local_settings.secrets_dir, AS_LEICESTER_DPH)
     assert path.stat().st_mode & 0o777 == 0o600
-    new = kafka_as(LEICESTER)
+    new = kafka_as(AS_LEICESTER_DPH)
     assert new.password != old.password
     consumer = KafkaConsumer(**new.client_options(), group_id=None)
     try:
@@ -179,3 +226,36 @@ def test_a_rotated_password_replaces_the_old_one(services: Endpoints, kafka_as: 
     with pytest.raises(KafkaError):
         stale = KafkaConsumer(**old.client_options(), group_id=None, bootstrap_timeout_ms=3000)
         stale.close()
+
+
+def test_provisioning_retires_a_bodys_single_login_from_before(services: Endpoints, kafka_as: KafkaAs,
+                                                               local_settings: Settings,
+                                                               applied_catalog: dict[str, Any],
+                                                               delivery_topics: list[str]) -> None:
+    # Before logins were per role, Leicester had one, reading every delivery of every role of the council.
+    legacy, secrets_dir = LEICESTER, local_settings.secrets_dir
+    with KafkaSecurity(services.kafka) as security:
+        security.set_passwords({legacy: kafka_identities.ensure_password(secrets_dir, legacy)})
+        security.sync([Binding(legacy, Resource.TOPIC, f"deliver.{LEICESTER}.", Op.READ),
+                       Binding(legacy, Resource.TOPIC, f"deliver.{LEICESTER}.", Op.DESCRIBE),
+                       Binding(legacy, Resource.GROUP, f"{LEICESTER}.", Op.READ)], [legacy])
+    before = kafka_as(legacy)
+    consumer = KafkaConsumer(**before.client_options(), group_id=None)
+    try:
+        assert consumer.end_offsets([TopicPartition(LEICESTER_OWN, 0)])  # what the old login could do
+    finally:
+        consumer.close()
+
+    done = kafka_identities.provision(services.kafka, secrets_dir, applied_catalog)
+
+    assert legacy in done.users_retired and "retired" in done.describe()
+    assert not kafka_identities.password_path(secrets_dir, legacy).exists()
+    with KafkaSecurity(services.kafka) as security:
+        assert legacy not in security.scram_users()
+        assert not [acl for acl in security.acls() if acl.principal == f"User:{legacy}"]
+        assert AS_LEICESTER_ANALYST in security.scram_users()  # the roles' logins stay
+    with pytest.raises(KafkaError):
+        stale = KafkaConsumer(**before.client_options(), group_id=None, bootstrap_timeout_ms=3000)
+        stale.close()
+    again = kafka_identities.provision(services.kafka, secrets_dir, applied_catalog)
+    assert (again.users_created, again.users_retired, again.acls_created, again.acls_deleted) == ((), (), 0, 0)

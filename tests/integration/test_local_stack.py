@@ -121,6 +121,9 @@ def test_demo_delivers_each_view_and_enforces_a_revocation(services: Endpoints, 
     views = result["views"]
     assert views["leicester-city-council/dph"]["rows"] == demo.DAY_CASES["leicester"]
     assert views["leicester-city-council/analyst"]["fields"] == ["age_band", "lsoa", "sex"]
+    # each view is read on its own role's login, which the broker lets read that role's topics only
+    assert views["leicester-city-council/analyst"]["login"] == "leicester-city-council.analyst"
+    assert views["leicester-city-council/dph"]["login"] == "leicester-city-council.dph"
     assert views["nottingham-city-council/dph"]["areas"] == ["E06000018"]
     assert views["leicestershire-county-council/dph"]["areas"] == ["E07000129", "E07000130"]
     assert views["quarantined"] == 1

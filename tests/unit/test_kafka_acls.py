@@ -1,4 +1,5 @@
-"""The Kafka ACL bindings Accord keeps: worked out from the catalog, default deny, no body reaching another's."""
+"""The Kafka ACL bindings Accord keeps: worked out from the catalog, default deny, no body reaching another's and
+no role of a body reaching another role's."""
 
 from __future__ import annotations
 
@@ -9,20 +10,29 @@ from broker.adapters.kafka_access import KafkaAccess
 from broker.domain.kafka_acls import (
     SERVICE_USERS,
     Binding,
+    BodyRoles,
     Op,
     Resource,
     all_bindings,
     bodies_from_catalog,
-    body_bindings,
-    body_user,
+    publisher_bindings,
+    publisher_user,
     service_bindings,
+    subscriber_bindings,
+    subscriber_user,
     users,
 )
-from broker.domain.topics import AUDIT_TOPIC, CHAIN_TOPIC, GOVERNANCE_TOPIC
+from broker.domain.topics import AUDIT_TOPIC, CHAIN_TOPIC, GOVERNANCE_TOPIC, delivery_topic
 from broker.errors import ConfigError
 
 STREAMS = ["ukhsa.positive-tests", "nhsd.shielded-patients"]
-BODIES = ["ukhsa", "nhsd", "leicester-city-council", "nottingham-city-council"]
+BODIES: dict[str, dict[str, list[str]]] = {
+    "ukhsa": {"roles": ["ig-lead"]}, "nhsd": {"roles": []},
+    "leicester-city-council": {"roles": ["dph", "analyst", "ig-lead"]},
+    "nottingham-city-council": {"roles": ["dph", "analyst"]},
+}
+LEICESTER_DPH = subscriber_user("leicester-city-council", "dph")
+LEICESTER_ANALYST = subscriber_user("leicester-city-council", "analyst")
 
 
 def _allowed(bindings: list[Binding], user: str, resource: Resource, name: str, op: Op) -> bool:
@@ -44,22 +54,52 @@ def test_a_publisher_writes_only_its_own_ingest_topics(bindings: list[Binding]) 
     assert not _allowed(bindings, "ukhsa", Resource.TOPIC, "quarantine.nhsd.shielded-patients", Op.READ)
 
 
-def test_a_subscriber_reads_only_its_own_delivery_topics_in_its_own_groups(bindings: list[Binding]) -> None:
-    own = "deliver.leicester-city-council.dph.ukhsa.positive-tests"
-    other = "deliver.nottingham-city-council.dph.ukhsa.positive-tests"
-    assert _allowed(bindings, "leicester-city-council", Resource.TOPIC, own, Op.READ)
-    assert not _allowed(bindings, "leicester-city-council", Resource.TOPIC, other, Op.READ)
-    assert not _allowed(bindings, "leicester-city-council", Resource.TOPIC, own, Op.WRITE)
-    assert not _allowed(bindings, "leicester-city-council", Resource.TOPIC, "ingest.ukhsa.positive-tests", Op.WRITE)
-    assert _allowed(bindings, "leicester-city-council", Resource.GROUP, "leicester-city-council.dashboard", Op.READ)
-    assert not _allowed(bindings, "leicester-city-council", Resource.GROUP, "nottingham-city-council.x", Op.READ)
+def test_a_role_reads_only_its_own_delivery_topics_in_its_own_groups(bindings: list[Binding]) -> None:
+    own = delivery_topic("leicester-city-council", "dph", "ukhsa.positive-tests")
+    other = delivery_topic("nottingham-city-council", "dph", "ukhsa.positive-tests")
+    assert LEICESTER_DPH == "leicester-city-council.dph"
+    assert _allowed(bindings, LEICESTER_DPH, Resource.TOPIC, own, Op.READ)
+    assert not _allowed(bindings, LEICESTER_DPH, Resource.TOPIC, other, Op.READ)
+    assert not _allowed(bindings, LEICESTER_DPH, Resource.TOPIC, own, Op.WRITE)
+    assert not _allowed(bindings, LEICESTER_DPH, Resource.TOPIC, "ingest.ukhsa.positive-tests", Op.WRITE)
+    assert _allowed(bindings, LEICESTER_DPH, Resource.GROUP, "leicester-city-council.dph.dashboard", Op.READ)
+    assert not _allowed(bindings, LEICESTER_DPH, Resource.GROUP, "nottingham-city-council.dph.x", Op.READ)
 
 
-def test_a_body_id_that_prefixes_another_gets_nothing_of_the_other() -> None:
-    # `nhs` would prefix `nhsd`'s topics without the dot that ends every prefix.
-    bindings = all_bindings(bodies_from_catalog(["nhs", "nhsd"], ["nhs.a", "nhsd.b"]))
-    assert not _allowed(bindings, "nhs", Resource.TOPIC, "ingest.nhsd.b", Op.WRITE)
-    assert not _allowed(bindings, "nhs", Resource.TOPIC, "deliver.nhsd.dph.x", Op.READ)
+def test_a_bodys_analyst_never_reads_what_its_dph_receives(bindings: list[Binding]) -> None:
+    # Issue 15, defect 2: with one login per body, Leicester's analysts read the DPH's NHS numbers and addresses.
+    dph = delivery_topic("leicester-city-council", "dph", "ukhsa.positive-tests")
+    analyst = delivery_topic("leicester-city-council", "analyst", "ukhsa.positive-tests")
+    assert _allowed(bindings, LEICESTER_ANALYST, Resource.TOPIC, analyst, Op.READ)
+    assert not _allowed(bindings, LEICESTER_ANALYST, Resource.TOPIC, dph, Op.READ)
+    assert not _allowed(bindings, LEICESTER_ANALYST, Resource.TOPIC, dph, Op.DESCRIBE)
+    assert not _allowed(bindings, LEICESTER_DPH, Resource.TOPIC, analyst, Op.READ)
+    assert not _allowed(bindings, LEICESTER_ANALYST, Resource.GROUP, "leicester-city-council.dph.x", Op.READ)
+    # and the body's own name is no login that reads deliveries (it publishes nothing, so it is no user at all)
+    assert "leicester-city-council" not in users(bodies_from_catalog(BODIES, STREAMS))
+    assert not any(b.user == "leicester-city-council" for b in bindings)
+
+
+def test_every_role_a_body_holds_gets_a_login_and_only_those(bindings: list[Binding]) -> None:
+    # A grant or a break-glass can deliver to any role the body holds, not only the ones its agreements name.
+    logins = {u for u in users(bodies_from_catalog(BODIES, STREAMS)) if not u.startswith("accord.")}
+    assert logins == {"ukhsa", "ukhsa.ig-lead", "nhsd", "leicester-city-council.dph",
+                      "leicester-city-council.analyst", "leicester-city-council.ig-lead",
+                      "nottingham-city-council.dph", "nottingham-city-council.analyst"}
+    assert not any(b.user.startswith("nhsd.") for b in bindings)  # a body holding no role receives nothing
+
+
+def test_a_role_whose_name_prefixes_another_gets_nothing_of_the_other() -> None:
+    bindings = all_bindings([BodyRoles("leicester-city-council", False, ("dph", "dph-deputy"))])
+    deputy = delivery_topic("leicester-city-council", "dph-deputy", "ukhsa.positive-tests")
+    assert not _allowed(bindings, LEICESTER_DPH, Resource.TOPIC, deputy, Op.READ)
+    assert not _allowed(bindings, LEICESTER_DPH, Resource.GROUP, "leicester-city-council.dph-deputy.x", Op.READ)
+
+
+def test_a_publisher_has_no_group_that_reaches_into_its_roles_groups(bindings: list[Binding]) -> None:
+    assert not _allowed(bindings, "ukhsa", Resource.GROUP, "ukhsa.ig-lead.x", Op.READ)
+    assert not _allowed(bindings, "ukhsa", Resource.TOPIC, delivery_topic("ukhsa", "ig-lead", "s.t"), Op.READ)
+    assert _allowed(bindings, "ukhsa.ig-lead", Resource.TOPIC, delivery_topic("ukhsa", "ig-lead", "s.t"), Op.READ)
 
 
 def test_the_gate_reads_ingest_and_writes_deliveries_but_reads_no_delivery(bindings: list[Binding]) -> None:
@@ -94,11 +134,24 @@ def test_every_binding_is_an_allow_of_a_known_user(bindings: list[Binding]) -> N
     assert len(bindings) == len(set(bindings))
 
 
+@pytest.mark.parametrize(("body", "role"), [
+    ("accord", "gate"),            # would be the gate's own user
+    ("accord", "dph"),             # inside the services' name space
+    ("", "dph"), ("leicester.city", "dph"), ("-x", "dph"),
+    ("leicester-city-council", "dph.analyst"),   # would read `deliver.<body>.dph.` too
+    ("leicester-city-council", ""), ("leicester-city-council", "a,b"), ("leicester-city-council", "a=b"),
+])
+def test_names_that_could_pass_for_another_user_are_refused(body: str, role: str) -> None:
+    with pytest.raises(ValueError):
+        subscriber_bindings(body, role)
+
+
 def test_body_names_that_could_pass_for_a_service_are_refused() -> None:
-    with pytest.raises(ValueError):
-        body_user("accord.gate")
-    with pytest.raises(ValueError):
-        body_bindings("", publishes=True, subscribes=True)
+    for body in ("accord", "accord.gate", ""):
+        with pytest.raises(ValueError):
+            publisher_user(body)
+        with pytest.raises(ValueError):
+            publisher_bindings(body)
 
 
 def test_credentials_never_show_in_text() -> None:

@@ -73,3 +73,43 @@ def describe_topic_config(kafka: KafkaAccess, topic: str) -> dict[str, str]:
         admin.close()
     entries = responses.get("topic", {}).get(topic, {}) if isinstance(responses, dict) else {}
     return {name: str(entry.get("value")) for name, entry in entries.items()}
+
+
+Positions = dict[tuple[str, int], int]  # (topic, partition) -> offset
+
+
+def end_positions(kafka: KafkaAccess, topics: Iterable[str]) -> Positions:
+    """The end offset of every partition of `topics` now."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(**kafka.client_options(), group_id=None, client_id="accord-positions")
+    try:
+        partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        return {(tp.topic, tp.partition): int(end) for tp, end in consumer.end_offsets(partitions).items()}
+    except KafkaError as exc:
+        raise ServiceError(f"could not read the end offsets of {sorted(topics)}: {exc}") from exc
+    finally:
+        consumer.close()
+
+
+def wait_consumed(kafka: KafkaAccess, group: str, since: Positions, timeout_s: float = 60.0) -> None:
+    """Wait until consumer group `group` has committed every record written to the partitions of `since` after
+    those positions (a group that started at `latest` commits nothing where nothing new arrived)."""
+    import time
+
+    ends = {key: end for key, end in end_positions(kafka, {t for t, _ in since}).items() if end > since.get(key, 0)}
+    admin = KafkaAdminClient(**kafka.client_options(), client_id="accord-positions")
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            committed = admin.list_group_offsets(group).get(group, {})
+            done = {(tp.topic, tp.partition): int(meta.offset) for tp, meta in committed.items()}
+            if all(done.get(key, -1) >= end for key, end in ends.items()):
+                return
+            if time.monotonic() > deadline:
+                raise ServiceError(f"consumer group {group} did not commit past {ends} within {timeout_s:.0f}s")
+            time.sleep(0.05)
+    except KafkaError as exc:
+        raise ServiceError(f"could not read the offsets of consumer group {group}: {exc}") from exc
+    finally:
+        admin.close()

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
+from broker.adapters.kafka_admin import end_positions, wait_consumed
 from broker.adapters.kafka_control import ControlWriter, ensure_control_topics
 from broker.adapters.kafka_log import KafkaLog
 from broker.catalog import load_and_compile
@@ -19,7 +20,7 @@ from broker.config import Settings
 from broker.demo import dispute as demo_dispute
 from broker.demo.steady_publisher import publish_steadily
 from broker.demo.synthetic import positive_tests
-from broker.domain.topics import delivery_topic
+from broker.domain.topics import delivery_topic, ingest_topic
 from broker.local.stack import Endpoints
 from broker.runtime.api import open_ingest
 from broker.runtime.deliveries import RoleReaders
@@ -60,7 +61,8 @@ def run(endpoints: Endpoints, settings: Settings, say: Say = print, own_gate: bo
                               ServiceTokens(settings.secrets_dir, "demo"), client_id="accord-demo-subscriber")
         stack.callback(readers.close)
         views = _publish_day(endpoints, settings, readers, log, say)
-        revocation = _revoke_live(endpoints, settings, readers, writer, log, say)
+        gate_group = gate_settings.gate_group if own_gate else settings.gate_group
+        revocation = _revoke_live(endpoints, settings, gate_group, readers, writer, log, say)
         dispute = demo_dispute.run(endpoints, readers, log, say, settings)
     return {"catalog_revision": status.get("catalog_revision"), "views": views,
             "revocation": revocation, "dispute": dispute}
@@ -129,7 +131,7 @@ def _example(record: dict[str, Any]) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _revoke_live(endpoints: Endpoints, settings: Settings, readers: RoleReaders, writer: ControlWriter,
+def _revoke_live(endpoints: Endpoints, settings: Settings, gate_group: str, readers: RoleReaders, writer: ControlWriter,
                  log: KafkaLog, say: Say) -> dict[str, Any]:
     """Leicester cases keep arriving; the agreement is revoked mid-stream, then reinstated."""
     topic = delivery_topic("leicester-city-council", "dph", STREAM)
@@ -137,6 +139,7 @@ def _revoke_live(endpoints: Endpoints, settings: Settings, readers: RoleReaders,
                            prefix=f"R{uuid.uuid4().hex[:5].upper()}")
     sent_at: dict[str, float] = {}
     stop = threading.Event()
+    since = end_positions(endpoints.kafka, [ingest_topic(STREAM)])
     publisher = threading.Thread(target=publish_steadily, daemon=True, kwargs={
         "settings": settings, "kafka": endpoints.kafka, "registry_url": endpoints.registry_url, "stream": STREAM,
         "records": cases, "pause_s": 0.01, "key_field": "utla", "sent_at": sent_at, "stop": stop,
@@ -148,6 +151,11 @@ def _revoke_live(endpoints: Endpoints, settings: Settings, readers: RoleReaders,
         acked_at = time.time()  # appended by now: whatever is sent later is consumed after the revocation
         (status,) = policy_changes.enforcement(log, change, workers=1, timeout_s=10)
         time.sleep(1.5)
+        stop.set()
+        publisher.join(timeout=10)
+        # Everything published under the revocation is consumed under it before the reinstatement: a record the
+        # gate reaches only after the reinstatement is rightly delivered, and would look like a leak.
+        wait_consumed(endpoints.kafka, gate_group, since)
     finally:
         stop.set()
         publisher.join(timeout=10)

@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
+from broker.adapters.kafka_admin import end_positions, wait_consumed
 from broker.adapters.kafka_control import ControlWriter
 from broker.adapters.kafka_log import KafkaLog
 from broker.config import Settings
 from broker.demo.steady_publisher import publish_steadily
 from broker.demo.synthetic import positive_tests
-from broker.domain.topics import quarantine_topic
+from broker.domain.topics import ingest_topic, quarantine_topic
 from broker.local.stack import Endpoints
 from broker.runtime.gate import GateThread
 from broker.services import policy_changes
@@ -171,6 +172,7 @@ def test_revocation_stops_delivery_of_records_published_after_it(services: Endpo
     prefix = _prefix()
     cases = positive_tests(specimen_day(), {"leicester": 400}, prefix=prefix)
     start = end_offsets(services.kafka, WATCHED)
+    since = end_positions(services.kafka, [ingest_topic(T1)])
     sent_at: dict[str, float] = {}
     stop = threading.Event()
     # about 200 records/s straight onto the ingest topic, as a Kafka-client publisher would
@@ -193,6 +195,9 @@ def test_revocation_stops_delivery_of_records_published_after_it(services: Endpo
         time.sleep(1.0)
         stop.set()
         publisher.join(timeout=30)
+        # Consumed under the revocation before the reinstatement, which would rightly deliver what the gate reads
+        # after it (the reinstatement, not a leak).
+        wait_consumed(services.kafka, gate.settings.gate_group, since)
     finally:
         stop.set()
         policy_changes.reinstate(writer, "t1-leicester")

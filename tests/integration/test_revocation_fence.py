@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
-from broker.adapters.kafka_access import KafkaAccess
+from broker.adapters.kafka_admin import end_positions, wait_consumed
 from broker.adapters.kafka_control import ControlWriter
 from broker.config import Settings
 from broker.demo.synthetic import positive_tests
@@ -58,39 +56,11 @@ def gate(services: Endpoints, applied_catalog: dict[str, Any], tmp_path_factory:
     assert runner.failure is None, runner.failure
 
 
-INGEST = [TopicPartition(ingest_topic(T1), p) for p in range(4)]
-
-
-def _ends(kafka: KafkaAccess) -> dict[TopicPartition, int]:
-    consumer = KafkaConsumer(**kafka.client_options(), group_id=None)
-    try:
-        return {tp: int(end) for tp, end in consumer.end_offsets(INGEST).items()}
-    finally:
-        consumer.close()
-
-
-def _wait_committed(kafka: KafkaAccess, group: str, since: dict[TopicPartition, int], timeout_s: float = 60.0
-                    ) -> None:
-    """Until the gate's group has committed every ingest record written so far (it started at `since`)."""
-    ends = {tp: end for tp, end in _ends(kafka).items() if end > since[tp]}
-    admin = KafkaAdminClient(**kafka.client_options())
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            committed = admin.list_group_offsets(group).get(group, {})
-            if all(committed.get(tp) is not None and committed[tp].offset >= end for tp, end in ends.items()):
-                return
-            assert time.monotonic() < deadline, f"the gate did not commit past {ends} in {timeout_s}s: {committed}"
-            time.sleep(0.05)
-    finally:
-        admin.close()
-
-
 def test_no_record_published_after_a_revocation_is_delivered_in_fifty_rounds_on_busy_cores(
         services: Endpoints, gate: GateThread, receiver: Receiver, busy_cores: None) -> None:
     prefix = f"F{uuid.uuid4().hex[:6].upper()}"
     start = end_offsets(services.kafka, [LEICESTER_DPH])[LEICESTER_DPH]
-    since = _ends(services.kafka)  # the gate started at the end of the ingest topics before this
+    since = end_positions(services.kafka, [ingest_topic(T1)])  # the gate started at the end before this
     fenced: set[str] = set()     # published after a revocation was acknowledged
     allowed: set[str] = set()    # published after the reinstatement was acknowledged
     writer = ControlWriter(services.kafka)
@@ -101,13 +71,13 @@ def test_no_record_published_after_a_revocation_is_delivered_in_fifty_rounds_on_
                 cases = positive_tests(specimen_day(), {"leicester": 5}, prefix=f"{prefix}-R{n:02d}-")
                 assert all(o.status == "accepted" for o in ingest.publish(T1, cases, source="test"))
                 fenced |= {c["specimen_id"] for c in cases}
-                _wait_committed(services.kafka, gate.settings.gate_group, since)
+                wait_consumed(services.kafka, gate.settings.gate_group, since)
                 policy_changes.reinstate(writer, AGREEMENT, by="test")
                 cases = positive_tests(specimen_day(), {"leicester": 2}, prefix=f"{prefix}-A{n:02d}-")
                 assert all(o.status == "accepted" for o in ingest.publish(T1, cases, source="test"))
                 allowed |= {c["specimen_id"] for c in cases}
                 # Consumed before the next round's revocation, or the fence (rightly) holds them back too.
-                _wait_committed(services.kafka, gate.settings.gate_group, since)
+                wait_consumed(services.kafka, gate.settings.gate_group, since)
     finally:
         policy_changes.reinstate(writer, AGREEMENT, by="test")
         writer.close()

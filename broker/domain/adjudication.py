@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker.domain.disputes import KINDS, OUTCOMES, URGENCIES, Dispute, stamp
-from broker.domain.governance import GovernanceState, new_event
+from broker.domain.governance import GovernanceEvent, GovernanceState, new_event
 from broker.domain.ladder import Actor, Ladder, Tier
 from broker.errors import GovernanceError, NotAuthorisedError
 
-Event = dict[str, Any]
+Event = GovernanceEvent  # one event on the governance topic (broker/domain/governance.py)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypedDict
 
 from broker.domain.control import with_entry
 from broker.domain.disputes import Dispute, fold, stamp
@@ -132,7 +132,19 @@ def _effects(state: GovernanceState, data: Mapping[str, Any]) -> GovernanceState
     return replace(state, grants=grants, revocations=revocations, ended_grants=ended - set(grants))
 
 
-def new_event(kind: str, dispute: str | None, at: Any, actor: Actor | None, data: Mapping[str, Any]) -> dict[str, Any]:
+class GovernanceEvent(TypedDict):
+    """One event on the governance topic: what happened (`type`), to which dispute, when, by whom, with what."""
+
+    event_id: str
+    type: str
+    dispute: str | None
+    at: str | None
+    actor: dict[str, str] | None
+    data: dict[str, Any]
+
+
+def new_event(kind: str, dispute: str | None, at: Any, actor: Actor | None, data: Mapping[str, Any]
+              ) -> GovernanceEvent:
     return {
         "event_id": uuid.uuid4().hex, "type": kind, "dispute": dispute, "at": stamp(at),
         "actor": None if actor is None else actor.to_json(), "data": dict(data),

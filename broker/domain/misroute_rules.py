@@ -9,12 +9,12 @@ from typing import Any
 
 from broker.domain.adjudication import Context
 from broker.domain.disputes import parse_stamp
-from broker.domain.governance import new_event
+from broker.domain.governance import GovernanceEvent, new_event
 from broker.domain.ladder import Actor
 from broker.domain.misroutes import CONFIRMED, OVERDUE, QUERY, REPORTED, UNRESOLVED, fold
 from broker.errors import GovernanceError, NotAuthorisedError
 
-Event = dict[str, Any]
+Event = GovernanceEvent
 
 
 def subscribers_serving(ctx: Context, stream: str, areas: Sequence[str]) -> list[str]:

@@ -22,7 +22,7 @@ from broker.domain.adjudication import Context, Decision, DisputeRequest
 from broker.domain.control import PolicyState
 from broker.domain.disputes import Dispute
 from broker.domain.escalation import BREAK_GLASS_EXPIRED
-from broker.domain.governance import FINISHED, QUEUED, GovernanceState, apply, new_event
+from broker.domain.governance import FINISHED, QUEUED, GovernanceEvent, GovernanceState, apply, new_event
 from broker.domain.ladder import Actor, Ladder
 from broker.domain.misroute_rules import MisrouteReport
 from broker.domain.misroutes import Misroute
@@ -91,7 +91,7 @@ class Governance:
     def state(self) -> GovernanceState:
         return self._state
 
-    def start(self) -> list[dict[str, Any]]:
+    def start(self) -> list[GovernanceEvent]:
         """Rebuild from the topic, put back any policy effect a crash left unwritten, then fire what is due.
 
         An applied catalog this version cannot read (one compiled before a ladder key existed) does not stop the
@@ -170,7 +170,7 @@ class Governance:
 
     def register_webhook(self, actor: Actor, url: str | None) -> str | None:
         """Set (None: remove) the acting body's webhook; the secret its notifications are now signed with."""
-        def events(ctx: Context) -> list[dict[str, Any]]:
+        def events(ctx: Context) -> list[GovernanceEvent]:
             ctx.check_actor(actor)
             if url is not None:
                 webhooks.check_url(url)
@@ -196,7 +196,7 @@ class Governance:
                 log.error("could not record the end of webhook delivery %s (sent again after a restart): %s",
                           delivery_id, exc)
 
-    def tick(self) -> list[dict[str, Any]]:
+    def tick(self) -> list[GovernanceEvent]:
         """Enforce decisions not yet in force, then append (and enforce) what the clock has made due."""
         with self._lock:
             self._catch_up()
@@ -215,12 +215,12 @@ class Governance:
                 written.extend(self._commit(misroute_rules.jurisdiction_queries(self.context(), entries)))
             return written
 
-    def _run(self, command: Callable[[Context], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    def _run(self, command: Callable[[Context], list[GovernanceEvent]]) -> list[GovernanceEvent]:
         with self._lock:
             self._catch_up()
             return self._commit(command(self.context()))
 
-    def _commit(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _commit(self, events: list[GovernanceEvent]) -> list[GovernanceEvent]:
         written = list(events)
         self._commit_quietly(events)
         for event in events:
@@ -228,7 +228,7 @@ class Governance:
         self._observe(events)
         return written
 
-    def _commit_quietly(self, events: list[dict[str, Any]]) -> None:
+    def _commit_quietly(self, events: list[GovernanceEvent]) -> None:
         """Append `events` with the notifications they cause, in one transaction; then hand those to the notifier."""
         if not events:
             return
@@ -238,11 +238,11 @@ class Governance:
             data = entry["data"]
             self._notifier.notify(data["body"], data["notification"], data["delivery"])
 
-    def _append(self, events: list[dict[str, Any]]) -> None:
+    def _append(self, events: list[GovernanceEvent]) -> None:
         for offset, event in zip(self._log.append(events), events, strict=True):
             self._apply(offset, event)
 
-    def _queued(self, events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    def _queued(self, events: Sequence[Mapping[str, Any]]) -> list[GovernanceEvent]:
         """The outbox entries for `events`: each event's recipients as of the state just after it."""
         state, queued, now = self._state, [], self._clock()
         for event in events:
@@ -255,7 +255,7 @@ class Governance:
 
     # -- enforcement ------------------------------------------------------------------------------------------
 
-    def _enforce(self, event: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def _enforce(self, event: Mapping[str, Any]) -> list[GovernanceEvent]:
         kind, data = event["type"], event.get("data") or {}
         if kind in ("emergency-declared", "emergency-lifted"):
             self._enforcement.level(self._state, str(data["scope"]))
@@ -272,9 +272,9 @@ class Governance:
             return events
         return []
 
-    def _finish_enforcement(self) -> list[dict[str, Any]]:
+    def _finish_enforcement(self) -> list[GovernanceEvent]:
         """Enforce the decisions and defaults whose enforcement a crash or a control-topic outage interrupted."""
-        written: list[dict[str, Any]] = []
+        written: list[GovernanceEvent] = []
         for dispute in list(self._state.disputes.values()):
             if dispute.state in ("decided", "defaulted") and dispute.decision is not None:
                 control = self._enforcement.effects(dispute.decision)

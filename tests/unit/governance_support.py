@@ -10,12 +10,12 @@ from typing import Any
 from broker.domain import adjudication, escalation
 from broker.domain.adjudication import Context, Decision, DisputeRequest
 from broker.domain.disputes import Dispute
-from broker.domain.governance import GovernanceState, apply
+from broker.domain.governance import GovernanceEvent, GovernanceState, apply
 from broker.domain.ladder import Actor, Ladder
 from tests.unit.governance_catalog import LEICESTER, T1, catalog
 from tests.unit.governance_fakes import START
 
-Event = dict[str, Any]
+Event = GovernanceEvent
 
 
 def person(body: str, role: str) -> Actor:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from broker.domain.disputes import TRANSITIONS, Dispute, fold, next_state, parse_stamp, stamp
-from broker.domain.governance import GovernanceState, apply, new_event
+from broker.domain.governance import GovernanceEvent, GovernanceState, apply, new_event
 from broker.domain.ladder import Ladder
 from broker.errors import ConfigError, GovernanceError
 from tests.unit.governance_catalog import LEICESTER, T1, catalog
@@ -38,11 +38,11 @@ def at(hours: float) -> dt.datetime:
     return START + dt.timedelta(hours=hours)
 
 
-def event(kind: str, hours: float = 0, data: dict[str, Any] | None = None, actor: Any = None) -> dict[str, Any]:
+def event(kind: str, hours: float = 0, data: dict[str, Any] | None = None, actor: Any = None) -> GovernanceEvent:
     return new_event(kind, "d-1", at(hours), actor, data or {})
 
 
-def raised() -> dict[str, Any]:
+def raised() -> GovernanceEvent:
     return event("raised", 0, {
         "kind": "refusal", "stream": T1, "publisher": "ukhsa", "subscriber": LEICESTER, "role": "dph",
         "purpose": "health-protection", "challenges": {"decision_id": "plan-1", "policy_revision": "c-1"},
@@ -50,7 +50,7 @@ def raised() -> dict[str, Any]:
         "urgency": "urgent", "evidence": ["ob-31"]}, DPH)
 
 
-def opened(tier: int, hours: float, deadline_h: float, level: str = "normal") -> dict[str, Any]:
+def opened(tier: int, hours: float, deadline_h: float, level: str = "normal") -> GovernanceEvent:
     return event("tier-opened", hours, {"tier": tier, "level": level, "deadline": stamp(at(deadline_h)), "why": "t"})
 
 

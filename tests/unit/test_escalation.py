@@ -9,6 +9,7 @@ import pytest
 
 from broker.domain import escalation
 from broker.domain.disputes import stamp
+from broker.domain.governance import GovernanceEvent
 from broker.errors import GovernanceError, NotAuthorisedError
 from tests.unit.governance_catalog import ANALYST_FIELDS, EAST_MIDLANDS, LEICESTER, MANCHESTER, T1, T1_TIERS
 from tests.unit.governance_fakes import START
@@ -206,7 +207,7 @@ def test_a_declaration_needs_a_reason_and_the_arbiter_may_declare() -> None:
 # -- break-glass --------------------------------------------------------------------------------------------------
 
 
-def _broken(world: World) -> list[dict[str, Any]]:
+def _broken(world: World) -> list[GovernanceEvent]:
     return world.run(lambda ctx: escalation.break_glass(ctx, DPH, T1, "health-protection", "Care home outbreak.",
                                                         "d-bg"))
 

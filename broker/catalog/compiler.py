@@ -15,6 +15,7 @@ from broker.catalog.ladder import compile_ladder
 from broker.catalog.loader import Problems, load_catalog
 from broker.catalog.models import OVERRIDABLE, SUBSCRIBER_AREAS, Agreement, Body, Catalog, Origin, Stream, Template
 from broker.catalog.tiers import SchemaView, compile_tiers
+from broker.domain.flows import Flow
 from broker.domain.geography import DEFAULT_LA_TABLE_PATH, LaTable, load_la_table
 from broker.errors import ConfigError
 from broker.services.ingest import load_stream_schemas
@@ -49,7 +50,7 @@ def compile_catalog(catalog: Catalog, schemas: Mapping[str, dict[str, Any]], la_
     return {"revision": revision_of(document), **document}
 
 
-def _check_one_purpose_per_topic(ctx: _Context, agreements: Mapping[str, dict[str, Any]]) -> None:
+def _check_one_purpose_per_topic(ctx: _Context, agreements: Mapping[str, Flow]) -> None:
     """A subscriber's role receives a stream on one delivery topic, so only for one purpose: two agreements for the
     same role under different purposes would deliver every row twice with different fields."""
     seen: dict[tuple[str, str, str], tuple[str, str]] = {}
@@ -186,7 +187,7 @@ def _terms(agreement: Agreement, template: Template | None, own: Origin, inherit
     return _Terms(values, origins, own)
 
 
-def _agreement(ctx: _Context, ident: str, agreement: Agreement) -> dict[str, Any]:
+def _agreement(ctx: _Context, ident: str, agreement: Agreement) -> Flow:
     own = ctx.catalog.origin("agreement", ident)
     template = None
     if agreement.template is not None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from broker.catalog.loader import Problems
 from broker.catalog.models import FieldRule, Origin, TierSpec
+from broker.domain.flows import Tier
 
 DIRECT_IDENTIFIER = "direct-identifier"
 LSOA_TAG = "geography:lsoa"
@@ -71,13 +72,13 @@ def output_name(name: str, rule: FieldRule) -> str | None:
 
 
 def compile_tiers(tiers: Mapping[str, TierSpec], view: SchemaView, origin: Origin,
-                  problems: Problems) -> list[dict[str, Any]]:
+                  problems: Problems) -> list[Tier]:
     """Each tier as the contract's `{name, roles, other_fields, fields}`, in the order written."""
     return [_compile_tier(name, spec, view, origin, problems) for name, spec in tiers.items()]
 
 
 def _compile_tier(tier: str, spec: TierSpec, view: SchemaView, origin: Origin,
-                  problems: Problems) -> dict[str, Any]:
+                  problems: Problems) -> Tier:
     fields: dict[str, Any] = {}
     for name, rule in spec.fields.items():
         where = partial(origin.at, "tiers", tier, "fields", name)

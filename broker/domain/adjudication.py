@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker.domain.disputes import KINDS, OUTCOMES, URGENCIES, Dispute, stamp
+from broker.domain.flows import Flow
 from broker.domain.governance import GovernanceEvent, GovernanceState, new_event
 from broker.domain.ladder import Actor, Ladder, Tier
 from broker.errors import GovernanceError, NotAuthorisedError
@@ -282,7 +283,7 @@ def _reviewed(ctx: Context, dispute: Dispute, decision: Decision) -> dict[str, A
     return {"grant": {**current, "valid_until": stamp(_future(ctx, decision.until))}}
 
 
-def _grant(ctx: Context, dispute: Dispute, decision: Decision) -> dict[str, Any]:
+def _grant(ctx: Context, dispute: Dispute, decision: Decision) -> Flow:
     sought_fields = list(dispute.sought.get("fields") or [])
     sought_areas = list(dispute.sought.get("areas") or [])
     fields, areas = sought_fields, sought_areas
@@ -324,7 +325,7 @@ def _kept(fields: Sequence[str]) -> dict[str, Any]:
 
 
 def grant_document(ctx: Context, dispute: Dispute, ident: str, fields: Mapping[str, Any],
-                   areas: Sequence[str], until: dt.datetime, other_fields: str = "drop") -> dict[str, Any]:
+                   areas: Sequence[str], until: dt.datetime, other_fields: str = "drop") -> Flow:
     """An agreement-shaped grant the sharing-plan policy reads from the control topic (`grant/<id>`)."""
     return {
         "id": ident, "template": None, "publisher": dispute.publisher, "subscriber": dispute.subscriber,

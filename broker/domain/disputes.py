@@ -15,7 +15,7 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any
+from typing import Any, overload
 
 from broker.domain.ladder import Actor
 from broker.errors import GovernanceError
@@ -143,6 +143,14 @@ def _raised(event: Mapping[str, Any]) -> Dispute:
         urgency=str(data.get("urgency", "routine")), evidence=tuple(data.get("evidence") or ()),
         raised_at=parse_stamp(event["at"]), timeline=(event,),
     )
+
+
+@overload
+def stamp(moment: dt.datetime) -> str: ...
+
+
+@overload
+def stamp(moment: None) -> None: ...
 
 
 def stamp(moment: dt.datetime | None) -> str | None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from broker.domain.control import PolicyState
 from broker.domain.disputes import parse_stamp
+from broker.domain.flows import Flow
 from broker.domain.topics import delivery_topic
 from broker.errors import GovernanceError
 
@@ -91,7 +92,7 @@ def _fence(topic: str, rights: list[Source], now: dt.datetime) -> TopicFence:
     return TopicFence(topic, False, None, max(s.ended_at for s in begun), tuple(s.ident for s in begun))
 
 
-def _rights(ident: str, flow: Mapping[str, Any], revoked_at: dt.datetime | None) -> list[Source]:
+def _rights(ident: str, flow: Flow | Mapping[str, Any], revoked_at: dt.datetime | None) -> list[Source]:
     try:
         starts, ends = parse_stamp(flow["valid_from"]), parse_stamp(flow["valid_until"])
         subscriber, stream = str(flow["subscriber"]), str(flow["stream"])

@@ -94,3 +94,7 @@ class RegistryError(ServiceError):
         if self.status == 0:
             return f"schema registry unreachable: {self.message}"
         return f"schema registry error {self.error_code} (HTTP {self.status}): {self.message}"
+
+
+class DeliveryRefused(AccordError):
+    """A subscriber's right to a delivery has ended (revoked, expired, withdrawn), or Kafka's fence refuses it."""

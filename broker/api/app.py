@@ -1,7 +1,8 @@
-"""Accord's HTTP API: publish records to a stream and ask why rows were quarantined.
+"""Accord's HTTP API: publish records to a stream and ask why rows were quarantined; a subscriber pulls its own
+deliveries, or follows them live (broker/api/deliveries.py).
 
 Every call but `GET /health` is authenticated and authorised (broker/api/auth.py): a publisher publishes to and
-reads the quarantine of its own streams only.
+reads the quarantine of its own streams only; a subscriber reads only the deliveries made to its body and role.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from fastapi.responses import JSONResponse, Response
 from broker.adapters.metrics import PROMETHEUS_TEXT, metrics_text
 from broker.api.auth import Guard, guarded
 from broker.api.bodies import read_limited
+from broker.api.deliveries import LiveOptions, add_delivery_routes
 from broker.errors import AccordError, NotFoundError
+from broker.services.deliveries import Deliveries
 from broker.services.ingest import Ingest
 
 QuarantineReader = Callable[[str, int], list[dict[str, Any]]]
@@ -42,8 +45,8 @@ def _not_json(constant: str) -> Any:
 
 
 def create_api_app(ingest: Ingest, read_quarantine: QuarantineReader, max_body_bytes: int = 1_048_576, *,
-                   guard: Guard) -> FastAPI:
-    """The app; `guard` checks callers (token and OPA)."""
+                   guard: Guard, deliveries: Deliveries | None = None, live: LiveOptions | None = None) -> FastAPI:
+    """The app; `guard` checks callers (token and OPA); `deliveries` adds the subscriber routes."""
     app = FastAPI(title="Accord", version="1", description="Emergency data sharing between public bodies.",
                   **guarded(guard, "api"))
 
@@ -84,4 +87,6 @@ def create_api_app(ingest: Ingest, read_quarantine: QuarantineReader, max_body_b
         ingest.schema(stream)
         return {"stream": stream, "entries": read_quarantine(stream, max(1, min(limit, 10_000)))}
 
+    if deliveries is not None:
+        add_delivery_routes(app, deliveries, live)
     return app

@@ -81,6 +81,38 @@ def fences(state: PolicyState, now: dt.datetime, existing: Iterable[str] = (),
     return result
 
 
+@dataclass(frozen=True)
+class Access:
+    """Whether a subscriber's role may read a delivery topic now, and why (the pull API's 403 says `reason`)."""
+
+    open: bool
+    reason: str
+
+
+def delivery_access(state: PolicyState, topic: str, now: dt.datetime) -> Access:
+    """The same rights the fence keeper acts on, asked for one topic: open while an agreement or grant is in force;
+    otherwise the reason names each right and how it ended (revoked, expired, not yet begun)."""
+    rights = [s for s in sources(state) if s.topic == topic]
+    live = [s.ident for s in rights if s.in_force(now)]
+    if live:
+        return Access(True, f"in force under {', '.join(live)}")
+    if not rights:
+        return Access(False, "no agreement or grant in force gives this role this stream")
+    return Access(False, "; ".join(_ended(s, now) for s in rights))
+
+
+def _ended(right: Source, now: dt.datetime) -> str:
+    if right.revoked_at is not None:
+        return f"{right.ident} was revoked at {_iso(right.revoked_at)}"
+    if right.starts > now:
+        return f"{right.ident} is not in force until {_iso(right.starts)}"
+    return f"{right.ident} expired at {_iso(right.ends)}"
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
 def _fence(topic: str, rights: list[Source], now: dt.datetime) -> TopicFence:
     live = [s for s in rights if s.in_force(now)]
     if live:

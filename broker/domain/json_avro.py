@@ -77,3 +77,22 @@ def from_json(schema: Mapping[str, Any], record: Mapping[str, Any]) -> tuple[dic
         except ValueError as exc:
             problems.append(Violation(name, SCHEMA_TYPE, f"{name}: {exc}", value_excerpt(value)))
     return converted, problems
+
+
+def to_json(value: Any) -> Any:
+    """A decoded Avro value as JSON (what the pull API hands a subscriber): dates and times as ISO 8601 (UTC with
+    `Z`), bytes as hex; the inverse of `from_json` for the logical types Accord's schemas use."""
+    if isinstance(value, dt.datetime):
+        moment = value.astimezone(dt.UTC) if value.tzinfo is not None else value
+        return moment.isoformat().replace("+00:00", "Z")
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, Mapping):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json(v) for v in value]
+    if isinstance(value, float | int | str | bool) or value is None:
+        return value
+    return str(value)  # a Decimal or a UUID: its exact text

@@ -9,7 +9,8 @@ Accord service, every publishing body and every role of a body is its own SCRAM 
 - a subscriber's role (`<body>.<role>`) reads only that role's delivery topics (`deliver.<body>.<role>.`) in its
   own consumer groups (`<body>.<role>.`): a body's analysts never read what its DPH receives;
 - the gate reads ingest topics and writes delivery and quarantine topics (and its status and audit records);
-- the ingest API writes ingest and quarantine topics and reads quarantine topics (to show publishers theirs);
+- the ingest API writes ingest and quarantine topics and reads quarantine topics (to show publishers theirs),
+  delivery topics (a subscriber's pulls) and the control topic (whose rights have ended);
 - the registry keeps its schema topic; the governance service its governance, audit and chain topics.
 
 Accord's internal topics start with `_accord.`; a service's rights there are by prefix so that a deployment (or a
@@ -127,7 +128,8 @@ def subscriber_bindings(body: str, role: str) -> list[Binding]:
 
 
 def service_bindings() -> list[Binding]:
-    """Accord's own services; none of them can read a delivery topic, and none but the gate writes one."""
+    """Accord's own services; none but the gate writes a delivery topic, and none but the API (the pull API, for the
+    subscriber whose token it verified) reads one."""
     gate, api, registry, governance = (SERVICE_USERS[s] for s in ("gate", "api", "registry", "governance"))
     out: list[Binding] = []
     # Every service creates the topics it needs at start-up (and the gate a subscriber's delivery topic on a new
@@ -153,6 +155,10 @@ def service_bindings() -> list[Binding]:
     out += _allow(api, Resource.TOPIC, INGEST_PREFIX, Op.WRITE)
     out += _allow(api, Resource.TOPIC, QUARANTINE_PREFIX, Op.READ, Op.WRITE)
     out += _allow(api, Resource.TOPIC, AUDIT_TOPIC, Op.WRITE, Op.DESCRIBE, prefixed=False)
+    # The pull API reads a subscriber's deliveries for it (the topic from the caller's verified token), and the
+    # control topic to refuse a right that has ended. A fenced topic's DENY binding refuses this user too.
+    out += _allow(api, Resource.TOPIC, DELIVER_PREFIX, Op.READ, Op.DESCRIBE)
+    out += _allow(api, Resource.TOPIC, CONTROL_TOPIC, Op.READ, Op.DESCRIBE, prefixed=False)
 
     out += _allow(registry, Resource.TOPIC, SCHEMAS_TOPIC, Op.READ, Op.WRITE)
 

@@ -1,4 +1,5 @@
-"""Runs the API process: ingest for the streams in schemas/, quarantine queries, metrics."""
+"""Runs the API process: ingest for the streams in schemas/, quarantine queries, subscribers' pulls and live
+events, metrics."""
 
 from __future__ import annotations
 
@@ -10,15 +11,23 @@ import uvicorn
 
 from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_admin import create_topics
+from broker.adapters.kafka_control import ControlView
+from broker.adapters.kafka_deliveries import KafkaDeliveryLog
 from broker.adapters.kafka_log import KafkaLog
 from broker.adapters.metrics import count_ingest
 from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.api.app import create_api_app
 from broker.api.auth import Guard
+from broker.api.deliveries import LiveOptions
+from broker.clock import system_clock
 from broker.config import Settings
+from broker.domain.cursors import CursorCodec
+from broker.domain.fences import delivery_access
 from broker.domain.geography import load_la_table
 from broker.domain.topics import ingest_topic, quarantine_topic
 from broker.security.api_tokens import ServiceTokens
+from broker.security.secrets import cursor_secret
+from broker.services.deliveries import Deliveries
 from broker.services.ingest import INGEST_PARTITIONS, Ingest, load_stream_schemas, read_quarantine
 
 
@@ -47,8 +56,25 @@ def open_ingest(kafka: KafkaAccess, registry_url: str, settings: Settings) -> It
         log.close()
 
 
+@contextmanager
+def open_deliveries(kafka: KafkaAccess, registry_url: str, settings: Settings) -> Iterator[Deliveries]:
+    """The pull API's use case: delivery topics read as the API's own Kafka user, rights from the control topic."""
+    log = KafkaDeliveryLog(kafka)
+    control = ControlView(kafka, client_id="accord-api-control")
+    registry = HttpSchemaRegistry(registry_url, token=ServiceTokens(settings.secrets_dir, "api"))
+    try:
+        yield Deliveries(log, registry, lambda topic: delivery_access(control.current(), topic, system_clock()),
+                         CursorCodec(cursor_secret(settings.secrets_dir)))
+    finally:
+        registry.close()
+        control.close()
+        log.close()
+
+
 def serve(settings: Settings, kafka: KafkaAccess, registry_url: str, host: str, port: int) -> None:
-    with open_ingest(kafka, registry_url, settings) as (ingest, log):
+    with open_ingest(kafka, registry_url, settings) as (ingest, log), \
+            open_deliveries(kafka, registry_url, settings) as deliveries:
         app = create_api_app(ingest, lambda stream, limit: read_quarantine(log, stream, limit),
-                             settings.max_request_bytes, guard=Guard.from_settings(settings))
+                             settings.max_request_bytes, guard=Guard.from_settings(settings), deliveries=deliveries,
+                             live=LiveOptions())
         uvicorn.run(app, host=host, port=port, log_level="warning")

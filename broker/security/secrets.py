@@ -53,6 +53,12 @@ def webhook_secret(directory: Path) -> bytes:
     return _shared_secret(directory / "webhook-signing.key")
 
 
+def cursor_secret(directory: Path) -> bytes:
+    """The key the pull API signs its cursors with (`<dir>/cursor.key`); every API process shares it, so a cursor
+    one issued is honoured by the next, and only they can make one."""
+    return _shared_secret(directory / "cursor.key")
+
+
 def _shared_secret(path: Path) -> bytes:
     with contextlib.suppress(FileExistsError):  # another process made it first: use theirs
         write_private(path, secrets.token_hex(SECRET_BYTES), exclusive=True)

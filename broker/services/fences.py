@@ -31,7 +31,7 @@ class FenceAdmin(Protocol):
     def set_retention(self, topic: str, retention_ms: int) -> None: ...
 
     def fence(self, topic: str) -> None:
-        """Refuse every reader of `topic` (Accord's services never read a delivery topic)."""
+        """Refuse every reader of `topic`, the pull API's user included (no Kafka super user reads one)."""
 
     def unfence(self, topic: str) -> None: ...
 

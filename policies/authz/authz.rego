@@ -84,7 +84,10 @@ _service_may if input.service == "registry"
 
 _service_may if input.route == "/metrics"
 
-_service_may if _read
+_service_may if {
+	_read
+	not input.route in _delivery_routes
+}
 
 # -- the governance service -----------------------------------------------------------------------------------------
 
@@ -203,6 +206,19 @@ _body_may if {
 	_own(_params.stream)
 }
 
+# -- the pull API: a subscriber's own deliveries ---------------------------------------------------------------------
+# Any body in one of its roles may ask: the service reads only `deliver.<body>.<role>.<stream>` for the caller's
+# verified body and role, and refuses (403, with the reason) a right that is not in force. Accord's own service
+# identity has no deliveries, so it is not let in here.
+
+_delivery_routes := {"/deliveries/{stream}", "/deliveries/{stream}/events"}
+
+_body_may if {
+	input.service == "api"
+	_read
+	input.route in _delivery_routes
+}
+
 # -- the schema registry: anyone known reads; a publisher writes its own subjects -----------------------------------
 
 _registry_reads := {"/subjects/{subject}", "/compatibility/subjects/{subject}/versions/{version}"}
@@ -226,6 +242,12 @@ _body_may if {
 }
 
 # -- why not ------------------------------------------------------------------------------------------------------
+
+_refusals contains why if {
+	_service_identity
+	input.route in _delivery_routes
+	why := "Accord's service identity has no deliveries; a subscriber reads its own with its own token"
+}
 
 _refusals contains why if {
 	not _service_identity

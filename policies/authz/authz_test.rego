@@ -150,6 +150,22 @@ test_a_publisher_publishes_only_its_own_streams if {
 	_reasons(other) == ["ukhsa may publish to and read the quarantine of its own streams only, not nhse.hospital-sitrep"]
 }
 
+test_a_member_reads_deliveries_in_its_roles_and_nobody_else_does if {
+	pull := object.union(
+		_call("api", "GET", "/deliveries/{stream}", _who("leicester", "analyst")),
+		{"params": {"stream": "ukhsa.positive-tests"}},
+	)
+	_allowed(pull)
+	_allowed(object.union(pull, {"route": "/deliveries/{stream}/events"}))
+	not _allowed(object.union(pull, {"method": "POST"}))
+	stranger := object.union(pull, {"identity": _who("leicester", "ig-lead")})
+	not _allowed(stranger)
+	_reasons(stranger) == ["leicester holds no role ig-lead in the applied catalog"]
+	service := object.union(pull, {"identity": _who("accord", "service")})
+	not _allowed(service)
+	_reasons(service) == ["Accord's service identity has no deliveries; a subscriber reads its own with its own token"]
+}
+
 test_the_registry_is_read_by_members_and_written_by_owners if {
 	_allowed(_call("registry", "GET", "/subjects", _who("leicester", "analyst")))
 	lookup := object.union(

@@ -157,3 +157,17 @@ def test_a_withdrawn_grants_records_go_a_grace_after_the_keeper_first_fenced_its
     assert (cluster.fenced, cluster.records[DPH]) == ({DPH}, 4)
     keep.step(state({}, offset=2), NOW + dt.timedelta(minutes=61))
     assert cluster.records[DPH] == 0 and audit[-1]["action"] == "records-deleted"
+
+
+def test_the_pull_api_is_told_why_a_right_is_not_in_force() -> None:
+    from broker.domain.fences import delivery_access
+
+    live = state({"a": agreement(NOW + DAY)})
+    assert delivery_access(live, DPH, NOW).open
+    revoked = delivery_access(state({"a": agreement(NOW + DAY)}, revoked={"a": {"at": stamp(NOW - HOUR)}}), DPH, NOW)
+    assert (revoked.open, revoked.reason) == (False, "a was revoked at 2026-12-06T11:00:00Z")
+    expired = delivery_access(state({"a": agreement(NOW - HOUR)}), DPH, NOW)
+    assert (expired.open, expired.reason) == (False, "a expired at 2026-12-06T11:00:00Z")
+    early = delivery_access(state({"a": agreement(NOW + 2 * DAY, since=NOW + DAY)}), DPH, NOW)
+    assert (early.open, early.reason) == (False, "a is not in force until 2026-12-07T12:00:00Z")
+    assert delivery_access(live, ANALYST, NOW).reason == "no agreement or grant in force gives this role this stream"

@@ -111,11 +111,15 @@ def test_the_gate_reads_ingest_and_writes_deliveries_but_reads_no_delivery(bindi
     assert not _allowed(bindings, gate, Resource.TOPIC, "_accord.governance", Op.WRITE)
 
 
-def test_no_service_but_the_gate_touches_a_delivery_topic() -> None:
-    for user in SERVICE_USERS.values():
-        for op in (Op.READ, Op.WRITE):
-            if user != SERVICE_USERS["gate"] or op is Op.READ:
-                assert not _allowed(service_bindings(), user, Resource.TOPIC, "deliver.x.dph.s", op), (user, op)
+def test_only_the_gate_writes_a_delivery_topic_and_only_the_pull_api_reads_one() -> None:
+    writers = {u for u in SERVICE_USERS.values() if _allowed(service_bindings(), u, Resource.TOPIC, "deliver.x.dph.s",
+                                                              Op.WRITE)}
+    readers = {u for u in SERVICE_USERS.values() if _allowed(service_bindings(), u, Resource.TOPIC, "deliver.x.dph.s",
+                                                              Op.READ)}
+    assert (writers, readers) == ({SERVICE_USERS["gate"]}, {SERVICE_USERS["api"]})
+    # The pull API needs the control topic to refuse an ended right, and never writes it.
+    assert _allowed(service_bindings(), SERVICE_USERS["api"], Resource.TOPIC, "_accord.control", Op.READ)
+    assert not _allowed(service_bindings(), SERVICE_USERS["api"], Resource.TOPIC, "_accord.control", Op.WRITE)
 
 
 

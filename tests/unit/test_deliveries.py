@@ -220,3 +220,22 @@ def test_event_streams_are_bounded(world: World) -> None:
             assert refused.status_code == 503 and refused.headers["retry-after"]
         # the slot is given back when the client goes
         assert _events(client, headers, 1, on_heartbeat=lambda: world.deliver(DPH, "x"))[0][1]["specimen_id"] == "x"
+
+
+def test_a_topic_of_several_partitions_is_paged_without_gaps_or_repeats(world: World) -> None:
+    topic = delivery_topic(LEICESTER, "analyst", T1)
+    for n in range(7):
+        world.deliver(topic, f"A{n}", partition=n % 3)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = world.deliveries.page(LEICESTER, "analyst", T1, cursor, limit=2)
+        assert len(page.records) <= 2
+        seen += [r.value["specimen_id"] for r in page.records]
+        if not page.records:
+            break
+        cursor = page.next_cursor
+    assert sorted(seen) == [f"A{n}" for n in range(7)]
+    world.deliver(topic, "late", partition=1)
+    assert [r.value["specimen_id"] for r in world.deliveries.page(LEICESTER, "analyst", T1, cursor).records] == [
+        "late"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,8 +25,10 @@ from starlette.types import Receive, Scope, Send
 from broker.api.auth import caller
 from broker.domain.cursors import BadCursor
 from broker.domain.json_avro import to_json
-from broker.errors import DeliveryRefused
+from broker.errors import DeliveryRefused, ServiceError
 from broker.services.deliveries import DEFAULT_LIMIT, MAX_LIMIT, Deliveries, Page
+
+log = logging.getLogger(__name__)
 
 NEXT_CURSOR = "Accord-Next-Cursor"
 NDJSON, CSV, JSON = "application/x-ndjson", "text/csv", "application/json"
@@ -61,8 +64,11 @@ def add_delivery_routes(app: FastAPI, deliveries: Deliveries, live: LiveOptions 
         (default), CSV (`Accept: text/csv`) or JSON (`Accept: application/json`); the next cursor is in the
         `Accord-Next-Cursor` header."""
         identity = caller(request)
-        page = deliveries.page(identity.body, identity.role, stream, after, limit)
-        return _rendered(page, _format(request.headers.get("accept", "")), deliveries)
+        try:
+            page = deliveries.page(identity.body, identity.role, stream, after, limit)
+            return _rendered(page, _format(request.headers.get("accept", "")), deliveries)
+        except ServiceError as exc:
+            return _unavailable(exc)
 
     @app.get("/deliveries/{stream}/events", response_class=StreamingResponse,
              responses={200: {"content": {"text/event-stream": {}}}})
@@ -83,6 +89,9 @@ def add_delivery_routes(app: FastAPI, deliveries: Deliveries, live: LiveOptions 
             first = await anyio.to_thread.run_sync(
                 step if start is not None else lambda *_: deliveries.from_now(identity.body, identity.role, stream),
                 start, 0.0, limiter=readers)
+        except ServiceError as exc:
+            slots.give_back()
+            return _unavailable(exc)
         except BaseException:
             slots.give_back()
             raise
@@ -134,6 +143,17 @@ async def _events(page: Page, step: Any, live: LiveOptions, readers: anyio.Capac
         except DeliveryRefused as exc:
             yield f"event: ended\ndata: {json.dumps({'error': str(exc)})}\n\n"
             return
+        except ServiceError as exc:
+            # Ending the stream makes EventSource reconnect with the last id after `retry`: nothing is lost.
+            log.error("an event stream ends: %s", exc)
+            return
+
+
+def _unavailable(exc: ServiceError) -> JSONResponse:
+    # Kafka, the registry or the control topic out of reach: the caller should retry, not report a bug.
+    log.error("deliveries unavailable: %s", exc)
+    return JSONResponse({"error": "deliveries cannot be read now; retry later"}, status_code=503,
+                        headers={"Retry-After": "5"})
 
 
 def _format(accept: str) -> str:

@@ -239,3 +239,16 @@ def test_a_topic_of_several_partitions_is_paged_without_gaps_or_repeats(world: W
     world.deliver(topic, "late", partition=1)
     assert [r.value["specimen_id"] for r in world.deliveries.page(LEICESTER, "analyst", T1, cursor).records] == [
         "late"]
+
+
+def test_kafka_out_of_reach_is_503_to_retry_not_a_500(client: TestClient, world: World) -> None:
+    from broker.errors import ServiceError
+
+    def down(*_: Any) -> Any:
+        raise ServiceError("reading a delivery topic failed: KafkaTimeoutError")
+
+    world.log.partitions = down  # type: ignore[method-assign,assignment]
+    world.log.ends = down  # type: ignore[method-assign,assignment]
+    for path in (f"/deliveries/{T1}", f"/deliveries/{T1}/events"):
+        response = client.get(path, headers=bearer(LEICESTER, "dph"))
+        assert response.status_code == 503 and response.headers["retry-after"], path

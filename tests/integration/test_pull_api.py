@@ -20,6 +20,7 @@ import uvicorn
 
 from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_control import ControlWriter
+from broker.adapters.kafka_fences import KafkaFenceAdmin
 from broker.api.app import create_api_app
 from broker.api.auth import Guard
 from broker.api.deliveries import NEXT_CURSOR, LiveOptions
@@ -27,6 +28,7 @@ from broker.config import Settings
 from broker.demo.synthetic import positive_tests
 from broker.domain.json_avro import to_json
 from broker.domain.kafka_acls import SERVICE_USERS
+from broker.domain.topics import delivery_topic
 from broker.local.stack import Endpoints
 from broker.runtime.api import open_deliveries, open_ingest
 from broker.runtime.gate import GateThread
@@ -161,6 +163,31 @@ def test_an_ended_right_is_refused_with_its_reason(services: Endpoints, gate: Ga
     assert pull(LEICESTER, "dph", limit=1).status_code == 200
 
 
+def _leicester(services: Endpoints, count: int, prefix: str) -> list[str]:
+    cases = positive_tests(specimen_day(), {"leicester": count, "nottingham": 1}, prefix=prefix)
+    publish(services, T1, cases)
+    return sorted(c["specimen_id"] for c in cases if "-LEICESTER-" in c["specimen_id"])
+
+
+def test_a_fenced_topic_is_refused_by_kafka_even_to_the_api(
+        services: Endpoints, gate: GateThread, pull: Pull, kafka_as: Callable[[str], KafkaAccess]) -> None:
+    # The control state still says open: the refusal comes from the fence's DENY binding on Kafka (User:*).
+    topic = delivery_topic(LEICESTER, "analyst", T1)
+    if not _lines(pull(LEICESTER, "analyst", limit=1)):  # a read is refused only where there is a record to fetch
+        start = _end(pull, LEICESTER, "analyst")
+        _leicester(services, 1, f"F{uuid.uuid4().hex[:6].upper()}")
+        assert len(_collect(pull, LEICESTER, "analyst", start, want=1)[0]) == 1
+    admin = KafkaFenceAdmin(kafka_as(SERVICE_USERS["fences"]))
+    try:
+        admin.fence(topic)
+        refused = pull(LEICESTER, "analyst", limit=1)
+        assert refused.status_code == 403, refused.text
+        assert "Kafka refuses this delivery topic's readers" in refused.json()["error"]
+    finally:
+        admin.unfence(topic)
+        admin.close()
+
+
 class Events:
     """An EventSource-style reader over httpx streaming: events as (id, data), and whether a heartbeat came."""
 
@@ -195,12 +222,6 @@ class Events:
         while (event := self.next()) is not None:
             found.append(event)
         return found
-
-
-def _leicester(services: Endpoints, count: int, prefix: str) -> list[str]:
-    cases = positive_tests(specimen_day(), {"leicester": count, "nottingham": 1}, prefix=prefix)
-    publish(services, T1, cases)
-    return sorted(c["specimen_id"] for c in cases if "-LEICESTER-" in c["specimen_id"])
 
 
 def test_live_events_carry_new_records_and_resume_after_last_event_id(

@@ -5,7 +5,7 @@ group-less read_committed kafka-python consumer reads them all, (h_decode) the s
 record with its writer schema from the registry (what a subscriber's own client must do at least), and (h_pull)
 an HTTP client pages through them with `GET /deliveries/{stream}` (NDJSON, PAGE records a page) from the stack's
 API process, which reads as its own Kafka user, checks the right against the control topic on every page and
-signs a cursor per record. (i) Produce-to-event latency: LIVE_RECORDS records produced one at a time at
+signs one cursor per page. (i) Produce-to-event latency: LIVE_RECORDS records produced one at a time at
 LIVE_RATE a second onto the same topic, each timed from just before its send to its arrival at an SSE client of
 `GET /deliveries/{stream}/events` (i_sse) and, at the same time, at a raw kafka-python consumer (i_raw).
 Run alone with `python -m benchmarks.pull`.
@@ -216,7 +216,7 @@ def _result(name: str, rates: list[float]) -> dict[str, Any]:
 def _ratios(runs: dict[str, list[float]]) -> dict[str, Any]:
     found: dict[str, Any] = {"scenario": "h-pull-ratios", "note": (
         f"h_pull pages of {PAGE} NDJSON records over HTTP from the stack's API process (a consumer from its pool, "
-        "the control topic's end read per page, Avro decoded, a cursor signed per record, JSON encoded); h_raw and "
+        "the control topic's end read per page, Avro decoded, JSON encoded, one cursor signed per page); h_raw and "
         "h_decode read the same topic with one fresh group-less consumer each; best of "
         f"{ROUNDS} alternating rounds")}
     for name, goal in GOAL.items():

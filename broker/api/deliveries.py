@@ -95,7 +95,7 @@ def add_delivery_routes(app: FastAPI, deliveries: Deliveries, live: LiveOptions 
         except BaseException:
             slots.give_back()
             raise
-        return _EventStream(_events(first, step, live, readers), slots)
+        return _EventStream(_events(first, step, deliveries, live, readers), slots)
 
 
 class _Slots:
@@ -131,11 +131,12 @@ class _EventStream(StreamingResponse):
             self._slots.give_back()
 
 
-async def _events(page: Page, step: Any, live: LiveOptions, readers: anyio.CapacityLimiter) -> AsyncIterator[str]:
+async def _events(page: Page, step: Any, deliveries: Deliveries, live: LiveOptions,
+                  readers: anyio.CapacityLimiter) -> AsyncIterator[str]:
     yield f"retry: {live.retry_ms}\n\n"
     while True:
-        for record in page.records:
-            yield f"id: {record.cursor}\ndata: {json.dumps(to_json(record.value), separators=(',', ':'))}\n\n"
+        for record, cursor in deliveries.with_cursors(page):
+            yield f"id: {cursor}\ndata: {json.dumps(to_json(record.value), separators=(',', ':'))}\n\n"
         if not page.records:
             yield ": keepalive\n\n"
         try:

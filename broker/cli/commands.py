@@ -14,6 +14,9 @@ from broker.cli import (
     audit as cli_audit,
 )
 from broker.cli import (
+    connect as cli_connect,
+)
+from broker.cli import (
     credentials as cli_credentials,
 )
 from broker.cli import (
@@ -52,6 +55,7 @@ app.command("break-glass")(cli_governance.break_glass)
 app.add_typer(cli_audit.audit_cli, name="audit")
 app.add_typer(cli_kafka.kafka_cli, name="kafka")
 app.add_typer(cli_credentials.credentials_cli, name="credentials")
+app.add_typer(cli_connect.connect_cli, name="connect")
 governance_cli = typer.Typer(help="The governance service: disputes, the ladder's deadlines, declarations.",
                              no_args_is_help=True)
 app.add_typer(governance_cli, name="governance")
@@ -94,10 +98,17 @@ def local_which(tool: Annotated[str, typer.Argument(help="opa or kafka-libs")]) 
 
 
 @local.command("up")
-def local_up() -> None:
+def local_up(
+    postgres: Annotated[bool, typer.Option(help="also start PostgreSQL for the sinks (installing Debian's "
+                                                "package as root if missing)")] = False,
+) -> None:
     """Start Kafka and OPA (fetching/building them first if needed); idempotent."""
     stack = local_stack.LocalStack(current_settings())
     endpoints = stack.up()
+    if postgres:
+        from broker.local.postgres_server import password_file
+
+        typer.echo(f"postgres: {stack.up_postgres()} (password in {password_file(stack.settings.secrets_dir)})")
     for line in local_stack.describe(stack.status()):
         typer.echo(line)
     typer.echo("# eval \"$(accord local env)\" to point other tools at them")

@@ -14,7 +14,7 @@ from broker.catalog import load_and_compile
 from broker.config import Settings
 from broker.domain.kafka_acls import ADMIN_USER
 from broker.errors import ConfigError, ServiceError
-from broker.local import kafka_server, opa_server, processes, toolchain
+from broker.local import kafka_server, opa_server, postgres_server, processes, toolchain
 from broker.local.python_service import PythonService
 from broker.security import bundles
 from broker.security.kafka_identities import kafka_access, password_path, provision, service_env
@@ -76,6 +76,7 @@ class LocalStack:
         self.api = PythonService("api", self.root / "api")
         self.gate = PythonService("gate", self.root / "gate")
         self.governance = PythonService("governance", self.root / "governance")
+        self.postgres = postgres_server.PostgresLayout(self.root / "postgres")
         self.state_file = self.root / "endpoints.json"
 
     # -- state -------------------------------------------------------------------------------
@@ -146,6 +147,20 @@ class LocalStack:
             self._record(gate_url=self.gate.start(env | service_env(s, "gate"), s.start_timeout_s, probe="/health"))
         return self._endpoints(known)
 
+    def up_postgres(self) -> str:
+        """PostgreSQL for the sinks, started if not running (not part of `up`: only the demo and the tests that
+        need it start it); its DSN. The password of its `accord` user is in postgres_server.password_file."""
+        recorded = self._recorded().get("postgres_dsn")
+        if recorded and self._postgres_running():
+            return recorded
+        bin_dir = postgres_server.ensure_binaries()
+        _, dsn = postgres_server.start(bin_dir, self.postgres, self.settings.secrets_dir, self.settings.start_timeout_s)
+        self._record(postgres_dsn=dsn)
+        return dsn
+
+    def _postgres_running(self) -> bool:
+        return processes.alive(processes.read_pid(self.postgres.pid_file), postgres_server.MARKER)
+
     def _endpoints(self, known: dict[str, str]) -> Endpoints:
         found, s = dict(known), self.settings
         password_file = s.kafka_password_file if s.kafka_username else (
@@ -203,7 +218,12 @@ class LocalStack:
         return [self._kafka_state(), self._http_state("opa", "opa_url", "/health?bundles"),
                 self._http_state("registry", "registry_url", "/"), self._http_state("api", "api_url", "/health"),
                 self._http_state("governance", "governance_url", "/health"),
-                *([self._gate_state()] if self._local_gate() else [])]
+                *([self._gate_state()] if self._local_gate() else []),
+                *([self._postgres_state()] if self._postgres_running() else [])]
+
+    def _postgres_state(self) -> ServiceState:
+        return ServiceState("postgres", self._recorded().get("postgres_dsn"),
+                            processes.read_pid(self.postgres.pid_file), True, True, "running")
 
     def _local_gate(self) -> bool:
         # With an external registry Accord's services run elsewhere, and so do their gate workers.
@@ -260,7 +280,9 @@ class LocalStack:
             stopped.append("opa")
         if processes.stop(processes.read_pid(self.kafka.pid_file), kafka_server.MARKER):
             stopped.append("kafka")
-        for pid_file in (self.opa.pid_file, self.kafka.pid_file, self.state_file):
+        if postgres_server.stop(processes.read_pid(self.postgres.pid_file)):
+            stopped.append("postgres")
+        for pid_file in (self.opa.pid_file, self.kafka.pid_file, self.postgres.pid_file, self.state_file):
             pid_file.unlink(missing_ok=True)
         if wipe and self.root.exists():
             shutil.rmtree(self.root)

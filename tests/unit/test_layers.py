@@ -58,6 +58,16 @@ def test_only_adapters_import_the_io_libraries() -> None:
     assert found == []
 
 
+def test_connectors_are_use_cases_that_import_no_io_library() -> None:
+    # A sink reaches Kafka, the registry and its target through ports; broker/runtime/connect.py wires adapters in.
+    forbidden = ("broker.adapters", "broker.runtime", "broker.cli", "broker.local", "broker.api", "broker.demo",
+                 *THIRD_PARTY_IO)
+    found = [f"{path.relative_to(ROOT)} imports {name}" for path in sorted((ROOT / "connectors").rglob("*.py"))
+             for name in imports(path) if any(name == f or name.startswith(f + ".") for f in forbidden)]
+    assert found == []
+    assert len(list((ROOT / "connectors").rglob("*.py"))) > 2
+
+
 def test_topic_names_are_spelled_in_one_module() -> None:
     spelled = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
                for base in PRODUCT for path in sorted(base.rglob("*.py")) if path != TOPICS_MODULE

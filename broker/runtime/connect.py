@@ -1,0 +1,85 @@
+"""Builds a subscriber's sinks from its config (connectors/config.py): its own Kafka login, the registry with its
+token, the target database; runs them until stopped, or reports their positions and lag."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from broker.adapters.kafka_access import KafkaAccess, read_password_file
+from broker.adapters.kafka_partitions import KafkaPartitionReader
+from broker.adapters.postgres import PostgresDatabase
+from broker.adapters.registry_http import HttpSchemaRegistry
+from broker.errors import ConfigError
+from connectors.config import SinkConfig
+from connectors.sinks.base import PartitionStatus, Sink
+from connectors.sinks.postgres import PostgresSink, default_table
+
+
+@dataclass
+class Sinks:
+    sinks: list[Sink]
+    closers: list[Callable[[], None]]
+
+    def close(self) -> None:
+        for close in reversed(self.closers):
+            with contextlib.suppress(Exception):
+                close()
+
+
+def _read(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the {what} file {path}: {exc}") from exc
+
+
+def kafka_login(config: SinkConfig) -> KafkaAccess:
+    user = config.kafka.username or config.body
+    return KafkaAccess(config.kafka.bootstrap, user, SecretStr(read_password_file(config.kafka.password_file)),
+                       "SASL_SSL" if config.kafka.tls else "SASL_PLAINTEXT")
+
+
+def _report(exc: Exception) -> None:
+    print(f"sink: {exc}; retrying from the stored position", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def open_sinks(config: SinkConfig) -> Iterator[Sinks]:
+    """One PostgresSink per delivery of `config`, closed on exit."""
+    built = Sinks([], [])
+    try:
+        token = _read(config.registry.token_file, "registry token")
+        registry = HttpSchemaRegistry(config.registry.url, token=lambda: token)
+        built.closers.append(registry.close)
+        password = (None if config.postgres.password_file is None
+                    else _read(config.postgres.password_file, "PostgreSQL password"))
+        database = PostgresDatabase(config.postgres.dsn, password, application_name=f"accord-sink-{config.body}")
+        built.closers.append(database.close)
+        kafka = kafka_login(config)
+        for delivery, topic in zip(config.deliveries, config.topics(), strict=True):
+            source = KafkaPartitionReader(kafka, topic, client_id=f"{config.body}.sink")
+            built.closers.append(source.close)
+            built.sinks.append(PostgresSink(source, registry, database, delivery.table or default_table(
+                delivery.stream), delivery.key, on_error=_report))
+        yield built
+    finally:
+        built.close()
+
+
+def run(config: SinkConfig, stop: Callable[[], bool], max_records: int = 2000) -> None:
+    """Move every delivery in turn until `stop()`; a failing one is retried from its stored position."""
+    with open_sinks(config) as built:
+        while not stop():
+            for sink in built.sinks:
+                sink.step_or_wait(max_records)
+
+
+def status(config: SinkConfig) -> list[PartitionStatus]:
+    with open_sinks(config) as built:
+        return [row for sink in built.sinks for row in sink.status()]

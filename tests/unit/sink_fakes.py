@@ -1,0 +1,65 @@
+"""In-memory fakes of a sink's ports: a delivery topic's partition and a database that keeps what it was told."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from broker.domain.messages import Record
+from broker.errors import ServiceError
+
+
+class FakeSource:
+    """One partition of committed records; `positions` moves past what `poll` returned."""
+
+    def __init__(self, topic: str, records: list[Record]) -> None:
+        self.topic, self.records, self.next = topic, records, 0
+        self.seeks: list[dict[int, int]] = []
+
+    def seek(self, positions: Mapping[int, int]) -> None:
+        self.seeks.append(dict(positions))
+        self.next = positions.get(0, 0)
+
+    def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        batch = [r for r in self.records if r.offset >= self.next][:max_records]
+        if batch:
+            self.next = batch[-1].offset + 1
+        return batch
+
+    def positions(self) -> dict[int, int]:
+        return {0: self.next}
+
+    def end_offsets(self) -> dict[int, int]:
+        return {0: (self.records[-1].offset + 1) if self.records else 0}
+
+    def close(self) -> None:
+        pass
+
+
+class FakeDatabase:
+    """Keeps each transaction's statements; answers the sink's few queries from what was applied."""
+
+    def __init__(self) -> None:
+        self.transactions: list[list[tuple[str, list[list[Any]]]]] = []
+        self.fail_next = False
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        applied = [s for t in self.transactions for s, _ in t]
+        if "to_regclass" in sql:
+            return [(any(s.startswith("CREATE TABLE IF NOT EXISTS accord_positions") for s in applied),)]
+        if "information_schema" in sql:
+            return []
+        if "accord_positions" in sql:
+            last: dict[int, int] = {}
+            for t in self.transactions:
+                for s, rows in t:
+                    if s.startswith("INSERT INTO accord_positions"):
+                        last |= {int(r[1]): int(r[2]) for r in rows if r[0] == params[0]}
+            return sorted(last.items())
+        raise AssertionError(sql)
+
+    def apply(self, statements: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> None:
+        if self.fail_next:
+            self.fail_next = False
+            raise ServiceError("PostgreSQL write failed (nothing of it was stored): connection refused")
+        self.transactions.append([(s, [list(r) for r in rows]) for s, rows in statements])

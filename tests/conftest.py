@@ -111,6 +111,19 @@ def services(local_settings: Settings) -> Iterator[Endpoints]:
 
 
 @pytest.fixture(scope="session")
+def postgres(services: Endpoints, local_settings: Settings) -> Iterator[str]:
+    """A PostgreSQL server of the session's state directory (Debian's package), for the tests that ask for it;
+    its DSN (the password is in postgres_server.password_file). Stopped, and wiped with the state, at the end."""
+    from broker.local import postgres_server, processes
+
+    stack = LocalStack(local_settings)
+    try:
+        yield stack.up_postgres()
+    finally:
+        postgres_server.stop(processes.read_pid(stack.postgres.pid_file))
+
+
+@pytest.fixture(scope="session")
 def applied_catalog(services: Endpoints, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The shipped catalog plus the gate tests' agreements, compiled, pushed to OPA and announced to gates."""
     document = load_and_compile(make_test_catalog(tmp_path_factory.mktemp("catalog")), REPO_ROOT / "schemas")

@@ -126,7 +126,7 @@ def test_a_failed_write_is_read_again_from_the_stored_position() -> None:
     registry, day = InMemorySchemaRegistry(), dt.date(2026, 11, 30)
     source = FakeSource(TOPIC, [delivered(registry, n, {"specimen_id": str(n), "specimen_date": day, "lsoa": None},
                                           schema()) for n in range(4)])
-    database, waits = FakeDatabase(), []
+    database, waits = FakeDatabase(), list[float]()
     sink = PostgresSink(source, registry, database, "t1", ["specimen_id"], wait=waits.append)
     assert sink.step_or_wait(max_records=2) == 2
     database.fail_next = True

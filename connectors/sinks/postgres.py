@@ -1,5 +1,6 @@
 """The PostgreSQL sink: one table per delivery topic, typed columns from the projected Avro schema, a primary key
-from the stream's key fields, upserts, and the consumed position in `accord_positions` in the same transaction.
+from the stream's key fields, upserts, and the consumed position in `accord_positions` (per table, topic and
+partition) in the same transaction.
 
 SQL is built here from quoted identifiers and `%s` parameters; the Database port (psycopg in broker/adapters) runs
 it. A later schema's new field adds a column; a field a later plan drops keeps its column, made nullable.
@@ -109,8 +110,10 @@ def create_statements(table: str, cols: Sequence[Column], key: Sequence[str]) ->
     body = ", ".join([*(c.definition() for c in cols), f"{ident(SOURCE_COLUMN)} text NOT NULL",
                       f"PRIMARY KEY ({', '.join(map(ident, key))})"])
     return [f"CREATE TABLE IF NOT EXISTS {ident(table)} ({body})",
-            f"CREATE TABLE IF NOT EXISTS {POSITIONS_TABLE} (topic text NOT NULL, partition integer NOT NULL, "
-            "next_offset bigint NOT NULL, PRIMARY KEY (topic, partition))"]
+            # Keyed by table too: a second table filled from the same topic (a renamed one, a copy) starts from
+            # its own position, not from where the first one is.
+            f"CREATE TABLE IF NOT EXISTS {POSITIONS_TABLE} (table_name text NOT NULL, topic text NOT NULL, "
+            "partition integer NOT NULL, next_offset bigint NOT NULL, PRIMARY KEY (table_name, topic, partition))"]
 
 
 def upsert(table: str, cols: Sequence[Column], key: Sequence[str]) -> str:
@@ -124,8 +127,8 @@ def upsert(table: str, cols: Sequence[Column], key: Sequence[str]) -> str:
 
 
 def save_positions() -> str:
-    return (f"INSERT INTO {POSITIONS_TABLE} (topic, partition, next_offset) VALUES (%s, %s, %s) "
-            "ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset")
+    return (f"INSERT INTO {POSITIONS_TABLE} (table_name, topic, partition, next_offset) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (table_name, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset")
 
 
 class PostgresSink(Sink):
@@ -141,8 +144,8 @@ class PostgresSink(Sink):
     def stored_positions(self) -> dict[int, int]:
         if not self._table_exists(POSITIONS_TABLE):
             return {}
-        rows = self.database.query(f"SELECT partition, next_offset FROM {POSITIONS_TABLE} WHERE topic = %s",
-                                   (self.topic,))
+        rows = self.database.query(f"SELECT partition, next_offset FROM {POSITIONS_TABLE} WHERE table_name = %s "
+                                   "AND topic = %s", (self.table, self.topic))
         return {int(p): int(n) for p, n in rows}
 
     def store(self, records: list[Decoded], positions: Mapping[int, int]) -> None:
@@ -153,7 +156,7 @@ class PostgresSink(Sink):
             statements += self._evolve(group[0].schema, cols)
             statements.append((upsert(self.table, cols, self._key or []),
                                [[*(sql_value(r.value.get(c.name), c) for c in cols), r.source] for r in group]))
-        statements.append((save_positions(), [(self.topic, p, n) for p, n in sorted(positions.items())]))
+        statements.append((save_positions(), [(self.table, self.topic, p, n) for p, n in sorted(positions.items())]))
         self.database.apply(statements)
 
     def _evolve(self, schema: Mapping[str, Any], cols: list[Column]) -> list[Statement]:

@@ -54,7 +54,7 @@ class FakeDatabase:
             for t in self.transactions:
                 for s, rows in t:
                     if s.startswith("INSERT INTO accord_positions"):
-                        last |= {int(r[1]): int(r[2]) for r in rows if r[0] == params[0]}
+                        last |= {int(r[2]): int(r[3]) for r in rows if (r[0], r[1]) == tuple(params)}
             return sorted(last.items())
         raise AssertionError(sql)
 

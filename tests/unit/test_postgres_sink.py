@@ -114,12 +114,23 @@ def test_rows_and_position_are_stored_in_one_transaction_and_a_new_field_adds_a_
         "INSERT INTO accord_positions"]
     assert first[2][1] == [["a", day, None, "ingest.ukhsa.positive-tests/0/0"],
                            ["b", day, "E01", "ingest.ukhsa.positive-tests/0/1"]]
-    assert first[3][1] == [[TOPIC, 0, 2]]
+    assert first[3][1] == [["t1", TOPIC, 0, 2]]
     assert sink.step() == 1
     second = database.transactions[1]
     assert second[0][0] == 'ALTER TABLE "t1" ADD COLUMN IF NOT EXISTS "ltla" text'
     assert second[1][1] == [["c", day, None, "E06", "ingest.ukhsa.positive-tests/0/2"]]
-    assert second[2][1] == [[TOPIC, 0, 3]]
+    assert second[2][1] == [["t1", TOPIC, 0, 3]]
+
+
+def test_each_table_keeps_its_own_position_in_a_topic() -> None:
+    registry, day = InMemorySchemaRegistry(), dt.date(2026, 11, 30)
+    records = [delivered(registry, n, {"specimen_id": str(n), "specimen_date": day, "lsoa": None}, schema())
+               for n in range(3)]
+    database = FakeDatabase()
+    assert PostgresSink(FakeSource(TOPIC, records), registry, database, "t1", ["specimen_id"]).step() == 3
+    copy = FakeSource(TOPIC, records)
+    assert PostgresSink(copy, registry, database, "t1_copy", ["specimen_id"]).step() == 3
+    assert copy.seeks == [{}]
 
 
 def test_a_failed_write_is_read_again_from_the_stored_position() -> None:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import gate, pull, serde
+from benchmarks import gate, postgres_sink, pull, serde
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -16,7 +16,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def main() -> None:
     start = time.monotonic()
     results: list[dict[str, Any]] = []
-    for scenarios in (lambda: [serde.run()], gate.run, pull.run):
+    for scenarios in (lambda: [serde.run()], gate.run, pull.run, lambda: [postgres_sink.run()]):
         for result in scenarios():
             print(json.dumps(result), flush=True)
             results.append(result)

@@ -1,4 +1,4 @@
-"""(h) The PostgreSQL sink's rows per second against a raw kafka-python consumer reading the same committed records,
+"""(j) The PostgreSQL sink's rows per second against a raw kafka-python consumer reading the same committed records,
 in one run on one local stack (Kafka, registry, PostgreSQL) started here and wiped at the end.
 
 `python -m benchmarks.postgres_sink` runs this scenario alone.
@@ -42,7 +42,7 @@ def run() -> dict[str, Any]:
             raw.append(raw_consumer(bench, topic))
             sink.append(postgres_sink(bench, topic, dsn, password, f"bench_sink_{round_}"))
         best_raw, best_sink = max(raw), max(sink)
-        return {"scenario": "h-postgres-sink", "records": RECORDS, "batch": BATCH, "rounds": ROUNDS,
+        return {"scenario": "j-postgres-sink", "records": RECORDS, "batch": BATCH, "rounds": ROUNDS,
                 "raw_consumer_records_per_s": round(best_raw, 1), "sink_rows_per_s": round(best_sink, 1),
                 "rounds_raw_records_per_s": [round(r, 1) for r in raw],
                 "rounds_sink_rows_per_s": [round(r, 1) for r in sink], "sink/raw": round(best_sink / best_raw, 3),

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from broker.domain.kafka_acls import subscriber_user
 from broker.domain.topics import delivery_topic
 from broker.errors import ConfigError
 
@@ -22,7 +23,7 @@ class _Strict(BaseModel):
 
 class KafkaLogin(_Strict):
     bootstrap: str = Field(min_length=1)
-    username: str | None = None  # default: the body's own Kafka user
+    username: str | None = None  # default: the role's own Kafka login, <body>.<role>
     password_file: Path
     tls: bool = False
 
@@ -39,7 +40,6 @@ class PostgresTarget(_Strict):
 
 class Delivery(_Strict):
     stream: Name
-    role: Name
     table: Column | None = None
     key: list[Column] = []
 
@@ -47,13 +47,17 @@ class Delivery(_Strict):
 class SinkConfig(_Strict):
     sink: Literal["postgres"]
     body: Name
+    role: Name  # one role's deliveries, read with that role's own Kafka login
     kafka: KafkaLogin
     registry: RegistryLogin
     postgres: PostgresTarget
     deliveries: list[Delivery] = Field(min_length=1)
 
     def topics(self) -> list[str]:
-        return [delivery_topic(self.body, d.role, d.stream) for d in self.deliveries]
+        return [delivery_topic(self.body, self.role, d.stream) for d in self.deliveries]
+
+    def kafka_user(self) -> str:
+        return self.kafka.username or subscriber_user(self.body, self.role)
 
 
 class SinkConfigError(ConfigError):

@@ -40,8 +40,8 @@ def _read(path: Path, what: str) -> str:
 
 
 def kafka_login(config: SinkConfig) -> KafkaAccess:
-    user = config.kafka.username or config.body
-    return KafkaAccess(config.kafka.bootstrap, user, SecretStr(read_password_file(config.kafka.password_file)),
+    password = SecretStr(read_password_file(config.kafka.password_file))
+    return KafkaAccess(config.kafka.bootstrap, config.kafka_user(), password,
                        "SASL_SSL" if config.kafka.tls else "SASL_PLAINTEXT")
 
 
@@ -63,7 +63,7 @@ def open_sinks(config: SinkConfig) -> Iterator[Sinks]:
         built.closers.append(database.close)
         kafka = kafka_login(config)
         for delivery, topic in zip(config.deliveries, config.topics(), strict=True):
-            source = KafkaPartitionReader(kafka, topic, client_id=f"{config.body}.sink")
+            source = KafkaPartitionReader(kafka, topic, client_id=f"{config.kafka_user()}.sink")
             built.closers.append(source.close)
             built.sinks.append(PostgresSink(source, registry, database, delivery.table or default_table(
                 delivery.stream), delivery.key, on_error=_report))

@@ -1,5 +1,5 @@
 """The PostgreSQL sink on the real Kafka, OPA, registry and PostgreSQL: a real gate delivers 10,000 T1 records to
-Leicester's DPH; the sink, a subprocess acting as Leicester's own Kafka user, is killed with SIGKILL midway and
+Leicester's DPH; the sink, a subprocess acting as that role's own Kafka login, is killed with SIGKILL midway and
 restarted; the table then holds exactly the 10,000 rows with their values, none written twice."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pytest
 from broker.adapters.postgres import PostgresDatabase
 from broker.config import Settings
 from broker.demo.synthetic import spread
+from broker.domain.kafka_acls import subscriber_user
 from broker.local import postgres_server
 from broker.local.stack import Endpoints
 from broker.runtime.gate import GateThread
@@ -28,6 +29,7 @@ from broker.security.kafka_identities import password_path
 from tests.integration.gate_support import T1, publish, specimen_day, start_gate, topic_for
 
 BODY = "leicester-city-council"
+LOGIN = subscriber_user(BODY, "dph")  # the sink reads as Leicester's DPH's own Kafka login
 TOPIC = topic_for(BODY, "dph")
 TOTAL = 10_000
 
@@ -48,11 +50,12 @@ def write_config(directory: Path, services: Endpoints, dsn: str, table: str) -> 
     config = directory / "sink.yaml"
     config.write_text(f"""sink: postgres
 body: {BODY}
-kafka: {{bootstrap: "{services.kafka.bootstrap}", password_file: "{password_path(secrets, BODY)}"}}
+role: dph
+kafka: {{bootstrap: "{services.kafka.bootstrap}", password_file: "{password_path(secrets, LOGIN)}"}}
 registry: {{url: "{services.registry_url}", token_file: registry.token}}
 postgres: {{dsn: "{dsn}", password_file: "{postgres_server.password_file(secrets)}"}}
 deliveries:
-  - {{stream: {T1}, role: dph, table: {table}, key: [specimen_id]}}
+  - {{stream: {T1}, table: {table}, key: [specimen_id]}}
 """)
     return config
 

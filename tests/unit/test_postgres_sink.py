@@ -152,11 +152,12 @@ def test_a_failed_write_is_read_again_from_the_stored_position() -> None:
 
 GOOD = """sink: postgres
 body: leicester-city-council
+role: dph
 kafka: {bootstrap: 127.0.0.1:9092, password_file: kafka.password}
 registry: {url: http://127.0.0.1:8081, token_file: registry.token}
 postgres: {dsn: postgresql://accord@127.0.0.1:5432/accord}
 deliveries:
-  - {stream: ukhsa.positive-tests, role: dph, key: [specimen_id]}
+  - {stream: ukhsa.positive-tests, key: [specimen_id]}
 """
 
 
@@ -166,16 +167,18 @@ def test_a_good_config_loads_with_paths_beside_it(tmp_path: Path) -> None:
     config = load(path)
     assert config.topics() == [TOPIC]
     assert config.kafka.password_file == tmp_path / "kafka.password"
+    assert config.kafka_user() == "leicester-city-council.dph"  # the role's own login
 
 
 @pytest.mark.parametrize(("text", "problem"), [
     (GOOD.replace("sink: postgres", "sink: mysql"), ":1: sink: Input should be 'postgres'"),
-    (GOOD.replace("role: dph", "role: DPH!"), ":7: deliveries[0].role: String should match pattern"),
-    (GOOD.replace("dsn: postgresql://", "dsn: mysql://"), ":5: postgres.dsn: String should match pattern"),
-    (GOOD.replace("token_file: registry.token", "token: x"), ":4: registry.token: Extra inputs are not permitted"),
+    (GOOD.replace("role: dph", "role: DPH!"), ":3: role: String should match pattern"),
+    (GOOD.replace("stream: ukhsa", "stream: Ukhsa"), ":8: deliveries[0].stream: String should match pattern"),
+    (GOOD.replace("dsn: postgresql://", "dsn: mysql://"), ":6: postgres.dsn: String should match pattern"),
+    (GOOD.replace("token_file: registry.token", "token: x"), ":5: registry.token: Extra inputs are not permitted"),
     (GOOD.replace("body: leicester-city-council\n", ""), ":1: body: Field required"),
-    (GOOD.replace("deliveries:\n  - {stream: ukhsa.positive-tests, role: dph, key: [specimen_id]}\n",
-                  "deliveries: []\n"), ":6: deliveries: List should have at least 1 item"),
+    (GOOD.replace("deliveries:\n  - {stream: ukhsa.positive-tests, key: [specimen_id]}\n",
+                  "deliveries: []\n"), ":7: deliveries: List should have at least 1 item"),
     ("sink: [postgres\n", ":2: YAML error"),
 ])
 def test_a_bad_config_names_file_line_and_field(tmp_path: Path, text: str, problem: str) -> None:

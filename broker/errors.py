@@ -13,6 +13,7 @@
     └── ServiceError           a service Accord runs or talks to failed
         ├── ServiceStartError  Kafka or OPA did not come up (carries the last lines of its log)
         ├── PolicyEngineError  OPA refused a policy, data or query
+        ├── WriterFenced       another instance took over writing a shared log; this write was not committed
         └── RegistryError      the schema registry answered with an error or was unreachable (status 0)
 """
 
@@ -55,6 +56,10 @@ class ServiceStartError(ServiceError):
 
 class PolicyEngineError(ServiceError):
     """OPA refused a policy, a data document or a query."""
+
+
+class WriterFenced(ServiceError):
+    """Another instance took over writing a log that one writer at a time may write; nothing was committed."""
 
 
 class GovernanceError(AccordError):

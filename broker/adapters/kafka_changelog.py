@@ -1,24 +1,43 @@
-"""A compacted one-partition Kafka topic used as a service's source of truth: replayed at start, then followed."""
+"""A compacted one-partition Kafka topic used as a service's source of truth: replayed at start, then followed.
+
+Every instance of the service may write, but only one at a time: writes are Kafka transactions under one
+transactional id shared by all writers of the topic, so the broker fences the older writer whenever another one
+starts writing. A writer catches up with the log after it has taken over and before it plans a write, so whatever
+it commits was planned against everything committed before it (see `catch_up` and `append`).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import InvalidProducerEpochError, KafkaError, ProducerFencedError
 
 from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_admin import create_topics
-from broker.errors import ServiceError
+from broker.adapters.kafka_transactions import transactional_producer
+from broker.errors import ServiceError, WriterFenced
 
 OnRecord = Callable[[str, dict[str, Any] | None], None]
+# An open transaction of a writer that died holds back every read_committed reader until it is aborted: by the next
+# writer's take-over at once, or by the broker after this long.
+TRANSACTION_TIMEOUT_MS = 10_000
+
+
+def writer_id(topic: str) -> str:
+    """The transactional id every writer of `topic` shares (Kafka ACLs grant the prefix `accord-registry`)."""
+    return f"accord-registry:{topic}"
 
 
 class Changelog:
-    """Keys are text, values JSON objects or None (a tombstone). `on_record` runs on the follower thread."""
+    """Keys are text, values JSON objects or None (a tombstone). `on_record` runs on the follower thread.
+
+    Writers call `catch_up` and then `append`, one caller at a time.
+    """
 
     def __init__(self, kafka: KafkaAccess, topic: str, on_record: OnRecord,
                  client_id: str = "accord-changelog") -> None:
@@ -31,24 +50,28 @@ class Changelog:
         self._cond = threading.Condition()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._producer: KafkaProducer | None = None
+        self._writer_lock = threading.Lock()
+        self._producer: KafkaProducer | None = None  # holds the writer id while not None
+        self._offsets: KafkaConsumer | None = None  # asks for the end offset; the follower's consumer is its own
         self._failure: BaseException | None = None
 
     def start(self, timeout_s: float = 30.0) -> None:
         """Create the topic if needed, replay it to its current end, keep following it."""
         create_topics(self._kafka, [self.topic], partitions=1,
                       configs={"cleanup.policy": "compact", "min.insync.replicas": "1"})
-        consumer = KafkaConsumer(**self._kafka.client_options(), client_id=self._client_id, group_id=None,
-                                 enable_auto_commit=False, isolation_level="read_committed")
+        consumer = self._reader()
         consumer.assign([self._tp])
         consumer.seek_to_beginning(self._tp)
         end = int(consumer.end_offsets([self._tp])[self._tp])
-        self._producer = KafkaProducer(**self._kafka.client_options(), client_id=self._client_id, acks="all",
-                                       enable_idempotence=True, linger_ms=0)
+        self._offsets = self._reader()
         self._thread = threading.Thread(target=self._follow, args=(consumer,), name=f"follow-{self.topic}",
                                         daemon=True)
         self._thread.start()
         self._wait_applied(end, timeout_s)
+
+    def _reader(self) -> KafkaConsumer:
+        return KafkaConsumer(**self._kafka.client_options(), client_id=self._client_id, group_id=None,
+                             enable_auto_commit=False, isolation_level="read_committed")
 
     def _follow(self, consumer: KafkaConsumer) -> None:
         try:
@@ -77,26 +100,79 @@ class Changelog:
             if not done:
                 raise ServiceError(f"{self.topic} was not caught up to offset {offset} within {timeout_s:.0f}s")
 
+    def catch_up(self, timeout_s: float = 30.0) -> None:
+        """Be the topic's writer, then apply every record committed so far.
+
+        Taking over (when this instance is not the writer yet, or was fenced) fences every other writer and ends any
+        transaction it left open. Another writer can commit after this only by taking over in turn, which makes this
+        instance's next `append` fail with WriterFenced: so a plan made after `catch_up` and committed by `append`
+        was made against the whole log.
+        """
+        with self._writer_lock:
+            if self._offsets is None:
+                raise ServiceError(f"changelog {self.topic} is not started")
+            if self._producer is None:
+                self._producer = transactional_producer(self._kafka, writer_id(self.topic), f"writer of {self.topic}",
+                                                        transaction_timeout_ms=TRANSACTION_TIMEOUT_MS)
+            try:
+                # read_committed: the last stable offset, so a newer writer's open transaction cannot hold this up.
+                end = int(self._offsets.end_offsets([self._tp])[self._tp])
+            except KafkaError as exc:
+                raise ServiceError(f"reading the end of {self.topic} failed: {exc}") from exc
+        self._wait_applied(end, timeout_s)
+
     def append(self, changes: Sequence[tuple[str, dict[str, Any] | None]], timeout_s: float = 30.0) -> None:
-        """Write the records and return once this instance has applied them."""
-        if self._producer is None:
-            raise ServiceError(f"changelog {self.topic} is not started")
-        last = -1
-        try:
-            futures = [
-                self._producer.send(self.topic, key=key.encode(),
-                                    value=None if value is None else json.dumps(value).encode())
-                for key, value in changes
-            ]
-            for future in futures:
-                last = max(last, int(future.get(timeout=timeout_s).offset))
-        except KafkaError as exc:
-            raise ServiceError(f"writing to {self.topic} failed: {exc}") from exc
+        """Commit the records in one transaction and return once this instance has applied them.
+
+        WriterFenced (nothing written) if another instance took over since `catch_up`; catch up and plan again.
+        """
+        if not changes:
+            return
+        with self._writer_lock:
+            producer = self._producer
+            if producer is None:
+                raise ServiceError(f"changelog {self.topic}: catch_up before append")
+            try:
+                producer.begin_transaction()
+                futures = [
+                    producer.send(self.topic, key=key.encode(),
+                                  value=None if value is None else json.dumps(value).encode())
+                    for key, value in changes
+                ]
+                producer.commit_transaction()
+                last = max(int(future.get(timeout=timeout_s).offset) for future in futures)
+            except KafkaError as exc:
+                fenced = _fenced(producer, exc)
+                self._give_up_writing()
+                if fenced:
+                    raise WriterFenced(f"another writer of {self.topic} took over; nothing was written") from exc
+                raise ServiceError(f"writing to {self.topic} failed: {exc}") from exc
         self._wait_applied(last + 1, timeout_s)
+
+    def _give_up_writing(self) -> None:
+        # A fenced or failed transactional producer cannot be used again; the next catch_up takes over anew.
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(KafkaError):
+                producer.abort_transaction()
+            producer.close(timeout=5)
 
     def close(self) -> None:
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        if self._producer is not None:
-            self._producer.close()
+        with self._writer_lock:
+            if self._producer is not None:
+                self._producer.close()
+                self._producer = None
+            if self._offsets is not None:
+                self._offsets.close()
+
+
+def _fenced(producer: KafkaProducer, exc: KafkaError) -> bool:
+    """Whether another writer took over. kafka-python raises the broker's fencing error as itself from a send, but from
+    commit_transaction as a plain KafkaError, once its transaction manager has recorded the fencing as its error."""
+    if isinstance(exc, ProducerFencedError | InvalidProducerEpochError):
+        return True
+    manager = getattr(producer, "_transaction_manager", None)
+    return isinstance(getattr(manager, "last_error", None), ProducerFencedError | InvalidProducerEpochError)

@@ -11,7 +11,8 @@ Accord service, every publishing body and every role of a body is its own SCRAM 
 - the gate reads ingest topics and writes delivery and quarantine topics (and its status and audit records);
 - the ingest API writes ingest and quarantine topics and reads quarantine topics (to show publishers theirs),
   delivery topics (a subscriber's pulls) and the control topic (whose rights have ended);
-- the registry keeps its schema topic; the governance service its governance, audit and chain topics.
+- the registry keeps its schema topic (one fenced writer at a time); the governance service its governance, audit
+  and chain topics.
 
 Accord's internal topics start with `_accord.`; a service's rights there are by prefix so that a deployment (or a
 test) can run a second instance under its own topic names.
@@ -161,6 +162,9 @@ def service_bindings() -> list[Binding]:
     out += _allow(api, Resource.TOPIC, CONTROL_TOPIC, Op.READ, Op.DESCRIBE, prefixed=False)
 
     out += _allow(registry, Resource.TOPIC, SCHEMAS_TOPIC, Op.READ, Op.WRITE)
+    # One transactional id per schemas topic, shared by every registry instance so that the broker fences all
+    # writers but the newest (broker/adapters/kafka_changelog.py).
+    out += _allow(registry, Resource.TRANSACTIONAL_ID, "accord-registry", Op.WRITE, Op.DESCRIBE)
 
     out += _allow(governance, Resource.TOPIC, GOVERNANCE_TOPIC, Op.READ, Op.WRITE)
     out += _allow(governance, Resource.TOPIC, AUDIT_TOPIC, Op.READ, Op.WRITE)

@@ -151,12 +151,12 @@ class RegistryState:
         return incompatibilities(mode, candidate, earlier)
 
     # -- planned writes -----------------------------------------------------------------------
-    def plan_register(self, subject: str, schema: str) -> SchemaVersion | list[Change]:
-        """The existing version if this schema is already registered live, else the records that register it."""
+    def plan_register(self, subject: str, schema: str) -> tuple[SchemaVersion, list[Change]]:
+        """The version that holds this schema: the existing live one (no records), or the next one and its record."""
         parse_schema(schema)
         text = canonical_text(schema)
         try:
-            return self.lookup(subject, text)
+            return self.lookup(subject, text), []
         except RegistryError:
             pass
         if subject in self._versions and any(not v.deleted for v in self._versions[subject].values()):
@@ -166,7 +166,7 @@ class RegistryState:
                                     f"subject \"{subject}\", details: {problems}")
         version = max(self._versions.get(subject, {}), default=0) + 1
         entry = SchemaVersion(subject, version, self._id_for(text), text)
-        return [(_key_version(subject, version), _version_record(entry))]
+        return entry, [(_key_version(subject, version), _version_record(entry))]
 
     def _id_for(self, text: str) -> int:
         # Ids come from the schema's content, so every instance replaying the log agrees on them without

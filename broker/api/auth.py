@@ -11,6 +11,10 @@ later cannot be left open by forgetting it:
    another. 403 with OPA's reasons when it refuses; 503 when OPA cannot be asked (fail closed). Without the
    middleware's identity it refuses with 401.
 
+The registry also takes the token as HTTP Basic (user name: the token's body id; password: the token), because
+kcat, librdkafka's tools and Confluent's clients send registry credentials that way. It is verified exactly as a
+bearer token is; other services take Bearer only.
+
 Liveness probes are the one exception: `GET /health` (and the registry's `GET /`, Confluent's root, which
 supervisors probe) say only "up" and must answer a load balancer holding no token. The OpenAPI document and its
 viewers are public too, so councils can read what the API offers before they hold a token.
@@ -18,9 +22,11 @@ viewers are public too, so councils can read what the API offers before they hol
 
 from __future__ import annotations
 
+import base64
+import binascii
 import inspect
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -37,6 +43,8 @@ from broker.security.api_tokens import Identity, verifier_for
 log = logging.getLogger(__name__)
 
 AUTHZ_RULE = "accord.authz.decision"
+# What a service that takes HTTP Basic (the registry, for kcat and other librdkafka tools) expects in it.
+BASIC = "HTTP Basic with your body id as the user name and an Accord token as the password"
 LIVENESS = frozenset({("GET", "/health")})
 DOCUMENTATION = frozenset({("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"),
                            ("GET", "/redoc")})
@@ -78,28 +86,48 @@ class _NoEngine:
         raise PolicyEngineError(self.message)
 
 
-def _unauthenticated(reason: str) -> HTTPException:
-    # RFC 6750: the challenge names the scheme and why the token was refused.
+def _unauthenticated(reason: str, basic: bool = False) -> HTTPException:
+    # RFC 6750: the challenge names the scheme and why the token was refused; RFC 7617 for a service taking Basic.
     quoted = reason.replace('"', "'")
-    return HTTPException(401, f"not authenticated: {reason}",
-                         headers={"WWW-Authenticate": f'Bearer realm="accord", error="invalid_token", '
-                                                      f'error_description="{quoted}"'})
+    challenge = f'Bearer realm="accord", error="invalid_token", error_description="{quoted}"'
+    if basic:
+        challenge += ', Basic realm="accord", charset="UTF-8"'
+    return HTTPException(401, f"not authenticated: {reason}", headers={"WWW-Authenticate": challenge})
 
 
 def bearer_token(authorization: str | None) -> str:
+    return _credentials(authorization, basic=False)[0]
+
+
+def _credentials(authorization: str | None, basic: bool) -> tuple[str, str | None]:
+    """The token, and the user name it came with when it came as HTTP Basic (only where `basic` is taken)."""
+    scheme, _, value = (authorization or "").strip().partition(" ")
+    if basic and scheme.lower() == "basic":
+        return _basic(value.strip())
+    also = f" (or {BASIC})" if basic else ""
     if not authorization:
-        raise _unauthenticated("send `Authorization: Bearer <token>`; `accord credentials token` issues one")
-    scheme, _, token = authorization.strip().partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise _unauthenticated("the Authorization header must be `Bearer <token>`")
-    return token.strip()
+        raise _unauthenticated(f"send `Authorization: Bearer <token>`{also}; `accord credentials token` issues one",
+                               basic)
+    if scheme.lower() != "bearer" or not value.strip():
+        raise _unauthenticated(f"the Authorization header must be `Bearer <token>`{also}", basic)
+    return value.strip(), None
+
+
+def _basic(encoded: str) -> tuple[str, str]:
+    try:
+        user, colon, password = base64.b64decode(encoded, validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        user, colon, password = "", "", ""
+    if not (user and colon and password):
+        raise _unauthenticated(f"Basic credentials must be {BASIC}", basic=True)
+    return password.strip(), user
 
 
 def guarded(guard: Guard, service: str, resources: Resources | None = None,
-            public: frozenset[tuple[str, str]] = LIVENESS) -> dict[str, Any]:
+            public: frozenset[tuple[str, str]] = LIVENESS, basic: bool = False) -> dict[str, Any]:
     """`FastAPI(**guarded(...))`: the authentication middleware and the authorisation dependency, with one list of
-    public (method, path) pairs for both."""
-    return {"middleware": [Middleware(Authentication, guard=guard, public=public | DOCUMENTATION)],
+    public (method, path) pairs for both. `basic`: the token may also come as HTTP Basic (see BASIC)."""
+    return {"middleware": [Middleware(Authentication, guard=guard, public=public | DOCUMENTATION, basic=basic)],
             "dependencies": [authorise(guard, service, resources, public)]}
 
 
@@ -109,8 +137,8 @@ class Authentication:
     The verified Identity goes into the request's state for the authorisation dependency (and `caller`).
     """
 
-    def __init__(self, app: ASGIApp, guard: Guard, public: frozenset[tuple[str, str]]) -> None:
-        self.app, self.guard, self.public = app, guard, public
+    def __init__(self, app: ASGIApp, guard: Guard, public: frozenset[tuple[str, str]], basic: bool = False) -> None:
+        self.app, self.guard, self.public, self.basic = app, guard, public, basic
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or (_method(scope["method"]), scope["path"]) in self.public:
@@ -119,7 +147,7 @@ class Authentication:
         header = next((value.decode("latin-1") for name, value in scope.get("headers", [])
                        if name.lower() == b"authorization"), None)
         try:
-            identity = _identity(self.guard, header)
+            identity = _identity(self.guard, header, self.basic)
         except HTTPException as exc:
             response = await _rendered(scope, receive, exc)
             await response(scope, receive, send)
@@ -163,15 +191,19 @@ def authorise(guard: Guard, service: str, resources: Resources | None = None,
     return cast(DependsParam, Depends(check))
 
 
-def _identity(guard: Guard, authorization: str | None) -> Identity:
-    token = bearer_token(authorization)
+def _identity(guard: Guard, authorization: str | None, basic: bool = False) -> Identity:
+    token, user = _credentials(authorization, basic)
     try:
-        return guard.verify(token)
+        identity = guard.verify(token)
     except AuthenticationError as exc:
-        raise _unauthenticated(str(exc)) from None
+        raise _unauthenticated(str(exc), basic) from None
     except ConfigError as exc:
         log.error("cannot verify API tokens: %s", exc)
         raise HTTPException(503, "this service cannot verify tokens now (its key is missing); try later") from None
+    if user is not None and user != identity.body:
+        # The user name adds nothing to the token's proof, but a mismatch is a client mixing credentials up.
+        raise _unauthenticated("the Basic user name must be the body id the token was issued to", basic)
+    return identity
 
 
 def _ask(engine: PolicyQuery, document: Mapping[str, Any]) -> None:
@@ -187,6 +219,23 @@ def _ask(engine: PolicyQuery, document: Mapping[str, Any]) -> None:
     if not answer["allow"]:
         reasons = [str(r) for r in answer.get("reasons") or []] or ["not allowed"]
         raise HTTPException(403, f"forbidden: {'; '.join(reasons)}")
+
+
+def permitted(guard: Guard, request: Request, rule: str, key: str, items: Sequence[str]) -> list[str]:
+    """Those of `items` the caller may see, in their order: OPA's `rule` (a list) for the caller and `items` under
+    `key`. For lists whose entries are not all the caller's business, after the route itself was allowed."""
+    document = {"identity": caller(request).to_json(), key: list(items)}
+    try:
+        answer = guard.engine.evaluate(rule, document)
+    except PolicyEngineError as exc:
+        log.error("authorisation unavailable: %s", exc)
+        raise HTTPException(503, "authorisation is unavailable (the policy engine did not answer); "
+                                 "nothing is listed until it does") from None
+    if not isinstance(answer, list):
+        log.error("OPA has no usable %s (is the authz policy loaded?): %r", rule, answer)
+        raise HTTPException(503, f"authorisation is unavailable (no {rule} in the authorisation policy)")
+    allowed = {item for item in answer if isinstance(item, str)}
+    return [item for item in items if item in allowed]
 
 
 def caller(request: Request) -> Identity:

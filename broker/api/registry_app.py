@@ -1,13 +1,15 @@
 """The Confluent Schema Registry REST API over Accord's registry (Avro only).
 
 Every call but the root `GET /` (liveness, as in Confluent's) carries a bearer token and is authorised by OPA
-(broker/api/auth.py): any known body may read schemas; only Accord's services and a publisher, for its own
-subjects, may change them.
+(broker/api/auth.py, policies/authz): a body reads only the subjects it may see (its deliveries, what it publishes,
+the streams of its agreements and of the templates), a schema by id only through one of them, and lists only
+them; only Accord's services and a publisher, for its own subjects, may change anything.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from broker.api.auth import LIVENESS, Guard, guarded
+from broker.api.auth import LIVENESS, Guard, guarded, permitted
 from broker.api.bodies import read_limited
 from broker.domain.registry import SchemaVersion, parse_mode
 from broker.domain.schemas import canonical_text
@@ -23,6 +25,9 @@ from broker.errors import RegistryError
 from broker.services.registry import Registry
 
 MEDIA = "application/vnd.schemaregistry.v1+json"
+VISIBLE_SUBJECTS = "accord.authz.visible_subjects"
+# (request, subjects) -> those the caller may see, in their order.
+Visible = Callable[[Request, list[str]], list[str]]
 ACCEPTED_BODIES = {"", "application/vnd.schemaregistry.v1+json", "application/vnd.schemaregistry+json",
                    "application/json", "application/octet-stream"}
 
@@ -72,7 +77,8 @@ def create_registry_app(registry: Registry, max_body_bytes: int = 1_048_576, *,
     """The app; `guard` checks callers (token and OPA)."""
     app = FastAPI(title="Accord schema registry", version="1",
                   description="Confluent Schema Registry REST API (Avro), storage in a compacted Kafka topic.",
-                  **guarded(guard, "registry", public=LIVENESS | {("GET", "/")}))
+                  **guarded(guard, "registry", lambda route, params: _resource(registry, params),
+                            public=LIVENESS | {("GET", "/")}, basic=True))
 
     @app.exception_handler(RegistryError)
     async def registry_error(_: Request, exc: RegistryError) -> Response:
@@ -92,16 +98,31 @@ def create_registry_app(registry: Registry, max_body_bytes: int = 1_048_576, *,
     def root() -> Response:
         return _json({})
 
-    _subject_routes(app, registry, max_body_bytes)
-    _schema_routes(app, registry)
+    def visible(request: Request, subjects: list[str]) -> list[str]:
+        return permitted(guard, request, VISIBLE_SUBJECTS, "subjects", subjects)
+
+    _subject_routes(app, registry, max_body_bytes, visible)
+    _schema_routes(app, registry, visible)
     _config_routes(app, registry, max_body_bytes)
     return app
 
 
-def _subject_routes(app: FastAPI, registry: Registry, limit: int) -> None:
+def _resource(registry: Registry, params: Mapping[str, str]) -> dict[str, Any]:
+    """What OPA needs to decide on a schema by id: every subject that uses it, soft-deleted ones too."""
+    if "schema_id" not in params:
+        return {}
+    try:
+        schema_id = _schema_id(params["schema_id"])
+        subjects = registry.read(lambda s: sorted({v.subject for v in s.usages(schema_id, deleted=True)}))
+    except RegistryError:
+        subjects = []  # unknown to everyone: a body is refused, a service gets the route's 404
+    return {"schema": {"id": params["schema_id"], "subjects": subjects}}
+
+
+def _subject_routes(app: FastAPI, registry: Registry, limit: int, visible: Visible) -> None:
     @app.get("/subjects")
     def subjects(request: Request) -> Response:
-        return _json(registry.read(lambda s: s.subjects(deleted=_flag(request, "deleted"))))
+        return _json(visible(request, registry.read(lambda s: s.subjects(deleted=_flag(request, "deleted")))))
 
     @app.get("/subjects/{subject}/versions")
     def versions(subject: str, request: Request) -> Response:
@@ -147,7 +168,7 @@ def _subject_routes(app: FastAPI, registry: Registry, limit: int) -> None:
         return _json(answer)
 
 
-def _schema_routes(app: FastAPI, registry: Registry) -> None:
+def _schema_routes(app: FastAPI, registry: Registry, visible: Visible) -> None:
     @app.get("/schemas/ids/{schema_id}")
     def by_id(schema_id: str) -> Response:
         return _json({"schema": registry.read(lambda s: s.schema(_schema_id(schema_id)))})
@@ -161,11 +182,13 @@ def _schema_routes(app: FastAPI, registry: Registry) -> None:
 
     @app.get("/schemas/ids/{schema_id}/subjects")
     def id_subjects(schema_id: str, request: Request) -> Response:
-        return _json(sorted({v.subject for v in usages(schema_id, request)}))
+        return _json(visible(request, sorted({v.subject for v in usages(schema_id, request)})))
 
     @app.get("/schemas/ids/{schema_id}/versions")
     def id_versions(schema_id: str, request: Request) -> Response:
-        return _json([{"subject": v.subject, "version": v.version} for v in usages(schema_id, request)])
+        found = usages(schema_id, request)
+        shown = set(visible(request, sorted({v.subject for v in found})))
+        return _json([{"subject": v.subject, "version": v.version} for v in found if v.subject in shown])
 
 
 def _config_routes(app: FastAPI, registry: Registry, limit: int) -> None:

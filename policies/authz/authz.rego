@@ -219,19 +219,80 @@ _body_may if {
 	input.route in _delivery_routes
 }
 
-# -- the schema registry: anyone known reads; a publisher writes its own subjects -----------------------------------
+# -- the schema registry: a body sees the subjects of streams it publishes or receives; a publisher writes its own ---
+
+# METADATA
+# description: |
+#   Which of input.subjects the caller may see in the registry, in their order: every one for Accord's services;
+#   for a body, its deliveries, what it publishes, the streams of its agreements and of the templates. The registry
+#   filters its lists (GET /subjects, a schema's subjects and versions) by it.
+visible_subjects := [subject |
+	some subject in input.subjects
+	_visible(subject)
+]
+
+_visible(_) if _service_identity
+
+_visible(subject) if {
+	_member
+	_body_sees(subject)
+}
+
+# Its own deliveries: deliver.<body>.<role>.<stream>-value.
+_body_sees(subject) if startswith(subject, concat("", ["deliver.", _id.body, "."]))
+
+# What it publishes (and may write): ingest.<body>.<name>-value, or any subject named after its streams.
+_body_sees(subject) if _own(subject)
+
+_body_sees(subject) if {
+	some stream in _catalog.streams
+	stream.owner == _id.body
+	stream.subject == subject
+}
+
+# The streams it has an agreement for (in force or not), and every template's stream: templates are published so
+# that a body can prepare for a flow before it is switched on.
+_body_sees(subject) if {
+	some agreement in _catalog.agreements
+	agreement.subscriber == _id.body
+	_catalog.streams[agreement.stream].subject == subject
+}
+
+_body_sees(subject) if {
+	some template in _catalog.templates
+	_catalog.streams[template.stream].subject == subject
+}
 
 _registry_reads := {"/subjects/{subject}", "/compatibility/subjects/{subject}/versions/{version}"}
 
-_body_may if {
+_registry_read if {
 	input.service == "registry"
 	_read
 }
 
-_body_may if {
+_registry_read if {
 	input.service == "registry"
 	input.method == "POST"
 	input.route in _registry_reads
+}
+
+# Reads of no one subject or schema: the root, the global config and the list of subjects (filtered, see above).
+_body_may if {
+	_registry_read
+	not _params.subject
+	not _params.schema_id
+}
+
+_body_may if {
+	_registry_read
+	_visible(_params.subject)
+}
+
+# A schema by id: only if a subject the body sees uses it (the registry names the subjects in input.resource).
+_body_may if {
+	_registry_read
+	_params.schema_id
+	_schema_visible
 }
 
 _body_may if {
@@ -305,4 +366,28 @@ _refusals contains why if {
 	not input.route in _registry_reads
 	not _own(object.get(_params, "subject", ""))
 	why := sprintf("%s may change only its own subjects in the registry", [_id.body])
+}
+
+_refusals contains why if {
+	_member
+	_registry_read
+	subject := _params.subject
+	not _visible(subject)
+	why := sprintf(
+		"%s sees only the subjects of streams it publishes or receives, and the templates' streams; not %s",
+		[_id.body, subject],
+	)
+}
+
+_refusals contains why if {
+	_member
+	_registry_read
+	schema_id := _params.schema_id
+	not _schema_visible
+	why := sprintf("%s sees a schema only if a subject it sees uses it; no such subject uses schema %s", [_id.body, schema_id])
+}
+
+_schema_visible if {
+	some subject in input.resource.schema.subjects
+	_visible(subject)
 }

@@ -24,6 +24,14 @@ _catalog := {
 		],
 		"break_glass": {"roles": ["dph"]},
 	},
+	"streams": {
+		"ukhsa.positive-tests": {"owner": "ukhsa", "subject": "ingest.ukhsa.positive-tests-value"},
+		"ukhsa.isolation-notifications": {"owner": "ukhsa", "subject": "ingest.ukhsa.isolation-notifications-value"},
+		"dhsc.care-home-capacity": {"owner": "dhsc", "subject": "dhsc-capacity"},
+		"nhse.hospital-sitrep": {"owner": "nhse", "subject": "ingest.nhse.hospital-sitrep-value"},
+	},
+	"templates": {"t1": {"stream": "ukhsa.positive-tests"}},
+	"agreements": {"t7-blaby": {"subscriber": "blaby", "stream": "ukhsa.isolation-notifications"}},
 }
 
 _who(body, role) := {"body": body, "role": role, "person": "someone"}
@@ -209,4 +217,84 @@ test_another_member_may_not_read_a_dispute_in_full_and_is_told_why if {
 	]
 	not _allowed(_read_dispute(_who("dhsc", "ig-lead"))) # a board body, but not in a deciding role
 	not _allowed(_read_dispute(_who("leicester", "auditor"))) # a role its body does not hold
+}
+
+_sees(who, subjects) := seen if {
+	seen := authz.visible_subjects with input as {"identity": who, "subjects": subjects}
+		with data.accord.catalog as _catalog
+}
+
+_every_subject := [
+	"deliver.blaby.environmental-health.ukhsa.isolation-notifications-value",
+	"deliver.leicester.dph.ukhsa.positive-tests-value",
+	"deliver.leicester-west.dph.ukhsa.positive-tests-value",
+	"dhsc-capacity",
+	"ingest.nhse.hospital-sitrep-value",
+	"ingest.ukhsa.isolation-notifications-value",
+	"ingest.ukhsa.positive-tests-value",
+	"someone-elses-test-value",
+]
+
+test_a_subscriber_sees_its_deliveries_its_agreements_and_the_templates_only if {
+	_sees(_who("leicester", "analyst"), _every_subject) == [
+		"deliver.leicester.dph.ukhsa.positive-tests-value",
+		"ingest.ukhsa.positive-tests-value",
+	]
+	_sees(_who("blaby", "environmental-health"), _every_subject) == [
+		"deliver.blaby.environmental-health.ukhsa.isolation-notifications-value",
+		"ingest.ukhsa.isolation-notifications-value",
+		"ingest.ukhsa.positive-tests-value",
+	]
+}
+
+test_a_publisher_sees_its_own_streams_however_named if {
+	_sees(_who("dhsc", "ig-lead"), _every_subject) == ["dhsc-capacity", "ingest.ukhsa.positive-tests-value"]
+	_sees(_who("nhse", "governance-board"), _every_subject) == [
+		"ingest.nhse.hospital-sitrep-value",
+		"ingest.ukhsa.positive-tests-value",
+	]
+}
+
+test_services_see_every_subject_and_strangers_none if {
+	_sees(_who("accord", "service"), _every_subject) == _every_subject
+	_sees(_who("nobody", "dph"), _every_subject) == []
+	_sees(_who("leicester", "arbiter"), _every_subject) == []
+}
+
+_read_subject(who, subject) := object.union(
+	_call("registry", "GET", "/subjects/{subject}/versions/{version}", who),
+	{"params": {"subject": subject, "version": "latest"}},
+)
+
+test_a_body_reads_a_subject_only_if_it_sees_it if {
+	_allowed(_read_subject(_who("leicester", "dph"), "deliver.leicester.dph.ukhsa.positive-tests-value"))
+	other := _read_subject(_who("leicester", "dph"), "deliver.blaby.environmental-health.ukhsa.isolation-notifications-value")
+	not _allowed(other)
+	_reasons(other) == [concat("", [
+		"leicester sees only the subjects of streams it publishes or receives, and the templates' streams; ",
+		"not deliver.blaby.environmental-health.ukhsa.isolation-notifications-value",
+	])]
+	compatibility := object.union(other, {"method": "POST", "route": "/compatibility/subjects/{subject}/versions/{version}"})
+	not _allowed(compatibility)
+	_allowed(object.union(compatibility, {"identity": _who("accord", "service")}))
+}
+
+_by_id(who, subjects) := object.union(
+	_call("registry", "GET", "/schemas/ids/{schema_id}", who),
+	{"params": {"schema_id": "7"}, "resource": {"schema": {"subjects": subjects}}},
+)
+
+test_a_schema_by_id_only_through_a_subject_the_body_sees if {
+	_allowed(_by_id(_who("leicester", "dph"), ["dhsc-capacity", "deliver.leicester.dph.ukhsa.positive-tests-value"]))
+	refused := _by_id(_who("leicester", "dph"), ["dhsc-capacity"])
+	not _allowed(refused)
+	_reasons(refused) == ["leicester sees a schema only if a subject it sees uses it; no such subject uses schema 7"]
+	not _allowed(_by_id(_who("leicester", "dph"), []))
+	_allowed(_by_id(_who("accord", "service"), []))
+}
+
+test_the_global_config_and_the_list_are_open_to_members if {
+	_allowed(_call("registry", "GET", "/config", _who("blaby", "environmental-health")))
+	_allowed(_call("registry", "GET", "/", _who("blaby", "environmental-health")))
+	not _allowed(_call("registry", "GET", "/subjects", _who("nobody", "dph")))
 }

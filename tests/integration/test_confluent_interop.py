@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import shutil
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -32,6 +30,7 @@ from broker.local.toolchain import REPO_ROOT
 from broker.security.api_tokens import service_token
 from broker.services.serde import AvroDeserializer, AvroSerializer, SerializationContext
 from tests.conftest import service_tokens
+from tests.integration.kcat_support import kcat_env, kcat_path, login
 
 SCHEMA_TEXT = (REPO_ROOT / "schemas" / "ukhsa.positive-tests.avsc").read_text()
 CASE: dict[str, Any] = {
@@ -127,43 +126,22 @@ def test_accord_writes_confluent_reads(services: Endpoints, topic: str, client: 
     assert client.get_latest_version(f"{topic}-value").schema_id == schema_id
 
 
-def _fixed_librdkafka(directory: Path) -> dict[str, str]:
-    """An environment that makes kcat load the librdkafka inside the confluent-kafka wheel (2.6.1 or later).
-
-    librdkafka before 2.6.1 sent a wrong nonce in its SCRAM client-final message; Kafka 4 checks the nonce as RFC
-    5802 requires and refuses the login (confluentinc/librdkafka#4895). Debian's kcat 1.7.1 links librdkafka 2.0.2.
-    librdkafka keeps its ABI, so the same kcat runs on the newer library.
-    """
-    import confluent_kafka
-
-    wheel_libs = Path(confluent_kafka.__file__).parent.parent / "confluent_kafka.libs"
-    found = sorted(wheel_libs.glob("librdkafka*.so.1"))
-    assert found, f"no librdkafka in {wheel_libs}"
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "librdkafka.so.1").symlink_to(found[0])
-    return {**os.environ, "LD_LIBRARY_PATH": str(directory)}
-
-
-@pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is not installed (apt-get install kcat)")
+@pytest.mark.skipif(kcat_path() is None, reason="kcat is not installed (apt-get install kcat)")
 def test_kcat_reads_a_delivery_on_the_subscribers_role_login(services: Endpoints,
                                                              kafka_as: Callable[[str], KafkaAccess],
                                                              tmp_path: Path) -> None:
-    # Debian's kcat is built without Avro/Schema Registry support (no libserdes), so `-s value=avro` cannot be
-    # exercised here; kcat still proves the records on the topic are Confluent-framed with Accord's schema id.
-    # The topic is this test's own stream under Leicester's DPH deliveries, read as a council would: on the DPH
-    # role's login (a SCRAM user name with a dot, `<body>.<role>`).
+    # Framing only: decoding with `-s value=avro` through the registry is test_registry_access.py's (it needs a kcat
+    # built with Avro, which Debian's is not). The topic is this test's own stream under Leicester's DPH deliveries,
+    # read as a council would: on the DPH role's login (a SCRAM user name with a dot, `<body>.<role>`).
+    kcat = kcat_path()
+    assert kcat is not None
     topic = f"deliver.leicester-city-council.dph.kcat-{uuid.uuid4().hex[:8]}"
     create_topics(services.kafka, [topic])
     payload = _publish_with_accord(services, topic)
     expected_id, _ = unframe(payload)
-    login = kafka_as(subscriber_user("leicester-city-council", "dph"))
-    # kcat authenticates like any client: its SASL properties on the command line (a test's throwaway password).
-    props = [arg for key, value in login.librdkafka_options().items() for arg in ("-X", f"{key}={value}")]
-    env = dict(os.environ)
-    probe = subprocess.run(["kcat", *props, "-L", "-m", "10"], capture_output=True, timeout=60, check=False)
-    if b"invalid credentials" in probe.stderr:
-        env = _fixed_librdkafka(tmp_path / "librdkafka")  # this kcat's librdkafka predates the SCRAM nonce fix
-    done = subprocess.run(["kcat", *props, "-C", "-t", topic, "-o", "beginning", "-e",
+    subscriber = kafka_as(subscriber_user("leicester-city-council", "dph"))
+    env = kcat_env(kcat, subscriber, tmp_path / "librdkafka")
+    done = subprocess.run([kcat, *login(subscriber), "-C", "-t", topic, "-o", "beginning", "-e",
                            "-c", "1", "-f", "%s"], capture_output=True, timeout=60, check=False, env=env)
     assert done.returncode == 0, done.stderr.decode(errors="replace")
     out = done.stdout

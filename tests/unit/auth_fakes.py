@@ -8,7 +8,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from broker.api.auth import Guard
+from broker.api.auth import AUTHZ_RULE, Guard
 from broker.errors import PolicyEngineError
 from broker.security.api_tokens import TokenVerifier, issue
 
@@ -34,16 +34,23 @@ NO_TOKEN = {"Authorization": ""}
 
 
 class FakeAuthz:
-    """Allows what `rule` allows (default: everything) and records every input it was asked about."""
+    """Allows what `rule` allows (default: everything) and records every input it was asked about.
 
-    def __init__(self, rule: Callable[[Mapping[str, Any]], bool] = lambda _: True, down: bool = False) -> None:
-        self.rule, self.down = rule, down
+    Asked a list rule (the registry's `visible_subjects`), it keeps the items `sees(identity, item)` keeps.
+    """
+
+    def __init__(self, rule: Callable[[Mapping[str, Any]], bool] = lambda _: True, down: bool = False,
+                 sees: Callable[[Mapping[str, Any], str], bool] = lambda who, item: True) -> None:
+        self.rule, self.down, self.sees = rule, down, sees
         self.asked: list[Mapping[str, Any]] = []
 
     def evaluate(self, rule: str, input_doc: Mapping[str, Any]) -> Any:
         if self.down:
             raise PolicyEngineError("OPA at http://opa.test unreachable")
         self.asked.append(input_doc)
+        if rule != AUTHZ_RULE:
+            items = next(value for value in input_doc.values() if isinstance(value, list))
+            return [item for item in items if self.sees(input_doc["identity"], item)]
         allowed = self.rule(input_doc)
         return {"allow": allowed, "reasons": [] if allowed else ["the fake policy says no"]}
 

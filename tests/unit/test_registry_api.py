@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 
 from broker.api.registry_app import MEDIA, create_registry_app
 from broker.services.registry import MemoryChangeSink, Registry
-from tests.unit.auth_fakes import NO_TOKEN, SERVICE, FakeAuthz, bearer, guard
+from tests.unit.auth_fakes import NO_TOKEN, SERVICE, FakeAuthz, bearer, guard, token
 
 V1 = {"type": "record", "name": "Case", "namespace": "t", "fields": [{"name": "id", "type": "string"}]}
 V2_DEFAULT = {**V1, "fields": [*V1["fields"], {"name": "utla", "type": ["null", "string"], "default": None}]}
@@ -193,3 +196,78 @@ def test_opa_is_asked_about_the_subject_and_its_refusal_is_403() -> None:
     assert engine.asked[-1]["params"] == {"subject": subject}
     assert client.post(f"/subjects/{subject}/versions", json=body, headers=bearer("ukhsa", "ig-lead")).status_code \
         == 200
+
+
+def _own_deliveries(who: Mapping[str, Any], subject: str) -> bool:
+    return who["body"] == "accord" or subject.startswith(f"deliver.{who['body']}.")
+
+
+def test_lists_show_a_body_only_what_opa_lets_it_see() -> None:
+    engine = FakeAuthz(sees=_own_deliveries)
+    client, _ = _client(engine=engine)
+    mine, theirs = "deliver.leicester.dph.t1-value", "deliver.blaby.eh.t1-value"
+    shared = _register(client, mine, V1)["id"]
+    assert _register(client, theirs, V1)["id"] == shared  # one schema, two subjects
+    leicester = bearer("leicester", "dph")
+    assert client.get("/subjects").json() == [theirs, mine]
+    assert client.get("/subjects", headers=leicester).json() == [mine]
+    assert client.get("/subjects?deleted=true", headers=leicester).json() == [mine]
+    assert client.get(f"/schemas/ids/{shared}/subjects", headers=leicester).json() == [mine]
+    assert client.get(f"/schemas/ids/{shared}/versions", headers=leicester).json() == [
+        {"subject": mine, "version": 1}]
+    assert engine.asked[-1] == {"identity": {"body": "leicester", "role": "dph", "person": "dph of leicester"},
+                                "subjects": [theirs, mine]}
+    assert client.get("/subjects", headers=bearer("nhse", "ig-lead")).json() == []
+
+
+def test_opa_decides_a_schema_by_id_from_the_subjects_that_use_it() -> None:
+    engine = FakeAuthz(lambda asked: asked["resource"] == {} or "deliver.leicester.dph.t1-value" in
+                       asked["resource"]["schema"]["subjects"])
+    client, _ = _client(engine=engine)
+    shared = _register(client, "deliver.leicester.dph.t1-value", V1)["id"]
+    client.delete("/subjects/deliver.leicester.dph.t1-value")  # soft-deleted: still what the id is used by
+    assert client.get(f"/schemas/ids/{shared}").status_code == 200
+    assert engine.asked[-1]["resource"] == {"schema": {"id": str(shared),
+                                                       "subjects": ["deliver.leicester.dph.t1-value"]}}
+    other = _register(client, "deliver.blaby.eh.t1-value", V2_DEFAULT)["id"]
+    assert client.get(f"/schemas/ids/{other}/schema").status_code == 403
+    assert client.get("/schemas/ids/12345").status_code == 403  # unknown: nothing sees it, nothing is revealed
+    assert engine.asked[-1]["resource"] == {"schema": {"id": "12345", "subjects": []}}
+
+
+class NoVisibilityRule(FakeAuthz):
+    """A policy engine whose authz policy predates `visible_subjects`: routes are allowed, the list rule undefined."""
+
+    def evaluate(self, rule: str, input_doc: Mapping[str, Any]) -> Any:
+        answer = super().evaluate(rule, input_doc)
+        return answer if isinstance(answer, dict) else None
+
+
+def test_a_list_is_refused_with_503_when_opa_cannot_filter_it() -> None:
+    client, _ = _client(engine=NoVisibilityRule())
+    _register(client, "s", V1)
+    assert client.get("/subjects").status_code == 503
+    client, _ = _client(engine=FakeAuthz(down=True))
+    assert client.get("/subjects").status_code == 503
+
+
+def _basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def test_http_basic_carries_a_token_with_the_body_id_as_user_name() -> None:
+    engine = FakeAuthz(sees=_own_deliveries)
+    client, _ = _client(engine=engine)
+    _register(client, "deliver.leicester.dph.t1-value", V1)
+    assert client.get("/subjects", headers=_basic("leicester", token("leicester", "dph"))).json() == [
+        "deliver.leicester.dph.t1-value"]
+    assert engine.asked[-2]["identity"] == {"body": "leicester", "role": "dph", "person": "dph of leicester"}
+    for refused in (_basic("blaby", token("leicester", "dph")),             # another body's name
+                    _basic("leicester", token("leicester", "dph", key=Ed25519PrivateKey.generate())),
+                    _basic("leicester", "not-a-token"), _basic("", token("leicester", "dph")),
+                    {"Authorization": "Basic not-base64!"}, {"Authorization": f"Basic {token('leicester', 'dph')}"}):
+        answer = client.get("/subjects", headers=refused)
+        assert answer.status_code == 401, refused
+        assert 'Basic realm="accord"' in answer.headers["www-authenticate"]
+    wrong_body = client.get("/subjects", headers=_basic("blaby", token("leicester", "dph")))
+    assert "user name must be the body id" in wrong_body.json()["message"]

@@ -37,6 +37,9 @@ class GovernanceProcess:
         # tests' receivers on loopback only because the operator setting allows it.
         self._env = {"ACCORD_KAFKA_BOOTSTRAP": services.kafka.bootstrap, "ACCORD_OPA_URL": services.opa_url,
                      "ACCORD_WEBHOOK_ALLOW": "127.0.0.1/32"} | service_env(settings, "governance")
+        # No delivery fences here: a keeper acts on every delivery topic of the shared cluster by the real clock,
+        # and would fence other tests' topics whose agreements a test has revoked or a fake clock has ended.
+        self._env["ACCORD_FENCES_KAFKA_USERNAME"] = ""
         self._timeout_s = settings.start_timeout_s
         self.url = ""
 

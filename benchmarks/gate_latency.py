@@ -14,7 +14,7 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
-from benchmarks.gate_setup import INGEST, Bench
+from benchmarks.gate_setup import BENCH_OPERATOR, INGEST, Bench
 from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_log import KafkaLog
 from broker.config import Settings
@@ -202,15 +202,15 @@ def enforcement_latency(bench: Bench, scenario: str, agreement: str, changes: in
     try:
         for i in range(changes):
             if i % 2 == 0:
-                change = policy_changes.revoke(bench.writer, agreement, reason="benchmark", by="benchmark")
+                change = policy_changes.revoke(bench.writer, agreement, reason="benchmark", by=BENCH_OPERATOR)
             else:
-                change = policy_changes.reinstate(bench.writer, agreement)
+                change = policy_changes.reinstate(bench.writer, agreement, by=BENCH_OPERATOR)
             status = policy_changes.enforcement(log, change, workers=1, timeout_s=10)[0]
             latencies.append(float(int(status["applied_ms"]) - change.timestamp_ms))
             time.sleep(pause_s)
     finally:
         if changes % 2:
-            policy_changes.reinstate(bench.writer, agreement)
+            policy_changes.reinstate(bench.writer, agreement, by=BENCH_OPERATOR)
         log.close()
     stats = percentiles(latencies)
     return {"scenario": scenario, "records": changes, "seconds": round(time.perf_counter() - start, 3),

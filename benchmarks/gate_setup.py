@@ -23,12 +23,14 @@ from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.catalog import load_and_compile
 from broker.config import Settings
 from broker.demo.synthetic import PLACES, spread
+from broker.domain.ladder import Actor
 from broker.domain.topics import delivery_topic, ingest_topic
 from broker.local.stack import Endpoints, LocalStack
 from broker.local.toolchain import REPO_ROOT
 from broker.runtime.api import ensure_stream_topics
 from broker.runtime.gate import GateEndpoints
-from broker.security.api_tokens import ServiceTokens
+from broker.security.api_tokens import OPERATOR_ROLE, SERVICE_BODY, ServiceTokens
+from broker.security.control_keys import ControlSigner, control_signing_key
 from broker.security.opa_tokens import WRITER, opa_engine
 from broker.services import policy_changes
 from broker.services.ingest import load_stream_schemas
@@ -92,6 +94,9 @@ def dph_only_catalog(directory: Path) -> Path:
     return target
 
 
+BENCH_OPERATOR = Actor(SERVICE_BODY, OPERATOR_ROLE, "benchmark")
+
+
 @dataclass
 class Bench:
     """The running stack and the clients every scenario shares."""
@@ -122,7 +127,7 @@ class Bench:
 
     def apply(self, catalog_dir: Path) -> dict[str, Any]:
         document = load_and_compile(catalog_dir, REPO_ROOT / "schemas")
-        policy_changes.apply_catalog(self.writer, self.engine, document, by="benchmark")
+        policy_changes.apply_catalog(self.writer, self.engine, document, by=BENCH_OPERATOR)
         return document
 
 
@@ -142,7 +147,9 @@ def local_bench(state_dir: Path) -> Iterator[Bench]:
         ensure_stream_topics(endpoints.kafka, load_stream_schemas(REPO_ROOT / "schemas"))
         ensure_control_topics(endpoints.kafka)
         engine = opa_engine(endpoints.opa_url, Settings(state_dir=state_dir), WRITER)
-        writer = ControlWriter(endpoints.kafka, client_id="bench-control")
+        # Signed with the stack's control key, as its governance service signs: the gate workers trust only that.
+        writer = ControlWriter(endpoints.kafka, client_id="bench-control",
+                               signer=ControlSigner(control_signing_key(state_dir / "secrets")))
         schema = json.loads((REPO_ROOT / "schemas" / f"{T1}.avsc").read_text())
         try:
             yield Bench(endpoints, state_dir, schema, engine, writer)

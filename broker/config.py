@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     kafka_security_protocol: str | None = None  # default SASL_PLAINTEXT with a user name, else PLAINTEXT
     opa_url: str | None = None
     opa_token_file: Path | None = None  # bearer token for an OPA with authentication; default: the local one
+    # The public key gates and readers of the control topic trust; default: control-signing.pub in the secrets dir.
+    control_public_key: Path | None = None
     registry_url: str | None = None
     api_url: str | None = None
     governance_url: str | None = None

@@ -18,9 +18,12 @@ from broker.adapters.kafka_control import ControlWriter, ensure_control_topics
 from broker.adapters.opa import OpaPolicyEngine
 from broker.catalog import load_and_compile
 from broker.config import Settings
+from broker.domain.ladder import Actor
 from broker.local.stack import Endpoints, LocalStack
 from broker.local.toolchain import REPO_ROOT
-from broker.security.api_tokens import ServiceTokens
+from broker.runtime.governance import GovernanceService
+from broker.security.api_tokens import OPERATOR_ROLE, SERVICE_BODY, ServiceTokens
+from broker.security.control_keys import ControlSigner, control_signing_key
 from broker.security.kafka_identities import local_access
 from broker.services import policy_changes
 from tests.integration.gate_support import Receiver, make_test_catalog
@@ -46,6 +49,23 @@ def bearer(body: str = "accord", role: str = "service", person: str = "tests") -
     now = dt.datetime.now(dt.UTC)
     token = issue(signing_key(Settings().secrets_dir), body, role, person, dt.timedelta(hours=1), now)
     return {"Authorization": f"Bearer {token}"}
+
+
+TEST_OPERATOR = Actor(SERVICE_BODY, OPERATOR_ROLE, "tests")
+
+
+def control_writer(kafka: KafkaAccess, client_id: str = "test-control") -> ControlWriter:
+    """A control writer as the governance service has it: signing with the control key of the secrets dir that
+    `local_settings` points this process at, which the session's gates trust. (It writes as `kafka`'s principal:
+    the session's admin, since Kafka lets no one else but the governance service write the control topic.)"""
+    return ControlWriter(kafka, client_id=client_id,
+                         signer=ControlSigner(control_signing_key(Settings().secrets_dir)))
+
+
+def governance_service(services: Endpoints, **options: Any) -> GovernanceService:
+    """A governance service on the session's Kafka and OPA, signing with the session's control key (not started)."""
+    return GovernanceService(services.kafka, control_key=control_signing_key(Settings().secrets_dir),
+                             catalog_engine=opa_as(services.opa_url), **options)
 
 
 def service_tokens() -> ServiceTokens:
@@ -128,9 +148,9 @@ def applied_catalog(services: Endpoints, tmp_path_factory: pytest.TempPathFactor
     """The shipped catalog plus the gate tests' agreements, compiled, pushed to OPA and announced to gates."""
     document = load_and_compile(make_test_catalog(tmp_path_factory.mktemp("catalog")), REPO_ROOT / "schemas")
     ensure_control_topics(services.kafka)
-    engine, writer = opa_as(services.opa_url), ControlWriter(services.kafka)
+    engine, writer = opa_as(services.opa_url), control_writer(services.kafka)
     try:
-        policy_changes.apply_catalog(writer, engine, document, by="test")
+        policy_changes.apply_catalog(writer, engine, document, by=TEST_OPERATOR)
     finally:
         engine.close()
         writer.close()

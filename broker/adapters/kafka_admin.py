@@ -113,3 +113,26 @@ def wait_consumed(kafka: KafkaAccess, group: str, since: Positions, timeout_s: f
         raise ServiceError(f"could not read the offsets of consumer group {group}: {exc}") from exc
     finally:
         admin.close()
+
+
+def align_topic_config(kafka: KafkaAccess, topic: str, configs: dict[str, str]) -> bool:
+    """Give an existing topic `configs` (IncrementalAlterConfigs: other settings stay) when its effective
+    configuration differs; True if it was changed. Needs ALTER_CONFIGS on the topic (the administrator)."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    current = describe_topic_config(kafka, topic)
+    if all(current.get(name) == value for name, value in configs.items()):
+        return False
+    admin = KafkaAdminClient(**kafka.client_options(), client_id="accord-admin")
+    try:
+        answer = admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=dict(configs))],
+                                     incremental=True)
+    except KafkaError as exc:
+        raise ServiceError(f"could not configure topic {topic!r}: {exc}") from exc
+    finally:
+        admin.close()
+    outcome = answer.get("topic", {}).get(topic) if isinstance(answer, dict) else None
+    errno = getattr(outcome, "errno", None)
+    if isinstance(outcome, BaseException) or errno:
+        raise ServiceError(f"Kafka refused to configure topic {topic!r}: {outcome}")
+    return True

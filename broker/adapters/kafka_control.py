@@ -1,4 +1,5 @@
-"""The control topic on Kafka: compacted, one partition, JSON values; read to its end before every gate batch."""
+"""The control topic on Kafka: one partition, every record kept and stamped by the broker, JSON values signed by the
+governance service; read to its end before every gate batch."""
 
 from __future__ import annotations
 
@@ -6,26 +7,37 @@ import json
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
 from broker.adapters.kafka_access import KafkaAccess
-from broker.adapters.kafka_admin import create_topics
+from broker.adapters.kafka_admin import align_topic_config, create_topics
 from broker.adapters.kafka_governance import ensure_audit_topic
-from broker.domain.control import PolicyState, apply
+from broker.adapters.metrics import count_control_refused
+from broker.domain.control import PolicyState, admit
+from broker.domain.control_signing import KeyLookup, Signature
 from broker.domain.messages import ControlRecord
 from broker.domain.topics import CONTROL_TOPIC, STATUS_TOPIC
 from broker.errors import PolicyEngineError, ServiceError
 
 log = logging.getLogger(__name__)
 
+LOG_APPEND_TIME = 1  # a record's timestamp type when the broker stamped it
+# Kept whole rather than compacted: on a compacted topic any writer could erase a signed record (a revocation)
+# by appending an unsigned record under its key, which gates refuse but the cleaner honours. The broker stamps
+# each record, so a gate can tell an old record appended again from a fresh one (domain/control_signing.py).
+CONTROL_TOPIC_CONFIG = {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1",
+                        "message.timestamp.type": "LogAppendTime", "min.insync.replicas": "1"}
 
 
-def ensure_control_topics(kafka: KafkaAccess) -> None:
-    create_topics(kafka, [CONTROL_TOPIC], partitions=1,
-                  configs={"cleanup.policy": "compact", "min.insync.replicas": "1"})
+def ensure_control_topics(kafka: KafkaAccess, align: bool = False) -> None:
+    """The control, status and audit topics; with `align` (an administrator), a control topic made by an older
+    version gets the configuration above."""
+    create_topics(kafka, [CONTROL_TOPIC], partitions=1, configs=CONTROL_TOPIC_CONFIG)
+    if align:
+        align_topic_config(kafka, CONTROL_TOPIC, CONTROL_TOPIC_CONFIG)
     create_topics(kafka, [STATUS_TOPIC], partitions=1, configs={"retention.ms": str(24 * 3600 * 1000)})
     ensure_audit_topic(kafka)  # every control change is audited there, by whoever announces it
 
@@ -59,8 +71,10 @@ class ControlReader:
                     raise ServiceError(f"{self._tp.topic} was not read to offset {end} within {timeout_s:.0f}s")
                 for batch in self._consumer.poll(timeout_ms=50).values():
                     records.extend(
-                        ControlRecord(m.offset, m.key.decode() if m.key is not None else "",
-                                      None if m.value is None else json.loads(m.value), int(m.timestamp))
+                        ControlRecord(m.offset, m.key.decode("utf-8", "replace") if m.key is not None else "",
+                                      m.value, int(m.timestamp), self._tp.topic,
+                                      tuple((name, bytes(value)) for name, value in m.headers or ()),
+                                      m.timestamp_type == LOG_APPEND_TIME)
                         for m in batch)
         except KafkaError as exc:
             self._consumer.seek(self._tp, start)
@@ -75,17 +89,28 @@ class ControlReader:
 
 
 class ControlWriter:
-    """Appends control (or status) records with an idempotent producer; returns (offset, timestamp_ms)."""
+    """Appends control (or status, or audit) records with an idempotent producer; returns (offset, timestamp_ms).
 
-    def __init__(self, kafka: KafkaAccess, client_id: str = "accord-control-writer") -> None:
+    With a `signer`, records for the signer's topic carry its signature; signing and sending happen under one lock,
+    so records reach the broker in the order of their signed-at times.
+    """
+
+    def __init__(self, kafka: KafkaAccess, client_id: str = "accord-control-writer",
+                 signer: ControlSigning | None = None) -> None:
         self._producer = KafkaProducer(**kafka.client_options(), client_id=client_id, acks="all",
                                        enable_idempotence=True, linger_ms=0)
+        self._signer = signer
+        self._lock = threading.Lock()
 
     def append(self, key: str, value: dict[str, Any] | None, topic: str = CONTROL_TOPIC,
                timeout_s: float = 30.0) -> tuple[int, int]:
         payload = None if value is None else json.dumps(value, sort_keys=True).encode()
         try:
-            meta = self._producer.send(topic, key=key.encode(), value=payload).get(timeout=timeout_s)
+            with self._lock:
+                headers = [] if self._signer is None or topic != self._signer.topic else \
+                    self._signer.sign(key, payload).headers()
+                future = self._producer.send(topic, key=key.encode(), value=payload, headers=headers)
+            meta = future.get(timeout=timeout_s)
         except KafkaError as exc:
             raise ServiceError(f"writing {key!r} to {topic} failed: {exc}") from exc
         return int(meta.offset), int(meta.timestamp)
@@ -94,11 +119,22 @@ class ControlWriter:
         self._producer.close()
 
 
-class ControlView:
-    """The control topic folded into a PolicyState, read to its end each time `current()` is asked."""
+class ControlSigning(Protocol):
+    """What the writer needs of a signer (security/control_keys.ControlSigner)."""
 
-    def __init__(self, kafka: KafkaAccess, client_id: str = "accord-control-view") -> None:
+    topic: str
+
+    def sign(self, key: str, value: bytes | None) -> Signature: ...
+
+
+class ControlView:
+    """The control topic folded into a PolicyState, read to its end each time `current()` is asked; records no
+    trusted key signed are refused (logged and counted), never folded in."""
+
+    def __init__(self, kafka: KafkaAccess, keys: KeyLookup, client_id: str = "accord-control-view",
+                 reader: str = "governance") -> None:
         self._reader = ControlReader(kafka, client_id=client_id)
+        self._keys, self._name = keys, reader  # `reader` labels its refusals in the counter
         self._state = PolicyState()
         self._lock = threading.Lock()
 
@@ -106,9 +142,14 @@ class ControlView:
         with self._lock:
             for record in self._reader.read_to(self._reader.end_offset()):
                 try:
-                    self._state = apply(self._state, record.offset, record.key, record.value)
+                    self._state, refused = admit(self._state, record, self._keys)
                 except PolicyEngineError as exc:
                     log.error("control record skipped: %s", exc)
+                    continue
+                if refused is not None:
+                    log.error("control record %d (%s) REFUSED, not applied: %s", record.offset, record.key,
+                              refused.detail)
+                    count_control_refused(self._name, refused.reason)
             return self._state
 
     def close(self) -> None:

@@ -37,12 +37,31 @@ GATE_ENFORCEMENT = Histogram(
 )
 
 
+CONTROL_REFUSED = Counter(
+    "accord_control_records_refused_total",
+    "Control records not applied because no trusted key signed them, or they were replays; by reader (gate or "
+    "governance) and reason. Any increase means someone wrote the control topic without the signing key: alert.",
+    ["reader", "reason"],
+)
+
+
+def count_control_refused(reader: str, reason: str) -> None:
+    CONTROL_REFUSED.labels(reader=reader, reason=reason).inc()
+
+
+def control_refused_count(reader: str, reason: str) -> float:
+    return float(CONTROL_REFUSED.labels(reader=reader, reason=reason)._value.get())
+
+
 class PrometheusGateCounters:
     def records(self, stream: str, outcome: str, n: int) -> None:
         GATE_RECORDS.labels(stream=stream, outcome=outcome).inc(n)
 
     def enforced(self, seconds: float) -> None:
         GATE_ENFORCEMENT.observe(seconds)
+
+    def control_refused(self, reason: str) -> None:
+        count_control_refused("gate", reason)
 
 
 DISPUTE_DECISION = Histogram(

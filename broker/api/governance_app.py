@@ -1,5 +1,5 @@
 """The governance HTTP API: raise, decide and appeal disputes, declare emergencies, break glass, report misrouted
-rows and confirm their deletion, register webhooks.
+rows and confirm their deletion, register webhooks; apply the catalog and revoke agreements (api/control_routes.py).
 
 Every call but `GET /health` carries a bearer token naming a body, one of its roles and a person (broker/api/auth.py)
 and is authorised by OPA (`data.accord.authz`), which is told the parties, the current tier's deciders and every
@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from broker.adapters.metrics import PROMETHEUS_TEXT
 from broker.adapters.webhooks import WebhookDelivery
 from broker.api.auth import Guard, caller, guarded
+from broker.api.control_routes import AGREEMENT_ROUTES, add_control_routes, agreement_resource
 from broker.domain.adjudication import Decision, DisputeRequest
 from broker.domain.disclosure import outcome_summary
 from broker.domain.disputes import Dispute
@@ -32,6 +33,7 @@ from broker.domain.webhooks import SIGNATURE_HEADER, TOLERANCE_S
 from broker.errors import AccordError, ConfigError, GovernanceError, NotAuthorisedError, NotFoundError, ServiceError
 from broker.security.api_tokens import SERVICE_BODY, SERVICE_ROLE
 from broker.services.governance import Governance
+from broker.services.policy_changes import ControlChanges
 
 # A NotAuthorisedError is also a GovernanceError; the first match in this order wins.
 STATUS: dict[type[AccordError], int] = {
@@ -146,6 +148,8 @@ def resource_of(governance: Governance, route: str, params: Mapping[str, str]) -
     ident = params.get("ident")
     if ident is None:
         return None
+    if route in AGREEMENT_ROUTES:
+        return agreement_resource(governance.context().catalog, ident)
     if route.startswith("/misroutes/"):
         try:
             found = governance.misroute(ident)
@@ -188,8 +192,9 @@ def _existing(governance: Governance, ident: str) -> Dispute:
 # -- the app ------------------------------------------------------------------------------------------------------
 
 def create_governance_app(governance: Governance, deliveries: Callable[[], Sequence[WebhookDelivery]],
-                          metrics: Callable[[], bytes] | None = None, *, guard: Guard) -> FastAPI:
-    """The app; `guard` checks callers (token and OPA)."""
+                          metrics: Callable[[], bytes] | None = None, *, guard: Guard,
+                          changes: ControlChanges | None = None) -> FastAPI:
+    """The app; `guard` checks callers (token and OPA); with `changes`, the control-change routes too."""
     app = FastAPI(title="Accord governance", version="1",
                   description="Disputes over data sharing, decided up an escalation ladder with deadlines; "
                               "emergency declarations; break-glass; webhooks. Every call but /health needs "
@@ -213,6 +218,8 @@ def create_governance_app(governance: Governance, deliveries: Callable[[], Seque
     _emergency_routes(app, governance)
     _misroute_routes(app, governance)
     _webhook_routes(app, governance, deliveries)
+    if changes is not None:
+        add_control_routes(app, changes)
     return app
 
 

@@ -33,8 +33,8 @@ def parse_ttl(text: str) -> dt.timedelta:
 
 
 def check_holder(catalog_dir: Path, body: str, role: str) -> None:
-    """The body is in the catalog and holds the role (Accord's own service identity aside)."""
-    if (body, role) == (api_tokens.SERVICE_BODY, api_tokens.SERVICE_ROLE):
+    """The body is in the catalog and holds the role (Accord's own service and operator identities aside)."""
+    if body == api_tokens.SERVICE_BODY and role in (api_tokens.SERVICE_ROLE, api_tokens.OPERATOR_ROLE):
         return
     from broker.catalog import load_catalog
 
@@ -48,8 +48,10 @@ def check_holder(catalog_dir: Path, body: str, role: str) -> None:
 
 @credentials_cli.command("token")
 def token(
-    body: Annotated[str, typer.Option(help="the body's id in catalog/bodies.yaml (accord for a service)")],
-    role: Annotated[str, typer.Option(help="one of the body's roles (service for Accord's own services)")],
+    body: Annotated[str, typer.Option(help="the body's id in catalog/bodies.yaml (accord for a service or the "
+                                           "operator)")],
+    role: Annotated[str, typer.Option(help="one of the body's roles (service for Accord's own services, operator "
+                                           "for whoever applies the catalog)")],
     person: Annotated[str, typer.Option(help="who will use it, for the record (an email or staff id)")],
     ttl: Annotated[str, typer.Option(help="how long it is valid: 15m, 8h, 7d (at most 30d)")] = "8h",
     out: Annotated[Path | None, typer.Option(help="write it to this file (mode 0600) instead of printing")] = None,

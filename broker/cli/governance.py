@@ -16,7 +16,7 @@ import typer
 
 from broker.adapters.governance_http import GovernanceApiError, GovernanceClient
 from broker.cli.context import current_settings
-from broker.cli.policy import running_endpoints
+from broker.cli.policy import ActingAs, running_endpoints
 
 dispute_cli = typer.Typer(help="Disputes over data sharing: raise, list, show, comment, decide, appeal.",
                           no_args_is_help=True)
@@ -24,9 +24,6 @@ emergency_cli = typer.Typer(help="Emergency levels: declare, lift and show them 
                             no_args_is_help=True)
 webhook_cli = typer.Typer(help="Where the governance service sends your body's notifications.", no_args_is_help=True)
 
-ActingAs = Annotated[str | None, typer.Option(
-    "--token", envvar="ACCORD_TOKEN", metavar="TOKEN|@FILE", show_default=False,
-    help="the API token of whoever acts, or @file holding it (`accord credentials token` issues one)")]
 AsJson = Annotated[bool, typer.Option("--json", help="print the API's JSON as it is")]
 DisputeId = Annotated[str, typer.Argument(metavar="DISPUTE", help="dispute id, e.g. d-0123456789")]
 Outcome = Annotated[str, typer.Option(help="granted, granted-in-part, granted-for-period or refused")]

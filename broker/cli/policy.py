@@ -1,12 +1,16 @@
-"""`accord catalog|gate|agreement`: agreements as code, gate workers and live policy changes (emergency levels are
-declared through the governance service: see cli_governance.py)."""
+"""`accord catalog|gate|agreement`: agreements as code, gate workers and live policy changes.
+
+Applying the catalog and revoking or reinstating an agreement are calls to the governance service with the acting
+person's token (`--token`), as disputes and emergency levels are (cli/governance.py): OPA decides who may, the
+service signs the control record, and the audit trail names the person the token names.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 
@@ -15,10 +19,6 @@ from broker.errors import AccordError
 from broker.local import stack as local_stack
 from broker.security.kafka_identities import kafka_access
 
-if TYPE_CHECKING:
-    from broker.adapters.kafka_control import ControlWriter
-    from broker.services.policy_changes import Announced
-
 catalog_cli = typer.Typer(help="Bodies, streams and agreements as YAML: validate, compile, apply.",
                           no_args_is_help=True)
 gate_cli = typer.Typer(help="Gate workers: deliver each subscriber's view of every stream.", no_args_is_help=True)
@@ -26,7 +26,10 @@ policy_cli = typer.Typer(help="Accord's Rego policies as a signed OPA bundle.", 
 agreement_cli = typer.Typer(help="Revoke or reinstate an agreement on the live streams.", no_args_is_help=True)
 
 CatalogDir = Annotated[Path | None, typer.Argument(help="catalog directory (default: ACCORD_CATALOG_DIR)")]
-By = Annotated[str, typer.Option(help="who makes the change (recorded on the control topic)")]
+# The person acting, as their API token: every command that calls the governance service takes it.
+ActingAs = Annotated[str | None, typer.Option(
+    "--token", envvar="ACCORD_TOKEN", metavar="TOKEN|@FILE", show_default=False,
+    help="the API token of whoever acts, or @file holding it (`accord credentials token` issues one)")]
 
 
 def compile_catalog_dir(directory: Path | None) -> dict[str, Any]:
@@ -63,27 +66,22 @@ def catalog_compile(directory: CatalogDir = None) -> None:
 
 
 @catalog_cli.command("apply")
-def catalog_apply(directory: CatalogDir = None, by: By = "accord catalog apply") -> None:
-    """Compile, push the catalog to OPA as data, and announce the revision to every gate worker."""
-    from broker.adapters.kafka_control import ControlWriter, ensure_control_topics
-    from broker.security.opa_tokens import WRITER, opa_engine
-    from broker.services.policy_changes import apply_catalog
+def catalog_apply(directory: CatalogDir = None, token: ActingAs = None) -> None:
+    """Compile the catalog and apply it through the governance service (Accord's operator only: a token for body
+    `accord`, role `operator`), which signs it, announces it to every gate worker and pushes it to OPA."""
+    from broker.cli.governance import call, parse_actor
 
+    acting = parse_actor(token)
     document = compile_catalog_dir(directory)
-    endpoints = running_endpoints()
-    ensure_control_topics(endpoints.kafka)
-    engine, writer = opa_engine(endpoints.opa_url, current_settings(), WRITER), ControlWriter(endpoints.kafka)
-    try:
-        announced = apply_catalog(writer, engine, document, by=by)
-    finally:
-        engine.close()
-        writer.close()
-    typer.echo(f"applied catalog {document['revision']} ({len(document['agreements'])} agreements) at control offset "
-               f"{announced.offset}; policies are OPA's signed bundle (`accord policy bundle`)")
+    answer = call("PUT", "/catalog", acting, {"catalog": document})
+    typer.echo(f"applied catalog {answer['revision']} ({answer['agreements']} agreements) at control offset "
+               f"{answer['control']['offset']} by {_who(answer['by'])}; policies are OPA's signed bundle "
+               "(`accord policy bundle`)")
     if not current_settings().kafka_bootstrap:
         # The local stack's admin keeps every body of the applied catalog a Kafka user with exactly its ACLs.
         from broker.security.kafka_identities import provision
-        typer.echo(f"Kafka: {provision(endpoints.kafka, current_settings().secrets_dir, document).describe()}")
+        provisioned = provision(running_endpoints().kafka, current_settings().secrets_dir, document)
+        typer.echo(f"Kafka: {provisioned.describe()}")
 
 
 @policy_cli.command("bundle")
@@ -124,30 +122,29 @@ def gate_serve(
 
 @agreement_cli.command("revoke")
 def agreement_revoke(agreement: Annotated[str, typer.Argument(help="agreement id")],
-                     reason: Annotated[str, typer.Option(help="why (recorded)")], by: By) -> None:
-    """Stop delivery under an agreement now; every gate worker enforces it within a second."""
-    from broker.services.policy_changes import revoke
-
-    _announce(lambda writer: revoke(writer, agreement, reason, by), f"revoked {agreement}")
+                     reason: Annotated[str, typer.Option(help="why (recorded)")], token: ActingAs = None) -> None:
+    """Stop delivery under an agreement now (its publisher's IG lead, the governance board or the arbiter); every
+    gate worker enforces it within a second."""
+    _change_agreement(agreement, "revoke", reason, token)
 
 
 @agreement_cli.command("reinstate")
 def agreement_reinstate(agreement: Annotated[str, typer.Argument(help="agreement id")],
-                        by: By = "accord agreement reinstate") -> None:
-    """Lift a revocation."""
-    from broker.services.policy_changes import reinstate
+                        reason: Annotated[str, typer.Option(help="why (recorded)")] = "",
+                        token: ActingAs = None) -> None:
+    """Lift a revocation (the same people as revoke)."""
+    _change_agreement(agreement, "reinstate", reason, token)
 
-    _announce(lambda writer: reinstate(writer, agreement, by), f"reinstated {agreement}")
+
+def _change_agreement(agreement: str, change: str, reason: str, token: str | None) -> None:
+    from broker.cli.governance import call, fail, parse_actor
+
+    acting = parse_actor(token)
+    if change == "revoke" and not reason.strip():
+        fail("a revocation needs a reason (--reason)")
+    answer = call("POST", f"/agreements/{quote(agreement, safe='')}/{change}", acting, {"reason": reason})
+    typer.echo(f"{change}d {agreement} at control offset {answer['control']['offset']} by {_who(answer['by'])}")
 
 
-def _announce(change: Callable[[ControlWriter], Announced], what: str) -> None:
-    from broker.adapters.kafka_control import ControlWriter, ensure_control_topics
-
-    endpoints = running_endpoints()
-    ensure_control_topics(endpoints.kafka)
-    writer = ControlWriter(endpoints.kafka)
-    try:
-        announced = change(writer)
-    finally:
-        writer.close()
-    typer.echo(f"{what} at control offset {announced.offset}")
+def _who(actor: dict[str, str]) -> str:
+    return f"{actor['person']} ({actor['role']}, {actor['body']})"

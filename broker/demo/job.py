@@ -12,10 +12,11 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
+from broker.adapters.governance_http import GovernanceClient
 from broker.adapters.kafka_admin import end_positions, wait_consumed
-from broker.adapters.kafka_control import ControlWriter, ensure_control_topics
 from broker.adapters.kafka_log import KafkaLog
 from broker.catalog import load_and_compile
+from broker.clock import system_clock
 from broker.config import Settings
 from broker.demo import dispute as demo_dispute
 from broker.demo.steady_publisher import publish_steadily
@@ -25,8 +26,8 @@ from broker.local.stack import Endpoints
 from broker.runtime.api import open_ingest
 from broker.runtime.deliveries import RoleReaders
 from broker.runtime.gate import GateEndpoints, GateThread
+from broker.security import api_tokens
 from broker.security.api_tokens import ServiceTokens
-from broker.security.opa_tokens import WRITER, opa_engine
 from broker.services import policy_changes
 from broker.services.ingest import read_quarantine
 
@@ -40,13 +41,16 @@ Say = Callable[[str], None]
 
 
 def run(endpoints: Endpoints, settings: Settings, say: Say = print, own_gate: bool = False) -> dict[str, Any]:
-    """Run the demo against running services; with `own_gate` it runs a gate worker itself (else the stack's)."""
+    """Run the demo against running services; with `own_gate` it runs a gate worker itself (else the stack's).
+
+    Every control change goes through the governance API with the token of the person making it, as the
+    `accord catalog apply` and `accord agreement revoke` commands do."""
     with ExitStack() as stack:
-        writer = ControlWriter(endpoints.kafka)
-        stack.callback(writer.close)
+        api = GovernanceClient(endpoints.governance_url)
+        stack.callback(api.close)
         log = KafkaLog(endpoints.kafka, client_id="accord-demo")
         stack.callback(log.close)
-        change = _apply_catalog(endpoints, settings, writer, say)
+        change = _apply_catalog(api, settings, say)
         if own_gate:
             gate_settings = settings.model_copy(update={"gate_group": f"accord-demo-{uuid.uuid4().hex[:8]}",
                                                         "gate_start_from": "latest"})
@@ -62,21 +66,27 @@ def run(endpoints: Endpoints, settings: Settings, say: Say = print, own_gate: bo
         stack.callback(readers.close)
         views = _publish_day(endpoints, settings, readers, log, say)
         gate_group = gate_settings.gate_group if own_gate else settings.gate_group
-        revocation = _revoke_live(endpoints, settings, gate_group, readers, writer, log, say)
+        revocation = _revoke_live(endpoints, settings, gate_group, readers, api, log, say)
         dispute = demo_dispute.run(endpoints, readers, log, say, settings)
     return {"catalog_revision": status.get("catalog_revision"), "views": views,
             "revocation": revocation, "dispute": dispute}
 
 
-def _apply_catalog(endpoints: Endpoints, settings: Settings, writer: ControlWriter, say: Say
-                   ) -> policy_changes.Announced:
+def _token(settings: Settings, body: str, role: str, person: str) -> str:
+    """A player's own short-lived token, as `accord credentials token` would issue it."""
+    key = api_tokens.signing_key(settings.secrets_dir)
+    return api_tokens.issue(key, body, role, person, dt.timedelta(minutes=15), system_clock())
+
+
+def _announced(answer: dict[str, Any]) -> policy_changes.Announced:
+    control = answer["control"]
+    return policy_changes.Announced(str(control["key"]), int(control["offset"]), int(control["timestamp_ms"]))
+
+
+def _apply_catalog(api: GovernanceClient, settings: Settings, say: Say) -> policy_changes.Announced:
     document = load_and_compile(settings.catalog_dir, settings.schemas_dir)
-    ensure_control_topics(endpoints.kafka)
-    engine = opa_engine(endpoints.opa_url, settings, WRITER)
-    try:
-        change = policy_changes.apply_catalog(writer, engine, document, by="accord demo")
-    finally:
-        engine.close()
+    operator = _token(settings, api_tokens.SERVICE_BODY, api_tokens.OPERATOR_ROLE, "Accord demo operator")
+    change = _announced(api.call("PUT", "/catalog", operator, {"catalog": document}))
     say(f"1. catalog {document['revision']} applied: {len(document['bodies'])} bodies, {len(document['agreements'])} "
         f"agreements compiled to OPA data (policies: OPA's signed bundle); announced at control offset {change.offset}")
     return change
@@ -131,8 +141,8 @@ def _example(record: dict[str, Any]) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _revoke_live(endpoints: Endpoints, settings: Settings, gate_group: str, readers: RoleReaders, writer: ControlWriter,
-                 log: KafkaLog, say: Say) -> dict[str, Any]:
+def _revoke_live(endpoints: Endpoints, settings: Settings, gate_group: str, readers: RoleReaders,
+                 api: GovernanceClient, log: KafkaLog, say: Say) -> dict[str, Any]:
     """Leicester cases keep arriving; the agreement is revoked mid-stream, then reinstated."""
     topic = delivery_topic("leicester-city-council", "dph", STREAM)
     cases = positive_tests(dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1), {"leicester": 300},
@@ -145,9 +155,11 @@ def _revoke_live(endpoints: Endpoints, settings: Settings, gate_group: str, read
         "records": cases, "pause_s": 0.01, "key_field": "utla", "sent_at": sent_at, "stop": stop,
         "client_id": "accord-demo-publisher"})
     publisher.start()
+    ig_lead = _token(settings, "ukhsa", "ig-lead", "UKHSA IG Lead")  # the agreement's publisher withdraws it
     try:
         time.sleep(1.5)
-        change = policy_changes.revoke(writer, REVOKED, reason="demo: the publisher withdraws", by="accord demo")
+        change = _announced(api.call("POST", f"/agreements/{REVOKED}/revoke", ig_lead,
+                                     {"reason": "demo: the publisher withdraws"}))
         acked_at = time.time()  # appended by now: whatever is sent later is consumed after the revocation
         (status,) = policy_changes.enforcement(log, change, workers=1, timeout_s=10)
         time.sleep(1.5)
@@ -159,7 +171,7 @@ def _revoke_live(endpoints: Endpoints, settings: Settings, gate_group: str, read
     finally:
         stop.set()
         publisher.join(timeout=10)
-        policy_changes.reinstate(writer, REVOKED)
+        api.call("POST", f"/agreements/{REVOKED}/reinstate", ig_lead, {"reason": "demo: the exercise goes on"})
     names = set(sent_at)
     got = readers("leicester-city-council", "dph").read(topic, 0, lambda v, _: v.get("specimen_id") in names,
                                                         want=len(names), timeout_s=3, settle_s=0)

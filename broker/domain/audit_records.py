@@ -201,10 +201,10 @@ def catalog_contents(document: dict[str, Any] | None) -> dict[str, Any]:
             **{part: sorted(document.get(part) or {}) for part in ("bodies", "streams", "agreements")}}
 
 
-def catalog_change(change: str, control_key: str, control_offset: int, by: str | None, at: str,
+def catalog_change(change: str, control_key: str, control_offset: int, by: Mapping[str, str] | None, at: str,
                    details: dict[str, Any]) -> dict[str, Any]:
     """A policy change announced on the control topic (`control_key` at `control_offset`): a catalog applied, an
-    agreement revoked or reinstated, an emergency level declared."""
+    agreement revoked or reinstated, an emergency level declared; `by` is the verified body, role and person."""
     return {"change": change, "control": {"key": control_key, "offset": control_offset}, "by": by, "at": at,
             **details}
 

@@ -1,4 +1,7 @@
-"""Policy state folded from the control topic: the applied catalog, revocations, emergency level and grants."""
+"""Policy state folded from the control topic: the applied catalog, revocations, emergency level and grants.
+
+Only records signed by a trusted key are folded in (`admit`); see domain/control_signing.py.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,9 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
+from broker.domain.control_signing import KeyLookup, Refused, check
 from broker.domain.ladder import LEVELS
+from broker.domain.messages import ControlRecord
 from broker.errors import PolicyEngineError
 
 CATALOG_KEY = "catalog"
@@ -21,7 +26,7 @@ GRANT_PREFIX = "grant/"
 class PolicyState:
     """Everything a plan depends on besides the policies themselves; `offset` is the next control offset to apply.
 
-    Keys on the control topic (compacted, so the latest value per key is the state):
+    Keys on the control topic (each key's latest signed value is the state):
     `catalog` → the compiled catalog; `revocation/<agreement>` → a revocation (a tombstone reinstates);
     `emergency/<scope>` → a declared level; `grant/<id>` → an agreement-shaped grant.
     """
@@ -31,6 +36,8 @@ class PolicyState:
     emergency: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     grants: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
     offset: int = 0
+    # key -> signed-at of the last record applied under it (tombstones included): an older one is a replay.
+    signed_at: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def catalog_revision(self) -> str | None:
@@ -57,8 +64,19 @@ class PolicyState:
         }
 
 
+def admit(state: PolicyState, record: ControlRecord, keys: KeyLookup) -> tuple[PolicyState, Refused | None]:
+    """The state after `record` if a trusted key signed it (and it is no replay), else the state as it was (only
+    past the record) and why the record was refused. PolicyEngineError when a signed record cannot be applied."""
+    verdict = check(record, keys, state.signed_at.get(record.key))
+    if isinstance(verdict, Refused):
+        return replace(state, offset=max(state.offset, record.offset + 1)), verdict
+    after = apply(state, record.offset, record.key, record.value)
+    return replace(after, signed_at=with_entry(after.signed_at, record.key, verdict.signed_at_us)), None
+
+
 def apply(state: PolicyState, offset: int, key: str, value: Mapping[str, Any] | None) -> PolicyState:
-    """The state after the control record at `offset`; unknown keys are skipped (newer writers, older gates)."""
+    """The state after the control record at `offset`, whoever wrote it (`admit` checks that first); unknown keys
+    are skipped (newer writers, older gates)."""
     after = replace(state, offset=max(state.offset, offset + 1))
     if key == CATALOG_KEY:
         document = None if value is None else value.get("document")

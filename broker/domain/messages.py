@@ -5,8 +5,12 @@ Adapters build these from their libraries' types so that no use case ever sees k
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
+
+from broker.domain.topics import CONTROL_TOPIC
+from broker.errors import PolicyEngineError
 
 
 @dataclass(frozen=True)
@@ -23,12 +27,31 @@ class Record:
 
 @dataclass(frozen=True)
 class ControlRecord:
-    """One entry of the control topic, its value decoded from JSON (None: the key was tombstoned)."""
+    """One entry of the control topic as the broker holds it: the value's bytes (None: the key was tombstoned),
+    its headers (the signature, domain/control_signing.py) and its timestamp, which is the broker's append time
+    when `broker_stamped`."""
 
     offset: int
     key: str
-    value: dict[str, Any] | None
+    payload: bytes | None
     timestamp_ms: int
+    topic: str = CONTROL_TOPIC
+    headers: tuple[tuple[str, bytes], ...] = ()
+    broker_stamped: bool = False
+
+    @property
+    def value(self) -> dict[str, Any] | None:
+        """The value decoded from JSON; PolicyEngineError when it is not a JSON object. Decoded only once the
+        record's signature is verified, so an unsigned record is never even parsed."""
+        if self.payload is None:
+            return None
+        try:
+            decoded = json.loads(self.payload)
+        except ValueError:
+            raise PolicyEngineError(f"control record {self.offset} ({self.key}) is not JSON") from None
+        if not isinstance(decoded, dict):
+            raise PolicyEngineError(f"control record {self.offset} ({self.key}) is not a JSON object")
+        return decoded
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_admin import describe_cluster
+from broker.adapters.kafka_control import ensure_control_topics
 from broker.catalog import load_and_compile
 from broker.config import Settings
 from broker.domain.kafka_acls import ADMIN_USER
@@ -122,8 +123,11 @@ class LocalStack:
         if not s.kafka_bootstrap:
             # Users and ACLs for the shipped catalog's bodies and Accord's services; `accord catalog apply`
             # does the same for a catalog it applies.
-            provision(kafka_access(s, known["kafka_bootstrap"]), s.secrets_dir,
-                      load_and_compile(s.catalog_dir, s.schemas_dir))
+            admin = kafka_access(s, known["kafka_bootstrap"])
+            provision(admin, s.secrets_dir, load_and_compile(s.catalog_dir, s.schemas_dir))
+            # A control topic an older version made (compacted, producer timestamps) gets today's configuration,
+            # without which gates refuse every record on it.
+            ensure_control_topics(admin, align=True)
         if "opa_url" not in known:
             known["opa_url"] = self._start_opa()
         elif not s.opa_url:

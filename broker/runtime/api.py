@@ -26,6 +26,7 @@ from broker.domain.fences import delivery_access
 from broker.domain.geography import load_la_table
 from broker.domain.topics import ingest_topic, quarantine_topic
 from broker.security.api_tokens import ServiceTokens
+from broker.security.control_keys import trusted_keys
 from broker.security.secrets import cursor_secret
 from broker.services.deliveries import Deliveries
 from broker.services.ingest import INGEST_PARTITIONS, Ingest, load_stream_schemas, read_quarantine
@@ -58,9 +59,11 @@ def open_ingest(kafka: KafkaAccess, registry_url: str, settings: Settings) -> It
 
 @contextmanager
 def open_deliveries(kafka: KafkaAccess, registry_url: str, settings: Settings) -> Iterator[Deliveries]:
-    """The pull API's use case: delivery topics read as the API's own Kafka user, rights from the control topic."""
+    """The pull API's use case: delivery topics read as the API's own Kafka user, rights from the control topic (its
+    signed records only)."""
     log = KafkaDeliveryLog(kafka)
-    control = ControlView(kafka, client_id="accord-api-control")
+    control = ControlView(kafka, trusted_keys(settings.secrets_dir, settings.control_public_key),
+                          client_id="accord-api-control", reader="api")
     registry = HttpSchemaRegistry(registry_url, token=ServiceTokens(settings.secrets_dir, "api"))
     try:
         yield Deliveries(log, registry, lambda topic: delivery_access(control.current(), topic, system_clock()),

@@ -27,6 +27,7 @@ from broker.domain.residence import load_residence_table
 from broker.domain.topics import AUDIT_TOPIC, STATUS_TOPIC, ingest_topic
 from broker.runtime.api import ensure_stream_topics
 from broker.security.api_tokens import ServiceTokens
+from broker.security.control_keys import trusted_keys
 from broker.security.opa_tokens import WRITER, opa_engine
 from broker.security.secrets import pseudonym_secret
 from broker.services.gate import Gate, GateParts
@@ -70,7 +71,8 @@ def open_gate(endpoints: GateEndpoints, settings: Settings, worker: str,
                                    start_from=settings.gate_start_from)
         stack.callback(stage.close)
         parts = GateParts(
-            stage=stage, control=control, planner=Planner(engine), registry=registry, schemas=schemas,
+            stage=stage, control=control, control_keys=trusted_keys(settings.secrets_dir, settings.control_public_key),
+            planner=Planner(engine), registry=registry, schemas=schemas,
             la_table=load_la_table(), pseudonym_secret=pseudonym_secret(secret_env, settings.secrets_dir),
             ensure_topics=lambda names: create_topics(kafka, names),
             residence=load_residence_table(settings.residence_lookup) if settings.residence_lookup else None,

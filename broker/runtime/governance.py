@@ -17,18 +17,22 @@ from broker.adapters.kafka_fences import KafkaFenceAdmin
 from broker.adapters.kafka_governance import KafkaGovernanceLog, ensure_governance_topics
 from broker.adapters.kafka_quarantine import KafkaQuarantineFeed
 from broker.adapters.metrics import PrometheusGovernanceMetrics
+from broker.adapters.opa import OpaPolicyEngine
 from broker.adapters.webhooks import WebhookDelivery, WebhookNotifier
 from broker.clock import Clock, system_clock
 from broker.config import Settings
-from broker.domain.audit import Signer
+from broker.domain.audit import Signer, key_id
 from broker.domain.topics import AUDIT_TOPIC, GOVERNANCE_TOPIC
 from broker.domain.webhooks import Network, Webhook, parse_allow
-from broker.errors import AccordError
+from broker.errors import AccordError, ConfigError
+from broker.security.control_keys import ControlSigner, control_signing_key
 from broker.security.kafka_identities import fences_access
+from broker.security.opa_tokens import WRITER, opa_engine
 from broker.security.secrets import webhook_secret
 from broker.services.fences import FenceKeeper
 from broker.services.governance import Governance
 from broker.services.ingest import load_stream_schemas
+from broker.services.policy_changes import ControlChanges
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +48,15 @@ class GovernanceService:
     thread that chains and signs `audit_topic` onto `<audit_topic>.chain` with `audit_key`, at least every
     `audit_checkpoint_every_s` while anything is added, and anchors its checkpoints on the governance topic.
     Webhooks are signed with secrets derived from `webhook_secret` and reach only public addresses and the networks
-    in `webhook_allow`."""
+    in `webhook_allow`.
+
+    It is the one writer of the control topic: every record it writes there is signed with `control_key`, and it
+    folds in only records that key signed. `catalog_engine` (OPA, with the writer token; closed on stop) receives
+    each catalog an operator applies through `changes`.
+    """
 
     def __init__(self, kafka: KafkaAccess, *, audit_key: Ed25519PrivateKey, webhook_secret: bytes,
+                 control_key: Ed25519PrivateKey, catalog_engine: OpaPolicyEngine,
                  webhook_allow: Sequence[Network] = (), clock: Clock = system_clock,
                  tick_s: float = 1.0, transactional_id: str = "accord-governance", webhook_backoff_s: float = 0.5,
                  topic: str = GOVERNANCE_TOPIC, audit_topic: str = AUDIT_TOPIC, schemas_dir: Path,
@@ -56,8 +66,13 @@ class GovernanceService:
         ensure_governance_topics(kafka, topic, audit_topic)
         self.topic, self.audit_topic = topic, audit_topic
         self._log = KafkaGovernanceLog(kafka, topic, audit_topic, transactional_id=transactional_id)
-        self._writer = ControlWriter(kafka, client_id=f"{transactional_id}-control")
-        self._view = ControlView(kafka, client_id=f"{transactional_id}-view")
+        self._writer = ControlWriter(kafka, client_id=f"{transactional_id}-control",
+                                     signer=ControlSigner(control_key))
+        public = control_key.public_key()
+        self._view = ControlView(kafka, lambda ident: public if ident == key_id(public) else None,
+                                 client_id=f"{transactional_id}-view")
+        self._engine = catalog_engine
+        self.changes = ControlChanges(self._writer, catalog_engine, self._view)
         self.notifier = WebhookNotifier(self._webhook_of, webhook_secret, allow=webhook_allow,
                                         on_finished=self._delivery_ended, max_attempts=WEBHOOK_ATTEMPTS,
                                         first_backoff_s=webhook_backoff_s,
@@ -136,7 +151,7 @@ class GovernanceService:
         # Chain what the last commands wrote and sign it, so the trail of a clean stop ends with a checkpoint.
         self._chain_audit(seal=True)
         for closer in (self._log.close, self._writer.close, self._view.close, self._quarantine.close,
-                       self.chainer.close):
+                       self.chainer.close, self._engine.close):
             closer()
         if self._fences is not None:
             self._fences[0].close()
@@ -152,7 +167,11 @@ def serve(settings: Settings, kafka: KafkaAccess, host: str, port: int, audit_ke
     from broker.api.governance_app import create_governance_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not settings.opa_url:
+        raise ConfigError("the governance service needs ACCORD_OPA_URL: it pushes applied catalogs to OPA")
     service = GovernanceService(kafka, audit_key=audit_key, webhook_secret=webhook_secret(settings.secrets_dir),
+                                control_key=control_signing_key(settings.secrets_dir),
+                                catalog_engine=opa_engine(settings.opa_url, settings, WRITER),
                                 webhook_allow=parse_allow(settings.webhook_allow), clock=clock,
                                 tick_s=settings.governance_tick_s,
                                 schemas_dir=settings.schemas_dir,
@@ -161,7 +180,7 @@ def serve(settings: Settings, kafka: KafkaAccess, host: str, port: int, audit_ke
                                 audit_checkpoint_every_s=settings.audit_checkpoint_every_s).start()
     try:
         app = create_governance_app(service.governance, service.notifier.log, metrics_text,
-                                    guard=Guard.from_settings(settings))
+                                    guard=Guard.from_settings(settings), changes=service.changes)
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
         service.stop()

@@ -42,6 +42,8 @@ REVOCATIONS_FILE = "api-revoked-before.json"
 REQUIRED_CLAIMS = ("sub", "role", "person", "iat", "exp", "jti", "iss")
 # Accord's own services call each other as this identity; it is not a catalog body and decides nothing.
 SERVICE_BODY, SERVICE_ROLE = "accord", "service"
+# The people who run Accord act as body `accord` in this role; policies/authz lets it apply the catalog, nothing else.
+OPERATOR_ROLE = "operator"
 DEFAULT_TTL = dt.timedelta(hours=8)
 MAX_TTL = dt.timedelta(days=30)
 # A new key only makes callers ask for new tokens, so a damaged one may be replaced.

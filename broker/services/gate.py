@@ -13,9 +13,10 @@ from typing import Any, Protocol
 
 from broker.domain import control
 from broker.domain.control import PolicyState, rfc3339
+from broker.domain.control_signing import KeyLookup
 from broker.domain.geography import LaTable
 from broker.domain.jurisdiction import Unresolved, resolve_areas
-from broker.domain.messages import Record
+from broker.domain.messages import ControlRecord, Record
 from broker.domain.plans import LSOA_TAG, Plan
 from broker.domain.residence import ResidenceTable
 from broker.domain.topics import AUDIT_TOPIC, ingest_topic, quarantine_topic
@@ -52,7 +53,7 @@ class Stage(Protocol):
 
 class ControlSource(Protocol):
     def end_offset(self) -> int: ...
-    def read_to(self, end: int, timeout_s: float = 10.0) -> list[Any]: ...
+    def read_to(self, end: int, timeout_s: float = 10.0) -> list[ControlRecord]: ...
 
 
 class StatusSink(Protocol):
@@ -68,6 +69,7 @@ class AuditAppender(Protocol):
 class GateCounters(Protocol):
     def records(self, stream: str, outcome: str, n: int) -> None: ...
     def enforced(self, seconds: float) -> None: ...
+    def control_refused(self, reason: str) -> None: ...
 
 
 class _NoCounters:
@@ -77,6 +79,9 @@ class _NoCounters:
     def enforced(self, seconds: float) -> None:
         pass
 
+    def control_refused(self, reason: str) -> None:
+        pass
+
 
 @dataclass(frozen=True)
 class GateParts:
@@ -84,6 +89,7 @@ class GateParts:
 
     stage: Stage
     control: ControlSource
+    control_keys: KeyLookup  # the public keys control records must be signed with
     planner: Planner
     registry: SchemaRegistry
     schemas: Mapping[str, Mapping[str, Any]]
@@ -155,15 +161,22 @@ class Gate:
             self._announce(self._pending_ms)
         return changed
 
-    def _applied(self, record: Any) -> PolicyState:
+    def _applied(self, record: ControlRecord) -> PolicyState:
         try:
-            return control.apply(self.state, record.offset, record.key, record.value)
+            state, refused = control.admit(self.state, record, self._p.control_keys)
         except AccordError as exc:
             # Stopping here would lose every later record (the reader is past them) and a gate that can never
             # apply a change is worse than one that skips a record it cannot read: skip it, loudly.
             log.error("control record %s (%s) skipped: %s", record.offset, record.key, exc)
             self._counters.records("_control", "skipped", 1)
             return replace(self.state, offset=max(self.state.offset, record.offset + 1))
+        if refused is not None:
+            # Whoever wrote it does not hold the signing key (or replays an old record): never applied, and
+            # counted so that an alert fires; the gate goes on under the state it had.
+            log.error("gate worker %s REFUSED control record %s (%s): %s", self.worker, record.offset, record.key,
+                      refused.detail)
+            self._counters.control_refused(refused.reason)
+        return state
 
     def step(self, timeout_s: float = 0.1, max_records: int | None = None) -> int:
         """Consume one batch, route it under the plans in force after it was consumed, commit it; returns its size.

@@ -1,6 +1,8 @@
 """Policy changes announced on the control topic: a catalog applied, an agreement revoked, a level declared.
 
-Each change is also written to the audit topic, after its control record so the audit record names its offset.
+Each change names the verified person who made it (an Actor from their token, never free text) and is also written
+to the audit topic, after its control record so the audit record names its offset. The writer signs control
+records (security/control_keys.py); only the governance service holds that key and may write the topic.
 """
 
 from __future__ import annotations
@@ -13,16 +15,24 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from broker.domain.audit_records import CATALOG_CHANGE, catalog_change, catalog_contents
-from broker.domain.control import CATALOG_KEY, EMERGENCY_PREFIX, REVOCATION_PREFIX, rfc3339
-from broker.domain.ladder import LEVELS
+from broker.domain.control import CATALOG_KEY, EMERGENCY_PREFIX, REVOCATION_PREFIX, PolicyState, rfc3339
+from broker.domain.ladder import LEVELS, Actor
 from broker.domain.topics import AUDIT_TOPIC, STATUS_TOPIC
-from broker.errors import ConfigError, ServiceError
-from broker.services.planner import PolicyEngine
+from broker.errors import ConfigError, NotFoundError, ServiceError
+from broker.services.planner import CATALOG_PATH, PolicyEngine
+
+COMPILED_PARTS = ("revision", "bodies", "streams", "agreements")  # what a compiled catalog has at least
 
 
 class ControlAppender(Protocol):
     def append(self, key: str, value: dict[str, Any] | None, topic: str = ..., timeout_s: float = ...
                ) -> tuple[int, int]: ...
+
+
+class PolicySource(Protocol):
+    """The control topic as folded so far, signed records only (services/governance.PolicyView has the same shape)."""
+
+    def current(self) -> PolicyState: ...
 
 
 @dataclass(frozen=True)
@@ -33,40 +43,70 @@ class Announced:
     offset: int
     timestamp_ms: int
 
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "offset": self.offset, "timestamp_ms": self.timestamp_ms}
 
-def apply_catalog(writer: ControlAppender, engine: PolicyEngine, document: Mapping[str, Any],
-                  by: str = "accord catalog apply") -> Announced:
-    """Push the compiled catalog to OPA, then announce it; gates push it to their own OPA if it is missing there."""
-    engine.put_data("accord/catalog", document)
-    value = {"kind": "catalog", "revision": document.get("revision"), "document": dict(document), "by": by,
-             "at": _now()}
+
+def apply_catalog(writer: ControlAppender, engine: PolicyEngine, document: Mapping[str, Any], by: Actor) -> Announced:
+    """Announce the compiled catalog (signed by the writer), then push it to OPA so the API guards know its bodies
+    before a gate does; gates push it to their own OPA if it is missing there."""
+    value = {"kind": "catalog", "revision": document.get("revision"), "document": dict(document),
+             "by": by.to_json(), "at": _now()}
     announced = _append(writer, CATALOG_KEY, value)
     _audit(writer, announced, "catalog-applied", by, catalog_contents(dict(document)))
+    engine.put_data(CATALOG_PATH, document)
     return announced
 
 
-def revoke(writer: ControlAppender, agreement: str, reason: str, by: str) -> Announced:
+def revoke(writer: ControlAppender, agreement: str, reason: str, by: Actor) -> Announced:
     if not reason.strip():
         raise ConfigError("a revocation needs a reason (--reason)")
-    value = {"kind": "revocation", "agreement": agreement, "reason": reason, "by": by, "at": _now()}
+    value = {"kind": "revocation", "agreement": agreement, "reason": reason, "by": by.to_json(), "at": _now()}
     announced = _append(writer, f"{REVOCATION_PREFIX}{agreement}", value)
     _audit(writer, announced, "agreement-revoked", by, {"agreement": agreement, "reason": reason})
     return announced
 
 
-def reinstate(writer: ControlAppender, agreement: str, by: str | None = None) -> Announced:
+def reinstate(writer: ControlAppender, agreement: str, by: Actor, reason: str = "") -> Announced:
     announced = _append(writer, f"{REVOCATION_PREFIX}{agreement}", None)
-    _audit(writer, announced, "agreement-reinstated", by, {"agreement": agreement})
+    _audit(writer, announced, "agreement-reinstated", by, {"agreement": agreement, "reason": reason})
     return announced
 
 
-def declare_level(writer: ControlAppender, level: str, by: str, scope: str = "national") -> Announced:
+def declare_level(writer: ControlAppender, level: str, by: Actor, scope: str = "national") -> Announced:
     if level not in LEVELS:
         raise ConfigError(f"emergency level {level!r} is not one of {', '.join(LEVELS)}")
-    value = {"kind": "emergency", "scope": scope, "level": level, "by": by, "at": _now()}
+    value = {"kind": "emergency", "scope": scope, "level": level, "by": by.to_json(), "at": _now()}
     announced = _append(writer, f"{EMERGENCY_PREFIX}{scope}", value)
     _audit(writer, announced, "emergency-declared", by, {"level": level, "scope": scope})
     return announced
+
+
+class ControlChanges:
+    """Control changes made through the governance API by a verified caller whom OPA has authorised: the catalog
+    applied (the operator), an agreement of the catalog in force revoked or reinstated. The writer signs them."""
+
+    def __init__(self, writer: ControlAppender, engine: PolicyEngine, policy: PolicySource) -> None:
+        self._writer, self._engine, self._policy = writer, engine, policy
+
+    def apply_catalog(self, actor: Actor, document: Mapping[str, Any]) -> Announced:
+        for part in COMPILED_PARTS:
+            if part not in document:
+                raise ConfigError(f"the catalog has no {part!r}: send what `accord catalog compile` prints")
+        return apply_catalog(self._writer, self._engine, document, actor)
+
+    def revoke(self, actor: Actor, agreement: str, reason: str) -> Announced:
+        self._known(agreement)
+        return revoke(self._writer, agreement, reason, actor)
+
+    def reinstate(self, actor: Actor, agreement: str, reason: str) -> Announced:
+        self._known(agreement)
+        return reinstate(self._writer, agreement, actor, reason)
+
+    def _known(self, agreement: str) -> None:
+        agreements = (self._policy.current().catalog or {}).get("agreements") or {}
+        if agreement not in agreements:
+            raise NotFoundError(f"no agreement {agreement!r} in the applied catalog")
 
 
 def _append(writer: ControlAppender, key: str, value: dict[str, Any] | None) -> Announced:
@@ -74,9 +114,9 @@ def _append(writer: ControlAppender, key: str, value: dict[str, Any] | None) -> 
     return Announced(key, offset, timestamp_ms)
 
 
-def _audit(writer: ControlAppender, announced: Announced, change: str, by: str | None,
+def _audit(writer: ControlAppender, announced: Announced, change: str, by: Actor,
            details: dict[str, Any]) -> None:
-    record = catalog_change(change, announced.key, announced.offset, by, _now(), details)
+    record = catalog_change(change, announced.key, announced.offset, by.to_json(), _now(), details)
     try:
         writer.append(CATALOG_CHANGE, record, topic=AUDIT_TOPIC)
     except ServiceError as exc:

@@ -28,6 +28,18 @@ allow if {
 }
 
 # METADATA
+# description: |
+#   Accord's operator (body accord, role operator: the team that runs Accord, not a member body) applies the
+#   catalog, and may do nothing else. The catalog says who every member is, so no member role may replace it, and
+#   the first catalog must be applicable before any member exists.
+allow if {
+	_operator
+	input.service == "governance"
+	input.method == "PUT"
+	input.route == "/catalog"
+}
+
+# METADATA
 # description: Why a request was refused; empty when it is allowed.
 reasons contains why if {
 	not allow
@@ -72,6 +84,11 @@ _declarer if {
 	some declarer in _catalog.emergency_declarers
 	declarer.body == _id.body
 	_id.role in declarer.roles
+}
+
+_operator if {
+	_id.body == "accord"
+	_id.role == "operator"
 }
 
 _own(name) if startswith(name, concat("", [_id.body, "."]))
@@ -197,6 +214,31 @@ _own_dispute if {
 }
 
 _own_dispute if _id.body == _dispute.challenger
+
+# -- control changes: revoking and reinstating an agreement ---------------------------------------------------------
+
+_agreement_routes := {"/agreements/{ident}/revoke", "/agreements/{ident}/reinstate"}
+
+_body_may if {
+	input.service == "governance"
+	input.method == "POST"
+	input.route in _agreement_routes
+	_may_revoke
+}
+
+# The IG lead of the body that publishes the agreement's stream.
+_may_revoke if {
+	_id.body == input.resource.agreement.publisher
+	_id.role == "ig-lead"
+}
+
+# A decider of a ladder tier that is no party's own: the governance board, the emergency arbiter.
+_may_revoke if {
+	some tier in _catalog.ladder.tiers
+	object.get(tier.deciders, "party", null) == null
+	_id.body in tier.deciders.bodies
+	_id.role in tier.deciders.roles
+}
 
 # -- the ingest API: a publisher's own streams ----------------------------------------------------------------------
 
@@ -350,6 +392,16 @@ _refusals contains why if {
 	input.route in {"/emergency", "/emergency/lift"}
 	not _declarer
 	why := sprintf("only an emergency declarer may change a level; %s as %s is not one", [_id.body, _id.role])
+}
+
+_refusals contains why if {
+	_member
+	input.route in _agreement_routes
+	not _may_revoke
+	why := sprintf(
+		"only %s's IG lead, the governance board or the arbiter may revoke or reinstate agreement %s; %s as %s may not",
+		[input.resource.agreement.publisher, input.resource.agreement.id, _id.body, _id.role],
+	)
 }
 
 _refusals contains why if {

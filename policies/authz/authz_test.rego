@@ -298,3 +298,40 @@ test_the_global_config_and_the_list_are_open_to_members if {
 	_allowed(_call("registry", "GET", "/", _who("blaby", "environmental-health")))
 	not _allowed(_call("registry", "GET", "/subjects", _who("nobody", "dph")))
 }
+
+_agreement(who, route) := object.union(
+	_call("governance", "POST", route, who),
+	{
+		"params": {"ident": "t1-leicester"},
+		"resource": {"agreement": {"id": "t1-leicester", "publisher": "ukhsa", "subscriber": "leicester"}},
+	},
+)
+
+test_the_publishers_ig_lead_the_board_and_the_arbiter_revoke_an_agreement if {
+	every route in {"/agreements/{ident}/revoke", "/agreements/{ident}/reinstate"} {
+		_allowed(_agreement(_who("ukhsa", "ig-lead"), route))
+		_allowed(_agreement(_who("nhse", "governance-board"), route))
+		_allowed(_agreement(_who("accord-arbiter", "arbiter"), route))
+	}
+}
+
+test_no_one_else_revokes_an_agreement if {
+	every who in [
+		_who("dhsc", "ig-lead"), _who("leicester", "dph"), _who("accord", "service"),
+		_who("accord", "operator"), _who("blaby", "governance-board"),
+	] {
+		not _allowed(_agreement(who, "/agreements/{ident}/revoke"))
+	}
+	_reasons(_agreement(_who("leicester", "dph"), "/agreements/{ident}/revoke")) == [
+		"only ukhsa's IG lead, the governance board or the arbiter may revoke or reinstate agreement t1-leicester; leicester as dph may not",
+	]
+}
+
+test_only_the_operator_applies_the_catalog if {
+	_allowed(_call("governance", "PUT", "/catalog", _who("accord", "operator")))
+	not _allowed(_call("governance", "POST", "/disputes", _who("accord", "operator")))
+	not _allowed(_call("api", "POST", "/streams/{stream}/records", _who("accord", "operator")))
+	every who in [_who("accord", "service"), _who("dhsc", "governance-board"), _who("accord-arbiter", "arbiter")] {
+		not _allowed(_call("governance", "PUT", "/catalog", who))
+	}
+}

@@ -12,13 +12,12 @@ from typing import Any, ClassVar
 
 import pytest
 
-from broker.adapters.kafka_control import ControlWriter
 from broker.domain.audit import new_signing_key
 from broker.domain.webhooks import parse_allow
 from broker.local.stack import Endpoints
 from broker.runtime.gate import GateThread
 from broker.runtime.governance import GovernanceService
-from tests.conftest import SCHEMAS
+from tests.conftest import SCHEMAS, control_writer, governance_service
 from tests.e2e.scenario_support import Cleanup, FakeClock
 from tests.integration.gate_support import start_gate
 
@@ -45,7 +44,7 @@ def clock() -> FakeClock:
 @pytest.fixture
 def governance(services: Endpoints, applied_catalog: dict[str, Any], clock: FakeClock) -> Iterator[GovernanceService]:
     run = uuid.uuid4().hex[:8]
-    service = GovernanceService(services.kafka, audit_key=new_signing_key(), schemas_dir=SCHEMAS,
+    service = governance_service(services, audit_key=new_signing_key(), schemas_dir=SCHEMAS,
                                 webhook_secret=token_bytes(32), webhook_allow=LOOPBACK, clock=clock,
                                 tick_s=3600.0, transactional_id=f"e2e-governance-{run}",
                                 topic=f"_accord.governance.e2e-{run}",
@@ -57,7 +56,7 @@ def governance(services: Endpoints, applied_catalog: dict[str, Any], clock: Fake
 @pytest.fixture
 def cleanup(services: Endpoints) -> Iterator[Cleanup]:
     """Undo on the shared control topic what a scenario put there (grants, levels, revocations)."""
-    writer = ControlWriter(services.kafka, client_id="e2e-cleanup")
+    writer = control_writer(services.kafka, client_id="e2e-cleanup")
     undo = Cleanup(writer)
     yield undo
     undo.run()

@@ -52,7 +52,7 @@ def as_(body: str, role: str, person: str = "Exercise Player") -> Actor:
 class Cleanup:
     """Tombstones the control keys a scenario wrote, so later tests see the shipped catalog's state again."""
 
-    def __init__(self, writer: ControlWriter) -> None:
+    def __init__(self, writer: ControlWriter) -> None:  # a signing writer (tests.conftest.control_writer)
         self._writer = writer
         self._keys: set[str] = set()
 

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from broker.adapters.kafka_control import ControlWriter
 from broker.adapters.kafka_log import KafkaLog
 from broker.api.auth import Guard
 from broker.api.governance_app import create_governance_app
@@ -25,7 +24,7 @@ from broker.runtime.governance import GovernanceService
 from broker.security.api_tokens import verifier_for
 from broker.services import policy_changes
 from broker.services.policy_changes import Announced
-from tests.conftest import bearer, opa_as
+from tests.conftest import TEST_OPERATOR, bearer, control_writer, opa_as
 from tests.e2e.scenario_support import (
     Cleanup,
     FakeClock,
@@ -49,10 +48,10 @@ def test_break_glass_gives_access_at_once_and_its_review_can_end_it(
         receiver: Receiver) -> None:
     gov = governance.governance
     dph = as_(NOTTINGHAM, "dph", "Director of Public Health")
-    writer = ControlWriter(services.kafka, client_id="e2e-break-glass")
+    writer = control_writer(services.kafka, client_id="e2e-break-glass")
     try:
         cleanup.revocation("t1-nottingham")
-        policy_changes.revoke(writer, "t1-nottingham", "break-glass test: no agreement in force", by="e2e")
+        policy_changes.revoke(writer, "t1-nottingham", "break-glass test: no agreement in force", by=TEST_OPERATOR)
     finally:
         writer.close()
     with pytest.raises(NotAuthorisedError, match="break-glass needs"):
@@ -81,10 +80,10 @@ def test_break_glass_gives_access_at_once_and_its_review_can_end_it(
 
 
 def _without_an_agreement(services: Endpoints, cleanup: Cleanup) -> None:
-    writer = ControlWriter(services.kafka, client_id="e2e-break-glass")
+    writer = control_writer(services.kafka, client_id="e2e-break-glass")
     try:
         cleanup.revocation("t1-nottingham")
-        policy_changes.revoke(writer, "t1-nottingham", "break-glass test: no agreement in force", by="e2e")
+        policy_changes.revoke(writer, "t1-nottingham", "break-glass test: no agreement in force", by=TEST_OPERATOR)
     finally:
         writer.close()
 

@@ -13,7 +13,7 @@ from broker.domain.audit import new_signing_key
 from broker.domain.webhooks import parse_allow
 from broker.local.stack import Endpoints
 from broker.runtime.governance import GovernanceService
-from tests.conftest import SCHEMAS
+from tests.conftest import SCHEMAS, governance_service
 from tests.e2e.scenario_support import FakeClock, as_, deadline_of, events_of
 from tests.integration.gate_support import T1
 
@@ -22,7 +22,7 @@ WEBHOOK_SECRET = token_bytes(32)
 
 
 def _service(services: Endpoints, clock: FakeClock, run: str) -> GovernanceService:
-    return GovernanceService(services.kafka, audit_key=new_signing_key(), schemas_dir=SCHEMAS,
+    return governance_service(services, audit_key=new_signing_key(), schemas_dir=SCHEMAS,
                              webhook_secret=WEBHOOK_SECRET, webhook_allow=parse_allow("127.0.0.1/32"), clock=clock,
                              tick_s=3600.0, transactional_id=f"e2e-gov-{run}",
                              topic=f"_accord.governance.e2e-{run}", audit_topic=f"_accord.audit.e2e-{run}",

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from broker.adapters.kafka_control import ControlWriter
 from broker.demo.synthetic import positive_tests
 from broker.domain.adjudication import DisputeRequest
 from broker.local.stack import Endpoints
 from broker.runtime.gate import GateThread
 from broker.runtime.governance import GovernanceService
 from broker.services import policy_changes
+from tests.conftest import TEST_OPERATOR, control_writer
 from tests.e2e.scenario_support import (
     Cleanup,
     FakeClock,
@@ -40,10 +40,10 @@ def test_no_dsa_dispute_ends_in_a_provisional_grant_by_default(
         services: Endpoints, gate: GateThread, governance: GovernanceService, clock: FakeClock,
         cleanup: Cleanup, receiver: Receiver) -> None:
     gov = governance.governance
-    writer = ControlWriter(services.kafka, client_id="e2e-scenario-1")
+    writer = control_writer(services.kafka, client_id="e2e-scenario-1")
     try:
         cleanup.revocation("t1-leicester")
-        policy_changes.revoke(writer, "t1-leicester", "scenario 1: no DSA signed yet", by="e2e")
+        policy_changes.revoke(writer, "t1-leicester", "scenario 1: no DSA signed yet", by=TEST_OPERATOR)
     finally:
         writer.close()
     cleanup.level(EAST_MIDLANDS)

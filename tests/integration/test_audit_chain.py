@@ -25,9 +25,8 @@ from broker.domain.audit import CHECKPOINT, EXPORT, Signer, from_json_line, new_
 from broker.domain.audit_records import ANCHOR
 from broker.errors import ServiceError
 from broker.local.stack import Endpoints
-from broker.runtime.governance import GovernanceService
 from broker.security.audit_keys import audit_signing_key, public_key_path
-from tests.conftest import kafka_env
+from tests.conftest import governance_service, kafka_env
 
 runner = CliRunner()
 
@@ -204,7 +203,7 @@ def test_the_governance_service_chains_its_audit_topic_and_signs_it_when_it_stop
         services: Endpoints, topics: Topics) -> None:
     key = new_signing_key()
     run = uuid.uuid4().hex[:8]
-    service = GovernanceService(services.kafka, schemas_dir=Settings().schemas_dir, audit_key=key,
+    service = governance_service(services, schemas_dir=Settings().schemas_dir, audit_key=key,
                                 webhook_secret=token_bytes(32), tick_s=3600.0,
                                 transactional_id=f"test-audit-governance-{run}",
                                 topic=f"_accord.governance.test-{run}", audit_topic=topics.audit).start()

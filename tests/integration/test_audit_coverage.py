@@ -13,15 +13,15 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from broker.adapters.kafka_access import KafkaAccess
-from broker.adapters.kafka_control import ControlWriter
 from broker.adapters.kafka_log import KafkaLog
 from broker.demo.synthetic import positive_tests
 from broker.domain.audit_records import Source, raw_entry, records_digest
+from broker.domain.ladder import Actor
 from broker.domain.messages import Record
 from broker.domain.topics import AUDIT_TOPIC, ingest_topic, quarantine_topic
 from broker.local.stack import Endpoints
 from broker.services import policy_changes
-from tests.conftest import opa_as
+from tests.conftest import control_writer, opa_as
 from tests.integration.gate_support import T1, Receiver, end_offsets, publish, specimen_day, start_gate, topic_for
 
 LEICESTER_DPH = topic_for("leicester-city-council", "dph")
@@ -113,16 +113,16 @@ def _check_batches(services: Endpoints, topic: str, start: int, worker: str, bat
 
 
 def test_a_catalog_apply_leaves_a_catalog_change_record(services: Endpoints, applied_catalog: dict[str, Any]) -> None:
-    by, start = f"test-audit-{uuid.uuid4().hex[:8]}", audit_end(services)
-    engine, writer = opa_as(services.opa_url), ControlWriter(services.kafka)
+    by, start = Actor("accord", "operator", f"test-audit-{uuid.uuid4().hex[:8]}"), audit_end(services)
+    engine, writer = opa_as(services.opa_url), control_writer(services.kafka)
     try:
         announced = policy_changes.apply_catalog(writer, engine, applied_catalog, by=by)
     finally:
         engine.close()
         writer.close()
 
-    found = audit_records(services, start, lambda f: any(r.get("by") == by for r in f), timeout_s=10.0)
-    [change] = [r for r in found if r["kind"] == "catalog-change" and r.get("by") == by]
+    found = audit_records(services, start, lambda f: any(r.get("by") == by.to_json() for r in f), timeout_s=10.0)
+    [change] = [r for r in found if r["kind"] == "catalog-change" and r.get("by") == by.to_json()]
     assert (change["change"], change["revision"], change["control"]) == (
         "catalog-applied", applied_catalog["revision"], {"key": "catalog", "offset": announced.offset})
     assert change["agreements"] == sorted(applied_catalog["agreements"])

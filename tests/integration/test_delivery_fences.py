@@ -22,13 +22,16 @@ from broker.adapters.kafka_admin import create_topics
 from broker.adapters.kafka_control import ControlView, ControlWriter
 from broker.adapters.kafka_fences import KafkaFenceAdmin
 from broker.adapters.kafka_log import KafkaLog
+from broker.config import Settings
 from broker.domain.control import GRANT_PREFIX
 from broker.domain.disputes import stamp
 from broker.domain.kafka_acls import SERVICE_USERS, subscriber_user
 from broker.domain.topics import AUDIT_TOPIC, delivery_topic
 from broker.errors import ServiceError
 from broker.local.stack import Endpoints
+from broker.security.control_keys import trusted_keys
 from broker.services.fences import FenceKeeper
+from tests.conftest import control_writer
 
 KafkaAs = Callable[[str], KafkaAccess]
 LEICESTER = "leicester-city-council"
@@ -109,7 +112,8 @@ def test_a_revoked_grant_fences_what_was_delivered_and_the_records_go_after_the_
     for n in range(3):
         producer.send(TOPIC, f"case {n}".encode()).get(timeout=10)
     producer.close()
-    control, view = ControlWriter(services.kafka), ControlView(services.kafka)
+    control = control_writer(services.kafka)
+    view = ControlView(services.kafka, trusted_keys(Settings().secrets_dir))
     leicester = kafka_as(AS_LEICESTER_DPH)
     try:
         now = dt.datetime.now(dt.UTC)

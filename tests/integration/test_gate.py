@@ -21,7 +21,7 @@ from broker.local.stack import Endpoints
 from broker.runtime.gate import GateThread
 from broker.services import policy_changes
 from broker.services.ingest import read_quarantine
-from tests.conftest import opa_as
+from tests.conftest import TEST_OPERATOR, control_writer, opa_as
 from tests.integration.gate_support import (
     T1,
     Receiver,
@@ -180,14 +180,14 @@ def test_revocation_stops_delivery_of_records_published_after_it(services: Endpo
         "settings": Settings(), "kafka": services.kafka, "registry_url": services.registry_url, "stream": T1,
         "records": cases, "pause_s": 0.005, "key_field": "utla", "sent_at": sent_at, "stop": stop,
         "client_id": "test-publisher"})
-    writer = ControlWriter(services.kafka)
+    writer = control_writer(services.kafka)
     log = KafkaLog(services.kafka)
     try:
         publisher.start()
         before = receiver.records(LEICESTER_DPH, start[LEICESTER_DPH], lambda r, h: r["specimen_id"].startswith(prefix),
                                   want=20, settle_s=0)
         assert len(before) >= 20, "nothing was delivered before the revocation"
-        change = policy_changes.revoke(writer, "t1-leicester", reason="test: DSA withdrawn", by="test")
+        change = policy_changes.revoke(writer, "t1-leicester", reason="test: DSA withdrawn", by=TEST_OPERATOR)
         # Acknowledged, so appended: anything sent from now on lands after it (its create time is no such bound:
         # a record sent a moment after it may still be appended first).
         acked_at = time.time()
@@ -200,7 +200,7 @@ def test_revocation_stops_delivery_of_records_published_after_it(services: Endpo
         wait_consumed(services.kafka, gate.settings.gate_group, since)
     finally:
         stop.set()
-        policy_changes.reinstate(writer, "t1-leicester")
+        policy_changes.reinstate(writer, "t1-leicester", by=TEST_OPERATOR)
         writer.close()
         log.close()
     assert int(status["applied_ms"]) >= change.timestamp_ms  # its latency is `make bench` (f)'s to measure
@@ -226,7 +226,7 @@ def test_identifiers_granted_for_one_district_reach_only_that_districts_rows(
     cases = positive_tests(specimen_day(), {"charnwood": 3, "blaby": 3}, prefix=_prefix())
     for n, case in enumerate(cases):
         case["nhs_number"] = f"999000{n:04d}"  # synthetic cases may lack one; these rows must all carry one
-    writer, log = ControlWriter(services.kafka), KafkaLog(services.kafka)
+    writer, log = control_writer(services.kafka), KafkaLog(services.kafka)
     try:
         _announce(writer, log, f"grant/{grant['id']}", grant)
         start = end_offsets(services.kafka, [topic])
@@ -257,11 +257,11 @@ def _announce(writer: ControlWriter, log: KafkaLog, key: str, value: dict[str, A
 def test_declared_emergency_level_changes_plans_on_the_live_stream(
         services: Endpoints, gate: GateThread, receiver: Receiver) -> None:
     topic = topic_for("leicestershire-county-council", "analyst")
-    writer, log = ControlWriter(services.kafka), KafkaLog(services.kafka)
+    writer, log = control_writer(services.kafka), KafkaLog(services.kafka)
     try:
         fields = _delivered_fields(gate, topic)
         assert fields == {"lsoa", "age_band", "sex"}
-        change = policy_changes.declare_level(writer, "emergency", by="test")
+        change = policy_changes.declare_level(writer, "emergency", by=TEST_OPERATOR)
         policy_changes.enforcement(log, change, workers=1, timeout_s=5)
         assert _delivered_fields(gate, topic) == fields | {"postcode_district"}
         (case,) = positive_tests(specimen_day(), {"blaby": 1}, prefix=_prefix())
@@ -270,7 +270,7 @@ def test_declared_emergency_level_changes_plans_on_the_live_stream(
         (got,) = receiver.records(topic, start[topic], lambda r, h: h["accord.source"] in sources, want=1)
         assert got[0]["postcode_district"] == case["postcode"].split()[0]
     finally:
-        policy_changes.enforcement(log, policy_changes.declare_level(writer, "normal", by="test"), timeout_s=5)
+        policy_changes.enforcement(log, policy_changes.declare_level(writer, "normal", by=TEST_OPERATOR), timeout_s=5)
         writer.close()
         log.close()
     assert _delivered_fields(gate, topic) == fields

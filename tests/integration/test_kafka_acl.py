@@ -16,13 +16,16 @@ from pydantic import SecretStr
 
 from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_admin import create_topics
+from broker.adapters.kafka_control import ControlWriter
 from broker.adapters.kafka_security import KafkaSecurity
 from broker.config import Settings
 from broker.demo.synthetic import positive_tests
 from broker.domain.kafka_acls import SERVICE_USERS, Binding, Op, Resource, subscriber_user
+from broker.domain.topics import CONTROL_TOPIC
 from broker.local.stack import Endpoints
 from broker.runtime.gate import GateThread
 from broker.security import kafka_identities
+from broker.security.control_keys import ControlSigner, control_signing_key
 from tests.conftest import service_tokens
 from tests.integration.gate_support import Receiver, end_offsets, publish, specimen_day, start_gate, topic_for
 
@@ -259,3 +262,19 @@ def test_provisioning_retires_a_bodys_single_login_from_before(services: Endpoin
         stale.close()
     again = kafka_identities.provision(services.kafka, secrets_dir, applied_catalog)
     assert (again.users_created, again.users_retired, again.acls_created, again.acls_deleted) == ((), (), 0, 0)
+
+
+def test_only_the_governance_service_writes_the_control_topic(services: Endpoints, kafka_as: KafkaAs,
+                                                             applied_catalog: dict[str, Any]) -> None:
+    # A key no gate acts on, signed as the governance service signs: the one writer may write.
+    ignored = f"acl-test/{RUN}"
+    writer = ControlWriter(kafka_as(SERVICE_USERS["governance"]), client_id="test-acl-governance",
+                           signer=ControlSigner(control_signing_key(Settings().secrets_dir)))
+    try:
+        writer.append(ignored, None)
+    finally:
+        writer.close()
+    for user in ("ukhsa", AS_LEICESTER_DPH, SERVICE_USERS["gate"], SERVICE_USERS["api"], SERVICE_USERS["registry"],
+                 SERVICE_USERS["fences"]):
+        with pytest.raises(TopicAuthorizationFailedError):
+            _write(kafka_as(user), CONTROL_TOPIC, b'{"kind": "revocation", "agreement": "t1-leicester"}')

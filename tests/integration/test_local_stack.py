@@ -10,14 +10,13 @@ from pathlib import Path
 
 import requests
 
-from broker.adapters.kafka_control import ControlWriter
 from broker.config import Settings
 from broker.demo import job as demo
 from broker.domain.control import GRANT_PREFIX
 from broker.local import processes
 from broker.local.python_service import PythonService
 from broker.local.stack import Endpoints, LocalStack
-from tests.conftest import kafka_env
+from tests.conftest import control_writer, kafka_env
 
 
 def _accord(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -61,8 +60,14 @@ def test_cli_up_status_env_down_leaves_nothing_running(tmp_path: Path) -> None:
         catalog = f"{opa_url}/v1/data/accord/catalog"
         assert requests.put(catalog, json={}, timeout=5, headers={"Authorization": f"Bearer {old_token}"}
                             ).status_code == 401
-        applied = _accord(["catalog", "apply"], env)  # the CLI reads the new writer token
+        # The governance service reads the new writer token when OPA refuses the old one; the operator's token
+        # comes from this stack's own API key, as `accord credentials token` issues it.
+        operator = _accord(["credentials", "token", "--body", "accord", "--role", "operator", "--person", "tests"],
+                           env)
+        assert operator.returncode == 0, operator.stderr
+        applied = _accord(["catalog", "apply", "--token", operator.stdout.strip()], env)
         assert applied.returncode == 0, applied.stderr
+        assert "by tests (operator, accord)" in applied.stdout
     finally:
         down = _accord(["local", "down"], env)
     assert down.returncode == 0 and down.stdout.strip() == "stopped: gate, governance, api, registry, opa, kafka"
@@ -113,7 +118,7 @@ def test_demo_delivers_each_view_and_enforces_a_revocation(services: Endpoints, 
     finally:
         governance.stop()
     # The demo's grant stays in force on the shared control topic; later tests must not find Blaby granted T1.
-    writer = ControlWriter(services.kafka, client_id="test-demo-cleanup")
+    writer = control_writer(services.kafka, client_id="test-demo-cleanup")
     try:
         writer.append(f"{GRANT_PREFIX}dispute-{result['dispute']['dispute']}", None)
     finally:

@@ -19,7 +19,6 @@ import pytest
 import uvicorn
 
 from broker.adapters.kafka_access import KafkaAccess
-from broker.adapters.kafka_control import ControlWriter
 from broker.adapters.kafka_fences import KafkaFenceAdmin
 from broker.api.app import create_api_app
 from broker.api.auth import Guard
@@ -34,7 +33,7 @@ from broker.runtime.api import open_deliveries, open_ingest
 from broker.runtime.gate import GateThread
 from broker.security.api_tokens import verifier_for
 from broker.services import policy_changes
-from tests.conftest import bearer, opa_as
+from tests.conftest import TEST_OPERATOR, bearer, control_writer, opa_as
 from tests.integration.gate_support import T1, publish, specimen_day, start_gate
 
 LEICESTER, NOTTINGHAM, BLABY = "leicester-city-council", "nottingham-city-council", "blaby-district-council"
@@ -152,13 +151,13 @@ def test_an_ended_right_is_refused_with_its_reason(services: Endpoints, gate: Ga
     expired = pull(BLABY, "environmental-health")
     assert expired.status_code == 403
     assert "t1-test-blaby-expired expired at 2020-12-31T00:00:00Z" in expired.json()["error"]
-    writer = ControlWriter(services.kafka)
+    writer = control_writer(services.kafka)
     try:
-        policy_changes.revoke(writer, "t1-leicester", reason="test: DSA withdrawn", by="test")
+        policy_changes.revoke(writer, "t1-leicester", reason="test: DSA withdrawn", by=TEST_OPERATOR)
         revoked = pull(LEICESTER, "dph")
         assert revoked.status_code == 403 and "t1-leicester was revoked at" in revoked.json()["error"]
     finally:
-        policy_changes.reinstate(writer, "t1-leicester")
+        policy_changes.reinstate(writer, "t1-leicester", by=TEST_OPERATOR)
         writer.close()
     assert pull(LEICESTER, "dph", limit=1).status_code == 200
 

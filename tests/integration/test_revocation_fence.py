@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 
 from broker.adapters.kafka_admin import end_positions, wait_consumed
-from broker.adapters.kafka_control import ControlWriter
 from broker.config import Settings
 from broker.demo.synthetic import positive_tests
 from broker.domain.topics import ingest_topic
@@ -26,6 +25,7 @@ from broker.local.stack import Endpoints
 from broker.runtime.api import open_ingest
 from broker.runtime.gate import GateThread
 from broker.services import policy_changes
+from tests.conftest import TEST_OPERATOR, control_writer
 from tests.integration.gate_support import T1, Receiver, end_offsets, specimen_day, start_gate, topic_for
 
 ROUNDS = 50
@@ -63,23 +63,23 @@ def test_no_record_published_after_a_revocation_is_delivered_in_fifty_rounds_on_
     since = end_positions(services.kafka, [ingest_topic(T1)])  # the gate started at the end before this
     fenced: set[str] = set()     # published after a revocation was acknowledged
     allowed: set[str] = set()    # published after the reinstatement was acknowledged
-    writer = ControlWriter(services.kafka)
+    writer = control_writer(services.kafka)
     try:
         with open_ingest(services.kafka, services.registry_url, Settings()) as (ingest, _):
             for n in range(ROUNDS):
-                policy_changes.revoke(writer, AGREEMENT, reason=f"fence round {n}", by="test")
+                policy_changes.revoke(writer, AGREEMENT, reason=f"fence round {n}", by=TEST_OPERATOR)
                 cases = positive_tests(specimen_day(), {"leicester": 5}, prefix=f"{prefix}-R{n:02d}-")
                 assert all(o.status == "accepted" for o in ingest.publish(T1, cases, source="test"))
                 fenced |= {c["specimen_id"] for c in cases}
                 wait_consumed(services.kafka, gate.settings.gate_group, since)
-                policy_changes.reinstate(writer, AGREEMENT, by="test")
+                policy_changes.reinstate(writer, AGREEMENT, by=TEST_OPERATOR)
                 cases = positive_tests(specimen_day(), {"leicester": 2}, prefix=f"{prefix}-A{n:02d}-")
                 assert all(o.status == "accepted" for o in ingest.publish(T1, cases, source="test"))
                 allowed |= {c["specimen_id"] for c in cases}
                 # Consumed before the next round's revocation, or the fence (rightly) holds them back too.
                 wait_consumed(services.kafka, gate.settings.gate_group, since)
     finally:
-        policy_changes.reinstate(writer, AGREEMENT, by="test")
+        policy_changes.reinstate(writer, AGREEMENT, by=TEST_OPERATOR)
         writer.close()
     delivered = {r["specimen_id"] for r, _ in receiver.records(
         LEICESTER_DPH, start, lambda r, h: r["specimen_id"].startswith(prefix), want=len(allowed), timeout_s=60)}

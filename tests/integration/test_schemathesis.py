@@ -31,11 +31,10 @@ from broker.domain.webhooks import parse_allow
 from broker.local.stack import Endpoints
 from broker.local.toolchain import REPO_ROOT
 from broker.runtime.api import open_ingest
-from broker.runtime.governance import GovernanceService
 from broker.runtime.registry import open_registry
 from broker.security.api_tokens import TokenVerifier
 from broker.services.ingest import read_quarantine
-from tests.conftest import SCHEMAS, opa_as
+from tests.conftest import SCHEMAS, governance_service, opa_as
 from tests.integration import schemathesis_support as fuzz
 from tests.integration.gate_support import T1
 from tests.unit.auth_fakes import KEY, now
@@ -96,7 +95,7 @@ def registry_target(services: Endpoints, applied_catalog: dict[str, Any]) -> Ite
 def governance_target(services: Endpoints, applied_catalog: dict[str, Any]) -> Iterator[Target]:
     run = uuid.uuid4().hex[:8]
     # A ticker that never fires within the run: deadlines are not what is tested here.
-    service = GovernanceService(services.kafka, audit_key=new_signing_key(), schemas_dir=SCHEMAS,
+    service = governance_service(services, audit_key=new_signing_key(), schemas_dir=SCHEMAS,
                                 webhook_secret=token_bytes(32), webhook_allow=parse_allow("127.0.0.1/32"),
                                 tick_s=3600.0,
                                 transactional_id=f"fuzz-governance-{run}", topic=f"_accord.governance.fuzz-{run}",
@@ -105,7 +104,8 @@ def governance_target(services: Endpoints, applied_catalog: dict[str, Any]) -> I
         dispute = service.governance.raise_dispute(Actor(LEICESTER, "dph", "Fuzz Player"), DisputeRequest(
             kind="refusal", stream=T1, role="dph", purpose="health-protection", justification="fuzzing",
             fields=("lsoa",), decision_id="plan-refused", urgency="urgent"))
-        app = create_governance_app(service.governance, service.notifier.log, guard=_guard(services.opa_url))
+        app = create_governance_app(service.governance, service.notifier.log, guard=_guard(services.opa_url),
+                                    changes=service.changes)  # the control changes are fuzzed too
         yield Target("governance", app, (LEICESTER, "dph"), {"ident": dispute.id})
     finally:
         service.stop()

@@ -12,15 +12,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
 from broker.adapters.registry_memory import InMemorySchemaRegistry
 from broker.catalog import revision_of
 from broker.demo.synthetic import positive_tests
+from broker.domain.audit import key_id
+from broker.domain.control_signing import sign
 from broker.domain.geography import LaTable, load_la_table
 from broker.domain.messages import ControlRecord, Evaluation, Record
 from broker.domain.residence import ResidenceTable
-from broker.domain.topics import AUDIT_TOPIC, ingest_topic
+from broker.domain.topics import AUDIT_TOPIC, CONTROL_TOPIC, ingest_topic
 from broker.errors import PolicyEngineError, ServiceError
-from broker.services.gate import AuditAppender, Gate, GateParts
+from broker.services.gate import AuditAppender, Gate, GateCounters, GateParts
 from broker.services.planner import PLAN_RULE, Planner
 from broker.services.serde import AvroDeserializer, AvroSerializer, SerializationContext
 from tests.unit.policy_server import policy_server
@@ -133,18 +137,39 @@ class FakeStage:
 
 
 # -- the control topic ----------------------------------------------------------------------------------
+CONTROL_KEY = Ed25519PrivateKey.generate()  # the governance service's control-signing key, for these tests
+CONTROL_PUBLIC = CONTROL_KEY.public_key()
+
+
+def trusted(ident: str) -> Ed25519PublicKey | None:
+    """The gate's trusted keys: CONTROL_KEY's public key only."""
+    return CONTROL_PUBLIC if ident == key_id(CONTROL_PUBLIC) else None
+
+
 class FakeControl:
-    """The control topic; like ControlReader it keeps a position, so `read_to` returns only records not read yet."""
+    """The control topic; like ControlReader it keeps a position, so `read_to` returns only records not read yet.
+
+    `append` writes as the governance service does, signed with CONTROL_KEY and stamped by the broker at
+    `timestamp_ms`; `append_record` writes whatever a test forges."""
 
     def __init__(self) -> None:
         self.records: list[ControlRecord] = []
         self.end = 0
         self.position = 0
 
-    def append(self, key: str, value: dict[str, Any] | None, timestamp_ms: int | None = None) -> int:
+    def append(self, key: str, value: dict[str, Any] | None, timestamp_ms: int | None = None,
+               signer: Ed25519PrivateKey | None = CONTROL_KEY) -> int:
+        at_ms = 1_000 * (self.end + 1) if timestamp_ms is None else timestamp_ms
+        payload = None if value is None else json.dumps(value).encode()
+        headers = () if signer is None else tuple(
+            sign(signer, CONTROL_TOPIC, key, payload, at_ms * 1000 + self.end).headers())
+        return self.append_record(key, payload, at_ms, headers)
+
+    def append_record(self, key: str, payload: bytes | None, timestamp_ms: int,
+                      headers: tuple[tuple[str, bytes], ...] = (), broker_stamped: bool = True) -> int:
         offset = self.end
-        self.records.append(ControlRecord(offset, key, value, 1_000 * (offset + 1) if timestamp_ms is None
-                                          else timestamp_ms))
+        self.records.append(ControlRecord(offset, key, payload, timestamp_ms, CONTROL_TOPIC, headers,
+                                          broker_stamped))
         self.end += 1
         return offset
 
@@ -294,7 +319,7 @@ class GateHarness:
 
 def make_gate(document: Mapping[str, Any] | None = None, clock: FakeClock | None = None,
               replan_every_s: float = 10.0, residence: ResidenceTable | None = None,
-              audit: AuditAppender | None = None) -> GateHarness:
+              audit: AuditAppender | None = None, counters: GateCounters | None = None) -> GateHarness:
     """A gate over T1 whose control topic holds `document` (default: catalog_document()); not started yet."""
     stage, control, engine, registry = FakeStage(), FakeControl(), FakePolicyEngine(), InMemorySchemaRegistry()
     clock = clock or FakeClock()
@@ -302,11 +327,12 @@ def make_gate(document: Mapping[str, Any] | None = None, clock: FakeClock | None
     ensured: list[str] = []
     decisions: list[dict[str, Any]] = []
     control.append_catalog(document or catalog_document())
-    parts = GateParts(stage=stage, control=control, planner=Planner(engine, check_every_s=0), registry=registry,
+    parts = GateParts(stage=stage, control=control, control_keys=trusted, planner=Planner(engine, check_every_s=0),
+                      registry=registry,
                       schemas={T1: T1_SCHEMA}, la_table=LA_TABLE, pseudonym_secret=b"unit-test-pseudonym-secret",
                       ensure_topics=ensured.extend, status=lambda worker, status: statuses.append(status),
                       audit=audit or (lambda kind, record: decisions.append({"kind": kind, **record})),
                       residence=residence)
-    gate = Gate(parts, "worker-1", clock=clock, replan_every_s=replan_every_s)
+    gate = Gate(parts, "worker-1", clock=clock, replan_every_s=replan_every_s, counters=counters)
     return GateHarness(gate, stage, control, engine, registry, clock, statuses, ensured,
                        AvroSerializer(registry, json.dumps(T1_SCHEMA)), decisions)

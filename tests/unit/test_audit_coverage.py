@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from broker.domain.audit_records import records_digest
+from broker.domain.ladder import Actor
 from broker.domain.topics import AUDIT_TOPIC, delivery_topic
 from broker.errors import ServiceError
 from broker.services import policy_changes
@@ -147,20 +148,28 @@ class FakeWriter:
         return [value or {} for topic, key, value in self.appended if topic == AUDIT_TOPIC]
 
 
+OPERATOR = Actor("accord", "operator", "Ops on call")
+IG_LEAD = Actor("ukhsa", "ig-lead", "UKHSA IG Lead")
+BOARD = Actor("dhsc", "governance-board", "Board member")
+
+
 def test_each_policy_change_is_audited_after_its_control_record() -> None:
     writer, document = FakeWriter(), catalog_document()
-    policy_changes.apply_catalog(writer, FakePolicyEngine(), document, by="ig-lead")
-    policy_changes.revoke(writer, "t1-nottingham", "DSA withdrawn", by="ig-lead")
-    policy_changes.reinstate(writer, "t1-nottingham", by="board")
-    policy_changes.declare_level(writer, "emergency", by="board")
+    policy_changes.apply_catalog(writer, FakePolicyEngine(), document, by=OPERATOR)
+    policy_changes.revoke(writer, "t1-nottingham", "DSA withdrawn", by=IG_LEAD)
+    policy_changes.reinstate(writer, "t1-nottingham", by=BOARD)
+    policy_changes.declare_level(writer, "emergency", by=BOARD)
 
     assert [(topic, key) for topic, key, _ in writer.appended[1::2]] == [(AUDIT_TOPIC, "catalog-change")] * 4
     applied, revoked, reinstated, declared = writer.audited()
     assert (applied["change"], applied["control"], applied["by"], applied["revision"]) == (
-        "catalog-applied", {"key": "catalog", "offset": 0}, "ig-lead", document["revision"])
+        "catalog-applied", {"key": "catalog", "offset": 0}, OPERATOR.to_json(), document["revision"])
     assert applied["agreements"] == sorted(document["agreements"])
     assert (revoked["change"], revoked["agreement"], revoked["reason"], revoked["control"]["offset"]) == (
         "agreement-revoked", "t1-nottingham", "DSA withdrawn", 2)
-    assert (reinstated["change"], reinstated["by"]) == ("agreement-reinstated", "board")
+    # the person the token named, on the control record as in the audit record
+    assert revoked["by"] == {"body": "ukhsa", "role": "ig-lead", "person": "UKHSA IG Lead"}
+    assert writer.appended[2][2] is not None and writer.appended[2][2]["by"] == revoked["by"]
+    assert (reinstated["change"], reinstated["by"]) == ("agreement-reinstated", BOARD.to_json())
     assert (declared["change"], declared["level"], declared["scope"]) == ("emergency-declared", "emergency",
                                                                           "national")

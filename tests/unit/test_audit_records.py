@@ -172,8 +172,9 @@ def test_a_decision_records_which_fields_hold_in_which_areas_and_a_change_of_sco
 
 def test_a_catalog_change_names_its_control_record_who_and_what() -> None:
     document = {"revision": "c-1", "bodies": {"b": {}, "a": {}}, "streams": {"s": {}}, "agreements": {"t1-x": {}}}
-    body = catalog_change("catalog-applied", "catalog", 41, "ig-lead", AT, catalog_contents(document))
-    assert body == {"change": "catalog-applied", "control": {"key": "catalog", "offset": 41}, "by": "ig-lead",
+    by = {"body": "accord", "role": "operator", "person": "Ops on call"}
+    body = catalog_change("catalog-applied", "catalog", 41, by, AT, catalog_contents(document))
+    assert body == {"change": "catalog-applied", "control": {"key": "catalog", "offset": 41}, "by": by,
                     "at": AT, "revision": "c-1", "bodies": ["a", "b"], "streams": ["s"], "agreements": ["t1-x"]}
     assert catalog_contents(None) == {"revision": None}
 

@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker.domain import control
 from broker.domain.control import PolicyState
@@ -210,6 +211,54 @@ def test_a_revocation_tombstone_reinstates_the_agreement(h: GateHarness) -> None
     h.gate.step()
 
     assert sources(h.delivered(LEICESTER_DPH)) == {f"{INGEST}/0/1".encode()}
+
+
+class RefusalCounter:
+    def __init__(self) -> None:
+        self.refused: list[str] = []
+
+    def records(self, stream: str, outcome: str, n: int) -> None:
+        pass
+
+    def enforced(self, seconds: float) -> None:
+        pass
+
+    def control_refused(self, reason: str) -> None:
+        self.refused.append(reason)
+
+
+def test_a_control_record_no_trusted_key_signed_is_counted_and_never_applied() -> None:
+    counter = RefusalCounter()
+    h = make_gate(counters=counter)
+    h.gate.start()
+    before = h.gate.state
+    revocation = {"kind": "revocation", "agreement": "t1-leicester"}
+    h.control.append("revocation/t1-leicester", revocation, signer=None)
+    h.control.append("revocation/t1-leicester", revocation, signer=Ed25519PrivateKey.generate())
+    forged = {**catalog_document(), "revision": "c-forged", "agreements": {}}
+    h.control.append("catalog", {"kind": "catalog", "revision": "c-forged", "document": forged}, signer=None)
+    h.stage.queue(h.record(0))
+    h.gate.step()
+
+    assert counter.refused == ["unsigned", "unknown-key", "unsigned"]
+    assert h.engine.data["accord/catalog"]["revision"] == before.catalog_revision != "c-forged"  # never pushed
+    assert sources(h.delivered(LEICESTER_DPH)) == {f"{INGEST}/0/0".encode()}  # still delivered: nothing applied
+    assert (h.gate.state.revoked, h.gate.state.catalog) == (before.revoked, before.catalog)
+    assert h.engine.plan_requests()[-1]["revoked"] == []
+
+
+def test_an_old_signed_grant_appended_again_is_refused() -> None:
+    counter = RefusalCounter()
+    h = make_gate(counters=counter)
+    h.gate.start()
+    grant = {"id": "g-1", "subscriber": "nottingham-city-council", "role": "dph", "stream": T1}
+    h.control.append("grant/g-1", grant)
+    h.control.append("grant/g-1", None)
+    granted = h.control.records[-2]
+    h.control.append_record(granted.key, granted.payload, granted.timestamp_ms + 1_000, granted.headers)
+    h.gate.sync()
+
+    assert counter.refused == ["replayed"] and "g-1" not in h.gate.state.grants
 
 
 def test_a_plan_is_replanned_when_it_expires_before_the_next_batch() -> None:

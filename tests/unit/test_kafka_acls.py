@@ -22,7 +22,7 @@ from broker.domain.kafka_acls import (
     subscriber_user,
     users,
 )
-from broker.domain.topics import AUDIT_TOPIC, CHAIN_TOPIC, GOVERNANCE_TOPIC, delivery_topic
+from broker.domain.topics import AUDIT_TOPIC, CHAIN_TOPIC, CONTROL_TOPIC, GOVERNANCE_TOPIC, STATUS_TOPIC, delivery_topic
 from broker.errors import ConfigError
 
 STREAMS = ["ukhsa.positive-tests", "nhsd.shielded-patients"]
@@ -188,3 +188,12 @@ def test_only_the_governance_service_writes_the_audit_chain() -> None:
                if _allowed(bindings, user, Resource.TOPIC, CHAIN_TOPIC, Op.WRITE)}
     assert writers == {SERVICE_USERS["governance"]}
     assert _allowed(bindings, SERVICE_USERS["gate"], Resource.TOPIC, AUDIT_TOPIC, Op.WRITE)
+
+
+def test_only_the_governance_service_which_signs_control_records_may_write_the_control_topic(
+        bindings: list[Binding]) -> None:
+    writers = {user for user in users(bodies_from_catalog(BODIES, STREAMS))
+               if _allowed(bindings, user, Resource.TOPIC, CONTROL_TOPIC, Op.WRITE)}
+    assert writers == {SERVICE_USERS["governance"]}
+    assert _allowed(bindings, SERVICE_USERS["gate"], Resource.TOPIC, CONTROL_TOPIC, Op.READ)
+    assert _allowed(bindings, SERVICE_USERS["gate"], Resource.TOPIC, STATUS_TOPIC, Op.WRITE)  # its own acks

@@ -22,7 +22,7 @@ from broker.adapters.kafka_transactions import FETCH_MAX_WAIT_MS, RETRY_BACKOFF_
 from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.domain import control
 from broker.domain.control import PolicyState
-from broker.domain.geography import load_la_table
+from broker.domain.geography_files import load_la_table
 from broker.domain.jurisdiction import Unresolved, resolve_areas
 from broker.domain.plans import Plan, Projector, projected_schema
 from broker.domain.pseudonyms import Pseudonymiser, subscriber_key

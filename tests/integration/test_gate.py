@@ -119,7 +119,7 @@ def test_unresolvable_geography_is_quarantined_never_guessed(
         services: Endpoints, gate: GateThread, receiver: Receiver) -> None:
     prefix = _prefix()
     (case,) = positive_tests(specimen_day(), {"leicester": 1}, prefix=prefix)
-    case |= {"ltla": None, "utla": None}  # a postcode no lookup resolved
+    case |= {"ltla": None, "utla": None, "lsoa": None}  # a postcode no lookup resolved
     start = end_offsets(services.kafka, WATCHED)
     (source,) = _publish(services, [case])
     log = KafkaLog(services.kafka)

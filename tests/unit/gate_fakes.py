@@ -15,7 +15,8 @@ from typing import Any
 from broker.adapters.registry_memory import InMemorySchemaRegistry
 from broker.catalog import revision_of
 from broker.demo.synthetic import positive_tests
-from broker.domain.geography import LaTable, load_la_table
+from broker.domain.geography import LaTable
+from broker.domain.geography_files import load_la_table
 from broker.domain.messages import ControlRecord, Evaluation, Record
 from broker.domain.residence import ResidenceTable
 from broker.domain.topics import AUDIT_TOPIC, ingest_topic

@@ -161,6 +161,19 @@ def test_body_areas_must_be_known_and_of_the_bodys_tier(catalog: Path) -> None:
         in message
 
 
+def test_an_agreement_or_body_naming_a_code_retired_in_2023_is_told_its_successor(catalog: Path) -> None:
+    agreement = catalog / "agreements/t1-leicestershire.yaml"
+    edit(agreement, "review_date:", "row_scope: [E07000026]\nreview_date:")       # Allerdale, now in Cumberland
+    bodies = catalog / "bodies.yaml"
+    edit(bodies, "areas: [E07000129]", "areas: [E07000163]")                     # Craven, now in North Yorkshire
+    message = problems(catalog)
+    assert (f"catalog/agreements/t1-leicestershire.yaml:{line_of(agreement, 'row_scope')}: row_scope.0: E07000026 "
+            "(Allerdale) was abolished on 2023-04-01; its successor is E06000063 (Cumberland) (ONS December 2023); "
+            "use a known code") in message
+    assert (f"catalog/bodies.yaml:{line_of(bodies, 'E07000163')}: bodies.17.areas.0: E07000163 (Craven) was "
+            "abolished on 2023-04-01; its successor is E06000065 (North Yorkshire) (ONS December 2023)") in message
+
+
 def test_every_problem_is_reported_at_once(catalog: Path) -> None:
     edit(catalog / "agreements/t1-leeds.yaml", "subscriber: leeds-city-council", "subscriber: nobody")
     edit(catalog / "agreements/t1-hackney.yaml", "template: t1-positive-tests", "template: t1-positive-test")

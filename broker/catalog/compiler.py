@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.catalog.ladder import compile_ladder
-from broker.catalog.loader import Problems, load_catalog
+from broker.catalog.loader import CatalogError, Problems, load_catalog
 from broker.catalog.models import OVERRIDABLE, SUBSCRIBER_AREAS, Agreement, Body, Catalog, Origin, Stream, Template
 from broker.catalog.tiers import SchemaView, compile_tiers
 from broker.domain.flows import Flow
@@ -27,8 +27,9 @@ _DEFAULTS: Mapping[str, Any] = {"row_scope": SUBSCRIBER_AREAS, "emergency_level_
 def load_and_compile(directory: Path, schemas_dir: Path, geography: Path | None = None) -> dict[str, Any]:
     """Load `directory`, then compile it against the `.avsc` schemas and the LA table of `geography` (default: the
     catalog's own geography/, as the gate and ingest read it, or the shipped ONS lookups if it has none)."""
+    own = directory / "geography"
     if geography is None:
-        geography = directory / "geography" if (directory / "geography" / MANIFEST).is_file() else GEOGRAPHY_DIR
+        geography = own if (own / MANIFEST).is_file() else GEOGRAPHY_DIR
     catalog = load_catalog(directory)
     if not schemas_dir.is_dir():
         raise ConfigError(f"schema directory {schemas_dir} does not exist; pass the folder of the streams' .avsc files")
@@ -36,7 +37,16 @@ def load_and_compile(directory: Path, schemas_dir: Path, geography: Path | None 
         schemas = load_stream_schemas(schemas_dir)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read the stream schemas in {schemas_dir}: {exc}; fix the .avsc file") from exc
-    return compile_catalog(catalog, schemas, load_la_table(geography))
+    try:
+        la_table = load_la_table(geography)
+    except ConfigError as exc:
+        if geography != own:
+            raise
+        # The catalog's own geography/ is one of its files: its fault is listed like theirs, by catalog-relative path.
+        where = own.relative_to(directory.parent)
+        raise CatalogError("the catalog's geography does not load: 1 problem; fix the line below",
+                           [f"{where}: {str(exc).replace(f'{directory.parent}/', '')}"]) from exc
+    return compile_catalog(catalog, schemas, la_table)
 
 
 def compile_catalog(catalog: Catalog, schemas: Mapping[str, dict[str, Any]], la_table: LaTable) -> dict[str, Any]:

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import yaml
-
 from broker.domain.geography import (
     COUNTRY_CODES,
     LTLA_PREFIXES,
@@ -31,6 +29,7 @@ from broker.errors import ConfigError
 
 GEOGRAPHY_DIR = Path(__file__).resolve().parents[2] / "catalog/geography"
 MANIFEST = "geography.yaml"
+_MANIFEST_KEYS = ("vintage", "authorities", "lsoas", "successors")
 AUTHORITY_COLUMNS = ("lad_code", "lad_name", "utla_code", "utla_name", "region_code", "region_name", "country")
 # Accord's column, or ONS's header of any year (LAD23CD, CTYUA24NM, ...): the two digits are the vintage's year.
 _HEADERS: Mapping[str, re.Pattern[str]] = {
@@ -76,18 +75,37 @@ class AuthorityRow:
 def geography_files(directory: Path = GEOGRAPHY_DIR) -> GeographyFiles:
     """Read `directory`/geography.yaml: the vintage in force and the files holding it."""
     path = directory / MANIFEST
+    entries = _read_manifest(path)
+    if missing := [key for key in ("vintage", "authorities", "lsoas") if not entries.get(key)]:
+        raise ConfigError(f"{path}: needs {', '.join(missing)}; `accord geography load` writes it")
+    for key in ("authorities", "lsoas", "successors"):
+        if key in entries and Path(entries[key]).name != entries[key]:
+            raise ConfigError(f"{path}: {key} {entries[key]!r} must name a file beside it, without a directory")
+    successors = entries.get("successors")
+    return GeographyFiles(directory, entries["vintage"], directory / entries["authorities"],
+                          directory / entries["lsoas"], directory / successors if successors else None)
+
+
+def _read_manifest(path: Path) -> dict[str, str]:
+    # A few `key: value` lines (valid YAML, read strictly): nothing in it is expanded or constructed.
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}; `accord geography load` writes it") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not YAML ({exc}); `accord geography load` writes it") from exc
-    wanted = ("vintage", "authorities", "lsoas")
-    if not isinstance(document, dict) or not all(isinstance(document.get(k), str) and document[k] for k in wanted):
-        raise ConfigError(f"{path}: needs {', '.join(wanted)} (text) and may name successors")
-    successors = document.get("successors")
-    return GeographyFiles(directory, document["vintage"], directory / document["authorities"],
-                          directory / document["lsoas"], directory / successors if successors else None)
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path} ({exc}); `accord geography load` writes it") from exc
+    entries: dict[str, str] = {}
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        key, colon, value = stripped.partition(":")
+        value = value.strip()
+        if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        if not colon or key not in _MANIFEST_KEYS or key in entries:
+            raise ConfigError(f"{path}:{lineno}: expected one `key: value` line for each of "
+                              f"{', '.join(_MANIFEST_KEYS)}; found {stripped[:60]!r}")
+        entries[key] = value
+    return entries
 
 
 def load_la_table(directory: Path = GEOGRAPHY_DIR) -> LaTable:
@@ -289,6 +307,8 @@ def write_vintage(directory: Path, vintage: str, rows: list[AuthorityRow], lsoa_
     """Write the vintage's two files in Accord's columns, then geography.yaml naming them (last, so a failure leaves
     the vintage in force as it was)."""
     year = _year(vintage)
+    if "\n" in vintage or "#" in vintage:
+        raise ConfigError(f"vintage {vintage!r}: one line of text without '#', e.g. 'ONS May 2024'")
     files = GeographyFiles(directory, vintage, directory / f"lad-utla-region-{year}.csv",
                            directory / f"lsoa{lsoa_year}-lad{year[2:]}-ew.csv",
                            directory / successors if successors else None)
@@ -301,7 +321,7 @@ def write_vintage(directory: Path, vintage: str, rows: list[AuthorityRow], lsoa_
     (directory / MANIFEST).write_text(
         "# The ONS lookups Accord routes rows by (README.md here says where they come from).\n"
         "# `accord geography load` validates a newer vintage and rewrites this file and the files it names.\n"
-        + yaml.safe_dump(manifest, sort_keys=False, allow_unicode=True), encoding="utf-8")
+        + "".join(f"{key}: {value}\n" for key, value in manifest.items()), encoding="utf-8")
     return files
 
 

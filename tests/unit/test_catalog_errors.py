@@ -266,3 +266,10 @@ def test_required_fields_must_be_stream_fields_listed_once(catalog: Path) -> Non
             "ukhsa.positive-tests; required fields must be stream fields") in problems(catalog)
     edit(agreement, "required_fields: [postcode, nhs_numbr]", "required_fields: [postcode, postcode]")
     assert "'postcode' is listed twice; list it once" in problems(catalog)
+
+
+def test_a_broken_geography_of_the_catalog_is_listed_like_its_other_files(catalog: Path) -> None:
+    manifest = catalog / "geography/geography.yaml"
+    edit(manifest, "lsoas:", "lsoas_file:")
+    assert (f"catalog/geography: catalog/geography/geography.yaml:{line_of(manifest, 'lsoas_file')}: expected one "
+            "`key: value` line") in problems(catalog)

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
 from broker.domain.geography import GssCode, LaTable, LocalAuthority, Tier, is_well_formed
 from broker.domain.geography_files import (
@@ -218,7 +219,7 @@ def test_missing_columns_and_missing_file(tmp_path: Path) -> None:
                                   header="LAD23CD,LAD23NM,UTLA23CD,UTLA23NM"), "test")
     with pytest.raises(ConfigError, match="cannot read the LA table"):
         read_la_table(tmp_path / "absent.csv", "test")
-    with pytest.raises(ConfigError, match=r"geography\.yaml: .*accord geography load"):
+    with pytest.raises(ConfigError, match=r"cannot read .*geography\.yaml .*accord geography load"):
         load_la_table(tmp_path)
 
 
@@ -242,3 +243,22 @@ def test_a_successor_retired_later_is_followed_to_the_code_in_force(tmp_path: Pa
                     "E07000001,Old District,2020-04-01,E07000002\nE07000002,Middle District,2023-04-01,E06000016\n")
     loaded = read_la_table(write_table(tmp_path, LEICESTER_ROW), "test", path)
     assert loaded.why_unknown("E07000001").endswith("its successor is E06000016 (Leicester) (test)")
+
+
+@pytest.mark.parametrize(("manifest", "message"), [
+    ("vintage: ONS\nauthorities: a.csv\n", r"geography\.yaml: needs lsoas"),
+    ("vintage: ONS\nvintage: ONS\n", r"geography\.yaml:2: expected one `key: value` line"),
+    ("!!python/object/apply:os.getcwd []\n", r"geography\.yaml:1: expected one `key: value` line"),
+    ("vintage: ONS\nauthorities: ../bodies.yaml\nlsoas: l.csv\n", r"authorities '\.\./bodies\.yaml' must name a file"),
+])
+def test_a_bad_manifest_is_refused_with_its_line(tmp_path: Path, manifest: str, message: str) -> None:
+    (tmp_path / "geography.yaml").write_text(manifest, encoding="utf-8")
+    with pytest.raises(ConfigError, match=message):
+        load_la_table(tmp_path)
+
+
+def test_the_shipped_manifest_reads_as_yaml_too() -> None:
+    files = geography_files()
+    assert yaml.safe_load((GEOGRAPHY_DIR / "geography.yaml").read_text(encoding="utf-8")) == {
+        "vintage": files.vintage, "authorities": files.authorities.name, "lsoas": files.lsoas.name,
+        "successors": "successors.csv"}

@@ -10,6 +10,7 @@ import json
 import platform
 import sys
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ def main() -> None:
     start = time.monotonic()
     results: list[dict[str, Any]] = []
     only_geography = sys.argv[1:] == ["geography"]
-    everything = [lambda: [serde.run()], gate.run, pull.run, lambda: [postgres_sink.run()]]
+    everything: list[Callable[[], Iterable[dict[str, Any]]]] = [
+        lambda: [serde.run()], gate.run, pull.run, lambda: [postgres_sink.run()]]
     for scenarios in [gate.run_geography] if only_geography else everything:
         for result in scenarios():
             print(json.dumps(result), flush=True)

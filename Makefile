@@ -58,7 +58,7 @@ pytest: setup
 
 ## bench: benchmarks, JSON results with ratios against a baseline measured in the same run
 bench: setup
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks $(BENCH)
 
 down:
 	$(ACCORD) local down

@@ -1,7 +1,8 @@
 """The gate benchmarks, all in one run on one local stack (Kafka, OPA, registry) started here and wiped at the end.
 
 (a) raw kafka-python transactional passthrough (baseline), (b) the real gate with one subscriber receiving every
-record, (c) the real gate with the ten T1 councils as subscribers (DPH tier only, and the shipped catalog as is),
+record, (c) the real gate with the ten T1 councils as subscribers (DPH tier only, and the shipped catalog as is;
+c_small: as c on the 28-authority LA table of before and no residence lookup, to show what the ONS tables cost),
 (d) a naive gate asking OPA per record,
 (e) publish → deliver latency at 1,000 records/s, (f) policy change → enforced latency, idle and under load,
 (g) the revocation fence's cost: the control topic's end read before each batch is released.
@@ -9,6 +10,7 @@ record, (c) the real gate with the ten T1 councils as subscribers (DPH tier only
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import platform
 import statistics
@@ -31,6 +33,7 @@ from benchmarks.gate_setup import (
     hub_catalog,
     local_bench,
 )
+from broker.demo.synthetic import spread
 from broker.domain.topics import delivery_topic
 from broker.local.toolchain import REPO_ROOT
 
@@ -40,6 +43,7 @@ ROUNDS = 3
 WARMUP = 1_000  # records consumed before the clock starts, the same in every throughput scenario
 LOAD_RATE = 1000.0
 GOALS = {"b/a": 0.7, "c/a": 0.5, "c_shipped/a": 0.5, "b/d": 20.0}
+C_FULL, C_SMALL = "c-gate-10-subscribers-dph", "c-gate-10-subscribers-dph-small-table"
 
 
 def machine() -> dict[str, Any]:
@@ -52,8 +56,8 @@ def machine() -> dict[str, Any]:
                       f"records ((d) the first {NAIVE_RECORDS}), published while the loop waits; both sets are "
                       "spread evenly over the ten T1 councils' places, key = utla, 4 partitions; the clock runs "
                       "from the first poll to the commit of the last measured record",
-                      f"(a), (b), (c) alternate over {ROUNDS} rounds, each with a fresh consumer group and a fresh "
-                      "gate worker; each reports its best round and lists every round; (d) runs once",
+                      f"(a), (b), (c), (c_small) alternate over {ROUNDS} rounds, each with a fresh consumer group and "
+                      "a fresh gate worker; each reports its best round and lists every round; (d) runs once",
                       "the gate and (a) subscribe to all six ingest topics (24 partitions, only T1's hold records); "
                       "(a) uses TransactionalStage's consumer and producer settings; the gate also reads the end of "
                       "the control topic once per batch and adds two headers to each delivery",
@@ -81,22 +85,45 @@ def _throughput(bench: Bench, tmp: Path) -> Iterator[dict[str, Any]]:
     bench.warmup = encoded_cases(bench, WARMUP, prefix="WARM", seed=1918)
     hub_topic = delivery_topic(HUB, "dph", T1)
     shipped = [delivery_topic(council, role, T1) for council in COUNCILS for role in ("dph", "analyst")]
-    gates = {"b": ("b-gate-1-subscriber", hub_catalog(tmp), [hub_topic]),
-             "c": ("c-gate-10-subscribers-dph", dph_only_catalog(tmp), dph_topics()),
-             "c_shipped": ("c-gate-10-subscribers-shipped", REPO_ROOT / "catalog", shipped)}
-    runs: dict[str, list[dict[str, Any]]] = {"a": [], "b": [], "c": [], "c_shipped": []}
+    dph = dph_only_catalog(tmp)
+    gates = {"b": ("b-gate-1-subscriber", hub_catalog(tmp), [hub_topic], False),
+             "c": (C_FULL, dph, dph_topics(), False), "c_small": (C_SMALL, dph, dph_topics(), True),
+             "c_shipped": ("c-gate-10-subscribers-shipped", REPO_ROOT / "catalog", shipped, False)}
+    runs: dict[str, list[dict[str, Any]]] = {key: [] for key in ("a", *gates)}
     naive: dict[str, Any] = {}
     for round_ in range(ROUNDS):
         runs["a"].append(gate_throughput.passthrough(bench, bench.records))
-        for key, (scenario, catalog, topics) in gates.items():
+        for key, (scenario, catalog, topics, small) in gates.items():
             bench.apply(catalog)
-            runs[key].append(gate_throughput.real_gate(bench, scenario, bench.records, topics))
+            runs[key].append(gate_throughput.real_gate(bench, scenario, bench.records, topics, small))
             if key == "b" and round_ == 0:
                 naive = gate_throughput.naive_gate(bench, bench.records[:NAIVE_RECORDS], [hub_topic])
     best = {key: _best(results) for key, results in runs.items()}
-    yield from (best["a"], best["b"], best["c"], best["c_shipped"], naive)
+    yield from (best["a"], best["b"], best["c"], best["c_small"], best["c_shipped"], naive, _routing_only())
     yield ratios(best | {"d": naive}, runs)
     yield gate_throughput.control_fence(bench, best["c"])
+
+
+def run_geography() -> Iterator[dict[str, Any]]:
+    """Only c and c_small (`python -m benchmarks geography`): the gate on the ONS tables against the small table of
+    before, alternating over ROUNDS rounds on one stack, with their ratio."""
+    with tempfile.TemporaryDirectory(prefix="accord-bench-") as tmp, local_bench(Path(tmp) / "stack") as bench:
+        yield machine()
+        bench.records = encoded_cases(bench, RECORDS, prefix="BENCH")
+        bench.warmup = encoded_cases(bench, WARMUP, prefix="WARM", seed=1918)
+        bench.apply(dph_only_catalog(Path(tmp)))
+        runs: dict[str, list[dict[str, Any]]] = {"c": [], "c_small": []}
+        for _ in range(ROUNDS):
+            for key, scenario, small in (("c", C_FULL, False), ("c_small", C_SMALL, True)):
+                runs[key].append(gate_throughput.real_gate(bench, scenario, bench.records, dph_topics(), small))
+        best = {key: _best(results) for key, results in runs.items()}
+        yield from (best["c"], best["c_small"], _routing_only())
+        yield {"scenario": "ratios"} | _table_ratio(best, runs)
+
+
+def _routing_only() -> dict[str, Any]:
+    day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=3)
+    return gate_throughput.routing_only(spread(day, RECORDS, list(COUNCILS.values()), prefix="ROUTE"))
 
 
 def _best(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -130,8 +157,19 @@ def ratios(best: dict[str, dict[str, Any]], runs: dict[str, list[dict[str, Any]]
         found |= {name: value, f"{name} goal": goal, f"{name} met": value >= goal,
                   f"{name} from medians": round(medians[top] / medians[bottom], 3)}
     found["met"] = all(found[f"{name} met"] for name in GOALS)
+    found |= _table_ratio(best, runs)
     found["delivered_per_record"] = {key: r["delivered_per_record"] for key, r in best.items()}
     found["note"] = ("c: the ten T1 councils with their DPH tier only, one delivery per record like a and b; "
                      "c_shipped: the shipped catalog, DPH and analyst tier, two deliveries per record; "
                      "d ran once (one round)")
     return found
+
+
+def _table_ratio(best: dict[str, dict[str, Any]], runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """c/c_small: the gate's throughput on the ONS tables (every authority, residence by LSOA) over the small table
+    of before (no goal: below 1 is what the full tables cost)."""
+    median = {key: statistics.median(r["records_per_s"] for r in runs[key]) for key in ("c", "c_small")}
+    return {"c/c_small": round(best["c"]["records_per_s"] / best["c_small"]["records_per_s"], 3),
+            "c/c_small from medians": round(median["c"] / median["c_small"], 3),
+            "c/c_small note": "c on the ONS December 2023 tables (382 authorities, residence by 35,672 LSOAs), "
+                              "c_small on the 28-authority table of before without a residence lookup"}

@@ -23,6 +23,8 @@ from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.catalog import load_and_compile
 from broker.config import Settings
 from broker.demo.synthetic import PLACES, spread
+from broker.domain.geography import LaTable
+from broker.domain.geography_files import load_la_table
 from broker.domain.ladder import Actor
 from broker.domain.topics import delivery_topic, ingest_topic
 from broker.local.stack import Endpoints, LocalStack
@@ -65,6 +67,20 @@ signatories:
   - {{body: ukhsa, name: Benchmark IG Lead, role: ig-lead}}
   - {{body: {HUB}, name: Benchmark DPH, role: dph}}
 """
+
+
+# The 28 authorities of the LA table Accord shipped before the ONS December 2023 lookups (scenario c_small).
+SMALL_TABLE = frozenset({
+    "E10000018", *(f"E07000{n}" for n in range(129, 136)), "E06000016", "E06000018",
+    "E10000024", *(f"E07000{n}" for n in range(170, 177)), "E08000003", "E06000008", "E08000025", "E08000035",
+    "E09000001", "E09000012", "E06000052", "E06000053", "W06000015", "S12000036"})
+
+
+def small_la_table() -> LaTable:
+    """The old small table: those 28 rows of today's, and (as then) no residence lookup beside it."""
+    table = LaTable([a for a in load_la_table() if a.code in SMALL_TABLE], "the 28-authority table of before")
+    assert len(table) == len(SMALL_TABLE)
+    return table
 
 
 def dph_topics() -> list[str]:
@@ -122,8 +138,9 @@ class Bench:
     def gate_endpoints(self) -> GateEndpoints:
         return GateEndpoints(self.endpoints.kafka, self.endpoints.opa_url, self.endpoints.registry_url)
 
-    def settings(self, group: str, start_from: Literal["earliest", "latest"]) -> Settings:
-        return Settings(state_dir=self.state_dir, gate_group=group, gate_start_from=start_from)
+    def settings(self, group: str, start_from: Literal["earliest", "latest"], residence: bool = True) -> Settings:
+        return Settings(state_dir=self.state_dir, gate_group=group, gate_start_from=start_from,
+                        residence_lookup=None if residence else "off")
 
     def apply(self, catalog_dir: Path) -> dict[str, Any]:
         document = load_and_compile(catalog_dir, REPO_ROOT / "schemas")

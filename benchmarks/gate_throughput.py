@@ -10,19 +10,29 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import OffsetAndMetadata
 
-from benchmarks.gate_setup import T1, Bench, Timing, committed_ends, count_committed, group, timed
+from benchmarks.gate_setup import (
+    T1,
+    Bench,
+    Timing,
+    committed_ends,
+    count_committed,
+    group,
+    small_la_table,
+    timed,
+)
 from broker.adapters.kafka_admin import create_topics
 from broker.adapters.kafka_control import ControlReader
 from broker.adapters.kafka_transactions import FETCH_MAX_WAIT_MS, RETRY_BACKOFF_MS, TransactionalStage
 from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.domain import control
 from broker.domain.control import PolicyState
-from broker.domain.geography import load_la_table
+from broker.domain.geography_files import load_la_table, load_residence
 from broker.domain.jurisdiction import Unresolved, resolve_areas
 from broker.domain.plans import Plan, Projector, projected_schema
 from broker.domain.pseudonyms import Pseudonymiser, subscriber_key
@@ -94,12 +104,16 @@ def passthrough(bench: Bench, records: list[tuple[bytes, bytes]]) -> dict[str, A
     return result("a-raw-passthrough", timing, count_committed(bench.kafka, before)[PASSTHROUGH])
 
 
-def real_gate(bench: Bench, scenario: str, records: list[tuple[bytes, bytes]], topics: list[str]) -> dict[str, Any]:
-    """(b, c) services.gate.Gate from open_gate, stepped on this thread, on the catalog applied last."""
-    settings = bench.settings(group(scenario), "latest")
+def real_gate(bench: Bench, scenario: str, records: list[tuple[bytes, bytes]], topics: list[str],
+              small_table: bool = False) -> dict[str, Any]:
+    """(b, c) services.gate.Gate from open_gate, stepped on this thread, on the catalog applied last; with
+    `small_table`, on the 28-authority table of before and no residence lookup (as then) instead of the ONS tables."""
+    settings = bench.settings(group(scenario), "latest", residence=not small_table)
     before = committed_ends(bench.kafka, topics)
     batches = [0, 0]  # batches that held records, and their records (warm-up and measured)
-    with open_gate(bench.gate_endpoints, settings, f"bench-{scenario}") as gate:
+    tables = "28 authorities, no residence lookup" if small_table else "ONS: 382 authorities, 35,672 LSOAs"
+    with open_gate(bench.gate_endpoints, settings, f"bench-{scenario}",
+                   la_table=small_la_table() if small_table else None) as gate:
         gate.start()
         plans = sorted(d.topic for d in gate.deliveries.get(T1, ()))
 
@@ -110,7 +124,7 @@ def real_gate(bench: Bench, scenario: str, records: list[tuple[bytes, bytes]], t
 
         timing = timed(bench, step, gate.ready, bench.warmup, records)
     by_topic = count_committed(bench.kafka, before)
-    return result(scenario, timing, sum(by_topic.values()), t1_plans=len(plans),
+    return result(scenario, timing, sum(by_topic.values()), t1_plans=len(plans), tables=tables,
                   delivered_by_topic=_short(by_topic), mean_batch_records=round(batches[1] / max(1, batches[0]), 1))
 
 
@@ -137,6 +151,38 @@ def control_fence(bench: Bench, gate_result: dict[str, Any], samples: int = 2_00
             "share_of_gate_time": round(mean_s * batches_per_s, 4),
             "note": "share_of_gate_time = fence round trip x batches per second of the gate scenario it is set "
                     "against: the fraction of that gate's time spent on the fence"}
+
+
+def routing_only(cases: list[dict[str, Any]], rounds: int = 5) -> dict[str, Any]:
+    """The gate's routing step alone, no Kafka: the residence lookup and resolve_areas per record on the ONS tables,
+    against resolve_areas on the small table of before; both timed in alternating rounds, best of each, and the
+    tables' load times (each gate worker loads them once at start)."""
+    started = time.perf_counter()
+    full = load_la_table()
+    loaded_la = time.perf_counter()
+    residence = load_residence(None)
+    loaded_lsoas = time.perf_counter()
+    assert residence is not None
+    small = small_la_table()
+    jurisdiction = ("utla", "ltla")
+    steps: dict[str, Callable[[dict[str, Any]], object]] = {
+        "full": lambda case: resolve_areas(case, jurisdiction, full, residence.lad_of(case.get("lsoa"))),
+        "small": lambda case: resolve_areas(case, jurisdiction, small)}
+    best = dict.fromkeys(steps, float("inf"))
+    for _ in range(rounds):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            for case in cases:
+                step(case)
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {"scenario": "c-routing-only", "records": len(cases), "rounds": rounds,
+            "full_records_per_s": round(len(cases) / best["full"]),
+            "small_records_per_s": round(len(cases) / best["small"]),
+            "full/small": round(best["small"] / best["full"], 3),
+            "full_us_per_record": round(best["full"] / len(cases) * 1e6, 2),
+            "small_us_per_record": round(best["small"] / len(cases) * 1e6, 2),
+            "la_table_load_ms": round((loaded_la - started) * 1000, 1),
+            "lsoa_lookup_load_ms": round((loaded_lsoas - loaded_la) * 1000, 1)}
 
 
 def _short(counts: dict[str, int]) -> dict[str, int]:

@@ -26,7 +26,7 @@ def _records(n: int) -> list[dict[str, Any]]:
         "sex": ("FEMALE", "MALE")[i % 2], "ethnicity": "A", "address": f"{i} Example Road, Leicester",
         "postcode": "LE1 1AA", "occupation": None, "specimen_date": dt.date(2020, 6, 1 + i % 28),
         "lab_report_date": dt.date(2020, 6, 2 + i % 27), "test_type": "PCR", "pillar": "PILLAR_2",
-        "lsoa": "E01013578", "msoa": "E02002807", "ltla": "E06000016", "utla": "E06000016",
+        "lsoa": "E01013627", "msoa": "E02002807", "ltla": "E06000016", "utla": "E06000016",
     } for i in range(n)]
 
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 KAFKA_VERSION = "4.3.1"
@@ -70,7 +70,20 @@ class Settings(BaseSettings):
     schemas_dir: Path = _SOURCE_ROOT / "schemas"     # the template streams' .avsc files
     catalog_dir: Path = _SOURCE_ROOT / "catalog"     # bodies, streams, agreements, ladder (YAML)
     policies_dir: Path = _SOURCE_ROOT / "policies"   # the Rego policies bundled for OPA
-    residence_lookup: Path | None = None     # ONS LSOA-to-LAD lookup CSV (domain/residence.py); unset: not used
+    # ONS LSOA-to-LAD lookup CSV (domain/residence.py); unset: the one of the vintage in geography_dir; "off" (or
+    # an empty value): none, rows are routed by their LA code fields alone
+    residence_lookup: Path | Literal["off"] | None = None
+
+    @field_validator("residence_lookup", mode="before")
+    @classmethod
+    def _residence_off(cls, value: object) -> object:
+        # An environment variable cannot be unset by a deployment that inherits it; "" or "off" turns it off.
+        return "off" if isinstance(value, str) and value.strip().lower() in ("", "off", "none") else value
+
+    @property
+    def geography_dir(self) -> Path:
+        """The ONS lookups rows are routed by (geography.yaml names the vintage in force)."""
+        return self.catalog_dir / "geography"
 
     @property
     def local_dir(self) -> Path:

@@ -12,19 +12,24 @@ from pathlib import Path
 from typing import Any
 
 from broker.catalog.ladder import compile_ladder
-from broker.catalog.loader import Problems, load_catalog
+from broker.catalog.loader import CatalogError, Problems, load_catalog
 from broker.catalog.models import OVERRIDABLE, SUBSCRIBER_AREAS, Agreement, Body, Catalog, Origin, Stream, Template
 from broker.catalog.tiers import SchemaView, compile_tiers
 from broker.domain.flows import Flow
-from broker.domain.geography import DEFAULT_LA_TABLE_PATH, LaTable, load_la_table
+from broker.domain.geography import LaTable
+from broker.domain.geography_files import GEOGRAPHY_DIR, MANIFEST, load_la_table
 from broker.errors import ConfigError
 from broker.services.ingest import load_stream_schemas
 
 _DEFAULTS: Mapping[str, Any] = {"row_scope": SUBSCRIBER_AREAS, "emergency_level_required": "normal"}
 
 
-def load_and_compile(directory: Path, schemas_dir: Path, la_table_path: Path | None = None) -> dict[str, Any]:
-    """Load `directory`, then compile it against the `.avsc` schemas and the LA table (default: the shipped one)."""
+def load_and_compile(directory: Path, schemas_dir: Path, geography: Path | None = None) -> dict[str, Any]:
+    """Load `directory`, then compile it against the `.avsc` schemas and the LA table of `geography` (default: the
+    catalog's own geography/, as the gate and ingest read it, or the shipped ONS lookups if it has none)."""
+    own = directory / "geography"
+    if geography is None:
+        geography = own if (own / MANIFEST).is_file() else GEOGRAPHY_DIR
     catalog = load_catalog(directory)
     if not schemas_dir.is_dir():
         raise ConfigError(f"schema directory {schemas_dir} does not exist; pass the folder of the streams' .avsc files")
@@ -32,7 +37,16 @@ def load_and_compile(directory: Path, schemas_dir: Path, la_table_path: Path | N
         schemas = load_stream_schemas(schemas_dir)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read the stream schemas in {schemas_dir}: {exc}; fix the .avsc file") from exc
-    return compile_catalog(catalog, schemas, load_la_table(la_table_path or DEFAULT_LA_TABLE_PATH))
+    try:
+        la_table = load_la_table(geography)
+    except ConfigError as exc:
+        if geography != own:
+            raise
+        # The catalog's own geography/ is one of its files: its fault is listed like theirs, by catalog-relative path.
+        where = own.relative_to(directory.parent)
+        raise CatalogError("the catalog's geography does not load: 1 problem; fix the line below",
+                           [f"{where}: {str(exc).replace(f'{directory.parent}/', '')}"]) from exc
+    return compile_catalog(catalog, schemas, la_table)
 
 
 def compile_catalog(catalog: Catalog, schemas: Mapping[str, dict[str, Any]], la_table: LaTable) -> dict[str, Any]:
@@ -112,8 +126,8 @@ def _body(ctx: _Context, ident: str, body: Body) -> dict[str, Any]:
     for index, code in enumerate(body.areas):
         authority = ctx.la.get(code)
         if authority is None:
-            ctx.problems.add(origin.at("areas", index), f"{code} is not in the LA table ({ctx.la.vintage}); "
-                                                        "use a code from catalog/geography or add its row there")
+            ctx.problems.add(origin.at("areas", index), f"{ctx.la.why_unknown(code)}; use a code of "
+                                                        "catalog/geography")
         elif body.kind == "local" and authority.tier.value != body.tier:
             ctx.problems.add(origin.at("areas", index), f"{code} ({authority.name}) is {authority.tier.value} "
                                                         f"in the LA table but the body's tier is {body.tier}; "
@@ -151,8 +165,8 @@ def _template(ctx: _Context, ident: str, template: Template) -> dict[str, Any]:
     tiers = compile_tiers(template.tiers, view, origin, ctx.problems) if view is not None else []
     if template.row_scope != SUBSCRIBER_AREAS:
         for index, code in enumerate(template.row_scope):
-            if not ctx.la.is_known(code):
-                ctx.problems.add(origin.at("row_scope", index), f"{code} is not in the LA table; use a known code")
+            if not ctx.la.is_area(code):
+                ctx.problems.add(origin.at("row_scope", index), f"{ctx.la.why_unknown(code)}; use a known code")
     stream = ctx.catalog.streams.get(template.stream)
     row_scope = template.row_scope if isinstance(template.row_scope, str) else list(template.row_scope)
     return {"title": template.title, "stream": template.stream, "publisher": stream.owner if stream else None,
@@ -273,7 +287,8 @@ def _check_signatories(ctx: _Context, agreement: Agreement, own: Origin, publish
 
 
 def _row_scope(ctx: _Context, terms: _Terms, subscriber_id: str, subscriber: Body) -> list[str]:
-    """The LA codes whose rows the agreement admits: the subscriber's areas, or a narrower list."""
+    """The LA codes whose rows the agreement admits: the subscriber's areas, or a narrower list (authorities, or
+    regions and countries standing for every authority in them)."""
     served = ctx.served(subscriber)
     scope = terms["row_scope"]
     if scope == SUBSCRIBER_AREAS:
@@ -281,15 +296,17 @@ def _row_scope(ctx: _Context, terms: _Terms, subscriber_id: str, subscriber: Bod
     origin = terms.origins["row_scope"]
     areas: set[str] = set()
     for index, code in enumerate(scope):
-        if code not in served:
-            if ctx.la.is_known(code):  # unknown codes are reported where the template is checked
+        within = ctx.la.areas_served(code)
+        if not within or not within <= served:
+            if within:
+                listed = ", ".join(sorted(served)) if len(served) <= 10 else f"{len(served)} areas"
                 ctx.problems.add(origin.at("row_scope", index),
-                                 f"{code} is outside the areas {subscriber_id!r} serves ({', '.join(sorted(served))}); "
+                                 f"{code} is outside the areas {subscriber_id!r} serves ({listed}); "
                                  "a row scope can only narrow the subscriber's areas, never widen them")
-            elif not terms.inherited("row_scope"):
-                ctx.problems.add(origin.at("row_scope", index), f"{code} is not in the LA table; use a known code")
+            elif not terms.inherited("row_scope"):  # an unknown code of a template is reported at the template
+                ctx.problems.add(origin.at("row_scope", index), f"{ctx.la.why_unknown(code)}; use a known code")
             continue
-        areas |= ctx.la.areas_served(code)
+        areas |= within
     return sorted(areas)
 
 

@@ -20,6 +20,9 @@ from broker.cli import (
     credentials as cli_credentials,
 )
 from broker.cli import (
+    geography as cli_geography,
+)
+from broker.cli import (
     governance as cli_governance,
 )
 from broker.cli import (
@@ -56,6 +59,7 @@ app.add_typer(cli_audit.audit_cli, name="audit")
 app.add_typer(cli_kafka.kafka_cli, name="kafka")
 app.add_typer(cli_credentials.credentials_cli, name="credentials")
 app.add_typer(cli_connect.connect_cli, name="connect")
+app.add_typer(cli_geography.geography_cli, name="geography")
 governance_cli = typer.Typer(help="The governance service: disputes, the ladder's deadlines, declarations.",
                              no_args_is_help=True)
 app.add_typer(governance_cli, name="governance")

@@ -97,7 +97,8 @@ def _publish_day(endpoints: Endpoints, settings: Settings, readers: RoleReaders,
     day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=2)
     prefix = f"D{uuid.uuid4().hex[:5].upper()}"
     cases = positive_tests(day, DAY_CASES, prefix=prefix)
-    lost = positive_tests(day, {"leicester": 1}, prefix=f"{prefix}-NOGEO")[0] | {"ltla": None, "utla": None}
+    no_geography = {"ltla": None, "utla": None, "lsoa": None}
+    lost = positive_tests(day, {"leicester": 1}, prefix=f"{prefix}-NOGEO")[0] | no_geography
     with open_ingest(endpoints.kafka, endpoints.registry_url, settings) as (ingest, _):
         outcomes = ingest.publish(STREAM, [*cases, lost], source="demo")
     sources = {f"{o.topic}/{o.partition}/{o.offset}".encode() for o in outcomes if o.status == "accepted"}

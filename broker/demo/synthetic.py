@@ -1,39 +1,43 @@
 """Synthetic T1 positive tests, T3 shielded patients, T6 vaccination cells and T7 isolation instructions over
-several councils (made-up people; NHS numbers fail the check digit)."""
+several councils, or a national day over every English authority (made-up people; NHS numbers fail the check
+digit; LSOAs are real ones of each place's authority, from the shipped ONS lookup, so residence routes them home)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from broker.domain.geography import COUNTRY_CODES, LaTable
+from broker.domain.geography_files import load_residence
+
 
 @dataclass(frozen=True)
 class Place:
-    """Where synthetic cases live: their LTLA, UTLA, postcode areas and a small LSOA/MSOA range."""
+    """Where synthetic cases live: their LTLA, UTLA, postcode areas and a small MSOA range (LSOAs: the LTLA's own)."""
 
     name: str
     ltla: str
     utla: str
     outward: tuple[str, ...]
-    lsoa_base: int
     msoa_base: int
 
 
 PLACES: dict[str, Place] = {p.name: p for p in (
-    Place("leicester", "E06000016", "E06000016", ("LE1", "LE2", "LE3", "LE4", "LE5"), 13500, 2750),
-    Place("nottingham", "E06000018", "E06000018", ("NG1", "NG3", "NG5", "NG7", "NG8"), 13900, 2800),
-    Place("blaby", "E07000129", "E10000018", ("LE8", "LE9", "LE19"), 25500, 5000),
-    Place("charnwood", "E07000130", "E10000018", ("LE11", "LE12"), 25600, 5010),
-    Place("manchester", "E08000003", "E08000003", ("M1", "M4", "M13", "M14", "M20"), 5700, 1000),
-    Place("birmingham", "E08000025", "E08000025", ("B1", "B5", "B10", "B23"), 8900, 1700),
-    Place("leeds", "E08000035", "E08000035", ("LS1", "LS6", "LS9", "LS11"), 10900, 2100),
-    Place("hackney", "E09000012", "E09000012", ("E5", "E8", "E9", "N16"), 1700, 360),
-    Place("cornwall", "E06000052", "E06000052", ("TR1", "TR7", "PL25", "PL31"), 18100, 3400),
-    Place("blackburn", "E06000008", "E06000008", ("BB1", "BB2"), 12300, 2500),
-    Place("ashfield", "E07000170", "E10000024", ("NG15", "NG17"), 27800, 5500),
+    Place("leicester", "E06000016", "E06000016", ("LE1", "LE2", "LE3", "LE4", "LE5"), 2750),
+    Place("nottingham", "E06000018", "E06000018", ("NG1", "NG3", "NG5", "NG7", "NG8"), 2800),
+    Place("blaby", "E07000129", "E10000018", ("LE8", "LE9", "LE19"), 5000),
+    Place("charnwood", "E07000130", "E10000018", ("LE11", "LE12"), 5010),
+    Place("manchester", "E08000003", "E08000003", ("M1", "M4", "M13", "M14", "M20"), 1000),
+    Place("birmingham", "E08000025", "E08000025", ("B1", "B5", "B10", "B23"), 1700),
+    Place("leeds", "E08000035", "E08000035", ("LS1", "LS6", "LS9", "LS11"), 2100),
+    Place("hackney", "E09000012", "E09000012", ("E5", "E8", "E9", "N16"), 360),
+    Place("cornwall", "E06000052", "E06000052", ("TR1", "TR7", "PL25", "PL31"), 3400),
+    Place("blackburn", "E06000008", "E06000008", ("BB1", "BB2"), 2500),
+    Place("ashfield", "E07000170", "E10000024", ("NG15", "NG17"), 5500),
 )}
 FIRST = ("Alex", "Sam", "Jo", "Priya", "Mo", "Chris", "Aisha", "Tom", "Ewa", "Kai", "Nia", "Ravi")
 LAST = ("Example", "Sample", "Testcase", "Placeholder", "Fictional", "Madeup", "Dummy", "Synthetic")
@@ -76,7 +80,7 @@ def _cases(rng: random.Random, place: Place, day: dt.date, count: int, prefix: s
             "lab_report_date": day + dt.timedelta(days=rng.choice((0, 1, 1))),
             "test_type": rng.choice(("PCR", "PCR", "LFD")),
             "pillar": rng.choice(("PILLAR_1", "PILLAR_2", "PILLAR_2")),
-            "lsoa": f"E01{place.lsoa_base + rng.randint(0, 99):06d}",
+            "lsoa": _lsoa(rng, place),
             "msoa": f"E02{place.msoa_base + rng.randint(0, 19):06d}",
             "ltla": place.ltla,
             "utla": place.utla,
@@ -140,4 +144,21 @@ def _postcode(rng: random.Random, place: Place) -> str:
 
 
 def _lsoa(rng: random.Random, place: Place) -> str:
-    return f"E01{place.lsoa_base + rng.randint(0, 99):06d}"
+    lsoas = _lsoas_by_authority()[place.ltla]
+    return lsoas[rng.randrange(min(100, len(lsoas)))]  # one neighbourhood of up to 100 LSOAs per place
+
+
+@functools.cache
+def _lsoas_by_authority() -> dict[str, tuple[str, ...]]:
+    table = load_residence(None)
+    assert table is not None
+    return table.by_authority()
+
+
+def national_day(day: dt.date, la: LaTable, prefix: str = "NAT", seed: int = 2020) -> list[dict[str, Any]]:
+    """One T1 case in every lower-tier authority of England (296 in the ONS December 2023 table), in code order."""
+    rng = random.Random(seed)
+    england = [a for a in la if a.is_lower_tier and a.country_code == COUNTRY_CODES["England"]]
+    # Postcode areas are not in the LA table; "YA" is no real one, so a synthetic postcode cannot be mistaken.
+    places = [Place(a.code.lower(), a.code, a.upper_tier_code, (f"YA{n % 99 + 1}",), 0) for n, a in enumerate(england)]
+    return [case for place in places for case in _cases(rng, place, day, 1, prefix)]

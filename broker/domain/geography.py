@@ -1,23 +1,24 @@
-"""ONS GSS codes and the local-authority table that decides which council a row belongs to."""
+"""ONS GSS codes and the local-authority table of one ONS vintage that decides which council a row belongs to.
+
+The table holds every lower-tier authority (LAD) with its upper tier, region and country, the counties (E10) made
+from their districts, and the codes that a reorganisation retired with their successors, so that an old code is
+refused with the code to use instead. Reading and writing the files is broker/domain/geography_files.py.
+"""
 
 from __future__ import annotations
 
-import csv
+import datetime as dt
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
 from types import MappingProxyType
-
-from broker.errors import ConfigError
-
-DEFAULT_LA_TABLE_PATH = Path(__file__).resolve().parents[2] / "catalog/geography/la-codes-2023.csv"
 
 # Only entities Accord routes or validates on; an unlisted prefix (e.g. E05 ward) is treated as malformed
 # so that a code of the wrong kind is rejected rather than silently accepted.
 GSS_ENTITIES: Mapping[str, str] = MappingProxyType({
     "E01": "LSOA",
+    "W01": "Welsh LSOA",
     "E02": "MSOA",
     "E06": "English unitary authority",
     "E07": "non-metropolitan district",
@@ -32,14 +33,16 @@ GSS_ENTITIES: Mapping[str, str] = MappingProxyType({
     "N09": "Northern Ireland local government district",
     "W92": "Wales",
     "S92": "Scotland",
+    "N92": "Northern Ireland",
 })
 
 LTLA_PREFIXES = frozenset({"E06", "E07", "E08", "E09", "W06", "S12", "N09"})
 UTLA_PREFIXES = frozenset({"E06", "E08", "E09", "E10", "W06", "S12", "N09"})
-_UNITARY_PREFIXES = LTLA_PREFIXES & UTLA_PREFIXES
-_REGION_PREFIXES = frozenset({"E12", "W92", "S92"})
+LSOA_PREFIXES = frozenset({"E01", "W01"})
+# ONS codes of the four countries; outside England a country also stands for its region, as in ONS's lookups.
+COUNTRY_CODES: Mapping[str, str] = MappingProxyType({
+    "England": "E92000001", "Wales": "W92000004", "Scotland": "S92000003", "Northern Ireland": "N92000002"})
 _GSS_SHAPE = re.compile(r"[A-Z][0-9]{8}")
-_COLUMNS = ("code", "name", "tier", "upper_tier_code", "region_code")
 
 
 def is_well_formed(text: object) -> bool:
@@ -81,15 +84,21 @@ class Tier(Enum):
     COUNTY = "county"
 
 
+def tier_of(code: str) -> Tier:
+    """The tier an authority's code prefix gives it: E07 districts, E10 counties, every other LA unitary."""
+    return {"E07": Tier.LTLA_ONLY, "E10": Tier.COUNTY}.get(code[:3], Tier.UNITARY)
+
+
 @dataclass(frozen=True)
 class LocalAuthority:
-    """One row of the LA table."""
+    """One authority of the table: a LAD, or a county made from its districts."""
 
     code: str
     name: str
     tier: Tier
     upper_tier_code: str
-    region_code: str
+    region_code: str     # E12 in England; the country's code elsewhere
+    country_code: str
 
     @property
     def is_lower_tier(self) -> bool:
@@ -100,19 +109,38 @@ class LocalAuthority:
         return self.tier is not Tier.LTLA_ONLY
 
 
-class LaTable:
-    """Local authorities of one vintage; unknown codes serve nothing and have no upper tier."""
+@dataclass(frozen=True)
+class Retirement:
+    """A code a reorganisation abolished, and the authorities that took over its area."""
 
-    def __init__(self, authorities: Iterable[LocalAuthority], vintage: str = "") -> None:
+    code: str
+    name: str
+    retired_on: dt.date
+    successors: tuple[str, ...]
+
+
+class LaTable:
+    """Local authorities of one vintage; unknown codes serve nothing and have no upper tier.
+
+    `places` names the regions and countries (code → name); `retired` lists abolished codes with their successors.
+    """
+
+    def __init__(self, authorities: Iterable[LocalAuthority], vintage: str = "",
+                 places: Mapping[str, str] | None = None, retired: Iterable[Retirement] = ()) -> None:
         self.vintage = vintage
         self._by_code: dict[str, LocalAuthority] = {}
         self._districts: dict[str, list[str]] = {}
+        self._within: dict[str, set[str]] = {}  # region or country code → every authority in it
         for authority in authorities:
             if authority.code in self._by_code:
                 raise ValueError(f"duplicate LA code {authority.code}")
             self._by_code[authority.code] = authority
             if authority.tier is Tier.LTLA_ONLY:
                 self._districts.setdefault(authority.upper_tier_code, []).append(authority.code)
+            for place in {authority.region_code, authority.country_code}:
+                self._within.setdefault(place, set()).add(authority.code)
+        self._places = dict(places or {})
+        self._retired = {r.code: r for r in retired}
 
     def __len__(self) -> int:
         return len(self._by_code)
@@ -124,7 +152,12 @@ class LaTable:
         return self._by_code.get(code)
 
     def is_known(self, code: str) -> bool:
+        """True for an authority of this vintage (a LAD or a county); regions and countries are areas, not LAs."""
         return code in self._by_code
+
+    def is_area(self, code: str) -> bool:
+        """True for any code a row scope may name: an authority, a region or a country."""
+        return code in self._by_code or code in self._within
 
     def upper_tier_of(self, code: str) -> str | None:
         """The UTLA holding public-health duties for `code` (itself for unitaries and counties)."""
@@ -136,7 +169,10 @@ class LaTable:
         return tuple(sorted(self._districts.get(county_code, ())))
 
     def areas_served(self, code: str) -> frozenset[str]:
-        """The LA codes whose rows a subscriber at `code` may receive; empty for an unknown code."""
+        """The LA codes whose rows a subscriber at `code` may receive: a county brings its districts, a region or
+        country every authority in it; empty for an unknown code."""
+        if code in self._within:
+            return frozenset(self._within[code])
         authority = self._by_code.get(code)
         if authority is None:
             return frozenset()
@@ -144,74 +180,31 @@ class LaTable:
             return frozenset({code, *self.districts_of(code)})
         return frozenset({code})
 
+    def name_of(self, code: str) -> str | None:
+        """The name of an authority, region, country or retired code of this table."""
+        if (authority := self._by_code.get(code)) is not None:
+            return authority.name
+        if (retired := self._retired.get(code)) is not None:
+            return retired.name
+        return self._places.get(code)
 
-def load_la_table(path: Path = DEFAULT_LA_TABLE_PATH) -> LaTable:
-    """Read the LA table csv; `# vintage: ...` comment lines name the codes' vintage."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the LA table {path}: {exc.strerror}; check the path") from exc
-    vintage = ""
-    numbered: list[tuple[int, str]] = []
-    for lineno, line in enumerate(lines, start=1):
-        if line.startswith("#"):
-            vintage = vintage or _vintage_from_comment(line)
-        elif line.strip():
-            numbered.append((lineno, line))
-    if not numbered or tuple(next(csv.reader([numbered[0][1]]))) != _COLUMNS:
-        raise ConfigError(f"{path}: the first non-comment line must be the header {','.join(_COLUMNS)}")
-    rows = zip(numbered[1:], csv.reader(line for _, line in numbered[1:]), strict=True)
-    authorities = [_parse_row(path, lineno, cells) for (lineno, _), cells in rows]
-    _check_counties(path, authorities)
-    try:
-        return LaTable(authorities, vintage)
-    except ValueError as exc:
-        raise ConfigError(f"{path}: {exc}; keep one row per code") from exc
+    def retirement(self, code: str) -> Retirement | None:
+        return self._retired.get(code)
 
+    def why_unknown(self, code: str) -> str:
+        """Why `code` is not an authority of this table, naming the successor when a reorganisation retired it."""
+        retired = self._retired.get(code)
+        if retired is None:
+            return f"{code} is not in the LA table ({self.vintage or 'no vintage'}): check the code and its vintage"
+        successors = [f"{s} ({self.name_of(s) or 'unknown'})" for s in self._current(code)]
+        which = "its successor is" if len(successors) == 1 else "its successors are"
+        return (f"{code} ({retired.name}) was abolished on {retired.retired_on.isoformat()}; {which} "
+                f"{' and '.join(successors)} ({self.vintage or 'no vintage'})")
 
-def _vintage_from_comment(line: str) -> str:
-    key, _, value = line.lstrip("#").partition(":")
-    return value.strip() if key.strip().lower() == "vintage" else ""
-
-
-def _parse_row(path: Path, lineno: int, cells: list[str]) -> LocalAuthority:
-    where = f"{path}:{lineno}"
-    if len(cells) != len(_COLUMNS):
-        raise ConfigError(f"{where}: expected {len(_COLUMNS)} columns ({','.join(_COLUMNS)}), found {len(cells)}")
-    code, name, tier_text, upper, region = (cell.strip() for cell in cells)
-    try:
-        tier = Tier(tier_text)
-    except ValueError:
-        allowed = ", ".join(t.value for t in Tier)
-        raise ConfigError(f"{where}: tier {tier_text!r} is not one of {allowed}") from None
-    if not is_well_formed(code) or code[:3] not in _prefixes_for(tier):
-        raise ConfigError(f"{where}: code {code!r} is not a {tier.value} GSS code ({', '.join(_prefixes_for(tier))})")
-    if not is_well_formed(region) or region[:3] not in _REGION_PREFIXES:
-        raise ConfigError(f"{where}: region_code {region!r} must be an E12, W92 or S92 code")
-    if tier is Tier.LTLA_ONLY and not upper.startswith("E10"):
-        raise ConfigError(f"{where}: a district's upper_tier_code must be its E10 county, not {upper!r}")
-    if tier is not Tier.LTLA_ONLY and upper != code:
-        raise ConfigError(f"{where}: a {tier.value} is its own upper tier; set upper_tier_code to {code}")
-    if not name:
-        raise ConfigError(f"{where}: name is empty")
-    return LocalAuthority(code, name, tier, upper, region)
-
-
-def _prefixes_for(tier: Tier) -> tuple[str, ...]:
-    if tier is Tier.LTLA_ONLY:
-        return ("E07",)
-    if tier is Tier.COUNTY:
-        return ("E10",)
-    return tuple(sorted(_UNITARY_PREFIXES))
-
-
-def _check_counties(path: Path, authorities: list[LocalAuthority]) -> None:
-    # A district pointing at a county missing from the table would make upper_tier_of() name an
-    # authority that get() cannot find, so routing to the DPH would fail later and less clearly.
-    counties = {a.code for a in authorities if a.tier is Tier.COUNTY}
-    for authority in authorities:
-        if authority.tier is Tier.LTLA_ONLY and authority.upper_tier_code not in counties:
-            raise ConfigError(
-                f"{path}: district {authority.code} names county {authority.upper_tier_code}, "
-                "which has no row; add the county row"
-            )
+    def _current(self, code: str) -> list[str]:
+        # A successor may itself have been retired by a later reorganisation: follow it to codes in force.
+        found: list[str] = []
+        for successor in self._retired[code].successors:
+            later = self._current(successor) if successor in self._retired else [successor]
+            found.extend(s for s in later if s not in found)
+        return found

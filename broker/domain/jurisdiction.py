@@ -34,6 +34,9 @@ def resolve_areas(record: Mapping[str, Any], jurisdiction: Sequence[str], la: La
     if not known:
         seen = ", ".join(f"{name}={record.get(name)!r}" for name in jurisdiction)
         reason = f"no jurisdiction field holds a known LA code (saw {seen})"
+        retired = [la.why_unknown(code) for name in jurisdiction
+                   if isinstance(code := record.get(name), str) and la.retirement(code)]
+        reason += "".join(f"; {why}" for why in dict.fromkeys(retired))
         return Unresolved(reason, _blamed_field(record, jurisdiction))
     uppers = {name: la.upper_tier_of(code) or code for name, code in known}
     if len(set(uppers.values())) > 1:

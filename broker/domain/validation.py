@@ -8,11 +8,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from broker.domain.geography import LTLA_PREFIXES, UTLA_PREFIXES, LaTable, is_well_formed
+from broker.domain.geography import LSOA_PREFIXES, LTLA_PREFIXES, UTLA_PREFIXES, LaTable, is_well_formed
 
 REQUIRED = "required"
 GSS_FORMAT = "gss-format"
 GSS_KNOWN = "gss-known"
+GSS_RETIRED = "gss-retired"
 UTLA_CONSISTENT = "utla-consistent"
 POSTCODE_FORMAT = "postcode-format"
 DATE_NOT_FUTURE = "date-not-future"
@@ -22,7 +23,7 @@ LTLA_TAG = "geography:ltla"
 UTLA_TAG = "geography:utla"
 POSTCODE_TAG = "geography:postcode"
 GSS_LEVEL_PREFIXES: Mapping[str, frozenset[str]] = {
-    "geography:lsoa": frozenset({"E01"}),
+    "geography:lsoa": LSOA_PREFIXES,
     "geography:msoa": frozenset({"E02"}),
     LTLA_TAG: LTLA_PREFIXES,
     UTLA_TAG: UTLA_PREFIXES,
@@ -67,7 +68,7 @@ def validate_record(
         elif record.get(name) is not None:
             violations.extend(_check_value(rows, name, today, la_table))
     # A code already reported as missing, malformed or unknown has no upper tier worth comparing.
-    failed = {v.field for v in violations if v.rule in (REQUIRED, GSS_FORMAT, GSS_KNOWN)}
+    failed = {v.field for v in violations if v.rule in (REQUIRED, GSS_FORMAT, GSS_KNOWN, GSS_RETIRED)}
     violations.extend(_check_utla_consistent(rows, la_table, failed))
     return violations
 
@@ -138,8 +139,9 @@ def _check_gss(rows: _Row, name: str, tag: str, la_table: LaTable) -> Iterator[V
         allowed = ", ".join(sorted(prefixes))
         yield rows.violation(name, GSS_FORMAT, f"{name} is not a {level} GSS code (9 characters, prefix {allowed})")
     elif tag in (LTLA_TAG, UTLA_TAG) and not la_table.is_known(value):
-        where = f" ({la_table.vintage})" if la_table.vintage else ""
-        yield rows.violation(name, GSS_KNOWN, f"{name} is not in the LA table{where}: check the code's vintage")
+        # A code a reorganisation retired is the publisher's out-of-date reference data, not a typo: name its successor.
+        rule = GSS_RETIRED if la_table.retirement(value) else GSS_KNOWN
+        yield rows.violation(name, rule, f"{name}: {la_table.why_unknown(value)}")
 
 
 def _check_utla_consistent(rows: _Row, la_table: LaTable, failed: set[str]) -> Iterator[Violation]:

@@ -23,7 +23,7 @@ from broker.clock import system_clock
 from broker.config import Settings
 from broker.domain.cursors import CursorCodec
 from broker.domain.fences import delivery_access
-from broker.domain.geography import load_la_table
+from broker.domain.geography_files import load_la_table
 from broker.domain.topics import ingest_topic, quarantine_topic
 from broker.security.api_tokens import ServiceTokens
 from broker.security.control_keys import trusted_keys
@@ -51,7 +51,7 @@ def open_ingest(kafka: KafkaAccess, registry_url: str, settings: Settings) -> It
     log = KafkaLog(kafka, client_id="accord-ingest")
     registry = HttpSchemaRegistry(registry_url, token=ServiceTokens(settings.secrets_dir, "api"))
     try:
-        yield Ingest(log, registry, schemas, load_la_table(), _today, count=count_ingest), log
+        yield Ingest(log, registry, schemas, load_la_table(settings.geography_dir), _today, count=count_ingest), log
     finally:
         registry.close()
         log.close()

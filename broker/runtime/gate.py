@@ -22,8 +22,8 @@ from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.api.auth import Guard
 from broker.api.gate_app import create_gate_app
 from broker.config import Settings
-from broker.domain.geography import load_la_table
-from broker.domain.residence import load_residence_table
+from broker.domain.geography import LaTable
+from broker.domain.geography_files import load_la_table, load_residence
 from broker.domain.topics import AUDIT_TOPIC, STATUS_TOPIC, ingest_topic
 from broker.runtime.api import ensure_stream_topics
 from broker.security.api_tokens import ServiceTokens
@@ -50,8 +50,9 @@ def default_worker_id() -> str:
 
 @contextmanager
 def open_gate(endpoints: GateEndpoints, settings: Settings, worker: str,
-              transaction_timeout_ms: int = 10_000) -> Iterator[Gate]:
-    """A gate worker for every stream in the settings' schemas directory, with its topics; closed on exit."""
+              transaction_timeout_ms: int = 10_000, la_table: LaTable | None = None) -> Iterator[Gate]:
+    """A gate worker for every stream in the settings' schemas directory, with its topics; closed on exit.
+    `la_table` replaces the settings' one (the benchmark compares tables)."""
     schemas = load_stream_schemas(settings.schemas_dir)
     kafka = endpoints.kafka
     ensure_stream_topics(kafka, schemas)
@@ -73,9 +74,10 @@ def open_gate(endpoints: GateEndpoints, settings: Settings, worker: str,
         parts = GateParts(
             stage=stage, control=control, control_keys=trusted_keys(settings.secrets_dir, settings.control_public_key),
             planner=Planner(engine), registry=registry, schemas=schemas,
-            la_table=load_la_table(), pseudonym_secret=pseudonym_secret(secret_env, settings.secrets_dir),
+            la_table=la_table or load_la_table(settings.geography_dir),
+            pseudonym_secret=pseudonym_secret(secret_env, settings.secrets_dir),
             ensure_topics=lambda names: create_topics(kafka, names),
-            residence=load_residence_table(settings.residence_lookup) if settings.residence_lookup else None,
+            residence=load_residence(settings.residence_lookup, settings.geography_dir),
             status=lambda w, value: _ignore(status.append(w, value, topic=STATUS_TOPIC)),
             audit=lambda kind, record: _ignore(status.append(kind, record, topic=AUDIT_TOPIC)),
         )

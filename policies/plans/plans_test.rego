@@ -41,7 +41,7 @@ _t1_nottinghamshire := object.union(_t1_leicester, {
 
 _catalog := {
 	"revision": "c-3f9a1b2c4d5e",
-	"la_vintage": "LAD23CD/CTYUA23CD",
+	"la_vintage": "ONS December 2023",
 	"bodies": {
 		_leicester: {
 			"name": "Leicester City Council", "kind": "local", "tier": "unitary",

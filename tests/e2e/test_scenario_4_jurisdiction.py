@@ -5,8 +5,8 @@ Kafka-client publisher. The gate guesses neither: the row is quarantined and del
 tells both councils and the publisher by webhook. Then a row that did reach Leicester is found to belong to a
 Blaby resident: UKHSA reports it, both councils are told, Leicester must delete it by the ladder's deadline and
 confirms that it did; the confirmation is on the governance topic and the audit trail. A second report that
-nobody confirms turns overdue at its deadline and the governance board is told. With ONS's LSOA-to-LAD lookup
-configured, the resident's LSOA decides the council even when the row carries no LA codes.
+nobody confirms turns overdue at its deadline and the governance board is told. By ONS's LSOA-to-LAD lookup (shipped,
+on by default), the resident's LSOA decides the council even when the row's LA codes name the testing site's.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-import uuid
-from pathlib import Path
 from typing import Any, cast
 
 from kafka import KafkaProducer
@@ -27,7 +25,7 @@ from broker.demo.synthetic import positive_tests
 from broker.domain.misroute_rules import MisrouteReport
 from broker.domain.topics import delivery_topic, ingest_topic
 from broker.local.stack import Endpoints
-from broker.runtime.gate import GateEndpoints, GateThread
+from broker.runtime.gate import GateThread
 from broker.runtime.governance import GovernanceService
 from broker.services.ingest import load_stream_schemas
 from broker.services.serde import AvroSerializer, SerializationContext
@@ -38,7 +36,7 @@ from tests.integration.gate_support import T1, Receiver, end_offsets, specimen_d
 LEICESTER, COUNTY, BLABY = "leicester-city-council", "leicestershire-county-council", "blaby-district-council"
 LEICESTER_DPH, COUNTY_DPH = delivery_topic(LEICESTER, "dph", T1), delivery_topic(COUNTY, "dph", T1)
 BLABY_LA, LEICESTER_LA = "E07000129", "E06000016"
-RESIDENCE_LOOKUP = Path(__file__).resolve().parents[1] / "data/lsoa-lad-test.csv"
+BLABY_LSOA = "E01025610"
 Inbox = tuple[str, list[tuple[str, dict[str, Any]]]]
 
 
@@ -52,7 +50,8 @@ def test_a_row_either_council_could_claim_is_quarantined_and_both_are_told(
     [case] = positive_tests(specimen_day(), {"blaby": 1}, prefix="JUR", seed=4)
     start = end_offsets(services.kafka, [LEICESTER_DPH, COUNTY_DPH])
 
-    source = _produce(services, case | {"utla": LEICESTER_LA})   # ltla says Blaby, utla says Leicester
+    # ltla says Blaby, utla says Leicester, and no LSOA says where the resident lives
+    source = _produce(services, case | {"utla": LEICESTER_LA, "lsoa": None})
 
     told = _told_of(governance, received, source)
     assert sorted(told) == [LEICESTER, COUNTY, "ukhsa"]             # Blaby receives no T1, so it is not told
@@ -102,24 +101,15 @@ def test_a_misrouted_row_is_deleted_by_its_recipient_and_the_deletion_is_logged(
         ("deletion-confirmed", misroute.id)]
 
 
-def test_the_residents_lsoa_decides_the_council_when_the_ons_lookup_is_configured(
-        services: Endpoints, receiver: Receiver, tmp_path: Path) -> None:
-    settings = Settings(gate_group=f"e2e-residence-{uuid.uuid4().hex[:8]}",
-                        gate_start_from="latest", residence_lookup=RESIDENCE_LOOKUP,
-                        opa_token_file=services.opa_token_file)
-    runner = GateThread(GateEndpoints(services.kafka, services.opa_url, services.registry_url), settings,
-                        "e2e-residence").start()
-    try:
-        [case] = positive_tests(specimen_day(), {"leicester": 1}, prefix="RES", seed=4)
-        start = end_offsets(services.kafka, [LEICESTER_DPH, COUNTY_DPH])
-        # No LA code fields (none resolved at the lab), but the residence LSOA lies in Blaby.
-        sources = publish(services, T1, [case | {"ltla": None, "utla": None, "lsoa": "E01025501"}])
-        [(row, _)] = receiver.records(COUNTY_DPH, start[COUNTY_DPH], from_sources(sources), want=1)
-        assert row["lsoa"] == "E01025501"
-        assert receiver.records(LEICESTER_DPH, start[LEICESTER_DPH], from_sources(sources), want=1, timeout_s=1) == []
-    finally:
-        runner.stop()
-    assert runner.failure is None, runner.failure
+def test_the_residents_lsoa_decides_the_council_by_the_shipped_ons_lookup(
+        services: Endpoints, gate: GateThread, receiver: Receiver) -> None:
+    [case] = positive_tests(specimen_day(), {"leicester": 1}, prefix="RES", seed=4)
+    start = end_offsets(services.kafka, [LEICESTER_DPH, COUNTY_DPH])
+    # Tested in Leicester, so the lab keyed Leicester; the residence LSOA lies in Blaby (ONS: "Blaby 008A").
+    sources = publish(services, T1, [case | {"ltla": LEICESTER_LA, "utla": LEICESTER_LA, "lsoa": BLABY_LSOA}])
+    [(row, _)] = receiver.records(COUNTY_DPH, start[COUNTY_DPH], from_sources(sources), want=1)
+    assert row["lsoa"] == BLABY_LSOA
+    assert receiver.records(LEICESTER_DPH, start[LEICESTER_DPH], from_sources(sources), want=1, timeout_s=1) == []
 
 
 def _produce(services: Endpoints, case: dict[str, Any]) -> bytes:

@@ -37,7 +37,7 @@ CASE: dict[str, Any] = {
     "specimen_id": "LEI-20200622-000777", "nhs_number": None, "name": "Sam Example", "dob": dt.date(1990, 1, 2),
     "sex": "MALE", "ethnicity": None, "address": "2 Example Street, Leicester", "postcode": "LE2 2BB",
     "occupation": "teacher", "specimen_date": dt.date(2020, 6, 20), "lab_report_date": dt.date(2020, 6, 21),
-    "test_type": "PCR", "pillar": "PILLAR_2", "lsoa": "E01013578", "msoa": "E02002807",
+    "test_type": "PCR", "pillar": "PILLAR_2", "lsoa": "E01013627", "msoa": "E02002807",
     "ltla": "E06000016", "utla": "E06000016",
 }
 

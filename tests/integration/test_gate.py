@@ -15,7 +15,8 @@ from broker.adapters.kafka_control import ControlWriter
 from broker.adapters.kafka_log import KafkaLog
 from broker.config import Settings
 from broker.demo.steady_publisher import publish_steadily
-from broker.demo.synthetic import positive_tests
+from broker.demo.synthetic import national_day, positive_tests
+from broker.domain.geography_files import load_la_table
 from broker.domain.topics import ingest_topic, quarantine_topic
 from broker.local.stack import Endpoints
 from broker.runtime.gate import GateThread
@@ -96,6 +97,42 @@ def test_each_subscriber_receives_exactly_its_view(services: Endpoints, gate: Ga
     assert all(r["utla"] == "E10000018" for r, _ in county)
 
 
+# The councils with a T1 agreement in the shipped catalog and the LADs (ONS December 2023) whose rows are theirs.
+T1_COUNCILS = {
+    "leicester-city-council": {"E06000016"}, "nottingham-city-council": {"E06000018"},
+    "leicestershire-county-council": {f"E07000{n}" for n in range(129, 136)},
+    "nottinghamshire-county-council": {f"E07000{n}" for n in range(170, 177)},
+    "manchester-city-council": {"E08000003"}, "birmingham-city-council": {"E08000025"},
+    "leeds-city-council": {"E08000035"}, "hackney-council": {"E09000012"}, "cornwall-council": {"E06000052"},
+    "blackburn-with-darwen-council": {"E06000008"},
+}
+
+
+def test_a_national_day_over_every_english_authority_reaches_each_council_exactly(
+        services: Endpoints, gate: GateThread, receiver: Receiver) -> None:
+    assert gate.gate is not None
+    prefix = _prefix()
+    cases = national_day(specimen_day(), load_la_table(), prefix=prefix)
+    assert len({case["ltla"] for case in cases}) == len(cases) == 296
+    for n, case in enumerate(cases):
+        case["nhs_number"] = f"998{n:07d}"  # Nottinghamshire's agreement requires one
+    deliveries = {d.topic: d for d in gate.gate.deliveries[T1]}
+    start, since = end_offsets(services.kafka, sorted(deliveries)), end_positions(services.kafka, [ingest_topic(T1)])
+    sources = _publish(services, cases)                                   # validated ingest: all 296 accepted
+    # Once the gate has committed past them, their deliveries are committed too (one transaction): read to the end.
+    wait_consumed(services.kafka, gate.settings.gate_group, since)
+    received: dict[str, set[str]] = {}
+    for topic, delivery in deliveries.items():
+        got = receiver.records(topic, start[topic], lambda r, h: h["accord.source"] in sources, want=0, settle_s=0)
+        received[topic] = {sources[h["accord.source"]]["ltla"] for _, h in got}
+        assert len(got) == len(received[topic]), f"{topic} received a row twice"
+        # no plan in force (grants of other tests included) receives a row outside its areas
+        assert received[topic] <= delivery.areas, topic
+    for council, lads in T1_COUNCILS.items():
+        for role in ("dph", "analyst"):
+            assert received[topic_for(council, role)] == lads, (council, role)
+
+
 def test_pseudonyms_are_stable_within_a_subscriber_and_unlinkable_across(
         services: Endpoints, gate: GateThread, receiver: Receiver) -> None:
     prefix = _prefix()
@@ -119,7 +156,7 @@ def test_unresolvable_geography_is_quarantined_never_guessed(
         services: Endpoints, gate: GateThread, receiver: Receiver) -> None:
     prefix = _prefix()
     (case,) = positive_tests(specimen_day(), {"leicester": 1}, prefix=prefix)
-    case |= {"ltla": None, "utla": None}  # a postcode no lookup resolved
+    case |= {"ltla": None, "utla": None, "lsoa": None}  # a postcode no lookup resolved
     start = end_offsets(services.kafka, WATCHED)
     (source,) = _publish(services, [case])
     log = KafkaLog(services.kafka)

@@ -29,7 +29,7 @@ def _case(**overrides: Any) -> dict[str, Any]:
         "specimen_id": f"LEI-{uuid.uuid4().hex[:10]}", "nhs_number": None, "name": "Alex Example",
         "dob": "1984-03-07", "sex": "FEMALE", "ethnicity": None, "address": "1 Example Road, Leicester",
         "postcode": "LE1 1AA", "occupation": None, "specimen_date": "2020-06-22", "lab_report_date": "2020-06-23",
-        "test_type": "PCR", "pillar": "PILLAR_2", "lsoa": "E01013578", "msoa": "E02002807",
+        "test_type": "PCR", "pillar": "PILLAR_2", "lsoa": "E01013627", "msoa": "E02002807",
         "ltla": "E06000016", "utla": "E06000016",
     }
     return case | overrides
@@ -82,6 +82,20 @@ def test_http_publish_reports_each_record_and_quarantines_the_bad(services: Endp
     metrics = httpx.get(f"{services.api_url}/metrics", headers=bearer()).text
     assert f'accord_ingest_records_total{{outcome="quarantined",stream="{STREAM}"}}' in metrics
     assert ingest_count(STREAM, "accepted") == before_accepted  # counted in the API process, not this one
+
+
+def test_a_code_retired_in_2023_is_quarantined_naming_its_successor(services: Endpoints) -> None:
+    # A publisher's reference data from before April 2023: Allerdale district in Cumbria county.
+    allerdale, cumberland = _case(ltla="E07000026", utla="E10000006"), _case(ltla="E06000063", utla="E06000063")
+    response = httpx.post(f"{services.api_url}/streams/{STREAM}/records", json={"records": [allerdale, cumberland]},
+                          timeout=30, headers=bearer("ukhsa", "ig-lead"))
+    assert response.status_code == 200, response.text
+    first, second = response.json()["outcomes"]
+    assert (first["status"], second["status"]) == ("quarantined", "accepted")
+    assert [(r["field"], r["rule"]) for r in first["reasons"]] == [("ltla", "gss-retired"), ("utla", "gss-retired")]
+    assert first["reasons"][0]["message"] == ("ltla: E07000026 (Allerdale) was abolished on 2023-04-01; its successor "
+                                              "is E06000063 (Cumberland) (ONS December 2023)")
+    assert "E06000063 (Cumberland) and E06000064 (Westmorland and Furness)" in first["reasons"][1]["message"]
 
 
 def test_quarantine_headers_say_why(services: Endpoints) -> None:

@@ -19,7 +19,8 @@ from broker.catalog import revision_of
 from broker.demo.synthetic import positive_tests
 from broker.domain.audit import key_id
 from broker.domain.control_signing import sign
-from broker.domain.geography import LaTable, load_la_table
+from broker.domain.geography import LaTable
+from broker.domain.geography_files import load_la_table
 from broker.domain.messages import ControlRecord, Evaluation, Record
 from broker.domain.residence import ResidenceTable
 from broker.domain.topics import AUDIT_TOPIC, CONTROL_TOPIC, ingest_topic

@@ -36,7 +36,7 @@ def test_shipped_catalog_compiles_to_the_contract_shape(document: dict[str, Any]
                              "emergency_declarers"}
     assert re.fullmatch(r"c-[0-9a-f]{12}", document["revision"])
     assert document["revision"] == revision_of(document)
-    assert document["la_vintage"] == "LAD23CD/CTYUA23CD"
+    assert document["la_vintage"] == "ONS December 2023"
     assert set(document["streams"]) == {"ukhsa.positive-tests", "nhstt.cases-to-trace", "nhsd.shielded-patients",
                                         "dhsc.care-home-capacity", "nhse.hospital-sitrep", "nis.vaccination-uptake",
                                         "ukhsa.isolation-notifications"}
@@ -192,3 +192,15 @@ def test_an_agreement_ends_when_its_legal_basis_lapses(catalog: Path) -> None:
     compiled = load_and_compile(catalog, SCHEMAS)["agreements"]["t1-leicester"]
     assert (compiled["valid_until"], compiled["signed_valid_until"], compiled["legal_basis_until"]) == (
         "2027-07-01T00:00:00Z", "2027-12-31T23:59:59Z", "2027-06-30")
+
+
+def test_a_national_bodys_row_scope_may_name_a_region(catalog: Path) -> None:
+    (catalog / "agreements/t1-ukhsa-east-midlands.yaml").write_text(
+        "agreement: t1-ukhsa-east-midlands\ntemplate: t1-positive-tests\nsubscriber: nhse\nrow_scope: [E12000004]\n"
+        "tiers:\n  cell: {roles: [ig-lead], fields: {lsoa: keep}}\n"
+        "valid_from: 2026-01-01T00:00:00Z\nvalid_until: 2027-12-31T23:59:59Z\nreview_date: 2027-06-30\n"
+        "signatories:\n  - {body: ukhsa, name: Test, role: ig-lead}\n  - {body: nhse, name: Test, role: ig-lead}\n")
+    areas = load_and_compile(catalog, SCHEMAS)["agreements"]["t1-ukhsa-east-midlands"]["row_scope"]["areas"]
+    assert {"E06000016", "E06000018", "E10000018", "E07000129", "E10000024", "E07000170"} <= set(areas)
+    assert len(areas) == 35 + 4  # its 35 authorities and 4 counties (Derbyshire, Leicestershire, Lincolnshire, Notts)
+    assert "E08000003" not in areas

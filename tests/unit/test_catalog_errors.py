@@ -161,6 +161,19 @@ def test_body_areas_must_be_known_and_of_the_bodys_tier(catalog: Path) -> None:
         in message
 
 
+def test_an_agreement_or_body_naming_a_code_retired_in_2023_is_told_its_successor(catalog: Path) -> None:
+    agreement = catalog / "agreements/t1-leicestershire.yaml"
+    edit(agreement, "review_date:", "row_scope: [E07000026]\nreview_date:")       # Allerdale, now in Cumberland
+    bodies = catalog / "bodies.yaml"
+    edit(bodies, "areas: [E07000129]", "areas: [E07000163]")                     # Craven, now in North Yorkshire
+    message = problems(catalog)
+    assert (f"catalog/agreements/t1-leicestershire.yaml:{line_of(agreement, 'row_scope')}: row_scope.0: E07000026 "
+            "(Allerdale) was abolished on 2023-04-01; its successor is E06000063 (Cumberland) (ONS December 2023); "
+            "use a known code") in message
+    assert (f"catalog/bodies.yaml:{line_of(bodies, 'E07000163')}: bodies.17.areas.0: E07000163 (Craven) was "
+            "abolished on 2023-04-01; its successor is E06000065 (North Yorkshire) (ONS December 2023)") in message
+
+
 def test_every_problem_is_reported_at_once(catalog: Path) -> None:
     edit(catalog / "agreements/t1-leeds.yaml", "subscriber: leeds-city-council", "subscriber: nobody")
     edit(catalog / "agreements/t1-hackney.yaml", "template: t1-positive-tests", "template: t1-positive-test")
@@ -253,3 +266,10 @@ def test_required_fields_must_be_stream_fields_listed_once(catalog: Path) -> Non
             "ukhsa.positive-tests; required fields must be stream fields") in problems(catalog)
     edit(agreement, "required_fields: [postcode, nhs_numbr]", "required_fields: [postcode, postcode]")
     assert "'postcode' is listed twice; list it once" in problems(catalog)
+
+
+def test_a_broken_geography_of_the_catalog_is_listed_like_its_other_files(catalog: Path) -> None:
+    manifest = catalog / "geography/geography.yaml"
+    edit(manifest, "lsoas:", "lsoas_file:")
+    assert (f"catalog/geography: catalog/geography/geography.yaml:{line_of(manifest, 'lsoas_file')}: expected one "
+            "`key: value` line") in problems(catalog)

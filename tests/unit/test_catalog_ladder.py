@@ -11,7 +11,7 @@ import fastavro
 import pytest
 
 from broker.catalog import load_and_compile, revision_of
-from broker.domain.geography import load_la_table
+from broker.domain.geography_files import load_la_table
 from broker.domain.jurisdiction import resolve_areas
 from broker.domain.validation import validate_record
 from tests.unit.catalog_support import CATALOG, SCHEMAS, copy_catalog, edit, line_of, problems

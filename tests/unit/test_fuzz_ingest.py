@@ -14,7 +14,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from broker.adapters.registry_memory import InMemorySchemaRegistry
-from broker.domain.geography import load_la_table
+from broker.domain.geography_files import load_la_table
 from broker.domain.topics import ingest_topic
 from broker.domain.validation import EXCERPT_MAX, validate_record
 from broker.domain.wire import frame

@@ -4,7 +4,8 @@ from typing import Any
 
 import pytest
 
-from broker.domain.geography import LaTable, load_la_table
+from broker.domain.geography import LaTable
+from broker.domain.geography_files import load_la_table
 from broker.domain.jurisdiction import Unresolved, admits, resolve_areas
 from broker.domain.plans import Plan
 
@@ -51,6 +52,16 @@ def test_only_unknown_codes_are_unresolved_and_the_message_shows_them(la: LaTabl
     assert isinstance(found, Unresolved)
     assert found.field == "ltla"
     assert "E07999999" in found.reason and "utla=None" in found.reason
+
+
+def test_a_row_with_only_retired_codes_is_unresolved_and_says_which_code_replaced_them(la: LaTable) -> None:
+    # A Kafka-client publisher skips HTTP ingest; the gate quarantines the row with the same advice.
+    found = resolve_areas({"utla": "E10000023", "ltla": "E07000165"}, JURISDICTION, la)   # North Yorkshire, Harrogate
+    assert isinstance(found, Unresolved)
+    assert found.reason == ("no jurisdiction field holds a known LA code (saw utla='E10000023', ltla='E07000165'); "
+                            "E10000023 (North Yorkshire) was abolished on 2023-04-01; its successor is E06000065 "
+                            "(North Yorkshire) (ONS December 2023); E07000165 (Harrogate) was abolished on 2023-04-01; "
+                            "its successor is E06000065 (North Yorkshire) (ONS December 2023)")
 
 
 def test_nulls_everywhere_are_unresolved(la: LaTable) -> None:

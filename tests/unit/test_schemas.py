@@ -11,7 +11,8 @@ import fastavro
 import fastavro.validation
 import pytest
 
-from broker.domain.geography import LaTable, load_la_table
+from broker.domain.geography import LaTable
+from broker.domain.geography_files import load_la_table
 from broker.domain.validation import field_tags, validate_record
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from broker.domain.geography import LaTable, load_la_table
+from broker.domain.geography import LaTable
+from broker.domain.geography_files import load_la_table
 from broker.domain.validation import Violation, field_tags, validate_record, value_excerpt
 
 TODAY = dt.date(2020, 6, 26)
@@ -89,11 +90,27 @@ def test_gss_code_of_the_wrong_level_or_shape(table: LaTable, field: str, value:
     assert rules(validate_record(SCHEMA, record(**{field: value}), TODAY, table)) == [(field, "gss-format")]
 
 
-@pytest.mark.parametrize(("field", "value"), [("ltla", "E07000999"), ("utla", "E10000099"), ("ltla", "N09000003")])
+@pytest.mark.parametrize(("field", "value"), [("ltla", "E07000999"), ("utla", "E10000099"), ("ltla", "N09000099")])
 def test_well_formed_but_unknown_la(table: LaTable, field: str, value: str) -> None:
     violations = validate_record(SCHEMA, record(**{field: value}), TODAY, table)
     assert rules(violations) == [(field, "gss-known")]
-    assert "LAD23CD" in violations[0].message
+    assert violations[0].message == f"{field}: {value} is not in the LA table (ONS December 2023): check the code " \
+                                    "and its vintage"
+
+
+def test_a_code_retired_in_2023_is_refused_naming_its_successor(table: LaTable) -> None:
+    violations = validate_record(SCHEMA, record(ltla="E07000026", utla="E10000006"), TODAY, table)  # Allerdale
+    assert rules(violations) == [("ltla", "gss-retired"), ("utla", "gss-retired")]
+    assert violations[0].message == ("ltla: E07000026 (Allerdale) was abolished on 2023-04-01; its successor is "
+                                     "E06000063 (Cumberland) (ONS December 2023)")
+    assert "its successors are E06000063 (Cumberland) and E06000064 (Westmorland and Furness)" in \
+        violations[1].message
+    assert validate_record(SCHEMA, record(ltla="E06000063", utla="E06000063"), TODAY, table) == []
+
+
+@pytest.mark.parametrize("lsoa", ["E01013627", "W01001694"])
+def test_english_and_welsh_lsoas_are_lsoa_codes(table: LaTable, lsoa: str) -> None:
+    assert validate_record(SCHEMA, record(lsoa=lsoa), TODAY, table) == []
 
 
 @pytest.mark.parametrize(

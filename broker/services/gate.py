@@ -245,16 +245,17 @@ class Gate:
         if value is None:
             self._quarantine(stream, record, AVRO_DECODE, "", "the record has no value")
             return
+        areas = resolve_areas(value, self._jurisdiction[stream], self._p.la_table, self._residence(stream, value))
+        if isinstance(areas, Unresolved):
+            self._quarantine(stream, record, UNRESOLVED, areas.field, areas.reason, areas.candidates)
+            return
         # The ingest API's field rules again: a publisher's own Kafka client writes ingest topics directly, and
-        # nothing reaches a subscriber that the API would have refused.
+        # nothing reaches a subscriber that the API would have refused. After the jurisdiction, so that a row two
+        # councils could claim still goes to quarantine as such and both are told.
         if problems := validate_record(self._p.schemas[stream], value, self._clock().date(), self._p.la_table):
             reasons = [{"field": p.field, "rule": p.rule, "message": p.message} for p in problems]
             self._send_quarantine(stream, record, reasons, {})
             self._tally[(stream, "quarantined")] += 1
-            return
-        areas = resolve_areas(value, self._jurisdiction[stream], self._p.la_table, self._residence(stream, value))
-        if isinstance(areas, Unresolved):
-            self._quarantine(stream, record, UNRESOLVED, areas.field, areas.reason, areas.candidates)
             return
         source = f"{record.topic}/{record.partition}/{record.offset}".encode()
         delivered = refused = 0

@@ -140,10 +140,9 @@ def test_identifiers_a_district_agreement_grants_reach_only_that_districts_rows(
 @pytest.mark.parametrize(("bad", "rule", "field"), [
     (b"not avro at all", "avro-decode", ""),
     (None, "avro-decode", ""),
-    # The ingest API's rules run in the gate too (a Kafka client may write the ingest topic directly).
-    ({"ltla": "E06999999", "utla": "E06999999"}, "gss-known", "ltla"),
+    ({"ltla": "E06999999", "utla": "E06999999"}, "jurisdiction-unresolved", "utla"),
     ({"ltla": None, "utla": None}, "jurisdiction-unresolved", "utla"),
-    ({"ltla": "E07000129", "utla": "E06000016"}, "utla-consistent", "utla"),  # Blaby is not in Leicester
+    ({"ltla": "E07000129", "utla": "E06000016"}, "jurisdiction-unresolved", "utla"),  # Blaby is not in Leicester
 ], ids=["undecodable", "no-value", "unknown-la", "no-la", "tiers-disagree"])
 def test_bad_records_go_to_quarantine_in_the_batch_transaction(h: GateHarness, bad: Any, rule: str,
                                                                 field: str) -> None:
@@ -159,7 +158,7 @@ def test_bad_records_go_to_quarantine_in_the_batch_transaction(h: GateHarness, b
     body = json.loads(quarantined.value or b"")
     assert body["stream"] == T1
     assert body["source"] == {"kind": "gate", "topic": INGEST, "partition": 0, "offset": 11}
-    assert (body["reasons"][0]["rule"], body["reasons"][0]["field"]) == (rule, field)
+    assert [(r["rule"], r["field"]) for r in body["reasons"]] == [(rule, field)]
     assert quarantined.headers["accord.quarantine.source-offset"] == b"11"
     assert sources([s for s in transaction.sent if s.topic != QUARANTINE]) == {f"{INGEST}/0/10".encode()}
 
@@ -515,3 +514,15 @@ def test_fake_control_reads_each_record_once_like_the_kafka_reader() -> None:
     topic.append("b", None)
     assert [(r.offset, r.key, r.value) for r in topic.read_to(topic.end_offset())] == [(1, "b", None)]
     assert topic.read_to(topic.end_offset()) == []
+
+
+def test_a_record_the_ingest_api_would_refuse_is_quarantined_by_the_gate_too(h: GateHarness) -> None:
+    # A publisher's own Kafka client writes the ingest topic directly: the API's field rules run in the gate.
+    h.stage.queue(h.record(0), h.record(1, ltla="E06999999"))  # the UTLA resolves; the LTLA is no authority
+
+    assert h.gate.step() == 2
+
+    [quarantined] = [s for s in h.stage.transactions[0].sent if s.topic == QUARANTINE]
+    body = json.loads(quarantined.value or b"")
+    assert [(r["rule"], r["field"]) for r in body["reasons"]][:1] == [("gss-known", "ltla")]
+    assert sources([s for s in h.stage.transactions[0].sent if s.topic != QUARANTINE]) == {f"{INGEST}/0/0".encode()}

@@ -157,7 +157,12 @@ class PostgresSink(Sink):
             statements.append((upsert(self.table, cols, self._key or []),
                                [[*(sql_value(r.value.get(c.name), c) for c in cols), r.source] for r in group]))
         statements.append((save_positions(), [(self.table, self.topic, p, n) for p, n in sorted(positions.items())]))
-        self.database.apply(statements)
+        try:
+            self.database.apply(statements)
+        except BaseException:
+            # The transaction rolled back any CREATE or ALTER with it: read the table afresh before the retry.
+            self._existing = None
+            raise
 
     def _evolve(self, schema: Mapping[str, Any], cols: list[Column]) -> list[Statement]:
         """Statements that make the table fit `schema`: created, new columns added, dropped fields nullable."""

@@ -187,3 +187,18 @@ def test_a_bad_config_names_file_line_and_field(tmp_path: Path, text: str, probl
     with pytest.raises(SinkConfigError) as caught:
         load(path)
     assert any(line.startswith(f"{path}{problem}") for line in caught.value.problems), caught.value.problems
+
+
+def test_a_first_write_that_fails_creates_the_table_again_on_the_retry() -> None:
+    # The CREATE TABLE rolled back with the failed transaction: the retry must not take the table for made.
+    registry, day = InMemorySchemaRegistry(), dt.date(2026, 11, 30)
+    source = FakeSource(TOPIC, [delivered(registry, n, {"specimen_id": str(n), "specimen_date": day, "lsoa": None},
+                                          schema()) for n in range(2)])
+    database, waits = FakeDatabase(), list[float]()
+    sink = PostgresSink(source, registry, database, "t1", ["specimen_id"], wait=waits.append)
+    sink.step_or_wait(max_records=0)  # the positions table and the starting seek
+    database.fail_next = True
+    assert sink.step_or_wait(max_records=2) == 0
+    assert sink.step_or_wait(max_records=2) == 2
+    retried = [s for s, _ in database.transactions[-1]]
+    assert any(s.startswith('CREATE TABLE IF NOT EXISTS "t1"') for s in retried), retried

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -16,7 +17,8 @@ from broker.domain.control import GRANT_PREFIX
 from broker.local import processes
 from broker.local.python_service import PythonService
 from broker.local.stack import Endpoints, LocalStack
-from tests.conftest import control_writer, kafka_env
+from broker.services import policy_changes
+from tests.conftest import TEST_OPERATOR, control_writer, kafka_env, opa_as
 
 
 def _accord(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -106,7 +108,8 @@ def _uses_external(services: Endpoints, tmp_path: Path) -> None:
     assert stack.down() == []
 
 
-def test_demo_delivers_each_view_and_enforces_a_revocation(services: Endpoints, tmp_path: Path) -> None:
+def test_demo_delivers_each_view_and_enforces_a_revocation(services: Endpoints, applied_catalog: dict[str, Any],
+                                                          tmp_path: Path) -> None:
     said: list[str] = []
     # The session stopped the stack's governance service (other tests run their own on a fake clock); the demo
     # talks to a real `accord governance serve` process over HTTP.
@@ -119,10 +122,14 @@ def test_demo_delivers_each_view_and_enforces_a_revocation(services: Endpoints, 
         governance.stop()
     # The demo's grant stays in force on the shared control topic; later tests must not find Blaby granted T1.
     writer = control_writer(services.kafka, client_id="test-demo-cleanup")
+    # The demo applied the shipped catalog; later tests expect the session's (with the gate tests' agreements).
+    engine = opa_as(services.opa_url)
     try:
         writer.append(f"{GRANT_PREFIX}dispute-{result['dispute']['dispute']}", None)
+        policy_changes.apply_catalog(writer, engine, applied_catalog, by=TEST_OPERATOR)
     finally:
         writer.close()
+        engine.close()
     views = result["views"]
     assert views["leicester-city-council/dph"]["rows"] == demo.DAY_CASES["leicester"]
     assert views["leicester-city-council/analyst"]["fields"] == ["age_band", "lsoa", "sex"]

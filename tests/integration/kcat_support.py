@@ -58,3 +58,22 @@ def kcat_env(kcat: str, kafka: KafkaAccess, directory: Path) -> dict[str, str]:
     if not link.exists():
         link.symlink_to(found[0])
     return {**os.environ, "LD_LIBRARY_PATH": str(directory)}
+
+
+def consume_one(kafka: KafkaAccess, topic: str, group: str) -> bytes:
+    """The first committed record of `topic`, read with librdkafka (confluent-kafka) in consumer group `group`."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({**kafka.librdkafka_options(), "group.id": group, "auto.offset.reset": "earliest",
+                         "isolation.level": "read_committed"})
+    consumer.subscribe([topic])
+    try:
+        for _ in range(100):
+            message = consumer.poll(0.2)
+            if message is not None and message.error() is None:
+                value = message.value()
+                assert isinstance(value, bytes)
+                return value
+    finally:
+        consumer.close()
+    raise AssertionError(f"no record arrived on {topic}")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer as ConfluentDeserializer
 from confluent_kafka.schema_registry.avro import AvroSerializer as ConfluentSerializer
@@ -30,7 +30,7 @@ from broker.local.toolchain import REPO_ROOT
 from broker.security.api_tokens import service_token
 from broker.services.serde import AvroDeserializer, AvroSerializer, SerializationContext
 from tests.conftest import service_tokens
-from tests.integration.kcat_support import kcat_env, kcat_path, login
+from tests.integration.kcat_support import consume_one, kcat_env, kcat_path, login
 
 SCHEMA_TEXT = (REPO_ROOT / "schemas" / "ukhsa.positive-tests.avsc").read_text()
 CASE: dict[str, Any] = {
@@ -63,21 +63,6 @@ def _publish_with_accord(services: Endpoints, topic: str) -> bytes:
         log.close()
         registry.close()
 
-
-def _consume_one(kafka: KafkaAccess, topic: str) -> bytes:
-    consumer = Consumer({**kafka.librdkafka_options(), "group.id": f"interop-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
-    consumer.subscribe([topic])
-    try:
-        for _ in range(100):
-            message = consumer.poll(0.2)
-            if message is not None and message.error() is None:
-                value = message.value()
-                assert isinstance(value, bytes)
-                return value
-    finally:
-        consumer.close()
-    raise AssertionError(f"no record arrived on {topic}")
 
 
 def test_confluent_registry_client_against_accord(client: SchemaRegistryClient) -> None:
@@ -119,7 +104,7 @@ def test_confluent_writes_accord_reads(services: Endpoints, topic: str, client: 
 
 def test_accord_writes_confluent_reads(services: Endpoints, topic: str, client: SchemaRegistryClient) -> None:
     _publish_with_accord(services, topic)
-    raw = _consume_one(services.kafka, topic)
+    raw = consume_one(services.kafka, topic, f"interop-{uuid.uuid4().hex}")
     decoded = ConfluentDeserializer(client)(raw, ConfluentContext(topic, MessageField.VALUE))
     assert decoded == CASE
     schema_id, _ = unframe(raw)

@@ -20,7 +20,6 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from confluent_kafka import Consumer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer as ConfluentDeserializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
@@ -40,7 +39,7 @@ from broker.local.toolchain import REPO_ROOT
 from broker.security.api_tokens import issue, signing_key
 from broker.services.serde import AvroSerializer, SerializationContext
 from tests.conftest import bearer, service_tokens
-from tests.integration.kcat_support import AVRO_KCAT_VARIABLE, avro_kcat_path, kcat_env, login
+from tests.integration.kcat_support import AVRO_KCAT_VARIABLE, avro_kcat_path, consume_one, kcat_env, login
 
 LEICESTER, NOTTINGHAM = "leicester-city-council", "nottingham-city-council"
 T1_SUBJECT = "ingest.ukhsa.positive-tests-value"
@@ -162,21 +161,6 @@ def test_kcat_decodes_a_delivery_with_the_subscribers_kafka_login_and_token_as_b
     assert b"403" in refused.stderr, refused.stderr.decode(errors="replace")
 
 
-def _consume_one(kafka: KafkaAccess, topic: str, group: str) -> bytes:
-    consumer = Consumer({**kafka.librdkafka_options(), "group.id": group, "auto.offset.reset": "earliest",
-                         "isolation.level": "read_committed"})
-    consumer.subscribe([topic])
-    try:
-        for _ in range(100):
-            message = consumer.poll(0.2)
-            if message is not None and message.error() is None:
-                value = message.value()
-                assert isinstance(value, bytes)
-                return value
-    finally:
-        consumer.close()
-    raise AssertionError(f"no record arrived on {topic}")
-
 
 @pytest.fixture
 def basic_clients(services: Endpoints) -> Iterator[dict[str, SchemaRegistryClient]]:
@@ -193,7 +177,7 @@ def test_confluent_client_with_basic_user_info_decodes_only_its_own_delivery(
         basic_clients: dict[str, SchemaRegistryClient]) -> None:
     mine, theirs = deliveries[LEICESTER], deliveries[NOTTINGHAM]
     dph = subscriber_user(LEICESTER, "dph")
-    raw = _consume_one(kafka_as(dph), mine.topic, f"{dph}.registry-test-{RUN}")
+    raw = consume_one(kafka_as(dph), mine.topic, f"{dph}.registry-test-{RUN}")
     decoded = ConfluentDeserializer(basic_clients[LEICESTER])(raw, ConfluentContext(mine.topic, MessageField.VALUE))
     assert decoded == ROW
     listed = basic_clients[LEICESTER].get_subjects()

@@ -53,6 +53,12 @@ class PostgresDatabase:
             self._conn.close()
             self._conn = None
 
+    def __enter__(self) -> PostgresDatabase:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
 
 def _shown(dsn: str) -> str:
     """The DSN without a password it may carry after the user name."""

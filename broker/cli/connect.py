@@ -37,10 +37,15 @@ def run(config: Config,
 
 @connect_cli.command("status")
 def status(config: Config) -> None:
-    """Each delivery topic's partitions: the position stored with the data, the end of the topic, the lag."""
+    """Each delivery topic's partitions: the position stored with the data, the end of the topic, the lag; and
+    the records kept aside as rejected (a row the table cannot key), if any."""
     from broker.runtime import connect
     from connectors.config import load
 
+    rows, rejected = connect.status(load(config))
     typer.echo(f"{'topic':<64} {'part':>4} {'stored':>10} {'end':>10} {'lag':>8}")
-    for row in connect.status(load(config)):
+    for row in rows:
         typer.echo(f"{row.topic:<64} {row.partition:>4} {row.stored:>10} {row.end:>10} {row.lag:>8}")
+    for topic, count in rejected.items():
+        if count:
+            typer.echo(f"{topic}: {count} record(s) rejected (kept with the reason in accord_rejected)")

@@ -49,6 +49,10 @@ def _report(exc: Exception) -> None:
     print(f"sink: {exc}; retrying from the stored position", file=sys.stderr, flush=True)
 
 
+def _warn(message: str) -> None:
+    print(f"sink: {message}", file=sys.stderr, flush=True)
+
+
 @contextlib.contextmanager
 def open_sinks(config: SinkConfig) -> Iterator[Sinks]:
     """One PostgresSink per delivery of `config`, closed on exit."""
@@ -66,7 +70,8 @@ def open_sinks(config: SinkConfig) -> Iterator[Sinks]:
             source = KafkaPartitionReader(kafka, topic, client_id=f"{config.kafka_user()}.sink")
             built.closers.append(source.close)
             built.sinks.append(PostgresSink(source, registry, database, delivery.table or default_table(
-                delivery.stream), delivery.key, on_error=_report))
+                delivery.stream), delivery.key, on_error=_report,
+                                          on_warning=_warn))
         yield built
     finally:
         built.close()
@@ -80,6 +85,8 @@ def run(config: SinkConfig, stop: Callable[[], bool], max_records: int = 2000) -
                 sink.step_or_wait(max_records)
 
 
-def status(config: SinkConfig) -> list[PartitionStatus]:
+def status(config: SinkConfig) -> tuple[list[PartitionStatus], dict[str, int]]:
+    """Every partition's stored position and lag; per topic, the records kept aside as rejected."""
     with open_sinks(config) as built:
-        return [row for sink in built.sinks for row in sink.status()]
+        return ([row for sink in built.sinks for row in sink.status()],
+                {sink.topic: sink.rejected_count() for sink in built.sinks})

@@ -88,6 +88,10 @@ class Sink(ABC):
     def store(self, records: list[Decoded], positions: Mapping[int, int]) -> None:
         """Store `records` and `positions` at once: both or neither survive a crash."""
 
+    def rejected_count(self) -> int:
+        """Records of this topic kept aside (with their reason) because the target cannot hold them."""
+        return 0
+
     def start(self) -> None:
         self._stored = self.stored_positions()
         self.source.seek(self._stored)

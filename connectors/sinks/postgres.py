@@ -4,13 +4,17 @@ partition) in the same transaction.
 
 SQL is built here from quoted identifiers and `%s` parameters; the Database port (psycopg in broker/adapters) runs
 it. A later schema's new field adds a column; a field a later plan drops keeps its column, made nullable.
+
+A record that cannot have a row (a later plan dropped a key field, or the key is null) is not a reason to stop the
+whole delivery: it goes, whole, into `accord_rejected` with the reason, in the same transaction as the rows and the
+position, so nothing is lost or skipped silently and `accord connect status` counts it.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,6 +24,7 @@ from connectors.sinks.base import Decoded, DeliverySource, Sink
 
 SOURCE_COLUMN = "_accord_source"
 POSITIONS_TABLE = "accord_positions"
+REJECTED_TABLE = "accord_rejected"
 Statement = tuple[str, Sequence[Sequence[Any]]]
 _PRIMITIVES = {"string": "text", "int": "bigint", "long": "bigint", "float": "real", "double": "double precision",
                "boolean": "boolean", "bytes": "bytea", "enum": "text", "fixed": "bytea"}
@@ -116,6 +121,30 @@ def create_statements(table: str, cols: Sequence[Column], key: Sequence[str]) ->
             "partition integer NOT NULL, next_offset bigint NOT NULL, PRIMARY KEY (table_name, topic, partition))"]
 
 
+REJECTED_CREATE = (f"CREATE TABLE IF NOT EXISTS {REJECTED_TABLE} (table_name text NOT NULL, topic text NOT NULL, "
+                   "partition integer NOT NULL, \"offset\" bigint NOT NULL, source text NOT NULL, "
+                   "reason text NOT NULL, record jsonb NOT NULL, rejected_at timestamptz NOT NULL DEFAULT now(), "
+                   "PRIMARY KEY (table_name, topic, partition, \"offset\"))")
+
+
+def reject() -> str:
+    return (f"INSERT INTO {REJECTED_TABLE} (table_name, topic, partition, \"offset\", source, reason, record) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT DO NOTHING")
+
+
+def unkeyable(schema: Mapping[str, Any], value: Mapping[str, Any], key: Sequence[str]) -> str | None:
+    """Why a record cannot have a row keyed by `key`, or None when it can."""
+    fields = {f["name"] for f in schema.get("fields", [])}
+    missing = [k for k in key if k != SOURCE_COLUMN and k not in fields]
+    if missing:
+        return (f"the delivered schema {schema.get('name')!r} has no key field {', '.join(missing)} "
+                "(a later plan dropped it): the row cannot be keyed")
+    nulls = [k for k in key if k != SOURCE_COLUMN and value.get(k) is None]
+    if nulls:
+        return f"key field {', '.join(nulls)} is null"
+    return None
+
+
 def upsert(table: str, cols: Sequence[Column], key: Sequence[str]) -> str:
     names = [c.name for c in cols] + [SOURCE_COLUMN]
     values = ", ".join("%s::jsonb" if c.sql_type == _JSON else "%s" for c in cols) + ", %s"
@@ -135,11 +164,14 @@ class PostgresSink(Sink):
     """One delivery topic into one table."""
 
     def __init__(self, source: DeliverySource, registry: SchemaRegistry, database: Database, table: str,
-                 key: Sequence[str] = (), **options: Any) -> None:
+                 key: Sequence[str] = (), on_warning: Callable[[str], None] = lambda message: None,
+                 **options: Any) -> None:
         super().__init__(source, registry, **options)
         self.database, self.table, self._configured_key = database, table, tuple(key)
         self._key: list[str] | None = None
         self._existing: dict[str, bool] | None = None  # column -> nullable, as the table has them
+        self.rejected = 0
+        self._on_warning = on_warning
 
     def stored_positions(self) -> dict[int, int]:
         if not self._table_exists(POSITIONS_TABLE):
@@ -150,12 +182,27 @@ class PostgresSink(Sink):
 
     def store(self, records: list[Decoded], positions: Mapping[int, int]) -> None:
         statements: list[Statement] = []
+        rejected: list[list[Any]] = []
         for schema_id in dict.fromkeys(r.schema_id for r in records):
             group = [r for r in records if r.schema_id == schema_id]
+            key = self._key or list(self._configured_key) or list(group[0].schema.get("accord.key", [])) or [
+                SOURCE_COLUMN]
+            keyed = []
+            for r in group:
+                reason = unkeyable(r.schema, r.value, key)
+                if reason is None:
+                    keyed.append(r)
+                else:
+                    rejected.append([self.table, self.topic, r.partition, r.offset, r.source, reason,
+                                     json.dumps(r.value, default=str)])
+            if not keyed:
+                continue
             cols = columns(group[0].schema)
             statements += self._evolve(group[0].schema, cols)
-            statements.append((upsert(self.table, cols, self._key or []),
-                               [[*(sql_value(r.value.get(c.name), c) for c in cols), r.source] for r in group]))
+            statements.append((upsert(self.table, cols, self._key or key),
+                               [[*(sql_value(r.value.get(c.name), c) for c in cols), r.source] for r in keyed]))
+        if rejected:
+            statements += [(REJECTED_CREATE, [()]), (reject(), rejected)]
         statements.append((save_positions(), [(self.table, self.topic, p, n) for p, n in sorted(positions.items())]))
         try:
             self.database.apply(statements)
@@ -163,6 +210,17 @@ class PostgresSink(Sink):
             # The transaction rolled back any CREATE or ALTER with it: read the table afresh before the retry.
             self._existing = None
             raise
+        if rejected:
+            self.rejected += len(rejected)
+            self._on_warning(f"{len(rejected)} record(s) of {self.topic} kept in {REJECTED_TABLE}, not in "
+                             f"{self.table}: {rejected[0][5]}")
+
+    def rejected_count(self) -> int:
+        """How many of this table's records are kept in `accord_rejected` instead of the table."""
+        if not self._table_exists(REJECTED_TABLE):
+            return 0
+        return int(self.database.query(f"SELECT count(*) FROM {REJECTED_TABLE} WHERE table_name = %s AND topic = %s",
+                                       (self.table, self.topic))[0][0])
 
     def _evolve(self, schema: Mapping[str, Any], cols: list[Column]) -> list[Statement]:
         """Statements that make the table fit `schema`: created, new columns added, dropped fields nullable."""

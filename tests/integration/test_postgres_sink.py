@@ -5,6 +5,8 @@ restarted; the table then holds exactly the 10,000 rows with their values, none 
 from __future__ import annotations
 
 import datetime as dt
+import io
+import json
 import os
 import signal
 import subprocess
@@ -16,17 +18,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastavro import parse_schema, schemaless_writer
 
 from broker.adapters.postgres import PostgresDatabase
+from broker.adapters.registry_memory import InMemorySchemaRegistry
 from broker.config import Settings
 from broker.demo.synthetic import spread
 from broker.domain.kafka_acls import subscriber_user
+from broker.domain.messages import Record
+from broker.domain.wire import frame
 from broker.local import postgres_server
 from broker.local.stack import Endpoints
 from broker.runtime.gate import GateThread
 from broker.security.api_tokens import issue, signing_key, write_token
 from broker.security.kafka_identities import password_path
+from connectors.sinks.postgres import PostgresSink
 from tests.integration.gate_support import T1, publish, specimen_day, start_gate, topic_for
+from tests.unit.sink_fakes import FakeSource
 
 BODY = "leicester-city-council"
 LOGIN = subscriber_user(BODY, "dph")  # the sink reads as Leicester's DPH's own Kafka login
@@ -76,10 +84,15 @@ def wait_for(condition: Callable[[], bool], what: str, log: Path, timeout_s: flo
 
 def test_a_killed_sink_loses_and_repeats_nothing(services: Endpoints, gate: GateThread, postgres: str,
                                                  tmp_path: Path) -> None:
+    password = postgres_server.password_file(Settings().secrets_dir).read_text().strip()
+    with PostgresDatabase(postgres, password) as database:
+        check_a_killed_sink(services, postgres, tmp_path, database)
+
+
+def check_a_killed_sink(services: Endpoints, postgres: str, tmp_path: Path, database: PostgresDatabase) -> None:
     prefix = f"S{uuid.uuid4().hex[:6].upper()}"
     table = f"t1_{prefix.lower()}"
     cases = spread(specimen_day(), TOTAL, ["leicester"], prefix=prefix)
-    database = PostgresDatabase(postgres, postgres_server.password_file(Settings().secrets_dir).read_text().strip())
     config, log = write_config(tmp_path, services, postgres, table), tmp_path / "sink.log"
 
     def rows() -> int:
@@ -127,4 +140,37 @@ def test_a_killed_sink_loses_and_repeats_nothing(services: Endpoints, gate: Gate
                             capture_output=True, text=True, check=True).stdout
     (line,) = [line for line in status.splitlines() if line.startswith(TOPIC)]
     assert line.split()[-1] == "0", status  # lag: every committed delivery is in the table
-    database.close()
+
+
+def test_a_record_without_its_key_is_kept_aside_in_the_real_database(postgres: str) -> None:
+    # The SQL of the rejected path, run by the real PostgreSQL: rows, the rejected record and the position commit
+    # together, and `rejected_count` reads them back.
+    registry, day = InMemorySchemaRegistry(), dt.date(2026, 11, 30)
+    full = {"type": "record", "name": "PositiveTest", "accord.key": ["specimen_id"], "fields": [
+        {"name": "specimen_id", "type": "string"}, {"name": "specimen_date", "type": {"type": "int",
+                                                                                       "logicalType": "date"}}]}
+    narrowed = {"type": "record", "name": "PositiveTest", "fields": [full["fields"][1]]}
+    topic, table = TOPIC, f"t1_rejected_{uuid.uuid4().hex[:6]}"
+
+    def record(offset: int, value: dict[str, Any], avro: dict[str, Any]) -> Record:
+        schema_id = registry.register(f"{topic}-value", json.dumps(avro))
+        body = io.BytesIO()
+        schemaless_writer(body, parse_schema(avro), value)
+        return Record(topic, 0, offset, None, frame(schema_id, body.getvalue()),
+                      (("accord.source", f"ingest.ukhsa.positive-tests/0/{offset}".encode()),))
+
+    source = FakeSource(topic, [record(0, {"specimen_id": "a", "specimen_date": day}, full),
+                                record(1, {"specimen_date": day}, narrowed),
+                                record(2, {"specimen_id": "c", "specimen_date": day}, full)])
+    password = postgres_server.password_file(Settings().secrets_dir).read_text().strip()
+    with PostgresDatabase(postgres, password) as database:
+        sink = PostgresSink(source, registry, database, table)
+        assert sink.step() == 3
+        assert database.query(f'SELECT specimen_id FROM "{table}" ORDER BY 1') == [("a",), ("c",)]
+        ((offset, reason, kept),) = database.query(
+            'SELECT "offset", reason, record FROM accord_rejected WHERE table_name = %s', (table,))
+        assert (offset, kept) == (1, {"specimen_date": str(day)}) and "specimen_id" in reason
+        assert sink.rejected_count() == 1 and sink.stored_positions() == {0: 3}
+        database.apply([(f'DROP TABLE "{table}"', [()]),
+                        ("DELETE FROM accord_rejected WHERE table_name = %s", [(table,)]),
+                        ("DELETE FROM accord_positions WHERE table_name = %s", [(table,)])])

@@ -46,7 +46,11 @@ class FakeDatabase:
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         applied = [s for t in self.transactions for s, _ in t]
         if "to_regclass" in sql:
-            return [(any(s.startswith("CREATE TABLE IF NOT EXISTS accord_positions") for s in applied),)]
+            table = str(params[0]).strip('"')
+            return [(any(s.startswith(f"CREATE TABLE IF NOT EXISTS {table} ") for s in applied),)]
+        if "FROM accord_rejected" in sql:
+            return [(sum(len([r for r in rows if (r[0], r[1]) == tuple(params)]) for t in self.transactions
+                         for s, rows in t if s.startswith("INSERT INTO accord_rejected")),)]
         if "information_schema" in sql:
             return []
         if "accord_positions" in sql:

@@ -202,3 +202,42 @@ def test_a_first_write_that_fails_creates_the_table_again_on_the_retry() -> None
     assert sink.step_or_wait(max_records=2) == 2
     retried = [s for s, _ in database.transactions[-1]]
     assert any(s.startswith('CREATE TABLE IF NOT EXISTS "t1"') for s in retried), retried
+
+
+def test_a_record_a_later_plan_left_without_its_key_is_kept_aside_with_the_reason_and_the_rest_move_on() -> None:
+    # A decision narrowed the plan: the delivered schema no longer carries specimen_id. Its records cannot be rows
+    # keyed by it; they must neither stop the delivery (retried forever) nor vanish.
+    registry, day = InMemorySchemaRegistry(), dt.date(2026, 11, 30)
+    narrowed = {"type": "record", "name": "PositiveTest", "fields": [
+        {"name": "specimen_date", "type": {"type": "int", "logicalType": "date"}},
+        {"name": "lsoa", "type": ["null", "string"], "default": None}]}
+    source = FakeSource(TOPIC, [
+        delivered(registry, 0, {"specimen_id": "a", "specimen_date": day, "lsoa": None}, schema()),
+        delivered(registry, 1, {"specimen_date": day, "lsoa": "E01013704"}, narrowed),
+        delivered(registry, 2, {"specimen_id": "c", "specimen_date": day, "lsoa": None}, schema())])
+    database, warnings = FakeDatabase(), list[str]()
+    sink = PostgresSink(source, registry, database, "t1", ["specimen_id"], on_warning=warnings.append)
+    assert sink.step() == 3
+    (only,) = database.transactions
+    stored = [row[0] for s, rows in only if s.startswith('INSERT INTO "t1"') for row in rows]
+    assert stored == ["a", "c"]
+    (kept,) = [rows for s, rows in only if s.startswith("INSERT INTO accord_rejected")]
+    assert [r[:5] for r in kept] == [["t1", TOPIC, 0, 1, "ingest.ukhsa.positive-tests/0/1"]]
+    assert "no key field specimen_id" in kept[0][5]
+    assert json.loads(kept[0][6]) == {"specimen_date": str(day), "lsoa": "E01013704"}
+    assert only[-1] == ("INSERT INTO accord_positions (table_name, topic, partition, next_offset) VALUES "
+                        "(%s, %s, %s, %s) ON CONFLICT (table_name, topic, partition) DO UPDATE SET next_offset = "
+                        "EXCLUDED.next_offset", [["t1", TOPIC, 0, 3]])
+    assert sink.rejected == 1 and sink.rejected_count() == 1 and "accord_rejected" in warnings[0]
+
+
+def test_a_batch_of_only_unkeyable_records_still_moves_the_position() -> None:
+    registry, day = InMemorySchemaRegistry(), dt.date(2026, 11, 30)
+    narrowed = {"type": "record", "name": "PositiveTest", "fields": [
+        {"name": "specimen_date", "type": {"type": "int", "logicalType": "date"}}]}
+    source = FakeSource(TOPIC, [delivered(registry, 0, {"specimen_date": day}, narrowed)])
+    database = FakeDatabase()
+    sink = PostgresSink(source, registry, database, "t1", ["specimen_id"])
+    assert sink.step() == 1
+    assert not any(s.startswith('CREATE TABLE IF NOT EXISTS "t1"') for s, _ in database.transactions[0])
+    assert database.transactions[0][-1][1] == [["t1", TOPIC, 0, 1]]

@@ -9,7 +9,8 @@
     ├── AuditError             the audit trail is malformed or fails verification (names the line or entry)
     ├── AuthenticationError    an API token is missing, malformed, expired, revoked or not signed by Accord's key
     ├── GovernanceError        a dispute or declaration command breaks the rules (bad move, no reason)
-    │   └── NotAuthorisedError the acting body and role may not do this
+    │   ├── NotAuthorisedError the acting body and role may not do this
+    │   └── InvalidRequestError what a caller sent does not fit (an access request against its template)
     └── ServiceError           a service Accord runs or talks to failed
         ├── ServiceStartError  Kafka or OPA did not come up (carries the last lines of its log)
         ├── PolicyEngineError  OPA refused a policy, data or query
@@ -68,6 +69,10 @@ class GovernanceError(AccordError):
 
 class NotAuthorisedError(GovernanceError):
     """The acting body and role may not take this step (not a decider of the tier, a party, not a declarer)."""
+
+
+class InvalidRequestError(GovernanceError):
+    """What the caller sent does not fit its template or the catalog (answered 400); the message says what to fix."""
 
 
 class SerdeError(AccordError):

@@ -169,9 +169,20 @@ def _template(ctx: _Context, ident: str, template: Template) -> dict[str, Any]:
                 ctx.problems.add(origin.at("row_scope", index), f"{ctx.la.why_unknown(code)}; use a known code")
     stream = ctx.catalog.streams.get(template.stream)
     row_scope = template.row_scope if isinstance(template.row_scope, str) else list(template.row_scope)
+    publisher = ctx.catalog.bodies.get(stream.owner) if stream else None
+    if publisher is not None:
+        for index, role in enumerate(template.approval.roles):
+            if role not in publisher.roles:
+                ctx.problems.add(origin.at("approval", "roles", index),
+                                 f"the publisher {publisher.id!r} holds no role {role!r}, so nobody could approve "
+                                 "requests in it; add the role to the body in bodies.yaml or fix it")
     return {"title": template.title, "stream": template.stream, "publisher": stream.owner if stream else None,
             "purpose": template.purpose, "legal_basis": sorted(template.legal_basis), "row_scope": row_scope,
-            "tiers": tiers, "minimised_tier": template.minimised_tier}
+            "tiers": tiers, "minimised_tier": template.minimised_tier,
+            "emergency_level_required": template.emergency_level_required,
+            "retention_s": None if template.retention is None else int(template.retention.total_seconds()),
+            "approval": {"approvals": template.approval.approvals, "roles": sorted(template.approval.roles),
+                         "one_of_each": sorted(template.approval.one_of_each)}}
 
 
 @dataclass(frozen=True)

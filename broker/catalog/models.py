@@ -273,6 +273,26 @@ Tiers = Annotated[Mapping[Id, TierSpec], Field(min_length=1)]
 LegalBases = Annotated[tuple[LegalBasis, ...], Field(min_length=1), AfterValidator(_unique)]
 
 
+class Approval(_Model):
+    """Who approves an access request made from a template: `approvals` distinct people of the publisher holding
+    `roles` (N of M), with at least one holder of each role in `one_of_each` among them."""
+
+    approvals: int = Field(default=1, ge=1)
+    roles: Roles = ("ig-lead",)
+    one_of_each: Annotated[tuple[Id, ...], AfterValidator(_unique)] = ()
+
+    @model_validator(mode="after")
+    def _reachable(self) -> Approval:
+        stray = [role for role in self.one_of_each if role not in self.roles]
+        if stray:
+            raise ValueError(f"one_of_each names {', '.join(stray)}, not among roles ({', '.join(self.roles)}); "
+                             "add it to roles or remove it")
+        if len(self.one_of_each) > self.approvals:
+            raise ValueError(f"{len(self.one_of_each)} roles must each approve but approvals is {self.approvals}; "
+                             "raise approvals")
+        return self
+
+
 class Template(_Model):
     """A pre-agreed flow: stream, purpose, legal basis and tiers; an agreement adds parties and dates."""
 
@@ -287,6 +307,8 @@ class Template(_Model):
     minimised_tier: Id | None = None
     # How long a subscriber's delivery topic keeps what it was sent (ISO 8601, e.g. P28D); None: Kafka's default.
     retention: Retention | None = None
+    # Who approves an access request made from this template (default: one IG lead of the publisher).
+    approval: Approval = Approval()
 
     @property
     def id(self) -> str:

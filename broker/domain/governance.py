@@ -1,5 +1,5 @@
-"""Governance state folded from the governance topic: disputes, emergency declarations, webhooks, the webhook outbox
-and the grants and revocations that decisions put into force. Events are JSON objects:
+"""Governance state folded from the governance topic: disputes, access requests, emergency declarations, webhooks, the
+webhook outbox and the grants and revocations that decisions put into force. Events are JSON objects:
 
     {"event_id": "...", "type": "raised", "dispute": "d-...", "at": "<RFC 3339>", "actor": {body, role, person} | null,
      "data": {...}}
@@ -18,6 +18,9 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, TypedDict
 
+from broker.domain.access_requests import PREFIX as REQUEST_PREFIX
+from broker.domain.access_requests import AccessRequest
+from broker.domain.access_requests import fold as fold_request
 from broker.domain.control import with_entry
 from broker.domain.disputes import Dispute, fold, stamp
 from broker.domain.ladder import LEVELS, Actor, higher
@@ -49,6 +52,7 @@ class GovernanceState:
     grants: Mapping[str, Mapping[str, Any]] = field(default_factory=_empty)      # grant id → grant in force
     revocations: Mapping[str, Mapping[str, Any]] = field(default_factory=_empty)  # agreement id → why
     misroutes: Mapping[str, Misroute] = field(default_factory=_empty)
+    requests: Mapping[str, AccessRequest] = field(default_factory=_empty)
     quarantine_read: Mapping[str, int] = field(default_factory=_empty)  # "topic/partition" → next offset to read
     offset: int = 0
 
@@ -72,6 +76,12 @@ class GovernanceState:
             return self.disputes[ident]
         except KeyError:
             raise GovernanceError(f"no dispute {ident!r}; `accord dispute list` shows the disputes") from None
+
+    def request(self, ident: str) -> AccessRequest:
+        try:
+            return self.requests[ident]
+        except KeyError:
+            raise GovernanceError(f"no access request {ident!r}; `accord request list` shows yours") from None
 
     def misroute(self, ident: str) -> Misroute:
         try:
@@ -110,6 +120,11 @@ def apply(state: GovernanceState, offset: int, event: Mapping[str, Any]) -> Gove
         ident = str(data["misroute"])
         return replace(after, misroutes=with_entry(state.misroutes, ident, fold_misroute(state.misroutes.get(ident),
                                                                                           event)))
+    if str(kind).startswith(REQUEST_PREFIX):
+        ident = str(data["request"])
+        after = replace(after, requests=with_entry(state.requests, ident, fold_request(state.requests.get(ident),
+                                                                                       event)))
+        return _effects(after, data)
     if event.get("dispute") is not None:
         ident = str(event["dispute"])
         after = replace(after, disputes=with_entry(state.disputes, ident, fold(state.disputes.get(ident), event)))

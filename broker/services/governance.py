@@ -17,7 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from broker.clock import Clock
-from broker.domain import adjudication, disclosure, escalation, misroute_rules, notifications, webhooks
+from broker.domain import access_rules, adjudication, disclosure, escalation, misroute_rules, notifications, webhooks
+from broker.domain.access_requests import AccessRequest
+from broker.domain.access_rules import RequestForm
 from broker.domain.adjudication import Context, Decision, DisputeRequest
 from broker.domain.control import PolicyState
 from broker.domain.disputes import Dispute
@@ -69,6 +71,13 @@ class QuarantineFeed(Protocol):
     def read_new(self, positions: Mapping[str, int]) -> list[dict[str, Any]]: ...
 
 
+class DeliveryReports(Protocol):
+    """The gates' delivery-batch audit records ({topic, partition, first_offset, subscriber, role, stream, at})
+    written at or after `since`, each once: how the service learns when a request's first record was delivered."""
+
+    def read_new(self, since: dt.datetime) -> list[dict[str, Any]]: ...
+
+
 class PolicyView(Protocol):
     """The control topic as folded so far (the applied catalog, grants and levels), read to its end on demand."""
 
@@ -78,9 +87,10 @@ class PolicyView(Protocol):
 class Governance:
     def __init__(self, log: GovernanceLog, control: ControlAppender, policy: PolicyView, clock: Clock,
                  notifier: Notifier, metrics: GovernanceMetrics | None = None,
-                 quarantine: QuarantineFeed | None = None) -> None:
+                 quarantine: QuarantineFeed | None = None, deliveries: DeliveryReports | None = None) -> None:
         self._log, self._control, self._policy, self._clock = log, control, policy, clock
         self._notifier, self._metrics, self._quarantine = notifier, metrics, quarantine
+        self._deliveries = deliveries
         self._enforcement = Enforcement(control, clock)
         self._state = GovernanceState()
         self._lock = threading.RLock()
@@ -159,6 +169,16 @@ class Governance:
         self._run(lambda ctx: escalation.break_glass(ctx, actor, stream, purpose, justification, ident))
         return self._state.dispute(ident)
 
+    def make_request(self, actor: Actor, form: RequestForm) -> AccessRequest:
+        ident = f"r-{uuid.uuid4().hex[:10]}"
+        self._run(lambda ctx: access_rules.make(ctx, actor, form, ident))
+        return self._state.request(ident)
+
+    def review_request(self, ident: str, actor: Actor, verdict: str, reason: str) -> AccessRequest:
+        """`verdict` approve or refuse; the request is decided (and an approval put in force) at the quorum."""
+        self._run(lambda ctx: access_rules.review(ctx, ident, actor, verdict, reason))
+        return self._state.request(ident)
+
     def report_misroute(self, actor: Actor, request: MisrouteReport) -> Misroute:
         ident = f"m-{uuid.uuid4().hex[:10]}"
         self._run(lambda ctx: misroute_rules.report(ctx, actor, ident, request))
@@ -209,11 +229,23 @@ class Governance:
                     break
                 written.extend(self._commit(events))
             written.extend(self._commit(escalation.expired(self.context())))
+            for _ in range(100):
+                events = access_rules.due(self.context())
+                if not events:
+                    break
+                written.extend(self._commit(events))
+            written.extend(self._commit(self._first_deliveries()))
             written.extend(self._commit(misroute_rules.overdue(self.context())))
             if self._quarantine is not None:
                 entries = self._quarantine.read_new(self._state.quarantine_read)
                 written.extend(self._commit(misroute_rules.jurisdiction_queries(self.context(), entries)))
             return written
+
+    def _first_deliveries(self) -> list[GovernanceEvent]:
+        since = access_rules.awaiting_first_delivery(self._state.requests)
+        if self._deliveries is None or since is None:
+            return []
+        return access_rules.first_deliveries(self.context(), self._deliveries.read_new(since))
 
     def _run(self, command: Callable[[Context], list[GovernanceEvent]]) -> list[GovernanceEvent]:
         with self._lock:
@@ -259,8 +291,10 @@ class Governance:
         kind, data = event["type"], event.get("data") or {}
         if kind in ("emergency-declared", "emergency-lifted"):
             self._enforcement.level(self._state, str(data["scope"]))
-        elif kind in ("break-glass", BREAK_GLASS_EXPIRED):
+        elif kind in ("break-glass", BREAK_GLASS_EXPIRED, "request-expired"):
             self._enforcement.effects(data)
+        elif kind in ("request-approved", "request-defaulted") and data.get("grant") is not None:
+            return self._enforce_request(self._state.request(str(data["request"])))
         elif kind in ("decided", "defaulted"):
             dispute = self._state.disputes[str(event["dispute"])]
             started = time.monotonic()
@@ -272,9 +306,19 @@ class Governance:
             return events
         return []
 
+    def _enforce_request(self, request: AccessRequest) -> list[GovernanceEvent]:
+        """The approved request's grant written (signed) to the control topic; `request-enforced` names where."""
+        control = self._enforcement.effects(request.decision or {})
+        events = access_rules.enforced(self.context(), request, control)
+        self._commit_quietly(events)
+        return events
+
     def _finish_enforcement(self) -> list[GovernanceEvent]:
         """Enforce the decisions and defaults whose enforcement a crash or a control-topic outage interrupted."""
         written: list[GovernanceEvent] = []
+        for request in list(self._state.requests.values()):
+            if request.state in ("approved", "defaulted") and (request.decision or {}).get("grant") is not None:
+                written.extend(self._enforce_request(request))
         for dispute in list(self._state.disputes.values()):
             if dispute.state in ("decided", "defaulted") and dispute.decision is not None:
                 control = self._enforcement.effects(dispute.decision)
@@ -336,6 +380,17 @@ class Governance:
         if reader.role == disclosure.AUDITOR_ROLE:
             ctx.check_actor(reader)         # an auditor's role must be one the catalog gives its body
         return disclosure.reads_in_full(ctx.ladder, dispute, reader)
+
+    def requests(self) -> list[AccessRequest]:
+        """Every access request, oldest first (the API shows each caller only those OPA lets it see)."""
+        with self._lock:
+            self._catch_up()
+            return sorted(self._state.requests.values(), key=lambda r: (r.made_at, r.id))
+
+    def request(self, ident: str) -> AccessRequest:
+        with self._lock:
+            self._catch_up()
+            return self._state.request(ident)
 
     def misroutes(self, body: str | None = None) -> list[Misroute]:
         with self._lock:

@@ -175,7 +175,11 @@ def test_templates_are_compiled_with_their_publisher_tiers_and_minimised_tier(do
         "title": "T1: positive test results to the upper-tier DPH health-protection cell",
         "stream": "ukhsa.positive-tests", "publisher": "ukhsa", "purpose": "health-protection",
         "legal_basis": ["copi-reg-3-4", "uk-gdpr-6-1-e", "uk-gdpr-9-2-i"], "row_scope": "subscriber-areas",
-        "minimised_tier": "analyst"}
+        "minimised_tier": "analyst", "emergency_level_required": "normal", "retention_s": 28 * 86400,
+        "approval": {"approvals": 2, "roles": ["caldicott-guardian", "ig-lead"],
+                     "one_of_each": ["caldicott-guardian", "ig-lead"]}}
+    assert document["templates"]["t2-cases-to-trace"]["approval"] == {"approvals": 1, "roles": ["ig-lead"],
+                                                                     "one_of_each": []}
     assert t1["tiers"] == document["agreements"]["t1-leicester"]["tiers"]
     assert {ident: template["minimised_tier"] for ident, template in document["templates"].items()} == {
         "t1-positive-tests": "analyst", "t2-cases-to-trace": None, "t3-shielded-patients": "analyst",
@@ -243,3 +247,17 @@ def test_t7_delivers_a_blaby_isolation_row_to_blabys_benefits_team(document: dic
     areas = resolve_areas(row, document["streams"][T7]["jurisdiction"], table)
     assert isinstance(areas, frozenset) and areas & set(agreement["row_scope"]["areas"])
     assert document["streams"][T7]["fields"]["ctas_id"] == {"tags": ["direct-identifier"]}
+
+
+def test_a_templates_approvers_must_be_roles_its_publisher_holds(catalog: Path) -> None:
+    template = catalog / "templates" / "t1-positive-tests.yaml"
+    edit(template, "roles: [ig-lead, caldicott-guardian], one_of_each: [ig-lead, caldicott-guardian]",
+         "roles: [ig-lead, caldicot-guardian], one_of_each: [ig-lead]")
+    assert (f"catalog/templates/t1-positive-tests.yaml:{line_of(template, 'approval:')}: approval.roles.1: the "
+            "publisher 'ukhsa' holds no role 'caldicot-guardian'") in problems(catalog)
+
+
+def test_a_template_cannot_require_more_roles_than_approvals(catalog: Path) -> None:
+    template = catalog / "templates" / "t1-positive-tests.yaml"
+    edit(template, "approvals: 2,", "approvals: 1,")
+    assert "raise approvals" in problems(catalog)

@@ -77,3 +77,28 @@ def _message(response: Answer) -> str:
     if isinstance(answer, dict) and isinstance(answer.get("error"), str):
         return str(answer["error"])
     return f"HTTP {response.status_code} from the governance API: {response.text.strip()[:200]}"
+
+
+class AccessRequests:
+    """The access-request calls of the governance API (`/requests`), each acting with `token`."""
+
+    def __init__(self, client: GovernanceClient) -> None:
+        self._client = client
+
+    def create(self, token: str, form: Mapping[str, Any]) -> dict[str, Any]:
+        """Make a request: template, purpose, justification, duration, fields and optionally legal_basis, areas,
+        backfill (the API's RequestIn)."""
+        return dict(self._client.call("POST", "/requests", token, form))
+
+    def listed(self, token: str, state: str | None = None) -> list[dict[str, Any]]:
+        params = None if state is None else {"state": state}
+        return list(self._client.call("GET", "/requests", token, params=params)["requests"])
+
+    def show(self, token: str, ident: str) -> dict[str, Any]:
+        return dict(self._client.call("GET", f"/requests/{ident}", token))
+
+    def approve(self, token: str, ident: str, reason: str) -> dict[str, Any]:
+        return dict(self._client.call("POST", f"/requests/{ident}/approvals", token, {"reason": reason}))
+
+    def refuse(self, token: str, ident: str, reason: str) -> dict[str, Any]:
+        return dict(self._client.call("POST", f"/requests/{ident}/refusal", token, {"reason": reason}))

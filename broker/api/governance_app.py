@@ -1,5 +1,6 @@
-"""The governance HTTP API: raise, decide and appeal disputes, declare emergencies, break glass, report misrouted
-rows and confirm their deletion, register webhooks; apply the catalog and revoke agreements (api/control_routes.py).
+"""The governance HTTP API: raise, decide and appeal disputes, make and review access requests (api/access_routes.py),
+declare emergencies, break glass, report misrouted rows and confirm their deletion, register webhooks; apply the
+catalog and revoke agreements (api/control_routes.py).
 
 Every call but `GET /health` carries a bearer token naming a body, one of its roles and a person (broker/api/auth.py)
 and is authorised by OPA (`data.accord.authz`), which is told the parties, the current tier's deciders and every
@@ -22,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from broker.adapters.metrics import PROMETHEUS_TEXT
 from broker.adapters.webhooks import WebhookDelivery
+from broker.api.access_routes import add_access_routes, request_resource
 from broker.api.auth import Guard, caller, guarded
 from broker.api.control_routes import AGREEMENT_ROUTES, add_control_routes, agreement_resource
 from broker.domain.adjudication import Decision, DisputeRequest
@@ -30,14 +32,23 @@ from broker.domain.disputes import Dispute
 from broker.domain.ladder import Actor
 from broker.domain.misroute_rules import MisrouteReport
 from broker.domain.webhooks import SIGNATURE_HEADER, TOLERANCE_S
-from broker.errors import AccordError, ConfigError, GovernanceError, NotAuthorisedError, NotFoundError, ServiceError
+from broker.errors import (
+    AccordError,
+    ConfigError,
+    GovernanceError,
+    InvalidRequestError,
+    NotAuthorisedError,
+    NotFoundError,
+    ServiceError,
+)
 from broker.security.api_tokens import SERVICE_BODY, SERVICE_ROLE
 from broker.services.governance import Governance
 from broker.services.policy_changes import ControlChanges
 
-# A NotAuthorisedError is also a GovernanceError; the first match in this order wins.
+# NotAuthorisedError and InvalidRequestError are GovernanceErrors too; the first match in this order wins.
 STATUS: dict[type[AccordError], int] = {
-    NotAuthorisedError: 403, GovernanceError: 409, NotFoundError: 404, ConfigError: 503, ServiceError: 503}
+    NotAuthorisedError: 403, InvalidRequestError: 400, GovernanceError: 409, NotFoundError: 404, ConfigError: 503,
+    ServiceError: 503}
 
 
 # -- request bodies -----------------------------------------------------------------------------------------------
@@ -150,6 +161,8 @@ def resource_of(governance: Governance, route: str, params: Mapping[str, str]) -
         return None
     if route in AGREEMENT_ROUTES:
         return agreement_resource(governance.context().catalog, ident)
+    if route.startswith("/requests/"):
+        return request_resource(governance, ident)
     if route.startswith("/misroutes/"):
         try:
             found = governance.misroute(ident)
@@ -217,6 +230,7 @@ def create_governance_app(governance: Governance, deliveries: Callable[[], Seque
     _decision_routes(app, governance)
     _emergency_routes(app, governance)
     _misroute_routes(app, governance)
+    add_access_routes(app, governance, guard)
     _webhook_routes(app, governance, deliveries)
     if changes is not None:
         add_control_routes(app, changes)

@@ -31,6 +31,9 @@ from broker.cli import (
 from broker.cli import (
     policy as cli_policy,
 )
+from broker.cli import (
+    requests as cli_requests,
+)
 from broker.cli.context import current_settings
 from broker.config import Settings
 from broker.errors import AccordError
@@ -52,6 +55,7 @@ app.add_typer(cli_policy.gate_cli, name="gate")
 app.add_typer(cli_policy.agreement_cli, name="agreement")
 app.add_typer(cli_policy.policy_cli, name="policy")
 app.add_typer(cli_governance.dispute_cli, name="dispute")
+app.add_typer(cli_requests.request_cli, name="request")
 app.add_typer(cli_governance.emergency_cli, name="emergency")
 app.add_typer(cli_governance.webhook_cli, name="webhook")
 app.command("break-glass")(cli_governance.break_glass)

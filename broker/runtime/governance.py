@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_audit import DEFAULT_CHECKPOINT_EVERY_S, AuditChainer
 from broker.adapters.kafka_control import ControlView, ControlWriter, ensure_control_topics
+from broker.adapters.kafka_delivery_reports import KafkaDeliveryReports
 from broker.adapters.kafka_fences import KafkaFenceAdmin
 from broker.adapters.kafka_governance import KafkaGovernanceLog, ensure_governance_topics
 from broker.adapters.kafka_quarantine import KafkaQuarantineFeed
@@ -79,8 +80,11 @@ class GovernanceService:
                                         max_backoff_s=max(webhook_backoff_s, WEBHOOK_MAX_BACKOFF_S))
         streams = load_stream_schemas(schemas_dir)
         self._quarantine = KafkaQuarantineFeed(kafka, streams, client_id=f"{transactional_id}-quarantine")
+        # The gates write their delivery batches to AUDIT_TOPIC whatever this service's own audit topic is.
+        self._deliveries = KafkaDeliveryReports(kafka, client_id=f"{transactional_id}-deliveries")
         self.governance = Governance(self._log, self._writer, self._view, clock, self.notifier,
-                                     PrometheusGovernanceMetrics(), quarantine=self._quarantine)
+                                     PrometheusGovernanceMetrics(), quarantine=self._quarantine,
+                                     deliveries=self._deliveries)
         self.chainer = AuditChainer(kafka, Signer(audit_key), audit_topic, governance_topic=topic, clock=clock,
                                     checkpoint_every_s=audit_checkpoint_every_s)
         self._tick_s = tick_s
@@ -151,7 +155,7 @@ class GovernanceService:
         # Chain what the last commands wrote and sign it, so the trail of a clean stop ends with a checkpoint.
         self._chain_audit(seal=True)
         for closer in (self._log.close, self._writer.close, self._view.close, self._quarantine.close,
-                       self.chainer.close, self._engine.close):
+                       self._deliveries.close, self.chainer.close, self._engine.close):
             closer()
         if self._fences is not None:
             self._fences[0].close()

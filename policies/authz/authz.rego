@@ -114,6 +114,8 @@ _open_reads := {"/disputes", "/emergency", "/misroutes", "/misroutes/{ident}"}
 
 _by_any_member := {
 	["POST", "/disputes"],
+	["POST", "/requests"],
+	["GET", "/requests"],
 	["POST", "/misroutes"],
 	["PUT", "/webhooks"],
 }
@@ -214,6 +216,61 @@ _own_dispute if {
 }
 
 _own_dispute if _id.body == _dispute.challenger
+
+# -- access requests ------------------------------------------------------------------------------------------------
+# A body asks in its own name and role (the service takes both from the token). A request is seen by the body that
+# made it and by the reviewers of every tier it has reached (the publisher's, then the ladder's); the list is
+# filtered by visible_requests. Only the reviewers of its current tier review it, never the requesting body.
+
+_request := input.resource.request
+
+_request_reviews := {"/requests/{ident}/approvals", "/requests/{ident}/refusal"}
+
+_body_may if {
+	input.service == "governance"
+	_read
+	input.route == "/requests/{ident}"
+	_sees_request(_request)
+}
+
+_body_may if {
+	input.service == "governance"
+	input.method == "POST"
+	input.route in _request_reviews
+	_reviews_now(_request)
+}
+
+_sees_request(request) if request.body == _id.body
+
+_sees_request(request) if {
+	some tier in request.reviewed_by
+	_id.body in tier.bodies
+	_id.role in tier.roles
+}
+
+_sees_request(_) if _id.role == "auditor"
+
+_reviews_now(request) if {
+	_id.body in request.reviewers.bodies
+	_id.role in request.reviewers.roles
+	_id.body != request.body
+}
+
+# METADATA
+# description: |
+#   The ids of input.requests (each {id, body, reviewers, reviewed_by}) the caller may see: its own body's and those
+#   it reviews at a tier they have reached. The governance service filters GET /requests by it.
+visible_requests := [request.id |
+	some request in input.requests
+	_lists_request(request)
+]
+
+_lists_request(_) if _service_identity
+
+_lists_request(request) if {
+	_member
+	_sees_request(request)
+}
 
 # -- control changes: revoking and reinstating an agreement ---------------------------------------------------------
 
@@ -384,6 +441,27 @@ _refusals contains why if {
 	why := sprintf(
 		"dispute %s is read in full only by its parties, its deciders and auditors; GET /disputes shows %s its outcome",
 		[_dispute.id, _id.body],
+	)
+}
+
+_refusals contains why if {
+	_member
+	input.service == "governance"
+	input.route == "/requests/{ident}"
+	not _sees_request(_request)
+	why := sprintf("request %s is seen only by %s, which made it, and its reviewers", [_request.id, _request.body])
+}
+
+_refusals contains why if {
+	_member
+	input.route in _request_reviews
+	not _reviews_now(_request)
+	why := sprintf(
+		"request %s (by %s) is at tier %d, reviewed by %s of %s; %s as %s may not review it",
+		[
+			_request.id, _request.body, _request.tier + 1, concat(" or ", _request.reviewers.roles),
+			concat(", ", _request.reviewers.bodies), _id.body, _id.role,
+		],
 	)
 }
 

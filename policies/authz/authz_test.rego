@@ -335,3 +335,82 @@ test_only_the_operator_applies_the_catalog if {
 		not _allowed(_call("governance", "PUT", "/catalog", who))
 	}
 }
+
+# -- access requests ------------------------------------------------------------------------------------------------
+
+_access_request(tier) := {
+	"id": "r-1", "body": "leicester", "role": "dph", "publisher": "ukhsa", "state": "awaiting", "tier": tier,
+	"reviewers": _request_tiers[tier],
+	"reviewed_by": array.slice(_request_tiers, 0, tier + 1),
+}
+
+_request_tiers := [
+	{"bodies": ["ukhsa"], "roles": ["ig-lead"]},
+	{"bodies": ["dhsc", "nhse"], "roles": ["governance-board"]},
+	{"bodies": ["accord-arbiter"], "roles": ["arbiter"]},
+]
+
+_on_request(who, method, route, tier) := object.union(
+	_call("governance", method, route, who),
+	{"params": {"ident": "r-1"}, "resource": {"request": _access_request(tier)}},
+)
+
+test_any_member_makes_and_lists_requests if {
+	_allowed(_call("governance", "POST", "/requests", _who("leicester", "dph")))
+	_allowed(_call("governance", "GET", "/requests", _who("blaby", "environmental-health")))
+	not _allowed(_call("governance", "POST", "/requests", _who("nowhere", "dph")))
+	not _allowed(_call("governance", "POST", "/requests", _who("accord", "operator")))
+}
+
+test_a_request_is_read_by_its_body_and_the_reviewers_it_has_reached if {
+	_allowed(_on_request(_who("leicester", "analyst"), "GET", "/requests/{ident}", 0))
+	_allowed(_on_request(_who("ukhsa", "ig-lead"), "GET", "/requests/{ident}", 0))
+	_allowed(_on_request(_who("ukhsa", "ig-lead"), "GET", "/requests/{ident}", 1))
+	_allowed(_on_request(_who("dhsc", "governance-board"), "GET", "/requests/{ident}", 1))
+	_allowed(_on_request(_who("ons", "auditor"), "GET", "/requests/{ident}", 0))
+	not _allowed(_on_request(_who("dhsc", "governance-board"), "GET", "/requests/{ident}", 0))
+	not _allowed(_on_request(_who("blaby", "environmental-health"), "GET", "/requests/{ident}", 2))
+	_reasons(_on_request(_who("blaby", "environmental-health"), "GET", "/requests/{ident}", 0)) == [
+		"request r-1 is seen only by leicester, which made it, and its reviewers",
+	]
+}
+
+test_only_the_current_tiers_reviewers_approve_or_refuse if {
+	every route in {"/requests/{ident}/approvals", "/requests/{ident}/refusal"} {
+		_allowed(_on_request(_who("ukhsa", "ig-lead"), "POST", route, 0))
+		not _allowed(_on_request(_who("ukhsa", "governance-board"), "POST", route, 0))
+		not _allowed(_on_request(_who("ukhsa", "ig-lead"), "POST", route, 1))
+		_allowed(_on_request(_who("nhse", "governance-board"), "POST", route, 1))
+		not _allowed(_on_request(_who("leicester", "dph"), "POST", route, 0))
+	}
+	_reasons(_on_request(_who("leicester", "dph"), "POST", "/requests/{ident}/approvals", 0)) == [
+		"request r-1 (by leicester) is at tier 1, reviewed by ig-lead of ukhsa; leicester as dph may not review it",
+	]
+}
+
+test_the_requesting_body_never_reviews_its_own_request if {
+	own := object.union(_access_request(0), {"body": "ukhsa", "reviewers": {"bodies": ["ukhsa"], "roles": ["ig-lead"]}})
+	request := object.union(
+		_call("governance", "POST", "/requests/{ident}/approvals", _who("ukhsa", "ig-lead")),
+		{"params": {"ident": "r-1"}, "resource": {"request": own}},
+	)
+	not _allowed(request)
+}
+
+test_a_body_lists_only_its_own_requests_and_those_it_reviews if {
+	other := object.union(_access_request(0), {"id": "r-2", "body": "blaby"})
+	escalated := object.union(_access_request(1), {"id": "r-3"})
+	requests := [_access_request(0), other, escalated]
+	authz.visible_requests == ["r-1", "r-3"] with input as {"identity": _who("leicester", "dph"), "requests": requests}
+		with data.accord.catalog as _catalog
+	authz.visible_requests == ["r-2"] with input as {"identity": _who("blaby", "environmental-health"), "requests": requests}
+		with data.accord.catalog as _catalog
+	authz.visible_requests == ["r-3"] with input as {"identity": _who("dhsc", "governance-board"), "requests": requests}
+		with data.accord.catalog as _catalog
+	authz.visible_requests == ["r-1", "r-2", "r-3"] with input as {"identity": _who("ukhsa", "ig-lead"), "requests": requests}
+		with data.accord.catalog as _catalog
+	authz.visible_requests == [] with input as {"identity": _who("nowhere", "dph"), "requests": requests}
+		with data.accord.catalog as _catalog
+	authz.visible_requests == ["r-1", "r-2", "r-3"] with input as {"identity": _who("accord", "service"), "requests": requests}
+		with data.accord.catalog as _catalog
+}

@@ -228,7 +228,7 @@ def test_the_first_delivery_after_approval_is_measured_once() -> None:
     _enforce(world)
     assert access_rules.awaiting_first_delivery(world.state.requests) == approved.approved_at
     later = world.now + dt.timedelta(seconds=1.25)
-    reports = [
+    reports: list[dict[str, Any]] = [
         {"subscriber": LEICESTERSHIRE, "role": "dph", "stream": T1, "at": stamp(world.now - dt.timedelta(hours=1)),
          "topic": "t", "partition": 0, "first_offset": 3},                     # before approval
         {"subscriber": LEICESTERSHIRE, "role": "analyst", "stream": T1, "at": stamp(later)},  # another role

@@ -1,11 +1,13 @@
-"""Who is told of a governance event, and what they are told: the parties of its dispute or misroute, the deciders
-of the tier it waits at, the board of an overdue deletion, every body of a declaration."""
+"""Who is told of a governance event, and what they are told: the parties of its dispute or misroute (an access
+request's body and reviewers), the deciders of the tier it waits at, the board of an overdue deletion, every body
+of a declaration."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+from broker.domain.access_requests import PREFIX as REQUEST_PREFIX
 from broker.domain.disputes import stamp
 from broker.domain.escalation import BREAK_GLASS_EXPIRED
 from broker.domain.governance import FINISHED, QUEUED, GovernanceState
@@ -23,6 +25,8 @@ def recipients(state: GovernanceState, event: Mapping[str, Any], catalog: Mappin
         return set(data.get("told") or ())
     if event["type"] == BREAK_GLASS_EXPIRED:
         ident = data.get("review")
+    if str(event["type"]).startswith(REQUEST_PREFIX):
+        return _request_recipients(state, data, ladder)
     if "misroute" in data:
         misroute = state.misroutes.get(str(data["misroute"]))
         board = set()
@@ -40,6 +44,20 @@ def recipients(state: GovernanceState, event: Mapping[str, Any], catalog: Mappin
     return bodies
 
 
+def _request_recipients(state: GovernanceState, data: Mapping[str, Any], ladder: Ladder | None) -> set[str]:
+    """An access request's body, and while it waits the bodies reviewing it (the publisher, then the ladder's)."""
+    request = state.requests.get(str(data.get("request")))
+    if request is None:
+        return set()
+    bodies = {request.body}
+    if request.state == "awaiting":
+        if request.tier == 0 or ladder is None:
+            bodies.add(request.publisher)
+        else:
+            bodies |= ladder.tiers[request.tier].decider_bodies(request.publisher) - {request.body, request.publisher}
+    return bodies
+
+
 def notification(state: GovernanceState, event: Mapping[str, Any]) -> dict[str, Any]:
     """The webhook body for `event`: the event itself and where its dispute stands."""
     ident = event.get("dispute")
@@ -47,5 +65,11 @@ def notification(state: GovernanceState, event: Mapping[str, Any]) -> dict[str, 
     summary = None if dispute is None else {
         "id": dispute.id, "state": dispute.state, "tier": dispute.tier, "deadline": stamp(dispute.deadline),
         "stream": dispute.stream, "subscriber": dispute.subscriber}
-    return {"event_id": event["event_id"], "type": event["type"], "at": event["at"], "event": dict(event),
-            "dispute": summary}
+    data = event.get("data") or {}
+    request = state.requests.get(str(data.get("request"))) if str(event["type"]).startswith(REQUEST_PREFIX) else None
+    answer = {"event_id": event["event_id"], "type": event["type"], "at": event["at"], "event": dict(event),
+              "dispute": summary}
+    if request is not None:
+        answer["request"] = {"id": request.id, "state": request.state, "tier": request.tier,
+                             "deadline": stamp(request.deadline), "template": request.template, "body": request.body}
+    return answer

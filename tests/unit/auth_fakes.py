@@ -50,7 +50,9 @@ class FakeAuthz:
         self.asked.append(input_doc)
         if rule != AUTHZ_RULE:
             items = next(value for value in input_doc.values() if isinstance(value, list))
-            return [item for item in items if self.sees(input_doc["identity"], item)]
+            # Access requests are listed as resource documents; the answer is their ids.
+            return [item["id"] if isinstance(item, Mapping) else item for item in items
+                    if self.sees(input_doc["identity"], item)]
         allowed = self.rule(input_doc)
         return {"allow": allowed, "reasons": [] if allowed else ["the fake policy says no"]}
 

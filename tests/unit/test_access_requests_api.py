@@ -69,9 +69,10 @@ class World:
 
 def test_a_request_that_does_not_fit_its_template_is_a_400_saying_why() -> None:
     world = World()
-    for changes, says in [({"fields": ["favourite_colour"]}, "does not give favourite_colour"),
-                          ({"template": "t9"}, "unknown template 't9'"),
-                          ({"duration": "a while"}, "not an ISO 8601 duration")]:
+    cases: list[tuple[dict[str, Any], str]] = [({"fields": ["favourite_colour"]}, "does not give favourite_colour"),
+                                               ({"template": "t9"}, "unknown template 't9'"),
+                                               ({"duration": "a while"}, "not an ISO 8601 duration")]
+    for changes, says in cases:
         response = world.client.post("/requests", json={**FORM, **changes}, headers=COUNTY_DPH)
         assert response.status_code == 400 and says in response.json()["error"], response.text
     assert world.client.post("/requests", json={**FORM, "colour": "red"}, headers=COUNTY_DPH).status_code == 422

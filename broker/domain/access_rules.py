@@ -12,6 +12,7 @@ from typing import Any
 
 from broker.domain.access_requests import AccessRequest, parse_duration
 from broker.domain.adjudication import Context, Event
+from broker.domain.adjudication import _tier_opened as tier_opened
 from broker.domain.disputes import parse_stamp, stamp
 from broker.domain.governance import apply, new_event
 from broker.domain.ladder import Actor
@@ -142,8 +143,9 @@ def _allowed_fields(ctx: Context, template: Mapping[str, Any], tier: Mapping[str
     """Stream field → the rule the template's tier delivers it under."""
     rules = {name: rule for name, rule in tier.get("fields", {}).items() if rule.get("transform") != "drop"}
     if tier.get("other_fields") == "keep":
-        for name in ctx.stream(str(template["stream"])).get("fields", {}):
-            if name not in tier.get("fields", {}):
+        # As the plans policy does: `other_fields: keep` never reaches a direct identifier the tier does not name.
+        for name, spec in ctx.stream(str(template["stream"])).get("fields", {}).items():
+            if name not in tier.get("fields", {}) and "direct-identifier" not in (spec or {}).get("tags", []):
                 rules[name] = {"transform": "keep", "method": None, "as": name, "params": {}}
     return rules
 
@@ -274,10 +276,10 @@ def _due(ctx: Context, request: AccessRequest) -> list[Event]:
         return [new_event("request-tier-opened", None, ctx.now, None, {
             "request": request.id, "tier": nxt, "level": request.level, "deadline": stamp(deadline),
             "why": "deadline passed"})]
-    return [decisive_default(ctx, request)]
+    return decisive_default(ctx, request)
 
 
-def decisive_default(ctx: Context, request: AccessRequest) -> Event:
+def decisive_default(ctx: Context, request: AccessRequest) -> list[Event]:
     """The ladder's decisive default: in a declared emergency a provisional grant of the template's minimised tier
     (of the fields asked for) for the default's period; otherwise the request is refused."""
     level = ctx.level_of(request.body)
@@ -290,15 +292,32 @@ def decisive_default(ctx: Context, request: AccessRequest) -> Event:
     if rule.outcome != "provisional-grant" or rule.period is None or tier is None:
         why = "no minimised tier in its template" if rule.outcome == "provisional-grant" else f"level {level}"
         data["reason"] = f"decisive default ({why}): no decision in time, so the request is refused"
-        return new_event("request-defaulted", None, ctx.now, None, data)
+        return [new_event("request-defaulted", None, ctx.now, None, data)]
     until = ctx.now + min(rule.period, parse_duration(request.duration, "duration"))
     fields = [name for name in _allowed_fields(ctx, template, tier) if name in request.fields] \
         or sorted(_allowed_fields(ctx, template, tier))
     grant = instantiate(ctx, request, [], fields, until, tier_name=str(minimised))
     data.update(outcome="provisional-grant", until=stamp(until), grant=grant, reason=(
         f"decisive default in a declared {level}: provisional grant of {request.template}'s minimised tier "
-        f"'{minimised}' until {stamp(until)}"))
-    return new_event("request-defaulted", None, ctx.now, None, data)
+        f"'{minimised}' until {stamp(until)}, with mandatory review (dispute {request.id}-review)"))
+    return [new_event("request-defaulted", None, ctx.now, None, data), *_review(ctx, request, grant)]
+
+
+def _review(ctx: Context, request: AccessRequest, grant: Mapping[str, Any]) -> list[Event]:
+    """The mandatory review of a provisional grant, as a dispute's default opens one: it climbs the ladder, and its
+    decision confirms the grant, ends it or sets its end."""
+    ident = f"{request.id}-review"
+    fields = sorted(grant["tiers"][0]["fields"])
+    data = {"kind": "provisional-review", "stream": request.stream, "publisher": request.publisher,
+            "subscriber": request.body, "role": request.role, "purpose": request.purpose,
+            "challenges": {"decision_id": grant["id"], "policy_revision": None},
+            "sought": {"fields": fields, "areas": list(request.areas), "until": None},
+            "justification": f"review of the provisional grant by default of access request {request.id}",
+            "urgency": "urgent", "evidence": []}
+    level = ctx.level_of(request.body)
+    deadline = ctx.now + ctx.ladder.tiers[0].deadline(level)
+    return [new_event("raised", ident, ctx.now, request.requester, data),
+            tier_opened(ident, ctx.now, 0, level, deadline, "mandatory review")]
 
 
 def enforced(ctx: Context, request: AccessRequest, control: Sequence[Mapping[str, Any]]) -> list[Event]:

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from broker.domain import access_rules, escalation
+from broker.domain import access_rules, adjudication, escalation
 from broker.domain.access_requests import AccessRequest, parse_duration
 from broker.domain.access_rules import RequestForm
+from broker.domain.adjudication import Decision
 from broker.domain.disputes import stamp
 from broker.domain.governance import GovernanceState, apply
 from broker.domain.ladder import Actor
@@ -94,6 +95,14 @@ def test_a_request_that_does_not_fit_its_template_is_refused_saying_what_to_fix(
 def test_a_role_the_template_does_not_serve_cannot_ask() -> None:
     with pytest.raises(InvalidRequestError, match="gives no access to role 'ig-lead'"):
         _make(_world(), actor=person(LEICESTER, "ig-lead"))
+
+
+def test_other_fields_keep_never_reaches_an_unnamed_direct_identifier() -> None:
+    world = _world()
+    world.catalog["streams"][T1]["fields"]["phone"] = {"tags": ["direct-identifier"]}
+    with pytest.raises(InvalidRequestError, match="does not give phone"):
+        _make(world, form=_form(fields=("lsoa", "phone")))
+    assert _make(world, form=_form(fields=("lsoa", "ethnicity", "nhs_number"))).state == "awaiting"
 
 
 def test_the_analyst_tier_gives_only_its_own_fields() -> None:
@@ -195,10 +204,25 @@ def test_in_a_declared_emergency_the_default_is_a_provisional_grant_of_the_minim
     world.run(lambda ctx: escalation.declare(ctx, board("dhsc"), "national", "emergency", "surge"))
     made = _make(world, form=_form(fields=("name", "lsoa", "dob")))
     world.now = made.made_at + world.ladder.bound("emergency")
-    assert _tick(world)[-1] == "request-defaulted"
+    assert _tick(world)[-3:] == ["request-defaulted", "raised", "tier-opened"]
     grant = (world.state.request("r-1").decision or {})["grant"]
+    review = world.state.dispute("r-1-review")
+    assert (review.kind, review.state, review.challenges["decision_id"]) == ("provisional-review", "awaiting",
+                                                                              "request-r-1")
     assert grant["tiers"][0]["name"] == "analyst" and sorted(grant["tiers"][0]["fields"]) == ["dob", "lsoa"]
     assert grant["valid_until"] == stamp(world.now + dt.timedelta(days=14))
+
+
+def test_the_mandatory_review_of_a_provisional_grant_can_end_it() -> None:
+    world = _world()
+    world.run(lambda ctx: escalation.declare(ctx, board("dhsc"), "national", "emergency", "surge"))
+    made = _make(world, form=_form(fields=("lsoa",)))
+    world.now = made.made_at + world.ladder.bound("emergency")
+    _tick(world)
+    assert "request-r-1" in world.state.grants
+    world.run(lambda ctx: adjudication.decide(ctx, "r-1-review", IG_LEAD, Decision(
+        outcome="refused", reason="LSOA alone is enough from the dashboard; no line list")))
+    assert "request-r-1" not in world.state.grants
 
 
 def test_a_grant_expires_and_the_request_keeps_its_history() -> None:

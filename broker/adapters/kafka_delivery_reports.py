@@ -19,19 +19,21 @@ _KEY = DELIVERY_BATCH.encode()
 
 
 class KafkaDeliveryReports:
-    """One consumer over the audit topic (no group), placed on first use at the first record of `since` (by the
-    records' timestamps) and reading forward from there; what it has read it never returns again."""
+    """One consumer over the audit topic (no group), placed at the first record of `since` (by the records'
+    timestamps) and reading forward from there. A different `since` (the earliest approval still waiting changed)
+    places it again, so a later approval does not make it read the whole trail written in between; a record read
+    twice is harmless, since each request's first delivery is recorded once."""
 
     def __init__(self, kafka: KafkaAccess, topic: str = AUDIT_TOPIC,
                  client_id: str = "accord-governance-deliveries") -> None:
         self._topic = topic
         self._consumer = KafkaConsumer(**kafka.client_options(), client_id=client_id, group_id=None,
                                        enable_auto_commit=False, isolation_level="read_committed")
-        self._placed = False
+        self._placed: dt.datetime | None = None
 
     def read_new(self, since: dt.datetime, timeout_s: float = 0.2, rounds: int = 20) -> list[dict[str, Any]]:
         try:
-            if not self._placed and not self._place(since):
+            if self._placed != since and not self._place(since):
                 return []
             reports: list[dict[str, Any]] = []
             for _ in range(rounds):
@@ -56,7 +58,7 @@ class KafkaDeliveryReports:
                 self._consumer.seek_to_end(tp)
             else:
                 self._consumer.seek(tp, position.offset)
-        self._placed = True
+        self._placed = since
         return True
 
     def close(self) -> None:

@@ -62,8 +62,9 @@ def api_for(services: Endpoints, service: GovernanceService) -> TestClient:
                                             changes=service.changes))
 
 
-def started(services: Endpoints, name: str, clock: Any = None) -> GovernanceService:
-    run = uuid.uuid4().hex[:8]
+def started(services: Endpoints, name: str, clock: Any = None, run: str | None = None) -> GovernanceService:
+    """A governance service on its own governance topic (`run` names it: the same run is a restart)."""
+    run = run or uuid.uuid4().hex[:8]
     options: dict[str, Any] = {} if clock is None else {"clock": clock}
     return governance_service(services, audit_key=new_signing_key(), webhook_secret=token_bytes(32),
                               schemas_dir=SCHEMAS, tick_s=3600.0, transactional_id=f"test-{name}-{run}",
@@ -97,7 +98,8 @@ def _applied_past(gate: GateThread, offset: int) -> None:
 
 def test_two_roles_approve_and_the_requester_receives_its_first_record_without_a_restart(
         services: Endpoints, gate: GateThread, receiver: Receiver, cleanup: Cleanup) -> None:
-    service = started(services, "requests")
+    run = uuid.uuid4().hex[:8]
+    service = started(services, "requests", run=run)
     try:
         with api_for(services, service) as http, GovernanceClient(client=http) as client:
             requests = AccessRequests(client)
@@ -152,6 +154,11 @@ def test_two_roles_approve_and_the_requester_receives_its_first_record_without_a
             assert hidden.value.status == 403 and "seen only by cornwall-council" in str(hidden.value)
             assert made["id"] in [r["id"] for r in requests.listed(ig_lead)]
             assert made["id"] in [r["id"] for r in requests.listed(dph)]
+            before = service.governance.request(made["id"]).to_json()
+        # A restarted service rebuilds the request from the governance topic: approvers, grant, first record.
+        service.stop()
+        service = started(services, "requests", run=run)
+        assert service.governance.request(made["id"]).to_json() == before
     finally:
         service.stop()
 

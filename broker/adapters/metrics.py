@@ -77,6 +77,16 @@ DISPUTE_ENFORCEMENT = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 DISPUTES_OPEN = Gauge("accord_disputes_open", "Disputes awaiting a decision, by ladder tier.", ["tier"])
+REQUEST_DECISION = Histogram(
+    "accord_request_time_to_decision_seconds",
+    "Time from an access request to its decision (decided by reviewers or defaulted), by outcome.",
+    ["how", "outcome"], buckets=(60, 600, 3600, 2 * 3600, 7 * 3600, 24 * 3600, 96 * 3600, 5 * 86400, 20 * 86400),
+)
+REQUEST_FIRST_RECORD = Histogram(
+    "accord_request_approval_to_first_record_seconds",
+    "Time from an access request's approval to the first record the gate delivered to the requester.",
+    buckets=(0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0, 86400.0),
+)
 
 
 class PrometheusGovernanceMetrics:
@@ -93,6 +103,18 @@ class PrometheusGovernanceMetrics:
     def open_by_tier(self, counts: Any) -> None:
         for tier, count in counts.items():
             DISPUTES_OPEN.labels(tier=tier).set(count)
+
+    def request_decided(self, request: Any) -> None:
+        if request.decided_at is None or request.decision is None:
+            return
+        how = "decided" if request.decision.get("by") else "defaulted"
+        REQUEST_DECISION.labels(how=how, outcome=str(request.decision.get("outcome"))).observe(
+            (request.decided_at - request.made_at).total_seconds())
+
+    def first_record(self, request: Any) -> None:
+        seconds = request.approval_to_first_record_s
+        if seconds is not None:
+            REQUEST_FIRST_RECORD.observe(max(seconds, 0.0))
 
 
 def metrics_text() -> bytes:

@@ -63,6 +63,10 @@ class GovernanceMetrics(Protocol):
 
     def open_by_tier(self, counts: Mapping[str, int]) -> None: ...
 
+    def request_decided(self, request: AccessRequest) -> None: ...
+
+    def first_record(self, request: AccessRequest) -> None: ...
+
 
 class QuarantineFeed(Protocol):
     """Quarantine entries written since `positions` ("topic/partition" → next offset; absent: from the start), each
@@ -341,6 +345,10 @@ class Governance:
         for event in events:
             if event["type"] in ("decided", "defaulted"):
                 self._metrics.decided(self._state.disputes[str(event["dispute"])])
+            elif event["type"] in ("request-approved", "request-refused", "request-defaulted"):
+                self._metrics.request_decided(self._state.request(str(event["data"]["request"])))
+            elif event["type"] == "request-first-delivery":
+                self._metrics.first_record(self._state.request(str(event["data"]["request"])))
         if self._policy.current().catalog is None:
             return
         tiers = self.context().ladder.tiers

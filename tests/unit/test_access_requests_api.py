@@ -37,6 +37,28 @@ class Reports:
         return new
 
 
+class Metrics:
+    """What the service reports to Prometheus, recorded."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, Any]] = []
+
+    def decided(self, dispute: Any) -> None:
+        self.seen.append(("dispute-decided", dispute.id))
+
+    def enforced(self, dispute: Any, seconds: float) -> None:
+        self.seen.append(("dispute-enforced", dispute.id))
+
+    def open_by_tier(self, counts: Mapping[str, int]) -> None:
+        pass
+
+    def request_decided(self, request: Any) -> None:
+        self.seen.append(("request-decided", (request.decision or {}).get("outcome")))
+
+    def first_record(self, request: Any) -> None:
+        self.seen.append(("first-record", request.approval_to_first_record_s))
+
+
 def _doc() -> dict[str, Any]:
     doc = catalog()
     doc["bodies"]["ukhsa"]["roles"] = ["caldicott-guardian", "governance-board", "ig-lead"]
@@ -53,9 +75,9 @@ def _sees(who: Mapping[str, Any], request: Any) -> bool:
 class World:
     def __init__(self, log: MemoryGovernanceLog | None = None, control: FakeControl | None = None) -> None:
         self.log, self.control, self.clock = log or MemoryGovernanceLog(), control or FakeControl(_doc()), FakeClock()
-        self.reports, self.notifier = Reports(), RecordingNotifier({})
+        self.reports, self.notifier, self.metrics = Reports(), RecordingNotifier({}), Metrics()
         self.governance = Governance(self.log, self.control, self.control, self.clock, self.notifier,
-                                     deliveries=self.reports)
+                                     self.metrics, deliveries=self.reports)
         self.governance.start()
         app = create_governance_app(self.governance, list, guard=guard(FakeAuthz(sees=_sees)))
         self.client = TestClient(app)
@@ -106,6 +128,7 @@ def test_two_roles_approve_over_http_and_the_grant_is_put_in_force_with_their_na
     world.governance.tick()
     shown = world.client.get(path, headers=COUNTY_DPH).json()
     assert shown["approval_to_first_record_s"] == 2.5 and shown["first_delivery"]["offset"] == 41
+    assert world.metrics.seen == [("request-decided", "approved"), ("first-record", 2.5)]
 
     # A restarted service rebuilds the request, its approvers and its measurement from the log alone.
     again_world = World(world.log.reader(), world.control)

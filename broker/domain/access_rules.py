@@ -82,6 +82,7 @@ def make(ctx: Context, actor: Actor, form: RequestForm, ident: str) -> list[Even
     if not form.justification.strip():
         raise InvalidRequestError("a request needs a justification: say why the data is needed")
     _check_open(ctx, actor, form.template)
+    _check_one_purpose(ctx, actor, str(template["stream"]), form.purpose)
     duration = parse_duration(form.duration, "duration")
     if duration <= dt.timedelta() or duration > ctx.ladder.grant_period:
         raise InvalidRequestError(f"duration {form.duration} must be more than nothing and at most the ladder's grant "
@@ -115,6 +116,17 @@ def _check_open(ctx: Context, actor: Actor, template: str) -> None:
                 "awaiting", "approved", "live"):
             raise GovernanceError(f"{actor.body} as {actor.role} already has request {other.id} for {template} "
                                   f"({other.state}); follow that one")
+
+
+def _check_one_purpose(ctx: Context, actor: Actor, stream: str, purpose: str) -> None:
+    """A role receives a stream on one delivery topic, so for one purpose (as the catalog compiler holds)."""
+    flows = {**ctx.catalog.get("agreements", {}), **ctx.state.grants}
+    for ident, flow in sorted(flows.items()):
+        roles = {role for tier in flow.get("tiers", []) for role in tier.get("roles", [])}
+        if (flow.get("subscriber"), flow.get("stream")) == (actor.body, stream) and actor.role in roles \
+                and flow.get("purpose") != purpose:
+            raise GovernanceError(f"{actor.body} already receives {stream} as {actor.role} under {ident} for "
+                                  f"purpose {flow.get('purpose')!r}; a role gets a stream for one purpose")
 
 
 def _legal_basis(template: Mapping[str, Any], form: RequestForm) -> list[str]:

@@ -17,7 +17,7 @@ from broker.domain.disputes import stamp
 from broker.domain.governance import GovernanceState, apply
 from broker.domain.ladder import Actor
 from broker.errors import GovernanceError, InvalidRequestError, NotAuthorisedError
-from tests.unit.governance_catalog import LEICESTER, LEICESTERSHIRE, LEICESTERSHIRE_AREAS, T1, catalog
+from tests.unit.governance_catalog import LEICESTER, LEICESTERSHIRE, LEICESTERSHIRE_AREAS, MANCHESTER, T1, catalog
 from tests.unit.governance_support import World, board, person
 
 T1_TEMPLATE = "t1-positive-tests"
@@ -164,6 +164,13 @@ def test_a_refusal_needs_a_reason_and_ends_the_request() -> None:
     assert "request-r-1" not in world.state.grants
     with pytest.raises(GovernanceError, match="is refused"):
         _review(world, CALDICOTT)
+
+
+def test_a_role_already_receiving_the_stream_for_another_purpose_cannot_ask() -> None:
+    world = _world()
+    world.catalog["agreements"]["t1-manchester"]["purpose"] = "outbreak-control"
+    with pytest.raises(GovernanceError, match="under t1-manchester for purpose 'outbreak-control'"):
+        _make(world, actor=person(MANCHESTER, "dph"))
 
 
 def test_one_open_request_per_role_and_template() -> None:

@@ -4,7 +4,8 @@
 new ──request-made──▶ awaiting ──request-approved──▶ approved ──request-enforced──▶ live ──request-expired──▶ expired
                        │  ▲  └──request-refused───▶ refused
                        └──┘  └──request-defaulted──▶ defaulted ──request-enforced──▶ live   (a provisional grant)
-     request-reviewed, request-tier-opened (deadline passed: the next ladder tier)
+     request-reviewed, request-tier-opened (deadline passed: the next ladder tier),
+     request-deadline-changed (a higher level declared: the tier's deadline shortens)
 ```
 `request-first-delivery` records, once, when the gate first delivered to the requester after approval. The governance
 topic is the source of truth: a request keeps its timeline after its grant ends.
@@ -31,6 +32,7 @@ TRANSITIONS: Mapping[tuple[str, str], str] = MappingProxyType({
     ("new", "request-made"): "awaiting",
     ("awaiting", "request-reviewed"): "awaiting",
     ("awaiting", "request-tier-opened"): "awaiting",
+    ("awaiting", "request-deadline-changed"): "awaiting",
     ("awaiting", "request-approved"): "approved",
     ("awaiting", "request-refused"): "refused",
     ("awaiting", "request-defaulted"): "defaulted",
@@ -142,6 +144,8 @@ def fold(request: AccessRequest | None, event: Mapping[str, Any]) -> AccessReque
     if kind == "request-tier-opened":
         return replace(after, tier=int(data["tier"]), level=str(data["level"]), deadline=parse_stamp(data["deadline"]),
                        reviews=())
+    if kind == "request-deadline-changed":
+        return replace(after, level=str(data["level"]), deadline=parse_stamp(data["deadline"]))
     if kind in ("request-approved", "request-refused", "request-defaulted"):
         approved = at if data.get("grant") is not None else None
         return replace(after, decision=data, decided_at=at, approved_at=approved, deadline=None)

@@ -332,6 +332,23 @@ def _review(ctx: Context, request: AccessRequest, grant: Mapping[str, Any]) -> l
             tier_opened(ident, ctx.now, 0, level, deadline, "mandatory review")]
 
 
+def shortened(ctx: Context, scope: str, level: str) -> list[Event]:
+    """A level declared for `scope` (national or an E12 region) shortens the deadline of every request waiting in
+    it to the level's, counted from the declaration; never lengthens one."""
+    events = []
+    for ident, request in sorted(ctx.state.requests.items()):
+        if request.state != "awaiting" or request.deadline is None or level == "normal":
+            continue
+        regions = (ctx.catalog.get("bodies", {}).get(request.body) or {}).get("regions", [])
+        if scope != "national" and scope not in regions:
+            continue
+        sooner = ctx.now + ctx.ladder.tiers[request.tier].deadline(level)
+        if sooner < request.deadline:
+            events.append(new_event("request-deadline-changed", None, ctx.now, None, {
+                "request": ident, "level": level, "deadline": stamp(sooner), "why": f"{level} declared for {scope}"}))
+    return events
+
+
 def enforced(ctx: Context, request: AccessRequest, control: Sequence[Mapping[str, Any]]) -> list[Event]:
     return [new_event("request-enforced", None, ctx.now, None, {"request": request.id, "control": list(control)})]
 

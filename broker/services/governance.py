@@ -165,7 +165,8 @@ class Governance:
         return self._state.dispute(ident)
 
     def declare(self, actor: Actor, scope: str, level: str, reason: str) -> dict[str, Any]:
-        self._run(lambda ctx: escalation.declare(ctx, actor, scope, level, reason))
+        self._run(lambda ctx: escalation.declare(ctx, actor, scope, level, reason)
+                  + access_rules.shortened(ctx, scope, level))
         return {"scope": scope, "level": self._state.level(scope)}
 
     def break_glass(self, actor: Actor, stream: str, purpose: str, justification: str) -> Dispute:

@@ -196,6 +196,19 @@ def test_an_unanswered_request_climbs_the_ladder_and_the_board_may_approve() -> 
     assert _review(world, board("nhsd")).state == "approved"
 
 
+def test_a_declared_emergency_shortens_a_waiting_requests_deadline() -> None:
+    world = _world()
+    made = _make(world)
+    world.now += dt.timedelta(hours=1)
+    events = world.run(lambda ctx: escalation.declare(ctx, board("dhsc"), "E12000004", "emergency", "surge")
+                       + access_rules.shortened(ctx, "E12000004", "emergency"))
+    assert [e["type"] for e in events] == ["emergency-declared", "request-deadline-changed"]
+    shortened = world.state.request("r-1")
+    assert shortened.deadline == world.now + dt.timedelta(hours=2) and shortened.level == "emergency"
+    assert made.deadline is not None and shortened.deadline < made.deadline
+    assert access_rules.shortened(world.ctx(), "E12000002", "emergency") == []     # not its region
+
+
 def test_an_unanswered_request_ends_by_the_decisive_default_within_the_ladders_bound() -> None:
     world = _world()
     made = _make(world)

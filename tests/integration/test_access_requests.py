@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from secrets import token_bytes
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -34,6 +35,7 @@ from broker.security.api_tokens import issue, signing_key, verifier_for
 from tests.conftest import SCHEMAS, control_writer, governance_service, opa_as
 from tests.e2e.scenario_support import Cleanup, FakeClock
 from tests.integration.gate_support import Receiver, end_offsets, publish, specimen_day, start_gate
+from tests.integration.governance_process import GovernanceProcess, wait_for
 
 T6 = "nis.vaccination-uptake"
 CORNWALL = "cornwall-council"
@@ -212,3 +214,36 @@ def test_an_unanswered_request_climbs_the_ladder_and_ends_by_its_decisive_defaul
             assert parse_stamp(ended["decided_at"]) - made_at == bound
     finally:
         service.stop()
+
+
+def test_the_governance_process_as_its_own_kafka_user_measures_approval_to_first_record(
+        services: Endpoints, gate: GateThread, receiver: Receiver, cleanup: Cleanup, local_settings: Settings,
+        tmp_path: Any) -> None:
+    process = GovernanceProcess(services, local_settings, tmp_path / "governance")
+    url = process.start()
+    try:
+        with GovernanceClient(client=httpx.Client(base_url=url, timeout=30.0, trust_env=False)) as client:
+            requests = AccessRequests(client)
+            dph = token(CORNWALL, "dph", "dph@cornwall.test")
+            # Short, so that the shared governance topic's next service ends it soon after this test.
+            made = requests.create(dph, form(duration="PT5M", justification="Cornish outreach, process run."))
+            cleanup.grants([f"request-{made['id']}"])
+            requests.approve(token("nis", "ig-lead", "ig-lead@nis.test"), made["id"], "made out")
+            live = requests.approve(token("nis", "caldicott-guardian", "cg@nis.test"), made["id"], "proportionate")
+            assert live["state"] == "live", live
+            enforced = next(e for e in live["timeline"] if e["type"] == "request-enforced")
+            _applied_past(gate, max(int(c["offset"]) for c in enforced["data"]["control"]))
+
+            start = end_offsets(services.kafka, [CORNWALL_DPH])[CORNWALL_DPH]
+            sources = publish(services, T6, vaccination_cells(specimen_day(), {"cornwall": 2}, seed=23))
+            got = receiver.records(CORNWALL_DPH, start, lambda _, h: h.get("accord.source") in sources, want=2,
+                                   timeout_s=WAIT_S)
+            assert len(got) == 2
+            wait_for(lambda: requests.show(dph, made["id"])["first_delivery"] is not None,
+                     "the governance process to record the first delivery")
+            shown = requests.show(dph, made["id"])
+            assert shown["first_delivery"]["topic"] == CORNWALL_DPH
+            print(f"\napproval to first record delivered (governance process): "
+                  f"{shown['approval_to_first_record_s']:.3f} s")
+    finally:
+        process.stop()

@@ -250,6 +250,9 @@ def instantiate(ctx: Context, request: AccessRequest, by: Sequence[Mapping[str, 
         "review_date": until.date().isoformat(),
         "emergency_level_required": str(template.get("emergency_level_required") or "normal"),
         "retention_s": template.get("retention_s"), "backfill": request.backfill,
+        # Where the history wanted starts, for whatever delivers it (the gate delivers from approval on).
+        "backfill_from": None if request.backfill is None else stamp(
+            ctx.now - parse_duration(request.backfill, "backfill")),
         "signatories": [{"body": a["body"], "name": a["person"], "role": a["role"]} for a in by],
         "source": {"request": request.id},
     }

@@ -121,6 +121,7 @@ def test_two_approvals_from_the_two_required_roles_approve_and_instantiate_the_t
     assert grant["subscriber"] == LEICESTERSHIRE and grant["tiers"][0]["roles"] == ["dph"]
     assert sorted(grant["tiers"][0]["fields"]) == ["lsoa", "name", "specimen_date", "specimen_id"]
     assert grant["valid_until"] == stamp(world.now + dt.timedelta(days=30)) and grant["backfill"] == "P28D"
+    assert grant["backfill_from"] == stamp(world.now - dt.timedelta(days=28))
     assert [s["name"] for s in grant["signatories"]] == [IG_LEAD.person, CALDICOTT.person]
     assert world.state.grants["request-r-1"] == grant          # in force as a grant until it ends
 

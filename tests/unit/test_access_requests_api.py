@@ -160,3 +160,16 @@ def test_the_requester_and_the_reviewers_of_its_tier_are_told() -> None:
     told = {body for body, note in world.notifier.sent if note["type"] == "request-made"}
     assert told == {LEICESTERSHIRE, "ukhsa"}
     assert all(note["request"]["id"] == made["id"] for _, note in world.notifier.sent)
+
+
+def test_at_its_end_the_grant_is_withdrawn_on_the_control_topic_and_the_request_kept() -> None:
+    world = World()
+    made = world.make(duration="PT1H")
+    for reviewer in (IG_LEAD, CALDICOTT):
+        world.client.post(f"/requests/{made['id']}/approvals", json={"reason": "fine"}, headers=reviewer)
+    world.clock.advance(dt.timedelta(hours=1))
+    world.governance.tick()
+    assert world.control.writes("grant/")[-1] == (f"grant/request-{made['id']}", None)
+    assert f"request-{made['id']}" not in world.control.current().grants
+    kept = world.client.get(f"/requests/{made['id']}", headers=COUNTY_DPH).json()
+    assert kept["state"] == "expired" and kept["decision"]["grant"]["signatories"]

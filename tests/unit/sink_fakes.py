@@ -67,3 +67,19 @@ class FakeDatabase:
             self.fail_next = False
             raise ServiceError("PostgreSQL write failed (nothing of it was stored): connection refused")
         self.transactions.append([(s, [list(r) for r in rows]) for s, rows in statements])
+
+
+class FakeEndpoint:
+    """A webhook receiver that answers each POST with the next scripted answer (an HTTP status, or a ServiceError
+    for no answer at all), then 200; it keeps every POST's body and headers."""
+
+    def __init__(self, answers: Sequence[int | ServiceError] = ()) -> None:
+        self.answers = list(answers)
+        self.posts: list[tuple[bytes, dict[str, str]]] = []
+
+    def post(self, body: bytes, headers: Mapping[str, str]) -> tuple[int, str]:
+        self.posts.append((body, dict(headers)))
+        answer = self.answers.pop(0) if self.answers else 200
+        if isinstance(answer, ServiceError):
+            raise answer
+        return answer, "" if 200 <= answer < 300 else f"receiver says {answer}"

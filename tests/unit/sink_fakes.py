@@ -1,8 +1,11 @@
-"""In-memory fakes of a sink's ports: a delivery topic's partition and a database that keeps what it was told."""
+"""In-memory fakes of a sink's ports: a delivery topic's partition, a database that keeps what it was told, a webhook
+receiver; and the signature check README.md gives webhook receivers, as written there."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from broker.domain.messages import Record
@@ -83,3 +86,15 @@ class FakeEndpoint:
         if isinstance(answer, ServiceError):
             raise answer
         return answer, "" if 200 <= answer < 300 else f"receiver says {answer}"
+
+
+def readme_check() -> Callable[[str, str, bytes], bool]:
+    """`accord_signature_ok(secret, header, body)` from README.md's "Into your webhook", run as written."""
+    readme = Path(__file__).resolve().parents[2] / "README.md"
+    text = readme.read_text(encoding="utf-8").split("### Into your webhook", 1)[1]
+    snippet = re.search(r"```python\n(.*?)```", text, re.S)
+    assert snippet is not None, "README.md's webhook section has no Python snippet"
+    scope: dict[str, Any] = {}
+    exec(compile(snippet.group(1), str(readme), "exec"), scope)
+    check: Callable[[str, str, bytes], bool] = scope["accord_signature_ok"]
+    return check

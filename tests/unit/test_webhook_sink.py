@@ -8,11 +8,9 @@ import decimal
 import io
 import json
 import os
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -37,9 +35,8 @@ from connectors.sinks.webhook import (
     redeliver,
 )
 from connectors.sinks.webhook_state import StateDirectory, write_atomically
-from tests.unit.sink_fakes import FakeEndpoint, FakeSource
+from tests.unit.sink_fakes import FakeEndpoint, FakeSource, readme_check
 
-ROOT = Path(__file__).resolve().parents[2]
 TOPIC = "deliver.leicester-city-council.dph.ukhsa.positive-tests"
 SECRET = "0123456789abcdef0123456789abcdef"
 SCHEMA = {"type": "record", "name": "PositiveTest", "fields": [
@@ -47,17 +44,6 @@ SCHEMA = {"type": "record", "name": "PositiveTest", "fields": [
     {"name": "specimen_date", "type": {"type": "int", "logicalType": "date"}}]}
 DAY = dt.date(2026, 11, 30)
 THREE_TRIES = RetryPolicy(3, 0.5, 2.0)
-
-
-def readme_check() -> Callable[[str, str, bytes], bool]:
-    """The signature check README.md gives receivers, run as written."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8").split("### Into your webhook", 1)[1]
-    snippet = re.search(r"```python\n(.*?)```", text, re.S)
-    assert snippet is not None
-    scope: dict[str, Any] = {}
-    exec(compile(snippet.group(1), "README.md", "exec"), scope)
-    check: Callable[[str, str, bytes], bool] = scope["accord_signature_ok"]
-    return check
 
 
 def records(registry: InMemorySchemaRegistry, count: int) -> list[Record]:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from broker.clock import Clock, system_clock
 from broker.domain.webhooks import signature
 from broker.errors import ConfigError, ServiceError
 from broker.services.serde import SchemaRegistry
@@ -123,7 +124,7 @@ class Courier:
     endpoint: Endpoint
     secret: str
     policy: RetryPolicy
-    clock: Callable[[], float] = time.time
+    clock: Clock = system_clock
     wait: Callable[[float], object] = time.sleep
     stop: Callable[[], bool] = lambda: False
     on_warning: Callable[[str], None] = lambda message: None
@@ -148,7 +149,7 @@ class Courier:
         return failed
 
     def _attempt(self, letter_id: str, body: bytes, number: int) -> Attempt | None:
-        now = self.clock()
+        now = self.clock().timestamp()
         try:
             status, answer = self.endpoint.post(body, signed_headers(self.secret, letter_id, body, now, number))
         except ServiceError as exc:

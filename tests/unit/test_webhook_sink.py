@@ -66,8 +66,8 @@ class Harness:
         self.now = time.time()
         self.records = records(self.registry, count)
         self.state = StateDirectory(tmp_path / "state")
-        self.courier = Courier(self.endpoint, SECRET, policy, clock=lambda: self.now, wait=self.waits.append,
-                               stop=stop)
+        self.courier = Courier(self.endpoint, SECRET, policy, clock=lambda: dt.datetime.fromtimestamp(self.now, dt.UTC),
+                               wait=self.waits.append, stop=stop)
         self.batch = batch
         self.source = FakeSource(TOPIC, self.records)
         self.sink = WebhookSink(self.source, self.registry, self.courier, self.state, batch)

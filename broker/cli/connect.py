@@ -18,7 +18,10 @@ Config = Annotated[Path, typer.Argument(help="the sink's YAML config (see README
 
 @connect_cli.command("run")
 def run(config: Config,
-        batch: Annotated[int, typer.Option(help="records per database transaction at most")] = 2000) -> None:
+        batch: Annotated[int, typer.Option(help="records per database transaction at most")] = 2000,
+        metrics_port: Annotated[int | None, typer.Option(
+            help="serve Prometheus /metrics on 127.0.0.1 at this port (records stored, rejected, failed; lag)")]
+        = None) -> None:
     """Move the config's deliveries into its database until interrupted (Ctrl-C or SIGTERM stops after the batch in
     hand is stored); a stopped database or Kafka is waited for, and nothing is lost or stored twice."""
     from broker.runtime import connect
@@ -32,7 +35,14 @@ def run(config: Config,
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     typer.echo(f"sink {checked.sink}: {', '.join(checked.topics())} -> {checked.postgres.dsn}", err=True)
-    connect.run(checked, stopping.is_set, batch)
+    metrics = None
+    if metrics_port is not None:
+        from broker.adapters.metrics import PrometheusSinkMetrics, serve_metrics
+
+        server = serve_metrics(metrics_port)
+        metrics = PrometheusSinkMetrics(checked.sink)
+        typer.echo(f"metrics: http://127.0.0.1:{server.server_port}/metrics", err=True)
+    connect.run(checked, stopping.is_set, batch, metrics)
 
 
 @connect_cli.command("status")

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from pydantic import SecretStr
 
@@ -77,12 +79,39 @@ def open_sinks(config: SinkConfig) -> Iterator[Sinks]:
         built.close()
 
 
-def run(config: SinkConfig, stop: Callable[[], bool], max_records: int = 2000) -> None:
-    """Move every delivery in turn until `stop()`; a failing one is retried from its stored position."""
+class SinkMetrics(Protocol):
+    def stored(self, topic: str, n: int) -> None: ...
+
+    def rejected(self, topic: str, n: int) -> None: ...
+
+    def failed(self, topic: str) -> None: ...
+
+    def position(self, topic: str, partition: int, stored: int, lag: int) -> None: ...
+
+
+def run(config: SinkConfig, stop: Callable[[], bool], max_records: int = 2000, metrics: SinkMetrics | None = None,
+        lag_every_s: float = 5.0) -> None:
+    """Move every delivery in turn until `stop()`; a failing one is retried from its stored position. With
+    `metrics`, counts what was stored, rejected and failed, and every `lag_every_s` the lag per partition."""
     with open_sinks(config) as built:
+        next_lag = 0.0
         while not stop():
             for sink in built.sinks:
-                sink.step_or_wait(max_records)
+                rejected, failures = sink.rejected, sink.failures
+                moved = sink.step_or_wait(max_records)
+                if metrics is not None:
+                    if moved:
+                        metrics.stored(sink.topic, moved - (sink.rejected - rejected))
+                    if sink.rejected > rejected:
+                        metrics.rejected(sink.topic, sink.rejected - rejected)
+                    if sink.failures > failures:
+                        metrics.failed(sink.topic)
+            if metrics is not None and time.monotonic() >= next_lag:
+                next_lag = time.monotonic() + lag_every_s
+                for sink in built.sinks:
+                    with contextlib.suppress(Exception):  # Kafka away: the lag is shown again when it is back
+                        for row in sink.progress():
+                            metrics.position(row.topic, row.partition, row.stored, row.lag)
 
 
 def status(config: SinkConfig) -> tuple[list[PartitionStatus], dict[str, int]]:

@@ -23,7 +23,9 @@ Config = Annotated[Path, typer.Argument(help="the sink's YAML config (see README
 @connect_cli.command("run")
 def run(config: Config,
         batch: Annotated[int, typer.Option(help="records read (and per database transaction) at most")] = 2000,
-        ) -> None:
+        metrics_port: Annotated[int | None, typer.Option(
+            help="serve Prometheus /metrics on 127.0.0.1 at this port (records stored, rejected, failed; lag)")]
+        = None) -> None:
     """Move the config's deliveries into its database or webhook until interrupted (Ctrl-C or SIGTERM stops after
     the batch in hand is stored; a webhook batch still being retried is sent again at the next start); a stopped
     database, receiver or Kafka is waited for, and nothing is lost."""
@@ -44,7 +46,14 @@ def run(config: Config,
     signal.signal(signal.SIGINT, stop)
     target = checked.webhook.url if isinstance(checked, WebhookSinkConfig) else checked.postgres.dsn
     typer.echo(f"sink {checked.sink}: {', '.join(checked.topics())} -> {target}", err=True)
-    connect.run(checked, stopping.is_set, batch, wait=pause)
+    metrics = None
+    if metrics_port is not None:
+        from broker.adapters.metrics import PrometheusSinkMetrics, serve_metrics
+
+        server = serve_metrics(metrics_port)
+        metrics = PrometheusSinkMetrics(checked.sink)
+        typer.echo(f"metrics: http://127.0.0.1:{server.server_port}/metrics", err=True)
+    connect.run(checked, stopping.is_set, batch, metrics, wait=pause)
 
 
 @connect_cli.command("status")

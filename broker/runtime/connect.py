@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from pydantic import SecretStr
 
@@ -120,16 +121,43 @@ def open_webhook_sinks(config: WebhookSinkConfig, stop: Callable[[], bool] = lam
         built.close()
 
 
-def run(config: AnySinkConfig, stop: Callable[[], bool], max_records: int = 2000,
-        wait: Callable[[float], object] = time.sleep) -> None:
-    """Move every delivery in turn until `stop()`; a failing one is retried from its stored position."""
+class SinkMetrics(Protocol):
+    def stored(self, topic: str, n: int) -> None: ...
+
+    def rejected(self, topic: str, n: int) -> None: ...
+
+    def failed(self, topic: str) -> None: ...
+
+    def position(self, topic: str, partition: int, stored: int, lag: int) -> None: ...
+
+
+def run(config: AnySinkConfig, stop: Callable[[], bool], max_records: int = 2000, metrics: SinkMetrics | None = None,
+        lag_every_s: float = 5.0, wait: Callable[[float], object] = time.sleep) -> None:
+    """Move every delivery in turn until `stop()`; a failing one is retried from its stored position. With
+    `metrics`, counts what was stored, rejected (for a webhook: dead-lettered) and failed, and every `lag_every_s`
+    the lag per partition. `wait` is how a webhook's retries wait (so that a stop ends them)."""
     with contextlib.ExitStack() as held:
         if isinstance(config, WebhookSinkConfig):
             held.enter_context(StateDirectory(config.webhook.state_dir).lock())
         built = held.enter_context(open_sinks(config, stop, wait))
+        next_lag = 0.0
         while not stop():
             for sink in built.sinks:
-                sink.step_or_wait(max_records)
+                rejected, failures = sink.rejected, sink.failures
+                moved = sink.step_or_wait(max_records)
+                if metrics is not None:
+                    if moved:
+                        metrics.stored(sink.topic, moved - (sink.rejected - rejected))
+                    if sink.rejected > rejected:
+                        metrics.rejected(sink.topic, sink.rejected - rejected)
+                    if sink.failures > failures:
+                        metrics.failed(sink.topic)
+            if metrics is not None and time.monotonic() >= next_lag:
+                next_lag = time.monotonic() + lag_every_s
+                for sink in built.sinks:
+                    with contextlib.suppress(Exception):  # Kafka away: the lag is shown again when it is back
+                        for row in sink.progress():
+                            metrics.position(row.topic, row.partition, row.stored, row.lag)
 
 
 def dead_letters(config: WebhookSinkConfig) -> list[DeadLetter]:

@@ -196,6 +196,7 @@ class WebhookSink(Sink):
         letter = DeadLetter(body["delivery_id"], self.topic, body["partition"], body["first_offset"],
                             body["last_offset"], failed[-1].error, tuple(failed), json.loads(encode(body)))
         self.state.put(letter)
+        self.rejected += letter.records
         self.courier.on_warning(f"{letter.id} ({letter.records} records) is in the dead letter after "
                                 f"{len(failed)} attempt(s): {letter.reason}; `accord connect redeliver` sends it again")
 

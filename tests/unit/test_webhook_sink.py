@@ -138,7 +138,7 @@ def test_a_refusal_is_not_retried_and_its_batch_goes_to_the_dead_letter_while_th
     assert (letter.id, letter.partition, letter.first_offset, letter.last_offset) == (f"{TOPIC}/0/0-1", 0, 0, 1)
     assert letter.reason == "HTTP 400: receiver says 400" and len(letter.attempts) == 1
     assert [r["value"]["specimen_id"] for r in letter.batch["records"]] == ["S-0", "S-1"]
-    assert run.state.positions(TOPIC) == {0: 3} and run.sink.rejected_count() == 2
+    assert run.state.positions(TOPIC) == {0: 3} and run.sink.rejected_count() == 2 and run.sink.rejected == 2
 
 
 def test_a_batch_is_retried_to_the_end_before_the_next_is_sent_then_dead_lettered(tmp_path: Path) -> None:

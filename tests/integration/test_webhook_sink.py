@@ -24,11 +24,13 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from broker.config import Settings
 from broker.demo.synthetic import spread
 from broker.domain.kafka_acls import subscriber_user
+from broker.local.processes import free_port
 from broker.local.stack import Endpoints
 from broker.runtime.gate import GateThread
 from broker.security.api_tokens import issue, signing_key, write_token
@@ -145,10 +147,21 @@ deliveries:
     return config
 
 
-def start_sink(config: Path, log: Path) -> subprocess.Popen[bytes]:
+def start_sink(config: Path, log: Path, metrics_port: int | None = None) -> subprocess.Popen[bytes]:
+    extra = [] if metrics_port is None else ["--metrics-port", str(metrics_port)]
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "broker", "connect", "run", str(config)],
+        return subprocess.Popen([sys.executable, "-m", "broker", "connect", "run", str(config), *extra],
                                 stdout=out, stderr=subprocess.STDOUT)
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The sink's Prometheus samples for the test's topic, by name and labels."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    except httpx.TransportError:
+        return {}
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if not line.startswith("#") and TOPIC in line}
 
 
 def stop_sink(sink: subprocess.Popen[bytes], log: Path) -> None:
@@ -243,7 +256,8 @@ def test_a_batch_refused_past_the_retry_budget_is_dead_lettered_then_redelivered
     log = tmp_path / "sink.log"
     hook.listen(failing=True)
     publish(services, T1, cases)
-    sink = start_sink(config, log)
+    port = free_port()
+    sink = start_sink(config, log, port)
 
     def letters_with_mine() -> list[dict[str, Any]]:
         return [d for d in dead_letters(config)
@@ -251,6 +265,10 @@ def test_a_batch_refused_past_the_retry_budget_is_dead_lettered_then_redelivered
     try:
         wait_for(lambda: sum(len(d["batch"]["records"]) for d in letters_with_mine()) >= len(cases),
                  "this test's records in the dead letter", log)
+        # The metrics count the dead-lettered records as rejected, none as stored.
+        rejected = f'accord_sink_rejected_total{{sink="webhook",topic="{TOPIC}"}}'
+        wait_for(lambda: scrape(port).get(rejected, 0) >= len(cases), "dead letters in the sink's metrics", log)
+        assert scrape(port).get(f'accord_sink_records_total{{sink="webhook",topic="{TOPIC}"}}', 0) == 0
         stop_sink(sink, log)
     finally:
         if sink.poll() is None:

@@ -186,6 +186,12 @@ def dead_letters(config: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted((config.parent / "state" / "dead-letter").glob("*.json"))]
 
 
+def lag(config: Path) -> int | None:
+    """The lag `accord connect status` shows (None: it could not tell, e.g. Kafka was busy)."""
+    status = connect("status", str(config))
+    return int(topic_line(status.stdout)[-2]) if status.returncode == 0 else None
+
+
 def topic_line(status: str) -> list[str]:
     """The status columns of the delivery topic's one partition: topic, part, stored, end, lag, dead."""
     (line,) = [line for line in status.splitlines() if line.startswith(TOPIC + " ")]
@@ -211,7 +217,7 @@ def test_a_receiver_down_for_30_s_then_up_receives_everything_signed_and_in_orde
         hook.failing = False
         wait_for(lambda: len({(p, o) for _, p, o, _ in hook.mine(prefix)}) >= len(cases) + len(corrected),
                  f"all {len(cases) + len(corrected)} records of this test", log)
-        wait_for(lambda: topic_line(connect("status", str(config)).stdout)[-2] == "0", "lag 0", log)
+        wait_for(lambda: lag(config) == 0, "lag 0 in accord connect status", log)
         stop_sink(sink, log)
     finally:
         if sink.poll() is None:

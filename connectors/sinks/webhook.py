@@ -129,29 +129,29 @@ class Courier:
     stop: Callable[[], bool] = lambda: False
     on_warning: Callable[[str], None] = lambda message: None
 
-    def send(self, letter_id: str, body: bytes, attempted: int = 0) -> list[Attempt]:
+    def send(self, batch_id: str, body: bytes, attempted: int = 0) -> list[Attempt]:
         """Attempts until one is accepted (then []) or the policy ends; the failed attempts, newest last."""
         failed: list[Attempt] = []
         for n in range(1, self.policy.max_attempts + 1):
-            attempt = self._attempt(letter_id, body, attempted + n)
+            attempt = self._attempt(batch_id, body, attempted + n)
             if attempt is None:
                 return []
             failed.append(attempt)
             if not self.policy.retried(attempt.status) or n == self.policy.max_attempts:
                 break
             delay = self.policy.delay(n)
-            self.on_warning(f"POST of {letter_id} failed ({attempt.error}); attempt {n + 1} of "
+            self.on_warning(f"POST of {batch_id} failed ({attempt.error}); attempt {n + 1} of "
                             f"{self.policy.max_attempts} in {delay:g}s")
             self.wait(delay)
             if self.stop():
-                raise Interrupted(f"stopped while retrying {letter_id} ({attempt.error}); it is sent again at the "
+                raise Interrupted(f"stopped while retrying {batch_id} ({attempt.error}); it is sent again at the "
                                   "next start")
         return failed
 
-    def _attempt(self, letter_id: str, body: bytes, number: int) -> Attempt | None:
+    def _attempt(self, batch_id: str, body: bytes, number: int) -> Attempt | None:
         now = self.clock().timestamp()
         try:
-            status, answer = self.endpoint.post(body, signed_headers(self.secret, letter_id, body, now, number))
+            status, answer = self.endpoint.post(body, signed_headers(self.secret, batch_id, body, now, number))
         except ServiceError as exc:
             return Attempt(now, None, str(exc))
         if 200 <= status < 300:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from broker.domain.kafka_acls import subscriber_user
 from broker.domain.topics import delivery_topic
@@ -60,6 +60,51 @@ class SinkConfig(_Strict):
         return self.kafka.username or subscriber_user(self.body, self.role)
 
 
+class FilesTarget(_Strict):
+    directory: Path  # what the council's SFTP or file-share sync picks up: complete files and their manifests
+    format: Literal["csv", "parquet"] = "csv"
+    max_rows: int | None = Field(100_000, ge=1, le=10_000_000)  # a file closes after this many rows ...
+    max_seconds: float | None = Field(300.0, gt=0, le=7 * 24 * 3600)  # ... or this long after its first row
+
+    @model_validator(mode="after")
+    def _closes(self) -> FilesTarget:
+        if self.max_rows is None and self.max_seconds is None:
+            raise ValueError("max_rows and max_seconds are both null: a file would never be closed")
+        return self
+
+
+class FileDelivery(_Strict):
+    stream: Name
+    prefix: Name | None = None  # files are <prefix>-<sequence>.<format>; default: the stream's name
+
+
+class FileSinkConfig(_Strict):
+    sink: Literal["files"]
+    body: Name
+    role: Name
+    kafka: KafkaLogin
+    registry: RegistryLogin
+    files: FilesTarget
+    deliveries: list[FileDelivery] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _prefixes_differ(self) -> FileSinkConfig:
+        prefixes = [d.prefix or d.stream for d in self.deliveries]
+        if len(set(prefixes)) < len(prefixes):
+            raise ValueError("two deliveries would write files of the same prefix: give each its own `prefix`")
+        return self
+
+    def topics(self) -> list[str]:
+        return [delivery_topic(self.body, self.role, d.stream) for d in self.deliveries]
+
+    def kafka_user(self) -> str:
+        return self.kafka.username or subscriber_user(self.body, self.role)
+
+
+AnySinkConfig = SinkConfig | FileSinkConfig
+KINDS: dict[str, type[SinkConfig] | type[FileSinkConfig]] = {"postgres": SinkConfig, "files": FileSinkConfig}
+
+
 class SinkConfigError(ConfigError):
     """The config file is invalid; `problems` holds one `file:line: field: what is wrong` line per problem."""
 
@@ -68,7 +113,7 @@ class SinkConfigError(ConfigError):
         super().__init__("\n  ".join([f"sink config {path} is invalid; fix each line below", *problems]))
 
 
-def load(path: Path) -> SinkConfig:
+def load(path: Path) -> AnySinkConfig:
     """The checked config; relative file names in it are read from the config's own folder."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -82,11 +127,17 @@ def load(path: Path) -> SinkConfig:
         raise SinkConfigError(path, [f"{path}:{mark.line + 1 if mark else 1}: YAML error: {exc}"]) from exc
     if not isinstance(data, dict) or node is None:
         raise SinkConfigError(path, [f"{path}:1: expected a mapping starting with `sink: postgres`"])
+    kind = KINDS.get(str(data.get("sink")))
+    if kind is None:
+        known = " or ".join(repr(k) for k in KINDS)
+        raise SinkConfigError(path, [f"{path}:{_line(node, ('sink',))}: sink: Input should be {known}"])
     try:
-        config = SinkConfig.model_validate(data)
+        config = kind.model_validate(data)
     except ValidationError as exc:
         raise SinkConfigError(path, [f"{path}:{_line(node, e['loc'])}: {_field(e['loc'])}: {e['msg']}"
                                      for e in exc.errors(include_url=False)]) from exc
+    if isinstance(config, FileSinkConfig):
+        return _resolved_files(config, path.parent)
     return _resolved(config, path.parent)
 
 
@@ -99,6 +150,16 @@ def _resolved(config: SinkConfig, base: Path) -> SinkConfig:
         "registry": config.registry.model_copy(update={"token_file": at(config.registry.token_file)}),
         "postgres": postgres.model_copy(update={
             "password_file": None if postgres.password_file is None else at(postgres.password_file)}),
+    })
+
+
+def _resolved_files(config: FileSinkConfig, base: Path) -> FileSinkConfig:
+    def at(p: Path) -> Path:
+        return p if p.is_absolute() else base / p
+    return config.model_copy(update={
+        "kafka": config.kafka.model_copy(update={"password_file": at(config.kafka.password_file)}),
+        "registry": config.registry.model_copy(update={"token_file": at(config.registry.token_file)}),
+        "files": config.files.model_copy(update={"directory": at(config.files.directory)}),
     })
 
 

@@ -1,5 +1,5 @@
 """Builds a subscriber's sinks from its config (connectors/config.py): its own Kafka login, the registry with its
-token, the target database; runs them until stopped, or reports their positions and lag."""
+token, the target (a database or a folder); runs them until stopped, or reports their positions and lag."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ from pydantic import SecretStr
 
 from broker.adapters.kafka_access import KafkaAccess, read_password_file
 from broker.adapters.kafka_partitions import KafkaPartitionReader
+from broker.adapters.local_files import LocalDirectory
 from broker.adapters.postgres import PostgresDatabase
 from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.errors import ConfigError
-from connectors.config import SinkConfig
+from connectors.config import AnySinkConfig, FileSinkConfig
 from connectors.sinks.base import PartitionStatus, Sink
+from connectors.sinks.files import FileSink
 from connectors.sinks.postgres import PostgresSink, default_table
 
 
@@ -39,7 +41,7 @@ def _read(path: Path, what: str) -> str:
         raise ConfigError(f"cannot read the {what} file {path}: {exc}") from exc
 
 
-def kafka_login(config: SinkConfig) -> KafkaAccess:
+def kafka_login(config: AnySinkConfig) -> KafkaAccess:
     password = SecretStr(read_password_file(config.kafka.password_file))
     return KafkaAccess(config.kafka.bootstrap, config.kafka_user(), password,
                        "SASL_SSL" if config.kafka.tls else "SASL_PLAINTEXT")
@@ -54,13 +56,17 @@ def _warn(message: str) -> None:
 
 
 @contextlib.contextmanager
-def open_sinks(config: SinkConfig) -> Iterator[Sinks]:
-    """One PostgresSink per delivery of `config`, closed on exit."""
+def open_sinks(config: AnySinkConfig) -> Iterator[Sinks]:
+    """One sink per delivery of `config` (a PostgresSink or a FileSink), closed on exit."""
     built = Sinks([], [])
     try:
         token = _read(config.registry.token_file, "registry token")
         registry = HttpSchemaRegistry(config.registry.url, token=lambda: token)
         built.closers.append(registry.close)
+        if isinstance(config, FileSinkConfig):
+            _add_file_sinks(config, registry, built)
+            yield built
+            return
         password = (None if config.postgres.password_file is None
                     else _read(config.postgres.password_file, "PostgreSQL password"))
         database = PostgresDatabase(config.postgres.dsn, password, application_name=f"accord-sink-{config.body}")
@@ -77,7 +83,19 @@ def open_sinks(config: SinkConfig) -> Iterator[Sinks]:
         built.close()
 
 
-def run(config: SinkConfig, stop: Callable[[], bool], max_records: int = 2000) -> None:
+def _add_file_sinks(config: FileSinkConfig, registry: HttpSchemaRegistry, built: Sinks) -> None:
+    kafka, target = kafka_login(config), config.files
+    directory = LocalDirectory(target.directory)
+    for delivery, topic in zip(config.deliveries, config.topics(), strict=True):
+        source = KafkaPartitionReader(kafka, topic, client_id=f"{config.kafka_user()}.sink")
+        built.closers.append(source.close)
+        sink = FileSink(source, registry, directory, delivery.prefix or delivery.stream, target.format,
+                        target.max_rows, target.max_seconds, on_error=_report)
+        built.closers.append(sink.close)  # a clean stop commits the file in hand
+        built.sinks.append(sink)
+
+
+def run(config: AnySinkConfig, stop: Callable[[], bool], max_records: int = 2000) -> None:
     """Move every delivery in turn until `stop()`; a failing one is retried from its stored position."""
     with open_sinks(config) as built:
         while not stop():
@@ -85,7 +103,7 @@ def run(config: SinkConfig, stop: Callable[[], bool], max_records: int = 2000) -
                 sink.step_or_wait(max_records)
 
 
-def status(config: SinkConfig) -> tuple[list[PartitionStatus], dict[str, int]]:
+def status(config: AnySinkConfig) -> tuple[list[PartitionStatus], dict[str, int]]:
     """Every partition's stored position and lag; per topic, the records kept aside as rejected."""
     with open_sinks(config) as built:
         return ([row for sink in built.sinks for row in sink.status()],

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from broker.domain.kafka_acls import subscriber_user
 from broker.domain.topics import delivery_topic
@@ -87,12 +87,13 @@ class FileSinkConfig(_Strict):
     files: FilesTarget
     deliveries: list[FileDelivery] = Field(min_length=1)
 
-    @model_validator(mode="after")
-    def _prefixes_differ(self) -> FileSinkConfig:
-        prefixes = [d.prefix or d.stream for d in self.deliveries]
+    @field_validator("deliveries")
+    @classmethod
+    def _prefixes_differ(cls, deliveries: list[FileDelivery]) -> list[FileDelivery]:
+        prefixes = [d.prefix or d.stream for d in deliveries]
         if len(set(prefixes)) < len(prefixes):
             raise ValueError("two deliveries would write files of the same prefix: give each its own `prefix`")
-        return self
+        return deliveries
 
     def topics(self) -> list[str]:
         return [delivery_topic(self.body, self.role, d.stream) for d in self.deliveries]

@@ -97,6 +97,7 @@ class FileSink(Sink):
         self._open: _OpenFile | None = None
         self._sequence = 0
         self._running: dict[int, int] = {}  # the next offset of each partition, past what is in files or open
+        self._saved: dict[int, int] = {}  # the positions the folder holds
 
     @property
     def positions_name(self) -> str:
@@ -111,7 +112,7 @@ class FileSink(Sink):
         self._discard()
         progress = self.progress()
         self._tidy(progress.sequence)
-        self._sequence, self._running = progress.sequence, dict(progress.positions)
+        self._sequence, self._running, self._saved = progress.sequence, dict(progress.positions), progress.positions
         super().start()
 
     def step(self, max_records: int = 2000, timeout_s: float = 0.5) -> int:
@@ -138,6 +139,10 @@ class FileSink(Sink):
             if self.max_rows is not None and current.rows >= self.max_rows:
                 self._commit()
         self._running.update(positions)  # also past transaction markers and tombstones
+        if self._open is None and self._running != self._saved:
+            # Only a transaction's commit marker (or a tombstone) was read past: save that too, or the folder's
+            # position would stay one short of the topic's end (a lag of 1 that never goes).
+            self._save_positions()
 
     def close(self) -> None:
         """A clean stop: commit the rows written so far (a crash instead leaves them to be read again)."""
@@ -225,11 +230,17 @@ class FileSink(Sink):
         digest, size = self.directory.publish(current.handle, temporary(current.name), current.name)
         manifest = self._manifest(current, digest, size)
         self.directory.write_atomically(current.name + MANIFEST, _json(manifest), temporary(current.name + MANIFEST))
-        # The manifest committed the file; the positions file only saves reading the folder's newest manifest.
-        self.directory.write_atomically(self.positions_name, _json({
-            "topic": self.topic, "sequence": current.sequence, "file": current.name,
-            "positions": manifest["positions"]}), temporary(self.positions_name[1:]))
         self._sequence = current.sequence
+        # The manifest committed the file; the positions file keeps the position if a sync moves the files away.
+        self._save_positions()
+
+    def _save_positions(self) -> None:
+        """The positions file, after the manifest of the file `sequence` (or past markers read since)."""
+        saved = dict(self._running)
+        self.directory.write_atomically(self.positions_name, _json({
+            "topic": self.topic, "sequence": self._sequence,
+            "positions": {str(p): n for p, n in sorted(saved.items())}}), temporary(self.positions_name[1:]))
+        self._saved = saved
 
     def _manifest(self, current: _OpenFile, digest: str, size: int) -> dict[str, Any]:
         return {

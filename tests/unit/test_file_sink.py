@@ -303,3 +303,24 @@ def test_a_bad_files_config_names_file_line_and_field(tmp_path: Path, text: str,
     with pytest.raises(SinkConfigError) as caught:
         load(path)
     assert any(line.startswith(f"{path}{problem}") for line in caught.value.problems), caught.value.problems
+
+
+class TransactionalSource(FakeSource):
+    """The records, then a transaction's commit marker: once all are read, the position is past the marker."""
+
+    def positions(self) -> dict[int, int]:
+        return {0: self.next + 1 if self.next >= len(self.records) else self.next}
+
+    def end_offsets(self) -> dict[int, int]:
+        return {0: len(self.records) + 1}
+
+
+def test_a_position_past_a_commit_marker_is_saved_even_with_no_file_open() -> None:
+    registry, directory, clock = InMemorySchemaRegistry(), FakeDirectory(), Clock()
+    source = TransactionalSource(TOPIC, source_of(registry, [case(n) for n in range(3)]).records)
+    sink = sink_on(source, registry, directory, max_rows=3, clock=clock)
+    assert sink.step() == 3
+    assert manifest(directory, "t1-00000001.csv")["positions"] == {"0": 3}
+    assert [(s.stored, s.end, s.lag) for s in sink.status()] == [(4, 4, 0)]
+    restarted = TransactionalSource(TOPIC, source.records)
+    assert sink_on(restarted, registry, directory).step() == 0 and restarted.seeks == [{0: 4}]

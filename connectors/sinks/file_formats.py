@@ -3,6 +3,7 @@ projected Avro schema, written with pyarrow). Each writes rows into a binary fil
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -77,6 +78,10 @@ class RowWriter(ABC):
     def finish(self) -> None:
         """Everything written into the file (a Parquet footer too); the file itself stays open."""
 
+    @abstractmethod
+    def abandon(self) -> None:
+        """Give the file up (it will be removed): nothing is to be written into it any more."""
+
 
 class CsvWriter(RowWriter):
     """RFC 4180: a header row, CRLF line ends, fields quoted when they need it; cells as the pull API's CSV has
@@ -91,6 +96,9 @@ class CsvWriter(RowWriter):
 
     def finish(self) -> None:
         self.file.flush()
+
+    def abandon(self) -> None:
+        pass  # nothing of a CSV file is held outside it
 
     def _lines(self, rows: list[list[Any]]) -> None:
         out = io.StringIO()
@@ -118,6 +126,14 @@ class ParquetWriter(RowWriter):
         self._flush()
         self._writer.close()  # writes the footer; a file object it was handed stays open
         self.file.flush()
+
+    def abandon(self) -> None:
+        # pyarrow's writer would otherwise write its footer when collected, into a file closed by then, and fail
+        # outside any caller ("Exception ignored in __del__").
+        with contextlib.suppress(Exception):
+            self._writer.close()
+        self._writer.is_open = False
+        self._pending = []
 
     def _cell(self, name: str, value: Any) -> Any:
         if value is None:

@@ -98,6 +98,7 @@ class FileSink(Sink):
         self._sequence = 0
         self._running: dict[int, int] = {}  # the next offset of each partition, past what is in files or open
         self._saved: dict[int, int] = {}  # the positions the folder holds
+        self._layouts: dict[int, tuple[tuple[str, str], ...]] = {}  # by schema id
 
     @property
     def positions_name(self) -> str:
@@ -125,13 +126,13 @@ class FileSink(Sink):
         done = 0
         while done < len(records):
             first = records[done]
-            if self._open is not None and (self._open.layout != layout(first.schema) or self._too_old(self._open)):
+            if self._open is not None and (self._open.layout != self._layout(first) or self._too_old(self._open)):
                 self._commit()
             current = self._open or self._begin(first)
             room = len(records) if self.max_rows is None else self.max_rows - current.rows
             chunk = []
             for record in records[done:done + room]:
-                if layout(record.schema) != current.layout:
+                if self._layout(record) != current.layout:
                     break
                 chunk.append(record)
             self._write(current, chunk)
@@ -200,9 +201,10 @@ class FileSink(Sink):
         try:
             writer = open_writer(self.kind, handle, first.schema)
         except OSError as exc:
-            handle.close()
+            with contextlib.suppress(OSError):
+                handle.close()
             raise self._failed(name, exc) from exc
-        self._open = _OpenFile(sequence, name, layout(first.schema), handle, writer, self._clock())
+        self._open = _OpenFile(sequence, name, self._layout(first), handle, writer, self._clock())
         return self._open
 
     def _write(self, current: _OpenFile, chunk: list[Decoded]) -> None:
@@ -225,7 +227,7 @@ class FileSink(Sink):
         try:
             current.writer.finish()
         except OSError as exc:
-            current.handle.close()
+            self._abandon(current)
             raise self._failed(current.name, exc) from exc
         digest, size = self.directory.publish(current.handle, temporary(current.name), current.name)
         manifest = self._manifest(current, digest, size)
@@ -255,14 +257,25 @@ class FileSink(Sink):
             "written_at": self._now().isoformat().replace("+00:00", "Z"),
         }
 
+    def _layout(self, record: Decoded) -> tuple[tuple[str, str], ...]:
+        found = self._layouts.get(record.schema_id)
+        if found is None:
+            found = self._layouts[record.schema_id] = layout(record.schema)
+        return found
+
     def _too_old(self, current: _OpenFile) -> bool:
         return self.max_seconds is not None and self._clock() - current.opened_at >= self.max_seconds
 
     def _discard(self) -> None:
         if self._open is not None:
-            with contextlib.suppress(OSError):  # its temporary is removed by `_tidy`, whatever state it is in
-                self._open.handle.close()
+            self._abandon(self._open)
             self._open = None
+
+    @staticmethod
+    def _abandon(current: _OpenFile) -> None:
+        current.writer.abandon()
+        with contextlib.suppress(OSError):  # its temporary is removed by `_tidy`, whatever state it is in
+            current.handle.close()
 
     def _failed(self, name: str, exc: OSError) -> ServiceError:
         return ServiceError(f"cannot write {name} in {self.directory.location}: {exc.strerror or exc}; nothing of "

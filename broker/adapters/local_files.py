@@ -78,8 +78,7 @@ class LocalDirectory:
 
     @staticmethod
     def _failed(what: str, path: Path, exc: OSError) -> ServiceError:
-        return ServiceError(f"cannot {what} {path}: {exc.strerror or exc} (errno {exc.errno}); the sink retries "
-                            "from the last committed file")
+        return ServiceError(f"cannot {what} {path}: {exc.strerror or exc} (errno {exc.errno})")
 
 
 def _sha256(path: Path) -> tuple[str, int]:

@@ -138,7 +138,7 @@ class ParquetWriter(RowWriter):
     def _cell(self, name: str, value: Any) -> Any:
         if value is None:
             return None
-        if name in self._json:
+        if name in self._json and not isinstance(value, str):  # a string (an enum named elsewhere) is text already
             return json.dumps(to_json(value), separators=(",", ":"))
         return str(value) if self._schema.field(name).type == _TEXT else value  # an enum symbol, a UUID
 

@@ -278,8 +278,8 @@ class FileSink(Sink):
             current.handle.close()
 
     def _failed(self, name: str, exc: OSError) -> ServiceError:
-        return ServiceError(f"cannot write {name} in {self.directory.location}: {exc.strerror or exc}; nothing of "
-                            "it is committed, it is written again from the last committed file")
+        return ServiceError(f"cannot write {name} in {self.directory.location}: {exc.strerror or exc} (the file "
+                            "is not committed: it is written again)")
 
 
 def _json(doc: Mapping[str, Any]) -> bytes:

@@ -49,7 +49,7 @@ def gate(services: Endpoints, applied_catalog: dict[str, Any]) -> Iterator[GateT
     assert runner.failure is None, runner.failure
 
 
-def write_config(directory: Path, services: Endpoints, kind: str) -> Path:
+def write_config(directory: Path, services: Endpoints, kind: str, drop: str = "drop") -> Path:
     secrets = Settings().secrets_dir
     write_token(directory / "registry.token", issue(signing_key(secrets), BODY, "dph", "file-sink-test",
                                                     dt.timedelta(hours=2), dt.datetime.now(dt.UTC)))
@@ -61,7 +61,7 @@ body: {BODY}
 role: dph
 kafka: {{bootstrap: "{services.kafka.bootstrap}", password_file: "{password_path(secrets, LOGIN)}"}}
 registry: {{url: "{services.registry_url}", token_file: registry.token}}
-files: {{directory: drop, format: {kind}, max_rows: 400, max_seconds: 3}}
+files: {{directory: {drop}, format: {kind}, max_rows: 400, max_seconds: 3}}
 deliveries:
   - {{stream: {T1}, prefix: t1}}
 """)
@@ -185,3 +185,29 @@ def cell(value: Any, kind: str) -> Any:
     if kind == "parquet":
         return value
     return "" if value is None else value.isoformat() if isinstance(value, dt.date) else str(value)
+
+
+def test_a_folder_that_cannot_be_written_is_reported_and_waited_for(services: Endpoints, gate: GateThread,
+                                                                      tmp_path: Path) -> None:
+    # The share is not mounted: where the folder should be, a file is in the way.
+    prefix = f"W{uuid.uuid4().hex[:6].upper()}"
+    cases = spread(specimen_day(), 40, ["leicester"], prefix=prefix)
+    (tmp_path / "share").write_text("not a folder")
+    config, log = write_config(tmp_path, services, "csv", "share/drop"), tmp_path / "sink.log"
+    drop = Drop(tmp_path / "share" / "drop", prefix)
+    publish(services, T1, cases)
+    sink = start_sink(config, log)
+    try:
+        wait_for(lambda: "drop: Not a directory" in log.read_text() and sink.poll() is None,
+                 "the error naming the folder, with the sink still running", log)
+        assert f"cannot list {drop.path}: Not a directory" in log.read_text()
+        (tmp_path / "share").unlink()  # mounted at last
+        wait_for(lambda: len(drop.mine()) >= len(cases), f"all {len(cases)} rows in committed files", log)
+        sink.send_signal(signal.SIGTERM)
+        assert sink.wait(timeout=60) == 0, log.read_text()[-3000:]
+    finally:
+        if sink.poll() is None:
+            sink.kill()
+            sink.wait()
+    assert sorted(r["specimen_id"] for r in drop.mine()) == sorted(c["specimen_id"] for c in cases)
+    check_manifests(committed(drop.path), "csv")

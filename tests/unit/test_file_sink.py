@@ -10,6 +10,7 @@ import gc
 import hashlib
 import io
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -356,3 +357,22 @@ def test_a_file_given_up_after_a_kafka_failure_is_read_again_whole(kind: str) ->
     sink.close()
     assert waits == [0.5] and source.seeks == [{}, {}]
     assert committed_ids(directory) == [v["specimen_id"] for v in values]
+
+
+def test_parquet_keeps_structures_as_json_text_and_other_values_typed() -> None:
+    registry, directory = InMemorySchemaRegistry(), FakeDirectory()
+    avro = {"type": "record", "name": "Cell", "fields": [
+        {"name": "when", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+        {"name": "codes", "type": {"type": "array", "items": "string"}},
+        {"name": "either", "type": ["null", "string", "long"], "default": None},
+        {"name": "rate", "type": {"type": "bytes", "logicalType": "decimal", "precision": 6, "scale": 2}}]}
+    moment = dt.datetime(2026, 12, 1, 8, 30, tzinfo=dt.UTC)
+    values = [{"when": moment, "codes": ["E06000016", "E07000129"], "either": 7, "rate": Decimal("12.50")},
+              {"when": moment, "codes": [], "either": "text", "rate": Decimal("0.01")}]
+    sink = sink_on(FakeSource(TOPIC, [delivered(registry, n, v, avro) for n, v in enumerate(values)]), registry,
+                   directory, "parquet", max_rows=2)
+    assert sink.step() == 2
+    rows = pq.read_table(io.BytesIO(directory.files["t1-00000001.parquet"])).to_pylist()
+    assert [{k: v for k, v in r.items() if k != "_accord_source"} for r in rows] == [
+        {"when": moment, "codes": '["E06000016","E07000129"]', "either": "7", "rate": Decimal("12.50")},
+        {"when": moment, "codes": "[]", "either": "text", "rate": Decimal("0.01")}]

@@ -157,11 +157,9 @@ class FileSink(Sink):
         best = Progress(0, {})
         if self.positions_name in names:
             best = self._progress_in(self.positions_name)
-        manifests = sorted(int(m.group(1)) for m in map(self._pattern.match, names) if m and m.group(3))
-        if manifests and manifests[-1] > best.sequence:
-            (newest,) = [n for n in names if (m := self._pattern.match(n)) and m.group(3)
-                         and int(m.group(1)) == manifests[-1]]
-            best = self._progress_in(newest)
+        manifests = [(int(m.group(1)), n) for n in names if (m := self._pattern.match(n)) and m.group(3)]
+        if manifests and max(manifests)[0] > best.sequence:
+            best = self._progress_in(max(manifests)[1])
         return best
 
     def _progress_in(self, name: str) -> Progress:

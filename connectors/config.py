@@ -133,8 +133,51 @@ class WebhookSinkConfig(_Strict):
         return self.kafka.username or subscriber_user(self.body, self.role)
 
 
-AnySinkConfig = SinkConfig | WebhookSinkConfig
-MODELS: dict[str, type[SinkConfig] | type[WebhookSinkConfig]] = {"postgres": SinkConfig, "webhook": WebhookSinkConfig}
+class FilesTarget(_Strict):
+    directory: Path  # what the council's SFTP or file-share sync picks up: complete files and their manifests
+    format: Literal["csv", "parquet"] = "csv"
+    max_rows: int | None = Field(100_000, ge=1, le=10_000_000)  # a file closes after this many rows ...
+    max_seconds: float | None = Field(300.0, gt=0, le=7 * 24 * 3600)  # ... or this long after its first row
+
+    @model_validator(mode="after")
+    def _closes(self) -> FilesTarget:
+        if self.max_rows is None and self.max_seconds is None:
+            raise ValueError("max_rows and max_seconds are both null: a file would never be closed")
+        return self
+
+
+class FileDelivery(_Strict):
+    stream: Name
+    prefix: Name | None = None  # files are <prefix>-<sequence>.<format>; default: the stream's name
+
+
+class FileSinkConfig(_Strict):
+    sink: Literal["files"]
+    body: Name
+    role: Name
+    kafka: KafkaLogin
+    registry: RegistryLogin
+    files: FilesTarget
+    deliveries: list[FileDelivery] = Field(min_length=1)
+
+    @field_validator("deliveries")
+    @classmethod
+    def _prefixes_differ(cls, deliveries: list[FileDelivery]) -> list[FileDelivery]:
+        prefixes = [d.prefix or d.stream for d in deliveries]
+        if len(set(prefixes)) < len(prefixes):
+            raise ValueError("two deliveries would write files of the same prefix: give each its own `prefix`")
+        return deliveries
+
+    def topics(self) -> list[str]:
+        return [delivery_topic(self.body, self.role, d.stream) for d in self.deliveries]
+
+    def kafka_user(self) -> str:
+        return self.kafka.username or subscriber_user(self.body, self.role)
+
+
+AnySinkConfig = SinkConfig | FileSinkConfig | WebhookSinkConfig
+KINDS: dict[str, type[SinkConfig] | type[FileSinkConfig] | type[WebhookSinkConfig]] = {
+    "postgres": SinkConfig, "files": FileSinkConfig, "webhook": WebhookSinkConfig}
 
 
 class SinkConfigError(ConfigError):
@@ -158,16 +201,18 @@ def load(path: Path) -> AnySinkConfig:
         mark = getattr(exc, "problem_mark", None)
         raise SinkConfigError(path, [f"{path}:{mark.line + 1 if mark else 1}: YAML error: {exc}"]) from exc
     if not isinstance(data, dict) or node is None:
-        raise SinkConfigError(path, [f"{path}:1: expected a mapping starting with `sink: {' or '.join(MODELS)}`"])
-    model = MODELS.get(str(data.get("sink")))
-    if model is None:
-        kinds = " or ".join(repr(kind) for kind in MODELS)
-        raise SinkConfigError(path, [f"{path}:{_line(node, ('sink',))}: sink: Input should be {kinds}"])
+        raise SinkConfigError(path, [f"{path}:1: expected a mapping starting with `sink: {' or '.join(KINDS)}`"])
+    kind = KINDS.get(str(data.get("sink")))
+    if kind is None:
+        known = " or ".join(repr(k) for k in KINDS)
+        raise SinkConfigError(path, [f"{path}:{_line(node, ('sink',))}: sink: Input should be {known}"])
     try:
-        config = model.model_validate(data)
+        config = kind.model_validate(data)
     except ValidationError as exc:
         raise SinkConfigError(path, [f"{path}:{_line(node, e['loc'])}: {_field(e['loc'])}: {e['msg']}"
                                      for e in exc.errors(include_url=False)]) from exc
+    if isinstance(config, FileSinkConfig):
+        return _resolved_files(config, path.parent)
     if isinstance(config, WebhookSinkConfig):
         return _resolved_webhook(config, path.parent)
     return _resolved(config, path.parent)
@@ -193,6 +238,16 @@ def _resolved_webhook(config: WebhookSinkConfig, base: Path) -> WebhookSinkConfi
         "kafka": config.kafka.model_copy(update={"password_file": at(config.kafka.password_file)}),
         "registry": config.registry.model_copy(update={"token_file": at(config.registry.token_file)}),
         "webhook": hook.model_copy(update={"secret_file": at(hook.secret_file), "state_dir": at(hook.state_dir)}),
+    })
+
+
+def _resolved_files(config: FileSinkConfig, base: Path) -> FileSinkConfig:
+    def at(p: Path) -> Path:
+        return p if p.is_absolute() else base / p
+    return config.model_copy(update={
+        "kafka": config.kafka.model_copy(update={"password_file": at(config.kafka.password_file)}),
+        "registry": config.registry.model_copy(update={"token_file": at(config.registry.token_file)}),
+        "files": config.files.model_copy(update={"directory": at(config.files.directory)}),
     })
 
 

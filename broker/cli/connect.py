@@ -1,5 +1,6 @@
 """`accord connect run|status|redeliver CONFIG.yaml`: a subscriber's sinks, which move its delivery topics into its
-own systems (PostgreSQL tables, a signed webhook) as its own Kafka user, storing the position as they go."""
+own systems (PostgreSQL tables, CSV or Parquet files, a signed webhook) as its own Kafka user, storing the position
+as they go."""
 
 from __future__ import annotations
 
@@ -15,22 +16,23 @@ import typer
 if TYPE_CHECKING:
     from connectors.config import WebhookSinkConfig
 
-connect_cli = typer.Typer(help="Sinks: deliveries into a subscriber's own PostgreSQL or webhook, with no code.",
+connect_cli = typer.Typer(help="Sinks: deliveries into a subscriber's own PostgreSQL, files or webhook, with no code.",
                           no_args_is_help=True)
 Config = Annotated[Path, typer.Argument(help="the sink's YAML config (see README, For subscribers)")]
 
 
 @connect_cli.command("run")
 def run(config: Config,
-        batch: Annotated[int, typer.Option(help="records read (and per database transaction) at most")] = 2000,
+        batch: Annotated[int, typer.Option(help="records read (and per transaction or file write) at most")] = 2000,
         metrics_port: Annotated[int | None, typer.Option(
             help="serve Prometheus /metrics on 127.0.0.1 at this port (records stored, rejected, failed; lag)")]
         = None) -> None:
-    """Move the config's deliveries into its database or webhook until interrupted (Ctrl-C or SIGTERM stops after
-    the batch in hand is stored; a webhook batch still being retried is sent again at the next start); a stopped
-    database, receiver or Kafka is waited for, and nothing is lost."""
+    """Move the config's deliveries into its database, folder or webhook until interrupted (Ctrl-C or SIGTERM stops
+    after the batch in hand is stored; a file sink commits the file in hand; a webhook batch still being retried is
+    sent again at the next start); a stopped database or receiver, a full disk or a stopped Kafka is waited for,
+    and nothing is lost."""
     from broker.runtime import connect
-    from connectors.config import WebhookSinkConfig, load
+    from connectors.config import FileSinkConfig, WebhookSinkConfig, load
 
     checked = load(config)
     stopping = threading.Event()
@@ -44,7 +46,8 @@ def run(config: Config,
             time.sleep(min(left, 0.2))
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    target = checked.webhook.url if isinstance(checked, WebhookSinkConfig) else checked.postgres.dsn
+    target = (checked.webhook.url if isinstance(checked, WebhookSinkConfig) else str(checked.files.directory)
+              if isinstance(checked, FileSinkConfig) else checked.postgres.dsn)
     typer.echo(f"sink {checked.sink}: {', '.join(checked.topics())} -> {target}", err=True)
     metrics = None
     if metrics_port is not None:
@@ -58,8 +61,9 @@ def run(config: Config,
 
 @connect_cli.command("status")
 def status(config: Config) -> None:
-    """Each delivery topic's partitions: the position stored with the data, the end of the topic, the lag; and
-    the records kept aside as rejected (a row the table cannot key), or a webhook's dead-lettered batches."""
+    """Each delivery topic's partitions: the position stored with the data (a file sink's: after its last
+    committed file), the end of the topic, the lag; and the records kept aside as rejected (a row the table cannot
+    key), or a webhook's dead-lettered batches."""
     from broker.runtime import connect
     from connectors.config import WebhookSinkConfig, load
 

@@ -1,6 +1,6 @@
 """Builds a subscriber's sinks from its config (connectors/config.py): its own Kafka login, the registry with its
-token, the target database or webhook; runs them until stopped, or reports their positions and lag; sends a webhook
-sink's dead letters again."""
+token, the target (a database, a folder or a webhook); runs them until stopped, or reports their positions and lag;
+sends a webhook sink's dead letters again."""
 
 from __future__ import annotations
 
@@ -16,13 +16,15 @@ from pydantic import SecretStr
 
 from broker.adapters.kafka_access import KafkaAccess, read_password_file
 from broker.adapters.kafka_partitions import KafkaPartitionReader
+from broker.adapters.local_files import LocalDirectory
 from broker.adapters.postgres import PostgresDatabase
 from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.adapters.webhook_http import HttpEndpoint
 from broker.errors import ConfigError
-from connectors.config import AnySinkConfig, WebhookSinkConfig
+from connectors.config import AnySinkConfig, FileSinkConfig, WebhookSinkConfig
 from connectors.sinks import webhook
 from connectors.sinks.base import PartitionStatus, Sink
+from connectors.sinks.files import FileSink
 from connectors.sinks.postgres import PostgresSink, default_table
 from connectors.sinks.webhook import Courier, Redelivery, RetryPolicy, WebhookSink, check_secret
 from connectors.sinks.webhook_state import DeadLetter, StateDirectory
@@ -63,7 +65,8 @@ def _warn(message: str) -> None:
 @contextlib.contextmanager
 def open_sinks(config: AnySinkConfig, stop: Callable[[], bool] = lambda: False,
                wait: Callable[[float], object] = time.sleep) -> Iterator[Sinks]:
-    """One sink per delivery of `config`, closed on exit; `stop` and `wait` end a webhook's retries early."""
+    """One sink per delivery of `config` (PostgreSQL, files or webhook), closed on exit; `stop` and `wait` end a
+    webhook's retries early."""
     if isinstance(config, WebhookSinkConfig):
         with open_webhook_sinks(config, stop, wait) as hooks:
             yield hooks
@@ -73,6 +76,10 @@ def open_sinks(config: AnySinkConfig, stop: Callable[[], bool] = lambda: False,
         token = _read(config.registry.token_file, "registry token")
         registry = HttpSchemaRegistry(config.registry.url, token=lambda: token)
         built.closers.append(registry.close)
+        if isinstance(config, FileSinkConfig):
+            _add_file_sinks(config, registry, built)
+            yield built
+            return
         password = (None if config.postgres.password_file is None
                     else _read(config.postgres.password_file, "PostgreSQL password"))
         database = PostgresDatabase(config.postgres.dsn, password, application_name=f"accord-sink-{config.body}")
@@ -121,6 +128,18 @@ def open_webhook_sinks(config: WebhookSinkConfig, stop: Callable[[], bool] = lam
         built.close()
 
 
+def _add_file_sinks(config: FileSinkConfig, registry: HttpSchemaRegistry, built: Sinks) -> None:
+    kafka, target = kafka_login(config), config.files
+    directory = LocalDirectory(target.directory)
+    for delivery, topic in zip(config.deliveries, config.topics(), strict=True):
+        source = KafkaPartitionReader(kafka, topic, client_id=f"{config.kafka_user()}.sink")
+        built.closers.append(source.close)
+        sink = FileSink(source, registry, directory, delivery.prefix or delivery.stream, target.format,
+                        target.max_rows, target.max_seconds, on_error=_report)
+        built.closers.append(sink.close)  # a clean stop commits the file in hand
+        built.sinks.append(sink)
+
+
 class SinkMetrics(Protocol):
     def stored(self, topic: str, n: int) -> None: ...
 
@@ -156,7 +175,7 @@ def run(config: AnySinkConfig, stop: Callable[[], bool], max_records: int = 2000
                 next_lag = time.monotonic() + lag_every_s
                 for sink in built.sinks:
                     with contextlib.suppress(Exception):  # Kafka away: the lag is shown again when it is back
-                        for row in sink.progress():
+                        for row in sink.lag_now():
                             metrics.position(row.topic, row.partition, row.stored, row.lag)
 
 

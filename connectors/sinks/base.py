@@ -136,7 +136,7 @@ class Sink(ABC):
         return [PartitionStatus(self.topic, p, stored.get(p, 0), end)
                 for p, end in sorted(self.source.end_offsets().items())]
 
-    def progress(self) -> list[PartitionStatus]:
+    def lag_now(self) -> list[PartitionStatus]:
         """`status` from what this process has stored (no query of the target): for metrics, between batches."""
         stored = self._stored or {}
         return [PartitionStatus(self.topic, p, stored.get(p, 0), end)

@@ -290,7 +290,7 @@ def test_a_good_files_config_loads_with_the_folder_beside_it(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize(("text", "problem"), [
-    (GOOD.replace("sink: files", "sink: ftp"), ":1: sink: Input should be 'postgres' or 'files'"),
+    (GOOD.replace("sink: files", "sink: ftp"), ":1: sink: Input should be 'postgres' or 'files' or 'webhook'"),
     (GOOD.replace("format: parquet", "format: xlsx"), ":6: files.format: Input should be 'csv' or 'parquet'"),
     (GOOD.replace("max_rows: 50000", "max_rows: 0"), ":6: files.max_rows: Input should be greater than or equal"),
     (GOOD.replace("max_rows: 50000", "max_rows: null, max_seconds: null"), ":6: files: Value error, max_rows and "

@@ -311,7 +311,7 @@ def test_a_good_webhook_config_loads_with_defaults_and_paths_beside_it(tmp_path:
 
 
 @pytest.mark.parametrize(("text", "problem"), [
-    (GOOD.replace("sink: webhook", "sink: webhok"), ":1: sink: Input should be 'postgres' or 'webhook'"),
+    (GOOD.replace("sink: webhook", "sink: webhok"), ":1: sink: Input should be 'postgres' or 'files' or 'webhook'"),
     (GOOD.replace("https://intake", "http://intake"), ":7: webhook.url: Value error, 'http://intake.example.gov.uk"
                                                       "/accord' would send the records unencrypted"),
     (GOOD.replace("https://intake", "ftp://intake"), ":7: webhook.url: Value error, 'ftp://intake"),

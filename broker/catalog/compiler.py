@@ -154,7 +154,8 @@ def _stream(ctx: _Context, ident: str, stream: Stream) -> dict[str, Any]:
     if not jurisdiction:
         ctx.problems.add(origin.at("jurisdiction"), "no jurisdiction fields, so no row could be routed; "
                                                     "name the fields holding LA codes")
-    fields = {name: {"tags": view.tags(name)} for name in view.fields}
+    # A field's kind lets a decision that grants it transformed be checked against its type (domain/grant_fields).
+    fields = {name: {"tags": view.tags(name), "kind": view.kind(name)} for name in view.fields}
     return {"owner": stream.owner, "subject": stream.ingest_subject, "classification": stream.classification,
             "jurisdiction": jurisdiction, "fields": fields}
 

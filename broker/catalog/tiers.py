@@ -41,6 +41,10 @@ class SchemaView:
         kind = _non_null(self.fields.get(name, {}).get("type"))
         return kind == "string" or (isinstance(kind, dict) and kind.get("type") == "string")
 
+    def kind(self, name: str) -> str:
+        """"date", "string" or "other": what a grant's transform of the field may assume (domain/grant_fields)."""
+        return "date" if self.is_date(name) else "string" if self.is_string(name) else "other"
+
     def dates(self) -> list[str]:
         return [name for name in self.fields if self.is_date(name)]
 

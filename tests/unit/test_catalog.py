@@ -89,8 +89,8 @@ def test_streams_carry_every_schema_field_with_its_tags(document: dict[str, Any]
     stream = document["streams"]["ukhsa.positive-tests"]
     assert stream["subject"] == "ingest.ukhsa.positive-tests-value"
     assert stream["jurisdiction"] == ["utla", "ltla"]
-    assert stream["fields"]["specimen_id"] == {"tags": ["direct-identifier"]}
-    assert stream["fields"]["specimen_date"] == {"tags": []}
+    assert stream["fields"]["specimen_id"] == {"tags": ["direct-identifier"], "kind": "string"}
+    assert stream["fields"]["specimen_date"] == {"tags": [], "kind": "date"}
     assert len(stream["fields"]) == 17
 
 

@@ -14,6 +14,7 @@ from broker.domain.flows import Tier
 
 DIRECT_IDENTIFIER = "direct-identifier"
 LSOA_TAG = "geography:lsoa"
+SMALL_COUNT_TAG = "small-count"
 
 
 class SchemaView:
@@ -40,6 +41,9 @@ class SchemaView:
     def is_string(self, name: str) -> bool:
         kind = _non_null(self.fields.get(name, {}).get("type"))
         return kind == "string" or (isinstance(kind, dict) and kind.get("type") == "string")
+
+    def is_count(self, name: str) -> bool:
+        return _non_null(self.fields.get(name, {}).get("type")) in ("int", "long")
 
     def kind(self, name: str) -> str:
         """"date", "string" or "other": what a grant's transform of the field may assume (domain/grant_fields)."""

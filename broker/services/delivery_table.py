@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from broker.domain.audit_records import POLICY_DECISION, decision_record, decision_terms
 from broker.domain.control import PolicyState, rfc3339
 from broker.domain.plans import Plan, Projector, projected_schema
-from broker.domain.pseudonyms import Pseudonymiser, subscriber_key
+from broker.domain.pseudonyms import FIRST_VERSION, Pseudonymiser, key_in_force, key_label, subscriber_key
 from broker.domain.suppression import SuppressionRule
 from broker.domain.topics import value_subject
 from broker.services.planner import Decision
@@ -37,6 +37,7 @@ class Delivery:
     context: SerializationContext
     revision: bytes
     suppression: SuppressionRule | None = None  # aggregate cells: delivered per table, small counts hidden
+    pseudonym_key: bytes = key_label(FIRST_VERSION)  # the key version its pseudonyms are made with (a header)
 
 
 class DeliveryTable:
@@ -57,8 +58,12 @@ class DeliveryTable:
         decisions = self._p.planner.decisions_by_stream(state, list(self._p.schemas), now)
         for stream, decided in decisions.items():
             plans = _one_per_topic([d.plan for d in decided if d.plan.allow])
-            deliveries[stream] = [self._delivery(stream, plan, suppression_of(state, plan)) for plan in plans]
-            expiries.extend(p.expiry for p in plans if p.expiry is not None)
+            deliveries[stream] = []
+            for plan in plans:
+                version, rotates_at = key_in_force(state.pseudonym_keys, plan.subscriber, now)
+                deliveries[stream].append(self._delivery(stream, plan, suppression_of(state, plan), version))
+                # re-planned when an announced rotation takes effect, as when a plan expires
+                expiries.extend(t for t in (plan.expiry, rotates_at) if t is not None)
         self._audit_decisions([d for ds in decisions.values() for d in ds], state, now)
         new_topics = sorted({d.topic for ds in deliveries.values() for d in ds} - self._topics)
         if new_topics:
@@ -81,18 +86,19 @@ class DeliveryTable:
                 self._decided[subscription] = terms
         self._decided = decided
 
-    def _delivery(self, stream: str, plan: Plan, suppression: SuppressionRule | None) -> Delivery:
-        key = (plan.subscriber, plan.role, stream, plan.scopes, plan.agreements, suppression)
+    def _delivery(self, stream: str, plan: Plan, suppression: SuppressionRule | None, version: int) -> Delivery:
+        key = (plan.subscriber, plan.role, stream, plan.scopes, plan.agreements, suppression, version)
         built = self._built.get(key)
         if built is None:
             schema = with_suppressed_counts(projected_schema(self._p.schemas[stream], plan), suppression)
             self._p.registry.set_compatibility(value_subject(plan.topic), "NONE")
-            pseudonymise = Pseudonymiser(subscriber_key(self._p.pseudonym_secret, plan.subscriber), stream)
+            master = self._p.pseudonym_secret if version == FIRST_VERSION else self._p.pseudonym_masters(version)
+            pseudonymise = Pseudonymiser(subscriber_key(master, plan.subscriber, version), stream)
             project = Projector(plan, self._p.schemas[stream], pseudonymise=pseudonymise,
                                 today=lambda: self._clock().date())
             built = self._built[key] = (project, AvroSerializer(self._p.registry, json.dumps(schema)))
         return Delivery(plan, plan.topic, plan.areas, built[0], built[1], SerializationContext(plan.topic),
-                        plan.revision.encode(), suppression)
+                        plan.revision.encode(), suppression, key_label(version))
 
 
 def suppression_of(state: PolicyState, plan: Plan) -> SuppressionRule | None:

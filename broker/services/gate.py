@@ -18,11 +18,12 @@ from broker.domain.geography import LaTable
 from broker.domain.jurisdiction import Unresolved, resolve_areas
 from broker.domain.messages import ControlRecord, Record
 from broker.domain.plans import LSOA_TAG, Plan
+from broker.domain.pseudonyms import KEY_HEADER
 from broker.domain.residence import ResidenceTable
 from broker.domain.suppression import suppress_table
 from broker.domain.topics import AUDIT_TOPIC, ingest_topic, quarantine_topic
 from broker.domain.validation import field_tags, is_blank, validate_record
-from broker.errors import AccordError, SerdeError
+from broker.errors import AccordError, ConfigError, SerdeError
 from broker.services.batch_audit import BatchAudit, Placement
 from broker.services.delivery_table import Delivery, DeliveryTable
 from broker.services.ingest import AVRO_DECODE
@@ -39,6 +40,11 @@ WORKER_HEADER = "accord.worker"
 SUPPRESSION_HEADER = "accord.suppression"
 
 
+
+
+def _no_rotated_keys(version: int) -> bytes:
+    raise ConfigError(f"pseudonym key version {version} was announced, but this gate has no master secret for it; "
+                      "give it the secrets directory `accord credentials rotate-pseudonym-key` wrote to")
 
 
 class Stage(Protocol):
@@ -101,6 +107,7 @@ class GateParts:
     status: StatusSink
     audit: AuditAppender
     residence: ResidenceTable | None = None
+    pseudonym_masters: Callable[[int], bytes] = _no_rotated_keys  # the master secret of a rotated key version
     audit_topic: str = AUDIT_TOPIC  # where delivery-batch records go, inside each batch's transaction
 
 
@@ -288,7 +295,8 @@ class Gate:
         payload = delivery.encode(shaped, delivery.context)
         placed = self._p.stage.send(delivery.topic, payload, key=record.key,
                                     headers=[(SOURCE_HEADER, source), (REVISION_HEADER, delivery.revision),
-                                             (WORKER_HEADER, self._worker_bytes), *extra])
+                                             (WORKER_HEADER, self._worker_bytes),
+                                             (KEY_HEADER, delivery.pseudonym_key), *extra])
         self._batch.delivered(delivery.topic, delivery.plan, record, payload, placed)
 
     def _send_tables(self) -> None:

@@ -51,8 +51,8 @@ def test_a_decision_grants_dob_as_an_age_band_and_the_delivery_carries_only_the_
     wait_enforced(services, decided, started)
 
     cases = positive_tests(specimen_day(), {"blaby": 3, "charnwood": 1}, prefix="GT")
-    for n, case in enumerate(cases):
-        case["nhs_number"] = f"99900077{n:02d}"
+    for n, published in enumerate(cases):
+        published["nhs_number"] = f"99900077{n:02d}"
     start = end_offsets(services.kafka, [TOPIC])[TOPIC]
     sources = publish(services, T1, cases)
     got = receiver.records(TOPIC, start, from_sources(sources), want=3)

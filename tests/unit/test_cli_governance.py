@@ -168,8 +168,25 @@ def test_an_approval_short_of_the_tier_says_it_is_not_decided_yet(api: FakeApi) 
                  "--token", token("nhse", "governance-board", "kim"))
     assert result.exit_code == 0, result.output
     assert api.sent() == {"outcome": "granted-in-part", "reason": "minimised", "fields": ["postcode"],
-                          "areas": None, "until": "2020-07-01T00:00:00Z"}
+                          "areas": None, "until": "2020-07-01T00:00:00Z", "transforms": None}
     assert "not decided yet" in result.stdout and "(1 so far)" in result.stdout
+
+
+def test_a_decision_grants_fields_transformed(api: FakeApi) -> None:
+    api.answers["POST", "/disputes/d-0000000001/decision"] = httpx.Response(
+        200, json={"decided": True, "dispute": {**DISPUTE, "decision": {"outcome": "granted"}}})
+    result = run("dispute", "decide", "d-0000000001", "--outcome", "granted", "--reason", "ages only",
+                 "--transform", "dob=age-band@specimen_date", "--transform", "name=mask:2",
+                 "--transform", "nhs_number=pseudonymise", "--transform", "postcode=postcode-district",
+                 "--token", token("ukhsa", "ig-lead", "jo"))
+    assert result.exit_code == 0, result.output
+    assert api.sent()["transforms"] == {
+        "dob": {"transform": "generalise", "method": "age-band", "at": "specimen_date"},
+        "name": {"transform": "mask", "keep_last": 2}, "nhs_number": {"transform": "pseudonymise"},
+        "postcode": {"transform": "generalise", "method": "postcode-district"}}
+    bad = run("dispute", "decide", "d-0000000001", "--outcome", "granted", "--reason", "r",
+              "--transform", "dob=blur", "--token", token("ukhsa", "ig-lead", "jo"))
+    assert bad.exit_code == 1 and "write FIELD=HOW" in bad.output
 
 
 def test_emergency_declare_and_webhook_set_send_their_bodies(api: FakeApi) -> None:

@@ -1,4 +1,4 @@
-"""Grants with transforms: a decision may grant a field masked, generalised or pseudonymised, only as its kind allows."""
+"""Grants with transforms: a decision may grant a field masked, generalised or pseudonymised, as its kind allows."""
 
 from __future__ import annotations
 

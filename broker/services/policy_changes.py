@@ -26,7 +26,7 @@ from broker.domain.control import (
 from broker.domain.ladder import LEVELS, Actor
 from broker.domain.pseudonyms import ALL_SUBSCRIBERS, key_in_force
 from broker.domain.topics import AUDIT_TOPIC, STATUS_TOPIC
-from broker.errors import ConfigError, NotFoundError, ServiceError
+from broker.errors import ConfigError, GovernanceError, NotFoundError, ServiceError
 from broker.services.planner import CATALOG_PATH, PolicyEngine
 
 COMPILED_PARTS = ("revision", "bodies", "streams", "agreements")  # what a compiled catalog has at least
@@ -132,14 +132,15 @@ class ControlChanges:
             raise NotFoundError(f"no body {subscriber!r} in the applied catalog (or `*` for every subscriber)")
         now = dt.datetime.now(dt.UTC)
         current, pending = key_in_force(state.pseudonym_keys, subscriber, now)
-        if pending is not None:
-            raise ConfigError(f"a rotation of {subscriber}'s pseudonym key is already announced for "
-                              f"{rfc3339(pending)}; wait until it is in force")
+        announced = state.pseudonym_keys.get(subscriber) or state.pseudonym_keys.get(ALL_SUBSCRIBERS) or {}
+        if pending is not None and announced.get("version") != version:
+            raise GovernanceError(f"version {announced.get('version')} of {subscriber}'s pseudonym key is announced "
+                                  f"for {rfc3339(pending)}; announce that version again to change its time, or wait")
         if version <= current:
-            raise ConfigError(f"{subscriber}'s pseudonyms are made with key version {current}; a rotation goes to a "
-                              f"later version, not {version}")
+            raise GovernanceError(f"{subscriber}'s pseudonyms are made with key version {current}; a rotation goes "
+                                  f"to a later version, not {version}")
         if notice < dt.timedelta(0):
-            raise ConfigError("the notice of a rotation cannot be negative")
+            raise GovernanceError("the notice of a rotation cannot be negative")
         return rotate_pseudonym_key(self._writer, subscriber, version, current, now + notice, actor)
 
     def _known(self, agreement: str) -> None:

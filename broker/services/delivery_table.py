@@ -61,7 +61,7 @@ class DeliveryTable:
             deliveries[stream] = []
             for plan in plans:
                 version, rotates_at = key_in_force(state.pseudonym_keys, plan.subscriber, now)
-                deliveries[stream].append(self._delivery(stream, plan, suppression_of(state, plan), version))
+                deliveries[stream].append(self._delivery(stream, plan, suppression_of(state, plan.agreements), version))
                 # re-planned when an announced rotation takes effect, as when a plan expires
                 expiries.extend(t for t in (plan.expiry, rotates_at) if t is not None)
         self._audit_decisions([d for ds in decisions.values() for d in ds], state, now)
@@ -101,12 +101,12 @@ class DeliveryTable:
                         plan.revision.encode(), suppression, key_label(version))
 
 
-def suppression_of(state: PolicyState, plan: Plan) -> SuppressionRule | None:
+def suppression_of(state: PolicyState, agreements: tuple[str, ...]) -> SuppressionRule | None:
     """The suppression the plan's agreements and grants ask for: one that grants the cells unsuppressed (the DPH's
     restricted channel) makes suppression moot, so a rule applies only when every one of them has one (the first
     agreement's, sorted, when they differ)."""
     known = {**((state.catalog or {}).get("agreements") or {}), **state.grants}
-    rules = [(known.get(ident) or {}).get("suppression") for ident in sorted(plan.agreements)]
+    rules = [(known.get(ident) or {}).get("suppression") for ident in sorted(agreements)]
     first = rules[0] if rules else None
     if first is None or any(rule is None for rule in rules):
         return None

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from broker.domain import control
 from broker.domain.pseudonyms import Pseudonymiser, key_in_force, subscriber_key
 from broker.domain.topics import delivery_topic
 from broker.errors import PolicyEngineError
@@ -68,7 +69,5 @@ def test_the_gate_changes_pseudonyms_only_once_the_announced_rotation_takes_effe
 
 
 def test_a_rotation_without_a_version_or_time_is_refused() -> None:
-    from broker.domain import control
-
     with pytest.raises(PolicyEngineError, match="needs a version and a time"):
         control.apply(control.PolicyState(), 3, f"pseudonym-key/{LEICESTER}", {"version": "2"})

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 import pytest
 
+from broker.domain.control import PolicyState
 from broker.domain.suppression import SuppressionRule, round_to, suppress_table
+from broker.services.delivery_table import suppression_of, with_suppressed_counts
 
 RULE = SuppressionRule(threshold=3, round_to=5, counts=("n",), rows="lsoa", columns="group")
 
@@ -89,3 +92,22 @@ def test_a_malformed_rule_is_refused(change: dict[str, Any], error: str) -> None
 
 def test_a_rule_reads_back_what_it_writes() -> None:
     assert SuppressionRule.from_json(RULE.to_json()) == RULE
+
+
+def test_a_plan_is_suppressed_only_when_every_agreement_granting_it_suppresses() -> None:
+    rule = RULE.to_json()
+    state = PolicyState(catalog={"agreements": {"restricted": {"suppression": None}, "publication": {
+        "suppression": rule}}}, grants=MappingProxyType({"dispute-d-1": {"suppression": rule}}))
+    assert suppression_of(state, ("publication",)) == RULE
+    assert suppression_of(state, ("publication", "dispute-d-1")) == RULE
+    assert suppression_of(state, ("publication", "restricted")) is None, "the restricted channel makes it moot"
+    assert suppression_of(state, ()) is None
+
+
+def test_suppressed_counts_become_optional_in_the_delivered_schema() -> None:
+    schema = {"type": "record", "name": "R", "fields": [{"name": "lsoa", "type": "string"},
+                                                        {"name": "n", "type": "int"}]}
+    fields = with_suppressed_counts(schema, RULE)["fields"]
+    assert fields[0] == {"name": "lsoa", "type": "string"}
+    assert (fields[1]["type"], fields[1]["default"]) == (["null", "int"], None) and "under 3" in fields[1]["doc"]
+    assert with_suppressed_counts(schema, None) is schema

@@ -37,7 +37,8 @@ Transforms = Annotated[list[str] | None, typer.Option(
 Scope = Annotated[str, typer.Option(help="national, or an E12 region code such as E12000004")]
 
 # The key data `show` prints for each timeline event, in this order.
-SHOWN = ("tier", "level", "deadline", "outcome", "until", "fields", "areas", "reason", "why", "text", "scope", "url")
+SHOWN = ("tier", "level", "deadline", "outcome", "until", "fields", "transforms", "areas", "reason", "why", "text",
+         "scope", "url")
 
 
 # -- talking to the governance API --------------------------------------------------------------------------------
@@ -190,6 +191,9 @@ def _key_data(event: Mapping[str, Any]) -> str:
             value = int(value) + 1
         elif isinstance(value, list):
             value = ",".join(str(v) for v in value)
+        elif isinstance(value, dict):  # transforms: dob:generalise/age-band,name:mask
+            value = ",".join(f"{k}:{v.get('transform')}{'/' + v['method'] if v.get('method') else ''}"
+                             for k, v in value.items())
         shown.append(f"{key}={value}")
     return " ".join(shown)
 

@@ -222,3 +222,14 @@ def test_raise_then_show_against_the_real_api(monkeypatch: pytest.MonkeyPatch) -
     refused = run("dispute", "decide", dispute.id, "--outcome", "granted", "--reason", "mine")
     assert refused.exit_code == 1
     assert refused.stderr.startswith(f"error: dispute {dispute.id} is at tier 1 (publisher-ig); {LEICESTER} as dph")
+
+
+def test_show_names_the_transforms_a_decision_grants(api: FakeApi) -> None:
+    approved = {"type": "approved", "at": "2020-06-25T10:00:00.000000Z", "dispute": "d-0000000001",
+                "actor": {"body": "dhsc", "role": "governance-board", "person": "kim"},
+                "data": {"tier": 1, "outcome": "granted", "reason": "ages only", "transforms": {
+                    "dob": {"transform": "generalise", "method": "age-band"}, "name": {"transform": "mask"}}}}
+    api.answers["GET", "/disputes/d-0000000001"] = httpx.Response(
+        200, json={**DISPUTE, "timeline": [*DISPUTE["timeline"], approved]})
+    shown = run("dispute", "show", "d-0000000001", "--token", token("ukhsa", "ig-lead", "jo")).stdout.splitlines()
+    assert "transforms=dob:generalise/age-band,name:mask" in shown[-1].split()

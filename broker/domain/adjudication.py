@@ -244,6 +244,9 @@ def decision_effect(ctx: Context, dispute: Dispute, decision: Decision) -> dict[
     """The policy change a decision makes: a grant, or revocations; a refusal changes nothing."""
     if decision.outcome not in OUTCOMES:
         raise GovernanceError(f"outcome {decision.outcome!r} is not one of {', '.join(OUTCOMES)}")
+    if decision.transforms and (decision.outcome == "refused" or dispute.kind not in ("refusal", "restriction")):
+        raise GovernanceError("transforms say how granted fields are delivered: only a decision that grants a "
+                              "refusal or restriction dispute takes them")
     if dispute.kind in ("break-glass-review", "provisional-review"):
         return _reviewed(ctx, dispute, decision)
     if decision.outcome == "refused":

@@ -90,3 +90,10 @@ def test_board_members_proposing_different_transforms_do_not_combine() -> None:
     assert world.dispute().state == "awaiting", "two different treatments of a field are not one decision"
     world.decide(board("nis"), granted(transforms={"name": FieldGrant("pseudonymise")}))
     assert (world.dispute().decision or {})["grant"]["tiers"][0]["fields"]["name"]["transform"] == "pseudonymise"
+
+
+def test_transforms_belong_only_to_a_decision_that_grants() -> None:
+    world = World()
+    world.raise_(request=refusal(fields=("dob", "lsoa", "name")))
+    with pytest.raises(GovernanceError, match="only a decision that grants"):
+        world.decide(UKHSA_IG, Decision("refused", "no", transforms={"dob": AGE}))

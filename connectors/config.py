@@ -3,11 +3,13 @@ with its file, line and field, as the catalog loader does."""
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from broker.domain.kafka_acls import subscriber_user
 from broker.domain.topics import delivery_topic
@@ -60,6 +62,124 @@ class SinkConfig(_Strict):
         return self.kafka.username or subscriber_user(self.body, self.role)
 
 
+class WebhookRetry(_Strict):
+    """Attempts per batch, the waits between them doubling from `first_backoff_s` up to `max_backoff_s`."""
+
+    max_attempts: int = Field(default=8, ge=1, le=1000)
+    first_backoff_s: float = Field(default=0.5, gt=0, le=3600)
+    max_backoff_s: float = Field(default=60.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _cap_above_first(self) -> WebhookRetry:
+        if self.max_backoff_s < self.first_backoff_s:
+            raise ValueError(f"max_backoff_s ({self.max_backoff_s}) is below first_backoff_s ({self.first_backoff_s})")
+        return self
+
+
+class WebhookTarget(_Strict):
+    url: str
+    secret_file: Path  # the shared secret the receiver verifies `Accord-Signature` with
+    state_dir: Path  # positions and the dead letter; one per config
+    batch: int = Field(default=100, ge=1, le=10_000)  # records per POST at most
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    retry: WebhookRetry = WebhookRetry()
+
+    @field_validator("url")
+    @classmethod
+    def _https_or_loopback(cls, url: str) -> str:
+        try:
+            parts = urlsplit(url)
+            _ = parts.port  # raises on a port that is not a number
+        except ValueError as exc:
+            raise ValueError(f"{url!r} is not a URL: {exc}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{url!r} must be an https:// URL with a host")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("the URL must not carry credentials: the receiver checks Accord-Signature instead")
+        if parts.scheme == "http" and not _loopback(parts.hostname):
+            raise ValueError(f"{url!r} would send the records unencrypted: use https:// (plain http is for a "
+                             "receiver on this machine's loopback only)")
+        return url
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class WebhookDelivery(_Strict):
+    stream: Name
+
+
+class WebhookSinkConfig(_Strict):
+    """`sink: webhook`: one role's deliveries POSTed, signed, in batches of JSON to the subscriber's endpoint."""
+
+    sink: Literal["webhook"]
+    body: Name
+    role: Name
+    kafka: KafkaLogin
+    registry: RegistryLogin
+    webhook: WebhookTarget
+    deliveries: list[WebhookDelivery] = Field(min_length=1)
+
+    def topics(self) -> list[str]:
+        return [delivery_topic(self.body, self.role, d.stream) for d in self.deliveries]
+
+    def kafka_user(self) -> str:
+        return self.kafka.username or subscriber_user(self.body, self.role)
+
+
+class FilesTarget(_Strict):
+    directory: Path  # what the council's SFTP or file-share sync picks up: complete files and their manifests
+    format: Literal["csv", "parquet"] = "csv"
+    max_rows: int | None = Field(100_000, ge=1, le=10_000_000)  # a file closes after this many rows ...
+    max_seconds: float | None = Field(300.0, gt=0, le=7 * 24 * 3600)  # ... or this long after its first row
+
+    @model_validator(mode="after")
+    def _closes(self) -> FilesTarget:
+        if self.max_rows is None and self.max_seconds is None:
+            raise ValueError("max_rows and max_seconds are both null: a file would never be closed")
+        return self
+
+
+class FileDelivery(_Strict):
+    stream: Name
+    prefix: Name | None = None  # files are <prefix>-<sequence>.<format>; default: the stream's name
+
+
+class FileSinkConfig(_Strict):
+    sink: Literal["files"]
+    body: Name
+    role: Name
+    kafka: KafkaLogin
+    registry: RegistryLogin
+    files: FilesTarget
+    deliveries: list[FileDelivery] = Field(min_length=1)
+
+    @field_validator("deliveries")
+    @classmethod
+    def _prefixes_differ(cls, deliveries: list[FileDelivery]) -> list[FileDelivery]:
+        prefixes = [d.prefix or d.stream for d in deliveries]
+        if len(set(prefixes)) < len(prefixes):
+            raise ValueError("two deliveries would write files of the same prefix: give each its own `prefix`")
+        return deliveries
+
+    def topics(self) -> list[str]:
+        return [delivery_topic(self.body, self.role, d.stream) for d in self.deliveries]
+
+    def kafka_user(self) -> str:
+        return self.kafka.username or subscriber_user(self.body, self.role)
+
+
+AnySinkConfig = SinkConfig | FileSinkConfig | WebhookSinkConfig
+KINDS: dict[str, type[SinkConfig] | type[FileSinkConfig] | type[WebhookSinkConfig]] = {
+    "postgres": SinkConfig, "files": FileSinkConfig, "webhook": WebhookSinkConfig}
+
+
 class SinkConfigError(ConfigError):
     """The config file is invalid; `problems` holds one `file:line: field: what is wrong` line per problem."""
 
@@ -68,7 +188,7 @@ class SinkConfigError(ConfigError):
         super().__init__("\n  ".join([f"sink config {path} is invalid; fix each line below", *problems]))
 
 
-def load(path: Path) -> SinkConfig:
+def load(path: Path) -> AnySinkConfig:
     """The checked config; relative file names in it are read from the config's own folder."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -81,12 +201,20 @@ def load(path: Path) -> SinkConfig:
         mark = getattr(exc, "problem_mark", None)
         raise SinkConfigError(path, [f"{path}:{mark.line + 1 if mark else 1}: YAML error: {exc}"]) from exc
     if not isinstance(data, dict) or node is None:
-        raise SinkConfigError(path, [f"{path}:1: expected a mapping starting with `sink: postgres`"])
+        raise SinkConfigError(path, [f"{path}:1: expected a mapping starting with `sink: {' or '.join(KINDS)}`"])
+    kind = KINDS.get(str(data.get("sink")))
+    if kind is None:
+        known = " or ".join(repr(k) for k in KINDS)
+        raise SinkConfigError(path, [f"{path}:{_line(node, ('sink',))}: sink: Input should be {known}"])
     try:
-        config = SinkConfig.model_validate(data)
+        config = kind.model_validate(data)
     except ValidationError as exc:
         raise SinkConfigError(path, [f"{path}:{_line(node, e['loc'])}: {_field(e['loc'])}: {e['msg']}"
                                      for e in exc.errors(include_url=False)]) from exc
+    if isinstance(config, FileSinkConfig):
+        return _resolved_files(config, path.parent)
+    if isinstance(config, WebhookSinkConfig):
+        return _resolved_webhook(config, path.parent)
     return _resolved(config, path.parent)
 
 
@@ -99,6 +227,27 @@ def _resolved(config: SinkConfig, base: Path) -> SinkConfig:
         "registry": config.registry.model_copy(update={"token_file": at(config.registry.token_file)}),
         "postgres": postgres.model_copy(update={
             "password_file": None if postgres.password_file is None else at(postgres.password_file)}),
+    })
+
+
+def _resolved_webhook(config: WebhookSinkConfig, base: Path) -> WebhookSinkConfig:
+    def at(p: Path) -> Path:
+        return p if p.is_absolute() else base / p
+    hook = config.webhook
+    return config.model_copy(update={
+        "kafka": config.kafka.model_copy(update={"password_file": at(config.kafka.password_file)}),
+        "registry": config.registry.model_copy(update={"token_file": at(config.registry.token_file)}),
+        "webhook": hook.model_copy(update={"secret_file": at(hook.secret_file), "state_dir": at(hook.state_dir)}),
+    })
+
+
+def _resolved_files(config: FileSinkConfig, base: Path) -> FileSinkConfig:
+    def at(p: Path) -> Path:
+        return p if p.is_absolute() else base / p
+    return config.model_copy(update={
+        "kafka": config.kafka.model_copy(update={"password_file": at(config.kafka.password_file)}),
+        "registry": config.registry.model_copy(update={"token_file": at(config.registry.token_file)}),
+        "files": config.files.model_copy(update={"directory": at(config.files.directory)}),
     })
 
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest, make_asgi_app
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    make_asgi_app,
+    start_http_server,
+)
 
 PROMETHEUS_TEXT: str = CONTENT_TYPE_LATEST
 
@@ -119,3 +127,45 @@ class PrometheusGovernanceMetrics:
 
 def metrics_text() -> bytes:
     return generate_latest()
+
+
+SINK_RECORDS = Counter("accord_sink_records_total",
+                       "Delivered records a subscriber's sink has durably stored in its target, by sink and topic.",
+                       ["sink", "topic"])
+SINK_REJECTED = Counter("accord_sink_rejected_total",
+                        "Records a sink kept aside with their reason because the target cannot hold them.",
+                        ["sink", "topic"])
+SINK_ERRORS = Counter("accord_sink_errors_total",
+                      "Failed stores (target or Kafka down, disk full); each is retried from the stored position.",
+                      ["sink", "topic"])
+SINK_LAG = Gauge("accord_sink_lag_records",
+                 "Committed deliveries not yet stored by the sink, by topic and partition.",
+                 ["sink", "topic", "partition"])
+SINK_STORED = Gauge("accord_sink_stored_offset",
+                    "The next offset the sink will store, by topic and partition.", ["sink", "topic", "partition"])
+
+
+class PrometheusSinkMetrics:
+    """The metrics of `accord connect run`: records stored, rejected and failed, and lag per partition."""
+
+    def __init__(self, sink: str) -> None:
+        self.sink = sink
+
+    def stored(self, topic: str, n: int) -> None:
+        SINK_RECORDS.labels(sink=self.sink, topic=topic).inc(n)
+
+    def rejected(self, topic: str, n: int) -> None:
+        SINK_REJECTED.labels(sink=self.sink, topic=topic).inc(n)
+
+    def failed(self, topic: str) -> None:
+        SINK_ERRORS.labels(sink=self.sink, topic=topic).inc()
+
+    def position(self, topic: str, partition: int, stored: int, lag: int) -> None:
+        SINK_STORED.labels(sink=self.sink, topic=topic, partition=str(partition)).set(stored)
+        SINK_LAG.labels(sink=self.sink, topic=topic, partition=str(partition)).set(lag)
+
+
+def serve_metrics(port: int, host: str = "127.0.0.1") -> Any:
+    """`/metrics` of this process on host:port in a daemon thread; the server (call `shutdown()` to stop it)."""
+    server, _thread = start_http_server(port, addr=host)
+    return server

@@ -8,6 +8,7 @@ its audit record name that verified person. The governance service signs the rec
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +21,14 @@ from broker.services.policy_changes import COMPILED_PARTS, ControlChanges
 
 AGREEMENT_ROUTES = ("/agreements/{ident}/revoke", "/agreements/{ident}/reinstate")
 CATALOG_ROUTE = "/catalog"
+ROTATE_ROUTE = "/pseudonym-keys/rotate"
+
+
+class RotateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: int = Field(ge=2, description="the new key version, whose master secret the operator made beforehand")
+    subscriber: str = Field("*", description="the body whose pseudonyms change, or * for every subscriber")
+    notice_s: int = Field(86_400, ge=0, description="seconds from now until the new key is used")
 
 
 class RevokeIn(BaseModel):
@@ -68,6 +77,15 @@ def add_control_routes(app: FastAPI, changes: ControlChanges) -> None:
         actor = caller(request).actor
         announced = changes.reinstate(actor, ident, body.reason)
         return {"agreement": ident, "revoked": False, "control": announced.to_json(), "by": actor.to_json()}
+
+    @app.post(ROTATE_ROUTE)
+    def rotate(body: RotateIn, request: Request) -> dict[str, Any]:
+        """Announce a pseudonym key rotation (the operator only): the gates switch at the announced time."""
+        actor = caller(request).actor
+        announced = changes.rotate_pseudonym_key(actor, body.subscriber, body.version,
+                                                  dt.timedelta(seconds=body.notice_s))
+        return {"subscriber": body.subscriber, "version": body.version, "control": announced.to_json(),
+                "by": actor.to_json()}
 
     @app.put(CATALOG_ROUTE)
     def apply(body: CatalogIn, request: Request) -> dict[str, Any]:

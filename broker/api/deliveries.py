@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from broker.api.auth import caller
 from broker.domain.cursors import BadCursor
-from broker.domain.json_avro import to_json
+from broker.domain.json_avro import csv_cell, to_json
 from broker.errors import DeliveryRefused, ServiceError
 from broker.services.deliveries import DEFAULT_LIMIT, MAX_LIMIT, Deliveries, Page
 
@@ -183,18 +183,5 @@ def _csv(records: list[dict[str, Any]], fields: list[str]) -> str:
     writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore", lineterminator="\r\n")
     writer.writeheader()
     for record in records:
-        writer.writerow({k: _cell(v) for k, v in record.items()})
+        writer.writerow({k: csv_cell(v) for k, v in record.items()})
     return out.getvalue()
-
-
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _cell(value: Any) -> Any:
-    # A spreadsheet cell holds text: nested values go in as JSON; None stays an empty cell. Text a spreadsheet
-    # would run as a formula (a publisher's `=HYPERLINK(...)` in a name) is quoted, as OWASP advises for CSV.
-    if isinstance(value, dict | list):
-        return json.dumps(value, separators=(",", ":"))
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -29,6 +29,7 @@ from broker.api.control_routes import AGREEMENT_ROUTES, add_control_routes, agre
 from broker.domain.adjudication import Decision, DisputeRequest
 from broker.domain.disclosure import outcome_summary
 from broker.domain.disputes import Dispute
+from broker.domain.grant_fields import FieldGrant
 from broker.domain.ladder import Actor
 from broker.domain.misroute_rules import MisrouteReport
 from broker.domain.webhooks import SIGNATURE_HEADER, TOLERANCE_S
@@ -80,17 +81,30 @@ class DisputeIn(_Body):
             policy_revision=self.policy_revision, urgency=self.urgency, evidence=tuple(self.evidence))
 
 
+class FieldGrantIn(_Body):
+    transform: Literal["keep", "mask", "pseudonymise", "generalise"] = "keep"
+    method: Literal["age-band", "postcode-district", "lsoa"] | None = None
+    keep_last: int | None = Field(default=None, ge=0, description="mask: how many last characters stay visible")
+    at: str | None = Field(default=None, description="age-band: the date field the age is taken at")
+
+
 class DecisionIn(_Body):
     outcome: str
     reason: str
     fields: list[str] | None = None
     areas: list[str] | None = None
     until: AwareDatetime | None = None
+    transforms: dict[str, FieldGrantIn] | None = Field(
+        default=None, description="granted fields delivered other than as they are, e.g. "
+        '{"dob": {"transform": "generalise", "method": "age-band"}}; the rest are kept')
 
     def decision(self) -> Decision:
+        transforms = None if self.transforms is None else {
+            name: FieldGrant(t.transform, t.method, t.keep_last, t.at) for name, t in self.transforms.items()}
         return Decision(outcome=self.outcome, reason=self.reason,
                         fields=None if self.fields is None else tuple(self.fields),
-                        areas=None if self.areas is None else tuple(self.areas), until=self.until)
+                        areas=None if self.areas is None else tuple(self.areas), until=self.until,
+                        transforms=transforms)
 
 
 class CommentIn(_Body):

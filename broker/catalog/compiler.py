@@ -14,10 +14,11 @@ from typing import Any
 from broker.catalog.ladder import compile_ladder
 from broker.catalog.loader import CatalogError, Problems, load_catalog
 from broker.catalog.models import OVERRIDABLE, SUBSCRIBER_AREAS, Agreement, Body, Catalog, Origin, Stream, Template
-from broker.catalog.tiers import SchemaView, compile_tiers
+from broker.catalog.tiers import SMALL_COUNT_TAG, SchemaView, compile_tiers
 from broker.domain.flows import Flow
 from broker.domain.geography import LaTable
 from broker.domain.geography_files import GEOGRAPHY_DIR, MANIFEST, load_la_table
+from broker.domain.suppression import SuppressionRule
 from broker.errors import ConfigError
 from broker.services.ingest import load_stream_schemas
 
@@ -154,7 +155,8 @@ def _stream(ctx: _Context, ident: str, stream: Stream) -> dict[str, Any]:
     if not jurisdiction:
         ctx.problems.add(origin.at("jurisdiction"), "no jurisdiction fields, so no row could be routed; "
                                                     "name the fields holding LA codes")
-    fields = {name: {"tags": view.tags(name)} for name in view.fields}
+    # A field's kind lets a decision that grants it transformed be checked against its type (domain/grant_fields).
+    fields = {name: {"tags": view.tags(name), "kind": view.kind(name)} for name in view.fields}
     return {"owner": stream.owner, "subject": stream.ingest_subject, "classification": stream.classification,
             "jurisdiction": jurisdiction, "fields": fields}
 
@@ -240,6 +242,7 @@ def _agreement(ctx: _Context, ident: str, agreement: Agreement) -> Flow:
         "stream": terms["stream"], "purpose": terms["purpose"], "legal_basis": sorted(terms["legal_basis"]),
         "tiers": tiers, "row_scope": {"areas": areas},
         "required_fields": _required_fields(ctx, agreement, own, view),
+        "suppression": _suppression(ctx, agreement, own, view),
         # valid_until is when the agreement stops being in force: the signed end, or the end of the day its legal
         # basis lapses if that comes first (plans, grants and fences all read this one field).
         "valid_from": _rfc3339(agreement.valid_from), "valid_until": _rfc3339(_in_force_until(agreement)),
@@ -250,6 +253,27 @@ def _agreement(ctx: _Context, ident: str, agreement: Agreement) -> Flow:
         "emergency_level_required": terms["emergency_level_required"],
         "signatories": [signatory.model_dump() for signatory in agreement.signatories],
     }
+
+
+def _suppression(ctx: _Context, agreement: Agreement, own: Origin, view: SchemaView | None) -> dict[str, Any] | None:
+    spec = agreement.suppression
+    if spec is None or view is None:
+        return None
+    counts = spec.counts if spec.counts is not None else tuple(view.tagged(SMALL_COUNT_TAG))
+    for key, names in (("rows", [spec.rows]), ("columns", [spec.columns]), ("counts", list(counts)),
+                       ("denominator", [spec.denominator] if spec.denominator else [])):
+        for name in names:
+            if not view.has(name):
+                ctx.problems.add(own.at("suppression", key), view.unknown(name))
+            elif key == "counts" and not view.is_count(name):
+                ctx.problems.add(own.at("suppression", key), f"{name!r} is {view.type_text(name)}, not a count "
+                                                             "(Avro int or long)")
+    try:
+        return SuppressionRule(spec.threshold, spec.round_to, counts, spec.rows, spec.columns,
+                               spec.denominator).to_json()
+    except ValueError as exc:
+        ctx.problems.add(own.at("suppression"), f"{exc}; name counts tagged {SMALL_COUNT_TAG} or list them")
+        return None
 
 
 def _in_force_until(agreement: Agreement) -> dt.datetime:

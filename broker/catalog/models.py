@@ -324,6 +324,18 @@ class Template(_Model):
         return tier
 
 
+class Suppression(_Model):
+    """Small-number suppression of an aggregate stream's cells for this agreement (broker/domain/suppression.py):
+    counts under `threshold` hidden, the rest rounded to `round_to`, cells laid out `rows` by `columns`."""
+
+    threshold: int = Field(ge=1)
+    round_to: int = Field(default=1, ge=1)
+    rows: FieldName
+    columns: FieldName
+    counts: Annotated[tuple[FieldName, ...], AfterValidator(_unique)] | None = None  # default: tagged small-count
+    denominator: FieldName | None = None
+
+
 class Signatory(_Model):
     body: Id
     name: Text
@@ -352,6 +364,8 @@ class Agreement(_Model):
     legal_basis_until: dt.date | None = None
     # The subscriber's quality rule: rows missing one of these are quarantined for it, not delivered.
     required_fields: Annotated[tuple[FieldName, ...], AfterValidator(_unique)] = ()
+    # Aggregate streams: small counts suppressed for this agreement's subscriber (e.g. T6's publication channel).
+    suppression: Suppression | None = None
     valid_from: AwareDatetime
     valid_until: AwareDatetime
     review_date: dt.date

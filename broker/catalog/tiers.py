@@ -14,6 +14,7 @@ from broker.domain.flows import Tier
 
 DIRECT_IDENTIFIER = "direct-identifier"
 LSOA_TAG = "geography:lsoa"
+SMALL_COUNT_TAG = "small-count"
 
 
 class SchemaView:
@@ -40,6 +41,13 @@ class SchemaView:
     def is_string(self, name: str) -> bool:
         kind = _non_null(self.fields.get(name, {}).get("type"))
         return kind == "string" or (isinstance(kind, dict) and kind.get("type") == "string")
+
+    def is_count(self, name: str) -> bool:
+        return _non_null(self.fields.get(name, {}).get("type")) in ("int", "long")
+
+    def kind(self, name: str) -> str:
+        """"date", "string" or "other": what a grant's transform of the field may assume (domain/grant_fields)."""
+        return "date" if self.is_date(name) else "string" if self.is_string(name) else "other"
 
     def dates(self) -> list[str]:
         return [name for name in self.fields if self.is_date(name)]

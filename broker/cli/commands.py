@@ -237,14 +237,16 @@ def quarantine(stream: Annotated[str, typer.Argument(help="stream id")],
 
 @app.command("demo")
 def demo() -> None:
-    """A day of positive tests through the gate to each council's view, then a live revocation."""
+    """A day of positive tests through the gate to each council's view, one council's PostgreSQL sink filling its
+    table, a live revocation and a dispute decided and enforced."""
     from broker.demo import job as demo_job
 
     settings = current_settings()
     stack = local_stack.LocalStack(settings)
     endpoints = stack.endpoints() or stack.up()
     # The stack's own gate worker delivers when it runs; otherwise (services elsewhere) the demo runs one.
-    demo_job.run(endpoints, settings, say=typer.echo, own_gate=not stack.gate.running())
+    dsn = stack.up_postgres()  # the demo's council keeps its rows in a PostgreSQL the stack runs
+    demo_job.run(endpoints, settings, say=typer.echo, own_gate=not stack.gate.running(), postgres_dsn=dsn)
 
 
 def main() -> None:

@@ -1,51 +1,124 @@
-"""`accord connect run|status CONFIG.yaml`: a subscriber's sinks, which move its delivery topics into its own
-systems (PostgreSQL tables today) as its own Kafka user, storing the position with the data."""
+"""`accord connect run|status|redeliver CONFIG.yaml`: a subscriber's sinks, which move its delivery topics into its
+own systems (PostgreSQL tables, CSV or Parquet files, a signed webhook) as its own Kafka user, storing the position
+as they go."""
 
 from __future__ import annotations
 
 import signal
 import threading
+import time
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-connect_cli = typer.Typer(help="Sinks: deliveries into a subscriber's own PostgreSQL, with no code.",
+if TYPE_CHECKING:
+    from connectors.config import WebhookSinkConfig
+
+connect_cli = typer.Typer(help="Sinks: deliveries into a subscriber's own PostgreSQL, files or webhook, with no code.",
                           no_args_is_help=True)
 Config = Annotated[Path, typer.Argument(help="the sink's YAML config (see README, For subscribers)")]
 
 
 @connect_cli.command("run")
 def run(config: Config,
-        batch: Annotated[int, typer.Option(help="records per database transaction at most")] = 2000) -> None:
-    """Move the config's deliveries into its database until interrupted (Ctrl-C or SIGTERM stops after the batch in
-    hand is stored); a stopped database or Kafka is waited for, and nothing is lost or stored twice."""
+        batch: Annotated[int, typer.Option(help="records read (and per transaction or file write) at most")] = 2000,
+        metrics_port: Annotated[int | None, typer.Option(
+            help="serve Prometheus /metrics on 127.0.0.1 at this port (records stored, rejected, failed; lag)")]
+        = None) -> None:
+    """Move the config's deliveries into its database, folder or webhook until interrupted (Ctrl-C or SIGTERM stops
+    after the batch in hand is stored; a file sink commits the file in hand; a webhook batch still being retried is
+    sent again at the next start); a stopped database or receiver, a full disk or a stopped Kafka is waited for,
+    and nothing is lost."""
     from broker.runtime import connect
-    from connectors.config import load
+    from connectors.config import FileSinkConfig, WebhookSinkConfig, load
 
     checked = load(config)
     stopping = threading.Event()
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
         stopping.set()
+    def pause(seconds: float) -> None:
+        # In slices, not Event.wait: the signal handler sets the event, and Event.wait holds the lock set() takes.
+        end = time.monotonic() + seconds
+        while not stopping.is_set() and (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, 0.2))
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    typer.echo(f"sink {checked.sink}: {', '.join(checked.topics())} -> {checked.postgres.dsn}", err=True)
-    connect.run(checked, stopping.is_set, batch)
+    target = (checked.webhook.url if isinstance(checked, WebhookSinkConfig) else str(checked.files.directory)
+              if isinstance(checked, FileSinkConfig) else checked.postgres.dsn)
+    typer.echo(f"sink {checked.sink}: {', '.join(checked.topics())} -> {target}", err=True)
+    metrics = None
+    if metrics_port is not None:
+        from broker.adapters.metrics import PrometheusSinkMetrics, serve_metrics
+
+        server = serve_metrics(metrics_port)
+        metrics = PrometheusSinkMetrics(checked.sink)
+        typer.echo(f"metrics: http://127.0.0.1:{server.server_port}/metrics", err=True)
+    connect.run(checked, stopping.is_set, batch, metrics, wait=pause)
 
 
 @connect_cli.command("status")
 def status(config: Config) -> None:
-    """Each delivery topic's partitions: the position stored with the data, the end of the topic, the lag; and
-    the records kept aside as rejected (a row the table cannot key), if any."""
+    """Each delivery topic's partitions: the position stored with the data (a file sink's: after its last
+    committed file), the end of the topic, the lag; and the records kept aside as rejected (a row the table cannot
+    key), or a webhook's dead-lettered batches."""
     from broker.runtime import connect
-    from connectors.config import load
+    from connectors.config import WebhookSinkConfig, load
 
-    rows, rejected = connect.status(load(config))
+    checked = load(config)
+    if isinstance(checked, WebhookSinkConfig):
+        _webhook_status(config, checked)
+        return
+    rows, rejected = connect.status(checked)
     typer.echo(f"{'topic':<64} {'part':>4} {'stored':>10} {'end':>10} {'lag':>8}")
     for row in rows:
         typer.echo(f"{row.topic:<64} {row.partition:>4} {row.stored:>10} {row.end:>10} {row.lag:>8}")
     for topic, count in rejected.items():
         if count:
             typer.echo(f"{topic}: {count} record(s) rejected (kept with the reason in accord_rejected)")
+
+
+def _webhook_status(path: Path, config: WebhookSinkConfig) -> None:
+    from broker.runtime import connect
+
+    rows, _ = connect.status(config)
+    letters = connect.dead_letters(config)
+    typer.echo(f"{'topic':<64} {'part':>4} {'stored':>10} {'end':>10} {'lag':>8} {'dead':>5}")
+    for row in rows:
+        dead = sum(1 for d in letters if (d.topic, d.partition) == (row.topic, row.partition))
+        typer.echo(f"{row.topic:<64} {row.partition:>4} {row.stored:>10} {row.end:>10} {row.lag:>8} {dead:>5}")
+    for letter in letters:
+        typer.echo(f"dead letter {letter.id}: {letter.records} record(s), {len(letter.attempts)} attempt(s), "
+                   f"{letter.reason}")
+    if letters:
+        typer.echo(f"{len(letters)} batch(es) in the dead letter: `accord connect redeliver {path} --all` (or --id "
+                   "ID) sends them again")
+
+
+@connect_cli.command("redeliver")
+def redeliver(config: Config,
+              ids: Annotated[list[str] | None, typer.Option("--id", help="a dead letter's delivery id (repeatable)")]
+              = None,
+              every: Annotated[bool, typer.Option("--all", help="every dead-lettered batch")] = False) -> None:
+    """POST a webhook sink's dead-lettered batches again, oldest first, once each: an accepted batch leaves the
+    dead letter, a refused one stays with the new attempt and reason (exit status 1). Kafka is not needed."""
+    from broker.errors import ConfigError
+    from broker.runtime import connect
+    from connectors.config import WebhookSinkConfig, load
+
+    checked = load(config)
+    if not isinstance(checked, WebhookSinkConfig):
+        raise ConfigError(f"{config} configures a {checked.sink} sink; only a webhook sink has a dead letter")
+    if bool(ids) == every:
+        raise typer.BadParameter("name the batches with --id ID (repeatable) or send them all with --all")
+    done = connect.redeliver(checked, None if every else ids)
+    for outcome in done:
+        letter = outcome.letter
+        verdict = "delivered" if outcome.accepted else f"still refused: {outcome.error}"
+        typer.echo(f"{letter.id} ({letter.records} record(s)): {verdict}")
+    if not done:
+        typer.echo("the dead letter is empty")
+    if any(not o.accepted for o in done):
+        raise typer.Exit(1)

@@ -97,3 +97,27 @@ def revoke(body: Annotated[str, typer.Option(help="the body whose tokens to refu
     cutoff = api_tokens.revoke(current_settings().secrets_dir, body, system_clock())
     when = dt.datetime.fromtimestamp(cutoff, dt.UTC).isoformat().replace("+00:00", "Z")
     typer.echo(f"tokens of {body} issued before {when} are refused")
+
+
+@credentials_cli.command("rotate-pseudonym-key")
+def rotate_pseudonym_key(
+    subscriber: Annotated[str, typer.Option(help="the body whose pseudonyms change, or * for every subscriber")] = "*",
+    notice: Annotated[str, typer.Option(help="how long until the new key is used: 15m, 8h, 7d")] = "1d",
+    token: Annotated[str | None, typer.Option(help="the operator's bearer token, or @FILE",
+                                              envvar="ACCORD_TOKEN")] = None,
+) -> None:
+    """Make the next pseudonym master key and announce when the gates start using it (Accord's operator).
+
+    The new master is written to the secrets directory, which every gate worker must share; the old ones stay, so
+    pseudonyms made before the rotation can still be re-derived. Subscribers see the version in each delivery's
+    `accord.pseudonym-key` header."""
+    from broker.cli.governance import call, parse_actor
+    from broker.security.secrets import new_pseudonym_master
+
+    acting = parse_actor(token)
+    wait = parse_ttl(notice)
+    version = new_pseudonym_master(current_settings().secrets_dir)
+    answer = call("POST", "/pseudonym-keys/rotate", acting,
+                  {"version": version, "subscriber": subscriber, "notice_s": int(wait.total_seconds())})
+    typer.echo(f"pseudonym key version {version} for {subscriber} announced at control offset "
+               f"{answer['control']['offset']}; in use {notice} from now")

@@ -31,10 +31,14 @@ Reason = Annotated[str, typer.Option(help="why (recorded and shown to the partie
 Fields = Annotated[list[str] | None, typer.Option("--field", help="a field, repeatable (default: all sought)")]
 Areas = Annotated[list[str] | None, typer.Option("--area", help="an area code, repeatable (default: all sought)")]
 Until = Annotated[str | None, typer.Option(help="end of access, RFC 3339 with a time zone")]
+Transforms = Annotated[list[str] | None, typer.Option(
+    "--transform", help="grant a field transformed, repeatable: dob=age-band, name=mask:2, nhs_number=pseudonymise, "
+    "postcode=postcode-district (other granted fields are kept)")]
 Scope = Annotated[str, typer.Option(help="national, or an E12 region code such as E12000004")]
 
 # The key data `show` prints for each timeline event, in this order.
-SHOWN = ("tier", "level", "deadline", "outcome", "until", "fields", "areas", "reason", "why", "text", "scope", "url")
+SHOWN = ("tier", "level", "deadline", "outcome", "until", "fields", "transforms", "areas", "reason", "why", "text",
+         "scope", "url")
 
 
 # -- talking to the governance API --------------------------------------------------------------------------------
@@ -187,6 +191,9 @@ def _key_data(event: Mapping[str, Any]) -> str:
             value = int(value) + 1
         elif isinstance(value, list):
             value = ",".join(str(v) for v in value)
+        elif isinstance(value, dict):  # transforms: dob:generalise/age-band,name:mask
+            value = ",".join(f"{k}:{v.get('transform')}{'/' + v['method'] if v.get('method') else ''}"
+                             for k, v in value.items())
         shown.append(f"{key}={value}")
     return " ".join(shown)
 
@@ -199,9 +206,37 @@ def dispute_comment(ident: DisputeId, text: Annotated[str, typer.Argument(help="
     typer.echo(f"commented on dispute {ident}")
 
 
+def parse_transforms(texts: list[str] | None) -> dict[str, dict[str, Any]] | None:
+    """`--transform dob=age-band`, `name=mask:2`, `nhs_number=pseudonymise`, `postcode=postcode-district`,
+    `dob=age-band@specimen_date` as the decision API's `transforms`."""
+    if not texts:
+        return None
+    found: dict[str, dict[str, Any]] = {}
+    for text in texts:
+        name, sep, how = text.partition("=")
+        word, _, arg = how.partition(":") if how.startswith("mask") else how.partition("@")
+        if not sep or not name or word not in _TRANSFORM_WORDS or (arg and word not in ("mask", "age-band")):
+            fail(f"--transform {text!r}: write FIELD=HOW, HOW one of keep, pseudonymise, mask[:N], "
+                 "age-band[@DATE_FIELD], postcode-district, lsoa")
+        spec = dict(_TRANSFORM_WORDS[word])
+        if arg:
+            if word == "mask" and not arg.isdigit():
+                fail(f"--transform {text!r}: mask:N takes a whole number of characters to keep")
+            spec["keep_last" if word == "mask" else "at"] = int(arg) if word == "mask" else arg
+        found[name] = spec
+    return found
+
+
+_TRANSFORM_WORDS: dict[str, dict[str, Any]] = {
+    "keep": {"transform": "keep"}, "pseudonymise": {"transform": "pseudonymise"}, "mask": {"transform": "mask"},
+    **{method: {"transform": "generalise", "method": method} for method in ("age-band", "postcode-district", "lsoa")},
+}
+
+
 def _decide(path: str, ident: str, token: str, outcome: str, reason: str, fields: list[str] | None,
-            areas: list[str] | None, until: str | None) -> None:
-    body = {"outcome": outcome, "reason": reason, "fields": fields, "areas": areas, "until": until}
+            areas: list[str] | None, until: str | None, transforms: list[str] | None = None) -> None:
+    body = {"outcome": outcome, "reason": reason, "fields": fields, "areas": areas, "until": until,
+            "transforms": parse_transforms(transforms)}
     answer = call("POST", f"/disputes/{ident}/{path}", token, body)
     dispute = answer["dispute"]
     if answer["decided"]:
@@ -213,16 +248,18 @@ def _decide(path: str, ident: str, token: str, outcome: str, reason: str, fields
 
 @dispute_cli.command("decide")
 def dispute_decide(ident: DisputeId, outcome: Outcome, reason: Reason, acting_as: ActingAs = None,
-                   field: Fields = None, area: Areas = None, until: Until = None) -> None:
+                   field: Fields = None, area: Areas = None, until: Until = None,
+                   transform: Transforms = None) -> None:
     """Decide a dispute at its current tier (one approval where the tier needs several)."""
-    _decide("decision", ident, parse_actor(acting_as), outcome, reason, field, area, until)
+    _decide("decision", ident, parse_actor(acting_as), outcome, reason, field, area, until, transform)
 
 
 @dispute_cli.command("approve")
 def dispute_approve(ident: DisputeId, outcome: Outcome, reason: Reason, acting_as: ActingAs = None,
-                    field: Fields = None, area: Areas = None, until: Until = None) -> None:
+                    field: Fields = None, area: Areas = None, until: Until = None,
+                    transform: Transforms = None) -> None:
     """Approve an outcome at a tier that needs N approvals; decided once N agree."""
-    _decide("approvals", ident, parse_actor(acting_as), outcome, reason, field, area, until)
+    _decide("approvals", ident, parse_actor(acting_as), outcome, reason, field, area, until, transform)
 
 
 @dispute_cli.command("appeal")

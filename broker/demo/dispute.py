@@ -44,7 +44,7 @@ def run(endpoints: Endpoints, readers: RoleReaders, log: KafkaLog, say: Say, set
                          "justification": "Outbreak OB-2026-031: cases linked to a food premises in Blaby.",
                          "urgency": "urgent", "decision_id": "no-agreement"})
         ident = dispute["id"]
-        say(f"4. dispute {ident}: Blaby's environmental health team is refused T1 rows for outbreak OB-2026-031 "
+        say(f"5. dispute {ident}: Blaby's environmental health team is refused T1 rows for outbreak OB-2026-031 "
             f"and disputes it; tier 1 ({dispute['level']} level) is due by {dispute['deadline']}")
         api.call("POST", f"/disputes/{ident}/decision", _as("ukhsa", "ig-lead", "UKHSA IG Lead"),
               {"outcome": "refused", "reason": "The county DPH leads outbreak control; no district feed."})

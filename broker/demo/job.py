@@ -19,6 +19,7 @@ from broker.catalog import load_and_compile
 from broker.clock import system_clock
 from broker.config import Settings
 from broker.demo import dispute as demo_dispute
+from broker.demo import sink as demo_sink
 from broker.demo.steady_publisher import publish_steadily
 from broker.demo.synthetic import positive_tests
 from broker.domain.topics import delivery_topic, ingest_topic
@@ -40,11 +41,13 @@ REVOKED = "t1-leicester"
 Say = Callable[[str], None]
 
 
-def run(endpoints: Endpoints, settings: Settings, say: Say = print, own_gate: bool = False) -> dict[str, Any]:
+def run(endpoints: Endpoints, settings: Settings, say: Say = print, own_gate: bool = False,
+        postgres_dsn: str | None = None) -> dict[str, Any]:
     """Run the demo against running services; with `own_gate` it runs a gate worker itself (else the stack's).
 
     Every control change goes through the governance API with the token of the person making it, as the
-    `accord catalog apply` and `accord agreement revoke` commands do."""
+    `accord catalog apply` and `accord agreement revoke` commands do. With `postgres_dsn`, Leicester's DPH's sink
+    also fills a table in that database with the day's rows."""
     with ExitStack() as stack:
         api = GovernanceClient(endpoints.governance_url)
         stack.callback(api.close)
@@ -65,11 +68,15 @@ def run(endpoints: Endpoints, settings: Settings, say: Say = print, own_gate: bo
                               ServiceTokens(settings.secrets_dir, "demo"), client_id="accord-demo-subscriber")
         stack.callback(readers.close)
         views = _publish_day(endpoints, settings, readers, log, say)
+        table, prefix = None, views.pop("prefix")
+        if postgres_dsn is not None:
+            table = demo_sink.fill_table(endpoints, settings, postgres_dsn, STREAM, prefix,
+                                         views["leicester-city-council/dph"]["rows"], say)
         gate_group = gate_settings.gate_group if own_gate else settings.gate_group
         revocation = _revoke_live(endpoints, settings, gate_group, readers, api, log, say)
         dispute = demo_dispute.run(endpoints, readers, log, say, settings)
     return {"catalog_revision": status.get("catalog_revision"), "views": views,
-            "revocation": revocation, "dispute": dispute}
+            "revocation": revocation, "dispute": dispute, "table": table}
 
 
 def _token(settings: Settings, body: str, role: str, person: str) -> str:
@@ -104,7 +111,7 @@ def _publish_day(endpoints: Endpoints, settings: Settings, readers: RoleReaders,
     sources = {f"{o.topic}/{o.partition}/{o.offset}".encode() for o in outcomes if o.status == "accepted"}
     say(f"2. UKHSA publishes a synthetic day ({day}) of {len(cases)} positive tests over {len(DAY_CASES)} councils, "
         f"plus one case whose residence no lookup resolved: {len(sources)} accepted onto ingest.{STREAM}")
-    views: dict[str, Any] = {}
+    views: dict[str, Any] = {"prefix": prefix}
     expected = _expected_counts(cases)
     for subscriber, role in VIEWS:
         topic, reader = delivery_topic(subscriber, role, STREAM), readers(subscriber, role)
@@ -179,7 +186,7 @@ def _revoke_live(endpoints: Endpoints, settings: Settings, gate_group: str, read
     before = [s for s, t in sent_at.items() if t <= acked_at]
     leaked = [d for d in got if sent_at[d.value["specimen_id"]] > acked_at]
     latency_ms = int(status["applied_ms"]) - change.timestamp_ms
-    say(f"3. live revocation of {REVOKED} while Leicester cases stream in: enforced by {status['worker']} "
+    say(f"4. live revocation of {REVOKED} while Leicester cases stream in: enforced by {status['worker']} "
         f"{latency_ms} ms after the change")
     say(f"   published {len(sent_at)} ({len(before)} before the revocation); Leicester's DPH received {len(got)}, "
         f"of them {len(leaked)} published after it was acknowledged; then reinstated")

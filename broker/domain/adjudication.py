@@ -11,6 +11,7 @@ from typing import Any
 from broker.domain.disputes import KINDS, OUTCOMES, URGENCIES, Dispute, stamp
 from broker.domain.flows import Flow
 from broker.domain.governance import GovernanceEvent, GovernanceState, new_event
+from broker.domain.grant_fields import FieldGrant, field_specs
 from broker.domain.ladder import Actor, Ladder, Tier
 from broker.errors import GovernanceError, NotAuthorisedError
 
@@ -74,11 +75,16 @@ class Decision:
     fields: tuple[str, ...] | None = None
     areas: tuple[str, ...] | None = None
     until: dt.datetime | None = None
+    # Fields granted other than as they are (masked, generalised, pseudonymised); the rest are kept.
+    transforms: Mapping[str, FieldGrant] | None = None
 
     def proposal(self) -> dict[str, Any]:
+        transforms = None if not self.transforms else {
+            name: grant.to_json() for name, grant in sorted(self.transforms.items())}
         return {"outcome": self.outcome, "reason": self.reason,
                 "fields": None if self.fields is None else sorted(self.fields),
-                "areas": None if self.areas is None else sorted(self.areas), "until": stamp(self.until)}
+                "areas": None if self.areas is None else sorted(self.areas), "until": stamp(self.until),
+                "transforms": transforms}
 
 
 def raise_dispute(ctx: Context, actor: Actor, request: DisputeRequest, ident: str) -> list[Event]:
@@ -231,13 +237,16 @@ def decide(ctx: Context, ident: str, actor: Actor, decision: Decision) -> list[E
 
 
 def _same(approval: Mapping[str, Any], proposal: Mapping[str, Any]) -> bool:
-    return all(approval.get(k) == proposal[k] for k in ("outcome", "fields", "areas", "until"))
+    return all(approval.get(k) == proposal[k] for k in ("outcome", "fields", "areas", "until", "transforms"))
 
 
 def decision_effect(ctx: Context, dispute: Dispute, decision: Decision) -> dict[str, Any]:
     """The policy change a decision makes: a grant, or revocations; a refusal changes nothing."""
     if decision.outcome not in OUTCOMES:
         raise GovernanceError(f"outcome {decision.outcome!r} is not one of {', '.join(OUTCOMES)}")
+    if decision.transforms and (decision.outcome == "refused" or dispute.kind not in ("refusal", "restriction")):
+        raise GovernanceError("transforms say how granted fields are delivered: only a decision that grants a "
+                              "refusal or restriction dispute takes them")
     if dispute.kind in ("break-glass-review", "provisional-review"):
         return _reviewed(ctx, dispute, decision)
     if decision.outcome == "refused":
@@ -288,8 +297,9 @@ def _grant(ctx: Context, dispute: Dispute, decision: Decision) -> Flow:
     sought_areas = list(dispute.sought.get("areas") or [])
     fields, areas = sought_fields, sought_areas
     if decision.outcome == "granted-in-part":
-        if decision.fields is None and decision.areas is None:
-            raise GovernanceError("granted-in-part names the fields or areas granted (a subset of those sought)")
+        if decision.fields is None and decision.areas is None and not decision.transforms:
+            raise GovernanceError("granted-in-part names the fields or areas granted (a subset of those sought), "
+                                  "or how fields are transformed")
         fields = _subset("fields", decision.fields, sought_fields)
         areas = _subset("areas", decision.areas, sought_areas)
     until = decision.until or _sought_until(dispute) or ctx.now + ctx.ladder.grant_period
@@ -297,7 +307,8 @@ def _grant(ctx: Context, dispute: Dispute, decision: Decision) -> Flow:
         raise GovernanceError("granted-for-period needs `until`, the end of the period")
     if not fields:
         raise GovernanceError(f"dispute {dispute.id} names no fields to grant; grant in part with `fields`")
-    return grant_document(ctx, dispute, f"dispute-{dispute.id}", _kept(fields), areas, _future(ctx, until))
+    specs = field_specs(dispute.stream, ctx.stream(dispute.stream), fields, decision.transforms or {})
+    return grant_document(ctx, dispute, f"dispute-{dispute.id}", specs, areas, _future(ctx, until))
 
 
 def _subset(what: str, chosen: Sequence[str] | None, sought: list[str]) -> list[str]:
@@ -318,10 +329,6 @@ def _future(ctx: Context, until: dt.datetime) -> dt.datetime:
     if until <= ctx.now:
         raise GovernanceError(f"`until` {stamp(until)} is not in the future")
     return until
-
-
-def _kept(fields: Sequence[str]) -> dict[str, Any]:
-    return {name: {"transform": "keep", "method": None, "as": None, "params": {}} for name in fields}
 
 
 def grant_document(ctx: Context, dispute: Dispute, ident: str, fields: Mapping[str, Any],

@@ -20,6 +20,7 @@ CATALOG_KEY = "catalog"
 REVOCATION_PREFIX = "revocation/"
 EMERGENCY_PREFIX = "emergency/"
 GRANT_PREFIX = "grant/"
+PSEUDONYM_KEY_PREFIX = "pseudonym-key/"
 
 
 @dataclass(frozen=True)
@@ -28,13 +29,15 @@ class PolicyState:
 
     Keys on the control topic (each key's latest signed value is the state):
     `catalog` → the compiled catalog; `revocation/<agreement>` → a revocation (a tombstone reinstates);
-    `emergency/<scope>` → a declared level; `grant/<id>` → an agreement-shaped grant.
+    `emergency/<scope>` → a declared level; `grant/<id>` → an agreement-shaped grant; `pseudonym-key/<subscriber>`
+    (or `/*`) → an announced pseudonym key rotation `{version, previous, from}` (domain/pseudonyms.py).
     """
 
     catalog: Mapping[str, Any] | None = None
     revoked: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
     emergency: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     grants: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
+    pseudonym_keys: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
     offset: int = 0
     # key -> signed-at of the last record applied under it (tombstones included): an older one is a replay.
     signed_at: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
@@ -87,6 +90,10 @@ def apply(state: PolicyState, offset: int, key: str, value: Mapping[str, Any] | 
         return replace(after, revoked=with_entry(state.revoked, key[len(REVOCATION_PREFIX):], value))
     if key.startswith(GRANT_PREFIX):
         return replace(after, grants=with_entry(state.grants, key[len(GRANT_PREFIX):], value))
+    if key.startswith(PSEUDONYM_KEY_PREFIX):
+        if value is not None and not (isinstance(value.get("version"), int) and isinstance(value.get("from"), str)):
+            raise PolicyEngineError(f"control record {offset}: a pseudonym key rotation needs a version and a time")
+        return replace(after, pseudonym_keys=with_entry(state.pseudonym_keys, key[len(PSEUDONYM_KEY_PREFIX):], value))
     if key.startswith(EMERGENCY_PREFIX):
         level = None if value is None else str(value.get("level", "normal"))
         if level is not None and level not in LEVELS:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -96,3 +97,18 @@ def to_json(value: Any) -> Any:
     if isinstance(value, float | int | str | bool) or value is None:
         return value
     return str(value)  # a Decimal or a UUID: its exact text
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A decoded Avro value as one CSV cell (the pull API's CSV and the file sink's): its `to_json` form, nested
+    values as JSON, None an empty cell. Text a spreadsheet would run as a formula (a publisher's `=HYPERLINK(...)` in
+    a name) starts with `'`, as OWASP advises for CSV."""
+    value = to_json(value)
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"))
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value

@@ -1,24 +1,33 @@
 """Builds a subscriber's sinks from its config (connectors/config.py): its own Kafka login, the registry with its
-token, the target database; runs them until stopped, or reports their positions and lag."""
+token, the target (a database, a folder or a webhook); runs them until stopped, or reports their positions and lag;
+sends a webhook sink's dead letters again."""
 
 from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from pydantic import SecretStr
 
 from broker.adapters.kafka_access import KafkaAccess, read_password_file
 from broker.adapters.kafka_partitions import KafkaPartitionReader
+from broker.adapters.local_files import LocalDirectory
 from broker.adapters.postgres import PostgresDatabase
 from broker.adapters.registry_http import HttpSchemaRegistry
+from broker.adapters.webhook_http import HttpEndpoint
 from broker.errors import ConfigError
-from connectors.config import SinkConfig
+from connectors.config import AnySinkConfig, FileSinkConfig, WebhookSinkConfig
+from connectors.sinks import webhook
 from connectors.sinks.base import PartitionStatus, Sink
+from connectors.sinks.files import FileSink
 from connectors.sinks.postgres import PostgresSink, default_table
+from connectors.sinks.webhook import Courier, Redelivery, RetryPolicy, WebhookSink, check_secret
+from connectors.sinks.webhook_state import DeadLetter, StateDirectory
 
 
 @dataclass
@@ -39,7 +48,7 @@ def _read(path: Path, what: str) -> str:
         raise ConfigError(f"cannot read the {what} file {path}: {exc}") from exc
 
 
-def kafka_login(config: SinkConfig) -> KafkaAccess:
+def kafka_login(config: AnySinkConfig) -> KafkaAccess:
     password = SecretStr(read_password_file(config.kafka.password_file))
     return KafkaAccess(config.kafka.bootstrap, config.kafka_user(), password,
                        "SASL_SSL" if config.kafka.tls else "SASL_PLAINTEXT")
@@ -54,13 +63,23 @@ def _warn(message: str) -> None:
 
 
 @contextlib.contextmanager
-def open_sinks(config: SinkConfig) -> Iterator[Sinks]:
-    """One PostgresSink per delivery of `config`, closed on exit."""
+def open_sinks(config: AnySinkConfig, stop: Callable[[], bool] = lambda: False,
+               wait: Callable[[float], object] = time.sleep) -> Iterator[Sinks]:
+    """One sink per delivery of `config` (PostgreSQL, files or webhook), closed on exit; `stop` and `wait` end a
+    webhook's retries early."""
+    if isinstance(config, WebhookSinkConfig):
+        with open_webhook_sinks(config, stop, wait) as hooks:
+            yield hooks
+        return
     built = Sinks([], [])
     try:
         token = _read(config.registry.token_file, "registry token")
         registry = HttpSchemaRegistry(config.registry.url, token=lambda: token)
         built.closers.append(registry.close)
+        if isinstance(config, FileSinkConfig):
+            _add_file_sinks(config, registry, built)
+            yield built
+            return
         password = (None if config.postgres.password_file is None
                     else _read(config.postgres.password_file, "PostgreSQL password"))
         database = PostgresDatabase(config.postgres.dsn, password, application_name=f"accord-sink-{config.body}")
@@ -77,15 +96,100 @@ def open_sinks(config: SinkConfig) -> Iterator[Sinks]:
         built.close()
 
 
-def run(config: SinkConfig, stop: Callable[[], bool], max_records: int = 2000) -> None:
-    """Move every delivery in turn until `stop()`; a failing one is retried from its stored position."""
-    with open_sinks(config) as built:
+def courier(config: WebhookSinkConfig, endpoint: webhook.Endpoint, stop: Callable[[], bool] = lambda: False,
+            wait: Callable[[float], object] = time.sleep) -> Courier:
+    hook = config.webhook
+    secret = check_secret(_read(hook.secret_file, "webhook secret"), str(hook.secret_file))
+    policy = RetryPolicy(hook.retry.max_attempts, hook.retry.first_backoff_s, hook.retry.max_backoff_s)
+    return Courier(endpoint, secret, policy, wait=wait, stop=stop, on_warning=_warn)
+
+
+@contextlib.contextmanager
+def open_webhook_sinks(config: WebhookSinkConfig, stop: Callable[[], bool] = lambda: False,
+                       wait: Callable[[float], object] = time.sleep) -> Iterator[Sinks]:
+    """One WebhookSink per delivery of `config`, all POSTing to its endpoint, closed on exit."""
+    built = Sinks([], [])
+    try:
+        endpoint = HttpEndpoint(config.webhook.url, config.webhook.timeout_s)
+        built.closers.append(endpoint.close)
+        sender = courier(config, endpoint, stop, wait)
+        token = _read(config.registry.token_file, "registry token")
+        registry = HttpSchemaRegistry(config.registry.url, token=lambda: token)
+        built.closers.append(registry.close)
+        state = StateDirectory(config.webhook.state_dir)
+        kafka = kafka_login(config)
+        for topic in config.topics():
+            source = KafkaPartitionReader(kafka, topic, client_id=f"{config.kafka_user()}.sink")
+            built.closers.append(source.close)
+            built.sinks.append(WebhookSink(source, registry, sender, state, config.webhook.batch, on_error=_report,
+                                           wait=wait))
+        yield built
+    finally:
+        built.close()
+
+
+def _add_file_sinks(config: FileSinkConfig, registry: HttpSchemaRegistry, built: Sinks) -> None:
+    kafka, target = kafka_login(config), config.files
+    directory = LocalDirectory(target.directory)
+    for delivery, topic in zip(config.deliveries, config.topics(), strict=True):
+        source = KafkaPartitionReader(kafka, topic, client_id=f"{config.kafka_user()}.sink")
+        built.closers.append(source.close)
+        sink = FileSink(source, registry, directory, delivery.prefix or delivery.stream, target.format,
+                        target.max_rows, target.max_seconds, on_error=_report)
+        built.closers.append(sink.close)  # a clean stop commits the file in hand
+        built.sinks.append(sink)
+
+
+class SinkMetrics(Protocol):
+    def stored(self, topic: str, n: int) -> None: ...
+
+    def rejected(self, topic: str, n: int) -> None: ...
+
+    def failed(self, topic: str) -> None: ...
+
+    def position(self, topic: str, partition: int, stored: int, lag: int) -> None: ...
+
+
+def run(config: AnySinkConfig, stop: Callable[[], bool], max_records: int = 2000, metrics: SinkMetrics | None = None,
+        lag_every_s: float = 5.0, wait: Callable[[float], object] = time.sleep) -> None:
+    """Move every delivery in turn until `stop()`; a failing one is retried from its stored position. With
+    `metrics`, counts what was stored, rejected (for a webhook: dead-lettered) and failed, and every `lag_every_s`
+    the lag per partition. `wait` is how a webhook's retries wait (so that a stop ends them)."""
+    with contextlib.ExitStack() as held:
+        if isinstance(config, WebhookSinkConfig):
+            held.enter_context(StateDirectory(config.webhook.state_dir).lock())
+        built = held.enter_context(open_sinks(config, stop, wait))
+        next_lag = 0.0
         while not stop():
             for sink in built.sinks:
-                sink.step_or_wait(max_records)
+                rejected, failures = sink.rejected, sink.failures
+                moved = sink.step_or_wait(max_records)
+                if metrics is not None:
+                    if moved:
+                        metrics.stored(sink.topic, moved - (sink.rejected - rejected))
+                    if sink.rejected > rejected:
+                        metrics.rejected(sink.topic, sink.rejected - rejected)
+                    if sink.failures > failures:
+                        metrics.failed(sink.topic)
+            if metrics is not None and time.monotonic() >= next_lag:
+                next_lag = time.monotonic() + lag_every_s
+                for sink in built.sinks:
+                    with contextlib.suppress(Exception):  # Kafka away: the lag is shown again when it is back
+                        for row in sink.lag_now():
+                            metrics.position(row.topic, row.partition, row.stored, row.lag)
 
 
-def status(config: SinkConfig) -> tuple[list[PartitionStatus], dict[str, int]]:
+def dead_letters(config: WebhookSinkConfig) -> list[DeadLetter]:
+    return StateDirectory(config.webhook.state_dir).dead_letters()
+
+
+def redeliver(config: WebhookSinkConfig, ids: Sequence[str] | None) -> list[Redelivery]:
+    """POST the dead letters `ids` (None: all) once more; needs neither Kafka nor the registry."""
+    with HttpEndpoint(config.webhook.url, config.webhook.timeout_s) as endpoint:
+        return webhook.redeliver(StateDirectory(config.webhook.state_dir), courier(config, endpoint), ids)
+
+
+def status(config: AnySinkConfig) -> tuple[list[PartitionStatus], dict[str, int]]:
     """Every partition's stored position and lag; per topic, the records kept aside as rejected."""
     with open_sinks(config) as built:
         return ([row for sink in built.sinks for row in sink.status()],

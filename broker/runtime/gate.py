@@ -29,7 +29,7 @@ from broker.runtime.api import ensure_stream_topics
 from broker.security.api_tokens import ServiceTokens
 from broker.security.control_keys import trusted_keys
 from broker.security.opa_tokens import WRITER, opa_engine
-from broker.security.secrets import pseudonym_secret
+from broker.security.secrets import pseudonym_master, pseudonym_secret
 from broker.services.gate import Gate, GateParts
 from broker.services.ingest import load_stream_schemas
 from broker.services.planner import Planner
@@ -76,6 +76,7 @@ def open_gate(endpoints: GateEndpoints, settings: Settings, worker: str,
             planner=Planner(engine), registry=registry, schemas=schemas,
             la_table=la_table or load_la_table(settings.geography_dir),
             pseudonym_secret=pseudonym_secret(secret_env, settings.secrets_dir),
+            pseudonym_masters=lambda version: pseudonym_master(settings.secrets_dir, version),
             ensure_topics=lambda names: create_topics(kafka, names),
             residence=load_residence(settings.residence_lookup, settings.geography_dir),
             status=lambda w, value: _ignore(status.append(w, value, topic=STATUS_TOPIC)),

@@ -46,6 +46,28 @@ def pseudonym_secret(from_env: str | None, directory: Path) -> bytes:
     return _shared_secret(directory / "pseudonym.key")
 
 
+PSEUDONYM_KEYS_DIR = "pseudonym-keys"
+
+
+def pseudonym_master(directory: Path, version: int) -> bytes:
+    """The master secret of pseudonym key `version` (2 and later: `<dir>/pseudonym-keys/v<version>.key`; version 1
+    is `pseudonym_secret`). Kept after later rotations, so old pseudonyms can still be re-derived."""
+    path = directory / PSEUDONYM_KEYS_DIR / f"v{version}.key"
+    if not path.is_file():
+        raise ConfigError(f"pseudonym key version {version} was announced but {path} does not exist; copy the "
+                          "secrets directory `accord credentials rotate-pseudonym-key` wrote to every gate")
+    return _read(path)
+
+
+def new_pseudonym_master(directory: Path) -> int:
+    """Make the master secret of the next pseudonym key version (2, 3, ...) and return its version."""
+    folder = directory / PSEUDONYM_KEYS_DIR
+    versions = [int(p.stem[1:]) for p in folder.glob("v*.key") if p.stem[1:].isdigit()] if folder.is_dir() else []
+    version = max(versions, default=1) + 1
+    write_private(folder / f"v{version}.key", secrets.token_hex(SECRET_BYTES), exclusive=True)
+    return version
+
+
 def webhook_secret(directory: Path) -> bytes:
     """The master secret each body's webhook signing secret derives from: `<dir>/webhook-signing.key`, made once.
 

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 from broker.domain.audit_records import POLICY_DECISION, decision_record, decision_terms
 from broker.domain.control import PolicyState, rfc3339
 from broker.domain.plans import Plan, Projector, projected_schema
-from broker.domain.pseudonyms import Pseudonymiser, subscriber_key
+from broker.domain.pseudonyms import FIRST_VERSION, Pseudonymiser, key_in_force, key_label, subscriber_key
+from broker.domain.suppression import SuppressionRule
 from broker.domain.topics import value_subject
 from broker.services.planner import Decision
 from broker.services.serde import AvroSerializer, SerializationContext
@@ -35,6 +36,8 @@ class Delivery:
     encode: AvroSerializer
     context: SerializationContext
     revision: bytes
+    suppression: SuppressionRule | None = None  # aggregate cells: delivered per table, small counts hidden
+    pseudonym_key: bytes = key_label(FIRST_VERSION)  # the key version its pseudonyms are made with (a header)
 
 
 class DeliveryTable:
@@ -55,8 +58,12 @@ class DeliveryTable:
         decisions = self._p.planner.decisions_by_stream(state, list(self._p.schemas), now)
         for stream, decided in decisions.items():
             plans = _one_per_topic([d.plan for d in decided if d.plan.allow])
-            deliveries[stream] = [self._delivery(stream, plan) for plan in plans]
-            expiries.extend(p.expiry for p in plans if p.expiry is not None)
+            deliveries[stream] = []
+            for plan in plans:
+                version, rotates_at = key_in_force(state.pseudonym_keys, plan.subscriber, now)
+                deliveries[stream].append(self._delivery(stream, plan, suppression_of(state, plan.agreements), version))
+                # re-planned when an announced rotation takes effect, as when a plan expires
+                expiries.extend(t for t in (plan.expiry, rotates_at) if t is not None)
         self._audit_decisions([d for ds in decisions.values() for d in ds], state, now)
         new_topics = sorted({d.topic for ds in deliveries.values() for d in ds} - self._topics)
         if new_topics:
@@ -79,18 +86,47 @@ class DeliveryTable:
                 self._decided[subscription] = terms
         self._decided = decided
 
-    def _delivery(self, stream: str, plan: Plan) -> Delivery:
-        key = (plan.subscriber, plan.role, stream, plan.scopes, plan.agreements)
+    def _delivery(self, stream: str, plan: Plan, suppression: SuppressionRule | None, version: int) -> Delivery:
+        key = (plan.subscriber, plan.role, stream, plan.scopes, plan.agreements, suppression, version)
         built = self._built.get(key)
         if built is None:
-            schema = projected_schema(self._p.schemas[stream], plan)
+            schema = with_suppressed_counts(projected_schema(self._p.schemas[stream], plan), suppression)
             self._p.registry.set_compatibility(value_subject(plan.topic), "NONE")
-            pseudonymise = Pseudonymiser(subscriber_key(self._p.pseudonym_secret, plan.subscriber), stream)
+            master = self._p.pseudonym_secret if version == FIRST_VERSION else self._p.pseudonym_masters(version)
+            pseudonymise = Pseudonymiser(subscriber_key(master, plan.subscriber, version), stream)
             project = Projector(plan, self._p.schemas[stream], pseudonymise=pseudonymise,
                                 today=lambda: self._clock().date())
             built = self._built[key] = (project, AvroSerializer(self._p.registry, json.dumps(schema)))
         return Delivery(plan, plan.topic, plan.areas, built[0], built[1], SerializationContext(plan.topic),
-                        plan.revision.encode())
+                        plan.revision.encode(), suppression, key_label(version))
+
+
+def suppression_of(state: PolicyState, agreements: tuple[str, ...]) -> SuppressionRule | None:
+    """The suppression the plan's agreements and grants ask for: one that grants the cells unsuppressed (the DPH's
+    restricted channel) makes suppression moot, so a rule applies only when every one of them has one (the first
+    agreement's, sorted, when they differ)."""
+    known = {**((state.catalog or {}).get("agreements") or {}), **state.grants}
+    rules = [(known.get(ident) or {}).get("suppression") for ident in sorted(agreements)]
+    first = rules[0] if rules else None
+    if first is None or any(rule is None for rule in rules):
+        return None
+    return SuppressionRule.from_json(first)
+
+
+def with_suppressed_counts(schema: dict[str, Any], rule: SuppressionRule | None) -> dict[str, Any]:
+    """The projected schema with each suppressed count optional: null is a hidden count."""
+    if rule is None:
+        return schema
+    fields = []
+    for field in schema["fields"]:
+        if field["name"] in rule.counts and not (isinstance(field["type"], list) and "null" in field["type"]):
+            branches = field["type"] if isinstance(field["type"], list) else [field["type"]]
+            field = {**field, "type": ["null", *branches], "default": None,
+                     "doc": f"{field.get('doc') or field['name']} Null where suppressed: under {rule.threshold}, "
+                            f"or hidden so that a row or column total cannot give a small count away; others "
+                            f"rounded to the nearest {rule.round_to}."}
+        fields.append(field)
+    return {**schema, "fields": fields}
 
 
 def _one_per_topic(plans: list[Plan]) -> list[Plan]:

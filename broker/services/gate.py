@@ -18,10 +18,12 @@ from broker.domain.geography import LaTable
 from broker.domain.jurisdiction import Unresolved, resolve_areas
 from broker.domain.messages import ControlRecord, Record
 from broker.domain.plans import LSOA_TAG, Plan
+from broker.domain.pseudonyms import KEY_HEADER
 from broker.domain.residence import ResidenceTable
+from broker.domain.suppression import suppress_table
 from broker.domain.topics import AUDIT_TOPIC, ingest_topic, quarantine_topic
 from broker.domain.validation import field_tags, is_blank, validate_record
-from broker.errors import AccordError, SerdeError
+from broker.errors import AccordError, ConfigError, SerdeError
 from broker.services.batch_audit import BatchAudit, Placement
 from broker.services.delivery_table import Delivery, DeliveryTable
 from broker.services.ingest import AVRO_DECODE
@@ -35,8 +37,14 @@ SUBSCRIBER_REQUIRED = "subscriber-required"
 SOURCE_HEADER = "accord.source"
 REVISION_HEADER = "accord.revision"
 WORKER_HEADER = "accord.worker"
+SUPPRESSION_HEADER = "accord.suppression"
 
 
+
+
+def _no_rotated_keys(version: int) -> bytes:
+    raise ConfigError(f"pseudonym key version {version} was announced, but this gate has no master secret for it; "
+                      "give it the secrets directory `accord credentials rotate-pseudonym-key` wrote to")
 
 
 class Stage(Protocol):
@@ -99,6 +107,7 @@ class GateParts:
     status: StatusSink
     audit: AuditAppender
     residence: ResidenceTable | None = None
+    pseudonym_masters: Callable[[int], bytes] = _no_rotated_keys  # the master secret of a rotated key version
     audit_topic: str = AUDIT_TOPIC  # where delivery-batch records go, inside each batch's transaction
 
 
@@ -129,6 +138,7 @@ class Gate:
                       for s, schema in parts.schemas.items()}
         self._decode = {s: AvroDeserializer(parts.registry, json.dumps(schema)) for s, schema in parts.schemas.items()}
         self._batch = BatchAudit()  # this batch's deliveries and quarantined rows, audited in its transaction
+        self._cells = Cells()  # this batch's cells for suppressed deliveries, sent per table at its end
 
     @property
     def topics(self) -> list[str]:
@@ -202,11 +212,13 @@ class Gate:
         try:
             for record in records:
                 self._route(record)
+            self._send_tables()
             self._audit_batch()
             self._p.stage.commit(records)
         except BaseException:
             self._tally.clear()  # the batch is consumed again: count it then
             self._batch.clear()
+            self._cells.clear()
             self._p.stage.abort()
             raise
         # Counted per batch, after the commit: a metric label lookup per record costs as much as a row filter.
@@ -270,14 +282,34 @@ class Gate:
                 self._refuse(stream, record, delivery.plan, missing)
                 refused += 1
                 continue
-            payload = delivery.encode(shape(value), delivery.context)
-            placed = self._p.stage.send(delivery.topic, payload, key=record.key,
-                                        headers=[(SOURCE_HEADER, source), (REVISION_HEADER, delivery.revision),
-                                                 (WORKER_HEADER, self._worker_bytes)])
-            self._batch.delivered(delivery.topic, delivery.plan, record, payload, placed)
+            if delivery.suppression is not None:
+                self._cells.add(delivery, record, source, shape(value))
+            else:
+                self._deliver(delivery, record, source, shape(value))
             delivered += 1
         if delivered or not refused:  # a row only refused is counted once per refusal, in _refuse
             self._tally[(stream, "delivered" if delivered else "no-subscriber")] += 1
+
+    def _deliver(self, delivery: Delivery, record: Record, source: bytes, shaped: dict[str, Any],
+                 extra: Sequence[tuple[str, bytes]] = ()) -> None:
+        payload = delivery.encode(shaped, delivery.context)
+        placed = self._p.stage.send(delivery.topic, payload, key=record.key,
+                                    headers=[(SOURCE_HEADER, source), (REVISION_HEADER, delivery.revision),
+                                             (WORKER_HEADER, self._worker_bytes),
+                                             (KEY_HEADER, delivery.pseudonym_key), *extra])
+        self._batch.delivered(delivery.topic, delivery.plan, record, payload, placed)
+
+    def _send_tables(self) -> None:
+        """Each suppressed delivery's cells of this batch, table by table, with small counts hidden
+        (domain/suppression.py; a table is the cells of one table key in one batch: docs/sharing-plans.md)."""
+        for delivery, cells in self._cells.tables():
+            rule = delivery.suppression
+            assert rule is not None
+            header = [(SUPPRESSION_HEADER, f"threshold={rule.threshold};round_to={rule.round_to}".encode())]
+            shown = suppress_table(rule, [shaped for _, _, shaped in cells])
+            for (record, source, _), shaped in zip(cells, shown, strict=True):
+                self._deliver(delivery, record, source, shaped, header)
+        self._cells.clear()
 
     def _audit_batch(self) -> None:
         self._batch.write(self._p.stage, self._p.audit_topic, self.worker, rfc3339(self._clock()))
@@ -335,6 +367,24 @@ class Gate:
         self._p.status(self.worker, {"worker": self.worker, "offset": self.state.offset,
                                      "catalog_revision": self.state.catalog_revision, "event_ms": event_ms,
                                      "applied_ms": applied_ms, "deliveries": plans})
+
+
+class Cells:
+    """A batch's cells for suppressed deliveries, grouped by delivery topic and table key, in arrival order."""
+
+    def __init__(self) -> None:
+        self._tables: dict[tuple[str, Any], tuple[Delivery, list[tuple[Record, bytes, dict[str, Any]]]]] = {}
+
+    def add(self, delivery: Delivery, record: Record, source: bytes, shaped: dict[str, Any]) -> None:
+        assert delivery.suppression is not None
+        key = (delivery.topic, delivery.suppression.table_key(shaped))
+        self._tables.setdefault(key, (delivery, []))[1].append((record, source, shaped))
+
+    def tables(self) -> list[tuple[Delivery, list[tuple[Record, bytes, dict[str, Any]]]]]:
+        return list(self._tables.values())
+
+    def clear(self) -> None:
+        self._tables.clear()
 
 
 def _log_error(exc: Exception) -> None:

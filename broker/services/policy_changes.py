@@ -15,10 +15,18 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from broker.domain.audit_records import CATALOG_CHANGE, catalog_change, catalog_contents
-from broker.domain.control import CATALOG_KEY, EMERGENCY_PREFIX, REVOCATION_PREFIX, PolicyState, rfc3339
+from broker.domain.control import (
+    CATALOG_KEY,
+    EMERGENCY_PREFIX,
+    PSEUDONYM_KEY_PREFIX,
+    REVOCATION_PREFIX,
+    PolicyState,
+    rfc3339,
+)
 from broker.domain.ladder import LEVELS, Actor
+from broker.domain.pseudonyms import ALL_SUBSCRIBERS, key_in_force
 from broker.domain.topics import AUDIT_TOPIC, STATUS_TOPIC
-from broker.errors import ConfigError, NotFoundError, ServiceError
+from broker.errors import ConfigError, GovernanceError, NotFoundError, ServiceError
 from broker.services.planner import CATALOG_PATH, PolicyEngine
 
 COMPILED_PARTS = ("revision", "bodies", "streams", "agreements")  # what a compiled catalog has at least
@@ -73,6 +81,18 @@ def reinstate(writer: ControlAppender, agreement: str, by: Actor, reason: str = 
     return announced
 
 
+def rotate_pseudonym_key(writer: ControlAppender, subscriber: str, version: int, previous: int,
+                         effective: dt.datetime, by: Actor) -> Announced:
+    """Announce that `subscriber`'s (or everybody's, `*`) pseudonyms are made with key `version` from `effective`
+    on; until then the gates go on with `previous`, and each delivery's header says which one made it."""
+    value = {"kind": "pseudonym-key", "subscriber": subscriber, "version": version, "previous": previous,
+             "from": rfc3339(effective), "by": by.to_json(), "at": _now()}
+    announced = _append(writer, f"{PSEUDONYM_KEY_PREFIX}{subscriber}", value)
+    _audit(writer, announced, "pseudonym-key-rotated", by,
+           {"subscriber": subscriber, "version": version, "previous": previous, "from": rfc3339(effective)})
+    return announced
+
+
 def declare_level(writer: ControlAppender, level: str, by: Actor, scope: str = "national") -> Announced:
     if level not in LEVELS:
         raise ConfigError(f"emergency level {level!r} is not one of {', '.join(LEVELS)}")
@@ -102,6 +122,26 @@ class ControlChanges:
     def reinstate(self, actor: Actor, agreement: str, reason: str) -> Announced:
         self._known(agreement)
         return reinstate(self._writer, agreement, actor, reason)
+
+    def rotate_pseudonym_key(self, actor: Actor, subscriber: str, version: int, notice: dt.timedelta
+                             ) -> Announced:
+        """A rotation to master key `version` (made beforehand in the secrets directory) after `notice`."""
+        state = self._policy.current()
+        bodies = (state.catalog or {}).get("bodies") or {}
+        if subscriber != ALL_SUBSCRIBERS and subscriber not in bodies:
+            raise NotFoundError(f"no body {subscriber!r} in the applied catalog (or `*` for every subscriber)")
+        now = dt.datetime.now(dt.UTC)
+        current, pending = key_in_force(state.pseudonym_keys, subscriber, now)
+        announced = state.pseudonym_keys.get(subscriber) or state.pseudonym_keys.get(ALL_SUBSCRIBERS) or {}
+        if pending is not None and announced.get("version") != version:
+            raise GovernanceError(f"version {announced.get('version')} of {subscriber}'s pseudonym key is announced "
+                                  f"for {rfc3339(pending)}; announce that version again to change its time, or wait")
+        if version <= current:
+            raise GovernanceError(f"{subscriber}'s pseudonyms are made with key version {current}; a rotation goes "
+                                  f"to a later version, not {version}")
+        if notice < dt.timedelta(0):
+            raise GovernanceError("the notice of a rotation cannot be negative")
+        return rotate_pseudonym_key(self._writer, subscriber, version, current, now + notice, actor)
 
     def _known(self, agreement: str) -> None:
         agreements = (self._policy.current().catalog or {}).get("agreements") or {}

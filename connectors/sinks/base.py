@@ -74,6 +74,8 @@ class Sink(ABC):
         self._schemas: dict[int, Mapping[str, Any]] = {}
         self._stored: dict[int, int] | None = None
         self.last_error = ""
+        self.rejected = 0  # records kept aside since start (see rejected_count for the target's total)
+        self.failures = 0  # failed steps since start, each retried from the stored position
         self._on_error, self._wait, self._backoff = on_error, wait, 0.0
 
     @property
@@ -116,6 +118,7 @@ class Sink(ABC):
             moved = self.step(max_records)
         except ServiceError as exc:
             self.last_error = str(exc)
+            self.failures += 1
             self._on_error(exc)
             self._stored = None  # seek again to what the target holds
             self._backoff = min(max(self._backoff * 2, 0.5), 30.0)
@@ -130,6 +133,12 @@ class Sink(ABC):
 
     def status(self) -> list[PartitionStatus]:
         stored = self.stored_positions()
+        return [PartitionStatus(self.topic, p, stored.get(p, 0), end)
+                for p, end in sorted(self.source.end_offsets().items())]
+
+    def lag_now(self) -> list[PartitionStatus]:
+        """`status` from what this process has stored (no query of the target): for metrics, between batches."""
+        stored = self._stored or {}
         return [PartitionStatus(self.topic, p, stored.get(p, 0), end)
                 for p, end in sorted(self.source.end_offsets().items())]
 

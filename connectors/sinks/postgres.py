@@ -170,7 +170,6 @@ class PostgresSink(Sink):
         self.database, self.table, self._configured_key = database, table, tuple(key)
         self._key: list[str] | None = None
         self._existing: dict[str, bool] | None = None  # column -> nullable, as the table has them
-        self.rejected = 0
         self._on_warning = on_warning
 
     def stored_positions(self) -> dict[int, int]:

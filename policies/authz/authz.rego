@@ -30,13 +30,12 @@ allow if {
 # METADATA
 # description: |
 #   Accord's operator (body accord, role operator: the team that runs Accord, not a member body) applies the
-#   catalog, and may do nothing else. The catalog says who every member is, so no member role may replace it, and
-#   the first catalog must be applicable before any member exists.
+#   catalog and announces pseudonym key rotations, and may do nothing else. The catalog says who every member is,
+#   so no member role may replace it, and the first catalog must be applicable before any member exists.
 allow if {
 	_operator
 	input.service == "governance"
-	input.method == "PUT"
-	input.route == "/catalog"
+	[input.method, input.route] in {["PUT", "/catalog"], ["POST", "/pseudonym-keys/rotate"]}
 }
 
 # METADATA

@@ -327,6 +327,13 @@ test_no_one_else_revokes_an_agreement if {
 	]
 }
 
+test_only_the_operator_rotates_pseudonym_keys if {
+	_allowed(_call("governance", "POST", "/pseudonym-keys/rotate", _who("accord", "operator")))
+	every who in [_who("accord", "service"), _who("dhsc", "governance-board"), _who("leicester-city-council", "dph")] {
+		not _allowed(_call("governance", "POST", "/pseudonym-keys/rotate", who))
+	}
+}
+
 test_only_the_operator_applies_the_catalog if {
 	_allowed(_call("governance", "PUT", "/catalog", _who("accord", "operator")))
 	not _allowed(_call("governance", "POST", "/disputes", _who("accord", "operator")))

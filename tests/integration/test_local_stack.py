@@ -109,15 +109,16 @@ def _uses_external(services: Endpoints, tmp_path: Path) -> None:
 
 
 def test_demo_delivers_each_view_and_enforces_a_revocation(services: Endpoints, applied_catalog: dict[str, Any],
-                                                          tmp_path: Path) -> None:
+                                                          postgres: str, tmp_path: Path) -> None:
     said: list[str] = []
     # The session stopped the stack's governance service (other tests run their own on a fake clock); the demo
     # talks to a real `accord governance serve` process over HTTP.
     governance = PythonService("governance", tmp_path / "governance")
     url = governance.start(kafka_env(services.kafka) | {"ACCORD_OPA_URL": services.opa_url}, 90, probe="/health")
     try:
+        # Settings(): the session's secrets, whose API token key signs the demo's tokens
         result = demo.run(dataclasses.replace(services, governance_url=url), say=said.append, own_gate=True,
-                          settings=Settings())  # the session's secrets: its API token key signs the demo's tokens
+                          settings=Settings(), postgres_dsn=postgres)
     finally:
         governance.stop()
     # The demo's grant stays in force on the shared control topic; later tests must not find Blaby granted T1.
@@ -150,6 +151,10 @@ def test_demo_delivers_each_view_and_enforces_a_revocation(services: Endpoints, 
     assert dispute["fields"] == ["lsoa", "occupation", "specimen_date"]
     assert dispute["decision_to_enforced_ms"] >= 0
     assert any("decided" in line for line in said)
+    # Leicester's DPH's sink filled its table with the day's rows (and keeps earlier deliveries too)
+    table = result["table"]
+    assert table["rows"] == demo.DAY_CASES["leicester"] and table["total"] >= table["rows"]
+    assert any("PostgreSQL sink" in line for line in said)
 
 
 def test_session_services_are_managed_processes(services: Endpoints) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastavro import parse_schema, schemaless_writer
 
@@ -28,6 +29,7 @@ from broker.domain.kafka_acls import subscriber_user
 from broker.domain.messages import Record
 from broker.domain.wire import frame
 from broker.local import postgres_server
+from broker.local.processes import free_port
 from broker.local.stack import Endpoints
 from broker.runtime.gate import GateThread
 from broker.security.api_tokens import issue, signing_key, write_token
@@ -68,10 +70,21 @@ deliveries:
     return config
 
 
-def start_sink(config: Path, log: Path) -> subprocess.Popen[bytes]:
+def start_sink(config: Path, log: Path, metrics_port: int | None = None) -> subprocess.Popen[bytes]:
+    extra = [] if metrics_port is None else ["--metrics-port", str(metrics_port)]
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "broker", "connect", "run", str(config), "--batch", "500"],
-                                stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen([sys.executable, "-m", "broker", "connect", "run", str(config), "--batch", "500",
+                                 *extra], stdout=out, stderr=subprocess.STDOUT)
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The sink's Prometheus samples for the test's topic, by name and labels."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    except httpx.TransportError:
+        return {}
+    return {name: value for line in text.splitlines() if not line.startswith("#") and TOPIC in line
+            for name, value in [(line.rsplit(" ", 1)[0], float(line.rsplit(" ", 1)[1]))]}
 
 
 def wait_for(condition: Callable[[], bool], what: str, log: Path, timeout_s: float = 300.0) -> None:
@@ -116,8 +129,15 @@ def check_a_killed_sink(services: Endpoints, postgres: str, tmp_path: Path, data
                         (f"CREATE TRIGGER rewritten AFTER UPDATE ON {table} FOR EACH ROW "
                          f"EXECUTE FUNCTION {table}_rewritten()", [()])])
         publish(services, T1, cases[TOTAL // 2:])
-        sink = start_sink(config, log)
+        port = free_port()
+        sink = start_sink(config, log, port)
         wait_for(lambda: rows() >= TOTAL, f"all {TOTAL} rows", log)
+        # Metrics: the lag gauges reach 0 on every partition, and what this run stored is counted.
+        caught_up = lambda: (lags := [v for k, v in scrape(port).items()  # noqa: E731
+                                      if k.startswith("accord_sink_lag_records")]) != [] and not any(lags)
+        wait_for(caught_up, "lag 0 in the sink's metrics", log)
+        stored_now = scrape(port)[f'accord_sink_records_total{{sink="postgres",topic="{TOPIC}"}}']
+        assert stored_now >= TOTAL - stored_at_kill
         sink.send_signal(signal.SIGTERM)
         assert sink.wait(timeout=60) == 0, log.read_text()[-3000:]
     finally:

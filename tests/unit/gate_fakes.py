@@ -282,6 +282,12 @@ def catalog_document(**agreements: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- a gate wired to the fakes --------------------------------------------------------------------------------
+def rotated_master(version: int) -> bytes:
+    """The unit tests' master secret of pseudonym key `version` (2 and later)."""
+    return f"unit-test-pseudonym-master-v{version}".encode()
+
+
+
 class FakeClock:
     def __init__(self, now: dt.datetime = START) -> None:
         self.now = now
@@ -333,7 +339,7 @@ def make_gate(document: Mapping[str, Any] | None = None, clock: FakeClock | None
                       schemas={T1: T1_SCHEMA}, la_table=LA_TABLE, pseudonym_secret=b"unit-test-pseudonym-secret",
                       ensure_topics=ensured.extend, status=lambda worker, status: statuses.append(status),
                       audit=audit or (lambda kind, record: decisions.append({"kind": kind, **record})),
-                      residence=residence)
+                      residence=residence, pseudonym_masters=rotated_master)
     gate = Gate(parts, "worker-1", clock=clock, replan_every_s=replan_every_s, counters=counters)
     return GateHarness(gate, stage, control, engine, registry, clock, statuses, ensured,
                        AvroSerializer(registry, json.dumps(T1_SCHEMA)), decisions)

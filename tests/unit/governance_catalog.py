@@ -26,6 +26,8 @@ _T1_FIELDS = {
     "lsoa": ["geography:lsoa", "quasi-identifier"], "msoa": ["geography:msoa"], "ltla": ["geography:ltla"],
     "utla": ["geography:utla"],
 }
+_KINDS = {"dob": "date", "specimen_date": "date", "lab_report_date": "date", "sex": "other", "test_type": "other",
+          "pillar": "other"}
 LEICESTERSHIRE_AREAS = ["E07000129", "E07000130", "E07000131", "E07000132", "E07000133", "E07000134", "E07000135",
                         "E10000018"]
 
@@ -83,7 +85,8 @@ _CATALOG: dict[str, Any] = {
     },
     "streams": {
         T1: {"owner": "ukhsa", "subject": f"ingest.{T1}-value", "classification": "special-category",
-             "jurisdiction": ["utla", "ltla"], "fields": {name: {"tags": tags} for name, tags in _T1_FIELDS.items()}},
+             "jurisdiction": ["utla", "ltla"], "fields": {name: {"tags": tags, "kind": _KINDS.get(name, "string")}
+                                                    for name, tags in _T1_FIELDS.items()}},
     },
     "templates": {
         "t1-positive-tests": {

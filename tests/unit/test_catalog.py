@@ -40,8 +40,8 @@ def test_shipped_catalog_compiles_to_the_contract_shape(document: dict[str, Any]
     assert set(document["streams"]) == {"ukhsa.positive-tests", "nhstt.cases-to-trace", "nhsd.shielded-patients",
                                         "dhsc.care-home-capacity", "nhse.hospital-sitrep", "nis.vaccination-uptake",
                                         "ukhsa.isolation-notifications"}
-    assert set(document["agreements"]) == {f"t1-{place}" for place in UPPER_TIER_T1} | {"t3-leicester",
-                                                                                          "t6-leicester", "t7-blaby"}
+    assert set(document["agreements"]) == {f"t1-{place}" for place in UPPER_TIER_T1} | {
+        "t3-leicester", "t6-leicester", "t6-leicester-publication", "t7-blaby"}
 
 
 def test_t1_analyst_tier_is_lsoa_age_band_and_sex_only(document: dict[str, Any]) -> None:
@@ -89,8 +89,8 @@ def test_streams_carry_every_schema_field_with_its_tags(document: dict[str, Any]
     stream = document["streams"]["ukhsa.positive-tests"]
     assert stream["subject"] == "ingest.ukhsa.positive-tests-value"
     assert stream["jurisdiction"] == ["utla", "ltla"]
-    assert stream["fields"]["specimen_id"] == {"tags": ["direct-identifier"]}
-    assert stream["fields"]["specimen_date"] == {"tags": []}
+    assert stream["fields"]["specimen_id"] == {"tags": ["direct-identifier"], "kind": "string"}
+    assert stream["fields"]["specimen_date"] == {"tags": [], "kind": "date"}
     assert len(stream["fields"]) == 17
 
 

@@ -273,3 +273,15 @@ def test_a_broken_geography_of_the_catalog_is_listed_like_its_other_files(catalo
     edit(manifest, "lsoas:", "lsoas_file:")
     assert (f"catalog/geography: catalog/geography/geography.yaml:{line_of(manifest, 'lsoas_file')}: expected one "
             "`key: value` line") in problems(catalog)
+
+
+def test_a_suppression_rule_names_fields_of_the_stream_and_counts_that_are_counts(catalog: Path) -> None:
+    agreement = catalog / "agreements" / "t6-leicester-publication.yaml"
+    line = line_of(agreement, "suppression:")
+    edit(agreement, "rows: lsoa", "rows: lsao")
+    assert f"t6-leicester-publication.yaml:{line}: suppression.rows: unknown field 'lsao'" in problems(catalog)
+    edit(agreement, "rows: lsao, columns: ethnicity_group, denominator: eligible_n",
+         "rows: lsoa, columns: ethnicity_group, counts: [vaccinated_n, dose]")
+    assert f"{line}: suppression.counts: 'dose' is " in problems(catalog) and "not a count" in problems(catalog)
+    edit(agreement, "counts: [vaccinated_n, dose]", "counts: [vaccinated_n], denominator: eligible_n")
+    assert "must be one of the counts" in problems(catalog)

@@ -246,7 +246,7 @@ def test_t7_delivers_a_blaby_isolation_row_to_blabys_benefits_team(document: dic
     assert validate_record(schema, row, dt.date(2020, 10, 11), table) == []
     areas = resolve_areas(row, document["streams"][T7]["jurisdiction"], table)
     assert isinstance(areas, frozenset) and areas & set(agreement["row_scope"]["areas"])
-    assert document["streams"][T7]["fields"]["ctas_id"] == {"tags": ["direct-identifier"]}
+    assert document["streams"][T7]["fields"]["ctas_id"] == {"tags": ["direct-identifier"], "kind": "string"}
 
 
 def test_a_templates_approvers_must_be_roles_its_publisher_holds(catalog: Path) -> None:

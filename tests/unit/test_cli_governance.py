@@ -168,8 +168,25 @@ def test_an_approval_short_of_the_tier_says_it_is_not_decided_yet(api: FakeApi) 
                  "--token", token("nhse", "governance-board", "kim"))
     assert result.exit_code == 0, result.output
     assert api.sent() == {"outcome": "granted-in-part", "reason": "minimised", "fields": ["postcode"],
-                          "areas": None, "until": "2020-07-01T00:00:00Z"}
+                          "areas": None, "until": "2020-07-01T00:00:00Z", "transforms": None}
     assert "not decided yet" in result.stdout and "(1 so far)" in result.stdout
+
+
+def test_a_decision_grants_fields_transformed(api: FakeApi) -> None:
+    api.answers["POST", "/disputes/d-0000000001/decision"] = httpx.Response(
+        200, json={"decided": True, "dispute": {**DISPUTE, "decision": {"outcome": "granted"}}})
+    result = run("dispute", "decide", "d-0000000001", "--outcome", "granted", "--reason", "ages only",
+                 "--transform", "dob=age-band@specimen_date", "--transform", "name=mask:2",
+                 "--transform", "nhs_number=pseudonymise", "--transform", "postcode=postcode-district",
+                 "--token", token("ukhsa", "ig-lead", "jo"))
+    assert result.exit_code == 0, result.output
+    assert api.sent()["transforms"] == {
+        "dob": {"transform": "generalise", "method": "age-band", "at": "specimen_date"},
+        "name": {"transform": "mask", "keep_last": 2}, "nhs_number": {"transform": "pseudonymise"},
+        "postcode": {"transform": "generalise", "method": "postcode-district"}}
+    bad = run("dispute", "decide", "d-0000000001", "--outcome", "granted", "--reason", "r",
+              "--transform", "dob=blur", "--token", token("ukhsa", "ig-lead", "jo"))
+    assert bad.exit_code == 1 and "write FIELD=HOW" in bad.output
 
 
 def test_emergency_declare_and_webhook_set_send_their_bodies(api: FakeApi) -> None:
@@ -205,3 +222,14 @@ def test_raise_then_show_against_the_real_api(monkeypatch: pytest.MonkeyPatch) -
     refused = run("dispute", "decide", dispute.id, "--outcome", "granted", "--reason", "mine")
     assert refused.exit_code == 1
     assert refused.stderr.startswith(f"error: dispute {dispute.id} is at tier 1 (publisher-ig); {LEICESTER} as dph")
+
+
+def test_show_names_the_transforms_a_decision_grants(api: FakeApi) -> None:
+    approved = {"type": "approved", "at": "2020-06-25T10:00:00.000000Z", "dispute": "d-0000000001",
+                "actor": {"body": "dhsc", "role": "governance-board", "person": "kim"},
+                "data": {"tier": 1, "outcome": "granted", "reason": "ages only", "transforms": {
+                    "dob": {"transform": "generalise", "method": "age-band"}, "name": {"transform": "mask"}}}}
+    api.answers["GET", "/disputes/d-0000000001"] = httpx.Response(
+        200, json={**DISPUTE, "timeline": [*DISPUTE["timeline"], approved]})
+    shown = run("dispute", "show", "d-0000000001", "--token", token("ukhsa", "ig-lead", "jo")).stdout.splitlines()
+    assert "transforms=dob:generalise/age-band,name:mask" in shown[-1].split()

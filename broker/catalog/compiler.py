@@ -13,7 +13,17 @@ from typing import Any
 
 from broker.catalog.ladder import compile_ladder
 from broker.catalog.loader import CatalogError, Problems, load_catalog
-from broker.catalog.models import OVERRIDABLE, SUBSCRIBER_AREAS, Agreement, Body, Catalog, Origin, Stream, Template
+from broker.catalog.models import (
+    OVERRIDABLE,
+    SUBSCRIBER_AREAS,
+    Agreement,
+    Approval,
+    Body,
+    Catalog,
+    Origin,
+    Stream,
+    Template,
+)
 from broker.catalog.tiers import SMALL_COUNT_TAG, SchemaView, compile_tiers
 from broker.domain.flows import Flow
 from broker.domain.geography import LaTable
@@ -172,10 +182,12 @@ def _template(ctx: _Context, ident: str, template: Template) -> dict[str, Any]:
     stream = ctx.catalog.streams.get(template.stream)
     row_scope = template.row_scope if isinstance(template.row_scope, str) else list(template.row_scope)
     publisher = ctx.catalog.bodies.get(stream.owner) if stream else None
+    approval = template.approval or (publisher.approval if publisher is not None else None) or Approval()
     if publisher is not None:
-        for index, role in enumerate(template.approval.roles):
+        where = origin if template.approval is not None else ctx.catalog.origin("body", publisher.id)
+        for index, role in enumerate(approval.roles):
             if role not in publisher.roles:
-                ctx.problems.add(origin.at("approval", "roles", index),
+                ctx.problems.add(where.at("approval", "roles", index),
                                  f"the publisher {publisher.id!r} holds no role {role!r}, so nobody could approve "
                                  "requests in it; add the role to the body in bodies.yaml or fix it")
     return {"title": template.title, "stream": template.stream, "publisher": stream.owner if stream else None,
@@ -183,8 +195,8 @@ def _template(ctx: _Context, ident: str, template: Template) -> dict[str, Any]:
             "tiers": tiers, "minimised_tier": template.minimised_tier,
             "emergency_level_required": template.emergency_level_required,
             "retention_s": None if template.retention is None else int(template.retention.total_seconds()),
-            "approval": {"approvals": template.approval.approvals, "roles": sorted(template.approval.roles),
-                         "one_of_each": sorted(template.approval.one_of_each)}}
+            "approval": {"approvals": approval.approvals, "roles": sorted(approval.roles),
+                         "one_of_each": sorted(approval.one_of_each)}}
 
 
 @dataclass(frozen=True)

@@ -158,6 +158,26 @@ class Origin(_Model):
         return f"{self.file}:{self.line(*parts)}: {path}" if path else f"{self.file}:{self.line()}"
 
 
+class Approval(_Model):
+    """Who approves an access request made from a template: `approvals` distinct people of the publisher holding
+    `roles` (N of M), with at least one holder of each role in `one_of_each` among them."""
+
+    approvals: int = Field(default=1, ge=1)
+    roles: Roles = ("ig-lead",)
+    one_of_each: Annotated[tuple[Id, ...], AfterValidator(_unique)] = ()
+
+    @model_validator(mode="after")
+    def _reachable(self) -> Approval:
+        stray = [role for role in self.one_of_each if role not in self.roles]
+        if stray:
+            raise ValueError(f"one_of_each names {', '.join(stray)}, not among roles ({', '.join(self.roles)}); "
+                             "add it to roles or remove it")
+        if len(self.one_of_each) > self.approvals:
+            raise ValueError(f"{len(self.one_of_each)} roles must each approve but approvals is {self.approvals}; "
+                             "raise approvals")
+        return self
+
+
 class Body(_Model):
     """A body that publishes, subscribes or takes part in disputes; all but a national one cover LA codes.
 
@@ -171,6 +191,8 @@ class Body(_Model):
     tier: BodyTier
     areas: Annotated[tuple[LaCode, ...], AfterValidator(_unique)] = Field(default=(), validate_default=True)
     roles: Annotated[tuple[Id, ...], AfterValidator(_unique)] = ()
+    # A publisher's rule for approving access requests to its streams; a template's own `approval` overrides it.
+    approval: Approval | None = None
 
     @field_validator("tier")
     @classmethod
@@ -273,26 +295,6 @@ Tiers = Annotated[Mapping[Id, TierSpec], Field(min_length=1)]
 LegalBases = Annotated[tuple[LegalBasis, ...], Field(min_length=1), AfterValidator(_unique)]
 
 
-class Approval(_Model):
-    """Who approves an access request made from a template: `approvals` distinct people of the publisher holding
-    `roles` (N of M), with at least one holder of each role in `one_of_each` among them."""
-
-    approvals: int = Field(default=1, ge=1)
-    roles: Roles = ("ig-lead",)
-    one_of_each: Annotated[tuple[Id, ...], AfterValidator(_unique)] = ()
-
-    @model_validator(mode="after")
-    def _reachable(self) -> Approval:
-        stray = [role for role in self.one_of_each if role not in self.roles]
-        if stray:
-            raise ValueError(f"one_of_each names {', '.join(stray)}, not among roles ({', '.join(self.roles)}); "
-                             "add it to roles or remove it")
-        if len(self.one_of_each) > self.approvals:
-            raise ValueError(f"{len(self.one_of_each)} roles must each approve but approvals is {self.approvals}; "
-                             "raise approvals")
-        return self
-
-
 class Template(_Model):
     """A pre-agreed flow: stream, purpose, legal basis and tiers; an agreement adds parties and dates."""
 
@@ -307,8 +309,8 @@ class Template(_Model):
     minimised_tier: Id | None = None
     # How long a subscriber's delivery topic keeps what it was sent (ISO 8601, e.g. P28D); None: Kafka's default.
     retention: Retention | None = None
-    # Who approves an access request made from this template (default: one IG lead of the publisher).
-    approval: Approval = Approval()
+    # Who approves an access request made from this template (default: the publisher's rule, else one IG lead).
+    approval: Approval | None = None
 
     @property
     def id(self) -> str:

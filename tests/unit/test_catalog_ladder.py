@@ -261,3 +261,17 @@ def test_a_template_cannot_require_more_roles_than_approvals(catalog: Path) -> N
     template = catalog / "templates" / "t1-positive-tests.yaml"
     edit(template, "approvals: 2,", "approvals: 1,")
     assert "raise approvals" in problems(catalog)
+
+
+def test_a_publishers_approval_rule_applies_to_its_templates_without_their_own(catalog: Path) -> None:
+    edit(catalog / "bodies.yaml", "{id: nhse, name: NHS England, kind: national, tier: national, roles: [ig-lead, "
+         "governance-board]}", "{id: nhse, name: NHS England, kind: national, tier: national, roles: [ig-lead, "
+         "governance-board], approval: {approvals: 2, roles: [ig-lead]}}")
+    compiled = load_and_compile(catalog, SCHEMAS)
+    assert compiled["templates"]["t5-hospital-sitrep"]["approval"] == {"approvals": 2, "roles": ["ig-lead"],
+                                                                      "one_of_each": []}
+    assert compiled["templates"]["t1-positive-tests"]["approval"]["one_of_each"] == ["caldicott-guardian",
+                                                                                      "ig-lead"]
+    edit(catalog / "bodies.yaml", "approval: {approvals: 2, roles: [ig-lead]}",
+         "approval: {approvals: 1, roles: [caldicott-guardian]}")
+    assert "bodies.yaml" in problems(catalog) and "holds no role 'caldicott-guardian'" in problems(catalog)

@@ -14,10 +14,11 @@ from pydantic import SecretStr
 from broker.adapters.kafka_access import KafkaAccess, read_password_file
 from broker.adapters.kafka_partitions import KafkaPartitionReader
 from broker.adapters.postgres import PostgresDatabase
+from broker.adapters.receipts_http import HttpReceipts
 from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.errors import ConfigError
 from connectors.config import SinkConfig
-from connectors.sinks.base import PartitionStatus, Sink
+from connectors.sinks.base import PartitionStatus, Receipts, Sink
 from connectors.sinks.postgres import PostgresSink, default_table
 
 
@@ -66,15 +67,30 @@ def open_sinks(config: SinkConfig) -> Iterator[Sinks]:
         database = PostgresDatabase(config.postgres.dsn, password, application_name=f"accord-sink-{config.body}")
         built.closers.append(database.close)
         kafka = kafka_login(config)
+        receipts = _receipts(config, built)
         for delivery, topic in zip(config.deliveries, config.topics(), strict=True):
             source = KafkaPartitionReader(kafka, topic, client_id=f"{config.kafka_user()}.sink")
             built.closers.append(source.close)
             built.sinks.append(PostgresSink(source, registry, database, delivery.table or default_table(
-                delivery.stream), delivery.key, on_error=_report,
-                                          on_warning=_warn))
+                delivery.stream), delivery.key, on_error=_report, on_warning=_warn, receipts=receipts))
         yield built
     finally:
         built.close()
+
+
+def _receipts(config: SinkConfig, built: Sinks) -> Receipts | None:
+    """The receipts sender the config asks for (its key read once, its token at every send: a token replaced on
+    disk is used from the next receipt)."""
+    if config.receipts is None:
+        return None
+    from broker.security.receipt_keys import load_receipt_key
+
+    login = config.receipts
+    key = load_receipt_key(login.key_file)
+    token_file = login.token_file or config.registry.token_file
+    sender = HttpReceipts(login.api_url, lambda: _read(token_file, "API token"), key, config.body, config.role)
+    built.closers.append(sender.close)
+    return sender
 
 
 def run(config: SinkConfig, stop: Callable[[], bool], max_records: int = 2000) -> None:

@@ -1,0 +1,180 @@
+"""Proof of delivery with in-memory ports: the API's use case checking receipts, the governance API registering and
+retiring keys, and the sink base sending a receipt after each stored batch (and later, when sending fails)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from broker.adapters.registry_memory import InMemorySchemaRegistry
+from broker.domain.receipt_ledger import ReceiptKey
+from broker.domain.receipts import Claim, ReceiptError, fingerprint, public_key_text, range_digest, sign
+from broker.errors import ServiceError
+from broker.services.receipts import DeliveryReceipts
+from connectors.sinks.postgres import PostgresSink
+from tests.unit.deliveries_fakes import MemoryDeliveryLog
+from tests.unit.governance_catalog import LEICESTER, catalog
+from tests.unit.sink_fakes import FakeDatabase, FakeSource
+from tests.unit.test_governance_api import DPH, make_api
+from tests.unit.test_postgres_sink import delivered, schema
+
+STREAM = "ukhsa.positive-tests"
+TOPIC = f"deliver.leicester.dph.{STREAM}"
+KEY = Ed25519PrivateKey.generate()
+KEY_ID = fingerprint(KEY.public_key())
+ACTOR = {"body": "leicester", "role": "dph", "person": "ivan"}
+
+
+class Keys:
+    def __init__(self, *keys: ReceiptKey) -> None:
+        self.keys = {k.key_id: k for k in keys}
+
+    def get(self, key_id: str) -> ReceiptKey | None:
+        return self.keys.get(key_id)
+
+
+class Audit:
+    def __init__(self) -> None:
+        self.records: list[Mapping[str, Any]] = []
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        self.records.append(record)
+
+
+def registered(body: str = "leicester", retired_at: str | None = None, key: Ed25519PrivateKey = KEY) -> ReceiptKey:
+    return ReceiptKey(fingerprint(key.public_key()), body, public_key_text(key.public_key()), "2026-12-01T09:00:00Z",
+                      "ivan", retired_at)
+
+
+def service(*keys: ReceiptKey) -> tuple[DeliveryReceipts, MemoryDeliveryLog, Audit]:
+    log, audit = MemoryDeliveryLog(), Audit()
+    for n in range(10):
+        log.append(TOPIC, f"value-{n}".encode())
+    log.append(TOPIC, b"other partition", partition=1)
+    log.append(TOPIC, b"not committed yet", committed=False)
+    clock = lambda: dt.datetime(2026, 12, 1, 10, tzinfo=dt.UTC)  # noqa: E731
+    return DeliveryReceipts(log, Keys(*keys), audit, clock), log, audit
+
+
+def signed(log: MemoryDeliveryLog, first: int, last: int, **changes: Any) -> tuple[Claim, str]:
+    records = [r for r in log._committed(TOPIC, {}) if r.partition == 0 and first <= r.offset <= last]
+    fields = {"topic": TOPIC, "partition": 0, "first_offset": first, "last_offset": last,
+              "records_digest": range_digest(records), "key_id": KEY_ID, **changes}
+    claim = Claim(**fields)
+    return claim, sign(KEY, claim)
+
+
+def test_a_receipt_for_committed_records_is_put_on_the_audit_trail() -> None:
+    receipts, log, audit = service(registered())
+    claim, signature = signed(log, 2, 7)
+    record = receipts.accept(ACTOR, STREAM, claim, signature)
+    assert audit.records == [record]
+    assert (record["records"], record["first_offset"], record["last_offset"], record["key_id"], record["body"]) == (
+        6, 2, 7, KEY_ID, "leicester")
+    assert record["signature"] == signature and record["at"] == "2026-12-01T10:00:00.000000Z"
+
+
+def refusal(receipts: DeliveryReceipts, claim: Claim, signature: str, stream: str = STREAM) -> ReceiptError:
+    with pytest.raises(ReceiptError) as refused:
+        receipts.accept(ACTOR, stream, claim, signature)
+    return refused.value
+
+
+def test_refusals_say_why_with_a_4xx_and_write_nothing() -> None:
+    other, old = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    receipts, log, audit = service(registered(), registered("blaby", key=other),
+                                   registered(retired_at="2026-12-01T09:30:00Z", key=old))
+    claim, signature = signed(log, 0, 4)
+    mismatch = Claim(**{**claim.to_json(), "records_digest": "00" * 32})
+    elsewhere = Claim(**{**claim.to_json(), "topic": TOPIC.replace("leicester", "blaby")})
+    foreign = Claim(**{**claim.to_json(), "key_id": fingerprint(other.public_key())})
+    retired = Claim(**{**claim.to_json(), "key_id": fingerprint(old.public_key())})
+    beyond = Claim(**{**claim.to_json(), "last_offset": 10})     # offset 10 is not committed
+    cases = [
+        (refusal(receipts, elsewhere, sign(KEY, elsewhere)), 403, "acknowledges only its own delivery topic"),
+        (refusal(receipts, claim, signature, stream="ukhsa.other"), 403, "acknowledges only its own"),
+        (refusal(receipts, Claim(**{**claim.to_json(), "key_id": "0" * 16}), signature), 422, "no receipt key"),
+        (refusal(receipts, foreign, sign(other, foreign)), 422, "no receipt key"),
+        (refusal(receipts, retired, sign(old, retired)), 422, "was retired"),
+        (refusal(receipts, claim, sign(other, claim)), 422, "signature does not verify"),
+        (refusal(receipts, mismatch, sign(KEY, mismatch)), 409, "hash to " + claim.records_digest),
+        (refusal(receipts, beyond, sign(KEY, beyond)), 416, "beyond what was delivered"),
+        (refusal(receipts, Claim(**{**claim.to_json(), "partition": 5}),
+                 sign(KEY, Claim(**{**claim.to_json(), "partition": 5}))), 416, "nothing was delivered"),
+        (refusal(receipts, Claim(**{**claim.to_json(), "first_offset": 5, "last_offset": 4}),
+                 sign(KEY, Claim(**{**claim.to_json(), "first_offset": 5, "last_offset": 4}))), 400, "not a range"),
+    ]
+    for error, status, words in cases:
+        assert (error.status, words in str(error)) == (status, True), str(error)
+    assert audit.records == []
+
+
+def test_the_governance_api_registers_and_retires_a_bodys_own_keys() -> None:
+    api = make_api(catalog())
+    answer = api.client.post("/receipt-keys", json={"public_key": public_key_text(KEY.public_key())}, headers=DPH)
+    assert answer.status_code == 201, answer.text
+    assert (answer.json()["key_id"], answer.json()["body"], answer.json()["active"]) == (KEY_ID, LEICESTER, True)
+    again = api.client.post("/receipt-keys", json={"public_key": public_key_text(KEY.public_key())}, headers=DPH)
+    assert again.status_code == 201
+    kinds = [e["type"] for e in api.log.events]
+    assert kinds.count("receipt-key-registered") == 1       # registering the same key again writes nothing
+    assert api.client.post("/receipt-keys", json={"public_key": "AAAA"}, headers=DPH).status_code == 400
+    listed = api.client.get("/receipt-keys", params={"body": LEICESTER}).json()["receipt_keys"]
+    assert [k["key_id"] for k in listed] == [KEY_ID]
+    assert api.client.post("/receipt-keys/0000000000000000/retire", headers=DPH).status_code == 404
+    retired = api.client.post(f"/receipt-keys/{KEY_ID}/retire", headers=DPH)
+    assert retired.status_code == 200 and retired.json()["active"] is False
+    assert api.governance.state.receipt_keys[KEY_ID].retired_at is not None
+
+
+class Sender:
+    key_id = KEY_ID
+
+    def __init__(self) -> None:
+        self.sent: list[Claim] = []
+        self.failing: Exception | None = None
+
+    def send(self, claim: Claim) -> None:
+        if self.failing is not None:
+            raise self.failing
+        self.sent.append(claim)
+
+
+def test_the_sink_sends_a_receipt_for_each_stored_batch_and_retries_one_that_failed() -> None:
+    registry, day = InMemorySchemaRegistry(), dt.date(2026, 11, 30)
+    records = [delivered(registry, n, {"specimen_id": str(n), "specimen_date": day, "lsoa": None}, schema())
+               for n in range(6)]
+    sender, now = Sender(), [0.0]
+    sink = PostgresSink(FakeSource(records[0].topic, records), registry, FakeDatabase(), "t1", ["specimen_id"],
+                        receipts=sender, clock=lambda: now[0])
+    assert sink.step(max_records=2) == 2
+    (first,) = sender.sent
+    assert (first.first_offset, first.last_offset, first.records_digest) == (0, 1, range_digest(records[:2]))
+    sender.failing = ServiceError("the API did not answer")
+    assert sink.step(max_records=2) == 2                    # the data moves on though the receipt failed
+    assert [(c.first_offset, c.last_offset) for c in sink.owed] == [(2, 3)] and "retried later" in sink.receipt_error
+    sender.failing = None
+    assert sink.step(max_records=2) == 2                    # still backing off: owed, not sent
+    assert [(c.first_offset, c.last_offset) for c in sink.owed] == [(2, 3), (4, 5)]
+    now[0] = 5.0
+    assert sink.step() == 0
+    assert [(c.first_offset, c.last_offset) for c in sender.sent] == [(0, 1), (2, 3), (4, 5)] and sink.owed == []
+
+
+def test_a_receipt_accord_refuses_is_given_up_and_the_next_ones_sent() -> None:
+    registry, day = InMemorySchemaRegistry(), dt.date(2026, 11, 30)
+    records = [delivered(registry, n, {"specimen_id": str(n), "specimen_date": day, "lsoa": None}, schema())
+               for n in range(4)]
+    sender = Sender()
+    sink = PostgresSink(FakeSource(records[0].topic, records), registry, FakeDatabase(), "t1", ["specimen_id"],
+                        receipts=sender)
+    sender.failing = ReceiptError(422, "no receipt key")
+    assert sink.step(max_records=2) == 2
+    assert sink.owed == [] and "given up" in sink.receipt_error
+    sender.failing = None
+    assert sink.step(max_records=2) == 2
+    assert [(c.first_offset, c.last_offset) for c in sender.sent] == [(2, 3)]

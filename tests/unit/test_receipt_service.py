@@ -4,23 +4,28 @@ retiring keys, and the sink base sending a receipt after each stored batch (and 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from broker.adapters.receipts_http import HttpReceipts
 from broker.adapters.registry_memory import InMemorySchemaRegistry
 from broker.domain.receipt_ledger import ReceiptKey
 from broker.domain.receipts import Claim, ReceiptError, fingerprint, public_key_text, range_digest, sign
 from broker.errors import ServiceError
 from broker.services.receipts import DeliveryReceipts
+from connectors.config import SinkConfigError, load
 from connectors.sinks.postgres import PostgresSink
 from tests.unit.deliveries_fakes import MemoryDeliveryLog
 from tests.unit.governance_catalog import LEICESTER, catalog
 from tests.unit.sink_fakes import FakeDatabase, FakeSource
 from tests.unit.test_governance_api import DPH, make_api
-from tests.unit.test_postgres_sink import delivered, schema
+from tests.unit.test_postgres_sink import GOOD, delivered, schema
 
 STREAM = "ukhsa.positive-tests"
 TOPIC = f"deliver.leicester.dph.{STREAM}"
@@ -178,3 +183,42 @@ def test_a_receipt_accord_refuses_is_given_up_and_the_next_ones_sent() -> None:
     sender.failing = None
     assert sink.step(max_records=2) == 2
     assert [(c.first_offset, c.last_offset) for c in sender.sent] == [(2, 3)]
+
+
+def test_the_sink_config_takes_receipts_with_paths_beside_it_and_names_a_bad_field(tmp_path: Path) -> None:
+    path = tmp_path / "sink.yaml"
+    path.write_text(GOOD + "receipts: {key_file: keys/r.key, api_url: http://127.0.0.1:8080}\n")
+    config = load(path)
+    assert config.receipts is not None
+    assert (config.receipts.key_file, config.receipts.token_file) == (tmp_path / "keys/r.key",
+                                                                      tmp_path / "registry.token")
+    path.write_text(GOOD + "receipts: {key_file: r.key, api_url: ftp://x}\n")
+    with pytest.raises(SinkConfigError) as caught:
+        load(path)
+    assert any(line.startswith(f"{path}:9: receipts.api_url: String should match")
+               for line in caught.value.problems), caught.value.problems
+
+
+def answering(status: int, body: dict[str, Any]) -> tuple[HttpReceipts, list[httpx.Request]]:
+    seen: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(status, json=body)
+    return HttpReceipts("http://api.test", lambda: "tok", KEY, "leicester", "dph",
+                        transport=httpx.MockTransport(handle)), seen
+
+
+def test_the_http_sender_signs_posts_and_tells_a_retry_from_a_refusal() -> None:
+    claim = Claim(TOPIC, 0, 3, 9, "ab" * 32, KEY_ID)
+    sender, seen = answering(201, {"accepted": True})
+    sender.send(claim)
+    (request,) = seen
+    assert request.url.path == f"/deliveries/{STREAM}/receipts" and request.headers["Authorization"] == "Bearer tok"
+    assert json.loads(request.content) == {**claim.to_json(), "signature": sign(KEY, claim)}
+    sender.close()
+    for status, kind in ((503, ServiceError), (401, ServiceError), (409, ReceiptError), (422, ReceiptError)):
+        sender, _ = answering(status, {"error": "why"})
+        with pytest.raises(kind, match="why"):
+            sender.send(claim)
+        sender.close()

@@ -132,7 +132,8 @@ class DeletionIn(_Body):
 
 
 class ReceiptKeyIn(_Body):
-    public_key: str = Field(description="an Ed25519 public key, PEM or the base64 of its raw 32 bytes")
+    public_key: str = Field(max_length=2000, description="an Ed25519 public key, PEM or the base64 of its raw 32 "
+                                                         "bytes")
 
 
 class WebhookIn(_Body):

@@ -39,7 +39,12 @@ def add_receipt_routes(app: FastAPI, receipts: DeliveryReceipts) -> None:
     async def refused(_: Request, exc: ReceiptError) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=exc.status)
 
-    @app.post("/deliveries/{stream}/receipts", status_code=201)
+    @app.post("/deliveries/{stream}/receipts", status_code=201, responses={
+        400: {"description": "not a range"}, 403: {"description": "not your own delivery topic, or its right ended"},
+        409: {"description": "the records in the range hash to something else"},
+        416: {"description": "the range is beyond what was delivered"},
+        422: {"description": "malformed, or an unknown or retired key, or a signature that does not verify"},
+        503: {"description": "Kafka cannot be read now; retry later"}})
     def receipt(stream: str, body: ReceiptIn, request: Request) -> Any:
         """Acknowledge records [first_offset, last_offset] of one partition of your own delivery topic of `stream`:
         the server checks the signature with your body's registered key and recomputes the SHA-256 from the

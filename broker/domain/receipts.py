@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
 
@@ -127,7 +127,7 @@ def parse_public_key(text: str) -> Ed25519PublicKey:
             raise ValueError("not an Ed25519 key")
         raw = base64.b64decode(text, validate=True)
         return Ed25519PublicKey.from_public_bytes(raw)
-    except (ValueError, binascii.Error, UnicodeEncodeError) as exc:
+    except (ValueError, TypeError, binascii.Error, UnicodeEncodeError, UnsupportedAlgorithm) as exc:
         raise ReceiptError(400, "public_key must be an Ed25519 public key, as PEM or as the base64 of its raw 32 "
                                 f"bytes ({exc})") from None
 

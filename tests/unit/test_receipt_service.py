@@ -12,15 +12,20 @@ from typing import Any
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
 from broker.adapters.receipts_http import HttpReceipts
 from broker.adapters.registry_memory import InMemorySchemaRegistry
+from broker.api.auth import guarded
+from broker.api.receipts import add_receipt_routes
 from broker.domain.receipt_ledger import ReceiptKey
 from broker.domain.receipts import Claim, ReceiptError, fingerprint, public_key_text, range_digest, sign
 from broker.errors import ServiceError
 from broker.services.receipts import DeliveryReceipts
 from connectors.config import SinkConfigError, load
 from connectors.sinks.postgres import PostgresSink
+from tests.unit.auth_fakes import bearer, guard
 from tests.unit.deliveries_fakes import MemoryDeliveryLog
 from tests.unit.governance_catalog import LEICESTER, catalog
 from tests.unit.sink_fakes import FakeDatabase, FakeSource
@@ -222,3 +227,33 @@ def test_the_http_sender_signs_posts_and_tells_a_retry_from_a_refusal() -> None:
         with pytest.raises(kind, match="why"):
             sender.send(claim)
         sender.close()
+
+
+class DownLog(MemoryDeliveryLog):
+    def partitions(self, topic: str) -> list[int] | None:
+        raise ServiceError("Kafka is not reachable")
+
+
+def test_the_route_answers_each_refusal_with_its_status_and_an_outage_with_503() -> None:
+    receipts, log, audit = service(registered())
+    app = FastAPI(**guarded(guard(), "api"))
+    add_receipt_routes(app, receipts)
+    claim, signature = signed(log, 0, 9)
+    with TestClient(app, headers=bearer("leicester", "dph")) as client:
+        def post(c: Claim, signature: str) -> Any:
+            return client.post(f"/deliveries/{STREAM}/receipts", json={**c.to_json(), "signature": signature})
+
+        accepted = post(claim, signature)
+        assert accepted.status_code == 201 and accepted.json()["receipt"]["records"] == 10
+        beyond = Claim(**{**claim.to_json(), "last_offset": 11})
+        answer = post(beyond, sign(KEY, beyond))
+        assert answer.status_code == 416 and "beyond what was delivered" in answer.json()["error"]
+        assert client.post(f"/deliveries/{STREAM}/receipts", json={"topic": TOPIC}).status_code == 422
+        assert post(Claim(**{**claim.to_json(), "records_digest": "XY"}), signature).status_code == 422
+    assert len(audit.records) == 1
+    down = DeliveryReceipts(DownLog(), Keys(registered()), audit, lambda: dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
+    app = FastAPI(**guarded(guard(), "api"))
+    add_receipt_routes(app, down)
+    with TestClient(app, headers=bearer("leicester", "dph")) as client:
+        outage = client.post(f"/deliveries/{STREAM}/receipts", json={**claim.to_json(), "signature": signature})
+    assert outage.status_code == 503 and outage.headers["Retry-After"] == "5"

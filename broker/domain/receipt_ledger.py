@@ -40,13 +40,13 @@ class ReceiptKey:
 
 def fold_key_event(keys: Mapping[str, ReceiptKey], event: Mapping[str, Any]) -> dict[str, ReceiptKey]:
     """`keys` (key id → key) after one governance event; events of other kinds change nothing. A key id stays its
-    first registrant's: the same public key registered by another body is not taken over."""
+    first registration's: the same public key registered again (by another body, or after it was retired) changes
+    nothing."""
     kind, data = event.get("type"), event.get("data") or {}
     out = dict(keys)
     if kind == KEY_REGISTERED:
         ident = str(data["key_id"])
-        known = out.get(ident)
-        if known is None or known.body == data["body"]:
+        if ident not in out:
             person = (event.get("actor") or {}).get("person", "")
             out[ident] = ReceiptKey(ident, str(data["body"]), str(data["public_key"]), str(event.get("at")),
                                     str(person))

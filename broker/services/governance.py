@@ -184,7 +184,8 @@ class Governance:
 
     def register_receipt_key(self, actor: Actor, public_key: str) -> ReceiptKey:
         """Register an Ed25519 public key the acting body signs its delivery receipts with (its private key stays
-        with the body). Registering the same key again changes nothing; a key another body registered is refused."""
+        with the body). Registering the same key again changes nothing; a key another body registered, or one
+        retired (perhaps because it leaked), is refused."""
         key = parse_public_key(public_key)
         ident = fingerprint(key)
 
@@ -194,7 +195,10 @@ class Governance:
             if known is not None and known.body != actor.body:
                 raise GovernanceError(f"receipt key {ident} is registered to another body; make a key of your own "
                                       "(`accord credentials receipt-key`)")
-            if known is not None and known.active:
+            if known is not None and not known.active:
+                raise GovernanceError(f"receipt key {ident} was retired at {known.retired_at} and stays retired; "
+                                      "make a new pair with `accord credentials receipt-key`")
+            if known is not None:
                 return []
             data = {"body": actor.body, "key_id": ident, "public_key": public_key_text(key)}
             return [new_event(KEY_REGISTERED, None, ctx.now, actor, data)]

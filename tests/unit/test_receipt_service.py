@@ -139,6 +139,8 @@ def test_the_governance_api_registers_and_retires_a_bodys_own_keys() -> None:
     retired = api.client.post(f"/receipt-keys/{KEY_ID}/retire", headers=DPH)
     assert retired.status_code == 200 and retired.json()["active"] is False
     assert api.governance.state.receipt_keys[KEY_ID].retired_at is not None
+    again = api.client.post("/receipt-keys", json={"public_key": public_key_text(KEY.public_key())}, headers=DPH)
+    assert again.status_code == 409 and "stays retired" in again.json()["error"]
 
 
 class Sender:

@@ -133,6 +133,8 @@ def test_keys_are_registered_and_retired_by_their_own_body_only() -> None:
     assert keys["k1"].body == "leicester" and keys["k1"].active
     retired = fold_key_event(keys, key_event(KEY_RETIRED, "leicester", "k1", "2026-12-02T09:00:00Z"))
     assert retired["k1"].retired_at == "2026-12-02T09:00:00Z" and not retired["k1"].active
+    again = fold_key_event(retired, key_event(KEY_REGISTERED, "leicester", "k1", "2026-12-03T09:00:00Z"))
+    assert not again["k1"].active                           # a retired key stays retired
 
 
 def entry(seq: int, kind: str, event: dict[str, object]) -> Entry:

@@ -99,6 +99,8 @@ def run(config: SinkConfig, stop: Callable[[], bool], max_records: int = 2000) -
         while not stop():
             for sink in built.sinks:
                 sink.step_or_wait(max_records)
+        for sink in built.sinks:
+            sink.send_receipts(now=True)    # what is still owed, once more before stopping (kept in memory only)
 
 
 def status(config: SinkConfig) -> tuple[list[PartitionStatus], dict[str, int]]:

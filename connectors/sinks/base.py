@@ -147,9 +147,10 @@ class Sink(ABC):
             log.error("%d receipts of %s could not be sent and are given up; `accord audit receipts` lists their "
                       "ranges as not acknowledged", len(dropped), self.topic)
 
-    def send_receipts(self) -> None:
-        """Send the receipts owed, oldest first; after a failure, not before a backoff (up to a minute) passed."""
-        if self._receipts is None or not self.owed or self._clock() < self._receipt_retry_at:
+    def send_receipts(self, now: bool = False) -> None:
+        """Send the receipts owed, oldest first; after a failure, not before a backoff (up to a minute) passed,
+        unless `now` (a last try as the sink stops)."""
+        if self._receipts is None or not self.owed or (not now and self._clock() < self._receipt_retry_at):
             return
         while self.owed:
             claim = self.owed[0]

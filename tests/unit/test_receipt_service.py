@@ -172,9 +172,15 @@ def test_the_sink_sends_a_receipt_for_each_stored_batch_and_retries_one_that_fai
     sender.failing = None
     assert sink.step(max_records=2) == 2                    # still backing off: owed, not sent
     assert [(c.first_offset, c.last_offset) for c in sink.owed] == [(2, 3), (4, 5)]
+    sink.send_receipts()                                    # still backing off
+    assert len(sender.sent) == 1
+    sink.send_receipts(now=True)                            # as the sink stops: one last try
+    assert len(sender.sent) == 3 and sink.owed == []
+    records.extend(delivered(registry, n, {"specimen_id": str(n), "specimen_date": day, "lsoa": None}, schema())
+                   for n in range(6, 8))
     now[0] = 5.0
-    assert sink.step() == 0
-    assert [(c.first_offset, c.last_offset) for c in sender.sent] == [(0, 1), (2, 3), (4, 5)] and sink.owed == []
+    assert sink.step() == 2
+    assert [(c.first_offset, c.last_offset) for c in sender.sent] == [(0, 1), (2, 3), (4, 5), (6, 7)]
 
 
 def test_a_receipt_accord_refuses_is_given_up_and_the_next_ones_sent() -> None:

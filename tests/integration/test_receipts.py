@@ -184,11 +184,14 @@ def test_the_postgres_sink_acknowledges_what_it_stores_and_the_rest_is_listed_as
         services: Endpoints, gate: GateThread, governance: GovernanceProcess, postgres: str, tmp_path: Path,
         kafka_as: Callable[[str], KafkaAccess]) -> None:
     out = tmp_path / "keys"
-    made = runner.invoke(app, ["credentials", "receipt-key", "--body", BODY, "--out", str(out)])
+    token = bearer(BODY, "dph", "receipts-test")["Authorization"].removeprefix("Bearer ")
+    made = runner.invoke(app, ["credentials", "receipt-key", "--body", BODY, "--out", str(out), "--register",
+                               "--token", token], env={"ACCORD_GOVERNANCE_URL": governance.url})
     assert made.exit_code == 0, made.output
     (private,) = out.glob("*.key")
     assert private.stat().st_mode & 0o777 == 0o600
-    key_id = register(governance, load_receipt_key(private))
+    key_id = fingerprint(load_receipt_key(private).public_key())
+    assert f"registered receipt key {key_id} for {BODY}" in made.output
 
     prefix = f"P{uuid.uuid4().hex[:6].upper()}"
     table = f"t1_{prefix.lower()}"

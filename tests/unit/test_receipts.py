@@ -6,12 +6,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import struct
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from typer.testing import CliRunner
 
-from broker.domain.audit import Entry
+from broker.cli import app
+from broker.domain.audit import Entry, to_json_line
 from broker.domain.messages import Record
 from broker.domain.receipt_ledger import fold_key_event, keys_from, ledger, merged, missing, receipt_verifies, report
 from broker.domain.receipts import (
@@ -154,3 +157,23 @@ def test_the_ledger_reads_batches_receipts_and_keys_from_the_chain_and_verifies_
     assert receipt_verifies(good, public)
     assert not receipt_verifies(forged, public)
     assert not receipt_verifies({"topic": TOPIC}, public)
+
+
+def test_accord_audit_receipts_reads_an_export_and_names_a_receipt_that_does_not_verify(tmp_path: Path) -> None:
+    actor = {"body": "leicester-city-council", "role": "dph", "person": "p"}
+    topic = "deliver.leicester-city-council.dph.ukhsa.positive-tests"
+    good = Claim(topic, 0, 0, 9, DIGEST, fingerprint(KEY.public_key()))
+    trail = tmp_path / "trail.jsonl"
+    entries = [entry(0, "delivery-batch", {"topic": topic, "partition": 0, "offsets": [[0, 14], [16, 20]]}),
+               entry(1, "governance-event", key_event(KEY_REGISTERED, actor["body"], good.key_id)),
+               entry(2, "delivery-receipt", receipt_record(good, sign(KEY, good), 10, actor, "t"))]
+    trail.write_text("".join(to_json_line(e) + "\n" for e in entries))
+    result = CliRunner().invoke(app, ["audit", "receipts", "--body", actor["body"], str(trail)])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        f"{topic} [0]", "  not yet acknowledged: 10-14, 16-20",
+        f"  acknowledged 0-9 with key {good.key_id} (signature verified)"]
+    forged = receipt_record(good, sign(Ed25519PrivateKey.generate(), good), 10, actor, "t")
+    trail.write_text("".join(to_json_line(e) + "\n" for e in [*entries, entry(3, "delivery-receipt", forged)]))
+    result = CliRunner().invoke(app, ["audit", "receipts", "--body", actor["body"], str(trail)])
+    assert result.exit_code == 1 and "does not verify" in result.output

@@ -2,9 +2,9 @@
 caller's own, that the key is one its body registered and has not retired, that the signature verifies, and that
 the records actually committed in that range hash to what the receipt says; then put it on the audit trail.
 
-Every refusal is a ReceiptError with the HTTP status to answer (never a 500): 403 another body's (or role's)
-topic, 422 an unknown, retired or foreign key or a signature that does not verify, 416 a range beyond what was
-delivered, 409 records that hash to something else.
+Every refusal is a ReceiptError with the HTTP status to answer (never a 500): 400 not a range or one of more than
+MAX_RANGE offsets, 403 another body's (or role's) topic, 422 an unknown, retired or foreign key or a signature
+that does not verify, 416 a range beyond what was delivered, 409 records that hash to something else.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from broker.domain.topics import delivery_topic
 from broker.services.deliveries import DeliveryLog
 
 READ_STEP = 5_000
+MAX_RANGE = 100_000  # offsets per receipt: the API reads the whole range to hash it, so one request stays bounded
 
 
 class ReceiptKeys(Protocol):
@@ -72,6 +73,9 @@ class DeliveryReceipts:
         """The committed records of the claimed range, read as they are on the delivery topic."""
         if claim.first_offset < 0 or claim.last_offset < claim.first_offset:
             raise ReceiptError(400, f"offsets {claim.first_offset}-{claim.last_offset} are not a range")
+        if claim.last_offset - claim.first_offset >= MAX_RANGE:
+            raise ReceiptError(400, f"a receipt covers at most {MAX_RANGE:,} offsets; split "
+                                    f"{claim.first_offset}-{claim.last_offset} into several")
         partitions = self._log.partitions(claim.topic)
         if partitions is None or claim.partition not in partitions:
             raise ReceiptError(416, f"nothing was delivered to {claim.topic} partition {claim.partition}")

@@ -117,6 +117,8 @@ def test_refusals_say_why_with_a_4xx_and_write_nothing() -> None:
                  sign(KEY, Claim(**{**claim.to_json(), "partition": 5}))), 416, "nothing was delivered"),
         (refusal(receipts, Claim(**{**claim.to_json(), "first_offset": 5, "last_offset": 4}),
                  sign(KEY, Claim(**{**claim.to_json(), "first_offset": 5, "last_offset": 4}))), 400, "not a range"),
+        (refusal(receipts, Claim(**{**claim.to_json(), "last_offset": 100_000}),
+                 sign(KEY, Claim(**{**claim.to_json(), "last_offset": 100_000}))), 400, "at most 100,000 offsets"),
     ]
     for error, status, words in cases:
         assert (error.status, words in str(error)) == (status, True), str(error)

@@ -47,6 +47,7 @@ __all__ = [
 
 RECEIPT_KIND = "accord-delivery-receipt/v1"
 KEY_REGISTERED, KEY_RETIRED = "receipt-key-registered", "receipt-key-retired"   # governance events
+MAX_RANGE = 100_000  # offsets per receipt: the API reads the whole range to hash it, so one request stays bounded
 
 
 class ReceiptError(AccordError):
@@ -89,13 +90,17 @@ def range_digest(records: Iterable[Record]) -> str:
     return records_digest((r.key, r.value) for r in sorted(records, key=lambda r: r.offset))
 
 
-def claims_for(records: Iterable[Record], key: str) -> list[Claim]:
-    """One claim per topic-partition of `records` (a batch a sink stored): its first to last offset and digest."""
-    parts: dict[tuple[str, int], list[Record]] = {}
-    for record in records:
-        parts.setdefault((record.topic, record.partition), []).append(record)
-    return [Claim(topic, partition, min(r.offset for r in rs), max(r.offset for r in rs), range_digest(rs), key)
-            for (topic, partition), rs in sorted(parts.items())]
+def claims_for(records: Iterable[Record], key: str, max_range: int = MAX_RANGE) -> list[Claim]:
+    """One claim per topic-partition of `records` (a batch a sink stored): its first to last offset and digest; a
+    partition's records spanning `max_range` offsets or more are claimed in several pieces."""
+    parts: dict[tuple[str, int], list[list[Record]]] = {}
+    for record in sorted(records, key=lambda r: (r.topic, r.partition, r.offset)):
+        pieces = parts.setdefault((record.topic, record.partition), [])
+        if not pieces or record.offset - pieces[-1][0].offset >= max_range:
+            pieces.append([])
+        pieces[-1].append(record)
+    return [Claim(topic, partition, rs[0].offset, rs[-1].offset, range_digest(rs), key)
+            for (topic, partition), pieces in sorted(parts.items()) for rs in pieces]
 
 
 def sign(private_key: Ed25519PrivateKey, claim: Claim) -> str:

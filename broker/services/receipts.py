@@ -16,12 +16,19 @@ from broker.clock import Clock
 from broker.domain.disputes import stamp
 from broker.domain.messages import Record
 from broker.domain.receipt_ledger import ReceiptKey
-from broker.domain.receipts import Claim, ReceiptError, parse_public_key, range_digest, receipt_record, signature_valid
+from broker.domain.receipts import (
+    MAX_RANGE,
+    Claim,
+    ReceiptError,
+    parse_public_key,
+    range_digest,
+    receipt_record,
+    signature_valid,
+)
 from broker.domain.topics import delivery_topic
 from broker.services.deliveries import DeliveryLog
 
 READ_STEP = 5_000
-MAX_RANGE = 100_000  # offsets per receipt: the API reads the whole range to hash it, so one request stays bounded
 
 
 class ReceiptKeys(Protocol):

@@ -95,6 +95,9 @@ def test_a_stored_batch_gives_one_claim_per_partition() -> None:
     assert (first.partition, first.first_offset, first.last_offset, first.key_id) == (0, 3, 5, "k1")
     assert first.records_digest == range_digest(batch[:2] + batch[3:])
     assert (second.partition, second.first_offset, second.last_offset) == (1, 9, 9)
+    pieces = claims_for([record(n, b"v") for n in (0, 1, 2, 4, 5, 9)], "k1", max_range=4)
+    assert [(c.first_offset, c.last_offset) for c in pieces] == [(0, 2), (4, 5), (9, 9)]
+    assert pieces[1].records_digest == range_digest([record(4, b"v"), record(5, b"v")])
 
 
 def test_runs_merge_and_the_unacknowledged_are_what_no_receipt_covers() -> None:

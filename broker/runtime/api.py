@@ -16,7 +16,7 @@ from broker.adapters.kafka_deliveries import KafkaDeliveryLog
 from broker.adapters.kafka_governance import ensure_audit_topic
 from broker.adapters.kafka_log import KafkaLog
 from broker.adapters.kafka_receipts import KafkaReceiptAudit, KafkaReceiptKeys
-from broker.adapters.metrics import count_ingest
+from broker.adapters.metrics import count_ingest, count_receipt
 from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.api.app import create_api_app
 from broker.api.auth import Guard
@@ -84,7 +84,7 @@ def open_receipts(kafka: KafkaAccess) -> Iterator[DeliveryReceipts]:
     ensure_audit_topic(kafka)
     log, keys, audit = KafkaDeliveryLog(kafka), KafkaReceiptKeys(kafka), KafkaReceiptAudit(kafka)
     try:
-        yield DeliveryReceipts(log, keys, audit, system_clock)
+        yield DeliveryReceipts(log, keys, audit, system_clock, count=count_receipt)
     finally:
         audit.close()
         keys.close()

@@ -9,7 +9,7 @@ that does not verify, 416 a range beyond what was delivered, 409 records that ha
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from broker.clock import Clock
@@ -44,11 +44,21 @@ class ReceiptAudit(Protocol):
 
 
 class DeliveryReceipts:
-    def __init__(self, log: DeliveryLog, keys: ReceiptKeys, audit: ReceiptAudit, clock: Clock) -> None:
-        self._log, self._keys, self._audit, self._clock = log, keys, audit, clock
+    def __init__(self, log: DeliveryLog, keys: ReceiptKeys, audit: ReceiptAudit, clock: Clock,
+                 count: Callable[[str], None] = lambda outcome: None) -> None:
+        self._log, self._keys, self._audit, self._clock, self._count = log, keys, audit, clock, count
 
     def accept(self, actor: Mapping[str, str], stream: str, claim: Claim, signature: str) -> dict[str, Any]:
         """The audit record of the accepted receipt; ReceiptError (with its status) when it is refused."""
+        try:
+            record = self._accepted(actor, stream, claim, signature)
+        except ReceiptError as exc:
+            self._count(str(exc.status))
+            raise
+        self._count("accepted")
+        return record
+
+    def _accepted(self, actor: Mapping[str, str], stream: str, claim: Claim, signature: str) -> dict[str, Any]:
         own = delivery_topic(actor["body"], actor["role"], stream)
         if claim.topic != own:
             raise ReceiptError(403, f"{actor['body']} as {actor['role']} acknowledges only its own delivery topic of "

@@ -60,14 +60,18 @@ def registered(body: str = "leicester", retired_at: str | None = None, key: Ed25
                       "ivan", retired_at)
 
 
+COUNTED: list[str] = []
+
+
 def service(*keys: ReceiptKey) -> tuple[DeliveryReceipts, MemoryDeliveryLog, Audit]:
     log, audit = MemoryDeliveryLog(), Audit()
+    COUNTED.clear()
     for n in range(10):
         log.append(TOPIC, f"value-{n}".encode())
     log.append(TOPIC, b"other partition", partition=1)
     log.append(TOPIC, b"not committed yet", committed=False)
     clock = lambda: dt.datetime(2026, 12, 1, 10, tzinfo=dt.UTC)  # noqa: E731
-    return DeliveryReceipts(log, Keys(*keys), audit, clock), log, audit
+    return DeliveryReceipts(log, Keys(*keys), audit, clock, count=COUNTED.append), log, audit
 
 
 def signed(log: MemoryDeliveryLog, first: int, last: int, **changes: Any) -> tuple[Claim, str]:
@@ -82,7 +86,7 @@ def test_a_receipt_for_committed_records_is_put_on_the_audit_trail() -> None:
     receipts, log, audit = service(registered())
     claim, signature = signed(log, 2, 7)
     record = receipts.accept(ACTOR, STREAM, claim, signature)
-    assert audit.records == [record]
+    assert audit.records == [record] and COUNTED == ["accepted"]
     assert (record["records"], record["first_offset"], record["last_offset"], record["key_id"], record["body"]) == (
         6, 2, 7, KEY_ID, "leicester")
     assert record["signature"] == signature and record["at"] == "2026-12-01T10:00:00.000000Z"
@@ -123,6 +127,7 @@ def test_refusals_say_why_with_a_4xx_and_write_nothing() -> None:
     for error, status, words in cases:
         assert (error.status, words in str(error)) == (status, True), str(error)
     assert audit.records == []
+    assert [str(status) for _, status, _ in cases] == COUNTED      # each refusal counted by its status
 
 
 def test_the_governance_api_registers_and_retires_a_bodys_own_keys() -> None:

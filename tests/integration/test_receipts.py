@@ -156,8 +156,10 @@ def test_a_subscribers_receipt_verifies_and_tampered_foreign_or_unknown_ones_are
         unknown = Claim(TOPIC, 0, first, last, claim.records_digest, fingerprint(stranger.public_key()))
         answer = post(unknown, sign(stranger, unknown))
         assert answer.status_code == 422 and "no receipt key" in answer.json()["error"]
-        beyond = Claim(TOPIC, 0, first, last + 1_000_000, claim.records_digest, key_id)
+        beyond = Claim(TOPIC, 0, first, last + 1_000, claim.records_digest, key_id)
         assert post(beyond, sign(key, beyond)).status_code == 416
+        too_long = Claim(TOPIC, 0, 0, 1_000_000, claim.records_digest, key_id)
+        assert post(too_long, sign(key, too_long)).status_code == 400
         assert post(claim, "bm90IGEgc2lnbmF0dXJl").status_code == 422
         assert client.post(f"/deliveries/{T1}/receipts", json={"topic": TOPIC},
                            headers=bearer(BODY, "dph")).status_code == 422                 # malformed: not 500

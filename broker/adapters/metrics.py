@@ -30,6 +30,20 @@ def ingest_count(stream: str, outcome: str) -> float:
     return float(INGEST_RECORDS.labels(stream=stream, outcome=outcome)._value.get())
 
 
+RECEIPTS = Counter(
+    "accord_delivery_receipts_total", "Delivery receipts sent to the API, by outcome: accepted, or the HTTP status "
+    "they were refused with.", ["outcome"],
+)
+
+
+def count_receipt(outcome: str) -> None:
+    RECEIPTS.labels(outcome=outcome).inc()
+
+
+def receipt_count(outcome: str) -> float:
+    return float(RECEIPTS.labels(outcome=outcome)._value.get())
+
+
 def metrics_app() -> Any:
     return make_asgi_app()
 

@@ -30,6 +30,7 @@ from broker.domain.disputes import Dispute
 from broker.domain.grant_fields import FieldGrant
 from broker.domain.ladder import Actor
 from broker.domain.misroute_rules import MisrouteReport
+from broker.domain.receipts import ReceiptError
 from broker.domain.webhooks import SIGNATURE_HEADER, TOLERANCE_S
 from broker.errors import AccordError, ConfigError, GovernanceError, NotAuthorisedError, NotFoundError, ServiceError
 from broker.security.api_tokens import SERVICE_BODY, SERVICE_ROLE
@@ -38,7 +39,8 @@ from broker.services.policy_changes import ControlChanges
 
 # A NotAuthorisedError is also a GovernanceError; the first match in this order wins.
 STATUS: dict[type[AccordError], int] = {
-    NotAuthorisedError: 403, GovernanceError: 409, NotFoundError: 404, ConfigError: 503, ServiceError: 503}
+    ReceiptError: 400, NotAuthorisedError: 403, GovernanceError: 409, NotFoundError: 404, ConfigError: 503,
+    ServiceError: 503}
 
 
 # -- request bodies -----------------------------------------------------------------------------------------------
@@ -143,6 +145,11 @@ class DeletionIn(_Body):
     statement: str = Field(description="what was deleted, from where, and by whom")
 
 
+class ReceiptKeyIn(_Body):
+    public_key: str = Field(max_length=2000, description="an Ed25519 public key, PEM or the base64 of its raw 32 "
+                                                         "bytes")
+
+
 class WebhookIn(_Body):
     url: str | None = Field(description="where to POST this body's notifications; null removes the webhook")
 
@@ -164,6 +171,9 @@ def resource_of(governance: Governance, route: str, params: Mapping[str, str]) -
         return None
     if route in AGREEMENT_ROUTES:
         return agreement_resource(governance.context().catalog, ident)
+    if route.startswith("/receipt-keys/"):
+        known = next((k for k in governance.receipt_keys() if k.key_id == ident), None)
+        return {"receipt_key": {"id": ident, "body": None if known is None else known.body}}
     if route.startswith("/misroutes/"):
         try:
             found = governance.misroute(ident)
@@ -232,6 +242,7 @@ def create_governance_app(governance: Governance, deliveries: Callable[[], Seque
     _emergency_routes(app, governance)
     _misroute_routes(app, governance)
     _webhook_routes(app, governance, deliveries)
+    _receipt_key_routes(app, governance)
     if changes is not None:
         add_control_routes(app, changes)
     return app
@@ -380,6 +391,24 @@ def _webhook_routes(app: FastAPI, governance: Governance,
     def delivered(body: str | None = None) -> dict[str, Any]:
         """Webhook deliveries, oldest first, each as it stands (pending, delivered, failed, gave-up, no-webhook)."""
         return {"deliveries": [dataclasses.asdict(d) for d in deliveries() if body is None or d.body == body]}
+
+
+def _receipt_key_routes(app: FastAPI, governance: Governance) -> None:
+    @app.post("/receipt-keys", status_code=201)
+    def register_receipt_key(body: ReceiptKeyIn, actor: Acting) -> dict[str, Any]:
+        """Register an Ed25519 public key the acting body signs its delivery receipts with; its id is the key's
+        fingerprint. The private key stays with the body (`accord credentials receipt-key` makes a pair)."""
+        return governance.register_receipt_key(actor, body.public_key).to_json()
+
+    @app.post("/receipt-keys/{ident}/retire")
+    def retire_receipt_key(ident: str, actor: Acting) -> dict[str, Any]:
+        """Retire one of the acting body's receipt keys: receipts signed with it are refused from now on."""
+        return governance.retire_receipt_key(actor, ident).to_json()
+
+    @app.get("/receipt-keys")
+    def receipt_keys(body: str | None = None) -> dict[str, Any]:
+        """Registered receipt keys (public keys, active and retired), with whom they belong to."""
+        return {"receipt_keys": [k.to_json() for k in governance.receipt_keys(body)]}
 
 
 __all__ = ["create_governance_app"]

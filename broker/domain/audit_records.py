@@ -24,6 +24,7 @@ POLICY_DECISION = "policy-decision"
 DELIVERY_BATCH = "delivery-batch"
 QUARANTINE_BATCH = "quarantine-batch"
 CATALOG_CHANGE = "catalog-change"
+DELIVERY_RECEIPT = "delivery-receipt"   # a subscriber's accepted receipt (broker/domain/receipts.py)
 # Producers key raw audit records by what they describe; the governance service was first and says "governance".
 KINDS = {
     b"governance": "governance-event",
@@ -31,6 +32,7 @@ KINDS = {
     DELIVERY_BATCH.encode(): DELIVERY_BATCH,
     QUARANTINE_BATCH.encode(): QUARANTINE_BATCH,
     POLICY_DECISION.encode(): POLICY_DECISION,
+    DELIVERY_RECEIPT.encode(): DELIVERY_RECEIPT,
     EXPORT.encode(): EXPORT,
 }
 ANCHOR = "audit-anchor"  # the type of an anchor event on the governance log

@@ -24,6 +24,8 @@ from broker.domain.ladder import LEVELS, Actor, higher
 from broker.domain.misroutes import EVENTS as MISROUTE_EVENTS
 from broker.domain.misroutes import QUERY, Misroute
 from broker.domain.misroutes import fold as fold_misroute
+from broker.domain.receipt_ledger import ReceiptKey, fold_key_event
+from broker.domain.receipts import KEY_REGISTERED, KEY_RETIRED
 from broker.domain.webhooks import Webhook
 from broker.errors import GovernanceError
 
@@ -50,6 +52,7 @@ class GovernanceState:
     revocations: Mapping[str, Mapping[str, Any]] = field(default_factory=_empty)  # agreement id → why
     misroutes: Mapping[str, Misroute] = field(default_factory=_empty)
     quarantine_read: Mapping[str, int] = field(default_factory=_empty)  # "topic/partition" → next offset to read
+    receipt_keys: Mapping[str, ReceiptKey] = field(default_factory=_empty)  # key id → a body's receipt key
     offset: int = 0
 
     def level(self, scope: str) -> str:
@@ -96,6 +99,8 @@ def apply(state: GovernanceState, offset: int, event: Mapping[str, Any]) -> Gove
         body, url = str(data["body"]), data.get("url")
         return replace(after, webhooks=with_entry(state.webhooks, body, url),
                        registrations=with_entry(state.registrations, body, None if url is None else event["event_id"]))
+    if kind in (KEY_REGISTERED, KEY_RETIRED):
+        return replace(after, receipt_keys=MappingProxyType(fold_key_event(state.receipt_keys, event)))
     if kind == QUEUED:
         entry = {"body": data["body"], "notification": data["notification"]}
         return replace(after, outbox=with_entry(state.outbox, str(data["delivery"]), entry))

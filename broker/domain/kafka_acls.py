@@ -160,6 +160,9 @@ def service_bindings() -> list[Binding]:
     # control topic to refuse a right that has ended. A fenced topic's DENY binding refuses this user too.
     out += _allow(api, Resource.TOPIC, DELIVER_PREFIX, Op.READ, Op.DESCRIBE)
     out += _allow(api, Resource.TOPIC, CONTROL_TOPIC, Op.READ, Op.DESCRIBE, prefixed=False)
+    # Receipts: the keys bodies registered are events on the governance log (no more than the API's own service
+    # token may read over the governance API).
+    out += _allow(api, Resource.TOPIC, GOVERNANCE_TOPIC, Op.READ, Op.DESCRIBE, prefixed=False)
 
     out += _allow(registry, Resource.TOPIC, SCHEMAS_TOPIC, Op.READ, Op.WRITE)
     # One transactional id per schemas topic, shared by every registry instance so that the broker fences all

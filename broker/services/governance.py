@@ -26,7 +26,9 @@ from broker.domain.governance import FINISHED, QUEUED, GovernanceEvent, Governan
 from broker.domain.ladder import Actor, Ladder
 from broker.domain.misroute_rules import MisrouteReport
 from broker.domain.misroutes import Misroute
-from broker.errors import AccordError, ConfigError, GovernanceError, NotAuthorisedError
+from broker.domain.receipt_ledger import ReceiptKey
+from broker.domain.receipts import KEY_REGISTERED, KEY_RETIRED, fingerprint, parse_public_key, public_key_text
+from broker.errors import AccordError, ConfigError, GovernanceError, NotAuthorisedError, NotFoundError
 from broker.services.enforcement import Enforcement
 from broker.services.policy_changes import ControlAppender
 
@@ -179,6 +181,49 @@ class Governance:
         self._run(events)
         registration = self._state.registrations.get(actor.body)
         return None if registration is None else self._notifier.signing_secret(actor.body, registration)
+
+    def register_receipt_key(self, actor: Actor, public_key: str) -> ReceiptKey:
+        """Register an Ed25519 public key the acting body signs its delivery receipts with (its private key stays
+        with the body). Registering the same key again changes nothing; a key another body registered, or one
+        retired (perhaps because it leaked), is refused."""
+        key = parse_public_key(public_key)
+        ident = fingerprint(key)
+
+        def events(ctx: Context) -> list[GovernanceEvent]:
+            ctx.check_actor(actor)
+            known = self._state.receipt_keys.get(ident)
+            if known is not None and known.body != actor.body:
+                raise GovernanceError(f"receipt key {ident} is registered to another body; make a key of your own "
+                                      "(`accord credentials receipt-key`)")
+            if known is not None and not known.active:
+                raise GovernanceError(f"receipt key {ident} was retired at {known.retired_at} and stays retired; "
+                                      "make a new pair with `accord credentials receipt-key`")
+            if known is not None:
+                return []
+            data = {"body": actor.body, "key_id": ident, "public_key": public_key_text(key)}
+            return [new_event(KEY_REGISTERED, None, ctx.now, actor, data)]
+        self._run(events)
+        return self._state.receipt_keys[ident]
+
+    def retire_receipt_key(self, actor: Actor, ident: str) -> ReceiptKey:
+        """Retire one of the acting body's receipt keys: receipts signed with it are refused from now on (those
+        already accepted stay on the audit trail, verifiable with the key it keeps)."""
+        def events(ctx: Context) -> list[GovernanceEvent]:
+            ctx.check_actor(actor)
+            known = self._state.receipt_keys.get(ident)
+            if known is None or known.body != actor.body:
+                raise NotFoundError(f"{actor.body} has no receipt key {ident!r}; GET /receipt-keys lists them")
+            if not known.active:
+                return []
+            return [new_event(KEY_RETIRED, None, ctx.now, actor, {"body": actor.body, "key_id": ident})]
+        self._run(events)
+        return self._state.receipt_keys[ident]
+
+    def receipt_keys(self, body: str | None = None) -> list[ReceiptKey]:
+        with self._lock:
+            self._catch_up()
+            found = [k for k in self._state.receipt_keys.values() if body is None or k.body == body]
+            return sorted(found, key=lambda k: (k.body, k.registered_at, k.key_id))
 
     def webhook_finished(self, delivery_id: str, outcome: str, attempts: int, status_code: int | None,
                          error: str | None) -> None:

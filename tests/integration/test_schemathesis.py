@@ -43,7 +43,7 @@ LEICESTER = "leicester-city-council"
 PUBLIC = {("GET", "/health"), ("GET", "/")}
 # The policy lets any member body raise a dispute, report a misroute or set its own webhook; every other governance
 # write needs a party, a decider, a declarer or a break-glass role.
-BY_ANY_MEMBER = {("POST", "/disputes"), ("POST", "/misroutes"), ("PUT", "/webhooks")}
+BY_ANY_MEMBER = {("POST", "/disputes"), ("POST", "/misroutes"), ("PUT", "/webhooks"), ("POST", "/receipt-keys")}
 NO_GOVERNANCE_ROLE = ("nottingham-city-council", "analyst")
 
 

@@ -72,6 +72,22 @@ class PrometheusGateCounters:
         count_control_refused("gate", reason)
 
 
+GATE_WITHHELD = Counter(
+    "accord_gate_withheld_total",
+    "Rows lawfully withheld from a subscriber's role under the National Data Opt-out (not quarantine: nothing was "
+    "wrong with them), by subscriber, role, stream and reason (opted-out, no-nhs-number).",
+    ["subscriber", "role", "stream", "reason"],
+)
+
+
+def count_withheld(subscriber: str, role: str, stream: str, reason: str, n: int) -> None:
+    GATE_WITHHELD.labels(subscriber=subscriber, role=role, stream=stream, reason=reason).inc(n)
+
+
+def withheld_count(subscriber: str, role: str, stream: str, reason: str) -> float:
+    return float(GATE_WITHHELD.labels(subscriber=subscriber, role=role, stream=stream, reason=reason)._value.get())
+
+
 DISPUTE_DECISION = Histogram(
     "accord_dispute_time_to_decision_seconds",
     "Time from a dispute being raised to its decision or decisive default (governance clock), by how it ended.",

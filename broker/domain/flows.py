@@ -27,6 +27,7 @@ class Flow(TypedDict, total=False):
     tiers: list[Tier]
     row_scope: dict[str, list[str]]
     required_fields: list[str]
+    national_data_opt_out: dict[str, Any]  # agreements: {applies, why}; a grant has none (docs/sharing-plans.md)
     valid_from: str                      # RFC 3339
     valid_until: str                     # when it stops being in force (the legal basis's end if earlier)
     signed_valid_until: str              # agreements: the end their signatories signed

@@ -25,7 +25,7 @@ class KafkaOptOutLog:
         try:
             found: set[str] = set()
             for record in reader.read_to(reader.end_offset(), timeout_s=60.0):
-                if record.value is None:
+                if record.payload is None:
                     found.discard(record.key)
                 else:
                     found.add(record.key)

@@ -192,7 +192,7 @@ class Gate:
         if end <= self._optout_offset:
             return
         for entry in source.read_to(end):
-            self.opted_out.update(entry.key, entry.value is not None)
+            self.opted_out.update(entry.key, entry.payload is not None)
         self._optout_offset = end
 
     def _applied(self, record: ControlRecord) -> PolicyState:

@@ -4,6 +4,8 @@ service all read these keys."""
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Mapping
 from typing import Any, TypedDict
 
 
@@ -37,3 +39,12 @@ class Flow(TypedDict, total=False):
     emergency_level_required: str
     signatories: list[dict[str, str]]
     source: dict[str, str]               # grants: where it came from (a dispute)
+
+
+def legal_basis_ends_at(flow: Mapping[str, Any]) -> dt.datetime | None:
+    """When a flow's legal basis stops: the end (UTC) of its `legal_basis_until` day, as the compiler caps
+    `valid_until`; None without one."""
+    until = flow.get("legal_basis_until")
+    if not until:
+        return None
+    return dt.datetime.combine(dt.date.fromisoformat(str(until)) + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)

@@ -335,3 +335,9 @@ test_only_the_operator_applies_the_catalog if {
 		not _allowed(_call("governance", "PUT", "/catalog", who))
 	}
 }
+
+test_members_read_review_tasks_and_record_a_review if {
+	_allowed(_call("governance", "GET", "/reviews", _who("leicester", "dph")))
+	_allowed(_call("governance", "POST", "/reviews/{task}/completion", _who("ukhsa", "ig-lead")))
+	not _allowed(_call("governance", "DELETE", "/reviews", _who("ukhsa", "ig-lead")))
+}

@@ -111,6 +111,7 @@ def decision_terms(plan: Plan, catalog_revision: str | None) -> dict[str, Any]:
         "scopes": [{"agreements": list(s.agreements), "areas": sorted(s.areas), "fields": _rules(s.fields)}
                    for s in plan.scopes],
         "areas": sorted(plan.areas), "required": list(plan.required),
+        "opt_out": {"applies": plan.opt_out, "reasons": list(plan.opt_out_reasons)},
         "expiry": None if plan.expiry is None else plan.expiry.isoformat(),
         "revision": plan.revision, "catalog_revision": catalog_revision,
     }

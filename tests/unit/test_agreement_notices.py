@@ -136,3 +136,34 @@ def test_the_service_tells_both_parties_by_webhook_through_its_outbox() -> None:
             (LEGAL_BASIS_ENDING, 14), (LEGAL_BASIS_ENDING, 3), (REVIEW_DUE, None)], body
     assert notifier.to(LEICESTER) == []
     assert [t["task"] for t in gov.reviews(MANCHESTER, "open")] == ["review-t1-manchester-2026-06-20"]
+
+
+def test_review_tasks_through_the_real_api_and_the_cli(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from broker.adapters.governance_http import GovernanceClient
+    from broker.api.governance_app import create_governance_app
+    from broker.cli import app
+    from broker.cli import governance as cli_governance
+    from tests.unit.auth_fakes import guard, token
+
+    control = FakeControl(lapsing(until="2027-12-31", review="2026-06-30"))
+    governance = Governance(MemoryGovernanceLog(), control, control, FakeClock(dt.datetime(2026, 7, 1, tzinfo=dt.UTC)),
+                            RecordingNotifier())
+    governance.start()
+    api = create_governance_app(governance, lambda: [], guard=guard())
+    monkeypatch.setattr(cli_governance, "_client", lambda: GovernanceClient(client=TestClient(api)))
+    listed = CliRunner().invoke(app, ["agreement", "reviews", "--body", MANCHESTER,
+                                      "--token", token(MANCHESTER, "dph", "ivan")])
+    assert listed.exit_code == 0, listed.output
+    assert listed.stdout.startswith("review-t1-manchester-2026-06-30  open  agreement t1-manchester review date "
+                                    "2026-06-30")
+    refused = CliRunner().invoke(app, ["agreement", "review-done", "review-t1-manchester-2026-06-30", "--note", "ok",
+                                       "--token", token(MANCHESTER, "dph", "ivan")])
+    assert refused.exit_code == 1 and "IG lead" in refused.stderr
+    done = CliRunner().invoke(app, ["agreement", "review-done", "review-t1-manchester-2026-06-30", "--note",
+                                    "Still needed; renewed.", "--token", token("ukhsa", "ig-lead", "jo")])
+    assert done.exit_code == 0, done.output
+    assert "completed by jo (ig-lead, ukhsa)" in done.stdout
+    assert governance.reviews(state="completed")[0]["completed"]["note"] == "Still needed; renewed."

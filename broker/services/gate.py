@@ -17,7 +17,7 @@ from broker.domain.control_signing import KeyLookup
 from broker.domain.geography import LaTable
 from broker.domain.jurisdiction import Unresolved, resolve_areas
 from broker.domain.messages import ControlRecord, Record
-from broker.domain.optout import NHS_NUMBER_FIELD, OptOutList
+from broker.domain.optout import NHS_NUMBER_FIELD, OptOutList, is_digest
 from broker.domain.plans import LSOA_TAG, Plan
 from broker.domain.residence import ResidenceTable
 from broker.domain.topics import AUDIT_TOPIC, ingest_topic, quarantine_topic
@@ -192,6 +192,10 @@ class Gate:
         if end <= self._optout_offset:
             return
         for entry in source.read_to(end):
+            if not is_digest(entry.key):
+                # Perhaps a plain number written by mistake: skipped, and never logged.
+                log.error("opt-out list entry at offset %s is not a keyed hash; ignored", entry.offset)
+                continue
             self.opted_out.update(entry.key, entry.payload is not None)
         self._optout_offset = end
 

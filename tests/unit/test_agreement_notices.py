@@ -7,16 +7,24 @@ import datetime as dt
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
+from broker.adapters.governance_http import GovernanceClient
+from broker.api.governance_app import create_governance_app
+from broker.cli import app
+from broker.cli import governance as cli_governance
 from broker.domain import agreement_notices
 from broker.domain.adjudication import Decision, legal_basis_end
 from broker.domain.agreement_notices import due_notices, due_reviews, notice_schedule, parse_notice_days
+from broker.domain.disputes import stamp
 from broker.domain.flows import legal_basis_ends_at
 from broker.domain.governance import LEGAL_BASIS_ENDING, REVIEW_DUE
 from broker.errors import GovernanceError, NotAuthorisedError
 from broker.services.governance import Governance
-from tests.unit.governance_catalog import LEICESTER, MANCHESTER, T1, catalog
-from tests.unit.governance_fakes import FakeClock, FakeControl, MemoryGovernanceLog
+from tests.unit.auth_fakes import guard, token
+from tests.unit.governance_catalog import EAST_MIDLANDS, LEICESTER, MANCHESTER, T1, catalog
+from tests.unit.governance_fakes import START, FakeClock, FakeControl, MemoryGovernanceLog
 from tests.unit.governance_support import UKHSA_IG, World, board, person, refusal, types
 from tests.unit.notifier_fakes import RecordingNotifier
 
@@ -139,15 +147,6 @@ def test_the_service_tells_both_parties_by_webhook_through_its_outbox() -> None:
 
 
 def test_review_tasks_through_the_real_api_and_the_cli(monkeypatch: pytest.MonkeyPatch) -> None:
-    from fastapi.testclient import TestClient
-    from typer.testing import CliRunner
-
-    from broker.adapters.governance_http import GovernanceClient
-    from broker.api.governance_app import create_governance_app
-    from broker.cli import app
-    from broker.cli import governance as cli_governance
-    from tests.unit.auth_fakes import guard, token
-
     control = FakeControl(lapsing(until="2027-12-31", review="2026-06-30"))
     governance = Governance(MemoryGovernanceLog(), control, control, FakeClock(dt.datetime(2026, 7, 1, tzinfo=dt.UTC)),
                             RecordingNotifier())
@@ -167,3 +166,30 @@ def test_review_tasks_through_the_real_api_and_the_cli(monkeypatch: pytest.Monke
     assert done.exit_code == 0, done.output
     assert "completed by jo (ig-lead, ukhsa)" in done.stdout
     assert governance.reviews(state="completed")[0]["completed"]["note"] == "Still needed; renewed."
+
+
+def _leicester_until(day: dt.date) -> World:
+    doc = catalog()
+    doc["agreements"]["t1-leicester"] = {**doc["agreements"]["t1-manchester"], "subscriber": LEICESTER,
+                                         "row_scope": {"areas": ["E06000016"]}, "legal_basis_until": day.isoformat()}
+    world = World(doc)
+    world.declare(EAST_MIDLANDS, "emergency")
+    world.raise_()
+    return world
+
+
+def test_a_decisive_default_grants_only_until_the_legal_basis_ends() -> None:
+    world = _leicester_until(START.date() + 3 * DAY)
+    world.at(START + 7 * dt.timedelta(hours=1)).tick()
+    decision = world.dispute().decision or {}
+    ends = dt.datetime.combine(START.date() + 4 * DAY, dt.time(), tzinfo=dt.UTC)
+    assert decision["outcome"] == "granted-for-period" and decision["grant"]["valid_until"] == stamp(ends)
+    assert decision["until"] == stamp(ends)
+
+
+def test_after_the_legal_basis_ended_a_decisive_default_grants_nothing() -> None:
+    world = _leicester_until(START.date() - DAY)
+    world.at(START + 7 * dt.timedelta(hours=1)).tick()
+    decision = world.dispute().decision or {}
+    assert decision["outcome"] == "refused" and "legal basis" in decision["reason"] and "grant" not in decision
+    assert world.state.grants == {}

@@ -7,8 +7,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from broker.domain.optout import NO_NHS_NUMBER, OPTED_OUT, digest
+from broker.domain.plans import Plan
 from broker.domain.topics import QUARANTINE_PREFIX, delivery_topic
+from broker.errors import PolicyEngineError
+from broker.services.planner import PLAN_RULE
 from tests.unit.gate_fakes import DPH_TIER, INGEST, T1, FakeControl, GateHarness, agreement, catalog_document, make_gate
 
 KEY = b"unit-test-optout-key-32-bytes!!!"
@@ -88,3 +93,22 @@ def test_the_plan_says_whether_the_opt_out_applies_and_why() -> None:
     assert plans[PLANNING].opt_out and plans[PLANNING].opt_out_reasons == (f"t1-leicester: {COVERED['why']}",)
     assert not plans[COPI].opt_out and plans[COPI].opt_out_reasons == ("t1-leicester-copi: COPI regulation 3",)
     assert subscriptions(h, "service-planning", "dph")
+
+
+def test_an_entry_that_is_not_a_keyed_hash_is_ignored_and_never_logged(caplog: Any) -> None:
+    withheld, optout = Withheld(), FakeControl()
+    optout.append_record(OPTED, b'{"opted_out": true}', 1)   # a plain number written by mistake
+    h = harness(withheld, optout)
+    h.stage.queue(h.record(0, nhs_number=OPTED))
+    h.gate.step()
+    assert len(h.gate.opted_out) == 0 and len(h.delivered(PLANNING)) == 1
+    assert "not a keyed hash" in caplog.text and OPTED not in caplog.text
+
+
+def test_a_plan_with_a_malformed_opt_out_is_refused() -> None:
+    h = harness(Withheld(), FakeControl())
+    request = next(r for r in h.engine.plan_requests() if r["purpose"] == "service-planning")
+    plan = h.engine.evaluate(PLAN_RULE, request)
+    assert Plan.from_opa(plan).opt_out is True
+    with pytest.raises(PolicyEngineError, match="opt_out"):
+        Plan.from_opa({**plan, "opt_out": {"applies": "yes", "reasons": []}})

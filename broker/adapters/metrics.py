@@ -36,7 +36,8 @@ def metrics_app() -> Any:
 
 GATE_RECORDS = Counter(
     "accord_gate_records_total",
-    "Records the gate consumed, by stream and outcome (delivered, no-subscriber, quarantined).",
+    "Records the gate consumed, by stream and outcome (delivered, no-subscriber, quarantined, refused-by-subscriber, "
+    "withheld: the National Data Opt-out kept it from every plan it was for).",
     ["stream", "outcome"],
 )
 GATE_ENFORCEMENT = Histogram(

@@ -37,7 +37,7 @@ def metrics_app() -> Any:
 GATE_RECORDS = Counter(
     "accord_gate_records_total",
     "Records the gate consumed, by stream and outcome (delivered, no-subscriber, quarantined, refused-by-subscriber, "
-    "withheld: the National Data Opt-out kept it from every plan it was for).",
+    "withheld; the last two once per subscriber plan that refused or withheld the record).",
     ["stream", "outcome"],
 )
 GATE_ENFORCEMENT = Histogram(

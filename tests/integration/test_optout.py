@@ -20,9 +20,10 @@ from broker.adapters.kafka_log import KafkaLog
 from broker.adapters.metrics import withheld_count
 from broker.config import Settings
 from broker.demo.synthetic import positive_tests
+from broker.domain.audit_records import WITHHELD_BATCH
 from broker.domain.kafka_acls import SERVICE_USERS
 from broker.domain.optout import NO_NHS_NUMBER, OPTED_OUT, check_digit
-from broker.domain.topics import OPTOUT_TOPIC, quarantine_topic
+from broker.domain.topics import AUDIT_TOPIC, OPTOUT_TOPIC, quarantine_topic
 from broker.local.stack import Endpoints
 from broker.runtime.gate import GateThread
 from broker.security.kafka_identities import password_path
@@ -70,6 +71,16 @@ def _load(services: Endpoints, secrets: Path, listing: Path) -> subprocess.Compl
                           text=True, env=env, timeout=300, check=False)
 
 
+def _read(services: Endpoints, topic: str, start: int, key: bytes | None = None) -> list[dict[str, Any]]:
+    """The JSON records of one-partition `topic` from `start` (with `key`, if given)."""
+    log = KafkaLog(services.kafka, client_id="test-optout-read")
+    try:
+        records = log.read(topic, max_records=100_000, timeout_s=3.0, start_offset=start)
+    finally:
+        log.close()
+    return [json.loads(r.value or b"{}") for r in records if key is None or r.key == key]
+
+
 def _withheld(reason: str) -> float:
     return withheld_count(LEICESTER, PLANNING_ROLE, T1, reason)
 
@@ -93,7 +104,7 @@ def test_an_opted_out_patient_is_withheld_from_planning_and_delivered_under_copi
         log.close()
     assert entries and all(opted.encode() not in (e.key or b"") + (e.value or b"") for e in entries)
 
-    starts = end_offsets(services.kafka, [PLANNING, COPI])
+    starts = end_offsets(services.kafka, [PLANNING, COPI, AUDIT_TOPIC, quarantine_topic(T1)])
     before = {reason: _withheld(reason) for reason in (OPTED_OUT, NO_NHS_NUMBER)}
     cases = positive_tests(specimen_day(), {"leicester": 3}, prefix=f"O{rng.randint(0, 10**6):06d}",
                            seed=rng.randint(0, 10**6))
@@ -115,16 +126,20 @@ def test_an_opted_out_patient_is_withheld_from_planning_and_delivered_under_copi
 
     # Counted per subscriber and reason (the gate counts a batch right after committing it).
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and _withheld(OPTED_OUT) < before[OPTED_OUT] + 1:
+    while time.monotonic() < deadline and any(_withheld(r) < before[r] + 1 for r in (OPTED_OUT, NO_NHS_NUMBER)):
         time.sleep(0.2)
     assert _withheld(OPTED_OUT) - before[OPTED_OUT] == 1
     assert _withheld(NO_NHS_NUMBER) - before[NO_NHS_NUMBER] == 1
+    # Audited with the batch, as withheld (rule and reason counts, the ingest offsets), never a value. The batch's
+    # audit record is in its transaction, so it is there once the deliveries above are.
+    ours_audited = [a for a in _read(services, AUDIT_TOPIC, starts[AUDIT_TOPIC], WITHHELD_BATCH.encode())
+                    if a["topic"] == PLANNING and any(
+                        f"{s['topic']}/{s['partition']}/{o}".encode() in sources
+                        for s in a["sources"] for first, last in s["offsets"] for o in range(first, last + 1))]
+    assert sum(a["reasons"].get(OPTED_OUT, 0) for a in ours_audited) == 1
+    assert sum(a["reasons"].get(NO_NHS_NUMBER, 0) for a in ours_audited) == 1
+    assert all(a["rule"] == "national-data-opt-out" and opted not in json.dumps(a) for a in ours_audited)
     # Lawful withholding is not quarantine: none of our rows went there.
-    log = KafkaLog(services.kafka, client_id="test-optout-quarantine")
-    try:
-        quarantined = log.read(quarantine_topic(T1), max_records=1_000_000, timeout_s=5.0)
-    finally:
-        log.close()
-    placed = [json.loads(r.value or b"{}").get("source", {}) for r in quarantined]
+    placed = [q.get("source", {}) for q in _read(services, quarantine_topic(T1), starts[quarantine_topic(T1)])]
     places = {f"{p.get('topic')}/{p.get('partition')}/{p.get('offset')}".encode() for p in placed}
     assert not places & set(sources), "withheld rows are not quarantined"

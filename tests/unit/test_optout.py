@@ -6,7 +6,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from broker.cli import app
 from broker.domain.optout import (
     NO_NHS_NUMBER,
     OPTED_OUT,
@@ -119,3 +121,15 @@ def test_a_bad_line_names_file_and_line_never_the_value(tmp_path: Path) -> None:
         read_list(listing, KEY)
     assert f"{listing}:2: an NHS number whose check digit" in str(failure.value)
     assert "1234567890" not in str(failure.value) and "nothing was loaded" in str(failure.value)
+
+
+def test_the_cli_refuses_a_bad_list_before_reaching_kafka(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACCORD_STATE_DIR", str(tmp_path / "state"))
+    listing = tmp_path / "optout.txt"
+    listing.write_text(f"{VALID}\n12345\n")
+    result = CliRunner().invoke(app, ["optout", "load", str(listing)])
+    assert result.exit_code == 1
+    assert f"{listing}:2: not a 10-digit NHS number" in result.stderr and "12345" not in result.stderr.replace(
+        str(listing), "")
+    key_file = next((tmp_path / "state").rglob("optout.key"))
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"

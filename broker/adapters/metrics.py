@@ -50,7 +50,8 @@ def metrics_app() -> Any:
 
 GATE_RECORDS = Counter(
     "accord_gate_records_total",
-    "Records the gate consumed, by stream and outcome (delivered, no-subscriber, quarantined).",
+    "Records the gate consumed, by stream and outcome (delivered, no-subscriber, quarantined, refused-by-subscriber, "
+    "withheld; the last two once per subscriber plan that refused or withheld the record).",
     ["stream", "outcome"],
 )
 GATE_ENFORCEMENT = Histogram(
@@ -84,6 +85,22 @@ class PrometheusGateCounters:
 
     def control_refused(self, reason: str) -> None:
         count_control_refused("gate", reason)
+
+
+GATE_WITHHELD = Counter(
+    "accord_gate_withheld_total",
+    "Rows lawfully withheld from a subscriber's role under the National Data Opt-out (not quarantine: nothing was "
+    "wrong with them), by subscriber, role, stream and reason (opted-out, no-nhs-number).",
+    ["subscriber", "role", "stream", "reason"],
+)
+
+
+def count_withheld(subscriber: str, role: str, stream: str, reason: str, n: int) -> None:
+    GATE_WITHHELD.labels(subscriber=subscriber, role=role, stream=stream, reason=reason).inc(n)
+
+
+def withheld_count(subscriber: str, role: str, stream: str, reason: str) -> float:
+    return float(GATE_WITHHELD.labels(subscriber=subscriber, role=role, stream=stream, reason=reason)._value.get())
 
 
 DISPUTE_DECISION = Histogram(

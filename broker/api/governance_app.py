@@ -150,6 +150,10 @@ class ReceiptKeyIn(_Body):
                                                          "bytes")
 
 
+class ReviewIn(_Body):
+    note: str = Field(description="what the review found and decided (renew, amend, end the agreement)")
+
+
 class WebhookIn(_Body):
     url: str | None = Field(description="where to POST this body's notifications; null removes the webhook")
 
@@ -359,6 +363,17 @@ def _misroute_routes(app: FastAPI, governance: Governance) -> None:
         """The publisher or the recipient reports a row delivered to a council it does not belong to; the
         recipient must delete it and confirm within the ladder's deletion deadline. Both councils are told."""
         return governance.report_misroute(actor, body.report()).to_json()
+
+    @app.get("/reviews")
+    def reviews(body: str | None = None, state: str | None = None) -> dict[str, Any]:
+        """Agreements' review tasks, raised when an agreement's review date comes (`state`: open or completed;
+        `body`: tasks where it is the subscriber or the publisher)."""
+        return {"reviews": governance.reviews(body, state)}
+
+    @app.post("/reviews/{task}/completion")
+    def complete_review(task: str, body: ReviewIn, actor: Acting) -> dict[str, Any]:
+        """A party's IG lead, the governance board or the arbiter records the review as done, saying what it found."""
+        return governance.complete_review(task, actor, body.note)
 
     @app.get("/misroutes")
     def misroutes(body: str | None = None) -> dict[str, Any]:

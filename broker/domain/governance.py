@@ -32,6 +32,8 @@ from broker.errors import GovernanceError
 NATIONAL = "national"
 STATE_EVENTS = ("emergency-declared", "emergency-lifted", "webhook-registered", "break-glass")
 QUEUED, FINISHED = "webhook-queued", "webhook-finished"
+# Agreements' own dates (domain/agreement_notices.py): a legal basis about to end, a review falling due.
+LEGAL_BASIS_ENDING, REVIEW_DUE, REVIEW_COMPLETED = "legal-basis-ending", "review-due", "review-completed"
 
 
 def _empty() -> Mapping[str, Any]:
@@ -53,6 +55,8 @@ class GovernanceState:
     misroutes: Mapping[str, Misroute] = field(default_factory=_empty)
     quarantine_read: Mapping[str, int] = field(default_factory=_empty)  # "topic/partition" → next offset to read
     receipt_keys: Mapping[str, ReceiptKey] = field(default_factory=_empty)  # key id → a body's receipt key
+    notices: frozenset[str] = frozenset()  # legal-basis notices sent: "<agreement>/<basis end>/<days before>"
+    reviews: Mapping[str, Mapping[str, Any]] = field(default_factory=_empty)  # review task id → the task
     offset: int = 0
 
     def level(self, scope: str) -> str:
@@ -111,6 +115,16 @@ def apply(state: GovernanceState, offset: int, event: Mapping[str, Any]) -> Gove
         read = with_entry(state.quarantine_read, f"{position['topic']}/{position['partition']}",
                           int(position["offset"]) + 1)
         return replace(after, quarantine_read=read)
+    if kind == LEGAL_BASIS_ENDING:
+        return replace(after, notices=state.notices | set(data["notices"]))
+    if kind == REVIEW_DUE:
+        task = {**data, "state": "open", "raised_at": event["at"], "completed": None}
+        return replace(after, reviews=with_entry(state.reviews, str(data["task"]), task))
+    if kind == REVIEW_COMPLETED:
+        ident = str(data["task"])
+        done = {**state.reviews[ident], "state": "completed",
+                "completed": {"at": event["at"], "by": event.get("actor"), "note": data.get("note", "")}}
+        return replace(after, reviews=with_entry(state.reviews, ident, done))
     if kind in MISROUTE_EVENTS:
         ident = str(data["misroute"])
         return replace(after, misroutes=with_entry(state.misroutes, ident, fold_misroute(state.misroutes.get(ident),

@@ -17,7 +17,15 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from broker.clock import Clock
-from broker.domain import adjudication, disclosure, escalation, misroute_rules, notifications, webhooks
+from broker.domain import (
+    adjudication,
+    agreement_notices,
+    disclosure,
+    escalation,
+    misroute_rules,
+    notifications,
+    webhooks,
+)
 from broker.domain.adjudication import Context, Decision, DisputeRequest
 from broker.domain.control import PolicyState
 from broker.domain.disputes import Dispute
@@ -80,8 +88,10 @@ class PolicyView(Protocol):
 class Governance:
     def __init__(self, log: GovernanceLog, control: ControlAppender, policy: PolicyView, clock: Clock,
                  notifier: Notifier, metrics: GovernanceMetrics | None = None,
-                 quarantine: QuarantineFeed | None = None) -> None:
+                 quarantine: QuarantineFeed | None = None,
+                 notice_days: Sequence[int] = agreement_notices.DEFAULT_NOTICE_DAYS) -> None:
         self._log, self._control, self._policy, self._clock = log, control, policy, clock
+        self._notice_days = tuple(notice_days)
         self._notifier, self._metrics, self._quarantine = notifier, metrics, quarantine
         self._enforcement = Enforcement(control, clock)
         self._state = GovernanceState()
@@ -170,6 +180,10 @@ class Governance:
         self._run(lambda ctx: misroute_rules.confirm_deletion(ctx, ident, actor, statement))
         return self._state.misroute(ident)
 
+    def complete_review(self, task: str, actor: Actor, note: str) -> dict[str, Any]:
+        self._run(lambda ctx: agreement_notices.complete_review(ctx, task, actor, note))
+        return dict(self._state.reviews[task])
+
     def register_webhook(self, actor: Actor, url: str | None) -> str | None:
         """Set (None: remove) the acting body's webhook; the secret its notifications are now signed with."""
         def events(ctx: Context) -> list[GovernanceEvent]:
@@ -255,6 +269,8 @@ class Governance:
                 written.extend(self._commit(events))
             written.extend(self._commit(escalation.expired(self.context())))
             written.extend(self._commit(misroute_rules.overdue(self.context())))
+            written.extend(self._commit(agreement_notices.due_notices(self.context(), self._notice_days)))
+            written.extend(self._commit(agreement_notices.due_reviews(self.context())))
             if self._quarantine is not None:
                 entries = self._quarantine.read_new(self._state.quarantine_read)
                 written.extend(self._commit(misroute_rules.jurisdiction_queries(self.context(), entries)))
@@ -392,6 +408,12 @@ class Governance:
         with self._lock:
             self._catch_up()
             return self._state.misroute(ident)
+
+    def reviews(self, body: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
+        """Agreements' review tasks (raised when a review date comes), of `body` and in `state` if given."""
+        with self._lock:
+            self._catch_up()
+            return agreement_notices.reviews_of(self._state.reviews.values(), body, state)
 
     def emergency(self) -> dict[str, Any]:
         with self._lock:

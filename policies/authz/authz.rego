@@ -109,13 +109,14 @@ _service_may if {
 
 # Listing disputes is open, but the service shows other members only each dispute's outcome; one dispute in full
 # (purpose, justification, comments) only to its parties, its deciders at any tier and auditors.
-_open_reads := {"/disputes", "/emergency", "/misroutes", "/misroutes/{ident}", "/receipt-keys"}
+_open_reads := {"/disputes", "/emergency", "/misroutes", "/misroutes/{ident}", "/receipt-keys", "/reviews"}
 
 _by_any_member := {
 	["POST", "/disputes"],
 	["POST", "/misroutes"],
 	["PUT", "/webhooks"],
 	["POST", "/receipt-keys"],
+	["POST", "/reviews/{task}/completion"], # who may complete which review: broker/domain/agreement_notices.py
 }
 
 _body_may if {

@@ -367,3 +367,9 @@ test_a_body_registers_and_retires_only_its_own_receipt_keys if {
 	not _allowed(other)
 	_reasons(other) == ["receipt key 0123456789abcdef belongs to leicester; blaby may retire only its own"]
 }
+
+test_members_read_review_tasks_and_record_a_review if {
+	_allowed(_call("governance", "GET", "/reviews", _who("leicester", "dph")))
+	_allowed(_call("governance", "POST", "/reviews/{task}/completion", _who("ukhsa", "ig-lead")))
+	not _allowed(_call("governance", "DELETE", "/reviews", _who("ukhsa", "ig-lead")))
+}

@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     api_url: str | None = None
     governance_url: str | None = None
     governance_tick_s: float = 1.0
+    # How many days before an agreement's legal basis ends its parties are told (webhook), e.g. "14,3".
+    legal_basis_notice_days: str = "14,3"
     # How long an ended delivery topic keeps its records (readers already refused) before they are deleted.
     fence_grace_s: float = 7 * 24 * 3600.0
     # The Kafka user the delivery fences act as, in the governance process (unset: fences are not kept).

@@ -40,6 +40,14 @@ class PostgresTarget(_Strict):
     password_file: Path | None = None
 
 
+class ReceiptsLogin(_Strict):
+    """Proof of delivery: sign a receipt for each stored batch with the body's key and send it to Accord's API."""
+
+    key_file: Path                  # the body's receipt private key (`accord credentials receipt-key`), 0600
+    api_url: str = Field(pattern=r"^https?://")
+    token_file: Path | None = None  # an API token of the body and role; default: the registry's token file
+
+
 class Delivery(_Strict):
     stream: Name
     table: Column | None = None
@@ -54,6 +62,7 @@ class SinkConfig(_Strict):
     registry: RegistryLogin
     postgres: PostgresTarget
     deliveries: list[Delivery] = Field(min_length=1)
+    receipts: ReceiptsLogin | None = None
 
     def topics(self) -> list[str]:
         return [delivery_topic(self.body, self.role, d.stream) for d in self.deliveries]
@@ -125,6 +134,7 @@ class WebhookSinkConfig(_Strict):
     registry: RegistryLogin
     webhook: WebhookTarget
     deliveries: list[WebhookDelivery] = Field(min_length=1)
+    receipts: ReceiptsLogin | None = None
 
     def topics(self) -> list[str]:
         return [delivery_topic(self.body, self.role, d.stream) for d in self.deliveries]
@@ -221,8 +231,13 @@ def load(path: Path) -> AnySinkConfig:
 def _resolved(config: SinkConfig, base: Path) -> SinkConfig:
     def at(p: Path) -> Path:
         return p if p.is_absolute() else base / p
-    postgres = config.postgres
+    postgres, receipts = config.postgres, config.receipts
+    if receipts is not None:
+        receipts = receipts.model_copy(update={
+            "key_file": at(receipts.key_file),
+            "token_file": at(receipts.token_file or config.registry.token_file)})
     return config.model_copy(update={
+        "receipts": receipts,
         "kafka": config.kafka.model_copy(update={"password_file": at(config.kafka.password_file)}),
         "registry": config.registry.model_copy(update={"token_file": at(config.registry.token_file)}),
         "postgres": postgres.model_copy(update={
@@ -233,8 +248,13 @@ def _resolved(config: SinkConfig, base: Path) -> SinkConfig:
 def _resolved_webhook(config: WebhookSinkConfig, base: Path) -> WebhookSinkConfig:
     def at(p: Path) -> Path:
         return p if p.is_absolute() else base / p
-    hook = config.webhook
+    hook, receipts = config.webhook, config.receipts
+    if receipts is not None:
+        receipts = receipts.model_copy(update={
+            "key_file": at(receipts.key_file),
+            "token_file": at(receipts.token_file or config.registry.token_file)})
     return config.model_copy(update={
+        "receipts": receipts,
         "kafka": config.kafka.model_copy(update={"password_file": at(config.kafka.password_file)}),
         "registry": config.registry.model_copy(update={"token_file": at(config.registry.token_file)}),
         "webhook": hook.model_copy(update={"secret_file": at(hook.secret_file), "state_dir": at(hook.state_dir)}),

@@ -19,7 +19,7 @@ from broker.adapters.metrics import count_control_refused
 from broker.domain.control import PolicyState, admit
 from broker.domain.control_signing import KeyLookup, Signature
 from broker.domain.messages import ControlRecord
-from broker.domain.topics import CONTROL_TOPIC, STATUS_TOPIC
+from broker.domain.topics import CONTROL_TOPIC, OPTOUT_TOPIC, STATUS_TOPIC
 from broker.errors import PolicyEngineError, ServiceError
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,15 @@ def ensure_control_topics(kafka: KafkaAccess, align: bool = False) -> None:
         align_topic_config(kafka, CONTROL_TOPIC, CONTROL_TOPIC_CONFIG)
     create_topics(kafka, [STATUS_TOPIC], partitions=1, configs={"retention.ms": str(24 * 3600 * 1000)})
     ensure_audit_topic(kafka)  # every control change is audited there, by whoever announces it
+
+
+# The opt-out list is a table (one record per keyed hash, a tombstone when a patient opts back in), so compacted:
+# the topic holds the list in force, never a history of who opted out when.
+OPTOUT_TOPIC_CONFIG = {"cleanup.policy": "compact", "min.insync.replicas": "1"}
+
+
+def ensure_optout_topic(kafka: KafkaAccess) -> None:
+    create_topics(kafka, [OPTOUT_TOPIC], partitions=1, configs=OPTOUT_TOPIC_CONFIG)
 
 
 class ControlReader:

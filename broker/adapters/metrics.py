@@ -30,13 +30,28 @@ def ingest_count(stream: str, outcome: str) -> float:
     return float(INGEST_RECORDS.labels(stream=stream, outcome=outcome)._value.get())
 
 
+RECEIPTS = Counter(
+    "accord_delivery_receipts_total", "Delivery receipts sent to the API, by outcome: accepted, or the HTTP status "
+    "they were refused with.", ["outcome"],
+)
+
+
+def count_receipt(outcome: str) -> None:
+    RECEIPTS.labels(outcome=outcome).inc()
+
+
+def receipt_count(outcome: str) -> float:
+    return float(RECEIPTS.labels(outcome=outcome)._value.get())
+
+
 def metrics_app() -> Any:
     return make_asgi_app()
 
 
 GATE_RECORDS = Counter(
     "accord_gate_records_total",
-    "Records the gate consumed, by stream and outcome (delivered, no-subscriber, quarantined).",
+    "Records the gate consumed, by stream and outcome (delivered, no-subscriber, quarantined, refused-by-subscriber, "
+    "withheld; the last two once per subscriber plan that refused or withheld the record).",
     ["stream", "outcome"],
 )
 GATE_ENFORCEMENT = Histogram(
@@ -70,6 +85,22 @@ class PrometheusGateCounters:
 
     def control_refused(self, reason: str) -> None:
         count_control_refused("gate", reason)
+
+
+GATE_WITHHELD = Counter(
+    "accord_gate_withheld_total",
+    "Rows lawfully withheld from a subscriber's role under the National Data Opt-out (not quarantine: nothing was "
+    "wrong with them), by subscriber, role, stream and reason (opted-out, no-nhs-number).",
+    ["subscriber", "role", "stream", "reason"],
+)
+
+
+def count_withheld(subscriber: str, role: str, stream: str, reason: str, n: int) -> None:
+    GATE_WITHHELD.labels(subscriber=subscriber, role=role, stream=stream, reason=reason).inc(n)
+
+
+def withheld_count(subscriber: str, role: str, stream: str, reason: str) -> float:
+    return float(GATE_WITHHELD.labels(subscriber=subscriber, role=role, stream=stream, reason=reason)._value.get())
 
 
 DISPUTE_DECISION = Histogram(

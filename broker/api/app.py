@@ -18,9 +18,11 @@ from broker.adapters.metrics import PROMETHEUS_TEXT, metrics_text
 from broker.api.auth import Guard, guarded
 from broker.api.bodies import read_limited
 from broker.api.deliveries import LiveOptions, add_delivery_routes
+from broker.api.receipts import add_receipt_routes
 from broker.errors import AccordError, NotFoundError
 from broker.services.deliveries import Deliveries
 from broker.services.ingest import Ingest
+from broker.services.receipts import DeliveryReceipts
 
 QuarantineReader = Callable[[str, int], list[dict[str, Any]]]
 
@@ -45,8 +47,10 @@ def _not_json(constant: str) -> Any:
 
 
 def create_api_app(ingest: Ingest, read_quarantine: QuarantineReader, max_body_bytes: int = 1_048_576, *,
-                   guard: Guard, deliveries: Deliveries | None = None, live: LiveOptions | None = None) -> FastAPI:
-    """The app; `guard` checks callers (token and OPA); `deliveries` adds the subscriber routes."""
+                   guard: Guard, deliveries: Deliveries | None = None, live: LiveOptions | None = None,
+                   receipts: DeliveryReceipts | None = None) -> FastAPI:
+    """The app; `guard` checks callers (token and OPA); `deliveries` adds the subscriber routes, `receipts` the
+    proof-of-delivery route."""
     app = FastAPI(title="Accord", version="1", description="Emergency data sharing between public bodies.",
                   **guarded(guard, "api"))
 
@@ -89,4 +93,6 @@ def create_api_app(ingest: Ingest, read_quarantine: QuarantineReader, max_body_b
 
     if deliveries is not None:
         add_delivery_routes(app, deliveries, live)
+    if receipts is not None:
+        add_receipt_routes(app, receipts)
     return app

@@ -32,6 +32,7 @@ from broker.domain.disputes import Dispute
 from broker.domain.grant_fields import FieldGrant
 from broker.domain.ladder import Actor
 from broker.domain.misroute_rules import MisrouteReport
+from broker.domain.receipts import ReceiptError
 from broker.domain.webhooks import SIGNATURE_HEADER, TOLERANCE_S
 from broker.errors import (
     AccordError,
@@ -48,8 +49,8 @@ from broker.services.policy_changes import ControlChanges
 
 # NotAuthorisedError and InvalidRequestError are GovernanceErrors too; the first match in this order wins.
 STATUS: dict[type[AccordError], int] = {
-    NotAuthorisedError: 403, InvalidRequestError: 400, GovernanceError: 409, NotFoundError: 404, ConfigError: 503,
-    ServiceError: 503}
+    ReceiptError: 400, NotAuthorisedError: 403, InvalidRequestError: 400, GovernanceError: 409, NotFoundError: 404,
+    ConfigError: 503, ServiceError: 503}
 
 
 # -- request bodies -----------------------------------------------------------------------------------------------
@@ -154,6 +155,15 @@ class DeletionIn(_Body):
     statement: str = Field(description="what was deleted, from where, and by whom")
 
 
+class ReceiptKeyIn(_Body):
+    public_key: str = Field(max_length=2000, description="an Ed25519 public key, PEM or the base64 of its raw 32 "
+                                                         "bytes")
+
+
+class ReviewIn(_Body):
+    note: str = Field(description="what the review found and decided (renew, amend, end the agreement)")
+
+
 class WebhookIn(_Body):
     url: str | None = Field(description="where to POST this body's notifications; null removes the webhook")
 
@@ -177,6 +187,9 @@ def resource_of(governance: Governance, route: str, params: Mapping[str, str]) -
         return agreement_resource(governance.context().catalog, ident)
     if route.startswith("/requests/"):
         return request_resource(governance, ident)
+    if route.startswith("/receipt-keys/"):
+        known = next((k for k in governance.receipt_keys() if k.key_id == ident), None)
+        return {"receipt_key": {"id": ident, "body": None if known is None else known.body}}
     if route.startswith("/misroutes/"):
         try:
             found = governance.misroute(ident)
@@ -246,6 +259,7 @@ def create_governance_app(governance: Governance, deliveries: Callable[[], Seque
     _misroute_routes(app, governance)
     add_access_routes(app, governance, guard)
     _webhook_routes(app, governance, deliveries)
+    _receipt_key_routes(app, governance)
     if changes is not None:
         add_control_routes(app, changes)
     return app
@@ -363,6 +377,17 @@ def _misroute_routes(app: FastAPI, governance: Governance) -> None:
         recipient must delete it and confirm within the ladder's deletion deadline. Both councils are told."""
         return governance.report_misroute(actor, body.report()).to_json()
 
+    @app.get("/reviews")
+    def reviews(body: str | None = None, state: str | None = None) -> dict[str, Any]:
+        """Agreements' review tasks, raised when an agreement's review date comes (`state`: open or completed;
+        `body`: tasks where it is the subscriber or the publisher)."""
+        return {"reviews": governance.reviews(body, state)}
+
+    @app.post("/reviews/{task}/completion")
+    def complete_review(task: str, body: ReviewIn, actor: Acting) -> dict[str, Any]:
+        """A party's IG lead, the governance board or the arbiter records the review as done, saying what it found."""
+        return governance.complete_review(task, actor, body.note)
+
     @app.get("/misroutes")
     def misroutes(body: str | None = None) -> dict[str, Any]:
         """Misrouting reports, oldest first; `body` matches the publisher, the recipient or a rightful council."""
@@ -394,6 +419,24 @@ def _webhook_routes(app: FastAPI, governance: Governance,
     def delivered(body: str | None = None) -> dict[str, Any]:
         """Webhook deliveries, oldest first, each as it stands (pending, delivered, failed, gave-up, no-webhook)."""
         return {"deliveries": [dataclasses.asdict(d) for d in deliveries() if body is None or d.body == body]}
+
+
+def _receipt_key_routes(app: FastAPI, governance: Governance) -> None:
+    @app.post("/receipt-keys", status_code=201)
+    def register_receipt_key(body: ReceiptKeyIn, actor: Acting) -> dict[str, Any]:
+        """Register an Ed25519 public key the acting body signs its delivery receipts with; its id is the key's
+        fingerprint. The private key stays with the body (`accord credentials receipt-key` makes a pair)."""
+        return governance.register_receipt_key(actor, body.public_key).to_json()
+
+    @app.post("/receipt-keys/{ident}/retire")
+    def retire_receipt_key(ident: str, actor: Acting) -> dict[str, Any]:
+        """Retire one of the acting body's receipt keys: receipts signed with it are refused from now on."""
+        return governance.retire_receipt_key(actor, ident).to_json()
+
+    @app.get("/receipt-keys")
+    def receipt_keys(body: str | None = None) -> dict[str, Any]:
+        """Registered receipt keys (public keys, active and retired), with whom they belong to."""
+        return {"receipt_keys": [k.to_json() for k in governance.receipt_keys(body)]}
 
 
 __all__ = ["create_governance_app"]

@@ -28,6 +28,8 @@ from broker.catalog.tiers import SMALL_COUNT_TAG, SchemaView, compile_tiers
 from broker.domain.flows import Flow
 from broker.domain.geography import LaTable
 from broker.domain.geography_files import GEOGRAPHY_DIR, MANIFEST, load_la_table
+from broker.domain.optout import NHS_NUMBER_FIELD
+from broker.domain.optout import rule_for as opt_out_rule
 from broker.domain.suppression import SuppressionRule
 from broker.errors import ConfigError
 from broker.services.ingest import load_stream_schemas
@@ -253,6 +255,9 @@ def _agreement(ctx: _Context, ident: str, agreement: Agreement) -> Flow:
         "template": agreement.template, "publisher": publisher, "subscriber": agreement.subscriber,
         "stream": terms["stream"], "purpose": terms["purpose"], "legal_basis": sorted(terms["legal_basis"]),
         "tiers": tiers, "row_scope": {"areas": areas},
+        # Whether the National Data Opt-out applies to what this agreement delivers, and why (domain/optout.py).
+        "national_data_opt_out": opt_out_rule(terms["legal_basis"],
+                                              view is not None and view.has(NHS_NUMBER_FIELD)).to_json(),
         "required_fields": _required_fields(ctx, agreement, own, view),
         "suppression": _suppression(ctx, agreement, own, view),
         # valid_until is when the agreement stops being in force: the signed end, or the end of the day its legal

@@ -30,6 +30,9 @@ Classification = Literal["open", "official", "official-sensitive", "commercially
 LegalBasis = Literal[
     "copi-reg-3-4", "uk-gdpr-6-1-e", "uk-gdpr-9-2-h", "uk-gdpr-9-2-i", "dpa-2018-sch1-para3",
     "cca-2004", "dea-2017-part5", "public-health-directions-2020", "data-provision-notice", "not-personal-data",
+    # Section 251 support (COPI regulations 2 and 5, via the Confidentiality Advisory Group): research and planning,
+    # the uses the National Data Opt-out covers; and individual (direct) care, which it does not (domain/optout.py).
+    "copi-reg-5-s251", "individual-care",
 ]
 Transform = Literal["keep", "drop", "mask", "pseudonymise", "generalise"]
 Method = Literal["age-band", "postcode-district", "lsoa"]

@@ -9,9 +9,9 @@ problem.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -21,9 +21,13 @@ from broker.domain.topics import CHAIN_TOPIC, GOVERNANCE_TOPIC
 from broker.errors import AccordError
 
 if TYPE_CHECKING:
-    from broker.adapters.kafka_access import KafkaAccess
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-audit_cli = typer.Typer(help="The tamper-evident audit trail: export it, verify it.", no_args_is_help=True)
+    from broker.adapters.kafka_access import KafkaAccess
+    from broker.domain.receipt_ledger import ReceiptKey
+
+audit_cli = typer.Typer(help="The tamper-evident audit trail: export it, verify it, list delivery receipts.",
+                        no_args_is_help=True)
 
 ChainTopic = Annotated[str, typer.Option("--topic", help="the chain topic")]
 GovernanceTopic = Annotated[str, typer.Option(help="where the chain's checkpoints are anchored")]
@@ -151,3 +155,72 @@ def _parse(lines: Iterable[str]) -> Iterator[Entry]:
     for number, line in enumerate(lines, start=1):
         if line.strip():
             yield from_json_line(line, number)
+
+
+@audit_cli.command("receipts")
+def receipts(
+    body: Annotated[str, typer.Option(help="the subscribing body")],
+    file: Annotated[Path | None, typer.Argument(help="an exported trail (default: read the chain topic)")] = None,
+    key: Annotated[list[Path] | None, typer.Option(help="a receipt public key PEM of the body to verify with, "
+                                                        "repeatable (default: the keys registered on the trail)")]
+    = None,
+    topic: ChainTopic = CHAIN_TOPIC,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per topic-partition")] = False,
+) -> None:
+    """Per delivery topic-partition of the body: the offsets delivered and not yet acknowledged, and the
+    acknowledged ranges with their key ids, each receipt verified with the body's public key. Exit 1 if a receipt
+    does not verify."""
+    import json
+
+    from broker.domain.receipt_ledger import ledger, report
+    from broker.domain.topics import DELIVER_PREFIX
+
+    try:
+        found = ledger(_parse(_file_lines(file) if file is not None else _chain_lines(topic)))
+        public = _receipt_keys(body, key, found.keys)
+    except AccordError as exc:
+        typer.echo(f"problem: {exc}")
+        raise typer.Exit(1) from None
+    mine = [r for r in found.receipts if r.get("body") == body]
+    bad = [r for r in mine if not _verifies(r, public)]
+    for part in report(found.batches, [r for r in mine if r not in bad], f"{DELIVER_PREFIX}{body}."):
+        if as_json:
+            typer.echo(json.dumps(part.to_json(), sort_keys=True))
+            continue
+        typer.echo(f"{part.topic} [{part.partition}]")
+        typer.echo(f"  not yet acknowledged: {_runs(part.unacknowledged) or 'none'}")
+        for (first, last), ident in part.acknowledged:
+            typer.echo(f"  acknowledged {first}-{last} with key {ident} (signature verified)")
+    for receipt in bad:
+        typer.echo(f"problem: the receipt for {receipt.get('topic')} [{receipt.get('partition')}] "
+                   f"{receipt.get('first_offset')}-{receipt.get('last_offset')} (key {receipt.get('key_id')}) does not "
+                   f"verify with {body}'s public key", err=True)
+    if bad:
+        raise typer.Exit(1)
+
+
+def _runs(runs: Iterable[tuple[int, int]]) -> str:
+    return ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in runs)
+
+
+def _receipt_keys(body: str, files: list[Path] | None, registered: Mapping[str, ReceiptKey]
+                  ) -> dict[str, Ed25519PublicKey]:
+    from broker.domain.receipts import fingerprint, parse_public_key
+
+    if not files:
+        return {k.key_id: parse_public_key(k.public_key) for k in registered.values() if k.body == body}
+    keys = {}
+    for path in files:
+        try:
+            key = parse_public_key(path.read_text(encoding="ascii"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AccordError(f"cannot read the public key {path}: {exc}") from exc
+        keys[fingerprint(key)] = key
+    return keys
+
+
+def _verifies(receipt: Mapping[str, Any], keys: Mapping[str, Ed25519PublicKey]) -> bool:
+    from broker.domain.receipt_ledger import receipt_verifies
+
+    key = keys.get(str(receipt.get("key_id")))
+    return key is not None and receipt_verifies(receipt, key)

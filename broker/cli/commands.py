@@ -29,6 +29,9 @@ from broker.cli import (
     kafka as cli_kafka,
 )
 from broker.cli import (
+    optout as cli_optout,
+)
+from broker.cli import (
     policy as cli_policy,
 )
 from broker.cli import (
@@ -62,6 +65,7 @@ app.command("break-glass")(cli_governance.break_glass)
 app.add_typer(cli_audit.audit_cli, name="audit")
 app.add_typer(cli_kafka.kafka_cli, name="kafka")
 app.add_typer(cli_credentials.credentials_cli, name="credentials")
+app.add_typer(cli_optout.optout_cli, name="optout")
 app.add_typer(cli_connect.connect_cli, name="connect")
 app.add_typer(cli_geography.geography_cli, name="geography")
 governance_cli = typer.Typer(help="The governance service: disputes, the ladder's deadlines, declarations.",

@@ -121,3 +121,76 @@ def rotate_pseudonym_key(
                   {"version": version, "subscriber": subscriber, "notice_s": int(wait.total_seconds())})
     typer.echo(f"pseudonym key version {version} for {subscriber} announced at control offset "
                f"{answer['control']['offset']}; in use {notice} from now")
+
+
+@credentials_cli.command("receipt-key")
+def receipt_key(
+    body: Annotated[str, typer.Option(help="the subscribing body whose receipts the key signs")],
+    out: Annotated[Path, typer.Option(help="directory for the pair: the private key 0600, the public key beside")],
+    register: Annotated[bool, typer.Option(help="also register the public key with the governance service (needs "
+                                                "--token, a token of the same body)")] = False,
+    token: Annotated[str | None, typer.Option(
+        "--token", envvar="ACCORD_TOKEN", metavar="TOKEN|@FILE", show_default=False,
+        help="with --register: an API token of the body, or @file holding it")] = None,
+) -> None:
+    """Make an Ed25519 key pair for signing the body's delivery receipts, here (the private key never leaves the
+    body); its id is the public key's fingerprint. Register the public key with --register."""
+    from broker.domain.receipts import public_key_text
+    from broker.security.receipt_keys import make_receipt_key
+
+    try:
+        key, private, public = make_receipt_key(out, body)
+    except AccordError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"receipt key {private.stem.rsplit('-', 1)[-1]} for {body}: private key {private} (mode 0600, keep "
+               f"it with {body}), public key {public}")
+    if register:
+        _register(body, public_key_text(key.public_key()), token)
+
+
+def _register(body: str, public_key: str, token: str | None) -> None:
+    from broker.cli.governance import call, fail, parse_actor
+
+    answer = call("POST", "/receipt-keys", parse_actor(token), {"public_key": public_key})
+    if answer["body"] != body:
+        fail(f"the token is {answer['body']}'s, so the key was registered for {answer['body']}, not {body}; "
+             f"retire it with `accord credentials retire-receipt-key {answer['key_id']}`")
+    typer.echo(f"registered receipt key {answer['key_id']} for {answer['body']}")
+
+
+@credentials_cli.command("register-receipt-key")
+def register_receipt_key(
+    public: Annotated[Path, typer.Argument(help="the public key file (.pub) `receipt-key` wrote")],
+    token: Annotated[str | None, typer.Option(
+        "--token", envvar="ACCORD_TOKEN", metavar="TOKEN|@FILE", show_default=False,
+        help="an API token of the body the key is for, or @file holding it")] = None,
+) -> None:
+    """Register a receipt public key for the token's body with the governance service (authorised by OPA, on the
+    audit trail)."""
+    from broker.cli.governance import call, parse_actor
+
+    answer = call("POST", "/receipt-keys", parse_actor(token), {"public_key": _read_text(public)})
+    typer.echo(f"registered receipt key {answer['key_id']} for {answer['body']}")
+
+
+@credentials_cli.command("retire-receipt-key")
+def retire_receipt_key(
+    key_id: Annotated[str, typer.Argument(help="the key's id (fingerprint)")],
+    token: Annotated[str | None, typer.Option(
+        "--token", envvar="ACCORD_TOKEN", metavar="TOKEN|@FILE", show_default=False,
+        help="an API token of the key's body, or @file holding it")] = None,
+) -> None:
+    """Retire one of the body's receipt keys: receipts signed with it are refused from now on."""
+    from broker.cli.governance import call, parse_actor
+
+    answer = call("POST", f"/receipt-keys/{key_id}/retire", parse_actor(token))
+    typer.echo(f"receipt key {answer['key_id']} of {answer['body']} retired at {answer['retired_at']}")
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        typer.echo(f"error: cannot read the public key {path}: {exc}", err=True)
+        raise typer.Exit(1) from None

@@ -23,7 +23,8 @@ catalog_cli = typer.Typer(help="Bodies, streams and agreements as YAML: validate
                           no_args_is_help=True)
 gate_cli = typer.Typer(help="Gate workers: deliver each subscriber's view of every stream.", no_args_is_help=True)
 policy_cli = typer.Typer(help="Accord's Rego policies as a signed OPA bundle.", no_args_is_help=True)
-agreement_cli = typer.Typer(help="Revoke or reinstate an agreement on the live streams.", no_args_is_help=True)
+agreement_cli = typer.Typer(help="Revoke or reinstate an agreement on the live streams; its review tasks.",
+                            no_args_is_help=True)
 
 CatalogDir = Annotated[Path | None, typer.Argument(help="catalog directory (default: ACCORD_CATALOG_DIR)")]
 # The person acting, as their API token: every command that calls the governance service takes it.
@@ -144,6 +145,40 @@ def _change_agreement(agreement: str, change: str, reason: str, token: str | Non
         fail("a revocation needs a reason (--reason)")
     answer = call("POST", f"/agreements/{quote(agreement, safe='')}/{change}", acting, {"reason": reason})
     typer.echo(f"{change}d {agreement} at control offset {answer['control']['offset']} by {_who(answer['by'])}")
+
+
+@agreement_cli.command("reviews")
+def agreement_reviews(body: Annotated[str | None, typer.Option(help="only tasks where this body is a party")] = None,
+                      state: Annotated[str | None, typer.Option(help="open or completed")] = None,
+                      as_json: Annotated[bool, typer.Option("--json", help="print the API's JSON")] = False,
+                      token: ActingAs = None) -> None:
+    """Review tasks: one is raised when an agreement's review date comes, and stays open until a party's IG lead,
+    the governance board or the arbiter records the review (`accord agreement review-done`)."""
+    from broker.cli.governance import call, parse_actor
+
+    params = {k: v for k, v in (("body", body), ("state", state)) if v is not None}
+    tasks = call("GET", "/reviews", parse_actor(token), params=params)["reviews"]
+    if as_json:
+        typer.echo(json.dumps(tasks, indent=2, sort_keys=True))
+        return
+    if not tasks:
+        typer.echo("no review tasks")
+    for task in tasks:
+        done = task.get("completed") or {}
+        typer.echo(f"{task['task']}  {task['state']}  agreement {task['agreement']} review date {task['review_date']}"
+                   f"  ({task['subscriber']} from {task['publisher']})"
+                   + (f"  done {done.get('at')}: {done.get('note')}" if done else ""))
+
+
+@agreement_cli.command("review-done")
+def agreement_review_done(task: Annotated[str, typer.Argument(help="review task id (from `agreement reviews`)")],
+                          note: Annotated[str, typer.Option(help="what the review found and decided")],
+                          token: ActingAs = None) -> None:
+    """Record that an agreement's review was done, and what it found."""
+    from broker.cli.governance import call, parse_actor
+
+    answer = call("POST", f"/reviews/{quote(task, safe='')}/completion", parse_actor(token), {"note": note})
+    typer.echo(f"{task} completed by {_who(answer['completed']['by'])}")
 
 
 def _who(actor: dict[str, str]) -> str:

@@ -64,9 +64,15 @@ def fill_table(endpoints: Endpoints, settings: Settings, dsn: str, stream: str, 
             thread.join(timeout=60)
             if failure:
                 raise failure[0]
-            total = int(database.query(f"SELECT count(*) FROM {TABLE}")[0][0])
+            made = bool(database.query("SELECT to_regclass(%s) IS NOT NULL", (TABLE,))[0][0])
+            total = int(database.query(f"SELECT count(*) FROM {TABLE}")[0][0]) if made else 0
             sample = database.query(f"SELECT specimen_id, specimen_date, lsoa FROM {TABLE} WHERE specimen_id LIKE %s "
-                                    "ORDER BY specimen_id LIMIT 1", (prefix + "-%",))
+                                    "ORDER BY specimen_id LIMIT 1", (prefix + "-%",)) if made else []
+    if stored < expected:
+        say(f"3. Leicester's DPH's PostgreSQL sink stored only {stored} of the day's {expected} rows in table {TABLE} "
+            f"within {timeout_s:.0f}s (it reads the whole delivery topic: {total} rows so far); `accord connect "
+            "status` shows its lag")
+        return {"table": TABLE, "rows": stored, "total": total}
     say(f"3. Leicester's DPH's PostgreSQL sink (`accord connect run`, its own Kafka login) stored the day's {stored} "
         f"rows in table {TABLE} ({total} rows in all) of {dsn}; position kept in accord_positions")
     if sample:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker.domain.disputes import KINDS, OUTCOMES, URGENCIES, Dispute, stamp
-from broker.domain.flows import Flow
+from broker.domain.flows import Flow, legal_basis_ends_at
 from broker.domain.governance import GovernanceEvent, GovernanceState, new_event
 from broker.domain.grant_fields import FieldGrant, field_specs
 from broker.domain.ladder import Actor, Ladder, Tier
@@ -333,7 +333,14 @@ def _future(ctx: Context, until: dt.datetime) -> dt.datetime:
 
 def grant_document(ctx: Context, dispute: Dispute, ident: str, fields: Mapping[str, Any],
                    areas: Sequence[str], until: dt.datetime, other_fields: str = "drop") -> Flow:
-    """An agreement-shaped grant the sharing-plan policy reads from the control topic (`grant/<id>`)."""
+    """An agreement-shaped grant the sharing-plan policy reads from the control topic (`grant/<id>`). It ends with the
+    legal basis of the agreements it extends (see legal_basis_end), whatever end was decided."""
+    lapse = legal_basis_end(ctx.catalog, dispute.subscriber, dispute.stream)
+    if lapse is not None and lapse <= ctx.now:
+        raise GovernanceError(f"the legal basis of {dispute.subscriber}'s agreements on {dispute.stream} ended at "
+                              f"{stamp(lapse)}: nothing can be granted under it; agree a new basis first")
+    if lapse is not None:
+        until = min(until, lapse)
     return {
         "id": ident, "template": None, "publisher": dispute.publisher, "subscriber": dispute.subscriber,
         "stream": dispute.stream, "purpose": dispute.purpose, "legal_basis": [],
@@ -342,3 +349,17 @@ def grant_document(ctx: Context, dispute: Dispute, ident: str, fields: Mapping[s
         "review_date": until.date().isoformat(), "emergency_level_required": "normal", "signatories": [],
         "source": {"dispute": dispute.id},
     }
+
+
+def legal_basis_end(catalog: Mapping[str, Any], subscriber: str, stream: str) -> dt.datetime | None:
+    """When the legal basis under which `subscriber` receives `stream` ends: the latest end among its agreements on
+    the stream, or None when one of them has no end (or there is none: a grant then stands on its own decision)."""
+    ends: list[dt.datetime] = []
+    for agreement in catalog.get("agreements", {}).values():
+        if agreement.get("subscriber") != subscriber or agreement.get("stream") != stream:
+            continue
+        end = legal_basis_ends_at(agreement)
+        if end is None:
+            return None
+        ends.append(end)
+    return max(ends) if ends else None

@@ -23,14 +23,18 @@ from broker.errors import AuditError
 POLICY_DECISION = "policy-decision"
 DELIVERY_BATCH = "delivery-batch"
 QUARANTINE_BATCH = "quarantine-batch"
+WITHHELD_BATCH = "withheld-batch"
 CATALOG_CHANGE = "catalog-change"
+DELIVERY_RECEIPT = "delivery-receipt"   # a subscriber's accepted receipt (broker/domain/receipts.py)
 # Producers key raw audit records by what they describe; the governance service was first and says "governance".
 KINDS = {
     b"governance": "governance-event",
     CATALOG_CHANGE.encode(): CATALOG_CHANGE,
     DELIVERY_BATCH.encode(): DELIVERY_BATCH,
     QUARANTINE_BATCH.encode(): QUARANTINE_BATCH,
+    WITHHELD_BATCH.encode(): WITHHELD_BATCH,
     POLICY_DECISION.encode(): POLICY_DECISION,
+    DELIVERY_RECEIPT.encode(): DELIVERY_RECEIPT,
     EXPORT.encode(): EXPORT,
 }
 ANCHOR = "audit-anchor"  # the type of an anchor event on the governance log
@@ -109,6 +113,7 @@ def decision_terms(plan: Plan, catalog_revision: str | None) -> dict[str, Any]:
         "scopes": [{"agreements": list(s.agreements), "areas": sorted(s.areas), "fields": _rules(s.fields)}
                    for s in plan.scopes],
         "areas": sorted(plan.areas), "required": list(plan.required),
+        "opt_out": {"applies": plan.opt_out, "reasons": list(plan.opt_out_reasons)},
         "expiry": None if plan.expiry is None else plan.expiry.isoformat(),
         "revision": plan.revision, "catalog_revision": catalog_revision,
     }
@@ -164,6 +169,21 @@ def quarantine_batch_record(topic: str, partition: int, quarantined: Sequence[De
     """What one gate transaction sent to a stream's quarantine topic-partition (rows it refused, with reasons
     and no values): the same landing, digest and sources as a delivery batch, and how many rows each rule refused."""
     return {**_landed(topic, partition, quarantined), "stream": stream, "rules": dict(sorted(rules.items())),
+            "worker": worker, "at": at}
+
+
+def withheld_batch_record(topic: str, plan: Plan, sources: Sequence[Source], reasons: Mapping[str, int],
+                          worker: str, at: str) -> dict[str, Any]:
+    """The rows one gate transaction withheld from one delivery topic under the National Data Opt-out: lawful
+    withholding, not quarantine. Which ingest records (by offset) and how many per reason; no values, no NHS number."""
+    grouped: dict[tuple[str, int], list[int]] = {}
+    for source in sources:
+        grouped.setdefault((source.topic, source.partition), []).append(source.offset)
+    return {"topic": topic, "subscriber": plan.subscriber, "role": plan.role, "stream": plan.stream,
+            "purpose": plan.purpose, "revision": plan.revision, "rule": "national-data-opt-out",
+            "records": len(sources), "reasons": dict(sorted(reasons.items())),
+            "sources": [{"topic": t, "partition": p, "offsets": _runs(sorted(o))}
+                        for (t, p), o in sorted(grouped.items())],
             "worker": worker, "at": at}
 
 

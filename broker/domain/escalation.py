@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from broker.domain.adjudication import Context, Event, _tier_opened, grant_document
+from broker.domain.adjudication import Context, Event, _tier_opened, grant_document, legal_basis_end
 from broker.domain.disputes import Dispute, fold, next_state, parse_stamp, stamp
 from broker.domain.governance import NATIONAL, apply, check_level, new_event
 from broker.domain.ladder import Actor
@@ -75,7 +75,13 @@ def decisive_default(ctx: Context, dispute: Dispute) -> list[Event]:
                           "tier, so the refusal stands")
         return [new_event("defaulted", dispute.id, ctx.now, None, data)]
     template_id, tier = minimised
-    until = ctx.now + rule.period
+    lapse = legal_basis_end(ctx.catalog, dispute.subscriber, dispute.stream)
+    if lapse is not None and lapse <= ctx.now:
+        data["reason"] = (f"decisive default at level {level}: the legal basis of {dispute.subscriber}'s agreements "
+                          f"on {dispute.stream} ended at {stamp(lapse)}, so nothing can be granted and the refusal "
+                          "stands")
+        return [new_event("defaulted", dispute.id, ctx.now, None, data)]
+    until = ctx.now + rule.period if lapse is None else min(ctx.now + rule.period, lapse)
     grant = grant_document(ctx, dispute, f"dispute-{dispute.id}", tier["fields"], dispute.sought.get("areas") or [],
                            until, other_fields=str(tier.get("other_fields", "drop")))
     grant["template"] = template_id

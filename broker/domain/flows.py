@@ -4,6 +4,8 @@ service all read these keys."""
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Mapping
 from typing import Any, TypedDict
 
 
@@ -28,6 +30,7 @@ class Flow(TypedDict, total=False):
     row_scope: dict[str, list[str]]
     required_fields: list[str]
     suppression: dict[str, Any] | None   # small-number suppression of its cells (domain/suppression.py)
+    national_data_opt_out: dict[str, Any]  # agreements: {applies, why}; a grant has none (docs/sharing-plans.md)
     valid_from: str                      # RFC 3339
     valid_until: str                     # when it stops being in force (the legal basis's end if earlier)
     signed_valid_until: str              # agreements: the end their signatories signed
@@ -37,3 +40,12 @@ class Flow(TypedDict, total=False):
     emergency_level_required: str
     signatories: list[dict[str, str]]
     source: dict[str, str]               # grants: where it came from (a dispute)
+
+
+def legal_basis_ends_at(flow: Mapping[str, Any]) -> dt.datetime | None:
+    """When a flow's legal basis stops: the end (UTC) of its `legal_basis_until` day, as the compiler caps
+    `valid_until`; None without one."""
+    until = flow.get("legal_basis_until")
+    if not until:
+        return None
+    return dt.datetime.combine(dt.date.fromisoformat(str(until)) + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)

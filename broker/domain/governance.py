@@ -27,12 +27,16 @@ from broker.domain.ladder import LEVELS, Actor, higher
 from broker.domain.misroutes import EVENTS as MISROUTE_EVENTS
 from broker.domain.misroutes import QUERY, Misroute
 from broker.domain.misroutes import fold as fold_misroute
+from broker.domain.receipt_ledger import ReceiptKey, fold_key_event
+from broker.domain.receipts import KEY_REGISTERED, KEY_RETIRED
 from broker.domain.webhooks import Webhook
 from broker.errors import GovernanceError
 
 NATIONAL = "national"
 STATE_EVENTS = ("emergency-declared", "emergency-lifted", "webhook-registered", "break-glass")
 QUEUED, FINISHED = "webhook-queued", "webhook-finished"
+# Agreements' own dates (domain/agreement_notices.py): a legal basis about to end, a review falling due.
+LEGAL_BASIS_ENDING, REVIEW_DUE, REVIEW_COMPLETED = "legal-basis-ending", "review-due", "review-completed"
 
 
 def _empty() -> Mapping[str, Any]:
@@ -54,6 +58,9 @@ class GovernanceState:
     misroutes: Mapping[str, Misroute] = field(default_factory=_empty)
     requests: Mapping[str, AccessRequest] = field(default_factory=_empty)
     quarantine_read: Mapping[str, int] = field(default_factory=_empty)  # "topic/partition" → next offset to read
+    receipt_keys: Mapping[str, ReceiptKey] = field(default_factory=_empty)  # key id → a body's receipt key
+    notices: frozenset[str] = frozenset()  # legal-basis notices sent: "<agreement>/<basis end>/<days before>"
+    reviews: Mapping[str, Mapping[str, Any]] = field(default_factory=_empty)  # review task id → the task
     offset: int = 0
 
     def level(self, scope: str) -> str:
@@ -106,6 +113,8 @@ def apply(state: GovernanceState, offset: int, event: Mapping[str, Any]) -> Gove
         body, url = str(data["body"]), data.get("url")
         return replace(after, webhooks=with_entry(state.webhooks, body, url),
                        registrations=with_entry(state.registrations, body, None if url is None else event["event_id"]))
+    if kind in (KEY_REGISTERED, KEY_RETIRED):
+        return replace(after, receipt_keys=MappingProxyType(fold_key_event(state.receipt_keys, event)))
     if kind == QUEUED:
         entry = {"body": data["body"], "notification": data["notification"]}
         return replace(after, outbox=with_entry(state.outbox, str(data["delivery"]), entry))
@@ -116,6 +125,16 @@ def apply(state: GovernanceState, offset: int, event: Mapping[str, Any]) -> Gove
         read = with_entry(state.quarantine_read, f"{position['topic']}/{position['partition']}",
                           int(position["offset"]) + 1)
         return replace(after, quarantine_read=read)
+    if kind == LEGAL_BASIS_ENDING:
+        return replace(after, notices=state.notices | set(data["notices"]))
+    if kind == REVIEW_DUE:
+        task = {**data, "state": "open", "raised_at": event["at"], "completed": None}
+        return replace(after, reviews=with_entry(state.reviews, str(data["task"]), task))
+    if kind == REVIEW_COMPLETED:
+        ident = str(data["task"])
+        done = {**state.reviews[ident], "state": "completed",
+                "completed": {"at": event["at"], "by": event.get("actor"), "note": data.get("note", "")}}
+        return replace(after, reviews=with_entry(state.reviews, ident, done))
     if kind in MISROUTE_EVENTS:
         ident = str(data["misroute"])
         return replace(after, misroutes=with_entry(state.misroutes, ident, fold_misroute(state.misroutes.get(ident),

@@ -12,7 +12,9 @@ Accord service, every publishing body and every role of a body is its own SCRAM 
 - the ingest API writes ingest and quarantine topics and reads quarantine topics (to show publishers theirs),
   delivery topics (a subscriber's pulls) and the control topic (whose rights have ended);
 - the registry keeps its schema topic (one fenced writer at a time); the governance service its governance, audit
-  and chain topics.
+  and chain topics;
+- the National Data Opt-out list (`_accord.optout`, keyed hashes of NHS numbers) is written by its own privileged
+  user (`accord.optout`, the one `accord optout load` runs as) and read by the gate alone.
 
 Accord's internal topics start with `_accord.`; a service's rights there are by prefix so that a deployment (or a
 test) can run a second instance under its own topic names.
@@ -32,6 +34,7 @@ from broker.domain.topics import (
     DELIVER_PREFIX,
     GOVERNANCE_TOPIC,
     INGEST_PREFIX,
+    OPTOUT_TOPIC,
     QUARANTINE_PREFIX,
     SCHEMAS_TOPIC,
     STATUS_TOPIC,
@@ -45,7 +48,7 @@ BROKER_USER = "accord.broker"  # the broker's own inter-broker SCRAM user, made 
 CONTROLLER_USER = "accord.controller"  # the KRaft controller listener's own PLAIN user, never a SCRAM user
 SERVICE_USERS: Mapping[str, str] = {
     "gate": "accord.gate", "api": "accord.api", "registry": "accord.registry", "governance": "accord.governance",
-    "fences": "accord.fences",
+    "fences": "accord.fences", "optout": "accord.optout",
 }
 SERVICE_PREFIX = "accord."
 # Ids as broker/domain/plans.py holds them (the catalog's are narrower: kebab-case). Neither holds a dot, so
@@ -147,6 +150,7 @@ def service_bindings() -> list[Binding]:
     out += _allow(gate, Resource.TOPIC, DELIVER_PREFIX, Op.WRITE)
     out += _allow(gate, Resource.TOPIC, QUARANTINE_PREFIX, Op.WRITE)
     out += _allow(gate, Resource.TOPIC, CONTROL_TOPIC, Op.READ)
+    out += _allow(gate, Resource.TOPIC, OPTOUT_TOPIC, Op.READ, Op.CREATE, Op.DESCRIBE, Op.DESCRIBE_CONFIGS)
     out += _allow(gate, Resource.TOPIC, STATUS_TOPIC, Op.WRITE)
     # The audit topic itself, not its prefix: `_accord.audit.chain` is the chainer's alone.
     out += _allow(gate, Resource.TOPIC, AUDIT_TOPIC, Op.WRITE, Op.DESCRIBE, prefixed=False)
@@ -160,6 +164,9 @@ def service_bindings() -> list[Binding]:
     # control topic to refuse a right that has ended. A fenced topic's DENY binding refuses this user too.
     out += _allow(api, Resource.TOPIC, DELIVER_PREFIX, Op.READ, Op.DESCRIBE)
     out += _allow(api, Resource.TOPIC, CONTROL_TOPIC, Op.READ, Op.DESCRIBE, prefixed=False)
+    # Receipts: the keys bodies registered are events on the governance log (no more than the API's own service
+    # token may read over the governance API).
+    out += _allow(api, Resource.TOPIC, GOVERNANCE_TOPIC, Op.READ, Op.DESCRIBE, prefixed=False)
 
     out += _allow(registry, Resource.TOPIC, SCHEMAS_TOPIC, Op.READ, Op.WRITE)
     # One transactional id per schemas topic, shared by every registry instance so that the broker fences all
@@ -173,7 +180,13 @@ def service_bindings() -> list[Binding]:
     out += _allow(governance, Resource.TOPIC, QUARANTINE_PREFIX, Op.READ, Op.DESCRIBE)
     out += _allow(governance, Resource.TRANSACTIONAL_ID, "accord-governance", Op.WRITE, Op.DESCRIBE)
     out += _allow(governance, Resource.TRANSACTIONAL_ID, "accord-audit-chainer-", Op.WRITE, Op.DESCRIBE)
-    return sorted(set(out + fence_bindings()))
+    return sorted(set(out + fence_bindings() + optout_bindings()))
+
+
+def optout_bindings() -> list[Binding]:
+    """The opt-out list's writer: it keeps `_accord.optout` (reads it to replace the list whole) and nothing else."""
+    user = SERVICE_USERS["optout"]
+    return _allow(user, Resource.TOPIC, OPTOUT_TOPIC, Op.READ, Op.WRITE, Op.CREATE, Op.DESCRIBE, Op.DESCRIBE_CONFIGS)
 
 
 def fence_bindings() -> list[Binding]:

@@ -1,6 +1,6 @@
 """Who is told of a governance event, and what they are told: the parties of its dispute or misroute (an access
 request's body and reviewers), the deciders of the tier it waits at, the board of an overdue deletion, every body
-of a declaration."""
+of a declaration, the parties of an agreement whose legal basis is ending or whose review is due."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ from typing import Any
 from broker.domain.access_requests import PREFIX as REQUEST_PREFIX
 from broker.domain.disputes import stamp
 from broker.domain.escalation import BREAK_GLASS_EXPIRED
-from broker.domain.governance import FINISHED, QUEUED, GovernanceState
+from broker.domain.governance import (
+    FINISHED,
+    LEGAL_BASIS_ENDING,
+    QUEUED,
+    REVIEW_COMPLETED,
+    REVIEW_DUE,
+    GovernanceState,
+)
 from broker.domain.ladder import Ladder
 from broker.domain.misroutes import OVERDUE, QUERY
 
@@ -21,7 +28,7 @@ def recipients(state: GovernanceState, event: Mapping[str, Any], catalog: Mappin
     ladder = None if catalog is None else Ladder.from_catalog(catalog)
     if event["type"] in (QUEUED, FINISHED):
         return set()
-    if event["type"] == QUERY:
+    if event["type"] in (QUERY, LEGAL_BASIS_ENDING, REVIEW_DUE, REVIEW_COMPLETED):
         return set(data.get("told") or ())
     if event["type"] == BREAK_GLASS_EXPIRED:
         ident = data.get("review")

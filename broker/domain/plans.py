@@ -113,6 +113,9 @@ class Plan:
     revision: str
     required: tuple[str, ...] = ()
     scopes: tuple[Scope, ...] = ()
+    # The National Data Opt-out: whether it applies to this plan's rows, and each granting agreement's reason.
+    opt_out: bool = False
+    opt_out_reasons: tuple[str, ...] = ()
 
     @property
     def topic(self) -> str:
@@ -146,7 +149,12 @@ class Plan:
             required=tuple(_avro_name(name, "row_filter.required") for name in _texts(row_filter, "required",
                                                                                      "row_filter")),
         )
-        return replace(read, scopes=_scopes(_get(plan, "scopes", "plan"), read))
+        opt_out = _mapping(plan.get("opt_out", {"applies": False, "reasons": []}), "opt_out")
+        applies = opt_out.get("applies")
+        if not isinstance(applies, bool):
+            raise _malformed("opt_out.applies", f"must be true or false, not {applies!r}")
+        return replace(read, scopes=_scopes(_get(plan, "scopes", "plan"), read), opt_out=applies and allow,
+                       opt_out_reasons=_texts(opt_out, "reasons", "opt_out"))
 
 
 def _rules(doc: object, where: str) -> tuple[FieldRule, ...]:

@@ -19,6 +19,7 @@ STATUS_TOPIC = f"{INTERNAL_PREFIX}gate-status"       # gate workers' acknowledge
 GOVERNANCE_TOPIC = f"{INTERNAL_PREFIX}governance"    # disputes, approvals, declarations: the source of truth
 AUDIT_TOPIC = f"{INTERNAL_PREFIX}audit"              # every decision, batch and governance event, unchained
 SCHEMAS_TOPIC = f"{INTERNAL_PREFIX}schemas"          # the schema registry's compacted changelog
+OPTOUT_TOPIC = f"{INTERNAL_PREFIX}optout"            # National Data Opt-out: keyed hashes of NHS numbers, compacted
 CHAIN_SUFFIX = ".chain"
 
 

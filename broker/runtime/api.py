@@ -13,8 +13,10 @@ from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_admin import create_topics
 from broker.adapters.kafka_control import ControlView
 from broker.adapters.kafka_deliveries import KafkaDeliveryLog
+from broker.adapters.kafka_governance import ensure_audit_topic
 from broker.adapters.kafka_log import KafkaLog
-from broker.adapters.metrics import count_ingest
+from broker.adapters.kafka_receipts import KafkaReceiptAudit, KafkaReceiptKeys
+from broker.adapters.metrics import count_ingest, count_receipt
 from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.api.app import create_api_app
 from broker.api.auth import Guard
@@ -30,6 +32,7 @@ from broker.security.control_keys import trusted_keys
 from broker.security.secrets import cursor_secret
 from broker.services.deliveries import Deliveries
 from broker.services.ingest import INGEST_PARTITIONS, Ingest, load_stream_schemas, read_quarantine
+from broker.services.receipts import DeliveryReceipts
 
 
 def ensure_stream_topics(kafka: KafkaAccess, streams: Iterable[str]) -> None:
@@ -74,10 +77,24 @@ def open_deliveries(kafka: KafkaAccess, registry_url: str, settings: Settings) -
         log.close()
 
 
+@contextmanager
+def open_receipts(kafka: KafkaAccess) -> Iterator[DeliveryReceipts]:
+    """Receipts: the delivery topics read as the API's own Kafka user, keys from the governance log, accepted
+    receipts onto the audit topic."""
+    ensure_audit_topic(kafka)
+    log, keys, audit = KafkaDeliveryLog(kafka), KafkaReceiptKeys(kafka), KafkaReceiptAudit(kafka)
+    try:
+        yield DeliveryReceipts(log, keys, audit, system_clock, count=count_receipt)
+    finally:
+        audit.close()
+        keys.close()
+        log.close()
+
+
 def serve(settings: Settings, kafka: KafkaAccess, registry_url: str, host: str, port: int) -> None:
     with open_ingest(kafka, registry_url, settings) as (ingest, log), \
-            open_deliveries(kafka, registry_url, settings) as deliveries:
+            open_deliveries(kafka, registry_url, settings) as deliveries, open_receipts(kafka) as receipts:
         app = create_api_app(ingest, lambda stream, limit: read_quarantine(log, stream, limit),
                              settings.max_request_bytes, guard=Guard.from_settings(settings), deliveries=deliveries,
-                             live=LiveOptions())
+                             live=LiveOptions(), receipts=receipts)
         uvicorn.run(app, host=host, port=port, log_level="warning")

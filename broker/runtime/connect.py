@@ -18,12 +18,13 @@ from broker.adapters.kafka_access import KafkaAccess, read_password_file
 from broker.adapters.kafka_partitions import KafkaPartitionReader
 from broker.adapters.local_files import LocalDirectory
 from broker.adapters.postgres import PostgresDatabase
+from broker.adapters.receipts_http import HttpReceipts
 from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.adapters.webhook_http import HttpEndpoint
 from broker.errors import ConfigError
-from connectors.config import AnySinkConfig, FileSinkConfig, WebhookSinkConfig
+from connectors.config import AnySinkConfig, FileSinkConfig, SinkConfig, WebhookSinkConfig
 from connectors.sinks import webhook
-from connectors.sinks.base import PartitionStatus, Sink
+from connectors.sinks.base import PartitionStatus, Receipts, Sink
 from connectors.sinks.files import FileSink
 from connectors.sinks.postgres import PostgresSink, default_table
 from connectors.sinks.webhook import Courier, Redelivery, RetryPolicy, WebhookSink, check_secret
@@ -85,12 +86,12 @@ def open_sinks(config: AnySinkConfig, stop: Callable[[], bool] = lambda: False,
         database = PostgresDatabase(config.postgres.dsn, password, application_name=f"accord-sink-{config.body}")
         built.closers.append(database.close)
         kafka = kafka_login(config)
+        receipts = _receipts(config, built)
         for delivery, topic in zip(config.deliveries, config.topics(), strict=True):
             source = KafkaPartitionReader(kafka, topic, client_id=f"{config.kafka_user()}.sink")
             built.closers.append(source.close)
             built.sinks.append(PostgresSink(source, registry, database, delivery.table or default_table(
-                delivery.stream), delivery.key, on_error=_report,
-                                          on_warning=_warn))
+                delivery.stream), delivery.key, on_error=_report, on_warning=_warn, receipts=receipts))
         yield built
     finally:
         built.close()
@@ -113,6 +114,7 @@ def open_webhook_sinks(config: WebhookSinkConfig, stop: Callable[[], bool] = lam
         endpoint = HttpEndpoint(config.webhook.url, config.webhook.timeout_s)
         built.closers.append(endpoint.close)
         sender = courier(config, endpoint, stop, wait)
+        receipts = _receipts(config, built)
         token = _read(config.registry.token_file, "registry token")
         registry = HttpSchemaRegistry(config.registry.url, token=lambda: token)
         built.closers.append(registry.close)
@@ -122,7 +124,7 @@ def open_webhook_sinks(config: WebhookSinkConfig, stop: Callable[[], bool] = lam
             source = KafkaPartitionReader(kafka, topic, client_id=f"{config.kafka_user()}.sink")
             built.closers.append(source.close)
             built.sinks.append(WebhookSink(source, registry, sender, state, config.webhook.batch, on_error=_report,
-                                           wait=wait))
+                                           wait=wait, receipts=receipts))
         yield built
     finally:
         built.close()
@@ -138,6 +140,21 @@ def _add_file_sinks(config: FileSinkConfig, registry: HttpSchemaRegistry, built:
                         target.max_rows, target.max_seconds, on_error=_report)
         built.closers.append(sink.close)  # a clean stop commits the file in hand
         built.sinks.append(sink)
+
+
+def _receipts(config: SinkConfig | WebhookSinkConfig, built: Sinks) -> Receipts | None:
+    """The receipts sender the config asks for (its key read once, its token at every send: a token replaced on
+    disk is used from the next receipt)."""
+    if config.receipts is None:
+        return None
+    from broker.security.receipt_keys import load_receipt_key
+
+    login = config.receipts
+    key = load_receipt_key(login.key_file)
+    token_file = login.token_file or config.registry.token_file
+    sender = HttpReceipts(login.api_url, lambda: _read(token_file, "API token"), key, config.body, config.role)
+    built.closers.append(sender.close)
+    return sender
 
 
 class SinkMetrics(Protocol):
@@ -177,6 +194,8 @@ def run(config: AnySinkConfig, stop: Callable[[], bool], max_records: int = 2000
                     with contextlib.suppress(Exception):  # Kafka away: the lag is shown again when it is back
                         for row in sink.lag_now():
                             metrics.position(row.topic, row.partition, row.stored, row.lag)
+        for sink in built.sinks:
+            sink.send_receipts(now=True)    # what is still owed, once more before stopping (kept in memory only)
 
 
 def dead_letters(config: WebhookSinkConfig) -> list[DeadLetter]:

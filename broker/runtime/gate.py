@@ -15,21 +15,22 @@ import uvicorn
 
 from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_admin import create_topics
-from broker.adapters.kafka_control import ControlReader, ControlWriter, ensure_control_topics
+from broker.adapters.kafka_control import ControlReader, ControlWriter, ensure_control_topics, ensure_optout_topic
 from broker.adapters.kafka_transactions import TransactionalStage
-from broker.adapters.metrics import PrometheusGateCounters
+from broker.adapters.metrics import PrometheusGateCounters, count_withheld
 from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.api.auth import Guard
 from broker.api.gate_app import create_gate_app
+from broker.clock import Clock
 from broker.config import Settings
 from broker.domain.geography import LaTable
 from broker.domain.geography_files import load_la_table, load_residence
-from broker.domain.topics import AUDIT_TOPIC, STATUS_TOPIC, ingest_topic
+from broker.domain.topics import AUDIT_TOPIC, OPTOUT_TOPIC, STATUS_TOPIC, ingest_topic
 from broker.runtime.api import ensure_stream_topics
 from broker.security.api_tokens import ServiceTokens
 from broker.security.control_keys import trusted_keys
 from broker.security.opa_tokens import WRITER, opa_engine
-from broker.security.secrets import pseudonym_master, pseudonym_secret
+from broker.security.secrets import optout_secret, pseudonym_master, pseudonym_secret
 from broker.services.gate import Gate, GateParts
 from broker.services.ingest import load_stream_schemas
 from broker.services.planner import Planner
@@ -50,13 +51,16 @@ def default_worker_id() -> str:
 
 @contextmanager
 def open_gate(endpoints: GateEndpoints, settings: Settings, worker: str,
-              transaction_timeout_ms: int = 10_000, la_table: LaTable | None = None) -> Iterator[Gate]:
+              transaction_timeout_ms: int = 10_000, la_table: LaTable | None = None,
+              clock: Clock | None = None) -> Iterator[Gate]:
     """A gate worker for every stream in the settings' schemas directory, with its topics; closed on exit.
-    `la_table` replaces the settings' one (the benchmark compares tables)."""
+    `la_table` replaces the settings' one (the benchmark compares tables); `clock` the wall clock (tests of
+    time-based behaviour, such as a legal basis ending)."""
     schemas = load_stream_schemas(settings.schemas_dir)
     kafka = endpoints.kafka
     ensure_stream_topics(kafka, schemas)
     ensure_control_topics(kafka)
+    ensure_optout_topic(kafka)
     secret_env = settings.pseudonym_secret.get_secret_value() if settings.pseudonym_secret else None
     with ExitStack() as stack:
         engine = opa_engine(endpoints.opa_url, settings, WRITER)
@@ -67,6 +71,8 @@ def open_gate(endpoints: GateEndpoints, settings: Settings, worker: str,
         stack.callback(control.close)
         status = ControlWriter(kafka, client_id=f"accord-gate-status-{worker}")
         stack.callback(status.close)
+        optout = ControlReader(kafka, client_id=f"accord-gate-optout-{worker}", topic=OPTOUT_TOPIC)
+        stack.callback(optout.close)
         stage = TransactionalStage(kafka, settings.gate_group, [ingest_topic(s) for s in schemas],
                                    f"accord-gate-{worker}", transaction_timeout_ms=transaction_timeout_ms,
                                    start_from=settings.gate_start_from)
@@ -81,8 +87,9 @@ def open_gate(endpoints: GateEndpoints, settings: Settings, worker: str,
             residence=load_residence(settings.residence_lookup, settings.geography_dir),
             status=lambda w, value: _ignore(status.append(w, value, topic=STATUS_TOPIC)),
             audit=lambda kind, record: _ignore(status.append(kind, record, topic=AUDIT_TOPIC)),
+            optout=optout, optout_key=optout_secret(settings.secrets_dir), withheld=count_withheld,
         )
-        yield Gate(parts, worker, counters=PrometheusGateCounters(), ready=stage.ready)
+        yield Gate(parts, worker, clock=clock, counters=PrometheusGateCounters(), ready=stage.ready)
 
 
 def _ignore(_: Any) -> None:
@@ -96,6 +103,7 @@ class GateThread:
     endpoints: GateEndpoints
     settings: Settings
     worker: str
+    clock: Clock | None = None
     started: threading.Event = field(default_factory=threading.Event)
     stopping: threading.Event = field(default_factory=threading.Event)
     failure: BaseException | None = None
@@ -112,7 +120,7 @@ class GateThread:
 
     def _main(self) -> None:
         try:
-            with open_gate(self.endpoints, self.settings, self.worker) as gate:
+            with open_gate(self.endpoints, self.settings, self.worker, clock=self.clock) as gate:
                 self.gate = gate
                 gate.start()
                 while not gate.ready() and not self.stopping.is_set():

@@ -22,6 +22,7 @@ from broker.adapters.opa import OpaPolicyEngine
 from broker.adapters.webhooks import WebhookDelivery, WebhookNotifier
 from broker.clock import Clock, system_clock
 from broker.config import Settings
+from broker.domain.agreement_notices import DEFAULT_NOTICE_DAYS, parse_notice_days
 from broker.domain.audit import Signer, key_id
 from broker.domain.topics import AUDIT_TOPIC, GOVERNANCE_TOPIC
 from broker.domain.webhooks import Network, Webhook, parse_allow
@@ -62,7 +63,8 @@ class GovernanceService:
                  tick_s: float = 1.0, transactional_id: str = "accord-governance", webhook_backoff_s: float = 0.5,
                  topic: str = GOVERNANCE_TOPIC, audit_topic: str = AUDIT_TOPIC, schemas_dir: Path,
                  fences: KafkaAccess | None = None, fence_grace: dt.timedelta = dt.timedelta(days=7),
-                 audit_checkpoint_every_s: float = DEFAULT_CHECKPOINT_EVERY_S) -> None:
+                 audit_checkpoint_every_s: float = DEFAULT_CHECKPOINT_EVERY_S,
+                 notice_days: Sequence[int] = DEFAULT_NOTICE_DAYS) -> None:
         ensure_control_topics(kafka)
         ensure_governance_topics(kafka, topic, audit_topic)
         self.topic, self.audit_topic = topic, audit_topic
@@ -84,7 +86,7 @@ class GovernanceService:
         self._deliveries = KafkaDeliveryReports(kafka, client_id=f"{transactional_id}-deliveries")
         self.governance = Governance(self._log, self._writer, self._view, clock, self.notifier,
                                      PrometheusGovernanceMetrics(), quarantine=self._quarantine,
-                                     deliveries=self._deliveries)
+                                     deliveries=self._deliveries, notice_days=notice_days)
         self.chainer = AuditChainer(kafka, Signer(audit_key), audit_topic, governance_topic=topic, clock=clock,
                                     checkpoint_every_s=audit_checkpoint_every_s)
         self._tick_s = tick_s
@@ -181,13 +183,21 @@ def serve(settings: Settings, kafka: KafkaAccess, host: str, port: int, audit_ke
                                 schemas_dir=settings.schemas_dir,
                                 fences=fences_access(settings, kafka.bootstrap),
                                 fence_grace=dt.timedelta(seconds=settings.fence_grace_s),
-                                audit_checkpoint_every_s=settings.audit_checkpoint_every_s).start()
+                                audit_checkpoint_every_s=settings.audit_checkpoint_every_s,
+                                notice_days=_notice_days(settings)).start()
     try:
         app = create_governance_app(service.governance, service.notifier.log, metrics_text,
                                     guard=Guard.from_settings(settings), changes=service.changes)
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
         service.stop()
+
+
+def _notice_days(settings: Settings) -> tuple[int, ...]:
+    try:
+        return parse_notice_days(settings.legal_basis_notice_days)
+    except ValueError as exc:
+        raise ConfigError(f"ACCORD_LEGAL_BASIS_NOTICE_DAYS: {exc}") from None
 
 
 def _ignore(_: object) -> None:

@@ -75,6 +75,13 @@ def webhook_secret(directory: Path) -> bytes:
     return _shared_secret(directory / "webhook-signing.key")
 
 
+def optout_secret(directory: Path) -> bytes:
+    """The key the National Data Opt-out list is hashed with (`<dir>/optout.key`, made once): every gate worker and
+    every `accord optout load` of a deployment must share it, or a loaded list would match no record's NHS number.
+    Losing it means loading the list again; the plain numbers are never kept."""
+    return _shared_secret(directory / "optout.key")
+
+
 def cursor_secret(directory: Path) -> bytes:
     """The key the pull API signs its cursors with (`<dir>/cursor.key`); every API process shares it, so a cursor
     one issued is honoured by the next, and only they can make one."""

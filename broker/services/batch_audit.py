@@ -12,10 +12,12 @@ from typing import Any, Protocol
 from broker.domain.audit_records import (
     DELIVERY_BATCH,
     QUARANTINE_BATCH,
+    WITHHELD_BATCH,
     Delivered,
     Source,
     batch_record,
     quarantine_batch_record,
+    withheld_batch_record,
 )
 from broker.domain.messages import Record
 from broker.domain.plans import Plan
@@ -39,6 +41,7 @@ class BatchAudit:
     def __init__(self) -> None:
         self._sent: list[tuple[str, Plan, Record, bytes | None, Placement]] = []
         self._quarantined: list[tuple[str, Record, bytes, str, Placement]] = []  # (stream, source, body, rule, where)
+        self._withheld: list[tuple[str, Plan, Record, str]] = []  # (delivery topic, plan, source, reason)
 
     def delivered(self, topic: str, plan: Plan, source: Record, payload: bytes | None, placed: Placement) -> None:
         self._sent.append((topic, plan, source, payload, placed))
@@ -46,17 +49,22 @@ class BatchAudit:
     def quarantined(self, stream: str, source: Record, body: bytes, rule: str, placed: Placement) -> None:
         self._quarantined.append((stream, source, body, rule, placed))
 
+    def withheld(self, topic: str, plan: Plan, source: Record, reason: str) -> None:
+        self._withheld.append((topic, plan, source, reason))
+
     def clear(self) -> None:
         """Forget the batch (it was aborted: it is consumed, and audited, again later)."""
         self._sent.clear()
         self._quarantined.clear()
+        self._withheld.clear()
 
     def write(self, sink: AuditSink, audit_topic: str, worker: str, at: str) -> None:
         """Send the batch's audit records through `sink`, after one flush that makes every offset known."""
-        if not self._sent and not self._quarantined:
+        if not self._sent and not self._quarantined and not self._withheld:
             return
         sink.flush()
-        for body, key in [*self._quarantine_records(worker, at), *self._delivery_records(worker, at)]:
+        for body, key in [*self._quarantine_records(worker, at), *self._delivery_records(worker, at),
+                          *self._withheld_records(worker, at)]:
             sink.send(audit_topic, json.dumps(body, sort_keys=True).encode(), key=key)
         self.clear()
 
@@ -80,3 +88,12 @@ class BatchAudit:
             rules[rule] += 1
         return [(quarantine_batch_record(topic, partition, entries, rules, stream, worker, at),
                  QUARANTINE_BATCH.encode()) for (topic, partition), (stream, entries, rules) in sorted(landed.items())]
+
+    def _withheld_records(self, worker: str, at: str) -> list[tuple[dict[str, Any], bytes]]:
+        by_topic: dict[str, tuple[Plan, list[Source], Counter[str]]] = {}
+        for topic, plan, record, reason in self._withheld:
+            _, sources, reasons = by_topic.setdefault(topic, (plan, [], Counter()))
+            sources.append(Source(record.topic, record.partition, record.offset))
+            reasons[reason] += 1
+        return [(withheld_batch_record(topic, plan, sources, reasons, worker, at), WITHHELD_BATCH.encode())
+                for topic, (plan, sources, reasons) in sorted(by_topic.items())]

@@ -17,6 +17,7 @@ from broker.domain.control_signing import KeyLookup
 from broker.domain.geography import LaTable
 from broker.domain.jurisdiction import Unresolved, resolve_areas
 from broker.domain.messages import ControlRecord, Record
+from broker.domain.optout import NHS_NUMBER_FIELD, OptOutList, is_digest
 from broker.domain.plans import LSOA_TAG, Plan
 from broker.domain.pseudonyms import KEY_HEADER
 from broker.domain.residence import ResidenceTable
@@ -64,6 +65,19 @@ class ControlSource(Protocol):
     def read_to(self, end: int, timeout_s: float = 10.0) -> list[ControlRecord]: ...
 
 
+class OptOutSource(Protocol):
+    """The National Data Opt-out list's topic (keyed hashes; a null value takes one off): the control reader's shape."""
+
+    def end_offset(self) -> int: ...
+    def read_to(self, end: int, timeout_s: float = 10.0) -> list[ControlRecord]: ...
+
+
+class WithheldCounter(Protocol):
+    """Counts rows lawfully withheld from a subscriber (the opt-out), apart from quarantine: nothing was wrong."""
+
+    def __call__(self, subscriber: str, role: str, stream: str, reason: str, n: int) -> None: ...
+
+
 class StatusSink(Protocol):
     def __call__(self, worker: str, status: dict[str, Any]) -> None: ...
 
@@ -109,6 +123,9 @@ class GateParts:
     residence: ResidenceTable | None = None
     pseudonym_masters: Callable[[int], bytes] = _no_rotated_keys  # the master secret of a rotated key version
     audit_topic: str = AUDIT_TOPIC  # where delivery-batch records go, inside each batch's transaction
+    optout: OptOutSource | None = None  # None: no list, so a plan the opt-out applies to withholds only unnamed rows
+    optout_key: bytes = b"\0" * 16       # the key the list's NHS numbers were hashed with (security/secrets.py)
+    withheld: WithheldCounter | None = None
 
 
 class Gate:
@@ -139,6 +156,9 @@ class Gate:
         self._decode = {s: AvroDeserializer(parts.registry, json.dumps(schema)) for s, schema in parts.schemas.items()}
         self._batch = BatchAudit()  # this batch's deliveries and quarantined rows, audited in its transaction
         self._cells = Cells()  # this batch's cells for suppressed deliveries, sent per table at its end
+        self.opted_out = OptOutList(parts.optout_key)
+        self._optout_offset = 0
+        self._withheld: Counter[tuple[str, str, str, str]] = Counter()
 
     @property
     def topics(self) -> list[str]:
@@ -154,6 +174,7 @@ class Gate:
         Until a re-plan succeeds the gate stays dirty: a failed one (OPA down) is retried before the next batch
         rather than letting that batch out under the plans from before the change.
         """
+        self._read_optouts()
         end = self._p.control.end_offset()
         changed = end > self.state.offset
         if changed:
@@ -170,6 +191,23 @@ class Gate:
             self._dirty = False
             self._announce(self._pending_ms)
         return changed
+
+    def _read_optouts(self) -> None:
+        """Take in the opt-out list's new entries; like the control topic, before the batch is routed, so a row
+        consumed after an opt-out was recorded meets it."""
+        source = self._p.optout
+        if source is None:
+            return
+        end = source.end_offset()
+        if end <= self._optout_offset:
+            return
+        for entry in source.read_to(end):
+            if not is_digest(entry.key):
+                # Perhaps a plain number written by mistake: skipped, and never logged.
+                log.error("opt-out list entry at offset %s is not a keyed hash; ignored", entry.offset)
+                continue
+            self.opted_out.update(entry.key, entry.payload is not None)
+        self._optout_offset = end
 
     def _applied(self, record: ControlRecord) -> PolicyState:
         try:
@@ -217,6 +255,7 @@ class Gate:
             self._p.stage.commit(records)
         except BaseException:
             self._tally.clear()  # the batch is consumed again: count it then
+            self._withheld.clear()
             self._batch.clear()
             self._cells.clear()
             self._p.stage.abort()
@@ -225,6 +264,10 @@ class Gate:
         for (stream, outcome), n in self._tally.items():
             self._counters.records(stream, outcome, n)
         self._tally.clear()
+        if self._p.withheld is not None:
+            for (subscriber, role, stream, reason), n in self._withheld.items():
+                self._p.withheld(subscriber, role, stream, reason, n)
+        self._withheld.clear()
         return len(records)
 
     def _hold(self, timeout_s: float) -> None:
@@ -270,13 +313,18 @@ class Gate:
             self._tally[(stream, "quarantined")] += 1
             return
         source = f"{record.topic}/{record.partition}/{record.offset}".encode()
-        delivered = refused = 0
+        delivered = refused = withheld = 0
+        opt_out = _OptOutCheck(self.opted_out, value)
         for delivery in self.deliveries.get(stream, ()):
             if areas.isdisjoint(delivery.areas):
                 continue
             # Which fields, and how, depends on which of the plan's scopes (agreements' areas) the row lies in.
             shape = delivery.project.shape(areas)
             if shape is None:
+                continue
+            if delivery.plan.opt_out and (why := opt_out.why()) is not None:
+                self._withhold(stream, record, delivery.plan, why)
+                withheld += 1
                 continue
             if missing := [name for name in delivery.plan.required if is_blank(value.get(name))]:
                 self._refuse(stream, record, delivery.plan, missing)
@@ -287,7 +335,7 @@ class Gate:
             else:
                 self._deliver(delivery, record, source, shape(value))
             delivered += 1
-        if delivered or not refused:  # a row only refused is counted once per refusal, in _refuse
+        if delivered or not (refused or withheld):  # a row only refused or withheld is counted as such, per plan
             self._tally[(stream, "delivered" if delivered else "no-subscriber")] += 1
 
     def _deliver(self, delivery: Delivery, record: Record, source: bytes, shaped: dict[str, Any],
@@ -323,6 +371,14 @@ class Gate:
         extra = {"candidates": list(candidates)} if candidates else {}
         self._send_quarantine(stream, record, [{"field": field, "rule": rule, "message": message}], extra)
         self._tally[(stream, "quarantined")] += 1
+
+    def _withhold(self, stream: str, record: Record, plan: Plan, reason: str) -> None:
+        """The National Data Opt-out keeps the row from this subscriber: lawful withholding, not quarantine (nothing
+        is wrong with the row, the publisher has nothing to fix, and other subscribers may still receive it). It is
+        counted per subscriber and reason, and audited with the batch; the NHS number is neither logged nor kept."""
+        self._withheld[(plan.subscriber, plan.role, stream, reason)] += 1
+        self._tally[(stream, "withheld")] += 1
+        self._batch.withheld(plan.topic, plan, record, reason)
 
     def _refuse(self, stream: str, record: Record, plan: Plan, missing: list[str]) -> None:
         """A subscriber's quality rule refused the row: it goes to quarantine naming the subscriber, so the
@@ -385,6 +441,22 @@ class Cells:
 
     def clear(self) -> None:
         self._tables.clear()
+
+
+class _OptOutCheck:
+    """Whether the opt-out withholds one row, worked out (one HMAC) only if a plan it applies to asks, and once."""
+
+    def __init__(self, opted_out: OptOutList, value: Mapping[str, Any]) -> None:
+        self._opted_out, self._value = opted_out, value
+        self._checked = False
+        self._why: str | None = None
+
+    def why(self) -> str | None:
+        # A stream without an NHS number field names no patient: the catalog never applies the opt-out to it.
+        if not self._checked and NHS_NUMBER_FIELD in self._value:
+            self._why = self._opted_out.withholds(self._value.get(NHS_NUMBER_FIELD))
+        self._checked = True
+        return self._why
 
 
 def _log_error(exc: Exception) -> None:

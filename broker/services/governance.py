@@ -17,7 +17,16 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from broker.clock import Clock
-from broker.domain import access_rules, adjudication, disclosure, escalation, misroute_rules, notifications, webhooks
+from broker.domain import (
+    access_rules,
+    adjudication,
+    agreement_notices,
+    disclosure,
+    escalation,
+    misroute_rules,
+    notifications,
+    webhooks,
+)
 from broker.domain.access_requests import AccessRequest
 from broker.domain.access_rules import RequestForm
 from broker.domain.adjudication import Context, Decision, DisputeRequest
@@ -28,7 +37,9 @@ from broker.domain.governance import FINISHED, QUEUED, GovernanceEvent, Governan
 from broker.domain.ladder import Actor, Ladder
 from broker.domain.misroute_rules import MisrouteReport
 from broker.domain.misroutes import Misroute
-from broker.errors import AccordError, ConfigError, GovernanceError, NotAuthorisedError
+from broker.domain.receipt_ledger import ReceiptKey
+from broker.domain.receipts import KEY_REGISTERED, KEY_RETIRED, fingerprint, parse_public_key, public_key_text
+from broker.errors import AccordError, ConfigError, GovernanceError, NotAuthorisedError, NotFoundError
 from broker.services.enforcement import Enforcement
 from broker.services.policy_changes import ControlAppender
 
@@ -91,8 +102,10 @@ class PolicyView(Protocol):
 class Governance:
     def __init__(self, log: GovernanceLog, control: ControlAppender, policy: PolicyView, clock: Clock,
                  notifier: Notifier, metrics: GovernanceMetrics | None = None,
-                 quarantine: QuarantineFeed | None = None, deliveries: DeliveryReports | None = None) -> None:
+                 quarantine: QuarantineFeed | None = None, deliveries: DeliveryReports | None = None,
+                 notice_days: Sequence[int] = agreement_notices.DEFAULT_NOTICE_DAYS) -> None:
         self._log, self._control, self._policy, self._clock = log, control, policy, clock
+        self._notice_days = tuple(notice_days)
         self._notifier, self._metrics, self._quarantine = notifier, metrics, quarantine
         self._deliveries = deliveries
         self._enforcement = Enforcement(control, clock)
@@ -193,6 +206,10 @@ class Governance:
         self._run(lambda ctx: misroute_rules.confirm_deletion(ctx, ident, actor, statement))
         return self._state.misroute(ident)
 
+    def complete_review(self, task: str, actor: Actor, note: str) -> dict[str, Any]:
+        self._run(lambda ctx: agreement_notices.complete_review(ctx, task, actor, note))
+        return dict(self._state.reviews[task])
+
     def register_webhook(self, actor: Actor, url: str | None) -> str | None:
         """Set (None: remove) the acting body's webhook; the secret its notifications are now signed with."""
         def events(ctx: Context) -> list[GovernanceEvent]:
@@ -204,6 +221,49 @@ class Governance:
         self._run(events)
         registration = self._state.registrations.get(actor.body)
         return None if registration is None else self._notifier.signing_secret(actor.body, registration)
+
+    def register_receipt_key(self, actor: Actor, public_key: str) -> ReceiptKey:
+        """Register an Ed25519 public key the acting body signs its delivery receipts with (its private key stays
+        with the body). Registering the same key again changes nothing; a key another body registered, or one
+        retired (perhaps because it leaked), is refused."""
+        key = parse_public_key(public_key)
+        ident = fingerprint(key)
+
+        def events(ctx: Context) -> list[GovernanceEvent]:
+            ctx.check_actor(actor)
+            known = self._state.receipt_keys.get(ident)
+            if known is not None and known.body != actor.body:
+                raise GovernanceError(f"receipt key {ident} is registered to another body; make a key of your own "
+                                      "(`accord credentials receipt-key`)")
+            if known is not None and not known.active:
+                raise GovernanceError(f"receipt key {ident} was retired at {known.retired_at} and stays retired; "
+                                      "make a new pair with `accord credentials receipt-key`")
+            if known is not None:
+                return []
+            data = {"body": actor.body, "key_id": ident, "public_key": public_key_text(key)}
+            return [new_event(KEY_REGISTERED, None, ctx.now, actor, data)]
+        self._run(events)
+        return self._state.receipt_keys[ident]
+
+    def retire_receipt_key(self, actor: Actor, ident: str) -> ReceiptKey:
+        """Retire one of the acting body's receipt keys: receipts signed with it are refused from now on (those
+        already accepted stay on the audit trail, verifiable with the key it keeps)."""
+        def events(ctx: Context) -> list[GovernanceEvent]:
+            ctx.check_actor(actor)
+            known = self._state.receipt_keys.get(ident)
+            if known is None or known.body != actor.body:
+                raise NotFoundError(f"{actor.body} has no receipt key {ident!r}; GET /receipt-keys lists them")
+            if not known.active:
+                return []
+            return [new_event(KEY_RETIRED, None, ctx.now, actor, {"body": actor.body, "key_id": ident})]
+        self._run(events)
+        return self._state.receipt_keys[ident]
+
+    def receipt_keys(self, body: str | None = None) -> list[ReceiptKey]:
+        with self._lock:
+            self._catch_up()
+            found = [k for k in self._state.receipt_keys.values() if body is None or k.body == body]
+            return sorted(found, key=lambda k: (k.body, k.registered_at, k.key_id))
 
     def webhook_finished(self, delivery_id: str, outcome: str, attempts: int, status_code: int | None,
                          error: str | None) -> None:
@@ -241,6 +301,8 @@ class Governance:
                 written.extend(self._commit(events))
             written.extend(self._commit(self._first_deliveries()))
             written.extend(self._commit(misroute_rules.overdue(self.context())))
+            written.extend(self._commit(agreement_notices.due_notices(self.context(), self._notice_days)))
+            written.extend(self._commit(agreement_notices.due_reviews(self.context())))
             if self._quarantine is not None:
                 entries = self._quarantine.read_new(self._state.quarantine_read)
                 written.extend(self._commit(misroute_rules.jurisdiction_queries(self.context(), entries)))
@@ -411,6 +473,12 @@ class Governance:
         with self._lock:
             self._catch_up()
             return self._state.misroute(ident)
+
+    def reviews(self, body: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
+        """Agreements' review tasks (raised when a review date comes), of `body` and in `state` if given."""
+        with self._lock:
+            self._catch_up()
+            return agreement_notices.reviews_of(self._state.reviews.values(), body, state)
 
     def emergency(self) -> dict[str, Any]:
         with self._lock:

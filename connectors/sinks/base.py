@@ -1,9 +1,15 @@
 """The base of every sink: read a delivery topic from the stored position, decode with the registry, store the
-records and the new position together (so a crash loses and repeats nothing), and report position and lag."""
+records and the new position together (so a crash loses and repeats nothing), and report position and lag.
+
+With a `Receipts` port, each stored batch is then acknowledged: one signed receipt per partition for the offsets it
+stored, with the SHA-256 of those records as they were read (broker/domain/receipts.py). A receipt that cannot be
+sent now is kept and sent again later, never holding up the data; receipts are idempotent per range.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -11,11 +17,26 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from broker.domain.messages import Record
+from broker.domain.receipts import Claim, claims_for
 from broker.domain.wire import header_schema_id
-from broker.errors import ServiceError
+from broker.errors import AccordError, ServiceError
 from broker.services.serde import AvroDeserializer, SchemaRegistry, SerializationContext
 
 SOURCE_HEADER = "accord.source"
+MAX_OWED_RECEIPTS = 10_000   # beyond this the oldest are given up (their ranges show as not acknowledged)
+MAX_RECEIPT_BACKOFF_S = 60.0
+
+log = logging.getLogger(__name__)
+
+
+class Receipts(Protocol):
+    """Where a sink acknowledges what it stored: signs a claim with the body's receipt key and sends it."""
+
+    key_id: str
+
+    def send(self, claim: Claim) -> None:
+        """Sign and send one receipt. ServiceError when it cannot be sent now (sent again later); another
+        AccordError when Accord refused it (it would be refused again: logged and given up)."""
 
 
 class DeliverySource(Protocol):
@@ -67,7 +88,8 @@ class Sink(ABC):
 
     def __init__(self, source: DeliverySource, registry: SchemaRegistry,
                  on_error: Callable[[Exception], None] = lambda exc: None,
-                 wait: Callable[[float], object] = time.sleep) -> None:
+                 wait: Callable[[float], object] = time.sleep, receipts: Receipts | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.source = source
         self._registry = registry
         self._decode = AvroDeserializer(registry)
@@ -77,6 +99,10 @@ class Sink(ABC):
         self.rejected = 0  # records kept aside since start (see rejected_count for the target's total)
         self.failures = 0  # failed steps since start, each retried from the stored position
         self._on_error, self._wait, self._backoff = on_error, wait, 0.0
+        self._receipts, self._clock = receipts, clock
+        self.owed: list[Claim] = []          # receipts not sent yet, oldest first
+        self.receipt_error = ""
+        self._receipt_retry_at, self._receipt_backoff = 0.0, 0.0
 
     @property
     def topic(self) -> str:
@@ -102,6 +128,7 @@ class Sink(ABC):
         """Move one batch (or only a position past transaction markers); the number of records stored."""
         if self._stored is None:
             self.start()
+        self.send_receipts()
         records = self.source.poll(max_records, timeout_s)
         positions = self.source.positions()
         assert self._stored is not None
@@ -109,7 +136,41 @@ class Sink(ABC):
             return 0
         self.store([d for r in records if (d := self._decoded(r)) is not None], positions)
         self._stored = {**self._stored, **positions}
+        if self._receipts is not None and records:
+            self._owe(claims_for(records, self._receipts.key_id))
+            self.send_receipts()
         return len(records)
+
+    def _owe(self, claims: list[Claim]) -> None:
+        self.owed.extend(claims)
+        if len(self.owed) > MAX_OWED_RECEIPTS:
+            dropped = self.owed[:len(self.owed) - MAX_OWED_RECEIPTS]
+            del self.owed[:len(dropped)]
+            log.error("%d receipts of %s could not be sent and are given up; `accord audit receipts` lists their "
+                      "ranges as not acknowledged", len(dropped), self.topic)
+
+    def send_receipts(self, now: bool = False) -> None:
+        """Send the receipts owed, oldest first; after a failure, not before a backoff (up to a minute) passed,
+        unless `now` (a last try as the sink stops)."""
+        if self._receipts is None or not self.owed or (not now and self._clock() < self._receipt_retry_at):
+            return
+        while self.owed:
+            claim = self.owed[0]
+            try:
+                self._receipts.send(claim)
+            except ServiceError as exc:
+                self.receipt_error = f"receipt for {claim.topic}/{claim.partition} {claim.first_offset}-" \
+                                     f"{claim.last_offset} not sent, retried later: {exc}"
+                log.warning("%s", self.receipt_error)
+                self._receipt_backoff = min(max(self._receipt_backoff * 2, 1.0), MAX_RECEIPT_BACKOFF_S)
+                self._receipt_retry_at = self._clock() + self._receipt_backoff
+                return
+            except AccordError as exc:
+                self.receipt_error = f"receipt for {claim.topic}/{claim.partition} {claim.first_offset}-" \
+                                     f"{claim.last_offset} refused, given up: {exc}"
+                log.error("%s", self.receipt_error)
+            self.owed.pop(0)
+            self._receipt_backoff = 0.0
 
     def step_or_wait(self, max_records: int = 2000) -> int:
         """`step`, but a failing target or Kafka is waited for with backoff (up to 30 s) and read again from the

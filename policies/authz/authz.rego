@@ -109,7 +109,7 @@ _service_may if {
 
 # Listing disputes is open, but the service shows other members only each dispute's outcome; one dispute in full
 # (purpose, justification, comments) only to its parties, its deciders at any tier and auditors.
-_open_reads := {"/disputes", "/emergency", "/misroutes", "/misroutes/{ident}"}
+_open_reads := {"/disputes", "/emergency", "/misroutes", "/misroutes/{ident}", "/receipt-keys", "/reviews"}
 
 _by_any_member := {
 	["POST", "/disputes"],
@@ -117,6 +117,8 @@ _by_any_member := {
 	["GET", "/requests"],
 	["POST", "/misroutes"],
 	["PUT", "/webhooks"],
+	["POST", "/receipt-keys"],
+	["POST", "/reviews/{task}/completion"], # who may complete which review: broker/domain/agreement_notices.py
 }
 
 _body_may if {
@@ -182,6 +184,14 @@ _body_may if {
 	input.method == "POST"
 	input.route == "/misroutes/{ident}/deletion"
 	input.resource.misroute.recipient == _id.body
+}
+
+# A body retires only its own receipt keys (an unknown id is let through for the service to answer 404).
+_body_may if {
+	input.service == "governance"
+	input.method == "POST"
+	input.route == "/receipt-keys/{ident}/retire"
+	input.resource.receipt_key.body in {_id.body, null}
 }
 
 _involved if _id.body in _dispute.parties
@@ -309,12 +319,20 @@ _body_may if {
 # verified body and role, and refuses (403, with the reason) a right that is not in force. Accord's own service
 # identity has no deliveries, so it is not let in here.
 
-_delivery_routes := {"/deliveries/{stream}", "/deliveries/{stream}/events"}
+_delivery_routes := {"/deliveries/{stream}", "/deliveries/{stream}/events", "/deliveries/{stream}/receipts"}
 
 _body_may if {
 	input.service == "api"
 	_read
 	input.route in _delivery_routes
+}
+
+# A receipt acknowledges the caller's own delivery topic only; the service checks the topic it names is
+# `deliver.<body>.<role>.<stream>` for the caller's verified body and role.
+_body_may if {
+	input.service == "api"
+	input.method == "POST"
+	input.route == "/deliveries/{stream}/receipts"
 }
 
 # -- the schema registry: a body sees the subjects of streams it publishes or receives; a publisher writes its own ---
@@ -462,6 +480,13 @@ _refusals contains why if {
 			concat(", ", _request.reviewers.bodies), _id.body, _id.role,
 		],
 	)
+}
+
+_refusals contains why if {
+	_member
+	input.route == "/receipt-keys/{ident}/retire"
+	not input.resource.receipt_key.body in {_id.body, null}
+	why := sprintf("receipt key %s belongs to %s; %s may retire only its own", [input.resource.receipt_key.id, input.resource.receipt_key.body, _id.body])
 }
 
 _refusals contains why if {

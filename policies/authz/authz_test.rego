@@ -421,3 +421,34 @@ test_a_body_lists_only_its_own_requests_and_those_it_reviews if {
 	authz.visible_requests == ["r-1", "r-2", "r-3"] with input as {"identity": _who("accord", "service"), "requests": requests}
 		with data.accord.catalog as _catalog
 }
+
+test_a_member_sends_receipts_for_its_own_deliveries_only_in_its_roles if {
+	receipt := object.union(
+		_call("api", "POST", "/deliveries/{stream}/receipts", _who("leicester", "dph")),
+		{"params": {"stream": "ukhsa.positive-tests"}},
+	)
+	_allowed(receipt)
+	not _allowed(object.union(receipt, {"identity": _who("leicester", "ig-lead")}))
+	not _allowed(object.union(receipt, {"identity": _who("accord", "service")}))
+}
+
+test_a_body_registers_and_retires_only_its_own_receipt_keys if {
+	_allowed(_call("governance", "POST", "/receipt-keys", _who("leicester", "dph")))
+	_allowed(_call("governance", "GET", "/receipt-keys", _who("blaby", "environmental-health")))
+	not _allowed(_call("governance", "POST", "/receipt-keys", _who("nowhere", "dph")))
+	retire := object.union(
+		_call("governance", "POST", "/receipt-keys/{ident}/retire", _who("leicester", "dph")),
+		{"params": {"ident": "0123456789abcdef"}, "resource": {"receipt_key": {"id": "0123456789abcdef", "body": "leicester"}}},
+	)
+	_allowed(retire)
+	_allowed(object.union(retire, {"resource": {"receipt_key": {"id": "0123456789abcdef", "body": null}}}))
+	other := object.union(retire, {"identity": _who("blaby", "environmental-health")})
+	not _allowed(other)
+	_reasons(other) == ["receipt key 0123456789abcdef belongs to leicester; blaby may retire only its own"]
+}
+
+test_members_read_review_tasks_and_record_a_review if {
+	_allowed(_call("governance", "GET", "/reviews", _who("leicester", "dph")))
+	_allowed(_call("governance", "POST", "/reviews/{task}/completion", _who("ukhsa", "ig-lead")))
+	not _allowed(_call("governance", "DELETE", "/reviews", _who("ukhsa", "ig-lead")))
+}

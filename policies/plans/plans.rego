@@ -24,6 +24,7 @@ plan := {
 		"required": sort(_required),
 	},
 	"expiry": _expiry,
+	"opt_out": _opt_out,
 	"revision": sprintf("%s/%d", [_or_default(object.get(_catalog, "revision", null), "none"), _request.state_revision]),
 }
 
@@ -271,4 +272,21 @@ default _expiry := null
 _expiry := until if {
 	count(_granting) > 0
 	[_, until] := min({[time.parse_rfc3339_ns(u), u] | some id in _granting; u := _agreements[id].valid_until})
+}
+
+# The National Data Opt-out: applied when any granting agreement's legal basis is one it covers (the catalog
+# compiler decides per agreement, with the reason: broker/domain/optout.py). Withholding more is the safe side, so
+# one covered agreement is enough. A grant (a dispute's decision, a break-glass) states no legal basis of its own:
+# it decides nothing here, and the agreements it extends do.
+_opt_out := {
+	"applies": count(_opt_out_covered) > 0,
+	"reasons": sort([sprintf("%s: %s", [id, rule.why]) |
+		some id in _granting
+		rule := _agreements[id].national_data_opt_out
+	]),
+}
+
+_opt_out_covered contains id if {
+	some id in _granting
+	_agreements[id].national_data_opt_out.applies == true
 }

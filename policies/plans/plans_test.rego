@@ -118,6 +118,7 @@ test_dph_gets_every_field_but_unnamed_direct_identifiers if {
 		"scopes": [{"agreements": ["t1-leicester"], "areas": ["E06000016"], "fields": _dph_fields}],
 		"row_filter": {"jurisdiction": ["utla", "ltla"], "areas": ["E06000016"], "required": []},
 		"expiry": "2022-06-30T00:00:00Z",
+		"opt_out": {"applies": false, "reasons": []},
 		"revision": "c-3f9a1b2c4d5e/17",
 	}
 	plans.allow with data.accord.catalog as _catalog with input as _request
@@ -149,6 +150,7 @@ test_unknown_subscriber_denied_with_reason if {
 		"fields": {}, "scopes": [],
 		"row_filter": {"jurisdiction": ["utla", "ltla"], "areas": [], "required": []},
 		"expiry": null,
+		"opt_out": {"applies": false, "reasons": []},
 		"revision": "c-3f9a1b2c4d5e/17",
 	}
 	not plans.allow with data.accord.catalog as _catalog with input as object.union(_request, {"subscriber": "no-such-council"})
@@ -465,4 +467,41 @@ test_subscriptions_list_every_tier_role_of_the_stream if {
 test_subscriptions_of_another_stream if {
 	subs := plans.subscriptions with data.accord.catalog as _catalog with input as {"stream": "ons.deaths"}
 	subs == [{"subscriber": _leicester, "role": "ig-lead", "purpose": "health-protection"}]
+}
+
+_exempt := {"applies": false, "why": "COPI regulation 3"}
+
+_covered := {"applies": true, "why": "section 251 support"}
+
+test_opt_out_applies_when_a_granting_agreement_is_covered if {
+	research := object.union(_t1_leicester, {"national_data_opt_out": _covered})
+	copi := object.union(_t1_leicester, {"national_data_opt_out": _exempt})
+	catalog := object.union(_catalog, {"agreements": {"t1-leicester": copi, "t1-research": research}})
+	p := plans.plan with data.accord.catalog as catalog with input as _request
+	p.opt_out == {"applies": true, "reasons": ["t1-leicester: COPI regulation 3", "t1-research: section 251 support"]}
+}
+
+test_opt_out_does_not_apply_under_an_exempt_basis_alone if {
+	copi := object.union(_t1_leicester, {"national_data_opt_out": _exempt})
+	p := plans.plan with data.accord.catalog as _with_agreement("t1-leicester", {"national_data_opt_out": _exempt})
+		with input as _request
+	p.opt_out == {"applies": false, "reasons": ["t1-leicester: COPI regulation 3"]}
+	copi.national_data_opt_out == _exempt
+}
+
+test_opt_out_of_a_revoked_or_refused_agreement_does_not_apply if {
+	research := object.union(_t1_leicester, {"national_data_opt_out": _covered})
+	catalog := object.union(_catalog, {"agreements": {"t1-research": research}})
+	p := plans.plan with data.accord.catalog as catalog with input as object.union(_request, {"revoked": ["t1-research"]})
+	p.opt_out.applies == false
+	refused := plans.plan with data.accord.catalog as catalog with input as object.union(_request, {"role": "nobody"})
+	refused.opt_out == {"applies": false, "reasons": []}
+}
+
+test_a_grant_decides_nothing_about_the_opt_out if {
+	grant := object.union(_t1_leicester, {"id": "dispute-d-1", "legal_basis": []})
+	p := plans.plan with data.accord.catalog as object.union(_catalog, {"agreements": {}})
+		with input as object.union(_request, {"grants": [grant]})
+	p.allow
+	p.opt_out == {"applies": false, "reasons": []}
 }

@@ -11,6 +11,7 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 
 from broker.adapters.kafka_access import KafkaAccess
+from broker.clock import Clock
 from broker.config import Settings
 from broker.domain.topics import delivery_topic
 from broker.local.stack import Endpoints
@@ -75,10 +76,39 @@ review_date: 2027-06-30
 """)
 
 
+# Leicester's planning analysts receive T1 for service planning under section 251 support, which the National Data
+# Opt-out covers (its DPH's T1 under the COPI notice is exempt); the support lapses in PLANNING_BASIS_DAYS days.
+PLANNING_ROLE = "planning"
+PLANNING_BASIS_DAYS = 20
+PLANNING_BASIS_UNTIL = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=PLANNING_BASIS_DAYS)
+EXTRA_AGREEMENTS["t1-test-leicester-planning"] = ("leicester-city-council", PLANNING_ROLE, f"""\
+agreement: t1-test-leicester-planning
+stream: ukhsa.positive-tests
+subscriber: leicester-city-council
+purpose: service-planning
+legal_basis: [copi-reg-5-s251, uk-gdpr-6-1-e, uk-gdpr-9-2-h]
+legal_basis_until: {PLANNING_BASIS_UNTIL.isoformat()}
+tiers:
+  planning:
+    roles: [{PLANNING_ROLE}]
+    fields:
+      nhs_number: pseudonymise
+      lsoa: keep
+      specimen_date: keep
+valid_from: 2026-01-01T00:00:00Z
+valid_until: 2027-12-31T23:59:59Z
+review_date: 2027-06-30
+""")
+
+
 def make_test_catalog(directory: Path) -> Path:
-    """The shipped catalog plus the test agreements above."""
+    """The shipped catalog plus the test agreements above (and the role Leicester's planning agreement names)."""
     target = directory / "catalog"
     shutil.copytree(REPO_ROOT / "catalog", target)
+    bodies = target / "bodies.yaml"
+    shipped = "roles: [dph, analyst, ig-lead]"
+    assert bodies.read_text().count(shipped) == 1, "Leicester's roles moved in bodies.yaml: update the test catalog"
+    bodies.write_text(bodies.read_text().replace(shipped, f"roles: [dph, analyst, ig-lead, {PLANNING_ROLE}]"))
     for name, (body, role, text) in EXTRA_AGREEMENTS.items():
         (target / "agreements" / f"{name}.yaml").write_text(text + SIGNATORIES % (body, role))
     return target
@@ -112,13 +142,13 @@ class Receiver(DeliveryReader):
         return [(d.value, d.headers) for d in self.read(topic, start, keep, want, timeout_s, settle_s)]
 
 
-def start_gate(services: Endpoints, group_prefix: str, worker: str) -> GateThread:
+def start_gate(services: Endpoints, group_prefix: str, worker: str, clock: Clock | None = None) -> GateThread:
     """A gate worker thread of the session's deployment (its secrets) in a fresh consumer group that starts at the
-    end of the ingest topics."""
+    end of the ingest topics; on `clock` when given (time-based behaviour, such as a legal basis ending)."""
     settings = Settings(gate_group=f"{group_prefix}-{uuid.uuid4().hex[:8]}",
                         gate_start_from="latest", opa_token_file=services.opa_token_file)
     return GateThread(GateEndpoints(services.kafka, services.opa_url, services.registry_url),
-                      settings, worker).start()
+                      settings, worker, clock=clock).start()
 
 
 def publish(services: Endpoints, stream: str, records: list[dict[str, Any]]) -> dict[bytes, dict[str, Any]]:

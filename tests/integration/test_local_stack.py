@@ -115,22 +115,24 @@ def test_demo_delivers_each_view_and_enforces_a_revocation(services: Endpoints, 
     # talks to a real `accord governance serve` process over HTTP.
     governance = PythonService("governance", tmp_path / "governance")
     url = governance.start(kafka_env(services.kafka) | {"ACCORD_OPA_URL": services.opa_url}, 90, probe="/health")
+    result: dict[str, Any] = {}
     try:
         # Settings(): the session's secrets, whose API token key signs the demo's tokens
         result = demo.run(dataclasses.replace(services, governance_url=url), say=said.append, own_gate=True,
                           settings=Settings(), postgres_dsn=postgres)
     finally:
         governance.stop()
-    # The demo's grant stays in force on the shared control topic; later tests must not find Blaby granted T1.
-    writer = control_writer(services.kafka, client_id="test-demo-cleanup")
-    # The demo applied the shipped catalog; later tests expect the session's (with the gate tests' agreements).
-    engine = opa_as(services.opa_url)
-    try:
-        writer.append(f"{GRANT_PREFIX}dispute-{result['dispute']['dispute']}", None)
-        policy_changes.apply_catalog(writer, engine, applied_catalog, by=TEST_OPERATOR)
-    finally:
-        writer.close()
-        engine.close()
+        # Put things back even when the demo failed midway: later tests expect the session's catalog (with the gate
+        # tests' agreements), not the shipped one the demo applied, and must not find Blaby granted T1.
+        writer = control_writer(services.kafka, client_id="test-demo-cleanup")
+        engine = opa_as(services.opa_url)
+        try:
+            if "dispute" in result:
+                writer.append(f"{GRANT_PREFIX}dispute-{result['dispute']['dispute']}", None)
+            policy_changes.apply_catalog(writer, engine, applied_catalog, by=TEST_OPERATOR)
+        finally:
+            writer.close()
+            engine.close()
     views = result["views"]
     assert views["leicester-city-council/dph"]["rows"] == demo.DAY_CASES["leicester"]
     assert views["leicester-city-council/analyst"]["fields"] == ["age_band", "lsoa", "sex"]

@@ -41,9 +41,11 @@ from tests.unit.auth_fakes import KEY, now
 
 LEICESTER = "leicester-city-council"
 PUBLIC = {("GET", "/health"), ("GET", "/")}
-# The policy lets any member body raise a dispute, make an access request, report a misroute or set its own webhook;
-# every other governance write needs a party, a decider, a reviewer, a declarer or a break-glass role.
-BY_ANY_MEMBER = {("POST", "/disputes"), ("POST", "/requests"), ("POST", "/misroutes"), ("PUT", "/webhooks")}
+# The policy lets any member body raise a dispute, make an access request, report a misroute, set its own webhook or
+# register a receipt key; every other governance write needs a party, a decider, a reviewer, a declarer or a
+# break-glass role.
+BY_ANY_MEMBER = {("POST", "/disputes"), ("POST", "/requests"), ("POST", "/misroutes"), ("PUT", "/webhooks"),
+                 ("POST", "/receipt-keys")}
 NO_GOVERNANCE_ROLE = ("nottingham-city-council", "analyst")
 
 

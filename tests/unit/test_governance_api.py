@@ -98,7 +98,8 @@ def test_openapi_lists_every_route_and_no_claimed_identity_headers(api: Api) -> 
         "/health", "/disputes", "/disputes/{ident}", "/disputes/{ident}/comments", "/disputes/{ident}/decision",
         "/disputes/{ident}/approvals", "/disputes/{ident}/appeal", "/emergency", "/emergency/lift", "/break-glass",
         "/webhooks", "/webhooks/deliveries", "/misroutes", "/misroutes/{ident}", "/misroutes/{ident}/deletion",
-        "/requests", "/requests/{ident}", "/requests/{ident}/approvals", "/requests/{ident}/refusal"}
+        "/requests", "/requests/{ident}", "/requests/{ident}/approvals", "/requests/{ident}/refusal",
+        "/receipt-keys", "/receipt-keys/{ident}/retire", "/reviews", "/reviews/{task}/completion"}
     headers = {p["name"] for p in spec["paths"]["/disputes"]["post"].get("parameters", []) if p["in"] == "header"}
     assert headers == set()
 

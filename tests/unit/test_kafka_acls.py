@@ -122,6 +122,15 @@ def test_only_the_gate_writes_a_delivery_topic_and_only_the_pull_api_reads_one()
     assert not _allowed(service_bindings(), SERVICE_USERS["api"], Resource.TOPIC, "_accord.control", Op.WRITE)
 
 
+def test_the_api_reads_receipt_keys_on_the_governance_log_and_appends_receipts_to_the_audit_topic_only() -> None:
+    api, bindings = SERVICE_USERS["api"], service_bindings()
+    assert _allowed(bindings, api, Resource.TOPIC, "_accord.governance", Op.READ)
+    assert not _allowed(bindings, api, Resource.TOPIC, "_accord.governance", Op.WRITE)
+    assert _allowed(bindings, api, Resource.TOPIC, "_accord.audit", Op.WRITE)
+    assert not _allowed(bindings, api, Resource.TOPIC, "_accord.audit", Op.READ)
+    assert not _allowed(bindings, api, Resource.TOPIC, "_accord.audit.chain", Op.WRITE)
+
+
 
 @pytest.mark.parametrize("topic", [GOVERNANCE_TOPIC, AUDIT_TOPIC, CHAIN_TOPIC])
 def test_no_user_may_delete_records_from_or_reconfigure_the_audit_chain_or_its_anchors(

@@ -28,6 +28,7 @@ from typing import Any
 
 from broker.domain.topics import (
     AUDIT_TOPIC,
+    CHAIN_TOPIC,
     CONTROL_TOPIC,
     DELIVER_PREFIX,
     GOVERNANCE_TOPIC,
@@ -45,7 +46,7 @@ BROKER_USER = "accord.broker"  # the broker's own inter-broker SCRAM user, made 
 CONTROLLER_USER = "accord.controller"  # the KRaft controller listener's own PLAIN user, never a SCRAM user
 SERVICE_USERS: Mapping[str, str] = {
     "gate": "accord.gate", "api": "accord.api", "registry": "accord.registry", "governance": "accord.governance",
-    "fences": "accord.fences",
+    "fences": "accord.fences", "console": "accord.console",
 }
 SERVICE_PREFIX = "accord."
 # Ids as broker/domain/plans.py holds them (the catalog's are narrower: kebab-case). Neither holds a dot, so
@@ -173,7 +174,17 @@ def service_bindings() -> list[Binding]:
     out += _allow(governance, Resource.TOPIC, QUARANTINE_PREFIX, Op.READ, Op.DESCRIBE)
     out += _allow(governance, Resource.TRANSACTIONAL_ID, "accord-governance", Op.WRITE, Op.DESCRIBE)
     out += _allow(governance, Resource.TRANSACTIONAL_ID, "accord-audit-chainer-", Op.WRITE, Op.DESCRIBE)
-    return sorted(set(out + fence_bindings()))
+    return sorted(set(out + fence_bindings() + console_bindings()))
+
+
+def console_bindings() -> list[Binding]:
+    """The console reads, and never writes: the governance log (the transparency figures) and the audit chain with
+    its anchors (the chain's verification status). Subscribers' data it reaches only through the pull API."""
+    console = SERVICE_USERS["console"]
+    out: list[Binding] = []
+    for topic in (GOVERNANCE_TOPIC, CHAIN_TOPIC):
+        out += _allow(console, Resource.TOPIC, topic, Op.READ, Op.DESCRIBE, prefixed=False)
+    return out
 
 
 def fence_bindings() -> list[Binding]:

@@ -38,13 +38,13 @@ def test_cli_up_status_env_down_leaves_nothing_running(tmp_path: Path) -> None:
     try:
         status = _accord(["local", "status"], env)
         assert status.returncode == 0, status.stdout + status.stderr
-        for name in ("kafka", "opa", "registry", "api", "governance", "gate"):
+        for name in ("kafka", "opa", "registry", "api", "governance", "console", "gate"):
             assert f"{name:<8} up" in status.stdout
         printed = _accord(["local", "env"], env).stdout.splitlines()
         assert [line.split("=")[0] for line in printed] == [
             "ACCORD_KAFKA_BOOTSTRAP", "ACCORD_KAFKA_SECURITY_PROTOCOL", "ACCORD_KAFKA_USERNAME",
             "ACCORD_KAFKA_PASSWORD_FILE", "ACCORD_OPA_URL", "ACCORD_OPA_TOKEN_FILE", "ACCORD_REGISTRY_URL",
-            "ACCORD_API_URL", "ACCORD_GOVERNANCE_URL"]
+            "ACCORD_API_URL", "ACCORD_GOVERNANCE_URL", "ACCORD_CONSOLE_URL"]
         # the password and OPA's token are named by their files (0600), never printed
         for variable in ("ACCORD_KAFKA_PASSWORD_FILE", "ACCORD_OPA_TOKEN_FILE"):
             secret_file = Path(dict(line.split("=", 1) for line in printed)[variable])
@@ -72,8 +72,9 @@ def test_cli_up_status_env_down_leaves_nothing_running(tmp_path: Path) -> None:
         assert "by tests (operator, accord)" in applied.stdout
     finally:
         down = _accord(["local", "down"], env)
-    assert down.returncode == 0 and down.stdout.strip() == "stopped: gate, governance, api, registry, opa, kafka"
-    for name in ("kafka", "opa", "registry", "api", "governance", "gate"):
+    assert down.returncode == 0
+    assert down.stdout.strip() == "stopped: console, gate, governance, api, registry, opa, kafka"
+    for name in ("kafka", "opa", "registry", "api", "governance", "console", "gate"):
         assert not (tmp_path / "state" / name / f"{name}.pid").exists()
     after = _accord(["local", "status"], env)
     assert after.returncode == 1 and "DOWN" in after.stdout
@@ -94,7 +95,7 @@ def _uses_external(services: Endpoints, tmp_path: Path) -> None:
                         kafka_username=services.kafka.username, kafka_password_file=services.kafka_password_file,
                         opa_url=services.opa_url, opa_token_file=services.opa_token_file,
                         registry_url=services.registry_url, api_url=services.api_url,
-                        governance_url=services.governance_url)
+                        governance_url=services.governance_url, console_url=services.console_url)
     stack = LocalStack(settings)
     assert stack.up() == services
     assert not (tmp_path / "governance" / "governance.pid").exists()
@@ -103,6 +104,7 @@ def _uses_external(services: Endpoints, tmp_path: Path) -> None:
     assert not (tmp_path / "registry" / "registry.pid").exists()
     assert not (tmp_path / "api" / "api.pid").exists()
     assert not (tmp_path / "gate" / "gate.pid").exists()
+    assert not (tmp_path / "console" / "console.pid").exists()
     states = stack.status()
     assert all(s.running and not s.managed for s in states)
     assert stack.down() == []

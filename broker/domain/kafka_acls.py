@@ -178,12 +178,14 @@ def service_bindings() -> list[Binding]:
 
 
 def console_bindings() -> list[Binding]:
-    """The console reads, and never writes: the governance log (the transparency figures) and the audit chain with
-    its anchors (the chain's verification status). Subscribers' data it reaches only through the pull API."""
+    """The console reads, and never writes: the governance log (the transparency figures), the audit chain with its
+    anchors (the chain's verification status), and, as the pull API does, a signed-in subscriber's own deliveries
+    (the topic from the person's verified body and role) and the control topic to refuse a right that has ended."""
     console = SERVICE_USERS["console"]
     out: list[Binding] = []
-    for topic in (GOVERNANCE_TOPIC, CHAIN_TOPIC):
+    for topic in (GOVERNANCE_TOPIC, CHAIN_TOPIC, CONTROL_TOPIC):
         out += _allow(console, Resource.TOPIC, topic, Op.READ, Op.DESCRIBE, prefixed=False)
+    out += _allow(console, Resource.TOPIC, DELIVER_PREFIX, Op.READ, Op.DESCRIBE)
     return out
 
 

@@ -150,7 +150,8 @@ class LocalStack:
                                                             probe="/health")
             self._record(governance_url=known["governance_url"])
         if "console_url" not in known:
-            known["console_url"] = self.console.start(env | service_env(s, "console"), s.start_timeout_s,
+            wired = {"ACCORD_REGISTRY_URL": known["registry_url"], "ACCORD_GOVERNANCE_URL": known["governance_url"]}
+            known["console_url"] = self.console.start(env | wired | service_env(s, "console"), s.start_timeout_s,
                                                       probe="/health")
             self._record(console_url=known["console_url"])
         if self._local_gate() and not self.gate.running():

@@ -4,15 +4,20 @@ called as the signed-in person."""
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from broker.adapters.governance_http import GovernanceClient
 from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_audit import newest_anchor, read_chain
+from broker.adapters.kafka_control import ControlView
+from broker.adapters.kafka_deliveries import KafkaDeliveryLog
 from broker.adapters.kafka_governance import GovernanceFeed
+from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.api.auth import Guard
 from broker.api.console.app import Console, create_console_app
 from broker.api.console.catalogue import catalogue_view
@@ -21,15 +26,22 @@ from broker.catalog import load_catalog
 from broker.clock import system_clock
 from broker.config import Settings
 from broker.domain.audit import from_json_line, key_id, verify
+from broker.domain.control import PolicyState
+from broker.domain.cursors import CursorCodec
+from broker.domain.fences import delivery_access
 from broker.domain.topics import GOVERNANCE_TOPIC
 from broker.domain.transparency import Figures, figures
 from broker.errors import AccordError, ConfigError
 from broker.local.toolchain import ensure_console_assets
-from broker.security.api_tokens import verifier_for
+from broker.security.api_tokens import Identity, ServiceTokens, issue, signing_key, verifier_for
 from broker.security.audit_keys import load_public_key, public_key_path
+from broker.security.control_keys import trusted_keys
+from broker.security.secrets import cursor_secret
+from broker.services.deliveries import Deliveries
 from broker.services.ingest import load_stream_schemas
 
 USED_LINKS_FILE = "console-used-sign-in-links.json"
+TOKEN_TTL = dt.timedelta(minutes=5)
 
 
 class GovernanceFigures:
@@ -77,11 +89,47 @@ def open_console(settings: Settings, kafka: KafkaAccess,
         view = catalogue_view(catalog, load_stream_schemas(settings.schemas_dir))
         feed = GovernanceFeed(kafka, governance_topic)
         stack.callback(feed.close)
+        deliveries, policy = _deliveries(settings, kafka, stack)
+        if not settings.governance_url:
+            raise ConfigError("the console needs ACCORD_GOVERNANCE_URL for the disputes pages (or `accord local up`)")
+        governance = stack.enter_context(GovernanceClient(settings.governance_url))
         guard = Guard.from_settings(settings)
         used = UsedLinks(settings.secrets_dir / USED_LINKS_FILE)
         sessions = Sessions(verifier_for(settings.secrets_dir).verify_sign_in, used)
         yield Console(sessions=sessions, engine=guard.engine, assets=ensure_console_assets(settings),
-                      catalogue=lambda: view, figures=GovernanceFigures(feed))
+                      catalogue=lambda: view, figures=GovernanceFigures(feed), deliveries=deliveries,
+                      policy=policy, audit=AuditStatus(kafka, settings),
+                      governance=governance, token_for=_issuer(settings))
+
+
+def _issuer(settings: Settings) -> Callable[[Identity], str]:
+    """Short-lived tokens for the signed-in person, so the governance API authorises each action as theirs. The
+    console holds the API signing key for this, as `accord credentials token` does: run it where that key is."""
+    key = signing_key(settings.secrets_dir)
+
+    def token_for(identity: Identity) -> str:
+        now = system_clock()
+        ttl = min(TOKEN_TTL, identity.expires - now) if identity.expires > now else TOKEN_TTL
+        return issue(key, identity.body, identity.role, identity.person, ttl, now)
+
+    return token_for
+
+
+def _deliveries(settings: Settings, kafka: KafkaAccess,
+                stack: ExitStack) -> tuple[Deliveries, Callable[[], PolicyState]]:
+    """The pull API's use case as the API builds it (runtime/api.py), and the control view it checks rights with."""
+    if not settings.registry_url:
+        raise ConfigError("the console needs ACCORD_REGISTRY_URL to decode deliveries (or `accord local up`)")
+    log = KafkaDeliveryLog(kafka, client_id="accord-console-pull")
+    stack.callback(log.close)
+    control = ControlView(kafka, trusted_keys(settings.secrets_dir, settings.control_public_key),
+                          client_id="accord-console-control", reader="console")
+    stack.callback(control.close)
+    registry = HttpSchemaRegistry(settings.registry_url, token=ServiceTokens(settings.secrets_dir, "console"))
+    stack.callback(registry.close)
+    deliveries = Deliveries(log, registry, lambda topic: delivery_access(control.current(), topic, system_clock()),
+                            CursorCodec(cursor_secret(settings.secrets_dir)))
+    return deliveries, control.current
 
 
 def serve(settings: Settings, kafka: KafkaAccess, host: str, port: int) -> None:

@@ -1,9 +1,11 @@
-"""The console served in this process against the session's Kafka and OPA (as its own Kafka user), and one headless
-Chromium for the module; skipped where Debian's chromium and chromedriver are missing (`make test-tools`)."""
+"""The console served in this process against the session's Kafka, OPA, registry and a governance service of its own
+(as `accord governance serve` runs it), reading Kafka as its own user; one headless Chromium for the module. Skipped
+where Debian's chromium and chromedriver are missing (`make test-tools` installs them as root)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,12 +18,23 @@ from broker.domain.kafka_acls import SERVICE_USERS
 from broker.local.stack import Endpoints
 from broker.runtime.console import open_console
 from tests.browser.browser_support import browser_binaries, chromium, serving
+from tests.integration.governance_process import GovernanceProcess
 
 
 @pytest.fixture(scope="module")
-def console_url(services: Endpoints, applied_catalog: dict[str, Any],
-                kafka_as: Callable[[str], KafkaAccess]) -> Iterator[str]:
-    with open_console(Settings(opa_url=services.opa_url), kafka_as(SERVICE_USERS["console"])) as console, \
+def governance_url(services: Endpoints, applied_catalog: dict[str, Any], local_settings: Settings,
+                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    process = GovernanceProcess(services, local_settings, tmp_path_factory.mktemp("console-governance"))
+    try:
+        yield process.start()
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def console_url(services: Endpoints, governance_url: str, kafka_as: Callable[[str], KafkaAccess]) -> Iterator[str]:
+    settings = Settings(opa_url=services.opa_url, registry_url=services.registry_url, governance_url=governance_url)
+    with open_console(settings, kafka_as(SERVICE_USERS["console"])) as console, \
             serving(create_console_app(console)) as url:
         yield url
 
@@ -30,5 +43,5 @@ def console_url(services: Endpoints, applied_catalog: dict[str, Any],
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrome]:
     if browser_binaries() is None:
         pytest.skip("Debian's chromium and chromedriver are not installed (`make test-tools` installs them as root)")
-    with chromium(tmp_path_factory.mktemp("chromium-profile")) as driver:
+    with chromium(Path(tmp_path_factory.mktemp("chromium-profile"))) as driver:
         yield driver

@@ -3,6 +3,7 @@ serious and critical findings, CSRF, and what one body may not see of another's.
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import httpx
@@ -10,8 +11,14 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 
+from broker.adapters.governance_http import GovernanceClient
 from broker.config import Settings
+from broker.demo.synthetic import positive_tests
+from broker.local.stack import Endpoints
 from tests.browser.browser_support import axe_violations, click_through, screenshot, sign_in_link
+from tests.conftest import bearer
+from tests.integration.gate_support import T1, publish, specimen_day, start_gate
+from tests.integration.governance_process import wait_for
 
 PAGES = ("/", "/catalogue", "/my-data", "/disputes", "/audit", "/transparency")
 
@@ -84,3 +91,94 @@ def test_a_post_without_the_csrf_token_is_refused(console_url: str, browser: web
     assert heading(browser) == "Sign in to the Accord Console"
     browser.get(f"{console_url}/catalogue")
     assert heading(browser) == "Sign in to the Accord Console"
+
+
+def test_my_data_previews_and_downloads_only_the_bodys_own_rows(services: Endpoints, console_url: str,
+                                                              browser: webdriver.Chrome) -> None:
+    prefix = f"CON{uuid.uuid4().hex[:6].upper()}"
+    gate = start_gate(services, "console-gate", "console-worker")
+    try:
+        cases = positive_tests(specimen_day(), {"leicester": 3}, prefix=prefix)
+        publish(services, T1, cases)
+        ours = {case["specimen_id"] for case in cases}
+        sign_in(browser, sign_in_link(console_url, "leicester-city-council", "dph", "Director of Public Health"))
+        browser.get(f"{console_url}/my-data")
+        assert "t1-leicester" in browser.page_source and "E06000016" in browser.page_source
+        screenshot(browser, "my-data-subscriptions")
+
+        def shown() -> bool:
+            browser.get(f"{console_url}/my-data/{T1}")
+            cells = {cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "td.govuk-table__cell")}
+            return ours <= cells
+        wait_for(shown, "the console's preview to show the rows just published")
+        screenshot(browser, "my-data-latest-records")
+        with httpx.Client(base_url=console_url, cookies=session_cookie(browser)) as client:
+            download = client.get(f"/my-data/{T1}/records.csv")
+            assert download.status_code == 200 and download.headers["content-type"].startswith("text/csv")
+            assert ours <= {row.split(",")[0] for row in download.text.splitlines()[1:]}
+    finally:
+        gate.stop()
+    # Another body, asking by URL for the same stream, gets its own (no) deliveries, never Leicester's.
+    sign_in(browser, sign_in_link(console_url, "blaby-district-council", "environmental-health", "EHO"))
+    for path in (f"/my-data/{T1}", f"/my-data/{T1}/records.csv"):
+        browser.get(f"{console_url}{path}")
+        assert heading(browser) == "You cannot do this", path
+        assert not any(specimen in browser.page_source for specimen in ours)
+    with httpx.Client(base_url=console_url, cookies=session_cookie(browser)) as client:
+        refused = client.get(f"/my-data/{T1}/records.csv")
+        assert refused.status_code == 403 and not any(specimen in refused.text for specimen in ours)
+
+
+def test_a_dispute_is_read_and_decided_in_the_browser_by_its_decider_only(
+        console_url: str, governance_url: str, browser: webdriver.Chrome, axe_source: str) -> None:
+    with GovernanceClient(governance_url) as api:
+        raised = api.call("POST", "/disputes", bearer_token("blaby-district-council", "environmental-health"), {
+            "kind": "refusal", "stream": T1, "role": "environmental-health", "purpose": "outbreak-control",
+            "fields": ["lsoa", "specimen_date"], "urgency": "urgent",
+            "justification": f"Outbreak {uuid.uuid4().hex[:6]}: cases linked to a food premises in Blaby."})
+    ident = str(raised["id"])
+
+    # A council that is no party to it cannot read it, by the list or by URL.
+    sign_in(browser, sign_in_link(console_url, "leicester-city-council", "dph", "Director of Public Health"))
+    browser.get(f"{console_url}/disputes")
+    assert ident not in browser.page_source
+    browser.get(f"{console_url}/disputes/{ident}")
+    assert heading(browser) == "You cannot do this" and "outbreak-control" not in browser.page_source
+
+    # The challenger reads it and may comment, but not decide its own dispute.
+    sign_in(browser, sign_in_link(console_url, "blaby-district-council", "environmental-health", "EHO"))
+    browser.get(f"{console_url}/disputes/{ident}")
+    assert heading(browser) == ident
+    assert browser.find_elements(By.ID, "comment") and not browser.find_elements(By.ID, "decide")
+
+    # The publisher's IG lead (tier 1's decider) sees it open at tier 1 and decides it through the form.
+    sign_in(browser, sign_in_link(console_url, "ukhsa", "ig-lead", "UKHSA IG lead"))
+    browser.get(f"{console_url}/disputes")
+    assert ident in browser.page_source
+    screenshot(browser, "disputes")
+    browser.get(f"{console_url}/disputes/{ident}")
+    assert axe_violations(browser, axe_source) == []
+    screenshot(browser, "dispute")
+    click_through(browser, browser.find_element(By.ID, "decide"))           # nothing chosen: the form says what
+    assert "There is a problem" in browser.page_source and "Select an outcome" in browser.page_source
+    assert axe_violations(browser, axe_source) == []
+    screenshot(browser, "dispute-form-errors")
+    browser.find_element(By.ID, "outcome-refused").click()
+    browser.find_element(By.ID, "reason").send_keys("The county DPH leads outbreak control in Blaby.")
+    click_through(browser, browser.find_element(By.ID, "decide"))
+    assert "Your decision was recorded" in browser.page_source
+    screenshot(browser, "dispute-decided")
+    with GovernanceClient(governance_url) as api:
+        after = api.call("GET", f"/disputes/{ident}", bearer_token("ukhsa", "ig-lead"))
+    assert (after["decision"] or {}).get("outcome") == "refused"
+    assert any(e["type"] == "decided" and e["actor"]["person"] == "UKHSA IG lead" for e in after["timeline"])
+
+
+def session_cookie(browser: webdriver.Chrome) -> dict[str, str]:
+    cookie = browser.get_cookie("accord_session")
+    assert cookie is not None
+    return {"accord_session": str(cookie["value"])}
+
+
+def bearer_token(body: str, role: str) -> str:
+    return bearer(body, role, f"{role} of {body}")["Authorization"].removeprefix("Bearer ")

@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, HTTPException, Request
@@ -25,9 +25,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker.api.auth import LIVENESS, Guard, PolicyQuery, authorise
 from broker.api.console.sessions import SESSION_COOKIE, SIGN_IN_COOKIE, Session, Sessions, same_token
+from broker.clock import system_clock
+from broker.domain.control import PolicyState
 from broker.domain.transparency import Figures
 from broker.errors import AuthenticationError
 from broker.security.api_tokens import Identity
+from broker.services.deliveries import Deliveries
 
 HERE = Path(__file__).parent
 MAX_FORM_BYTES = 64 * 1024
@@ -44,6 +47,13 @@ SECURITY_HEADERS = {
 }
 
 
+class GovernanceCalls(Protocol):
+    """The governance API as a client (broker/adapters/governance_http.py's GovernanceClient)."""
+
+    def call(self, method: str, path: str, token: str, body: Mapping[str, Any] | None = None,
+             params: Mapping[str, str] | None = None) -> Any: ...
+
+
 @dataclass(frozen=True)
 class Console:
     """What the console's pages read and act through; the runtime wires each one (broker/runtime/console.py)."""
@@ -53,6 +63,11 @@ class Console:
     assets: Path                                  # node_modules holding govuk-frontend
     catalogue: Callable[[], Mapping[str, Any]]    # streams, templates, agreements, bodies (console/catalogue.py)
     figures: Callable[[], Figures]                # the transparency figures, folded from the governance log
+    deliveries: Deliveries                        # the pull API's use case: a person's own deliveries
+    policy: Callable[[], PolicyState]             # the signed control topic as it stands (agreements, grants)
+    audit: Callable[[], Mapping[str, Any]]        # the audit chain's verification status
+    governance: GovernanceCalls                   # the governance API, called as the signed-in person
+    token_for: Callable[[Identity], str]          # a short-lived bearer token for a session's identity
 
 
 class SessionIdentity:
@@ -147,9 +162,14 @@ def create_console_app(console: Console, pages: Pages | None = None) -> FastAPI:
     _sign_in(app, console, pages)
     _public(app, console, pages)
 
-    from broker.api.console.pages import add_pages  # the pages import this module's shell
+    # The pages import this module's shell.
+    from broker.api.console.disputes import add_disputes
+    from broker.api.console.my_data import add_my_data
+    from broker.api.console.pages import add_pages
 
     add_pages(app, console, pages)
+    add_my_data(app, console, pages, system_clock)
+    add_disputes(app, console, pages, console.governance, console.token_for)
     return app
 
 

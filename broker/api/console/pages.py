@@ -17,6 +17,10 @@ def add_pages(app: FastAPI, console: Console, pages: Pages) -> None:
         return pages.render(request, "home.html", "Accord Console", current="/",
                             body_name=bodies.get(identity.body, identity.body))
 
+    @app.get("/audit")
+    def audit(request: Request) -> Response:
+        return pages.render(request, "audit.html", "Audit", current="/audit", status_of=console.audit())
+
     @app.get("/catalogue")
     def catalogue(request: Request) -> Response:
         return pages.render(request, "catalogue.html", "Catalogue", current="/catalogue", **console.catalogue())

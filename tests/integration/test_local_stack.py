@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import requests
 
 from broker.config import Settings
@@ -148,6 +150,24 @@ def test_demo_delivers_each_view_and_enforces_a_revocation(services: Endpoints, 
     assert any("live revocation" in line for line in said)
     dispute = result["dispute"]
     assert (dispute["state"], dispute["outcome"]) == ("enforced", "granted-in-part")
+    _signs_in_at_the_console(services, said)
+
+
+def _signs_in_at_the_console(services: Endpoints, said: list[str]) -> None:
+    """The demo's closing lines name the stack's console and a link per player; the DPH's link signs in there."""
+    assert services.console_url is not None
+    assert any(f"the Accord Console is at {services.console_url}" in line for line in said)
+    links = [line.split(": ", 1)[1] for line in said if "/sign-in?link=" in line]
+    assert len(links) == 3 and all(link.startswith(f"{services.console_url}/sign-in?link=") for link in links)
+    with httpx.Client(follow_redirects=False) as browser:
+        landing = browser.get(links[0])
+        csrf = re.search(r'name="csrf" value="([^"]+)"', landing.text)
+        assert landing.status_code == 200 and csrf is not None
+        link = links[0].split("link=", 1)[1]
+        signed_in = browser.post(f"{services.console_url}/sign-in", data={"csrf": csrf.group(1), "link": link})
+        assert signed_in.status_code == 303 and signed_in.headers["location"] == "/"
+        home = browser.get(f"{services.console_url}/")
+        assert home.status_code == 200 and "Exercise Director of Public Health" in home.text
     assert dispute["rows"] == 4 and dispute["areas"] == ["E07000129"]
     assert dispute["fields"] == ["lsoa", "occupation", "specimen_date"]
     assert dispute["decision_to_enforced_ms"] >= 0

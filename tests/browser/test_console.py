@@ -3,6 +3,7 @@ serious and critical findings, CSRF, and what one body may not see of another's.
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 
@@ -14,9 +15,10 @@ from selenium.webdriver.common.by import By
 from broker.adapters.governance_http import GovernanceClient
 from broker.config import Settings
 from broker.demo.synthetic import positive_tests
+from broker.domain.control import GRANT_PREFIX
 from broker.local.stack import Endpoints
 from tests.browser.browser_support import axe_violations, click_through, screenshot, sign_in_link
-from tests.conftest import bearer
+from tests.conftest import bearer, control_writer
 from tests.integration.gate_support import T1, publish, specimen_day, start_gate
 from tests.integration.governance_process import wait_for
 
@@ -182,3 +184,47 @@ def session_cookie(browser: webdriver.Chrome) -> dict[str, str]:
 
 def bearer_token(body: str, role: str) -> str:
     return bearer(body, role, f"{role} of {body}")["Authorization"].removeprefix("Bearer ")
+
+
+def test_a_grant_decided_in_the_browser_is_enforced_on_the_live_stream(
+        services: Endpoints, console_url: str, governance_url: str, browser: webdriver.Chrome) -> None:
+    with GovernanceClient(governance_url) as api:
+        raised = api.call("POST", "/disputes", bearer_token("blaby-district-council", "environmental-health"), {
+            "kind": "refusal", "stream": T1, "role": "environmental-health", "purpose": "outbreak-control",
+            "fields": ["lsoa", "specimen_date", "occupation"], "urgency": "urgent",
+            "justification": "Outbreak: cases linked to a food premises in Blaby; we inspect the premises."})
+    ident = str(raised["id"])
+    gate = start_gate(services, "console-grant-gate", "console-grant-worker")
+    writer = control_writer(services.kafka, client_id="console-test-cleanup")
+    try:
+        sign_in(browser, sign_in_link(console_url, "ukhsa", "ig-lead", "UKHSA IG lead"))
+        browser.get(f"{console_url}/disputes/{ident}")
+        browser.find_element(By.ID, "outcome-granted").click()
+        browser.find_element(By.ID, "reason").send_keys("Premises inspection is a district duty.")
+        click_through(browser, browser.find_element(By.ID, "decide"))
+        assert "Your decision was recorded" in browser.page_source
+
+        # Blaby's environmental health team now receives its own rows, with the granted fields only.
+        sign_in(browser, sign_in_link(console_url, "blaby-district-council", "environmental-health", "EHO"))
+        browser.get(f"{console_url}/my-data")
+        assert f"grant/dispute-{ident}" in browser.page_source
+        sent: set[str] = set()
+        last = [0.0]
+
+        def delivered() -> bool:
+            # A row published before the gate applied the grant is rightly not Blaby's: publish again now and then.
+            if time.monotonic() - last[0] > 5:
+                cases = positive_tests(specimen_day(), {"blaby": 1}, prefix=f"CG{uuid.uuid4().hex[:6].upper()}")
+                publish(services, T1, cases)
+                sent.update(str(case["lsoa"]) for case in cases)
+                last[0] = time.monotonic()
+            browser.get(f"{console_url}/my-data/{T1}")
+            headers = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "th.govuk-table__header")]
+            cells = {cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "td.govuk-table__cell")}
+            return bool(sent & cells) and set(headers) == {"lsoa", "specimen_date", "occupation"}
+        wait_for(delivered, "Blaby's first row under the grant decided in the browser")
+        screenshot(browser, "my-data-after-grant")
+    finally:
+        writer.append(f"{GRANT_PREFIX}dispute-{ident}", None)   # later tests must not find Blaby granted T1
+        writer.close()
+        gate.stop()

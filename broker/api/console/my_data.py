@@ -18,9 +18,10 @@ from broker.domain.control import PolicyState
 from broker.domain.fences import sources
 from broker.domain.json_avro import to_json
 from broker.errors import DeliveryRefused, ServiceError
-from broker.services.deliveries import MAX_LIMIT, Deliveries
+from broker.services.deliveries import MAX_LIMIT, Deliveries, Page
 
 PREVIEW = 10
+DOWNLOAD_LIMIT = 200_000   # rows in one CSV download; the pull API's cursor reads beyond it
 
 
 def subscriptions(state: PolicyState, body: str, role: str, now: dt.datetime) -> list[dict[str, Any]]:
@@ -83,7 +84,7 @@ def add_my_data(app: FastAPI, console: Console, pages: Pages, clock: Callable[[]
     def download(stream: str, request: Request) -> Response:
         identity = caller(request)
         try:
-            page = deliveries.page(identity.body, identity.role, stream, None, MAX_LIMIT)
+            page = _everything(deliveries, identity.body, identity.role, stream)
         except DeliveryRefused as exc:
             raise HTTPException(403, str(exc)) from None
         except ServiceError:
@@ -91,6 +92,16 @@ def add_my_data(app: FastAPI, console: Console, pages: Pages, clock: Callable[[]
         name = f"{stream}.csv".replace('"', "")
         return Response(csv_of(page, deliveries), media_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+def _everything(deliveries: Deliveries, body: str, role: str, stream: str) -> Page:
+    """Every record the topic keeps, page after page as the pull API hands them over, up to DOWNLOAD_LIMIT."""
+    page = deliveries.page(body, role, stream, None, MAX_LIMIT)
+    records = list(page.records)
+    while page.records and len(records) < DOWNLOAD_LIMIT:
+        page = deliveries.page(body, role, stream, page.next_cursor, MAX_LIMIT)
+        records += page.records
+    return Page(records[:DOWNLOAD_LIMIT], page.next_cursor, page.topic, {})
 
 
 def _delivered(deliveries: Deliveries, body: str, role: str, stream: str) -> str:

@@ -16,6 +16,7 @@ from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_audit import newest_anchor, read_chain
 from broker.adapters.kafka_control import ControlView
 from broker.adapters.kafka_deliveries import KafkaDeliveryLog
+from broker.adapters.kafka_gate_lag import GateLag
 from broker.adapters.kafka_governance import GovernanceFeed
 from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.api.auth import Guard
@@ -98,7 +99,7 @@ def open_console(settings: Settings, kafka: KafkaAccess,
         sessions = Sessions(verifier_for(settings.secrets_dir).verify_sign_in, used)
         yield Console(sessions=sessions, engine=guard.engine, assets=ensure_console_assets(settings),
                       catalogue=lambda: view, figures=GovernanceFigures(feed), deliveries=deliveries,
-                      policy=policy, audit=AuditStatus(kafka, settings),
+                      policy=policy, audit=AuditStatus(kafka, settings), lag=GateLag(kafka, settings.gate_group),
                       governance=governance, token_for=_issuer(settings))
 
 

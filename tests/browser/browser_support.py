@@ -12,6 +12,7 @@ import shutil
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +24,9 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 
 from broker.config import Settings
+from broker.local.stack import Endpoints
 from broker.local.toolchain import REPO_ROOT
+from broker.runtime.gate import GateEndpoints, GateThread
 from broker.security.api_tokens import SIGN_IN, issue, signing_key
 
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "console"
@@ -31,6 +34,9 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--window-size=1280,1000")
 SERIOUS = ("serious", "critical")
+# The gate workers of these tests, in a consumer group of their own that the console measures the delivery lag of
+# (its Kafka user may describe the groups named `accord-gate*`).
+GATE_GROUP = f"accord-gate-console-{uuid.uuid4().hex[:8]}"
 
 
 def browser_binaries() -> tuple[str, str] | None:
@@ -107,6 +113,12 @@ def screenshot(driver: webdriver.Chrome, name: str) -> Path:
     driver.save_screenshot(str(path))
     driver.set_window_size(1280, 1000)
     return path
+
+
+def start_console_gate(services: Endpoints, worker: str) -> GateThread:
+    """A gate worker in GATE_GROUP (the first one starts at the end of the ingest topics; later ones resume)."""
+    settings = Settings(gate_group=GATE_GROUP, gate_start_from="latest", opa_token_file=services.opa_token_file)
+    return GateThread(GateEndpoints(services.kafka, services.opa_url, services.registry_url), settings, worker).start()
 
 
 def click_through(driver: webdriver.Chrome, element: Any) -> None:

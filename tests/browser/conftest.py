@@ -17,7 +17,7 @@ from broker.config import Settings
 from broker.domain.kafka_acls import SERVICE_USERS
 from broker.local.stack import Endpoints
 from broker.runtime.console import open_console
-from tests.browser.browser_support import browser_binaries, chromium, serving
+from tests.browser.browser_support import GATE_GROUP, browser_binaries, chromium, serving
 from tests.integration.governance_process import GovernanceProcess
 
 
@@ -33,7 +33,8 @@ def governance_url(services: Endpoints, applied_catalog: dict[str, Any], local_s
 
 @pytest.fixture(scope="module")
 def console_url(services: Endpoints, governance_url: str, kafka_as: Callable[[str], KafkaAccess]) -> Iterator[str]:
-    settings = Settings(opa_url=services.opa_url, registry_url=services.registry_url, governance_url=governance_url)
+    settings = Settings(opa_url=services.opa_url, registry_url=services.registry_url, governance_url=governance_url,
+                        gate_group=GATE_GROUP)
     with open_console(settings, kafka_as(SERVICE_USERS["console"])) as console, \
             serving(create_console_app(console)) as url:
         yield url

@@ -17,9 +17,15 @@ from broker.config import Settings
 from broker.demo.synthetic import positive_tests
 from broker.domain.control import GRANT_PREFIX
 from broker.local.stack import Endpoints
-from tests.browser.browser_support import axe_violations, click_through, screenshot, sign_in_link
+from tests.browser.browser_support import (
+    axe_violations,
+    click_through,
+    screenshot,
+    sign_in_link,
+    start_console_gate,
+)
 from tests.conftest import bearer, control_writer
-from tests.integration.gate_support import T1, publish, specimen_day, start_gate
+from tests.integration.gate_support import T1, publish, specimen_day
 from tests.integration.governance_process import wait_for
 
 PAGES = ("/", "/catalogue", "/my-data", "/disputes", "/audit", "/transparency")
@@ -98,7 +104,7 @@ def test_a_post_without_the_csrf_token_is_refused(console_url: str, browser: web
 def test_my_data_previews_and_downloads_only_the_bodys_own_rows(services: Endpoints, console_url: str,
                                                               browser: webdriver.Chrome) -> None:
     prefix = f"CON{uuid.uuid4().hex[:6].upper()}"
-    gate = start_gate(services, "console-gate", "console-worker")
+    gate = start_console_gate(services, "console-worker")
     try:
         cases = positive_tests(specimen_day(), {"leicester": 3}, prefix=prefix)
         publish(services, T1, cases)
@@ -114,12 +120,18 @@ def test_my_data_previews_and_downloads_only_the_bodys_own_rows(services: Endpoi
             return ours <= cells
         wait_for(shown, "the console's preview to show the rows just published")
         screenshot(browser, "my-data-latest-records")
+        wait_for(lambda: lag_shown(browser, console_url).startswith("none"), "the gate to commit past our rows")
         with httpx.Client(base_url=console_url, cookies=session_cookie(browser)) as client:
             download = client.get(f"/my-data/{T1}/records.csv")
             assert download.status_code == 200 and download.headers["content-type"].startswith("text/csv")
             assert ours <= {row.split(",")[0] for row in download.text.splitlines()[1:]}
     finally:
         gate.stop()
+    # With no gate worker running, what is published waits: the page says how many records.
+    publish(services, T1, positive_tests(specimen_day(), {"leicester": 2}, prefix=f"{prefix}W"))
+    behind = lag_shown(browser, console_url)
+    assert behind.endswith("published to the stream not yet through the gate") and int(behind.split()[0]) >= 2
+    screenshot(browser, "my-data-with-lag")
     # Another body, asking by URL for the same stream, gets its own (no) deliveries, never Leicester's.
     sign_in(browser, sign_in_link(console_url, "blaby-district-council", "environmental-health", "EHO"))
     for path in (f"/my-data/{T1}", f"/my-data/{T1}/records.csv"):
@@ -176,6 +188,11 @@ def test_a_dispute_is_read_and_decided_in_the_browser_by_its_decider_only(
     assert any(e["type"] == "decided" and e["actor"]["person"] == "UKHSA IG lead" for e in after["timeline"])
 
 
+def lag_shown(browser: webdriver.Chrome, console_url: str) -> str:
+    browser.get(f"{console_url}/my-data")
+    return str(browser.find_element(By.CSS_SELECTOR, f'[data-lag="{T1}"]').text)
+
+
 def session_cookie(browser: webdriver.Chrome) -> dict[str, str]:
     cookie = browser.get_cookie("accord_session")
     assert cookie is not None
@@ -194,7 +211,7 @@ def test_a_grant_decided_in_the_browser_is_enforced_on_the_live_stream(
             "fields": ["lsoa", "specimen_date", "occupation"], "urgency": "urgent",
             "justification": "Outbreak: cases linked to a food premises in Blaby; we inspect the premises."})
     ident = str(raised["id"])
-    gate = start_gate(services, "console-grant-gate", "console-grant-worker")
+    gate = start_console_gate(services, "console-grant-worker")
     writer = control_writer(services.kafka, client_id="console-test-cleanup")
     try:
         sign_in(browser, sign_in_link(console_url, "ukhsa", "ig-lead", "UKHSA IG lead"))

@@ -129,6 +129,9 @@ def test_the_console_reads_and_never_writes() -> None:
         assert _allowed(service_bindings(), SERVICE_USERS["console"], Resource.TOPIC, topic, Op.READ)
     for topic in ("_accord.audit", "ingest.ukhsa.positive-tests", "quarantine.ukhsa.positive-tests"):
         assert not _allowed(service_bindings(), SERVICE_USERS["console"], Resource.TOPIC, topic, Op.READ)
+    # The delivery lag: the gate group's offsets are described, never joined or committed.
+    assert _allowed(service_bindings(), SERVICE_USERS["console"], Resource.GROUP, "accord-gate", Op.DESCRIBE)
+    assert not _allowed(service_bindings(), SERVICE_USERS["console"], Resource.GROUP, "accord-gate", Op.READ)
 
 
 

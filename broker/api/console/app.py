@@ -66,6 +66,7 @@ class Console:
     deliveries: Deliveries                        # the pull API's use case: a person's own deliveries
     policy: Callable[[], PolicyState]             # the signed control topic as it stands (agreements, grants)
     audit: Callable[[], Mapping[str, Any]]        # the audit chain's verification status
+    lag: Callable[[str], int | None]              # a stream's records not yet through the gate (None: unknown)
     governance: GovernanceCalls                   # the governance API, called as the signed-in person
     token_for: Callable[[Identity], str]          # a short-lived bearer token for a session's identity
 

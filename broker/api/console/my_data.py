@@ -64,6 +64,7 @@ def add_my_data(app: FastAPI, console: Console, pages: Pages, clock: Callable[[]
         found = subscriptions(console.policy(), identity.body, identity.role, clock())
         for entry in found:
             entry["delivered"] = _delivered(deliveries, identity.body, identity.role, str(entry["stream"]))
+            entry["lag"] = _lag(console.lag, str(entry["stream"]))
         return pages.render(request, "my_data.html", "My data", current="/my-data", subscriptions=found)
 
     @app.get("/my-data/{stream}")
@@ -102,6 +103,18 @@ def _everything(deliveries: Deliveries, body: str, role: str, stream: str) -> Pa
         page = deliveries.page(body, role, stream, page.next_cursor, MAX_LIMIT)
         records += page.records
     return Page(records[:DOWNLOAD_LIMIT], page.next_cursor, page.topic, {})
+
+
+def _lag(lag: Callable[[str], int | None], stream: str) -> str:
+    try:
+        behind = lag(stream)
+    except ServiceError:
+        return "cannot be measured just now"
+    if behind is None:
+        return "no gate worker has processed this stream yet"
+    if behind == 0:
+        return "none: every record published to the stream has been through the gate"
+    return f"{behind} record{'s' if behind != 1 else ''} published to the stream not yet through the gate"
 
 
 def _delivered(deliveries: Deliveries, body: str, role: str, stream: str) -> str:

@@ -114,10 +114,6 @@ class Deliveries:
         start = {p: max(0, end - count) for p, end in self._log.ends(topic).items()}
         return self.page(body, role, stream, self._cursors.encode(topic, start), max(1, count * len(start)))
 
-    def delivered(self, body: str, role: str, stream: str) -> int:
-        """How many records were ever delivered to the caller's topic (its partitions' ends), whether or not kept."""
-        return sum(self._log.ends(self.topic(body, role, stream)).values())
-
     def from_now(self, body: str, role: str, stream: str) -> Page:
         """An empty page whose cursor is the end of the caller's topic now: the start of a live tail."""
         topic = self._open_topic(body, role, stream)

@@ -63,7 +63,6 @@ def add_my_data(app: FastAPI, console: Console, pages: Pages, clock: Callable[[]
         identity = caller(request)
         found = subscriptions(console.policy(), identity.body, identity.role, clock())
         for entry in found:
-            entry["delivered"] = _delivered(deliveries, identity.body, identity.role, str(entry["stream"]))
             entry["lag"] = _lag(console.lag, str(entry["stream"]))
         return pages.render(request, "my_data.html", "My data", current="/my-data", subscriptions=found)
 
@@ -115,10 +114,3 @@ def _lag(lag: Callable[[str], int | None], stream: str) -> str:
     if behind == 0:
         return "none: every record published to the stream has been through the gate"
     return f"{behind} record{'s' if behind != 1 else ''} published to the stream not yet through the gate"
-
-
-def _delivered(deliveries: Deliveries, body: str, role: str, stream: str) -> str:
-    try:
-        return str(deliveries.delivered(body, role, stream))
-    except ServiceError:
-        return "cannot be counted just now"

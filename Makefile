@@ -29,11 +29,16 @@ demo: setup
 ## test: every check, the policy tests and all Python tests against the real Kafka and OPA
 test: check policy-test test-tools pytest
 
-# kcat (a Kafka client no one here wrote) for the interop tests; installed when missing and apt-get can.
+# kcat (a Kafka client no one here wrote) for the interop tests, and Debian's Chromium and its driver for the console's
+# browser tests (tests/browser); installed when missing and apt-get can (as root).
 test-tools:
 	@command -v kcat >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  (apt-get install -y -qq kcat >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq kcat)) \
 	  >/dev/null 2>&1; } || echo "kcat not installed: its interop test will be skipped"
+	@{ command -v chromium >/dev/null && command -v chromedriver >/dev/null; } || { [ "$$(id -u)" = 0 ] && \
+	  command -v apt-get >/dev/null && apt-get update -qq >/dev/null 2>&1 && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1; } || \
+	  echo "chromium and chromium-driver not installed: the console's browser tests will be skipped"
 
 check: lint typecheck policy-check
 

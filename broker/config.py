@@ -11,6 +11,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 KAFKA_VERSION = "4.3.1"
 OPA_VERSION = "v1.22.2"
+# The console's front end (npm, fetched at set-up into the cache) and the accessibility engine its tests inject.
+GOVUK_FRONTEND_VERSION = "6.6.0"
+AXE_CORE_VERSION = "4.14.1"
 
 
 # schemas/, catalog/ and policies/ of the source tree this package sits in; a deployment names its own copies.
@@ -48,6 +51,10 @@ class Settings(BaseSettings):
     registry_url: str | None = None
     api_url: str | None = None
     governance_url: str | None = None
+    # Where people open the console (sign-in links name it); `accord local env` prints the local one.
+    console_url: str | None = None
+    # Where the console's front-end packages are (default: fetched into the cache by `accord local fetch`).
+    console_assets: Path | None = None
     governance_tick_s: float = 1.0
     # How many days before an agreement's legal basis ends its parties are told (webhook), e.g. "14,3".
     legal_basis_notice_days: str = "14,3"
@@ -100,6 +107,14 @@ class Settings(BaseSettings):
     @property
     def kafka_libs(self) -> Path:
         return self.home / "kafka" / self.kafka_version / "libs"
+
+    @property
+    def console_assets_dir(self) -> Path:
+        """node_modules holding govuk-frontend (and axe-core for the browser tests)."""
+        if self.console_assets is not None:
+            return self.console_assets
+        versions = f"govuk-frontend-{GOVUK_FRONTEND_VERSION}-axe-{AXE_CORE_VERSION}"
+        return self.home / "console" / versions / "node_modules"
 
     @property
     def opa_binary(self) -> Path:

@@ -30,7 +30,7 @@ from tests.integration.gate_support import Receiver, make_test_catalog
 
 POLICIES = REPO_ROOT / "policies"
 SCHEMAS = REPO_ROOT / "schemas"
-_REAL = {"integration", "e2e"}
+_REAL = {"integration", "e2e", "browser"}
 
 
 def kafka_env(kafka: KafkaAccess) -> dict[str, str]:

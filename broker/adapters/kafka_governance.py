@@ -82,6 +82,36 @@ class KafkaGovernanceLog:
         self._producer.close()
 
 
+class GovernanceFeed:
+    """Reads the governance log, never writes it (the console's transparency figures): every committed event in
+    order, from the first."""
+
+    def __init__(self, kafka: KafkaAccess, topic: str = GOVERNANCE_TOPIC, client_id: str = "accord-console") -> None:
+        self._topic, self._tp = topic, TopicPartition(topic, 0)
+        self._consumer = KafkaConsumer(**kafka.client_options(), client_id=client_id, group_id=None,
+                                       enable_auto_commit=False, isolation_level="read_committed")
+        self._consumer.assign([self._tp])
+        self._consumer.seek_to_beginning(self._tp)
+
+    def read_new(self, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+        """Every committed event not read yet, up to the topic's current end."""
+        try:
+            end = int(self._consumer.end_offsets([self._tp])[self._tp])
+            events: list[dict[str, Any]] = []
+            deadline = time.monotonic() + timeout_s
+            while self._consumer.position(self._tp) < end:
+                if time.monotonic() > deadline:
+                    raise ServiceError(f"{self._topic} was not read to offset {end} within {timeout_s:.0f}s")
+                for batch in self._consumer.poll(timeout_ms=50).values():
+                    events.extend(json.loads(m.value) for m in batch if m.value is not None)
+            return events
+        except KafkaError as exc:
+            raise ServiceError(f"reading {self._topic} failed: {exc}") from exc
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
 def ensure_audit_topic(kafka: KafkaAccess, audit_topic: str = AUDIT_TOPIC) -> None:
     """The raw audit topic alone, for writers that are not the governance service (gates, policy changes)."""
     create_topics(kafka, [audit_topic], partitions=1,

@@ -178,6 +178,11 @@ def _rendered(page: Page, kind: str, deliveries: Deliveries) -> Response:
     return Response(text, media_type=NDJSON, headers=headers)
 
 
+def csv_of(page: Page, deliveries: Deliveries) -> str:
+    """A page as the pull API's CSV (the console's download too): the projected schema's columns, formula-safe."""
+    return _csv([to_json(r.value) for r in page.records], page.fields(deliveries.schema_fields(page.topic)))
+
+
 def _csv(records: list[dict[str, Any]], fields: list[str]) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore", lineterminator="\r\n")

@@ -89,14 +89,35 @@ def governance_serve(
           audit_signing_key(settings.secrets_dir))
 
 
+console_cli = typer.Typer(help="The Accord Console: web pages for members, and the public transparency page.",
+                          no_args_is_help=True)
+app.add_typer(console_cli, name="console")
+
+
+@console_cli.command("serve")
+def console_serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8070,
+) -> None:
+    """Serve the console (needs ACCORD_KAFKA_BOOTSTRAP and ACCORD_OPA_URL, or `accord local up`)."""
+    from broker.runtime.console import serve
+
+    settings = current_settings()
+    if not settings.kafka_bootstrap:
+        raise AccordError("the console needs ACCORD_KAFKA_BOOTSTRAP (or `accord local up`)")
+    serve(settings, kafka_access(settings, settings.kafka_bootstrap), host, port)
+
+
 @local.command("fetch")
 def local_fetch() -> None:
     """Fetch the Kafka jars (Maven) and build OPA (go install) into the cache, if not there yet."""
     settings = current_settings()
     libs = toolchain.ensure_kafka_jars(settings)
     opa = toolchain.ensure_opa(settings)
+    assets = toolchain.ensure_console_assets(settings)
     typer.echo(f"kafka {settings.kafka_version}: {libs}")
     typer.echo(f"opa {settings.opa_version}: {opa}")
+    typer.echo(f"console assets (govuk-frontend, axe-core): {assets}")
 
 
 @local.command("which")

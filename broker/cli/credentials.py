@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker.cli.context import current_settings
 from broker.clock import system_clock
@@ -56,16 +57,44 @@ def token(
     ttl: Annotated[str, typer.Option(help="how long it is valid: 15m, 8h, 7d (at most 30d)")] = "8h",
     out: Annotated[Path | None, typer.Option(help="write it to this file (mode 0600) instead of printing")] = None,
     catalog: Annotated[Path | None, typer.Option(help="catalog directory (default: ACCORD_CATALOG_DIR)")] = None,
+    link: Annotated[bool, typer.Option(help="print a one-time console sign-in link instead (valid 15 minutes "
+                                            "unless --ttl says less; the console takes it once)")] = False,
 ) -> None:
     """Issue a signed token for a person acting for a body in one of its roles."""
     check_holder(catalog or current_settings().catalog_dir, body, role)
     key = api_tokens.signing_key(current_settings().secrets_dir)
+    if link:
+        typer.echo(sign_in_link(key, body, role, person, min(parse_ttl(ttl), api_tokens.SIGN_IN_TTL)))
+        return
     issued = api_tokens.issue(key, body, role, person, parse_ttl(ttl), system_clock())
     if out is None:
         typer.echo(issued)
         return
     api_tokens.write_token(out, issued)
     typer.echo(f"token for {body}:{role}:{person} written to {out} (mode 0600), valid for {ttl}", err=True)
+
+
+def sign_in_link(key: Ed25519PrivateKey, body: str, role: str, person: str,
+                 ttl: dt.timedelta = api_tokens.SIGN_IN_TTL) -> str:
+    """A one-time console sign-in link: the console's address (ACCORD_CONSOLE_URL, or the local one) and a token
+    only the console's sign-in takes."""
+    if body == api_tokens.SERVICE_BODY:
+        raise AccordError("sign-in links are for people of member bodies; Accord's service and operator identities "
+                          "use tokens")
+    token = api_tokens.issue(key, body, role, person, ttl, system_clock(), use=api_tokens.SIGN_IN)
+    return f"{console_url()}/sign-in?link={token}"
+
+
+def console_url() -> str:
+    settings = current_settings()
+    if settings.console_url:
+        return settings.console_url.rstrip("/")
+    from broker.local.stack import LocalStack
+
+    endpoints = LocalStack(settings).endpoints()
+    if endpoints is None or not endpoints.console_url:
+        raise AccordError("no console address: set ACCORD_CONSOLE_URL, or run `accord local up`")
+    return endpoints.console_url
 
 
 @credentials_cli.command("rotate-signing-key")

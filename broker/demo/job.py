@@ -75,8 +75,30 @@ def run(endpoints: Endpoints, settings: Settings, say: Say = print, own_gate: bo
         gate_group = gate_settings.gate_group if own_gate else settings.gate_group
         revocation = _revoke_live(endpoints, settings, gate_group, readers, api, log, say)
         dispute = demo_dispute.run(endpoints, readers, log, say, settings)
+    _console_links(endpoints, settings, say)
     return {"catalog_revision": status.get("catalog_revision"), "views": views,
             "revocation": revocation, "dispute": dispute, "table": table}
+
+
+CONSOLE_PLAYERS = (("the Director of Public Health of Leicester", "leicester-city-council", "dph",
+                    "Exercise Director of Public Health"),
+                   ("UKHSA's information-governance lead", "ukhsa", "ig-lead", "Exercise IG Lead (UKHSA)"),
+                   ("a member of the governance board (DHSC)", "dhsc", "governance-board", "Exercise Board Member"))
+
+
+def _console_links(endpoints: Endpoints, settings: Settings, say: Say) -> None:
+    """Where the console is, and a one-time sign-in link for each of three players (as `accord credentials token
+    --link` prints them)."""
+    if not endpoints.console_url:
+        say("5. no console is running (`accord local up` starts it)")
+        return
+    say(f"5. the Accord Console is at {endpoints.console_url} (public transparency page: "
+        f"{endpoints.console_url}/transparency); one-time sign-in links, each valid for 15 minutes:")
+    key = api_tokens.signing_key(settings.secrets_dir)
+    for who, body, role, person in CONSOLE_PLAYERS:
+        token = api_tokens.issue(key, body, role, person, api_tokens.SIGN_IN_TTL, system_clock(),
+                                 use=api_tokens.SIGN_IN)
+        say(f"   {who}: {endpoints.console_url}/sign-in?link={token}")
 
 
 def _token(settings: Settings, body: str, role: str, person: str) -> str:

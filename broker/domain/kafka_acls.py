@@ -30,6 +30,7 @@ from typing import Any
 
 from broker.domain.topics import (
     AUDIT_TOPIC,
+    CHAIN_TOPIC,
     CONTROL_TOPIC,
     DELIVER_PREFIX,
     GOVERNANCE_TOPIC,
@@ -48,7 +49,7 @@ BROKER_USER = "accord.broker"  # the broker's own inter-broker SCRAM user, made 
 CONTROLLER_USER = "accord.controller"  # the KRaft controller listener's own PLAIN user, never a SCRAM user
 SERVICE_USERS: Mapping[str, str] = {
     "gate": "accord.gate", "api": "accord.api", "registry": "accord.registry", "governance": "accord.governance",
-    "fences": "accord.fences", "optout": "accord.optout",
+    "fences": "accord.fences", "optout": "accord.optout", "console": "accord.console",
 }
 SERVICE_PREFIX = "accord."
 # Ids as broker/domain/plans.py holds them (the catalog's are narrower: kebab-case). Neither holds a dot, so
@@ -180,13 +181,28 @@ def service_bindings() -> list[Binding]:
     out += _allow(governance, Resource.TOPIC, QUARANTINE_PREFIX, Op.READ, Op.DESCRIBE)
     out += _allow(governance, Resource.TRANSACTIONAL_ID, "accord-governance", Op.WRITE, Op.DESCRIBE)
     out += _allow(governance, Resource.TRANSACTIONAL_ID, "accord-audit-chainer-", Op.WRITE, Op.DESCRIBE)
-    return sorted(set(out + fence_bindings() + optout_bindings()))
+    return sorted(set(out + fence_bindings() + optout_bindings() + console_bindings()))
 
 
 def optout_bindings() -> list[Binding]:
     """The opt-out list's writer: it keeps `_accord.optout` (reads it to replace the list whole) and nothing else."""
     user = SERVICE_USERS["optout"]
     return _allow(user, Resource.TOPIC, OPTOUT_TOPIC, Op.READ, Op.WRITE, Op.CREATE, Op.DESCRIBE, Op.DESCRIBE_CONFIGS)
+
+
+def console_bindings() -> list[Binding]:
+    """The console reads, and never writes: the governance log (the transparency figures), the audit chain with its
+    anchors (the chain's verification status), and, as the pull API does, a signed-in subscriber's own deliveries
+    (the topic from the person's verified body and role) and the control topic to refuse a right that has ended."""
+    console = SERVICE_USERS["console"]
+    out: list[Binding] = []
+    for topic in (GOVERNANCE_TOPIC, CHAIN_TOPIC, CONTROL_TOPIC):
+        out += _allow(console, Resource.TOPIC, topic, Op.READ, Op.DESCRIBE, prefixed=False)
+    out += _allow(console, Resource.TOPIC, DELIVER_PREFIX, Op.READ, Op.DESCRIBE)
+    # The delivery lag: the gate group's committed offsets on the ingest topics, and those topics' ends.
+    out += _allow(console, Resource.TOPIC, INGEST_PREFIX, Op.DESCRIBE)
+    out += _allow(console, Resource.GROUP, "accord-gate", Op.DESCRIBE)
+    return out
 
 
 def fence_bindings() -> list[Binding]:

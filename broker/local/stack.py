@@ -41,6 +41,7 @@ class Endpoints:
     registry_url: str
     api_url: str
     governance_url: str
+    console_url: str | None = None
     kafka_password_file: Path | None = None  # where the principal's password is kept, when in a file
     opa_token_file: Path | None = None  # the OPA token this process calls with (the local writer's by default)
 
@@ -62,7 +63,8 @@ class Endpoints:
             opa.append(f"ACCORD_OPA_TOKEN_FILE={self.opa_token_file}")
         return [*kafka, *opa,
                 f"ACCORD_REGISTRY_URL={self.registry_url}", f"ACCORD_API_URL={self.api_url}",
-                f"ACCORD_GOVERNANCE_URL={self.governance_url}"]
+                f"ACCORD_GOVERNANCE_URL={self.governance_url}",
+                *([f"ACCORD_CONSOLE_URL={self.console_url}"] if self.console_url else [])]
 
 
 class LocalStack:
@@ -77,6 +79,7 @@ class LocalStack:
         self.api = PythonService("api", self.root / "api")
         self.gate = PythonService("gate", self.root / "gate")
         self.governance = PythonService("governance", self.root / "governance")
+        self.console = PythonService("console", self.root / "console")
         self.postgres = postgres_server.PostgresLayout(self.root / "postgres")
         self.state_file = self.root / "endpoints.json"
 
@@ -102,12 +105,12 @@ class LocalStack:
     def _running(self) -> dict[str, bool]:
         return {"kafka_bootstrap": self._kafka_running(), "opa_url": self._opa_running(),
                 "registry_url": self.registry.running(), "api_url": self.api.running(),
-                "governance_url": self.governance.running()}
+                "governance_url": self.governance.running(), "console_url": self.console.running()}
 
     def _external(self) -> dict[str, str | None]:
         s = self.settings
         return {"kafka_bootstrap": s.kafka_bootstrap, "opa_url": s.opa_url, "registry_url": s.registry_url,
-                "api_url": s.api_url, "governance_url": s.governance_url}
+                "api_url": s.api_url, "governance_url": s.governance_url, "console_url": s.console_url}
 
     # -- commands ----------------------------------------------------------------------------
     def up(self) -> Endpoints:
@@ -146,6 +149,11 @@ class LocalStack:
             known["governance_url"] = self.governance.start(env | service_env(s, "governance"), s.start_timeout_s,
                                                             probe="/health")
             self._record(governance_url=known["governance_url"])
+        if "console_url" not in known:
+            wired = {"ACCORD_REGISTRY_URL": known["registry_url"], "ACCORD_GOVERNANCE_URL": known["governance_url"]}
+            known["console_url"] = self.console.start(env | wired | service_env(s, "console"), s.start_timeout_s,
+                                                      probe="/health")
+            self._record(console_url=known["console_url"])
         if self._local_gate() and not self.gate.running():
             env |= {"ACCORD_REGISTRY_URL": known["registry_url"]}
             self._record(gate_url=self.gate.start(env | service_env(s, "gate"), s.start_timeout_s, probe="/health"))
@@ -222,6 +230,7 @@ class LocalStack:
         return [self._kafka_state(), self._http_state("opa", "opa_url", "/health?bundles"),
                 self._http_state("registry", "registry_url", "/"), self._http_state("api", "api_url", "/health"),
                 self._http_state("governance", "governance_url", "/health"),
+                self._http_state("console", "console_url", "/health"),
                 *([self._gate_state()] if self._local_gate() else []),
                 *([self._postgres_state()] if self._postgres_running() else [])]
 
@@ -244,7 +253,7 @@ class LocalStack:
 
     def _pid_file(self, name: str) -> Path:
         return {"opa": self.opa.pid_file, "registry": self.registry.pid_file, "api": self.api.pid_file,
-                "governance": self.governance.pid_file}[name]
+                "governance": self.governance.pid_file, "console": self.console.pid_file}[name]
 
     def _kafka_state(self) -> ServiceState:
         if self.settings.kafka_bootstrap:
@@ -279,7 +288,8 @@ class LocalStack:
 
     def down(self, wipe: bool = False) -> list[str]:
         """Stop the services this state directory started; with `wipe`, delete their data too."""
-        stopped = [svc.name for svc in (self.gate, self.governance, self.api, self.registry) if svc.stop()]
+        stopped = [svc.name for svc in (self.console, self.gate, self.governance, self.api, self.registry)
+                   if svc.stop()]
         if processes.stop(processes.read_pid(self.opa.pid_file), opa_server.MARKER):
             stopped.append("opa")
         if processes.stop(processes.read_pid(self.kafka.pid_file), kafka_server.MARKER):

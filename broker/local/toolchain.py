@@ -17,6 +17,7 @@ DEPLOY_LOCAL = REPO_ROOT / "deploy" / "local"
 _INSTALL_HINTS = {
     "java": "Java 17 or newer is needed to run Kafka: install a JDK (e.g. apt-get install openjdk-17-jdk-headless).",
     "mvn": "Maven is needed to fetch the Kafka jars: install it (e.g. apt-get install maven).",
+    "npm": "npm is needed to fetch the console's GOV.UK Frontend: install Node.js (e.g. apt-get install npm).",
     "go": "Go is needed to build OPA: install Go 1.22 or newer (https://go.dev/doc/install).",
 }
 
@@ -82,6 +83,26 @@ def ensure_opa(settings: Settings) -> Path:
         )
         Path(scratch, "opa").rename(binary)
     return binary
+
+
+def ensure_console_assets(settings: Settings) -> Path:
+    """node_modules with govuk-frontend and axe-core (npm), fetched into the cache if not there yet."""
+    from broker.config import AXE_CORE_VERSION, GOVUK_FRONTEND_VERSION
+
+    target = settings.console_assets_dir
+    if (target / "govuk-frontend" / "dist" / "govuk" / "govuk-frontend.min.css").is_file():
+        return target
+    npm = require_tool("npm")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Fetch into a scratch directory and rename, so an interrupted fetch never looks complete.
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".fetch-") as scratch:
+        _run([npm, "install", "--no-audit", "--no-fund", "--ignore-scripts", "--no-save", "--prefix", scratch,
+              f"govuk-frontend@{GOVUK_FRONTEND_VERSION}", f"axe-core@{AXE_CORE_VERSION}"],
+             f"Fetching govuk-frontend {GOVUK_FRONTEND_VERSION} and axe-core {AXE_CORE_VERSION} with npm")
+        if target.exists():
+            shutil.rmtree(target)
+        Path(scratch, "node_modules").rename(target)
+    return target
 
 
 def ensure_all(settings: Settings) -> tuple[Path, Path]:

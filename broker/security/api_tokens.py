@@ -45,6 +45,10 @@ SERVICE_BODY, SERVICE_ROLE = "accord", "service"
 # The people who run Accord act as body `accord` in this role; policies/authz lets it apply the catalog, nothing else.
 OPERATOR_ROLE = "operator"
 DEFAULT_TTL = dt.timedelta(hours=8)
+# A one-time console sign-in link carries a token with this `use`: the console exchanges it once for a session, and
+# no API takes it as a bearer token (a link may linger in a browser's history or a mail archive).
+SIGN_IN = "console-sign-in"
+SIGN_IN_TTL = dt.timedelta(minutes=15)
 MAX_TTL = dt.timedelta(days=30)
 # A new key only makes callers ask for new tokens, so a damaged one may be replaced.
 _REPLACE = "run `accord credentials rotate-signing-key` to make a new one (every token must then be issued again)"
@@ -75,14 +79,18 @@ def key_id(public: Ed25519PublicKey) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-def issue(key: Ed25519PrivateKey, body: str, role: str, person: str, ttl: dt.timedelta, now: dt.datetime) -> str:
-    """A token for `person` acting for `body` as `role`, valid from `now` for `ttl`."""
+def issue(key: Ed25519PrivateKey, body: str, role: str, person: str, ttl: dt.timedelta, now: dt.datetime,
+          use: str | None = None) -> str:
+    """A token for `person` acting for `body` as `role`, valid from `now` for `ttl`; `use` SIGN_IN for a sign-in
+    link's token, which only the console's exchange accepts."""
     if not (body and role and person):
         raise AuthenticationError("a token needs a body, a role and a person, none of them empty")
     if not dt.timedelta(0) < ttl <= MAX_TTL:
         raise ConfigError(f"a token's lifetime must be more than 0 and at most {MAX_TTL.days} days, not {ttl}")
     claims = {"iss": ISSUER, "sub": body, "role": role, "person": person, "iat": now, "exp": now + ttl,
               "jti": uuid.uuid4().hex}
+    if use is not None:
+        claims["use"] = use
     return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": key_id(key.public_key())})
 
 
@@ -96,6 +104,14 @@ class TokenVerifier:
     clock: Clock
 
     def verify(self, token: str) -> Identity:
+        """The Identity of a bearer token; AuthenticationError for anything else, a sign-in link's token included."""
+        return self._verified(token, None)
+
+    def verify_sign_in(self, token: str) -> Identity:
+        """The Identity of a sign-in link's token (the console's exchange); a bearer token is refused here."""
+        return self._verified(token, SIGN_IN)
+
+    def _verified(self, token: str, use: str | None) -> Identity:
         public = self.public_key()
         try:
             header = jwt.get_unverified_header(token)
@@ -105,6 +121,9 @@ class TokenVerifier:
             raise AuthenticationError("the token was signed by a key that is no longer Accord's (it was rotated); "
                                       "ask for a new token")
         claims = self._claims(token, public)
+        if claims.get("use") != use:
+            raise AuthenticationError("a sign-in link's token is exchanged once at the console, never sent as a "
+                                      "bearer token" if use is None else "this is not a sign-in link's token")
         body = str(claims["sub"])
         revoked = self.revoked_before().get(body)
         if revoked is not None and int(claims["iat"]) < revoked:

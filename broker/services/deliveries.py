@@ -105,6 +105,15 @@ class Deliveries:
             positions = advanced(positions, record.partition, record.offset)
             yield record, self._cursors.encode(page.topic, positions)
 
+    def latest(self, body: str, role: str, stream: str, count: int) -> Page:
+        """The caller's newest records, at most `count` per partition (the console's preview); DeliveryRefused as
+        `page`."""
+        topic = self._open_topic(body, role, stream)
+        if self._log.partitions(topic) is None:
+            return Page([], self._cursors.encode(topic, {}), topic, {})
+        start = {p: max(0, end - count) for p, end in self._log.ends(topic).items()}
+        return self.page(body, role, stream, self._cursors.encode(topic, start), max(1, count * len(start)))
+
     def from_now(self, body: str, role: str, stream: str) -> Page:
         """An empty page whose cursor is the end of the caller's topic now: the start of a live tail."""
         topic = self._open_topic(body, role, stream)

@@ -335,6 +335,29 @@ _body_may if {
 	input.route == "/deliveries/{stream}/receipts"
 }
 
+# -- the console: its pages for any member in any of its roles ------------------------------------------------------
+# What a page shows is the member's own (its deliveries through the pull API, the disputes the governance API lets it
+# read in full); a dispute form the console posts is decided again by the governance API, as this policy says there.
+
+_console_pages := {
+	"/", "/catalogue", "/my-data", "/my-data/{stream}", "/my-data/{stream}/records.csv",
+	"/disputes", "/disputes/{ident}", "/audit",
+}
+
+_console_forms := {"/sign-out", "/disputes/{ident}/decision", "/disputes/{ident}/comments"}
+
+_body_may if {
+	input.service == "console"
+	_read
+	input.route in _console_pages
+}
+
+_body_may if {
+	input.service == "console"
+	input.method == "POST"
+	input.route in _console_forms
+}
+
 # -- the schema registry: a body sees the subjects of streams it publishes or receives; a publisher writes its own ---
 
 # METADATA

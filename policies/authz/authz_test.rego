@@ -452,3 +452,31 @@ test_members_read_review_tasks_and_record_a_review if {
 	_allowed(_call("governance", "POST", "/reviews/{task}/completion", _who("ukhsa", "ig-lead")))
 	not _allowed(_call("governance", "DELETE", "/reviews", _who("ukhsa", "ig-lead")))
 }
+
+test_console_pages_for_any_member_in_any_role if {
+	authz.decision.allow with input as _call("console", "GET", "/catalogue", _who("leicester", "analyst"))
+		with data.accord.catalog as _catalog
+	authz.decision.allow with input as _call("console", "GET", "/my-data/{stream}", _who("blaby", "environmental-health"))
+		with data.accord.catalog as _catalog
+	authz.decision.allow with input as _call("console", "POST", "/disputes/{ident}/decision", _who("dhsc", "governance-board"))
+		with data.accord.catalog as _catalog
+}
+
+test_console_refuses_a_role_the_body_does_not_hold if {
+	answer := authz.decision with input as _call("console", "GET", "/catalogue", _who("leicester", "arbiter"))
+		with data.accord.catalog as _catalog
+	not answer.allow
+	answer.reasons == ["leicester holds no role arbiter in the applied catalog"]
+}
+
+test_console_refuses_a_page_it_does_not_have_and_a_post_to_a_page if {
+	not authz.allow with input as _call("console", "GET", "/admin", _who("leicester", "dph"))
+		with data.accord.catalog as _catalog
+	not authz.allow with input as _call("console", "POST", "/catalogue", _who("leicester", "dph"))
+		with data.accord.catalog as _catalog
+}
+
+test_the_operator_has_no_console if {
+	not authz.allow with input as _call("console", "GET", "/catalogue", _who("accord", "operator"))
+		with data.accord.catalog as _catalog
+}

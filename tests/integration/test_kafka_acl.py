@@ -278,3 +278,11 @@ def test_only_the_governance_service_writes_the_control_topic(services: Endpoint
                  SERVICE_USERS["fences"]):
         with pytest.raises(TopicAuthorizationFailedError):
             _write(kafka_as(user), CONTROL_TOPIC, b'{"kind": "revocation", "agreement": "t1-leicester"}')
+
+
+def test_the_console_writes_nothing(services: Endpoints, kafka_as: KafkaAs, applied_catalog: dict[str, Any]) -> None:
+    # Without the cluster's IDEMPOTENT_WRITE the console's producer is refused before any topic is asked.
+    console = kafka_as(SERVICE_USERS["console"])
+    for topic in (CONTROL_TOPIC, "_accord.governance", "ingest.ukhsa.positive-tests"):
+        with pytest.raises(KafkaError, match="AuthorizationFailed"):
+            _write(console, topic, b'{"kind": "revocation", "agreement": "t1-leicester"}')

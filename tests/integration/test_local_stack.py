@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import requests
 
 from broker.config import Settings
@@ -38,13 +40,13 @@ def test_cli_up_status_env_down_leaves_nothing_running(tmp_path: Path) -> None:
     try:
         status = _accord(["local", "status"], env)
         assert status.returncode == 0, status.stdout + status.stderr
-        for name in ("kafka", "opa", "registry", "api", "governance", "gate"):
+        for name in ("kafka", "opa", "registry", "api", "governance", "console", "gate"):
             assert f"{name:<8} up" in status.stdout
         printed = _accord(["local", "env"], env).stdout.splitlines()
         assert [line.split("=")[0] for line in printed] == [
             "ACCORD_KAFKA_BOOTSTRAP", "ACCORD_KAFKA_SECURITY_PROTOCOL", "ACCORD_KAFKA_USERNAME",
             "ACCORD_KAFKA_PASSWORD_FILE", "ACCORD_OPA_URL", "ACCORD_OPA_TOKEN_FILE", "ACCORD_REGISTRY_URL",
-            "ACCORD_API_URL", "ACCORD_GOVERNANCE_URL"]
+            "ACCORD_API_URL", "ACCORD_GOVERNANCE_URL", "ACCORD_CONSOLE_URL"]
         # the password and OPA's token are named by their files (0600), never printed
         for variable in ("ACCORD_KAFKA_PASSWORD_FILE", "ACCORD_OPA_TOKEN_FILE"):
             secret_file = Path(dict(line.split("=", 1) for line in printed)[variable])
@@ -72,8 +74,9 @@ def test_cli_up_status_env_down_leaves_nothing_running(tmp_path: Path) -> None:
         assert "by tests (operator, accord)" in applied.stdout
     finally:
         down = _accord(["local", "down"], env)
-    assert down.returncode == 0 and down.stdout.strip() == "stopped: gate, governance, api, registry, opa, kafka"
-    for name in ("kafka", "opa", "registry", "api", "governance", "gate"):
+    assert down.returncode == 0
+    assert down.stdout.strip() == "stopped: console, gate, governance, api, registry, opa, kafka"
+    for name in ("kafka", "opa", "registry", "api", "governance", "console", "gate"):
         assert not (tmp_path / "state" / name / f"{name}.pid").exists()
     after = _accord(["local", "status"], env)
     assert after.returncode == 1 and "DOWN" in after.stdout
@@ -94,7 +97,7 @@ def _uses_external(services: Endpoints, tmp_path: Path) -> None:
                         kafka_username=services.kafka.username, kafka_password_file=services.kafka_password_file,
                         opa_url=services.opa_url, opa_token_file=services.opa_token_file,
                         registry_url=services.registry_url, api_url=services.api_url,
-                        governance_url=services.governance_url)
+                        governance_url=services.governance_url, console_url=services.console_url)
     stack = LocalStack(settings)
     assert stack.up() == services
     assert not (tmp_path / "governance" / "governance.pid").exists()
@@ -103,6 +106,7 @@ def _uses_external(services: Endpoints, tmp_path: Path) -> None:
     assert not (tmp_path / "registry" / "registry.pid").exists()
     assert not (tmp_path / "api" / "api.pid").exists()
     assert not (tmp_path / "gate" / "gate.pid").exists()
+    assert not (tmp_path / "console" / "console.pid").exists()
     states = stack.status()
     assert all(s.running and not s.managed for s in states)
     assert stack.down() == []
@@ -157,6 +161,24 @@ def test_demo_delivers_each_view_and_enforces_a_revocation(services: Endpoints, 
     table = result["table"]
     assert table["rows"] == demo.DAY_CASES["leicester"] and table["total"] >= table["rows"]
     assert any("PostgreSQL sink" in line for line in said)
+    _signs_in_at_the_console(services, said)
+
+
+def _signs_in_at_the_console(services: Endpoints, said: list[str]) -> None:
+    """The demo's closing lines name the stack's console and a link per player; the DPH's link signs in there."""
+    assert services.console_url is not None
+    assert any(f"the Accord Console is at {services.console_url}" in line for line in said)
+    links = [line.split(": ", 1)[1] for line in said if "/sign-in?link=" in line]
+    assert len(links) == 3 and all(link.startswith(f"{services.console_url}/sign-in?link=") for link in links)
+    with httpx.Client(follow_redirects=False) as browser:
+        landing = browser.get(links[0])
+        csrf = re.search(r'name="csrf" value="([^"]+)"', landing.text)
+        assert landing.status_code == 200 and csrf is not None
+        link = links[0].split("link=", 1)[1]
+        signed_in = browser.post(f"{services.console_url}/sign-in", data={"csrf": csrf.group(1), "link": link})
+        assert signed_in.status_code == 303 and signed_in.headers["location"] == "/"
+        home = browser.get(f"{services.console_url}/")
+        assert home.status_code == 200 and "Exercise Director of Public Health" in home.text
 
 
 def test_session_services_are_managed_processes(services: Endpoints) -> None:

@@ -27,13 +27,15 @@ def test_external_endpoints_come_from_environment(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("ACCORD_REGISTRY_URL", "http://registry.example:8081")
     monkeypatch.setenv("ACCORD_API_URL", "http://api.example:8080")
     monkeypatch.setenv("ACCORD_GOVERNANCE_URL", "http://governance.example:8090/")
+    monkeypatch.setenv("ACCORD_CONSOLE_URL", "https://console.example")
     endpoints = LocalStack(Settings(state_dir=tmp_path)).endpoints()
     assert endpoints is not None
     assert endpoints.env_lines() == ["ACCORD_KAFKA_BOOTSTRAP=kafka.example:9092",
                                      "ACCORD_OPA_URL=http://opa.example:8181",
                                      "ACCORD_REGISTRY_URL=http://registry.example:8081",
                                      "ACCORD_API_URL=http://api.example:8080",
-                                     "ACCORD_GOVERNANCE_URL=http://governance.example:8090"]
+                                     "ACCORD_GOVERNANCE_URL=http://governance.example:8090",
+                                     "ACCORD_CONSOLE_URL=https://console.example"]
 
 
 def test_server_properties_single_node_kraft_on_loopback_with_authentication(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from broker.api.deliveries import NEXT_CURSOR, LiveOptions
 from broker.domain.cursors import CursorCodec
 from broker.domain.fences import Access
 from broker.domain.topics import delivery_topic, value_subject
+from broker.errors import DeliveryRefused
 from broker.services.deliveries import Deliveries
 from broker.services.serde import AvroSerializer, SerializationContext
 from tests.unit.auth_fakes import bearer, guard
@@ -252,3 +253,14 @@ def test_kafka_out_of_reach_is_503_to_retry_not_a_500(client: TestClient, world:
     for path in (f"/deliveries/{T1}", f"/deliveries/{T1}/events"):
         response = client.get(path, headers=bearer(LEICESTER, "dph"))
         assert response.status_code == 503 and response.headers["retry-after"], path
+
+
+def test_the_latest_records_are_the_callers_newest_per_partition(world: World) -> None:
+    world.deliver(DPH, "P1-0", partition=1)
+    latest = world.deliveries.latest(LEICESTER, "dph", T1, 2)
+    assert sorted(str(r.value["specimen_id"]) for r in latest.records) == ["L3", "L4", "P1-0"]
+    assert world.deliveries.latest(NOTTINGHAM, "dph", T1, 2).records[0].value["specimen_id"] == "N0"
+    assert world.deliveries.latest(LEICESTER, "analyst", T1, 2).records == []   # nothing delivered to this role
+    world.closed[DPH] = "agreement t1-leicester was revoked"
+    with pytest.raises(DeliveryRefused, match="revoked"):
+        world.deliveries.latest(LEICESTER, "dph", T1, 2)

@@ -111,12 +111,12 @@ def test_the_gate_reads_ingest_and_writes_deliveries_but_reads_no_delivery(bindi
     assert not _allowed(bindings, gate, Resource.TOPIC, "_accord.governance", Op.WRITE)
 
 
-def test_only_the_gate_writes_a_delivery_topic_and_only_the_pull_api_reads_one() -> None:
+def test_only_the_gate_writes_a_delivery_topic_and_only_the_pull_api_and_the_console_read_one() -> None:
     writers = {u for u in SERVICE_USERS.values() if _allowed(service_bindings(), u, Resource.TOPIC, "deliver.x.dph.s",
                                                               Op.WRITE)}
     readers = {u for u in SERVICE_USERS.values() if _allowed(service_bindings(), u, Resource.TOPIC, "deliver.x.dph.s",
                                                               Op.READ)}
-    assert (writers, readers) == ({SERVICE_USERS["gate"]}, {SERVICE_USERS["api"]})
+    assert (writers, readers) == ({SERVICE_USERS["gate"]}, {SERVICE_USERS["api"], SERVICE_USERS["console"]})
     # The pull API needs the control topic to refuse an ended right, and never writes it.
     assert _allowed(service_bindings(), SERVICE_USERS["api"], Resource.TOPIC, "_accord.control", Op.READ)
     assert not _allowed(service_bindings(), SERVICE_USERS["api"], Resource.TOPIC, "_accord.control", Op.WRITE)
@@ -129,6 +129,18 @@ def test_the_api_reads_receipt_keys_on_the_governance_log_and_appends_receipts_t
     assert _allowed(bindings, api, Resource.TOPIC, "_accord.audit", Op.WRITE)
     assert not _allowed(bindings, api, Resource.TOPIC, "_accord.audit", Op.READ)
     assert not _allowed(bindings, api, Resource.TOPIC, "_accord.audit.chain", Op.WRITE)
+
+
+def test_the_console_reads_and_never_writes() -> None:
+    console = [b for b in service_bindings() if b.user == SERVICE_USERS["console"]]
+    assert {b.op for b in console} == {Op.READ, Op.DESCRIBE}
+    for topic in ("_accord.governance", "_accord.audit.chain", "_accord.control", "deliver.x.dph.s"):
+        assert _allowed(service_bindings(), SERVICE_USERS["console"], Resource.TOPIC, topic, Op.READ)
+    for topic in ("_accord.audit", "ingest.ukhsa.positive-tests", "quarantine.ukhsa.positive-tests"):
+        assert not _allowed(service_bindings(), SERVICE_USERS["console"], Resource.TOPIC, topic, Op.READ)
+    # The delivery lag: the gate group's offsets are described, never joined or committed.
+    assert _allowed(service_bindings(), SERVICE_USERS["console"], Resource.GROUP, "accord-gate", Op.DESCRIBE)
+    assert not _allowed(service_bindings(), SERVICE_USERS["console"], Resource.GROUP, "accord-gate", Op.READ)
 
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
@@ -42,10 +42,11 @@ class KafkaLog:
         return int(result.partition), int(result.offset)
 
     def read(
-        self, topic: str, max_records: int, timeout_s: float = 10.0, start_offset: int = 0,
+        self, topic: str, max_records: int, timeout_s: float = 10.0, start_offset: int | Mapping[int, int] = 0,
         partitions: Sequence[int] | None = None,
     ) -> list[Record]:
-        """Committed records of `partitions` (default: all) of `topic` from `start_offset`, up to `max_records`."""
+        """Committed records of `partitions` (default: all) of `topic` from `start_offset` (one offset for every
+        partition, or one per partition: a partition not named from 0), up to `max_records`."""
         consumer = KafkaConsumer(
             **self.kafka.client_options(), client_id=self.client_id, group_id=None,
             isolation_level="read_committed", enable_auto_commit=False,
@@ -55,7 +56,7 @@ class KafkaLog:
             tps = [TopicPartition(topic, p) for p in chosen]
             consumer.assign(tps)
             for tp in tps:
-                consumer.seek(tp, start_offset)
+                consumer.seek(tp, start_offset if isinstance(start_offset, int) else start_offset.get(tp.partition, 0))
             records: list[Record] = []
             deadline = time.monotonic() + timeout_s
             while len(records) < max_records and time.monotonic() < deadline:

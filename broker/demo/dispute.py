@@ -18,7 +18,7 @@ from broker.domain.disputes import parse_stamp
 from broker.domain.topics import delivery_topic
 from broker.local.stack import Endpoints
 from broker.runtime.api import open_ingest
-from broker.runtime.deliveries import RoleReaders
+from broker.runtime.deliveries import RoleReaders, ends_now
 from broker.security import api_tokens
 from broker.services import policy_changes
 
@@ -88,11 +88,12 @@ def _timeline(dispute: Mapping[str, Any]) -> list[str]:
 def _deliveries(endpoints: Endpoints, settings: Settings, readers: RoleReaders) -> dict[str, Any]:
     day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     cases = positive_tests(day, {"blaby": 4, "charnwood": 3, "leicester": 3}, prefix=f"O{uuid.uuid4().hex[:5].upper()}")
+    topic = delivery_topic(BLABY, "environmental-health", STREAM)
+    starts = ends_now(endpoints.kafka, [topic]).get(topic, {})
     with open_ingest(endpoints.kafka, endpoints.registry_url, settings) as (ingest, _):
         outcomes = ingest.publish(STREAM, cases, source="demo")
     sources = {f"{o.topic}/{o.partition}/{o.offset}".encode(): cases[o.index] for o in outcomes}
-    topic = delivery_topic(BLABY, "environmental-health", STREAM)
-    got = readers(BLABY, "environmental-health").read(topic, 0, lambda _, h: h.get("accord.source") in sources,
+    got = readers(BLABY, "environmental-health").read(topic, starts, lambda _, h: h.get("accord.source") in sources,
                                                       want=4, timeout_s=15)
     return {"published": len(cases), "rows": len(got), "fields": sorted(got[0].value) if got else [],
             "areas": sorted({str(sources[d.source]["ltla"]) for d in got})}   # of the records delivered from

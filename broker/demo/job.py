@@ -25,7 +25,7 @@ from broker.demo.synthetic import positive_tests
 from broker.domain.topics import delivery_topic, ingest_topic
 from broker.local.stack import Endpoints
 from broker.runtime.api import open_ingest
-from broker.runtime.deliveries import RoleReaders
+from broker.runtime.deliveries import RoleReaders, ends_now
 from broker.runtime.gate import GateEndpoints, GateThread
 from broker.security import api_tokens
 from broker.security.api_tokens import ServiceTokens
@@ -128,6 +128,7 @@ def _publish_day(endpoints: Endpoints, settings: Settings, readers: RoleReaders,
     cases = positive_tests(day, DAY_CASES, prefix=prefix)
     no_geography = {"ltla": None, "utla": None, "lsoa": None}
     lost = positive_tests(day, {"leicester": 1}, prefix=f"{prefix}-NOGEO")[0] | no_geography
+    starts = ends_now(endpoints.kafka, [delivery_topic(s, r, STREAM) for s, r in VIEWS])
     with open_ingest(endpoints.kafka, endpoints.registry_url, settings) as (ingest, _):
         outcomes = ingest.publish(STREAM, [*cases, lost], source="demo")
     sources = {f"{o.topic}/{o.partition}/{o.offset}".encode() for o in outcomes if o.status == "accepted"}
@@ -137,7 +138,7 @@ def _publish_day(endpoints: Endpoints, settings: Settings, readers: RoleReaders,
     expected = _expected_counts(cases)
     for subscriber, role in VIEWS:
         topic, reader = delivery_topic(subscriber, role, STREAM), readers(subscriber, role)
-        got = reader.read(topic, 0, lambda _, h: h.get("accord.source") in sources,
+        got = reader.read(topic, starts.get(topic, {}), lambda _, h: h.get("accord.source") in sources,
                           want=expected.get(subscriber, 0), timeout_s=15)
         fields = sorted(got[0].value) if got else []
         views[f"{subscriber}/{role}"] = {"rows": len(got), "fields": fields, "login": reader.login,
@@ -180,6 +181,7 @@ def _revoke_live(endpoints: Endpoints, settings: Settings, gate_group: str, read
     sent_at: dict[str, float] = {}
     stop = threading.Event()
     since = end_positions(endpoints.kafka, [ingest_topic(STREAM)])
+    delivered_from = ends_now(endpoints.kafka, [topic]).get(topic, {})
     publisher = threading.Thread(target=publish_steadily, daemon=True, kwargs={
         "settings": settings, "kafka": endpoints.kafka, "registry_url": endpoints.registry_url, "stream": STREAM,
         "records": cases, "pause_s": 0.01, "key_field": "utla", "sent_at": sent_at, "stop": stop,
@@ -203,7 +205,8 @@ def _revoke_live(endpoints: Endpoints, settings: Settings, gate_group: str, read
         publisher.join(timeout=10)
         api.call("POST", f"/agreements/{REVOKED}/reinstate", ig_lead, {"reason": "demo: the exercise goes on"})
     names = set(sent_at)
-    got = readers("leicester-city-council", "dph").read(topic, 0, lambda v, _: v.get("specimen_id") in names,
+    got = readers("leicester-city-council", "dph").read(topic, delivered_from,
+                                                        lambda v, _: v.get("specimen_id") in names,
                                                         want=len(names), timeout_s=3, settle_s=0)
     before = [s for s, t in sent_at.items() if t <= acked_at]
     leaked = [d for d in got if sent_at[d.value["specimen_id"]] > acked_at]

@@ -4,11 +4,12 @@ Kafka login of the subscriber's role."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from broker.adapters.kafka_access import KafkaAccess
+from broker.adapters.kafka_admin import end_positions
 from broker.adapters.kafka_log import KafkaLog
 from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.config import Settings
@@ -42,10 +43,10 @@ class DeliveryReader:
         self._log.close()
         self._registry.close()
 
-    def read(self, topic: str, start: int, select: Select, want: int, timeout_s: float = 20.0,
+    def read(self, topic: str, start: int | Mapping[int, int], select: Select, want: int, timeout_s: float = 20.0,
              settle_s: float = 1.5) -> list[Delivered]:
-        """Selected records from offset `start`; waits for `want` of them, then `settle_s` longer so that
-        over-delivery would show; returns what it has when `timeout_s` passes."""
+        """Selected records from offset `start` (or per partition, as `ends_now` gives them); waits for `want` of
+        them, then `settle_s` longer so that over-delivery would show; returns what it has when `timeout_s` passes."""
         deadline = time.monotonic() + timeout_s
         settled_at: float | None = None
         while True:
@@ -85,3 +86,12 @@ class RoleReaders:
         for reader in self._readers.values():
             reader.close()
         self._readers.clear()
+
+
+def ends_now(kafka: KafkaAccess, topics: Iterable[str]) -> dict[str, dict[int, int]]:
+    """Each topic's end offset per partition now: where to read what is published next from (a topic with a long
+    history is then not read from its beginning)."""
+    out: dict[str, dict[int, int]] = {}
+    for (topic, partition), end in end_positions(kafka, topics).items():
+        out.setdefault(topic, {})[partition] = end
+    return out

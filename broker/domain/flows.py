@@ -36,3 +36,4 @@ class Flow(TypedDict, total=False):
     emergency_level_required: str
     signatories: list[dict[str, str]]
     source: dict[str, str]               # grants: where it came from (a dispute)
+    backfill: str                        # history asked for on coming into force: P28D or a date

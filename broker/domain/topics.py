@@ -19,6 +19,7 @@ STATUS_TOPIC = f"{INTERNAL_PREFIX}gate-status"       # gate workers' acknowledge
 GOVERNANCE_TOPIC = f"{INTERNAL_PREFIX}governance"    # disputes, approvals, declarations: the source of truth
 AUDIT_TOPIC = f"{INTERNAL_PREFIX}audit"              # every decision, batch and governance event, unchained
 SCHEMAS_TOPIC = f"{INTERNAL_PREFIX}schemas"          # the schema registry's compacted changelog
+BACKFILL_TOPIC = f"{INTERNAL_PREFIX}backfill"        # history on a new grant: boundaries and progress, compacted
 CHAIN_SUFFIX = ".chain"
 
 

@@ -16,8 +16,9 @@ import uvicorn
 from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_admin import create_topics
 from broker.adapters.kafka_control import ControlReader, ControlWriter, ensure_control_topics
+from broker.adapters.kafka_history import BackfillLogReader, HistoryReader, ensure_backfill_topic
 from broker.adapters.kafka_transactions import TransactionalStage
-from broker.adapters.metrics import PrometheusGateCounters
+from broker.adapters.metrics import PrometheusBackfillCounters, PrometheusGateCounters
 from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.api.auth import Guard
 from broker.api.gate_app import create_gate_app
@@ -57,6 +58,7 @@ def open_gate(endpoints: GateEndpoints, settings: Settings, worker: str,
     kafka = endpoints.kafka
     ensure_stream_topics(kafka, schemas)
     ensure_control_topics(kafka)
+    ensure_backfill_topic(kafka)
     secret_env = settings.pseudonym_secret.get_secret_value() if settings.pseudonym_secret else None
     with ExitStack() as stack:
         engine = opa_engine(endpoints.opa_url, settings, WRITER)
@@ -71,6 +73,10 @@ def open_gate(endpoints: GateEndpoints, settings: Settings, worker: str,
                                    f"accord-gate-{worker}", transaction_timeout_ms=transaction_timeout_ms,
                                    start_from=settings.gate_start_from)
         stack.callback(stage.close)
+        history = HistoryReader(kafka, client_id=f"accord-gate-history-{worker}")
+        stack.callback(history.close)
+        backfill_log = BackfillLogReader(kafka, client_id=f"accord-gate-backfill-{worker}")
+        stack.callback(backfill_log.close)
         parts = GateParts(
             stage=stage, control=control, control_keys=trusted_keys(settings.secrets_dir, settings.control_public_key),
             planner=Planner(engine), registry=registry, schemas=schemas,
@@ -80,6 +86,7 @@ def open_gate(endpoints: GateEndpoints, settings: Settings, worker: str,
             residence=load_residence(settings.residence_lookup, settings.geography_dir),
             status=lambda w, value: _ignore(status.append(w, value, topic=STATUS_TOPIC)),
             audit=lambda kind, record: _ignore(status.append(kind, record, topic=AUDIT_TOPIC)),
+            history=history, backfill_log=backfill_log, backfill_counters=PrometheusBackfillCounters(),
         )
         yield Gate(parts, worker, counters=PrometheusGateCounters(), ready=stage.ready)
 

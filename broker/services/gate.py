@@ -19,9 +19,10 @@ from broker.domain.jurisdiction import Unresolved, resolve_areas
 from broker.domain.messages import ControlRecord, Record
 from broker.domain.plans import LSOA_TAG, Plan
 from broker.domain.residence import ResidenceTable
-from broker.domain.topics import AUDIT_TOPIC, ingest_topic, quarantine_topic
+from broker.domain.topics import AUDIT_TOPIC, BACKFILL_TOPIC, ingest_topic, quarantine_topic
 from broker.domain.validation import field_tags, is_blank, validate_record
 from broker.errors import AccordError, SerdeError
+from broker.services.backfill import BackfillCounters, Backfiller, BackfillLogSource, HistorySource, Work
 from broker.services.batch_audit import BatchAudit, Placement
 from broker.services.delivery_table import Delivery, DeliveryTable
 from broker.services.ingest import AVRO_DECODE
@@ -35,6 +36,7 @@ SUBSCRIBER_REQUIRED = "subscriber-required"
 SOURCE_HEADER = "accord.source"
 REVISION_HEADER = "accord.revision"
 WORKER_HEADER = "accord.worker"
+BACKFILL_HEADER = "accord.backfill"  # on a replayed record: the grant whose history it is
 
 
 
@@ -47,7 +49,8 @@ class Stage(Protocol):
     def send(self, topic: str, value: bytes | None, key: bytes | None = None,
              headers: Sequence[tuple[str, bytes]] = ()) -> Placement: ...
     def flush(self) -> None: ...
-    def commit(self, consumed: Sequence[Record]) -> None: ...
+    def positions(self) -> Mapping[tuple[str, int], int]: ...
+    def commit(self, consumed: Sequence[Record], fenced: bool = False) -> None: ...
     def abort(self) -> None: ...
 
 
@@ -100,6 +103,10 @@ class GateParts:
     audit: AuditAppender
     residence: ResidenceTable | None = None
     audit_topic: str = AUDIT_TOPIC  # where delivery-batch records go, inside each batch's transaction
+    # History on a new grant (services/backfill.py); without them a grant's `backfill` is not replayed.
+    history: HistorySource | None = None
+    backfill_log: BackfillLogSource | None = None
+    backfill_counters: BackfillCounters | None = None
 
 
 class Gate:
@@ -129,6 +136,8 @@ class Gate:
                       for s, schema in parts.schemas.items()}
         self._decode = {s: AvroDeserializer(parts.registry, json.dumps(schema)) for s, schema in parts.schemas.items()}
         self._batch = BatchAudit()  # this batch's deliveries and quarantined rows, audited in its transaction
+        self._backfill = None if parts.history is None or parts.backfill_log is None else Backfiller(
+            parts.history, parts.backfill_log, worker, self._clock, parts.backfill_counters)
 
     @property
     def topics(self) -> list[str]:
@@ -196,14 +205,17 @@ class Gate:
         except BaseException:
             self._p.stage.abort()  # fail closed: nothing leaves, the batch is consumed again later
             raise
-        if not records:
+        work = self._history_work(records)
+        if not records and work is None:
             return 0
         self._p.stage.begin()
         try:
             for record in records:
                 self._route(record)
+            if work is not None:
+                self._replay(work)
             self._audit_batch()
-            self._p.stage.commit(records)
+            self._p.stage.commit(records, fenced=work is not None)
         except BaseException:
             self._tally.clear()  # the batch is consumed again: count it then
             self._batch.clear()
@@ -213,6 +225,8 @@ class Gate:
         for (stream, outcome), n in self._tally.items():
             self._counters.records(stream, outcome, n)
         self._tally.clear()
+        if work is not None and self._backfill is not None:
+            self._backfill.committed(work)
         return len(records)
 
     def _hold(self, timeout_s: float) -> None:
@@ -234,50 +248,90 @@ class Gate:
                 (on_error or _log_error)(exc)
                 time.sleep(1.0)
 
+    # -- history on a new grant ------------------------------------------------------------------------
+    def _history_work(self, records: Sequence[Record]) -> Work | None:
+        if self._backfill is None:
+            return None
+        try:
+            return self._backfill.prepare(self.state, self.deliveries, records, self._p.stage.positions)
+        except BaseException:
+            self._p.stage.abort()  # the batch is consumed again, and the history step tried again with it
+            raise
+
+    def _replay(self, work: Work) -> None:
+        """This step's marks and history chunk, evaluated exactly as the live gate does now, for the one delivery
+        topic the grant reaches; a row the gate would quarantine is skipped (its publisher was told already)."""
+        for key, value in work.marks:
+            self._p.stage.send(BACKFILL_TOPIC, json.dumps(value).encode(), key=key.encode())
+        chunk = work.chunk
+        if chunk is None:
+            return
+        delivery = next((d for d in self.deliveries.get(chunk.job.stream, ()) if d.topic == chunk.job.topic), None)
+        if delivery is None:
+            raise AccordError(f"{chunk.job.topic} has no plan any more; its history waits")
+        grant = chunk.job.grant.encode()
+        for record in chunk.records:
+            if record.timestamp_ms is not None and record.timestamp_ms < chunk.since_ms:
+                continue
+            admitted = self._admit(chunk.job.stream, record)
+            if isinstance(admitted, _Refusal):
+                continue
+            outcome = _evaluate(delivery, *admitted)
+            if isinstance(outcome, bytes):
+                self._deliver(delivery, record, outcome, extra=((BACKFILL_HEADER, grant),))
+                work.delivered += 1
+        assert self._backfill is not None
+        if (progress := self._backfill.progress(work)) is not None:
+            self._p.stage.send(BACKFILL_TOPIC, json.dumps(progress[1]).encode(), key=progress[0].encode())
+
     # -- routing -----------------------------------------------------------------------------------
     def _route(self, record: Record) -> None:
         stream = self._stream_of[record.topic]
+        admitted = self._admit(stream, record)
+        if isinstance(admitted, _Refusal):
+            self._send_quarantine(stream, record, admitted.reasons, admitted.extra)
+            self._tally[(stream, "quarantined")] += 1
+            return
+        delivered = refused = 0
+        for delivery in self.deliveries.get(stream, ()):
+            outcome = _evaluate(delivery, *admitted)
+            if outcome is None:
+                continue
+            if isinstance(outcome, list):
+                self._refuse(stream, record, delivery.plan, outcome)
+                refused += 1
+                continue
+            self._deliver(delivery, record, outcome)
+            delivered += 1
+        if delivered or not refused:  # a row only refused is counted once per refusal, in _refuse
+            self._tally[(stream, "delivered" if delivered else "no-subscriber")] += 1
+
+    def _admit(self, stream: str, record: Record) -> tuple[Mapping[str, Any], frozenset[str]] | _Refusal:
+        """The decoded row and the areas it lies in, or why it goes to quarantine instead."""
         try:
             value = self._decode[stream](record.value, SerializationContext(record.topic))
         except SerdeError as exc:
-            self._quarantine(stream, record, AVRO_DECODE, "", str(exc))
-            return
+            return _Refusal.one(AVRO_DECODE, "", str(exc))
         if value is None:
-            self._quarantine(stream, record, AVRO_DECODE, "", "the record has no value")
-            return
+            return _Refusal.one(AVRO_DECODE, "", "the record has no value")
         areas = resolve_areas(value, self._jurisdiction[stream], self._p.la_table, self._residence(stream, value))
         if isinstance(areas, Unresolved):
-            self._quarantine(stream, record, UNRESOLVED, areas.field, areas.reason, areas.candidates)
-            return
+            extra = {"candidates": list(areas.candidates)} if areas.candidates else {}
+            return _Refusal.one(UNRESOLVED, areas.field, areas.reason, extra)
         # The ingest API's field rules again: a publisher's own Kafka client writes ingest topics directly, and
         # nothing reaches a subscriber that the API would have refused. After the jurisdiction, so that a row two
         # councils could claim still goes to quarantine as such and both are told.
         if problems := validate_record(self._p.schemas[stream], value, self._clock().date(), self._p.la_table):
-            reasons = [{"field": p.field, "rule": p.rule, "message": p.message} for p in problems]
-            self._send_quarantine(stream, record, reasons, {})
-            self._tally[(stream, "quarantined")] += 1
-            return
+            return _Refusal([{"field": p.field, "rule": p.rule, "message": p.message} for p in problems], {})
+        return value, areas
+
+    def _deliver(self, delivery: Delivery, record: Record, payload: bytes,
+                 extra: Sequence[tuple[str, bytes]] = ()) -> None:
         source = f"{record.topic}/{record.partition}/{record.offset}".encode()
-        delivered = refused = 0
-        for delivery in self.deliveries.get(stream, ()):
-            if areas.isdisjoint(delivery.areas):
-                continue
-            # Which fields, and how, depends on which of the plan's scopes (agreements' areas) the row lies in.
-            shape = delivery.project.shape(areas)
-            if shape is None:
-                continue
-            if missing := [name for name in delivery.plan.required if is_blank(value.get(name))]:
-                self._refuse(stream, record, delivery.plan, missing)
-                refused += 1
-                continue
-            payload = delivery.encode(shape(value), delivery.context)
-            placed = self._p.stage.send(delivery.topic, payload, key=record.key,
-                                        headers=[(SOURCE_HEADER, source), (REVISION_HEADER, delivery.revision),
-                                                 (WORKER_HEADER, self._worker_bytes)])
-            self._batch.delivered(delivery.topic, delivery.plan, record, payload, placed)
-            delivered += 1
-        if delivered or not refused:  # a row only refused is counted once per refusal, in _refuse
-            self._tally[(stream, "delivered" if delivered else "no-subscriber")] += 1
+        placed = self._p.stage.send(delivery.topic, payload, key=record.key,
+                                    headers=[(SOURCE_HEADER, source), (REVISION_HEADER, delivery.revision),
+                                             (WORKER_HEADER, self._worker_bytes), *extra])
+        self._batch.delivered(delivery.topic, delivery.plan, record, payload, placed)
 
     def _audit_batch(self) -> None:
         self._batch.write(self._p.stage, self._p.audit_topic, self.worker, rfc3339(self._clock()))
@@ -285,12 +339,6 @@ class Gate:
     def _residence(self, stream: str, value: Mapping[str, Any]) -> str | None:
         field = self._lsoa[stream]
         return None if self._p.residence is None or field is None else self._p.residence.lad_of(value.get(field))
-
-    def _quarantine(self, stream: str, record: Record, rule: str, field: str, message: str,
-                    candidates: Sequence[str] = ()) -> None:
-        extra = {"candidates": list(candidates)} if candidates else {}
-        self._send_quarantine(stream, record, [{"field": field, "rule": rule, "message": message}], extra)
-        self._tally[(stream, "quarantined")] += 1
 
     def _refuse(self, stream: str, record: Record, plan: Plan, missing: list[str]) -> None:
         """A subscriber's quality rule refused the row: it goes to quarantine naming the subscriber, so the
@@ -335,6 +383,31 @@ class Gate:
         self._p.status(self.worker, {"worker": self.worker, "offset": self.state.offset,
                                      "catalog_revision": self.state.catalog_revision, "event_ms": event_ms,
                                      "applied_ms": applied_ms, "deliveries": plans})
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    """Why a row goes to quarantine rather than to any subscriber."""
+
+    reasons: list[dict[str, str]]
+    extra: Mapping[str, Any]
+
+    @classmethod
+    def one(cls, rule: str, field: str, message: str, extra: Mapping[str, Any] | None = None) -> _Refusal:
+        return cls([{"field": field, "rule": rule, "message": message}], extra or {})
+
+
+def _evaluate(delivery: Delivery, value: Mapping[str, Any], areas: frozenset[str]) -> bytes | list[str] | None:
+    """A row under one plan: its encoded projection, the required fields it misses, or None (not in its rows)."""
+    if areas.isdisjoint(delivery.areas):
+        return None
+    # Which fields, and how, depends on which of the plan's scopes (agreements' areas) the row lies in.
+    shape = delivery.project.shape(areas)
+    if shape is None:
+        return None
+    if missing := [name for name in delivery.plan.required if is_blank(value.get(name))]:
+        return missing
+    return delivery.encode(shape(value), delivery.context)
 
 
 def _log_error(exc: Exception) -> None:

@@ -71,6 +71,7 @@ class FakeStage:
         self.after_poll: Callable[[], None] | None = None
         self.fail_on_send: int | None = None  # the n-th send of a transaction raises, as a lost broker would
         self.offsets: dict[str, int] = {}
+        self.assigned: dict[tuple[str, int], int] = {}  # (ingest topic, partition) -> position
 
     def queue(self, *records: Record) -> None:
         self.batches.append(list(records))
@@ -110,7 +111,10 @@ class FakeStage:
         if transaction is not None:
             transaction.flushed = len(transaction.sent) + len(transaction.audit)
 
-    def commit(self, consumed: Any) -> None:
+    def positions(self) -> dict[tuple[str, int], int]:
+        return dict(self.assigned)
+
+    def commit(self, consumed: Any, fenced: bool = False) -> None:
         self.calls.append("commit")
         transaction = self._open()
         assert transaction is not None, "commit() without a transaction"

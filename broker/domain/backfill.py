@@ -18,7 +18,7 @@ from typing import Any
 BOUNDARY = "boundary"
 PROGRESS = "progress"
 # Weeks, days, hours: history is asked for in whole days or hours (a month has no fixed length).
-_DURATION = re.compile(r"P(?=[0-9])(?:([0-9]+)W)?(?:([0-9]+)D)?(?:T(?=[0-9])([0-9]+)H)?")
+_DURATION = re.compile(r"P(?=[0-9]|T[0-9])(?:([0-9]+)W)?(?:([0-9]+)D)?(?:T(?=[0-9])([0-9]+)H)?")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 

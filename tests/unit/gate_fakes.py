@@ -25,6 +25,7 @@ from broker.domain.messages import ControlRecord, Evaluation, Record
 from broker.domain.residence import ResidenceTable
 from broker.domain.topics import AUDIT_TOPIC, CONTROL_TOPIC, ingest_topic
 from broker.errors import PolicyEngineError, ServiceError
+from broker.services.backfill import BackfillLogSource, HistorySource
 from broker.services.gate import AuditAppender, Gate, GateCounters, GateParts
 from broker.services.planner import PLAN_RULE, Planner
 from broker.services.serde import AvroDeserializer, AvroSerializer, SerializationContext
@@ -324,9 +325,13 @@ class GateHarness:
 
 def make_gate(document: Mapping[str, Any] | None = None, clock: FakeClock | None = None,
               replan_every_s: float = 10.0, residence: ResidenceTable | None = None,
-              audit: AuditAppender | None = None, counters: GateCounters | None = None) -> GateHarness:
+              audit: AuditAppender | None = None, counters: GateCounters | None = None,
+              history: HistorySource | None = None, backfill_log: BackfillLogSource | None = None,
+              worker: str = "worker-1", stage: FakeStage | None = None,
+              registry: InMemorySchemaRegistry | None = None) -> GateHarness:
     """A gate over T1 whose control topic holds `document` (default: catalog_document()); not started yet."""
-    stage, control, engine, registry = FakeStage(), FakeControl(), FakePolicyEngine(), InMemorySchemaRegistry()
+    control, engine, registry = FakeControl(), FakePolicyEngine(), registry or InMemorySchemaRegistry()
+    stage = stage or FakeStage()
     clock = clock or FakeClock()
     statuses: list[dict[str, Any]] = []
     ensured: list[str] = []
@@ -337,7 +342,7 @@ def make_gate(document: Mapping[str, Any] | None = None, clock: FakeClock | None
                       schemas={T1: T1_SCHEMA}, la_table=LA_TABLE, pseudonym_secret=b"unit-test-pseudonym-secret",
                       ensure_topics=ensured.extend, status=lambda worker, status: statuses.append(status),
                       audit=audit or (lambda kind, record: decisions.append({"kind": kind, **record})),
-                      residence=residence)
-    gate = Gate(parts, "worker-1", clock=clock, replan_every_s=replan_every_s, counters=counters)
+                      residence=residence, history=history, backfill_log=backfill_log)
+    gate = Gate(parts, worker, clock=clock, replan_every_s=replan_every_s, counters=counters)
     return GateHarness(gate, stage, control, engine, registry, clock, statuses, ensured,
                        AvroSerializer(registry, json.dumps(T1_SCHEMA)), decisions)

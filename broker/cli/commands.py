@@ -14,6 +14,9 @@ from broker.cli import (
     audit as cli_audit,
 )
 from broker.cli import (
+    backfill as cli_backfill,
+)
+from broker.cli import (
     connect as cli_connect,
 )
 from broker.cli import (
@@ -59,6 +62,7 @@ app.add_typer(cli_audit.audit_cli, name="audit")
 app.add_typer(cli_kafka.kafka_cli, name="kafka")
 app.add_typer(cli_credentials.credentials_cli, name="credentials")
 app.add_typer(cli_connect.connect_cli, name="connect")
+app.add_typer(cli_backfill.backfill_cli, name="backfill")
 app.add_typer(cli_geography.geography_cli, name="geography")
 governance_cli = typer.Typer(help="The governance service: disputes, the ladder's deadlines, declarations.",
                              no_args_is_help=True)

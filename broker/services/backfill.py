@@ -32,6 +32,7 @@ from broker.services.delivery_table import Delivery
 log = logging.getLogger(__name__)
 
 CHUNK = 500  # ingest records replayed per gate batch at most: the live batch waits for them
+IDLE = dt.timedelta(seconds=1)
 
 
 class HistorySource(Protocol):
@@ -111,6 +112,7 @@ class Backfiller:
         self._chunk = chunk
         self.log = BackfillLog()
         self._marked: set[tuple[str, str]] = set()  # jobs this worker has marked boundaries for
+        self._idle_until: dt.datetime | None = None
 
     def prepare(self, state: PolicyState, deliveries: Mapping[str, Sequence[Delivery]], batch: Sequence[Record],
                 positions: Callable[[], Mapping[tuple[str, int], int]]) -> Work | None:
@@ -118,13 +120,17 @@ class Backfiller:
         jobs = jobs_of(state, deliveries)
         if not jobs:
             return None
-        self.log.apply_all(self._log_source.read_new())
         work = Work()
         assigned = positions()
         for job in jobs:
             if (job.grant, job.topic) not in self._marked:
                 self._mark(job, batch, assigned, work)
-        work.chunk = self._next_chunk(jobs, assigned)
+        now = self._clock()
+        # Once nothing is left to replay, the log is looked at once a second, not before every batch.
+        if work.marks or self._idle_until is None or now >= self._idle_until:
+            self.log.apply_all(self._log_source.read_new())
+            work.chunk = self._next_chunk(jobs, assigned)
+            self._idle_until = None if work.chunk or work.marks else now + IDLE
         return work if work.marks or work.chunk else None
 
     def _mark(self, job: Job, batch: Sequence[Record], assigned: Mapping[tuple[str, int], int], work: Work) -> None:

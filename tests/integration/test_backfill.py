@@ -4,13 +4,16 @@ five weeks of history delivers exactly its subscriber's rows of the last 28 days
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 import uuid
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
 
+from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_history import BackfillLogReader
 from broker.adapters.kafka_log import KafkaLog
 from broker.adapters.registry_http import HttpSchemaRegistry
@@ -19,12 +22,13 @@ from broker.config import Settings
 from broker.demo.synthetic import positive_tests
 from broker.domain.backfill import BackfillLog
 from broker.domain.geography_files import load_la_table
+from broker.domain.kafka_acls import SERVICE_USERS
 from broker.local.stack import Endpoints
 from broker.local.toolchain import REPO_ROOT
 from broker.runtime.gate import GateEndpoints, GateThread
 from broker.services import policy_changes
 from broker.services.ingest import Ingest, load_stream_schemas
-from tests.conftest import TEST_OPERATOR, control_writer, opa_as, service_tokens
+from tests.conftest import TEST_OPERATOR, control_writer, kafka_env, opa_as, service_tokens
 from tests.integration.gate_support import (
     SIGNATORIES,
     T1,
@@ -110,10 +114,15 @@ def with_history(services: Endpoints, applied_catalog: dict[str, Any], tmp_path_
     _apply(services, applied_catalog)
 
 
-def _gate(services: Endpoints, group: str, worker: str) -> GateThread:
+def _gate(services: Endpoints, kafka: KafkaAccess, group: str, worker: str) -> GateThread:
+    """A gate worker as the gate's own Kafka user, whose ACLs must let it mark and replay history."""
     settings = Settings(gate_group=group, gate_start_from="latest", opa_token_file=services.opa_token_file)
-    return GateThread(GateEndpoints(services.kafka, services.opa_url, services.registry_url), settings,
-                      worker).start()
+    return GateThread(GateEndpoints(kafka, services.opa_url, services.registry_url), settings, worker).start()
+
+
+def _accord(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "broker", *args], capture_output=True, text=True, env=env,
+                          timeout=120, check=False)
 
 
 def _replay_state(services: Endpoints) -> BackfillLog:
@@ -127,7 +136,8 @@ def _replay_state(services: Endpoints) -> BackfillLog:
 
 
 def test_a_grant_with_p28d_replays_its_subscribers_last_four_weeks_once(
-        services: Endpoints, with_history: dict[str, Any], receiver: Receiver, tmp_path: Path) -> None:
+        services: Endpoints, with_history: dict[str, Any], receiver: Receiver,
+        kafka_as: Callable[[str], KafkaAccess]) -> None:
     prefix = f"H{uuid.uuid4().hex[:6].upper()}"
 
     def mine(record: dict[str, Any], _: dict[str, bytes]) -> bool:
@@ -135,8 +145,9 @@ def test_a_grant_with_p28d_replays_its_subscribers_last_four_weeks_once(
 
     # Five weeks of history, published before any gate of this test runs: nobody has received it.
     _publish_history(services, prefix, ages=(35, 29, 27, 20, 13, 6, 1))
-    group = f"test-backfill-{uuid.uuid4().hex[:8]}"
-    gate = _gate(services, group, "test-backfill-1")
+    group = f"accord-gate-test-backfill-{uuid.uuid4().hex[:8]}"
+    as_gate = kafka_as(SERVICE_USERS["gate"])
+    gate = _gate(services, as_gate, group, "test-backfill-1")
     try:
         start = end_offsets(services.kafka, [BLABY_EH, *OTHERS])
         _apply(services, with_history)
@@ -164,13 +175,18 @@ def test_a_grant_with_p28d_replays_its_subscribers_last_four_weeks_once(
         done, total = state.counts()
         assert done == total > 0
         assert state.delivered >= 10
+        shown = _accord(["backfill", "status"], {**{k: v for k, v in os.environ.items() if not k.startswith(
+            "ACCORD_")}, **kafka_env(services.kafka)})
+        assert shown.returncode == 0, shown.stderr
+        assert f"{GRANT} (P28D) -> {BLABY_EH}" in shown.stdout
+        assert f"] 100% {total}/{total} records read, {state.delivered} delivered, done" in shown.stdout
     finally:
         gate.stop()
     assert gate.failure is None, gate.failure
 
     # Applied again, and the gate restarted (a new worker of the same group): nothing is delivered twice.
     _apply(services, with_history)
-    again = _gate(services, group, "test-backfill-2")
+    again = _gate(services, as_gate, group, "test-backfill-2")
     try:
         marker = positive_tests(dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1), {"blaby": 1},
                                 prefix=f"{prefix}M")

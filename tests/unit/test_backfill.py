@@ -127,29 +127,31 @@ class CommittedLog:
     """The backfill topic as a read_committed reader sees it: what committed transactions sent there."""
 
     def __init__(self, stage: FakeStage) -> None:
-        self.stage, self.position = stage, 0
+        self.stage, self.position, self.reads = stage, 0, 0
 
     def read_new(self) -> list[tuple[str, dict[str, Any] | None]]:
+        self.reads += 1
         sent = [s for s in self.stage.committed() if s.topic == BACKFILL_TOPIC]
         new, self.position = sent[self.position:], len(sent)
         return [((s.key or b"").decode(), json.loads(s.value or b"null")) for s in new]
 
 
-def _with_history(backfill: str = "P28D", chunk_places: tuple[str, ...] = ()) -> tuple[GateHarness, FakeHistory]:
+def _with_history(backfill: str = "P28D") -> tuple[GateHarness, FakeHistory, CommittedLog]:
     """A gate whose Nottingham agreement asks for `backfill`, over ten days of history on partition 0: each day
     (40, 36, ..., 4 days ago) one Nottingham and one Leicester case."""
     document = catalog_document(**{"t1-nottingham": {**agreement("nottingham-city-council", "E06000018"),
                                                      "backfill": backfill}})
     stage = FakeStage()
     history = FakeHistory([])
-    h = make_gate(document, history=history, backfill_log=CommittedLog(stage), stage=stage)
+    log = CommittedLog(stage)
+    h = make_gate(document, history=history, backfill_log=log, stage=stage)
     for n, age in enumerate(range(40, 0, -4)):
-        for place in ("nottingham", "leicester", *chunk_places):
+        for place in ("nottingham", "leicester"):
             record = h.record(len(history.records), place, specimen_id=f"D{age}-{place}-{n}")
             history.records.append(replace(record, timestamp_ms=NOW_MS - age * DAY_MS))
     stage.assigned[(INGEST, 0)] = len(history.records)
     h.gate.start()
-    return h, history
+    return h, history, log
 
 
 def _replayed(h: GateHarness) -> list[int]:
@@ -167,7 +169,7 @@ def _run(h: GateHarness, steps: int = 5) -> None:
 
 
 def test_the_subscriber_receives_its_rows_of_the_last_28_days_and_nobody_else_anything() -> None:
-    h, _ = _with_history()
+    h, _, _ = _with_history()
     _run(h)
     assert sorted(_replayed(h)) == NOTTINGHAM_LAST_28_DAYS
     assert all((h.decode(s) or {})["ltla"] == "E06000018" for s in h.delivered(NOTTINGHAM_DPH))
@@ -177,13 +179,13 @@ def test_the_subscriber_receives_its_rows_of_the_last_28_days_and_nobody_else_an
 
 
 def test_a_date_replays_from_that_day() -> None:
-    h, _ = _with_history(backfill=(START - dt.timedelta(days=10)).date().isoformat())
+    h, _, _ = _with_history(backfill=(START - dt.timedelta(days=10)).date().isoformat())
     _run(h)
     assert sorted(_replayed(h)) == [16, 18]
 
 
 def test_the_mark_is_the_first_record_the_live_gate_evaluated_under_the_grant() -> None:
-    h, history = _with_history()
+    h, history, _ = _with_history()
     live = h.record(20, "nottingham")
     h.stage.assigned[(INGEST, 0)] = 21
     h.stage.queue(live)
@@ -195,7 +197,7 @@ def test_the_mark_is_the_first_record_the_live_gate_evaluated_under_the_grant() 
 
 
 def test_a_replay_that_fails_is_aborted_and_done_again_without_duplicates() -> None:
-    h, _ = _with_history()
+    h, _, _ = _with_history()
     h.gate.step()  # the mark
     h.stage.fail_on_send = 3
     with pytest.raises(Exception, match="producing"):
@@ -207,7 +209,7 @@ def test_a_replay_that_fails_is_aborted_and_done_again_without_duplicates() -> N
 
 
 def test_once_replayed_a_step_with_nothing_to_do_opens_no_transaction() -> None:
-    h, _ = _with_history()
+    h, _, _ = _with_history()
     _run(h)
     opened = len(h.stage.transactions)
     _run(h)
@@ -215,7 +217,7 @@ def test_once_replayed_a_step_with_nothing_to_do_opens_no_transaction() -> None:
 
 
 def test_a_restarted_worker_and_a_reapplied_catalog_replay_nothing_again() -> None:
-    h, history = _with_history()
+    h, history, _ = _with_history()
     _run(h)
     assert len(_replayed(h)) == 7
     again = make_gate(catalog_document(**{"t1-nottingham": {**agreement("nottingham-city-council", "E06000018"),
@@ -231,7 +233,7 @@ def test_a_restarted_worker_and_a_reapplied_catalog_replay_nothing_again() -> No
 
 
 def test_a_partition_owned_by_another_worker_is_not_replayed_here() -> None:
-    h, history = _with_history()
+    h, history, _ = _with_history()
     h.stage.assigned.clear()
     h.stage.assigned[(INGEST, 1)] = 0
     _run(h)
@@ -247,3 +249,14 @@ def test_without_a_grant_asking_for_history_nothing_is_read() -> None:
     h.gate.start()
     _run(h)
     assert stage.transactions == [] and log.position == 0
+
+
+def test_once_replayed_the_log_is_read_once_a_second_not_before_every_batch() -> None:
+    h, _, log = _with_history()
+    _run(h)
+    before = log.reads
+    _run(h, steps=10)
+    assert log.reads == before
+    h.clock.now += dt.timedelta(seconds=1)
+    _run(h, steps=10)
+    assert log.reads == before + 1

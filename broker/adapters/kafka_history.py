@@ -55,7 +55,9 @@ class HistoryReader:
         if self._assigned != tp:
             self._consumer.assign([tp])
             self._assigned = tp
-        self._consumer.seek(tp, start)
+            self._consumer.seek(tp, start)
+        elif self._consumer.position(tp) != start:
+            self._consumer.seek(tp, start)  # else read on: the records fetched ahead are the ones wanted
         records: list[Record] = []
         deadline = time.monotonic() + timeout_s
         try:

@@ -86,12 +86,14 @@ class Work:
 
 def jobs_of(state: PolicyState, deliveries: Mapping[str, Sequence[Delivery]]) -> list[Job]:
     """A job per delivery whose plan comes from an agreement or grant asking for history."""
-    agreements = (state.catalog or {}).get("agreements") or {}
+    # As the policies read them: a grant is known by its `id`, and a catalog agreement of that id wins.
+    agreements = {**{str(g.get("id", key)): g for key, g in state.grants.items()},
+                  **((state.catalog or {}).get("agreements") or {})}
     jobs = []
     for stream, bound in sorted(deliveries.items()):
         for delivery in bound:
             for grant in delivery.plan.agreements:
-                terms = state.grants.get(grant) or agreements.get(grant) or {}
+                terms = agreements.get(grant) or {}
                 asked = terms.get("backfill")
                 if asked:
                     try:

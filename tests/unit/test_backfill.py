@@ -260,3 +260,22 @@ def test_once_replayed_the_log_is_read_once_a_second_not_before_every_batch() ->
     h.clock.now += dt.timedelta(seconds=1)
     _run(h, steps=10)
     assert log.reads == before + 1
+
+
+def test_a_grant_on_the_control_topic_asking_for_history_is_replayed_like_an_agreement() -> None:
+    stage = FakeStage()
+    history = FakeHistory([])
+    h = make_gate(history=history, backfill_log=CommittedLog(stage), stage=stage)
+    for n, age in enumerate((40, 20, 4)):
+        record = h.record(n, "manchester")
+        history.records.append(replace(record, timestamp_ms=NOW_MS - age * DAY_MS))
+    stage.assigned[(INGEST, 0)] = len(history.records)
+    grant = {**agreement("manchester-city-council", "E08000003"), "id": "dispute-d-1", "backfill": "P28D",
+             "valid_from": "2020-06-01T00:00:00Z"}
+    h.control.append("grant/dispute-d-1", grant)
+    h.gate.start()
+    _run(h)
+    manchester = delivery_topic("manchester-city-council", "dph", T1)
+    assert [s.headers["accord.source"] for s in h.delivered(manchester)] == [f"{INGEST}/0/{n}".encode()
+                                                                            for n in (1, 2)]
+    assert {s.headers["accord.backfill"] for s in h.delivered(manchester)} == {b"dispute-d-1"}

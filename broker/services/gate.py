@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from broker.domain import control
+from broker.domain.backfill import BackfillLog
 from broker.domain.control import PolicyState, rfc3339
 from broker.domain.control_signing import KeyLookup
 from broker.domain.geography import LaTable
@@ -138,6 +139,11 @@ class Gate:
         self._batch = BatchAudit()  # this batch's deliveries and quarantined rows, audited in its transaction
         self._backfill = None if parts.history is None or parts.backfill_log is None else Backfiller(
             parts.history, parts.backfill_log, worker, self._clock, parts.backfill_counters)
+
+    @property
+    def history(self) -> BackfillLog | None:
+        """Where this worker last saw each replay of history on a new grant (None: it replays none)."""
+        return None if self._backfill is None else self._backfill.log
 
     @property
     def topics(self) -> list[str]:

@@ -158,7 +158,9 @@ class BackfillLog:
             offset, since = int(value["offset"]), int(value["since_ms"])
             part.boundary = offset if part.boundary is None else min(part.boundary, offset)
             part.since_ms = since if part.since_ms is None else min(part.since_ms, since)
-        else:
+        elif part.next is None or int(value["next"]) >= part.next:
+            # Progress only moves on: a reader held back by another worker's open transaction may meet an older
+            # record of a partition after the newer one was applied from memory, and must not go back to it.
             part.start, part.next = int(value["start"]), int(value["next"])
             part.delivered = int(value.get("delivered", 0))
 

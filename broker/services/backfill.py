@@ -123,13 +123,16 @@ class Backfiller:
         if not jobs:
             return None
         work = Work()
-        assigned = positions()
-        for job in jobs:
-            if (job.grant, job.topic) not in self._marked:
-                self._mark(job, batch, assigned, work)
+        unmarked = [job for job in jobs if (job.grant, job.topic) not in self._marked]
         now = self._clock()
         # Once nothing is left to replay, the log is looked at once a second, not before every batch.
-        if work.marks or self._idle_until is None or now >= self._idle_until:
+        reading = self._idle_until is None or now >= self._idle_until
+        if not unmarked and not reading:
+            return None
+        assigned = positions()
+        for job in unmarked:
+            self._mark(job, batch, assigned, work)
+        if work.marks or reading:
             self.log.apply_all(self._log_source.read_new())
             work.chunk = self._next_chunk(jobs, assigned)
             self._idle_until = None if work.chunk or work.marks else now + IDLE

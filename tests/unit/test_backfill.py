@@ -91,6 +91,16 @@ def test_applying_the_log_twice_changes_nothing() -> None:
     assert once.replays[(JOB.grant, JOB.topic)].counts() == (10, 20)
 
 
+def test_progress_read_late_never_takes_a_partition_back() -> None:
+    def progress(next_offset: int, delivered: int) -> tuple[str, dict[str, Any]]:
+        return "progress/x", {"kind": "progress", "grant": JOB.grant, "topic": JOB.topic, "ingest": INGEST,
+                              "partition": 0, "start": 5, "next": next_offset, "delivered": delivered}
+    log = BackfillLog()
+    log.apply_all([_mark(25, "w1"), progress(20, 9), progress(15, 4)])
+    part = log.replays[(JOB.grant, JOB.topic)].partitions[(INGEST, 0)]
+    assert (part.next, part.delivered) == (20, 9)
+
+
 def test_the_range_left_runs_from_the_progress_to_the_mark() -> None:
     assert Partition(boundary=None, start=0).remaining() is None  # the live gate has not marked it yet
     assert Partition(boundary=20, start=None).remaining() is None  # its start is not looked up yet

@@ -7,8 +7,10 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,13 +22,14 @@ from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.catalog import load_and_compile
 from broker.config import Settings
 from broker.demo.synthetic import positive_tests
-from broker.domain.backfill import BackfillLog
+from broker.domain.backfill import BackfillLog, Replay
 from broker.domain.geography_files import load_la_table
 from broker.domain.kafka_acls import SERVICE_USERS
 from broker.local.stack import Endpoints
 from broker.local.toolchain import REPO_ROOT
-from broker.runtime.gate import GateEndpoints, GateThread
+from broker.runtime.gate import GateEndpoints, GateThread, open_gate
 from broker.services import policy_changes
+from broker.services.gate import Gate
 from broker.services.ingest import Ingest, load_stream_schemas
 from tests.conftest import TEST_OPERATOR, control_writer, kafka_env, opa_as, service_tokens
 from tests.integration.gate_support import (
@@ -72,8 +75,10 @@ class _Stamped:
         return self._log.publish(topic, value, key=key, headers=headers, timestamp_ms=self._ms)
 
 
-def _publish_history(services: Endpoints, prefix: str, ages: Sequence[int]) -> None:
-    """Two Blaby cases and one each of Charnwood and Leicester per day `ages` days ago, stamped that day."""
+def _publish_history(services: Endpoints, prefix: str, ages: Sequence[int],
+                     per_place: dict[str, int] | None = None) -> None:
+    """Per day `ages` days ago, stamped that day, two Blaby cases and one each of Charnwood and Leicester (or
+    `per_place`)."""
     settings = Settings()
     schemas = load_stream_schemas(settings.schemas_dir)
     now = dt.datetime.now(dt.UTC)
@@ -85,7 +90,8 @@ def _publish_history(services: Endpoints, prefix: str, ages: Sequence[int]) -> N
             ingest = Ingest(_Stamped(log, moment), registry, schemas, load_la_table(settings.geography_dir),
                             lambda: now.date())
             cases = positive_tests(moment.date() - dt.timedelta(days=1),
-                                   {"blaby": 2, "charnwood": 1, "leicester": 1}, prefix=f"{prefix}D{age}")
+                                   per_place or {"blaby": 2, "charnwood": 1, "leicester": 1},
+                                   prefix=f"{prefix}D{age}")
             outcomes = ingest.publish(T1, cases, source="test")
             assert [o.status for o in outcomes] == ["accepted"] * len(cases), [o.reasons for o in outcomes]
     finally:
@@ -203,3 +209,51 @@ def _blaby_ids(prefix: str, ages: Sequence[int]) -> list[str]:
     today = dt.datetime.now(dt.UTC)
     return sorted(f"{prefix}D{age}-BLABY-{(today - dt.timedelta(days=age + 1)):%Y%m%d}-{n:06d}"
                   for age in ages for n in range(2))
+
+
+def _steps_until(gate: Gate, done: Callable[[Gate], bool], what: str, timeout_s: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done(gate):
+        assert time.monotonic() < deadline, f"{what} not within {timeout_s:.0f}s"
+        gate.step()
+
+
+def test_a_replay_stopped_midway_resumes_on_another_worker_without_loss_or_duplicates(
+        services: Endpoints, applied_catalog: dict[str, Any], receiver: Receiver,
+        kafka_as: Callable[[str], KafkaAccess], tmp_path: Path) -> None:
+    prefix = f"R{uuid.uuid4().hex[:6].upper()}"
+    grant = f"t1-test-resume-{prefix.lower()}"
+    benefits = topic_for("blaby-district-council", "benefits")
+    # More than two chunks of one partition (Blaby's rows share a key), so the first worker stops midway.
+    _publish_history(services, prefix, ages=(3,), per_place={"blaby": 1200})
+    directory = make_test_catalog(tmp_path)
+    (directory / "agreements" / f"{grant}.yaml").write_text(
+        AGREEMENT.replace(GRANT, grant).replace("environmental-health", "benefits").replace(
+            "outbreak-control", "self-isolation-support"))
+    document = load_and_compile(directory, REPO_ROOT / "schemas")
+    start = end_offsets(services.kafka, [benefits])[benefits]
+    settings = Settings(gate_group=f"accord-gate-test-resume-{uuid.uuid4().hex[:8]}", gate_start_from="latest",
+                        opa_token_file=services.opa_token_file)
+    endpoints = GateEndpoints(kafka_as(SERVICE_USERS["gate"]), services.opa_url, services.registry_url)
+
+    def replay(gate: Gate) -> Replay | None:
+        return None if gate.history is None else gate.history.replays.get((grant, benefits))
+
+    try:
+        _apply(services, document)
+        with open_gate(endpoints, settings, "test-resume-1") as first:
+            first.start()
+            _steps_until(first, lambda g: (r := replay(g)) is not None and r.delivered > 0, "a first chunk")
+            midway = replay(first)
+            assert midway is not None and not midway.finished
+        with open_gate(endpoints, settings, "test-resume-2") as second:
+            second.start()
+            _steps_until(second, lambda g: (r := replay(g)) is not None and r.finished, "the rest")
+    finally:
+        _apply(services, applied_catalog)
+
+    def mine(record: dict[str, Any], _: dict[str, bytes]) -> bool:
+        return str(record.get("specimen_id", "")).startswith(prefix)
+    received = receiver.records(benefits, start, mine, want=1200, timeout_s=60, settle_s=3)
+    assert len(received) == 1200
+    assert len({r["specimen_id"] for r, _ in received}) == 1200

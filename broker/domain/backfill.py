@@ -132,6 +132,12 @@ class Replay:
     def finished(self) -> bool:
         return bool(self.partitions) and all(part.done for part in self.partitions.values())
 
+    def summary(self) -> dict[str, Any]:
+        """What an operator reads: records read of those to read, delivered, and whether it is done."""
+        done, total = self.counts()
+        return {"grant": self.grant, "topic": self.topic, "backfill": self.backfill, "read": done,
+                "to_read": total, "delivered": self.delivered, "finished": self.finished}
+
 
 class BackfillLog:
     """The backfill topic folded: every job's boundaries and progress. Applying a record twice changes nothing."""

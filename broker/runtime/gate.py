@@ -149,7 +149,8 @@ def serve(endpoints: GateEndpoints, settings: Settings, host: str, port: int, wo
         if gate is not None:
             detail |= {"policy_engine_ready": not gate.held, "control_offset": gate.state.offset,
                        "catalog_revision": gate.state.catalog_revision,
-                       "deliveries": sorted(d.topic for ds in gate.deliveries.values() for d in ds)}
+                       "deliveries": sorted(d.topic for ds in gate.deliveries.values() for d in ds),
+                       "history": list(gate.history_progress)}
         return runner.alive(), detail
 
     try:

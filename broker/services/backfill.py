@@ -115,6 +115,8 @@ class Backfiller:
         self.log = BackfillLog()
         self._marked: set[tuple[str, str]] = set()  # jobs this worker has marked boundaries for
         self._idle_until: dt.datetime | None = None
+        # Replaced whole after each commit, so that another thread (the gate's /health) reads it safely.
+        self.progress_seen: tuple[dict[str, Any], ...] = ()
 
     def prepare(self, state: PolicyState, deliveries: Mapping[str, Sequence[Delivery]], batch: Sequence[Record],
                 positions: Callable[[], Mapping[tuple[str, int], int]]) -> Work | None:
@@ -191,11 +193,13 @@ class Backfiller:
         self.log.apply_all(work.marks)
         written = self.progress(work)
         if written is not None and work.chunk is not None:
-            self.log.apply(*written)
             replay = self.log.replay(work.chunk.job.grant, work.chunk.job.topic)
+            was_finished = replay.finished
+            self.log.apply(*written)
             done, total = replay.counts()
             self._counters.replayed(work.chunk.job.topic, work.delivered, len(work.chunk.records))
             self._counters.remaining(work.chunk.job.topic, total - done)
-            if replay.finished and not work.chunk.records:
+            if replay.finished and not was_finished:
                 log.info("history of %s for %s replayed: %d records delivered", work.chunk.job.grant,
                          work.chunk.job.topic, replay.delivered)
+        self.progress_seen = tuple(replay.summary() for _, replay in sorted(self.log.replays.items()))

@@ -146,6 +146,11 @@ class Gate:
         return None if self._backfill is None else self._backfill.log
 
     @property
+    def history_progress(self) -> tuple[dict[str, Any], ...]:
+        """Each replay as this worker last committed it (safe to read from another thread)."""
+        return () if self._backfill is None else self._backfill.progress_seen
+
+    @property
     def topics(self) -> list[str]:
         return sorted(self._stream_of)
 

@@ -76,7 +76,7 @@ class _Stamped:
 
 
 def _publish_history(services: Endpoints, prefix: str, ages: Sequence[int],
-                     per_place: dict[str, int] | None = None) -> None:
+                     per_place: dict[str, int] | None = None) -> dict[str, str]:
     """Per day `ages` days ago, stamped that day, two Blaby cases and one each of Charnwood and Leicester (or
     `per_place`)."""
     settings = Settings()
@@ -84,6 +84,7 @@ def _publish_history(services: Endpoints, prefix: str, ages: Sequence[int],
     now = dt.datetime.now(dt.UTC)
     log = KafkaLog(services.kafka, client_id="test-history")
     registry = HttpSchemaRegistry(services.registry_url, token=service_tokens())
+    placed: dict[str, str] = {}
     try:
         for age in ages:
             moment = now - dt.timedelta(days=age)
@@ -94,9 +95,11 @@ def _publish_history(services: Endpoints, prefix: str, ages: Sequence[int],
                                    prefix=f"{prefix}D{age}")
             outcomes = ingest.publish(T1, cases, source="test")
             assert [o.status for o in outcomes] == ["accepted"] * len(cases), [o.reasons for o in outcomes]
+            placed |= {cases[o.index]["specimen_id"]: f"{o.partition}/{o.offset}" for o in outcomes}
     finally:
         registry.close()
         log.close()
+    return placed
 
 
 def _apply(services: Endpoints, document: dict[str, Any]) -> None:
@@ -150,7 +153,7 @@ def test_a_grant_with_p28d_replays_its_subscribers_last_four_weeks_once(
         return str(record.get("specimen_id", "")).startswith(prefix)
 
     # Five weeks of history, published before any gate of this test runs: nobody has received it.
-    _publish_history(services, prefix, ages=(35, 29, 27, 20, 13, 6, 1))
+    placed = _publish_history(services, prefix, ages=(35, 29, 27, 20, 13, 6, 1))
     group = f"accord-gate-test-backfill-{uuid.uuid4().hex[:8]}"
     as_gate = kafka_as(SERVICE_USERS["gate"])
     gate = _gate(services, as_gate, group, "test-backfill-1")
@@ -160,7 +163,8 @@ def test_a_grant_with_p28d_replays_its_subscribers_last_four_weeks_once(
         received = receiver.records(BLABY_EH, start[BLABY_EH], mine, want=10, timeout_s=90)
         # Blaby's rows of the days within 28 days (27, 20, 13, 6 and 1 days ago), two a day; not 29 or 35 days
         # ago, no Charnwood or Leicester row, and only the fields of today's plan.
-        assert sorted(r["specimen_id"] for r, _ in received) == _blaby_ids(prefix, (27, 20, 13, 6, 1))
+        assert sorted(r["specimen_id"] for r, _ in received) == _blaby_ids(prefix, (27, 20, 13, 6, 1)), (
+            placed, [h["accord.source"] for _, h in received], _replay_state(services).replays)
         for record, headers in received:
             assert set(record) == FIELDS, record
             assert headers["accord.backfill"] == GRANT.encode()
@@ -181,6 +185,8 @@ def test_a_grant_with_p28d_replays_its_subscribers_last_four_weeks_once(
         done, total = state.counts()
         assert done == total > 0
         assert state.delivered >= 10
+        assert gate.gate is not None  # the worker's /health shows what it committed
+        assert [p["finished"] for p in gate.gate.history_progress if p["grant"] == GRANT] == [True]
         shown = _accord(["backfill", "status"], {**{k: v for k, v in os.environ.items() if not k.startswith(
             "ACCORD_")}, **kafka_env(services.kafka)})
         assert shown.returncode == 0, shown.stderr

@@ -289,3 +289,11 @@ def test_a_grant_on_the_control_topic_asking_for_history_is_replayed_like_an_agr
     assert [s.headers["accord.source"] for s in h.delivered(manchester)] == [f"{INGEST}/0/{n}".encode()
                                                                             for n in (1, 2)]
     assert {s.headers["accord.backfill"] for s in h.delivered(manchester)} == {b"dispute-d-1"}
+
+
+def test_the_gate_shows_each_replay_as_it_last_committed_it() -> None:
+    h, _, _ = _with_history()
+    assert h.gate.history_progress == ()
+    _run(h)
+    assert list(h.gate.history_progress) == [{"grant": "t1-nottingham", "topic": NOTTINGHAM_DPH, "backfill": "P28D",
+                                              "read": 14, "to_read": 14, "delivered": 7, "finished": True}]

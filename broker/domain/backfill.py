@@ -2,7 +2,7 @@
 
 A grant asking for history (`backfill: P28D`, or a date) is replayed once per delivery topic it reaches. The live
 gate marks, per ingest partition, the first offset it evaluated under the new plan (a *boundary*); the replay then
-delivers the records of [the first offset at or after the start, boundary) whose timestamp is at or after the
+delivers the records of [the first offset kept, boundary) whose timestamp is at or after the
 start, so that live delivery and replay neither overlap nor leave a gap. Both kinds of record live on one
 compacted topic (topics.BACKFILL_TOPIC); progress is written in the same transaction as the records it counts.
 """
@@ -88,7 +88,7 @@ class Partition:
 
     boundary: int | None = None  # end of the replay (exclusive): the live gate delivers from here
     since_ms: int | None = None
-    start: int | None = None  # first offset at or after `since_ms`, fixed once
+    start: int | None = None  # where reading began (the first offset kept then), fixed once
     next: int | None = None  # next offset to replay
     delivered: int = 0
 

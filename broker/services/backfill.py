@@ -38,7 +38,8 @@ IDLE = dt.timedelta(seconds=1)
 class HistorySource(Protocol):
     """Committed ingest records by offset (adapters.kafka_history.HistoryReader)."""
 
-    def start_offset(self, topic: str, partition: int, since_ms: int) -> int: ...
+    def start_offset(self, topic: str, partition: int, since_ms: int) -> int:
+        """An offset at or before the first record stamped at or after `since_ms`."""
     def read(self, topic: str, partition: int, start: int, end: int, max_records: int
              ) -> tuple[list[Record], int]: ...
 

@@ -1,7 +1,8 @@
 """`make bench`: each scenario prints one JSON object; all are also written to benchmarks/results/latest.json.
 
 `python -m benchmarks geography` (`make bench BENCH=geography`) runs only the gate on the ONS tables against the small
-table of before (results in benchmarks/results/geography.json).
+table of before (results in benchmarks/results/geography.json); `python -m benchmarks backfill [N]` only history on a
+new grant (N records replayed, default a million; results in benchmarks/results/backfill.json).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import gate, postgres_sink, pull, serde
+from benchmarks import backfill, gate, postgres_sink, pull, serde
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -23,15 +24,20 @@ def main() -> None:
     start = time.monotonic()
     results: list[dict[str, Any]] = []
     only_geography = sys.argv[1:] == ["geography"]
+    only_backfill = sys.argv[1:2] == ["backfill"]
     everything: list[Callable[[], Iterable[dict[str, Any]]]] = [
-        lambda: [serde.run()], gate.run, pull.run, lambda: [postgres_sink.run()]]
-    for scenarios in [gate.run_geography] if only_geography else everything:
+        lambda: [serde.run()], gate.run, pull.run, lambda: [postgres_sink.run()], backfill.run]
+    history = int(sys.argv[2]) if only_backfill and len(sys.argv) > 2 else backfill.HISTORY
+    chosen = [gate.run_geography] if only_geography else [lambda: backfill.run(history)] if only_backfill \
+        else everything
+    for scenarios in chosen:
         for result in scenarios():
             print(json.dumps(result), flush=True)
             results.append(result)
     RESULTS.mkdir(exist_ok=True)
     summary = {"machine": platform.platform(), "results": results, "wall_s": round(time.monotonic() - start, 1)}
-    (RESULTS / ("geography.json" if only_geography else "latest.json")).write_text(json.dumps(summary, indent=2))
+    name = "geography.json" if only_geography else "backfill.json" if only_backfill else "latest.json"
+    (RESULTS / name).write_text(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":  # the benchmarks spawn processes, which import this module again

@@ -31,11 +31,13 @@ class KafkaLog:
 
     def publish(
         self, topic: str, value: bytes, key: bytes | None = None,
-        headers: Sequence[tuple[str, bytes]] = (), timeout_s: float = 30.0,
+        headers: Sequence[tuple[str, bytes]] = (), timeout_s: float = 30.0, timestamp_ms: int | None = None,
     ) -> tuple[int, int]:
-        """Append one record and wait for the broker's acknowledgement; returns (partition, offset)."""
+        """Append one record and wait for the broker's acknowledgement; returns (partition, offset). `timestamp_ms`
+        stamps the record (history published after the fact); by default the producer stamps it now."""
         try:
-            meta = self._producer_or_new().send(topic, value=value, key=key, headers=list(headers))
+            meta = self._producer_or_new().send(topic, value=value, key=key, headers=list(headers),
+                                                timestamp_ms=timestamp_ms)
             result = meta.get(timeout=timeout_s)
         except KafkaError as exc:
             raise ServiceError(f"publishing to {topic!r} failed: {exc}") from exc

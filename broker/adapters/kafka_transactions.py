@@ -80,6 +80,13 @@ class TransactionalStage:
             self._consumer.position(tp)
         return True
 
+    def positions(self) -> dict[tuple[str, int], int]:
+        """Each assigned partition's position: where the next batch of it starts."""
+        try:
+            return {(tp.topic, tp.partition): int(self._consumer.position(tp)) for tp in self._consumer.assignment()}
+        except KafkaError as exc:
+            raise ServiceError(f"could not read the consumer's positions: {exc}") from exc
+
     def begin(self) -> None:
         self._producer.begin_transaction()
         self._in_transaction = True
@@ -97,9 +104,14 @@ class TransactionalStage:
         except KafkaError as exc:
             raise ServiceError(f"producing failed: {exc}") from exc
 
-    def commit(self, consumed: Sequence[Record]) -> None:
-        """Commit the produced records together with the offsets after `consumed`."""
+    def commit(self, consumed: Sequence[Record], fenced: bool = False) -> None:
+        """Commit the produced records together with the offsets after `consumed`. `fenced`: also commit every
+        assigned partition's position, so that the group fences the commit of a worker that lost them even when
+        it consumed nothing (history replayed for a partition must be replayed by its owner only)."""
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        if fenced:
+            for (topic, partition), position in self.positions().items():
+                offsets[TopicPartition(topic, partition)] = OffsetAndMetadata(position, "", -1)
         for record in consumed:
             offsets[TopicPartition(record.topic, record.partition)] = OffsetAndMetadata(record.offset + 1, "", -1)
         try:

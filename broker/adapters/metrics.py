@@ -76,6 +76,27 @@ def control_refused_count(reader: str, reason: str) -> float:
     return float(CONTROL_REFUSED.labels(reader=reader, reason=reason)._value.get())
 
 
+BACKFILL_RECORDS = Counter(
+    "accord_backfill_records_total",
+    "History on a new grant: ingest records replayed, by delivery topic and outcome (read, delivered).",
+    ["topic", "outcome"],
+)
+BACKFILL_REMAINING = Gauge(
+    "accord_backfill_remaining_records",
+    "History on a new grant: ingest records still to replay for a delivery topic, as this worker last saw it.",
+    ["topic"],
+)
+
+
+class PrometheusBackfillCounters:
+    def replayed(self, topic: str, delivered: int, read: int) -> None:
+        BACKFILL_RECORDS.labels(topic=topic, outcome="read").inc(read)
+        BACKFILL_RECORDS.labels(topic=topic, outcome="delivered").inc(delivered)
+
+    def remaining(self, topic: str, records: int) -> None:
+        BACKFILL_REMAINING.labels(topic=topic).set(records)
+
+
 class PrometheusGateCounters:
     def records(self, stream: str, outcome: str, n: int) -> None:
         GATE_RECORDS.labels(stream=stream, outcome=outcome).inc(n)

@@ -73,13 +73,15 @@ class DisputeIn(_Body):
     policy_revision: str | None = None
     urgency: str = "routine"
     evidence: list[str] = Field(default_factory=list)
+    backfill: str | None = None
 
     def request(self) -> DisputeRequest:
         return DisputeRequest(
             kind=self.kind, stream=self.stream, role=self.role, purpose=self.purpose,
             justification=self.justification, subscriber=self.subscriber, fields=tuple(self.fields),
             areas=None if self.areas is None else tuple(self.areas), until=self.until, decision_id=self.decision_id,
-            policy_revision=self.policy_revision, urgency=self.urgency, evidence=tuple(self.evidence))
+            policy_revision=self.policy_revision, urgency=self.urgency, evidence=tuple(self.evidence),
+            backfill=self.backfill)
 
 
 class FieldGrantIn(_Body):

@@ -267,6 +267,8 @@ def _agreement(ctx: _Context, ident: str, agreement: Agreement) -> Flow:
         "legal_basis_until": None if agreement.legal_basis_until is None else agreement.legal_basis_until.isoformat(),
         "retention_s": None if terms["retention"] is None else int(terms["retention"].total_seconds()),
         "review_date": agreement.review_date.isoformat(),
+        # Only when asked for, so that catalogs without history keep their revision.
+        **({"backfill": agreement.backfill} if agreement.backfill is not None else {}),
         "emergency_level_required": terms["emergency_level_required"],
         "signatories": [signatory.model_dump() for signatory in agreement.signatories],
     }

@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from broker.domain.backfill import parse_history
 from broker.domain.geography import is_well_formed
 from broker.domain.ladder import EmergencyLevel
 from broker.domain.topics import ingest_topic, value_subject
@@ -127,6 +128,12 @@ def _retention(span: dt.timedelta) -> dt.timedelta:
     return span
 
 
+def _history(value: object) -> str:
+    return parse_history(value).text
+
+
+# History on a new grant: an ISO 8601 duration before the agreement comes into force (P28D) or a date.
+History = Annotated[str, BeforeValidator(_history)]
 RowScope = Annotated[str | tuple[str, ...], PlainValidator(_row_scope)]
 Duration = Annotated[dt.timedelta, BeforeValidator(_duration), AfterValidator(_positive)]
 # How long a delivery topic keeps what it was sent: an ISO 8601 duration of at least an hour, e.g. P28D.
@@ -371,6 +378,8 @@ class Agreement(_Model):
     required_fields: Annotated[tuple[FieldName, ...], AfterValidator(_unique)] = ()
     # Aggregate streams: small counts suppressed for this agreement's subscriber (e.g. T6's publication channel).
     suppression: Suppression | None = None
+    # History replayed to the subscriber when the agreement comes into force (domain/backfill.py).
+    backfill: History | None = None
     valid_from: AwareDatetime
     valid_until: AwareDatetime
     review_date: dt.date

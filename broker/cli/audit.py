@@ -33,7 +33,7 @@ ChainTopic = Annotated[str, typer.Option("--topic", help="the chain topic")]
 GovernanceTopic = Annotated[str, typer.Option(help="where the chain's checkpoints are anchored")]
 
 
-def _kafka() -> KafkaAccess:
+def cli_kafka() -> KafkaAccess:
     from broker.cli.policy import running_endpoints
     from broker.security.kafka_identities import kafka_access
 
@@ -45,13 +45,13 @@ def _kafka() -> KafkaAccess:
 def _chain_lines(topic: str) -> Iterator[str]:
     from broker.adapters.kafka_audit import read_chain
 
-    return read_chain(_kafka(), topic)
+    return read_chain(cli_kafka(), topic)
 
 
 def _sealed_lines(topic: str, governance_topic: str, wait_s: float) -> Iterator[str]:
     from broker.adapters.kafka_audit import read_sealed_chain
 
-    return read_sealed_chain(_kafka(), topic, governance_topic, wait_s)
+    return read_sealed_chain(cli_kafka(), topic, governance_topic, wait_s)
 
 
 @audit_cli.command("export")
@@ -134,7 +134,7 @@ def verify_trail(
 def _newest_anchor(topic: str, governance_topic: str) -> Anchor | None:
     from broker.adapters.kafka_audit import newest_anchor
 
-    return newest_anchor(_kafka(), topic, governance_topic)
+    return newest_anchor(cli_kafka(), topic, governance_topic)
 
 
 def _anchor_line(anchor: Anchor | None, offline: bool, governance_topic: str) -> str:

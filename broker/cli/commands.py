@@ -14,6 +14,9 @@ from broker.cli import (
     audit as cli_audit,
 )
 from broker.cli import (
+    backfill as cli_backfill,
+)
+from broker.cli import (
     connect as cli_connect,
 )
 from broker.cli import (
@@ -67,6 +70,7 @@ app.add_typer(cli_kafka.kafka_cli, name="kafka")
 app.add_typer(cli_credentials.credentials_cli, name="credentials")
 app.add_typer(cli_optout.optout_cli, name="optout")
 app.add_typer(cli_connect.connect_cli, name="connect")
+app.add_typer(cli_backfill.backfill_cli, name="backfill")
 app.add_typer(cli_geography.geography_cli, name="geography")
 governance_cli = typer.Typer(help="The governance service: disputes, the ladder's deadlines, declarations.",
                              no_args_is_help=True)

@@ -108,13 +108,15 @@ def dispute_raise(
     policy_revision: Annotated[str | None, typer.Option(help="the catalog revision of that decision")] = None,
     urgency: Annotated[str, typer.Option(help="routine, urgent or immediate")] = "routine",
     evidence: Annotated[list[str] | None, typer.Option(help="a link or reference, repeatable")] = None,
+    backfill: Annotated[str | None, typer.Option(
+        help="history to receive once granted: an ISO 8601 duration (P28D) or a date (2026-11-01)")] = None,
 ) -> None:
     """Raise a dispute; it climbs the escalation ladder until decided, and a decisive default ends it."""
     token = parse_actor(acting_as)
     body = {"kind": kind, "stream": stream, "role": role, "purpose": purpose, "justification": justification,
             "subscriber": subscriber, "fields": field or [], "areas": area, "until": until,
             "decision_id": decision_id, "policy_revision": policy_revision, "urgency": urgency,
-            "evidence": evidence or []}
+            "evidence": evidence or [], **({"backfill": backfill} if backfill else {})}
     dispute = call("POST", "/disputes", token, body)
     typer.echo(f"raised dispute {dispute['id']}: {dispute['state']} at tier {_tier(dispute)}, "
                f"deadline {dispute['deadline']}")

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from broker.domain.backfill import parse_history
 from broker.domain.disputes import KINDS, OUTCOMES, URGENCIES, Dispute, stamp
 from broker.domain.flows import Flow, legal_basis_ends_at
 from broker.domain.governance import GovernanceEvent, GovernanceState, new_event
@@ -66,6 +67,7 @@ class DisputeRequest:
     policy_revision: str | None = None
     urgency: str = "routine"
     evidence: tuple[str, ...] = field(default=())
+    backfill: str | None = None  # history asked for once granted: P28D or a date (domain/backfill.py)
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ def raise_dispute(ctx: Context, actor: Actor, request: DisputeRequest, ident: st
         raise GovernanceError(f"{subscriber} has no role {request.role!r}; a grant needs a role it holds")
     _check_purpose(ctx, subscriber, request)
     sought = {"fields": _sought_fields(stream, request), "areas": _sought_areas(ctx, subscriber, request),
-              "until": stamp(request.until)}
+              "until": stamp(request.until), **_sought_history(request)}
     data = {"kind": request.kind, "stream": request.stream, "publisher": publisher, "subscriber": subscriber,
             "role": request.role, "purpose": request.purpose,
             "challenges": {"decision_id": request.decision_id, "policy_revision": request.policy_revision},
@@ -159,6 +161,15 @@ def _check_purpose(ctx: Context, subscriber: str, request: DisputeRequest) -> No
             raise GovernanceError(
                 f"{subscriber} already receives {request.stream} as {request.role} under {ident} for purpose "
                 f"{agreement.get('purpose')!r}; a role has one purpose per stream, so ask under that purpose")
+
+
+def _sought_history(request: DisputeRequest) -> dict[str, str]:
+    if request.backfill is None:
+        return {}
+    try:
+        return {"backfill": parse_history(request.backfill).text}
+    except ValueError as exc:
+        raise GovernanceError(str(exc)) from exc
 
 
 def _sought_fields(stream: Mapping[str, Any], request: DisputeRequest) -> list[str]:
@@ -348,6 +359,8 @@ def grant_document(ctx: Context, dispute: Dispute, ident: str, fields: Mapping[s
         "row_scope": {"areas": sorted(areas)}, "valid_from": stamp(ctx.now), "valid_until": stamp(until),
         "review_date": until.date().isoformat(), "emergency_level_required": "normal", "signatories": [],
         "source": {"dispute": dispute.id},
+        # History sought with the dispute, replayed once the grant is in force (services/backfill.py).
+        **({"backfill": str(dispute.sought["backfill"])} if dispute.sought.get("backfill") else {}),
     }
 
 

@@ -40,6 +40,7 @@ class Flow(TypedDict, total=False):
     emergency_level_required: str
     signatories: list[dict[str, str]]
     source: dict[str, str]               # grants: where it came from (a dispute)
+    backfill: str                        # history asked for on coming into force: P28D or a date
 
 
 def legal_basis_ends_at(flow: Mapping[str, Any]) -> dt.datetime | None:

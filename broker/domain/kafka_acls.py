@@ -30,6 +30,7 @@ from typing import Any
 
 from broker.domain.topics import (
     AUDIT_TOPIC,
+    BACKFILL_TOPIC,
     CHAIN_TOPIC,
     CONTROL_TOPIC,
     DELIVER_PREFIX,
@@ -140,7 +141,8 @@ def service_bindings() -> list[Binding]:
     # Every service creates the topics it needs at start-up (and the gate a subscriber's delivery topic on a new
     # grant), reading their config back; creating an existing topic is refused harmlessly.
     for user, prefixes in {
-        gate: (INGEST_PREFIX, QUARANTINE_PREFIX, DELIVER_PREFIX, CONTROL_TOPIC, STATUS_TOPIC, AUDIT_TOPIC),
+        gate: (INGEST_PREFIX, QUARANTINE_PREFIX, DELIVER_PREFIX, CONTROL_TOPIC, STATUS_TOPIC, AUDIT_TOPIC,
+               BACKFILL_TOPIC),
         api: (INGEST_PREFIX, QUARANTINE_PREFIX, AUDIT_TOPIC),
         registry: (SCHEMAS_TOPIC,),
         governance: (CONTROL_TOPIC, STATUS_TOPIC, GOVERNANCE_TOPIC, AUDIT_TOPIC),
@@ -155,6 +157,8 @@ def service_bindings() -> list[Binding]:
     out += _allow(gate, Resource.TOPIC, STATUS_TOPIC, Op.WRITE)
     # The audit topic itself, not its prefix: `_accord.audit.chain` is the chainer's alone.
     out += _allow(gate, Resource.TOPIC, AUDIT_TOPIC, Op.WRITE, Op.DESCRIBE, prefixed=False)
+    # History on a new grant: the gate marks where live delivery began and writes the replay's progress there.
+    out += _allow(gate, Resource.TOPIC, BACKFILL_TOPIC, Op.READ, Op.WRITE, prefixed=False)
     out += _allow(gate, Resource.GROUP, "accord-gate", Op.READ)
     out += _allow(gate, Resource.TRANSACTIONAL_ID, "accord-gate-", Op.WRITE, Op.DESCRIBE)
 
@@ -178,6 +182,7 @@ def service_bindings() -> list[Binding]:
     out += _allow(governance, Resource.TOPIC, AUDIT_TOPIC, Op.READ, Op.WRITE)
     out += _allow(governance, Resource.TOPIC, CONTROL_TOPIC, Op.READ, Op.WRITE)
     out += _allow(governance, Resource.TOPIC, STATUS_TOPIC, Op.READ)
+    out += _allow(governance, Resource.TOPIC, BACKFILL_TOPIC, Op.READ, Op.DESCRIBE, prefixed=False)
     out += _allow(governance, Resource.TOPIC, QUARANTINE_PREFIX, Op.READ, Op.DESCRIBE)
     out += _allow(governance, Resource.TRANSACTIONAL_ID, "accord-governance", Op.WRITE, Op.DESCRIBE)
     out += _allow(governance, Resource.TRANSACTIONAL_ID, "accord-audit-chainer-", Op.WRITE, Op.DESCRIBE)

@@ -23,6 +23,7 @@ class Record:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...]
+    timestamp_ms: int | None = None  # read only where it matters (history on a new grant)
 
 
 @dataclass(frozen=True)

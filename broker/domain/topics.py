@@ -20,6 +20,7 @@ GOVERNANCE_TOPIC = f"{INTERNAL_PREFIX}governance"    # disputes, approvals, decl
 AUDIT_TOPIC = f"{INTERNAL_PREFIX}audit"              # every decision, batch and governance event, unchained
 SCHEMAS_TOPIC = f"{INTERNAL_PREFIX}schemas"          # the schema registry's compacted changelog
 OPTOUT_TOPIC = f"{INTERNAL_PREFIX}optout"            # National Data Opt-out: keyed hashes of NHS numbers, compacted
+BACKFILL_TOPIC = f"{INTERNAL_PREFIX}backfill"        # history on a new grant: boundaries and progress, compacted
 CHAIN_SUFFIX = ".chain"
 
 

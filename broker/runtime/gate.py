@@ -16,8 +16,9 @@ import uvicorn
 from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_admin import create_topics
 from broker.adapters.kafka_control import ControlReader, ControlWriter, ensure_control_topics, ensure_optout_topic
+from broker.adapters.kafka_history import BackfillLogReader, HistoryReader, ensure_backfill_topic
 from broker.adapters.kafka_transactions import TransactionalStage
-from broker.adapters.metrics import PrometheusGateCounters, count_withheld
+from broker.adapters.metrics import PrometheusBackfillCounters, PrometheusGateCounters, count_withheld
 from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.api.auth import Guard
 from broker.api.gate_app import create_gate_app
@@ -61,6 +62,7 @@ def open_gate(endpoints: GateEndpoints, settings: Settings, worker: str,
     ensure_stream_topics(kafka, schemas)
     ensure_control_topics(kafka)
     ensure_optout_topic(kafka)
+    ensure_backfill_topic(kafka)
     secret_env = settings.pseudonym_secret.get_secret_value() if settings.pseudonym_secret else None
     with ExitStack() as stack:
         engine = opa_engine(endpoints.opa_url, settings, WRITER)
@@ -77,6 +79,10 @@ def open_gate(endpoints: GateEndpoints, settings: Settings, worker: str,
                                    f"accord-gate-{worker}", transaction_timeout_ms=transaction_timeout_ms,
                                    start_from=settings.gate_start_from)
         stack.callback(stage.close)
+        history = HistoryReader(kafka, client_id=f"accord-gate-history-{worker}")
+        stack.callback(history.close)
+        backfill_log = BackfillLogReader(kafka, client_id=f"accord-gate-backfill-{worker}")
+        stack.callback(backfill_log.close)
         parts = GateParts(
             stage=stage, control=control, control_keys=trusted_keys(settings.secrets_dir, settings.control_public_key),
             planner=Planner(engine), registry=registry, schemas=schemas,
@@ -88,6 +94,7 @@ def open_gate(endpoints: GateEndpoints, settings: Settings, worker: str,
             status=lambda w, value: _ignore(status.append(w, value, topic=STATUS_TOPIC)),
             audit=lambda kind, record: _ignore(status.append(kind, record, topic=AUDIT_TOPIC)),
             optout=optout, optout_key=optout_secret(settings.secrets_dir), withheld=count_withheld,
+            history=history, backfill_log=backfill_log, backfill_counters=PrometheusBackfillCounters(),
         )
         yield Gate(parts, worker, clock=clock, counters=PrometheusGateCounters(), ready=stage.ready)
 
@@ -151,7 +158,8 @@ def serve(endpoints: GateEndpoints, settings: Settings, host: str, port: int, wo
         if gate is not None:
             detail |= {"policy_engine_ready": not gate.held, "control_offset": gate.state.offset,
                        "catalog_revision": gate.state.catalog_revision,
-                       "deliveries": sorted(d.topic for ds in gate.deliveries.values() for d in ds)}
+                       "deliveries": sorted(d.topic for ds in gate.deliveries.values() for d in ds),
+                       "history": list(gate.history_progress)}
         return runner.alive(), detail
 
     try:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from broker.domain import control
+from broker.domain.backfill import BackfillLog
 from broker.domain.control import PolicyState, rfc3339
 from broker.domain.control_signing import KeyLookup
 from broker.domain.geography import LaTable
@@ -22,9 +23,10 @@ from broker.domain.plans import LSOA_TAG, Plan
 from broker.domain.pseudonyms import KEY_HEADER
 from broker.domain.residence import ResidenceTable
 from broker.domain.suppression import suppress_table
-from broker.domain.topics import AUDIT_TOPIC, ingest_topic, quarantine_topic
+from broker.domain.topics import AUDIT_TOPIC, BACKFILL_TOPIC, ingest_topic, quarantine_topic
 from broker.domain.validation import field_tags, is_blank, validate_record
 from broker.errors import AccordError, ConfigError, SerdeError
+from broker.services.backfill import BackfillCounters, Backfiller, BackfillLogSource, HistorySource, Work
 from broker.services.batch_audit import BatchAudit, Placement
 from broker.services.delivery_table import Delivery, DeliveryTable
 from broker.services.ingest import AVRO_DECODE
@@ -39,6 +41,7 @@ SOURCE_HEADER = "accord.source"
 REVISION_HEADER = "accord.revision"
 WORKER_HEADER = "accord.worker"
 SUPPRESSION_HEADER = "accord.suppression"
+BACKFILL_HEADER = "accord.backfill"  # on a replayed record: the grant whose history it is
 
 
 
@@ -56,7 +59,8 @@ class Stage(Protocol):
     def send(self, topic: str, value: bytes | None, key: bytes | None = None,
              headers: Sequence[tuple[str, bytes]] = ()) -> Placement: ...
     def flush(self) -> None: ...
-    def commit(self, consumed: Sequence[Record]) -> None: ...
+    def positions(self) -> Mapping[tuple[str, int], int]: ...
+    def commit(self, consumed: Sequence[Record], fenced: bool = False) -> None: ...
     def abort(self) -> None: ...
 
 
@@ -126,6 +130,10 @@ class GateParts:
     optout: OptOutSource | None = None  # None: no list, so a plan the opt-out applies to withholds only unnamed rows
     optout_key: bytes = b"\0" * 16       # the key the list's NHS numbers were hashed with (security/secrets.py)
     withheld: WithheldCounter | None = None
+    # History on a new grant (services/backfill.py); without them a grant's `backfill` is not replayed.
+    history: HistorySource | None = None
+    backfill_log: BackfillLogSource | None = None
+    backfill_counters: BackfillCounters | None = None
 
 
 class Gate:
@@ -159,6 +167,18 @@ class Gate:
         self.opted_out = OptOutList(parts.optout_key)
         self._optout_offset = 0
         self._withheld: Counter[tuple[str, str, str, str]] = Counter()
+        self._backfill = None if parts.history is None or parts.backfill_log is None else Backfiller(
+            parts.history, parts.backfill_log, worker, self._clock, parts.backfill_counters)
+
+    @property
+    def history(self) -> BackfillLog | None:
+        """Where this worker last saw each replay of history on a new grant (None: it replays none)."""
+        return None if self._backfill is None else self._backfill.log
+
+    @property
+    def history_progress(self) -> tuple[dict[str, Any], ...]:
+        """Each replay as this worker last committed it (safe to read from another thread)."""
+        return () if self._backfill is None else self._backfill.progress_seen
 
     @property
     def topics(self) -> list[str]:
@@ -244,15 +264,18 @@ class Gate:
         except BaseException:
             self._p.stage.abort()  # fail closed: nothing leaves, the batch is consumed again later
             raise
-        if not records:
+        work = self._history_work(records)
+        if not records and work is None:
             return 0
         self._p.stage.begin()
         try:
             for record in records:
                 self._route(record)
+            if work is not None:
+                self._replay(work)
             self._send_tables()
             self._audit_batch()
-            self._p.stage.commit(records)
+            self._p.stage.commit(records, fenced=work is not None)
         except BaseException:
             self._tally.clear()  # the batch is consumed again: count it then
             self._withheld.clear()
@@ -268,6 +291,8 @@ class Gate:
             for (subscriber, role, stream, reason), n in self._withheld.items():
                 self._p.withheld(subscriber, role, stream, reason, n)
         self._withheld.clear()
+        if work is not None and self._backfill is not None:
+            self._backfill.committed(work)
         return len(records)
 
     def _hold(self, timeout_s: float) -> None:
@@ -289,54 +314,100 @@ class Gate:
                 (on_error or _log_error)(exc)
                 time.sleep(1.0)
 
+    # -- history on a new grant ------------------------------------------------------------------------
+    def _history_work(self, records: Sequence[Record]) -> Work | None:
+        if self._backfill is None:
+            return None
+        try:
+            return self._backfill.prepare(self.state, self.deliveries, records, self._p.stage.positions)
+        except BaseException:
+            self._p.stage.abort()  # the batch is consumed again, and the history step tried again with it
+            raise
+
+    def _replay(self, work: Work) -> None:
+        """This step's marks and history chunk, evaluated exactly as the live gate does now, for the one delivery
+        topic the grant reaches; a row the gate would quarantine is skipped (its publisher was told already), and a
+        row the opt-out or a quality rule keeps from this subscriber is skipped too."""
+        for key, value in work.marks:
+            self._p.stage.send(BACKFILL_TOPIC, json.dumps(value).encode(), key=key.encode())
+        chunk = work.chunk
+        if chunk is None:
+            return
+        delivery = next((d for d in self.deliveries.get(chunk.job.stream, ()) if d.topic == chunk.job.topic), None)
+        if delivery is None:
+            raise AccordError(f"{chunk.job.topic} has no plan any more; its history waits")
+        grant = chunk.job.grant.encode()
+        for record in chunk.records:
+            if record.timestamp_ms is not None and record.timestamp_ms < chunk.since_ms:
+                continue
+            admitted = self._admit(chunk.job.stream, record)
+            if isinstance(admitted, _Refusal):
+                continue
+            row, areas = admitted
+            outcome = _evaluate(delivery, row, areas, _OptOutCheck(self.opted_out, row))
+            if isinstance(outcome, dict):
+                source = f"{record.topic}/{record.partition}/{record.offset}".encode()
+                self._place(delivery, record, source, outcome, ((BACKFILL_HEADER, grant),))
+                work.delivered += 1
+        assert self._backfill is not None
+        if (progress := self._backfill.progress(work)) is not None:
+            self._p.stage.send(BACKFILL_TOPIC, json.dumps(progress[1]).encode(), key=progress[0].encode())
+
     # -- routing -----------------------------------------------------------------------------------
     def _route(self, record: Record) -> None:
         stream = self._stream_of[record.topic]
-        try:
-            value = self._decode[stream](record.value, SerializationContext(record.topic))
-        except SerdeError as exc:
-            self._quarantine(stream, record, AVRO_DECODE, "", str(exc))
-            return
-        if value is None:
-            self._quarantine(stream, record, AVRO_DECODE, "", "the record has no value")
-            return
-        areas = resolve_areas(value, self._jurisdiction[stream], self._p.la_table, self._residence(stream, value))
-        if isinstance(areas, Unresolved):
-            self._quarantine(stream, record, UNRESOLVED, areas.field, areas.reason, areas.candidates)
-            return
-        # The ingest API's field rules again: a publisher's own Kafka client writes ingest topics directly, and
-        # nothing reaches a subscriber that the API would have refused. After the jurisdiction, so that a row two
-        # councils could claim still goes to quarantine as such and both are told.
-        if problems := validate_record(self._p.schemas[stream], value, self._clock().date(), self._p.la_table):
-            reasons = [{"field": p.field, "rule": p.rule, "message": p.message} for p in problems]
-            self._send_quarantine(stream, record, reasons, {})
+        admitted = self._admit(stream, record)
+        if isinstance(admitted, _Refusal):
+            self._send_quarantine(stream, record, admitted.reasons, admitted.extra)
             self._tally[(stream, "quarantined")] += 1
             return
+        value, areas = admitted
         source = f"{record.topic}/{record.partition}/{record.offset}".encode()
         delivered = refused = withheld = 0
         opt_out = _OptOutCheck(self.opted_out, value)
         for delivery in self.deliveries.get(stream, ()):
-            if areas.isdisjoint(delivery.areas):
+            outcome = _evaluate(delivery, value, areas, opt_out)
+            if outcome is None:
                 continue
-            # Which fields, and how, depends on which of the plan's scopes (agreements' areas) the row lies in.
-            shape = delivery.project.shape(areas)
-            if shape is None:
-                continue
-            if delivery.plan.opt_out and (why := opt_out.why()) is not None:
-                self._withhold(stream, record, delivery.plan, why)
+            if isinstance(outcome, _Withheld):
+                self._withhold(stream, record, delivery.plan, outcome.why)
                 withheld += 1
                 continue
-            if missing := [name for name in delivery.plan.required if is_blank(value.get(name))]:
-                self._refuse(stream, record, delivery.plan, missing)
+            if isinstance(outcome, list):
+                self._refuse(stream, record, delivery.plan, outcome)
                 refused += 1
                 continue
-            if delivery.suppression is not None:
-                self._cells.add(delivery, record, source, shape(value))
-            else:
-                self._deliver(delivery, record, source, shape(value))
+            self._place(delivery, record, source, outcome)
             delivered += 1
         if delivered or not (refused or withheld):  # a row only refused or withheld is counted as such, per plan
             self._tally[(stream, "delivered" if delivered else "no-subscriber")] += 1
+
+    def _admit(self, stream: str, record: Record) -> tuple[Mapping[str, Any], frozenset[str]] | _Refusal:
+        """The decoded row and the areas it lies in, or why it goes to quarantine instead."""
+        try:
+            value = self._decode[stream](record.value, SerializationContext(record.topic))
+        except SerdeError as exc:
+            return _Refusal.one(AVRO_DECODE, "", str(exc))
+        if value is None:
+            return _Refusal.one(AVRO_DECODE, "", "the record has no value")
+        areas = resolve_areas(value, self._jurisdiction[stream], self._p.la_table, self._residence(stream, value))
+        if isinstance(areas, Unresolved):
+            extra = {"candidates": list(areas.candidates)} if areas.candidates else {}
+            return _Refusal.one(UNRESOLVED, areas.field, areas.reason, extra)
+        # The ingest API's field rules again: a publisher's own Kafka client writes ingest topics directly, and
+        # nothing reaches a subscriber that the API would have refused. After the jurisdiction, so that a row two
+        # councils could claim still goes to quarantine as such and both are told.
+        if problems := validate_record(self._p.schemas[stream], value, self._clock().date(), self._p.la_table):
+            return _Refusal([{"field": p.field, "rule": p.rule, "message": p.message} for p in problems], {})
+        return value, areas
+
+    def _place(self, delivery: Delivery, record: Record, source: bytes, shaped: dict[str, Any],
+               extra: Sequence[tuple[str, bytes]] = ()) -> None:
+        """A row for one delivery: sent now, or kept with its table's cells when the plan suppresses small counts."""
+        if delivery.suppression is not None:
+            self._cells.add(delivery, record, source, shaped, extra)
+        else:
+            self._deliver(delivery, record, source, shaped, extra)
 
     def _deliver(self, delivery: Delivery, record: Record, source: bytes, shaped: dict[str, Any],
                  extra: Sequence[tuple[str, bytes]] = ()) -> None:
@@ -354,9 +425,9 @@ class Gate:
             rule = delivery.suppression
             assert rule is not None
             header = [(SUPPRESSION_HEADER, f"threshold={rule.threshold};round_to={rule.round_to}".encode())]
-            shown = suppress_table(rule, [shaped for _, _, shaped in cells])
-            for (record, source, _), shaped in zip(cells, shown, strict=True):
-                self._deliver(delivery, record, source, shaped, header)
+            shown = suppress_table(rule, [shaped for _, _, shaped, _ in cells])
+            for (record, source, _, extra), shaped in zip(cells, shown, strict=True):
+                self._deliver(delivery, record, source, shaped, [*header, *extra])
         self._cells.clear()
 
     def _audit_batch(self) -> None:
@@ -365,12 +436,6 @@ class Gate:
     def _residence(self, stream: str, value: Mapping[str, Any]) -> str | None:
         field = self._lsoa[stream]
         return None if self._p.residence is None or field is None else self._p.residence.lad_of(value.get(field))
-
-    def _quarantine(self, stream: str, record: Record, rule: str, field: str, message: str,
-                    candidates: Sequence[str] = ()) -> None:
-        extra = {"candidates": list(candidates)} if candidates else {}
-        self._send_quarantine(stream, record, [{"field": field, "rule": rule, "message": message}], extra)
-        self._tally[(stream, "quarantined")] += 1
 
     def _withhold(self, stream: str, record: Record, plan: Plan, reason: str) -> None:
         """The National Data Opt-out keeps the row from this subscriber: lawful withholding, not quarantine (nothing
@@ -425,18 +490,22 @@ class Gate:
                                      "applied_ms": applied_ms, "deliveries": plans})
 
 
+Cell = tuple[Record, bytes, dict[str, Any], tuple[tuple[str, bytes], ...]]  # a row, its source, shaped, headers
+
+
 class Cells:
     """A batch's cells for suppressed deliveries, grouped by delivery topic and table key, in arrival order."""
 
     def __init__(self) -> None:
-        self._tables: dict[tuple[str, Any], tuple[Delivery, list[tuple[Record, bytes, dict[str, Any]]]]] = {}
+        self._tables: dict[tuple[str, Any], tuple[Delivery, list[Cell]]] = {}
 
-    def add(self, delivery: Delivery, record: Record, source: bytes, shaped: dict[str, Any]) -> None:
+    def add(self, delivery: Delivery, record: Record, source: bytes, shaped: dict[str, Any],
+            extra: Sequence[tuple[str, bytes]] = ()) -> None:
         assert delivery.suppression is not None
         key = (delivery.topic, delivery.suppression.table_key(shaped))
-        self._tables.setdefault(key, (delivery, []))[1].append((record, source, shaped))
+        self._tables.setdefault(key, (delivery, []))[1].append((record, source, shaped, tuple(extra)))
 
-    def tables(self) -> list[tuple[Delivery, list[tuple[Record, bytes, dict[str, Any]]]]]:
+    def tables(self) -> list[tuple[Delivery, list[Cell]]]:
         return list(self._tables.values())
 
     def clear(self) -> None:
@@ -457,6 +526,42 @@ class _OptOutCheck:
             self._why = self._opted_out.withholds(self._value.get(NHS_NUMBER_FIELD))
         self._checked = True
         return self._why
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    """Why a row goes to quarantine rather than to any subscriber."""
+
+    reasons: list[dict[str, str]]
+    extra: Mapping[str, Any]
+
+    @classmethod
+    def one(cls, rule: str, field: str, message: str, extra: Mapping[str, Any] | None = None) -> _Refusal:
+        return cls([{"field": field, "rule": rule, "message": message}], extra or {})
+
+
+@dataclass(frozen=True)
+class _Withheld:
+    """The National Data Opt-out keeps the row from this plan's subscriber."""
+
+    why: str
+
+
+def _evaluate(delivery: Delivery, value: Mapping[str, Any], areas: frozenset[str],
+              opt_out: _OptOutCheck) -> dict[str, Any] | list[str] | _Withheld | None:
+    """A row under one plan: its shaped projection, the required fields it misses, the opt-out withholding it, or
+    None (not in the plan's rows)."""
+    if areas.isdisjoint(delivery.areas):
+        return None
+    # Which fields, and how, depends on which of the plan's scopes (agreements' areas) the row lies in.
+    shape = delivery.project.shape(areas)
+    if shape is None:
+        return None
+    if delivery.plan.opt_out and (why := opt_out.why()) is not None:
+        return _Withheld(why)
+    if missing := [name for name in delivery.plan.required if is_blank(value.get(name))]:
+        return missing
+    return shape(value)
 
 
 def _log_error(exc: Exception) -> None:

@@ -25,6 +25,7 @@ from broker.domain.messages import ControlRecord, Evaluation, Record
 from broker.domain.residence import ResidenceTable
 from broker.domain.topics import AUDIT_TOPIC, CONTROL_TOPIC, ingest_topic
 from broker.errors import PolicyEngineError, ServiceError
+from broker.services.backfill import BackfillLogSource, HistorySource
 from broker.services.gate import AuditAppender, Gate, GateCounters, GateParts, OptOutSource, WithheldCounter
 from broker.services.planner import PLAN_RULE, Planner
 from broker.services.serde import AvroDeserializer, AvroSerializer, SerializationContext
@@ -71,6 +72,7 @@ class FakeStage:
         self.after_poll: Callable[[], None] | None = None
         self.fail_on_send: int | None = None  # the n-th send of a transaction raises, as a lost broker would
         self.offsets: dict[str, int] = {}
+        self.assigned: dict[tuple[str, int], int] = {}  # (ingest topic, partition) -> position
 
     def queue(self, *records: Record) -> None:
         self.batches.append(list(records))
@@ -110,7 +112,10 @@ class FakeStage:
         if transaction is not None:
             transaction.flushed = len(transaction.sent) + len(transaction.audit)
 
-    def commit(self, consumed: Any) -> None:
+    def positions(self) -> dict[tuple[str, int], int]:
+        return dict(self.assigned)
+
+    def commit(self, consumed: Any, fenced: bool = False) -> None:
         self.calls.append("commit")
         transaction = self._open()
         assert transaction is not None, "commit() without a transaction"
@@ -328,9 +333,13 @@ def make_gate(document: Mapping[str, Any] | None = None, clock: FakeClock | None
               replan_every_s: float = 10.0, residence: ResidenceTable | None = None,
               audit: AuditAppender | None = None, counters: GateCounters | None = None,
               optout: OptOutSource | None = None, optout_key: bytes = b"\0" * 16,
-              withheld: WithheldCounter | None = None) -> GateHarness:
+              withheld: WithheldCounter | None = None,
+              history: HistorySource | None = None, backfill_log: BackfillLogSource | None = None,
+              worker: str = "worker-1", stage: FakeStage | None = None,
+              registry: InMemorySchemaRegistry | None = None) -> GateHarness:
     """A gate over T1 whose control topic holds `document` (default: catalog_document()); not started yet."""
-    stage, control, engine, registry = FakeStage(), FakeControl(), FakePolicyEngine(), InMemorySchemaRegistry()
+    control, engine, registry = FakeControl(), FakePolicyEngine(), registry or InMemorySchemaRegistry()
+    stage = stage or FakeStage()
     clock = clock or FakeClock()
     statuses: list[dict[str, Any]] = []
     ensured: list[str] = []
@@ -342,7 +351,7 @@ def make_gate(document: Mapping[str, Any] | None = None, clock: FakeClock | None
                       ensure_topics=ensured.extend, status=lambda worker, status: statuses.append(status),
                       audit=audit or (lambda kind, record: decisions.append({"kind": kind, **record})),
                       residence=residence, pseudonym_masters=rotated_master, optout=optout,
-                      optout_key=optout_key, withheld=withheld)
-    gate = Gate(parts, "worker-1", clock=clock, replan_every_s=replan_every_s, counters=counters)
+                      optout_key=optout_key, withheld=withheld, history=history, backfill_log=backfill_log)
+    gate = Gate(parts, worker, clock=clock, replan_every_s=replan_every_s, counters=counters)
     return GateHarness(gate, stage, control, engine, registry, clock, statuses, ensured,
                        AvroSerializer(registry, json.dumps(T1_SCHEMA)), decisions)

@@ -75,6 +75,7 @@ def test_a_regional_emergency_shortens_the_first_deadline_only_in_that_region() 
     ({"urgency": "yesterday"}, "urgency 'yesterday'"),
     ({"role": "environmental-health"}, "has no role 'environmental-health'"),
     ({"subscriber": "nowhere-council"}, "unknown body 'nowhere-council'"),
+    ({"backfill": "P1M"}, "backfill 'P1M' is neither an ISO 8601 duration"),
 ])
 def test_raising_refuses_a_malformed_request(change: dict[str, Any], error: str) -> None:
     world = World()
@@ -256,6 +257,11 @@ def test_a_grant_runs_until_the_sought_end_or_the_decided_one() -> None:
         _decided(granted(outcome="granted-for-period"))
     with pytest.raises(GovernanceError, match="not in the future"):
         _decided(granted(outcome="granted-for-period", until=START - DAY))
+
+
+def test_history_sought_with_a_dispute_is_asked_for_by_its_grant() -> None:
+    assert _decided(granted(), refusal(backfill="P14D"))["grant"]["backfill"] == "P14D"
+    assert "backfill" not in _decided(granted())["grant"]
 
 
 def test_granted_in_part_only_narrows_what_was_sought() -> None:

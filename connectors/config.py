@@ -169,6 +169,7 @@ class FileSinkConfig(_Strict):
     registry: RegistryLogin
     files: FilesTarget
     deliveries: list[FileDelivery] = Field(min_length=1)
+    receipts: ReceiptsLogin | None = None
 
     @field_validator("deliveries")
     @classmethod
@@ -264,7 +265,13 @@ def _resolved_webhook(config: WebhookSinkConfig, base: Path) -> WebhookSinkConfi
 def _resolved_files(config: FileSinkConfig, base: Path) -> FileSinkConfig:
     def at(p: Path) -> Path:
         return p if p.is_absolute() else base / p
+    receipts = config.receipts
+    if receipts is not None:
+        receipts = receipts.model_copy(update={
+            "key_file": at(receipts.key_file),
+            "token_file": at(receipts.token_file or config.registry.token_file)})
     return config.model_copy(update={
+        "receipts": receipts,
         "kafka": config.kafka.model_copy(update={"password_file": at(config.kafka.password_file)}),
         "registry": config.registry.model_copy(update={"token_file": at(config.registry.token_file)}),
         "files": config.files.model_copy(update={"directory": at(config.files.directory)}),

@@ -133,16 +133,17 @@ def open_webhook_sinks(config: WebhookSinkConfig, stop: Callable[[], bool] = lam
 def _add_file_sinks(config: FileSinkConfig, registry: HttpSchemaRegistry, built: Sinks) -> None:
     kafka, target = kafka_login(config), config.files
     directory = LocalDirectory(target.directory)
+    receipts = _receipts(config, built)  # closed after the sinks: a clean stop's last file sends its receipts
     for delivery, topic in zip(config.deliveries, config.topics(), strict=True):
         source = KafkaPartitionReader(kafka, topic, client_id=f"{config.kafka_user()}.sink")
         built.closers.append(source.close)
         sink = FileSink(source, registry, directory, delivery.prefix or delivery.stream, target.format,
-                        target.max_rows, target.max_seconds, on_error=_report)
+                        target.max_rows, target.max_seconds, on_error=_report, receipts=receipts)
         built.closers.append(sink.close)  # a clean stop commits the file in hand
         built.sinks.append(sink)
 
 
-def _receipts(config: SinkConfig | WebhookSinkConfig, built: Sinks) -> Receipts | None:
+def _receipts(config: SinkConfig | FileSinkConfig | WebhookSinkConfig, built: Sinks) -> Receipts | None:
     """The receipts sender the config asks for (its key read once, its token at every send: a token replaced on
     disk is used from the next receipt)."""
     if config.receipts is None:

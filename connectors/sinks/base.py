@@ -137,9 +137,14 @@ class Sink(ABC):
         self.store([d for r in records if (d := self._decoded(r)) is not None], positions)
         self._stored = {**self._stored, **positions}
         if self._receipts is not None and records:
-            self._owe(claims_for(records, self._receipts.key_id))
-            self.send_receipts()
+            self._acknowledge(claims_for(records, self._receipts.key_id))
         return len(records)
+
+    def _acknowledge(self, claims: list[Claim]) -> None:
+        """Receipts for records `store` has made durable. A sink whose `store` is not yet durable (a file until
+        its manifest) holds them until it is."""
+        self._owe(claims)
+        self.send_receipts()
 
     def _owe(self, claims: list[Claim]) -> None:
         self.owed.extend(claims)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
 from broker.clock import Clock, system_clock
+from broker.domain.receipts import Claim
 from broker.errors import ConfigError, ServiceError
 from broker.services.serde import SchemaRegistry
 from connectors.sinks.base import Decoded, DeliverySource, Sink
@@ -88,6 +89,7 @@ class FileSink(Sink):
                  kind: Format = "csv", max_rows: int | None = 100_000, max_seconds: float | None = 300.0,
                  clock: Callable[[], float] = time.monotonic, now: Clock = system_clock, **options: Any) -> None:
         super().__init__(source, registry, **options)
+        self._unacknowledged: list[Claim] = []  # receipts of batches whose file is not committed yet
         if max_rows is None and max_seconds is None:
             raise ConfigError("a file sink needs max_rows or max_seconds (or both), or a file would never close")
         self.directory, self.prefix, self.kind = directory, prefix, kind
@@ -233,6 +235,19 @@ class FileSink(Sink):
         self._sequence = current.sequence
         # The manifest committed the file; the positions file keeps the position if a sync moves the files away.
         self._save_positions()
+        # Every batch stored before this commit is now in committed files: its receipts may go.
+        if self._unacknowledged:
+            self._owe(self._unacknowledged)
+            self._unacknowledged = []
+            self.send_receipts()
+
+    def _acknowledge(self, claims: list[Claim]) -> None:
+        """A batch is durable only once the files holding it are committed: while one is still open, its receipts
+        wait for that commit."""
+        if self._open is None:
+            super()._acknowledge(claims)
+        else:
+            self._unacknowledged.extend(claims)
 
     def _save_positions(self) -> None:
         """The positions file, after the manifest of the file `sequence` (or past markers read since)."""

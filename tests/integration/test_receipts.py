@@ -1,7 +1,8 @@
 """Proof of delivery on the real Kafka, OPA, registry, gate, API, governance service (with its audit chainer) and
 PostgreSQL: a subscriber registers its own key and acknowledges what it read with its own Kafka login; the API
 verifies the signature and the records' hash and refuses a tampered receipt, another body's topic and an unknown
-or retired key; the PostgreSQL sink with receipts configured acknowledges what it stores, and
+or retired key; the PostgreSQL and file sinks with receipts configured acknowledge what they store (the file
+sink once the files holding it are committed), and
 `accord audit receipts` shows that acknowledged and the rest not yet."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
@@ -37,6 +39,8 @@ from broker.security.receipt_keys import load_receipt_key
 from tests.conftest import bearer, kafka_env
 from tests.integration.gate_support import T1, publish, specimen_day, start_gate, topic_for
 from tests.integration.governance_process import GovernanceProcess
+from tests.integration.test_file_sink import start_sink as start_file_sink
+from tests.integration.test_file_sink import write_config as file_sink_config
 from tests.integration.test_postgres_sink import start_sink, write_config
 
 BODY, OTHER = "leicester-city-council", "nottingham-city-council"
@@ -250,3 +254,36 @@ def _covered(part: dict[str, Any], end: int, key_id: str) -> bool:
     """Every delivered offset below `end` acknowledged, and some by `key_id`."""
     return (bool(part["delivered"]) and all(a >= end for a, _ in part["unacknowledged"])
             and any(r["key_id"] == key_id for r in part["acknowledged"]))
+
+
+def test_the_file_sink_acknowledges_a_batch_once_the_files_holding_it_are_committed(
+        services: Endpoints, gate: GateThread, governance: GovernanceProcess, tmp_path: Path,
+        kafka_as: Callable[[str], KafkaAccess]) -> None:
+    key = Ed25519PrivateKey.generate()
+    key_id = register(governance, key)
+    private = tmp_path / "receipt.key"
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    private.chmod(0o600)
+    config = file_sink_config(tmp_path, services, "csv", drop="drop")
+    with config.open("a") as yaml_file:
+        yaml_file.write(f'receipts: {{key_file: "{private}", api_url: "{services.api_url}"}}\n')
+    prefix = f"F{uuid.uuid4().hex[:6].upper()}"
+    publish(services, T1, spread(specimen_day(), 50, ["leicester"], prefix=prefix))
+    stored_end = end_of(kafka_as(subscriber_user(BODY, "dph")))
+    log = tmp_path / "sink.log"
+    sink = start_file_sink(config, log)
+    try:
+        # Files close 3 s after their first row, so every delivered record is in a committed file before long,
+        # and only then acknowledged with this key.
+        wait_for(lambda: _covered(partition(receipts_report(services)), stored_end, key_id),
+                 f"receipts up to offset {stored_end}; sink log:\n{log.read_text()[-2000:]}")
+    finally:
+        sink.send_signal(signal.SIGTERM)
+        try:
+            sink.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            sink.kill()
+            sink.wait()
+    manifests = sorted((tmp_path / "drop").glob("*.manifest.json"))
+    assert manifests and sum(json.loads(m.read_text())["rows"] for m in manifests) >= 50

@@ -21,6 +21,7 @@ import pytest
 from broker.adapters.local_files import LocalDirectory
 from broker.adapters.registry_memory import InMemorySchemaRegistry
 from broker.domain.messages import Record
+from broker.domain.receipts import Claim
 from broker.errors import ConfigError, ServiceError
 from connectors.config import FileSinkConfig, SinkConfigError, load
 from connectors.sinks.file_formats import arrow_type
@@ -376,3 +377,31 @@ def test_parquet_keeps_structures_as_json_text_and_other_values_typed() -> None:
     assert [{k: v for k, v in r.items() if k != "_accord_source"} for r in rows] == [
         {"when": moment, "codes": '["E06000016","E07000129"]', "either": "7", "rate": Decimal("12.50")},
         {"when": moment, "codes": "[]", "either": "text", "rate": Decimal("0.01")}]
+
+
+class Receipts:
+    key_id = "0123456789abcdef"
+
+    def __init__(self) -> None:
+        self.sent: list[Claim] = []
+
+    def send(self, claim: Claim) -> None:
+        self.sent.append(claim)
+
+
+def test_a_batchs_receipts_wait_for_the_commit_of_the_files_holding_it() -> None:
+    registry, directory, receipts = InMemorySchemaRegistry(), FakeDirectory(), Receipts()
+    sink = sink_on(source_of(registry, [case(n) for n in range(8)]), registry, directory, max_rows=3,
+                   receipts=receipts)
+
+    def sent() -> list[tuple[int, int]]:
+        return [(c.first_offset, c.last_offset) for c in receipts.sent]
+
+    assert sink.step(max_records=2) == 2 and sent() == []  # rows 0-1 in an open file: not durable yet
+    assert sink.step(max_records=2) == 2                    # file 1 (rows 0-2) committed; row 3 in file 2
+    assert sent() == [(0, 1)]
+    assert sink.step(max_records=2) == 2                    # file 2 (rows 3-5) committed, no file open
+    assert sent() == [(0, 1), (2, 3), (4, 5)]
+    assert sink.step(max_records=2) == 2 and sent() == [(0, 1), (2, 3), (4, 5)]  # rows 6-7 in an open file
+    sink.close()                                            # a clean stop commits it
+    assert sent() == [(0, 1), (2, 3), (4, 5), (6, 7)]

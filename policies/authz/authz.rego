@@ -342,9 +342,13 @@ _body_may if {
 _console_pages := {
 	"/", "/catalogue", "/my-data", "/my-data/{stream}", "/my-data/{stream}/records.csv",
 	"/disputes", "/disputes/{ident}", "/audit",
+	"/requests", "/requests/new", "/requests/{ident}",
 }
 
-_console_forms := {"/sign-out", "/disputes/{ident}/decision", "/disputes/{ident}/comments"}
+_console_forms := {
+	"/sign-out", "/disputes/{ident}/decision", "/disputes/{ident}/comments",
+	"/requests", "/requests/{ident}/approvals", "/requests/{ident}/refusal",
+}
 
 _body_may if {
 	input.service == "console"

@@ -480,3 +480,22 @@ test_the_operator_has_no_console if {
 	not authz.allow with input as _call("console", "GET", "/catalogue", _who("accord", "operator"))
 		with data.accord.catalog as _catalog
 }
+
+test_console_access_request_pages_and_forms_for_any_member if {
+	some route in ["/requests", "/requests/new", "/requests/{ident}"]
+	authz.decision.allow with input as _call("console", "GET", route, _who("leicester", "dph"))
+		with data.accord.catalog as _catalog
+}
+
+test_console_access_request_forms_post_only if {
+	authz.decision.allow with input as _call("console", "POST", "/requests", _who("leicester", "dph"))
+		with data.accord.catalog as _catalog
+	authz.decision.allow with input as _call("console", "POST", "/requests/{ident}/approvals", _who("ukhsa", "ig-lead"))
+		with data.accord.catalog as _catalog
+	authz.decision.allow with input as _call("console", "POST", "/requests/{ident}/refusal", _who("ukhsa", "ig-lead"))
+		with data.accord.catalog as _catalog
+	not authz.allow with input as _call("console", "POST", "/requests/new", _who("leicester", "dph"))
+		with data.accord.catalog as _catalog
+	not authz.allow with input as _call("console", "DELETE", "/requests/{ident}", _who("leicester", "dph"))
+		with data.accord.catalog as _catalog
+}

@@ -34,7 +34,8 @@ from broker.services.deliveries import Deliveries
 
 HERE = Path(__file__).parent
 MAX_FORM_BYTES = 64 * 1024
-NAVIGATION = (("/catalogue", "Catalogue"), ("/my-data", "My data"), ("/disputes", "Disputes"), ("/audit", "Audit"),
+NAVIGATION = (("/catalogue", "Catalogue"), ("/my-data", "My data"), ("/requests", "Access requests"),
+              ("/disputes", "Disputes"), ("/audit", "Audit"),
               ("/transparency", "Transparency"))
 PUBLIC_NAVIGATION = (("/transparency", "Transparency"), ("/sign-in", "Sign in"))
 PUBLIC = LIVENESS | frozenset({
@@ -115,6 +116,12 @@ def session_of(request: Request) -> Session | None:
 
 async def form(request: Request) -> dict[str, str]:
     """The urlencoded form of a POST (first value of each field), refused (400) beyond MAX_FORM_BYTES."""
+    return {k: v[0] for k, v in (await form_values(request)).items()}
+
+
+async def form_values(request: Request) -> dict[str, list[str]]:
+    """The urlencoded form of a POST with every value of each field (checkboxes), refused (400) beyond
+    MAX_FORM_BYTES."""
     raw = b""
     async for chunk in request.stream():
         raw += chunk
@@ -124,14 +131,19 @@ async def form(request: Request) -> dict[str, str]:
         fields = parse_qs(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=200)
     except (UnicodeDecodeError, ValueError):
         raise HTTPException(400, "the form could not be read") from None
-    return {k: v[0] for k, v in fields.items()}
+    return fields
 
 
 async def checked_form(request: Request) -> dict[str, str]:
     """The form of a signed-in person's POST, refused (403) unless it carries the session's CSRF token."""
+    return {k: v[0] for k, v in (await checked_form_values(request)).items()}
+
+
+async def checked_form_values(request: Request) -> dict[str, list[str]]:
+    """checked_form with every value of each field."""
     session = session_of(request)
-    fields = await form(request)
-    if session is None or not same_token(fields.get("csrf"), session.csrf):
+    fields = await form_values(request)
+    if session is None or not same_token(next(iter(fields.get("csrf") or ()), None), session.csrf):
         raise HTTPException(403, "this form was not sent from the console page you were given (its security token "
                                  "is missing or wrong); go back, reload the page and try again")
     return fields
@@ -167,10 +179,12 @@ def create_console_app(console: Console, pages: Pages | None = None) -> FastAPI:
     from broker.api.console.disputes import add_disputes
     from broker.api.console.my_data import add_my_data
     from broker.api.console.pages import add_pages
+    from broker.api.console.requests import add_requests
 
     add_pages(app, console, pages)
     add_my_data(app, console, pages, system_clock)
     add_disputes(app, console, pages, console.governance, console.token_for)
+    add_requests(app, console, pages)
     return app
 
 

@@ -21,7 +21,8 @@ def catalogue_view(catalog: Catalog, schemas: Mapping[str, Mapping[str, Any]]) -
                         "doc": str(schema.get("doc", "")), "fields": fields})
     templates = [{"id": t.template, "title": t.title, "stream": t.stream, "purpose": t.purpose,
                   "legal_basis": "; ".join(_bases(t.legal_basis)), "level": t.emergency_level_required,
-                  "tiers": {name: list(tier.fields) for name, tier in t.tiers.items()}}
+                  "tiers": {name: list(tier.fields) for name, tier in t.tiers.items()},
+                  "legal_bases": _bases(t.legal_basis), "fields_for": _fields_for(t, schemas.get(t.stream, {}))}
                  for _, t in sorted(catalog.templates.items())]
     agreements = []
     for ident, a in sorted(catalog.agreements.items()):
@@ -31,6 +32,20 @@ def catalogue_view(catalog: Catalog, schemas: Mapping[str, Mapping[str, Any]]) -
                            "subscriber_id": a.subscriber, "stream": stream_id, "template": a.template,
                            "valid_until": a.valid_until.date().isoformat(), "valid_until_at": a.valid_until})
     return {"bodies": bodies, "streams": streams, "templates": templates, "agreements": agreements}
+
+
+def _fields_for(template: Any, schema: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The fields a request from `template` may name, by role: what the role's tier delivers (its named fields not
+    dropped, and the stream's other fields where the tier keeps them)."""
+    names = [str(f.get("name")) for f in schema.get("fields", ()) if isinstance(f, Mapping)]
+    found: dict[str, list[str]] = {}
+    for tier in template.tiers.values():
+        named = {name for name, rule in tier.fields.items() if rule.transform != "drop"}
+        kept = {n for n in names if n not in tier.fields} if tier.other_fields == "keep" else set()
+        wanted = named | kept
+        for role in tier.roles:
+            found[role] = [n for n in names if n in wanted] + sorted(wanted - set(names))
+    return found
 
 
 def _bases(value: Any) -> list[str]:

@@ -158,7 +158,7 @@ def test_the_request_form_works_by_keyboard_alone(console_url: str, governance_u
     press(browser, Keys.ENTER)
     wait_for(lambda: not _alive(page), "the form's answer")
     assert browser.title.startswith("Error:")
-    assert browser.find_element(By.ID, "justification-error").text.endswith("a request needs a justification: "
+    assert browser.find_element(By.ID, "justification-error").text.endswith("A request needs a justification: "
                                                                             "say why the data is needed")
     assert browser.find_element(By.ID, "field-lsoa").is_selected()       # what was filled in is kept
     checked_by_axe(browser, axe_source, "request-new-errors")

@@ -133,7 +133,9 @@ def add_requests(app: FastAPI, console: Console, pages: Pages) -> None:
         except GovernanceApiError as exc:
             if exc.status not in (400, 409, 422):
                 raise HTTPException(503 if exc.status == 0 else exc.status, str(exc)) from None
-            return _form_page(request, template, values, errors=[(field_of(str(exc)), str(exc))], status=400)
+            said = str(exc)
+            return _form_page(request, template, values, errors=[(field_of(said), said[:1].upper() + said[1:])],
+                              status=400)
         return RedirectResponse(f"/requests/{made['id']}?done=made", status_code=303)
 
     @app.get("/requests/{ident}")

@@ -3,9 +3,8 @@ request still needs (N of M, one of each role)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import datetime as dt
+from typing import Any
 
 import pytest
 

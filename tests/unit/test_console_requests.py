@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from broker.api.console.app import NAVIGATION, Pages
 from broker.api.console.requests import field_of, request_resource, reviews_now, still_needed
 from broker.security.api_tokens import Identity
 
@@ -63,3 +64,34 @@ def test_waiting_for_a_reviewer_who_has_not_reviewed_yet_and_never_the_requester
                                                                              "cornwall-council"]}})
     assert not reviews_now(ig_lead, {**waiting, "state": "live"})
     assert request_resource(waiting)["request"]["reviewers"] == REVIEWERS
+
+
+def rendered(request: dict[str, Any]) -> str:
+    return Pages().env.get_template("request.html").render(
+        title="t", current="/requests", session=None, navigation=NAVIGATION, request_=request,
+        needed=still_needed(request), may_approve=False, may_refuse=False, errors=[], notice=None)
+
+
+def test_an_expired_request_keeps_its_decision_first_record_and_timeline() -> None:
+    approver = {"body": "nis", "role": "ig-lead", "person": "NIS IG lead"}
+    expired = {
+        "id": "r-1", "state": "expired", "requester": {"body": "cornwall-council", "role": "dph", "person": "DPH"},
+        "body": "cornwall-council", "role": "dph", "template": "t6-vaccination-uptake",
+        "stream": "nis.vaccination-uptake", "publisher": "nis", "purpose": "health-protection",
+        "legal_basis": ["copi-reg-3-4"], "fields": ["lsoa"], "areas": [], "duration": "PT1H", "backfill": None,
+        "justification": "why", "made_at": "2026-01-01T00:00:00Z", "tier": 0, "level": "normal", "deadline": None,
+        "reviews": [], "reviewers": None,
+        "decision": {"outcome": "approved", "reason": "ok", "by": [approver]},
+        "decided_at": "2026-01-01T00:10:00Z", "approved_at": "2026-01-01T00:10:00Z",
+        "enforced_at": "2026-01-01T00:10:01Z", "first_delivery": {"at": "2026-01-01T00:10:03Z"},
+        "approval_to_first_record_s": 2.54, "expired_at": "2026-01-01T01:10:00Z",
+        "timeline": [{"at": "2026-01-01T01:10:00Z", "type": "request-expired", "actor": None, "data": {}}]}
+    html = rendered(expired)
+    assert "2.5 seconds" in html and "2026-01-01T01:10:00Z" in html and "request-expired" in html
+    assert "NIS IG lead (ig-lead, nis)" in html and 'id="approve"' not in html
+    waiting = {**expired, "state": "awaiting", "decision": None, "approved_at": None, "first_delivery": None,
+               "approval_to_first_record_s": None, "expired_at": None, "reviewers": REVIEWERS,
+               "reviews": [review("ig-lead", "NIS IG lead")]}
+    html = rendered(waiting)
+    assert "<strong>1 of 2</strong>" in html and "including one caldicott-guardian" in html
+    assert "not approved" in html

@@ -74,7 +74,7 @@ def rendered(request: dict[str, Any]) -> str:
 
 def test_an_expired_request_keeps_its_decision_first_record_and_timeline() -> None:
     approver = {"body": "nis", "role": "ig-lead", "person": "NIS IG lead"}
-    expired = {
+    expired: dict[str, Any] = {
         "id": "r-1", "state": "expired", "requester": {"body": "cornwall-council", "role": "dph", "person": "DPH"},
         "body": "cornwall-council", "role": "dph", "template": "t6-vaccination-uptake",
         "stream": "nis.vaccination-uptake", "publisher": "nis", "purpose": "health-protection",

@@ -204,6 +204,8 @@ def console_bindings() -> list[Binding]:
     for topic in (GOVERNANCE_TOPIC, CHAIN_TOPIC, CONTROL_TOPIC):
         out += _allow(console, Resource.TOPIC, topic, Op.READ, Op.DESCRIBE, prefixed=False)
     out += _allow(console, Resource.TOPIC, DELIVER_PREFIX, Op.READ, Op.DESCRIBE)
+    # The Publisher page: a signed-in publisher's own quarantined rows, as the ingest API reads them.
+    out += _allow(console, Resource.TOPIC, QUARANTINE_PREFIX, Op.READ, Op.DESCRIBE)
     # The delivery lag: the gate group's committed offsets on the ingest topics, and those topics' ends.
     out += _allow(console, Resource.TOPIC, INGEST_PREFIX, Op.DESCRIBE)
     out += _allow(console, Resource.GROUP, "accord-gate", Op.DESCRIBE)

@@ -1,0 +1,211 @@
+"""The console's Emergency and Publisher pages in a real browser against the real services: each page rendered,
+screenshotted and checked by axe-core; a declarer declares and lifts a regional emergency through the browser while
+a non-declarer sees no form and is refused by POST; a publisher pages through its quarantined rows and another body
+cannot reach them by URL."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from typer.testing import CliRunner
+
+from broker.adapters.governance_http import GovernanceClient
+from broker.cli import app as cli
+from broker.config import Settings
+from broker.local.stack import Endpoints
+from broker.security.audit_keys import public_key_path
+from tests.browser.browser_support import axe_violations, click_through, screenshot, sign_in_link
+from tests.browser.test_console import bearer_token, heading, session_cookie, sign_in
+from tests.conftest import bearer, kafka_env
+from tests.integration.gate_support import T1
+
+# A region no other test declares for (South West); the test lifts it again whatever happens.
+REGION = "E12000009"
+DECLARER = ("dhsc", "governance-board", "DHSC board member")
+PUBLISHER = ("ukhsa", "ig-lead", "UKHSA IG lead")
+
+
+@pytest.fixture(scope="module")
+def axe_source() -> str:
+    path = Settings().console_assets_dir / "axe-core" / "axe.min.js"
+    return path.read_text(encoding="utf-8")
+
+
+def _case(specimen_id: str, **overrides: Any) -> dict[str, Any]:
+    case = {
+        "specimen_id": specimen_id, "nhs_number": None, "name": "Alex Example", "dob": "1984-03-07",
+        "sex": "FEMALE", "ethnicity": None, "address": "1 Example Road, Leicester", "postcode": "LE1 1AA",
+        "occupation": None, "specimen_date": "2020-06-22", "lab_report_date": "2020-06-23", "test_type": "PCR",
+        "pillar": "PILLAR_2", "lsoa": "E01013627", "msoa": "E02002807", "ltla": "E06000016", "utla": "E06000016",
+    }
+    return case | overrides
+
+
+def _levels(governance_url: str) -> dict[str, Any]:
+    with GovernanceClient(governance_url) as api:
+        answer: dict[str, Any] = api.call("GET", "/emergency", bearer_token("accord", "service"))["levels"]
+        return answer
+
+
+def test_the_new_pages_render_with_nothing_serious_for_axe(console_url: str, browser: webdriver.Chrome,
+                                                           axe_source: str) -> None:
+    sign_in(browser, sign_in_link(console_url, *PUBLISHER))
+    for path, name in (("/emergency", "emergency"), ("/publisher", "publisher"),
+                       (f"/publisher/{T1}", "publisher-quarantine")):
+        browser.get(f"{console_url}{path}")
+        assert heading(browser) not in ("Page not found", "You cannot do this", "Something went wrong"), path
+        assert axe_violations(browser, axe_source) == [], path
+        assert screenshot(browser, name).stat().st_size > 10_000
+    browser.get(f"{console_url}/publisher")
+    assert T1 in browser.page_source and "cannot be asked" not in browser.page_source
+    sign_in(browser, sign_in_link(console_url, *DECLARER))
+    browser.get(f"{console_url}/emergency")
+    assert browser.find_elements(By.ID, "declare-form")
+    assert axe_violations(browser, axe_source) == [], "the emergency page with the declarer's forms"
+    screenshot(browser, "emergency-declarer")
+
+
+def test_a_declarer_declares_and_lifts_an_emergency_through_the_browser(
+        console_url: str, governance_url: str, browser: webdriver.Chrome, axe_source: str) -> None:
+    assert REGION not in _levels(governance_url)
+    reason = f"Exercise {uuid.uuid4().hex[:6]}: a regional outbreak"
+    try:
+        sign_in(browser, sign_in_link(console_url, *DECLARER))
+        browser.get(f"{console_url}/emergency")
+        browser.find_element(By.ID, "scope").clear()
+        browser.find_element(By.ID, "scope").send_keys(REGION)
+        browser.find_element(By.ID, "level-emergency").click()
+        browser.find_element(By.ID, "reason").send_keys(reason)
+        click_through(browser, browser.find_element(By.ID, "declare"))
+        assert "The emergency level was declared" in browser.page_source
+        levels = browser.find_element(By.ID, "levels").text
+        assert REGION in levels and reason in levels
+        assert _levels(governance_url)[REGION]["level"] == "emergency"
+        screenshot(browser, "emergency-declared")
+
+        # A declaration without a reason is refused with the form's error, and nothing changes.
+        click_through(browser, browser.find_element(By.ID, "lift"))
+        assert heading(browser) == "Emergency" and "Enter the reason for lifting the level" in browser.page_source
+        assert axe_violations(browser, axe_source) == [], "the emergency page with an error"
+        assert REGION in _levels(governance_url)
+
+        browser.find_element(By.ID, "lift-scope").clear()
+        browser.find_element(By.ID, "lift-scope").send_keys(REGION)
+        browser.find_element(By.ID, "lift_reason").send_keys("The outbreak is contained")
+        click_through(browser, browser.find_element(By.ID, "lift"))
+        assert "The emergency level was lifted" in browser.page_source
+        assert REGION not in browser.find_element(By.ID, "levels").text
+        assert REGION not in _levels(governance_url)
+    finally:
+        if REGION in _levels(governance_url):
+            with GovernanceClient(governance_url) as api:
+                api.call("POST", "/emergency/lift", bearer_token(*DECLARER[:2]),
+                         {"scope": REGION, "reason": "the test ended"})
+
+
+def test_a_non_declarer_sees_no_form_and_is_refused_by_post(console_url: str, governance_url: str,
+                                                            browser: webdriver.Chrome) -> None:
+    sign_in(browser, sign_in_link(console_url, "leicester-city-council", "dph", "Director of Public Health"))
+    browser.get(f"{console_url}/emergency")
+    assert heading(browser) == "Emergency"
+    assert not browser.find_elements(By.ID, "declare-form") and not browser.find_elements(By.ID, "lift-form")
+    assert "Only an emergency declarer" in browser.page_source
+    assert browser.find_elements(By.ID, "break-glass-form")     # a DPH may break glass (in an emergency)
+    csrf = browser.find_element(By.NAME, "csrf").get_attribute("value")
+    with httpx.Client(base_url=console_url, cookies=session_cookie(browser)) as client:
+        for path, data in (("/emergency/declare", {"scope": REGION, "level": "emergency", "reason": "no"}),
+                           ("/emergency/lift", {"scope": REGION, "lift_reason": "no"})):
+            refused = client.post(path, data={"csrf": csrf, **data})
+            assert refused.status_code == 403, path
+            assert "only an emergency declarer may change a level" in refused.text
+        assert client.get("/emergency/declare").status_code in (403, 405)
+    assert REGION not in _levels(governance_url)
+
+
+def test_a_publisher_pages_through_its_quarantined_rows_and_another_body_cannot(
+        services: Endpoints, console_url: str, browser: webdriver.Chrome) -> None:
+    prefix = f"CPQ-{uuid.uuid4().hex[:8]}"
+    ours = {f"{prefix}-future": _case(f"{prefix}-future", specimen_date="2099-01-01"),
+            f"{prefix}-nopostcode": _case(f"{prefix}-nopostcode", postcode="")}
+    # One good row too: the ingest API registers the stream's schema with the first row it accepts.
+    records = [*ours.values(), _case(f"{prefix}-good")]
+    response = httpx.post(f"{services.api_url}/streams/{T1}/records", json={"records": records},
+                          headers=bearer(*PUBLISHER[:2]), timeout=30)
+    assert response.status_code == 200 and response.json()["quarantined"] == 2, response.text
+
+    sign_in(browser, sign_in_link(console_url, *PUBLISHER))
+    browser.get(f"{console_url}/publisher")
+    versions = browser.find_element(By.XPATH, f"//caption[contains(., 'Schema versions of {T1}')]/..").text
+    assert "specimen_id" in versions          # the registered schema's fields, by version
+    click_through(browser, browser.find_element(By.LINK_TEXT, f"Quarantined rows of {T1}"))
+    found: dict[str, str] = {}
+    for _ in range(400):                   # the shared topic holds other tests' rows too: page on to ours
+        for row in browser.find_elements(By.CSS_SELECTOR, "#quarantine tbody tr"):
+            for ident in ours:
+                if ident in row.text:
+                    found[ident] = row.text
+        if len(found) == len(ours) or not browser.find_elements(By.ID, "next-page"):
+            break
+        click_through(browser, browser.find_element(By.ID, "next-page"))
+    assert set(found) == set(ours)
+    assert "date-not-future" in found[f"{prefix}-future"] and "specimen_date" in found[f"{prefix}-future"]
+    assert "required" in found[f"{prefix}-nopostcode"] and "postcode" in found[f"{prefix}-nopostcode"]
+    screenshot(browser, "publisher-quarantine-ours")
+
+    # Another body: its Publisher page lists none of UKHSA's streams, and the quarantine's URL is refused.
+    sign_in(browser, sign_in_link(console_url, *DECLARER))
+    browser.get(f"{console_url}/publisher")
+    assert T1 not in browser.page_source
+    browser.get(f"{console_url}/publisher/{T1}")
+    assert heading(browser) == "You cannot do this"
+    assert "dhsc sees the quarantine of its own streams only" in browser.page_source
+    assert prefix not in browser.page_source
+    with httpx.Client(base_url=console_url, cookies=session_cookie(browser)) as client:
+        refused = client.get(f"/publisher/{T1}", params={"page": 2})
+        assert refused.status_code == 403 and prefix not in refused.text
+
+
+def test_the_audit_trail_is_searched_and_exported_for_governance_roles_only(
+        services: Endpoints, console_url: str, browser: webdriver.Chrome, axe_source: str,
+        tmp_path: Path) -> None:
+    sign_in(browser, sign_in_link(console_url, *DECLARER))
+    browser.get(f"{console_url}/audit")
+    click_through(browser, browser.find_element(By.LINK_TEXT, "search the audit trail"))
+    assert heading(browser) == "Search the audit trail"
+    kinds = [o.get_attribute("value") for o in browser.find_elements(By.CSS_SELECTOR, "#kind option")]
+    assert "governance-event" in kinds        # the declarations of the tests above, at least, are chained
+    browser.find_element(By.CSS_SELECTOR, "#kind option[value='governance-event']").click()
+    browser.find_element(By.ID, "body").send_keys("dhsc")
+    click_through(browser, browser.find_element(By.ID, "search"))
+    rows = browser.find_elements(By.CSS_SELECTOR, "#entries tbody tr")
+    assert rows and all("governance-event" in row.text for row in rows)
+    assert axe_violations(browser, axe_source) == [], "the audit search"
+    screenshot(browser, "audit-search")
+    browser.get(f"{console_url}/audit/search?since=2999-01-01")
+    assert "0 matching entries" in browser.find_element(By.ID, "found").text
+    browser.get(f"{console_url}/audit/search?since=yesterday")
+    assert heading(browser) == "There is a problem with the request" and "must be a date" in browser.page_source
+
+    with httpx.Client(base_url=console_url, cookies=session_cookie(browser), timeout=60) as client:
+        download = client.get("/audit/export.jsonl")
+    assert download.status_code == 200 and "attachment" in download.headers["content-disposition"]
+    trail = tmp_path / "accord-audit.jsonl"
+    trail.write_bytes(download.content)
+    assert len(trail.read_text().splitlines()) >= len(rows)
+    checked = CliRunner().invoke(cli, ["audit", "verify", "--offline", "--key",
+                                       str(public_key_path(Settings().secrets_dir)), str(trail)],
+                                 env=kafka_env(services.kafka))
+    assert checked.exit_code == 0 and checked.output.rstrip().endswith("ok"), checked.output
+
+    # A DPH may not: by the page and by the download's URL.
+    sign_in(browser, sign_in_link(console_url, "leicester-city-council", "dph", "Director of Public Health"))
+    with httpx.Client(base_url=console_url, cookies=session_cookie(browser)) as client:
+        for path in ("/audit/search", "/audit/export.jsonl"):
+            refused = client.get(path)
+            assert refused.status_code == 403 and "may not" in refused.text, path

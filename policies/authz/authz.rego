@@ -360,8 +360,9 @@ _body_may if {
 
 # The Emergency page for any member; its declare and lift forms for a declarer, break-glass for the ladder's roles
 # (the governance API decides each again). The Publisher page for any member (it lists the body's own streams); one
-# stream's quarantined rows for its owner only.
-_console_emergency_pages := {"/emergency", "/publisher"}
+# stream's quarantined rows for its owner only. "Why was this row not delivered?" for any member: the page answers
+# for the member's own subscription to the stream only.
+_console_emergency_pages := {"/emergency", "/publisher", "/my-data/{stream}/why-not"}
 
 _body_may if {
 	input.service == "console"

@@ -484,6 +484,7 @@ test_the_operator_has_no_console if {
 test_console_emergency_and_publisher_pages_for_any_member if {
 	_allowed(_call("console", "GET", "/emergency", _who("leicester", "analyst")))
 	_allowed(_call("console", "GET", "/publisher", _who("blaby", "environmental-health")))
+	_allowed(_call("console", "GET", "/my-data/{stream}/why-not", _who("leicester", "dph")))
 	not _allowed(_call("console", "GET", "/emergency", _who("leicester", "arbiter")))
 }
 

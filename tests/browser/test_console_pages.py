@@ -209,3 +209,34 @@ def test_the_audit_trail_is_searched_and_exported_for_governance_roles_only(
         for path in ("/audit/search", "/audit/export.jsonl"):
             refused = client.get(path)
             assert refused.status_code == 403 and "may not" in refused.text, path
+
+
+def test_why_a_row_was_not_delivered_is_answered_for_the_subscribers_own_rows_only(
+        services: Endpoints, console_url: str, browser: webdriver.Chrome, axe_source: str) -> None:
+    prefix = f"CPW-{uuid.uuid4().hex[:8]}"
+    ours = _case(f"{prefix}-leicester", specimen_date="2099-01-01")
+    theirs = _case(f"{prefix}-blaby", postcode="", ltla="E07000129", utla="E10000018")
+    response = httpx.post(f"{services.api_url}/streams/{T1}/records", json={"records": [ours, theirs]},
+                          headers=bearer(*PUBLISHER[:2]), timeout=30)
+    assert response.status_code == 200 and response.json()["quarantined"] == 2, response.text
+
+    sign_in(browser, sign_in_link(console_url, "leicester-city-council", "dph", "Director of Public Health"))
+    browser.get(f"{console_url}/my-data/{T1}")
+    click_through(browser, browser.find_element(By.LINK_TEXT, "Why was a row not delivered to me?"))
+    browser.find_element(By.ID, "specimen").send_keys(ours["specimen_id"])
+    click_through(browser, browser.find_element(By.ID, "ask"))
+    answer = browser.find_element(By.ID, "answer").text
+    assert "date-not-future (specimen_date)" in answer and "quarantined when it was published" in answer
+    assert axe_violations(browser, axe_source) == [], "why-not"
+    screenshot(browser, "my-data-why-not")
+
+    # A row of another council's area: the same answer as for a row never refused, nothing of it shown.
+    browser.get(f"{console_url}/my-data/{T1}/why-not?specimen={theirs['specimen_id']}")
+    rules = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#answer li strong")]
+    assert rules == ["Quarantine", "Row filter", "Required fields"]
+    assert "no quarantine entry of yours matches" in browser.find_element(By.ID, "answer").text
+
+    # A body with no subscription to the stream is refused by URL.
+    sign_in(browser, sign_in_link(console_url, *DECLARER))
+    browser.get(f"{console_url}/my-data/{T1}/why-not?specimen={ours['specimen_id']}")
+    assert heading(browser) == "You cannot do this" and "date-not-future" not in browser.page_source

@@ -61,3 +61,27 @@ def test_an_unreadable_time_is_a_bad_request_naming_the_field() -> None:
     with pytest.raises(HTTPException) as refused:
         moment("yesterday", "To")
     assert refused.value.status_code == 400 and "To must be a date" in str(refused.value.detail)
+
+
+def test_why_not_answers_only_for_the_subscribers_own_rows() -> None:
+    from broker.api.console.why_not import answers
+
+    ingest_refusal = {"source": {"kind": "http", "index": 0},
+                      "record": {"specimen_id": "S1", "ltla": "E06000016", "utla": "E06000016"},
+                      "reasons": [{"rule": "date-not-future", "field": "specimen_date", "message": "in the future"}]}
+    elsewhere = {"source": {"kind": "http", "index": 1}, "record": {"specimen_id": "S2", "ltla": "E07000129"},
+                 "reasons": [{"rule": "required", "field": "postcode", "message": "missing"}]}
+    gate_ours = {"source": {"kind": "gate", "offset": 41}, "refused_by": {"subscriber": "leicester", "role": "dph"},
+                 "reasons": [{"rule": "required", "field": "lsoa", "message": "missing"}]}
+    gate_theirs = {"source": {"kind": "gate", "offset": 41}, "refused_by": {"subscriber": "blaby", "role": "eh"},
+                   "reasons": [{"rule": "required", "field": "msoa", "message": "missing"}]}
+    entries = [ingest_refusal, elsewhere, gate_ours, gate_theirs]
+
+    def rules(specimen: str = "", offset: int | None = None) -> list[str]:
+        found = answers(entries, "leicester", "dph", ["E06000016"], specimen, offset)
+        return [f"{r['rule']}:{r['field']}" for f in found for r in f["reasons"]]
+
+    assert rules(specimen="S1") == ["date-not-future:specimen_date"]
+    assert rules(specimen="S2") == []                  # another area's row: not shown
+    assert rules(offset=41) == ["required:lsoa"]       # the gate's refusal for this subscriber only
+    assert rules(specimen="nothing") == [] and rules() == []

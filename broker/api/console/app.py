@@ -176,6 +176,7 @@ def create_console_app(console: Console, pages: Pages | None = None) -> FastAPI:
     from broker.api.console.my_data import add_my_data
     from broker.api.console.pages import add_pages
     from broker.api.console.publisher import add_publisher
+    from broker.api.console.why_not import add_why_not
 
     add_pages(app, console, pages)
     add_my_data(app, console, pages, system_clock)
@@ -183,6 +184,7 @@ def create_console_app(console: Console, pages: Pages | None = None) -> FastAPI:
     add_emergency(app, console, pages, console.governance, console.token_for)
     add_publisher(app, console, pages)
     add_audit_trail(app, console, pages)
+    add_why_not(app, console, pages, system_clock)
     return app
 
 

@@ -16,6 +16,7 @@ from selenium.webdriver.common.by import By
 from typer.testing import CliRunner
 
 from broker.adapters.governance_http import GovernanceClient
+from broker.api.console.publisher import PAGE
 from broker.cli import app as cli
 from broker.config import Settings
 from broker.local.stack import Endpoints
@@ -24,6 +25,7 @@ from tests.browser.browser_support import axe_violations, click_through, screens
 from tests.browser.test_console import bearer_token, heading, session_cookie, sign_in
 from tests.conftest import bearer, kafka_env
 from tests.integration.gate_support import T1
+from tests.integration.governance_process import wait_for
 
 # A region no other test declares for (South West); the test lifts it again whatever happens.
 REGION = "E12000009"
@@ -133,11 +135,13 @@ def test_a_publisher_pages_through_its_quarantined_rows_and_another_body_cannot(
     prefix = f"CPQ-{uuid.uuid4().hex[:8]}"
     ours = {f"{prefix}-future": _case(f"{prefix}-future", specimen_date="2099-01-01"),
             f"{prefix}-nopostcode": _case(f"{prefix}-nopostcode", postcode="")}
-    # One good row too: the ingest API registers the stream's schema with the first row it accepts.
-    records = [*ours.values(), _case(f"{prefix}-good")]
+    # A page's worth of other refused rows first, so ours are on a later page; and one good row: the ingest API
+    # registers the stream's schema with the first row it accepts.
+    filler = [_case(f"{prefix}-filler-{n}", specimen_date="2099-01-01") for n in range(PAGE)]
+    records = [*filler, *ours.values(), _case(f"{prefix}-good")]
     response = httpx.post(f"{services.api_url}/streams/{T1}/records", json={"records": records},
                           headers=bearer(*PUBLISHER[:2]), timeout=30)
-    assert response.status_code == 200 and response.json()["quarantined"] == 2, response.text
+    assert response.status_code == 200 and response.json()["quarantined"] == PAGE + 2, response.text
 
     sign_in(browser, sign_in_link(console_url, *PUBLISHER))
     browser.get(f"{console_url}/publisher")
@@ -145,6 +149,7 @@ def test_a_publisher_pages_through_its_quarantined_rows_and_another_body_cannot(
     assert "specimen_id" in versions          # the registered schema's fields, by version
     click_through(browser, browser.find_element(By.LINK_TEXT, f"Quarantined rows of {T1}"))
     found: dict[str, str] = {}
+    pages = 1
     for _ in range(400):                   # the shared topic holds other tests' rows too: page on to ours
         for row in browser.find_elements(By.CSS_SELECTOR, "#quarantine tbody tr"):
             for ident in ours:
@@ -153,7 +158,9 @@ def test_a_publisher_pages_through_its_quarantined_rows_and_another_body_cannot(
         if len(found) == len(ours) or not browser.find_elements(By.ID, "next-page"):
             break
         click_through(browser, browser.find_element(By.ID, "next-page"))
-    assert set(found) == set(ours)
+        pages += 1
+    assert set(found) == set(ours) and pages >= 2
+    assert f"Page {pages}" in browser.page_source and browser.find_elements(By.CSS_SELECTOR, "a[rel=prev]")
     assert "date-not-future" in found[f"{prefix}-future"] and "specimen_date" in found[f"{prefix}-future"]
     assert "required" in found[f"{prefix}-nopostcode"] and "postcode" in found[f"{prefix}-nopostcode"]
     screenshot(browser, "publisher-quarantine-ours")
@@ -240,3 +247,50 @@ def test_why_a_row_was_not_delivered_is_answered_for_the_subscribers_own_rows_on
     sign_in(browser, sign_in_link(console_url, *DECLARER))
     browser.get(f"{console_url}/my-data/{T1}/why-not?specimen={ours['specimen_id']}")
     assert heading(browser) == "You cannot do this" and "date-not-future" not in browser.page_source
+
+
+def test_break_glass_through_the_browser_lands_in_the_review_queue_and_a_refused_review_ends_it(
+        console_url: str, governance_url: str, browser: webdriver.Chrome, axe_source: str) -> None:
+    region, dph = "E12000005", ("birmingham-city-council", "dph", "Birmingham DPH")     # West Midlands
+    justification = f"Exercise {uuid.uuid4().hex[:6]}: a cluster in a school, cases need a call today"
+    with GovernanceClient(governance_url) as api:
+        api.call("POST", "/emergency", bearer_token(*DECLARER[:2]),
+                 {"scope": region, "level": "emergency", "reason": "a test of break-glass"})
+        try:
+            sign_in(browser, sign_in_link(console_url, *dph))
+            browser.get(f"{console_url}/emergency")
+            browser.find_element(By.CSS_SELECTOR, f"#stream option[value='{T1}']").click()
+            browser.find_element(By.ID, "purpose").send_keys("health-protection")
+            click_through(browser, browser.find_element(By.ID, "break-glass"))
+            assert "There is a problem" in browser.page_source      # no justification: refused by the form
+            assert "Enter the justification" in browser.page_source
+            browser.find_element(By.CSS_SELECTOR, f"#stream option[value='{T1}']").click()
+            browser.find_element(By.ID, "purpose").clear()
+            browser.find_element(By.ID, "purpose").send_keys("health-protection")
+            browser.find_element(By.ID, "justification").send_keys(justification)
+            click_through(browser, browser.find_element(By.ID, "break-glass"))
+            assert "Break-glass access was taken" in browser.page_source
+            queue = browser.find_element(By.ID, "review-queue").text
+            assert T1 in queue and dph[0] in queue
+            review = next(d for d in api.call("GET", "/disputes", bearer_token(*dph[:2]))["disputes"]
+                          if d.get("kind") == "break-glass-review" and d.get("justification") == justification)
+            assert axe_violations(browser, axe_source) == [], "the review queue"
+            screenshot(browser, "emergency-break-glass")
+
+            # The publisher's IG lead reviews it after the fact, from the queue, and refuses: the access ends.
+            sign_in(browser, sign_in_link(console_url, *PUBLISHER))
+            browser.get(f"{console_url}/emergency")
+            click_through(browser, browser.find_element(By.LINK_TEXT, review["id"]))
+            browser.find_element(By.ID, "outcome-refused").click()
+            browser.find_element(By.ID, "reason").send_keys("Not justified: the school's cases are already traced")
+            click_through(browser, browser.find_element(By.ID, "decide"))
+            assert "Your decision was recorded" in browser.page_source
+
+            def decision() -> Any:
+                return api.call("GET", f"/disputes/{review['id']}", bearer_token(*dph[:2]))["decision"]
+
+            wait_for(lambda: decision() is not None, "the review's decision")
+            assert decision()["outcome"] == "refused"
+        finally:
+            api.call("POST", "/emergency/lift", bearer_token(*DECLARER[:2]),
+                     {"scope": region, "reason": "the test ended"})

@@ -198,7 +198,8 @@ def optout_bindings() -> list[Binding]:
 def console_bindings() -> list[Binding]:
     """The console reads, and never writes: the governance log (the transparency figures), the audit chain with its
     anchors (the chain's verification status), and, as the pull API does, a signed-in subscriber's own deliveries
-    (the topic from the person's verified body and role) and the control topic to refuse a right that has ended."""
+    (the topic from the person's verified body and role) and the control topic to refuse a right that has ended; as
+    the ingest API does, the quarantine topics (a publisher's own, and a subscriber's own refused rows)."""
     console = SERVICE_USERS["console"]
     out: list[Binding] = []
     for topic in (GOVERNANCE_TOPIC, CHAIN_TOPIC, CONTROL_TOPIC):

@@ -61,6 +61,13 @@ class HttpSchemaRegistry:
             schema_id=answer.get("id", int), schema=answer.get("schema", str),
         )
 
+    def version(self, subject: str, version: int) -> RegisteredSchema:
+        answer = self._call("GET", f"/subjects/{_segment(subject)}/versions/{int(version)}")
+        return RegisteredSchema(
+            subject=answer.get("subject", str), version=answer.get("version", int),
+            schema_id=answer.get("id", int), schema=answer.get("schema", str),
+        )
+
     def _call(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> _Answer:
         content = None if body is None else json.dumps(body)
         headers = {} if body is None else {"Content-Type": CONTENT_TYPE}

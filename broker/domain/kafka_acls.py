@@ -198,12 +198,15 @@ def optout_bindings() -> list[Binding]:
 def console_bindings() -> list[Binding]:
     """The console reads, and never writes: the governance log (the transparency figures), the audit chain with its
     anchors (the chain's verification status), and, as the pull API does, a signed-in subscriber's own deliveries
-    (the topic from the person's verified body and role) and the control topic to refuse a right that has ended."""
+    (the topic from the person's verified body and role) and the control topic to refuse a right that has ended; as
+    the ingest API does, the quarantine topics (a publisher's own, and a subscriber's own refused rows)."""
     console = SERVICE_USERS["console"]
     out: list[Binding] = []
     for topic in (GOVERNANCE_TOPIC, CHAIN_TOPIC, CONTROL_TOPIC):
         out += _allow(console, Resource.TOPIC, topic, Op.READ, Op.DESCRIBE, prefixed=False)
     out += _allow(console, Resource.TOPIC, DELIVER_PREFIX, Op.READ, Op.DESCRIBE)
+    # The Publisher page: a signed-in publisher's own quarantined rows, as the ingest API reads them.
+    out += _allow(console, Resource.TOPIC, QUARANTINE_PREFIX, Op.READ, Op.DESCRIBE)
     # The delivery lag: the gate group's committed offsets on the ingest topics, and those topics' ends.
     out += _allow(console, Resource.TOPIC, INGEST_PREFIX, Op.DESCRIBE)
     out += _allow(console, Resource.GROUP, "accord-gate", Op.DESCRIBE)

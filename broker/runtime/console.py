@@ -5,6 +5,7 @@ called as the signed-in person."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -18,6 +19,7 @@ from broker.adapters.kafka_control import ControlView
 from broker.adapters.kafka_deliveries import KafkaDeliveryLog
 from broker.adapters.kafka_gate_lag import GateLag
 from broker.adapters.kafka_governance import GovernanceFeed
+from broker.adapters.kafka_log import KafkaLog
 from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.api.auth import Guard
 from broker.api.console.app import Console, create_console_app
@@ -30,16 +32,16 @@ from broker.domain.audit import from_json_line, key_id, verify
 from broker.domain.control import PolicyState
 from broker.domain.cursors import CursorCodec
 from broker.domain.fences import delivery_access
-from broker.domain.topics import GOVERNANCE_TOPIC
+from broker.domain.topics import GOVERNANCE_TOPIC, ingest_topic, value_subject
 from broker.domain.transparency import Figures, figures
-from broker.errors import AccordError, ConfigError
+from broker.errors import AccordError, ConfigError, RegistryError
 from broker.local.toolchain import ensure_console_assets
 from broker.security.api_tokens import Identity, ServiceTokens, issue, signing_key, verifier_for
 from broker.security.audit_keys import load_public_key, public_key_path
 from broker.security.control_keys import trusted_keys
 from broker.security.secrets import cursor_secret
 from broker.services.deliveries import Deliveries
-from broker.services.ingest import load_stream_schemas
+from broker.services.ingest import load_stream_schemas, read_quarantine
 
 USED_LINKS_FILE = "console-used-sign-in-links.json"
 TOKEN_TTL = dt.timedelta(minutes=5)
@@ -97,10 +99,40 @@ def open_console(settings: Settings, kafka: KafkaAccess,
         guard = Guard.from_settings(settings)
         used = UsedLinks(settings.secrets_dir / USED_LINKS_FILE)
         sessions = Sessions(verifier_for(settings.secrets_dir).verify_sign_in, used)
+        quarantine_log = KafkaLog(kafka, client_id="accord-console-quarantine")
+        stack.callback(quarantine_log.close)
+        registry = HttpSchemaRegistry(str(settings.registry_url), token=ServiceTokens(settings.secrets_dir, "console"))
+        stack.callback(registry.close)
         yield Console(sessions=sessions, engine=guard.engine, assets=ensure_console_assets(settings),
                       catalogue=lambda: view, figures=GovernanceFigures(feed), deliveries=deliveries,
                       policy=policy, audit=AuditStatus(kafka, settings), lag=GateLag(kafka, settings.gate_group),
-                      governance=governance, token_for=_issuer(settings))
+                      governance=governance, token_for=_issuer(settings),
+                      quarantine=lambda stream, limit: read_quarantine(quarantine_log, stream, limit),
+                      schema_versions=lambda stream: schema_versions(registry, stream),
+                      audit_lines=lambda: read_chain(kafka))
+
+
+def schema_versions(registry: HttpSchemaRegistry, stream: str) -> list[dict[str, Any]]:
+    """Every version of the stream's ingest schema the registry still holds, newest first, with its field names."""
+    subject = value_subject(ingest_topic(stream))
+    try:
+        latest = registry.latest(subject)
+    except RegistryError as exc:
+        if exc.status == 404:       # nothing published yet: the ingest API registers the schema on first use
+            return []
+        raise
+    found = []
+    for number in range(latest.version, 0, -1):
+        try:
+            schema = latest if number == latest.version else registry.version(subject, number)
+        except RegistryError:
+            continue        # a version deleted from the subject
+        try:
+            fields = [str(f.get("name")) for f in json.loads(schema.schema).get("fields", ())]
+        except (ValueError, AttributeError):
+            fields = []
+        found.append({"version": schema.version, "schema_id": schema.schema_id, "fields": fields})
+    return found
 
 
 def _issuer(settings: Settings) -> Callable[[Identity], str]:

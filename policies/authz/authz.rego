@@ -362,6 +362,59 @@ _body_may if {
 	input.route in _console_forms
 }
 
+# The Emergency page for any member; its declare and lift forms for a declarer, break-glass for the ladder's roles
+# (the governance API decides each again). The Publisher page for any member (it lists the body's own streams); one
+# stream's quarantined rows for its owner only. "Why was this row not delivered?" for any member: the page answers
+# for the member's own subscription to the stream only.
+_console_emergency_pages := {"/emergency", "/publisher", "/my-data/{stream}/why-not"}
+
+_body_may if {
+	input.service == "console"
+	_read
+	input.route in _console_emergency_pages
+}
+
+_body_may if {
+	input.service == "console"
+	_read
+	input.route == "/publisher/{stream}"
+	_own(_params.stream)
+}
+
+_body_may if {
+	input.service == "console"
+	input.method == "POST"
+	input.route in {"/emergency/declare", "/emergency/lift"}
+	_declarer
+}
+
+_body_may if {
+	input.service == "console"
+	input.method == "POST"
+	input.route == "/emergency/break-glass"
+	_id.role in _catalog.ladder.break_glass.roles
+}
+
+# The audit trail's search and export: IG leads, the governance board, the arbiter and auditors, and Accord's
+# operator (who has no other console page).
+_console_audit_routes := {"/audit/search", "/audit/export.jsonl"}
+
+_audit_roles := {"ig-lead", "governance-board", "arbiter", "auditor"}
+
+_body_may if {
+	input.service == "console"
+	_read
+	input.route in _console_audit_routes
+	_id.role in _audit_roles
+}
+
+allow if {
+	_operator
+	input.service == "console"
+	_read
+	input.route in _console_audit_routes
+}
+
 # -- the schema registry: a body sees the subjects of streams it publishes or receives; a publisher writes its own ---
 
 # METADATA
@@ -521,6 +574,38 @@ _refusals contains why if {
 	input.route in {"/emergency", "/emergency/lift"}
 	not _declarer
 	why := sprintf("only an emergency declarer may change a level; %s as %s is not one", [_id.body, _id.role])
+}
+
+_refusals contains why if {
+	_member
+	input.service == "console"
+	input.route in {"/emergency/declare", "/emergency/lift"}
+	not _declarer
+	why := sprintf("only an emergency declarer may change a level; %s as %s is not one", [_id.body, _id.role])
+}
+
+_refusals contains why if {
+	_member
+	input.service == "console"
+	input.route == "/emergency/break-glass"
+	not _id.role in _catalog.ladder.break_glass.roles
+	why := sprintf("break-glass is for the roles %s; %s as %s is not one", [concat(", ", _catalog.ladder.break_glass.roles), _id.body, _id.role])
+}
+
+_refusals contains why if {
+	_member
+	input.service == "console"
+	input.route == "/publisher/{stream}"
+	not _own(_params.stream)
+	why := sprintf("%s sees the quarantine of its own streams only, not %s", [_id.body, _params.stream])
+}
+
+_refusals contains why if {
+	_member
+	input.service == "console"
+	input.route in _console_audit_routes
+	not _id.role in _audit_roles
+	why := sprintf("the audit trail is searched and exported by IG leads, the governance board, the arbiter and auditors; %s as %s may not", [_id.body, _id.role])
 }
 
 _refusals contains why if {

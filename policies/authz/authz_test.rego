@@ -499,3 +499,52 @@ test_console_access_request_forms_post_only if {
 	not authz.allow with input as _call("console", "DELETE", "/requests/{ident}", _who("leicester", "dph"))
 		with data.accord.catalog as _catalog
 }
+
+test_console_emergency_and_publisher_pages_for_any_member if {
+	_allowed(_call("console", "GET", "/emergency", _who("leicester", "analyst")))
+	_allowed(_call("console", "GET", "/publisher", _who("blaby", "environmental-health")))
+	_allowed(_call("console", "GET", "/my-data/{stream}/why-not", _who("leicester", "dph")))
+	not _allowed(_call("console", "GET", "/emergency", _who("leicester", "arbiter")))
+}
+
+test_console_declare_and_lift_for_declarers_only if {
+	_allowed(_call("console", "POST", "/emergency/declare", _who("dhsc", "governance-board")))
+	_allowed(_call("console", "POST", "/emergency/lift", _who("accord-arbiter", "arbiter")))
+	not _allowed(_call("console", "POST", "/emergency/declare", _who("ukhsa", "governance-board")))
+	not _allowed(_call("console", "GET", "/emergency/declare", _who("dhsc", "governance-board")))
+	_reasons(_call("console", "POST", "/emergency/declare", _who("leicester", "dph"))) == [
+		"only an emergency declarer may change a level; leicester as dph is not one",
+	]
+}
+
+test_console_break_glass_for_the_ladders_roles_only if {
+	_allowed(_call("console", "POST", "/emergency/break-glass", _who("leicester", "dph")))
+	_reasons(_call("console", "POST", "/emergency/break-glass", _who("leicester", "analyst"))) == [
+		"break-glass is for the roles dph; leicester as analyst is not one",
+	]
+}
+
+_publisher_stream(body, role, stream) := object.union(
+	_call("console", "GET", "/publisher/{stream}", _who(body, role)),
+	{"params": {"stream": stream}},
+)
+
+test_console_quarantine_for_the_streams_owner_only if {
+	_allowed(_publisher_stream("ukhsa", "ig-lead", "ukhsa.positive-tests"))
+	not _allowed(_publisher_stream("dhsc", "ig-lead", "ukhsa.positive-tests"))
+	_reasons(_publisher_stream("dhsc", "ig-lead", "ukhsa.positive-tests")) == [
+		"dhsc sees the quarantine of its own streams only, not ukhsa.positive-tests",
+	]
+}
+
+test_console_audit_search_and_export_for_governance_roles_and_the_operator if {
+	_allowed(_call("console", "GET", "/audit/search", _who("ukhsa", "ig-lead")))
+	_allowed(_call("console", "GET", "/audit/export.jsonl", _who("dhsc", "governance-board")))
+	_allowed(_call("console", "GET", "/audit/search", _who("accord-arbiter", "arbiter")))
+	_allowed(_call("console", "GET", "/audit/export.jsonl", _who("ons", "auditor")))
+	_allowed(_call("console", "GET", "/audit/export.jsonl", _who("accord", "operator")))
+	not _allowed(_call("console", "GET", "/catalogue", _who("accord", "operator")))
+	_reasons(_call("console", "GET", "/audit/export.jsonl", _who("leicester", "dph"))) == [
+		"the audit trail is searched and exported by IG leads, the governance board, the arbiter and auditors; leicester as dph may not",
+	]
+}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,7 +35,7 @@ from broker.services.deliveries import Deliveries
 HERE = Path(__file__).parent
 MAX_FORM_BYTES = 64 * 1024
 NAVIGATION = (("/catalogue", "Catalogue"), ("/my-data", "My data"), ("/requests", "Access requests"),
-              ("/disputes", "Disputes"), ("/audit", "Audit"),
+              ("/disputes", "Disputes"), ("/emergency", "Emergency"), ("/publisher", "Publisher"), ("/audit", "Audit"),
               ("/transparency", "Transparency"))
 PUBLIC_NAVIGATION = (("/transparency", "Transparency"), ("/sign-in", "Sign in"))
 PUBLIC = LIVENESS | frozenset({
@@ -70,6 +70,11 @@ class Console:
     lag: Callable[[str], int | None]              # a stream's records not yet through the gate (None: unknown)
     governance: GovernanceCalls                   # the governance API, called as the signed-in person
     token_for: Callable[[Identity], str]          # a short-lived bearer token for a session's identity
+    # A stream's quarantined entries, oldest first, up to a count (services/ingest.read_quarantine), and its schema
+    # versions in the registry, newest first (the Publisher page); None: not wired.
+    quarantine: Callable[[str, int], list[dict[str, Any]]] | None = None
+    schema_versions: Callable[[str], list[dict[str, Any]]] | None = None
+    audit_lines: Callable[[], Iterable[str]] | None = None     # the audit chain's lines as the topic holds them
 
 
 class SessionIdentity:
@@ -176,15 +181,23 @@ def create_console_app(console: Console, pages: Pages | None = None) -> FastAPI:
     _public(app, console, pages)
 
     # The pages import this module's shell.
+    from broker.api.console.audit_trail import add_audit_trail
     from broker.api.console.disputes import add_disputes
+    from broker.api.console.emergency import add_emergency
     from broker.api.console.my_data import add_my_data
     from broker.api.console.pages import add_pages
+    from broker.api.console.publisher import add_publisher
     from broker.api.console.requests import add_requests
+    from broker.api.console.why_not import add_why_not
 
     add_pages(app, console, pages)
     add_my_data(app, console, pages, system_clock)
     add_disputes(app, console, pages, console.governance, console.token_for)
     add_requests(app, console, pages)
+    add_emergency(app, console, pages, console.governance, console.token_for)
+    add_publisher(app, console, pages)
+    add_audit_trail(app, console, pages)
+    add_why_not(app, console, pages, system_clock)
     return app
 
 

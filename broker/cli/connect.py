@@ -77,7 +77,7 @@ def status(config: Config) -> None:
         typer.echo(f"{row.topic:<64} {row.partition:>4} {row.stored:>10} {row.end:>10} {row.lag:>8}")
     for topic, count in rejected.items():
         if count:
-            typer.echo(f"{topic}: {count} record(s) rejected (kept with the reason in accord_rejected)")
+            typer.echo(f"rejected: {count} record(s) of {topic}, kept with the reason in accord_rejected")
 
 
 def _webhook_status(path: Path, config: WebhookSinkConfig) -> None:

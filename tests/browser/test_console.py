@@ -3,6 +3,7 @@ serious and critical findings, CSRF, and what one body may not see of another's.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 import uuid
 from pathlib import Path
@@ -209,6 +210,9 @@ def test_a_grant_decided_in_the_browser_is_enforced_on_the_live_stream(
         raised = api.call("POST", "/disputes", bearer_token("blaby-district-council", "environmental-health"), {
             "kind": "refusal", "stream": T1, "role": "environmental-health", "purpose": "outbreak-control",
             "fields": ["lsoa", "specimen_date", "occupation"], "urgency": "urgent",
+            # Short: the grant stays in the shared governance log, and every governance service started later puts
+            # it back on the control topic, so the tombstone below alone would not end it for later tests.
+            "until": (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "justification": "Outbreak: cases linked to a food premises in Blaby; we inspect the premises."})
     ident = str(raised["id"])
     gate = start_console_gate(services, "console-grant-worker")

@@ -54,21 +54,33 @@ class Delivery(_Strict):
     key: list[Column] = []
 
 
-class SinkConfig(_Strict):
-    sink: Literal["postgres"]
+class _Sink(_Strict):
+    """What every sink's config has: one role's deliveries, read with that role's own Kafka login and decoded with
+    the registry; and, optionally, receipts for what it stores."""
+
     body: Name
-    role: Name  # one role's deliveries, read with that role's own Kafka login
+    role: Name
     kafka: KafkaLogin
     registry: RegistryLogin
-    postgres: PostgresTarget
-    deliveries: list[Delivery] = Field(min_length=1)
     receipts: ReceiptsLogin | None = None
 
+    def streams(self) -> list[str]:
+        raise NotImplementedError
+
     def topics(self) -> list[str]:
-        return [delivery_topic(self.body, self.role, d.stream) for d in self.deliveries]
+        return [delivery_topic(self.body, self.role, stream) for stream in self.streams()]
 
     def kafka_user(self) -> str:
         return self.kafka.username or subscriber_user(self.body, self.role)
+
+
+class SinkConfig(_Sink):
+    sink: Literal["postgres"]
+    postgres: PostgresTarget
+    deliveries: list[Delivery] = Field(min_length=1)
+
+    def streams(self) -> list[str]:
+        return [d.stream for d in self.deliveries]
 
 
 class WebhookRetry(_Strict):
@@ -124,23 +136,15 @@ class WebhookDelivery(_Strict):
     stream: Name
 
 
-class WebhookSinkConfig(_Strict):
+class WebhookSinkConfig(_Sink):
     """`sink: webhook`: one role's deliveries POSTed, signed, in batches of JSON to the subscriber's endpoint."""
 
     sink: Literal["webhook"]
-    body: Name
-    role: Name
-    kafka: KafkaLogin
-    registry: RegistryLogin
     webhook: WebhookTarget
     deliveries: list[WebhookDelivery] = Field(min_length=1)
-    receipts: ReceiptsLogin | None = None
 
-    def topics(self) -> list[str]:
-        return [delivery_topic(self.body, self.role, d.stream) for d in self.deliveries]
-
-    def kafka_user(self) -> str:
-        return self.kafka.username or subscriber_user(self.body, self.role)
+    def streams(self) -> list[str]:
+        return [d.stream for d in self.deliveries]
 
 
 class FilesTarget(_Strict):
@@ -161,15 +165,10 @@ class FileDelivery(_Strict):
     prefix: Name | None = None  # files are <prefix>-<sequence>.<format>; default: the stream's name
 
 
-class FileSinkConfig(_Strict):
+class FileSinkConfig(_Sink):
     sink: Literal["files"]
-    body: Name
-    role: Name
-    kafka: KafkaLogin
-    registry: RegistryLogin
     files: FilesTarget
     deliveries: list[FileDelivery] = Field(min_length=1)
-    receipts: ReceiptsLogin | None = None
 
     @field_validator("deliveries")
     @classmethod
@@ -179,11 +178,8 @@ class FileSinkConfig(_Strict):
             raise ValueError("two deliveries would write files of the same prefix: give each its own `prefix`")
         return deliveries
 
-    def topics(self) -> list[str]:
-        return [delivery_topic(self.body, self.role, d.stream) for d in self.deliveries]
-
-    def kafka_user(self) -> str:
-        return self.kafka.username or subscriber_user(self.body, self.role)
+    def streams(self) -> list[str]:
+        return [d.stream for d in self.deliveries]
 
 
 AnySinkConfig = SinkConfig | FileSinkConfig | WebhookSinkConfig
@@ -222,47 +218,11 @@ def load(path: Path) -> AnySinkConfig:
     except ValidationError as exc:
         raise SinkConfigError(path, [f"{path}:{_line(node, e['loc'])}: {_field(e['loc'])}: {e['msg']}"
                                      for e in exc.errors(include_url=False)]) from exc
-    if isinstance(config, FileSinkConfig):
-        return _resolved_files(config, path.parent)
-    if isinstance(config, WebhookSinkConfig):
-        return _resolved_webhook(config, path.parent)
     return _resolved(config, path.parent)
 
 
-def _resolved(config: SinkConfig, base: Path) -> SinkConfig:
-    def at(p: Path) -> Path:
-        return p if p.is_absolute() else base / p
-    postgres, receipts = config.postgres, config.receipts
-    if receipts is not None:
-        receipts = receipts.model_copy(update={
-            "key_file": at(receipts.key_file),
-            "token_file": at(receipts.token_file or config.registry.token_file)})
-    return config.model_copy(update={
-        "receipts": receipts,
-        "kafka": config.kafka.model_copy(update={"password_file": at(config.kafka.password_file)}),
-        "registry": config.registry.model_copy(update={"token_file": at(config.registry.token_file)}),
-        "postgres": postgres.model_copy(update={
-            "password_file": None if postgres.password_file is None else at(postgres.password_file)}),
-    })
-
-
-def _resolved_webhook(config: WebhookSinkConfig, base: Path) -> WebhookSinkConfig:
-    def at(p: Path) -> Path:
-        return p if p.is_absolute() else base / p
-    hook, receipts = config.webhook, config.receipts
-    if receipts is not None:
-        receipts = receipts.model_copy(update={
-            "key_file": at(receipts.key_file),
-            "token_file": at(receipts.token_file or config.registry.token_file)})
-    return config.model_copy(update={
-        "receipts": receipts,
-        "kafka": config.kafka.model_copy(update={"password_file": at(config.kafka.password_file)}),
-        "registry": config.registry.model_copy(update={"token_file": at(config.registry.token_file)}),
-        "webhook": hook.model_copy(update={"secret_file": at(hook.secret_file), "state_dir": at(hook.state_dir)}),
-    })
-
-
-def _resolved_files(config: FileSinkConfig, base: Path) -> FileSinkConfig:
+def _resolved(config: AnySinkConfig, base: Path) -> AnySinkConfig:
+    """`config` with every file it names read from `base` (the config's own folder) unless absolute."""
     def at(p: Path) -> Path:
         return p if p.is_absolute() else base / p
     receipts = config.receipts
@@ -270,12 +230,21 @@ def _resolved_files(config: FileSinkConfig, base: Path) -> FileSinkConfig:
         receipts = receipts.model_copy(update={
             "key_file": at(receipts.key_file),
             "token_file": at(receipts.token_file or config.registry.token_file)})
-    return config.model_copy(update={
+    update: dict[str, Any] = {
         "receipts": receipts,
         "kafka": config.kafka.model_copy(update={"password_file": at(config.kafka.password_file)}),
-        "registry": config.registry.model_copy(update={"token_file": at(config.registry.token_file)}),
-        "files": config.files.model_copy(update={"directory": at(config.files.directory)}),
-    })
+        "registry": config.registry.model_copy(update={"token_file": at(config.registry.token_file)})}
+    if isinstance(config, SinkConfig):
+        target = config.postgres
+        update["postgres"] = target.model_copy(update={
+            "password_file": None if target.password_file is None else at(target.password_file)})
+    elif isinstance(config, FileSinkConfig):
+        update["files"] = config.files.model_copy(update={"directory": at(config.files.directory)})
+    else:
+        hook = config.webhook
+        update["webhook"] = hook.model_copy(update={"secret_file": at(hook.secret_file),
+                                                   "state_dir": at(hook.state_dir)})
+    return config.model_copy(update=update)
 
 
 def _field(loc: tuple[Any, ...]) -> str:

@@ -4,6 +4,7 @@ serious and critical findings, CSRF, and what one body may not see of another's.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 import uuid
 from pathlib import Path
@@ -172,6 +173,12 @@ def test_a_dispute_is_read_and_decided_in_the_browser_by_its_decider_only(
     assert ident in browser.page_source
     screenshot(browser, "disputes")
     browser.get(f"{console_url}/disputes/{ident}")
+    # The deadline counts down live beside its UTC stamp, second by second.
+    wait_for(lambda: re.fullmatch(r"\((\d+ d )?(\d+ h )?\d+ min \d+ s left\)", countdown(browser)) is not None,
+             "the live countdown")
+    shown = countdown(browser)
+    wait_for(lambda: countdown(browser) != shown, "the countdown to move on")
+    assert browser.find_element(By.ID, "outcome-granted-in-part") and browser.find_element(By.ID, "until-day")
     assert axe_violations(browser, axe_source) == []
     screenshot(browser, "dispute")
     click_through(browser, browser.find_element(By.ID, "decide"))           # nothing chosen: the form says what
@@ -187,6 +194,32 @@ def test_a_dispute_is_read_and_decided_in_the_browser_by_its_decider_only(
         after = api.call("GET", f"/disputes/{ident}", bearer_token("ukhsa", "ig-lead"))
     assert (after["decision"] or {}).get("outcome") == "refused"
     assert any(e["type"] == "decided" and e["actor"]["person"] == "UKHSA IG lead" for e in after["timeline"])
+
+    # The challenger appeals the refusal through the browser; the dispute opens at tier 2 (2 board members).
+    sign_in(browser, sign_in_link(console_url, "blaby-district-council", "environmental-health", "EHO"))
+    browser.get(f"{console_url}/disputes/{ident}")
+    click_through(browser, browser.find_element(By.ID, "appeal"))           # no reason: the form says what
+    assert "Enter the reason for your appeal" in browser.page_source
+    browser.find_element(By.ID, "appeal-reason").send_keys("Premises inspection is a district duty, not the county's.")
+    click_through(browser, browser.find_element(By.ID, "appeal"))
+    assert "Your appeal was recorded" in browser.page_source and not browser.find_elements(By.ID, "appeal")
+    # One board member's approval is recorded, and the tier still needs another.
+    sign_in(browser, sign_in_link(console_url, "dhsc", "governance-board", "DHSC board member"))
+    browser.get(f"{console_url}/disputes/{ident}")
+    assert "Record my approval" in browser.page_source and "0 of 2 needed" in browser.page_source
+    browser.find_element(By.ID, "outcome-refused").click()
+    browser.find_element(By.ID, "reason").send_keys("The county leads outbreak control; the refusal stands.")
+    click_through(browser, browser.find_element(By.ID, "decide"))
+    assert "1 of 2 needed" in browser.page_source and not browser.find_elements(By.ID, "decide")
+    screenshot(browser, "dispute-appealed-one-approval")
+    with GovernanceClient(governance_url) as api:
+        appealed = api.call("GET", f"/disputes/{ident}", bearer_token("dhsc", "governance-board"))
+    assert (appealed["state"], appealed["tier"], len(appealed["approvals"])) == ("awaiting", 1, 1)
+
+
+def countdown(browser: webdriver.Chrome) -> str:
+    notes = browser.find_elements(By.CSS_SELECTOR, "time[data-countdown] + .accord-countdown")
+    return str(notes[0].text) if notes else ""
 
 
 def lag_shown(browser: webdriver.Chrome, console_url: str) -> str:
@@ -220,8 +253,11 @@ def test_a_grant_decided_in_the_browser_is_enforced_on_the_live_stream(
     try:
         sign_in(browser, sign_in_link(console_url, "ukhsa", "ig-lead", "UKHSA IG lead"))
         browser.get(f"{console_url}/disputes/{ident}")
-        browser.find_element(By.ID, "outcome-granted").click()
-        browser.find_element(By.ID, "reason").send_keys("Premises inspection is a district duty.")
+        # Granted in part: two of the three fields asked for (occupation is not needed to inspect premises).
+        browser.find_element(By.ID, "outcome-granted-in-part").click()
+        browser.find_element(By.ID, "field-lsoa").click()
+        browser.find_element(By.ID, "field-specimen_date").click()
+        browser.find_element(By.ID, "reason").send_keys("Premises inspection is a district duty; no occupation.")
         click_through(browser, browser.find_element(By.ID, "decide"))
         assert "Your decision was recorded" in browser.page_source
 
@@ -242,7 +278,7 @@ def test_a_grant_decided_in_the_browser_is_enforced_on_the_live_stream(
             browser.get(f"{console_url}/my-data/{T1}")
             headers = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "th.govuk-table__header")]
             cells = {cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "td.govuk-table__cell")}
-            return bool(sent & cells) and set(headers) == {"lsoa", "specimen_date", "occupation"}
+            return bool(sent & cells) and set(headers) == {"lsoa", "specimen_date"}
         wait_for(delivered, "Blaby's first row under the grant decided in the browser")
         screenshot(browser, "my-data-after-grant")
     finally:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +23,7 @@ from broker.adapters.kafka_log import KafkaLog
 from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.api.auth import Guard
 from broker.api.console.app import Console, create_console_app
-from broker.api.console.catalogue import catalogue_view
+from broker.api.console.catalogue import catalogue_view, in_force
 from broker.api.console.sessions import Sessions, UsedLinks
 from broker.catalog import load_catalog
 from broker.clock import system_clock
@@ -104,12 +104,17 @@ def open_console(settings: Settings, kafka: KafkaAccess,
         registry = HttpSchemaRegistry(str(settings.registry_url), token=ServiceTokens(settings.secrets_dir, "console"))
         stack.callback(registry.close)
         yield Console(sessions=sessions, engine=guard.engine, assets=ensure_console_assets(settings),
-                      catalogue=lambda: view, figures=GovernanceFigures(feed), deliveries=deliveries,
+                      catalogue=lambda: {**view, "agreements": _in_force(view, policy())},
+                      figures=GovernanceFigures(feed), deliveries=deliveries,
                       policy=policy, audit=AuditStatus(kafka, settings), lag=GateLag(kafka, settings.gate_group),
                       governance=governance, token_for=_issuer(settings),
                       quarantine=lambda stream, limit: read_quarantine(quarantine_log, stream, limit),
                       schema_versions=lambda stream: schema_versions(registry, stream),
                       audit_lines=lambda: read_chain(kafka))
+
+
+def _in_force(view: Mapping[str, Any], state: PolicyState) -> list[dict[str, Any]]:
+    return in_force(view, state.catalog, state.revoked, state.grants, system_clock())
 
 
 def schema_versions(registry: HttpSchemaRegistry, stream: str) -> list[dict[str, Any]]:

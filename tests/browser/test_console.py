@@ -265,6 +265,8 @@ def test_a_grant_decided_in_the_browser_is_enforced_on_the_live_stream(
         sign_in(browser, sign_in_link(console_url, "blaby-district-council", "environmental-health", "EHO"))
         browser.get(f"{console_url}/my-data")
         assert f"grant/dispute-{ident}" in browser.page_source
+        browser.get(f"{console_url}/catalogue")     # it lists the grant in force, read from the control topic
+        assert f"dispute-{ident}" in browser.page_source
         sent: set[str] = set()
         last = [0.0]
 

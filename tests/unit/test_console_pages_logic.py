@@ -85,3 +85,21 @@ def test_why_not_answers_only_for_the_subscribers_own_rows() -> None:
     assert rules(specimen="S2") == []                  # another area's row: not shown
     assert rules(offset=41) == ["required:lsoa"]       # the gate's refusal for this subscriber only
     assert rules(specimen="nothing") == [] and rules() == []
+
+
+def test_the_catalogue_lists_what_is_in_force_now_from_the_control_topic() -> None:
+    from broker.api.console.catalogue import in_force
+
+    now = dt.datetime(2026, 12, 7, 12, tzinfo=dt.UTC)
+    view = {"bodies": {"leicester": "Leicester City Council"}}
+    applied = {"agreements": {
+        "t1-leicester": {"subscriber": "leicester", "stream": "ukhsa.t1", "template": "t1",
+                         "valid_until": "2027-06-01T00:00:00Z"},
+        "t1-revoked": {"subscriber": "leicester", "stream": "ukhsa.t1", "valid_until": "2027-06-01T00:00:00Z"},
+        "t1-ended": {"subscriber": "leicester", "stream": "ukhsa.t1", "valid_until": "2026-12-07T11:59:59Z"}}}
+    grants = {"dispute-d1": {"subscriber": "blaby", "stream": "ukhsa.t1", "valid_until": "2026-12-07T12:05:00Z"}}
+    listed = in_force(view, applied, {"t1-revoked": {}}, grants, now)
+    assert [(a["kind"], a["id"], a["subscriber"]) for a in listed] == [
+        ("agreement", "t1-leicester", "Leicester City Council"), ("grant", "dispute-d1", "blaby")]
+    assert listed[1]["valid_until"] == "2026-12-07 12:05 UTC"
+    assert in_force(view, None, {}, {}, now) == []

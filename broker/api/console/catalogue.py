@@ -1,7 +1,11 @@
-"""What the Catalogue page shows, from the catalog and the streams' Avro schemas: plain values for the templates."""
+"""What the Catalogue page shows, from the catalog and the streams' Avro schemas: plain values for the templates.
+The agreements listed are those in force now, read from the signed control topic (the catalog applied last, less
+revocations, plus decided grants), so an agreement applied or a grant decided after the console started shows
+at once, and one revoked or expired does not."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
@@ -52,3 +56,32 @@ def _bases(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value]
     return [str(v) for v in value] if isinstance(value, list | tuple) else [str(value)]
+
+
+def in_force(view: Mapping[str, Any], applied: Mapping[str, Any] | None, revoked: Mapping[str, Any],
+             grants: Mapping[str, Mapping[str, Any]], now: dt.datetime) -> list[dict[str, Any]]:
+    """The agreements and grants in force at `now`, shaped like catalogue_view's: the applied catalog's agreements
+    not revoked, and the decided grants, each until its end. Before any catalog is applied, none."""
+    bodies = view.get("bodies", {})
+    found = []
+    documents = [(ident, a, "agreement") for ident, a in ((applied or {}).get("agreements") or {}).items()
+                 if ident not in revoked]
+    documents += [(ident, g, "grant") for ident, g in grants.items()]
+    for ident, document, kind in documents:
+        until = _moment(document.get("valid_until"))
+        if until is not None and until <= now:
+            continue
+        subscriber = str(document.get("subscriber", ""))
+        found.append({"id": ident, "kind": kind, "subscriber": bodies.get(subscriber, subscriber),
+                      "subscriber_id": subscriber, "stream": str(document.get("stream", "")),
+                      "template": document.get("template"),
+                      "valid_until": "" if until is None else until.strftime("%Y-%m-%d %H:%M UTC"),
+                      "valid_until_at": until})
+    return sorted(found, key=lambda a: (a["kind"], a["id"]))
+
+
+def _moment(text: Any) -> dt.datetime | None:
+    if not text:
+        return None
+    moment = dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)

@@ -346,7 +346,7 @@ _console_pages := {
 }
 
 _console_forms := {
-	"/sign-out", "/disputes/{ident}/decision", "/disputes/{ident}/comments",
+	"/sign-out", "/disputes/{ident}/decision", "/disputes/{ident}/comments", "/disputes/{ident}/appeal",
 	"/requests", "/requests/{ident}/approvals", "/requests/{ident}/refusal",
 }
 

@@ -460,6 +460,8 @@ test_console_pages_for_any_member_in_any_role if {
 		with data.accord.catalog as _catalog
 	authz.decision.allow with input as _call("console", "POST", "/disputes/{ident}/decision", _who("dhsc", "governance-board"))
 		with data.accord.catalog as _catalog
+	authz.decision.allow with input as _call("console", "POST", "/disputes/{ident}/appeal", _who("blaby", "environmental-health"))
+		with data.accord.catalog as _catalog
 }
 
 test_console_refuses_a_role_the_body_does_not_hold if {

@@ -6,6 +6,7 @@ by axe-core."""
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 
@@ -95,6 +96,10 @@ def test_a_request_is_made_reviewed_by_two_roles_and_its_first_record_timed_thro
         assert browser.find_elements(By.CSS_SELECTOR, f'#waiting [data-request="{ident}"]')
         checked_by_axe(browser, axe_source, "requests-waiting-for-review")
         browser.get(f"{console_url}/requests/{ident}")
+        # Its deadline counts down live beside the UTC stamp.
+        wait_for(lambda: bool(re.fullmatch(r"\((\d+ d )?(\d+ h )?\d+ min \d+ s left\)", "".join(
+            n.text for n in browser.find_elements(By.CSS_SELECTOR, "time[data-countdown] + .accord-countdown")))),
+            "the request's live countdown")
         click_through(browser, browser.find_element(By.ID, "approve"))          # no reason: the form says so
         assert "There is a problem" in browser.page_source and "Enter the reason" in browser.page_source
         checked_by_axe(browser, axe_source, "request-review-errors")

@@ -12,14 +12,13 @@ import datetime as dt
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
-from broker.adapters.governance_http import GovernanceApiError
-from broker.api.auth import AUTHZ_RULE, caller
+from broker.api.auth import caller
+from broker.api.console.acting import governance_calls, may_post
 from broker.api.console.app import Console, GovernanceCalls, Pages, checked_form, checked_form_values
 from broker.domain.disputes import OPEN_STATES, parse_stamp
-from broker.errors import PolicyEngineError, ServiceError
 from broker.security.api_tokens import Identity
 
 DECIDE, COMMENT, APPEAL = "/disputes/{ident}/decision", "/disputes/{ident}/comments", "/disputes/{ident}/appeal"
@@ -109,13 +108,7 @@ def dispute_resource(dispute: Mapping[str, Any], tiers: list[Mapping[str, Any]])
 
 def add_disputes(app: FastAPI, console: Console, pages: Pages, governance: GovernanceCalls,
                  token_for: Callable[[Identity], str]) -> None:
-    def ask(request: Request, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
-        try:
-            return governance.call(method, path, token_for(caller(request)), body)
-        except GovernanceApiError as exc:
-            if exc.status in (403, 404, 400, 409, 422):
-                raise HTTPException(exc.status, str(exc)) from None
-            raise HTTPException(503, "the governance service cannot be reached just now; try again") from None
+    ask = governance_calls(governance, token_for)
 
     def tiers() -> list[Mapping[str, Any]]:
         return list(((console.policy().catalog or {}).get("ladder") or {}).get("tiers") or ())
@@ -143,7 +136,7 @@ def add_disputes(app: FastAPI, console: Console, pages: Pages, governance: Gover
         found = ask(request, "GET", f"/disputes/{ident}")
         ladder = tiers()
         resource = dispute_resource(found, ladder)
-        forms = {route: _allowed(console, caller(request), route, ident, resource)
+        forms = {route: may_post(console, caller(request), route, ident, resource)
                  for route in (DECIDE, COMMENT, APPEAL)}
         tier = int(found.get("tier", -1))
         needed = int(ladder[tier].get("approvals") or 1) if 0 <= tier < len(ladder) else 1
@@ -191,14 +184,3 @@ def appealable(dispute: Mapping[str, Any], tiers: int) -> bool:
     closes = dispute.get("closes_at")
     return (dispute.get("state") == "enforced" and int(dispute.get("tier", -1)) < tiers - 1
             and (closes is None or parse_stamp(str(closes)) > dt.datetime.now(dt.UTC)))
-
-def _allowed(console: Console, identity: Identity, route: str, ident: str, resource: Mapping[str, Any]) -> bool:
-    """Whether OPA lets `identity` POST to the governance API's `route` for this dispute (a form is shown only
-    then; the governance API asks OPA again when it is used)."""
-    document = {"service": "governance", "method": "POST", "route": route, "path": route.replace("{ident}", ident),
-                "params": {"ident": ident}, "query": {}, "identity": identity.to_json(), "resource": resource}
-    try:
-        answer = console.engine.evaluate(AUTHZ_RULE, document)
-    except (PolicyEngineError, ServiceError):
-        return False
-    return isinstance(answer, Mapping) and answer.get("allow") is True

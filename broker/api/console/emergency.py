@@ -6,15 +6,13 @@ decide it again there."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
-from broker.adapters.governance_http import GovernanceApiError
 from broker.api.auth import caller
+from broker.api.console.acting import governance_calls, may_post
 from broker.api.console.app import Console, GovernanceCalls, Pages, checked_form
-from broker.api.console.disputes import _allowed
 from broker.domain.disputes import OPEN_STATES
 from broker.domain.ladder import LEVELS
 from broker.security.api_tokens import Identity
@@ -25,21 +23,10 @@ DONE = {"declared": "The emergency level was declared. Open disputes' deadlines 
         "break-glass": "Break-glass access was taken. A review dispute was opened; it is reviewed after the fact."}
 
 
-def calls(governance: GovernanceCalls, token_for: Callable[[Identity], str]) -> Callable[..., Any]:
-    """The governance API as the signed-in person; its refusals as the console's own (403, 404, 400...)."""
-    def ask(request: Request, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
-        try:
-            return governance.call(method, path, token_for(caller(request)), body)
-        except GovernanceApiError as exc:
-            if exc.status in (400, 403, 404, 409, 422):
-                raise HTTPException(exc.status, str(exc)) from None
-            raise HTTPException(503, "the governance service cannot be reached just now; try again") from None
-    return ask
-
 
 def add_emergency(app: FastAPI, console: Console, pages: Pages, governance: GovernanceCalls,
                   token_for: Callable[[Identity], str]) -> None:
-    ask = calls(governance, token_for)
+    ask = governance_calls(governance, token_for)
 
     def page(request: Request, done: str | None = None, errors: list[tuple[str, str]] | None = None,
              status: int = 200, form: Mapping[str, str] | None = None) -> Response:
@@ -52,8 +39,8 @@ def add_emergency(app: FastAPI, console: Console, pages: Pages, governance: Gove
             request, "emergency.html", "Emergency", current="/emergency", status=status, notice=done,
             errors=errors or [], form=form or {},
             levels=sorted(levels.items()), level_names=[level for level in LEVELS if level != "normal"],
-            may_declare=_allowed(console, identity, "/emergency", "", {}),
-            may_break_glass=_allowed(console, identity, "/break-glass", "", {}),
+            may_declare=may_post(console, identity, "/emergency", "", {}),
+            may_break_glass=may_post(console, identity, "/break-glass", "", {}),
             streams=sorted(streams),
             open_reviews=[d for d in reviews if d.get("state") in OPEN_STATES],
             closed_reviews=[d for d in reviews if d.get("state") not in OPEN_STATES])

@@ -18,9 +18,9 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
 from broker.adapters.governance_http import GovernanceApiError
-from broker.api.auth import AUTHZ_RULE, caller
+from broker.api.auth import caller
+from broker.api.console.acting import governance_calls, may_post
 from broker.api.console.app import Console, Pages, checked_form, checked_form_values
-from broker.errors import PolicyEngineError, ServiceError
 from broker.security.api_tokens import Identity
 
 APPROVE, REFUSE = "/requests/{ident}/approvals", "/requests/{ident}/refusal"
@@ -76,13 +76,7 @@ def reviews_now(identity: Identity, request: Mapping[str, Any]) -> bool:
 
 
 def add_requests(app: FastAPI, console: Console, pages: Pages) -> None:
-    def ask(request: Request, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
-        try:
-            return console.governance.call(method, path, console.token_for(caller(request)), body)
-        except GovernanceApiError as exc:
-            if exc.status in (400, 403, 404, 409, 422):
-                raise HTTPException(exc.status, str(exc)) from None
-            raise HTTPException(503, "the governance service cannot be reached just now; try again") from None
+    ask = governance_calls(console.governance, console.token_for)
 
     def templates_for(identity: Identity) -> list[dict[str, Any]]:
         return [t for t in console.catalogue()["templates"] if identity.role in t.get("fields_for", {})]
@@ -147,7 +141,7 @@ def add_requests(app: FastAPI, console: Console, pages: Pages) -> None:
         found = ask(request, "GET", f"/requests/{ident}")
         identity = caller(request)
         resource = request_resource(found)
-        may = {route: _allowed(console, identity, route, ident, resource) for route in (APPROVE, REFUSE)}
+        may = {route: may_post(console, identity, route, ident, resource) for route in (APPROVE, REFUSE)}
         reviewed = any((r.get("actor") or {}).get("person") == identity.person for r in found.get("reviews") or ())
         return pages.render(request, "request.html", f"Access request {ident}", current="/requests",
                             request_=found, needed=still_needed(found), may_approve=may[APPROVE] and not reviewed,
@@ -170,15 +164,3 @@ def add_requests(app: FastAPI, console: Console, pages: Pages) -> None:
     @app.post("/requests/{ident}/refusal")
     async def refuse(ident: str, request: Request) -> Response:
         return await review(request, ident, "refuse")
-
-
-def _allowed(console: Console, identity: Identity, route: str, ident: str, resource: Mapping[str, Any]) -> bool:
-    """Whether OPA lets `identity` POST to the governance API's `route` for this request (a form is shown only
-    then; the governance API asks OPA again, with the request as it holds it, when it is used)."""
-    document = {"service": "governance", "method": "POST", "route": route, "path": route.replace("{ident}", ident),
-                "params": {"ident": ident}, "query": {}, "identity": identity.to_json(), "resource": resource}
-    try:
-        answer = console.engine.evaluate(AUTHZ_RULE, document)
-    except (PolicyEngineError, ServiceError):
-        return False
-    return isinstance(answer, Mapping) and answer.get("allow") is True

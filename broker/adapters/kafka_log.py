@@ -6,11 +6,11 @@ import time
 from collections.abc import Mapping, Sequence
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, TopicAuthorizationFailedError
 
 from broker.adapters.kafka_access import KafkaAccess
 from broker.domain.messages import Record
-from broker.errors import ServiceError
+from broker.errors import DeliveryRefused, ServiceError
 
 
 class KafkaLog:
@@ -69,6 +69,9 @@ class KafkaLog:
                         for m in batch
                     )
             return records[:max_records]
+        except TopicAuthorizationFailedError as exc:
+            raise DeliveryRefused(f"Kafka refuses this login read access to {topic!r} (a fenced delivery topic, "
+                                  "or no right to read it)") from exc
         except KafkaError as exc:
             raise ServiceError(f"reading {topic!r} failed: {exc}") from exc
         finally:

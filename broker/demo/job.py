@@ -23,9 +23,10 @@ from broker.demo import sink as demo_sink
 from broker.demo.steady_publisher import publish_steadily
 from broker.demo.synthetic import positive_tests
 from broker.domain.topics import delivery_topic, ingest_topic
+from broker.errors import DeliveryRefused
 from broker.local.stack import Endpoints
 from broker.runtime.api import open_ingest
-from broker.runtime.deliveries import RoleReaders, ends_now
+from broker.runtime.deliveries import Delivered, RoleReaders, ends_now
 from broker.runtime.gate import GateEndpoints, GateThread
 from broker.security import api_tokens
 from broker.security.api_tokens import ServiceTokens
@@ -84,6 +85,19 @@ CONSOLE_PLAYERS = (("the Director of Public Health of Leicester", "leicester-cit
                     "Exercise Director of Public Health"),
                    ("UKHSA's information-governance lead", "ukhsa", "ig-lead", "Exercise IG Lead (UKHSA)"),
                    ("a member of the governance board (DHSC)", "dhsc", "governance-board", "Exercise Board Member"))
+
+
+def _read_once_unfenced(read: Callable[[], list[Delivered]], timeout_s: float = 60.0) -> list[Delivered]:
+    """`read()` once Kafka lets the reader in again: the revocation fenced the topic (its readers refused), and the
+    governance service lifts the fence only after it has applied the reinstatement, a moment after the API answered."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return read()
+        except DeliveryRefused:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def _console_links(endpoints: Endpoints, settings: Settings, say: Say) -> None:
@@ -205,9 +219,8 @@ def _revoke_live(endpoints: Endpoints, settings: Settings, gate_group: str, read
         publisher.join(timeout=10)
         api.call("POST", f"/agreements/{REVOKED}/reinstate", ig_lead, {"reason": "demo: the exercise goes on"})
     names = set(sent_at)
-    got = readers("leicester-city-council", "dph").read(topic, delivered_from,
-                                                        lambda v, _: v.get("specimen_id") in names,
-                                                        want=len(names), timeout_s=3, settle_s=0)
+    got = _read_once_unfenced(lambda: readers("leicester-city-council", "dph").read(
+        topic, delivered_from, lambda v, _: v.get("specimen_id") in names, want=len(names), timeout_s=3, settle_s=0))
     before = [s for s, t in sent_at.items() if t <= acked_at]
     leaked = [d for d in got if sent_at[d.value["specimen_id"]] > acked_at]
     latency_ms = int(status["applied_ms"]) - change.timestamp_ms

@@ -104,9 +104,9 @@ def _console_links(endpoints: Endpoints, settings: Settings, say: Say) -> None:
     """Where the console is, and a one-time sign-in link for each of three players (as `accord credentials token
     --link` prints them)."""
     if not endpoints.console_url:
-        say("5. no console is running (`accord local up` starts it)")
+        say("6. no console is running (`accord local up` starts it)")
         return
-    say(f"5. the Accord Console is at {endpoints.console_url} (public transparency page: "
+    say(f"6. the Accord Console is at {endpoints.console_url} (public transparency page: "
         f"{endpoints.console_url}/transparency); one-time sign-in links, each valid for 15 minutes:")
     key = api_tokens.signing_key(settings.secrets_dir)
     for who, body, role, person in CONSOLE_PLAYERS:

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     gate_worker_id: str | None = None
     gate_group: str = "accord-gate"
     gate_start_from: Literal["earliest", "latest"] = "earliest"
+    # The Kafka client of the gate's data path (consume, transform, produce in transactions): librdkafka through
+    # confluent-kafka, or kafka-python; both are tested against the real broker and measured side by side.
+    gate_transport: Literal["kafka-python", "librdkafka"] = "kafka-python"
     schemas_dir: Path = _SOURCE_ROOT / "schemas"     # the template streams' .avsc files
     catalog_dir: Path = _SOURCE_ROOT / "catalog"     # bodies, streams, agreements, ladder (YAML)
     policies_dir: Path = _SOURCE_ROOT / "policies"   # the Rego policies bundled for OPA

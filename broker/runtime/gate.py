@@ -19,6 +19,7 @@ from broker.adapters.kafka_control import ControlReader, ControlWriter, ensure_c
 from broker.adapters.kafka_history import BackfillLogReader, HistoryReader, ensure_backfill_topic
 from broker.adapters.kafka_transactions import TransactionalStage
 from broker.adapters.metrics import PrometheusBackfillCounters, PrometheusGateCounters, count_withheld
+from broker.adapters.rdkafka_transactions import RdkafkaTransactionalStage
 from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.api.auth import Guard
 from broker.api.gate_app import create_gate_app
@@ -75,9 +76,10 @@ def open_gate(endpoints: GateEndpoints, settings: Settings, worker: str,
         stack.callback(status.close)
         optout = ControlReader(kafka, client_id=f"accord-gate-optout-{worker}", topic=OPTOUT_TOPIC)
         stack.callback(optout.close)
-        stage = TransactionalStage(kafka, settings.gate_group, [ingest_topic(s) for s in schemas],
-                                   f"accord-gate-{worker}", transaction_timeout_ms=transaction_timeout_ms,
-                                   start_from=settings.gate_start_from)
+        transport = RdkafkaTransactionalStage if settings.gate_transport == "librdkafka" else TransactionalStage
+        stage = transport(kafka, settings.gate_group, [ingest_topic(s) for s in schemas],
+                          f"accord-gate-{worker}", transaction_timeout_ms=transaction_timeout_ms,
+                          start_from=settings.gate_start_from)
         stack.callback(stage.close)
         history = HistoryReader(kafka, client_id=f"accord-gate-history-{worker}")
         stack.callback(history.close)

@@ -6,7 +6,7 @@ import datetime as dt
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from kafka import KafkaConsumer, TopicPartition
 
@@ -142,11 +142,15 @@ class Receiver(DeliveryReader):
         return [(d.value, d.headers) for d in self.read(topic, start, keep, want, timeout_s, settle_s)]
 
 
-def start_gate(services: Endpoints, group_prefix: str, worker: str, clock: Clock | None = None) -> GateThread:
+def start_gate(services: Endpoints, group_prefix: str, worker: str, clock: Clock | None = None,
+               transport: Literal["kafka-python", "librdkafka"] | None = None) -> GateThread:
     """A gate worker thread of the session's deployment (its secrets) in a fresh consumer group that starts at the
-    end of the ingest topics; on `clock` when given (time-based behaviour, such as a legal basis ending)."""
+    end of the ingest topics; on `clock` when given (time-based behaviour, such as a legal basis ending); on the
+    data-path `transport` when given (else the default)."""
     settings = Settings(gate_group=f"{group_prefix}-{uuid.uuid4().hex[:8]}",
                         gate_start_from="latest", opa_token_file=services.opa_token_file)
+    if transport is not None:
+        settings = settings.model_copy(update={"gate_transport": transport})
     return GateThread(GateEndpoints(services.kafka, services.opa_url, services.registry_url),
                       settings, worker, clock=clock).start()
 

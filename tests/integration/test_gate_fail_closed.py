@@ -48,10 +48,12 @@ def opa(tmp_path: Path) -> Iterator[OwnOpa]:
     own.stop()
 
 
-@pytest.fixture
-def gate(services: Endpoints, applied_catalog: dict[str, Any], opa: OwnOpa, tmp_path: Path) -> Iterator[GateThread]:
+@pytest.fixture(params=["kafka-python", "librdkafka"])
+def gate(services: Endpoints, applied_catalog: dict[str, Any], opa: OwnOpa, tmp_path: Path,
+         request: pytest.FixtureRequest) -> Iterator[GateThread]:
+    # Both data-path transports: an aborted batch is consumed again from the committed offsets by either.
     settings = Settings(gate_group=f"test-fail-closed-{uuid.uuid4().hex[:8]}",
-                        gate_start_from="latest",
+                        gate_start_from="latest", gate_transport=request.param,
                         opa_token_file=opa_tokens.token_file(tmp_path / "secrets", opa_tokens.WRITER))
     runner = GateThread(GateEndpoints(services.kafka, opa.url, services.registry_url), settings,
                         "test-fail-closed").start()

@@ -11,6 +11,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from broker.config import Settings
 from broker.demo.steady_publisher import publish_steadily
 from broker.demo.synthetic import spread
@@ -27,10 +29,11 @@ COUNCILS = {"leicester": "leicester-city-council", "nottingham": "nottingham-cit
             "blackburn": "blackburn-with-darwen-council"}
 
 
+@pytest.mark.parametrize("transport", ["kafka-python", "librdkafka"])
 def test_killing_a_worker_mid_stream_loses_and_duplicates_nothing(
-        services: Endpoints, applied_catalog: dict[str, Any], tmp_path: Path) -> None:
+        services: Endpoints, applied_catalog: dict[str, Any], tmp_path: Path, transport: str) -> None:
     # The workers share the session's secrets dir (pseudonym secret, API token key), as a deployment's would.
-    env = {**kafka_env(services.kafka), "ACCORD_OPA_URL": services.opa_url,
+    env = {**kafka_env(services.kafka), "ACCORD_OPA_URL": services.opa_url, "ACCORD_GATE_TRANSPORT": transport,
            "ACCORD_REGISTRY_URL": services.registry_url,
            "ACCORD_GATE_GROUP": f"test-failover-{uuid.uuid4().hex[:8]}", "ACCORD_GATE_START_FROM": "latest"}
     workers = [PythonService("gate", tmp_path / name) for name in ("a", "b")]

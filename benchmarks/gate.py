@@ -104,6 +104,50 @@ def _throughput(bench: Bench, tmp: Path) -> Iterator[dict[str, Any]]:
     yield gate_throughput.control_fence(bench, best["c"])
 
 
+TRANSPORT_GOALS = {"b_rdkafka/a_rdkafka": 0.7, "c_rdkafka/a_rdkafka": 0.6}
+
+
+def run_transports() -> Iterator[dict[str, Any]]:
+    """The data path on kafka-python and on librdkafka side by side (`python -m benchmarks transports`): the raw
+    transactional passthrough (a) and the gate with one subscriber (b) and the ten councils' DPH tier (c) on each
+    client, alternating over ROUNDS rounds on one stack; each gate's ratio is to the passthrough on its own client."""
+    with tempfile.TemporaryDirectory(prefix="accord-bench-") as tmp, local_bench(Path(tmp) / "stack") as bench:
+        yield machine()
+        bench.records = encoded_cases(bench, RECORDS, prefix="BENCH")
+        bench.warmup = encoded_cases(bench, WARMUP, prefix="WARM", seed=1918)
+        hub_topic = delivery_topic(HUB, "dph", T1)
+        catalogs = {"b": (hub_catalog(Path(tmp)), [hub_topic]), "c": (dph_only_catalog(Path(tmp)), dph_topics())}
+        runs: dict[str, list[dict[str, Any]]] = {}
+        for _ in range(ROUNDS):
+            runs.setdefault("a", []).append(gate_throughput.passthrough(bench, bench.records))
+            runs.setdefault("a_rdkafka", []).append(gate_throughput.passthrough_rdkafka(bench, bench.records))
+            for key, (catalog, topics) in catalogs.items():
+                bench.apply(catalog)
+                for transport, suffix in (("kafka-python", ""), ("librdkafka", "_rdkafka")):
+                    scenario = f"{key}-gate-{'1-subscriber' if key == 'b' else '10-subscribers-dph'}{suffix}"
+                    runs.setdefault(key + suffix, []).append(gate_throughput.real_gate(
+                        bench, scenario.replace("_rdkafka", "-librdkafka"), bench.records, topics,
+                        transport=transport))  # type: ignore[arg-type]
+        best = {key: _best(results) for key, results in runs.items()}
+        yield from best.values()
+        yield {"scenario": "transport-ratios"} | _ratios(best, runs, {**TRANSPORT_GOALS, "b/a": 0.7, "c/a": 0.6}) | {
+            "b_rdkafka/b": round(best["b_rdkafka"]["records_per_s"] / best["b"]["records_per_s"], 3),
+            "c_rdkafka/c": round(best["c_rdkafka"]["records_per_s"] / best["c"]["records_per_s"], 3),
+            "a_rdkafka/a": round(best["a_rdkafka"]["records_per_s"] / best["a"]["records_per_s"], 3)}
+
+
+def _ratios(best: dict[str, dict[str, Any]], runs: dict[str, list[dict[str, Any]]],
+            goals: dict[str, float]) -> dict[str, Any]:
+    medians = {key: statistics.median(r["records_per_s"] for r in rounds) for key, rounds in runs.items()}
+    found: dict[str, Any] = {}
+    for name, goal in goals.items():
+        top, bottom = name.split("/")
+        value = round(best[top]["records_per_s"] / best[bottom]["records_per_s"], 3)
+        found |= {name: value, f"{name} goal": goal, f"{name} met": value >= goal,
+                  f"{name} from medians": round(medians[top] / medians[bottom], 3)}
+    return found
+
+
 def run_geography() -> Iterator[dict[str, Any]]:
     """Only c and c_small (`python -m benchmarks geography`): the gate on the ONS tables against the small table of
     before, alternating over ROUNDS rounds on one stack, with their ratio."""

@@ -11,8 +11,9 @@ import datetime as dt
 import json
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
+from confluent_kafka import Consumer, Producer, TopicPartition
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import OffsetAndMetadata
 
@@ -29,6 +30,8 @@ from benchmarks.gate_setup import (
 from broker.adapters.kafka_admin import create_topics
 from broker.adapters.kafka_control import ControlReader
 from broker.adapters.kafka_transactions import FETCH_MAX_WAIT_MS, RETRY_BACKOFF_MS, TransactionalStage
+from broker.adapters.rdkafka_transactions import FETCH_WAIT_MAX_MS as RDKAFKA_FETCH_WAIT_MAX_MS
+from broker.adapters.rdkafka_transactions import RETRY_BACKOFF_MS as RDKAFKA_RETRY_BACKOFF_MS
 from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.domain import control
 from broker.domain.control import PolicyState
@@ -104,11 +107,58 @@ def passthrough(bench: Bench, records: list[tuple[bytes, bytes]]) -> dict[str, A
     return result("a-raw-passthrough", timing, count_committed(bench.kafka, before)[PASSTHROUGH])
 
 
+def passthrough_rdkafka(bench: Bench, records: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """(a) on librdkafka: confluent-kafka alone, configured as RdkafkaTransactionalStage configures it, the same
+    ingest topics, values and keys copied unchanged to one topic, one transaction per batch of up to BATCH."""
+    create_topics(bench.kafka, [PASSTHROUGH])
+    tid = "bench-passthrough-rdkafka"
+    consumer = Consumer({
+        **bench.kafka.librdkafka_options(), "group.id": group("a-rdkafka"), "client.id": tid,
+        "enable.auto.commit": False, "isolation.level": "read_committed", "auto.offset.reset": "latest",
+        "session.timeout.ms": 6_000, "heartbeat.interval.ms": 2_000, "fetch.wait.max.ms": RDKAFKA_FETCH_WAIT_MAX_MS,
+        "log_level": 3})
+    consumer.subscribe(ingest_topics())
+    producer = Producer({
+        **bench.kafka.librdkafka_options(), "client.id": tid, "transactional.id": tid, "acks": "all",
+        "enable.idempotence": True, "retry.backoff.ms": RDKAFKA_RETRY_BACKOFF_MS, "transaction.timeout.ms": 10_000,
+        "linger.ms": 5, "batch.size": 256 * 1024, "log_level": 3})
+    producer.init_transactions(30)
+
+    def step() -> int:
+        messages = [m for m in consumer.consume(num_messages=BATCH, timeout=0.1) if m.error() is None]
+        if not messages:
+            return 0
+        producer.begin_transaction()
+        offsets: dict[tuple[str, int], int] = {}
+        for m in messages:
+            producer.produce(PASSTHROUGH, value=m.value(), key=m.key())
+            offsets[(str(m.topic()), int(m.partition() or 0))] = int(m.offset() or 0) + 1
+        producer.send_offsets_to_transaction([TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                                             consumer.consumer_group_metadata(), 30)
+        producer.commit_transaction(30)
+        return len(messages)
+
+    def ready() -> bool:
+        consumer.consume(num_messages=1, timeout=0.1)   # serves the group's assignment; nothing is published yet
+        return bool(consumer.assignment())
+
+    before = committed_ends(bench.kafka, [PASSTHROUGH])
+    try:
+        timing = timed(bench, step, ready, bench.warmup, records)
+    finally:
+        consumer.close()
+        producer.flush(30)
+    return result("a-raw-passthrough-librdkafka", timing, count_committed(bench.kafka, before)[PASSTHROUGH])
+
+
 def real_gate(bench: Bench, scenario: str, records: list[tuple[bytes, bytes]], topics: list[str],
-              small_table: bool = False) -> dict[str, Any]:
+              small_table: bool = False, transport: Literal["kafka-python", "librdkafka"] = "kafka-python"
+              ) -> dict[str, Any]:
     """(b, c) services.gate.Gate from open_gate, stepped on this thread, on the catalog applied last; with
-    `small_table`, on the 28-authority table of before and no residence lookup (as then) instead of the ONS tables."""
-    settings = bench.settings(group(scenario), "latest", residence=not small_table)
+    `small_table`, on the 28-authority table of before and no residence lookup (as then) instead of the ONS tables;
+    its data path on `transport`."""
+    settings = bench.settings(group(scenario), "latest", residence=not small_table).model_copy(
+        update={"gate_transport": transport})
     before = committed_ends(bench.kafka, topics)
     batches = [0, 0]  # batches that held records, and their records (warm-up and measured)
     tables = "28 authorities, no residence lookup" if small_table else "ONS: 382 authorities, 35,672 LSOAs"

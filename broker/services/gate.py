@@ -19,7 +19,7 @@ from broker.domain.geography import LaTable
 from broker.domain.jurisdiction import Unresolved, resolve_areas
 from broker.domain.messages import ControlRecord, Record
 from broker.domain.optout import NHS_NUMBER_FIELD, OptOutList, is_digest
-from broker.domain.plans import LSOA_TAG, Plan
+from broker.domain.plans import LSOA_TAG, Plan, Shape
 from broker.domain.pseudonyms import KEY_HEADER
 from broker.domain.residence import ResidenceTable
 from broker.domain.suppression import suppress_table
@@ -345,9 +345,9 @@ class Gate:
                 continue
             row, areas = admitted
             outcome = _evaluate(delivery, row, areas, _OptOutCheck(self.opted_out, row))
-            if isinstance(outcome, dict):
+            if isinstance(outcome, Shape):
                 source = f"{record.topic}/{record.partition}/{record.offset}".encode()
-                self._place(delivery, record, source, outcome, ((BACKFILL_HEADER, grant),))
+                self._place(delivery, record, source, outcome(row), ((BACKFILL_HEADER, grant),))
                 work.delivered += 1
         assert self._backfill is not None
         if (progress := self._backfill.progress(work)) is not None:
@@ -365,6 +365,7 @@ class Gate:
         source = f"{record.topic}/{record.partition}/{record.offset}".encode()
         delivered = refused = withheld = 0
         opt_out = _OptOutCheck(self.opted_out, value)
+        encoded: dict[tuple[str, str], bytes] = {}  # this record's bodies, by schema form and shape
         for delivery in self.deliveries.get(stream, ()):
             outcome = _evaluate(delivery, value, areas, opt_out)
             if outcome is None:
@@ -377,7 +378,10 @@ class Gate:
                 self._refuse(stream, record, delivery.plan, outcome)
                 refused += 1
                 continue
-            self._place(delivery, record, source, outcome)
+            if delivery.form is None or outcome.key is None:
+                self._place(delivery, record, source, outcome(value))
+            else:
+                self._deliver_shared(delivery, record, source, value, outcome, encoded)
             delivered += 1
         if delivered or not (refused or withheld):  # a row only refused or withheld is counted as such, per plan
             self._tally[(stream, "delivered" if delivered else "no-subscriber")] += 1
@@ -409,9 +413,27 @@ class Gate:
         else:
             self._deliver(delivery, record, source, shaped, extra)
 
+    def _deliver_shared(self, delivery: Delivery, record: Record, source: bytes, value: Mapping[str, Any],
+                        shape: Shape, encoded: dict[tuple[str, str], bytes]) -> None:
+        """A row for a delivery whose body another delivery of the same record may already have encoded: the same
+        schema form and shape make the same bytes, so only the 5-byte header (its own schema id) is new."""
+        assert delivery.form is not None and shape.key is not None
+        key = (delivery.form, shape.key)
+        body = encoded.get(key)
+        if body is None:
+            payload = delivery.encode(shape(value), delivery.context)
+            assert payload is not None  # only a missing record encodes to None
+            encoded[key] = payload
+        else:
+            payload = delivery.encode.reframe(body, delivery.context)
+        self._send(delivery, record, source, payload)
+
     def _deliver(self, delivery: Delivery, record: Record, source: bytes, shaped: dict[str, Any],
                  extra: Sequence[tuple[str, bytes]] = ()) -> None:
-        payload = delivery.encode(shaped, delivery.context)
+        self._send(delivery, record, source, delivery.encode(shaped, delivery.context), extra)
+
+    def _send(self, delivery: Delivery, record: Record, source: bytes, payload: bytes | None,
+              extra: Sequence[tuple[str, bytes]] = ()) -> None:
         placed = self._p.stage.send(delivery.topic, payload, key=record.key,
                                     headers=[(SOURCE_HEADER, source), (REVISION_HEADER, delivery.revision),
                                              (WORKER_HEADER, self._worker_bytes),
@@ -548,9 +570,9 @@ class _Withheld:
 
 
 def _evaluate(delivery: Delivery, value: Mapping[str, Any], areas: frozenset[str],
-              opt_out: _OptOutCheck) -> dict[str, Any] | list[str] | _Withheld | None:
-    """A row under one plan: its shaped projection, the required fields it misses, the opt-out withholding it, or
-    None (not in the plan's rows)."""
+              opt_out: _OptOutCheck) -> Shape | list[str] | _Withheld | None:
+    """A row under one plan: the shape it is delivered in, the required fields it misses, the opt-out withholding
+    it, or None (not in the plan's rows)."""
     if areas.isdisjoint(delivery.areas):
         return None
     # Which fields, and how, depends on which of the plan's scopes (agreements' areas) the row lies in.
@@ -561,7 +583,7 @@ def _evaluate(delivery: Delivery, value: Mapping[str, Any], areas: frozenset[str
         return _Withheld(why)
     if missing := [name for name in delivery.plan.required if is_blank(value.get(name))]:
         return missing
-    return shape(value)
+    return shape
 
 
 def _log_error(exc: Exception) -> None:

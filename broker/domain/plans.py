@@ -4,6 +4,7 @@ each row gets the fields of the plan's scopes (agreements' areas) that it lies i
 from __future__ import annotations
 
 import datetime as dt
+import json
 import operator
 import re
 from collections.abc import Callable, Mapping
@@ -44,7 +45,6 @@ _DIGITS = re.compile(r"[0-9]+")
 _DATE_TYPES = frozenset({"date", "timestamp-millis", "timestamp-micros"})
 
 Step = Callable[[Mapping[str, Any]], Any]
-Shape = Callable[[Mapping[str, Any]], dict[str, Any]]  # a record as delivered to rows of one combination of scopes
 _Fitted = tuple[Mapping[str, Any], "FieldRule", str | None]  # a rule, its field's definition, the field it reads
 
 
@@ -240,6 +240,23 @@ def _nullable(types: list[Any]) -> list[Any]:
     return branches
 
 
+class Shape:
+    """A record as delivered to rows of one combination of a plan's scopes: call it with the decoded record.
+
+    `key` is the same text for two shapes (of any plans of the stream) that make equal records of every row, so one
+    encoding of a row can serve both; None when a step pseudonymises (pseudonyms differ per subscriber).
+    """
+
+    __slots__ = ("_steps", "key")
+
+    def __init__(self, steps: tuple[tuple[str, Step], ...], key: str | None) -> None:
+        self._steps = steps
+        self.key = key
+
+    def __call__(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        return {output: step(record) for output, step in self._steps}
+
+
 class Projector:
     """Applies one plan to decoded records of one stream; built once, then called for every record with the record's
     areas. A row gets each field's most revealing rule among the scopes it lies in; the rules for each combination
@@ -284,21 +301,29 @@ class Projector:
 
     def _shape(self, covering: int) -> Shape:
         rulesets = [rules for bit, (_, rules) in enumerate(self._scopes) if covering >> bit & 1]
-        chosen: dict[str, Step] = {}
+        chosen: dict[str, FieldRule] = {}
         for name in self._sources:
             if offers := [rules[name] for rules in rulesets if name in rules]:
                 # max keeps the first of equals: ties go to the earlier scope, as policies/plans orders them
                 best = max(offers, key=lambda rule: REVEALING[rule.transform])
-                chosen[best.output] = self._steps[best]
-        steps: tuple[tuple[str, Step], ...] = tuple((output, chosen.get(output, _none)) for output in self._outputs)
-
-        def shape(record: Mapping[str, Any]) -> dict[str, Any]:
-            return {output: step(record) for output, step in steps}
-        return shape
+                chosen[best.output] = best
+        steps = tuple((output, _none if (rule := chosen.get(output)) is None else self._steps[rule])
+                      for output in self._outputs)
+        return Shape(steps, _shape_key(self.plan.stream, [(output, chosen.get(output)) for output in self._outputs]))
 
 
 def _none(_: Mapping[str, Any]) -> None:
     return None
+
+
+def _shape_key(stream: str, outputs: list[tuple[str, FieldRule | None]]) -> str | None:
+    """What decides a shape's records: each output's source field and rule (a rule's step depends on nothing else
+    but the stream, the clock, and for pseudonyms the subscriber's key: those are never shared)."""
+    if any(rule is not None and rule.transform == PSEUDONYMISE for _, rule in outputs):
+        return None
+    return json.dumps([stream, [[output, None if rule is None else [rule.name, rule.transform, rule.method,
+                                                                     sorted(rule.params.items())]]
+                                for output, rule in outputs]])
 
 
 def _step(

@@ -59,10 +59,12 @@ class BatchAudit:
         self._withheld.clear()
 
     def write(self, sink: AuditSink, audit_topic: str, worker: str, at: str) -> None:
-        """Send the batch's audit records through `sink`, after one flush that makes every offset known."""
+        """Send the batch's audit records through `sink`, after one flush that makes every offset known (none when
+        only withheld rows are audited: they name no offset on a topic the gate wrote)."""
         if not self._sent and not self._quarantined and not self._withheld:
             return
-        sink.flush()
+        if self._sent or self._quarantined:
+            sink.flush()
         for body, key in [*self._quarantine_records(worker, at), *self._delivery_records(worker, at),
                           *self._withheld_records(worker, at)]:
             sink.send(audit_topic, json.dumps(body, sort_keys=True).encode(), key=key)

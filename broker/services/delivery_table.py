@@ -38,6 +38,9 @@ class Delivery:
     revision: bytes
     suppression: SuppressionRule | None = None  # aggregate cells: delivered per table, small counts hidden
     pseudonym_key: bytes = key_label(FIRST_VERSION)  # the key version its pseudonyms are made with (a header)
+    # Its schema as it encodes (without the subscriber's namespace and doc): deliveries of a record with the same
+    # form and shape share one encoded body. None: encoded on its own (suppressed counts are set per table).
+    form: str | None = None
 
 
 class DeliveryTable:
@@ -47,7 +50,7 @@ class DeliveryTable:
     def __init__(self, parts: GateParts, worker: str, clock: Callable[[], dt.datetime]) -> None:
         self._p, self._worker, self._clock = parts, worker, clock
         self.by_stream: dict[str, list[Delivery]] = {}
-        self._built: dict[tuple[Any, ...], tuple[Projector, AvroSerializer]] = {}
+        self._built: dict[tuple[Any, ...], tuple[Projector, AvroSerializer, str | None]] = {}
         self._topics: set[str] = set()
         self._decided: dict[tuple[str, ...], dict[str, Any]] = {}  # the last decision audited per subscription
 
@@ -96,9 +99,18 @@ class DeliveryTable:
             pseudonymise = Pseudonymiser(subscriber_key(master, plan.subscriber, version), stream)
             project = Projector(plan, self._p.schemas[stream], pseudonymise=pseudonymise,
                                 today=lambda: self._clock().date())
-            built = self._built[key] = (project, AvroSerializer(self._p.registry, json.dumps(schema)))
+            form = None if suppression is not None else encoding_form(schema)
+            built = self._built[key] = (project, AvroSerializer(self._p.registry, json.dumps(schema)), form)
         return Delivery(plan, plan.topic, plan.areas, built[0], built[1], SerializationContext(plan.topic),
-                        plan.revision.encode(), suppression, key_label(version))
+                        plan.revision.encode(), suppression, key_label(version), built[2])
+
+
+def encoding_form(schema: dict[str, Any]) -> str:
+    """A projected schema as its records are encoded: the delivery namespace and doc (the subscriber's) left out.
+    Named types inside are defined by their short names (domain/avro_copy.py), so equal forms encode equal records
+    to equal bytes; forms that differ in anything else (a field's doc) only miss a chance to share."""
+    return json.dumps({key: value for key, value in schema.items() if key not in ("namespace", "doc")},
+                      sort_keys=True)
 
 
 def suppression_of(state: PolicyState, agreements: tuple[str, ...]) -> SuppressionRule | None:

@@ -90,6 +90,11 @@ class AvroSerializer:
         framed[:HEADER_SIZE] = self._header(self._strategy(ctx, self._name))
         return bytes(framed)
 
+    def reframe(self, framed: bytes, ctx: SerializationContext) -> bytes:
+        """`framed` (another serializer's record, of a schema that encodes alike: the same types and fields, names
+        and docs aside) under this serializer's schema id: the body is not encoded again."""
+        return self._header(self._strategy(ctx, self._name)) + memoryview(framed)[HEADER_SIZE:]
+
     def _header(self, subject: str) -> bytes:
         # The 5-byte frame header is the same for every record of a subject: build it once.
         header = self._headers.get(subject)
@@ -143,7 +148,7 @@ class AvroDeserializer:
         except SerdeError as exc:
             raise SerdeError(f"{ctx}: {exc}") from exc
         writer = self._writer(schema_id, ctx)
-        record = self._decode(data, writer.schema, schema_id, ctx)
+        record = self._decode(data, writer, schema_id, ctx)
         if not isinstance(record, dict):
             raise SerdeError(f"{ctx}: schema id {schema_id} is not a record schema (decoded a "
                              f"{type(record).__name__}); AvroDeserializer reads records only")
@@ -163,20 +168,24 @@ class AvroDeserializer:
                     raise
                 raise SerdeError(f"{ctx}: schema id {schema_id} is not in the schema registry (written against "
                                  "another registry, or its schema was deleted)") from exc
-            writer = self._writers[schema_id] = _writer_of(_parse(text, f"schema id {schema_id}"))
+            writer = _writer_of(_parse(text, f"schema id {schema_id}"))
+            # fastavro reads without resolution when the two schemas are equal, but finds that out by comparing
+            # them on every record (a few microseconds for a schema like T1's): compared here once instead.
+            resolve = None if self._reader is None or writer.schema == self._reader else self._reader
+            writer = self._writers[schema_id] = writer._replace(reader=resolve)
         if writer.empty_items is not None:
             raise SerdeError(f"{ctx}: schema id {schema_id} has an array of {writer.empty_items} items, which take no "
                              "bytes, so a few bytes could claim billions of them; Accord does not read it: give the "
                              "items a type with content")
         return writer
 
-    def _decode(self, data: bytes, writer: Schema, schema_id: int, ctx: SerializationContext) -> Any:
+    def _decode(self, data: bytes, writer: _Writer, schema_id: int, ctx: SerializationContext) -> Any:
         # Read the body in place after the header rather than copying it out of the message.
         buffer = io.BytesIO(data)
         buffer.seek(HEADER_SIZE)
         body_size = len(data) - HEADER_SIZE
         try:
-            record = schemaless_reader(buffer, writer, self._reader)
+            record = schemaless_reader(buffer, writer.schema, writer.reader)
         except SchemaResolutionError as exc:
             raise SerdeError(f"{ctx}: data written with schema id {schema_id} cannot be read with the reader "
                              f"schema: {exc}") from exc
@@ -201,11 +210,13 @@ def _parse(schema: str, what: str) -> Schema:
 
 
 class _Writer(NamedTuple):
-    """A writer schema with what decoding must guard against: ints to range-check, arrays of empty items."""
+    """A writer schema with what decoding must guard against: ints to range-check, arrays of empty items; and the
+    reader schema its records are resolved to (None: read as written)."""
 
     schema: Schema
     has_int: bool
     empty_items: str | None
+    reader: Schema | None = None
 
 
 def _writer_of(parsed: Schema) -> _Writer:

@@ -26,7 +26,15 @@ from broker.domain.residence import ResidenceTable
 from broker.domain.topics import AUDIT_TOPIC, CONTROL_TOPIC, ingest_topic
 from broker.errors import PolicyEngineError, ServiceError
 from broker.services.backfill import BackfillLogSource, HistorySource
-from broker.services.gate import AuditAppender, Gate, GateCounters, GateParts, OptOutSource, WithheldCounter
+from broker.services.gate import (
+    AuditAppender,
+    Gate,
+    GateCounters,
+    GateParts,
+    OptOutSource,
+    TransactionBounds,
+    WithheldCounter,
+)
 from broker.services.planner import PLAN_RULE, Planner
 from broker.services.serde import AvroDeserializer, AvroSerializer, SerializationContext
 from tests.unit.policy_server import policy_server
@@ -336,7 +344,8 @@ def make_gate(document: Mapping[str, Any] | None = None, clock: FakeClock | None
               withheld: WithheldCounter | None = None,
               history: HistorySource | None = None, backfill_log: BackfillLogSource | None = None,
               worker: str = "worker-1", stage: FakeStage | None = None,
-              registry: InMemorySchemaRegistry | None = None) -> GateHarness:
+              registry: InMemorySchemaRegistry | None = None,
+              bounds: TransactionBounds | None = None) -> GateHarness:
     """A gate over T1 whose control topic holds `document` (default: catalog_document()); not started yet."""
     control, engine, registry = FakeControl(), FakePolicyEngine(), registry or InMemorySchemaRegistry()
     stage = stage or FakeStage()
@@ -352,6 +361,6 @@ def make_gate(document: Mapping[str, Any] | None = None, clock: FakeClock | None
                       audit=audit or (lambda kind, record: decisions.append({"kind": kind, **record})),
                       residence=residence, pseudonym_masters=rotated_master, optout=optout,
                       optout_key=optout_key, withheld=withheld, history=history, backfill_log=backfill_log)
-    gate = Gate(parts, worker, clock=clock, replan_every_s=replan_every_s, counters=counters)
+    gate = Gate(parts, worker, clock=clock, replan_every_s=replan_every_s, counters=counters, bounds=bounds)
     return GateHarness(gate, stage, control, engine, registry, clock, statuses, ensured,
                        AvroSerializer(registry, json.dumps(T1_SCHEMA)), decisions)

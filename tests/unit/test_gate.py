@@ -324,7 +324,8 @@ def test_a_failing_policy_engine_aborts_the_batch_and_the_error_propagates(h: Ga
     with pytest.raises(PolicyEngineError, match="unreachable"):
         h.gate.step()
 
-    assert h.stage.calls == ["poll", "abort"]
+    # The batch's polls (a transaction takes in what is ready at once), then the abort: nothing begun or sent.
+    assert [call for call in h.stage.calls if call != "poll"] == ["abort"]
     assert h.stage.transactions == []
 
 

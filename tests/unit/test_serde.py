@@ -7,12 +7,14 @@ from collections import Counter
 from datetime import UTC, date, datetime
 from typing import Any
 
+import fastavro
 import pytest
 
 from broker.adapters.registry_memory import InMemorySchemaRegistry
 from broker.domain.schemas import RegisteredSchema
 from broker.domain.wire import frame, unframe
 from broker.errors import RegistryError, SerdeError
+from broker.services import serde
 from broker.services.serde import AvroDeserializer, AvroSerializer, SerializationContext
 
 CASE_V1 = json.dumps({
@@ -111,6 +113,27 @@ def test_none_passes_through_as_a_tombstone(registry: CountingRegistry) -> None:
 def test_v1_data_read_with_a_v2_reader_gets_the_new_fields_default(registry: CountingRegistry) -> None:
     data = AvroSerializer(registry, CASE_V1)(_case(), VALUE)
     assert AvroDeserializer(registry, reader_schema=CASE_V2)(data, VALUE) == _case(age_band="unknown")
+
+
+def test_a_reader_schema_equal_to_the_writers_is_compared_once_not_per_record(
+        registry: CountingRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fastavro compares writer and reader schemas on every record it is given both for; an equal reader (the gate's
+    stream schema, parsed apart from the registry's copy) is therefore not handed over: the record is read as
+    written, as fastavro would after comparing."""
+    readers: list[object] = []
+    read = fastavro.schemaless_reader
+
+    def recording(buffer: Any, writer: Any, reader: Any) -> Any:
+        readers.append(reader)
+        return read(buffer, writer, reader)
+    monkeypatch.setattr(serde, "schemaless_reader", recording)
+    v1, v2 = (AvroSerializer(registry, schema)(_case(), VALUE) for schema in (CASE_V1, CASE_V2))
+    decode = AvroDeserializer(registry, reader_schema=json.dumps(json.loads(CASE_V1)))
+
+    assert [decode(v1, VALUE), decode(v1, VALUE)] == [_case(), _case()]
+    assert readers == [None, None]
+    assert decode(v2, VALUE) == _case()  # v2's age_band is not in the reader schema: resolved away
+    assert readers[-1] is not None
 
 
 def test_reader_that_cannot_read_the_writer_says_so(registry: CountingRegistry) -> None:

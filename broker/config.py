@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     start_timeout_s: float = 90.0
     pseudonym_secret: SecretStr | None = None
     gate_worker_id: str | None = None
+    # The gate worker's slot in its group: its transactional id is `<gate_group>-<slot>`, so a worker restarted in
+    # the slot fences the transaction its crashed predecessor left open (domain/gate_slots.py).
+    gate_slot: int = Field(default=0, ge=0)
     gate_group: str = "accord-gate"
     gate_start_from: Literal["earliest", "latest"] = "earliest"
     schemas_dir: Path = _SOURCE_ROOT / "schemas"     # the template streams' .avsc files

@@ -21,6 +21,8 @@ from broker.security import bundles
 from broker.security.kafka_identities import kafka_access, password_path, provision, service_env
 from broker.security.opa_tokens import WRITER, token_file
 
+READY = "/ready"  # Accord's own services' readiness (broker/api/readiness.py)
+
 
 @dataclass(frozen=True)
 class ServiceState:
@@ -32,6 +34,7 @@ class ServiceState:
     running: bool
     managed: bool  # started by Accord (False: an external service named by an ACCORD_ variable)
     detail: str = ""
+    ready: bool | None = None  # what its `/ready` says (None: it has none); `detail` then says why not
 
 
 @dataclass(frozen=True)
@@ -228,9 +231,9 @@ class LocalStack:
 
     def status(self) -> list[ServiceState]:
         return [self._kafka_state(), self._http_state("opa", "opa_url", "/health?bundles"),
-                self._http_state("registry", "registry_url", "/"), self._http_state("api", "api_url", "/health"),
-                self._http_state("governance", "governance_url", "/health"),
-                self._http_state("console", "console_url", "/health"),
+                self._http_state("registry", "registry_url", READY), self._http_state("api", "api_url", READY),
+                self._http_state("governance", "governance_url", READY),
+                self._http_state("console", "console_url", READY),
                 *([self._gate_state()] if self._local_gate() else []),
                 *([self._postgres_state()] if self._postgres_running() else [])]
 
@@ -247,9 +250,7 @@ class LocalStack:
         if not self.gate.running():
             return ServiceState("gate", None, None, False, True, "stopped")
         url = self._recorded().get("gate_url")
-        ok = url is not None and opa_server.http_ok(f"{url}/health")
-        return ServiceState("gate", url, processes.read_pid(self.gate.pid_file), ok, True,
-                            "answering" if ok else "not answering")
+        return _answer("gate", url, READY, processes.read_pid(self.gate.pid_file), True)
 
     def _pid_file(self, name: str) -> Path:
         return {"opa": self.opa.pid_file, "registry": self.registry.pid_file, "api": self.api.pid_file,
@@ -266,15 +267,10 @@ class LocalStack:
     def _http_state(self, name: str, key: str, probe: str) -> ServiceState:
         external = self._external()[key]
         if external:
-            url = external.rstrip("/")
-            ok = opa_server.http_ok(f"{url}{probe}")
-            return ServiceState(name, url, None, ok, False, "answering" if ok else "not answering")
+            return _answer(name, external.rstrip("/"), probe, None, False)
         if not self._running()[key]:
             return ServiceState(name, None, None, False, True, "stopped")
-        recorded = self._recorded().get(key)
-        ok = recorded is not None and opa_server.http_ok(f"{recorded}{probe}")
-        pid = processes.read_pid(self._pid_file(name))
-        return ServiceState(name, recorded, pid, ok, True, "answering" if ok else "not answering")
+        return _answer(name, self._recorded().get(key), probe, processes.read_pid(self._pid_file(name)), True)
 
     def _probe_kafka(self, bootstrap: str | None, pid: int | None, managed: bool) -> ServiceState:
         if bootstrap is None:
@@ -301,6 +297,22 @@ class LocalStack:
         if wipe and self.root.exists():
             shutil.rmtree(self.root)
         return stopped
+
+
+def _answer(name: str, url: str | None, probe: str, pid: int | None, managed: bool) -> ServiceState:
+    """A service by what `probe` answers: for READY its readiness and why not, else whether it answers 200."""
+    if url is None:
+        return ServiceState(name, None, pid, False, managed, "running but endpoint unknown")
+    if probe != READY:
+        ok = opa_server.http_ok(f"{url}{probe}")
+        return ServiceState(name, url, pid, ok, managed, "answering" if ok else "not answering")
+    answered = opa_server.http_json(f"{url}{READY}")
+    if answered is None:
+        return ServiceState(name, url, pid, False, managed, "not answering", ready=False)
+    ready, reasons = answered[0] == 200, answered[1].get("checks", {})
+    why = "; ".join(f"{check}: {reasons[check]}" for check in answered[1].get("failing", []) if check in reasons)
+    return ServiceState(name, url, pid, True, managed, "ready" if ready else f"NOT READY: {why or answered[1]}",
+                        ready=ready)
 
 
 def describe(states: list[ServiceState]) -> list[str]:

@@ -23,8 +23,9 @@ from broker.domain.topics import ingest_topic
 from broker.local import processes
 from broker.local.python_service import PythonService
 from broker.local.stack import Endpoints
+from broker.runtime.gate import GateEndpoints, GateThread, worker_identity
 from tests.conftest import kafka_env, service_tokens
-from tests.integration.gate_support import T1, Receiver, end_offsets, specimen_day, topic_for
+from tests.integration.gate_support import T1, Receiver, end_offsets, publish, specimen_day, topic_for
 
 COUNCILS = {"leicester": "leicester-city-council", "nottingham": "nottingham-city-council",
             "blaby": "leicestershire-county-council", "charnwood": "leicestershire-county-council",
@@ -235,3 +236,42 @@ class _StallWatch:
         self._thread.join(timeout=130)
         self._committed.close()
         self._written.close()
+
+
+def test_a_second_live_worker_in_a_slot_takes_it_over_and_the_first_stops(
+        services: Endpoints, applied_catalog: dict[str, Any]) -> None:
+    """Two live workers must never share a slot silently: the one started second fences the first, whose next
+    commit Kafka refuses; the first's loop stops and says so, and every record is delivered once, by the second."""
+    settings = Settings(gate_group=f"test-fence-{uuid.uuid4().hex[:8]}", gate_start_from="latest",
+                        opa_token_file=services.opa_token_file)
+    endpoints = GateEndpoints(services.kafka, services.opa_url, services.registry_url)
+    _, slot = worker_identity(settings)
+    topics = sorted({topic_for(body, "dph") for body in COUNCILS.values()})
+    start = end_offsets(services.kafka, topics)
+    prefix = f"D{uuid.uuid4().hex[:6].upper()}"
+    first = GateThread(endpoints, settings, "fence-first", transactional_id=slot).start()
+    second: GateThread | None = None
+    try:
+        before = spread(specimen_day(), 20, list(COUNCILS), prefix=f"{prefix}A")
+        publish(services, T1, before)
+        assert len(_delivered(services, topics, start, prefix, len(before))) == len(before)
+        second = GateThread(endpoints, settings, "fence-second", transactional_id=slot).start()
+        after = spread(specimen_day(), 40, list(COUNCILS), prefix=f"{prefix}B")
+        publish(services, T1, after)
+        deadline = time.monotonic() + 90
+        while first.alive():
+            assert time.monotonic() < deadline, "the first worker went on in a slot the second had taken"
+            time.sleep(0.2)
+        problem = first.problem()
+        assert problem is not None and "fence-first" in problem, problem
+        assert second.problem() is None
+        delivered = _delivered(services, topics, start, prefix, len(before) + len(after), deadline_s=120)
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+    counts = Counter(specimen for specimen, _ in delivered)
+    assert sorted(n for n in counts.values() if n > 1) == [], "duplicates"
+    assert len(counts) == len(before) + len(after), "lost"
+    late = {worker for specimen, worker in delivered if specimen.startswith(f"{prefix}B")}
+    assert late == {"fence-second"}, "a record published after the takeover came from the fenced worker"

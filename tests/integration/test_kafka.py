@@ -82,7 +82,7 @@ def _replicas(kafka: KafkaAccess, topic: str) -> list[int]:
         [described] = admin.describe_topics([topic])
     finally:
         admin.close()
-    return [len(p["replicas"]) for p in described["partitions"]]
+    return [len(p["replica_nodes"]) for p in described["partitions"]]
 
 
 def test_a_topic_on_a_single_node_keeps_one_copy_and_says_so(services: Endpoints) -> None:

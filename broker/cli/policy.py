@@ -113,6 +113,9 @@ def gate_serve(
     slot: Annotated[int | None, typer.Option(
         min=0, help="the worker's slot in its group (default ACCORD_GATE_SLOT, 0): give each live worker its own; "
                     "a worker restarted in a slot fences the transaction its crashed predecessor left open")] = None,
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="run this many workers in this process, in consecutive slots from --slot (default "
+                    "ACCORD_GATE_WORKERS, 1)")] = None,
 ) -> None:
     """Run one gate worker (any number share the work, each in its own slot); needs ACCORD_KAFKA_BOOTSTRAP,
     _OPA_URL, _REGISTRY_URL. A second live worker started in the same slot takes it over and the first stops."""
@@ -125,7 +128,7 @@ def gate_serve(
         raise AccordError("the gate needs ACCORD_KAFKA_BOOTSTRAP, ACCORD_OPA_URL and ACCORD_REGISTRY_URL")
     endpoints = GateEndpoints(kafka_access(settings, settings.kafka_bootstrap), settings.opa_url,
                               settings.registry_url)
-    serve(endpoints, settings, host, port, worker_id)
+    serve(endpoints, settings, host, port, worker_id, workers or settings.gate_workers)
 
 
 @agreement_cli.command("revoke")

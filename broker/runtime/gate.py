@@ -28,6 +28,7 @@ from broker.domain.gate_slots import gate_transactional_id, slot_worker_id
 from broker.domain.geography import LaTable
 from broker.domain.geography_files import load_la_table, load_residence
 from broker.domain.topics import AUDIT_TOPIC, OPTOUT_TOPIC, STATUS_TOPIC, ingest_topic
+from broker.errors import ConfigError
 from broker.runtime.api import ensure_stream_topics
 from broker.security.api_tokens import ServiceTokens
 from broker.security.control_keys import trusted_keys
@@ -166,26 +167,55 @@ def worker_identity(settings: Settings, worker: str | None = None) -> tuple[str,
     return named or slot_worker_id(settings.gate_group, settings.gate_slot), transactional_id
 
 
-def serve(endpoints: GateEndpoints, settings: Settings, host: str, port: int, worker: str | None) -> None:
+def serve(endpoints: GateEndpoints, settings: Settings, host: str, port: int, worker: str | None,
+          workers: int = 1) -> None:
+    """`workers` gate workers in this process, in the slots from the settings' slot on, behind one HTTP face."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    name, transactional_id = worker_identity(settings, worker)
-    log.info("gate worker %s writes with transactional id %s", name, transactional_id)
-    runner = GateThread(endpoints, settings, name, transactional_id=transactional_id).start()
+    runners = _start_runners(endpoints, settings, worker, workers)
 
     def health() -> tuple[bool, dict[str, Any]]:
-        gate = runner.gate
-        detail: dict[str, Any] = {"worker": runner.worker}
-        if gate is not None:
-            detail |= {"policy_engine_ready": not gate.held, "control_offset": gate.state.offset,
-                       "catalog_revision": gate.state.catalog_revision,
-                       "deliveries": sorted(d.topic for ds in gate.deliveries.values() for d in ds),
-                       "history": list(gate.history_progress)}
-        return runner.alive(), detail
+        details = [_detail(runner) for runner in runners]
+        alive = all(runner.alive() for runner in runners)
+        return alive, details[0] if len(details) == 1 else {"workers": details}
 
     try:
         app = create_gate_app(health, guard=Guard.from_settings(settings))
+        loops = {"gate loop" if len(runners) == 1 else f"gate loop {r.worker}": r.problem for r in runners}
         add_readiness(app, {"kafka": kafka_probe(endpoints.kafka), "opa": opa_probe(endpoints.opa_url),
-                            "registry": registry_probe(endpoints.registry_url), "gate loop": runner.problem})
+                            "registry": registry_probe(endpoints.registry_url)} | loops)
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
-        runner.stop()
+        for runner in runners:
+            runner.stop()
+
+
+def _start_runners(endpoints: GateEndpoints, settings: Settings, worker: str | None,
+                   workers: int) -> list[GateThread]:
+    if workers < 1:
+        raise ConfigError(f"--workers is how many gate workers to run, at least 1, not {workers}")
+    if workers > 1 and (worker or settings.gate_worker_id):
+        raise ConfigError("--workers runs workers in consecutive slots; a worker id (--worker-id, "
+                          "ACCORD_GATE_WORKER_ID) names one worker only: leave it out or use --workers 1")
+    runners: list[GateThread] = []
+    try:
+        for offset in range(workers):
+            in_slot = settings.model_copy(update={"gate_slot": settings.gate_slot + offset})
+            name, transactional_id = worker_identity(in_slot, worker)
+            log.info("gate worker %s writes with transactional id %s", name, transactional_id)
+            runners.append(GateThread(endpoints, in_slot, name, transactional_id=transactional_id).start())
+    except BaseException:
+        for runner in runners:
+            runner.stop()
+        raise
+    return runners
+
+
+def _detail(runner: GateThread) -> dict[str, Any]:
+    gate = runner.gate
+    detail: dict[str, Any] = {"worker": runner.worker}
+    if gate is not None:
+        detail |= {"policy_engine_ready": not gate.held, "control_offset": gate.state.offset,
+                   "catalog_revision": gate.state.catalog_revision,
+                   "deliveries": sorted(d.topic for ds in gate.deliveries.values() for d in ds),
+                   "history": list(gate.history_progress)}
+    return detail

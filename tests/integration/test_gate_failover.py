@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
@@ -275,3 +276,34 @@ def test_a_second_live_worker_in_a_slot_takes_it_over_and_the_first_stops(
     assert len(counts) == len(before) + len(after), "lost"
     late = {worker for specimen, worker in delivered if specimen.startswith(f"{prefix}B")}
     assert late == {"fence-second"}, "a record published after the takeover came from the fenced worker"
+
+
+def test_one_process_runs_workers_in_consecutive_slots(
+        services: Endpoints, applied_catalog: dict[str, Any], tmp_path: Path) -> None:
+    """`accord gate serve --workers 2` (ACCORD_GATE_WORKERS) from slot 3: two workers, `<group>-3` and `<group>-4`,
+    each ready, sharing the stream, every record delivered once."""
+    group = f"test-workers-{uuid.uuid4().hex[:8]}"
+    env = {**kafka_env(services.kafka), "ACCORD_OPA_URL": services.opa_url,
+           "ACCORD_REGISTRY_URL": services.registry_url, "ACCORD_GATE_GROUP": group, "ACCORD_GATE_START_FROM": "latest",
+           "ACCORD_GATE_SLOT": "3", "ACCORD_GATE_WORKERS": "2"}
+    topics = sorted({topic_for(body, "dph") for body in COUNCILS.values()})
+    prefix = f"W{uuid.uuid4().hex[:6].upper()}"
+    gate = PythonService("gate", tmp_path / "gate")
+    try:
+        url = gate.start(env, timeout_s=120, probe="/health")
+        health = httpx.get(f"{url}/health", timeout=30).json()
+        assert [w["worker"] for w in health["workers"]] == [f"{group}-3", f"{group}-4"], health
+        deadline = time.monotonic() + 60
+        while (ready := httpx.get(f"{url}/ready", timeout=30)).status_code != 200:
+            assert time.monotonic() < deadline, ready.text
+            time.sleep(0.5)
+        assert {f"gate loop {group}-3", f"gate loop {group}-4"} <= set(ready.json()["checks"]), ready.text
+        start = end_offsets(services.kafka, topics)
+        cases = spread(specimen_day(), 40, list(COUNCILS), prefix=prefix)
+        publish(services, T1, cases)
+        delivered = _delivered(services, topics, start, prefix, len(cases), deadline_s=120)
+    finally:
+        gate.stop()
+    counts = Counter(specimen for specimen, _ in delivered)
+    assert sorted(counts) == sorted(c["specimen_id"] for c in cases) and set(counts.values()) == {1}, counts
+    assert {worker for _, worker in delivered} <= {f"{group}-3", f"{group}-4"}

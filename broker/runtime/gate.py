@@ -15,7 +15,7 @@ from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_admin import create_topics
 from broker.adapters.kafka_control import ControlReader, ControlWriter, ensure_control_topics, ensure_optout_topic
 from broker.adapters.kafka_history import BackfillLogReader, HistoryReader, ensure_backfill_topic
-from broker.adapters.kafka_transactions import TransactionalStage
+from broker.adapters.kafka_transactions import TransactionalStage, fence_transactions
 from broker.adapters.metrics import PrometheusBackfillCounters, PrometheusGateCounters, count_withheld
 from broker.adapters.readiness_probes import kafka_probe, opa_probe, registry_probe
 from broker.adapters.registry_http import HttpSchemaRegistry
@@ -58,6 +58,10 @@ def open_gate(endpoints: GateEndpoints, settings: Settings, worker: str,
     by (default `accord-gate-<worker>`)."""
     schemas = load_stream_schemas(settings.schemas_dir)
     kafka = endpoints.kafka
+    transactional_id = transactional_id or f"accord-gate-{worker}"
+    # Fence first: whatever a crashed predecessor in this slot left open is aborted now, not after the topics,
+    # clients and plans below are ready (read_committed readers of its partitions wait until then).
+    fence_transactions(kafka, transactional_id)
     ensure_stream_topics(kafka, schemas)
     ensure_control_topics(kafka)
     ensure_optout_topic(kafka)
@@ -75,7 +79,7 @@ def open_gate(endpoints: GateEndpoints, settings: Settings, worker: str,
         optout = ControlReader(kafka, client_id=f"accord-gate-optout-{worker}", topic=OPTOUT_TOPIC)
         stack.callback(optout.close)
         stage = TransactionalStage(kafka, settings.gate_group, [ingest_topic(s) for s in schemas],
-                                   transactional_id or f"accord-gate-{worker}",
+                                   transactional_id,
                                    transaction_timeout_ms=transaction_timeout_ms,
                                    start_from=settings.gate_start_from)
         stack.callback(stage.close)

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     start_timeout_s: float = 90.0
     pseudonym_secret: SecretStr | None = None
     gate_worker_id: str | None = None
+    # The gate worker's slot in its group: its transactional id is `<gate_group>-<slot>`, so a worker restarted in
+    # the slot fences the transaction its crashed predecessor left open (domain/gate_slots.py).
+    gate_slot: int = Field(default=0, ge=0)
+    gate_workers: int = Field(default=1, ge=1)  # `accord gate serve` runs this many, in slots gate_slot, +1, ...
     gate_group: str = "accord-gate"
     gate_start_from: Literal["earliest", "latest"] = "earliest"
     # The Kafka client of the gate's data path (consume, transform, produce in transactions): librdkafka through

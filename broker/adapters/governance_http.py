@@ -9,6 +9,8 @@ import httpx
 
 from broker.errors import ServiceError
 
+CONNECT_RETRIES = 3  # httpx tries to connect again at once, after 0.5 s and after 1 s (the same address)
+
 
 class Answer(Protocol):
     @property
@@ -44,7 +46,8 @@ class GovernanceClient:
     replaces the network (tests pass an httpx client on a mock transport or the app's TestClient)."""
 
     def __init__(self, url: str = "", timeout_s: float = 30.0, *, client: HttpClient | None = None) -> None:
-        self._client: HttpClient = client if client is not None else httpx.Client(base_url=url, timeout=timeout_s)
+        self._client: HttpClient = client if client is not None else httpx.Client(
+            base_url=url, timeout=timeout_s, transport=httpx.HTTPTransport(retries=CONNECT_RETRIES))
 
     def __enter__(self) -> GovernanceClient:
         return self

@@ -9,6 +9,7 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from broker.adapters.kafka_access import KafkaAccess
+from broker.domain.replication import durability
 from broker.errors import ServiceError
 
 
@@ -41,15 +42,16 @@ def describe_cluster(kafka: KafkaAccess, timeout_ms: int = 3000) -> ClusterInfo:
 def create_topics(
     kafka: KafkaAccess, names: Iterable[str], partitions: int = 1, configs: dict[str, str] | None = None
 ) -> None:
-    """Create topics that do not exist yet (replication factor 1 on a one-broker cluster, else 3)."""
+    """Create topics that do not exist yet, replicated as the cluster's size allows (domain/replication.py: three
+    copies, two in sync, on three brokers or more; one on a single node), whatever `configs` says of it."""
     admin = KafkaAdminClient(**kafka.client_options(), client_id="accord-admin")
     try:
-        replication = min(3, len(describe_cluster(kafka).broker_ids))
+        copies = durability(len(describe_cluster(kafka).broker_ids))
         for name in names:
             try:
                 admin.create_topics(
-                    {name: {"num_partitions": partitions, "replication_factor": replication,
-                            "configs": dict(configs or {})}},
+                    {name: {"num_partitions": partitions, "replication_factor": copies.replication_factor,
+                            "configs": dict(configs or {}) | copies.topic_configs()}},
                     wait_for_metadata=True,
                 )
             except TopicAlreadyExistsError:

@@ -59,7 +59,7 @@ DEFAULT_CHECKPOINT_EVERY_S = 10.0
 def ensure_chain_topic(kafka: KafkaAccess, chain_topic: str = CHAIN_TOPIC) -> None:
     # One partition keeps one order; the trail is kept for ever, like the governance topic it vouches for.
     create_topics(kafka, [chain_topic], partitions=1,
-                  configs={"retention.ms": "-1", "retention.bytes": "-1", "min.insync.replicas": "1"})
+                  configs={"retention.ms": "-1", "retention.bytes": "-1"})
 
 
 def _utc_now() -> dt.datetime:

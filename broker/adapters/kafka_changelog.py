@@ -58,7 +58,7 @@ class Changelog:
     def start(self, timeout_s: float = 30.0) -> None:
         """Create the topic if needed, replay it to its current end, keep following it."""
         create_topics(self._kafka, [self.topic], partitions=1,
-                      configs={"cleanup.policy": "compact", "min.insync.replicas": "1"})
+                      configs={"cleanup.policy": "compact"})
         consumer = self._reader()
         consumer.assign([self._tp])
         consumer.seek_to_beginning(self._tp)
@@ -68,6 +68,14 @@ class Changelog:
                                         daemon=True)
         self._thread.start()
         self._wait_applied(end, timeout_s)
+
+    def follower_problem(self) -> str | None:
+        """None while the follower thread runs; else why it does not (for readiness)."""
+        if self._failure is not None:
+            return f"following {self.topic} failed: {self._failure}"
+        if self._thread is None or not self._thread.is_alive():
+            return f"{self.topic} is not being followed"
+        return None
 
     def _reader(self) -> KafkaConsumer:
         return KafkaConsumer(**self._kafka.client_options(), client_id=self._client_id, group_id=None,

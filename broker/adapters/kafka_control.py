@@ -29,7 +29,7 @@ LOG_APPEND_TIME = 1  # a record's timestamp type when the broker stamped it
 # by appending an unsigned record under its key, which gates refuse but the cleaner honours. The broker stamps
 # each record, so a gate can tell an old record appended again from a fresh one (domain/control_signing.py).
 CONTROL_TOPIC_CONFIG = {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1",
-                        "message.timestamp.type": "LogAppendTime", "min.insync.replicas": "1"}
+                        "message.timestamp.type": "LogAppendTime"}
 
 
 def ensure_control_topics(kafka: KafkaAccess, align: bool = False) -> None:
@@ -44,7 +44,7 @@ def ensure_control_topics(kafka: KafkaAccess, align: bool = False) -> None:
 
 # The opt-out list is a table (one record per keyed hash, a tombstone when a patient opts back in), so compacted:
 # the topic holds the list in force, never a history of who opted out when.
-OPTOUT_TOPIC_CONFIG = {"cleanup.policy": "compact", "min.insync.replicas": "1"}
+OPTOUT_TOPIC_CONFIG = {"cleanup.policy": "compact"}
 
 
 def ensure_optout_topic(kafka: KafkaAccess) -> None:

@@ -25,7 +25,7 @@ from broker.errors import ServiceError
 def ensure_governance_topics(kafka: KafkaAccess, topic: str = GOVERNANCE_TOPIC, audit_topic: str = AUDIT_TOPIC) -> None:
     for name in (topic, audit_topic):
         create_topics(kafka, [name], partitions=1,
-                      configs={"retention.ms": "-1", "retention.bytes": "-1", "min.insync.replicas": "1"})
+                      configs={"retention.ms": "-1", "retention.bytes": "-1"})
 
 
 class KafkaGovernanceLog:
@@ -115,4 +115,4 @@ class GovernanceFeed:
 def ensure_audit_topic(kafka: KafkaAccess, audit_topic: str = AUDIT_TOPIC) -> None:
     """The raw audit topic alone, for writers that are not the governance service (gates, policy changes)."""
     create_topics(kafka, [audit_topic], partitions=1,
-                  configs={"retention.ms": "-1", "retention.bytes": "-1", "min.insync.replicas": "1"})
+                  configs={"retention.ms": "-1", "retention.bytes": "-1"})

@@ -20,7 +20,7 @@ from broker.errors import ServiceError
 log = logging.getLogger(__name__)
 
 # Compacted: a progress record replaces the one before it under its key; boundaries are one key per worker.
-BACKFILL_TOPIC_CONFIG = {"cleanup.policy": "compact", "min.insync.replicas": "1"}
+BACKFILL_TOPIC_CONFIG = {"cleanup.policy": "compact"}
 
 
 def ensure_backfill_topic(kafka: KafkaAccess) -> None:

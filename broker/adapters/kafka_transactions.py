@@ -37,6 +37,12 @@ def transactional_producer(kafka: KafkaAccess, transactional_id: str, what: str,
         raise ServiceError(f"could not start the {what} {transactional_id!r}: {exc}") from exc
     return producer
 
+def fence_transactions(kafka: KafkaAccess, transactional_id: str) -> None:
+    """Fence every earlier producer of `transactional_id` and abort the transaction it left open, at once (a
+    producer made for that alone, closed again)."""
+    transactional_producer(kafka, transactional_id, "fence").close()
+
+
 class TransactionalStage:
     """Records consumed by one batch and everything produced for them commit together, or not at all.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,6 +17,7 @@ from broker.errors import ConfigError, PolicyEngineError
 
 T = TypeVar("T")
 UNAUTHORIZED = "unauthorized"  # OPA's error code when its system policy refuses a call
+RECONNECT_PAUSES_S = (0.2, 0.8)  # before each new connection when OPA could not be reached
 
 
 class OpaPolicyEngine:
@@ -44,7 +46,7 @@ class OpaPolicyEngine:
     def _call(self, what: str, call: Callable[[OpaClient], T]) -> T:
         """`call` on the client; once more with the token file's new token if OPA refused the one held."""
         try:
-            return call(self._client)
+            return self._reconnecting(call)
         except (RegoParseError, requests.HTTPError) as exc:
             if not _unauthorized(exc):
                 raise
@@ -58,6 +60,18 @@ class OpaPolicyEngine:
             self._token = token
             self._client = self._connect()
             return call(self._client)
+
+    def _reconnecting(self, call: Callable[[OpaClient], T]) -> T:
+        """`call`, tried again on a fresh connection to the configured address when OPA could not be reached (a
+        restarted OPA keeps its address: `accord local up` keeps ports), for about a second before giving up."""
+        for pause_s in RECONNECT_PAUSES_S:
+            try:
+                return call(self._client)
+            except (ConnectionsError, requests.ConnectionError):
+                time.sleep(pause_s)
+                self._client.close_connection()
+                self._client = self._connect()
+        return call(self._client)
 
     def close(self) -> None:
         self._client.close_connection()

@@ -13,6 +13,8 @@ import httpx
 from broker.domain.schemas import RegisteredSchema
 from broker.errors import ConfigError, RegistryError
 
+CONNECT_RETRIES = 3  # httpx tries to connect again at once, after 0.5 s and after 1 s
+
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 # What RegistryError.error_code holds when the registry's answer carried no Confluent error body.
 NO_ERROR_CODE = -1
@@ -36,7 +38,8 @@ class HttpSchemaRegistry:
         self.url = url.rstrip("/")
         self._token = token
         self._client = httpx.Client(
-            base_url=self.url, timeout=timeout_s, transport=transport,
+            # Connecting is retried (CONNECT_RETRIES): a restarted registry keeps its address.
+            base_url=self.url, timeout=timeout_s, transport=transport or httpx.HTTPTransport(retries=CONNECT_RETRIES),
             headers={"Accept": f"{CONTENT_TYPE}, application/json"},
         )
 

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 AUTHZ_RULE = "accord.authz.decision"
 # What a service that takes HTTP Basic (the registry, for kcat and other librdkafka tools) expects in it.
 BASIC = "HTTP Basic with your body id as the user name and an Accord token as the password"
-LIVENESS = frozenset({("GET", "/health")})
+LIVENESS = frozenset({("GET", "/health"), ("GET", "/ready")})
 DOCUMENTATION = frozenset({("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"),
                            ("GET", "/redoc")})
 # (route template, path parameters) -> what OPA needs to know about the thing acted on, or None.

@@ -154,10 +154,11 @@ def local_up(
 
 @local.command("status")
 def local_status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Show whether Kafka and OPA run and answer; exit 1 if either does not."""
+    """Show whether each service runs and answers, and whether it is ready (what it needs answers, its loop
+    progresses) or why not; exit 1 if one is down or not ready."""
     states = local_stack.LocalStack(current_settings()).status()
     typer.echo(local_stack.as_json(states) if as_json else "\n".join(local_stack.describe(states)))
-    if not all(s.running for s in states):
+    if not all(s.running and s.ready is not False for s in states):
         raise typer.Exit(1)
 
 

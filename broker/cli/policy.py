@@ -108,17 +108,27 @@ def policy_bundle(
 def gate_serve(
     host: Annotated[str, typer.Option(help="address for /health and /metrics")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port for /health and /metrics")] = 8090,
-    worker_id: Annotated[str | None, typer.Option(help="stable id (its transactional id); default host-pid")] = None,
+    worker_id: Annotated[str | None, typer.Option(
+        help="name the worker yourself (transactional id accord-gate-ID); default: its slot's <group>-<slot>")] = None,
+    slot: Annotated[int | None, typer.Option(
+        min=0, help="the worker's slot in its group (default ACCORD_GATE_SLOT, 0): give each live worker its own; "
+                    "a worker restarted in a slot fences the transaction its crashed predecessor left open")] = None,
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="run this many workers in this process, in consecutive slots from --slot (default "
+                    "ACCORD_GATE_WORKERS, 1)")] = None,
 ) -> None:
-    """Run one gate worker (any number share the work); needs ACCORD_KAFKA_BOOTSTRAP, _OPA_URL, _REGISTRY_URL."""
+    """Run one gate worker (any number share the work, each in its own slot); needs ACCORD_KAFKA_BOOTSTRAP,
+    _OPA_URL, _REGISTRY_URL. A second live worker started in the same slot takes it over and the first stops."""
     from broker.runtime.gate import GateEndpoints, serve
 
     settings = current_settings()
+    if slot is not None:
+        settings = settings.model_copy(update={"gate_slot": slot})
     if not (settings.kafka_bootstrap and settings.opa_url and settings.registry_url):
         raise AccordError("the gate needs ACCORD_KAFKA_BOOTSTRAP, ACCORD_OPA_URL and ACCORD_REGISTRY_URL")
     endpoints = GateEndpoints(kafka_access(settings, settings.kafka_bootstrap), settings.opa_url,
                               settings.registry_url)
-    serve(endpoints, settings, host, port, worker_id)
+    serve(endpoints, settings, host, port, worker_id, workers or settings.gate_workers)
 
 
 @agreement_cli.command("revoke")

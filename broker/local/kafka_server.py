@@ -143,8 +143,10 @@ def _format(libs: Path, layout: KafkaLayout, admin_password: str, secrets: Kafka
         raise ServiceStartError("formatting Kafka storage failed", (proc.stdout + proc.stderr)[-3000:])
 
 
-def start(libs: Path, layout: KafkaLayout, heap: str, timeout_s: float, secrets_dir: Path) -> tuple[int, str]:
-    """Start Kafka on free loopback ports; return (pid, bootstrap) once a broker answers the local admin."""
+def start(libs: Path, layout: KafkaLayout, heap: str, timeout_s: float, secrets_dir: Path,
+          port: int | None = None) -> tuple[int, str]:
+    """Start Kafka on loopback (clients on `port`, default a free one; the controller on a free one); return
+    (pid, bootstrap) once a broker answers the local admin."""
     layout.log.parent.mkdir(parents=True, exist_ok=True)
     if (layout.data / "meta.properties").is_file() and not password_path(secrets_dir, ADMIN_USER).is_file():
         raise ServiceStartError(
@@ -152,7 +154,7 @@ def start(libs: Path, layout: KafkaLayout, heap: str, timeout_s: float, secrets_
             "secrets were deleted); stop the services and wipe them with `accord local down --wipe`", "")
     admin_password = ensure_password(secrets_dir, ADMIN_USER)
     secrets = KafkaSecrets(ensure_password(secrets_dir, BROKER_USER), ensure_password(secrets_dir, CONTROLLER_USER))
-    port, controller_port = processes.free_port(), processes.free_port()
+    port, controller_port = port or processes.free_port(), processes.free_port()
     while controller_port == port:
         controller_port = processes.free_port()
     # The config holds the broker's passwords: readable by its owner only.

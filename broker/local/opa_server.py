@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from broker.errors import ServiceStartError
 from broker.local import processes
@@ -39,6 +41,23 @@ def http_ok(url: str) -> bool:
             return bool(resp.status == 200)
     except (urllib.error.URLError, OSError):
         return False
+
+
+def http_json(url: str) -> tuple[int, dict[str, Any]] | None:
+    """(status, JSON object) of a GET of `url` (any status, a non-object body as {}), or None if nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            status, raw = int(resp.status), resp.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+        exc.close()
+    except (urllib.error.URLError, OSError):
+        return None
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = {}
+    return status, body if isinstance(body, dict) else {}
 
 
 def healthy(url: str) -> bool:

@@ -35,10 +35,10 @@ class PythonService:
     def running(self) -> bool:
         return processes.alive(processes.read_pid(self.pid_file), self.marker)
 
-    def start(self, env: dict[str, str], timeout_s: float, probe: str = "/") -> str:
-        """Start on a free loopback port with `env` added; return the URL once `probe` answers 200."""
+    def start(self, env: dict[str, str], timeout_s: float, probe: str = "/", port: int | None = None) -> str:
+        """Start on loopback `port` (default a free one) with `env` added; return the URL once `probe` answers 200."""
         self.root.mkdir(parents=True, exist_ok=True)
-        port = processes.free_port()
+        port = port or processes.free_port()
         args = [sys.executable, "-m", "broker", self.name, "serve", "--host", "127.0.0.1", "--port", str(port)]
         pid = processes.start_detached(args, self.log, self.pid_file, env=dict(os.environ) | env)
         url = f"http://127.0.0.1:{port}"

@@ -14,12 +14,14 @@ from broker.adapters.kafka_control import ensure_control_topics
 from broker.catalog import load_and_compile
 from broker.config import Settings
 from broker.domain.kafka_acls import ADMIN_USER
-from broker.errors import ConfigError, ServiceError
+from broker.errors import ConfigError, ServiceError, ServiceStartError
 from broker.local import kafka_server, opa_server, postgres_server, processes, toolchain
 from broker.local.python_service import PythonService
 from broker.security import bundles
 from broker.security.kafka_identities import kafka_access, password_path, provision, service_env
 from broker.security.opa_tokens import WRITER, token_file
+
+READY = "/ready"  # Accord's own services' readiness (broker/api/readiness.py)
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class ServiceState:
     running: bool
     managed: bool  # started by Accord (False: an external service named by an ACCORD_ variable)
     detail: str = ""
+    ready: bool | None = None  # what its `/ready` says (None: it has none); `detail` then says why not
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,19 @@ class LocalStack:
         self.root.mkdir(parents=True, exist_ok=True)
         self.state_file.write_text(json.dumps(data, indent=2))
 
+    def _kept_port(self, key: str) -> int | None:
+        """The port the service of `key` had, to start it there again: ports are chosen once per state directory
+        (until `accord local down`), so a restarted service keeps its address and its clients find it."""
+        recorded = self._recorded().get(key)
+        if not recorded:
+            return None
+        port = urlsplit(recorded if "//" in recorded else f"//{recorded}").port
+        if port is not None and processes.port_in_use(port):
+            raise ServiceStartError(
+                f"{key.split('_')[0]} was at {recorded} and is to start there again, but another process listens on "
+                f"port {port}: stop it, or run `accord local down` so that new ports are chosen")
+        return port
+
     def _kafka_running(self) -> bool:
         return processes.alive(processes.read_pid(self.kafka.pid_file), kafka_server.MARKER)
 
@@ -121,7 +137,7 @@ class LocalStack:
             toolchain.require_tool("java")
             libs = toolchain.ensure_kafka_jars(s)
             _, known["kafka_bootstrap"] = kafka_server.start(libs, self.kafka, s.kafka_heap, s.start_timeout_s,
-                                                             s.secrets_dir)
+                                                             s.secrets_dir, self._kept_port("kafka_bootstrap"))
             self._record(kafka_bootstrap=known["kafka_bootstrap"])
         if not s.kafka_bootstrap:
             # Users and ACLs for the shipped catalog's bodies and Accord's services; `accord catalog apply`
@@ -132,31 +148,34 @@ class LocalStack:
             # without which gates refuse every record on it.
             ensure_control_topics(admin, align=True)
         if "opa_url" not in known:
-            known["opa_url"] = self._start_opa()
+            known["opa_url"] = self._start_opa(self._kept_port("opa_url"))
         elif not s.opa_url:
             self._refresh_opa(known["opa_url"])
         # Every service reads the same secrets dir: the API token key, the pseudonym secret, Kafka passwords.
         env = {"ACCORD_KAFKA_BOOTSTRAP": known["kafka_bootstrap"], "ACCORD_OPA_URL": known["opa_url"],
                "ACCORD_STATE_DIR": str(self.root)}
         if "registry_url" not in known:
-            known["registry_url"] = self.registry.start(env | service_env(s, "registry"), s.start_timeout_s)
+            known["registry_url"] = self.registry.start(env | service_env(s, "registry"), s.start_timeout_s,
+                                                        port=self._kept_port("registry_url"))
             self._record(registry_url=known["registry_url"])
         if "api_url" not in known:
             env["ACCORD_REGISTRY_URL"] = known["registry_url"]
-            known["api_url"] = self.api.start(env | service_env(s, "api"), s.start_timeout_s, probe="/health")
+            known["api_url"] = self.api.start(env | service_env(s, "api"), s.start_timeout_s, probe="/health",
+                                              port=self._kept_port("api_url"))
             self._record(api_url=known["api_url"])
         if "governance_url" not in known:
             known["governance_url"] = self.governance.start(env | service_env(s, "governance"), s.start_timeout_s,
-                                                            probe="/health")
+                                                            probe="/health", port=self._kept_port("governance_url"))
             self._record(governance_url=known["governance_url"])
         if "console_url" not in known:
             wired = {"ACCORD_REGISTRY_URL": known["registry_url"], "ACCORD_GOVERNANCE_URL": known["governance_url"]}
             known["console_url"] = self.console.start(env | wired | service_env(s, "console"), s.start_timeout_s,
-                                                      probe="/health")
+                                                      probe="/health", port=self._kept_port("console_url"))
             self._record(console_url=known["console_url"])
         if self._local_gate() and not self.gate.running():
             env |= {"ACCORD_REGISTRY_URL": known["registry_url"]}
-            self._record(gate_url=self.gate.start(env | service_env(s, "gate"), s.start_timeout_s, probe="/health"))
+            self._record(gate_url=self.gate.start(env | service_env(s, "gate"), s.start_timeout_s, probe="/health",
+                                                  port=self._kept_port("gate_url")))
         return self._endpoints(known)
 
     def up_postgres(self) -> str:
@@ -228,9 +247,9 @@ class LocalStack:
 
     def status(self) -> list[ServiceState]:
         return [self._kafka_state(), self._http_state("opa", "opa_url", "/health?bundles"),
-                self._http_state("registry", "registry_url", "/"), self._http_state("api", "api_url", "/health"),
-                self._http_state("governance", "governance_url", "/health"),
-                self._http_state("console", "console_url", "/health"),
+                self._http_state("registry", "registry_url", READY), self._http_state("api", "api_url", READY),
+                self._http_state("governance", "governance_url", READY),
+                self._http_state("console", "console_url", READY),
                 *([self._gate_state()] if self._local_gate() else []),
                 *([self._postgres_state()] if self._postgres_running() else [])]
 
@@ -247,9 +266,7 @@ class LocalStack:
         if not self.gate.running():
             return ServiceState("gate", None, None, False, True, "stopped")
         url = self._recorded().get("gate_url")
-        ok = url is not None and opa_server.http_ok(f"{url}/health")
-        return ServiceState("gate", url, processes.read_pid(self.gate.pid_file), ok, True,
-                            "answering" if ok else "not answering")
+        return _answer("gate", url, READY, processes.read_pid(self.gate.pid_file), True)
 
     def _pid_file(self, name: str) -> Path:
         return {"opa": self.opa.pid_file, "registry": self.registry.pid_file, "api": self.api.pid_file,
@@ -266,15 +283,10 @@ class LocalStack:
     def _http_state(self, name: str, key: str, probe: str) -> ServiceState:
         external = self._external()[key]
         if external:
-            url = external.rstrip("/")
-            ok = opa_server.http_ok(f"{url}{probe}")
-            return ServiceState(name, url, None, ok, False, "answering" if ok else "not answering")
+            return _answer(name, external.rstrip("/"), probe, None, False)
         if not self._running()[key]:
             return ServiceState(name, None, None, False, True, "stopped")
-        recorded = self._recorded().get(key)
-        ok = recorded is not None and opa_server.http_ok(f"{recorded}{probe}")
-        pid = processes.read_pid(self._pid_file(name))
-        return ServiceState(name, recorded, pid, ok, True, "answering" if ok else "not answering")
+        return _answer(name, self._recorded().get(key), probe, processes.read_pid(self._pid_file(name)), True)
 
     def _probe_kafka(self, bootstrap: str | None, pid: int | None, managed: bool) -> ServiceState:
         if bootstrap is None:
@@ -301,6 +313,22 @@ class LocalStack:
         if wipe and self.root.exists():
             shutil.rmtree(self.root)
         return stopped
+
+
+def _answer(name: str, url: str | None, probe: str, pid: int | None, managed: bool) -> ServiceState:
+    """A service by what `probe` answers: for READY its readiness and why not, else whether it answers 200."""
+    if url is None:
+        return ServiceState(name, None, pid, False, managed, "running but endpoint unknown")
+    if probe != READY:
+        ok = opa_server.http_ok(f"{url}{probe}")
+        return ServiceState(name, url, pid, ok, managed, "answering" if ok else "not answering")
+    answered = opa_server.http_json(f"{url}{READY}")
+    if answered is None:
+        return ServiceState(name, url, pid, False, managed, "not answering", ready=False)
+    ready, reasons = answered[0] == 200, answered[1].get("checks", {})
+    why = "; ".join(f"{check}: {reasons[check]}" for check in answered[1].get("failing", []) if check in reasons)
+    return ServiceState(name, url, pid, True, managed, "ready" if ready else f"NOT READY: {why or answered[1]}",
+                        ready=ready)
 
 
 def describe(states: list[ServiceState]) -> list[str]:

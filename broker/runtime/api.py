@@ -21,12 +21,14 @@ from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.api.app import create_api_app
 from broker.api.auth import Guard
 from broker.api.deliveries import LiveOptions
+from broker.api.readiness import add_readiness
 from broker.clock import system_clock
 from broker.config import Settings
 from broker.domain.cursors import CursorCodec
 from broker.domain.fences import delivery_access
 from broker.domain.geography_files import load_la_table
 from broker.domain.topics import ingest_topic, quarantine_topic
+from broker.runtime.probes import dependency_probes
 from broker.security.api_tokens import ServiceTokens
 from broker.security.control_keys import trusted_keys
 from broker.security.secrets import cursor_secret
@@ -97,4 +99,5 @@ def serve(settings: Settings, kafka: KafkaAccess, registry_url: str, host: str, 
         app = create_api_app(ingest, lambda stream, limit: read_quarantine(log, stream, limit),
                              settings.max_request_bytes, guard=Guard.from_settings(settings), deliveries=deliveries,
                              live=LiveOptions(), receipts=receipts)
+        add_readiness(app, dependency_probes(settings, kafka, registry_url=registry_url))
         uvicorn.run(app, host=host, port=port, log_level="warning")

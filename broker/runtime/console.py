@@ -175,8 +175,13 @@ def serve(settings: Settings, kafka: KafkaAccess, host: str, port: int) -> None:
 
     if not settings.opa_url:
         raise ConfigError("the console needs ACCORD_OPA_URL: OPA authorises every page")
+    from broker.api.readiness import add_readiness
+    from broker.runtime.probes import dependency_probes
+
     with open_console(settings, kafka) as console:
-        uvicorn.run(create_console_app(console), host=host, port=port, log_level="warning")
+        app = add_readiness(create_console_app(console), dependency_probes(
+            settings, kafka, registry_url=settings.registry_url, governance_url=settings.governance_url))
+        uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 __all__ = ["AuditStatus", "GovernanceFigures", "open_console", "serve"]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -17,17 +15,21 @@ from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_admin import create_topics
 from broker.adapters.kafka_control import ControlReader, ControlWriter, ensure_control_topics, ensure_optout_topic
 from broker.adapters.kafka_history import BackfillLogReader, HistoryReader, ensure_backfill_topic
-from broker.adapters.kafka_transactions import TransactionalStage
+from broker.adapters.kafka_transactions import TransactionalStage, fence_transactions
 from broker.adapters.metrics import PrometheusBackfillCounters, PrometheusGateCounters, count_withheld
 from broker.adapters.rdkafka_transactions import RdkafkaTransactionalStage
+from broker.adapters.readiness_probes import kafka_probe, opa_probe, registry_probe
 from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.api.auth import Guard
 from broker.api.gate_app import create_gate_app
+from broker.api.readiness import add_readiness
 from broker.clock import Clock
 from broker.config import Settings
+from broker.domain.gate_slots import gate_transactional_id, slot_worker_id
 from broker.domain.geography import LaTable
 from broker.domain.geography_files import load_la_table, load_residence
 from broker.domain.topics import AUDIT_TOPIC, OPTOUT_TOPIC, STATUS_TOPIC, ingest_topic
+from broker.errors import ConfigError
 from broker.runtime.api import ensure_stream_topics
 from broker.security.api_tokens import ServiceTokens
 from broker.security.control_keys import trusted_keys
@@ -47,19 +49,20 @@ class GateEndpoints:
     registry_url: str
 
 
-def default_worker_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
-
-
 @contextmanager
 def open_gate(endpoints: GateEndpoints, settings: Settings, worker: str,
               transaction_timeout_ms: int = 10_000, la_table: LaTable | None = None,
-              clock: Clock | None = None) -> Iterator[Gate]:
+              clock: Clock | None = None, transactional_id: str | None = None) -> Iterator[Gate]:
     """A gate worker for every stream in the settings' schemas directory, with its topics; closed on exit.
     `la_table` replaces the settings' one (the benchmark compares tables); `clock` the wall clock (tests of
-    time-based behaviour, such as a legal basis ending)."""
+    time-based behaviour, such as a legal basis ending); `transactional_id` the one its transactions are fenced
+    by (default `accord-gate-<worker>`)."""
     schemas = load_stream_schemas(settings.schemas_dir)
     kafka = endpoints.kafka
+    transactional_id = transactional_id or f"accord-gate-{worker}"
+    # Fence first: whatever a crashed predecessor in this slot left open is aborted now, not after the topics,
+    # clients and plans below are ready (read_committed readers of its partitions wait until then).
+    fence_transactions(kafka, transactional_id)
     ensure_stream_topics(kafka, schemas)
     ensure_control_topics(kafka)
     ensure_optout_topic(kafka)
@@ -77,9 +80,8 @@ def open_gate(endpoints: GateEndpoints, settings: Settings, worker: str,
         optout = ControlReader(kafka, client_id=f"accord-gate-optout-{worker}", topic=OPTOUT_TOPIC)
         stack.callback(optout.close)
         transport = RdkafkaTransactionalStage if settings.gate_transport == "librdkafka" else TransactionalStage
-        stage = transport(kafka, settings.gate_group, [ingest_topic(s) for s in schemas],
-                          f"accord-gate-{worker}", transaction_timeout_ms=transaction_timeout_ms,
-                          start_from=settings.gate_start_from)
+        stage = transport(kafka, settings.gate_group, [ingest_topic(s) for s in schemas], transactional_id,
+                          transaction_timeout_ms=transaction_timeout_ms, start_from=settings.gate_start_from)
         stack.callback(stage.close)
         history = HistoryReader(kafka, client_id=f"accord-gate-history-{worker}")
         stack.callback(history.close)
@@ -113,6 +115,7 @@ class GateThread:
     settings: Settings
     worker: str
     clock: Clock | None = None
+    transactional_id: str | None = None  # default `accord-gate-<worker>` (open_gate)
     started: threading.Event = field(default_factory=threading.Event)
     stopping: threading.Event = field(default_factory=threading.Event)
     failure: BaseException | None = None
@@ -129,7 +132,8 @@ class GateThread:
 
     def _main(self) -> None:
         try:
-            with open_gate(self.endpoints, self.settings, self.worker, clock=self.clock) as gate:
+            with open_gate(self.endpoints, self.settings, self.worker, clock=self.clock,
+                           transactional_id=self.transactional_id) as gate:
                 self.gate = gate
                 gate.start()
                 while not gate.ready() and not self.stopping.is_set():
@@ -141,6 +145,14 @@ class GateThread:
             log.exception("gate worker %s stopped", self.worker)
             self.started.set()
 
+    def problem(self) -> str | None:
+        """None while the loop runs and delivers; else why not (readiness)."""
+        if not self.alive():
+            return f"the gate loop of {self.worker} stopped: {self.failure}"
+        if self.gate is not None and self.gate.held:
+            return "delivery paused: the policy engine is not ready"
+        return None
+
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive() and self.started.is_set()
 
@@ -150,22 +162,64 @@ class GateThread:
             self._thread.join(timeout=30)
 
 
-def serve(endpoints: GateEndpoints, settings: Settings, host: str, port: int, worker: str | None) -> None:
+def worker_identity(settings: Settings, worker: str | None = None) -> tuple[str, str]:
+    """(worker name, transactional id) of `accord gate serve`: a worker the operator names (`--worker-id`,
+    ACCORD_GATE_WORKER_ID) is `accord-gate-<name>`, any other is its slot's `<group>-<slot>`. Both stay the same
+    across restarts, so a restarted worker fences its predecessor's open transaction at once."""
+    named = worker or settings.gate_worker_id
+    transactional_id = gate_transactional_id(settings.gate_group, settings.gate_slot, named)
+    return named or slot_worker_id(settings.gate_group, settings.gate_slot), transactional_id
+
+
+def serve(endpoints: GateEndpoints, settings: Settings, host: str, port: int, worker: str | None,
+          workers: int = 1) -> None:
+    """`workers` gate workers in this process, in the slots from the settings' slot on, behind one HTTP face."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    runner = GateThread(endpoints, settings, worker or settings.gate_worker_id or default_worker_id()).start()
+    runners = _start_runners(endpoints, settings, worker, workers)
 
     def health() -> tuple[bool, dict[str, Any]]:
-        gate = runner.gate
-        detail: dict[str, Any] = {"worker": runner.worker}
-        if gate is not None:
-            detail |= {"policy_engine_ready": not gate.held, "control_offset": gate.state.offset,
-                       "catalog_revision": gate.state.catalog_revision,
-                       "deliveries": sorted(d.topic for ds in gate.deliveries.values() for d in ds),
-                       "history": list(gate.history_progress)}
-        return runner.alive(), detail
+        details = [_detail(runner) for runner in runners]
+        alive = all(runner.alive() for runner in runners)
+        return alive, details[0] if len(details) == 1 else {"workers": details}
 
     try:
         app = create_gate_app(health, guard=Guard.from_settings(settings))
+        loops = {"gate loop" if len(runners) == 1 else f"gate loop {r.worker}": r.problem for r in runners}
+        add_readiness(app, {"kafka": kafka_probe(endpoints.kafka), "opa": opa_probe(endpoints.opa_url),
+                            "registry": registry_probe(endpoints.registry_url)} | loops)
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
-        runner.stop()
+        for runner in runners:
+            runner.stop()
+
+
+def _start_runners(endpoints: GateEndpoints, settings: Settings, worker: str | None,
+                   workers: int) -> list[GateThread]:
+    if workers < 1:
+        raise ConfigError(f"--workers is how many gate workers to run, at least 1, not {workers}")
+    if workers > 1 and (worker or settings.gate_worker_id):
+        raise ConfigError("--workers runs workers in consecutive slots; a worker id (--worker-id, "
+                          "ACCORD_GATE_WORKER_ID) names one worker only: leave it out or use --workers 1")
+    runners: list[GateThread] = []
+    try:
+        for offset in range(workers):
+            in_slot = settings.model_copy(update={"gate_slot": settings.gate_slot + offset})
+            name, transactional_id = worker_identity(in_slot, worker)
+            log.info("gate worker %s writes with transactional id %s", name, transactional_id)
+            runners.append(GateThread(endpoints, in_slot, name, transactional_id=transactional_id).start())
+    except BaseException:
+        for runner in runners:
+            runner.stop()
+        raise
+    return runners
+
+
+def _detail(runner: GateThread) -> dict[str, Any]:
+    gate = runner.gate
+    detail: dict[str, Any] = {"worker": runner.worker}
+    if gate is not None:
+        detail |= {"policy_engine_ready": not gate.held, "control_offset": gate.state.offset,
+                   "catalog_revision": gate.state.catalog_revision,
+                   "deliveries": sorted(d.topic for ds in gate.deliveries.values() for d in ds),
+                   "history": list(gate.history_progress)}
+    return detail

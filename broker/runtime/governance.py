@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -101,6 +102,7 @@ class GovernanceService:
                 audit.append(kind, record, topic=audit_topic)), fence_grace)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.last_tick: float | None = None  # time.monotonic() of the last tick that succeeded (readiness)
 
     def _webhook_of(self, body: str) -> Webhook | None:
         return self.governance.state.webhook(body)
@@ -111,6 +113,7 @@ class GovernanceService:
 
     def start(self) -> GovernanceService:
         self.governance.start()
+        self.last_tick = time.monotonic()  # caught up: the ticker is judged from here
         self._threads = [threading.Thread(target=self._ticking, name="governance-ticker", daemon=True),
                          threading.Thread(target=self._chaining, name="audit-chainer", daemon=True)]
         if self._fences is not None:
@@ -123,6 +126,7 @@ class GovernanceService:
         while not self._stop.wait(self._tick_s):
             try:
                 self.governance.tick()
+                self.last_tick = time.monotonic()
             except AccordError as exc:
                 log.error("governance tick failed (retried next tick): %s", exc)
 
@@ -171,6 +175,9 @@ def serve(settings: Settings, kafka: KafkaAccess, host: str, port: int, audit_ke
     from broker.adapters.metrics import metrics_text
     from broker.api.auth import Guard
     from broker.api.governance_app import create_governance_app
+    from broker.api.readiness import add_readiness
+    from broker.runtime.probes import dependency_probes
+    from broker.services.readiness import progressing
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not settings.opa_url:
@@ -188,6 +195,8 @@ def serve(settings: Settings, kafka: KafkaAccess, host: str, port: int, audit_ke
     try:
         app = create_governance_app(service.governance, service.notifier.log, metrics_text,
                                     guard=Guard.from_settings(settings), changes=service.changes)
+        add_readiness(app, dependency_probes(settings, kafka) | {"deadline ticker": progressing(
+            "deadline ticker", lambda: service.last_tick, within_s=max(10.0, 5 * settings.governance_tick_s))})
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
         service.stop()

@@ -7,9 +7,11 @@ import uvicorn
 from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_changelog import Changelog
 from broker.api.auth import Guard
+from broker.api.readiness import add_readiness
 from broker.api.registry_app import create_registry_app
 from broker.config import Settings
 from broker.domain.topics import SCHEMAS_TOPIC
+from broker.runtime.probes import dependency_probes
 from broker.services.registry import Registry
 
 
@@ -26,6 +28,7 @@ def serve(settings: Settings, kafka: KafkaAccess, host: str, port: int) -> None:
     registry, changelog = open_registry(kafka)
     try:
         app = create_registry_app(registry, settings.max_request_bytes, guard=Guard.from_settings(settings))
+        add_readiness(app, dependency_probes(settings, kafka) | {"schemas log": changelog.follower_problem})
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
         changelog.close()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import uuid
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 from broker.adapters.kafka_access import KafkaAccess
+from broker.adapters.kafka_admin import create_topics, describe_cluster, describe_topic_config
 from broker.adapters.kafka_log import KafkaLog
+from broker.domain.topics import CONTROL_TOPIC
 from broker.local.stack import Endpoints
 
 
@@ -72,3 +74,26 @@ def test_kafka_log_publish_then_read_from_offset(services: Endpoints, topic: str
         log.close()
     assert second[1] == first[1] + 1
     assert [(r.key, r.value) for r in records] == [(b"k", b"second")]
+
+
+def _replicas(kafka: KafkaAccess, topic: str) -> list[int]:
+    admin = KafkaAdminClient(**kafka.client_options(), client_id="test-replicas")
+    try:
+        [described] = admin.describe_topics([topic])
+    finally:
+        admin.close()
+    return [len(p["replica_nodes"]) for p in described["partitions"]]
+
+
+def test_a_topic_on_a_single_node_keeps_one_copy_and_says_so(services: Endpoints) -> None:
+    """The replication rule as the single-node test broker gets it: one replica and, set on the topic itself
+    (whatever the caller's configs say), min.insync.replicas=1; on three brokers it would be 3 and 2."""
+    assert len(describe_cluster(services.kafka).broker_ids) == 1, "this test knows the single-node rule only"
+    name = f"test.replication.{uuid.uuid4().hex[:8]}"
+    create_topics(services.kafka, [name], partitions=2, configs={"cleanup.policy": "compact",
+                                                                 "min.insync.replicas": "3"})
+    for topic in (name, CONTROL_TOPIC):  # the control topic: made by `accord local up`
+        assert _replicas(services.kafka, topic) and set(_replicas(services.kafka, topic)) == {1}, topic
+        assert describe_topic_config(services.kafka, topic).get("min.insync.replicas") == "1", topic
+    assert describe_topic_config(services.kafka, name)["cleanup.policy"] == "compact"
+

@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,7 @@ def test_cli_up_status_env_down_leaves_nothing_running(tmp_path: Path) -> None:
         again = _accord(["local", "up"], env)  # idempotent: same endpoints, nothing new started
         assert again.returncode == 0
         assert _accord(["local", "env"], env).stdout.splitlines() == printed
+        _a_crashed_opa_comes_back_where_it_was(tmp_path / "state", env, printed)
         # New OPA tokens: the stack's OPA restarts with a bundle that knows only them; the old writer is refused.
         token_file = Path(dict(line.split("=", 1) for line in printed)["ACCORD_OPA_TOKEN_FILE"])
         old_token = token_file.read_text()
@@ -81,6 +84,32 @@ def test_cli_up_status_env_down_leaves_nothing_running(tmp_path: Path) -> None:
     after = _accord(["local", "status"], env)
     assert after.returncode == 1 and "DOWN" in after.stdout
     assert _accord(["local", "env"], env).returncode == 1
+
+
+def _a_crashed_opa_comes_back_where_it_was(state: Path, env: dict[str, str], printed: list[str]) -> None:
+    """kill -9 of the stack's OPA: status names it down and the API not ready because of it; `accord local up`
+    starts it again on the same port, and the API, never restarted, is ready again by itself."""
+    pid = processes.read_pid(state / "opa" / "opa.pid")
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while processes.alive(pid, "opa"):
+        assert time.monotonic() < deadline, "OPA outlived SIGKILL"
+        time.sleep(0.1)
+    status = _accord(["local", "status"], env)
+    assert status.returncode == 1, status.stdout
+    lines = {line.split()[0]: line for line in status.stdout.splitlines() if line.strip()}
+    assert lines["opa"].startswith("opa      DOWN"), status.stdout
+    assert "NOT READY" in lines["api"] and "opa: OPA at" in lines["api"], status.stdout
+    revived = _accord(["local", "up"], env)
+    assert revived.returncode == 0, revived.stdout + revived.stderr
+    assert _accord(["local", "env"], env).stdout.splitlines() == printed  # every address as it was
+    api_url = dict(line.split("=", 1) for line in printed)["ACCORD_API_URL"]
+    deadline = time.monotonic() + 60
+    while (answer := requests.get(f"{api_url}/ready", timeout=30)).status_code != 200:
+        assert time.monotonic() < deadline, answer.text
+        time.sleep(0.5)
+    assert _accord(["local", "status"], env).returncode == 0
 
 
 def test_external_services_are_used_not_started(services: Endpoints, tmp_path: Path) -> None:

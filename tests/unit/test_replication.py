@@ -41,10 +41,18 @@ def _producer_calls() -> list[tuple[str, ast.Call]]:
     return calls
 
 
+def _acks_all(call: ast.Call) -> bool:
+    """kafka-python's `KafkaProducer(acks="all")`, or confluent-kafka's `Producer({"acks": "all", ...})`."""
+    if any(k.arg == "acks" and isinstance(k.value, ast.Constant) and k.value.value == "all" for k in call.keywords):
+        return True
+    config = call.args[0] if call.args else None
+    return isinstance(config, ast.Dict) and any(
+        isinstance(key, ast.Constant) and key.value == "acks" and isinstance(value, ast.Constant)
+        and value.value == "all" for key, value in zip(config.keys, config.values, strict=True))
+
+
 def test_every_producer_waits_for_all_in_sync_replicas() -> None:
     calls = _producer_calls()
     assert len(calls) >= 5, "the scan no longer finds Accord's producers"
-    lax = [where for where, call in calls
-           if not any(k.arg == "acks" and isinstance(k.value, ast.Constant) and k.value.value == "all"
-                      for k in call.keywords)]
+    lax = [where for where, call in calls if not _acks_all(call)]
     assert lax == [], f"producers without acks='all': {lax}"

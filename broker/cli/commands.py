@@ -40,7 +40,7 @@ from broker.cli import (
 from broker.cli import (
     requests as cli_requests,
 )
-from broker.cli.context import current_settings
+from broker.cli.context import current_settings, serve_scrape_port
 from broker.config import Settings
 from broker.errors import AccordError
 from broker.local import stack as local_stack
@@ -89,6 +89,7 @@ def governance_serve(
     settings = current_settings()
     if not settings.kafka_bootstrap:
         raise AccordError("the governance service needs ACCORD_KAFKA_BOOTSTRAP (or `accord local up`)")
+    serve_scrape_port(settings)
     serve(settings, kafka_access(settings, settings.kafka_bootstrap), host, port,
           audit_signing_key(settings.secrets_dir))
 
@@ -109,6 +110,7 @@ def console_serve(
     settings = current_settings()
     if not settings.kafka_bootstrap:
         raise AccordError("the console needs ACCORD_KAFKA_BOOTSTRAP (or `accord local up`)")
+    serve_scrape_port(settings)
     serve(settings, kafka_access(settings, settings.kafka_bootstrap), host, port)
 
 
@@ -125,10 +127,16 @@ def local_fetch() -> None:
 
 
 @local.command("which")
-def local_which(tool: Annotated[str, typer.Argument(help="opa or kafka-libs")]) -> None:
+def local_which(tool: Annotated[str, typer.Argument(help="opa, kafka-libs, prometheus or promtool")]) -> None:
     """Print the cached path of a tool (for scripts and the Makefile)."""
     settings = current_settings()
     paths = {"opa": settings.opa_binary, "kafka-libs": settings.kafka_libs}
+    if tool in ("prometheus", "promtool"):
+        from broker.local.prometheus_server import ensure_binaries
+
+        server, promtool = ensure_binaries()   # Debian's package, installed first when missing (as root)
+        typer.echo(str(server if tool == "prometheus" else promtool))
+        return
     if tool not in paths:
         raise AccordError(f"unknown tool {tool!r}: choose one of {', '.join(paths)}")
     typer.echo(str(paths[tool]))
@@ -188,6 +196,7 @@ def registry_serve(
 
     settings = current_settings()
     kafka = kafka_access(settings, settings.kafka_bootstrap) if settings.kafka_bootstrap else _local_kafka(settings)
+    serve_scrape_port(settings)
     serve(settings, kafka, host, port)
 
 
@@ -210,6 +219,7 @@ def api_serve(
     bootstrap, registry = settings.kafka_bootstrap, settings.registry_url
     if not (bootstrap and registry):
         raise AccordError("the API needs ACCORD_KAFKA_BOOTSTRAP and ACCORD_REGISTRY_URL")
+    serve_scrape_port(settings)
     serve(settings, kafka_access(settings, bootstrap), registry, host, port)
 
 

@@ -23,6 +23,9 @@ from broker.cli import (
     credentials as cli_credentials,
 )
 from broker.cli import (
+    deploy as cli_deploy,
+)
+from broker.cli import (
     geography as cli_geography,
 )
 from broker.cli import (
@@ -72,6 +75,7 @@ app.add_typer(cli_optout.optout_cli, name="optout")
 app.add_typer(cli_connect.connect_cli, name="connect")
 app.add_typer(cli_backfill.backfill_cli, name="backfill")
 app.add_typer(cli_geography.geography_cli, name="geography")
+app.add_typer(cli_deploy.deploy_cli, name="deploy")
 governance_cli = typer.Typer(help="The governance service: disputes, the ladder's deadlines, declarations.",
                              no_args_is_help=True)
 app.add_typer(governance_cli, name="governance")

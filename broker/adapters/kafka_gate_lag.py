@@ -47,23 +47,4 @@ class GateLag:
 
     def __call__(self, stream: str) -> int | None:
         """Records of `stream` not yet through the gate; None when no gate worker has committed on it yet."""
-        topic = ingest_topic(stream)
-        try:
-            admin = KafkaAdminClient(**self._kafka.client_options(), client_id=self._client_id)
-            try:
-                offsets = admin.list_group_offsets({self._group: None}).get(self._group) or {}
-                committed = {tp: int(meta.offset) for tp, meta in offsets.items()
-                             if tp.topic == topic and meta.offset >= 0}
-            finally:
-                admin.close()
-            if not committed:
-                return None
-            consumer = KafkaConsumer(**self._kafka.client_options(), client_id=self._client_id, group_id=None,
-                                     isolation_level="read_committed")
-            try:
-                ends = consumer.end_offsets(list(committed))
-            finally:
-                consumer.close()
-        except KafkaError as exc:
-            raise ServiceError(f"the gate's position on {topic} could not be read: {exc}") from exc
-        return int(sum(max(0, int(ends[tp]) - offset) for tp, offset in committed.items()))
+        return self.streams([stream]).get(stream)

@@ -4,9 +4,7 @@ credentials that do not expire, and its `promtool`, which checks and unit-tests 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -15,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.errors import ServiceStartError, SetupError
-from broker.local import processes
+from broker.local import processes, toolchain
 
 MARKER = "prometheus"
 PACKAGE = "prometheus"      # Debian's package: both `prometheus` and `promtool`
@@ -48,16 +46,8 @@ def ensure_binaries() -> tuple[Path, Path]:
     found = _which()
     if found is not None:
         return found
-    apt = shutil.which("apt-get")
-    if os.geteuid() != 0 or apt is None:
-        raise SetupError("Prometheus is not installed (no `prometheus` and `promtool` on PATH): install Debian's "
-                         "`prometheus` package (apt-get install prometheus) and try again")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for args in ([apt, "update"], [apt, "install", "-y", "--no-install-recommends", PACKAGE]):
-        proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
-        if proc.returncode != 0:
-            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-            raise SetupError(f"`{' '.join(args[1:])}` failed (exit {proc.returncode}):\n{tail}")
+    toolchain.apt_install(PACKAGE, "Prometheus is not installed (no `prometheus` and `promtool` on PATH): install "
+                                   "Debian's `prometheus` package (apt-get install prometheus) and try again")
     found = _which()
     if found is None:
         raise SetupError("apt-get installed prometheus but `prometheus` or `promtool` is still not on PATH")

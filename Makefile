@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 ACCORD := $(BIN)/accord
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-tools check lint typecheck policy-check policy-test pytest bench down clean
+.PHONY: setup demo test test-tools check lint typecheck policy-check policy-test rules-test pytest bench down clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ demo: setup
 	@echo "Services left running. Stop them with: $(ACCORD) local down"
 
 ## test: every check, the policy tests and all Python tests against the real Kafka and OPA
-test: check policy-test test-tools pytest
+test: check policy-test rules-test test-tools pytest
 
 # kcat (a Kafka client no one here wrote) for the interop tests, and Debian's Chromium and its driver for the console's
 # browser tests (tests/browser); installed when missing and apt-get can (as root).
@@ -57,6 +57,13 @@ policy-test: setup
 	opa=$$($(ACCORD) local which opa); \
 	$$opa test --coverage --threshold 90 policies > /dev/null || { $$opa test -v policies; exit 1; }; \
 	$$opa test policies
+
+## rules-test: check and unit-test the Prometheus alert rules with promtool (Debian's `prometheus`, installed as root
+## when missing, as PostgreSQL is)
+rules-test: setup
+	promtool=$$($(ACCORD) local which promtool); \
+	$$promtool check rules deploy/prometheus/alerts.yml; \
+	$$promtool test rules deploy/prometheus/alerts_test.yml
 
 pytest: setup
 	$(BIN)/pytest

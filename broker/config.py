@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     # Networks webhooks may reach although not public, comma-separated (e.g. 127.0.0.1/32 for a receiver on loopback).
     webhook_allow: str = ""
     max_request_bytes: int = 1_048_576
+    # Prometheus: every `accord ... serve` process also serves /metrics on this port without a token (unset: not
+    # served; the service's own /metrics still takes a bearer token). Bind it to loopback or the private network
+    # the scraper is on, never a public address: it is a credential that does not expire.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
     kafka_version: str = KAFKA_VERSION
     opa_version: str = OPA_VERSION
     kafka_heap: str = "1g"

@@ -39,6 +39,12 @@ def describe_cluster(kafka: KafkaAccess, timeout_ms: int = 3000) -> ClusterInfo:
     return ClusterInfo(cluster_id=str(info.get("cluster_id")), broker_ids=brokers)
 
 
+# Topics that are a trail, kept for ever (governance log, raw audit, audit chain); a compacted changelog (the
+# registry's schemas). Named once here: `accord deploy render k8s` renders the same configurations.
+TRAIL_TOPIC_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1"}
+CHANGELOG_TOPIC_CONFIG = {"cleanup.policy": "compact"}
+
+
 def create_topics(
     kafka: KafkaAccess, names: Iterable[str], partitions: int = 1, configs: dict[str, str] | None = None
 ) -> None:

@@ -23,7 +23,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
 from broker.adapters.kafka_access import KafkaAccess
-from broker.adapters.kafka_admin import create_topics
+from broker.adapters.kafka_admin import TRAIL_TOPIC_CONFIG, create_topics
 from broker.adapters.kafka_transactions import transactional_producer
 from broker.domain.audit import (
     CHECKPOINT,
@@ -58,8 +58,7 @@ DEFAULT_CHECKPOINT_EVERY_S = 10.0
 
 def ensure_chain_topic(kafka: KafkaAccess, chain_topic: str = CHAIN_TOPIC) -> None:
     # One partition keeps one order; the trail is kept for ever, like the governance topic it vouches for.
-    create_topics(kafka, [chain_topic], partitions=1,
-                  configs={"retention.ms": "-1", "retention.bytes": "-1"})
+    create_topics(kafka, [chain_topic], partitions=1, configs=TRAIL_TOPIC_CONFIG)
 
 
 def _utc_now() -> dt.datetime:

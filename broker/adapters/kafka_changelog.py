@@ -18,7 +18,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import InvalidProducerEpochError, KafkaError, ProducerFencedError
 
 from broker.adapters.kafka_access import KafkaAccess
-from broker.adapters.kafka_admin import create_topics
+from broker.adapters.kafka_admin import CHANGELOG_TOPIC_CONFIG, create_topics
 from broker.adapters.kafka_transactions import transactional_producer
 from broker.errors import ServiceError, WriterFenced
 
@@ -57,8 +57,7 @@ class Changelog:
 
     def start(self, timeout_s: float = 30.0) -> None:
         """Create the topic if needed, replay it to its current end, keep following it."""
-        create_topics(self._kafka, [self.topic], partitions=1,
-                      configs={"cleanup.policy": "compact"})
+        create_topics(self._kafka, [self.topic], partitions=1, configs=CHANGELOG_TOPIC_CONFIG)
         consumer = self._reader()
         consumer.assign([self._tp])
         consumer.seek_to_beginning(self._tp)

@@ -38,12 +38,13 @@ def ensure_control_topics(kafka: KafkaAccess, align: bool = False) -> None:
     create_topics(kafka, [CONTROL_TOPIC], partitions=1, configs=CONTROL_TOPIC_CONFIG)
     if align:
         align_topic_config(kafka, CONTROL_TOPIC, CONTROL_TOPIC_CONFIG)
-    create_topics(kafka, [STATUS_TOPIC], partitions=1, configs={"retention.ms": str(24 * 3600 * 1000)})
+    create_topics(kafka, [STATUS_TOPIC], partitions=1, configs=STATUS_TOPIC_CONFIG)
     ensure_audit_topic(kafka)  # every control change is audited there, by whoever announces it
 
 
 # The opt-out list is a table (one record per keyed hash, a tombstone when a patient opts back in), so compacted:
 # the topic holds the list in force, never a history of who opted out when.
+STATUS_TOPIC_CONFIG = {"retention.ms": str(24 * 3600 * 1000)}     # gate acknowledgements: a day is plenty
 OPTOUT_TOPIC_CONFIG = {"cleanup.policy": "compact"}
 
 

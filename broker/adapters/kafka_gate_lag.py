@@ -17,19 +17,20 @@ class GateLag:
     def __init__(self, kafka: KafkaAccess, group: str, client_id: str = "accord-console-lag") -> None:
         self._kafka, self._group, self._client_id = kafka, group, client_id
 
-    def __call__(self, stream: str) -> int | None:
-        """Records of `stream` not yet through the gate; None when no gate worker has committed on it yet."""
-        topic = ingest_topic(stream)
+    def streams(self, streams: list[str]) -> dict[str, int]:
+        """Records of each of `streams` not yet through the gate, in one read; streams no gate worker has committed
+        on yet are left out."""
+        topics = {ingest_topic(stream): stream for stream in streams}
         try:
             admin = KafkaAdminClient(**self._kafka.client_options(), client_id=self._client_id)
             try:
                 offsets = admin.list_group_offsets({self._group: None}).get(self._group) or {}
-                committed = {tp: int(meta.offset) for tp, meta in offsets.items()
-                             if tp.topic == topic and meta.offset >= 0}
             finally:
                 admin.close()
+            committed = {tp: int(meta.offset) for tp, meta in offsets.items()
+                         if tp.topic in topics and meta.offset >= 0}
             if not committed:
-                return None
+                return {}
             consumer = KafkaConsumer(**self._kafka.client_options(), client_id=self._client_id, group_id=None,
                                      isolation_level="read_committed")
             try:
@@ -37,5 +38,13 @@ class GateLag:
             finally:
                 consumer.close()
         except KafkaError as exc:
-            raise ServiceError(f"the gate's position on {topic} could not be read: {exc}") from exc
-        return int(sum(max(0, int(ends[tp]) - offset) for tp, offset in committed.items()))
+            raise ServiceError(f"the gate group's positions could not be read: {exc}") from exc
+        lag: dict[str, int] = {}
+        for tp, offset in committed.items():
+            stream = topics[tp.topic]
+            lag[stream] = lag.get(stream, 0) + max(0, int(ends[tp]) - offset)
+        return lag
+
+    def __call__(self, stream: str) -> int | None:
+        """Records of `stream` not yet through the gate; None when no gate worker has committed on it yet."""
+        return self.streams([stream]).get(stream)

@@ -16,7 +16,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from broker.adapters.kafka_access import KafkaAccess
-from broker.adapters.kafka_admin import create_topics
+from broker.adapters.kafka_admin import TRAIL_TOPIC_CONFIG, create_topics
 from broker.adapters.kafka_transactions import transactional_producer
 from broker.domain.topics import AUDIT_TOPIC, GOVERNANCE_TOPIC
 from broker.errors import ServiceError
@@ -24,8 +24,7 @@ from broker.errors import ServiceError
 
 def ensure_governance_topics(kafka: KafkaAccess, topic: str = GOVERNANCE_TOPIC, audit_topic: str = AUDIT_TOPIC) -> None:
     for name in (topic, audit_topic):
-        create_topics(kafka, [name], partitions=1,
-                      configs={"retention.ms": "-1", "retention.bytes": "-1"})
+        create_topics(kafka, [name], partitions=1, configs=TRAIL_TOPIC_CONFIG)
 
 
 class KafkaGovernanceLog:
@@ -114,5 +113,4 @@ class GovernanceFeed:
 
 def ensure_audit_topic(kafka: KafkaAccess, audit_topic: str = AUDIT_TOPIC) -> None:
     """The raw audit topic alone, for writers that are not the governance service (gates, policy changes)."""
-    create_topics(kafka, [audit_topic], partitions=1,
-                  configs={"retention.ms": "-1", "retention.bytes": "-1"})
+    create_topics(kafka, [audit_topic], partitions=1, configs=TRAIL_TOPIC_CONFIG)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
+    REGISTRY,
     Counter,
     Gauge,
     Histogram,
@@ -13,6 +16,9 @@ from prometheus_client import (
     make_asgi_app,
     start_http_server,
 )
+from prometheus_client.core import GaugeMetricFamily
+
+from broker.errors import AccordError
 
 PROMETHEUS_TEXT: str = CONTENT_TYPE_LATEST
 
@@ -137,6 +143,10 @@ DISPUTE_ENFORCEMENT = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 DISPUTES_OPEN = Gauge("accord_disputes_open", "Disputes awaiting a decision, by ladder tier.", ["tier"])
+DISPUTE_DEADLINE = Gauge(
+    "accord_dispute_earliest_deadline_timestamp_seconds",
+    "The earliest deadline (Unix time) of the disputes awaiting a decision in a ladder tier; absent when none is "
+    "pending. Past it, the ladder's decisive default should already have ended the dispute.", ["tier"])
 REQUEST_DECISION = Histogram(
     "accord_request_time_to_decision_seconds",
     "Time from an access request to its decision (decided by reviewers or defaulted), by outcome.",
@@ -163,6 +173,14 @@ class PrometheusGovernanceMetrics:
     def open_by_tier(self, counts: Any) -> None:
         for tier, count in counts.items():
             DISPUTES_OPEN.labels(tier=tier).set(count)
+
+    def deadlines_by_tier(self, earliest: Any) -> None:
+        for tier, deadline in earliest.items():
+            if deadline is None:
+                with contextlib.suppress(KeyError):     # no sample for this tier yet
+                    DISPUTE_DEADLINE.remove(tier)
+            else:
+                DISPUTE_DEADLINE.labels(tier=tier).set(deadline.timestamp())
 
     def request_decided(self, request: Any) -> None:
         if request.decided_at is None or request.decision is None:
@@ -221,3 +239,50 @@ def serve_metrics(port: int, host: str = "127.0.0.1") -> Any:
     """`/metrics` of this process on host:port in a daemon thread; the server (call `shutdown()` to stop it)."""
     server, _thread = start_http_server(port, addr=host)
     return server
+
+
+AUDIT_CHAIN_ENTRIES = Counter("accord_audit_chain_entries_total",
+                              "Entries the governance service appended to the audit chain.")
+AUDIT_CHAIN_STEP = Gauge("accord_audit_chain_last_step_timestamp_seconds",
+                         "When the governance service last chained the audit trail without an error (Unix time); "
+                         "stalled when it stops moving.")
+
+
+def chained(entries: int, at: float) -> None:
+    AUDIT_CHAIN_ENTRIES.inc(entries)
+    AUDIT_CHAIN_STEP.set(at)
+
+
+class GateLagCollector:
+    """`accord_gate_lag_records{stream}`, read from Kafka when Prometheus scrapes (the gate group's committed
+    offsets against the ingest topics' ends); `accord_gate_lag_readable` is 0 when Kafka could not be read."""
+
+    def __init__(self, lag: Callable[[], Mapping[str, int]]) -> None:
+        self._lag = lag
+
+    def describe(self) -> list[Any]:
+        return []       # nothing read at registration; collect() reads Kafka only when scraped
+
+    def collect(self) -> Iterator[Any]:
+        lag = GaugeMetricFamily("accord_gate_lag_records",
+                                "Records published to a stream's ingest topic that no gate worker has processed.",
+                                labels=["stream"])
+        readable = GaugeMetricFamily("accord_gate_lag_readable",
+                                     "1 when the gate group's lag could be read from Kafka at this scrape, else 0.")
+        try:
+            values = self._lag()
+        except AccordError:
+            readable.add_metric([], 0.0)
+        else:
+            readable.add_metric([], 1.0)
+            for stream, records in sorted(values.items()):
+                lag.add_metric([stream], float(records))
+        yield lag
+        yield readable
+
+
+def register_gate_lag(lag: Callable[[], Mapping[str, int]]) -> Callable[[], None]:
+    """Export the gate lag from this process; returns the call that stops exporting it."""
+    collector = GateLagCollector(lag)
+    REGISTRY.register(collector)
+    return lambda: REGISTRY.unregister(collector)

@@ -23,6 +23,9 @@ from broker.cli import (
     credentials as cli_credentials,
 )
 from broker.cli import (
+    deploy as cli_deploy,
+)
+from broker.cli import (
     geography as cli_geography,
 )
 from broker.cli import (
@@ -40,7 +43,7 @@ from broker.cli import (
 from broker.cli import (
     requests as cli_requests,
 )
-from broker.cli.context import current_settings
+from broker.cli.context import current_settings, serve_scrape_port
 from broker.config import Settings
 from broker.errors import AccordError
 from broker.local import stack as local_stack
@@ -72,6 +75,7 @@ app.add_typer(cli_optout.optout_cli, name="optout")
 app.add_typer(cli_connect.connect_cli, name="connect")
 app.add_typer(cli_backfill.backfill_cli, name="backfill")
 app.add_typer(cli_geography.geography_cli, name="geography")
+app.add_typer(cli_deploy.deploy_cli, name="deploy")
 governance_cli = typer.Typer(help="The governance service: disputes, the ladder's deadlines, declarations.",
                              no_args_is_help=True)
 app.add_typer(governance_cli, name="governance")
@@ -89,6 +93,7 @@ def governance_serve(
     settings = current_settings()
     if not settings.kafka_bootstrap:
         raise AccordError("the governance service needs ACCORD_KAFKA_BOOTSTRAP (or `accord local up`)")
+    serve_scrape_port(settings)
     serve(settings, kafka_access(settings, settings.kafka_bootstrap), host, port,
           audit_signing_key(settings.secrets_dir))
 
@@ -109,6 +114,7 @@ def console_serve(
     settings = current_settings()
     if not settings.kafka_bootstrap:
         raise AccordError("the console needs ACCORD_KAFKA_BOOTSTRAP (or `accord local up`)")
+    serve_scrape_port(settings)
     serve(settings, kafka_access(settings, settings.kafka_bootstrap), host, port)
 
 
@@ -125,10 +131,16 @@ def local_fetch() -> None:
 
 
 @local.command("which")
-def local_which(tool: Annotated[str, typer.Argument(help="opa or kafka-libs")]) -> None:
+def local_which(tool: Annotated[str, typer.Argument(help="opa, kafka-libs, prometheus or promtool")]) -> None:
     """Print the cached path of a tool (for scripts and the Makefile)."""
     settings = current_settings()
     paths = {"opa": settings.opa_binary, "kafka-libs": settings.kafka_libs}
+    if tool in ("prometheus", "promtool"):
+        from broker.local.prometheus_server import ensure_binaries
+
+        server, promtool = ensure_binaries()   # Debian's package, installed first when missing (as root)
+        typer.echo(str(server if tool == "prometheus" else promtool))
+        return
     if tool not in paths:
         raise AccordError(f"unknown tool {tool!r}: choose one of {', '.join(paths)}")
     typer.echo(str(paths[tool]))
@@ -189,6 +201,7 @@ def registry_serve(
 
     settings = current_settings()
     kafka = kafka_access(settings, settings.kafka_bootstrap) if settings.kafka_bootstrap else _local_kafka(settings)
+    serve_scrape_port(settings)
     serve(settings, kafka, host, port)
 
 
@@ -211,6 +224,7 @@ def api_serve(
     bootstrap, registry = settings.kafka_bootstrap, settings.registry_url
     if not (bootstrap and registry):
         raise AccordError("the API needs ACCORD_KAFKA_BOOTSTRAP and ACCORD_REGISTRY_URL")
+    serve_scrape_port(settings)
     serve(settings, kafka_access(settings, bootstrap), registry, host, port)
 
 

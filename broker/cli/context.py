@@ -19,3 +19,13 @@ def current_settings() -> Settings:
     if not isinstance(found, Settings):
         found = meta[_SETTINGS] = Settings()
     return found
+
+
+def serve_scrape_port(settings: Settings) -> None:
+    """Prometheus /metrics without a token on ACCORD_METRICS_HOST:ACCORD_METRICS_PORT, if set (a daemon thread)."""
+    if settings.metrics_port is None:
+        return
+    from broker.adapters.metrics import serve_metrics
+
+    server = serve_metrics(settings.metrics_port, settings.metrics_host)
+    click.echo(f"metrics: http://{settings.metrics_host}:{server.server_port}/metrics", err=True)

@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import typer
 
-from broker.cli.context import current_settings
+from broker.cli.context import current_settings, serve_scrape_port
 from broker.errors import AccordError
 from broker.local import stack as local_stack
 from broker.security.kafka_identities import kafka_access
@@ -128,6 +128,7 @@ def gate_serve(
         raise AccordError("the gate needs ACCORD_KAFKA_BOOTSTRAP, ACCORD_OPA_URL and ACCORD_REGISTRY_URL")
     endpoints = GateEndpoints(kafka_access(settings, settings.kafka_bootstrap), settings.opa_url,
                               settings.registry_url)
+    serve_scrape_port(settings)
     serve(endpoints, settings, host, port, worker_id, workers or settings.gate_workers)
 
 

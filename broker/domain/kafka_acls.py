@@ -53,6 +53,7 @@ SERVICE_USERS: Mapping[str, str] = {
     "fences": "accord.fences", "optout": "accord.optout", "console": "accord.console",
 }
 SERVICE_PREFIX = "accord."
+CLUSTER_NAME = "kafka-cluster"  # the one name Kafka gives its cluster resource in ACLs
 # Ids as broker/domain/plans.py holds them (the catalog's are narrower: kebab-case). Neither holds a dot, so
 # `<body>.<role>` names exactly one role of one body, and a role's topic prefix `deliver.<body>.<role>.` reaches no
 # other role's; nor a comma or `=`, the two characters a SCRAM user name has to escape (RFC 5802, saslname).
@@ -221,7 +222,7 @@ def fence_bindings() -> list[Binding]:
     fences = SERVICE_USERS["fences"]
     return [*_allow(fences, Resource.TOPIC, DELIVER_PREFIX, Op.DESCRIBE, Op.DESCRIBE_CONFIGS, Op.ALTER_CONFIGS,
                     Op.DELETE),
-            *_allow(fences, Resource.CLUSTER, "kafka-cluster", Op.ALTER, Op.DESCRIBE, prefixed=False),
+            *_allow(fences, Resource.CLUSTER, CLUSTER_NAME, Op.ALTER, Op.DESCRIBE, prefixed=False),
             *_allow(fences, Resource.TOPIC, AUDIT_TOPIC, Op.WRITE, Op.DESCRIBE, prefixed=False)]
 
 

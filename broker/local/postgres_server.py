@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import pwd
 import secrets
-import shutil
 import signal
 import subprocess
 import time
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from broker.errors import ServiceStartError, SetupError
-from broker.local import processes
+from broker.local import processes, toolchain
 from broker.security.secrets import write_private
 
 MARKER = "postgres"
@@ -70,16 +69,8 @@ def ensure_binaries(base: Path = DEBIAN_BINARIES) -> Path:
     found = find_binaries(base)
     if found is not None:
         return found
-    apt = shutil.which("apt-get")
-    if os.geteuid() != 0 or apt is None:
-        raise SetupError("PostgreSQL is not installed (no /usr/lib/postgresql/<version>/bin/postgres): install "
-                         "Debian's `postgresql` package (apt-get install postgresql) and try again")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for args in ([apt, "update"], [apt, "install", "-y", "--no-install-recommends", "postgresql"]):
-        proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
-        if proc.returncode != 0:
-            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-            raise SetupError(f"`{' '.join(args[1:])}` failed (exit {proc.returncode}):\n{tail}")
+    toolchain.apt_install("postgresql", "PostgreSQL is not installed (no /usr/lib/postgresql/<version>/bin/postgres): "
+                          "install Debian's `postgresql` package (apt-get install postgresql) and try again")
     found = find_binaries(base)
     if found is None:
         raise SetupError("apt-get installed postgresql but no /usr/lib/postgresql/<version>/bin/postgres appeared")

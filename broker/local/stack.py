@@ -253,6 +253,16 @@ class LocalStack:
                 *([self._gate_state()] if self._local_gate() else []),
                 *([self._postgres_state()] if self._postgres_running() else [])]
 
+    def scrape_targets(self) -> dict[str, str]:
+        """host:port of each running service's /metrics, by job name: Accord's token-free metrics ports, and OPA's
+        own port (its /metrics takes the scraper token)."""
+        found = {svc.name: svc.metrics_address() for svc in
+                 (self.registry, self.api, self.governance, self.console, self.gate)}
+        url = self._recorded().get("opa_url")
+        if self._opa_running() and url:
+            found["opa"] = urlsplit(url).netloc     # scraped with the `scraper` OPA token (opa_tokens.SCRAPER)
+        return {name: address for name, address in found.items() if address}
+
     def _postgres_state(self) -> ServiceState:
         return ServiceState("postgres", self._recorded().get("postgres_dsn"),
                             processes.read_pid(self.postgres.pid_file), True, True, "running")

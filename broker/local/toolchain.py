@@ -22,6 +22,20 @@ _INSTALL_HINTS = {
 }
 
 
+def apt_install(package: str, missing: str) -> None:
+    """Install Debian's `package` with apt-get (update first), as root only; `missing` says what is not there and
+    how to install it by hand, for a user who is not root."""
+    apt = shutil.which("apt-get")
+    if os.geteuid() != 0 or apt is None:
+        raise SetupError(missing)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for args in ([apt, "update"], [apt, "install", "-y", "--no-install-recommends", package]):
+        proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+            raise SetupError(f"`{' '.join(args[1:])}` failed (exit {proc.returncode}):\n{tail}")
+
+
 def require_tool(name: str) -> str:
     """The path of a command on PATH, or a one-line SetupError naming what to install."""
     found = shutil.which(name)

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from broker.adapters.governance_http import GovernanceClient
@@ -20,6 +21,7 @@ from broker.adapters.kafka_deliveries import KafkaDeliveryLog
 from broker.adapters.kafka_gate_lag import GateLag
 from broker.adapters.kafka_governance import GovernanceFeed
 from broker.adapters.kafka_log import KafkaLog
+from broker.adapters.metrics import register_gate_lag
 from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.api.auth import Guard
 from broker.api.console.app import Console, create_console_app
@@ -103,10 +105,13 @@ def open_console(settings: Settings, kafka: KafkaAccess,
         stack.callback(quarantine_log.close)
         registry = HttpSchemaRegistry(str(settings.registry_url), token=ServiceTokens(settings.secrets_dir, "console"))
         stack.callback(registry.close)
+        lag = GateLag(kafka, settings.gate_group)
+        # The console already reads the gate group's positions (its user may): Prometheus gets them from here.
+        stack.callback(register_gate_lag(partial(lag.streams, sorted(catalog.streams))))
         yield Console(sessions=sessions, engine=guard.engine, assets=ensure_console_assets(settings),
                       catalogue=lambda: {**view, "agreements": _in_force(view, policy())},
                       figures=GovernanceFigures(feed), deliveries=deliveries,
-                      policy=policy, audit=AuditStatus(kafka, settings), lag=GateLag(kafka, settings.gate_group),
+                      policy=policy, audit=AuditStatus(kafka, settings), lag=lag,
                       governance=governance, token_for=_issuer(settings),
                       quarantine=lambda stream, limit: read_quarantine(quarantine_log, stream, limit),
                       schema_versions=lambda stream: schema_versions(registry, stream),

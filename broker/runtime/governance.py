@@ -18,7 +18,7 @@ from broker.adapters.kafka_delivery_reports import KafkaDeliveryReports
 from broker.adapters.kafka_fences import KafkaFenceAdmin
 from broker.adapters.kafka_governance import KafkaGovernanceLog, ensure_governance_topics
 from broker.adapters.kafka_quarantine import KafkaQuarantineFeed
-from broker.adapters.metrics import PrometheusGovernanceMetrics
+from broker.adapters.metrics import PrometheusGovernanceMetrics, chained
 from broker.adapters.opa import OpaPolicyEngine
 from broker.adapters.webhooks import WebhookDelivery, WebhookNotifier
 from broker.clock import Clock, system_clock
@@ -146,7 +146,7 @@ class GovernanceService:
 
     def _chain_audit(self, seal: bool = False) -> None:
         try:
-            self.chainer.step()
+            chained(self.chainer.step(), time.time())
             if seal:
                 self.chainer.seal()
         except AccordError as exc:

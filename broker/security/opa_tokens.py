@@ -1,11 +1,13 @@
-"""Who may use OPA's own REST API: two bearer tokens, kept 0600 in the secrets directory.
+"""Who may use OPA's own REST API: three bearer tokens, kept 0600 in the secrets directory.
 
 OPA runs with `--authentication=token --authorization=basic`, so every call (but `GET /health`) is judged by
 `data.system.authz` (policies/system/authz.rego). That policy ships in the signed bundle together with the SHA-256
 of each token and its role, so OPA never holds a token itself and a new token means a new bundle:
 
 - `reader` asks for decisions (the API guards);
-- `writer` also replaces `data.accord.catalog` (the gate, `accord catalog apply`, the demo).
+- `writer` also replaces `data.accord.catalog` (the gate, `accord catalog apply`, the demo);
+- `scraper` reads OPA's `/metrics` and nothing else (Prometheus; a token that does not expire, as a scraper's must
+  not, which is why it may do no more).
 
 Nothing else, neither policy writes nor raw data reads, is allowed to anyone over REST.
 """
@@ -25,7 +27,8 @@ from broker.security.secrets import SECRET_BYTES, write_private
 
 READER = "reader"
 WRITER = "writer"
-ROLES = (READER, WRITER)
+SCRAPER = "scraper"
+ROLES = (READER, WRITER, SCRAPER)
 DATA_FILE = "system/authz/data.json"  # where the token digests sit in the bundle: data.system.authz.tokens
 
 
@@ -41,7 +44,7 @@ def token_file_for(settings: Settings, role: str) -> Path:
 
 
 def ensure_tokens(secrets_dir: Path) -> dict[str, Path]:
-    """Both tokens, made on first use (exclusively, so services starting together agree)."""
+    """Every role's token, made on first use (exclusively, so services starting together agree)."""
     files = {role: token_file(secrets_dir, role) for role in ROLES}
     for path in files.values():
         with contextlib.suppress(FileExistsError):
@@ -50,7 +53,7 @@ def ensure_tokens(secrets_dir: Path) -> dict[str, Path]:
 
 
 def rotate(secrets_dir: Path) -> dict[str, Path]:
-    """New tokens for both roles; OPA takes them with the next bundle (`accord local up` rebuilds and restarts)."""
+    """New tokens for every role; OPA takes them with the next bundle (`accord local up` rebuilds and restarts)."""
     files = {role: token_file(secrets_dir, role) for role in ROLES}
     for path in files.values():
         write_private(path, secrets.token_urlsafe(SECRET_BYTES))

@@ -74,6 +74,9 @@ class GovernanceMetrics(Protocol):
 
     def open_by_tier(self, counts: Mapping[str, int]) -> None: ...
 
+    def deadlines_by_tier(self, earliest: Mapping[str, dt.datetime | None]) -> None:
+        """The earliest deadline of the disputes awaiting a decision in each tier (None: no deadline pending)."""
+
     def request_decided(self, request: AccessRequest) -> None: ...
 
     def first_record(self, request: AccessRequest) -> None: ...
@@ -416,10 +419,16 @@ class Governance:
             return
         tiers = self.context().ladder.tiers
         counts = {tier.name: 0 for tier in tiers}
+        earliest: dict[str, dt.datetime | None] = {tier.name: None for tier in tiers}
         for dispute in self._state.disputes.values():
             if dispute.state == "awaiting":
-                counts[tiers[dispute.tier].name] += 1
+                name = tiers[dispute.tier].name
+                counts[name] += 1
+                if dispute.deadline is not None:
+                    first = earliest[name]
+                    earliest[name] = dispute.deadline if first is None else min(first, dispute.deadline)
         self._metrics.open_by_tier(counts)
+        self._metrics.deadlines_by_tier(earliest)
 
     # -- queries ----------------------------------------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 # description: |
 #   OPA runs with --authentication=token --authorization=basic and asks this policy about every call it serves.
 #   input.identity is the bearer token, data.system.authz.tokens maps each token's SHA-256 to its role (the bundle
-#   is built with them). A reader may ask for Accord's decisions; a writer may also replace data.accord.catalog.
+#   is built with them). A reader may ask for Accord's decisions; a writer may also replace data.accord.catalog;
+#   a scraper may read OPA's /metrics only.
 #   Health is open; policy writes, raw data reads and every other API are refused to everyone.
 package system.authz
 
@@ -22,6 +23,14 @@ allow if {
 	_role in {"reader", "writer"}
 	input.method == "POST"
 	_under_accord
+}
+
+# METADATA
+# description: OPA's own metrics, for Prometheus holding the scraper token (which may do nothing else).
+allow if {
+	_role == "scraper"
+	input.method == "GET"
+	input.path == ["metrics"]
 }
 
 # METADATA

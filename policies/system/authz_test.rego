@@ -5,6 +5,7 @@ import data.system.authz
 tokens := {
 	crypto.sha256("r-token"): "reader",
 	crypto.sha256("w-token"): "writer",
+	crypto.sha256("s-token"): "scraper",
 }
 
 _allowed(method, path, token) if {
@@ -55,4 +56,12 @@ test_no_policy_writes_raw_reads_or_other_data if {
 	not _allowed("POST", ["v1", "data", "accord", ""], "r-token")
 	not _allowed("POST", ["v1", "query"], "r-token")
 	not _allowed("GET", ["v1", "config"], "w-token")
+}
+
+test_the_scraper_reads_metrics_and_nothing_else if {
+	_allowed("GET", ["metrics"], "s-token")
+	not _allowed("GET", ["metrics"], "r-token")
+	not _allowed("POST", ["v1", "data", "accord", "authz", "decision"], "s-token")
+	not _allowed("PUT", ["v1", "data", "accord", "catalog"], "s-token")
+	not _allowed("GET", ["v1", "data"], "s-token")
 }

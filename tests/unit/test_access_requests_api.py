@@ -52,6 +52,9 @@ class Metrics:
     def open_by_tier(self, counts: Mapping[str, int]) -> None:
         pass
 
+    def deadlines_by_tier(self, earliest: Mapping[str, Any]) -> None:
+        pass
+
     def request_decided(self, request: Any) -> None:
         self.seen.append(("request-decided", (request.decision or {}).get("outcome")))
 

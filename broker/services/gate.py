@@ -1,4 +1,5 @@
-"""The policy gate: every record of a stream, decoded once, leaves as each subscriber's plan allows, or not at all."""
+"""The policy gate: every record of a stream, decoded once, leaves as each subscriber's plan allows, or not at all.
+Its ports are in gate_ports.py, the per-row rules in gate_rules.py."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 from broker.domain import control
 from broker.domain.backfill import BackfillLog
@@ -18,17 +19,28 @@ from broker.domain.control_signing import KeyLookup
 from broker.domain.geography import LaTable
 from broker.domain.jurisdiction import Unresolved, resolve_areas
 from broker.domain.messages import ControlRecord, Record
-from broker.domain.optout import NHS_NUMBER_FIELD, OptOutList, is_digest
+from broker.domain.optout import OptOutList, is_digest
 from broker.domain.plans import LSOA_TAG, Plan, Shape
 from broker.domain.pseudonyms import KEY_HEADER
 from broker.domain.residence import ResidenceTable
 from broker.domain.suppression import suppress_table
 from broker.domain.topics import AUDIT_TOPIC, BACKFILL_TOPIC, ingest_topic, quarantine_topic
-from broker.domain.validation import field_tags, is_blank, validate_record
+from broker.domain.validation import field_tags, validate_record
 from broker.errors import AccordError, ConfigError, SerdeError
 from broker.services.backfill import BackfillCounters, Backfiller, BackfillLogSource, HistorySource, Work
-from broker.services.batch_audit import BatchAudit, Placement
+from broker.services.batch_audit import BatchAudit
 from broker.services.delivery_table import Delivery, DeliveryTable
+from broker.services.gate_ports import (
+    AuditAppender,
+    ControlSource,
+    GateCounters,
+    NoCounters,
+    OptOutSource,
+    Stage,
+    StatusSink,
+    WithheldCounter,
+)
+from broker.services.gate_rules import Cells, OptOutCheck, Refusal, Withheld, evaluate
 from broker.services.ingest import AVRO_DECODE
 from broker.services.planner import Planner
 from broker.services.serde import AvroDeserializer, SchemaRegistry, SerializationContext
@@ -49,64 +61,6 @@ BACKFILL_HEADER = "accord.backfill"  # on a replayed record: the grant whose his
 def _no_rotated_keys(version: int) -> bytes:
     raise ConfigError(f"pseudonym key version {version} was announced, but this gate has no master secret for it; "
                       "give it the secrets directory `accord credentials rotate-pseudonym-key` wrote to")
-
-
-class Stage(Protocol):
-    """Consume-transform-produce in transactions (adapters.kafka_transactions.TransactionalStage)."""
-
-    def poll(self, timeout_s: float, max_records: int | None = None) -> list[Record]: ...
-    def begin(self) -> None: ...
-    def send(self, topic: str, value: bytes | None, key: bytes | None = None,
-             headers: Sequence[tuple[str, bytes]] = ()) -> Placement: ...
-    def flush(self) -> None: ...
-    def positions(self) -> Mapping[tuple[str, int], int]: ...
-    def commit(self, consumed: Sequence[Record], fenced: bool = False) -> None: ...
-    def abort(self) -> None: ...
-
-
-class ControlSource(Protocol):
-    def end_offset(self) -> int: ...
-    def read_to(self, end: int, timeout_s: float = 10.0) -> list[ControlRecord]: ...
-
-
-class OptOutSource(Protocol):
-    """The National Data Opt-out list's topic (keyed hashes; a null value takes one off): the control reader's shape."""
-
-    def end_offset(self) -> int: ...
-    def read_to(self, end: int, timeout_s: float = 10.0) -> list[ControlRecord]: ...
-
-
-class WithheldCounter(Protocol):
-    """Counts rows lawfully withheld from a subscriber (the opt-out), apart from quarantine: nothing was wrong."""
-
-    def __call__(self, subscriber: str, role: str, stream: str, reason: str, n: int) -> None: ...
-
-
-class StatusSink(Protocol):
-    def __call__(self, worker: str, status: dict[str, Any]) -> None: ...
-
-
-class AuditAppender(Protocol):
-    """Writes one raw audit record (`kind` is its key) to the audit topic now, outside any batch transaction."""
-
-    def __call__(self, kind: str, record: dict[str, Any]) -> None: ...
-
-
-class GateCounters(Protocol):
-    def records(self, stream: str, outcome: str, n: int) -> None: ...
-    def enforced(self, seconds: float) -> None: ...
-    def control_refused(self, reason: str) -> None: ...
-
-
-class _NoCounters:
-    def records(self, stream: str, outcome: str, n: int) -> None:
-        pass
-
-    def enforced(self, seconds: float) -> None:
-        pass
-
-    def control_refused(self, reason: str) -> None:
-        pass
 
 
 @dataclass(frozen=True)
@@ -160,7 +114,7 @@ class Gate:
         self._worker_bytes = worker.encode()
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self._replan_every = dt.timedelta(seconds=replan_every_s)
-        self._counters = counters or _NoCounters()
+        self._counters = counters or NoCounters()
         self.state = PolicyState()
         self._table = DeliveryTable(parts, worker, self._clock)
         self._next_replan = self._clock()
@@ -371,10 +325,10 @@ class Gate:
             if record.timestamp_ms is not None and record.timestamp_ms < chunk.since_ms:
                 continue
             admitted = self._admit(chunk.job.stream, record)
-            if isinstance(admitted, _Refusal):
+            if isinstance(admitted, Refusal):
                 continue
             row, areas = admitted
-            outcome = _evaluate(delivery, row, areas, _OptOutCheck(self.opted_out, row))
+            outcome = evaluate(delivery, row, areas, OptOutCheck(self.opted_out, row))
             if isinstance(outcome, Shape):
                 source = f"{record.topic}/{record.partition}/{record.offset}".encode()
                 self._place(delivery, record, source, outcome(row), ((BACKFILL_HEADER, grant),))
@@ -387,20 +341,20 @@ class Gate:
     def _route(self, record: Record) -> None:
         stream = self._stream_of[record.topic]
         admitted = self._admit(stream, record)
-        if isinstance(admitted, _Refusal):
+        if isinstance(admitted, Refusal):
             self._send_quarantine(stream, record, admitted.reasons, admitted.extra)
             self._tally[(stream, "quarantined")] += 1
             return
         value, areas = admitted
         source = f"{record.topic}/{record.partition}/{record.offset}".encode()
         delivered = refused = withheld = 0
-        opt_out = _OptOutCheck(self.opted_out, value)
+        opt_out = OptOutCheck(self.opted_out, value)
         encoded: dict[tuple[str, str], bytes] = {}  # this record's bodies, by schema form and shape
         for delivery in self.deliveries.get(stream, ()):
-            outcome = _evaluate(delivery, value, areas, opt_out)
+            outcome = evaluate(delivery, value, areas, opt_out)
             if outcome is None:
                 continue
-            if isinstance(outcome, _Withheld):
+            if isinstance(outcome, Withheld):
                 self._withhold(stream, record, delivery.plan, outcome.why)
                 withheld += 1
                 continue
@@ -416,23 +370,23 @@ class Gate:
         if delivered or not (refused or withheld):  # a row only refused or withheld is counted as such, per plan
             self._tally[(stream, "delivered" if delivered else "no-subscriber")] += 1
 
-    def _admit(self, stream: str, record: Record) -> tuple[Mapping[str, Any], frozenset[str]] | _Refusal:
+    def _admit(self, stream: str, record: Record) -> tuple[Mapping[str, Any], frozenset[str]] | Refusal:
         """The decoded row and the areas it lies in, or why it goes to quarantine instead."""
         try:
             value = self._decode[stream](record.value, SerializationContext(record.topic))
         except SerdeError as exc:
-            return _Refusal.one(AVRO_DECODE, "", str(exc))
+            return Refusal.one(AVRO_DECODE, "", str(exc))
         if value is None:
-            return _Refusal.one(AVRO_DECODE, "", "the record has no value")
+            return Refusal.one(AVRO_DECODE, "", "the record has no value")
         areas = resolve_areas(value, self._jurisdiction[stream], self._p.la_table, self._residence(stream, value))
         if isinstance(areas, Unresolved):
             extra = {"candidates": list(areas.candidates)} if areas.candidates else {}
-            return _Refusal.one(UNRESOLVED, areas.field, areas.reason, extra)
+            return Refusal.one(UNRESOLVED, areas.field, areas.reason, extra)
         # The ingest API's field rules again: a publisher's own Kafka client writes ingest topics directly, and
         # nothing reaches a subscriber that the API would have refused. After the jurisdiction, so that a row two
         # councils could claim still goes to quarantine as such and both are told.
         if problems := validate_record(self._p.schemas[stream], value, self._clock().date(), self._p.la_table):
-            return _Refusal([{"field": p.field, "rule": p.rule, "message": p.message} for p in problems], {})
+            return Refusal([{"field": p.field, "rule": p.rule, "message": p.message} for p in problems], {})
         return value, areas
 
     def _place(self, delivery: Delivery, record: Record, source: bytes, shaped: dict[str, Any],
@@ -542,79 +496,9 @@ class Gate:
                                      "applied_ms": applied_ms, "deliveries": plans})
 
 
-Cell = tuple[Record, bytes, dict[str, Any], tuple[tuple[str, bytes], ...]]  # a row, its source, shaped, headers
-
-
-class Cells:
-    """A batch's cells for suppressed deliveries, grouped by delivery topic and table key, in arrival order."""
-
-    def __init__(self) -> None:
-        self._tables: dict[tuple[str, Any], tuple[Delivery, list[Cell]]] = {}
-
-    def add(self, delivery: Delivery, record: Record, source: bytes, shaped: dict[str, Any],
-            extra: Sequence[tuple[str, bytes]] = ()) -> None:
-        assert delivery.suppression is not None
-        key = (delivery.topic, delivery.suppression.table_key(shaped))
-        self._tables.setdefault(key, (delivery, []))[1].append((record, source, shaped, tuple(extra)))
-
-    def tables(self) -> list[tuple[Delivery, list[Cell]]]:
-        return list(self._tables.values())
-
-    def clear(self) -> None:
-        self._tables.clear()
-
-
-class _OptOutCheck:
-    """Whether the opt-out withholds one row, worked out (one HMAC) only if a plan it applies to asks, and once."""
-
-    def __init__(self, opted_out: OptOutList, value: Mapping[str, Any]) -> None:
-        self._opted_out, self._value = opted_out, value
-        self._checked = False
-        self._why: str | None = None
-
-    def why(self) -> str | None:
-        # A stream without an NHS number field names no patient: the catalog never applies the opt-out to it.
-        if not self._checked and NHS_NUMBER_FIELD in self._value:
-            self._why = self._opted_out.withholds(self._value.get(NHS_NUMBER_FIELD))
-        self._checked = True
-        return self._why
-
-
-@dataclass(frozen=True)
-class _Refusal:
-    """Why a row goes to quarantine rather than to any subscriber."""
-
-    reasons: list[dict[str, str]]
-    extra: Mapping[str, Any]
-
-    @classmethod
-    def one(cls, rule: str, field: str, message: str, extra: Mapping[str, Any] | None = None) -> _Refusal:
-        return cls([{"field": field, "rule": rule, "message": message}], extra or {})
-
-
-@dataclass(frozen=True)
-class _Withheld:
-    """The National Data Opt-out keeps the row from this plan's subscriber."""
-
-    why: str
-
-
-def _evaluate(delivery: Delivery, value: Mapping[str, Any], areas: frozenset[str],
-              opt_out: _OptOutCheck) -> Shape | list[str] | _Withheld | None:
-    """A row under one plan: the shape it is delivered in, the required fields it misses, the opt-out withholding
-    it, or None (not in the plan's rows)."""
-    if areas.isdisjoint(delivery.areas):
-        return None
-    # Which fields, and how, depends on which of the plan's scopes (agreements' areas) the row lies in.
-    shape = delivery.project.shape(areas)
-    if shape is None:
-        return None
-    if delivery.plan.opt_out and (why := opt_out.why()) is not None:
-        return _Withheld(why)
-    if missing := [name for name in delivery.plan.required if is_blank(value.get(name))]:
-        return missing
-    return shape
-
-
 def _log_error(exc: Exception) -> None:
     log.error("gate batch failed, will retry: %s", exc)
+
+
+__all__ = ["AuditAppender", "ControlSource", "Gate", "GateCounters", "GateParts", "OptOutSource", "Stage",
+           "StatusSink", "TransactionBounds", "WithheldCounter"]

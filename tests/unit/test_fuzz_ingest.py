@@ -43,6 +43,10 @@ def _valid_json(field: dict[str, Any], required: bool) -> Any:
         if not required:
             return None
         kind = next(branch for branch in kind if branch != "null")
+    if field.get("accord.format") == "nhs-number":
+        return "9434765919"
+    if "accord.codes" in field:
+        return field["accord.codes"][0]
     tag = next((tag for tag in field.get("accord.tags", []) if tag in TAGGED), None)
     if tag is not None:
         return TAGGED[tag]
@@ -68,7 +72,8 @@ STRINGS = [
     *TAGGED.values(), *SYMBOLS, "E06000016", "E99999999", "e07000130", "GIR 0AA", "SW1A1AA", "", " ", "\u202e",
     "\ufeff", "\x00", "\ud800", "a\udfffb", "2020-06-26", "2020-06-27", "0001-01-01", "9999-12-31", "2020-02-30",
     "+10000-01-01", "2020-06-26T09:00:00Z", "2020-06-26T09:00:00", "2020-06-27T00:00:00+00:00",
-    "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-23:59", "2020-06-26T24:00:00Z", "NaN", "x" * 500,
+    "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-23:59", "2020-06-26T24:00:00Z", "NaN", "x" * 500, "x" * 1001,
+    "9434765919", "9434765918", "943 476 5919", "99", "A", "I",
 ]
 JSON_SCALARS = (st.none() | st.booleans() | st.integers() | st.integers(min_value=2**31 - 2, max_value=2**80)
                 | st.floats() | st.text(max_size=12) | st.sampled_from(STRINGS)

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from broker.adapters.registry_memory import InMemorySchemaRegistry
 from broker.domain.geography_files import load_la_table
+from broker.domain.messages import Outgoing
 from broker.domain.topics import ingest_topic
 from broker.domain.validation import EXCERPT_MAX, validate_record
 from broker.domain.wire import frame
@@ -128,6 +129,9 @@ class MemoryLog:
         assert isinstance(value, bytes) and all(isinstance(header, bytes) for _, header in headers)
         self.sent.setdefault(topic, []).append((value, key, headers))
         return 0, len(self.sent[topic]) - 1
+
+    def publish_all(self, records: Sequence[Outgoing]) -> list[tuple[int, int]]:
+        return [self.publish(r.topic, r.value, r.key, r.headers) for r in records]
 
 
 def _ingest() -> tuple[Ingest, MemoryLog, InMemorySchemaRegistry]:

@@ -106,9 +106,9 @@ class KafkaIngestRequests:
         self._catch_up(timeout_s)
 
     def publish_once(self, key: str, digest: str, records: Sequence[Outgoing], answer: Answer,
-                     timeout_s: float = 30.0) -> tuple[str, dict[str, Any]]:
-        """(digest, answer) stored for `key`: found, nothing is published; else `records` are published and
-        `answer(their positions)` is stored with `digest`, in one transaction."""
+                     timeout_s: float = 30.0) -> tuple[str, dict[str, Any], bool]:
+        """(digest, answer, published) for `key`: stored before, nothing is published (False); else `records` are
+        published and `answer(their positions)` is stored with `digest`, in one transaction (True)."""
         self.start(timeout_s)
         slot = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % self._slots
         with self._locks[slot]:
@@ -119,7 +119,7 @@ class KafkaIngestRequests:
                     with self._cond:
                         found = self._entries.get(key)
                     if found is not None:
-                        return found
+                        return (*found, False)
                     stored = self._commit(producer, key, digest, records, answer, timeout_s)
                 except KafkaError as exc:
                     fenced = is_fenced(producer, exc)
@@ -130,7 +130,7 @@ class KafkaIngestRequests:
                     continue
                 with self._cond:
                     self._entries.setdefault(key, stored)
-                return stored
+                return (*stored, True)
         raise ServiceError(f"publishing a keyed request failed: fenced {ATTEMPTS} times by other API instances")
 
     def _commit(self, producer: KafkaProducer, key: str, digest: str, records: Sequence[Outgoing], answer: Answer,

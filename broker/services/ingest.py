@@ -41,9 +41,10 @@ class RequestLedger(Protocol):
     """Publishes a keyed request's records at most once, across retries, restarts and API instances."""
 
     def publish_once(self, key: str, digest: str, records: Sequence[Outgoing],
-                     answer: Callable[[list[tuple[int, int]]], dict[str, Any]]) -> tuple[str, dict[str, Any]]:
-        """The (digest, answer) stored for `key`; if none, publish `records` and store `answer(their positions)`
-        with `digest` in the same transaction."""
+                     answer: Callable[[list[tuple[int, int]]], dict[str, Any]]) -> tuple[str, dict[str, Any], bool]:
+        """The (digest, answer) stored for `key` and False; if none, publish `records`, store `answer(their
+        positions)` with `digest` in the same transaction, and True. `answer` may run for attempts that are then
+        rolled back (another instance won the key): only the committed one counts."""
 
 
 # Ingest topics are where gate workers share the work: one partition per worker at most.
@@ -129,20 +130,20 @@ class Ingest:
         header = ((REQUEST_KEY_HEADER, once.key.encode()),)
         prepared = [(index, replace(outgoing, headers=outgoing.headers + header), reasons)
                     for index, outgoing, reasons in self._prepare(stream, records, source)]
-        made: list[list[Outcome]] = []
+        made: list[Outcome] = []
 
         def first_answer(positions: list[tuple[int, int]]) -> dict[str, Any]:
-            made.append(_outcomes(prepared, positions))
-            return answer(made[0])
+            made[:] = _outcomes(prepared, positions)
+            return answer(made)
 
-        digest, answered = self._requests.publish_once(once.scoped(stream), once.digest,
-                                                        [outgoing for _, outgoing, _ in prepared], first_answer)
+        digest, answered, published = self._requests.publish_once(
+            once.scoped(stream), once.digest, [outgoing for _, outgoing, _ in prepared], first_answer)
         if digest != once.digest:
             raise IdempotencyConflict(f"Idempotency-Key {once.key!r} was used for a different request body on "
                                       f"{stream}; nothing was published again: use a new key for a new request")
-        if made:
-            self._count_all(stream, made[0])
-        return answered, not made
+        if published:
+            self._count_all(stream, made)
+        return answered, not published
 
     def _prepare(self, stream: str, records: Sequence[Any],
                  source: str) -> list[tuple[int, Outgoing, tuple[Violation, ...]]]:

@@ -31,7 +31,8 @@ class MemoryRequestLedger:
         self.entries: dict[str, tuple[str, dict[str, Any]]] = {}
 
     def publish_once(self, key: str, digest: str, records: Sequence[Outgoing],
-                     answer: Callable[[list[tuple[int, int]]], dict[str, Any]]) -> tuple[str, dict[str, Any]]:
-        if key not in self.entries:
-            self.entries[key] = (digest, answer(self.log.publish_all(records)))
-        return self.entries[key]
+                     answer: Callable[[list[tuple[int, int]]], dict[str, Any]]) -> tuple[str, dict[str, Any], bool]:
+        if key in self.entries:
+            return (*self.entries[key], False)
+        self.entries[key] = (digest, answer(self.log.publish_all(records)))
+        return (*self.entries[key], True)

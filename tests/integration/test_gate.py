@@ -116,7 +116,7 @@ def test_a_national_day_over_every_english_authority_reaches_each_council_exactl
     cases = national_day(specimen_day(), load_la_table(), prefix=prefix)
     assert len({case["ltla"] for case in cases}) == len(cases) == 296
     for n, case in enumerate(cases):
-        case["nhs_number"] = f"998{n:07d}"  # Nottinghamshire's agreement requires one
+        case["nhs_number"] = nhs_number(n)  # Nottinghamshire's agreement requires one
     deliveries = {d.topic: d for d in gate.gate.deliveries[T1]}
     start, since = end_offsets(services.kafka, sorted(deliveries)), end_positions(services.kafka, [ingest_topic(T1)])
     sources = _publish(services, cases)                                   # validated ingest: all 296 accepted

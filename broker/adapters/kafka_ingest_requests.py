@@ -44,6 +44,7 @@ from broker.errors import ServiceError
 
 KEY_RETENTION_MS = 7 * 24 * 3600 * 1000
 SLOTS = 8
+FOLLOW_FETCH_WAIT_MS = 20
 ATTEMPTS = 10
 STORED_MAX_BYTES = 900_000  # a compressed answer above this is stored without its reasons (they are in quarantine)
 Answer = Callable[[list[tuple[int, int]]], dict[str, Any]]
@@ -163,8 +164,11 @@ class KafkaIngestRequests:
             producer.close(timeout=5)
 
     def _reader(self) -> KafkaConsumer:
+        # A keyed request waits for the follower to reach the last stable offset; at the default fetch wait (500 ms)
+        # the broker could hold a fetch that long after a commit made new records readable.
         return KafkaConsumer(**self._kafka.client_options(), client_id=self._client_id, group_id=None,
-                             enable_auto_commit=False, isolation_level="read_committed")
+                             enable_auto_commit=False, isolation_level="read_committed",
+                             fetch_max_wait_ms=FOLLOW_FETCH_WAIT_MS)
 
     def _catch_up(self, timeout_s: float) -> None:
         """Wait until every record committed so far (the last stable offset, read now) is applied."""

@@ -170,7 +170,7 @@ def _request(draw: st.DrawFn) -> tuple[bytes, dict[str, str]]:
         headers["Content-Type"] = draw(st.sampled_from(["text/plain", "application/xml", "", "multipart/form-data",
                                                          "application/json; charset=latin-1", "application/ld+json",
                                                          "text/json", "*/*"]))
-    if draw(st.integers(0, 4)) == 0:
+    if draw(st.integers(0, 9)) == 0:
         headers["Idempotency-Key"] = draw(st.sampled_from(["", " ", "k" * 256, "fuzz"]) | st.text(
             st.characters(min_codepoint=0x21, max_codepoint=0x7e), min_size=1, max_size=40))
     return raw, headers

@@ -4,7 +4,7 @@
 table of before (results in benchmarks/results/geography.json); `python -m benchmarks backfill [N]` only history on a
 new grant (N records replayed, default a million; results in benchmarks/results/backfill.json); `python -m benchmarks
 ingest [N]` only publishing over HTTP against a raw producer (N records, default 20,000; results in
-benchmarks/results/ingest.json).
+benchmarks/results/api-ingest.json).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     summary = {"machine": platform.platform(), "results": results, "wall_s": round(time.monotonic() - start, 1)}
     name = "geography.json" if only_geography else "backfill.json" if only_backfill \
-        else "ingest.json" if only_ingest else "latest.json"
+        else "api-ingest.json" if only_ingest else "latest.json"
     (RESULTS / name).write_text(json.dumps(summary, indent=2))
 
 

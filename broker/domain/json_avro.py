@@ -62,24 +62,39 @@ def _convert(logical: str | None, value: Any) -> Any:
     return value
 
 
+_FIELD_TYPES: dict[int, tuple[Mapping[str, Any], dict[str, tuple[str | None, list[str] | None]]]] = {}
+
+
+def _field_types(schema: Mapping[str, Any]) -> dict[str, tuple[str | None, list[str] | None]]:
+    """Each field's logical type and enum symbols, worked out once per schema (ingest converts every record)."""
+    cached = _FIELD_TYPES.get(id(schema))
+    if cached is not None and cached[0] is schema:
+        return cached[1]
+    found = {f["name"]: (_logical(f["type"]), _symbols(f["type"])) for f in schema.get("fields", [])}
+    if len(_FIELD_TYPES) > 64:
+        _FIELD_TYPES.clear()
+    _FIELD_TYPES[id(schema)] = (schema, found)
+    return found
+
+
 def from_json(schema: Mapping[str, Any], record: Mapping[str, Any]) -> tuple[dict[str, Any], list[Violation]]:
     """The record with ISO dates and timestamps turned into date/datetime; what could not be converted."""
     converted: dict[str, Any] = {}
     problems: list[Violation] = []
-    fields = {f["name"]: f for f in schema.get("fields", [])}
+    fields = _field_types(schema)
     for name, value in record.items():
         if name not in fields:
             shown = utf8_safe(name)
             problems.append(Violation(shown, UNKNOWN_FIELD, f"{shown} is not a field of this stream's schema",
                                       value_excerpt(value)))
             continue
-        symbols = _symbols(fields[name]["type"])
+        logical, symbols = fields[name]
         if symbols is not None and isinstance(value, str) and value not in symbols:
             problems.append(Violation(name, CODE_LIST, f"{name} is not one of its codes ({', '.join(symbols)})",
                                       value_excerpt(value)))
             continue
         try:
-            converted[name] = _convert(_logical(fields[name]["type"]), value)
+            converted[name] = _convert(logical, value)
         except ValueError as exc:
             problems.append(Violation(name, SCHEMA_TYPE, f"{name}: {exc}", value_excerpt(value)))
     return converted, problems

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -53,13 +54,21 @@ async def _json_body(request: Request, limit: int) -> Any:
                               "are allowed")
     try:
         # NaN and Infinity are not JSON; taken in, they would make the quarantine endpoint unable to answer.
-        return json.loads(raw, parse_constant=_not_json)
+        return json.loads(raw, parse_constant=_not_json, parse_float=_finite)
     except ValueError as exc:   # also a JSONDecodeError, a UnicodeDecodeError and Python's int-size limit
         raise BadRequest(422, f"request body is not JSON: {exc}") from exc
 
 
 def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    # 1e999 parses as infinity, which strict JSON cannot carry back out (the quarantine endpoint could not answer).
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text[:40]} is too large")
+    return value
 
 
 def _request_key(request: Request, stream: str, body: Any) -> RequestKey | None:

@@ -16,7 +16,14 @@ from broker.domain.geography import LaTable
 from broker.domain.json_avro import from_json
 from broker.domain.messages import Outgoing
 from broker.domain.topics import ingest_topic, quarantine_topic
-from broker.domain.validation import DEFAULT_MAX_LENGTH, Violation, field_tags, validate_record, value_excerpt
+from broker.domain.validation import (
+    DEFAULT_MAX_LENGTH,
+    Violation,
+    field_tags,
+    utf8_safe,
+    validate_record,
+    value_excerpt,
+)
 from broker.errors import IdempotencyConflict, NotFoundError, SerdeError
 from broker.services.serde import AvroDeserializer, AvroSerializer, SchemaRegistry, SerializationContext
 
@@ -221,8 +228,7 @@ def answer(outcomes: Sequence[Outcome]) -> dict[str, Any]:
 def kept_record(raw: Any) -> Any:
     """The record as its quarantine entry keeps it: whole, but with any text over DEFAULT_MAX_LENGTH characters cut,
     and as a JSON excerpt if it is still larger than KEPT_MAX_CHARACTERS (a quarantine record must fit in Kafka)."""
-    if isinstance(raw, Mapping):
-        raw = {k: _cut(v) for k, v in raw.items()}
+    raw = _cut(raw)
     text = json.dumps(raw, default=str)
     if len(text) <= KEPT_MAX_CHARACTERS:
         return raw
@@ -231,8 +237,16 @@ def kept_record(raw: Any) -> Any:
 
 
 def _cut(value: Any) -> Any:
-    if isinstance(value, str) and len(value) > DEFAULT_MAX_LENGTH:
-        return f"{value[:DEFAULT_MAX_LENGTH]}... ({len(value)} characters)"
+    # Text is also made UTF-8-safe (a lone surrogate written as an escape): read back, the entry must still be
+    # sendable as JSON by the quarantine endpoint and the console.
+    if isinstance(value, str):
+        if len(value) > DEFAULT_MAX_LENGTH:
+            value = f"{value[:DEFAULT_MAX_LENGTH]}... ({len(value)} characters)"
+        return utf8_safe(value)
+    if isinstance(value, Mapping):
+        return {_cut(str(k)): _cut(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_cut(v) for v in value]
     return value
 
 

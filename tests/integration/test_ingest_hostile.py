@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import httpx
 import pytest
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -161,7 +162,9 @@ def _request(draw: st.DrawFn) -> tuple[bytes, dict[str, str]]:
                                            | st.dictionaries(st.text(max_size=8), inner, max_size=3),
                                            max_leaves=8))).encode()
     elif kind == "bytes":
-        raw = draw(st.binary(max_size=300))
+        raw = draw(st.binary(max_size=300) | st.sampled_from([
+            b'{"records": [{"name": 1e999}]}', b'{"records": [{"dob": -1e999}]}', b'{"records": [{"name": "\\ud800"}]}',
+            b'{"records": [{"\\udfff": 1}]}', b'\xef\xbb\xbf{"records": []}', b'{"records": [], "records": 1}']))
     elif kind == "deep":
         depth, opener = draw(st.integers(1, 3_000)), draw(st.sampled_from([b"[", b'{"a":']))
         raw = b'{"records": ' + opener * depth + (b"]" if opener == b"[" else b"}") * depth + b"}"
@@ -218,6 +221,11 @@ def test_no_generated_body_gets_a_5xx(app: FastAPI) -> None:
             _check(raw, headers, response)
 
     no_5xx()
+    # What the bodies left in the quarantine can still be read back as strict JSON (the endpoint and the console).
+    with TestClient(app) as client:
+        quarantine = client.get(f"/streams/{STREAM}/quarantine", params={"limit": 100_000}, headers=_ukhsa())
+    assert quarantine.status_code == 200, quarantine.text[:300]
+    assert quarantine.json()["entries"], "the refused records are in the quarantine"
     print(f"\nhostile publish bodies: {sum(statuses.values())} ({dict(sorted(statuses.items()))})")
     assert sum(statuses.values()) >= EXAMPLES * BODIES_PER_EXAMPLE == 10_000
     assert {200, 400, 415} <= set(statuses), "both the accepting and the refusing paths were reached"

@@ -4,6 +4,7 @@ with another body is a conflict; records of one request go to the log as one bat
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import pytest
@@ -74,3 +75,9 @@ def test_a_record_with_many_problems_keeps_twenty_reasons() -> None:
     assert len(outcome.reasons) == 20
     assert (outcome.reasons[-1].rule, outcome.reasons[-1].message) == (
         "too-many-problems", "and 31 more problems in this record")
+
+
+def test_a_quarantined_record_can_be_sent_back_as_strict_json() -> None:
+    kept = kept_record({"name": "Ann\ud800", "\udfff": ["x\ud800"], "n": 1.5})
+    text = json.dumps(kept, ensure_ascii=False, allow_nan=False).encode("utf-8")  # what the API sends
+    assert json.loads(text) == {"name": "Ann\\ud800", "\\udfff": ["x\\ud800"], "n": 1.5}

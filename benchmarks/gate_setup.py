@@ -22,7 +22,7 @@ from broker.adapters.opa import OpaPolicyEngine
 from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.catalog import load_and_compile
 from broker.config import Settings
-from broker.demo.synthetic import PLACES, spread
+from broker.demo.synthetic import PLACES, nhs_number, spread
 from broker.domain.geography import LaTable
 from broker.domain.geography_files import load_la_table
 from broker.domain.ladder import Actor
@@ -198,7 +198,7 @@ def encoded_cases(bench: Bench, n: int, prefix: str, seed: int = 2020) -> list[t
         ctx = SerializationContext(INGEST)
         out = []
         for i, case in enumerate(spread(day, n, list(COUNCILS.values()), prefix=prefix, seed=seed)):
-            payload = encode({**case, "nhs_number": case["nhs_number"] or f"998{i:07d}"}, ctx)
+            payload = encode({**case, "nhs_number": case["nhs_number"] or nhs_number(i)}, ctx)
             assert payload is not None
             out.append((case["utla"].encode(), payload))
         return out

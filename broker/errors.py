@@ -4,6 +4,7 @@
     ├── ConfigError            bad settings or environment (names the variable and the fix)
     ├── SetupError             a toolchain is missing or a fetch/build failed (names what to install)
     ├── NotFoundError          a stream, subject or other named thing does not exist
+    ├── IdempotencyConflict    an idempotency key reused for a different request (answered 409)
     ├── SerdeError             bytes that are not a valid Confluent-framed Avro record,
     │                          or a record that does not fit its schema
     ├── AuditError             the audit trail is malformed or fails verification (names the line or entry)
@@ -35,6 +36,10 @@ class SetupError(AccordError):
 
 class NotFoundError(AccordError):
     """A stream, subject or other named thing does not exist; the message lists what does."""
+
+
+class IdempotencyConflict(AccordError):
+    """A publish request's idempotency key was used before for a different body; nothing was published again."""
 
 
 class ServiceError(AccordError):

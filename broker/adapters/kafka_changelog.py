@@ -149,7 +149,7 @@ class Changelog:
                 producer.commit_transaction()
                 last = max(int(future.get(timeout=timeout_s).offset) for future in futures)
             except KafkaError as exc:
-                fenced = _fenced(producer, exc)
+                fenced = is_fenced(producer, exc)
                 self._give_up_writing()
                 if fenced:
                     raise WriterFenced(f"another writer of {self.topic} took over; nothing was written") from exc
@@ -176,7 +176,7 @@ class Changelog:
                 self._offsets.close()
 
 
-def _fenced(producer: KafkaProducer, exc: KafkaError) -> bool:
+def is_fenced(producer: KafkaProducer, exc: KafkaError) -> bool:
     """Whether another writer took over. kafka-python raises the broker's fencing error as itself from a send, but from
     commit_transaction as a plain KafkaError, once its transaction manager has recorded the fencing as its error."""
     if isinstance(exc, ProducerFencedError | InvalidProducerEpochError):

@@ -9,7 +9,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, TopicAuthorizationFailedError
 
 from broker.adapters.kafka_access import KafkaAccess
-from broker.domain.messages import Record
+from broker.domain.messages import Outgoing, Record
 from broker.errors import DeliveryRefused, ServiceError
 
 
@@ -42,6 +42,18 @@ class KafkaLog:
         except KafkaError as exc:
             raise ServiceError(f"publishing to {topic!r} failed: {exc}") from exc
         return int(result.partition), int(result.offset)
+
+    def publish_all(self, records: Sequence[Outgoing], timeout_s: float = 30.0) -> list[tuple[int, int]]:
+        """Append the records as the producer batches them and wait once for all acknowledgements; returns each
+        one's (partition, offset), in order. The idempotent producer keeps each partition's order across retries."""
+        try:
+            producer = self._producer_or_new()
+            futures = [producer.send(r.topic, value=r.value, key=r.key, headers=list(r.headers)) for r in records]
+            producer.flush(timeout=timeout_s)
+            done = [future.get(timeout=timeout_s) for future in futures]
+        except KafkaError as exc:
+            raise ServiceError(f"publishing {len(records)} records failed: {exc}") from exc
+        return [(int(meta.partition), int(meta.offset)) for meta in done]
 
     def read(
         self, topic: str, max_records: int, timeout_s: float = 10.0, start_offset: int | Mapping[int, int] = 0,

@@ -7,21 +7,24 @@ reads the quarantine of its own streams only; a subscriber reads only the delive
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from broker.adapters.metrics import PROMETHEUS_TEXT, metrics_text
-from broker.api.auth import Guard, guarded
-from broker.api.bodies import read_limited
+from broker.api.auth import Guard, caller, guarded
+from broker.api.bodies import is_json_media_type, json_depth, read_limited
 from broker.api.deliveries import LiveOptions, add_delivery_routes
 from broker.api.receipts import add_receipt_routes
-from broker.errors import AccordError, NotFoundError
+from broker.errors import AccordError, IdempotencyConflict, NotFoundError
 from broker.services.deliveries import Deliveries
-from broker.services.ingest import Ingest
+from broker.services.ingest import Ingest, RequestKey, answer
 from broker.services.receipts import DeliveryReceipts
 
 QuarantineReader = Callable[[str, int], list[dict[str, Any]]]
@@ -33,17 +36,52 @@ class BadRequest(AccordError):
         self.status = status
 
 
+MAX_JSON_DEPTH = 32          # a publish body nests 3 deep ({"records": [{...}]}); deeper is refused unparsed
+MAX_RECORDS = 10_000         # per publish request
+MAX_IDEMPOTENCY_KEY = 255    # characters, printable ASCII
+IDEMPOTENCY_KEY = "Idempotency-Key"
+
+
 async def _json_body(request: Request, limit: int) -> Any:
+    if not is_json_media_type(request.headers.get("content-type")):
+        raise BadRequest(415, f"the body must be JSON (Content-Type: application/json), not "
+                              f"{request.headers['content-type'][:100]!r}")
     raw = await read_limited(request, limit, lambda message: BadRequest(413, message))
+    depth = json_depth(raw)
+    if depth > MAX_JSON_DEPTH:
+        # Parsed, this would exhaust Python's recursion limit (a RecursionError, answered 500).
+        raise BadRequest(400, f"the body nests arrays and objects {depth} levels deep; at most {MAX_JSON_DEPTH} "
+                              "are allowed")
     try:
         # NaN and Infinity are not JSON; taken in, they would make the quarantine endpoint unable to answer.
-        return json.loads(raw, parse_constant=_not_json)
+        return json.loads(raw, parse_constant=_not_json, parse_float=_finite)
     except ValueError as exc:   # also a JSONDecodeError, a UnicodeDecodeError and Python's int-size limit
         raise BadRequest(422, f"request body is not JSON: {exc}") from exc
 
 
 def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    # 1e999 parses as infinity, which strict JSON cannot carry back out (the quarantine endpoint could not answer).
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text[:40]} is too large")
+    return value
+
+
+def _request_key(request: Request, stream: str, body: Any) -> RequestKey | None:
+    """The request's Idempotency-Key (if any) for its publisher, with a digest of the body as parsed, so that a
+    retry serialised with other spacing or key order is still the same request."""
+    key = request.headers.get(IDEMPOTENCY_KEY)
+    if key is None:
+        return None
+    if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY or not all(" " <= c <= "~" for c in key):
+        raise BadRequest(400, f"{IDEMPOTENCY_KEY} must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters "
+                              "(a UUID is a good choice)")
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return RequestKey(key, caller(request).body, hashlib.sha256(canonical).hexdigest())
 
 
 def create_api_app(ingest: Ingest, read_quarantine: QuarantineReader, max_body_bytes: int = 1_048_576, *,
@@ -58,6 +96,10 @@ def create_api_app(ingest: Ingest, read_quarantine: QuarantineReader, max_body_b
     async def not_found(_: Request, exc: NotFoundError) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=404)
 
+    @app.exception_handler(IdempotencyConflict)
+    async def conflict(_: Request, exc: IdempotencyConflict) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=409)
+
     @app.exception_handler(BadRequest)
     async def bad_request(_: Request, exc: BadRequest) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=exc.status)
@@ -71,19 +113,25 @@ def create_api_app(ingest: Ingest, read_quarantine: QuarantineReader, max_body_b
         return Response(metrics_text(), media_type=PROMETHEUS_TEXT)
 
     @app.post("/streams/{stream}/records")
-    async def publish(stream: str, request: Request) -> dict[str, Any]:
-        """Publish records (JSON, dates as ISO strings); each is accepted or quarantined with reasons."""
+    async def publish(stream: str, request: Request) -> JSONResponse:
+        """Publish records (JSON, dates as ISO strings); each is accepted or quarantined with reasons.
+
+        With an `Idempotency-Key` header, a retry of the same request (same key, same body) publishes nothing again
+        and gets the first answer (header `Idempotent-Replayed: true`), also from another API instance or after a
+        restart; the same key with a different body is refused (409)."""
         ingest.schema(stream)
         body = await _json_body(request, max_body_bytes)
         records = body.get("records") if isinstance(body, dict) else None
         if not isinstance(records, list):
             raise BadRequest(422, 'the body must be {"records": [ ... ]}')
-        outcomes = ingest.publish(stream, records)
-        return {
-            "accepted": sum(o.status == "accepted" for o in outcomes),
-            "quarantined": sum(o.status == "quarantined" for o in outcomes),
-            "outcomes": [o.as_json() for o in outcomes],
-        }
+        if len(records) > MAX_RECORDS:
+            raise BadRequest(413, f"{len(records)} records in one request; at most {MAX_RECORDS} are allowed")
+        once = _request_key(request, stream, body)
+        if once is None:
+            outcomes = await run_in_threadpool(ingest.publish, stream, records)
+            return JSONResponse(answer(outcomes))
+        answered, replayed = await run_in_threadpool(ingest.publish_once, stream, records, once)
+        return JSONResponse(answered, headers={"Idempotent-Replayed": "true"} if replayed else {})
 
     @app.get("/streams/{stream}/quarantine")
     def quarantine(stream: str, limit: int = 100) -> dict[str, Any]:

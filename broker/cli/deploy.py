@@ -25,12 +25,14 @@ def internal_topics() -> dict[str, dict[str, str]]:
     from broker.adapters.kafka_admin import CHANGELOG_TOPIC_CONFIG, TRAIL_TOPIC_CONFIG
     from broker.adapters.kafka_control import CONTROL_TOPIC_CONFIG, OPTOUT_TOPIC_CONFIG, STATUS_TOPIC_CONFIG
     from broker.adapters.kafka_history import BACKFILL_TOPIC_CONFIG
+    from broker.adapters.kafka_ingest_requests import INGEST_REQUESTS_TOPIC_CONFIG
     from broker.domain import topics
 
     return {topics.CONTROL_TOPIC: CONTROL_TOPIC_CONFIG, topics.STATUS_TOPIC: STATUS_TOPIC_CONFIG,
             topics.GOVERNANCE_TOPIC: TRAIL_TOPIC_CONFIG, topics.AUDIT_TOPIC: TRAIL_TOPIC_CONFIG,
             topics.CHAIN_TOPIC: TRAIL_TOPIC_CONFIG, topics.SCHEMAS_TOPIC: CHANGELOG_TOPIC_CONFIG,
-            topics.OPTOUT_TOPIC: OPTOUT_TOPIC_CONFIG, topics.BACKFILL_TOPIC: BACKFILL_TOPIC_CONFIG}
+            topics.OPTOUT_TOPIC: OPTOUT_TOPIC_CONFIG, topics.BACKFILL_TOPIC: BACKFILL_TOPIC_CONFIG,
+            topics.INGEST_REQUESTS_TOPIC: INGEST_REQUESTS_TOPIC_CONFIG}
 
 
 def render_k8s(document: dict[str, Any], cluster: str = "accord", namespace: str = "accord",

@@ -13,6 +13,7 @@ from typing import Any
 
 from broker.domain.geography import COUNTRY_CODES, LaTable
 from broker.domain.geography_files import load_residence
+from broker.domain.optout import check_digit
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,17 @@ INWARD_LETTERS = "ABDEFGHJLNPQRSTUWXYZ"
 ETHNICITY = ("A", "B", "C", "D", "H", "J", "K", "M", "N", "R", "S", "Z", None)
 
 
+def nhs_number(base: int) -> str:
+    """A valid NHS number (modulus 11 check digit) in the 999 range NHS England keeps for testing; distinct for
+    distinct `base` below 100,000."""
+    for last in "01":  # at most one of two neighbouring first-nine digits has no check digit
+        first_nine = f"999{base % 100_000:05d}{last}"
+        digit = check_digit(first_nine)
+        if digit is not None:
+            return f"{first_nine}{digit}"
+    raise AssertionError("unreachable: one of two neighbours always has a check digit")
+
+
 def positive_tests(day: dt.date, per_place: dict[str, int], prefix: str = "SYN", seed: int = 2020
                    ) -> list[dict[str, Any]]:
     """`per_place[name]` cases per place, specimens taken on `day` (at least a day ago), in a fixed shuffled order."""
@@ -68,7 +80,7 @@ def _cases(rng: random.Random, place: Place, day: dt.date, count: int, prefix: s
         outward = rng.choice(place.outward)
         yield {
             "specimen_id": f"{prefix}-{place.name.upper()}-{day:%Y%m%d}-{n:06d}",
-            "nhs_number": f"999{rng.randint(0, 9_999_999):07d}" if rng.random() < 0.9 else None,
+            "nhs_number": nhs_number(rng.randint(0, 9_999_999)) if rng.random() < 0.9 else None,
             "name": f"{rng.choice(FIRST)} {rng.choice(LAST)}",
             "dob": born,
             "sex": rng.choice(("FEMALE", "MALE", "FEMALE", "MALE", "UNKNOWN")),
@@ -112,7 +124,7 @@ def shielded_patients(day: dt.date, per_place: dict[str, int], seed: int = 2020)
     """T3 entries of the Shielded Patient List, added on `day` (at least a day ago); some have no phone."""
     rng = random.Random(seed)
     return [{
-        "nhs_number": f"999{rng.randint(0, 9_999_999):07d}",
+        "nhs_number": nhs_number(rng.randint(0, 9_999_999)),
         "name": f"{rng.choice(FIRST)} {rng.choice(LAST)}",
         "dob": day - dt.timedelta(days=rng.randint(18 * 365, 95 * 365)),
         "address": f"{rng.randint(1, 200)} {rng.choice(STREETS)}, {place.name.title()}",

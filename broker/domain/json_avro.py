@@ -7,11 +7,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from broker.domain.validation import Violation, utf8_safe, value_excerpt
+from broker.domain.validation import CODE_LIST, Violation, utf8_safe, value_excerpt
 
 SCHEMA_TYPE = "schema-type"
 UNKNOWN_FIELD = "unknown-field"
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _TIMESTAMP_UNITS = {"timestamp-millis": "milliseconds", "timestamp-micros": "microseconds"}
 _OUT_OF_RANGE = "is outside the years 1 to 9999 (UTC), so Accord could not read it back from the ingest topic"
 
@@ -28,12 +27,25 @@ def _logical(field_type: Any) -> str | None:
     return None
 
 
+def _symbols(field_type: Any) -> list[str] | None:
+    """The symbols of an enum type (or of the enum branch of a union), None for any other type."""
+    if isinstance(field_type, dict) and field_type.get("type") == "enum":
+        return [str(symbol) for symbol in field_type.get("symbols", [])]
+    if isinstance(field_type, list):
+        found = [s for s in (_symbols(branch) for branch in field_type) if s is not None]
+        return found[0] if found else None
+    return None
+
+
 def _convert(logical: str | None, value: Any) -> Any:
     if isinstance(value, str):
         # JSON can carry a lone surrogate (\ud800) that no UTF-8 encoder, Avro's included, will write.
         utf8_safe(value, strict=True)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return _check_in_range(logical, value)
+    if isinstance(value, int) and logical in ("date", *_TIMESTAMP_UNITS):
+        # JSON has no date type: a number here is a mistake far more often than days or milliseconds since 1970.
+        example = "2020-06-22" if logical == "date" else "2020-06-22T09:00:00Z"
+        raise ValueError(f"{'a date' if logical == 'date' else 'a timestamp'} is written as an ISO 8601 string "
+                         f"such as {example}, not as a number")
     if value is None or logical is None or not isinstance(value, str):
         return value
     if logical == "date":
@@ -50,31 +62,39 @@ def _convert(logical: str | None, value: Any) -> Any:
     return value
 
 
-def _check_in_range(logical: str | None, value: int) -> int:
-    """A number for a date (days) or a timestamp (ms or us since 1970), refused if it falls outside Python's dates."""
-    try:
-        if logical == "date":
-            _EPOCH.date() + dt.timedelta(days=value)
-        elif logical in _TIMESTAMP_UNITS:
-            _EPOCH + dt.timedelta(**{_TIMESTAMP_UNITS[logical]: value})
-    except OverflowError:
-        raise ValueError(f"{value} {_OUT_OF_RANGE}") from None
-    return value
+_FIELD_TYPES: dict[int, tuple[Mapping[str, Any], dict[str, tuple[str | None, list[str] | None]]]] = {}
+
+
+def _field_types(schema: Mapping[str, Any]) -> dict[str, tuple[str | None, list[str] | None]]:
+    """Each field's logical type and enum symbols, worked out once per schema (ingest converts every record)."""
+    cached = _FIELD_TYPES.get(id(schema))
+    if cached is not None and cached[0] is schema:
+        return cached[1]
+    found = {f["name"]: (_logical(f["type"]), _symbols(f["type"])) for f in schema.get("fields", [])}
+    if len(_FIELD_TYPES) > 64:
+        _FIELD_TYPES.clear()
+    _FIELD_TYPES[id(schema)] = (schema, found)
+    return found
 
 
 def from_json(schema: Mapping[str, Any], record: Mapping[str, Any]) -> tuple[dict[str, Any], list[Violation]]:
     """The record with ISO dates and timestamps turned into date/datetime; what could not be converted."""
     converted: dict[str, Any] = {}
     problems: list[Violation] = []
-    fields = {f["name"]: f for f in schema.get("fields", [])}
+    fields = _field_types(schema)
     for name, value in record.items():
         if name not in fields:
             shown = utf8_safe(name)
             problems.append(Violation(shown, UNKNOWN_FIELD, f"{shown} is not a field of this stream's schema",
                                       value_excerpt(value)))
             continue
+        logical, symbols = fields[name]
+        if symbols is not None and isinstance(value, str) and value not in symbols:
+            problems.append(Violation(name, CODE_LIST, f"{name} is not one of its codes ({', '.join(symbols)})",
+                                      value_excerpt(value)))
+            continue
         try:
-            converted[name] = _convert(_logical(fields[name]["type"]), value)
+            converted[name] = _convert(logical, value)
         except ValueError as exc:
             problems.append(Violation(name, SCHEMA_TYPE, f"{name}: {exc}", value_excerpt(value)))
     return converted, problems

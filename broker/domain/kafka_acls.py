@@ -36,6 +36,7 @@ from broker.domain.topics import (
     DELIVER_PREFIX,
     GOVERNANCE_TOPIC,
     INGEST_PREFIX,
+    INGEST_REQUESTS_TOPIC,
     OPTOUT_TOPIC,
     QUARANTINE_PREFIX,
     SCHEMAS_TOPIC,
@@ -54,6 +55,7 @@ SERVICE_USERS: Mapping[str, str] = {
 }
 SERVICE_PREFIX = "accord."
 CLUSTER_NAME = "kafka-cluster"  # the one name Kafka gives its cluster resource in ACLs
+INGEST_TRANSACTIONAL_PREFIX = "accord-ingest-"  # the API's writers of keyed (idempotent) publish requests
 # Ids as broker/domain/plans.py holds them (the catalog's are narrower: kebab-case). Neither holds a dot, so
 # `<body>.<role>` names exactly one role of one body, and a role's topic prefix `deliver.<body>.<role>.` reaches no
 # other role's; nor a comma or `=`, the two characters a SCRAM user name has to escape (RFC 5802, saslname).
@@ -144,7 +146,7 @@ def service_bindings() -> list[Binding]:
     for user, prefixes in {
         gate: (INGEST_PREFIX, QUARANTINE_PREFIX, DELIVER_PREFIX, CONTROL_TOPIC, STATUS_TOPIC, AUDIT_TOPIC,
                BACKFILL_TOPIC),
-        api: (INGEST_PREFIX, QUARANTINE_PREFIX, AUDIT_TOPIC),
+        api: (INGEST_PREFIX, QUARANTINE_PREFIX, AUDIT_TOPIC, INGEST_REQUESTS_TOPIC),
         registry: (SCHEMAS_TOPIC,),
         governance: (CONTROL_TOPIC, STATUS_TOPIC, GOVERNANCE_TOPIC, AUDIT_TOPIC),
     }.items():
@@ -166,6 +168,10 @@ def service_bindings() -> list[Binding]:
     out += _allow(api, Resource.TOPIC, INGEST_PREFIX, Op.WRITE)
     out += _allow(api, Resource.TOPIC, QUARANTINE_PREFIX, Op.READ, Op.WRITE)
     out += _allow(api, Resource.TOPIC, AUDIT_TOPIC, Op.WRITE, Op.DESCRIBE, prefixed=False)
+    # Idempotent publishing: the keys already answered, written in one transaction with the records they published,
+    # under transactional ids every API instance shares (so the broker fences a concurrent retry's other writer).
+    out += _allow(api, Resource.TOPIC, INGEST_REQUESTS_TOPIC, Op.READ, Op.WRITE, prefixed=False)
+    out += _allow(api, Resource.TRANSACTIONAL_ID, INGEST_TRANSACTIONAL_PREFIX, Op.WRITE, Op.DESCRIBE)
     # The pull API reads a subscriber's deliveries for it (the topic from the caller's verified token), and the
     # control topic to refuse a right that has ended. A fenced topic's DENY binding refuses this user too.
     out += _allow(api, Resource.TOPIC, DELIVER_PREFIX, Op.READ, Op.DESCRIBE)

@@ -27,6 +27,16 @@ class Record:
 
 
 @dataclass(frozen=True)
+class Outgoing:
+    """One record to append to a topic (what ingest hands its log to publish in a batch)."""
+
+    topic: str
+    value: bytes
+    key: bytes | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(frozen=True)
 class ControlRecord:
     """One entry of the control topic as the broker holds it: the value's bytes (None: the key was tombstoned),
     its headers (the signature, domain/control_signing.py) and its timestamp, which is the broker's append time

@@ -21,6 +21,7 @@ AUDIT_TOPIC = f"{INTERNAL_PREFIX}audit"              # every decision, batch and
 SCHEMAS_TOPIC = f"{INTERNAL_PREFIX}schemas"          # the schema registry's compacted changelog
 OPTOUT_TOPIC = f"{INTERNAL_PREFIX}optout"            # National Data Opt-out: keyed hashes of NHS numbers, compacted
 BACKFILL_TOPIC = f"{INTERNAL_PREFIX}backfill"        # history on a new grant: boundaries and progress, compacted
+INGEST_REQUESTS_TOPIC = f"{INTERNAL_PREFIX}ingest-requests"  # idempotency keys of publish requests and their answers
 CHAIN_SUFFIX = ".chain"
 
 

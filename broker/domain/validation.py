@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.domain.geography import LSOA_PREFIXES, LTLA_PREFIXES, UTLA_PREFIXES, LaTable, is_well_formed
+from broker.domain.optout import NHS_NUMBER_FIELD, normalise
 
 REQUIRED = "required"
 GSS_FORMAT = "gss-format"
@@ -17,6 +18,17 @@ GSS_RETIRED = "gss-retired"
 UTLA_CONSISTENT = "utla-consistent"
 POSTCODE_FORMAT = "postcode-format"
 DATE_NOT_FUTURE = "date-not-future"
+NHS_NUMBER = "nhs-number"
+CODE_LIST = "code-list"
+MAX_LENGTH = "max-length"
+
+# A field's declared limits in its schema: `accord.max_length` (characters; DEFAULT_MAX_LENGTH when not declared),
+# `accord.codes` (the values a coded string may take) and `accord.format` ("nhs-number").
+MAX_LENGTH_KEY = "accord.max_length"
+CODES_KEY = "accord.codes"
+FORMAT_KEY = "accord.format"
+NHS_NUMBER_FORMAT = "nhs-number"
+DEFAULT_MAX_LENGTH = 1_000
 
 DIRECT_IDENTIFIER = "direct-identifier"
 LTLA_TAG = "geography:ltla"
@@ -62,10 +74,12 @@ def validate_record(
     required = list(schema.get("accord.required", []))
     violations: list[Violation] = []
     checked = [*rows.tags, *(name for name in required if name not in rows.tags)]
+    declared = {field["name"]: field for field in schema.get("fields", [])}
     for name in checked:
         if name in required and is_blank(record.get(name)):
             violations.append(rows.violation(name, REQUIRED, f"{name} is required: give a non-empty value"))
         elif record.get(name) is not None:
+            violations.extend(_check_declared(rows, name, declared.get(name, {})))
             violations.extend(_check_value(rows, name, today, la_table))
     # A code already reported as missing, malformed or unknown has no upper tier worth comparing.
     failed = {v.field for v in violations if v.rule in (REQUIRED, GSS_FORMAT, GSS_KNOWN, GSS_RETIRED)}
@@ -129,6 +143,37 @@ def _check_value(rows: _Row, name: str, today: dt.date, la_table: LaTable) -> It
             yield rows.violation(name, POSTCODE_FORMAT, f"{name} is not a UK postcode such as SW1A 1AA")
     if _is_future(value, today):
         yield rows.violation(name, DATE_NOT_FUTURE, f"{name} is later than {today.isoformat()}: check the clock")
+
+
+def _check_declared(rows: _Row, name: str, field: Mapping[str, Any]) -> Iterator[Violation]:
+    """The limits a schema declares for a string field: its length, its code list, its format."""
+    value = rows.record[name]
+    if not isinstance(value, str):
+        return
+    limit = int(field.get(MAX_LENGTH_KEY, DEFAULT_MAX_LENGTH))
+    if len(value) > limit:
+        yield rows.violation(name, MAX_LENGTH, f"{name} is {len(value)} characters long; at most {limit} are allowed")
+        return  # a value that long is no code and no NHS number either: one reason is enough
+    codes = field.get(CODES_KEY)
+    if codes is not None and value not in codes:
+        yield rows.violation(name, CODE_LIST, f"{name} is not in its code list ({_listed(codes)})")
+    if field.get(FORMAT_KEY) == NHS_NUMBER_FORMAT or name == NHS_NUMBER_FIELD:
+        yield from _check_nhs_number(rows, name, value)
+
+
+def _check_nhs_number(rows: _Row, name: str, value: str) -> Iterator[Violation]:
+    try:
+        digits = normalise(value)
+    except ValueError as exc:  # the message names the fault, never the number
+        yield rows.violation(name, NHS_NUMBER, f"{name} is {exc}")
+        return
+    if digits != value:
+        yield rows.violation(name, NHS_NUMBER, f"{name} must be the 10 digits alone, without spaces or hyphens")
+
+
+def _listed(codes: Any) -> str:
+    shown = [str(code) for code in codes]
+    return ", ".join(shown) if len(shown) <= 20 else ", ".join(shown[:20]) + f" and {len(shown) - 20} more"
 
 
 def _check_gss(rows: _Row, name: str, tag: str, la_table: LaTable) -> Iterator[Violation]:

@@ -14,6 +14,7 @@ from broker.adapters.kafka_admin import create_topics
 from broker.adapters.kafka_control import ControlView
 from broker.adapters.kafka_deliveries import KafkaDeliveryLog
 from broker.adapters.kafka_governance import ensure_audit_topic
+from broker.adapters.kafka_ingest_requests import KafkaIngestRequests
 from broker.adapters.kafka_log import KafkaLog
 from broker.adapters.kafka_receipts import KafkaReceiptAudit, KafkaReceiptKeys
 from broker.adapters.metrics import count_ingest, count_receipt
@@ -54,11 +55,14 @@ def open_ingest(kafka: KafkaAccess, registry_url: str, settings: Settings) -> It
     schemas = load_stream_schemas(settings.schemas_dir)
     ensure_stream_topics(kafka, schemas)
     log = KafkaLog(kafka, client_id="accord-ingest")
+    requests = KafkaIngestRequests(kafka)  # follows the answered keys from the first keyed request on
     registry = HttpSchemaRegistry(registry_url, token=ServiceTokens(settings.secrets_dir, "api"))
     try:
-        yield Ingest(log, registry, schemas, load_la_table(settings.geography_dir), _today, count=count_ingest), log
+        yield Ingest(log, registry, schemas, load_la_table(settings.geography_dir), _today, count=count_ingest,
+                     requests=requests), log
     finally:
         registry.close()
+        requests.close()
         log.close()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -14,18 +14,44 @@ from fastavro.validation import ValidationError, validate
 
 from broker.domain.geography import LaTable
 from broker.domain.json_avro import from_json
+from broker.domain.messages import Outgoing
 from broker.domain.topics import ingest_topic, quarantine_topic
-from broker.domain.validation import Violation, field_tags, validate_record, value_excerpt
-from broker.errors import NotFoundError, SerdeError
+from broker.domain.validation import (
+    DEFAULT_MAX_LENGTH,
+    Violation,
+    field_tags,
+    utf8_safe,
+    validate_record,
+    value_excerpt,
+)
+from broker.errors import IdempotencyConflict, NotFoundError, SerdeError
 from broker.services.serde import AvroDeserializer, AvroSerializer, SchemaRegistry, SerializationContext
 
 SCHEMA_FIT = "schema-fit"
 AVRO_DECODE = "avro-decode"
+TOO_MANY = "too-many-problems"
+MAX_REASONS = 20                 # reasons kept per quarantined record; the last says how many more there were
+KEPT_MAX_CHARACTERS = 65_536     # a quarantined record larger than this is kept as an excerpt
+EXCERPT_CHARACTERS = 4_000
+REQUEST_KEY_HEADER = "accord.request-key"  # on each record a keyed request published: the publisher's key
 
 
 class RecordLog(Protocol):
     def publish(self, topic: str, value: bytes, key: bytes | None = None,
                 headers: Sequence[tuple[str, bytes]] = ()) -> tuple[int, int]: ...
+
+    def publish_all(self, records: Sequence[Outgoing]) -> list[tuple[int, int]]:
+        """Produce as a batch, wait once; each record's (partition, offset) in order."""
+
+
+class RequestLedger(Protocol):
+    """Publishes a keyed request's records at most once, across retries, restarts and API instances."""
+
+    def publish_once(self, key: str, digest: str, records: Sequence[Outgoing],
+                     answer: Callable[[list[tuple[int, int]]], dict[str, Any]]) -> tuple[str, dict[str, Any], bool]:
+        """The (digest, answer) stored for `key` and False; if none, publish `records`, store `answer(their
+        positions)` with `digest` in the same transaction, and True. `answer` may run for attempts that are then
+        rolled back (another instance won the key): only the committed one counts."""
 
 
 # Ingest topics are where gate workers share the work: one partition per worker at most.
@@ -62,8 +88,10 @@ class Ingest:
 
     def __init__(self, log: RecordLog, serializer_registry: SchemaRegistry, schemas: Mapping[str, dict[str, Any]],
                  la_table: LaTable, today: Callable[[], dt.date],
-                 count: Callable[[str, str], None] = lambda stream, outcome: None) -> None:
+                 count: Callable[[str, str], None] = lambda stream, outcome: None,
+                 requests: RequestLedger | None = None) -> None:
         self._log = log
+        self._requests = requests
         self._schemas = dict(schemas)
         self._parsed = {s: parse_schema(json.loads(json.dumps(schema))) for s, schema in self._schemas.items()}
         self._serializers = {s: AvroSerializer(serializer_registry, json.dumps(schema))
@@ -89,22 +117,62 @@ class Ingest:
                     for field, message, masked in _fields_of(errors, schema)]
         return validate_record(schema, record, self._today(), self._la)
 
-    def publish(self, stream: str, records: Sequence[Mapping[str, Any]], source: str = "http") -> list[Outcome]:
+    def publish(self, stream: str, records: Sequence[Any], source: str = "http") -> list[Outcome]:
+        """Each record accepted onto `ingest.<stream>` or quarantined with its reasons, produced as one batch."""
+        prepared = self._prepare(stream, records, source)
+        positions = self._log.publish_all([outgoing for _, outgoing, _ in prepared])
+        outcomes = _outcomes(prepared, positions)
+        self._count_all(stream, outcomes)
+        return outcomes
+
+    def publish_once(self, stream: str, records: Sequence[Any], once: RequestKey,
+                     source: str = "http") -> tuple[dict[str, Any], bool]:
+        """`answer(outcomes)` of the first request made with `once.key`, and whether this call only replayed it.
+
+        The first request's records are published with its answer in one transaction (RequestLedger); a retry
+        publishes nothing and gets the same answer; the key with another body raises IdempotencyConflict.
+        """
+        if self._requests is None:
+            raise IdempotencyConflict("this API was started without idempotent publishing; send no Idempotency-Key")
+        header = ((REQUEST_KEY_HEADER, once.key.encode()),)
+        prepared = [(index, replace(outgoing, headers=outgoing.headers + header), reasons)
+                    for index, outgoing, reasons in self._prepare(stream, records, source)]
+        made: list[Outcome] = []
+
+        def first_answer(positions: list[tuple[int, int]]) -> dict[str, Any]:
+            made[:] = _outcomes(prepared, positions)
+            return answer(made)
+
+        digest, answered, published = self._requests.publish_once(
+            once.scoped(stream), once.digest, [outgoing for _, outgoing, _ in prepared], first_answer)
+        if digest != once.digest:
+            raise IdempotencyConflict(f"Idempotency-Key {once.key!r} was used for a different request body on "
+                                      f"{stream}; nothing was published again: use a new key for a new request")
+        if published:
+            self._count_all(stream, made)
+        return answered, not published
+
+    def _prepare(self, stream: str, records: Sequence[Any],
+                 source: str) -> list[tuple[int, Outgoing, tuple[Violation, ...]]]:
+        """What each record becomes: its Avro bytes for the ingest topic, or its quarantine entry with reasons."""
         schema = self.schema(stream)
-        outcomes = []
+        prepared = []
         for index, raw in enumerate(records):
             record, problems = from_json(schema, raw) if isinstance(raw, Mapping) else ({}, [_not_object(raw)])
             problems = problems or self.violations(stream, record)
             if problems:
-                entry = {"source": {"kind": source, "index": index}, "record": raw}
-                outcomes.append(self._quarantine(stream, index, problems, entry))
+                entry = {"source": {"kind": source, "index": index}, "record": kept_record(raw)}
+                problems = _at_most(problems)
+                prepared.append((index, self._quarantine_record(stream, problems, entry), tuple(problems)))
                 continue
             payload = self._serializers[stream](record, SerializationContext(ingest_topic(stream)))
             assert payload is not None
-            partition, offset = self._log.publish(ingest_topic(stream), payload, key=_key(schema, record))
-            self._count(stream, "accepted")
-            outcomes.append(Outcome(index, "accepted", ingest_topic(stream), partition, offset))
-        return outcomes
+            prepared.append((index, Outgoing(ingest_topic(stream), payload, _key(schema, record)), ()))
+        return prepared
+
+    def _count_all(self, stream: str, outcomes: Sequence[Outcome]) -> None:
+        for outcome in outcomes:
+            self._count(stream, outcome.status)
 
     def screen(self, stream: str, value: bytes | None, partition: int, offset: int) -> Outcome:
         """Check a record already on `ingest.<stream>` (written by a Kafka client); quarantine it if bad."""
@@ -120,16 +188,83 @@ class Ingest:
         return self._quarantine(stream, offset, problems, {"source": source})
 
     def _quarantine(self, stream: str, index: int, problems: list[Violation], entry: dict[str, Any]) -> Outcome:
+        partition, offset = self._log.publish(*_unpacked(self._quarantine_record(stream, problems, entry)))
+        self._count(stream, "quarantined")
+        return Outcome(index, "quarantined", quarantine_topic(stream), partition, offset, tuple(problems))
+
+    @staticmethod
+    def _quarantine_record(stream: str, problems: list[Violation], entry: dict[str, Any]) -> Outgoing:
         body = {"stream": stream, **entry, "reasons": [asdict(p) for p in problems]}
         first = problems[0]
         headers = [("accord.quarantine.rule", first.rule.encode()), ("accord.quarantine.field", first.field.encode()),
                    ("accord.quarantine.reasons", str(len(problems)).encode())]
         if "offset" in entry["source"]:
             headers.append(("accord.quarantine.source-offset", str(entry["source"]["offset"]).encode()))
-        partition, offset = self._log.publish(quarantine_topic(stream), json.dumps(body, default=str).encode(),
-                                              headers=headers)
-        self._count(stream, "quarantined")
-        return Outcome(index, "quarantined", quarantine_topic(stream), partition, offset, tuple(problems))
+        return Outgoing(quarantine_topic(stream), json.dumps(body, default=str).encode(), None, tuple(headers))
+
+
+@dataclass(frozen=True)
+class RequestKey:
+    """A publish request's Idempotency-Key, the publishing body it belongs to, and the digest of its body."""
+
+    key: str
+    publisher: str
+    digest: str
+
+    def scoped(self, stream: str) -> str:
+        # Two publishers (or one publisher's two streams) may pick the same key without meeting.
+        return json.dumps([stream, self.publisher, self.key])
+
+
+def answer(outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    """The API's answer to a publish request: counts, and each record's outcome in order."""
+    return {
+        "accepted": sum(o.status == "accepted" for o in outcomes),
+        "quarantined": sum(o.status == "quarantined" for o in outcomes),
+        "outcomes": [o.as_json() for o in outcomes],
+    }
+
+
+def kept_record(raw: Any) -> Any:
+    """The record as its quarantine entry keeps it: whole, but with any text over DEFAULT_MAX_LENGTH characters cut,
+    and as a JSON excerpt if it is still larger than KEPT_MAX_CHARACTERS (a quarantine record must fit in Kafka)."""
+    raw = _cut(raw)
+    text = json.dumps(raw, default=str)
+    if len(text) <= KEPT_MAX_CHARACTERS:
+        return raw
+    return {"excerpt": text[:EXCERPT_CHARACTERS], "characters": len(text),
+            "note": "the record was too large to keep whole"}
+
+
+def _cut(value: Any) -> Any:
+    # Text is also made UTF-8-safe (a lone surrogate written as an escape): read back, the entry must still be
+    # sendable as JSON by the quarantine endpoint and the console.
+    if isinstance(value, str):
+        if len(value) > DEFAULT_MAX_LENGTH:
+            value = f"{value[:DEFAULT_MAX_LENGTH]}... ({len(value)} characters)"
+        return utf8_safe(value)
+    if isinstance(value, Mapping):
+        return {_cut(str(k)): _cut(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_cut(v) for v in value]
+    return value
+
+
+def _at_most(problems: list[Violation]) -> list[Violation]:
+    if len(problems) <= MAX_REASONS:
+        return problems
+    more = len(problems) - MAX_REASONS + 1
+    return [*problems[:MAX_REASONS - 1], Violation("", TOO_MANY, f"and {more} more problems in this record", "")]
+
+
+def _outcomes(prepared: Sequence[tuple[int, Outgoing, tuple[Violation, ...]]],
+              positions: Sequence[tuple[int, int]]) -> list[Outcome]:
+    return [Outcome(index, "quarantined" if reasons else "accepted", outgoing.topic, partition, offset, reasons)
+            for (index, outgoing, reasons), (partition, offset) in zip(prepared, positions, strict=True)]
+
+
+def _unpacked(outgoing: Outgoing) -> tuple[str, bytes, bytes | None, Sequence[tuple[str, bytes]]]:
+    return outgoing.topic, outgoing.value, outgoing.key, outgoing.headers
 
 
 def _key(schema: Mapping[str, Any], record: Mapping[str, Any]) -> bytes | None:
@@ -145,6 +280,10 @@ def _not_object(raw: object) -> Violation:
 
 
 def _schema_errors(parsed: Any, record: Mapping[str, Any]) -> list[str]:
+    # Asked for its errors, fastavro builds one (serialising the schema) for every union branch a good value does
+    # not take: five times slower on the usual record, so the errors are asked for only when there are some.
+    if validate(dict(record), parsed, raise_errors=False):
+        return []
     try:
         validate(dict(record), parsed, raise_errors=True)
     except ValidationError as exc:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from broker.demo.synthetic import positive_tests
+from broker.demo.synthetic import nhs_number, positive_tests
 from broker.domain.adjudication import Decision, DisputeRequest
 from broker.domain.grant_fields import FieldGrant
 from broker.domain.transforms import age_band, postcode_district
@@ -52,7 +52,7 @@ def test_a_decision_grants_dob_as_an_age_band_and_the_delivery_carries_only_the_
 
     cases = positive_tests(specimen_day(), {"blaby": 3, "charnwood": 1}, prefix="GT")
     for n, published in enumerate(cases):
-        published["nhs_number"] = f"99900077{n:02d}"
+        published["nhs_number"] = nhs_number(7700 + n)
     start = end_offsets(services.kafka, [TOPIC])[TOPIC]
     sources = publish(services, T1, cases)
     got = receiver.records(TOPIC, start, from_sources(sources), want=3)

@@ -25,6 +25,7 @@ from broker.demo.synthetic import positive_tests
 from broker.domain.backfill import BackfillLog, Replay
 from broker.domain.geography_files import load_la_table
 from broker.domain.kafka_acls import SERVICE_USERS
+from broker.domain.messages import Outgoing
 from broker.local.stack import Endpoints
 from broker.local.toolchain import REPO_ROOT
 from broker.runtime.gate import GateEndpoints, GateThread, open_gate
@@ -73,6 +74,9 @@ class _Stamped:
     def publish(self, topic: str, value: bytes, key: bytes | None = None,
                 headers: Sequence[tuple[str, bytes]] = ()) -> tuple[int, int]:
         return self._log.publish(topic, value, key=key, headers=headers, timestamp_ms=self._ms)
+
+    def publish_all(self, records: Sequence[Outgoing]) -> list[tuple[int, int]]:
+        return [self.publish(r.topic, r.value, r.key, r.headers) for r in records]
 
 
 def _publish_history(services: Endpoints, prefix: str, ages: Sequence[int],

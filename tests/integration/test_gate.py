@@ -15,7 +15,7 @@ from broker.adapters.kafka_control import ControlWriter
 from broker.adapters.kafka_log import KafkaLog
 from broker.config import Settings
 from broker.demo.steady_publisher import publish_steadily
-from broker.demo.synthetic import national_day, positive_tests
+from broker.demo.synthetic import national_day, nhs_number, positive_tests
 from broker.domain.geography_files import load_la_table
 from broker.domain.topics import ingest_topic, quarantine_topic
 from broker.local.stack import Endpoints
@@ -38,6 +38,7 @@ LEICESTER_ANALYST = topic_for("leicester-city-council", "analyst")
 NOTTINGHAM_DPH = topic_for("nottingham-city-council", "dph")
 LEICESTERSHIRE_DPH = topic_for("leicestershire-county-council", "dph")
 MANCHESTER_ANALYST = topic_for("manchester-city-council", "analyst")
+PERSON = nhs_number(1234)  # one person, tested in Manchester twice and once after moving to Leeds
 LEEDS_ANALYST = topic_for("leeds-city-council", "analyst")
 WATCHED = [LEICESTER_DPH, LEICESTER_ANALYST, NOTTINGHAM_DPH, LEICESTERSHIRE_DPH, MANCHESTER_ANALYST, LEEDS_ANALYST]
 
@@ -115,7 +116,7 @@ def test_a_national_day_over_every_english_authority_reaches_each_council_exactl
     cases = national_day(specimen_day(), load_la_table(), prefix=prefix)
     assert len({case["ltla"] for case in cases}) == len(cases) == 296
     for n, case in enumerate(cases):
-        case["nhs_number"] = f"998{n:07d}"  # Nottinghamshire's agreement requires one
+        case["nhs_number"] = nhs_number(n)  # Nottinghamshire's agreement requires one
     deliveries = {d.topic: d for d in gate.gate.deliveries[T1]}
     start, since = end_offsets(services.kafka, sorted(deliveries)), end_positions(services.kafka, [ingest_topic(T1)])
     sources = _publish(services, cases)                                   # validated ingest: all 296 accepted
@@ -138,7 +139,7 @@ def test_pseudonyms_are_stable_within_a_subscriber_and_unlinkable_across(
     prefix = _prefix()
     cases = positive_tests(specimen_day(), {"manchester": 2, "leeds": 1}, prefix=prefix)
     for case in cases:
-        case["nhs_number"] = "9990001234"  # one person, tested in Manchester twice and once after moving to Leeds
+        case["nhs_number"] = PERSON
     start = end_offsets(services.kafka, WATCHED)
     sources = _publish(services, cases)
     ours = lambda r, h: h["accord.source"] in sources  # noqa: E731
@@ -147,7 +148,7 @@ def test_pseudonyms_are_stable_within_a_subscriber_and_unlinkable_across(
     # the shipped analyst tier merged with the linkage tier: the most revealing transform of each field
     assert set(manchester[0][0]) == {"lsoa", "age_band", "sex", "nhs_number", "postcode_district", "name"}
     m_pseudonyms = {r["nhs_number"] for r, _ in manchester}
-    assert len(m_pseudonyms) == 1 and "9990001234" not in m_pseudonyms
+    assert len(m_pseudonyms) == 1 and PERSON not in m_pseudonyms
     assert leeds[0][0]["nhs_number"] not in m_pseudonyms
     assert all(r["postcode_district"].startswith("M") and r["name"].startswith("****") for r, _ in manchester)
 
@@ -262,7 +263,7 @@ def test_identifiers_granted_for_one_district_reach_only_that_districts_rows(
                         "fields": {name: keep for name in ("nhs_number", "name", "address")}}]}
     cases = positive_tests(specimen_day(), {"charnwood": 3, "blaby": 3}, prefix=_prefix())
     for n, case in enumerate(cases):
-        case["nhs_number"] = f"999000{n:04d}"  # synthetic cases may lack one; these rows must all carry one
+        case["nhs_number"] = nhs_number(n)  # synthetic cases may lack one; these rows must all carry one
     writer, log = control_writer(services.kafka), KafkaLog(services.kafka)
     try:
         _announce(writer, log, f"grant/{grant['id']}", grant)

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from broker.api.auth import Guard
 from broker.api.governance_app import create_governance_app
 from broker.config import Settings
-from broker.demo.synthetic import positive_tests
+from broker.demo.synthetic import nhs_number, positive_tests
 from broker.domain.audit import new_signing_key
 from broker.domain.pseudonyms import Pseudonymiser, subscriber_key
 from broker.local.stack import Endpoints
@@ -90,7 +90,7 @@ def _delivered(services: Endpoints, receiver: Receiver, nhs_number: str) -> tupl
 def test_a_rotation_is_announced_and_pseudonyms_change_only_once_it_takes_effect(
         services: Endpoints, gate: GateThread, api: TestClient, receiver: Receiver, rotation_undone: None) -> None:
     secrets_dir = Settings().secrets_dir
-    person = f"999{uuid.uuid4().int % 10_000_000:07d}"
+    person = nhs_number(uuid.uuid4().int)
     before, key_before = _delivered(services, receiver, person)
     assert key_before == b"v1"
 

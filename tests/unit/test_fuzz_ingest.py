@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from broker.adapters.registry_memory import InMemorySchemaRegistry
 from broker.domain.geography_files import load_la_table
+from broker.domain.messages import Outgoing
 from broker.domain.topics import ingest_topic
 from broker.domain.validation import EXCERPT_MAX, validate_record
 from broker.domain.wire import frame
@@ -43,6 +44,10 @@ def _valid_json(field: dict[str, Any], required: bool) -> Any:
         if not required:
             return None
         kind = next(branch for branch in kind if branch != "null")
+    if field.get("accord.format") == "nhs-number":
+        return "9434765919"
+    if "accord.codes" in field:
+        return field["accord.codes"][0]
     tag = next((tag for tag in field.get("accord.tags", []) if tag in TAGGED), None)
     if tag is not None:
         return TAGGED[tag]
@@ -68,7 +73,8 @@ STRINGS = [
     *TAGGED.values(), *SYMBOLS, "E06000016", "E99999999", "e07000130", "GIR 0AA", "SW1A1AA", "", " ", "\u202e",
     "\ufeff", "\x00", "\ud800", "a\udfffb", "2020-06-26", "2020-06-27", "0001-01-01", "9999-12-31", "2020-02-30",
     "+10000-01-01", "2020-06-26T09:00:00Z", "2020-06-26T09:00:00", "2020-06-27T00:00:00+00:00",
-    "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-23:59", "2020-06-26T24:00:00Z", "NaN", "x" * 500,
+    "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-23:59", "2020-06-26T24:00:00Z", "NaN", "x" * 500, "x" * 1001,
+    "9434765919", "9434765918", "943 476 5919", "99", "A", "I",
 ]
 JSON_SCALARS = (st.none() | st.booleans() | st.integers() | st.integers(min_value=2**31 - 2, max_value=2**80)
                 | st.floats() | st.text(max_size=12) | st.sampled_from(STRINGS)
@@ -123,6 +129,9 @@ class MemoryLog:
         assert isinstance(value, bytes) and all(isinstance(header, bytes) for _, header in headers)
         self.sent.setdefault(topic, []).append((value, key, headers))
         return 0, len(self.sent[topic]) - 1
+
+    def publish_all(self, records: Sequence[Outgoing]) -> list[tuple[int, int]]:
+        return [self.publish(r.topic, r.value, r.key, r.headers) for r in records]
 
 
 def _ingest() -> tuple[Ingest, MemoryLog, InMemorySchemaRegistry]:

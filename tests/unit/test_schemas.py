@@ -30,7 +30,7 @@ UTC = dt.UTC
 
 VALID: dict[str, dict[str, object]] = {
     "ukhsa.positive-tests": {
-        "specimen_id": "LEI20062600017", "nhs_number": "9990001234", "name": "Ada Example", "dob": dt.date(1984, 3, 2),
+        "specimen_id": "LEI20062600017", "nhs_number": "9434765919", "name": "Ada Example", "dob": dt.date(1984, 3, 2),
         "sex": "FEMALE", "ethnicity": "H", "address": "1 Example Street, Leicester", "postcode": "LE1 6ZG",
         "occupation": None, "specimen_date": dt.date(2020, 6, 24), "lab_report_date": dt.date(2020, 6, 25),
         "test_type": "PCR", "pillar": "PILLAR_2", "lsoa": "E01013627", "msoa": "E02002830", "ltla": "E06000016",
@@ -44,7 +44,7 @@ VALID: dict[str, dict[str, object]] = {
         "last_attempt_ts": dt.datetime(2020, 6, 25, 17, 40, tzinfo=UTC), "status": "UNREACHABLE",
     },
     "nhsd.shielded-patients": {
-        "nhs_number": "9990005678", "name": "Cy Example", "dob": dt.date(1941, 11, 5),
+        "nhs_number": "4010232137", "name": "Cy Example", "dob": dt.date(1941, 11, 5),
         "address": "3 Example Lane, Mansfield", "postcode": "NG18 1AA", "phone": None, "email": None,
         "gp_practice_code": "C84001", "added_date": dt.date(2020, 4, 2), "removed_flag": False,
         "ltla": "E07000174", "utla": "E10000024",

@@ -8,6 +8,7 @@ import pytest
 
 from broker.domain.geography import LaTable
 from broker.domain.geography_files import load_la_table
+from broker.domain.json_avro import from_json
 from broker.domain.validation import Violation, field_tags, validate_record, value_excerpt
 
 TODAY = dt.date(2020, 6, 26)
@@ -205,3 +206,78 @@ def test_violation_is_frozen() -> None:
     violation = Violation("f", "required", "m", "")
     with pytest.raises(dataclasses.FrozenInstanceError):
         violation.rule = "other"  # type: ignore[misc]
+
+
+CODED: dict[str, Any] = {
+    "type": "record", "name": "Coded", "fields": [
+        {"name": "nhs_number", "type": ["null", "string"], "default": None, "accord.format": "nhs-number",
+         "accord.tags": ["direct-identifier"]},
+        {"name": "ethnicity", "type": ["null", "string"], "default": None, "accord.codes": ["A", "B", "Z", "99"]},
+        {"name": "name", "type": "string", "accord.max_length": 5},
+        {"name": "note", "type": ["null", "string"], "default": None},
+        {"name": "sex", "type": {"type": "enum", "name": "Sex", "symbols": ["FEMALE", "MALE"]}},
+        {"name": "seen", "type": {"type": "int", "logicalType": "date"}},
+        {"name": "at", "type": ["null", {"type": "long", "logicalType": "timestamp-millis"}], "default": None},
+    ],
+}
+
+
+def coded(**changes: object) -> dict[str, object]:
+    return {"nhs_number": "9434765919", "ethnicity": "A", "name": "Ada", "note": None, **changes}
+
+
+def test_declared_limits_pass_for_good_values(table: LaTable) -> None:
+    assert validate_record(CODED, coded(), TODAY, table) == []
+    assert validate_record(CODED, coded(nhs_number=None, ethnicity="99", note="x" * 1_000), TODAY, table) == []
+
+
+@pytest.mark.parametrize(("value", "fault"), [
+    ("9434765918", "check digit (modulus 11) is wrong"), ("", "not a 10-digit NHS number"),
+    ("\x00", "not a 10-digit NHS number"), ("<script>", "not a 10-digit NHS number"),
+    ("943 476 5919", "without spaces"), ("1" * 11, "not a 10-digit NHS number"),
+])
+def test_nhs_numbers_need_ten_digits_and_their_check_digit(table: LaTable, value: str, fault: str) -> None:
+    [violation] = validate_record(CODED, coded(nhs_number=value), TODAY, table)
+    assert (violation.field, violation.rule) == ("nhs_number", "nhs-number")
+    assert fault in violation.message
+    assert not value or value not in violation.message  # the message names the fault, never the number
+
+
+def test_a_field_named_nhs_number_is_checked_without_a_declared_format(table: LaTable) -> None:
+    schema = {"type": "record", "name": "Bare", "fields": [{"name": "nhs_number", "type": "string"}]}
+    assert rules(validate_record(schema, {"nhs_number": "1234567890"}, TODAY, table)) == [("nhs_number", "nhs-number")]
+
+
+def test_coded_fields_take_only_their_codes(table: LaTable) -> None:
+    [violation] = validate_record(CODED, coded(ethnicity="White British"), TODAY, table)
+    assert (violation.field, violation.rule) == ("ethnicity", "code-list")
+    assert violation.message == "ethnicity is not in its code list (A, B, Z, 99)"
+
+
+def test_every_string_has_a_maximum_length(table: LaTable) -> None:
+    [declared] = validate_record(CODED, coded(name="Adaline"), TODAY, table)
+    assert (declared.rule, declared.message) == ("max-length", "name is 7 characters long; at most 5 are allowed")
+    [default] = validate_record(CODED, coded(note="x" * 100_000), TODAY, table)
+    assert (default.field, default.rule) == ("note", "max-length") and "at most 1000" in default.message
+    assert len(default.value_excerpt) <= 40
+    # a 100 kB NHS number is refused once, for its length
+    huge = validate_record(CODED, coded(nhs_number="9" * 100_000), TODAY, table)
+    assert rules(huge) == [("nhs_number", "max-length")]
+
+
+def test_json_dates_must_be_iso_strings_never_numbers() -> None:
+    for value in (0, 18_000, -1, True):
+        _, [problem] = from_json(CODED, {"seen": value})
+        assert (problem.field, problem.rule) == ("seen", "schema-type")
+        assert "ISO 8601 string such as 2020-06-22, not as a number" in problem.message
+    _, [stamp] = from_json(CODED, {"at": 1_592_816_400_000})
+    assert "such as 2020-06-22T09:00:00Z" in stamp.message
+    converted, problems = from_json(CODED, {"seen": "2020-06-22"})
+    assert problems == [] and converted["seen"] == dt.date(2020, 6, 22)
+
+
+def test_json_enum_values_outside_the_symbols_name_the_codes() -> None:
+    _, [problem] = from_json(CODED, {"sex": "F"})
+    assert (problem.field, problem.rule, problem.message) == ("sex", "code-list",
+                                                             "sex is not one of its codes (FEMALE, MALE)")
+    assert from_json(CODED, {"sex": "MALE"}) == ({"sex": "MALE"}, [])

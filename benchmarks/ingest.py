@@ -1,0 +1,91 @@
+"""(k) Publishing over HTTP against a raw kafka-python producer, in one run on one local stack started here and wiped
+at the end: the same synthetic T1 cases, as JSON to `POST /streams/{stream}/records` (checked, Avro-encoded and
+produced in batches by the API process) and as ready-made Avro bytes straight onto the ingest topic.
+
+`python -m benchmarks ingest [N]` runs this scenario alone with N records (default RECORDS).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+from kafka import KafkaProducer
+
+from benchmarks.gate_setup import COUNCILS, INGEST, T1, Bench, encoded_cases, hub_catalog, local_bench
+from broker.demo.synthetic import spread
+from broker.domain.json_avro import to_json
+from broker.security.api_tokens import issue, signing_key
+
+RECORDS = 20_000
+REQUEST_RECORDS = 1_000   # records per publish request
+CLIENTS = 4               # publish requests in flight at once
+
+
+def run(records: int = RECORDS) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="accord-bench-ingest-") as tmp, \
+            local_bench(Path(tmp) / "stack") as bench:
+        bench.apply(hub_catalog(Path(tmp)))
+        cases = _json_cases(records)
+        raw = raw_producer(bench, encoded_cases(bench, records, prefix="RAW"))
+        api = http_ingest(bench, cases, keyed=False)
+        keyed = http_ingest(bench, cases, keyed=True)
+        return {"scenario": "k-api-ingest", "records": records, "request_records": REQUEST_RECORDS,
+                "clients": CLIENTS, "raw_producer_records_per_s": round(raw, 1),
+                "api_records_per_s": round(api, 1), "api_keyed_records_per_s": round(keyed, 1),
+                "api/raw": round(api / raw, 3), "api_keyed/raw": round(keyed / raw, 3),
+                "note": "T1 cases, all fields; raw: kafka-python (acks=all, idempotent, linger 20 ms) sending Avro "
+                        "bytes encoded beforehand; api: JSON over loopback HTTP to the stack's API process, "
+                        f"{REQUEST_RECORDS} records a request, {CLIENTS} at once, each record checked, encoded and "
+                        "produced in batches; keyed: the same with an Idempotency-Key per request (records and "
+                        "key in one Kafka transaction)"}
+
+
+def _json_cases(records: int) -> list[dict[str, Any]]:
+    day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=3)
+    return [{k: to_json(v) for k, v in case.items()}
+            for case in spread(day, records, list(COUNCILS.values()), prefix=f"API-{uuid.uuid4().hex[:6]}")]
+
+
+def raw_producer(bench: Bench, records: list[tuple[bytes, bytes]]) -> float:
+    producer = KafkaProducer(**bench.kafka.client_options(), client_id="bench-raw-ingest", acks="all",
+                             enable_idempotence=True, linger_ms=20, batch_size=512 * 1024)
+    try:
+        start = time.perf_counter()
+        for key, value in records:
+            producer.send(INGEST, value=value, key=key)
+        producer.flush(timeout=300)
+        return len(records) / (time.perf_counter() - start)
+    finally:
+        producer.close()
+
+
+def http_ingest(bench: Bench, cases: list[dict[str, Any]], keyed: bool) -> float:
+    token = issue(signing_key(bench.state_dir / "secrets"), "ukhsa", "ig-lead", "benchmark", dt.timedelta(hours=1),
+                  dt.datetime.now(dt.UTC))
+    batches = [cases[i:i + REQUEST_RECORDS] for i in range(0, len(cases), REQUEST_RECORDS)]
+    run_id = uuid.uuid4().hex[:8]
+
+    def send(numbered: tuple[int, list[dict[str, Any]]]) -> int:
+        n, batch = numbered
+        headers = {"Authorization": f"Bearer {token}"}
+        if keyed:
+            headers["Idempotency-Key"] = f"bench-{run_id}-{n}"
+        response = client.post(f"/streams/{T1}/records", json={"records": batch}, headers=headers)
+        response.raise_for_status()
+        answer = response.json()
+        if answer["accepted"] != len(batch):
+            raise AssertionError(f"the API refused records of the benchmark's batch {n}: {answer['outcomes'][:2]}")
+        return int(answer["accepted"])
+
+    with httpx.Client(base_url=bench.endpoints.api_url, timeout=300) as client, \
+            ThreadPoolExecutor(max_workers=CLIENTS) as pool:
+        start = time.perf_counter()
+        accepted = sum(pool.map(send, enumerate(batches)))
+        return accepted / (time.perf_counter() - start)

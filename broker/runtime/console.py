@@ -15,6 +15,7 @@ from typing import Any
 
 from broker.adapters.governance_http import GovernanceClient
 from broker.adapters.kafka_access import KafkaAccess
+from broker.adapters.kafka_admin import end_positions
 from broker.adapters.kafka_audit import newest_anchor, read_chain
 from broker.adapters.kafka_control import ControlView
 from broker.adapters.kafka_deliveries import KafkaDeliveryLog
@@ -34,7 +35,7 @@ from broker.domain.audit import from_json_line, key_id, verify
 from broker.domain.control import PolicyState
 from broker.domain.cursors import CursorCodec
 from broker.domain.fences import delivery_access
-from broker.domain.topics import GOVERNANCE_TOPIC, ingest_topic, value_subject
+from broker.domain.topics import GOVERNANCE_TOPIC, ingest_topic, quarantine_topic, value_subject
 from broker.domain.transparency import Figures, figures
 from broker.errors import AccordError, ConfigError, RegistryError
 from broker.local.toolchain import ensure_console_assets
@@ -43,7 +44,7 @@ from broker.security.audit_keys import load_public_key, public_key_path
 from broker.security.control_keys import trusted_keys
 from broker.security.secrets import cursor_secret
 from broker.services.deliveries import Deliveries
-from broker.services.ingest import load_stream_schemas, read_quarantine
+from broker.services.ingest import load_stream_schemas
 
 USED_LINKS_FILE = "console-used-sign-in-links.json"
 TOKEN_TTL = dt.timedelta(minutes=5)
@@ -113,9 +114,23 @@ def open_console(settings: Settings, kafka: KafkaAccess,
                       figures=GovernanceFigures(feed), deliveries=deliveries,
                       policy=policy, audit=AuditStatus(kafka, settings), lag=lag,
                       governance=governance, token_for=_issuer(settings),
-                      quarantine=lambda stream, limit: read_quarantine(quarantine_log, stream, limit),
+                      quarantine=lambda stream, limit: newest_quarantine(quarantine_log, kafka, stream, limit),
                       schema_versions=lambda stream: schema_versions(registry, stream),
                       audit_lines=lambda: read_chain(kafka))
+
+
+def newest_quarantine(log: KafkaLog, kafka: KafkaAccess, stream: str, limit: int) -> list[dict[str, Any]]:
+    """The newest `limit` quarantined entries of `stream`, newest first, each with where it sits: only the end of
+    each partition is read (the quarantine of a busy stream is long), then merged newest offset first."""
+    topic = quarantine_topic(stream)
+    ends = {partition: end for (_, partition), end in end_positions(kafka, [topic]).items()}
+    starts = {partition: max(0, end - limit) for partition, end in ends.items()}
+    wanted = sum(ends[p] - starts[p] for p in ends)
+    if wanted == 0:
+        return []
+    entries = [{"partition": r.partition, "offset": r.offset, **(json.loads(r.value) if r.value else {})}
+               for r in log.read(topic, max_records=wanted, timeout_s=2.0, start_offset=starts)]
+    return sorted(entries, key=lambda e: (e["offset"], e["partition"]), reverse=True)[:limit]
 
 
 def _in_force(view: Mapping[str, Any], state: PolicyState) -> list[dict[str, Any]]:

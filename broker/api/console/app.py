@@ -70,8 +70,8 @@ class Console:
     lag: Callable[[str], int | None]              # a stream's records not yet through the gate (None: unknown)
     governance: GovernanceCalls                   # the governance API, called as the signed-in person
     token_for: Callable[[Identity], str]          # a short-lived bearer token for a session's identity
-    # A stream's quarantined entries, oldest first, up to a count (services/ingest.read_quarantine), and its schema
-    # versions in the registry, newest first (the Publisher page); None: not wired.
+    # A stream's newest quarantined entries, newest first, up to a count (runtime/console.newest_quarantine), and
+    # its schema versions in the registry, newest first (the Publisher page); None: not wired.
     quarantine: Callable[[str, int], list[dict[str, Any]]] | None = None
     schema_versions: Callable[[str], list[dict[str, Any]]] | None = None
     audit_lines: Callable[[], Iterable[str]] | None = None     # the audit chain's lines as the topic holds them

@@ -1,6 +1,6 @@
 """Publisher: for a publishing body's people, its own streams, each one's schema versions as the registry holds them,
-and the rows quarantined on it with their reasons, a page at a time. The quarantine is read as the ingest API reads
-it for `GET /streams/{stream}/quarantine` (services/ingest.read_quarantine); OPA lets a body see its own streams
+and the rows quarantined on it with their reasons, newest first, a page at a time (a page reads only the newest
+entries it needs, however long the topic: runtime/console.newest_quarantine). OPA lets a body see its own streams
 only, and the page checks the catalog's owner again."""
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from typing import Any
 import uvicorn
 
 from broker.adapters.kafka_access import KafkaAccess
-from broker.adapters.kafka_admin import create_topics
+from broker.adapters.kafka_admin import create_partitioned_topics
 from broker.adapters.kafka_control import ControlReader, ControlWriter, ensure_control_topics, ensure_optout_topic
 from broker.adapters.kafka_history import BackfillLogReader, HistoryReader, ensure_backfill_topic
 from broker.adapters.kafka_transactions import TransactionalStage, fence_transactions
@@ -63,7 +63,7 @@ def open_gate(endpoints: GateEndpoints, settings: Settings, worker: str,
     # Fence first: whatever a crashed predecessor in this slot left open is aborted now, not after the topics,
     # clients and plans below are ready (read_committed readers of its partitions wait until then).
     fence_transactions(kafka, transactional_id)
-    ensure_stream_topics(kafka, schemas)
+    ensure_stream_topics(kafka, schemas, settings.catalog_dir)
     ensure_control_topics(kafka)
     ensure_optout_topic(kafka)
     ensure_backfill_topic(kafka)
@@ -93,7 +93,7 @@ def open_gate(endpoints: GateEndpoints, settings: Settings, worker: str,
             la_table=la_table or load_la_table(settings.geography_dir),
             pseudonym_secret=pseudonym_secret(secret_env, settings.secrets_dir),
             pseudonym_masters=lambda version: pseudonym_master(settings.secrets_dir, version),
-            ensure_topics=lambda names: create_topics(kafka, names),
+            ensure_topics=lambda counts: _ignore(create_partitioned_topics(kafka, counts)),
             residence=load_residence(settings.residence_lookup, settings.geography_dir),
             status=lambda w, value: _ignore(status.append(w, value, topic=STATUS_TOPIC)),
             audit=lambda kind, record: _ignore(status.append(kind, record, topic=AUDIT_TOPIC)),

@@ -73,7 +73,9 @@ def run(records: int = RECORDS) -> list[dict[str, Any]]:
 
 def _drain(bench: Bench, root: Path, workers: int, partitions: int, warmup: list[tuple[bytes, bytes]],
            measured: list[tuple[bytes, bytes]]) -> dict[str, Any]:
-    name = group(f"workers-{workers}")
+    # The gate's Kafka user may join only `accord-gate*` groups and use `accord-gate-*` transactional ids
+    # (domain/kafka_acls.py); a worker's transactional id is `<group>-<slot>`.
+    name = f"accord-gate-{group(f'workers-{workers}')}"
     topics = [ingest_topic(s) for s in load_stream_schemas(REPO_ROOT / "schemas")]
     _start_at_ends(bench.kafka, name, topics)
     with _gate_processes(bench, root, name, workers):

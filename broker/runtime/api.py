@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -50,11 +50,16 @@ def ensure_stream_topics(kafka: KafkaAccess, streams: Iterable[str], catalog_dir
     catalog's is logged (domain/partitions.py)."""
     streams = list(streams)
     counts = load_stream_partitions(catalog_dir)
-    wanted = {ingest_topic(s): counts.get(s, StreamPartitions()).ingest for s in streams}
+    ensure_partitioned(kafka, {ingest_topic(s): counts.get(s, StreamPartitions()).ingest for s in streams})
+    create_topics(kafka, [quarantine_topic(s) for s in streams])
+
+
+def ensure_partitioned(kafka: KafkaAccess, wanted: Mapping[str, int]) -> None:
+    """Make the topics of `wanted` that are missing with their partition counts; log each existing one whose count
+    differs (growing it is the operator's choice: `accord kafka partitions --grow`)."""
     now = create_partitioned_topics(kafka, wanted)
     for resize in resizes(now, wanted):
         log.warning("%s", resize.describe())
-    create_topics(kafka, [quarantine_topic(s) for s in streams])
 
 
 def _today() -> dt.date:

@@ -5,6 +5,9 @@ partition, in the order they were published (read_committed), on either data-pat
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections import defaultdict
@@ -16,12 +19,12 @@ from typing import Any, Literal
 import pytest
 from kafka.partitioner.default import murmur2
 
-from broker.adapters.kafka_admin import topic_partitions
+from broker.adapters.kafka_admin import create_topics, topic_partitions
 from broker.adapters.kafka_log import KafkaLog
 from broker.catalog.loader import load_stream_partitions
 from broker.config import Settings
 from broker.domain.messages import Record
-from broker.domain.topics import ingest_topic
+from broker.domain.topics import delivery_topic, ingest_topic
 from broker.local.stack import Endpoints
 from broker.local.toolchain import REPO_ROOT
 from broker.runtime.gate import GateEndpoints, GateThread
@@ -109,3 +112,36 @@ def test_each_areas_records_arrive_on_one_partition_in_publish_order_through_two
     assert len({r.partition for r in delivered}) == 3  # the districts spread over the delivery topic
     workers = {dict(r.headers)[WORKER_HEADER] for r in delivered}
     assert len(workers) == 2, workers  # both workers delivered: each owns a share of the ingest partitions
+
+
+def test_the_partitions_command_grows_only_when_asked_and_never_shrinks(services: Endpoints, tmp_path: Path) -> None:
+    tag = uuid.uuid4().hex[:8]
+    grown, kept = f"testgrow.grown-{tag}", f"testgrow.kept-{tag}"
+    catalog = tmp_path / "catalog"
+    catalog.mkdir()
+    (catalog / "streams.yaml").write_text(f"""streams:
+  - {{id: {grown}, owner: testgrow, classification: open, partitions: 3, delivery_partitions: 2}}
+  - {{id: {kept}, owner: testgrow, classification: open, partitions: 2}}
+""")
+    delivered = delivery_topic("testgrow-council", "dph", grown)
+    create_topics(services.kafka, [ingest_topic(grown), delivered], partitions=1)
+    create_topics(services.kafka, [ingest_topic(kept)], partitions=4)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ACCORD_")},
+           "ACCORD_STATE_DIR": str(tmp_path / "state"), **dict(line.split("=", 1) for line in services.env_lines())}
+
+    def accord(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "broker", "kafka", "partitions", "--catalog", str(catalog),
+                               *args], capture_output=True, text=True, env=env, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    told = accord()
+    assert f"{ingest_topic(grown)} has 1 partitions, the catalog asks for 3" in told
+    assert f"{delivered} has 1 partitions, the catalog asks for 2" in told
+    assert f"{ingest_topic(kept)} has 4 partitions, more than the 2" in told and "nothing grown" in told
+    sizes = [ingest_topic(grown), delivered, ingest_topic(kept)]
+    assert topic_partitions(services.kafka, sizes) == dict(zip(sizes, (1, 1, 4), strict=True))
+
+    assert "grew 2 topics" in accord("--grow")
+    assert topic_partitions(services.kafka, sizes) == dict(zip(sizes, (3, 2, 4), strict=True))
+    assert f"{ingest_topic(kept)} has 4 partitions" in accord()  # still more than asked: never shrunk

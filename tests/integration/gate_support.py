@@ -135,7 +135,8 @@ def specimen_day() -> dt.date:
 
 
 def end_offsets(kafka: KafkaAccess, topics: list[str]) -> dict[str, int]:
-    """The end offset of partition 0 of each topic (delivery topics have one partition); 0 if it has none yet."""
+    """The end offset of partition 0 of each topic (T1's delivery topics have one partition: catalog/streams.yaml);
+    0 if it has none yet."""
     consumer = KafkaConsumer(**kafka.client_options(), group_id=None, isolation_level="read_committed")
     try:
         found: dict[str, int] = {}

@@ -54,11 +54,12 @@ def machine() -> dict[str, Any]:
                       "processes of their own; (a)-(d) run on the benchmark's thread",
                       f"(a)-(d) consume the same {WARMUP} warm-up records, then the same {RECORDS} measured T1 "
                       f"records ((d) the first {NAIVE_RECORDS}), published while the loop waits; both sets are "
-                      "spread evenly over the ten T1 councils' places, key = utla, 4 partitions; the clock runs "
+                      "spread evenly over the ten T1 councils' places, key = utla, 12 partitions; the clock runs "
                       "from the first poll to the commit of the last measured record",
                       f"(a), (b), (c), (c_small) alternate over {ROUNDS} rounds, each with a fresh consumer group and "
                       "a fresh gate worker; each reports its best round and lists every round; (d) runs once",
-                      "the gate and (a) subscribe to all six ingest topics (24 partitions, only T1's hold records); "
+                      "the gate and (a) subscribe to every stream's ingest topic (12 partitions each, only T1's hold "
+                      "records); "
                       "(a) uses TransactionalStage's consumer and producer settings; the gate also reads the end of "
                       "the control topic once per batch and adds two headers to each delivery",
                       "(c) runs twice: with the ten T1 councils' DPH tier only (c, 10 plans, one delivery per record "

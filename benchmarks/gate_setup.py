@@ -161,7 +161,7 @@ def local_bench(state_dir: Path) -> Iterator[Bench]:
     try:
         endpoints = stack.up()
         stack.gate.stop()  # only the benchmark's gate workers run
-        ensure_stream_topics(endpoints.kafka, load_stream_schemas(REPO_ROOT / "schemas"))
+        ensure_stream_topics(endpoints.kafka, load_stream_schemas(REPO_ROOT / "schemas"), REPO_ROOT / "catalog")
         ensure_control_topics(endpoints.kafka)
         engine = opa_engine(endpoints.opa_url, Settings(state_dir=state_dir), WRITER)
         # Signed with the stack's control key, as its governance service signs: the gate workers trust only that.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from kafka import KafkaAdminClient
@@ -64,6 +64,47 @@ def create_topics(
                 continue
             except KafkaError as exc:
                 raise ServiceError(f"could not create topic {name!r}: {exc}") from exc
+    finally:
+        admin.close()
+
+
+def create_partitioned_topics(kafka: KafkaAccess, counts: Mapping[str, int],
+                              configs: dict[str, str] | None = None) -> dict[str, int]:
+    """Create each topic of `counts` (topic → partitions) that does not exist yet with its count; an existing one
+    is left as it is (domain/partitions.py: growing is an operator's choice). Returns every topic's count now."""
+    by_count: dict[int, list[str]] = {}
+    for name, count in counts.items():
+        by_count.setdefault(count, []).append(name)
+    for count, names in sorted(by_count.items()):
+        create_topics(kafka, names, partitions=count, configs=configs)
+    return topic_partitions(kafka, counts)
+
+
+def topic_partitions(kafka: KafkaAccess, names: Iterable[str] | None = None) -> dict[str, int]:
+    """The partition count of each of `names` that exists (None: of every topic)."""
+    wanted = sorted(set(names)) if names is not None else None
+    if wanted == []:
+        return {}
+    admin = KafkaAdminClient(**kafka.client_options(), client_id="accord-admin")
+    try:
+        described = admin.describe_topics(wanted)
+    except KafkaError as exc:
+        raise ServiceError(f"could not describe topics {wanted or 'of the cluster'}: {exc}") from exc
+    finally:
+        admin.close()
+    return {str(t["name"]): len(t.get("partitions") or ()) for t in described
+            if not t.get("error_code") and t.get("partitions")}
+
+
+def grow_partitions(kafka: KafkaAccess, counts: Mapping[str, int]) -> None:
+    """Give each existing topic of `counts` that many partitions in all (Kafka adds; it never takes away)."""
+    if not counts:
+        return
+    admin = KafkaAdminClient(**kafka.client_options(), client_id="accord-admin")
+    try:
+        admin.create_partitions(dict(counts))
+    except KafkaError as exc:
+        raise ServiceError(f"could not add partitions to {sorted(counts)}: {exc}") from exc
     finally:
         admin.close()
 

@@ -40,6 +40,9 @@ FETCH_WAIT_MAX_MS = 100      # as kafka_transactions.FETCH_MAX_WAIT_MS, and for 
 TIMEOUT_S = 30.0
 
 
+KEYED_PARTITIONER = "murmur2_random"  # Java's partitioner: murmur2 of the key; a record without one, anywhere
+
+
 class RdkafkaTransactionalStage:
     """Records consumed by one batch and everything produced for them commit together, or not at all."""
 
@@ -65,7 +68,10 @@ class RdkafkaTransactionalStage:
             **kafka.librdkafka_options(), "client.id": transactional_id, "transactional.id": transactional_id,
             "acks": "all", "enable.idempotence": True, "retry.backoff.ms": RETRY_BACKOFF_MS,
             "transaction.timeout.ms": transaction_timeout_ms, "linger.ms": 5, "batch.size": 256 * 1024,
-            "log_level": 3,
+            # librdkafka's own default (CRC32) would send a key to another partition than the Java client and
+            # kafka-python (murmur2) do: a delivery topic written by workers of both transports would split one
+            # area's records over two partitions, and their order with them (domain/partitions.py).
+            "partitioner": KEYED_PARTITIONER, "log_level": 3,
         })
         try:
             self._producer.init_transactions(TIMEOUT_S)

@@ -170,7 +170,8 @@ def _stream(ctx: _Context, ident: str, stream: Stream) -> dict[str, Any]:
     # A field's kind lets a decision that grants it transformed be checked against its type (domain/grant_fields).
     fields = {name: {"tags": view.tags(name), "kind": view.kind(name)} for name in view.fields}
     return {"owner": stream.owner, "subject": stream.ingest_subject, "classification": stream.classification,
-            "jurisdiction": jurisdiction, "fields": fields}
+            "jurisdiction": jurisdiction, "fields": fields, "partitions": stream.partitions,
+            "delivery_partitions": stream.delivery_partitions}
 
 
 def _template(ctx: _Context, ident: str, template: Template) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from broker.catalog.models import LADDER, Agreement, BodiesFile, Catalog, LadderFile, Origin, StreamsFile, Template
+from broker.domain.partitions import StreamPartitions
 from broker.errors import ConfigError
 
 Entry = TypeVar("Entry", bound=BaseModel)
@@ -108,6 +109,18 @@ def load_catalog(directory: Path) -> Catalog:
     )
     problems.raise_if_any(f"the catalog in {directory} does not load")
     return catalog
+
+
+def load_stream_partitions(directory: Path) -> dict[str, StreamPartitions]:
+    """Each stream's partition counts, from `directory`'s streams.yaml alone: the API and the gate workers create
+    ingest topics before (and whether or not) a catalog is applied. No streams.yaml: {} (every stream gets the
+    defaults); an invalid one: CatalogError with its file:line."""
+    if not (directory / "streams.yaml").is_file():
+        return {}
+    problems = Problems()
+    streams = _Reader(directory, problems).listed("streams.yaml", "streams", StreamsFile)
+    problems.raise_if_any(f"{directory / 'streams.yaml'} does not load")
+    return {stream.id: StreamPartitions(stream.partitions, stream.delivery_partitions) for stream, _ in streams}
 
 
 class _Reader:
@@ -305,6 +318,10 @@ def _message(error: ErrorDetails) -> str:
         return f"{error['input']} has no timezone; write RFC 3339 with an offset, e.g. 2026-01-01T00:00:00Z"
     if kind == "greater_than_equal":
         return f"{_QUOTE.repr(error['input'])} is too small; it must be at least {error.get('ctx', {}).get('ge')}"
+    if kind == "less_than_equal":
+        return f"{_QUOTE.repr(error['input'])} is too large; it must be at most {error.get('ctx', {}).get('le')}"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return f"{_QUOTE.repr(error['input'])} is not a whole number; write one without quotes, e.g. 12"
     if kind == "too_short":
         least = error.get("ctx", {}).get("min_length", 1)
         return f"needs at least {least} {'entry' if least == 1 else 'entries'}"

@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
+    StrictInt,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -23,10 +24,13 @@ from pydantic import (
 from broker.domain.backfill import parse_history
 from broker.domain.geography import is_well_formed
 from broker.domain.ladder import EmergencyLevel
+from broker.domain.partitions import DEFAULT_DELIVERY_PARTITIONS, DEFAULT_INGEST_PARTITIONS, MAX_PARTITIONS
 from broker.domain.topics import ingest_topic, value_subject
 
 Kind = Literal["national", "local", "responder", "processor"]
 BodyTier = Literal["national", "county", "unitary", "ltla-only", "responder", "processor"]
+# A topic's partition count: a whole number (not "12", not 12.0, not true), at least one, at most MAX_PARTITIONS.
+Partitions = Annotated[StrictInt, Field(ge=1, le=MAX_PARTITIONS)]
 Classification = Literal["open", "official", "official-sensitive", "commercially-sensitive", "special-category"]
 LegalBasis = Literal[
     "copi-reg-3-4", "uk-gdpr-6-1-e", "uk-gdpr-9-2-h", "uk-gdpr-9-2-i", "dpa-2018-sch1-para3",
@@ -233,6 +237,10 @@ class Stream(_Model):
     subject: Text | None = None
     classification: Classification
     jurisdiction: Annotated[tuple[FieldName, ...], AfterValidator(_unique)] | None = None
+    # ingest.<id>: gate workers share its partitions (domain/partitions.py)
+    partitions: Partitions = DEFAULT_INGEST_PARTITIONS
+    # each deliver.<subscriber>.<role>.<id>: a subscriber's own consumers share its partitions
+    delivery_partitions: Partitions = DEFAULT_DELIVERY_PARTITIONS
 
     @property
     def ingest_subject(self) -> str:

@@ -40,14 +40,14 @@ def render_k8s(document: dict[str, Any], cluster: str = "accord", namespace: str
     """{file name: resources} for the compiled catalog `document`: topics.yaml and users.yaml."""
     from broker.domain import strimzi
     from broker.domain.kafka_acls import bodies_from_catalog
+    from broker.domain.partitions import partitions_of
     from broker.domain.topics import ingest_topic, quarantine_topic
-    from broker.services.ingest import INGEST_PARTITIONS
 
     target = strimzi.Target(cluster, namespace, replicas, min(2, replicas))
     streams = sorted(document.get("streams", {}))
     specs = [strimzi.TopicSpec(name, 1, config) for name, config in sorted(internal_topics().items())]
     for stream in streams:
-        specs += [strimzi.TopicSpec(ingest_topic(stream), INGEST_PARTITIONS, {}),
+        specs += [strimzi.TopicSpec(ingest_topic(stream), partitions_of(document, stream).ingest, {}),
                   strimzi.TopicSpec(quarantine_topic(stream), 1, {})]
     parties = bodies_from_catalog(document.get("bodies", {}), streams)
     return {"topics.yaml": [strimzi.kafka_topic(spec, target) for spec in specs],
@@ -68,8 +68,9 @@ def render_k8s_command(
     replicas: Annotated[int, typer.Option(min=1, help="replicas of each topic")] = 3,
 ) -> None:
     """Strimzi KafkaTopic resources for every topic Accord makes ahead of time (its own, and each stream's ingest
-    and quarantine topics), and a SCRAM KafkaUser with exactly Accord's ACLs for every service, publishing body
-    and role of a body. Delivery topics are made by the gate when a plan first needs them."""
+    topic, with the catalog's `partitions`, and quarantine topic), and a SCRAM KafkaUser with exactly Accord's ACLs
+    for every service, publishing body and role of a body. Delivery topics are made by the gate when a plan first
+    needs them, with the stream's `delivery_partitions`."""
     from broker.catalog import load_and_compile
 
     settings = current_settings()

@@ -1,4 +1,5 @@
-"""`accord kafka provision|rotate|acls`: the Kafka users and ACLs Accord keeps for its bodies and services.
+"""`accord kafka provision|rotate|acls|partitions`: the Kafka users and ACLs Accord keeps for its bodies and
+services, and the partition counts of the streams' topics.
 
 These act as the Kafka admin: the local stack's (`accord local up` makes it and keeps its password in the secrets
 dir), or, for a cluster someone else runs, whichever super user ACCORD_KAFKA_USERNAME names.
@@ -56,3 +57,35 @@ def acls(user: Annotated[str | None, typer.Option(help="only this user's")] = No
             pattern = acl.resource_pattern
             typer.echo(f"{acl.principal} {acl.permission_type.name} {acl.operation.name} "
                        f"{pattern.resource_type.name} {pattern.resource_name} ({pattern.pattern_type.name})")
+
+
+@kafka_cli.command("partitions")
+def partitions(
+    catalog: Annotated[Path | None, typer.Option("--catalog", help="catalog directory whose streams.yaml "
+                                                 "gives the counts (default: ACCORD_CATALOG_DIR)")] = None,
+    grow: Annotated[bool, typer.Option("--grow", help="add partitions to the topics that have fewer than the "
+                                       "catalog asks for")] = False,
+) -> None:
+    """Compare each stream's ingest topic and its existing delivery topics with the partitions streams.yaml asks
+    for. Topics get their count when made; growing one later sends a key to another partition, so records of one
+    area published before and after may be read out of order: that is why only --grow grows, and nothing shrinks."""
+    from broker.adapters.kafka_admin import grow_partitions, topic_partitions
+    from broker.catalog.loader import load_stream_partitions
+    from broker.cli.policy import running_endpoints
+    from broker.domain.partitions import growth, resizes, wanted_counts
+
+    kafka = running_endpoints().kafka
+    directory = catalog or current_settings().catalog_dir
+    current = topic_partitions(kafka)
+    found = resizes(current, wanted_counts(load_stream_partitions(directory), current))
+    if not found:
+        typer.echo(f"every stream topic has the partitions {directory / 'streams.yaml'} asks for")
+        return
+    for resize in found:
+        typer.echo(resize.describe())
+    if grow and (more := growth(found)):
+        grow_partitions(kafka, more)
+        typer.echo(f"grew {len(more)} topic{'s' * (len(more) != 1)}: " + ", ".join(
+            f"{topic} to {count}" for topic, count in sorted(more.items())))
+    elif growth(found):
+        typer.echo("nothing grown: add --grow to grow them")

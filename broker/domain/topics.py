@@ -40,6 +40,14 @@ def delivery_topic(subscriber: str, role: str, stream: str) -> str:
     return f"{DELIVER_PREFIX}{subscriber}.{role}.{stream}"
 
 
+def delivered_stream(topic: str) -> str | None:
+    """The stream a delivery topic carries; None for any other topic (body and role ids hold no dot)."""
+    if not topic.startswith(DELIVER_PREFIX):
+        return None
+    parts = topic[len(DELIVER_PREFIX):].split(".", 2)
+    return parts[2] if len(parts) == 3 and all(parts) else None
+
+
 def value_subject(topic: str) -> str:
     """The registry subject of a topic's values (Confluent's TopicNameStrategy)."""
     return f"{topic}-value"

@@ -4,13 +4,15 @@ events, metrics."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator
+import logging
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 
 import uvicorn
 
 from broker.adapters.kafka_access import KafkaAccess
-from broker.adapters.kafka_admin import create_topics
+from broker.adapters.kafka_admin import create_partitioned_topics, create_topics
 from broker.adapters.kafka_control import ControlView
 from broker.adapters.kafka_deliveries import KafkaDeliveryLog
 from broker.adapters.kafka_governance import ensure_audit_topic
@@ -23,26 +25,41 @@ from broker.api.app import create_api_app
 from broker.api.auth import Guard
 from broker.api.deliveries import LiveOptions
 from broker.api.readiness import add_readiness
+from broker.catalog.loader import load_stream_partitions
 from broker.clock import system_clock
 from broker.config import Settings
 from broker.domain.cursors import CursorCodec
 from broker.domain.fences import delivery_access
 from broker.domain.geography_files import load_la_table
+from broker.domain.partitions import StreamPartitions, resizes
 from broker.domain.topics import ingest_topic, quarantine_topic
 from broker.runtime.probes import dependency_probes
 from broker.security.api_tokens import ServiceTokens
 from broker.security.control_keys import trusted_keys
 from broker.security.secrets import cursor_secret
 from broker.services.deliveries import Deliveries
-from broker.services.ingest import INGEST_PARTITIONS, Ingest, load_stream_schemas, read_quarantine
+from broker.services.ingest import Ingest, load_stream_schemas, read_quarantine
 from broker.services.receipts import DeliveryReceipts
 
+log = logging.getLogger(__name__)
 
-def ensure_stream_topics(kafka: KafkaAccess, streams: Iterable[str]) -> None:
-    """The ingest topic (partitioned for gate workers) and the quarantine topic of each stream."""
+
+def ensure_stream_topics(kafka: KafkaAccess, streams: Iterable[str], catalog_dir: Path) -> None:
+    """The ingest topic (with the partitions `catalog_dir`'s streams.yaml gives it, for gate workers to share) and
+    the quarantine topic of each stream. An existing ingest topic is never resized here; a count other than the
+    catalog's is logged (domain/partitions.py)."""
     streams = list(streams)
-    create_topics(kafka, [ingest_topic(s) for s in streams], partitions=INGEST_PARTITIONS)
+    counts = load_stream_partitions(catalog_dir)
+    ensure_partitioned(kafka, {ingest_topic(s): counts.get(s, StreamPartitions()).ingest for s in streams})
     create_topics(kafka, [quarantine_topic(s) for s in streams])
+
+
+def ensure_partitioned(kafka: KafkaAccess, wanted: Mapping[str, int]) -> None:
+    """Make the topics of `wanted` that are missing with their partition counts; log each existing one whose count
+    differs (growing it is the operator's choice: `accord kafka partitions --grow`)."""
+    now = create_partitioned_topics(kafka, wanted)
+    for resize in resizes(now, wanted):
+        log.warning("%s", resize.describe())
 
 
 def _today() -> dt.date:
@@ -53,7 +70,7 @@ def _today() -> dt.date:
 def open_ingest(kafka: KafkaAccess, registry_url: str, settings: Settings) -> Iterator[tuple[Ingest, KafkaLog]]:
     """An Ingest for every stream in the settings' schemas directory, with its ingest and quarantine topics."""
     schemas = load_stream_schemas(settings.schemas_dir)
-    ensure_stream_topics(kafka, schemas)
+    ensure_stream_topics(kafka, schemas, settings.catalog_dir)
     log = KafkaLog(kafka, client_id="accord-ingest")
     requests = KafkaIngestRequests(kafka)  # follows the answered keys from the first keyed request on
     registry = HttpSchemaRegistry(registry_url, token=ServiceTokens(settings.secrets_dir, "api"))

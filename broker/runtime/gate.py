@@ -12,7 +12,6 @@ from typing import Any
 import uvicorn
 
 from broker.adapters.kafka_access import KafkaAccess
-from broker.adapters.kafka_admin import create_topics
 from broker.adapters.kafka_control import ControlReader, ControlWriter, ensure_control_topics, ensure_optout_topic
 from broker.adapters.kafka_history import BackfillLogReader, HistoryReader, ensure_backfill_topic
 from broker.adapters.kafka_transactions import TransactionalStage, fence_transactions
@@ -30,7 +29,7 @@ from broker.domain.geography import LaTable
 from broker.domain.geography_files import load_la_table, load_residence
 from broker.domain.topics import AUDIT_TOPIC, OPTOUT_TOPIC, STATUS_TOPIC, ingest_topic
 from broker.errors import ConfigError
-from broker.runtime.api import ensure_stream_topics
+from broker.runtime.api import ensure_partitioned, ensure_stream_topics
 from broker.security.api_tokens import ServiceTokens
 from broker.security.control_keys import trusted_keys
 from broker.security.opa_tokens import WRITER, opa_engine
@@ -63,7 +62,7 @@ def open_gate(endpoints: GateEndpoints, settings: Settings, worker: str,
     # Fence first: whatever a crashed predecessor in this slot left open is aborted now, not after the topics,
     # clients and plans below are ready (read_committed readers of its partitions wait until then).
     fence_transactions(kafka, transactional_id)
-    ensure_stream_topics(kafka, schemas)
+    ensure_stream_topics(kafka, schemas, settings.catalog_dir)
     ensure_control_topics(kafka)
     ensure_optout_topic(kafka)
     ensure_backfill_topic(kafka)
@@ -93,7 +92,7 @@ def open_gate(endpoints: GateEndpoints, settings: Settings, worker: str,
             la_table=la_table or load_la_table(settings.geography_dir),
             pseudonym_secret=pseudonym_secret(secret_env, settings.secrets_dir),
             pseudonym_masters=lambda version: pseudonym_master(settings.secrets_dir, version),
-            ensure_topics=lambda names: create_topics(kafka, names),
+            ensure_topics=lambda counts: ensure_partitioned(kafka, counts),
             residence=load_residence(settings.residence_lookup, settings.geography_dir),
             status=lambda w, value: _ignore(status.append(w, value, topic=STATUS_TOPIC)),
             audit=lambda kind, record: _ignore(status.append(kind, record, topic=AUDIT_TOPIC)),

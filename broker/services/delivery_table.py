@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from broker.domain.audit_records import POLICY_DECISION, decision_record, decision_terms
 from broker.domain.control import PolicyState, rfc3339
+from broker.domain.partitions import partitions_of
 from broker.domain.plans import Plan, Projector, projected_schema
 from broker.domain.pseudonyms import FIRST_VERSION, Pseudonymiser, key_in_force, key_label, subscriber_key
 from broker.domain.suppression import SuppressionRule
@@ -68,9 +69,11 @@ class DeliveryTable:
                 # re-planned when an announced rotation takes effect, as when a plan expires
                 expiries.extend(t for t in (plan.expiry, rotates_at) if t is not None)
         self._audit_decisions([d for ds in decisions.values() for d in ds], state, now)
-        new_topics = sorted({d.topic for ds in deliveries.values() for d in ds} - self._topics)
+        # Each new delivery topic with its stream's delivery partitions, as the signed catalog states them.
+        new_topics = {d.topic: partitions_of(state.catalog, stream).delivery
+                      for stream, ds in sorted(deliveries.items()) for d in ds if d.topic not in self._topics}
         if new_topics:
-            self._p.ensure_topics(new_topics)
+            self._p.ensure_topics(dict(sorted(new_topics.items())))
             self._topics.update(new_topics)
         self.by_stream = deliveries
         return expiries

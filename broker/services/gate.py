@@ -20,6 +20,7 @@ from broker.domain.geography import LaTable
 from broker.domain.jurisdiction import Unresolved, resolve_areas
 from broker.domain.messages import ControlRecord, Record
 from broker.domain.optout import OptOutList, is_digest
+from broker.domain.partitions import stream_key
 from broker.domain.plans import LSOA_TAG, Plan, Shape
 from broker.domain.pseudonyms import KEY_HEADER
 from broker.domain.residence import ResidenceTable
@@ -86,7 +87,7 @@ class GateParts:
     schemas: Mapping[str, Mapping[str, Any]]
     la_table: LaTable
     pseudonym_secret: bytes
-    ensure_topics: Callable[[Sequence[str]], None]
+    ensure_topics: Callable[[Mapping[str, int]], None]  # creates the delivery topics not there yet: topic → partitions
     status: StatusSink
     audit: AuditAppender
     residence: ResidenceTable | None = None
@@ -328,6 +329,7 @@ class Gate:
             if isinstance(admitted, Refusal):
                 continue
             row, areas = admitted
+            record = self._keyed(chunk.job.stream, record, row)
             outcome = evaluate(delivery, row, areas, OptOutCheck(self.opted_out, row))
             if isinstance(outcome, Shape):
                 source = f"{record.topic}/{record.partition}/{record.offset}".encode()
@@ -346,6 +348,7 @@ class Gate:
             self._tally[(stream, "quarantined")] += 1
             return
         value, areas = admitted
+        record = self._keyed(stream, record, value)
         source = f"{record.topic}/{record.partition}/{record.offset}".encode()
         delivered = refused = withheld = 0
         opt_out = OptOutCheck(self.opted_out, value)
@@ -369,6 +372,13 @@ class Gate:
             delivered += 1
         if delivered or not (refused or withheld):  # a row only refused or withheld is counted as such, per plan
             self._tally[(stream, "delivered" if delivered else "no-subscriber")] += 1
+
+    def _keyed(self, stream: str, record: Record, value: Mapping[str, Any]) -> Record:
+        """The record with the stream's key for `value` (domain/partitions.py), whatever key its publisher gave it:
+        so one area's deliveries share a delivery partition in their ingest order, and a key chosen by a publisher
+        writing the ingest topic directly (an NHS number, say) never reaches a subscriber its plan hides it from."""
+        key = stream_key(self._p.schemas[stream], value)
+        return record if key == record.key else replace(record, key=key)
 
     def _admit(self, stream: str, record: Record) -> tuple[Mapping[str, Any], frozenset[str]] | Refusal:
         """The decoded row and the areas it lies in, or why it goes to quarantine instead."""

@@ -15,6 +15,7 @@ from fastavro.validation import ValidationError, validate
 from broker.domain.geography import LaTable
 from broker.domain.json_avro import from_json
 from broker.domain.messages import Outgoing
+from broker.domain.partitions import stream_key
 from broker.domain.topics import ingest_topic, quarantine_topic
 from broker.domain.validation import (
     DEFAULT_MAX_LENGTH,
@@ -53,9 +54,6 @@ class RequestLedger(Protocol):
         positions)` with `digest` in the same transaction, and True. `answer` may run for attempts that are then
         rolled back (another instance won the key): only the committed one counts."""
 
-
-# Ingest topics are where gate workers share the work: one partition per worker at most.
-INGEST_PARTITIONS = 4
 
 
 def load_stream_schemas(directory: Path) -> dict[str, dict[str, Any]]:
@@ -167,7 +165,7 @@ class Ingest:
                 continue
             payload = self._serializers[stream](record, SerializationContext(ingest_topic(stream)))
             assert payload is not None
-            prepared.append((index, Outgoing(ingest_topic(stream), payload, _key(schema, record)), ()))
+            prepared.append((index, Outgoing(ingest_topic(stream), payload, stream_key(schema, record)), ()))
         return prepared
 
     def _count_all(self, stream: str, outcomes: Sequence[Outcome]) -> None:
@@ -265,14 +263,6 @@ def _outcomes(prepared: Sequence[tuple[int, Outgoing, tuple[Violation, ...]]],
 
 def _unpacked(outgoing: Outgoing) -> tuple[str, bytes, bytes | None, Sequence[tuple[str, bytes]]]:
     return outgoing.topic, outgoing.value, outgoing.key, outgoing.headers
-
-
-def _key(schema: Mapping[str, Any], record: Mapping[str, Any]) -> bytes | None:
-    # Key by the first jurisdiction field so one area's records keep their order within a partition.
-    for name in schema.get("accord.jurisdiction", []):
-        if record.get(name):
-            return str(record[name]).encode()
-    return None
 
 
 def _not_object(raw: object) -> Violation:

@@ -75,6 +75,21 @@ valid_until: 2027-12-31T23:59:59Z
 review_date: 2027-06-30
 """)
 
+# Leicestershire's tracing partnership (under its DPH) takes the county's unreached cases: T2's delivery topics have
+# several partitions (catalog/streams.yaml), and the county's cases arrive keyed by district (test_partitions.py).
+T2 = "nhstt.cases-to-trace"
+EXTRA_AGREEMENTS["t2-test-leicestershire"] = ("leicestershire-county-council", "dph", """\
+agreement: t2-test-leicestershire
+template: t2-cases-to-trace
+subscriber: leicestershire-county-council
+valid_from: 2026-01-01T00:00:00Z
+valid_until: 2027-12-31T23:59:59Z
+review_date: 2027-06-30
+signatories:
+  - {body: nhstt, name: Test IG Lead (NHS Test and Trace), role: ig-lead}
+  - {body: leicestershire-county-council, name: Test Signatory, role: dph}
+""")
+
 
 # Leicester's planning analysts receive T1 for service planning under section 251 support, which the National Data
 # Opt-out covers (its DPH's T1 under the COPI notice is exempt); the support lapses in PLANNING_BASIS_DAYS days.
@@ -110,7 +125,8 @@ def make_test_catalog(directory: Path) -> Path:
     assert bodies.read_text().count(shipped) == 1, "Leicester's roles moved in bodies.yaml: update the test catalog"
     bodies.write_text(bodies.read_text().replace(shipped, f"roles: [dph, analyst, ig-lead, {PLANNING_ROLE}]"))
     for name, (body, role, text) in EXTRA_AGREEMENTS.items():
-        (target / "agreements" / f"{name}.yaml").write_text(text + SIGNATORIES % (body, role))
+        signed = text if "signatories:" in text else text + SIGNATORIES % (body, role)
+        (target / "agreements" / f"{name}.yaml").write_text(signed)
     return target
 
 
@@ -119,7 +135,8 @@ def specimen_day() -> dt.date:
 
 
 def end_offsets(kafka: KafkaAccess, topics: list[str]) -> dict[str, int]:
-    """The end offset of partition 0 of each topic (delivery topics have one partition); 0 if it has none yet."""
+    """The end offset of partition 0 of each topic (T1's delivery topics have one partition: catalog/streams.yaml);
+    0 if it has none yet."""
     consumer = KafkaConsumer(**kafka.client_options(), group_id=None, isolation_level="read_committed")
     try:
         found: dict[str, int] = {}

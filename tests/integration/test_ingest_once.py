@@ -23,13 +23,14 @@ from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_log import KafkaLog
 from broker.api.app import create_api_app
 from broker.api.auth import Guard
+from broker.catalog.loader import load_stream_partitions
 from broker.config import Settings
 from broker.demo.synthetic import nhs_number
 from broker.domain.topics import ingest_topic
 from broker.local.stack import Endpoints
 from broker.runtime.api import open_ingest
 from broker.security.api_tokens import verifier_for
-from broker.services.ingest import INGEST_PARTITIONS, REQUEST_KEY_HEADER, read_quarantine
+from broker.services.ingest import REQUEST_KEY_HEADER, read_quarantine
 from tests.conftest import bearer, opa_as
 
 STREAM = "ukhsa.positive-tests"
@@ -59,7 +60,7 @@ def _copies(kafka: KafkaAccess) -> Counter[bytes]:
     log = KafkaLog(kafka, client_id="test-idempotency-count")
     try:
         records = log.read(ingest_topic(STREAM), max_records=1_000_000, timeout_s=4.0,
-                           partitions=list(range(INGEST_PARTITIONS)))
+                           partitions=list(range(load_stream_partitions(Settings().catalog_dir)[STREAM].ingest)))
     finally:
         log.close()
     return Counter(value for r in records for name, value in r.headers if name == REQUEST_KEY_HEADER)

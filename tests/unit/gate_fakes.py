@@ -318,7 +318,7 @@ class GateHarness:
     registry: InMemorySchemaRegistry
     clock: FakeClock
     statuses: list[dict[str, Any]]
-    ensured: list[str]
+    ensured: dict[str, int]  # delivery topics the gate made, with their partitions
     serialize: AvroSerializer
     decisions: list[dict[str, Any]]  # policy-decision audit records, as the gate wrote them
 
@@ -351,13 +351,13 @@ def make_gate(document: Mapping[str, Any] | None = None, clock: FakeClock | None
     stage = stage or FakeStage()
     clock = clock or FakeClock()
     statuses: list[dict[str, Any]] = []
-    ensured: list[str] = []
+    ensured: dict[str, int] = {}
     decisions: list[dict[str, Any]] = []
     control.append_catalog(document or catalog_document())
     parts = GateParts(stage=stage, control=control, control_keys=trusted, planner=Planner(engine, check_every_s=0),
                       registry=registry,
                       schemas={T1: T1_SCHEMA}, la_table=LA_TABLE, pseudonym_secret=b"unit-test-pseudonym-secret",
-                      ensure_topics=ensured.extend, status=lambda worker, status: statuses.append(status),
+                      ensure_topics=ensured.update, status=lambda worker, status: statuses.append(status),
                       audit=audit or (lambda kind, record: decisions.append({"kind": kind, **record})),
                       residence=residence, pseudonym_masters=rotated_master, optout=optout,
                       optout_key=optout_key, withheld=withheld, history=history, backfill_log=backfill_log)

@@ -185,7 +185,8 @@ def test_every_problem_is_reported_at_once(catalog: Path) -> None:
     assert "t1-leeds.yaml:3: subscriber: unknown body 'nobody'" in found
     assert "t1-hackney.yaml:2: template: unknown template 't1-positive-test' (did you mean 't1-positive-tests'?)" \
         in found
-    assert "streams.yaml:17: streams.4.owner: unknown body 'nhs-e' (did you mean 'nhse'?)" in found
+    line = line_of(catalog / "streams.yaml", "owner: nhs-e")
+    assert f"streams.yaml:{line}: streams.4.owner: unknown body 'nhs-e' (did you mean 'nhse'?)" in found
     assert "t6-leicester.yaml:7: signatories: no signatory from the publisher 'nis'" in found
     assert len(caught.value.problems) == 4
 
@@ -210,7 +211,8 @@ def test_agreement_without_template_must_state_the_flow(catalog: Path) -> None:
 def test_stream_needs_a_schema(catalog: Path) -> None:
     edit(catalog / "streams.yaml", "  - id: nis.vaccination-uptake", "  - id: nis.vaccination-uptakes")
     message = problems(catalog)
-    assert "catalog/streams.yaml:19: streams.5.id: no stream schema has accord.stream 'nis.vaccination-uptakes'" \
+    line = line_of(catalog / "streams.yaml", "id: nis.vaccination-uptakes")
+    assert f"catalog/streams.yaml:{line}: streams.5.id: no stream schema has accord.stream 'nis.vaccination-uptakes'" \
         in message
     assert "catalog/templates/t6-vaccination-uptake.yaml:3: stream: unknown stream 'nis.vaccination-uptake'" in message
 

@@ -27,9 +27,9 @@ from broker.domain.kafka_acls import (
     bodies_from_catalog,
     users,
 )
+from broker.domain.partitions import partitions_of
 from broker.domain.strimzi import resource_name
 from broker.domain.topics import ingest_topic, quarantine_topic
-from broker.services.ingest import INGEST_PARTITIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -128,7 +128,9 @@ def test_topics_cover_accords_own_and_each_streams_ingest_and_quarantine() -> No
     streams = sorted(document["streams"])
     assert set(topics) == set(internal_topics()) | {ingest_topic(s) for s in streams} | {
         quarantine_topic(s) for s in streams}
-    assert {topics[ingest_topic(s)]["spec"]["partitions"] for s in streams} == {INGEST_PARTITIONS}
+    assert {s: topics[ingest_topic(s)]["spec"]["partitions"] for s in streams} == {
+        s: partitions_of(document, s).ingest for s in streams}
+    assert {topics[ingest_topic(s)]["spec"]["partitions"] for s in streams} == {12}  # streams.yaml states none
     for name, topic in topics.items():
         assert topic["metadata"]["name"] == resource_name(name)
         assert topic["spec"]["replicas"] == 3
@@ -166,7 +168,8 @@ def test_each_gate_worker_has_its_own_opa_and_keda_scales_it_up_to_the_partition
     assert "--addr=127.0.0.1:8181" in containers["opa"]["args"]
     scaled = next(d for d in docs if d["kind"] == "ScaledObject")
     assert scaled["spec"]["scaleTargetRef"]["name"] == "accord-gate"
-    assert scaled["spec"]["maxReplicaCount"] == INGEST_PARTITIONS
+    document = _compiled()
+    assert scaled["spec"]["maxReplicaCount"] == max(partitions_of(document, s).ingest for s in document["streams"])
     (trigger,) = scaled["spec"]["triggers"]
     assert trigger["type"] == "kafka"
     assert trigger["metadata"]["consumerGroup"] == Settings().gate_group

@@ -102,7 +102,7 @@ def test_deliveries_name_their_source_record_and_policy_revision(h: GateHarness)
     assert len(h.stage.committed()) == 2
     for sent in h.stage.committed():
         assert (sent.headers["accord.source"], sent.headers["accord.revision"]) == (f"{INGEST}/3/41".encode(), revision)
-        assert sent.key == record.key
+        assert sent.key == b"E06000016"  # the stream's key (its first jurisdiction field), not the publisher's
 
 
 def test_a_county_receives_its_districts_records_and_a_city_only_its_own(h: GateHarness) -> None:

@@ -137,8 +137,9 @@ class FlowDrill:
         begun = self.monotonic()
         moments.note(self.flow, f"dispute {raised['id']} raised")
         decider = Actor(str(template.get("publisher")), "ig-lead", f"ig-lead@{template.get('publisher')}.drill")
-        decided = self.api.call("POST", f"/disputes/{raised['id']}/decision", decider,
-                                {"outcome": "refused", "reason": f"Accord drill {self.run}: refusal stands."})
+        answer = self.api.call("POST", f"/disputes/{raised['id']}/decision", decider,
+                               {"outcome": "refused", "reason": f"Accord drill {self.run}: refusal stands."})
+        decided = answer.get("dispute") or {}
         seconds = round(self.monotonic() - begun, 3)
         moments.note(self.flow, f"dispute {raised['id']} decided")
         outcome = (decided.get("decision") or {}).get("outcome")

@@ -1,0 +1,122 @@
+"""T1's drill checks against a real Governance on in-memory topics, through the governance HTTP API as the people
+the drill plays; and the governance route that records a signed report's digest."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from broker.api.governance_app import create_governance_app
+from broker.domain.control import CATALOG_KEY
+from broker.domain.drills import DRILL_REPORTED
+from broker.domain.ladder import Actor
+from broker.services.drill_flows import NEEDS_DRILL_STREAMS, drills_for, tear_down
+from broker.services.drill_runner import DrillRunner
+from broker.services.governance import Governance
+from tests.unit.auth_fakes import bearer, guard
+from tests.unit.governance_catalog import catalog
+from tests.unit.governance_fakes import FakeClock, FakeControl, MemoryGovernanceLog
+from tests.unit.notifier_fakes import RecordingNotifier
+
+
+class Deployment:
+    """A governance service and its control topic; the operator's catalog applications land on the control."""
+
+    def __init__(self, document: Mapping[str, Any] | None) -> None:
+        self.log, self.control, self.clock = MemoryGovernanceLog(), FakeControl(document), FakeClock()
+        self.governance = Governance(self.log, self.control, self.control, self.clock,
+                                     RecordingNotifier({}))
+        self.governance.start()
+        self.client = TestClient(create_governance_app(self.governance, list, guard=guard()))
+        self.calls: list[tuple[str, str, Actor]] = []
+
+    def call(self, method: str, path: str, actor: Actor, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        self.calls.append((method, path, actor))
+        if (method, path) == ("PUT", "/catalog"):
+            assert body is not None
+            self.control.append(CATALOG_KEY, {"document": dict(body["catalog"])})
+            return {}
+        answer = self.client.request(method, path, json=body, headers=bearer(actor.body, actor.role, actor.person))
+        assert answer.status_code < 300, answer.text
+        result: dict[str, Any] = answer.json()
+        return result
+
+    def current(self) -> Mapping[str, Any] | None:
+        return self.control.current().catalog
+
+
+def test_t1_switches_on_from_its_template_and_a_dispute_is_decided_then_the_drill_body_goes() -> None:
+    deployment = Deployment(catalog())
+    drills, checks = drills_for(["T1", "T2"], "abc123", deployment, deployment)
+    report = DrillRunner("unit", deployment.clock).run(["T1", "T2"], checks)
+    verdicts = {(c.flow, c.check): c for c in report.checks}
+    switch_on = verdicts[("T1", "switch-on")]
+    assert switch_on.verdict == "pass", switch_on.reason
+    [request] = deployment.governance.requests()
+    assert (request.body, request.role, request.state) == ("drill-abc123-t1", "analyst", "live")
+    assert request.fields == ("dob", "lsoa", "sex")      # the template's minimised tier, nothing more
+    decided = verdicts[("T1", "dispute-decision")]
+    assert decided.verdict == "pass", decided.reason
+    [dispute] = deployment.governance.disputes()
+    assert (dispute.challenger.body, dispute.decision and dispute.decision["outcome"]) == ("drill-abc123-t1",
+                                                                                           "refused")
+    waiting = [c for c in report.checks if c.verdict == "not-run"]
+    assert {c.check for c in waiting if c.flow == "T1"} == {
+        "approval-to-first-record", "subscriber-view", "revocation", "dispute-default", "break-glass",
+        "fail-closed", "misroute"}
+    assert all(c.reason for c in waiting) and verdicts[("T2", "switch-on")].reason.startswith(NEEDS_DRILL_STREAMS)
+    assert "drill-abc123-t1" in (deployment.current() or {})["bodies"]
+
+    assert tear_down(drills) == []
+    assert deployment.current() == catalog()
+    assert [m.what for m in report.timeline][:2] == ["drill body drill-abc123-t1 added to catalog c-test",
+                                                     f"request {request.id} made"]
+
+
+def test_without_an_applied_catalog_nothing_is_switched_on_and_nothing_passes() -> None:
+    deployment = Deployment(None)
+    drills, checks = drills_for(["T1"], "abc123", deployment, deployment)
+    report = DrillRunner("unit", deployment.clock).run(["T1"], checks)
+    assert {c.verdict for c in report.checks} == {"not-run"}
+    assert report.checks[0].reason.startswith("no catalog is applied")
+    assert tear_down(drills) == [] and deployment.calls == []
+
+
+class Stalled:
+    """A deployment whose requests stay awaiting after every approval."""
+
+    def __init__(self) -> None:
+        self.document = catalog()
+
+    def call(self, method: str, path: str, actor: Actor, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return {"id": "r-1", "state": "awaiting"}
+
+    def current(self) -> Mapping[str, Any] | None:
+        return self.document
+
+
+def test_a_request_that_is_not_live_after_its_approvals_fails_switch_on() -> None:
+    stalled = Stalled()
+    _, checks = drills_for(["T1"], "abc123", stalled, stalled)
+    report = DrillRunner("unit", FakeClock()).run(["T1"], checks[:1])
+    [check] = report.checks
+    assert check.verdict == "fail" and "request r-1 is 'awaiting'" in check.reason
+
+
+RECORD = {"run": "drill-20260302T090000Z-abc123", "deployment": "local", "digest": "a" * 64,
+          "key_id": "0123456789abcdef", "verdict": "incomplete", "counts": {"pass": 2, "fail": 0, "not-run": 7},
+          "finished_at": "2026-03-02T09:03:00Z"}
+
+
+def test_a_reports_digest_goes_on_the_governance_log_as_the_operator() -> None:
+    deployment = Deployment(catalog())
+    operator = bearer("accord", "operator", "Accord drill")
+    answer = deployment.client.post("/drill-reports", json=RECORD, headers=operator)
+    assert answer.status_code == 201, answer.text
+    [event] = [e for e in deployment.log.events if e["type"] == DRILL_REPORTED]
+    assert event["data"] == RECORD and event["actor"] == {"body": "accord", "role": "operator",
+                                                          "person": "Accord drill"}
+    bad = deployment.client.post("/drill-reports", json={**RECORD, "digest": "not-hex"}, headers=operator)
+    assert bad.status_code == 422 and "body.digest" in bad.json()["error"]

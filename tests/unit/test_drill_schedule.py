@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from broker.domain.drills import CheckResult, Report
+from broker.domain.drills import CheckResult, Report, Verdict
 from broker.errors import ServiceError
 from broker.services.drill_schedule import DRILL_FAILED, DrillSchedule, next_slot
 
@@ -47,7 +47,7 @@ class Alerts:
         self.sent.append(notification)
 
 
-def report_at(at: dt.datetime, verdict: str = "pass") -> Report:
+def report_at(at: dt.datetime, verdict: Verdict = "pass") -> Report:
     checks = (CheckResult("T1", "switch-on", "pass", "live", at, 1.0),
               CheckResult("T1", "dispute-decision", verdict, "decided" if verdict == "pass" else "still open", at),
               CheckResult("T2", "switch-on", "not-run", "needs drill streams", at))

@@ -14,7 +14,16 @@ from broker.domain.audit import key_id, new_signing_key
 from broker.domain.drills import CheckResult, Moment, Report, chart, parse_flows
 from broker.errors import DrillError, ServiceError
 from broker.services import drill_report
-from broker.services.drill_runner import FIRST_RECORD, Check, DrillRunner, Outcome, failed, not_run, passed
+from broker.services.drill_runner import (
+    FIRST_RECORD,
+    Check,
+    DrillRunner,
+    Moments,
+    Outcome,
+    failed,
+    not_run,
+    passed,
+)
 
 START = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
 
@@ -107,12 +116,16 @@ def test_the_runner_keeps_not_run_fails_what_raises_and_holds_times_to_targets()
     def raises(_: object) -> Outcome:
         raise ServiceError("governance API unreachable")
 
+    def unreviewed(moments: Moments) -> Outcome:
+        moments.note("T1", "glass broken")
+        return failed("no review opened")
+
     checks = [
         Check("T1", "switch-on", lambda _: passed("live", 3.0)),
         Check("T1", FIRST_RECORD, lambda _: passed("first record delivered", 61.0), target=60.0),
         Check("T1", "revocation", lambda _: not_run("needs drill streams"), target=1.0),
         Check("T1", "dispute-decision", raises),
-        Check("T1", "break-glass", lambda m: (m.note("T1", "glass broken"), failed("no review opened"))[1]),
+        Check("T1", "break-glass", unreviewed),
     ]
     report = DrillRunner("local", clock, monotonic=clock.monotonic).run(["T1"], checks, run_id="drill-x")
     verdicts = [(c.check, c.verdict, c.seconds) for c in report.checks]

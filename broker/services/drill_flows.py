@@ -149,6 +149,53 @@ class FlowDrill:
                       f"now {decided.get('state')}", seconds)
 
 
+    def grant_withdrawn(self, moments: Moments) -> Outcome:
+        """The publisher contests the drill's grant; the ladder's first tier it may go to withdraws it."""
+        if not self.request or self.request.get("state") != "live":
+            return not_run("no live grant (switch-on did not pass)")
+        template = self._template() or {}
+        publisher, grant = str(template.get("publisher")), f"request-{self.request['id']}"
+        contester = Actor(publisher, "ig-lead", f"ig-lead@{publisher}.drill")
+        begun = self.monotonic()
+        raised = self.api.call("POST", "/disputes", contester, {
+            "kind": "grant-contested", "stream": template.get("stream"), "subscriber": self.body,
+            "role": self.request.get("role"), "purpose": template.get("purpose"), "decision_id": grant,
+            "justification": f"Accord drill {self.run}: the drill's grant is withdrawn at its end."})
+        moments.note(self.flow, f"grant {grant} contested by {publisher}")
+        deciders = _deciders(self.original or {}, raised, {publisher, self.body})
+        if deciders is None:
+            return failed(f"tier {raised.get('tier')} of dispute {raised['id']} has too few deciders who are not "
+                          "parties", round(self.monotonic() - begun, 3))
+        answer: dict[str, Any] = {}
+        for decider in deciders:
+            answer = self.api.call("POST", f"/disputes/{raised['id']}/approvals", decider,
+                                   {"outcome": "granted", "reason": f"Accord drill {self.run}: withdrawn."})
+        seconds = round(self.monotonic() - begun, 3)
+        dispute = answer.get("dispute") or {}
+        revoked = any(grant in ((e.get("data") or {}).get("revoke_grants") or ())
+                      for e in dispute.get("timeline", []))
+        if not revoked:
+            return failed(f"dispute {raised['id']} is {dispute.get('state')!r} and did not withdraw {grant}",
+                          seconds)
+        moments.note(self.flow, f"grant {grant} withdrawn")
+        self.request = {**self.request, "state": "withdrawn"}
+        return passed(f"grant {grant} contested by {publisher} and withdrawn by "
+                      f"{', '.join(d.body for d in deciders)} at tier {dispute.get('tier')}", seconds)
+
+
+def _deciders(catalog: Mapping[str, Any], dispute: Mapping[str, Any], parties: set[str]) -> list[Actor] | None:
+    """As many deciders of the dispute's tier as it needs, none of them a party; None when there are too few."""
+    tiers = (catalog.get("ladder") or {}).get("tiers") or []
+    tier = tiers[int(dispute.get("tier", 0))] if tiers else {}
+    deciders = tier.get("deciders") or {}
+    bodies = sorted(set(deciders.get("bodies") or []) - parties)
+    role = str((deciders.get("roles") or ["governance-board"])[0])
+    wanted = int(tier.get("approvals", 1))
+    if len(bodies) < wanted:
+        return None
+    return [Actor(body, role, f"{role}@{body}.drill") for body in bodies[:wanted]]
+
+
 def _reviewer_roles(template: Mapping[str, Any]) -> list[str]:
     """One reviewer of each role the template's approval needs (its `one_of_each`, else its first roles)."""
     approval = template.get("approval") or {}
@@ -173,6 +220,7 @@ def flow_checks(drill: FlowDrill) -> list[Check]:
         Check(flow, "revocation", _waiting(f"{NEEDS_DRILL_STREAMS}: enforcement is measured on records published "
                                            "after it"), ENFORCEMENT_TARGET_S),
         Check(flow, "dispute-decision", drill.dispute_decided),
+        Check(flow, "grant-withdrawn", drill.grant_withdrawn),
         Check(flow, "dispute-default", _waiting("the ladder is compressed only on drill streams' own governance "
                                                 "(--time-scale); the live ladder's deadlines are days")),
         Check(flow, "break-glass", _waiting("break-glass needs an emergency declared where the drill body is, which "
@@ -201,6 +249,9 @@ def tear_down(drills: Sequence[FlowDrill]) -> list[str]:
     """Remove every drill body; what could not be removed (the drill's operator must then apply the catalog)."""
     problems = []
     for drill in drills:
+        if drill.request.get("state") == "live":
+            problems.append(f"{drill.flow}: grant request-{drill.request.get('id')} of drill body {drill.body} was "
+                            f"not withdrawn; it ends by itself after {DRILL_DURATION}")
         try:
             drill.remove_body()
         except AccordError as exc:

@@ -59,9 +59,15 @@ def test_t1_switches_on_from_its_template_and_a_dispute_is_decided_then_the_dril
     assert request.fields == ("dob", "lsoa", "sex")      # the template's minimised tier, nothing more
     decided = verdicts[("T1", "dispute-decision")]
     assert decided.verdict == "pass", decided.reason
-    [dispute] = deployment.governance.disputes()
+    [dispute] = [d for d in deployment.governance.disputes() if d.kind == "refusal"]
     assert (dispute.challenger.body, dispute.decision and dispute.decision["outcome"]) == ("drill-abc123-t1",
                                                                                            "refused")
+    withdrawn = verdicts[("T1", "grant-withdrawn")]
+    assert withdrawn.verdict == "pass", withdrawn.reason
+    assert f"request-{request.id}" not in deployment.governance.state.grants
+    contest = next(d for d in deployment.governance.disputes() if d.kind == "grant-contested")
+    assert (contest.challenger.body, contest.state) == ("ukhsa", "enforced")
+    assert [a["actor"]["body"] for a in contest.approvals] == ["dhsc", "nhsd"]    # the board, not a party
     waiting = [c for c in report.checks if c.verdict == "not-run"]
     assert {c.check for c in waiting if c.flow == "T1"} == {
         "approval-to-first-record", "subscriber-view", "revocation", "dispute-default", "break-glass",

@@ -35,10 +35,11 @@ def _run_once(flows: str, report_dir: Path, time_scale: float) -> DrillRun:
     from broker.cli.policy import running_endpoints
     from broker.runtime.drills import run_drill
 
+    asked = parse_flows(flows)
     settings = current_settings()
     endpoints = running_endpoints()
     return run_drill(settings, endpoints.kafka, settings.governance_url or endpoints.governance_url,
-                     parse_flows(flows), report_dir, time_scale=time_scale,
+                     asked, report_dir, time_scale=time_scale,
                      deployment=settings.governance_url or "local")
 
 
@@ -98,8 +99,11 @@ def drill_schedule(
     from broker.runtime.drills import OperatorWebhook, schedule
 
     settings = current_settings()
-    period = parse_duration(every, "--every")
-    parse_flows(flows)
+    try:
+        period = parse_duration(every, "--every")
+        parse_flows(flows)
+    except AccordError as exc:
+        raise typer.BadParameter(str(exc)) from None
     serve_scrape_port(settings)
     alerts = OperatorWebhook(webhook, settings) if webhook else None
     if alerts is not None:

@@ -101,10 +101,11 @@ def run_drill(settings: Settings, kafka: KafkaAccess, governance_url: str, flows
 class OperatorWebhook:
     """Announces to the operator's webhook URL, signed as Accord signs every webhook (X-Accord-Signature)."""
 
-    def __init__(self, url: str, settings: Settings) -> None:
+    def __init__(self, url: str, settings: Settings, **options: Any) -> None:
+        """`options` go to the WebhookNotifier (retries; tests pass a transport and a resolver)."""
         self._master = webhook_secret(settings.secrets_dir)
         self._notifier = WebhookNotifier(lambda _: Webhook(url, OPERATOR_REGISTRATION), self._master,
-                                         allow=parse_allow(settings.webhook_allow))
+                                         allow=parse_allow(settings.webhook_allow), **options)
 
     @property
     def secret(self) -> str:
@@ -113,6 +114,9 @@ class OperatorWebhook:
 
     def announce(self, notification: Mapping[str, Any]) -> None:
         self._notifier.notify(OPERATOR.body, notification)
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        return self._notifier.wait_idle(timeout_s)
 
     def close(self) -> None:
         self._notifier.close()

@@ -4,13 +4,22 @@ last result goes to the metrics, and a failing check (or a run that cannot start
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
+import json
+import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from broker.adapters.metrics import PrometheusDrillMetrics, drill_flow_result
+from broker.config import Settings
 from broker.domain.drills import CheckResult, Report, Verdict
+from broker.domain.webhooks import SIGNATURE_HEADER, verify
 from broker.errors import ServiceError
+from broker.runtime.drills import OperatorWebhook
 from broker.services.drill_schedule import DRILL_FAILED, DrillSchedule, next_slot
 
 START = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
@@ -128,3 +137,29 @@ def test_a_stop_between_runs_ends_the_schedule() -> None:
                              lambda _: True)
     schedule.serve()
     assert schedule.runs == [START]
+
+
+def test_the_operator_hears_of_a_failing_check_signed_as_every_accord_webhook(tmp_path: Path) -> None:
+    sent: list[httpx.Request] = []
+
+    def receive(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(204)
+
+    alerts = OperatorWebhook("https://ops.example.test/drills", Settings(state_dir=tmp_path),
+                             transport=httpx.MockTransport(receive),
+                             resolve=lambda host, port: [ipaddress.ip_address("93.184.215.14")])
+    try:
+        schedule = DrillSchedule(WEEK, lambda: (report_at(START, "fail"), "reports/x"), PrometheusDrillMetrics(),
+                                 alerts, FakeTime(), lambda _: True)
+        schedule.serve()
+        assert alerts.wait_idle(10.0)
+    finally:
+        alerts.close()
+    [request] = sent
+    assert request.headers["host"] == "ops.example.test"
+    verify(alerts.secret, request.headers[SIGNATURE_HEADER], request.content, now=time.time())
+    notice = json.loads(request.content)
+    assert (notice["type"], notice["failed"][0]["check"]) == (DRILL_FAILED, "dispute-decision")
+    assert drill_flow_result("T1", "fail") == 1.0 and drill_flow_result("T1", "pass") == 0.0
+    assert drill_flow_result("T2", "incomplete") == 1.0

@@ -145,7 +145,7 @@ class FlowDrill:
         outcome = (decided.get("decision") or {}).get("outcome")
         if decided.get("state") not in ("decided", "enforced") or outcome != "refused":
             return failed(f"dispute {raised['id']} is {decided.get('state')!r} with outcome {outcome!r}", seconds)
-        return passed(f"dispute {raised['id']} decided at tier {decided.get('tier')} ({outcome}), "
+        return passed(f"dispute {raised['id']} decided at tier {int(decided.get('tier', 0)) + 1} ({outcome}), "
                       f"now {decided.get('state')}", seconds)
 
 
@@ -164,8 +164,8 @@ class FlowDrill:
         moments.note(self.flow, f"grant {grant} contested by {publisher}")
         deciders = _deciders(self.original or {}, raised, {publisher, self.body})
         if deciders is None:
-            return failed(f"tier {raised.get('tier')} of dispute {raised['id']} has too few deciders who are not "
-                          "parties", round(self.monotonic() - begun, 3))
+            return failed(f"tier {int(raised.get('tier', 0)) + 1} of dispute {raised['id']} has too few deciders who "
+                          "are not parties", round(self.monotonic() - begun, 3))
         answer: dict[str, Any] = {}
         for decider in deciders:
             answer = self.api.call("POST", f"/disputes/{raised['id']}/approvals", decider,
@@ -180,7 +180,7 @@ class FlowDrill:
         moments.note(self.flow, f"grant {grant} withdrawn")
         self.request = {**self.request, "state": "withdrawn"}
         return passed(f"grant {grant} contested by {publisher} and withdrawn by "
-                      f"{', '.join(d.body for d in deciders)} at tier {dispute.get('tier')}", seconds)
+                      f"{', '.join(d.body for d in deciders)} at tier {int(dispute.get('tier', 0)) + 1}", seconds)
 
 
 def _deciders(catalog: Mapping[str, Any], dispute: Mapping[str, Any], parties: set[str]) -> list[Actor] | None:
@@ -211,7 +211,8 @@ def _waiting(reason: str) -> Callable[[Moments], Outcome]:
 def flow_checks(drill: FlowDrill) -> list[Check]:
     """The checks of one flow, in the order they run (later ones use what earlier ones set up)."""
     flow = drill.flow
-    local_only = f"{NEEDS_DRILL_STREAMS}: the drill may stop processes on the local stack only"
+    local_only = (f"{NEEDS_DRILL_STREAMS}: OPA stopped under the live stream would stop real deliveries (and is "
+                  "stopped only on the local stack)")
     return [
         Check(flow, "switch-on", drill.switch_on),
         Check(flow, FIRST_RECORD, _waiting(f"{NEEDS_DRILL_STREAMS}: synthetic records on the real stream would "

@@ -64,6 +64,8 @@ def test_t1_switches_on_from_its_template_and_a_dispute_is_decided_then_the_dril
                                                                                            "refused")
     withdrawn = verdicts[("T1", "grant-withdrawn")]
     assert withdrawn.verdict == "pass", withdrawn.reason
+    assert withdrawn.reason.endswith("withdrawn by dhsc, nhsd at tier 2")   # tiers counted from 1, as people do
+    assert "decided at tier 1 (refused)" in decided.reason
     assert f"request-{request.id}" not in deployment.governance.state.grants
     contest = next(d for d in deployment.governance.disputes() if d.kind == "grant-contested")
     assert (contest.challenger.body, contest.state) == ("ukhsa", "enforced")

@@ -15,6 +15,9 @@ from typing import Any, Literal, cast
 from broker.errors import DrillError
 
 FORMAT = "accord-drill-report/1"
+# Drill bodies' ids start with this, so their disputes stay out of the public transparency figures; the catalog
+# refuses real bodies named so.
+DRILL_BODY_PREFIX = "drill-"
 # The governance-log event (and so audit entry) that records a signed report's digest; governance state ignores it.
 DRILL_REPORTED = "drill-reported"
 Verdict = Literal["pass", "fail", "not-run"]
@@ -29,6 +32,10 @@ FLOWS: Mapping[str, str] = {
     "T4": "t4-care-home-capacity", "T5": "t5-hospital-sitrep", "T6": "t6-vaccination-uptake",
     "T7": "t7-isolation-payments",
 }
+
+
+def is_drill_body(body: object) -> bool:
+    return isinstance(body, str) and body.startswith(DRILL_BODY_PREFIX)
 
 
 def parse_flows(text: str) -> tuple[str, ...]:

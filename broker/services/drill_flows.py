@@ -14,7 +14,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from broker.domain.drills import APPROVAL_TO_FIRST_RECORD_TARGET_S, ENFORCEMENT_TARGET_S, FLOWS
+from broker.domain.drills import (
+    APPROVAL_TO_FIRST_RECORD_TARGET_S,
+    DRILL_BODY_PREFIX,
+    ENFORCEMENT_TARGET_S,
+    FLOWS,
+)
 from broker.domain.ladder import Actor
 from broker.errors import AccordError
 from broker.services.drill_runner import FIRST_RECORD, Check, Moments, Outcome, failed, not_run, passed
@@ -78,7 +83,7 @@ class FlowDrill:
             return "no catalog is applied on this deployment (`accord catalog apply`)"
         if self._template() is None:
             return f"the applied catalog has no template {self.template_id}"
-        self.body = f"drill-{self.run}-{self.flow.lower()}"
+        self.body = f"{DRILL_BODY_PREFIX}{self.run}-{self.flow.lower()}"
         entry = drill_body_entry(self.original, self.body)
         if entry is None:
             return "the applied catalog has no upper-tier local body whose areas a drill body could take"

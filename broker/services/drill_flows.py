@@ -83,14 +83,15 @@ class FlowDrill:
             return "no catalog is applied on this deployment (`accord catalog apply`)"
         if self._template() is None:
             return f"the applied catalog has no template {self.template_id}"
-        self.body = f"{DRILL_BODY_PREFIX}{self.run}-{self.flow.lower()}"
-        entry = drill_body_entry(self.original, self.body)
+        body = f"{DRILL_BODY_PREFIX}{self.run}-{self.flow.lower()}"
+        entry = drill_body_entry(self.original, body)
         if entry is None:
             return "the applied catalog has no upper-tier local body whose areas a drill body could take"
-        drilled = {**self.original, "bodies": {**self.original["bodies"], self.body: entry},
-                   "revision": f"{self.original.get('revision')}+{self.body}"}
+        drilled = {**self.original, "bodies": {**self.original["bodies"], body: entry},
+                   "revision": f"{self.original.get('revision')}+{body}"}
         self.api.call("PUT", "/catalog", OPERATOR, {"catalog": drilled})
-        moments.note(self.flow, f"drill body {self.body} added to catalog {self.original.get('revision')}")
+        self.body = body    # only once applied: a catalog refused needs no undoing
+        moments.note(self.flow, f"drill body {body} added to catalog {self.original.get('revision')}")
         return None
 
     def remove_body(self) -> None:

@@ -1,7 +1,7 @@
 """A T1 drill on the real Kafka, OPA and governance service: a drill body switched on from the template through
 the governance API (the real OPA deciding every call), a dispute decided, the drill's grant withdrawn through the
 ladder, the drill body removed again; the report signed with the audit key, verified, named altered once changed,
-and its digest chained on the audit trail."""
+and its digest chained on the audit trail. With OPA unreachable, switch-on fails saying so and nothing passes."""
 
 from __future__ import annotations
 
@@ -11,14 +11,20 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from fastapi.testclient import TestClient
+
 from broker.adapters.kafka_audit import read_chain
+from broker.api.auth import Guard
+from broker.api.governance_app import create_governance_app
 from broker.config import Settings
 from broker.domain.audit import from_json_line, key_id, new_signing_key
 from broker.domain.drills import DRILL_REPORTED
 from broker.local.stack import Endpoints
 from broker.runtime.drills import ControlCatalog, run_drill
+from broker.security.api_tokens import verifier_for
 from broker.security.audit_keys import load_public_key, public_key_path
 from broker.services import drill_report
+from tests.conftest import opa_as
 from tests.integration.test_access_requests import api_for, started
 
 WAIT_S = 60.0       # a bound for failing, never a measurement
@@ -72,3 +78,27 @@ def test_a_t1_drill_runs_its_real_checks_and_signs_a_report_whose_digest_is_chai
         assert "not a trusted audit key" in drill_report.verify(done.directory, {key_id(other): other})[1][0]
     finally:
         service.stop()
+
+
+def test_with_opa_unreachable_switch_on_fails_saying_so_and_the_catalog_is_untouched(
+        services: Endpoints, applied_catalog: dict[str, Any], tmp_path: Path) -> None:
+    settings = Settings()
+    service = started(services, "drills-opa-down", run=uuid.uuid4().hex[:8])
+    # The governance API as deployed, but its OPA is a closed port: every call must be refused, none allowed.
+    guard = Guard(verifier_for(settings.secrets_dir).verify, opa_as("http://127.0.0.1:9", "reader"))
+    app = create_governance_app(service.governance, service.notifier.log, guard=guard, changes=service.changes)
+    try:
+        with TestClient(app) as http:
+            done = run_drill(settings, services.kafka, "", ["T1"], tmp_path, client=http, deployment="test")
+    finally:
+        service.stop()
+    switch_on = done.report.checks[0]
+    assert (switch_on.check, switch_on.verdict) == ("switch-on", "fail")
+    assert "the policy engine did not answer" in switch_on.reason
+    assert "pass" not in {c.verdict for c in done.report.checks} and done.report.verdict == "fail"
+    # Recording the digest needs OPA too: the report says so instead of pretending it is chained.
+    assert [p for p in done.problems if "not in the audit chain" in p]
+    current = ControlCatalog(services.kafka, settings).current()
+    assert current is not None and current["revision"] == applied_catalog["revision"]
+    public = load_public_key(public_key_path(settings.secrets_dir))
+    assert drill_report.verify(done.directory, {key_id(public): public})[1] == []

@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from broker.adapters.governance_http import GovernanceClient
 from broker.api.governance_app import create_governance_app
 from broker.domain.control import CATALOG_KEY
 from broker.domain.drills import DRILL_REPORTED
@@ -15,7 +16,7 @@ from broker.domain.ladder import Actor
 from broker.services.drill_flows import NEEDS_DRILL_STREAMS, drills_for, tear_down
 from broker.services.drill_runner import DrillRunner
 from broker.services.governance import Governance
-from tests.unit.auth_fakes import bearer, guard
+from tests.unit.auth_fakes import FakeAuthz, bearer, guard, token
 from tests.unit.governance_catalog import catalog
 from tests.unit.governance_fakes import FakeClock, FakeControl, MemoryGovernanceLog
 from tests.unit.notifier_fakes import RecordingNotifier
@@ -38,10 +39,10 @@ class Deployment:
             assert body is not None
             self.control.append(CATALOG_KEY, {"document": dict(body["catalog"])})
             return {}
-        answer = self.client.request(method, path, json=body, headers=bearer(actor.body, actor.role, actor.person))
-        assert answer.status_code < 300, answer.text
-        result: dict[str, Any] = answer.json()
-        return result
+        # The real client, so refusals reach the drill as the GovernanceApiError they are in a deployment.
+        answer = GovernanceClient(client=self.client).call(method, path, token(actor.body, actor.role, actor.person),
+                                                           body)
+        return dict(answer)
 
     def current(self) -> Mapping[str, Any] | None:
         return self.control.current().catalog
@@ -128,3 +129,19 @@ def test_a_reports_digest_goes_on_the_governance_log_as_the_operator() -> None:
                                                           "person": "Accord drill"}
     bad = deployment.client.post("/drill-reports", json={**RECORD, "digest": "not-hex"}, headers=operator)
     assert bad.status_code == 422 and "body.digest" in bad.json()["error"]
+
+
+def test_with_opa_down_switch_on_fails_saying_why_and_nothing_is_left_to_undo() -> None:
+    deployment = Deployment(catalog())
+    deployment.client = TestClient(create_governance_app(deployment.governance, list,
+                                                         guard=guard(FakeAuthz(down=True))))
+    drills, checks = drills_for(["T1"], "abc123", deployment, deployment)
+    report = DrillRunner("unit", deployment.clock).run(["T1"], checks)
+    switch_on = report.checks[0]
+    assert switch_on.verdict == "fail"
+    assert switch_on.reason == ("GovernanceApiError: authorisation is unavailable (the policy engine did not "
+                                "answer); nothing is allowed until it does")
+    assert deployment.governance.requests() == [] and deployment.governance.disputes() == []
+    assert "pass" not in {c.verdict for c in report.checks}      # nothing claims a pass that did not happen
+    assert report.verdict == "fail"
+    assert tear_down(drills) == [] and deployment.current() == catalog()

@@ -7,6 +7,7 @@ report's digest in the audit chain, and exits 1 when a check failed. `verify` na
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ import typer
 
 from broker.cli.context import current_settings, serve_scrape_port
 from broker.domain.drills import parse_flows
+from broker.domain.topics import CHAIN_TOPIC
 from broker.errors import AccordError
 
 if TYPE_CHECKING:
@@ -67,8 +69,11 @@ def drill_verify(
     report: Annotated[Path, typer.Argument(help="a report's directory or its report.json")],
     key: Annotated[Path | None, typer.Option(help="the audit public key (default: the secrets dir's "
                                                   "audit-signing.pub)")] = None,
+    offline: Annotated[bool, typer.Option(help="do not look for the report's digest in the audit chain")] = False,
+    topic: Annotated[str, typer.Option("--topic", help="the audit chain topic")] = CHAIN_TOPIC,
 ) -> None:
-    """Check the report's signature and its renderings' digests; name every file altered after signing."""
+    """Check the report's signature and its renderings' digests, and that the audit chain recorded this report;
+    name every file altered after signing."""
     from broker.domain.audit import key_id
     from broker.security.audit_keys import load_public_key, public_key_path
     from broker.services.drill_report import verify
@@ -76,15 +81,30 @@ def drill_verify(
     public = load_public_key(key or public_key_path(current_settings().secrets_dir))
     try:
         found, problems = verify(report, {key_id(public): public})
+        unrecorded = [] if offline or problems else _unrecorded(report, topic)
     except AccordError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     for problem in problems:
         typer.echo(f"ALTERED: {problem}")
-    if problems:
+    for problem in unrecorded:
+        typer.echo(f"NOT RECORDED: {problem}")
+    if problems or unrecorded:
         raise typer.Exit(1)
     assert found is not None
-    typer.echo(f"ok: {found.run} ({found.verdict}) signed with audit key {key_id(public)}")
+    chained = "not looked for (--offline)" if offline else "recorded in the audit chain"
+    typer.echo(f"ok: {found.run} ({found.verdict}) signed with audit key {key_id(public)}; {chained}")
+
+
+def _unrecorded(report: Path, topic: str) -> list[str]:
+    from broker.cli.audit import chain_lines
+    from broker.domain.audit import from_json_line
+    from broker.domain.drill_signing import chain_problems
+    from broker.services.drill_report import JSON_FILE
+
+    signed = json.loads((report / JSON_FILE if report.is_dir() else report).read_text(encoding="utf-8"))
+    events = (from_json_line(line, n).body.get("event") for n, line in enumerate(chain_lines(topic), start=1))
+    return chain_problems(signed, events)
 
 
 @drill_cli.command("schedule")

@@ -15,13 +15,14 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from broker.domain.audit import canonical_json, key_id
+from broker.domain.drills import DRILL_REPORTED
 
 ALGORITHM = "ed25519"
 
@@ -86,3 +87,19 @@ def _valid(key: Ed25519PublicKey, digest: str, value: Any) -> bool:
     except (InvalidSignature, binascii.Error, ValueError):
         return False
     return True
+
+
+def chain_problems(document: Mapping[str, Any], events: Iterable[Any]) -> list[str]:
+    """Whether the audit chain's events (governance events, as chained) record this signed report's digest."""
+    run = str((document.get("report") or {}).get("run"))
+    digest = str((document.get("signature") or {}).get("digest"))
+    recorded = [str(e["data"].get("digest")) for e in events
+                if isinstance(e, dict) and e.get("type") == DRILL_REPORTED and isinstance(e.get("data"), dict)
+                and e["data"].get("run") == run]
+    if not recorded:
+        return [f"the audit chain has no record of drill report {run}: it was never recorded there, or this is "
+                "another deployment's chain"]
+    if digest not in recorded:
+        return [f"report.json is not the report the audit chain recorded for {run} (recorded digest "
+                f"{recorded[-1][:16]}..., this one {digest[:16]}...)"]
+    return []

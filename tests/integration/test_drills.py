@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 from broker.adapters.kafka_audit import read_chain
 from broker.api.auth import Guard
 from broker.api.governance_app import create_governance_app
+from broker.cli import app
 from broker.config import Settings
 from broker.domain.audit import from_json_line, key_id, new_signing_key
 from broker.domain.drills import DRILL_REPORTED
@@ -24,7 +26,7 @@ from broker.runtime.drills import ControlCatalog, run_drill
 from broker.security.api_tokens import verifier_for
 from broker.security.audit_keys import load_public_key, public_key_path
 from broker.services import drill_report
-from tests.conftest import opa_as
+from tests.conftest import kafka_env, opa_as
 from tests.integration.test_access_requests import api_for, started
 
 WAIT_S = 60.0       # a bound for failing, never a measurement
@@ -40,6 +42,15 @@ def _chained_report(chain_topic: str, services: Endpoints, run: str) -> dict[str
                 return event
         assert time.monotonic() < deadline, f"drill report {run} was not chained on {chain_topic}"
         time.sleep(0.5)
+
+
+def services_chain_of_another(services: Endpoints) -> str:
+    """The chain topic of another governance service (one started for this, on topics of its own)."""
+    other = started(services, "drills-elsewhere", run=uuid.uuid4().hex[:8])
+    try:
+        return other.chainer.chain_topic
+    finally:
+        other.stop()
 
 
 def test_a_t1_drill_runs_its_real_checks_and_signs_a_report_whose_digest_is_chained(
@@ -68,6 +79,14 @@ def test_a_t1_drill_runs_its_real_checks_and_signs_a_report_whose_digest_is_chai
         event = _chained_report(service.chainer.chain_topic, services, done.report.run)
         assert (event["data"]["digest"], event["actor"]["role"]) == (done.digest, "operator")
         assert event["data"]["counts"] == done.report.counts()
+        verify = ["drill", "verify", str(done.directory), "--key", str(public_key_path(settings.secrets_dir))]
+        verified = CliRunner().invoke(app, [*verify, "--topic", service.chainer.chain_topic],
+                                      env=kafka_env(services.kafka))
+        assert verified.exit_code == 0 and verified.output.endswith("; recorded in the audit chain\n"), \
+            verified.output
+        elsewhere = CliRunner().invoke(app, [*verify, "--topic", services_chain_of_another(services)],
+                                       env=kafka_env(services.kafka))
+        assert elsewhere.exit_code == 1 and "NOT RECORDED: the audit chain has no record" in elsewhere.output
 
         signed = json.loads((done.directory / "report.json").read_text())
         signed["report"]["checks"][0]["verdict"] = "fail"

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from broker.domain.audit import key_id, new_signing_key
-from broker.domain.drills import CheckResult, Moment, Report, chart, parse_flows
+from broker.domain.drill_signing import chain_problems
+from broker.domain.drills import DRILL_REPORTED, CheckResult, Moment, Report, chart, parse_flows
 from broker.errors import DrillError, ServiceError
 from broker.services import drill_report
 from broker.services.drill_runner import (
@@ -222,3 +223,19 @@ def test_a_report_json_that_is_no_longer_json_is_named_altered(tmp_path: Path) -
     assert report is None and problems[0].startswith("report.json was altered after signing")
     with pytest.raises(DrillError, match="no drill report"):
         drill_report.verify(tmp_path / "nowhere", keys)  # type: ignore[arg-type]
+
+
+def test_the_audit_chain_must_record_this_very_report(tmp_path: Path) -> None:
+    directory, _ = written(tmp_path)
+    signed = json.loads((directory / "report.json").read_text())
+    digest = signed["signature"]["digest"]
+
+    def reported(run: str, recorded: str) -> dict[str, object]:
+        return {"type": DRILL_REPORTED, "data": {"run": run, "digest": recorded}}
+
+    assert chain_problems(signed, [{"type": "raised"}, reported("drill-1", digest)]) == []
+    assert chain_problems(signed, [reported("drill-2", digest)])[0].startswith(
+        "the audit chain has no record of drill report drill-1")
+    [other] = chain_problems(signed, [reported("drill-1", "f" * 64)])
+    assert other.startswith("report.json is not the report the audit chain recorded for drill-1 (recorded digest "
+                            "ffffffffffffffff...")

@@ -43,13 +43,25 @@ class AppliedCatalog(Protocol):
     def current(self) -> Mapping[str, Any] | None: ...
 
 
+# Single-tier authorities (unitary, metropolitan district, London borough): a drill body there is upper tier alone.
+_SINGLE_TIER = ("E06", "E08", "E09")
+
+
 def drill_body_entry(catalog: Mapping[str, Any], ident: str) -> dict[str, Any] | None:
-    """A compiled body for drill body `ident`: the areas of the first upper-tier local body of the catalog (so the
-    templates' row scopes apply to it), its name saying it is a drill, and the roles templates grant to."""
-    for body in (catalog.get("bodies") or {}).values():
-        if body.get("kind") == "local" and body.get("tier") in ("unitary", "county"):
-            return {**body, "name": f"Accord drill body {ident}", "roles": ["analyst", "dph"]}
-    return None
+    """A compiled body for drill body `ident`, named as a drill, with the roles templates grant to, upper tier (so
+    the templates' row scopes apply to it) and, where there is one, in a single-tier area no local body of the
+    catalog serves, so that it mirrors no council's rows; else with the areas of the first upper-tier council."""
+    bodies = list((catalog.get("bodies") or {}).values())
+    councils = [b for b in bodies if b.get("kind") == "local" and b.get("tier") in ("unitary", "county")]
+    if not councils:
+        return None
+    every = {code for b in bodies if b.get("kind") == "national" for code in b.get("served_areas") or ()}
+    served = {code for b in bodies if b.get("kind") != "national" for code in b.get("served_areas") or ()}
+    spare = sorted(code for code in every - served if str(code).startswith(_SINGLE_TIER))
+    place: dict[str, Any] = {}
+    if spare:
+        place = {"tier": "unitary", "areas": spare[:1], "served_areas": spare[:1], "regions": []}
+    return {**councils[0], **place, "name": f"Accord drill body {ident}", "roles": ["analyst", "dph"]}
 
 
 @dataclass

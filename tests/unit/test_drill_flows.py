@@ -13,7 +13,7 @@ from broker.api.governance_app import create_governance_app
 from broker.domain.control import CATALOG_KEY
 from broker.domain.drills import DRILL_REPORTED
 from broker.domain.ladder import Actor
-from broker.services.drill_flows import NEEDS_DRILL_STREAMS, drills_for, tear_down
+from broker.services.drill_flows import NEEDS_DRILL_STREAMS, drill_body_entry, drills_for, tear_down
 from broker.services.drill_runner import DrillRunner
 from broker.services.governance import Governance
 from tests.unit.auth_fakes import FakeAuthz, bearer, guard, token
@@ -145,3 +145,15 @@ def test_with_opa_down_switch_on_fails_saying_why_and_nothing_is_left_to_undo() 
     assert "pass" not in {c.verdict for c in report.checks}      # nothing claims a pass that did not happen
     assert report.verdict == "fail"
     assert tear_down(drills) == [] and deployment.current() == catalog()
+
+
+def test_a_drill_body_sits_where_no_council_is_served_when_there_is_such_a_place() -> None:
+    document = catalog()
+    entry = drill_body_entry(document, "drill-x-t1")
+    assert entry is not None and entry["areas"] == ["E06000016"]     # every area is a council's: Leicester's
+    for national in ("ukhsa", "dhsc"):
+        document["bodies"][national]["served_areas"] += ["E06000053", "E07000001", "E06000052"]
+    entry = drill_body_entry(document, "drill-x-t1")
+    assert entry is not None
+    assert (entry["areas"], entry["served_areas"], entry["tier"]) == (["E06000052"], ["E06000052"], "unitary")
+    assert (entry["name"], entry["roles"]) == ("Accord drill body drill-x-t1", ["analyst", "dph"])

@@ -107,10 +107,14 @@ class FlowDrill:
         return None
 
     def remove_body(self) -> None:
-        """Apply the catalog as it was before the drill (nothing when the drill never added its body)."""
-        if self.original is not None and self.body:
+        """Apply the catalog as it was before the drill: nothing when the drill never added its body, or when a
+        catalog applied since (by an operator, during the drill) has no drill body to remove and must stay."""
+        if self.original is None or not self.body:
+            return
+        current = self.catalog.current() or {}
+        if self.body in (current.get("bodies") or {}):
             self.api.call("PUT", "/catalog", OPERATOR, {"catalog": dict(self.original)})
-            self.body = ""
+        self.body = ""
 
     # -- checks -----------------------------------------------------------------------------------------------
     def switch_on(self, moments: Moments) -> Outcome:

@@ -157,3 +157,17 @@ def test_a_drill_body_sits_where_no_council_is_served_when_there_is_such_a_place
     assert entry is not None
     assert (entry["areas"], entry["served_areas"], entry["tier"]) == (["E06000052"], ["E06000052"], "unitary")
     assert (entry["name"], entry["roles"]) == ("Accord drill body drill-x-t1", ["analyst", "dph"])
+
+
+def test_a_catalog_applied_during_the_drill_is_left_as_it_is() -> None:
+    deployment = Deployment(catalog())
+    drills, checks = drills_for(["T1"], "abc123", deployment, deployment)
+    DrillRunner("unit", deployment.clock).run(["T1"], checks[:1])
+    newer = {**catalog(), "revision": "c-newer"}
+    deployment.control.append(CATALOG_KEY, {"document": newer})     # an operator applies a catalog meanwhile
+    applied = len([c for c in deployment.calls if c[:2] == ("PUT", "/catalog")])
+    assert tear_down(drills) == [
+        f"T1: grant request-{deployment.governance.requests()[0].id} of drill body drill-abc123-t1 was not "
+        "withdrawn; it ends by itself after PT1H"]
+    assert deployment.current() == newer
+    assert len([c for c in deployment.calls if c[:2] == ("PUT", "/catalog")]) == applied

@@ -8,6 +8,7 @@
     ├── SerdeError             bytes that are not a valid Confluent-framed Avro record,
     │                          or a record that does not fit its schema
     ├── AuditError             the audit trail is malformed or fails verification (names the line or entry)
+    ├── DrillError             a drill report is malformed, or a drill cannot run (names the file or setting)
     ├── AuthenticationError    an API token is missing, malformed, expired, revoked or not signed by Accord's key
     ├── GovernanceError        a dispute or declaration command breaks the rules (bad move, no reason)
     │   ├── NotAuthorisedError the acting body and role may not do this
@@ -86,6 +87,10 @@ class SerdeError(AccordError):
 
 class AuthenticationError(AccordError):
     """An API caller could not be authenticated; the message says why, never quoting the token."""
+
+
+class DrillError(AccordError):
+    """A drill report is malformed or not signed as it should be, or a drill was asked for what it cannot do."""
 
 
 class AuditError(AccordError):

@@ -286,3 +286,28 @@ def register_gate_lag(lag: Callable[[], Mapping[str, int]]) -> Callable[[], None
     collector = GateLagCollector(lag)
     REGISTRY.register(collector)
     return lambda: REGISTRY.unregister(collector)
+
+
+DRILL_FLOW_RESULT = Gauge(
+    "accord_drill_flow_result",
+    "The last drill of each template flow: 1 for the verdict it had (pass, fail or incomplete: some checks not "
+    "run), 0 for the others.", ["flow", "verdict"])
+DRILL_FLOW_LAST_RUN = Gauge(
+    "accord_drill_flow_last_run_timestamp_seconds", "When the last drill of each template flow finished (Unix time).",
+    ["flow"])
+DRILL_FLOW_CHECKS = Gauge(
+    "accord_drill_flow_checks", "The checks of each flow's last drill, by verdict (pass, fail, not-run).",
+    ["flow", "verdict"])
+
+
+class PrometheusDrillMetrics:
+    def flow_result(self, flow: str, verdict: str, at: Any, checks: Mapping[str, int]) -> None:
+        for each in ("pass", "fail", "incomplete"):
+            DRILL_FLOW_RESULT.labels(flow=flow, verdict=each).set(1.0 if each == verdict else 0.0)
+        DRILL_FLOW_LAST_RUN.labels(flow=flow).set(at.timestamp())
+        for each, count in checks.items():
+            DRILL_FLOW_CHECKS.labels(flow=flow, verdict=each).set(count)
+
+
+def drill_flow_result(flow: str, verdict: str) -> float:
+    return float(DRILL_FLOW_RESULT.labels(flow=flow, verdict=verdict)._value.get())

@@ -262,6 +262,7 @@ def create_governance_app(governance: Governance, deliveries: Callable[[], Seque
     add_access_routes(app, governance, guard)
     _webhook_routes(app, governance, deliveries)
     _receipt_key_routes(app, governance)
+    _drill_routes(app, governance)
     if changes is not None:
         add_control_routes(app, changes)
     return app
@@ -421,6 +422,23 @@ def _webhook_routes(app: FastAPI, governance: Governance,
     def delivered(body: str | None = None) -> dict[str, Any]:
         """Webhook deliveries, oldest first, each as it stands (pending, delivered, failed, gave-up, no-webhook)."""
         return {"deliveries": [dataclasses.asdict(d) for d in deliveries() if body is None or d.body == body]}
+
+
+class DrillReportIn(_Body):
+    run: str = Field(pattern=r"^[A-Za-z0-9._-]{1,80}$")
+    deployment: str = Field(max_length=200)
+    digest: str = Field(pattern=r"^[0-9a-f]{64}$", description="the digest the report's signature covers")
+    key_id: str = Field(pattern=r"^[0-9a-f]{16}$", description="the audit key that signed it")
+    verdict: Literal["pass", "fail", "incomplete"]
+    counts: dict[Literal["pass", "fail", "not-run"], int]
+    finished_at: AwareDatetime
+
+
+def _drill_routes(app: FastAPI, governance: Governance) -> None:
+    @app.post("/drill-reports", status_code=201)
+    def record_drill_report(body: DrillReportIn, actor: Acting) -> dict[str, Any]:
+        """Record a signed drill report's digest in the governance log and the audit chain (Accord's operator)."""
+        return governance.record_drill_report(actor, body.model_dump(mode="json"))
 
 
 def _receipt_key_routes(app: FastAPI, governance: Governance) -> None:

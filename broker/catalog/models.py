@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from broker.domain.backfill import parse_history
+from broker.domain.drills import DRILL_BODY_PREFIX, is_drill_body
 from broker.domain.geography import is_well_formed
 from broker.domain.ladder import EmergencyLevel
 from broker.domain.partitions import DEFAULT_DELIVERY_PARTITIONS, DEFAULT_INGEST_PARTITIONS, MAX_PARTITIONS
@@ -207,6 +208,14 @@ class Body(_Model):
     roles: Annotated[tuple[Id, ...], AfterValidator(_unique)] = ()
     # A publisher's rule for approving access requests to its streams; a template's own `approval` overrides it.
     approval: Approval | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _not_a_drill_body(cls, ident: str) -> str:
+        if is_drill_body(ident):
+            raise ValueError(f"ids starting {DRILL_BODY_PREFIX!r} are kept for the bodies `accord drill` adds for "
+                             "a run; choose another id")
+        return ident
 
     @field_validator("tier")
     @classmethod

@@ -42,7 +42,7 @@ def cli_kafka() -> KafkaAccess:
     return kafka_access(settings, settings.kafka_bootstrap) if settings.kafka_bootstrap else running_endpoints().kafka
 
 
-def _chain_lines(topic: str) -> Iterator[str]:
+def chain_lines(topic: str) -> Iterator[str]:
     from broker.adapters.kafka_audit import read_chain
 
     return read_chain(cli_kafka(), topic)
@@ -65,7 +65,7 @@ def export(
     governance_topic: GovernanceTopic = GOVERNANCE_TOPIC,
 ) -> None:
     """Write the chain topic's entries as JSON lines, oldest first, ending with a freshly signed checkpoint."""
-    lines = _sealed_lines(topic, governance_topic, wait) if seal else _chain_lines(topic)
+    lines = _sealed_lines(topic, governance_topic, wait) if seal else chain_lines(topic)
     try:
         if out is None:
             for line in lines:
@@ -114,7 +114,7 @@ def verify_trail(
         raise typer.BadParameter("--offline needs an exported FILE")
     public = load_public_key(key or public_key_path(current_settings().secrets_dir))
     try:
-        entries = list(_parse(_file_lines(file) if file is not None else _chain_lines(topic)))
+        entries = list(_parse(_file_lines(file) if file is not None else chain_lines(topic)))
         anchor = None if offline else _newest_anchor(topic, governance_topic)
     except AccordError as exc:
         typer.echo(f"problem: {exc}")
@@ -176,7 +176,7 @@ def receipts(
     from broker.domain.topics import DELIVER_PREFIX
 
     try:
-        found = ledger(_parse(_file_lines(file) if file is not None else _chain_lines(topic)))
+        found = ledger(_parse(_file_lines(file) if file is not None else chain_lines(topic)))
         public = _receipt_keys(body, key, found.keys)
     except AccordError as exc:
         typer.echo(f"problem: {exc}")

@@ -26,6 +26,9 @@ from broker.cli import (
     deploy as cli_deploy,
 )
 from broker.cli import (
+    drill as cli_drill,
+)
+from broker.cli import (
     geography as cli_geography,
 )
 from broker.cli import (
@@ -69,6 +72,7 @@ app.add_typer(cli_governance.emergency_cli, name="emergency")
 app.add_typer(cli_governance.webhook_cli, name="webhook")
 app.command("break-glass")(cli_governance.break_glass)
 app.add_typer(cli_audit.audit_cli, name="audit")
+app.add_typer(cli_drill.drill_cli, name="drill")
 app.add_typer(cli_kafka.kafka_cli, name="kafka")
 app.add_typer(cli_credentials.credentials_cli, name="credentials")
 app.add_typer(cli_optout.optout_cli, name="optout")

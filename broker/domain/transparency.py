@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker.domain.disputes import parse_stamp
+from broker.domain.drills import is_drill_body
 
 DECISIONS = ("decided", "defaulted")
 QUESTIONS = ("raised", "appealed")
@@ -86,7 +87,8 @@ def nearest_rank(values: list[float], percent: float) -> float | None:
 
 
 def figures(events: Iterable[Mapping[str, Any]]) -> Figures:
-    """The figures of the governance events, in log order (events of other kinds are ignored)."""
+    """The figures of the governance events, in log order (events of other kinds are ignored, and so are the
+    disputes of drill bodies: a drill exercises the ladder, it is not a dispute between bodies)."""
     kinds: Counter[str] = Counter()
     latest: dict[str, str] = {}                 # dispute -> its latest outcome, "open" while a question stands
     asked: dict[str, dt.datetime] = {}          # dispute -> when its standing question was put
@@ -95,8 +97,13 @@ def figures(events: Iterable[Mapping[str, Any]]) -> Figures:
     durations: list[float] = []
     defaults = appeals = lifts = break_glass = 0
     as_of: str | None = None
+    drills: set[str] = set()
     for event in events:
         kind, ident, data = event.get("type"), event.get("dispute"), event.get("data") or {}
+        if kind == "raised" and ident and is_drill_body(data.get("subscriber")):
+            drills.add(str(ident))
+        if ident in drills:
+            continue
         as_of = str(event["at"]) if event.get("at") else as_of
         if kind == "raised" and ident:
             kinds[str(data.get("kind", "unknown"))] += 1

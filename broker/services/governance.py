@@ -32,6 +32,7 @@ from broker.domain.access_rules import RequestForm
 from broker.domain.adjudication import Context, Decision, DisputeRequest
 from broker.domain.control import PolicyState
 from broker.domain.disputes import Dispute
+from broker.domain.drills import DRILL_REPORTED
 from broker.domain.escalation import BREAK_GLASS_EXPIRED
 from broker.domain.governance import FINISHED, QUEUED, GovernanceEvent, GovernanceState, apply, new_event
 from broker.domain.ladder import Actor, Ladder
@@ -261,6 +262,14 @@ class Governance:
             return [new_event(KEY_RETIRED, None, ctx.now, actor, {"body": actor.body, "key_id": ident})]
         self._run(events)
         return self._state.receipt_keys[ident]
+
+    def record_drill_report(self, actor: Actor, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Put a signed drill report's digest (run, digest, key_id, verdict, counts) on the governance log, and so
+        in the audit chain: a report shown later can be matched to the one the drill signed then."""
+        def events(ctx: Context) -> list[GovernanceEvent]:
+            return [new_event(DRILL_REPORTED, None, ctx.now, actor, dict(record))]
+        written = self._run(events)
+        return dict(written[0])
 
     def receipt_keys(self, body: str | None = None) -> list[ReceiptKey]:
         with self._lock:

@@ -30,12 +30,13 @@ allow if {
 # METADATA
 # description: |
 #   Accord's operator (body accord, role operator: the team that runs Accord, not a member body) applies the
-#   catalog and announces pseudonym key rotations, and may do nothing else. The catalog says who every member is,
-#   so no member role may replace it, and the first catalog must be applicable before any member exists.
+#   catalog, announces pseudonym key rotations and records drill reports, and may do nothing else. The catalog says
+#   who every member is, so no member role may replace it, and the first catalog must be applicable before any
+#   member exists.
 allow if {
 	_operator
 	input.service == "governance"
-	[input.method, input.route] in {["PUT", "/catalog"], ["POST", "/pseudonym-keys/rotate"]}
+	[input.method, input.route] in {["PUT", "/catalog"], ["POST", "/pseudonym-keys/rotate"], ["POST", "/drill-reports"]}
 }
 
 # METADATA

@@ -334,6 +334,13 @@ test_only_the_operator_rotates_pseudonym_keys if {
 	}
 }
 
+test_only_the_operator_records_drill_reports if {
+	_allowed(_call("governance", "POST", "/drill-reports", _who("accord", "operator")))
+	every who in [_who("accord", "service"), _who("ukhsa", "ig-lead"), _who("accord-arbiter", "arbiter")] {
+		not _allowed(_call("governance", "POST", "/drill-reports", who))
+	}
+}
+
 test_only_the_operator_applies_the_catalog if {
 	_allowed(_call("governance", "PUT", "/catalog", _who("accord", "operator")))
 	not _allowed(_call("governance", "POST", "/disputes", _who("accord", "operator")))

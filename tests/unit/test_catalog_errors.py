@@ -222,6 +222,11 @@ def test_ids_with_dots_or_capitals_are_refused(catalog: Path) -> None:
     assert "catalog/agreements/t1-leeds.yaml:1: agreement: 't1.Leeds' is not a kebab-case id" in problems(catalog)
 
 
+def test_a_body_may_not_take_an_id_kept_for_drill_bodies(catalog: Path) -> None:
+    edit(catalog / "bodies.yaml", "  - id: leicester-city-council", "  - id: drill-leicester")
+    assert "ids starting 'drill-' are kept for the bodies `accord drill` adds" in problems(catalog)
+
+
 def test_missing_directory_and_files_are_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_catalog(tmp_path / "nowhere")

@@ -99,7 +99,7 @@ def test_openapi_lists_every_route_and_no_claimed_identity_headers(api: Api) -> 
         "/disputes/{ident}/approvals", "/disputes/{ident}/appeal", "/emergency", "/emergency/lift", "/break-glass",
         "/webhooks", "/webhooks/deliveries", "/misroutes", "/misroutes/{ident}", "/misroutes/{ident}/deletion",
         "/requests", "/requests/{ident}", "/requests/{ident}/approvals", "/requests/{ident}/refusal",
-        "/receipt-keys", "/receipt-keys/{ident}/retire", "/reviews", "/reviews/{task}/completion"}
+        "/receipt-keys", "/receipt-keys/{ident}/retire", "/reviews", "/reviews/{task}/completion", "/drill-reports"}
     headers = {p["name"] for p in spec["paths"]["/disputes"]["post"].get("parameters", []) if p["in"] == "header"}
     assert headers == set()
 

@@ -45,3 +45,15 @@ def test_percentiles_are_nearest_rank_so_each_is_a_measured_value() -> None:
     values = [float(v) for v in range(1, 11)]
     assert nearest_rank(values, 90) == 9.0 and nearest_rank(values, 50) == 5.0
     assert nearest_rank([4.0], 90) == 4.0 and nearest_rank([], 50) is None
+
+
+def test_a_drill_bodys_disputes_stay_out_of_the_public_figures() -> None:
+    found = figures([
+        event("raised", "2026-01-01T00:00:00Z", "d-1", kind="refusal", subscriber="leicester-city-council"),
+        event("raised", "2026-01-01T01:00:00Z", "d-2", kind="refusal", subscriber="drill-abc123-t1"),
+        event("decided", "2026-01-01T01:00:01Z", "d-2", outcome="refused"),
+        event("raised", "2026-01-01T01:00:02Z", "d-3", kind="grant-contested", subscriber="drill-abc123-t1"),
+        event("decided", "2026-01-01T01:00:03Z", "d-3", outcome="granted"),
+    ])
+    assert (found.disputes_raised, found.decisions, found.disputes_by_outcome) == (1, 0, {"open": 1})
+    assert found.as_of == "2026-01-01T00:00:00Z"

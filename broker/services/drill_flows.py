@@ -1,0 +1,282 @@
+"""The checks a drill runs for each template flow, on a live deployment, through the governance API as the people
+who would act (a drill body's analyst and DPH, the publisher's reviewers, Accord's operator).
+
+Drill bodies (`drill-<run>-t1`) are added to the applied catalog for the run and removed after it. They act on the
+real stream only where that delivers nothing to real subscribers: a request from the template and its approvals,
+a dispute to its decision. What needs records published (approval to first record, the subscriber's view, a
+revocation on the live stream) waits for drill streams and is reported as not run, never as passed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from broker.domain.drills import (
+    APPROVAL_TO_FIRST_RECORD_TARGET_S,
+    DRILL_BODY_PREFIX,
+    ENFORCEMENT_TARGET_S,
+    FLOWS,
+)
+from broker.domain.ladder import Actor
+from broker.errors import AccordError
+from broker.services.drill_runner import FIRST_RECORD, Check, Moments, Outcome, failed, not_run, passed
+
+NEEDS_DRILL_STREAMS = "needs drill streams"
+OPERATOR = Actor("accord", "operator", "Accord drill")
+# The drill's analyst asks for the least a template gives: its minimised tier's fields.
+DRILL_DURATION = "PT1H"
+
+
+class GovernanceCalls(Protocol):
+    """The governance HTTP API, called as `actor` (the adapter mints that person's short-lived token)."""
+
+    def call(self, method: str, path: str, actor: Actor, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        ...
+
+
+class AppliedCatalog(Protocol):
+    """The compiled catalog in force on the deployment (read from its control topic); None before any is applied."""
+
+    def current(self) -> Mapping[str, Any] | None: ...
+
+
+# Single-tier authorities (unitary, metropolitan district, London borough): a drill body there is upper tier alone.
+_SINGLE_TIER = ("E06", "E08", "E09")
+
+
+def drill_body_entry(catalog: Mapping[str, Any], ident: str) -> dict[str, Any] | None:
+    """A compiled body for drill body `ident`, named as a drill, with the roles templates grant to, upper tier (so
+    the templates' row scopes apply to it) and, where there is one, in a single-tier area no local body of the
+    catalog serves, so that it mirrors no council's rows; else with the areas of the first upper-tier council."""
+    bodies = list((catalog.get("bodies") or {}).values())
+    councils = [b for b in bodies if b.get("kind") == "local" and b.get("tier") in ("unitary", "county")]
+    if not councils:
+        return None
+    every = {code for b in bodies if b.get("kind") == "national" for code in b.get("served_areas") or ()}
+    served = {code for b in bodies if b.get("kind") != "national" for code in b.get("served_areas") or ()}
+    spare = sorted(code for code in every - served if str(code).startswith(_SINGLE_TIER))
+    place: dict[str, Any] = {}
+    if spare:
+        place = {"tier": "unitary", "areas": spare[:1], "served_areas": spare[:1], "regions": []}
+    return {**councils[0], **place, "name": f"Accord drill body {ident}", "roles": ["analyst", "dph"]}
+
+
+@dataclass
+class FlowDrill:
+    """The state one flow's checks share: the drill body, the request that switched it on."""
+
+    flow: str
+    run: str
+    api: GovernanceCalls
+    catalog: AppliedCatalog
+    monotonic: Callable[[], float] = time.monotonic
+    original: Mapping[str, Any] | None = None
+    body: str = ""
+    request: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def template_id(self) -> str:
+        return FLOWS[self.flow]
+
+    def _template(self) -> Mapping[str, Any] | None:
+        return ((self.original or {}).get("templates") or {}).get(self.template_id)
+
+    def actor(self, role: str) -> Actor:
+        return Actor(self.body, role, f"{role}@{self.body}.drill")
+
+    # -- drill bodies -----------------------------------------------------------------------------------------
+    def add_body(self, moments: Moments) -> str | None:
+        """Apply the catalog with the drill body added; why not, when it cannot be."""
+        self.original = self.catalog.current()
+        if self.original is None:
+            return "no catalog is applied on this deployment (`accord catalog apply`)"
+        if self._template() is None:
+            return f"the applied catalog has no template {self.template_id}"
+        body = f"{DRILL_BODY_PREFIX}{self.run}-{self.flow.lower()}"
+        entry = drill_body_entry(self.original, body)
+        if entry is None:
+            return "the applied catalog has no upper-tier local body whose areas a drill body could take"
+        drilled = {**self.original, "bodies": {**self.original["bodies"], body: entry},
+                   "revision": f"{self.original.get('revision')}+{body}"}
+        self.api.call("PUT", "/catalog", OPERATOR, {"catalog": drilled})
+        self.body = body    # only once applied: a catalog refused needs no undoing
+        moments.note(self.flow, f"drill body {body} added to catalog {self.original.get('revision')}")
+        return None
+
+    def remove_body(self) -> None:
+        """Apply the catalog as it was before the drill: nothing when the drill never added its body, or when a
+        catalog applied since (by an operator, during the drill) has no drill body to remove and must stay."""
+        if self.original is None or not self.body:
+            return
+        current = self.catalog.current() or {}
+        if self.body in (current.get("bodies") or {}):
+            self.api.call("PUT", "/catalog", OPERATOR, {"catalog": dict(self.original)})
+        self.body = ""
+
+    # -- checks -----------------------------------------------------------------------------------------------
+    def switch_on(self, moments: Moments) -> Outcome:
+        """Request from the template as the drill body's analyst, approved by the template's reviewers."""
+        why = self.add_body(moments)
+        if why is not None:
+            return not_run(why)
+        template = self._template() or {}
+        tier = next((t for t in template.get("tiers", []) if t.get("name") == template.get("minimised_tier")), None)
+        if tier is None:
+            return not_run(f"template {self.template_id} has no minimised tier to request")
+        role = str((tier.get("roles") or ["analyst"])[0])
+        form = {"template": self.template_id, "purpose": template.get("purpose"), "duration": DRILL_DURATION,
+                "fields": sorted(tier.get("fields", {})),
+                "justification": f"Accord drill {self.run}: switching {self.flow} on from its template."}
+        begun = self.monotonic()
+        made = self.api.call("POST", "/requests", self.actor(role), form)
+        moments.note(self.flow, f"request {made['id']} made")
+        for role in _reviewer_roles(template):
+            reviewer = Actor(str(template.get("publisher")), role, f"{role}@{template.get('publisher')}.drill")
+            made = self.api.call("POST", f"/requests/{made['id']}/approvals", reviewer,
+                                 {"reason": f"Accord drill {self.run}: approved by the template's {role}."})
+            moments.note(self.flow, f"approved by the publisher's {role}")
+        seconds = round(self.monotonic() - begun, 3)
+        self.request = made
+        if made.get("state") != "live":
+            return failed(f"request {made['id']} is {made.get('state')!r} after every reviewer approved, not live",
+                          seconds)
+        moments.note(self.flow, f"request {made['id']} live")
+        return passed(f"request {made['id']} from {self.template_id} made, approved by "
+                      f"{', '.join(_reviewer_roles(template))} and live", seconds)
+
+    def dispute_decided(self, moments: Moments) -> Outcome:
+        """The drill body's DPH disputes the refusal of an identifier; the publisher's IG lead decides."""
+        if not self.body:
+            return not_run("no drill body (switch-on did not run)")
+        template = self._template() or {}
+        raised = self.api.call("POST", "/disputes", self.actor("dph"), {
+            "kind": "refusal", "stream": template.get("stream"), "role": "dph", "purpose": template.get("purpose"),
+            "fields": ["specimen_id"],
+            "justification": f"Accord drill {self.run}: a refusal disputed to test the ladder."})
+        begun = self.monotonic()
+        moments.note(self.flow, f"dispute {raised['id']} raised")
+        decider = Actor(str(template.get("publisher")), "ig-lead", f"ig-lead@{template.get('publisher')}.drill")
+        answer = self.api.call("POST", f"/disputes/{raised['id']}/decision", decider,
+                               {"outcome": "refused", "reason": f"Accord drill {self.run}: refusal stands."})
+        decided = answer.get("dispute") or {}
+        seconds = round(self.monotonic() - begun, 3)
+        moments.note(self.flow, f"dispute {raised['id']} decided")
+        outcome = (decided.get("decision") or {}).get("outcome")
+        if decided.get("state") not in ("decided", "enforced") or outcome != "refused":
+            return failed(f"dispute {raised['id']} is {decided.get('state')!r} with outcome {outcome!r}", seconds)
+        return passed(f"dispute {raised['id']} decided at tier {int(decided.get('tier', 0)) + 1} ({outcome}), "
+                      f"now {decided.get('state')}", seconds)
+
+
+    def grant_withdrawn(self, moments: Moments) -> Outcome:
+        """The publisher contests the drill's grant; the ladder's first tier it may go to withdraws it."""
+        if not self.request or self.request.get("state") != "live":
+            return not_run("no live grant (switch-on did not pass)")
+        template = self._template() or {}
+        publisher, grant = str(template.get("publisher")), f"request-{self.request['id']}"
+        contester = Actor(publisher, "ig-lead", f"ig-lead@{publisher}.drill")
+        begun = self.monotonic()
+        raised = self.api.call("POST", "/disputes", contester, {
+            "kind": "grant-contested", "stream": template.get("stream"), "subscriber": self.body,
+            "role": self.request.get("role"), "purpose": template.get("purpose"), "decision_id": grant,
+            "justification": f"Accord drill {self.run}: the drill's grant is withdrawn at its end."})
+        moments.note(self.flow, f"grant {grant} contested by {publisher}")
+        deciders = _deciders(self.original or {}, raised, {publisher, self.body})
+        if deciders is None:
+            return failed(f"tier {int(raised.get('tier', 0)) + 1} of dispute {raised['id']} has too few deciders who "
+                          "are not parties", round(self.monotonic() - begun, 3))
+        answer: dict[str, Any] = {}
+        for decider in deciders:
+            answer = self.api.call("POST", f"/disputes/{raised['id']}/approvals", decider,
+                                   {"outcome": "granted", "reason": f"Accord drill {self.run}: withdrawn."})
+        seconds = round(self.monotonic() - begun, 3)
+        dispute = answer.get("dispute") or {}
+        revoked = any(grant in ((e.get("data") or {}).get("revoke_grants") or ())
+                      for e in dispute.get("timeline", []))
+        if not revoked:
+            return failed(f"dispute {raised['id']} is {dispute.get('state')!r} and did not withdraw {grant}",
+                          seconds)
+        moments.note(self.flow, f"grant {grant} withdrawn")
+        self.request = {**self.request, "state": "withdrawn"}
+        return passed(f"grant {grant} contested by {publisher} and withdrawn by "
+                      f"{', '.join(d.body for d in deciders)} at tier {int(dispute.get('tier', 0)) + 1}", seconds)
+
+
+def _deciders(catalog: Mapping[str, Any], dispute: Mapping[str, Any], parties: set[str]) -> list[Actor] | None:
+    """As many deciders of the dispute's tier as it needs, none of them a party; None when there are too few."""
+    tiers = (catalog.get("ladder") or {}).get("tiers") or []
+    tier = tiers[int(dispute.get("tier", 0))] if tiers else {}
+    deciders = tier.get("deciders") or {}
+    bodies = sorted(set(deciders.get("bodies") or []) - parties)
+    role = str((deciders.get("roles") or ["governance-board"])[0])
+    wanted = int(tier.get("approvals", 1))
+    if len(bodies) < wanted:
+        return None
+    return [Actor(body, role, f"{role}@{body}.drill") for body in bodies[:wanted]]
+
+
+def _reviewer_roles(template: Mapping[str, Any]) -> list[str]:
+    """One reviewer of each role the template's approval needs (its `one_of_each`, else its first roles)."""
+    approval = template.get("approval") or {}
+    if approval.get("one_of_each"):
+        return sorted(approval["one_of_each"])
+    return list(approval.get("roles") or ["ig-lead"])[: int(approval.get("approvals", 1))]
+
+
+def _waiting(reason: str) -> Callable[[Moments], Outcome]:
+    return lambda _: not_run(reason)
+
+
+def flow_checks(drill: FlowDrill) -> list[Check]:
+    """The checks of one flow, in the order they run (later ones use what earlier ones set up)."""
+    flow = drill.flow
+    local_only = (f"{NEEDS_DRILL_STREAMS}: OPA stopped under the live stream would stop real deliveries (and is "
+                  "stopped only on the local stack)")
+    return [
+        Check(flow, "switch-on", drill.switch_on),
+        Check(flow, FIRST_RECORD, _waiting(f"{NEEDS_DRILL_STREAMS}: synthetic records on the real stream would "
+                                           "reach its real subscribers"), APPROVAL_TO_FIRST_RECORD_TARGET_S),
+        Check(flow, "subscriber-view", _waiting(f"{NEEDS_DRILL_STREAMS}: the view is read from delivered records")),
+        Check(flow, "revocation", _waiting(f"{NEEDS_DRILL_STREAMS}: enforcement is measured on records published "
+                                           "after it"), ENFORCEMENT_TARGET_S),
+        Check(flow, "dispute-decision", drill.dispute_decided),
+        Check(flow, "grant-withdrawn", drill.grant_withdrawn),
+        Check(flow, "dispute-default", _waiting("the ladder is compressed only on drill streams' own governance "
+                                                "(--time-scale); the live ladder's deadlines are days")),
+        Check(flow, "break-glass", _waiting("break-glass needs an emergency declared where the drill body is, which "
+                                            "would change real ladders' deadlines there")),
+        Check(flow, "fail-closed", _waiting(local_only)),
+        Check(flow, "misroute", _waiting(f"{NEEDS_DRILL_STREAMS}: a misrouted row must be delivered first")),
+    ]
+
+
+def drills_for(flows: Sequence[str], run: str, api: GovernanceCalls, catalog: AppliedCatalog
+               ) -> tuple[list[FlowDrill], list[Check]]:
+    """The drills of `flows` and their checks. T1 runs its real checks; the other flows wait for drill streams."""
+    drills, checks = [], []
+    for flow in flows:
+        if flow != "T1":
+            checks.append(Check(flow, "switch-on", _waiting(f"{NEEDS_DRILL_STREAMS}: {flow}'s checks are not "
+                                                            "built yet")))
+            continue
+        drill = FlowDrill(flow, run, api, catalog)
+        drills.append(drill)
+        checks.extend(flow_checks(drill))
+    return drills, checks
+
+
+def tear_down(drills: Sequence[FlowDrill]) -> list[str]:
+    """Remove every drill body; what could not be removed (the drill's operator must then apply the catalog)."""
+    problems = []
+    for drill in drills:
+        if drill.request.get("state") == "live":
+            problems.append(f"{drill.flow}: grant request-{drill.request.get('id')} of drill body {drill.body} was "
+                            f"not withdrawn; it ends by itself after {DRILL_DURATION}")
+        try:
+            drill.remove_body()
+        except AccordError as exc:
+            problems.append(f"{drill.flow}: drill body {drill.body} not removed ({exc}); apply the catalog again")
+    return problems

@@ -1,0 +1,123 @@
+"""A T1 drill on the real Kafka, OPA and governance service: a drill body switched on from the template through
+the governance API (the real OPA deciding every call), a dispute decided, the drill's grant withdrawn through the
+ladder, the drill body removed again; the report signed with the audit key, verified, named altered once changed,
+and its digest chained on the audit trail. With OPA unreachable, switch-on fails saying so and nothing passes."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from broker.adapters.kafka_audit import read_chain
+from broker.api.auth import Guard
+from broker.api.governance_app import create_governance_app
+from broker.cli import app
+from broker.config import Settings
+from broker.domain.audit import from_json_line, key_id, new_signing_key
+from broker.domain.drills import DRILL_REPORTED
+from broker.local.stack import Endpoints
+from broker.runtime.drills import ControlCatalog, run_drill
+from broker.security.api_tokens import verifier_for
+from broker.security.audit_keys import load_public_key, public_key_path
+from broker.services import drill_report
+from tests.conftest import kafka_env, opa_as
+from tests.integration.test_access_requests import api_for, started
+
+WAIT_S = 60.0       # a bound for failing, never a measurement
+REAL_CHECKS = {"switch-on", "dispute-decision", "grant-withdrawn"}
+
+
+def _chained_report(chain_topic: str, services: Endpoints, run: str) -> dict[str, Any]:
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        for number, line in enumerate(read_chain(services.kafka, chain_topic), start=1):
+            event = from_json_line(line, number).body.get("event")
+            if isinstance(event, dict) and event.get("type") == DRILL_REPORTED and event["data"]["run"] == run:
+                return event
+        assert time.monotonic() < deadline, f"drill report {run} was not chained on {chain_topic}"
+        time.sleep(0.5)
+
+
+def services_chain_of_another(services: Endpoints) -> str:
+    """The chain topic of another governance service (one started for this, on topics of its own)."""
+    other = started(services, "drills-elsewhere", run=uuid.uuid4().hex[:8])
+    try:
+        return other.chainer.chain_topic
+    finally:
+        other.stop()
+
+
+def test_a_t1_drill_runs_its_real_checks_and_signs_a_report_whose_digest_is_chained(
+        services: Endpoints, applied_catalog: dict[str, Any], tmp_path: Path) -> None:
+    settings = Settings()
+    service = started(services, "drills", run=uuid.uuid4().hex[:8])
+    try:
+        with api_for(services, service) as http:
+            done = run_drill(settings, services.kafka, "", ["T1"], tmp_path, client=http, deployment="test")
+        checks = {c.check: c for c in done.report.checks}
+        assert {name: checks[name].verdict for name in REAL_CHECKS} == dict.fromkeys(REAL_CHECKS, "pass"), [
+            checks[name].reason for name in REAL_CHECKS]
+        assert {c.verdict for name, c in checks.items() if name not in REAL_CHECKS} == {"not-run"}
+        assert done.problems == ()
+        assert done.report.first_record_s == {"T1": None}     # not measured, so not claimed
+        # The drill body came and went: the catalog in force is the one applied before the drill.
+        current = ControlCatalog(services.kafka, settings).current()
+        assert current is not None and current["revision"] == applied_catalog["revision"]
+        assert not [b for b in current["bodies"] if b.startswith("drill-")]
+
+        public = load_public_key(public_key_path(settings.secrets_dir))
+        keys = {key_id(public): public}
+        report, problems = drill_report.verify(done.directory, keys)
+        assert problems == [] and report == done.report
+
+        event = _chained_report(service.chainer.chain_topic, services, done.report.run)
+        assert (event["data"]["digest"], event["actor"]["role"]) == (done.digest, "operator")
+        assert event["data"]["counts"] == done.report.counts()
+        verify = ["drill", "verify", str(done.directory), "--key", str(public_key_path(settings.secrets_dir))]
+        verified = CliRunner().invoke(app, [*verify, "--topic", service.chainer.chain_topic],
+                                      env=kafka_env(services.kafka))
+        assert verified.exit_code == 0 and verified.output.endswith("; recorded in the audit chain\n"), \
+            verified.output
+        elsewhere = CliRunner().invoke(app, [*verify, "--topic", services_chain_of_another(services)],
+                                       env=kafka_env(services.kafka))
+        assert elsewhere.exit_code == 1 and "NOT RECORDED: the audit chain has no record" in elsewhere.output
+
+        signed = json.loads((done.directory / "report.json").read_text())
+        signed["report"]["checks"][0]["verdict"] = "fail"
+        (done.directory / "report.json").write_text(json.dumps(signed))
+        assert drill_report.verify(done.directory, keys)[1] == [
+            "report.json was altered after signing: its contents do not match the signed digest"]
+        other = new_signing_key().public_key()
+        assert "not a trusted audit key" in drill_report.verify(done.directory, {key_id(other): other})[1][0]
+    finally:
+        service.stop()
+
+
+def test_with_opa_unreachable_switch_on_fails_saying_so_and_the_catalog_is_untouched(
+        services: Endpoints, applied_catalog: dict[str, Any], tmp_path: Path) -> None:
+    settings = Settings()
+    service = started(services, "drills-opa-down", run=uuid.uuid4().hex[:8])
+    # The governance API as deployed, but its OPA is a closed port: every call must be refused, none allowed.
+    guard = Guard(verifier_for(settings.secrets_dir).verify, opa_as("http://127.0.0.1:9", "reader"))
+    app = create_governance_app(service.governance, service.notifier.log, guard=guard, changes=service.changes)
+    try:
+        with TestClient(app) as http:
+            done = run_drill(settings, services.kafka, "", ["T1"], tmp_path, client=http, deployment="test")
+    finally:
+        service.stop()
+    switch_on = done.report.checks[0]
+    assert (switch_on.check, switch_on.verdict) == ("switch-on", "fail")
+    assert "the policy engine did not answer" in switch_on.reason
+    assert "pass" not in {c.verdict for c in done.report.checks} and done.report.verdict == "fail"
+    # Recording the digest needs OPA too: the report says so instead of pretending it is chained.
+    assert [p for p in done.problems if "not in the audit chain" in p]
+    current = ControlCatalog(services.kafka, settings).current()
+    assert current is not None and current["revision"] == applied_catalog["revision"]
+    public = load_public_key(public_key_path(settings.secrets_dir))
+    assert drill_report.verify(done.directory, {key_id(public): public})[1] == []

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from broker.domain.publishing import PublishOutcome
+from broker.domain.publishing import PublishOutcome as PublishOutcome  # the port speaks it
 from broker.errors import AccordError, ConfigError, ServiceError
 from connectors.sinks.webhook_state import write_atomically
 

@@ -112,7 +112,7 @@ def run(config: _Source, stop: Callable[[], bool] = lambda: False, progress: Pro
     with state.lock(), publisher(config) as client:
         source = open_source(config, stop, wait)
         return run_source(config.name, config.stream, source, client, state, stop=stop, progress=progress,
-                          wait=wait, on_error=on_error)
+                          wait=wait, on_error=on_error, in_flight=config.batch.in_flight)
 
 
 def status(config: _Source, rejects: int = 20) -> tuple[dict[str, Any] | None, Totals, list[dict[str, Any]]]:

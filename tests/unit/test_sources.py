@@ -4,6 +4,7 @@ in-memory publisher."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -146,17 +147,20 @@ class CrashingState(SourceState):
         super().store(*args, **kwargs)
 
 
-def test_a_crash_between_publishing_and_storing_repeats_the_batch_with_the_same_key(tmp_path: Path) -> None:
+@pytest.mark.parametrize("in_flight", [1, 3])
+def test_a_crash_between_publishing_and_storing_repeats_the_batch_with_the_same_key(tmp_path: Path,
+                                                                                      in_flight: int) -> None:
     lines = [_good(i) if i % 4 else f"r{i},bad,,1,no,A" for i in range(1, 41)]
     data = _csv(tmp_path / "in.csv", lines)
     publisher = MemoryPublisher()
     for crash_after in (1, 2, 0, 1):
         with pytest.raises(Crash):
             run_source("src", "t.s", FileSource(data, mapper(SCHEMA), max_rows=7), publisher,
-                       CrashingState(tmp_path / "state", crash_after))
+                       CrashingState(tmp_path / "state", crash_after), in_flight=in_flight)
     state = SourceState(tmp_path / "state")
-    summary = run_source("src", "t.s", FileSource(data, mapper(SCHEMA), max_rows=7), publisher, state)
-    assert [r["id"] for r in publisher.published["t.s"]] == [f"r{i}" for i in range(1, 41) if i % 4]
+    summary = run_source("src", "t.s", FileSource(data, mapper(SCHEMA), max_rows=7), publisher, state,
+                         in_flight=in_flight)
+    assert sorted(r["id"] for r in publisher.published["t.s"]) == sorted(f"r{i}" for i in range(1, 41) if i % 4)
     assert [r["where"] for r in state.rejects()] == [f"in.csv:{i + 1}" for i in range(4, 41, 4)]
     assert (summary.totals.rows, summary.totals.accepted, summary.totals.rejected) == (40, 30, 10)
 
@@ -248,3 +252,41 @@ def test_a_state_directory_belongs_to_one_source(tmp_path: Path) -> None:
     with state.lock(), pytest.raises(Exception, match="another source is running"), state.lock():
         pass
     assert json.loads((tmp_path / "state" / "position.json").read_text())["totals"]["accepted"] == 1
+
+
+class SlowFirst(MemoryPublisher):
+    """Answers the first batch last, so later batches finish before it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = threading.Event()
+        self.seen = 0
+        self._count = threading.Lock()
+
+    def publish(self, stream: str, records: Any, idempotency_key: str) -> list[PublishOutcome]:
+        with self._count:
+            self.seen += 1
+            mine = self.seen
+        if mine == 1:
+            self.first.wait(5)
+        elif mine == 3:
+            self.first.set()
+        return super().publish(stream, records, idempotency_key)
+
+
+class Recording(SourceState):
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.ends: list[int] = []
+
+    def store(self, source: str, stream: str, position: Any, rejects_bytes: int, totals: Any) -> None:
+        self.ends.append(int(position.get("row", -1)) if position.get("file") else 10**9)
+        super().store(source, stream, position, rejects_bytes, totals)
+
+
+def test_batches_in_flight_are_stored_in_order_whichever_finishes_first(tmp_path: Path) -> None:
+    data = _csv(tmp_path / "in.csv", [_good(i) for i in range(1, 21)])
+    publisher, state = SlowFirst(), Recording(tmp_path / "state")
+    summary = run_source("src", "t.s", FileSource(data, mapper(SCHEMA), max_rows=4), publisher, state, in_flight=3)
+    assert publisher.first.is_set(), "the third batch was sent while the first was in flight"
+    assert state.ends == [4, 8, 12, 16, 10**9] and summary.run.accepted == 20

@@ -72,12 +72,13 @@ class FileSource:
                  watch: bool = False, poll_s: float = 2.0, settle_s: float = 2.0, delimiter: str = ",",
                  encoding: str = "utf-8-sig", max_rows: int = 2000, max_bytes: int = 900_000,
                  stop: Callable[[], bool] = lambda: False, wait: Callable[[float], object] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 on_warning: Callable[[str], None] = lambda message: None) -> None:
         self.path, self._mapper, self._format, self._pattern = path, mapper, format, pattern
         self._watch, self._poll_s, self._settle_s = watch, poll_s, settle_s
         self._delimiter, self._encoding = delimiter, encoding
         self._max_rows, self._max_bytes = max_rows, max_bytes
-        self._stop, self._wait, self._clock = stop, wait, clock
+        self._stop, self._wait, self._clock, self._on_warning = stop, wait, clock, on_warning
         self._seen: dict[str, Settled] = {}
         self._marks: dict[str, tuple[int, int, str]] = {}
 
@@ -208,6 +209,11 @@ class FileSource:
                 return
             except (UnicodeDecodeError, csv.Error) as exc:
                 raise FileSourceError(f"{path}:1: cannot read the header: {exc}") from exc
+            missing = [c for c in self._mapper.required_columns() if c not in header]
+            if missing and skip == 0:
+                self._on_warning(f"{path}:1: the header has no column {', '.join(map(repr, missing))}, which the "
+                                 "stream requires: each row will be quarantined (map fields to columns with "
+                                 "`columns: {field: column}`)")
             width, number, line, read = len(header), 0, reader.line_num, 0
             while True:
                 first = line + 1

@@ -140,6 +140,7 @@ def test_a_csv_file_is_published_with_its_bad_rows_quarantined_by_line(tmp_path:
                                            "open": False, "kind": "B"}}
     assert "4 values where the header has 6 columns" in rejects["in.csv:8"]["reason"]
     assert "quarantined 3 (2 by the source, 1 by the API)" in summary.line()
+    assert state.rejects_path.stat().st_mode & 0o777 == 0o600, "rows with identifiers: the owner's only"
     again = run_source("src", "t.s", FileSource(data, mapper(SCHEMA), max_rows=3), publisher, state)
     assert again.run.rows == 0 and len(publisher.published["t.s"]) == 4  # the file is in the ledger
 

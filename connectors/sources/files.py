@@ -25,7 +25,6 @@ import csv
 import hashlib
 import io
 import json
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -40,8 +39,6 @@ Format = Literal["csv", "jsonl", "parquet"]
 SUFFIXES: dict[str, Format] = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 PARTIAL = ".partial"
 MAX_RAW = 2000  # characters of a rejected row kept in the rejects file
-
-csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 
 class FileSourceError(AccordError):

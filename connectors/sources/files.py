@@ -84,7 +84,7 @@ class FileSource:
     def _candidates(self) -> list[tuple[str, Path]]:
         if not self.path.is_dir():
             if not self.path.exists():
-                raise FileSourceError(f"{self.path} does not exist")
+                raise FileSourceError(f"files.path {self.path} does not exist (neither a file nor a folder)")
             return [(self.path.name, self.path)]
         found = []
         for item in sorted(self.path.rglob(self._pattern)):

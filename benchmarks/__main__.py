@@ -9,7 +9,9 @@
   after issue 18, in process without Kafka (codec.json);
 - `ingest [N]`: publishing over HTTP against a raw producer, N records, default 20,000 (api-ingest.json);
 - `workers [N]`: N records (default 60,000) on the ingest topic's partitions drained by 1, 2 and 4 gate worker
-  processes, records/s each and the ratio to one (workers.json).
+  processes, records/s each and the ratio to one (workers.json);
+- `sources [N]`: a CSV through the files source against the API's keyed ingest of the same records, N rows,
+  default 100,000 (sources.json).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import backfill, fanout_encode, gate, ingest, postgres_sink, pull, serde, workers
+from benchmarks import backfill, fanout_encode, gate, ingest, postgres_sink, pull, serde, sources, workers
 
 RESULTS = Path(__file__).resolve().parent / "results"
 Scenarios = Callable[[], Iterable[dict[str, Any]]]
@@ -40,9 +42,11 @@ def main() -> None:
         "transports": ([gate.run_transports], "transports.json"),
         "ingest": ([lambda: [ingest.run(count or ingest.RECORDS)]], "api-ingest.json"),
         "workers": ([lambda: workers.run(count or workers.RECORDS)], "workers.json"),
+        "sources": ([lambda: [sources.run(count or sources.ROWS)]], "sources.json"),
     }
     everything: list[Scenarios] = [lambda: [serde.run()], *codec.values(), gate.run, pull.run,
-                                   lambda: [postgres_sink.run()], lambda: [ingest.run()], backfill.run, workers.run]
+                                   lambda: [postgres_sink.run()], lambda: [ingest.run()], lambda: [sources.run()],
+                                   backfill.run, workers.run]
     if names and names[0] in alone:
         chosen, name = alone[names[0]]
     elif names and all(n in codec for n in names):

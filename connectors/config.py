@@ -190,17 +190,16 @@ KINDS: dict[str, type[SinkConfig] | type[FileSinkConfig] | type[WebhookSinkConfi
 class SinkConfigError(ConfigError):
     """The config file is invalid; `problems` holds one `file:line: field: what is wrong` line per problem."""
 
-    def __init__(self, path: Path, problems: list[str]) -> None:
+    def __init__(self, path: Path, problems: list[str], what: str = "sink") -> None:
         self.problems = tuple(problems)
-        super().__init__("\n  ".join([f"sink config {path} is invalid; fix each line below", *problems]))
+        super().__init__("\n  ".join([f"{what} config {path} is invalid; fix each line below", *problems]))
 
 
-def load(path: Path) -> AnySinkConfig:
-    """The checked config; relative file names in it are read from the config's own folder."""
+def _parse(path: Path) -> tuple[dict[str, Any], yaml.Node]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read sink config {path}: {exc}") from exc
+        raise ConfigError(f"cannot read connector config {path}: {exc}") from exc
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -208,17 +207,49 @@ def load(path: Path) -> AnySinkConfig:
         mark = getattr(exc, "problem_mark", None)
         raise SinkConfigError(path, [f"{path}:{mark.line + 1 if mark else 1}: YAML error: {exc}"]) from exc
     if not isinstance(data, dict) or node is None:
-        raise SinkConfigError(path, [f"{path}:1: expected a mapping starting with `sink: {' or '.join(KINDS)}`"])
+        raise SinkConfigError(path, [f"{path}:1: expected a mapping starting with `sink: {' or '.join(KINDS)}` "
+                                     "(or `source: ...`)"])
+    return data, node
+
+
+def _validated(path: Path, node: yaml.Node, kind: type[BaseModel], data: dict[str, Any], what: str = "sink") -> Any:
+    try:
+        return kind.model_validate(data)
+    except ValidationError as exc:
+        raise SinkConfigError(path, [f"{path}:{_line(node, e['loc'])}: {_field(e['loc'])}: {e['msg']}"
+                                     for e in exc.errors(include_url=False)], what) from exc
+
+
+def load(path: Path) -> AnySinkConfig:
+    """The checked config; relative file names in it are read from the config's own folder."""
+    data, node = _parse(path)
+    if "source" in data and "sink" not in data:
+        raise SinkConfigError(path, [f"{path}:{_line(node, ('source',))}: source: this configures a source; "
+                                     "`accord connect run` runs it"])
     kind = KINDS.get(str(data.get("sink")))
     if kind is None:
         known = " or ".join(repr(k) for k in KINDS)
         raise SinkConfigError(path, [f"{path}:{_line(node, ('sink',))}: sink: Input should be {known}"])
-    try:
-        config = kind.model_validate(data)
-    except ValidationError as exc:
-        raise SinkConfigError(path, [f"{path}:{_line(node, e['loc'])}: {_field(e['loc'])}: {e['msg']}"
-                                     for e in exc.errors(include_url=False)]) from exc
+    config: AnySinkConfig = _validated(path, node, kind, data)
     return _resolved(config, path.parent)
+
+
+def load_source(path: Path) -> Any:
+    """A source's checked config (connectors/sources/config.py), its files read from the config's own folder."""
+    from connectors.sources.config import SOURCE_KINDS, resolved
+
+    data, node = _parse(path)
+    kind = SOURCE_KINDS.get(str(data.get("source")))
+    if kind is None:
+        known = " or ".join(repr(k) for k in SOURCE_KINDS)
+        raise SinkConfigError(path, [f"{path}:{_line(node, ('source',))}: source: Input should be {known}"], "source")
+    return resolved(_validated(path, node, kind, data, "source"), path.parent)
+
+
+def is_source(path: Path) -> bool:
+    """Whether the config at `path` configures a source (`source:`) rather than a sink."""
+    data, _ = _parse(path)
+    return "source" in data and "sink" not in data
 
 
 def _resolved(config: AnySinkConfig, base: Path) -> AnySinkConfig:

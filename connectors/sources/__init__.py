@@ -1,0 +1,1 @@
+"""Sources: a publisher's files, HTTP endpoints and databases published into a stream through Accord's API."""

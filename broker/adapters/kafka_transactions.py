@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
 from kafka.structs import OffsetAndMetadata
 
 from broker.adapters.kafka_access import KafkaAccess
@@ -53,9 +53,13 @@ class TransactionalStage:
     def __init__(self, kafka: KafkaAccess, group_id: str, topics: Sequence[str], transactional_id: str,
                  transaction_timeout_ms: int = 10_000, session_timeout_ms: int = 6_000,
                  max_poll_records: int = 500, start_from: str = "earliest") -> None:
+        # No reset policy: a partition without a committed offset is placed by `_start`, so that the topics of a
+        # stream added at runtime start at their beginning whatever `start_from` says for the first ones.
+        self._start_from = start_from
+        self._from_start: set[str] = set()
         self._consumer = KafkaConsumer(
             **kafka.client_options(), group_id=group_id, client_id=transactional_id,
-            enable_auto_commit=False, isolation_level="read_committed", auto_offset_reset=start_from,
+            enable_auto_commit=False, isolation_level="read_committed", auto_offset_reset="none",
             session_timeout_ms=session_timeout_ms, heartbeat_interval_ms=max(500, session_timeout_ms // 3),
             max_poll_records=max_poll_records, fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
@@ -68,9 +72,32 @@ class TransactionalStage:
                                                 batch_size=256 * 1024)
         self._in_transaction = False
 
+    def subscribe(self, topics: Sequence[str], from_start: Sequence[str] = ()) -> None:
+        """Consume `topics` from the next poll on (call between transactions: the group rebalances); a partition of
+        a topic in `from_start` with no committed offset starts at its beginning (a stream added at runtime)."""
+        self._from_start |= set(from_start)
+        try:
+            self._consumer.subscribe(list(topics))
+        except KafkaError as exc:
+            raise ServiceError(f"subscribing to {', '.join(topics)} failed: {exc}") from exc
+
+    def _start(self, partitions: Any) -> None:
+        """Place partitions the group has no committed offset for: at the start or the end, as `start_from` says,
+        and always at the start for a topic subscribed to with `from_start`."""
+        for tp in partitions:
+            if self._start_from == "earliest" or tp.topic in self._from_start:
+                self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek_to_end(tp)
+
     def poll(self, timeout_s: float, max_records: int | None = None) -> list[Record]:
         try:
-            batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+            try:
+                batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+            except (NoOffsetForPartitionError, OffsetOutOfRangeError) as exc:
+                # No committed offset, or one retention has since deleted: placed as the reset policy would be.
+                self._start(exc.args[0] if exc.args else ())
+                batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
         except KafkaError as exc:
             raise ServiceError(f"consuming failed: {exc}") from exc
         return [Record(m.topic, m.partition, m.offset, m.key, m.value, tuple(m.headers))
@@ -83,7 +110,11 @@ class TransactionalStage:
         if not assigned:
             return False
         for tp in assigned:
-            self._consumer.position(tp)
+            try:
+                self._consumer.position(tp)
+            except NoOffsetForPartitionError as exc:
+                self._start(exc.args[0] if exc.args else ())
+                self._consumer.position(tp)
         return True
 
     def positions(self) -> dict[tuple[str, int], int]:

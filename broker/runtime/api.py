@@ -1,11 +1,12 @@
-"""Runs the API process: ingest for the streams in schemas/, quarantine queries, subscribers' pulls and live
-events, metrics."""
+"""Runs the API process: ingest for the streams in schemas/ and those an applied catalog adds, quarantine queries,
+subscribers' pulls and live events, metrics."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import uvicorn
 
@@ -36,6 +37,7 @@ from broker.security.secrets import cursor_secret
 from broker.services.deliveries import Deliveries
 from broker.services.ingest import INGEST_PARTITIONS, Ingest, load_stream_schemas, read_quarantine
 from broker.services.receipts import DeliveryReceipts
+from broker.services.stream_schemas import StreamSchemas
 
 
 def ensure_stream_topics(kafka: KafkaAccess, streams: Iterable[str]) -> None:
@@ -51,16 +53,29 @@ def _today() -> dt.date:
 
 @contextmanager
 def open_ingest(kafka: KafkaAccess, registry_url: str, settings: Settings) -> Iterator[tuple[Ingest, KafkaLog]]:
-    """An Ingest for every stream in the settings' schemas directory, with its ingest and quarantine topics."""
+    """An Ingest for every stream in the settings' schemas directory, with its ingest and quarantine topics, and for
+    every stream a catalog applied later names (its schema from the registry, its topics made on its first publish:
+    services/stream_schemas.py)."""
     schemas = load_stream_schemas(settings.schemas_dir)
     ensure_stream_topics(kafka, schemas)
     log = KafkaLog(kafka, client_id="accord-ingest")
     requests = KafkaIngestRequests(kafka)  # follows the answered keys from the first keyed request on
     registry = HttpSchemaRegistry(registry_url, token=ServiceTokens(settings.secrets_dir, "api"))
+    control = ControlView(kafka, trusted_keys(settings.secrets_dir, settings.control_public_key),
+                          client_id="accord-api-streams", reader="api")
+    streams = StreamSchemas(lambda: control.current().catalog, registry)
+
+    def discover(stream: str) -> dict[str, Any] | None:
+        schema = streams.lookup(stream)
+        if schema is not None:
+            ensure_stream_topics(kafka, [stream])
+        return schema
+
     try:
         yield Ingest(log, registry, schemas, load_la_table(settings.geography_dir), _today, count=count_ingest,
-                     requests=requests), log
+                     requests=requests, discover=discover), log
     finally:
+        control.close()
         registry.close()
         requests.close()
         log.close()

@@ -57,3 +57,27 @@ def _file(path: Path, problems: Problems, where: str) -> dict[str, Any] | None:
         problems.add(where, f"{path.name} is not an Avro record schema (type record with fields); fix the file")
         return None
     return schema
+
+
+def add_stream_from_template(directory: Path, templates: Path, template: str, stream: str, *, owner: str,
+                             classification: str) -> Path:
+    """Switch a new stream on in the catalog at `directory` from the schema of the template stream `template`
+    (looked up as `catalog_schemas` does: the catalog's own schemas/, then `templates`): the schema is written under
+    the new id to `directory/schemas/<stream>.avsc` and the stream appended to streams.yaml. Returns the schema file.
+    The catalog's agreements for the new stream are the caller's; `accord catalog apply` (or the governance API with
+    `register_stream_schemas`) then makes it live in the running processes without a restart."""
+    own = directory / OWN_SCHEMAS
+    known = (_folder(templates, "schema directory", "pass the folder of the streams' .avsc files")
+             | (_folder(own, "catalog's schema folder", "fix the .avsc file") if own.is_dir() else {}))
+    if template not in known:
+        raise ConfigError(f"no template stream {template!r}; the templates are {', '.join(sorted(known))}")
+    streams = directory / "streams.yaml"
+    listed = streams.read_text()
+    if f"id: {stream}\n" in listed or stream in known:
+        raise ConfigError(f"stream {stream!r} is already in {streams}; choose a new id")
+    own.mkdir(exist_ok=True)
+    target = own / f"{stream}.avsc"
+    target.write_text(json.dumps({**known[template], "accord.stream": stream}, indent=2) + "\n")
+    streams.write_text(listed.rstrip("\n") + f"\n  - id: {stream}    # from template {template}\n"
+                                              f"    owner: {owner}\n    classification: {classification}\n")
+    return target

@@ -6,17 +6,22 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from broker.adapters.registry_memory import InMemorySchemaRegistry
-from broker.catalog.compiler import revision_of
+from broker.catalog.compiler import load_catalog_dir, revision_of
+from broker.catalog.loader import CatalogError
+from broker.catalog.schemas import add_stream_from_template
 from broker.demo.synthetic import positive_tests
 from broker.domain.messages import Record
 from broker.domain.topics import delivery_topic, ingest_topic, value_subject
 from broker.errors import ConfigError, NotFoundError, RegistryError
+from broker.local.toolchain import REPO_ROOT
 from broker.services.ingest import Ingest
 from broker.services.serde import AvroSerializer, SerializationContext
 from broker.services.stream_schemas import (
@@ -177,3 +182,36 @@ def test_a_stream_whose_schema_cannot_be_had_yet_leaves_the_others_alone_and_is_
     h.clock.now += dt.timedelta(seconds=11)
     h.gate.step()
     assert attempts == [DRILL, DRILL] and h.gate.topics == [INGEST]
+
+
+def test_a_stream_switched_on_from_a_template_compiles_under_its_new_id(tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog"
+    shutil.copytree(REPO_ROOT / "catalog", catalog)
+    schema = add_stream_from_template(catalog, REPO_ROOT / "schemas", T1, DRILL, owner="ukhsa",
+                                      classification="special-category")
+    loaded = load_catalog_dir(catalog, REPO_ROOT / "schemas")
+    assert loaded.schemas[DRILL] == {**T1_SCHEMA, "accord.stream": DRILL} == json.loads(schema.read_text())
+    assert loaded.document["streams"][DRILL]["fields"] == loaded.document["streams"][T1]["fields"]
+    assert loaded.document["streams"][DRILL]["subject"] == value_subject(ingest_topic(DRILL))
+    with pytest.raises(ConfigError, match="already"):
+        add_stream_from_template(catalog, REPO_ROOT / "schemas", T1, DRILL, owner="ukhsa", classification="official")
+    with pytest.raises(ConfigError, match="no template stream"):
+        add_stream_from_template(catalog, REPO_ROOT / "schemas", "ukhsa.nothing", "ukhsa.other", owner="ukhsa",
+                                 classification="official")
+
+
+def test_a_schema_file_a_stream_names_is_used_under_its_id_and_a_missing_one_is_reported_at_its_line(
+        tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog"
+    shutil.copytree(REPO_ROOT / "catalog", catalog)
+    (tmp_path / "t1-copy.avsc").write_text(json.dumps(T1_SCHEMA))
+    streams = catalog / "streams.yaml"
+    shipped = streams.read_text()
+    streams.write_text(shipped + f"  - id: {DRILL}\n    owner: ukhsa\n    classification: official\n"
+                                 "    schema: ../t1-copy.avsc\n")
+    assert load_catalog_dir(catalog, REPO_ROOT / "schemas").schemas[DRILL]["accord.stream"] == DRILL
+    streams.write_text(shipped + f"  - id: {DRILL}\n    owner: ukhsa\n    classification: official\n"
+                                 "    schema: ../nowhere.avsc\n")
+    line = len(shipped.splitlines()) + 4
+    with pytest.raises(CatalogError, match=rf"streams.yaml:{line}: .*schema.*cannot read nowhere.avsc"):
+        load_catalog_dir(catalog, REPO_ROOT / "schemas")

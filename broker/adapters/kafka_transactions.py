@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
@@ -21,6 +22,8 @@ RETRY_BACKOFF_MS = 20  # the Java client's backoff for AddPartitionsToTxn refuse
 # so a fetch for partitions with nothing new (the broker holds it up to this long) delays the busy ones behind it;
 # at the default 500 ms that added up to half a second to one record in a hundred at 1,000 records/s.
 FETCH_MAX_WAIT_MS = 100
+PLACING_ATTEMPTS = 3  # partitions without a position placed, then the call tried again (a rebalance may add more)
+T = TypeVar("T")
 
 
 
@@ -90,14 +93,23 @@ class TransactionalStage:
             else:
                 self._consumer.seek_to_end(tp)
 
+    def _placed(self, call: Callable[[], T]) -> T:
+        """`call()`, placing first any partition it finds without a position: no committed offset, or one retention
+        has since deleted (placed as a reset policy would, see `_start`)."""
+        for _ in range(PLACING_ATTEMPTS):
+            try:
+                return call()
+            except (NoOffsetForPartitionError, OffsetOutOfRangeError) as exc:
+                self._start(exc.args[0] if exc.args else ())
+        return call()
+
+    def _position(self, tp: TopicPartition) -> int:
+        return int(self._placed(partial(self._consumer.position, tp)))
+
     def poll(self, timeout_s: float, max_records: int | None = None) -> list[Record]:
         try:
-            try:
-                batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
-            except (NoOffsetForPartitionError, OffsetOutOfRangeError) as exc:
-                # No committed offset, or one retention has since deleted: placed as the reset policy would be.
-                self._start(exc.args[0] if exc.args else ())
-                batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+            batches = self._placed(lambda: self._consumer.poll(timeout_ms=int(timeout_s * 1000),
+                                                               max_records=max_records))
         except KafkaError as exc:
             raise ServiceError(f"consuming failed: {exc}") from exc
         return [Record(m.topic, m.partition, m.offset, m.key, m.value, tuple(m.headers))
@@ -110,17 +122,13 @@ class TransactionalStage:
         if not assigned:
             return False
         for tp in assigned:
-            try:
-                self._consumer.position(tp)
-            except NoOffsetForPartitionError as exc:
-                self._start(exc.args[0] if exc.args else ())
-                self._consumer.position(tp)
+            self._position(tp)
         return True
 
     def positions(self) -> dict[tuple[str, int], int]:
         """Each assigned partition's position: where the next batch of it starts."""
         try:
-            return {(tp.topic, tp.partition): int(self._consumer.position(tp)) for tp in self._consumer.assignment()}
+            return {(tp.topic, tp.partition): self._position(tp) for tp in self._consumer.assignment()}
         except KafkaError as exc:
             raise ServiceError(f"could not read the consumer's positions: {exc}") from exc
 

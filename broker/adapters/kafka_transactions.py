@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from broker.adapters.kafka_access import KafkaAccess
@@ -22,8 +21,6 @@ RETRY_BACKOFF_MS = 20  # the Java client's backoff for AddPartitionsToTxn refuse
 # so a fetch for partitions with nothing new (the broker holds it up to this long) delays the busy ones behind it;
 # at the default 500 ms that added up to half a second to one record in a hundred at 1,000 records/s.
 FETCH_MAX_WAIT_MS = 100
-PLACING_ATTEMPTS = 3  # partitions without a position placed, then the call tried again (a rebalance may add more)
-T = TypeVar("T")
 
 
 
@@ -56,13 +53,12 @@ class TransactionalStage:
     def __init__(self, kafka: KafkaAccess, group_id: str, topics: Sequence[str], transactional_id: str,
                  transaction_timeout_ms: int = 10_000, session_timeout_ms: int = 6_000,
                  max_poll_records: int = 500, start_from: str = "earliest") -> None:
-        # No reset policy: a partition without a committed offset is placed by `_start`, so that the topics of a
-        # stream added at runtime start at their beginning whatever `start_from` says for the first ones.
         self._start_from = start_from
-        self._from_start: set[str] = set()
+        self._from_start: set[str] = set()  # topics subscribed to at runtime: they start at their beginning
+        self._checked: set[TopicPartition] = set()  # their partitions whose start this worker has fixed
         self._consumer = KafkaConsumer(
             **kafka.client_options(), group_id=group_id, client_id=transactional_id,
-            enable_auto_commit=False, isolation_level="read_committed", auto_offset_reset="none",
+            enable_auto_commit=False, isolation_level="read_committed", auto_offset_reset=start_from,
             session_timeout_ms=session_timeout_ms, heartbeat_interval_ms=max(500, session_timeout_ms // 3),
             max_poll_records=max_poll_records, fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
@@ -84,36 +80,30 @@ class TransactionalStage:
         except KafkaError as exc:
             raise ServiceError(f"subscribing to {', '.join(topics)} failed: {exc}") from exc
 
-    def _start(self, partitions: Any) -> None:
-        """Place partitions the group has no committed offset for: at the start or the end, as `start_from` says,
-        and always at the start for a topic subscribed to with `from_start`."""
-        for tp in partitions:
-            if self._start_from == "earliest" or tp.topic in self._from_start:
-                self._consumer.seek_to_beginning(tp)
-            else:
-                self._consumer.seek_to_end(tp)
-
-    def _placed(self, call: Callable[[], T]) -> T:
-        """`call()`, placing first any partition it finds without a position: no committed offset, or one retention
-        has since deleted (placed as a reset policy would, see `_start`)."""
-        for _ in range(PLACING_ATTEMPTS):
-            try:
-                return call()
-            except (NoOffsetForPartitionError, OffsetOutOfRangeError) as exc:
-                self._start(exc.args[0] if exc.args else ())
-        return call()
-
-    def _position(self, tp: TopicPartition) -> int:
-        return int(self._placed(partial(self._consumer.position, tp)))
-
     def poll(self, timeout_s: float, max_records: int | None = None) -> list[Record]:
         try:
-            batches = self._placed(lambda: self._consumer.poll(timeout_ms=int(timeout_s * 1000),
-                                                               max_records=max_records))
+            batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+            if self._from_start and self._start_from != "earliest":
+                batches = self._from_their_start(batches)
         except KafkaError as exc:
             raise ServiceError(f"consuming failed: {exc}") from exc
         return [Record(m.topic, m.partition, m.offset, m.key, m.value, tuple(m.headers))
                 for batch in batches.values() for m in batch]
+
+    def _from_their_start(self, batches: dict[Any, list[Any]]) -> dict[Any, list[Any]]:
+        """A runtime topic's partition newly assigned without a committed offset was placed at its end by the
+        consumer's reset policy (`start_from` latest): it goes back to its start, and what this poll read of it is
+        dropped (it is read again from there; nothing of it was committed)."""
+        assigned = self._consumer.assignment()
+        self._checked &= assigned
+        rewound = set()
+        for tp in assigned:
+            if tp.topic in self._from_start and tp not in self._checked:
+                self._checked.add(tp)
+                if self._consumer.committed(tp) is None:
+                    self._consumer.seek_to_beginning(tp)
+                    rewound.add(tp)
+        return {tp: batch for tp, batch in batches.items() if tp not in rewound}
 
     def ready(self) -> bool:
         """True once partitions are assigned and their positions resolved (a group starting at `latest` has then
@@ -122,13 +112,13 @@ class TransactionalStage:
         if not assigned:
             return False
         for tp in assigned:
-            self._position(tp)
+            self._consumer.position(tp)
         return True
 
     def positions(self) -> dict[tuple[str, int], int]:
         """Each assigned partition's position: where the next batch of it starts."""
         try:
-            return {(tp.topic, tp.partition): self._position(tp) for tp in self._consumer.assignment()}
+            return {(tp.topic, tp.partition): int(self._consumer.position(tp)) for tp in self._consumer.assignment()}
         except KafkaError as exc:
             raise ServiceError(f"could not read the consumer's positions: {exc}") from exc
 

@@ -160,6 +160,15 @@ def test_a_new_stream_is_delivered_by_running_processes(services: Endpoints, gov
     finally:
         gate.stop()
     assert (_api_pid(), processes.read_pid(process.pid_file)) == (api_pid, governance_pid), "nothing restarted"
+    # A worker started after the record was published, in a new group that starts at the end of the topics it
+    # starts with, still reads the new stream's topic from its start.
+    late = start_gate(services, "new-streams-late", f"new-streams-late-{uuid.uuid4().hex[:6]}", transport=transport)
+    try:
+        by_late = receiver.records(mine, 0, lambda value, headers: ours(value, headers) and headers.get(
+            "accord.worker") == late.worker.encode(), want=1, timeout_s=60)
+        assert len(by_late) == 1, "the late worker delivered the row published before it started"
+    finally:
+        late.stop()
 
 
 def test_an_incompatible_schema_change_is_refused_and_changes_nothing(

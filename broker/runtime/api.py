@@ -4,7 +4,7 @@ subscribers' pulls and live events, metrics."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -61,6 +61,21 @@ def open_ingest(kafka: KafkaAccess, registry_url: str, settings: Settings) -> It
     log = KafkaLog(kafka, client_id="accord-ingest")
     requests = KafkaIngestRequests(kafka)  # follows the answered keys from the first keyed request on
     registry = HttpSchemaRegistry(registry_url, token=ServiceTokens(settings.secrets_dir, "api"))
+    try:
+        with _stream_finder(kafka, registry, settings) as discover:
+            yield Ingest(log, registry, schemas, load_la_table(settings.geography_dir), _today,
+                         count=count_ingest, requests=requests, discover=discover), log
+    finally:
+        registry.close()
+        requests.close()
+        log.close()
+
+
+@contextmanager
+def _stream_finder(kafka: KafkaAccess, registry: HttpSchemaRegistry,
+                   settings: Settings) -> Iterator[Callable[[str], dict[str, Any] | None]]:
+    """Ingest's look-up of a stream it did not start with: named by the latest applied catalog (the signed control
+    topic), its schema from the registry, its ingest and quarantine topics made."""
     control = ControlView(kafka, trusted_keys(settings.secrets_dir, settings.control_public_key),
                           client_id="accord-api-streams", reader="api")
     streams = StreamSchemas(lambda: control.current().catalog, registry)
@@ -72,13 +87,9 @@ def open_ingest(kafka: KafkaAccess, registry_url: str, settings: Settings) -> It
         return schema
 
     try:
-        yield Ingest(log, registry, schemas, load_la_table(settings.geography_dir), _today, count=count_ingest,
-                     requests=requests, discover=discover), log
+        yield discover
     finally:
         control.close()
-        registry.close()
-        requests.close()
-        log.close()
 
 
 @contextmanager

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
@@ -16,11 +16,14 @@ from broker.errors import ServiceError
 
 class KafkaQuarantineFeed:
     """One consumer over every partition of `quarantine.<stream>` for `streams`; no consumer group, because the
-    position that counts is the one recorded in the governance topic (which survives a restart with the state)."""
+    position that counts is the one recorded in the governance topic (which survives a restart with the state).
+    `streams` may be asked each read (a catalog applied since may name new ones)."""
 
-    def __init__(self, kafka: KafkaAccess, streams: Iterable[str],
+    def __init__(self, kafka: KafkaAccess, streams: Iterable[str] | Callable[[], Iterable[str]],
                  client_id: str = "accord-governance-quarantine") -> None:
-        self._topics = sorted(quarantine_topic(stream) for stream in streams)
+        fixed = None if callable(streams) else list(streams)
+        self._streams: Callable[[], Iterable[str]] = streams if callable(streams) else lambda: fixed or ()
+        self._topics: list[str] = []
         self._consumer = KafkaConsumer(**kafka.client_options(), client_id=client_id, group_id=None,
                                        enable_auto_commit=False, isolation_level="read_committed")
         self._assigned: list[TopicPartition] = []
@@ -28,6 +31,9 @@ class KafkaQuarantineFeed:
 
     def read_new(self, positions: Mapping[str, int], timeout_s: float = 0.2) -> list[dict[str, Any]]:
         try:
+            topics = sorted({quarantine_topic(stream) for stream in self._streams()})
+            if topics != self._topics:
+                self._topics, self._positioned = topics, False  # a new stream's topic: placed from `positions`
             if not self._positioned:
                 self._assign(positions)
             if not self._assigned:

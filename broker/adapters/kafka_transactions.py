@@ -53,6 +53,9 @@ class TransactionalStage:
     def __init__(self, kafka: KafkaAccess, group_id: str, topics: Sequence[str], transactional_id: str,
                  transaction_timeout_ms: int = 10_000, session_timeout_ms: int = 6_000,
                  max_poll_records: int = 500, start_from: str = "earliest") -> None:
+        self._start_from = start_from
+        self._from_start: set[str] = set()  # topics subscribed to at runtime: they start at their beginning
+        self._checked: set[TopicPartition] = set()  # their partitions whose start this worker has fixed
         self._consumer = KafkaConsumer(
             **kafka.client_options(), group_id=group_id, client_id=transactional_id,
             enable_auto_commit=False, isolation_level="read_committed", auto_offset_reset=start_from,
@@ -68,13 +71,39 @@ class TransactionalStage:
                                                 batch_size=256 * 1024)
         self._in_transaction = False
 
+    def subscribe(self, topics: Sequence[str], from_start: Sequence[str] = ()) -> None:
+        """Consume `topics` from the next poll on (call between transactions: the group rebalances); a partition of
+        a topic in `from_start` with no committed offset starts at its beginning (a stream added at runtime)."""
+        self._from_start |= set(from_start)
+        try:
+            self._consumer.subscribe(list(topics))
+        except KafkaError as exc:
+            raise ServiceError(f"subscribing to {', '.join(topics)} failed: {exc}") from exc
+
     def poll(self, timeout_s: float, max_records: int | None = None) -> list[Record]:
         try:
             batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+            if self._from_start and self._start_from != "earliest":
+                batches = self._from_their_start(batches)
         except KafkaError as exc:
             raise ServiceError(f"consuming failed: {exc}") from exc
         return [Record(m.topic, m.partition, m.offset, m.key, m.value, tuple(m.headers))
                 for batch in batches.values() for m in batch]
+
+    def _from_their_start(self, batches: dict[Any, list[Any]]) -> dict[Any, list[Any]]:
+        """A runtime topic's partition newly assigned without a committed offset was placed at its end by the
+        consumer's reset policy (`start_from` latest): it goes back to its start, and what this poll read of it is
+        dropped (it is read again from there; nothing of it was committed)."""
+        assigned = self._consumer.assignment()
+        self._checked &= assigned
+        rewound = set()
+        for tp in assigned:
+            if tp.topic in self._from_start and tp not in self._checked:
+                self._checked.add(tp)
+                if self._consumer.committed(tp) is None:
+                    self._consumer.seek_to_beginning(tp)
+                    rewound.add(tp)
+        return {tp: batch for tp, batch in batches.items() if tp not in rewound}
 
     def ready(self) -> bool:
         """True once partitions are assigned and their positions resolved (a group starting at `latest` has then

@@ -6,7 +6,8 @@ A group consumer (read_committed) and a transactional producer (KIP-447): the re
 everything produced for them commit together, or not at all; offsets go through the producer with the consumer's
 group metadata, so a worker that lost its partitions is fenced by the broker. librdkafka serves the group's
 rebalances from inside `consume`, so where each assigned partition starts is fixed there (`on_assign`): the
-committed offset, else the topic's start or end as `start_from` says; the stage keeps every position itself.
+committed offset, else the topic's start or end as `start_from` says (always the start for a topic subscribed to at
+runtime, a new stream's); the stage keeps every position itself.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class RdkafkaTransactionalStage:
         if start_from not in ("earliest", "latest"):
             raise ServiceError(f"a gate starts from 'earliest' or 'latest', not {start_from!r}")
         self._start_from, self._max_records = start_from, max_poll_records
+        self._from_start: set[str] = set()      # topics subscribed to at runtime: they start at their beginning
         self._positions: dict[tuple[str, int], int] = {}
         self._starts: dict[tuple[str, int], int] = {}     # where each partition started when assigned
         self._pending: list[Record] = []        # consumed while waiting to be ready, handed out by the next poll
@@ -89,7 +91,7 @@ class RdkafkaTransactionalStage:
             offset = tp.offset
             if offset < 0 or offset == OFFSET_INVALID:
                 low, high = consumer.get_watermark_offsets(tp, timeout=TIMEOUT_S, cached=False)
-                offset = high if self._start_from == "latest" else low
+                offset = high if self._start_from == "latest" and tp.topic not in self._from_start else low
             tp.offset = offset
             self._positions[(tp.topic, tp.partition)] = self._starts[(tp.topic, tp.partition)] = offset
         consumer.assign(committed)
@@ -102,6 +104,16 @@ class RdkafkaTransactionalStage:
         consumer.unassign()
 
     # -- the Stage port ------------------------------------------------------------------------------------------
+
+    def subscribe(self, topics: Sequence[str], from_start: Sequence[str] = ()) -> None:
+        """Consume `topics` from the next poll on (call between transactions: the group rebalances); a partition of
+        a topic in `from_start` with no committed offset starts at its beginning (a stream added at runtime)."""
+        self._from_start |= set(from_start)
+        try:
+            self._consumer.subscribe(list(topics), on_assign=self._assigned, on_revoke=self._revoked,
+                                     on_lost=self._revoked)
+        except KafkaException as exc:
+            raise ServiceError(f"subscribing to {', '.join(topics)} failed: {_said(exc)}") from exc
 
     def poll(self, timeout_s: float, max_records: int | None = None) -> list[Record]:
         wanted = max_records or self._max_records

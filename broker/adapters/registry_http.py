@@ -57,6 +57,21 @@ class HttpSchemaRegistry:
     def set_compatibility(self, subject: str, mode: str) -> None:
         self._call("PUT", f"/config/{_segment(subject)}", {"compatibility": mode})
 
+    def compatibility_problems(self, subject: str, schema: str) -> list[str]:
+        """Why `schema` may not become the subject's next version (the registry's messages); [] when it may, also
+        for a subject with no versions yet."""
+        try:
+            answer = self._call("POST", f"/compatibility/subjects/{_segment(subject)}/versions/latest?verbose=true",
+                                {"schema": schema, "schemaType": "AVRO"})
+        except RegistryError as exc:
+            if exc.status == 404 and exc.error_code in (40401, 40402):  # no subject, or no live version: anything goes
+                return []
+            raise
+        if answer.body.get("is_compatible") is True:
+            return []
+        messages = answer.body.get("messages")
+        return [str(m) for m in messages] if isinstance(messages, list) and messages else ["incompatible"]
+
     def latest(self, subject: str) -> RegisteredSchema:
         answer = self._call("GET", f"/subjects/{_segment(subject)}/versions/latest")
         return RegisteredSchema(

@@ -24,6 +24,7 @@ from broker.catalog.models import (
     Stream,
     Template,
 )
+from broker.catalog.schemas import catalog_schemas
 from broker.catalog.tiers import SMALL_COUNT_TAG, SchemaView, compile_tiers
 from broker.domain.flows import Flow
 from broker.domain.geography import LaTable
@@ -32,24 +33,37 @@ from broker.domain.optout import NHS_NUMBER_FIELD
 from broker.domain.optout import rule_for as opt_out_rule
 from broker.domain.suppression import SuppressionRule
 from broker.errors import ConfigError
-from broker.services.ingest import load_stream_schemas
 
 _DEFAULTS: Mapping[str, Any] = {"row_scope": SUBSCRIBER_AREAS, "emergency_level_required": "normal"}
 
 
 def load_and_compile(directory: Path, schemas_dir: Path, geography: Path | None = None) -> dict[str, Any]:
-    """Load `directory`, then compile it against the `.avsc` schemas and the LA table of `geography` (default: the
-    catalog's own geography/, as the gate and ingest read it, or the shipped ONS lookups if it has none)."""
+    """Load `directory`, then compile it against its streams' schemas (catalog/schemas.py: a stream's own `schema:`
+    file, the catalog's schemas/ folder, the shipped templates in `schemas_dir`) and the LA table of `geography`
+    (default: the catalog's own geography/, as the gate and ingest read it, or the shipped ONS lookups if it has
+    none)."""
+    return load_catalog_dir(directory, schemas_dir, geography).document
+
+
+@dataclass(frozen=True)
+class LoadedCatalog:
+    """A catalog directory compiled, with the schema each of its streams uses (what `catalog apply` registers)."""
+
+    document: dict[str, Any]
+    schemas: Mapping[str, dict[str, Any]]
+
+    def stream_schemas(self) -> dict[str, dict[str, Any]]:
+        """The schema of each stream the document names."""
+        return {ident: self.schemas[ident] for ident in self.document["streams"] if ident in self.schemas}
+
+
+def load_catalog_dir(directory: Path, schemas_dir: Path, geography: Path | None = None) -> LoadedCatalog:
+    """As load_and_compile, keeping the streams' schemas."""
     own = directory / "geography"
     if geography is None:
         geography = own if (own / MANIFEST).is_file() else GEOGRAPHY_DIR
     catalog = load_catalog(directory)
-    if not schemas_dir.is_dir():
-        raise ConfigError(f"schema directory {schemas_dir} does not exist; pass the folder of the streams' .avsc files")
-    try:
-        schemas = load_stream_schemas(schemas_dir)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read the stream schemas in {schemas_dir}: {exc}; fix the .avsc file") from exc
+    schemas = catalog_schemas(catalog, directory, schemas_dir)
     try:
         la_table = load_la_table(geography)
     except ConfigError as exc:
@@ -59,7 +73,7 @@ def load_and_compile(directory: Path, schemas_dir: Path, geography: Path | None 
         where = own.relative_to(directory.parent)
         raise CatalogError("the catalog's geography does not load: 1 problem; fix the line below",
                            [f"{where}: {str(exc).replace(f'{directory.parent}/', '')}"]) from exc
-    return compile_catalog(catalog, schemas, la_table)
+    return LoadedCatalog(compile_catalog(catalog, schemas, la_table), schemas)
 
 
 def compile_catalog(catalog: Catalog, schemas: Mapping[str, dict[str, Any]], la_table: LaTable) -> dict[str, Any]:
@@ -158,7 +172,7 @@ def _stream(ctx: _Context, ident: str, stream: Stream) -> dict[str, Any]:
     view = ctx.views.get(ident)
     if view is None:
         ctx.problems.add(origin.at("id"), f"no stream schema has accord.stream {ident!r}; "
-                                          f"add schemas/{ident}.avsc or fix the id")
+                                          f"add schemas/{ident}.avsc, name its file with `schema:` or fix the id")
         view = SchemaView({})
     jurisdiction = list(stream.jurisdiction) if stream.jurisdiction is not None else view.jurisdiction
     for index, name in enumerate(jurisdiction):

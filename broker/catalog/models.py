@@ -239,11 +239,13 @@ class Body(_Model):
 
 
 class Stream(_Model):
-    """A published stream; its schema (by `accord.stream`) must exist among the stream schemas."""
+    """A published stream; its schema is the Avro file `schema:` names (relative to the catalog directory), else
+    the one whose `accord.stream` is its id in the catalog's own schemas/ folder or among the shipped templates."""
 
     id: StreamId
     owner: Id
     subject: Text | None = None
+    schema_file: Text | None = Field(default=None, alias="schema")
     classification: Classification
     jurisdiction: Annotated[tuple[FieldName, ...], AfterValidator(_unique)] | None = None
     # ingest.<id>: gate workers share its partitions (domain/partitions.py)

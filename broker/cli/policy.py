@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote
 
 import typer
 
 from broker.cli.context import current_settings, serve_scrape_port
-from broker.errors import AccordError
+from broker.errors import AccordError, RegistryError
 from broker.local import stack as local_stack
 from broker.security.kafka_identities import kafka_access
+
+if TYPE_CHECKING:
+    from broker.catalog.compiler import LoadedCatalog
 
 catalog_cli = typer.Typer(help="Bodies, streams and agreements as YAML: validate, compile, apply.",
                           no_args_is_help=True)
@@ -34,11 +37,15 @@ ActingAs = Annotated[str | None, typer.Option(
 
 
 def compile_catalog_dir(directory: Path | None) -> dict[str, Any]:
-    """The catalog in `directory` (default: the settings' catalog) compiled against the settings' schemas."""
-    from broker.catalog import load_and_compile
-
+    """The catalog in `directory` (default: the settings' catalog) compiled against its streams' schemas."""
     settings = current_settings()
-    return load_and_compile(directory or settings.catalog_dir, settings.schemas_dir)
+    return load_catalog_dir(directory or settings.catalog_dir, settings.schemas_dir).document
+
+
+def load_catalog_dir(directory: Path, schemas_dir: Path) -> LoadedCatalog:
+    from broker.catalog.compiler import load_catalog_dir as load
+
+    return load(directory, schemas_dir)
 
 
 def running_endpoints() -> local_stack.Endpoints:
@@ -68,12 +75,21 @@ def catalog_compile(directory: CatalogDir = None) -> None:
 
 @catalog_cli.command("apply")
 def catalog_apply(directory: CatalogDir = None, token: ActingAs = None) -> None:
-    """Compile the catalog and apply it through the governance service (Accord's operator only: a token for body
-    `accord`, role `operator`), which signs it, announces it to every gate worker and pushes it to OPA."""
-    from broker.cli.governance import call, parse_actor
+    """Compile the catalog, register each stream's schema in the schema registry under its subject (an incompatible
+    change is refused, and nothing applied), and apply it through the governance service (Accord's operator only: a
+    token for body `accord`, role `operator`), which signs it, announces it to every gate worker and pushes it to
+    OPA. A new stream is taken on by the running API and gate workers, without a restart."""
+    from broker.cli.governance import call, fail, parse_actor
+    from broker.runtime.streams import registered_catalog
 
     acting = parse_actor(token)
-    document = compile_catalog_dir(directory)
+    settings = current_settings()
+    loaded = load_catalog_dir(directory or settings.catalog_dir, settings.schemas_dir)
+    registry_url = settings.registry_url or running_endpoints().registry_url
+    try:
+        document = registered_catalog(loaded, registry_url, lambda: acting)
+    except RegistryError as exc:
+        fail(f"registering the streams' schemas failed, nothing was applied: {exc}")
     answer = call("PUT", "/catalog", acting, {"catalog": document})
     typer.echo(f"applied catalog {answer['revision']} ({answer['agreements']} agreements) at control offset "
                f"{answer['control']['offset']} by {_who(answer['by'])}; policies are OPA's signed bundle "

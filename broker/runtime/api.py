@@ -1,13 +1,14 @@
-"""Runs the API process: ingest for the streams in schemas/, quarantine queries, subscribers' pulls and live
-events, metrics."""
+"""Runs the API process: ingest for the streams in schemas/ and those an applied catalog adds, quarantine queries,
+subscribers' pulls and live events, metrics."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -40,6 +41,7 @@ from broker.security.secrets import cursor_secret
 from broker.services.deliveries import Deliveries
 from broker.services.ingest import Ingest, load_stream_schemas, read_quarantine
 from broker.services.receipts import DeliveryReceipts
+from broker.services.stream_schemas import StreamSchemas
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,15 @@ def ensure_stream_topics(kafka: KafkaAccess, streams: Iterable[str], catalog_dir
     counts = load_stream_partitions(catalog_dir)
     ensure_partitioned(kafka, {ingest_topic(s): counts.get(s, StreamPartitions()).ingest for s in streams})
     create_topics(kafka, [quarantine_topic(s) for s in streams])
+
+
+def ensure_applied_stream_topics(kafka: KafkaAccess, stream: str, entry: Mapping[str, Any] | None) -> None:
+    """The ingest and quarantine topics of a stream an applied catalog added since this process started, the ingest
+    topic with the partitions the applied catalog's entry `entry` gives it."""
+    partitions = (entry or {}).get("partitions")
+    count = partitions if isinstance(partitions, int) and partitions > 0 else StreamPartitions().ingest
+    ensure_partitioned(kafka, {ingest_topic(stream): count})
+    create_topics(kafka, [quarantine_topic(stream)])
 
 
 def ensure_partitioned(kafka: KafkaAccess, wanted: Mapping[str, int]) -> None:
@@ -68,19 +79,43 @@ def _today() -> dt.date:
 
 @contextmanager
 def open_ingest(kafka: KafkaAccess, registry_url: str, settings: Settings) -> Iterator[tuple[Ingest, KafkaLog]]:
-    """An Ingest for every stream in the settings' schemas directory, with its ingest and quarantine topics."""
+    """An Ingest for every stream in the settings' schemas directory, with its ingest and quarantine topics, and for
+    every stream a catalog applied later names (its schema from the registry, its topics made on its first publish:
+    services/stream_schemas.py)."""
     schemas = load_stream_schemas(settings.schemas_dir)
     ensure_stream_topics(kafka, schemas, settings.catalog_dir)
     log = KafkaLog(kafka, client_id="accord-ingest")
     requests = KafkaIngestRequests(kafka)  # follows the answered keys from the first keyed request on
     registry = HttpSchemaRegistry(registry_url, token=ServiceTokens(settings.secrets_dir, "api"))
     try:
-        yield Ingest(log, registry, schemas, load_la_table(settings.geography_dir), _today, count=count_ingest,
-                     requests=requests), log
+        with _stream_finder(kafka, registry, settings) as discover:
+            yield Ingest(log, registry, schemas, load_la_table(settings.geography_dir), _today,
+                         count=count_ingest, requests=requests, discover=discover), log
     finally:
         registry.close()
         requests.close()
         log.close()
+
+
+@contextmanager
+def _stream_finder(kafka: KafkaAccess, registry: HttpSchemaRegistry,
+                   settings: Settings) -> Iterator[Callable[[str], dict[str, Any] | None]]:
+    """Ingest's look-up of a stream it did not start with: named by the latest applied catalog (the signed control
+    topic), its schema from the registry, its ingest and quarantine topics made."""
+    control = ControlView(kafka, trusted_keys(settings.secrets_dir, settings.control_public_key),
+                          client_id="accord-api-streams", reader="api")
+    streams = StreamSchemas(lambda: control.current().catalog, registry)
+
+    def discover(stream: str) -> dict[str, Any] | None:
+        schema = streams.lookup(stream)
+        if schema is not None:
+            ensure_applied_stream_topics(kafka, stream, streams.entry(stream))
+        return schema
+
+    try:
+        yield discover
+    finally:
+        control.close()
 
 
 @contextmanager

@@ -26,7 +26,7 @@ from broker.adapters.metrics import register_gate_lag
 from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.api.auth import Guard
 from broker.api.console.app import Console, create_console_app
-from broker.api.console.catalogue import catalogue_view, in_force
+from broker.api.console.catalogue import catalogue_view, in_force, with_applied_streams
 from broker.api.console.sessions import Sessions, UsedLinks
 from broker.catalog import load_catalog
 from broker.clock import system_clock
@@ -110,7 +110,7 @@ def open_console(settings: Settings, kafka: KafkaAccess,
         # The console already reads the gate group's positions (its user may): Prometheus gets them from here.
         stack.callback(register_gate_lag(partial(lag.streams, sorted(catalog.streams))))
         yield Console(sessions=sessions, engine=guard.engine, assets=ensure_console_assets(settings),
-                      catalogue=lambda: {**view, "agreements": _in_force(view, policy())},
+                      catalogue=lambda: _catalogue(view, policy()),
                       figures=GovernanceFigures(feed), deliveries=deliveries,
                       policy=policy, audit=AuditStatus(kafka, settings), lag=lag,
                       governance=governance, token_for=_issuer(settings),
@@ -131,6 +131,11 @@ def newest_quarantine(log: KafkaLog, kafka: KafkaAccess, stream: str, limit: int
     entries = [{"partition": r.partition, "offset": r.offset, **(json.loads(r.value) if r.value else {})}
                for r in log.read(topic, max_records=wanted, timeout_s=2.0, start_offset=starts)]
     return sorted(entries, key=lambda e: (e["offset"], e["partition"]), reverse=True)[:limit]
+
+
+def _catalogue(view: Mapping[str, Any], state: PolicyState) -> dict[str, Any]:
+    """The catalogue now: the console's catalog with the streams an applied catalog added, and what is in force."""
+    return {**with_applied_streams(view, state.catalog), "agreements": _in_force(view, state)}
 
 
 def _in_force(view: Mapping[str, Any], state: PolicyState) -> list[dict[str, Any]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +29,7 @@ from broker.domain.geography import LaTable
 from broker.domain.geography_files import load_la_table, load_residence
 from broker.domain.topics import AUDIT_TOPIC, OPTOUT_TOPIC, STATUS_TOPIC, ingest_topic
 from broker.errors import ConfigError
-from broker.runtime.api import ensure_partitioned, ensure_stream_topics
+from broker.runtime.api import ensure_applied_stream_topics, ensure_partitioned, ensure_stream_topics
 from broker.security.api_tokens import ServiceTokens
 from broker.security.control_keys import trusted_keys
 from broker.security.opa_tokens import WRITER, opa_engine
@@ -37,6 +37,7 @@ from broker.security.secrets import optout_secret, pseudonym_master, pseudonym_s
 from broker.services.gate import Gate, GateParts
 from broker.services.ingest import load_stream_schemas
 from broker.services.planner import Planner
+from broker.services.stream_schemas import StreamSchemas
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ class GateEndpoints:
 def open_gate(endpoints: GateEndpoints, settings: Settings, worker: str,
               transaction_timeout_ms: int = 10_000, la_table: LaTable | None = None,
               clock: Clock | None = None, transactional_id: str | None = None) -> Iterator[Gate]:
-    """A gate worker for every stream in the settings' schemas directory, with its topics; closed on exit.
+    """A gate worker for every stream in the settings' schemas directory, with its topics, and for every stream an
+    applied catalog adds later (its schema from the registry: services/stream_schemas.py); closed on exit.
     `la_table` replaces the settings' one (the benchmark compares tables); `clock` the wall clock (tests of
     time-based behaviour, such as a legal basis ending); `transactional_id` the one its transactions are fenced
     by (default `accord-gate-<worker>`)."""
@@ -86,6 +88,14 @@ def open_gate(endpoints: GateEndpoints, settings: Settings, worker: str,
         stack.callback(history.close)
         backfill_log = BackfillLogReader(kafka, client_id=f"accord-gate-backfill-{worker}")
         stack.callback(backfill_log.close)
+        streams = StreamSchemas(lambda: None, registry)
+
+        def adopt(stream: str, entry: Mapping[str, Any]) -> dict[str, Any] | None:
+            schema = streams.schema_of(stream, entry)
+            if schema is not None:
+                ensure_applied_stream_topics(kafka, stream, entry)
+            return schema
+
         parts = GateParts(
             stage=stage, control=control, control_keys=trusted_keys(settings.secrets_dir, settings.control_public_key),
             planner=Planner(engine), registry=registry, schemas=schemas,
@@ -98,6 +108,7 @@ def open_gate(endpoints: GateEndpoints, settings: Settings, worker: str,
             audit=lambda kind, record: _ignore(status.append(kind, record, topic=AUDIT_TOPIC)),
             optout=optout, optout_key=optout_secret(settings.secrets_dir), withheld=count_withheld,
             history=history, backfill_log=backfill_log, backfill_counters=PrometheusBackfillCounters(),
+            adopt_stream=adopt,
         )
         yield Gate(parts, worker, clock=clock, counters=PrometheusGateCounters(), ready=stage.ready)
 

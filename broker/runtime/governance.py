@@ -81,8 +81,11 @@ class GovernanceService:
                                         on_finished=self._delivery_ended, max_attempts=WEBHOOK_ATTEMPTS,
                                         first_backoff_s=webhook_backoff_s,
                                         max_backoff_s=max(webhook_backoff_s, WEBHOOK_MAX_BACKOFF_S))
-        streams = load_stream_schemas(schemas_dir)
-        self._quarantine = KafkaQuarantineFeed(kafka, streams, client_id=f"{transactional_id}-quarantine")
+        shipped = set(load_stream_schemas(schemas_dir))
+        # The shipped streams and every stream the applied catalog names (one applied since start included).
+        self._quarantine = KafkaQuarantineFeed(
+            kafka, lambda: shipped | set((self._view.current().catalog or {}).get("streams") or ()),
+            client_id=f"{transactional_id}-quarantine")
         # The gates write their delivery batches to AUDIT_TOPIC whatever this service's own audit topic is.
         self._deliveries = KafkaDeliveryReports(kafka, client_id=f"{transactional_id}-deliveries")
         self.governance = Governance(self._log, self._writer, self._view, clock, self.notifier,

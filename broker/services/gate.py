@@ -100,6 +100,9 @@ class GateParts:
     history: HistorySource | None = None
     backfill_log: BackfillLogSource | None = None
     backfill_counters: BackfillCounters | None = None
+    # The schema of a stream the applied catalog names that the worker did not start with, given its catalog entry,
+    # with its topics made (services/stream_schemas.py); None: the worker consumes only the streams it started with.
+    adopt_stream: Callable[[str, Mapping[str, Any]], Mapping[str, Any] | None] | None = None
 
 
 class Gate:
@@ -108,7 +111,9 @@ class Gate:
     def __init__(self, parts: GateParts, worker: str, clock: Callable[[], dt.datetime] | None = None,
                  replan_every_s: float = 10.0, counters: GateCounters | None = None,
                  ready: Callable[[], bool] = lambda: True, bounds: TransactionBounds | None = None) -> None:
-        self._p = parts
+        # Its own copy of the schemas, shared with the delivery table: a stream a catalog adds is added to both.
+        self._schemas: dict[str, Mapping[str, Any]] = dict(parts.schemas)
+        self._p = parts = replace(parts, schemas=self._schemas)
         self._bounds = bounds or TransactionBounds()
         self.ready = ready
         self.worker = worker
@@ -123,12 +128,13 @@ class Gate:
         self.held = False  # paused because the policy engine is not ready
         self._pending_ms: int | None = None
         self._tally: Counter[tuple[str, str]] = Counter()
-        self._stream_of = {ingest_topic(s): s for s in parts.schemas}
-        self._jurisdiction = {s: [str(f) for f in schema.get("accord.jurisdiction", [])]
-                              for s, schema in parts.schemas.items()}
-        self._lsoa = {s: next((name for name, tags in field_tags(schema).items() if LSOA_TAG in tags), None)
-                      for s, schema in parts.schemas.items()}
-        self._decode = {s: AvroDeserializer(parts.registry, json.dumps(schema)) for s, schema in parts.schemas.items()}
+        self._stream_of: dict[str, str] = {}
+        self._jurisdiction: dict[str, list[str]] = {}
+        self._lsoa: dict[str, str | None] = {}
+        self._decode: dict[str, AvroDeserializer] = {}
+        for stream, schema in parts.schemas.items():
+            self._add_stream(stream, schema)
+        self._subscribe: list[str] = []  # ingest topics of streams adopted since the last subscribe
         self._batch = BatchAudit()  # this batch's deliveries and quarantined rows, audited in its transaction
         self._cells = Cells()  # this batch's cells for suppressed deliveries, sent per table at its end
         self.opted_out = OptOutList(parts.optout_key)
@@ -136,6 +142,38 @@ class Gate:
         self._withheld: Counter[tuple[str, str, str, str]] = Counter()
         self._backfill = None if parts.history is None or parts.backfill_log is None else Backfiller(
             parts.history, parts.backfill_log, worker, self._clock, parts.backfill_counters)
+
+    def _add_stream(self, stream: str, schema: Mapping[str, Any]) -> None:
+        self._jurisdiction[stream] = [str(f) for f in schema.get("accord.jurisdiction", [])]
+        self._lsoa[stream] = next((name for name, tags in field_tags(schema).items() if LSOA_TAG in tags), None)
+        self._decode[stream] = AvroDeserializer(self._p.registry, json.dumps(schema))
+        self._schemas[stream] = schema
+        self._stream_of[ingest_topic(stream)] = stream
+
+    def _adopt_streams(self) -> None:
+        """Streams the applied catalog names that this worker does not consume yet: their schemas and topics now
+        (planned with the rest at once), their ingest topics subscribed to before the next poll. A stream whose
+        schema cannot be had yet is retried at the next re-plan; the others go ahead."""
+        adopt = self._p.adopt_stream
+        named = (self.state.catalog or {}).get("streams")
+        if adopt is None or not isinstance(named, Mapping):
+            return
+        for stream in sorted(set(named) - set(self._schemas)):
+            try:
+                schema = adopt(stream, named[stream])
+            except AccordError as exc:
+                log.error("gate worker %s cannot take on stream %s yet (retried): %s", self.worker, stream, exc)
+                continue
+            if schema is not None:
+                log.info("gate worker %s takes on stream %s", self.worker, stream)
+                self._add_stream(stream, schema)
+                self._subscribe.append(ingest_topic(stream))
+
+    def _subscribe_adopted(self) -> None:
+        """Between transactions: the group rebalances onto the new topics, which start at their beginning."""
+        if self._subscribe:
+            self._p.stage.subscribe(self.topics, from_start=self._subscribe)
+            self._subscribe = []
 
     @property
     def history(self) -> BackfillLog | None:
@@ -173,6 +211,7 @@ class Gate:
             self._dirty = True
         now = self._clock()
         if self._dirty or force or now >= self._next_replan:
+            self._adopt_streams()
             self._replan(now)
         if self._dirty:
             self._dirty = False
@@ -224,6 +263,7 @@ class Gate:
         if self.held:
             log.warning("gate worker %s: the policy engine is back; re-planning before delivering", self.worker)
             self.held = False
+        self._subscribe_adopted()
         records = self._gather(timeout_s, max_records)
         try:
             # After the poll, not before: a record consumed after a policy change must meet the new plan.
@@ -395,7 +435,7 @@ class Gate:
         # The ingest API's field rules again: a publisher's own Kafka client writes ingest topics directly, and
         # nothing reaches a subscriber that the API would have refused. After the jurisdiction, so that a row two
         # councils could claim still goes to quarantine as such and both are told.
-        if problems := validate_record(self._p.schemas[stream], value, self._clock().date(), self._p.la_table):
+        if problems := validate_record(self._schemas[stream], value, self._clock().date(), self._p.la_table):
             return Refusal([{"field": p.field, "rule": p.rule, "message": p.message} for p in problems], {})
         return value, areas
 

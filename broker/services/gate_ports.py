@@ -15,6 +15,11 @@ class Stage(Protocol):
     adapters.rdkafka_transactions.RdkafkaTransactionalStage on librdkafka)."""
 
     def poll(self, timeout_s: float, max_records: int | None = None) -> list[Record]: ...
+
+    def subscribe(self, topics: Sequence[str], from_start: Sequence[str] = ()) -> None:
+        """Consume `topics` from the next poll on (between transactions); a partition of a topic in `from_start`
+        that the group has no committed offset for starts at its beginning (a stream added at runtime)."""
+
     def begin(self) -> None: ...
     def send(self, topic: str, value: bytes | None, key: bytes | None = None,
              headers: Sequence[tuple[str, bytes]] = ()) -> Placement: ...

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -87,24 +88,44 @@ class Ingest:
     def __init__(self, log: RecordLog, serializer_registry: SchemaRegistry, schemas: Mapping[str, dict[str, Any]],
                  la_table: LaTable, today: Callable[[], dt.date],
                  count: Callable[[str, str], None] = lambda stream, outcome: None,
-                 requests: RequestLedger | None = None) -> None:
+                 requests: RequestLedger | None = None,
+                 discover: Callable[[str], Mapping[str, Any] | None] | None = None) -> None:
+        """`discover(stream)`: the schema of a stream not in `schemas` (one a catalog applied since named, with its
+        topics made), or None to refuse it as unknown (services/stream_schemas.py)."""
         self._log = log
         self._requests = requests
-        self._schemas = dict(schemas)
-        self._parsed = {s: parse_schema(json.loads(json.dumps(schema))) for s, schema in self._schemas.items()}
-        self._serializers = {s: AvroSerializer(serializer_registry, json.dumps(schema))
-                             for s, schema in self._schemas.items()}
+        self._registry = serializer_registry
+        self._schemas: dict[str, dict[str, Any]] = {}
+        self._parsed: dict[str, Any] = {}
+        self._serializers: dict[str, AvroSerializer] = {}
+        for stream, schema in schemas.items():
+            self._add(stream, schema)
+        self._discover = discover
+        self._discovering = threading.Lock()
         # One deserializer for all screening, so each writer schema is fetched from the registry once.
         self._deserializer = AvroDeserializer(serializer_registry)
         self._la = la_table
         self._today = today
         self._count = count
 
+    def _add(self, stream: str, schema: Mapping[str, Any]) -> None:
+        # The schema last: a stream is known once its parsed schema and serializer are in place.
+        self._parsed[stream] = parse_schema(json.loads(json.dumps(schema)))
+        self._serializers[stream] = AvroSerializer(self._registry, json.dumps(schema))
+        self._schemas[stream] = dict(schema)
+
     def schema(self, stream: str) -> dict[str, Any]:
-        if stream not in self._schemas:
+        found = self._schemas.get(stream)
+        if found is None and self._discover is not None:
+            with self._discovering:  # one look-up at a time: a burst for a new stream asks the catalog once
+                found = self._schemas.get(stream)
+                if found is None and (schema := self._discover(stream)) is not None:
+                    self._add(stream, schema)
+                    found = self._schemas[stream]
+        if found is None:
             known = ", ".join(sorted(self._schemas)) or "none"
-            raise NotFoundError(f"unknown stream {stream!r} (known streams: {known})")
-        return self._schemas[stream]
+            raise NotFoundError(f"unknown stream {stream!r}: no applied catalog names it (known streams: {known})")
+        return found
 
     def violations(self, stream: str, record: Mapping[str, Any]) -> list[Violation]:
         """Schema fit first (a record that does not fit cannot be encoded), then the stream's field rules."""

@@ -30,13 +30,30 @@ allow if {
 # METADATA
 # description: |
 #   Accord's operator (body accord, role operator: the team that runs Accord, not a member body) applies the
-#   catalog, announces pseudonym key rotations and records drill reports, and may do nothing else. The catalog says
-#   who every member is, so no member role may replace it, and the first catalog must be applicable before any
-#   member exists.
+#   catalog (registering its streams' schemas), announces pseudonym key rotations and records drill reports, and may
+#   do nothing else. The catalog says who every member is, so no member role may replace it, and the first catalog
+#   must be applicable before any member exists.
 allow if {
 	_operator
 	input.service == "governance"
 	[input.method, input.route] in {["PUT", "/catalog"], ["POST", "/pseudonym-keys/rotate"], ["POST", "/drill-reports"]}
+}
+
+# METADATA
+# description: |
+#   Applying a catalog registers its streams' schemas first (`accord catalog apply`): the operator checks and
+#   registers a stream's schema under its subject, compatibility enforced by the registry. Delivery subjects are
+#   the gate's alone.
+allow if {
+	_operator
+	input.service == "registry"
+	[input.method, input.route] in _schema_registration
+	not startswith(_params.subject, "deliver.")
+}
+
+_schema_registration := {
+	["POST", "/subjects/{subject}/versions"],
+	["POST", "/compatibility/subjects/{subject}/versions/{version}"],
 }
 
 # METADATA

@@ -341,6 +341,16 @@ test_only_the_operator_records_drill_reports if {
 	}
 }
 
+test_the_operator_registers_stream_schemas_but_no_delivery_subject if {
+	register := object.union(_call("registry", "POST", "/subjects/{subject}/versions", _who("accord", "operator")), {"params": {"subject": "ingest.ukhsa.drill-1-value"}})
+	_allowed(register)
+	check := object.union(_call("registry", "POST", "/compatibility/subjects/{subject}/versions/{version}", _who("accord", "operator")), {"params": {"subject": "ingest.ukhsa.drill-1-value", "version": "latest"}})
+	_allowed(check)
+	not _allowed(object.union(register, {"params": {"subject": "deliver.leicester-city-council.dph.ukhsa.positive-tests-value"}}))
+	not _allowed(object.union(register, {"method": "DELETE", "route": "/subjects/{subject}"}))
+	not _allowed(object.union(register, {"identity": _who("dhsc", "governance-board")}))
+}
+
 test_only_the_operator_applies_the_catalog if {
 	_allowed(_call("governance", "PUT", "/catalog", _who("accord", "operator")))
 	not _allowed(_call("governance", "POST", "/disputes", _who("accord", "operator")))

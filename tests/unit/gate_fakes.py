@@ -81,6 +81,7 @@ class FakeStage:
         self.fail_on_send: int | None = None  # the n-th send of a transaction raises, as a lost broker would
         self.offsets: dict[str, int] = {}
         self.assigned: dict[tuple[str, int], int] = {}  # (ingest topic, partition) -> position
+        self.subscriptions: list[tuple[list[str], list[str]]] = []  # (topics, from_start) of each subscribe()
 
     def queue(self, *records: Record) -> None:
         self.batches.append(list(records))
@@ -91,6 +92,11 @@ class FakeStage:
         if self.after_poll is not None:
             self.after_poll()
         return batch
+
+    def subscribe(self, topics: Any, from_start: Any = ()) -> None:
+        self.calls.append("subscribe")
+        assert self._open() is None, "subscribe() inside an open transaction"
+        self.subscriptions.append((list(topics), list(from_start)))
 
     def begin(self) -> None:
         self.calls.append("begin")
@@ -345,7 +351,9 @@ def make_gate(document: Mapping[str, Any] | None = None, clock: FakeClock | None
               history: HistorySource | None = None, backfill_log: BackfillLogSource | None = None,
               worker: str = "worker-1", stage: FakeStage | None = None,
               registry: InMemorySchemaRegistry | None = None,
-              bounds: TransactionBounds | None = None) -> GateHarness:
+              bounds: TransactionBounds | None = None,
+              adopt_stream: Callable[[str, Mapping[str, Any]], Mapping[str, Any] | None] | None = None
+              ) -> GateHarness:
     """A gate over T1 whose control topic holds `document` (default: catalog_document()); not started yet."""
     control, engine, registry = FakeControl(), FakePolicyEngine(), registry or InMemorySchemaRegistry()
     stage = stage or FakeStage()
@@ -360,7 +368,8 @@ def make_gate(document: Mapping[str, Any] | None = None, clock: FakeClock | None
                       ensure_topics=ensured.update, status=lambda worker, status: statuses.append(status),
                       audit=audit or (lambda kind, record: decisions.append({"kind": kind, **record})),
                       residence=residence, pseudonym_masters=rotated_master, optout=optout,
-                      optout_key=optout_key, withheld=withheld, history=history, backfill_log=backfill_log)
+                      optout_key=optout_key, withheld=withheld, history=history, backfill_log=backfill_log,
+                      adopt_stream=adopt_stream)
     gate = Gate(parts, worker, clock=clock, replan_every_s=replan_every_s, counters=counters, bounds=bounds)
     return GateHarness(gate, stage, control, engine, registry, clock, statuses, ensured,
                        AvroSerializer(registry, json.dumps(T1_SCHEMA)), decisions)

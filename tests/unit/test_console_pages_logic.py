@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 from fastapi import HTTPException
@@ -103,3 +104,21 @@ def test_the_catalogue_lists_what_is_in_force_now_from_the_control_topic() -> No
         ("agreement", "t1-leicester", "Leicester City Council"), ("grant", "dispute-d1", "blaby")]
     assert listed[1]["valid_until"] == "2026-12-07 12:05 UTC"
     assert in_force(view, None, {}, {}, now) == []
+
+
+def test_the_catalogue_and_publisher_pages_show_a_stream_applied_since_the_console_started() -> None:
+    from broker.api.console.catalogue import with_applied_streams
+
+    own: dict[str, Any] = {"id": "ukhsa.t1", "owner": "ukhsa", "publisher": "UKHSA (ukhsa)", "fields": []}
+    view: dict[str, Any] = {"bodies": {"ukhsa": "UK Health Security Agency"}, "streams": [own]}
+    applied = {"streams": {
+        "ukhsa.t1": {"owner": "ukhsa", "fields": {"other": {"tags": []}}},
+        "ukhsa.wastewater": {"owner": "ukhsa", "classification": "official",
+                             "fields": {"ltla": {"tags": ["geography:ltla"], "kind": "string"}}}}}
+    shown = with_applied_streams(view, applied)
+    assert [s["id"] for s in shown["streams"]] == ["ukhsa.t1", "ukhsa.wastewater"]
+    assert shown["streams"][0] == own, "the console's own entry stands"
+    assert shown["streams"][1]["publisher"] == "UK Health Security Agency (ukhsa)"
+    assert shown["streams"][1]["fields"] == [{"name": "ltla", "tags": ["geography:ltla"], "doc": ""}]
+    assert [s["id"] for s in own_streams(shown, "ukhsa")] == ["ukhsa.t1", "ukhsa.wastewater"]
+    assert with_applied_streams(view, None) == view

@@ -92,3 +92,31 @@ def test_malformed_success_answer_is_a_registry_error(response: httpx.Response) 
 def test_url_that_is_not_http_is_a_config_error(url: str) -> None:
     with pytest.raises(ConfigError, match="is not an http\\(s\\) URL"):
         HttpSchemaRegistry(url, token=lambda: None)
+
+
+@pytest.mark.parametrize(("status", "body", "problems"), [
+    (200, {"is_compatible": True, "messages": []}, []),
+    (200, {"is_compatible": False, "messages": ["TYPE_MISMATCH at /fields/0/type"]},
+     ["TYPE_MISMATCH at /fields/0/type"]),
+    (200, {"is_compatible": False}, ["incompatible"]),
+    (404, {"error_code": 40401, "message": "Subject 's-value' not found."}, []),
+])
+def test_compatibility_problems_asks_against_the_latest_version_verbosely(
+        status: int, body: dict[str, object], problems: list[str]) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(status, json=body)
+
+    assert _registry(handler).compatibility_problems("s-value", SCHEMA) == problems
+    assert (seen[0].method, seen[0].url.path, seen[0].url.params["verbose"]) == (
+        "POST", "/compatibility/subjects/s-value/versions/latest", "true")
+
+
+def test_compatibility_problems_raises_what_is_no_answer_about_the_schema() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(403, json={"error_code": 40301, "message": "forbidden"})
+
+    with pytest.raises(RegistryError, match="forbidden"):
+        _registry(handler).compatibility_problems("s-value", SCHEMA)

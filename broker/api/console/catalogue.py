@@ -85,3 +85,24 @@ def _moment(text: Any) -> dt.datetime | None:
         return None
     moment = dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def with_applied_streams(view: Mapping[str, Any], applied: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`view` with every stream the applied catalog names that the console's catalog directory does not (one applied
+    since the console started): its owner, classification and fields' tags from the compiled catalog."""
+    named = (applied or {}).get("streams")
+    known = {str(s["id"]) for s in view["streams"]}
+    added = []
+    for ident, entry in sorted(named.items() if isinstance(named, Mapping) else ()):
+        if ident in known or not isinstance(entry, Mapping):
+            continue
+        owner = str(entry.get("owner", ""))
+        fields = entry.get("fields")
+        fields = fields if isinstance(fields, Mapping) else {}
+        added.append({"id": ident, "publisher": f"{view['bodies'].get(owner, owner)} ({owner})", "owner": owner,
+                      "classification": str(entry.get("classification", "")), "doc": "",
+                      "fields": [{"name": str(name), "tags": list(spec.get("tags") or ()), "doc": ""}
+                                 for name, spec in fields.items() if isinstance(spec, Mapping)]})
+    if not added:
+        return dict(view)
+    return {**view, "streams": sorted([*view["streams"], *added], key=lambda s: str(s["id"]))}

@@ -32,10 +32,13 @@ def run(config: Config,
     sent again at the next start); a stopped database or receiver, a full disk or a stopped Kafka is waited for,
     and nothing is lost."""
     from broker.runtime import connect
-    from connectors.config import FileSinkConfig, WebhookSinkConfig, load
+    from connectors.config import FileSinkConfig, WebhookSinkConfig, is_source, load
 
-    checked = load(config)
     stopping = threading.Event()
+    if is_source(config):
+        _run_source(config, stopping)
+        return
+    checked = load(config)
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
         stopping.set()
@@ -59,14 +62,70 @@ def run(config: Config,
     connect.run(checked, stopping.is_set, batch, metrics, wait=pause)
 
 
+def _run_source(path: Path, stopping: threading.Event) -> None:
+    """A source: publish until it has nothing more (a watched directory: until interrupted), then the summary."""
+    import sys
+
+    from broker.runtime import sources
+    from connectors.config import load_source
+
+    checked = load_source(path)
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        stopping.set()
+
+    def pause(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while not stopping.is_set() and (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, 0.2))
+
+    def retrying(exc: Exception) -> None:
+        typer.echo(f"source: {exc}; sending the batch again", err=True)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    typer.echo(f"source {checked.source} {checked.name} -> stream {checked.stream}", err=True)
+    summary = sources.run(checked, stopping.is_set, sources.progress_for(sys.stderr), pause, retrying)
+    typer.echo(f"summary: {summary.line()}", err=True)
+    if summary.run.kept_out:
+        typer.echo(f"quarantined rows, each with its file, line and reason: {checked.state_dir / 'rejects.jsonl'} "
+                   f"(`accord connect status {path}` shows the newest)", err=True)
+
+
+def _source_status(path: Path) -> None:
+    from broker.runtime import sources
+    from connectors.config import load_source
+
+    checked = load_source(path)
+    position, totals, rejects = sources.status(checked)
+    typer.echo(f"source {checked.name} -> stream {checked.stream}")
+    if position is None:
+        typer.echo("nothing published yet")
+    else:
+        done = position.get("done")
+        if isinstance(done, dict):
+            typer.echo(f"files published: {len(done)}")
+        if position.get("file"):
+            typer.echo(f"in hand: {position['file']}, {position.get('row', 0)} rows published "
+                       f"(to line {position.get('line', 0)})")
+    typer.echo(f"rows read {totals.rows}, accepted {totals.accepted}, quarantined {totals.kept_out} "
+               f"({totals.rejected} by the source, {totals.quarantined} by the API)")
+    for reject in rejects:
+        typer.echo(f"{reject.get('where')}: {reject.get('reason')}")
+
+
 @connect_cli.command("status")
 def status(config: Config) -> None:
     """Each delivery topic's partitions: the position stored with the data (a file sink's: after its last
     committed file), the end of the topic, the lag; and the records kept aside as rejected (a row the table cannot
-    key), or a webhook's dead-lettered batches."""
+    key), or a webhook's dead-lettered batches. For a source: what it has published, its totals and its newest
+    quarantined rows with where each came from and why."""
     from broker.runtime import connect
-    from connectors.config import WebhookSinkConfig, load
+    from connectors.config import WebhookSinkConfig, is_source, load
 
+    if is_source(config):
+        _source_status(config)
+        return
     checked = load(config)
     if isinstance(checked, WebhookSinkConfig):
         _webhook_status(config, checked)

@@ -214,13 +214,15 @@ class SourceState:
                 "totals": asdict(totals)}
         write_atomically(self.directory / POSITION_FILE, json.dumps(body, sort_keys=True).encode())
 
-    def rejects(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """The rejects stored so far, oldest first (at most `limit`, the newest ones)."""
+    def rejects(self, limit: int | None = None, length: int | None = None) -> list[dict[str, Any]]:
+        """The rejects stored so far, oldest first (at most `limit`, the newest ones); `length`: only the first
+        bytes of the file (those of stored batches, Stored.rejects_bytes)."""
         try:
-            with open(self.rejects_path, encoding="utf-8") as lines:
-                found = [json.loads(line) for line in lines if line.strip()]
+            with open(self.rejects_path, "rb") as handle:
+                data = handle.read() if length is None else handle.read(length)
         except FileNotFoundError:
             return []
+        found = [json.loads(line) for line in data.splitlines() if line.strip()]
         return found if limit is None else found[-limit:]
 
 

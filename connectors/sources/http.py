@@ -18,13 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin
 
 from broker.domain.pages import Answer
-from broker.errors import ServiceError
+from broker.errors import ConfigError, ServiceError
 from connectors.sources.base import Position, Reject, SourceBatch
 from connectors.sources.coercion import CoercionError, Mapper
 from connectors.sources.pacing import PoliteClient
@@ -34,6 +34,10 @@ NO_CONTENT = 204
 
 class AnswerError(ServiceError):
     """The API answered something that is not a page of rows where the config says they are."""
+
+
+class RequestRefused(ConfigError):
+    """The API refused the request (a 4xx other than 408/429): its URL, parameters or token are wrong."""
 
 
 @dataclass(frozen=True)
@@ -150,9 +154,11 @@ class HttpSource:
     again after a pause)."""
 
     def __init__(self, client: PoliteClient, plan: HttpRequestPlan, paging: Paging, watermark: Watermark,
-                 mapper: Mapper, max_rows: int = 2000, max_bytes: int = 900_000) -> None:
+                 mapper: Mapper, max_rows: int = 2000, max_bytes: int = 900_000,
+                 auth: Callable[[], Mapping[str, str]] = dict) -> None:
+        """`auth`: headers added to each request, asked for anew each time (a token file replaced on disk)."""
         self.client, self.plan, self.paging, self.watermark, self.mapper = client, plan, paging, watermark, mapper
-        self.max_rows, self.max_bytes = max_rows, max_bytes
+        self.max_rows, self.max_bytes, self.auth = max_rows, max_bytes, auth
 
     def batches(self, after: Position | None) -> Iterator[SourceBatch]:
         poll = _Poll.resume(after, self._first_page())
@@ -182,7 +188,7 @@ class HttpSource:
                     start, records, wheres, rejects, size, count = end, [], [], [], 0, 0
             if following is None:
                 end = poll.finished()
-                if count or end != start:
+                if count or end != (start or {"watermark": None, "seen": [], "page": None}):
                     yield SourceBatch(records, wheres, rejects, start, end, count)
                 return
             poll.page, poll.skip = following, 0
@@ -217,7 +223,7 @@ class HttpSource:
             params = self._params(watermark)
             if self.paging.page_param:
                 params.append((self.paging.page_param, str(page["number"])))
-        answer = self.client.get(url, params, self.plan.headers)
+        answer = self.client.get(url, params, {**self.plan.headers, **self.auth()})
         if answer.status == NO_CONTENT:
             return [], None
         document = self._document(url, answer)
@@ -239,6 +245,9 @@ class HttpSource:
     def _document(self, url: str, answer: Answer) -> Any:
         if not 200 <= answer.status < 300:
             text = " ".join(answer.body[:300].decode("utf-8", "replace").split())
+            if 400 <= answer.status < 500:
+                raise RequestRefused(f"{url} refused the request ({answer.status}): {text}; check the source's "
+                                     "url, params and token")
             raise AnswerError(f"{url} answered {answer.status}: {text}")
         try:
             return json.loads(answer.body)

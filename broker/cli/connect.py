@@ -111,6 +111,11 @@ def _source_status(path: Path) -> None:
         if position.get("file"):
             typer.echo(f"in hand: {position['file']}, {position.get('row', 0)} rows published "
                        f"(to line {position.get('line', 0)})")
+        if isinstance(position.get("key"), list):  # PostgreSQL: the last row's watermark and tie-breakers
+            typer.echo("read up to (" + ", ".join(str(next(iter(v.values()))) for v in position["key"]) + ")")
+        if "watermark" in position:  # HTTP
+            poll = "" if position.get("page") is None else f"; a poll in hand at {position['page']}"
+            typer.echo(f"watermark: {position['watermark']}{poll}")
     typer.echo(f"rows read {totals.rows}, accepted {totals.accepted}, quarantined {totals.kept_out} "
                f"({totals.rejected} by the source, {totals.quarantined} by the API)")
     for reject in rejects:

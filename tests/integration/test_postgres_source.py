@@ -45,7 +45,7 @@ def make_table(db: PostgresDatabase, table: str) -> None:
 def add_rows(db: PostgresDatabase, table: str, prefix: str, first: int, count: int, since: str) -> None:
     """Rows numbered `first`.. (the number is `absences`, unique), seven to a watermark value from `since`."""
     db.apply([(f"INSERT INTO {table} (trust, day, inpatients, absences, updated_at) "
-               f"SELECT %s || (n % 97), current_date - 3 - (n % 300), n % 50, n, "
+               f"SELECT %s || (n %% 97), current_date - 3 - (n %% 300), n %% 50, n, "
                f"%s::timestamptz + ((n - %s) / 7) * interval '1 second' FROM generate_series(%s, %s) AS n",
                [(prefix, since, first, first, first + count - 1)])])
 
@@ -94,6 +94,7 @@ def wait_for(condition: Callable[[], bool], what: str, log: Path, timeout_s: flo
         time.sleep(0.1)
 
 
+@pytest.mark.usefixtures("applied_catalog")  # the catalog naming NHS England the stream's publisher
 def test_a_killed_postgres_source_loses_and_repeats_nothing(services: Endpoints, postgres: str,
                                                             database: PostgresDatabase, tmp_path: Path) -> None:
     prefix = f"K{uuid.uuid4().hex[:6].upper()}"
@@ -129,6 +130,7 @@ def test_a_killed_postgres_source_loses_and_repeats_nothing(services: Endpoints,
     assert "summary: rows read" in log.read_text()
 
 
+@pytest.mark.usefixtures("applied_catalog")  # the catalog naming NHS England the stream's publisher
 def test_ties_across_batches_rows_added_later_and_the_safety_lag(services: Endpoints, postgres: str,
                                                                   database: PostgresDatabase,
                                                                   tmp_path: Path) -> None:

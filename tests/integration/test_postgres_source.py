@@ -46,7 +46,8 @@ def add_rows(db: PostgresDatabase, table: str, prefix: str, first: int, count: i
     """Rows numbered `first`.. (the number is `absences`, unique), seven to a watermark value from `since`."""
     db.apply([(f"INSERT INTO {table} (trust, day, inpatients, absences, updated_at) "
                f"SELECT %s || (n %% 97), current_date - 3 - (n %% 300), n %% 50, n, "
-               f"%s::timestamptz + ((n - %s) / 7) * interval '1 second' FROM generate_series(%s, %s) AS n",
+               "%s::timestamptz + ((n - %s::int) / 7) * interval '1 second' "
+               "FROM generate_series(%s::int, %s::int) AS n",
                [(prefix, since, first, first, first + count - 1)])])
 
 

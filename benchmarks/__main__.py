@@ -7,7 +7,9 @@
 - `transports`: the gate's data path on kafka-python and on librdkafka side by side (transports.json);
 - `decode`, `encode` (or both): the gate's Avro decode and its encoding for 24 deliveries per record, before and
   after issue 18, in process without Kafka (codec.json);
-- `ingest [N]`: publishing over HTTP against a raw producer, N records, default 20,000 (api-ingest.json).
+- `ingest [N]`: publishing over HTTP against a raw producer, N records, default 20,000 (api-ingest.json);
+- `sources [N]`: a CSV through the files source against the API's keyed ingest of the same records, N rows,
+  default 100,000 (sources.json).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import backfill, fanout_encode, gate, ingest, postgres_sink, pull, serde
+from benchmarks import backfill, fanout_encode, gate, ingest, postgres_sink, pull, serde, sources
 
 RESULTS = Path(__file__).resolve().parent / "results"
 Scenarios = Callable[[], Iterable[dict[str, Any]]]
@@ -37,9 +39,11 @@ def main() -> None:
         "backfill": ([lambda: backfill.run(count or backfill.HISTORY)], "backfill.json"),
         "transports": ([gate.run_transports], "transports.json"),
         "ingest": ([lambda: [ingest.run(count or ingest.RECORDS)]], "api-ingest.json"),
+        "sources": ([lambda: [sources.run(count or sources.ROWS)]], "sources.json"),
     }
     everything: list[Scenarios] = [lambda: [serde.run()], *codec.values(), gate.run, pull.run,
-                                   lambda: [postgres_sink.run()], lambda: [ingest.run()], backfill.run]
+                                   lambda: [postgres_sink.run()], lambda: [ingest.run()], lambda: [sources.run()],
+                                   backfill.run]
     if names and names[0] in alone:
         chosen, name = alone[names[0]]
     elif names and all(n in codec for n in names):

@@ -1,6 +1,7 @@
 """`accord connect run|status|redeliver CONFIG.yaml`: a subscriber's sinks, which move its delivery topics into its
 own systems (PostgreSQL tables, CSV or Parquet files, a signed webhook) as its own Kafka user, storing the position
-as they go."""
+as they go; and a publisher's sources, which publish its CSV, JSON lines or Parquet files into a stream through the
+API."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ import typer
 if TYPE_CHECKING:
     from connectors.config import WebhookSinkConfig
 
-connect_cli = typer.Typer(help="Sinks: deliveries into a subscriber's own PostgreSQL, files or webhook, with no code.",
-                          no_args_is_help=True)
-Config = Annotated[Path, typer.Argument(help="the sink's YAML config (see README, For subscribers)")]
+connect_cli = typer.Typer(help="Sinks: deliveries into a subscriber's own PostgreSQL, files or webhook; sources: a "
+                               "publisher's files into a stream; with no code.", no_args_is_help=True)
+Config = Annotated[Path, typer.Argument(help="the sink's or source's YAML config (see README, For subscribers and "
+                                             "For publishers)")]
 
 
 @connect_cli.command("run")
@@ -33,7 +35,8 @@ def run(config: Config,
     """Move the config's deliveries into its database, folder or webhook until interrupted (Ctrl-C or SIGTERM stops
     after the batch in hand is stored; a file sink commits the file in hand; a webhook batch still being retried is
     sent again at the next start); a stopped database or receiver, a full disk or a stopped Kafka is waited for,
-    and nothing is lost."""
+    and nothing is lost. A source (`source:` in the config) publishes its files until none is left (a watched
+    folder: until interrupted), with a progress bar on a terminal and a summary at the end."""
     from broker.runtime import connect
     from connectors.config import FileSinkConfig, WebhookSinkConfig, is_source, load
 

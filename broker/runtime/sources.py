@@ -122,7 +122,7 @@ def _http(config: HttpSourceConfig, fields: Mapper, stop: Callable[[], bool],
     source = HttpSource(client, HttpRequestPlan(h.url, tuple(h.params.items()), h.headers), paging, mark, fields,
                         config.batch.rows, config.batch.max_bytes, _auth(h.auth))
     polled = Polled(source, h.follow, h.poll_s, stop, wait, _report)
-    return Closing(Replayed(polled, config.state_dir), [api.close])
+    return Closing(Replayed(polled, config.state_dir, config.batch.in_flight), [api.close])
 
 
 def _postgres(config: PostgresSourceConfig, fields: Mapper, stop: Callable[[], bool],
@@ -133,7 +133,7 @@ def _postgres(config: PostgresSourceConfig, fields: Mapper, stop: Callable[[], b
     source = PostgresSource(database, relation(p.table, p.query), Keyset(p.watermark, tuple(p.tiebreak)), fields,
                             config.batch.rows, p.safety_lag_s, p.table or "query")
     polled = Polled(source, p.follow, p.poll_s, stop, wait, _report)
-    return Closing(Replayed(polled, config.state_dir), [database.close])
+    return Closing(Replayed(polled, config.state_dir, config.batch.in_flight), [database.close])
 
 
 def drained(config: _Source) -> _Source:
@@ -206,7 +206,7 @@ def run(config: _Source, stop: Callable[[], bool] = lambda: False, progress: Pro
         source = open_source(drained(config) if once else config, stop, wait)
         try:
             return run_source(config.name, config.stream, source, client, state, stop=stop, progress=progress,
-                              wait=wait, on_error=on_error)
+                              wait=wait, on_error=on_error, in_flight=config.batch.in_flight)
         finally:
             if isinstance(source, Closing):
                 source.close()

@@ -22,13 +22,16 @@ import fcntl
 import hashlib
 import json
 import os
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from broker.domain.publishing import PublishOutcome
+from broker.domain.publishing import PublishOutcome as PublishOutcome  # the port speaks it
 from broker.errors import AccordError, ConfigError, ServiceError
 from connectors.sinks.webhook_state import write_atomically
 
@@ -235,37 +238,71 @@ def api_rejects(batch: SourceBatch, outcomes: Sequence[PublishOutcome]) -> list[
             if o.status == "quarantined"]
 
 
+def is_idle(batch: SourceBatch) -> bool:
+    """A batch of no rows ending where it starts: the source is about to wait for more (a watched directory with
+    nothing new); what is in flight is finished and stored first."""
+    return batch.rows == 0 and not batch.records and not batch.rejects and batch.start == batch.end
+
+
 def run_source(name: str, stream: str, source: Source, publisher: Publisher, state: SourceState, *,
                stop: Callable[[], bool] = lambda: False, progress: Progress | None = None,
                wait: Callable[[float], object] = time.sleep,
                on_error: Callable[[Exception], None] = lambda exc: None,
-               clock: Callable[[], float] = time.monotonic) -> Summary:
+               clock: Callable[[], float] = time.monotonic, in_flight: int = 1) -> Summary:
     """Publish `source` into `stream` from the stored position until it has no more batches or `stop()` is true
     (checked between batches); a batch the API cannot take now is sent again (same key, same body) after a wait
-    that doubles up to MAX_BACKOFF_S. The caller holds `state.lock()`."""
+    that doubles up to MAX_BACKOFF_S. The caller holds `state.lock()`.
+
+    Up to `in_flight` batches are POSTed at once; their positions are stored in order, each once every batch
+    before it is stored. A batch published whose position was not stored yet (a kill) is read again from the
+    stored position, with the same boundaries, so sent again with the same key and body: the API publishes it once.
+    """
     shown = progress or NoProgress()
     stored = state.load(name, stream)
     state.cut_rejects(stored.rejects_bytes)
     summary = Summary(totals=stored.totals)
     began = clock()
+    halted = threading.Event()
+
+    def halt() -> bool:
+        return halted.is_set() or stop()
+
+    def finish(batch: SourceBatch, outcomes: list[PublishOutcome] | None) -> bool:
+        if outcomes is None:
+            return False  # stopped while the API was away: the batch is read again at the next start
+        rejects = [*batch.rejects, *api_rejects(batch, outcomes)]
+        length = state.append_rejects(rejects)
+        quarantined = sum(o.status == "quarantined" for o in outcomes)
+        done = Totals(batch.rows, len(outcomes) - quarantined, quarantined, len(batch.rejects))
+        totals = Totals(**asdict(summary.totals))
+        totals.add(done)
+        state.store(name, stream, batch.end, length, totals)
+        summary.totals = totals
+        summary.run.add(done)
+        summary.batches += 1
+        shown.update(batch, summary.run)
+        return True
+
+    pending: deque[tuple[SourceBatch, Future[list[PublishOutcome] | None]]] = deque()
+    going = True
     try:
-        for batch in source.batches(stored.position):
-            outcomes = _publish(name, stream, batch, publisher, stop, wait, on_error)
-            if outcomes is None:
-                break  # stopped while the API was away: the batch is read again at the next start
-            rejects = [*batch.rejects, *api_rejects(batch, outcomes)]
-            length = state.append_rejects(rejects)
-            quarantined = sum(o.status == "quarantined" for o in outcomes)
-            done = Totals(batch.rows, len(outcomes) - quarantined, quarantined, len(batch.rejects))
-            totals = Totals(**asdict(summary.totals))
-            totals.add(done)
-            state.store(name, stream, batch.end, length, totals)
-            summary.totals = totals
-            summary.run.add(done)
-            summary.batches += 1
-            shown.update(batch, summary.run)
-            if stop():
-                break
+        with ThreadPoolExecutor(max_workers=max(in_flight, 1), thread_name_prefix="source-publish") as pool:
+            try:
+                for batch in source.batches(stored.position):
+                    if is_idle(batch):
+                        while going and pending:
+                            going = finish(pending[0][0], pending.popleft()[1].result())
+                    else:
+                        pending.append((batch, pool.submit(_publish, name, stream, batch, publisher, halt, wait,
+                                                           on_error)))
+                        while going and pending and (len(pending) >= in_flight or pending[0][1].done()):
+                            going = finish(pending[0][0], pending.popleft()[1].result())
+                    if not going or stop():
+                        break
+                while going and pending:
+                    going = finish(pending[0][0], pending.popleft()[1].result())
+            finally:
+                halted.set()  # what is still in flight gives up its retries; it is sent again at the next start
     finally:
         summary.seconds = clock() - began
         shown.close()
@@ -300,8 +337,13 @@ class MemoryPublisher:
         self.answers: dict[str, list[PublishOutcome]] = {}
         self.calls = 0
         self._quarantine = quarantine
+        self._lock = threading.Lock()
 
     def publish(self, stream: str, records: Sequence[Mapping[str, Any]], idempotency_key: str) -> list[PublishOutcome]:
+        with self._lock:
+            return self._publish(stream, records, idempotency_key)
+
+    def _publish(self, stream: str, records: Sequence[Mapping[str, Any]], idempotency_key: str) -> list[PublishOutcome]:
         self.calls += 1
         scoped = f"{stream}/{idempotency_key}"
         if scoped in self.answers:

@@ -23,11 +23,12 @@ class ApiLogin(_Strict):
 
 
 class Batching(_Strict):
-    """Rows per batch (one POST, one Idempotency-Key, one stored position) and the JSON bytes a POST may carry
-    (below the API's body limit, 1 MiB by default)."""
+    """Rows per batch (one POST, one Idempotency-Key, one stored position), the JSON bytes a POST may carry
+    (below the API's body limit, 1 MiB by default) and how many batches are POSTed at once."""
 
     rows: int = Field(default=2000, ge=1, le=10_000)
     max_bytes: int = Field(default=900_000, ge=1_000, le=100_000_000)
+    in_flight: int = Field(default=4, ge=1, le=32)  # batches POSTed at once; positions are stored in order
 
 
 class _Source(_Strict):

@@ -122,6 +122,7 @@ class FileSource:
 
     def batches(self, after: Position | None) -> Iterator[SourceBatch]:
         position: dict[str, Any] = {"done": {}, "file": None} if after is None else json.loads(json.dumps(after))
+        busy = False
         while True:
             taken = False
             for name, path in self._candidates():
@@ -137,7 +138,7 @@ class FileSource:
                     raise FileSourceError(
                         f"{path} changed while it was being published (row {position.get('row')} of it is stored): "
                         "a file must not change once taken; restore it, or start a new state_dir to publish it anew")
-                taken = True
+                taken = busy = True
                 for batch in self._file_batches(name, path, mark, position):
                     yield batch
                     position = dict(batch.end)
@@ -149,6 +150,9 @@ class FileSource:
             if not taken:
                 if not self._watch:
                     return
+                if busy:  # what is in flight is stored before the wait
+                    yield SourceBatch([], [], [], position, position, 0, label="waiting")
+                    busy = False
                 waited = 0.0
                 while waited < self._poll_s and not self._stop():
                     step = min(0.2, self._poll_s - waited)

@@ -35,4 +35,6 @@ class Polled:
                 continue
             if not self.follow:
                 return
+            if after is not None:
+                yield SourceBatch([], [], [], after, after, 0)  # idle: the runner stores what is in flight first
             self._wait(self.poll_s)

@@ -1,13 +1,18 @@
-"""A source's last batch, kept on disk before it is published, so that a restart after a `kill -9` publishes
-exactly that batch again (same Idempotency-Key, same body) even when the data it was read from has changed since:
-a row updated, added late or deleted in a database or behind an API between the crash and the restart would
-otherwise make the batch read again differ from the one already published (published twice, or refused 409).
+"""A source's latest batches, each kept on disk before it is published, so that a restart after a `kill -9`
+publishes exactly those batches again (same Idempotency-Keys, same bodies) even when the data they were read from
+has changed since: a row updated, added late or deleted in a database or behind an API between the crash and the
+restart would otherwise make a batch read again differ from the one already published (published twice, or
+refused 409).
 
-    STATE_DIR/batch.json   {"start", "end", "records", "wheres", "rejects", "rows"}: the batch last handed out
+    STATE_DIR/batches/<sequence>.json   {"start", "end", "records", "wheres", "rejects", "rows"}
+
+The runner stores positions in order with up to `in_flight` batches published ahead of the stored one, so the batch
+starting at the stored position is among the last `in_flight` handed out: that many (and one more) are kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +20,9 @@ from typing import Any
 
 from broker.errors import ConfigError, ServiceError
 from connectors.sinks.webhook_state import write_atomically
-from connectors.sources.base import Position, Reject, Source, SourceBatch
+from connectors.sources.base import Position, Reject, Source, SourceBatch, is_idle
 
-BATCH_FILE = "batch.json"
+BATCHES = "batches"
 
 
 def same_position(a: Position | None, b: Position | None) -> bool:
@@ -29,38 +34,54 @@ def _canonical(position: Position | None) -> str:
 
 
 class Replayed:
-    """`source` with its last batch kept in `state_dir`: when asked to read from where that batch started (it was
-    handed out, perhaps published, but its end was never stored), the kept batch comes first, unchanged."""
+    """`source` with its last `window` batches kept in `state_dir`: asked to read from where one of them started
+    (handed out, perhaps published, but its end never stored), the kept ones from there come first, unchanged."""
 
-    def __init__(self, source: Source, state_dir: Path) -> None:
-        self.source, self.path = source, state_dir / BATCH_FILE
+    def __init__(self, source: Source, state_dir: Path, window: int = 4) -> None:
+        self.source, self.folder, self.window = source, state_dir / BATCHES, window + 1
 
     def batches(self, after: Position | None) -> Iterator[SourceBatch]:
         kept = self._kept()
-        if kept is not None and same_position(kept.start, after):
-            yield kept
-            after = kept.end
+        sequence = kept[-1][0] if kept else 0
+        chain = [batch for _, batch in kept]
+        starts = [i for i, batch in enumerate(chain) if same_position(batch.start, after)]
+        if starts:
+            for batch in chain[starts[-1]:]:
+                if not same_position(batch.start, after):
+                    break  # not the batch read after the previous one: read afresh from here
+                yield batch
+                after = batch.end
         for batch in self.source.batches(after):
-            self._keep(batch)
+            if not is_idle(batch):
+                sequence += 1
+                self._keep(sequence, batch)
             yield batch
 
-    def _keep(self, batch: SourceBatch) -> None:
+    def _keep(self, sequence: int, batch: SourceBatch) -> None:
         body = {"start": batch.start, "end": batch.end, "records": batch.records, "wheres": batch.wheres,
                 "rejects": [r.to_json() for r in batch.rejects], "rows": batch.rows}
         try:
-            write_atomically(self.path, json.dumps(body, default=str, ensure_ascii=False).encode())
+            write_atomically(self.folder / f"{sequence:012d}.json",
+                             json.dumps(body, default=str, ensure_ascii=False).encode())
+            for old in self.folder.glob("*.json"):
+                if old.stem.isdigit() and int(old.stem) <= sequence - self.window:
+                    with contextlib.suppress(FileNotFoundError):
+                        old.unlink()
         except OSError as exc:
-            raise ServiceError(f"cannot keep the batch in hand in {self.path}: {exc}") from exc
+            raise ServiceError(f"cannot keep the batch in hand in {self.folder}: {exc}") from exc
 
-    def _kept(self) -> SourceBatch | None:
-        try:
-            data: dict[str, Any] = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read the batch in hand {self.path}: {exc}") from exc
-        try:
-            return SourceBatch(list(data["records"]), list(data["wheres"]),
-                               [Reject(**r) for r in data["rejects"]], data["start"], data["end"], int(data["rows"]))
-        except (KeyError, TypeError) as exc:
-            raise ConfigError(f"{self.path} is not a batch this source kept: {exc!r}") from None
+    def _kept(self) -> list[tuple[int, SourceBatch]]:
+        if not self.folder.is_dir():
+            return []
+        found = []
+        for path in sorted(self.folder.glob("*.json")):
+            if not path.stem.isdigit():
+                continue
+            try:
+                data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+                found.append((int(path.stem), SourceBatch(
+                    list(data["records"]), list(data["wheres"]), [Reject(**r) for r in data["rejects"]],
+                    data["start"], data["end"], int(data["rows"]))))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise ConfigError(f"{path} is not a batch this source kept: {exc!r}") from None
+        return sorted(found, key=lambda item: item[0])

@@ -11,7 +11,15 @@ from typing import Any
 import pytest
 
 from broker.domain.pages import Answer
-from connectors.sources.base import MemoryPublisher, Position, SourceBatch, SourceState, idempotency_key, run_source
+from connectors.sources.base import (
+    MemoryPublisher,
+    Position,
+    SourceBatch,
+    SourceState,
+    Totals,
+    idempotency_key,
+    run_source,
+)
 from connectors.sources.coercion import mapper
 from connectors.sources.http import HttpRequestPlan, HttpSource, Paging, RequestRefused, Watermark
 from connectors.sources.pacing import Backoff, GaveUp, PoliteClient, RateLimit, retry_after
@@ -171,3 +179,21 @@ def test_without_the_kept_batch_the_changed_answer_would_be_a_different_body() -
     api.rows[0]["newCases"] = 99
     again = next(iter(source(api, max_rows=3).batches(None)))
     assert (again.start, again.end) == (first.start, first.end) and again.records != first.records
+
+
+def test_batches_published_ahead_of_the_stored_position_are_replayed_in_order(tmp_path: Path) -> None:
+    api = DashboardApi([row("2020-06-01", f"E0{i}") for i in range(10)], page_size=10)
+    publisher, state = MemoryPublisher(), SourceState(tmp_path)
+    handed = Replayed(source(api, max_rows=2), tmp_path, window=3).batches(None)
+    ahead = [next(handed) for _ in range(3)]
+    handed.close()
+    for batch in ahead:  # three POSTs in flight, all published; only the first one's end stored, then a kill
+        publisher.publish(STREAM, batch.records, idempotency_key("dash", batch.start, batch.end))
+    state.store("dash", STREAM, ahead[0].end, 0, Totals(2, 2))
+    for changed in api.rows:
+        changed["newCases"] = 99
+    summary = run_source("dash", STREAM, Replayed(source(api, max_rows=2), tmp_path, window=3), publisher, state,
+                         in_flight=3)
+    cases = [(r["area_code"], r["cases"]) for r in publisher.published[STREAM]]
+    assert cases == [(f"E0{i}", 1) for i in range(6)] + [(f"E0{i}", 99) for i in range(6, 10)]
+    assert summary.run.rows == 8 and summary.totals.rows == 10

@@ -186,7 +186,6 @@ def test_batches_published_ahead_of_the_stored_position_are_replayed_in_order(tm
     publisher, state = MemoryPublisher(), SourceState(tmp_path)
     handed = Replayed(source(api, max_rows=2), tmp_path, window=3).batches(None)
     ahead = [next(handed) for _ in range(3)]
-    handed.close()
     for batch in ahead:  # three POSTs in flight, all published; only the first one's end stored, then a kill
         publisher.publish(STREAM, batch.records, idempotency_key("dash", batch.start, batch.end))
     state.store("dash", STREAM, ahead[0].end, 0, Totals(2, 2))

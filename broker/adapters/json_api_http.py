@@ -21,7 +21,10 @@ class HttpJsonApi:
 
     def get(self, url: str, params: Sequence[tuple[str, str]], headers: Mapping[str, str]) -> Answer:
         try:
-            with self._client.stream("GET", url, params=list(params), headers=dict(headers)) as response:
+            target = httpx.URL(url)
+            if params:  # added to the query the URL may already have (a next-page link carries its own)
+                target = target.copy_merge_params(list(params))
+            with self._client.stream("GET", target, headers=dict(headers)) as response:
                 body = bytearray()
                 for chunk in response.iter_bytes():
                     body += chunk
@@ -30,6 +33,8 @@ class HttpJsonApi:
                                            "ask for smaller pages")
                 return Answer(response.status_code, bytes(body),
                               {k.lower(): v for k, v in response.headers.items()})
+        except httpx.InvalidURL as exc:
+            raise ServiceError(f"{url} is not a URL that can be asked ({exc})") from None
         except httpx.TransportError as exc:
             detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             raise ServiceError(f"no answer from {url} ({detail})") from None

@@ -8,8 +8,10 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from broker.adapters.json_api_http import HttpJsonApi
 from broker.domain.pages import Answer
 from connectors.sources.base import (
     MemoryPublisher,
@@ -23,6 +25,7 @@ from connectors.sources.base import (
 from connectors.sources.coercion import mapper
 from connectors.sources.http import HttpRequestPlan, HttpSource, Paging, RequestRefused, Watermark
 from connectors.sources.pacing import Backoff, GaveUp, PoliteClient, RateLimit, retry_after
+from connectors.sources.polling import Polled
 from connectors.sources.replay import Replayed
 from tests.unit.json_api_fakes import DashboardApi
 
@@ -196,3 +199,28 @@ def test_batches_published_ahead_of_the_stored_position_are_replayed_in_order(tm
     cases = [(r["area_code"], r["cases"]) for r in publisher.published[STREAM]]
     assert cases == [(f"E0{i}", 1) for i in range(6)] + [(f"E0{i}", 99) for i in range(6, 10)]
     assert summary.run.rows == 8 and summary.totals.rows == 10
+
+
+def test_the_http_adapter_keeps_a_links_own_query_and_adds_the_parameters() -> None:
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(200, json={"data": []}, headers={"Retry-After": "3"})
+
+    with HttpJsonApi(transport=httpx.MockTransport(answer)) as api:
+        link = api.get("https://api.example/v1/data?filters=areaType%3Dnation&page=2", [], {})
+        first = api.get("https://api.example/v1/data", [("filters", "areaType=nation;date>=2020-06-01")], {})
+    assert seen == ["https://api.example/v1/data?filters=areaType%3Dnation&page=2",
+                    "https://api.example/v1/data?filters=areaType%3Dnation%3Bdate%3E%3D2020-06-01"]
+    assert (link.status, link.headers["retry-after"], first.body) == (200, "3", b'{"data":[]}')
+
+
+def test_once_a_source_failing_round_after_round_ends_the_run_with_its_error() -> None:
+    api = DashboardApi([row("2020-06-01", "E01")])
+    api.failures = [Answer(503)] * 9
+    errors: list[Exception] = []
+    polled = Polled(source(api), follow=False, poll_s=1, wait=lambda s: None, on_error=errors.append, max_rounds=3)
+    with pytest.raises(GaveUp):
+        list(polled.batches(None))
+    assert len(errors) == 2 and len(api.asked) == 9  # three rounds of three attempts

@@ -52,7 +52,7 @@ def add_rows(db: PostgresDatabase, table: str, prefix: str, first: int, count: i
 
 
 def write_config(directory: Path, services: Endpoints, dsn: str, table: str, name: str, lag_s: float = 1.0,
-                 rows: int = 1000) -> Path:
+                 rows: int = 1000, follow: bool = False) -> Path:
     config = directory / "source.yaml"
     config.write_text(f"""source: postgres
 name: {name}
@@ -70,13 +70,15 @@ postgres:
   watermark: updated_at
   tiebreak: [id]
   safety_lag_s: {lag_s}
+  follow: {str(follow).lower()}
+  poll_s: 0.5
 """)
     return config
 
 
-def start(config: Path, log: Path) -> subprocess.Popen[bytes]:
+def start(config: Path, log: Path, *options: str) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "broker", "connect", "run", str(config), "--once"],
+        return subprocess.Popen([sys.executable, "-m", "broker", "connect", "run", str(config), *options],
                                 stdout=out, stderr=subprocess.STDOUT)
 
 
@@ -103,7 +105,7 @@ def test_a_killed_postgres_source_loses_and_repeats_nothing(services: Endpoints,
     make_table(database, table)
     add_rows(database, table, prefix, 0, TOTAL, "2020-06-01")
     config, log = write_config(tmp_path, services, postgres, table, f"sitrep-{prefix.lower()}"), tmp_path / "run.log"
-    run = start(config, log)
+    run = start(config, log, "--once")
     try:
         wait_for(lambda: stored_rows(tmp_path / "state") >= 5_000 or run.poll() is not None, "5,000 rows", log)
         assert run.poll() is None, f"the run ended before it was killed:\n{log.read_text()[-3000:]}"
@@ -116,7 +118,7 @@ def test_a_killed_postgres_source_loses_and_repeats_nothing(services: Endpoints,
     killed_at = stored_rows(tmp_path / "state")
     assert 5_000 <= killed_at < TOTAL
     add_rows(database, table, prefix, TOTAL, ADDED, "2020-07-01")
-    again = start(config, log)
+    again = start(config, log, "--once")
     try:
         assert again.wait(timeout=900) == 0, log.read_text()[-3000:]
     finally:
@@ -129,6 +131,10 @@ def test_a_killed_postgres_source_loses_and_repeats_nothing(services: Endpoints,
     assert sorted(counts) == list(range(TOTAL + ADDED))   # ... and nothing lost
     assert stored_rows(tmp_path / "state") == TOTAL + ADDED
     assert "summary: rows read" in log.read_text()
+    status = subprocess.run([sys.executable, "-m", "broker", "connect", "status", str(config)], capture_output=True,
+                            text=True, timeout=120, check=True).stdout
+    assert f"rows read {TOTAL + ADDED}, accepted {TOTAL + ADDED}, quarantined 0" in status
+    assert "read up to (2020-07-01T" in status and ", 51000)" in status  # the last row's updated_at and id
 
 
 @pytest.mark.usefixtures("applied_catalog")  # the catalog naming NHS England the stream's publisher
@@ -156,3 +162,29 @@ def test_ties_across_batches_rows_added_later_and_the_safety_lag(services: Endpo
     assert sorted(counts) == list(range(32)) and set(counts.values()) == {1}
     status_position, totals, _ = sources.status(config)
     assert totals.accepted == 32 and status_position is not None
+
+
+@pytest.mark.usefixtures("applied_catalog")  # the catalog naming NHS England the stream's publisher
+def test_a_followed_table_publishes_rows_as_they_come_until_stopped(services: Endpoints, postgres: str,
+                                                                   database: PostgresDatabase,
+                                                                   tmp_path: Path) -> None:
+    prefix = f"F{uuid.uuid4().hex[:6].upper()}"
+    table = f"sitrep_{prefix.lower()}"
+    make_table(database, table)
+    add_rows(database, table, prefix, 0, 20, "2020-06-01")
+    config = write_config(tmp_path, services, postgres, table, f"follow-{prefix.lower()}", lag_s=0, rows=8,
+                          follow=True)
+    log = tmp_path / "run.log"
+    run = start(config, log)
+    try:
+        wait_for(lambda: stored_rows(tmp_path / "state") == 20, "the first 20 rows", log)
+        add_rows(database, table, prefix, 20, 15, "2020-06-02")
+        wait_for(lambda: stored_rows(tmp_path / "state") == 35, "the 15 rows added while it follows", log)
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(timeout=120) == 0, log.read_text()[-3000:]
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    counts = copies(published(services, prefix), "staff_absences")
+    assert sorted(counts) == list(range(35)) and set(counts.values()) == {1}

@@ -182,7 +182,6 @@ class TerminalProgress:
         rows = f"{totals.rows} rows, {totals.accepted} accepted, {totals.kept_out} quarantined"
         if self._task is None or batch.label != self._label:
             if self._task is not None:
-                self._bar.update(self._task, completed=self._bar.tasks[0].total or 0)
                 self._bar.remove_task(self._task)
             self._label = batch.label
             self._task = self._bar.add_task(batch.label or "source", total=batch.total, rows=rows)

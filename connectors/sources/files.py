@@ -208,7 +208,7 @@ class FileSource:
                 return
             except (UnicodeDecodeError, csv.Error) as exc:
                 raise FileSourceError(f"{path}:1: cannot read the header: {exc}") from exc
-            width, number, line = len(header), 0, reader.line_num
+            width, number, line, read = len(header), 0, reader.line_num, 0
             while True:
                 first = line + 1
                 try:
@@ -232,7 +232,9 @@ class FileSource:
                         _kept(self._delimiter.join(values)))
                 else:
                     raw = dict(zip(header, values, strict=True))
-                yield number, first, raw, binary.tell(), total
+                if number % 256 == 0:
+                    read = binary.tell()  # for the progress bar: what the reader has taken in, roughly
+                yield number, first, raw, read, total
 
     def _jsonl(self, path: Path, skip: int) -> Iterator[tuple[int, int, Mapping[str, Any] | Reject, int, int]]:
         total = path.stat().st_size

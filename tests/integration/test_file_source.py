@@ -212,3 +212,53 @@ def test_kill_9_during_a_file_load_then_restart_loses_and_repeats_nothing(
     assert f"rows read {rows}, accepted {rows - len(bad)}, quarantined {len(bad)}" in shown
     newest = max(bad)
     assert f"cases.csv:{newest}: {REASONS[bad[newest]]}" in shown
+
+
+def test_a_watched_folder_publishes_each_file_once_across_restarts(
+        services: Endpoints, applied_catalog: dict[str, Any], tmp_path: Path) -> None:
+    prefix = f"WAT{uuid.uuid4().hex[:8].upper()}"
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    name = f"files-{prefix.lower()}"
+    config, log, state = write_config(tmp_path, services, name, drop), tmp_path / "source.log", tmp_path / "state"
+    config.write_text(config.read_text().replace(f"files: {{path: {drop}}}",
+                                                 f"files: {{path: {drop}, watch: true, poll_s: 0.3, settle_s: 0.5}}"))
+    before = ends(services)
+
+    def published_files() -> set[str]:
+        try:
+            return set(json.loads((state / "position.json").read_text())["position"]["done"])
+        except (FileNotFoundError, ValueError, KeyError):
+            return set()
+
+    def stop(process: subprocess.Popen[bytes]) -> None:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=120) == 0, log.read_text()[-3000:]
+
+    part = {n: [row(f"{prefix}{n}", i)[0] for i in range(300)] for n in ("a", "b", "c")}
+
+    def drop_file(n: str) -> None:
+        partial = drop / f"{n}.csv.partial"  # written under a name the source skips, then renamed whole
+        with partial.open("w", newline="", encoding="utf-8") as out:
+            writer = csv.DictWriter(out, FIELDS)
+            writer.writeheader()
+            writer.writerows(part[n])
+        partial.rename(drop / f"{n}.csv")
+
+    process = start(config, log)
+    try:
+        drop_file("b")
+        drop_file("a")
+        wait_for(lambda: published_files() == {"a.csv", "b.csv"}, "a.csv and b.csv published", log)
+    finally:
+        stop(process)
+    process = start(config, log)  # a restart: a and b are in the ledger, c is new
+    try:
+        drop_file("c")
+        wait_for(lambda: published_files() == {"a.csv", "b.csv", "c.csv"}, "c.csv published", log)
+    finally:
+        stop(process)
+    copies = published(services, before, name)
+    assert set(copies) == {f"{prefix}{n}-{i}" for n in part for i in range(300) if i % 100 != 37}
+    assert set(copies.values()) == {1}
+    assert "summary: rows read 600" in log.read_text() and "summary: rows read 300" in log.read_text()

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from broker.errors import ConfigError, ServiceError
+from connectors.config import SinkConfigError, is_source, load, load_source
 from connectors.sources.base import (
     MemoryPublisher,
     PublishOutcome,
@@ -290,3 +291,27 @@ def test_batches_in_flight_are_stored_in_order_whichever_finishes_first(tmp_path
     summary = run_source("src", "t.s", FileSource(data, mapper(SCHEMA), max_rows=4), publisher, state, in_flight=3)
     assert publisher.first.is_set(), "the third batch was sent while the first was in flight"
     assert state.ends == [4, 8, 12, 16, 10**9] and summary.run.accepted == 20
+
+
+def test_a_source_config_names_each_problem_with_its_line(tmp_path: Path) -> None:
+    config = tmp_path / "source.yaml"
+    config.write_text("source: files\nname: Bad Name\nstream: t.s\nstate_dir: st\napi: {url: ftp://x, token_file: t}\n"
+                      "files: {path: in.csv, format: xls}\n")
+    with pytest.raises(SinkConfigError) as caught:
+        load_source(config)
+    problems = "\n".join(caught.value.problems)
+    assert f"{config}:2: name: String should match pattern" in problems
+    assert f"{config}:5: api.url: String should match pattern" in problems
+    assert f"{config}:6: files.format: Input should be 'csv', 'jsonl' or 'parquet'" in problems
+    config.write_text("source: files\nname: ok\nstream: t.s\nstate_dir: st\napi: {url: 'http://x', token_file: t}\n"
+                      "files: {path: in}\n")
+    with pytest.raises(SinkConfigError, match=r":1: \(top\): Value error, give the stream's schema as `schema_file`"):
+        load_source(config)
+    config.write_text("source: files\nname: ok\nstream: t.s\nstate_dir: st\napi: {url: 'http://x', token_file: t}\n"
+                      "schema_file: s.avsc\nfiles: {path: in}\n")
+    checked = load_source(config)
+    assert checked.state_dir == tmp_path / "st" and checked.files.path == tmp_path / "in"
+    assert checked.api.token_file == tmp_path / "t" and checked.schema_file == tmp_path / "s.avsc"
+    assert is_source(config)
+    with pytest.raises(SinkConfigError, match="this configures a source"):
+        load(config)

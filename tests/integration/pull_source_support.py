@@ -1,12 +1,17 @@
-"""What the HTTP and PostgreSQL source tests share: a publisher's API token, and the committed records of the
-sitrep stream's ingest topic, decoded with the registry, for the trusts a test made up."""
+"""What the HTTP and PostgreSQL source tests share: a publisher's API token, the committed records of the sitrep
+stream's ingest topic (decoded with the registry) for the trusts a test made up, and `accord connect run` as a
+subprocess with the rows its state directory has stored."""
 
 from __future__ import annotations
 
 import datetime as dt
 import io
 import json
+import subprocess
+import sys
+import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +68,23 @@ def published(services: Endpoints, trust_prefix: str, timeout_s: float = 20.0) -
 
 def copies(records: list[dict[str, Any]], field: str) -> Counter[Any]:
     return Counter(r[field] for r in records)
+
+def start(config: Path, log: Path, *options: str) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "broker", "connect", "run", str(config), *options],
+                                stdout=out, stderr=subprocess.STDOUT)
+
+
+def stored_rows(state: Path) -> int:
+    try:
+        return int(json.loads((state / "position.json").read_text())["totals"]["rows"])
+    except (FileNotFoundError, ValueError, KeyError):
+        return 0
+
+
+def wait_for(condition: Callable[[], bool], what: str, log: Path, timeout_s: float = 600.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout_s:.0f}s; log:\n{log.read_text()[-3000:]}")
+        time.sleep(0.1)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import signal
 import threading
 import uuid
 from collections.abc import Iterator
@@ -20,7 +22,15 @@ import pytest
 from broker.local.stack import Endpoints
 from broker.runtime import sources
 from connectors.config import load_source
-from tests.integration.pull_source_support import SCHEMA_FILE, STREAM, api_token, published
+from tests.integration.pull_source_support import (
+    SCHEMA_FILE,
+    STREAM,
+    api_token,
+    published,
+    start,
+    stored_rows,
+    wait_for,
+)
 
 PAGE = 4
 STRUCTURE = {"trust_ods_code": "areaCode", "date": "date", "covid_inpatients": "hospitalCases",
@@ -102,7 +112,7 @@ def sitreps(prefix: str, day: dt.date, trusts: range) -> list[dict[str, Any]]:
              "covidOccupiedMVBeds": 1, "newAdmissions": 2} for t in trusts]
 
 
-def write_config(directory: Path, services: Endpoints, url: str, name: str) -> Path:
+def write_config(directory: Path, services: Endpoints, url: str, name: str, rows: int = 3) -> Path:
     config = directory / "source.yaml"
     (directory / "dashboard.token").write_text("not-a-real-token\n")
     config.write_text(f"""source: http
@@ -111,7 +121,7 @@ stream: {STREAM}
 state_dir: state
 api: {{url: "{services.api_url}", token_file: {api_token(directory).name}}}
 schema_file: "{SCHEMA_FILE}"
-batch: {{rows: 3}}
+batch: {{rows: {rows}}}
 http:
   url: "{url}"
   params:
@@ -155,3 +165,40 @@ def test_every_row_once_across_pages_failures_and_polls(services: Endpoints, das
     expected = sorted((r["areaCode"], dt.date.fromisoformat(r["date"])) for r in api.rows)
     assert pairs == expected  # each row once: none lost, none repeated
     assert {r["covid_inpatients"] for r in got if r["trust_ods_code"] == f"{prefix}8"} == {8}
+
+
+@pytest.mark.usefixtures("applied_catalog")  # the catalog naming NHS England the stream's publisher
+def test_a_killed_http_source_loses_and_repeats_nothing(services: Endpoints, dashboard: tuple[Dashboard, str],
+                                                       tmp_path: Path) -> None:
+    api, url = dashboard
+    prefix = f"Q{uuid.uuid4().hex[:6].upper()}"
+    day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=40)
+    api.rows = [r for d in range(30) for r in sitreps(prefix, day + dt.timedelta(days=d), range(40))]  # 1,200
+    config = write_config(tmp_path, services, url, f"killed-{prefix.lower()}", rows=10)
+    config.write_text(config.read_text().replace("requests_per_s: 50", "requests_per_s: 20"))
+    log, state = tmp_path / "run.log", tmp_path / "state"
+    run = start(config, log)
+    try:
+        wait_for(lambda: stored_rows(state) >= 150 or run.poll() is not None, "150 rows", log)
+        assert run.poll() is None, f"the run ended before it was killed:\n{log.read_text()[-3000:]}"
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait(timeout=30)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert stored_rows(state) < len(api.rows)
+    for changed in api.rows[:600]:  # other values now, for rows read or not: kept batches are sent as they were
+        changed["hospitalCases"] += 1000
+    api.rows += sitreps(prefix, day + dt.timedelta(days=30), range(40))
+    again = start(config, log)
+    try:
+        assert again.wait(timeout=600) == 0, log.read_text()[-3000:]
+    finally:
+        if again.poll() is None:
+            again.kill()
+            again.wait()
+    got = published(services, prefix, timeout_s=30.0)
+    pairs = sorted((r["trust_ods_code"], r["date"]) for r in got)
+    assert pairs == sorted((r["areaCode"], dt.date.fromisoformat(r["date"])) for r in api.rows)  # each once
+    assert stored_rows(state) == len(api.rows) == 1_240

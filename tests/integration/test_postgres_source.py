@@ -6,14 +6,12 @@ watermark is newer than the safety lag waits for a later run."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +22,16 @@ from broker.local import postgres_server
 from broker.local.stack import Endpoints
 from broker.runtime import sources
 from connectors.config import load_source
-from tests.integration.pull_source_support import SCHEMA_FILE, STREAM, api_token, copies, published
+from tests.integration.pull_source_support import (
+    SCHEMA_FILE,
+    STREAM,
+    api_token,
+    copies,
+    published,
+    start,
+    stored_rows,
+    wait_for,
+)
 
 TOTAL, ADDED = 50_000, 1_000
 
@@ -76,25 +83,7 @@ postgres:
     return config
 
 
-def start(config: Path, log: Path, *options: str) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "broker", "connect", "run", str(config), *options],
-                                stdout=out, stderr=subprocess.STDOUT)
 
-
-def stored_rows(state: Path) -> int:
-    try:
-        return int(json.loads((state / "position.json").read_text())["totals"]["rows"])
-    except (FileNotFoundError, ValueError, KeyError):
-        return 0
-
-
-def wait_for(condition: Callable[[], bool], what: str, log: Path, timeout_s: float = 600.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout_s:.0f}s; log:\n{log.read_text()[-3000:]}")
-        time.sleep(0.1)
 
 
 @pytest.mark.usefixtures("applied_catalog")  # the catalog naming NHS England the stream's publisher

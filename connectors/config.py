@@ -190,9 +190,9 @@ KINDS: dict[str, type[SinkConfig] | type[FileSinkConfig] | type[WebhookSinkConfi
 class SinkConfigError(ConfigError):
     """The config file is invalid; `problems` holds one `file:line: field: what is wrong` line per problem."""
 
-    def __init__(self, path: Path, problems: list[str]) -> None:
+    def __init__(self, path: Path, problems: list[str], what: str = "sink") -> None:
         self.problems = tuple(problems)
-        super().__init__("\n  ".join([f"sink config {path} is invalid; fix each line below", *problems]))
+        super().__init__("\n  ".join([f"{what} config {path} is invalid; fix each line below", *problems]))
 
 
 def _parse(path: Path) -> tuple[dict[str, Any], yaml.Node]:
@@ -212,12 +212,12 @@ def _parse(path: Path) -> tuple[dict[str, Any], yaml.Node]:
     return data, node
 
 
-def _validated(path: Path, node: yaml.Node, kind: type[BaseModel], data: dict[str, Any]) -> Any:
+def _validated(path: Path, node: yaml.Node, kind: type[BaseModel], data: dict[str, Any], what: str = "sink") -> Any:
     try:
         return kind.model_validate(data)
     except ValidationError as exc:
         raise SinkConfigError(path, [f"{path}:{_line(node, e['loc'])}: {_field(e['loc'])}: {e['msg']}"
-                                     for e in exc.errors(include_url=False)]) from exc
+                                     for e in exc.errors(include_url=False)], what) from exc
 
 
 def load(path: Path) -> AnySinkConfig:
@@ -242,8 +242,8 @@ def load_source(path: Path) -> Any:
     kind = SOURCE_KINDS.get(str(data.get("source")))
     if kind is None:
         known = " or ".join(repr(k) for k in SOURCE_KINDS)
-        raise SinkConfigError(path, [f"{path}:{_line(node, ('source',))}: source: Input should be {known}"])
-    return resolved(_validated(path, node, kind, data), path.parent)
+        raise SinkConfigError(path, [f"{path}:{_line(node, ('source',))}: source: Input should be {known}"], "source")
+    return resolved(_validated(path, node, kind, data, "source"), path.parent)
 
 
 def is_source(path: Path) -> bool:

@@ -69,7 +69,11 @@ def _files(config: FileSourceConfig, fields: Mapper, stop: Callable[[], bool],
     f = config.files
     return FileSource(f.path, fields, format=f.format, pattern=f.pattern, watch=f.watch, poll_s=f.poll_s,
                       settle_s=f.settle_s, delimiter=f.delimiter, encoding=f.encoding, max_rows=config.batch.rows,
-                      max_bytes=config.batch.max_bytes, stop=stop, wait=wait)
+                      max_bytes=config.batch.max_bytes, stop=stop, wait=wait, on_warning=_warn)
+
+
+def _warn(message: str) -> None:
+    print(f"source: {message}", file=sys.stderr, flush=True)
 
 
 class Closing:

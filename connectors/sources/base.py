@@ -169,7 +169,7 @@ class SourceState:
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Held by one runner at a time: a second `accord connect run` on the same state directory stops."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         with open(self.directory / LOCK_FILE, "a+b") as handle:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -203,9 +203,10 @@ class SourceState:
 
     def append_rejects(self, rejects: Iterable[Reject]) -> int:
         """Append `rejects` (synced to disk); the file's new length."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         lines = b"".join(json.dumps(r.to_json(), default=str, ensure_ascii=False).encode() + b"\n" for r in rejects)
-        with open(self.rejects_path, "ab") as out:
+        # The rows kept here are the publisher's own, identifiers and all: readable by its owner only.
+        with os.fdopen(os.open(self.rejects_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as out:
             if lines:
                 out.write(lines)
                 out.flush()

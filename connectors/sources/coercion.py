@@ -189,6 +189,10 @@ class Mapper:
     def columns(self) -> list[str]:
         return [rule.column for rule in self.rules]
 
+    def required_columns(self) -> list[str]:
+        """The columns a row must have a value in (their fields allow no null and have no default)."""
+        return [rule.column for rule in self.rules if not rule.nullable and rule.default is _MISSING]
+
     def record(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """The record, or CoercionError naming every field that cannot be coerced. (The hot path of every source:
         text is trimmed, and a string field's text taken as it is, without a call.)"""

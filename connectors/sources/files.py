@@ -25,7 +25,6 @@ import csv
 import hashlib
 import io
 import json
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -40,8 +39,6 @@ Format = Literal["csv", "jsonl", "parquet"]
 SUFFIXES: dict[str, Format] = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 PARTIAL = ".partial"
 MAX_RAW = 2000  # characters of a rejected row kept in the rejects file
-
-csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 
 class FileSourceError(AccordError):
@@ -72,12 +69,13 @@ class FileSource:
                  watch: bool = False, poll_s: float = 2.0, settle_s: float = 2.0, delimiter: str = ",",
                  encoding: str = "utf-8-sig", max_rows: int = 2000, max_bytes: int = 900_000,
                  stop: Callable[[], bool] = lambda: False, wait: Callable[[float], object] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 on_warning: Callable[[str], None] = lambda message: None) -> None:
         self.path, self._mapper, self._format, self._pattern = path, mapper, format, pattern
         self._watch, self._poll_s, self._settle_s = watch, poll_s, settle_s
         self._delimiter, self._encoding = delimiter, encoding
         self._max_rows, self._max_bytes = max_rows, max_bytes
-        self._stop, self._wait, self._clock = stop, wait, clock
+        self._stop, self._wait, self._clock, self._on_warning = stop, wait, clock, on_warning
         self._seen: dict[str, Settled] = {}
         self._marks: dict[str, tuple[int, int, str]] = {}
 
@@ -208,6 +206,11 @@ class FileSource:
                 return
             except (UnicodeDecodeError, csv.Error) as exc:
                 raise FileSourceError(f"{path}:1: cannot read the header: {exc}") from exc
+            missing = [c for c in self._mapper.required_columns() if c not in header]
+            if missing and skip == 0:
+                self._on_warning(f"{path}:1: the header has no column {', '.join(map(repr, missing))}, which the "
+                                 "stream requires: each row will be quarantined (map fields to columns with "
+                                 "`columns: {field: column}`)")
             width, number, line, read = len(header), 0, reader.line_num, 0
             while True:
                 first = line + 1

@@ -68,6 +68,20 @@ def test_a_row_that_cannot_be_coerced_names_every_field() -> None:
     assert fields.record({"Ref": "r", "day": "1/1/2020", "rate": "2", "kind": "B"})["open"] is True
     with pytest.raises(CoercionError, match="row has no such column"):
         fields.record({"Ref": "r", "rate": "2", "kind": "B"})
+    assert fields.required_columns() == ["Ref", "day", "rate", "kind"]
+
+
+def test_a_header_without_a_required_column_is_warned_of_and_each_row_quarantined(tmp_path: Path) -> None:
+    data = tmp_path / "in.csv"
+    data.write_text("id,day,rate\nr1,01/01/2020,1\n")
+    warnings: list[str] = []
+    state = SourceState(tmp_path / "state")
+    summary = run_source("src", "t.s", FileSource(data, mapper(SCHEMA), on_warning=warnings.append),
+                         MemoryPublisher(), state)
+    assert warnings == [f"{data}:1: the header has no column 'kind', which the stream requires: each row will be "
+                        "quarantined (map fields to columns with `columns: {field: column}`)"]
+    assert summary.run.rejected == 1 and "kind: a value is required and the row has no such column" in \
+        state.rejects()[0]["reason"]
 
 
 def test_a_column_mapping_to_no_field_is_a_config_error() -> None:
@@ -126,6 +140,7 @@ def test_a_csv_file_is_published_with_its_bad_rows_quarantined_by_line(tmp_path:
                                            "open": False, "kind": "B"}}
     assert "4 values where the header has 6 columns" in rejects["in.csv:8"]["reason"]
     assert "quarantined 3 (2 by the source, 1 by the API)" in summary.line()
+    assert state.rejects_path.stat().st_mode & 0o777 == 0o600, "rows with identifiers: the owner's only"
     again = run_source("src", "t.s", FileSource(data, mapper(SCHEMA), max_rows=3), publisher, state)
     assert again.run.rows == 0 and len(publisher.published["t.s"]) == 4  # the file is in the ledger
 

@@ -91,10 +91,6 @@ class Closing:
                 close()
 
 
-def _warn(message: str) -> None:
-    print(f"source: {message}", file=sys.stderr, flush=True)
-
-
 def _report(exc: Exception) -> None:
     _warn(f"{exc}; reading again from the last batch")
 

@@ -61,6 +61,7 @@ class Replayed:
         body = {"start": batch.start, "end": batch.end, "records": batch.records, "wheres": batch.wheres,
                 "rejects": [r.to_json() for r in batch.rejects], "rows": batch.rows}
         try:
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # the publisher's rows: its owner's only
             write_atomically(self.folder / f"{sequence:012d}.json",
                              json.dumps(body, default=str, ensure_ascii=False).encode())
             for old in self.folder.glob("*.json"):

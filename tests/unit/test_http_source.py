@@ -174,6 +174,9 @@ def test_a_batch_published_before_a_crash_is_published_again_unchanged_though_th
     assert [(r["area_code"], r["cases"]) for r in publisher.published[STREAM]] == [
         ("E00", 1), ("E01", 1), ("E02", 1), ("E03", 1)]
     assert summary.batches == 2 and publisher.calls == 3  # the replay reached the API with the same key and body
+    kept = tmp_path / "batches"  # the publisher's rows: readable by their owner only
+    assert kept.stat().st_mode & 0o777 == 0o700
+    assert {path.stat().st_mode & 0o777 for path in kept.iterdir()} == {0o600}
 
 
 def test_without_the_kept_batch_the_changed_answer_would_be_a_different_body() -> None:

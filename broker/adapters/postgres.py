@@ -1,4 +1,5 @@
-"""PostgreSQL through psycopg 3: the Database port of the PostgreSQL sink (connectors/sinks/postgres.py)."""
+"""PostgreSQL through psycopg 3: the Database port of the PostgreSQL sink (connectors/sinks/postgres.py) and the
+SourceDatabase port of the PostgreSQL source (connectors/sources/postgres.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from broker.errors import ServiceError
+from broker.errors import ConfigError, ServiceError
 
 
 class PostgresDatabase:
@@ -35,6 +36,20 @@ class PostgresDatabase:
             with conn.transaction(), conn.cursor() as cur:
                 cur.execute(sql.encode(), params)  # built from quoted identifiers
                 return cur.fetchall()
+        except psycopg.Error as exc:
+            raise ServiceError(f"PostgreSQL query failed: {exc}") from exc
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """The column names and rows of one statement (the PostgreSQL source's SourceDatabase port)."""
+        conn = self._connection()
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(sql.encode(), params)  # built from quoted identifiers and the config's own query
+                names = [c.name for c in cur.description or ()]
+                return names, cur.fetchall()
+        except (psycopg.ProgrammingError, psycopg.DataError) as exc:
+            raise ConfigError(f"PostgreSQL refused the source's query ({exc}); check its table, query and "
+                              "columns") from exc
         except psycopg.Error as exc:
             raise ServiceError(f"PostgreSQL query failed: {exc}") from exc
 

@@ -28,7 +28,10 @@ def run(config: Config,
         batch: Annotated[int, typer.Option(help="records read (and per transaction or file write) at most")] = 2000,
         metrics_port: Annotated[int | None, typer.Option(
             help="serve Prometheus /metrics on 127.0.0.1 at this port (records stored, rejected, failed; lag)")]
-        = None) -> None:
+        = None,
+        once: Annotated[bool, typer.Option(
+            "--once", help="a source: publish what there is now and stop (no watching, no following)")] = False,
+        ) -> None:
     """Move the config's deliveries into its database, folder or webhook until interrupted (Ctrl-C or SIGTERM stops
     after the batch in hand is stored; a file sink commits the file in hand; a webhook batch still being retried is
     sent again at the next start); a stopped database or receiver, a full disk or a stopped Kafka is waited for,
@@ -39,7 +42,7 @@ def run(config: Config,
 
     stopping = threading.Event()
     if is_source(config):
-        _run_source(config, stopping)
+        _run_source(config, stopping, once)
         return
     checked = load(config)
 
@@ -65,7 +68,7 @@ def run(config: Config,
     connect.run(checked, stopping.is_set, batch, metrics, wait=pause)
 
 
-def _run_source(path: Path, stopping: threading.Event) -> None:
+def _run_source(path: Path, stopping: threading.Event, once: bool = False) -> None:
     """A source: publish until it has nothing more (a watched directory: until interrupted), then the summary."""
     import sys
 
@@ -88,7 +91,7 @@ def _run_source(path: Path, stopping: threading.Event) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     typer.echo(f"source {checked.source} {checked.name} -> stream {checked.stream}", err=True)
-    summary = sources.run(checked, stopping.is_set, sources.progress_for(sys.stderr), pause, retrying)
+    summary = sources.run(checked, stopping.is_set, sources.progress_for(sys.stderr), pause, retrying, once)
     typer.echo(f"summary: {summary.line()}", err=True)
     if summary.run.kept_out:
         typer.echo(f"quarantined rows, each with its file, line and reason: {checked.state_dir / 'rejects.jsonl'} "
@@ -111,6 +114,11 @@ def _source_status(path: Path) -> None:
         if position.get("file"):
             typer.echo(f"in hand: {position['file']}, {position.get('row', 0)} rows published "
                        f"(to line {position.get('line', 0)})")
+        if isinstance(position.get("key"), list):  # PostgreSQL: the last row's watermark and tie-breakers
+            typer.echo("read up to (" + ", ".join(str(next(iter(v.values()))) for v in position["key"]) + ")")
+        if "watermark" in position:  # HTTP
+            poll = "" if position.get("page") is None else f"; a poll in hand at {position['page']}"
+            typer.echo(f"watermark: {position['watermark']}{poll}")
     typer.echo(f"rows read {totals.rows}, accepted {totals.accepted}, quarantined {totals.kept_out} "
                f"({totals.rejected} by the source, {totals.quarantined} by the API)")
     for reject in rejects:

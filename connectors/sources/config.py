@@ -81,8 +81,127 @@ class FileSourceConfig(_Source):
         return {"files": self.files.model_copy(update={"path": at(self.files.path)})}
 
 
-AnySourceConfig = FileSourceConfig
-SOURCE_KINDS: dict[str, type[_Source]] = {"files": FileSourceConfig}
+class HttpAuth(_Strict):
+    """A token sent in a header (`Authorization: Bearer <token>` by default), read from a file (read again for each
+    request, so one replaced on disk is used from the next) or an environment variable."""
+
+    token_file: Path | None = None
+    token_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    header: str = Field(default="Authorization", min_length=1)
+    scheme: str = "Bearer"  # the header's value is "<scheme> <token>"; "" sends the token alone
+
+    @model_validator(mode="after")
+    def _one_place(self) -> HttpAuth:
+        if (self.token_file is None) == (self.token_env is None):
+            raise ValueError("give the token as `token_file` or `token_env`, one of the two")
+        return self
+
+
+class HttpPaging(_Strict):
+    """Where an answer's rows are (a dotted path; "" for an answer that is the list) and how the next page is
+    found: `next`, a path to its link or number (the dashboard's `pagination.next`), or `page_param`, a query
+    parameter counting pages from `first_page` until a page is empty or the page at path `last` is read."""
+
+    rows: str = "data"
+    next: str | None = None
+    page_param: str | None = None
+    first_page: int = Field(default=1, ge=0)
+    last: str | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> HttpPaging:
+        if self.next is not None and self.page_param is not None:
+            raise ValueError("page by `next` (a link in the answer) or by `page_param` (a page number), not both")
+        return self
+
+
+class HttpWatermark(_Strict):
+    """The field of a row that grows (`date`, `updated_at`), and the query parameter the highest value published so
+    far is sent in at the next poll, written as `format` (`{value}` stands for it). `key`: the fields that name a
+    row, for rows sharing a watermark value (default: the whole row)."""
+
+    field: str = Field(min_length=1)
+    param: str | None = None
+    format: str = "{value}"
+    key: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _value_in_format(self) -> HttpWatermark:
+        if "{value}" not in self.format:
+            raise ValueError("format must hold {value}, where the watermark goes")
+        return self
+
+
+class HttpRetry(_Strict):
+    """Attempts per request on no answer, 5xx, 408 or 429; waits doubling from `first_backoff_s` up to
+    `max_backoff_s`, or as long as the API's `Retry-After` asks."""
+
+    max_attempts: int = Field(default=8, ge=1, le=1000)
+    first_backoff_s: float = Field(default=1.0, gt=0, le=3600)
+    max_backoff_s: float = Field(default=60.0, gt=0, le=3600)
+
+
+class HttpInput(_Strict):
+    url: str = Field(pattern=r"^https?://")
+    params: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)
+    auth: HttpAuth | None = None
+    paging: HttpPaging = HttpPaging()
+    watermark: HttpWatermark
+    requests_per_s: float | None = Field(default=None, gt=0, le=1000)
+    retry: HttpRetry = HttpRetry()
+    timeout_s: float = Field(default=30.0, gt=0, le=600)
+    follow: bool = False  # false: read what there is and stop; true: poll again every poll_s until stopped
+    poll_s: float = Field(default=300.0, gt=0, le=7 * 24 * 3600)
+
+
+class HttpSourceConfig(_Source):
+    source: Literal["http"]
+    http: HttpInput
+
+    def resolve_files(self, at: Callable[[Path], Path]) -> dict[str, Any]:
+        auth = self.http.auth
+        if auth is None or auth.token_file is None:
+            return {}
+        return {"http": self.http.model_copy(update={"auth": auth.model_copy(
+            update={"token_file": at(auth.token_file)})})}
+
+
+class PostgresInput(_Strict):
+    """A table (or one SELECT) read in order of `watermark` then `tiebreak` (columns that make a row's place unique,
+    e.g. its id); `safety_lag_s` leaves rows whose timestamp watermark is newer than that to a later poll."""
+
+    dsn: str = Field(pattern=r"^postgres(ql)?://")
+    password_file: Path | None = None
+    table: str | None = None
+    query: str | None = None
+    watermark: str = Field(min_length=1, max_length=63)
+    tiebreak: list[Annotated[str, Field(min_length=1, max_length=63)]] = Field(default_factory=list)
+    safety_lag_s: float = Field(default=0.0, ge=0, le=7 * 24 * 3600)
+    follow: bool = False
+    poll_s: float = Field(default=10.0, gt=0, le=7 * 24 * 3600)
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> PostgresInput:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give `table` or `query`, one of the two")
+        return self
+
+
+class PostgresSourceConfig(_Source):
+    source: Literal["postgres"]
+    postgres: PostgresInput
+
+    def resolve_files(self, at: Callable[[Path], Path]) -> dict[str, Any]:
+        target = self.postgres
+        if target.password_file is None:
+            return {}
+        return {"postgres": target.model_copy(update={"password_file": at(target.password_file)})}
+
+
+AnySourceConfig = FileSourceConfig | HttpSourceConfig | PostgresSourceConfig
+SOURCE_KINDS: dict[str, type[_Source]] = {"files": FileSourceConfig, "http": HttpSourceConfig,
+                                         "postgres": PostgresSourceConfig}
 
 
 def resolved(config: _Source, base: Path) -> Any:
@@ -97,3 +216,4 @@ def resolved(config: _Source, base: Path) -> Any:
             update={"token_file": at(config.registry.token_file)})}
     update.update(config.resolve_files(at))
     return config.model_copy(update=update)
+

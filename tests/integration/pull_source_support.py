@@ -25,7 +25,6 @@ from broker.domain.wire import unframe
 from broker.local.stack import Endpoints
 from broker.local.toolchain import REPO_ROOT
 from broker.security.api_tokens import issue, signing_key, write_token
-from broker.services.ingest import INGEST_PARTITIONS
 from tests.conftest import service_tokens
 
 STREAM = "nhse.hospital-sitrep"
@@ -44,8 +43,7 @@ def published(services: Endpoints, trust_prefix: str, timeout_s: float = 20.0) -
     """Every committed record on the stream's ingest topic whose trust code starts with `trust_prefix`."""
     log = KafkaLog(services.kafka, client_id="test-source-count")
     try:
-        records = log.read(ingest_topic(STREAM), max_records=10_000_000, timeout_s=timeout_s,
-                           partitions=list(range(INGEST_PARTITIONS)))
+        records = log.read(ingest_topic(STREAM), max_records=10_000_000, timeout_s=timeout_s)
     finally:
         log.close()
     registry = HttpSchemaRegistry(services.registry_url, token=service_tokens())

@@ -148,6 +148,8 @@ class GateThread:
                 gate.start()
                 while not gate.ready() and not self.stopping.is_set():
                     gate.step()
+                if not self.stopping.is_set():
+                    gate.anchor()
                 self.started.set()
                 gate.run(self.stopping.is_set)
         except BaseException as exc:

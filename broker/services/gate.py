@@ -27,7 +27,7 @@ from broker.domain.residence import ResidenceTable
 from broker.domain.suppression import suppress_table
 from broker.domain.topics import AUDIT_TOPIC, BACKFILL_TOPIC, ingest_topic, quarantine_topic
 from broker.domain.validation import field_tags, validate_record
-from broker.errors import AccordError, ConfigError, SerdeError
+from broker.errors import AccordError, ConfigError, SerdeError, ServiceError
 from broker.services.backfill import BackfillCounters, Backfiller, BackfillLogSource, HistorySource, Work
 from broker.services.batch_audit import BatchAudit
 from broker.services.delivery_table import Delivery, DeliveryTable
@@ -192,6 +192,16 @@ class Gate:
     def start(self) -> None:
         """Read the control topic to its end and plan before the first record is looked at."""
         self.sync(force=True)
+
+    def anchor(self) -> None:
+        """Once `ready`, commit where each assigned partition starts. A group started at `latest` has fixed its
+        start at the end of each partition; committed, a successor that takes a partition over after this worker
+        died before its first commit resumes there, not at a later end that would skip what came between."""
+        self._p.stage.begin()
+        try:
+            self._p.stage.commit([], fenced=True)
+        except ServiceError as exc:  # a rebalance under way: the next batch's commit fixes the positions instead
+            log.warning("gate worker %s: could not commit its starting positions: %s", self.worker, exc)
 
     def sync(self, force: bool = False) -> bool:
         """Apply control records written so far; re-plan when they changed something, or a plan expired.

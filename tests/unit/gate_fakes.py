@@ -64,6 +64,7 @@ class Transaction:
     outcome: str = "open"  # then "committed" or "aborted"
     audit: list[Sent] = field(default_factory=list)  # what was sent to the audit topic, kept apart from `sent`
     flushed: int = 0  # how many sends the last flush covered: only their placements are known
+    fenced: bool = False  # committed with every assigned partition's position
 
 
 class FakeStage:
@@ -133,7 +134,7 @@ class FakeStage:
         self.calls.append("commit")
         transaction = self._open()
         assert transaction is not None, "commit() without a transaction"
-        transaction.consumed, transaction.outcome = list(consumed), "committed"
+        transaction.consumed, transaction.outcome, transaction.fenced = list(consumed), "committed", fenced
 
     def abort(self) -> None:
         self.calls.append("abort")

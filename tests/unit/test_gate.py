@@ -59,6 +59,14 @@ def sources(sent: list[Any]) -> set[bytes]:
     return {s.headers["accord.source"] for s in sent}
 
 
+def test_a_ready_worker_commits_where_each_partition_starts_before_its_first_batch(h: GateHarness) -> None:
+    """A group started at `latest` fixes its start at each partition's end; committed at once, a successor taking
+    over after a crash before the first batch's commit resumes there instead of at a later end."""
+    h.gate.anchor()
+    [anchored] = h.stage.transactions
+    assert (anchored.outcome, anchored.fenced, anchored.sent, anchored.consumed) == ("committed", True, [], [])
+
+
 # -- routing ---------------------------------------------------------------------------------------------
 def test_a_leicester_record_reaches_leicester_topics_only(h: GateHarness) -> None:
     h.stage.queue(h.record(7))

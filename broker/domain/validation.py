@@ -70,21 +70,47 @@ def validate_record(
     schema: Mapping[str, Any], record: Mapping[str, Any], today: dt.date, la_table: LaTable
 ) -> list[Violation]:
     """Every violation in `record`, in schema field order; an empty list means the row may be routed."""
-    rows = _Row(record, field_tags(schema))
-    required = list(schema.get("accord.required", []))
-    violations: list[Violation] = []
-    checked = [*rows.tags, *(name for name in required if name not in rows.tags)]
-    declared = {field["name"]: field for field in schema.get("fields", [])}
-    for name in checked:
-        if name in required and is_blank(record.get(name)):
-            violations.append(rows.violation(name, REQUIRED, f"{name} is required: give a non-empty value"))
-        elif record.get(name) is not None:
-            violations.extend(_check_declared(rows, name, declared.get(name, {})))
-            violations.extend(_check_value(rows, name, today, la_table))
-    # A code already reported as missing, malformed or unknown has no upper tier worth comparing.
-    failed = {v.field for v in violations if v.rule in (REQUIRED, GSS_FORMAT, GSS_KNOWN, GSS_RETIRED)}
-    violations.extend(_check_utla_consistent(rows, la_table, failed))
-    return violations
+    return RecordRules.of(schema).violations(record, today, la_table)
+
+
+@dataclass(frozen=True)
+class RecordRules:
+    """A schema's row rules read once, so that checking each record of a request does not read the schema again."""
+
+    tags: dict[str, list[str]]
+    required: frozenset[str]
+    checked: tuple[str, ...]          # tagged fields in schema order, then required untagged ones
+    declared: dict[str, Mapping[str, Any]]
+    ltla_field: str | None
+    utla_field: str | None
+
+    @classmethod
+    def of(cls, schema: Mapping[str, Any]) -> RecordRules:
+        tags = field_tags(schema)
+        required = list(schema.get("accord.required", []))
+        return cls(tags, frozenset(required), (*tags, *(name for name in required if name not in tags)),
+                   {field["name"]: field for field in schema.get("fields", [])},
+                   _first_tagged(tags, LTLA_TAG), _first_tagged(tags, UTLA_TAG))
+
+    def violations(self, record: Mapping[str, Any], today: dt.date, la_table: LaTable) -> list[Violation]:
+        """Every violation in `record`, in schema field order; an empty list means the row may be routed."""
+        rows = _Row(record, self.tags)
+        violations: list[Violation] = []
+        for name in self.checked:
+            value = record.get(name)
+            if name in self.required and is_blank(value):
+                violations.append(rows.violation(name, REQUIRED, f"{name} is required: give a non-empty value"))
+            elif value is not None:
+                violations.extend(_check_declared(rows, name, self.declared.get(name, {})))
+                violations.extend(_check_value(rows, name, today, la_table))
+        # A code already reported as missing, malformed or unknown has no upper tier worth comparing.
+        failed = {v.field for v in violations if v.rule in (REQUIRED, GSS_FORMAT, GSS_KNOWN, GSS_RETIRED)}
+        violations.extend(_check_utla_consistent(rows, self.ltla_field, self.utla_field, la_table, failed))
+        return violations
+
+
+def _first_tagged(tags: Mapping[str, list[str]], tag: str) -> str | None:
+    return next((name for name, tagged in tags.items() if tag in tagged), None)
 
 
 @dataclass(frozen=True)
@@ -95,9 +121,6 @@ class _Row:
     def violation(self, name: str, rule: str, message: str) -> Violation:
         masked = DIRECT_IDENTIFIER in self.tags.get(name, [])
         return Violation(name, rule, message, value_excerpt(self.record.get(name), masked=masked))
-
-    def first_tagged(self, tag: str) -> str | None:
-        return next((name for name, tags in self.tags.items() if tag in tags), None)
 
 
 def value_excerpt(value: object, *, masked: bool = False) -> str:
@@ -189,8 +212,8 @@ def _check_gss(rows: _Row, name: str, tag: str, la_table: LaTable) -> Iterator[V
         yield rows.violation(name, rule, f"{name}: {la_table.why_unknown(value)}")
 
 
-def _check_utla_consistent(rows: _Row, la_table: LaTable, failed: set[str]) -> Iterator[Violation]:
-    ltla_field, utla_field = rows.first_tagged(LTLA_TAG), rows.first_tagged(UTLA_TAG)
+def _check_utla_consistent(rows: _Row, ltla_field: str | None, utla_field: str | None, la_table: LaTable,
+                           failed: set[str]) -> Iterator[Violation]:
     if ltla_field is None or utla_field is None or {ltla_field, utla_field} & failed:
         return
     ltla, utla = rows.record.get(ltla_field), rows.record.get(utla_field)

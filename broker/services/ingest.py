@@ -18,10 +18,10 @@ from broker.domain.messages import Outgoing
 from broker.domain.topics import ingest_topic, quarantine_topic
 from broker.domain.validation import (
     DEFAULT_MAX_LENGTH,
+    RecordRules,
     Violation,
     field_tags,
     utf8_safe,
-    validate_record,
     value_excerpt,
 )
 from broker.errors import IdempotencyConflict, NotFoundError, SerdeError
@@ -80,7 +80,14 @@ class Outcome:
     reasons: tuple[Violation, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
-        return {**asdict(self), "reasons": [asdict(r) for r in self.reasons]}
+        # Spelled out: dataclasses.asdict, which copies deeply, took a tenth of the API's time on a large request.
+        return {"index": self.index, "status": self.status, "topic": self.topic, "partition": self.partition,
+                "offset": self.offset, "reasons": [_violation_json(r) for r in self.reasons]}
+
+
+def _violation_json(violation: Violation) -> dict[str, str]:
+    return {"field": violation.field, "rule": violation.rule, "message": violation.message,
+            "value_excerpt": violation.value_excerpt}
 
 
 class Ingest:
@@ -94,6 +101,7 @@ class Ingest:
         self._requests = requests
         self._schemas = dict(schemas)
         self._parsed = {s: parse_schema(json.loads(json.dumps(schema))) for s, schema in self._schemas.items()}
+        self._rules = {s: RecordRules.of(schema) for s, schema in self._schemas.items()}
         self._serializers = {s: AvroSerializer(serializer_registry, json.dumps(schema))
                              for s, schema in self._schemas.items()}
         # One deserializer for all screening, so each writer schema is fetched from the registry once.
@@ -115,7 +123,7 @@ class Ingest:
         if errors:
             return [Violation(field, SCHEMA_FIT, message, value_excerpt(record.get(field), masked=masked))
                     for field, message, masked in _fields_of(errors, schema)]
-        return validate_record(schema, record, self._today(), self._la)
+        return self._rules[stream].violations(record, self._today(), self._la)
 
     def publish(self, stream: str, records: Sequence[Any], source: str = "http") -> list[Outcome]:
         """Each record accepted onto `ingest.<stream>` or quarantined with its reasons, produced as one batch."""

@@ -74,13 +74,30 @@ def validate_record(
 
 
 @dataclass(frozen=True)
+class _FieldRules:
+    """What can be wrong with one field, worked out from its schema entry, so a record's checks skip what cannot."""
+
+    name: str
+    required: bool
+    declared: Mapping[str, Any]
+    tagged: bool             # a geography tag: its value is checked against its level
+    longest: int             # a longer string breaks its declared length
+    listed: bool             # coded, or an NHS number: every string value is checked further
+
+    @classmethod
+    def of(cls, name: str, tags: list[str], required: bool, declared: Mapping[str, Any]) -> _FieldRules:
+        tagged = any(tag in GSS_LEVEL_PREFIXES or tag == POSTCODE_TAG for tag in tags)
+        listed = declared.get(CODES_KEY) is not None or declared.get(FORMAT_KEY) == NHS_NUMBER_FORMAT or \
+            name == NHS_NUMBER_FIELD
+        return cls(name, required, declared, tagged, int(declared.get(MAX_LENGTH_KEY, DEFAULT_MAX_LENGTH)), listed)
+
+
+@dataclass(frozen=True)
 class RecordRules:
     """A schema's row rules read once, so that checking each record of a request does not read the schema again."""
 
     tags: dict[str, list[str]]
-    required: frozenset[str]
-    checked: tuple[str, ...]          # tagged fields in schema order, then required untagged ones
-    declared: dict[str, Mapping[str, Any]]
+    fields: tuple[_FieldRules, ...]   # tagged fields in schema order, then required untagged ones
     ltla_field: str | None
     utla_field: str | None
 
@@ -88,21 +105,27 @@ class RecordRules:
     def of(cls, schema: Mapping[str, Any]) -> RecordRules:
         tags = field_tags(schema)
         required = list(schema.get("accord.required", []))
-        return cls(tags, frozenset(required), (*tags, *(name for name in required if name not in tags)),
-                   {field["name"]: field for field in schema.get("fields", [])},
+        declared = {field["name"]: field for field in schema.get("fields", [])}
+        checked = (*tags, *(name for name in required if name not in tags))
+        return cls(tags, tuple(_FieldRules.of(name, tags.get(name, []), name in required, declared.get(name, {}))
+                               for name in checked),
                    _first_tagged(tags, LTLA_TAG), _first_tagged(tags, UTLA_TAG))
 
     def violations(self, record: Mapping[str, Any], today: dt.date, la_table: LaTable) -> list[Violation]:
         """Every violation in `record`, in schema field order; an empty list means the row may be routed."""
         rows = _Row(record, self.tags)
         violations: list[Violation] = []
-        for name in self.checked:
-            value = record.get(name)
-            if name in self.required and is_blank(value):
+        for field in self.fields:
+            name, value = field.name, record.get(field.name)
+            if field.required and is_blank(value):
                 violations.append(rows.violation(name, REQUIRED, f"{name} is required: give a non-empty value"))
             elif value is not None:
-                violations.extend(_check_declared(rows, name, self.declared.get(name, {})))
-                violations.extend(_check_value(rows, name, today, la_table))
+                # The checks below find nothing in a short uncoded string or a number of an untagged field: they
+                # are skipped there, which on a usual record is most of its fields.
+                if isinstance(value, str) and (field.listed or len(value) > field.longest):
+                    violations.extend(_check_declared(rows, name, field.declared))
+                if field.tagged or isinstance(value, dt.date):
+                    violations.extend(_check_value(rows, name, today, la_table))
         # A code already reported as missing, malformed or unknown has no upper tier worth comparing.
         failed = {v.field for v in violations if v.rule in (REQUIRED, GSS_FORMAT, GSS_KNOWN, GSS_RETIRED)}
         violations.extend(_check_utla_consistent(rows, self.ltla_field, self.utla_field, la_table, failed))
@@ -142,6 +165,8 @@ def value_excerpt(value: object, *, masked: bool = False) -> str:
 def utf8_safe(text: str, *, strict: bool = False) -> str:
     """`text` with any lone surrogate (which JSON can carry but UTF-8 cannot) written as an escape like \\ud800,
     so it can go into a Kafka header or a JSON response; with `strict`, ValueError saying where the first one is."""
+    if text.isascii():  # known to Python without looking at the characters: most text, and it holds no surrogate
+        return text
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:

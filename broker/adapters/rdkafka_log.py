@@ -112,7 +112,12 @@ class RdkafkaRecordLog:
             self._producer.poll(POLL_S)
 
     def close(self, timeout_s: float = 5.0) -> None:
-        self._producer.flush(timeout_s)
+        """Send what is queued (for `timeout_s` at most: its callers have been answered already), then stop
+        librdkafka's threads, which would otherwise go on reconnecting to a Kafka that is gone."""
+        if self._producer.flush(timeout_s):
+            self._producer.purge()
+            self._producer.poll(0)
+        self._producer.close()
 
 
 def _said(exc: BaseException) -> str:

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from broker.api.bodies import json_depth
+from broker.domain.geography import LaTable
 from broker.domain.geography_files import load_la_table
 from broker.domain.json_avro import from_json
 from broker.domain.validation import RecordRules, Violation, validate_record
@@ -72,3 +73,18 @@ def test_rules_read_once_find_what_validate_record_finds() -> None:
     assert found == validate_record(schema, bad, today, table)
     assert {(v.field, v.rule) for v in found} >= {("nhs_number", "nhs-number"), ("postcode", "postcode-format"),
                                                   ("utla", "utla-consistent"), ("specimen_date", "date-not-future")}
+
+
+def test_an_area_code_checked_once_is_answered_the_same_and_per_la_table() -> None:
+    schema: dict[str, Any] = json.loads((SCHEMAS / "ukhsa.positive-tests.avsc").read_text())
+    full, today = load_la_table(), dt.date(2020, 6, 26)
+    without_leicester = LaTable([a for a in full if a.code != "E06000016"], "the table without Leicester")
+    rules = RecordRules.of(schema)
+    record = {"specimen_id": "LEI-1", "name": "A", "dob": dt.date(1984, 3, 7), "address": "1 Road",
+              "postcode": "LE1 1AA", "specimen_date": dt.date(2020, 6, 22), "lab_report_date": dt.date(2020, 6, 23),
+              "ltla": "E06000016", "utla": "E06000016"}
+    assert rules.violations(record, today, full) == rules.violations(record, today, full) == []
+    unknown = rules.violations(record, today, without_leicester)
+    assert [(v.field, v.rule) for v in unknown] == [("ltla", "gss-known"), ("utla", "gss-known")]
+    assert rules.violations(record, today, without_leicester) == unknown
+    assert rules.violations(record, today, full) == []

@@ -39,7 +39,7 @@ def run(rows: int = ROWS) -> dict[str, Any]:
         bench.apply(hub_catalog(Path(tmp)))
         data = write_csv(Path(tmp) / "cases.csv", _cases(rows, "CSV"))
         parse_only = _parse_only(data, Path(tmp) / "parse-state")
-        baseline = ingest.http_ingest(bench, _cases(rows, "RAW"), keyed=True)
+        baseline = ingest.http_ingest(bench, _cases(rows, "RAW"), _cases(ingest.WARMUP, "WARM"), keyed=True)
         source, seconds = _source(bench, data, Path(tmp))
         return {"scenario": "l-file-source", "rows": rows, "request_records": ingest.REQUEST_RECORDS,
                 "in_flight": ingest.CLIENTS, "source_records_per_s": round(source, 1),

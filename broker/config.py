@@ -18,6 +18,7 @@ AXE_CORE_VERSION = "4.14.1"
 
 # schemas/, catalog/ and policies/ of the source tree this package sits in; a deployment names its own copies.
 _SOURCE_ROOT = Path(__file__).resolve().parents[1]
+Transport = Literal["kafka-python", "librdkafka"]  # the Kafka client a data path runs on
 
 
 def _default_home() -> Path:
@@ -85,9 +86,12 @@ class Settings(BaseSettings):
     gate_workers: int = Field(default=1, ge=1)  # `accord gate serve` runs this many, in slots gate_slot, +1, ...
     gate_group: str = "accord-gate"
     gate_start_from: Literal["earliest", "latest"] = "earliest"
-    # The Kafka client of the gate's data path (consume, transform, produce in transactions): librdkafka through
-    # confluent-kafka, or kafka-python; both are tested against the real broker and measured side by side.
-    gate_transport: Literal["kafka-python", "librdkafka"] = "kafka-python"
+    # The Kafka client of each data path: librdkafka through confluent-kafka, or kafka-python; both are tested against
+    # the real broker and measured side by side (`python -m benchmarks transports`, `... ingest`). The gate's path
+    # consumes, transforms and produces in transactions; the API's produces each publish request's records (a keyed
+    # request's records and key commit in a transaction on kafka-python whichever is chosen).
+    gate_transport: Transport = "kafka-python"
+    ingest_transport: Transport = "librdkafka"
     schemas_dir: Path = _SOURCE_ROOT / "schemas"     # the template streams' .avsc files
     catalog_dir: Path = _SOURCE_ROOT / "catalog"     # bodies, streams, agreements, ladder (YAML)
     policies_dir: Path = _SOURCE_ROOT / "policies"   # the Rego policies bundled for OPA

@@ -41,7 +41,9 @@ def _convert(logical: str | None, value: Any) -> Any:
     if isinstance(value, str):
         # JSON can carry a lone surrogate (\ud800) that no UTF-8 encoder, Avro's included, will write.
         utf8_safe(value, strict=True)
-    if isinstance(value, int) and logical in ("date", *_TIMESTAMP_UNITS):
+        if logical is None:  # most fields: plain text, nothing to convert
+            return value
+    elif isinstance(value, int) and logical in ("date", *_TIMESTAMP_UNITS):
         # JSON has no date type: a number here is a mistake far more often than days or milliseconds since 1970.
         example = "2020-06-22" if logical == "date" else "2020-06-22T09:00:00Z"
         raise ValueError(f"{'a date' if logical == 'date' else 'a timestamp'} is written as an ISO 8601 string "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from broker.domain.geography import LSOA_PREFIXES, LTLA_PREFIXES, UTLA_PREFIXES, LaTable, is_well_formed
@@ -29,6 +29,8 @@ CODES_KEY = "accord.codes"
 FORMAT_KEY = "accord.format"
 NHS_NUMBER_FORMAT = "nhs-number"
 DEFAULT_MAX_LENGTH = 1_000
+AREA_CODE_CACHED = 16        # characters: a GSS code has 9; longer text is checked each time, not kept
+AREA_CODES_KEPT = 100_000    # area codes whose checks are kept (England has about 36,000 LSOAs)
 
 DIRECT_IDENTIFIER = "direct-identifier"
 LTLA_TAG = "geography:ltla"
@@ -70,21 +72,98 @@ def validate_record(
     schema: Mapping[str, Any], record: Mapping[str, Any], today: dt.date, la_table: LaTable
 ) -> list[Violation]:
     """Every violation in `record`, in schema field order; an empty list means the row may be routed."""
-    rows = _Row(record, field_tags(schema))
-    required = list(schema.get("accord.required", []))
-    violations: list[Violation] = []
-    checked = [*rows.tags, *(name for name in required if name not in rows.tags)]
-    declared = {field["name"]: field for field in schema.get("fields", [])}
-    for name in checked:
-        if name in required and is_blank(record.get(name)):
-            violations.append(rows.violation(name, REQUIRED, f"{name} is required: give a non-empty value"))
-        elif record.get(name) is not None:
-            violations.extend(_check_declared(rows, name, declared.get(name, {})))
-            violations.extend(_check_value(rows, name, today, la_table))
-    # A code already reported as missing, malformed or unknown has no upper tier worth comparing.
-    failed = {v.field for v in violations if v.rule in (REQUIRED, GSS_FORMAT, GSS_KNOWN, GSS_RETIRED)}
-    violations.extend(_check_utla_consistent(rows, la_table, failed))
-    return violations
+    cached = _RULES.get(id(schema))
+    if cached is None or cached[0] is not schema:  # the gate checks many records of few schemas
+        if len(_RULES) > 64:
+            _RULES.clear()
+        cached = _RULES[id(schema)] = (schema, RecordRules.of(schema))
+    return cached[1].violations(record, today, la_table)
+
+
+_RULES: dict[int, tuple[Mapping[str, Any], RecordRules]] = {}
+
+
+@dataclass(frozen=True)
+class _FieldRules:
+    """What can be wrong with one field, worked out from its schema entry, so a record's checks skip what cannot."""
+
+    name: str
+    required: bool
+    declared: Mapping[str, Any]
+    tagged: bool             # a geography tag: its value is checked against its level
+    longest: int             # a longer string breaks its declared length
+    listed: bool             # coded, or an NHS number: every string value is checked further
+    area_code: bool          # only GSS tags: what its checks find depends on the code alone (and the LA table)
+
+    @classmethod
+    def of(cls, name: str, tags: list[str], required: bool, declared: Mapping[str, Any]) -> _FieldRules:
+        tagged = any(tag in GSS_LEVEL_PREFIXES or tag == POSTCODE_TAG for tag in tags)
+        listed = declared.get(CODES_KEY) is not None or declared.get(FORMAT_KEY) == NHS_NUMBER_FORMAT or \
+            name == NHS_NUMBER_FIELD
+        area_code = any(tag in GSS_LEVEL_PREFIXES for tag in tags) and POSTCODE_TAG not in tags
+        return cls(name, required, declared, tagged, int(declared.get(MAX_LENGTH_KEY, DEFAULT_MAX_LENGTH)), listed,
+                   area_code)
+
+
+@dataclass(frozen=True)
+class RecordRules:
+    """A schema's row rules read once, so that checking each record of a request does not read the schema again."""
+
+    tags: dict[str, list[str]]
+    fields: tuple[_FieldRules, ...]   # tagged fields in schema order, then required untagged ones
+    ltla_field: str | None
+    utla_field: str | None
+    # What the checks found in each area code seen (by LA table, field and code): a request's records share a few
+    # hundred codes, each checked once. Area codes are not personal data; the cache is bounded.
+    _areas: dict[tuple[LaTable, str, str], tuple[Violation, ...]] = field(default_factory=dict, compare=False,
+                                                                          repr=False)
+
+    @classmethod
+    def of(cls, schema: Mapping[str, Any]) -> RecordRules:
+        tags = field_tags(schema)
+        required = list(schema.get("accord.required", []))
+        declared = {field["name"]: field for field in schema.get("fields", [])}
+        checked = (*tags, *(name for name in required if name not in tags))
+        return cls(tags, tuple(_FieldRules.of(name, tags.get(name, []), name in required, declared.get(name, {}))
+                               for name in checked),
+                   _first_tagged(tags, LTLA_TAG), _first_tagged(tags, UTLA_TAG))
+
+    def violations(self, record: Mapping[str, Any], today: dt.date, la_table: LaTable) -> list[Violation]:
+        """Every violation in `record`, in schema field order; an empty list means the row may be routed."""
+        rows = _Row(record, self.tags)
+        violations: list[Violation] = []
+        for rules in self.fields:
+            name, value = rules.name, record.get(rules.name)
+            if rules.required and is_blank(value):
+                violations.append(rows.violation(name, REQUIRED, f"{name} is required: give a non-empty value"))
+            elif value is not None:
+                # The checks below find nothing in a short uncoded string or a number of an untagged field: they
+                # are skipped there, which on a usual record is most of its fields.
+                if isinstance(value, str) and (rules.listed or len(value) > rules.longest):
+                    violations.extend(_check_declared(rows, name, rules.declared))
+                if rules.area_code and type(value) is str and len(value) <= AREA_CODE_CACHED:
+                    violations.extend(self._area_checked(rows, name, value, today, la_table))
+                elif rules.tagged or isinstance(value, dt.date):
+                    violations.extend(_check_value(rows, name, today, la_table))
+        # A code already reported as missing, malformed or unknown has no upper tier worth comparing.
+        failed = {v.field for v in violations if v.rule in (REQUIRED, GSS_FORMAT, GSS_KNOWN, GSS_RETIRED)}
+        violations.extend(_check_utla_consistent(rows, self.ltla_field, self.utla_field, la_table, failed))
+        return violations
+
+
+    def _area_checked(self, rows: _Row, name: str, value: str, today: dt.date,
+                      la_table: LaTable) -> tuple[Violation, ...]:
+        key = (la_table, name, value)
+        found = self._areas.get(key)
+        if found is None:
+            if len(self._areas) >= AREA_CODES_KEPT:
+                self._areas.clear()
+            found = self._areas[key] = tuple(_check_value(rows, name, today, la_table))
+        return found
+
+
+def _first_tagged(tags: Mapping[str, list[str]], tag: str) -> str | None:
+    return next((name for name, tagged in tags.items() if tag in tagged), None)
 
 
 @dataclass(frozen=True)
@@ -95,9 +174,6 @@ class _Row:
     def violation(self, name: str, rule: str, message: str) -> Violation:
         masked = DIRECT_IDENTIFIER in self.tags.get(name, [])
         return Violation(name, rule, message, value_excerpt(self.record.get(name), masked=masked))
-
-    def first_tagged(self, tag: str) -> str | None:
-        return next((name for name, tags in self.tags.items() if tag in tags), None)
 
 
 def value_excerpt(value: object, *, masked: bool = False) -> str:
@@ -119,6 +195,8 @@ def value_excerpt(value: object, *, masked: bool = False) -> str:
 def utf8_safe(text: str, *, strict: bool = False) -> str:
     """`text` with any lone surrogate (which JSON can carry but UTF-8 cannot) written as an escape like \\ud800,
     so it can go into a Kafka header or a JSON response; with `strict`, ValueError saying where the first one is."""
+    if text.isascii():  # known to Python without looking at the characters: most text, and it holds no surrogate
+        return text
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -189,8 +267,8 @@ def _check_gss(rows: _Row, name: str, tag: str, la_table: LaTable) -> Iterator[V
         yield rows.violation(name, rule, f"{name}: {la_table.why_unknown(value)}")
 
 
-def _check_utla_consistent(rows: _Row, la_table: LaTable, failed: set[str]) -> Iterator[Violation]:
-    ltla_field, utla_field = rows.first_tagged(LTLA_TAG), rows.first_tagged(UTLA_TAG)
+def _check_utla_consistent(rows: _Row, ltla_field: str | None, utla_field: str | None, la_table: LaTable,
+                           failed: set[str]) -> Iterator[Violation]:
     if ltla_field is None or utla_field is None or {ltla_field, utla_field} & failed:
         return
     ltla, utla = rows.record.get(ltla_field), rows.record.get(utla_field)

@@ -21,6 +21,7 @@ from broker.adapters.kafka_ingest_requests import KafkaIngestRequests
 from broker.adapters.kafka_log import KafkaLog
 from broker.adapters.kafka_receipts import KafkaReceiptAudit, KafkaReceiptKeys
 from broker.adapters.metrics import count_ingest, count_receipt
+from broker.adapters.rdkafka_log import RdkafkaRecordLog
 from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.api.app import create_api_app
 from broker.api.auth import Guard
@@ -81,19 +82,23 @@ def _today() -> dt.date:
 def open_ingest(kafka: KafkaAccess, registry_url: str, settings: Settings) -> Iterator[tuple[Ingest, KafkaLog]]:
     """An Ingest for every stream in the settings' schemas directory, with its ingest and quarantine topics, and for
     every stream a catalog applied later names (its schema from the registry, its topics made on its first publish:
-    services/stream_schemas.py)."""
+    services/stream_schemas.py); it publishes on the client `settings.ingest_transport` names, and the log handed
+    back beside it reads."""
     schemas = load_stream_schemas(settings.schemas_dir)
     ensure_stream_topics(kafka, schemas, settings.catalog_dir)
     log = KafkaLog(kafka, client_id="accord-ingest")
+    producer = RdkafkaRecordLog(kafka) if settings.ingest_transport == "librdkafka" else log
     requests = KafkaIngestRequests(kafka)  # follows the answered keys from the first keyed request on
     registry = HttpSchemaRegistry(registry_url, token=ServiceTokens(settings.secrets_dir, "api"))
     try:
         with _stream_finder(kafka, registry, settings) as discover:
-            yield Ingest(log, registry, schemas, load_la_table(settings.geography_dir), _today,
+            yield Ingest(producer, registry, schemas, load_la_table(settings.geography_dir), _today,
                          count=count_ingest, requests=requests, discover=discover), log
     finally:
         registry.close()
         requests.close()
+        if producer is not log:
+            producer.close()
         log.close()
 
 

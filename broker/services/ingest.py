@@ -20,10 +20,10 @@ from broker.domain.partitions import stream_key
 from broker.domain.topics import ingest_topic, quarantine_topic
 from broker.domain.validation import (
     DEFAULT_MAX_LENGTH,
+    RecordRules,
     Violation,
     field_tags,
     utf8_safe,
-    validate_record,
     value_excerpt,
 )
 from broker.errors import IdempotencyConflict, NotFoundError, SerdeError
@@ -79,7 +79,14 @@ class Outcome:
     reasons: tuple[Violation, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
-        return {**asdict(self), "reasons": [asdict(r) for r in self.reasons]}
+        # Spelled out: dataclasses.asdict, which copies deeply, took a tenth of the API's time on a large request.
+        return {"index": self.index, "status": self.status, "topic": self.topic, "partition": self.partition,
+                "offset": self.offset, "reasons": [_violation_json(r) for r in self.reasons]}
+
+
+def _violation_json(violation: Violation) -> dict[str, str]:
+    return {"field": violation.field, "rule": violation.rule, "message": violation.message,
+            "value_excerpt": violation.value_excerpt}
 
 
 class Ingest:
@@ -98,6 +105,7 @@ class Ingest:
         self._schemas: dict[str, dict[str, Any]] = {}
         self._parsed: dict[str, Any] = {}
         self._serializers: dict[str, AvroSerializer] = {}
+        self._rules: dict[str, RecordRules] = {}
         for stream, schema in schemas.items():
             self._add(stream, schema)
         self._discover = discover
@@ -112,6 +120,7 @@ class Ingest:
         # The schema last: a stream is known once its parsed schema and serializer are in place.
         self._parsed[stream] = parse_schema(json.loads(json.dumps(schema)))
         self._serializers[stream] = AvroSerializer(self._registry, json.dumps(schema))
+        self._rules[stream] = RecordRules.of(schema)
         self._schemas[stream] = dict(schema)
 
     def schema(self, stream: str) -> dict[str, Any]:
@@ -134,7 +143,7 @@ class Ingest:
         if errors:
             return [Violation(field, SCHEMA_FIT, message, value_excerpt(record.get(field), masked=masked))
                     for field, message, masked in _fields_of(errors, schema)]
-        return validate_record(schema, record, self._today(), self._la)
+        return self._rules[stream].violations(record, self._today(), self._la)
 
     def publish(self, stream: str, records: Sequence[Any], source: str = "http") -> list[Outcome]:
         """Each record accepted onto `ingest.<stream>` or quarantined with its reasons, produced as one batch."""

@@ -85,9 +85,16 @@ class AvroSerializer:
     def __call__(self, obj: Mapping[str, Any] | None, ctx: SerializationContext) -> bytes | None:
         if obj is None:
             return None
+        subject = self._strategy(ctx, self._name)
+        header = self._headers.get(subject)
+        if header is not None:  # registered already: the body goes straight after its header, copied once
+            buffer = io.BytesIO()
+            buffer.write(header)
+            self._write(buffer, obj, ctx)
+            return buffer.getvalue()
         framed = self._encode(obj, ctx)
         # Register only a schema that encoded a record: a misfit must not leave a version behind.
-        framed[:HEADER_SIZE] = self._header(self._strategy(ctx, self._name))
+        framed[:HEADER_SIZE] = self._header(subject)
         return bytes(framed)
 
     def reframe(self, framed: bytes, ctx: SerializationContext) -> bytes:
@@ -106,13 +113,16 @@ class AvroSerializer:
         """Header space (filled in by the caller) followed by the Avro body, in one buffer."""
         buffer = io.BytesIO()
         buffer.write(_NO_HEADER)
+        self._write(buffer, obj, ctx)
+        return bytearray(buffer.getbuffer())
+
+    def _write(self, buffer: io.BytesIO, obj: Mapping[str, Any], ctx: SerializationContext) -> None:
         try:
             schemaless_writer(buffer, self._parsed, obj)
         except _ENCODE_ERRORS as exc:
             where = _misfit_fields(obj, self._parsed)
             at = f" at field {where}" if where else ""
             raise SerdeError(f"{ctx}: record does not fit schema {self._name or self._schema[:80]}{at}: {exc}") from exc
-        return bytearray(buffer.getbuffer())
 
     def _schema_id(self, subject: str) -> int:
         schema_id = self._ids.get(subject)

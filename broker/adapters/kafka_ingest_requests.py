@@ -14,6 +14,10 @@ The design, and why it is correct across retries, restarts and several API proce
   instance can commit the same key only under the same id, which fences this writer first, so this writer's
   commit then fails, nothing of it becomes visible, and it takes over again, catches up, and finds the key.
 - Unrelated keys sharing a slot in two instances fence each other now and then; the loser retries.
+- The writers are librdkafka's (confluent-kafka): a producer fenced by another instance stays fenced (a fatal error)
+  until it is replaced. kafka-python 3.0 instead answers a fencing seen on a send (INVALID_PRODUCER_EPOCH) by taking
+  the transactional id over again (its KIP-360 fallback to a fresh producer id), which fenced the instance that had
+  won the key and let both commit it: two copies, two answers, under two API instances racing one key.
 
 Keys are kept as long as the topic keeps them (KEY_RETENTION_MS): a retry within that window publishes nothing twice.
 """
@@ -30,13 +34,14 @@ import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
+from confluent_kafka import KafkaError as RdKafkaError
+from confluent_kafka import KafkaException, Message, Producer
+from kafka import KafkaConsumer, TopicPartition
 
 from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_admin import create_topics
-from broker.adapters.kafka_changelog import TRANSACTION_TIMEOUT_MS, is_fenced
-from broker.adapters.kafka_transactions import transactional_producer
+from broker.adapters.kafka_changelog import TRANSACTION_TIMEOUT_MS
+from broker.adapters.rdkafka_transactions import KEYED_PARTITIONER
 from broker.domain.kafka_acls import INGEST_TRANSACTIONAL_PREFIX
 from broker.domain.messages import Outgoing
 from broker.domain.topics import INGEST_REQUESTS_TOPIC
@@ -78,7 +83,7 @@ class KafkaIngestRequests:
         self._tp = TopicPartition(topic, 0)
         self._slots = slots
         self._locks = [threading.Lock() for _ in range(slots)]
-        self._producers: dict[int, KafkaProducer] = {}
+        self._producers: dict[int, Producer] = {}
         self._entries: dict[str, tuple[str, dict[str, Any]]] = {}
         self._applied = 0  # every record before this offset is in _entries
         self._cond = threading.Condition()
@@ -115,54 +120,71 @@ class KafkaIngestRequests:
         slot = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % self._slots
         with self._locks[slot]:
             for attempt in range(ATTEMPTS):
-                producer = self._producer(slot)
                 try:
+                    producer = self._producer(slot, timeout_s)
                     self._catch_up(timeout_s)
                     with self._cond:
                         found = self._entries.get(key)
                     if found is not None:
                         return (*found, False)
                     stored = self._commit(producer, key, digest, records, answer, timeout_s)
-                except KafkaError as exc:
-                    fenced = is_fenced(producer, exc)
+                except KafkaException as exc:
                     self._give_up(slot)
-                    if not fenced:
-                        raise ServiceError(f"publishing a keyed request failed: {exc}") from exc
+                    if not _retriable(exc):
+                        raise ServiceError(f"publishing a keyed request failed: {_said(exc)}") from exc
                     time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))  # another instance holds the slot
                     continue
+                except BaseException:
+                    self._give_up(slot)  # its transaction aborted: nothing of this attempt becomes visible
+                    raise
                 with self._cond:
                     self._entries.setdefault(key, stored)
                 return (*stored, True)
         raise ServiceError(f"publishing a keyed request failed: fenced {ATTEMPTS} times by other API instances")
 
-    def _commit(self, producer: KafkaProducer, key: str, digest: str, records: Sequence[Outgoing], answer: Answer,
+    def _commit(self, producer: Producer, key: str, digest: str, records: Sequence[Outgoing], answer: Answer,
                 timeout_s: float) -> tuple[str, dict[str, Any]]:
         producer.begin_transaction()
-        futures = [producer.send(r.topic, value=r.value, key=r.key, headers=list(r.headers)) for r in records]
-        producer.flush(timeout=timeout_s)
-        positions = [(int(m.partition), int(m.offset)) for m in (f.get(timeout=timeout_s) for f in futures)]
-        answered = answer(positions)
-        producer.send(self.topic, key=key.encode(), value=encode_entry(digest, answered))
-        producer.commit_transaction()
+        placed: list[tuple[int, int] | None] = [None] * len(records)
+        failed: list[str] = []
+
+        def acknowledged(index: int) -> Callable[[RdKafkaError | None, Message], None]:
+            def done(error: RdKafkaError | None, message: Message) -> None:
+                if error is not None:
+                    failed.append(error.str())
+                else:
+                    placed[index] = (int(message.partition() or 0), int(message.offset() or 0))
+            return done
+        for index, r in enumerate(records):
+            _produce(producer, r.topic, r.value, r.key, list(r.headers), acknowledged(index))
+        if producer.flush(timeout_s) or failed or None in placed:
+            raise ServiceError(f"publishing a keyed request failed: {failed[0] if failed else 'not acknowledged'}")
+        answered = answer([p for p in placed if p is not None])
+        _produce(producer, self.topic, encode_entry(digest, answered), key.encode(), [], None)
+        producer.commit_transaction(timeout_s)
         return digest, answered
 
-    def _producer(self, slot: int) -> KafkaProducer:
+    def _producer(self, slot: int, timeout_s: float) -> Producer:
         producer = self._producers.get(slot)
         if producer is None:
             # Taking over the slot's id fences any other instance's writer of it and ends its open transaction.
-            producer = transactional_producer(self._kafka, f"{INGEST_TRANSACTIONAL_PREFIX}{slot}",
-                                              "idempotent ingest writer", linger_ms=5,
-                                              transaction_timeout_ms=TRANSACTION_TIMEOUT_MS)
+            producer = Producer({
+                **self._kafka.librdkafka_options(), "client.id": f"{self._client_id}-{slot}",
+                "transactional.id": f"{INGEST_TRANSACTIONAL_PREFIX}{slot}", "acks": "all",
+                "enable.idempotence": True, "linger.ms": 5, "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+                "partitioner": KEYED_PARTITIONER, "log_level": 3,
+            })
+            producer.init_transactions(timeout_s)
             self._producers[slot] = producer
         return producer
 
     def _give_up(self, slot: int) -> None:
-        # A fenced or failed transactional producer cannot be used again; the next attempt takes over anew.
+        # A fenced or failed transactional producer is not used again; the next attempt takes over anew.
         producer = self._producers.pop(slot, None)
         if producer is not None:
-            with contextlib.suppress(KafkaError):
-                producer.abort_transaction()
-            producer.close(timeout=5)
+            with contextlib.suppress(KafkaException):
+                producer.abort_transaction(5)
+            producer.flush(0)
 
     def _reader(self) -> KafkaConsumer:
         # A keyed request waits for the follower to reach the last stable offset; at the default fetch wait (500 ms)
@@ -211,8 +233,38 @@ class KafkaIngestRequests:
             with self._locks[slot]:
                 producer = self._producers.pop(slot, None)
                 if producer is not None:
-                    producer.close(timeout=5)
+                    producer.flush(5)
         with self._offsets_lock:
             if self._offsets is not None:
                 self._offsets.close()
                 self._offsets = None
+
+
+def _produce(producer: Producer, topic: str, value: bytes | None, key: bytes | None,
+             headers: list[tuple[str, str | bytes | None]],
+             on_delivery: Callable[[RdKafkaError | None, Message], None] | None) -> None:
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
+            return
+        except BufferError:  # the local queue is full: let deliveries drain, then send again
+            producer.poll(0.05)
+
+
+_REFUSED = (RdKafkaError.TOPIC_AUTHORIZATION_FAILED, RdKafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+            RdKafkaError.CLUSTER_AUTHORIZATION_FAILED)
+
+
+def _retriable(exc: KafkaException) -> bool:
+    """Fenced by another instance's writer of the slot (fatal for this producer: a new one takes over), or a
+    transaction the broker asks to abort or allows to retry: try again."""
+    error = exc.args[0] if exc.args else None
+    if not isinstance(error, RdKafkaError) or error.code() in _REFUSED:
+        return False
+    return bool(error.fatal() or error.txn_requires_abort() or error.retriable()) or error.code() in (
+        RdKafkaError._FENCED, RdKafkaError.PRODUCER_FENCED, RdKafkaError.INVALID_PRODUCER_EPOCH)
+
+
+def _said(exc: KafkaException) -> str:
+    error = exc.args[0] if exc.args else None
+    return error.str() if isinstance(error, RdKafkaError) else str(exc)

@@ -146,19 +146,23 @@ class KafkaIngestRequests:
                 timeout_s: float) -> tuple[str, dict[str, Any]]:
         producer.begin_transaction()
         placed: list[tuple[int, int] | None] = [None] * len(records)
-        failed: list[str] = []
+        failed: list[RdKafkaError] = []
 
         def acknowledged(index: int) -> Callable[[RdKafkaError | None, Message], None]:
+            # Only kept here: a callback run while librdkafka raises a fatal error (a fencing) must not call into it.
             def done(error: RdKafkaError | None, message: Message) -> None:
                 if error is not None:
-                    failed.append(error.str())
+                    failed.append(error)
                 else:
                     placed[index] = (int(message.partition() or 0), int(message.offset() or 0))
             return done
         for index, r in enumerate(records):
             _produce(producer, r.topic, r.value, r.key, list(r.headers), acknowledged(index))
-        if producer.flush(timeout_s) or failed or None in placed:
-            raise ServiceError(f"publishing a keyed request failed: {failed[0] if failed else 'not acknowledged'}")
+        left = producer.flush(timeout_s)
+        if failed:
+            raise KafkaException(failed[0])  # fenced, or to abort and retry: as a failed commit would say
+        if left or None in placed:
+            raise ServiceError(f"publishing a keyed request failed: {left} records not acknowledged in {timeout_s} s")
         answered = answer([p for p in placed if p is not None])
         _produce(producer, self.topic, encode_entry(digest, answered), key.encode(), [], None)
         producer.commit_transaction(timeout_s)

@@ -1,0 +1,106 @@
+"""`accord local supervise`: restarts a crashed local service on its kept port, with backoff.
+
+One process per state directory, started by `accord local up` and stopped first by `accord local down`. Every
+second it looks at each managed service (Kafka, OPA, PostgreSQL once started, the registry, the API, the
+governance service, the console, the gate worker) in that order; one found without a live process is started
+again as `up` would start it, at once the first time and after longer waits while it keeps dying
+(domain/restart_policy.py). Each restart and failed start is logged, and the restarts and their last reason are
+kept in a state file that `accord local status` shows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import signal
+import time
+from collections.abc import Callable
+
+from broker.domain.restart_policy import Backoff, RestartTracker
+from broker.errors import AccordError
+from broker.local.stack import LocalStack
+
+Log = Callable[[str], None]
+
+
+def _exit_text(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(number).name}"
+        return f"killed by signal {number}"
+    return f"exited with status {os.WEXITSTATUS(status)}"
+
+
+class Supervisor:
+    """The restart loop over one LocalStack; `tick` is one look at every service (a test can drive it)."""
+
+    def __init__(self, stack: LocalStack, policy: Backoff, log: Log,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.stack, self.policy, self.log, self.clock = stack, policy, log, clock
+        self.trackers: dict[str, RestartTracker] = {}
+        self._exits: dict[int, str] = {}  # how children this process started ended, by pid
+
+    def _reap(self) -> None:
+        """Collect the children that ended (services this process restarted) and how they ended."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self._exits[pid] = _exit_text(status)
+
+    def tick(self) -> None:
+        self._reap()
+        held = self.stack.supervisor.held()
+        for name in self.stack.managed():
+            tracker = self.trackers.setdefault(name, RestartTracker(self.policy))
+            now, pid = self.clock(), self.stack.pid(name)
+            alive = self.stack.running(name)
+            if name in held and not alive:
+                tracker.next_try = None  # left alone on purpose: neither a failure nor due
+                continue
+            why = f"pid {pid} {self._exits.pop(pid, 'gone')}" if pid is not None else "no process"
+            if not tracker.observe(now, alive, why):
+                continue
+            self.log(f"{name}: {tracker.last_reason}; starting it again (restart {tracker.restarts + 1})")
+            started = self.clock()
+            try:
+                where = self.stack.restart(name)
+            except AccordError as exc:
+                first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                tracker.failed(self.clock(), f"start failed: {first_line}")
+                self.log(f"{name}: start failed ({exc}); next attempt in {tracker.wait_s(self.clock()):.0f} s")
+                continue
+            tracker.started(self.clock())
+            self.log(f"{name}: up again at {where} after {self.clock() - started:.1f} s")
+        self.stack.supervisor.write_state({
+            "pid": os.getpid(),
+            "written": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "services": {name: {"restarts": t.restarts, "last_reason": t.last_reason, "failures": t.failures,
+                                "next_start_in_s": t.wait_s(self.clock())}
+                         for name, t in self.trackers.items()},
+        })
+
+    def run(self, interval_s: float = 1.0) -> None:
+        def stop(signum: int, _frame: object) -> None:
+            # A restart in progress holds the stack's lock for up to the start timeout: end now, as `down` wants.
+            self.log(f"stopped by {signal.Signals(signum).name}")
+            raise SystemExit(0)
+
+        signal.signal(signal.SIGTERM, stop)
+        self.log(f"supervising {', '.join(self.stack.managed())} (backoff {self.policy})")
+        while True:
+            try:
+                self.tick()
+            except (AccordError, OSError) as exc:  # a look that failed is retried on the next tick
+                self.log(f"look at the services failed: {exc}")
+            time.sleep(interval_s)
+
+
+def stderr_log(line: str) -> None:
+    stamp = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+    print(f"{stamp} {line}", flush=True)

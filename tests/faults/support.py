@@ -22,11 +22,15 @@ import pytest
 from kafka import KafkaConsumer
 
 from broker.adapters.kafka_access import KafkaAccess
+from broker.adapters.kafka_log import KafkaLog
+from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.config import Settings
-from broker.domain.topics import delivery_topic
+from broker.domain.messages import Outgoing
+from broker.domain.topics import delivery_topic, ingest_topic
 from broker.local import processes
 from broker.local.stack import Endpoints, LocalStack
 from broker.local.toolchain import REPO_ROOT
+from broker.services.serde import AvroSerializer, SerializationContext
 from tests.conftest import bearer, service_tokens
 from tests.integration.gate_support import T1, Receiver
 
@@ -105,8 +109,8 @@ class FaultStack:
         return wait_for(lambda: local.pid(name) not in (None, old_pid) and local.running(name),
                         f"the supervisor to start {name} again")
 
-    def status(self) -> tuple[int, dict[str, str]]:
-        """`accord local status`: its exit code and its line by service."""
+    def status(self) -> tuple[int, dict[str, dict[str, Any]]]:
+        """`accord local status --json`: its exit code and each service's state by name."""
         done = self.accord("local", "status", "--json", timeout_s=120)
         states = json.loads(done.stdout) if done.stdout.strip() else []
         return done.returncode, {s["name"]: s for s in states}
@@ -248,3 +252,25 @@ class FirstDelivery:
             return time.monotonic()
         finally:
             self._consumer.close()
+
+
+def encoded(stack: FaultStack, records: list[dict[str, Any]]) -> list[Outgoing]:
+    """T1 records as a publisher's own Kafka client sends them to the ingest topic (Confluent-framed Avro, keyed by
+    area), encoded now: the registry (which asks OPA who may register) is not needed to send them later."""
+    topic = ingest_topic(T1)
+    registry = HttpSchemaRegistry(stack.endpoints.registry_url, token=service_tokens())
+    try:
+        encode = AvroSerializer(registry, (REPO_ROOT / "schemas" / f"{T1}.avsc").read_text())
+        return [Outgoing(topic, encode(r, SerializationContext(topic)) or b"", str(r["ltla"]).encode())
+                for r in records]
+    finally:
+        registry.close()
+
+
+def produce(stack: FaultStack, records: list[Outgoing]) -> None:
+    """Send encoded records with a plain Kafka client (as the stack's admin), waiting for every acknowledgement."""
+    log = KafkaLog(stack.kafka, client_id="faults-publisher")
+    try:
+        log.publish_all(records)
+    finally:
+        log.close()

@@ -16,12 +16,28 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from broker.domain.restart_policy import Backoff, RestartTracker
 from broker.errors import AccordError
-from broker.local.stack import LocalStack
+from broker.local.supervisor_files import SupervisorLayout
 
 Log = Callable[[str], None]
+
+
+class Supervised(Protocol):
+    """What the supervisor needs of a stack (LocalStack has it)."""
+
+    @property
+    def supervisor(self) -> SupervisorLayout: ...
+
+    def managed(self) -> list[str]: ...
+
+    def pid(self, name: str) -> int | None: ...
+
+    def running(self, name: str) -> bool: ...
+
+    def restart(self, name: str) -> str: ...
 
 
 def _exit_text(status: int) -> str:
@@ -34,31 +50,32 @@ def _exit_text(status: int) -> str:
 
 
 class Supervisor:
-    """The restart loop over one LocalStack; `tick` is one look at every service (a test can drive it)."""
+    """The restart loop over one stack; `tick` is one look at every service (a test can drive it)."""
 
-    def __init__(self, stack: LocalStack, policy: Backoff, log: Log,
+    def __init__(self, stack: Supervised, policy: Backoff, log: Log,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.stack, self.policy, self.log, self.clock = stack, policy, log, clock
         self.trackers: dict[str, RestartTracker] = {}
         self._exits: dict[int, str] = {}  # how children this process started ended, by pid
 
-    def _reap(self) -> None:
-        """Collect the children that ended (services this process restarted) and how they ended."""
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+    def _reap(self, pid: int | None) -> None:
+        """Collect `pid` if it is a child of this process (a service it restarted) that ended, and how it ended.
+        Only the services' own pids: this process may be a test's, whose other children are not its to collect."""
+        if pid is None:
+            return
+        try:
+            ended, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if ended == pid:
             self._exits[pid] = _exit_text(status)
 
     def tick(self) -> None:
-        self._reap()
         held = self.stack.supervisor.held()
         for name in self.stack.managed():
             tracker = self.trackers.setdefault(name, RestartTracker(self.policy))
             now, pid = self.clock(), self.stack.pid(name)
+            self._reap(pid)
             alive = self.stack.running(name)
             if name in held and not alive:
                 tracker.next_try = None  # left alone on purpose: neither a failure nor due

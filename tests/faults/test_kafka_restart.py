@@ -38,6 +38,7 @@ class _Publisher(threading.Thread):
         self.acknowledged: set[str] = set()
         self.acknowledged_at: list[float] = []
         self.refused: list[float] = []
+        self.answers: Counter[str] = Counter()  # HTTP status (or the transport error) of each post
 
     def run(self) -> None:
         for start in range(0, len(self.cases), BATCH):
@@ -47,8 +48,10 @@ class _Publisher(threading.Thread):
             try:
                 answer = publish_http(self.stack, batch, timeout_s=15)
                 ok = answer.status_code == 200 and answer.json()["accepted"] == len(batch)
-            except httpx.TransportError:
+                self.answers[str(answer.status_code)] += 1
+            except httpx.TransportError as exc:
                 ok = False
+                self.answers[type(exc).__name__] += 1
             if ok:
                 self.acknowledged |= {c["specimen_id"] for c in batch}
                 self.acknowledged_at.append(time.monotonic())
@@ -85,6 +88,9 @@ def test_a_killed_kafka_comes_back_by_itself_and_nothing_acknowledged_is_lost(
            all_ready_after_kill_s=round(ready - killed, 1), acknowledged=len(publisher.acknowledged),
            acknowledged_before_kill=acknowledged_before, refused_batches=len(publisher.refused),
            lost=len(lost), duplicated=len(duplicated), outside_a_plan=len(outside),
+           answers=dict(publisher.answers),
            restarts={name: s["restarts"] for name, s in states.items() if s["restarts"]})
     assert lost == [], f"{len(lost)} of {len(publisher.acknowledged)} acknowledged records lost, e.g. {lost[:3]}"
     assert duplicated == [] and outside == [], (duplicated[:3], outside[:3])
+    # Refused while Kafka was away, as unavailable (retry), never as a server error.
+    assert set(publisher.answers) <= {"200", "503", "ReadTimeout"}, publisher.answers

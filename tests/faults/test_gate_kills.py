@@ -78,7 +78,7 @@ def test_ten_kills_of_the_gate_worker_lose_and_duplicate_nothing(stack: FaultSta
     restarted = int(stack.supervisor_state()["services"]["gate"]["restarts"]) - restarts_before
     figure(kills=KILLS, records=len(sent), delivered_once=sum(1 for n in counts.values() if n == 1),
            lost=len(lost), duplicated=len(duplicated), outside_a_plan=len(outside), supervisor_restarts=restarted,
-           stall_s=stalls, stall_median_s=statistics.median(stalls), stall_max_s=max(stalls),
+           stall_s=stalls, stall_median_s=round(statistics.median(stalls), 1), stall_max_s=max(stalls),
            restart_s=restarts)
     assert lost == [], f"{len(lost)} of {len(sent)} lost, e.g. {lost[:3]}"
     assert duplicated == [], f"{len(duplicated)} duplicated, e.g. {duplicated[:3]}"

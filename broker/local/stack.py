@@ -279,7 +279,8 @@ class LocalStack:
                 return self._start_opa(self._kept_port("opa_url"))
             if name == "postgres":
                 bin_dir = postgres_server.ensure_binaries()
-                _, dsn = postgres_server.start(bin_dir, self.postgres, s.secrets_dir, s.start_timeout_s)
+                _, dsn = postgres_server.start(bin_dir, self.postgres, s.secrets_dir, s.start_timeout_s,
+                                               port=self._kept_port("postgres_dsn"))
                 self._record(postgres_dsn=dsn)
                 return dsn
             service, key = self._python(name), f"{name}_url"

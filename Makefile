@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 ACCORD := $(BIN)/accord
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-tools check lint typecheck policy-check policy-test rules-test pytest bench down clean
+.PHONY: setup demo test test-tools check lint typecheck policy-check policy-test rules-test pytest faults bench down clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,11 @@ rules-test: setup
 
 pytest: setup
 	$(BIN)/pytest
+
+## faults: the fault suite (tests/faults, not part of `make test`: about a quarter of an hour): a whole supervised
+## local stack of its own, its services killed with SIGKILL; each test prints its figures as JSON lines
+faults: setup
+	$(BIN)/pytest -s tests/faults
 
 ## bench: benchmarks, JSON results with ratios against a baseline measured in the same run
 bench: setup

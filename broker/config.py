@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     opa_version: str = OPA_VERSION
     kafka_heap: str = "1g"
     start_timeout_s: float = 90.0
+    # `accord local supervise`: a crashed local service is started again at once, then after waits doubling from
+    # the first to the cap while it keeps dying; up this long, it is forgiven (domain/restart_policy.py).
+    supervise_first_backoff_s: float = Field(default=1.0, gt=0)
+    supervise_max_backoff_s: float = Field(default=30.0, gt=0)
+    supervise_healthy_s: float = Field(default=30.0, gt=0)
     pseudonym_secret: SecretStr | None = None
     gate_worker_id: str | None = None
     # The gate worker's slot in its group: its transactional id is `<gate_group>-<slot>`, so a worker restarted in

@@ -22,7 +22,7 @@ from broker.api.auth import Guard, caller, guarded
 from broker.api.bodies import is_json_media_type, json_depth, read_limited
 from broker.api.deliveries import LiveOptions, add_delivery_routes
 from broker.api.receipts import add_receipt_routes
-from broker.errors import AccordError, IdempotencyConflict, NotFoundError
+from broker.errors import AccordError, IdempotencyConflict, NotFoundError, RegistryError, ServiceError
 from broker.services.deliveries import Deliveries
 from broker.services.ingest import Ingest, RequestKey, answer
 from broker.services.receipts import DeliveryReceipts
@@ -103,6 +103,14 @@ def create_api_app(ingest: Ingest, read_quarantine: QuarantineReader, max_body_b
     @app.exception_handler(BadRequest)
     async def bad_request(_: Request, exc: BadRequest) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(ServiceError)
+    async def unavailable(_: Request, exc: ServiceError) -> JSONResponse:
+        # Kafka or the registry did not answer (a broker restarting): nothing was acknowledged, so the caller may
+        # send the same request again (with an Idempotency-Key, safely). The registry refusing outright is not that.
+        refused = isinstance(exc, RegistryError) and 400 <= exc.status < 500
+        return JSONResponse({"error": str(exc).splitlines()[0]}, status_code=502 if refused else 503,
+                            headers={} if refused else {"Retry-After": "5"})
 
     @app.get("/health")
     def health() -> dict[str, str]:

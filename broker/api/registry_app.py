@@ -21,7 +21,7 @@ from broker.api.auth import LIVENESS, Guard, guarded, permitted
 from broker.api.bodies import read_limited
 from broker.domain.registry import SchemaVersion, parse_mode
 from broker.domain.schemas import canonical_text
-from broker.errors import RegistryError
+from broker.errors import RegistryError, ServiceError
 from broker.services.registry import Registry
 
 MEDIA = "application/vnd.schemaregistry.v1+json"
@@ -83,6 +83,13 @@ def create_registry_app(registry: Registry, max_body_bytes: int = 1_048_576, *,
     @app.exception_handler(RegistryError)
     async def registry_error(_: Request, exc: RegistryError) -> Response:
         return _json({"error_code": exc.error_code, "message": exc.message}, exc.status)
+
+    @app.exception_handler(ServiceError)
+    async def unavailable(_: Request, exc: ServiceError) -> Response:
+        # Its Kafka did not answer (a broker restarting): Confluent's "error in the backend data store", retryable.
+        answer = _json({"error_code": 50001, "message": str(exc).splitlines()[0]}, 503)
+        answer.headers["Retry-After"] = "5"
+        return answer
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> Response:

@@ -154,14 +154,19 @@ def local_which(tool: Annotated[str, typer.Argument(help="opa, kafka-libs, prome
 def local_up(
     postgres: Annotated[bool, typer.Option(help="also start PostgreSQL for the sinks (installing Debian's "
                                                 "package as root if missing)")] = False,
+    supervise: Annotated[bool, typer.Option(help="run `accord local supervise` beside them, which starts a "
+                                                 "crashed service again (on by default)")] = True,
 ) -> None:
-    """Start Kafka and OPA (fetching/building them first if needed); idempotent."""
+    """Start Kafka and OPA (fetching/building them first if needed), Accord's services, and a supervisor that
+    restarts any of them that crashes; idempotent."""
     stack = local_stack.LocalStack(current_settings())
     endpoints = stack.up()
     if postgres:
         from broker.local.postgres_server import password_file
 
         typer.echo(f"postgres: {stack.up_postgres()} (password in {password_file(stack.settings.secrets_dir)})")
+    if supervise:
+        stack.supervisor.start({"ACCORD_STATE_DIR": str(stack.root)})
     for line in local_stack.describe(stack.status()):
         typer.echo(line)
     typer.echo("# eval \"$(accord local env)\" to point other tools at them")
@@ -176,6 +181,36 @@ def local_status(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
     typer.echo(local_stack.as_json(states) if as_json else "\n".join(local_stack.describe(states)))
     if not all(s.running and s.ready is not False for s in states):
         raise typer.Exit(1)
+
+
+@local.command("supervise")
+def local_supervise() -> None:
+    """Watch the local services and start a crashed one again on its port, with backoff (`accord local up` runs
+    this in the background; `accord local down` stops it). Logs each restart to stdout."""
+    from broker.domain.restart_policy import Backoff
+    from broker.local.supervisor import Supervisor, stderr_log
+
+    settings = current_settings()
+    try:
+        policy = Backoff(settings.supervise_first_backoff_s, 2.0, settings.supervise_max_backoff_s,
+                         settings.supervise_healthy_s)
+    except ValueError as exc:
+        raise AccordError(f"ACCORD_SUPERVISE_*: {exc}") from exc
+    Supervisor(local_stack.LocalStack(settings), policy, stderr_log).run()
+
+
+@local.command("hold")
+def local_hold(
+    service: Annotated[str, typer.Argument(help="kafka, opa, postgres, registry, api, governance, console or gate")],
+    seconds: Annotated[float, typer.Option(help="how long; 0 lifts a hold")] = 300.0,
+) -> None:
+    """Have the supervisor leave SERVICE alone for a while: if it stops (for maintenance, or a fault drill) it is
+    not started again until the hold ends."""
+    stack = local_stack.LocalStack(current_settings())
+    if service not in stack.managed():
+        raise AccordError(f"no local service {service!r}: choose one of {', '.join(stack.managed())}")
+    stack.supervisor.hold(service, seconds)
+    typer.echo(f"{service}: left alone for {seconds:.0f} s" if seconds > 0 else f"{service}: supervised again")
 
 
 @local.command("env")

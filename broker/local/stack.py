@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -17,11 +20,15 @@ from broker.domain.kafka_acls import ADMIN_USER
 from broker.errors import ConfigError, ServiceError, ServiceStartError
 from broker.local import kafka_server, opa_server, postgres_server, processes, toolchain
 from broker.local.python_service import PythonService
+from broker.local.supervisor_files import supervisor_layout
 from broker.security import bundles
 from broker.security.kafka_identities import kafka_access, password_path, provision, service_env
 from broker.security.opa_tokens import WRITER, token_file
 
 READY = "/ready"  # Accord's own services' readiness (broker/api/readiness.py)
+# The services `up` starts, by the key of their endpoint in endpoints.json, in the order they depend on each other.
+_KEYS = {"kafka": "kafka_bootstrap", "opa": "opa_url", "registry": "registry_url", "api": "api_url",
+         "governance": "governance_url", "console": "console_url"}
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,8 @@ class ServiceState:
     managed: bool  # started by Accord (False: an external service named by an ACCORD_ variable)
     detail: str = ""
     ready: bool | None = None  # what its `/ready` says (None: it has none); `detail` then says why not
+    restarts: int = 0  # how often the supervisor started it again
+    last_restart: str = ""  # why it last did (or why its last start failed)
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,30 @@ class LocalStack:
         self.console = PythonService("console", self.root / "console")
         self.postgres = postgres_server.PostgresLayout(self.root / "postgres")
         self.state_file = self.root / "endpoints.json"
+        self.supervisor = supervisor_layout(self.root)
+        self._lock_file = self.root / "stack.lock"
+        self._lock_depth = 0
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Held while services of this state directory start or stop, by this process or another: the supervisor
+        never restarts a service that `up`, `down` or an OPA refresh is starting or stopping at the same time."""
+        if self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self._lock_file, "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            self._lock_depth = 1
+            try:
+                yield
+            finally:
+                self._lock_depth = 0
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     # -- state -------------------------------------------------------------------------------
     def _recorded(self) -> dict[str, str]:
@@ -131,6 +164,10 @@ class LocalStack:
     # -- commands ----------------------------------------------------------------------------
     def up(self) -> Endpoints:
         """Start whatever is neither external nor running yet (idempotent) and return the endpoints."""
+        with self.locked():
+            return self._up()
+
+    def _up(self) -> Endpoints:
         s = self.settings
         known = self._current()
         if "kafka_bootstrap" not in known:
@@ -181,13 +218,82 @@ class LocalStack:
     def up_postgres(self) -> str:
         """PostgreSQL for the sinks, started if not running (not part of `up`: only the demo and the tests that
         need it start it); its DSN. The password of its `accord` user is in postgres_server.password_file."""
-        recorded = self._recorded().get("postgres_dsn")
-        if recorded and self._postgres_running():
-            return recorded
-        bin_dir = postgres_server.ensure_binaries()
-        _, dsn = postgres_server.start(bin_dir, self.postgres, self.settings.secrets_dir, self.settings.start_timeout_s)
-        self._record(postgres_dsn=dsn)
-        return dsn
+        with self.locked():
+            recorded = self._recorded().get("postgres_dsn")
+            if recorded and self._postgres_running():
+                return recorded
+            bin_dir = postgres_server.ensure_binaries()
+            _, dsn = postgres_server.start(bin_dir, self.postgres, self.settings.secrets_dir,
+                                           self.settings.start_timeout_s)
+            self._record(postgres_dsn=dsn)
+            return dsn
+
+    # -- supervision ---------------------------------------------------------------------------
+    def managed(self) -> list[str]:
+        """The services this state directory runs itself (not external), in the order they depend on each other:
+        PostgreSQL only once `up_postgres` started it."""
+        external = self._external()
+        names = [name for name, key in _KEYS.items() if not external[key]]
+        if self._local_gate():
+            names.append("gate")
+        if self._recorded().get("postgres_dsn"):
+            names.insert(names.index("registry") if "registry" in names else len(names), "postgres")
+        return names
+
+    def running(self, name: str) -> bool:
+        """Whether the managed service `name` has a live process."""
+        if name == "kafka":
+            return self._kafka_running()
+        if name == "opa":
+            return self._opa_running()
+        if name == "postgres":
+            return self._postgres_running()
+        return self._python(name).running()
+
+    def pid(self, name: str) -> int | None:
+        layout = {"kafka": self.kafka.pid_file, "opa": self.opa.pid_file, "postgres": self.postgres.pid_file}
+        return processes.read_pid(layout[name] if name in layout else self._python(name).pid_file)
+
+    def _python(self, name: str) -> PythonService:
+        services = {svc.name: svc for svc in (self.registry, self.api, self.gate, self.governance, self.console)}
+        if name not in services:
+            raise ConfigError(f"no local service {name!r}: choose one of {', '.join(self.managed())}")
+        return services[name]
+
+    def restart(self, name: str) -> str:
+        """Start the managed service `name` again where it was (its kept port), wired as `up` wires it, unless it
+        runs; return its endpoint. The services it depends on are not touched: one that is down makes this start
+        fail (ServiceStartError) or the service start unready, until it is back."""
+        with self.locked():
+            s, recorded = self.settings, self._recorded()
+            known = recorded | {k: v.rstrip("/") for k, v in self._external().items() if v}
+            if self.running(name):
+                return known.get(_KEYS.get(name, f"{name}_url"), "")
+            if name == "kafka":
+                libs = toolchain.ensure_kafka_jars(s)
+                _, bootstrap = kafka_server.start(libs, self.kafka, s.kafka_heap, s.start_timeout_s, s.secrets_dir,
+                                                  self._kept_port("kafka_bootstrap"))
+                self._record(kafka_bootstrap=bootstrap)
+                return bootstrap
+            if name == "opa":
+                return self._start_opa(self._kept_port("opa_url"))
+            if name == "postgres":
+                bin_dir = postgres_server.ensure_binaries()
+                _, dsn = postgres_server.start(bin_dir, self.postgres, s.secrets_dir, s.start_timeout_s,
+                                               port=self._kept_port("postgres_dsn"))
+                self._record(postgres_dsn=dsn)
+                return dsn
+            service, key = self._python(name), f"{name}_url"
+            env = {"ACCORD_KAFKA_BOOTSTRAP": known["kafka_bootstrap"], "ACCORD_OPA_URL": known["opa_url"],
+                   "ACCORD_STATE_DIR": str(self.root)}
+            if name != "registry":
+                env["ACCORD_REGISTRY_URL"] = known["registry_url"]
+            if name == "console":
+                env["ACCORD_GOVERNANCE_URL"] = known["governance_url"]
+            url = service.start(env | service_env(s, name), s.start_timeout_s,
+                                probe="/" if name == "registry" else "/health", port=self._kept_port(key))
+            self._record(**{key: url})
+            return url
 
     def _postgres_running(self) -> bool:
         return processes.alive(processes.read_pid(self.postgres.pid_file), postgres_server.MARKER)
@@ -211,10 +317,11 @@ class LocalStack:
 
     def refresh_opa(self) -> bool:
         """Rebuild the bundle and restart the local OPA if it is running and its bundle is out of date."""
-        url = self._recorded().get("opa_url")
-        if self.settings.opa_url or not self._opa_running() or not isinstance(url, str):
-            return False
-        return self._refresh_opa(url)
+        with self.locked():
+            url = self._recorded().get("opa_url")
+            if self.settings.opa_url or not self._opa_running() or not isinstance(url, str):
+                return False
+            return self._refresh_opa(url)
 
     def _refresh_opa(self, url: str) -> bool:
         """Restart a running OPA on its own port when policies/ (or the OPA tokens) changed since its bundle was built.
@@ -246,12 +353,22 @@ class LocalStack:
         return self._endpoints(found) if len(found) == len(self._external()) else None
 
     def status(self) -> list[ServiceState]:
-        return [self._kafka_state(), self._http_state("opa", "opa_url", "/health?bundles"),
-                self._http_state("registry", "registry_url", READY), self._http_state("api", "api_url", READY),
-                self._http_state("governance", "governance_url", READY),
-                self._http_state("console", "console_url", READY),
-                *([self._gate_state()] if self._local_gate() else []),
-                *([self._postgres_state()] if self._postgres_running() else [])]
+        states = [self._kafka_state(), self._http_state("opa", "opa_url", "/health?bundles"),
+                  self._http_state("registry", "registry_url", READY), self._http_state("api", "api_url", READY),
+                  self._http_state("governance", "governance_url", READY),
+                  self._http_state("console", "console_url", READY),
+                  *([self._gate_state()] if self._local_gate() else []),
+                  *([self._postgres_state()] if self._postgres_running() else [])]
+        supervised = self.supervisor.read_state()
+        if supervised is None:
+            return states
+        restarts = supervised.get("services", {})
+        states = [replace(st, restarts=int(restarts.get(st.name, {}).get("restarts", 0)),
+                          last_restart=str(restarts.get(st.name, {}).get("last_reason", "")))
+                  if st.managed else st for st in states]
+        alive = self.supervisor.running()
+        return [*states, ServiceState("supervisor", None, self.supervisor.pid() if alive else None, alive, True,
+                                      "restarting crashed services" if alive else "stopped")]
 
     def scrape_targets(self) -> dict[str, str]:
         """host:port of each running service's /metrics, by job name: Accord's token-free metrics ports, and OPA's
@@ -310,6 +427,16 @@ class LocalStack:
 
     def down(self, wipe: bool = False) -> list[str]:
         """Stop the services this state directory started; with `wipe`, delete their data too."""
+        # The supervisor first, so that it starts nothing again; it may be starting one now, which stops with it
+        # or has its pid file already and is stopped below.
+        stopped = ["supervisor"] if self.supervisor.stop() else []
+        with self.locked():
+            stopped += self._down()
+        if wipe and self.root.exists():
+            shutil.rmtree(self.root)
+        return stopped
+
+    def _down(self) -> list[str]:
         stopped = [svc.name for svc in (self.console, self.gate, self.governance, self.api, self.registry)
                    if svc.stop()]
         if processes.stop(processes.read_pid(self.opa.pid_file), opa_server.MARKER):
@@ -320,8 +447,7 @@ class LocalStack:
             stopped.append("postgres")
         for pid_file in (self.opa.pid_file, self.kafka.pid_file, self.postgres.pid_file, self.state_file):
             pid_file.unlink(missing_ok=True)
-        if wipe and self.root.exists():
-            shutil.rmtree(self.root)
+        self.supervisor.clear()
         return stopped
 
 
@@ -346,7 +472,8 @@ def describe(states: list[ServiceState]) -> list[str]:
     for st in states:
         where = st.endpoint or "-"
         who = "external" if not st.managed else (f"pid {st.pid}" if st.pid else "not running")
-        lines.append(f"{st.name:<8} {'up' if st.running else 'DOWN':<5} {where:<28} {who:<12} {st.detail}")
+        restarted = f" (restarted {st.restarts}x, last: {st.last_restart})" if st.restarts else ""
+        lines.append(f"{st.name:<8} {'up' if st.running else 'DOWN':<5} {where:<28} {who:<12} {st.detail}{restarted}")
     return lines
 
 

@@ -42,7 +42,7 @@ def test_cli_up_status_env_down_leaves_nothing_running(tmp_path: Path) -> None:
     try:
         status = _accord(["local", "status"], env)
         assert status.returncode == 0, status.stdout + status.stderr
-        for name in ("kafka", "opa", "registry", "api", "governance", "console", "gate"):
+        for name in ("kafka", "opa", "registry", "api", "governance", "console", "gate", "supervisor"):
             assert f"{name:<8} up" in status.stdout
         printed = _accord(["local", "env"], env).stdout.splitlines()
         assert [line.split("=")[0] for line in printed] == [
@@ -58,6 +58,7 @@ def test_cli_up_status_env_down_leaves_nothing_running(tmp_path: Path) -> None:
         assert again.returncode == 0
         assert _accord(["local", "env"], env).stdout.splitlines() == printed
         _a_crashed_opa_comes_back_where_it_was(tmp_path / "state", env, printed)
+        _the_supervisor_restarts_a_crashed_opa_by_itself(tmp_path / "state", env, printed)
         # New OPA tokens: the stack's OPA restarts with a bundle that knows only them; the old writer is refused.
         token_file = Path(dict(line.split("=", 1) for line in printed)["ACCORD_OPA_TOKEN_FILE"])
         old_token = token_file.read_text()
@@ -78,7 +79,7 @@ def test_cli_up_status_env_down_leaves_nothing_running(tmp_path: Path) -> None:
     finally:
         down = _accord(["local", "down"], env)
     assert down.returncode == 0
-    assert down.stdout.strip() == "stopped: console, gate, governance, api, registry, opa, kafka"
+    assert down.stdout.strip() == "stopped: supervisor, console, gate, governance, api, registry, opa, kafka"
     for name in ("kafka", "opa", "registry", "api", "governance", "console", "gate"):
         assert not (tmp_path / "state" / name / f"{name}.pid").exists()
     after = _accord(["local", "status"], env)
@@ -87,8 +88,11 @@ def test_cli_up_status_env_down_leaves_nothing_running(tmp_path: Path) -> None:
 
 
 def _a_crashed_opa_comes_back_where_it_was(state: Path, env: dict[str, str], printed: list[str]) -> None:
-    """kill -9 of the stack's OPA: status names it down and the API not ready because of it; `accord local up`
-    starts it again on the same port, and the API, never restarted, is ready again by itself."""
+    """kill -9 of the stack's OPA, which the supervisor is told to leave alone: status names it down and the API
+    not ready because of it; `accord local up` starts it again on the same port, and the API, never restarted, is
+    ready again by itself."""
+    held = _accord(["local", "hold", "opa", "--seconds", "600"], env)
+    assert held.returncode == 0 and "opa: left alone for 600 s" in held.stdout, held.stdout + held.stderr
     pid = processes.read_pid(state / "opa" / "opa.pid")
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
@@ -110,6 +114,28 @@ def _a_crashed_opa_comes_back_where_it_was(state: Path, env: dict[str, str], pri
         assert time.monotonic() < deadline, answer.text
         time.sleep(0.5)
     assert _accord(["local", "status"], env).returncode == 0
+    assert _accord(["local", "hold", "opa", "--seconds", "0"], env).stdout.strip() == "opa: supervised again"
+
+
+def _the_supervisor_restarts_a_crashed_opa_by_itself(state: Path, env: dict[str, str], printed: list[str]) -> None:
+    """kill -9 of the stack's OPA with no one to run `accord local up`: the supervisor starts it again on its
+    port, logs it, and status counts the restart with its reason; the API is ready again by itself."""
+    pid = processes.read_pid(state / "opa" / "opa.pid")
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 120
+    while True:
+        status = _accord(["local", "status"], env)
+        lines = {line.split()[0]: line for line in status.stdout.splitlines() if line.strip()}
+        if status.returncode == 0 and "restarted 1x" in lines["opa"]:
+            break
+        assert time.monotonic() < deadline, status.stdout + status.stderr
+        time.sleep(1.0)
+    assert f"last: pid {pid} " in lines["opa"], lines["opa"]
+    assert processes.read_pid(state / "opa" / "opa.pid") != pid
+    assert _accord(["local", "env"], env).stdout.splitlines() == printed  # on the port it had
+    log = (state / "supervisor" / "logs" / "supervisor.log").read_text()
+    assert f"opa: pid {pid} " in log and "opa: up again at" in log, log
 
 
 def test_external_services_are_used_not_started(services: Endpoints, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 
 from broker.api.registry_app import MEDIA, create_registry_app
+from broker.errors import ServiceError
 from broker.services.registry import MemoryChangeSink, Registry
 from tests.unit.auth_fakes import NO_TOKEN, SERVICE, FakeAuthz, bearer, guard, token
 
@@ -271,3 +272,20 @@ def test_http_basic_carries_a_token_with_the_body_id_as_user_name() -> None:
         assert 'Basic realm="accord"' in answer.headers["www-authenticate"]
     wrong_body = client.get("/subjects", headers=_basic("blaby", token("leicester", "dph")))
     assert "user name must be the body id" in wrong_body.json()["message"]
+
+
+def test_a_changelog_that_does_not_answer_is_unavailable_not_a_server_error() -> None:
+    """Kafka restarting under the registry: 503 with Retry-After and Confluent's backend-store error code."""
+    registry = Registry()
+
+    class Unreachable(MemoryChangeSink):
+        def catch_up(self) -> None:
+            raise ServiceError("reading the end of _accord.schemas failed: KafkaTimeoutError: timed out\nmore")
+
+    registry.bind(Unreachable(registry))
+    client = TestClient(create_registry_app(registry, guard=guard(None)), headers=SERVICE)
+    answer = client.post("/subjects/a-value/versions", json={"schema": json.dumps(V1)})
+    assert answer.status_code == 503, answer.text
+    assert answer.json() == {"error_code": 50001,
+                             "message": "reading the end of _accord.schemas failed: KafkaTimeoutError: timed out"}
+    assert answer.headers["retry-after"] == "5"

@@ -186,9 +186,8 @@ class KafkaIngestRequests:
         # A fenced or failed transactional producer is not used again; the next attempt takes over anew.
         producer = self._producers.pop(slot, None)
         if producer is not None:
-            with contextlib.suppress(KafkaException):
+            with contextlib.suppress(KafkaException):  # a fenced producer raises its fencing from every call
                 producer.abort_transaction(5)
-            producer.flush(0)
 
     def _reader(self) -> KafkaConsumer:
         # A keyed request waits for the follower to reach the last stable offset; at the default fetch wait (500 ms)
@@ -237,7 +236,8 @@ class KafkaIngestRequests:
             with self._locks[slot]:
                 producer = self._producers.pop(slot, None)
                 if producer is not None:
-                    producer.flush(5)
+                    with contextlib.suppress(KafkaException):
+                        producer.flush(5)
         with self._offsets_lock:
             if self._offsets is not None:
                 self._offsets.close()

@@ -149,7 +149,6 @@ class KafkaIngestRequests:
         failed: list[RdKafkaError] = []
 
         def acknowledged(index: int) -> Callable[[RdKafkaError | None, Message], None]:
-            # Only kept here: a callback run while librdkafka raises a fatal error (a fencing) must not call into it.
             def done(error: RdKafkaError | None, message: Message) -> None:
                 if error is not None:
                     failed.append(error)
@@ -158,7 +157,14 @@ class KafkaIngestRequests:
             return done
         for index, r in enumerate(records):
             _produce(producer, r.topic, r.value, r.key, list(r.headers), acknowledged(index))
-        left = producer.flush(timeout_s)
+        try:
+            left = producer.flush(timeout_s)
+        except SystemError as exc:
+            # confluent-kafka runs the delivery callbacks with librdkafka's fatal error (a fencing) already raised;
+            # the first call a callback makes then fails with that error as its cause.
+            if isinstance(exc.__cause__, KafkaException):
+                raise exc.__cause__ from exc
+            raise
         if failed:
             raise KafkaException(failed[0])  # fenced, or to abort and retry: as a failed commit would say
         if left or None in placed:

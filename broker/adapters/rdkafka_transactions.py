@@ -180,7 +180,14 @@ class RdkafkaTransactionalStage:
 
     def flush(self) -> None:
         """Wait until the broker has every record sent so far (their offsets are then known)."""
-        left = self._producer.flush(TIMEOUT_S)
+        try:
+            left = self._producer.flush(TIMEOUT_S)
+        except SystemError as exc:  # a delivery callback ran with librdkafka's fatal error (a fencing) raised
+            cause = exc.__cause__
+            said = _said(cause) if isinstance(cause, KafkaException) else str(exc)
+            raise ServiceError(f"producing failed: {said}") from exc
+        except KafkaException as exc:
+            raise ServiceError(f"producing failed: {_said(exc)}") from exc
         if left:
             raise ServiceError(f"producing failed: {left} records not acknowledged within {TIMEOUT_S:.0f} s")
 

@@ -150,9 +150,16 @@ def local_which(tool: Annotated[str, typer.Argument(help="opa, kafka-libs, prome
 def local_up(
     postgres: Annotated[bool, typer.Option(help="also start PostgreSQL for the sinks (installing Debian's "
                                                 "package as root if missing)")] = False,
+    brokers: Annotated[int | None, typer.Option(
+        min=1, max=5, help="how many Kafka brokers (KRaft, each also a controller, on loopback); default: as many "
+                           "as the state directory's Kafka has, else 1")] = None,
 ) -> None:
-    """Start Kafka and OPA (fetching/building them first if needed); idempotent."""
-    stack = local_stack.LocalStack(current_settings())
+    """Start Kafka and OPA (fetching/building them first if needed); idempotent: a broker, or any service, that is
+    not running is started again on its own ports."""
+    settings = current_settings()
+    if brokers is not None:
+        settings = settings.model_copy(update={"kafka_brokers": brokers})
+    stack = local_stack.LocalStack(settings)
     endpoints = stack.up()
     if postgres:
         from broker.local.postgres_server import password_file

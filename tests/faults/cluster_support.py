@@ -173,40 +173,66 @@ class Publisher:
 
 
 class DeliveryCounter:
-    """Reads the delivery topics read_committed from given positions in a thread of its own and counts the keys
-    that start with `prefix`; notes when each was first read and the gate's timestamp on it (when the gate
-    produced it)."""
+    """Reads the delivery topics read_committed from their ends at creation, in a thread of its own, and counts the
+    keys that start with `prefix`; notes when each was first read and the gate's timestamp on it (when the gate
+    produced it).
 
-    def __init__(self, kafka: KafkaAccess, topics: Sequence[str], prefix: str) -> None:
+    A consumer that has read nothing for `idle_s` is replaced by a fresh one at the same positions: kafka-python's
+    consumer was seen fetching from a killed leader for minutes (its metadata not refreshed), and the count must
+    not depend on that.
+    """
+
+    def __init__(self, kafka: KafkaAccess, topics: Sequence[str], prefix: str, idle_s: float = 3.0) -> None:
         self.counts: Counter[bytes] = Counter()
         self.seen: list[tuple[float, float]] = []  # (read at, produced at) per delivery, wall clock
-        self._prefix = prefix.encode()
+        self.replaced = 0
+        self._kafka, self._prefix, self._idle_s = kafka, prefix.encode(), idle_s
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._consumer = KafkaConsumer(**kafka.client_options(), group_id=None, client_id="test-cluster-counter",
-                                       isolation_level="read_committed", enable_auto_commit=False)
+        self._consumer = self._new_consumer()
         partitions = [TopicPartition(t, p) for t in topics for p in sorted(self._consumer.partitions_for_topic(t)
                                                                             or ())]
-        assert len({tp.topic for tp in partitions}) == len(topics), "a delivery topic does not exist yet"
-        self._consumer.assign(partitions)
-        for tp, end in self._consumer.end_offsets(partitions).items():
-            self._consumer.seek(tp, end)
+        if len({tp.topic for tp in partitions}) != len(topics):
+            self._consumer.close()
+            raise AssertionError("a delivery topic does not exist yet")
+        self._positions = {tp: int(end) for tp, end in self._consumer.end_offsets(partitions).items()}
+        self._assign()
         self._thread = threading.Thread(target=self._run, name="test-cluster-counter", daemon=True)
+
+    def _new_consumer(self) -> KafkaConsumer:
+        return KafkaConsumer(**self._kafka.client_options(), group_id=None, client_id="test-cluster-counter",
+                             isolation_level="read_committed", enable_auto_commit=False)
+
+    def _assign(self) -> None:
+        self._consumer.assign(list(self._positions))
+        for tp, offset in self._positions.items():
+            self._consumer.seek(tp, offset)
 
     def start(self) -> DeliveryCounter:
         self._thread.start()
         return self
 
     def _run(self) -> None:
+        last_read = time.monotonic()
         while not self._stop.is_set():
             polled = self._consumer.poll(timeout_ms=200, max_records=5000)
             now = time.time()
             with self._lock:
-                for batch in polled.values():
+                for tp, batch in polled.items():
                     for message in batch:
+                        self._positions[tp] = message.offset + 1
                         if message.key is not None and message.key.startswith(self._prefix):
                             self.counts[message.key] += 1
                             self.seen.append((now, message.timestamp / 1000.0))
+            if polled:
+                last_read = time.monotonic()
+            elif time.monotonic() - last_read > self._idle_s:
+                self._consumer.close()
+                self._consumer = self._new_consumer()
+                self._assign()
+                self.replaced += 1
+                last_read = time.monotonic()
+        self._consumer.close()
 
     def distinct(self) -> int:
         with self._lock:
@@ -230,8 +256,10 @@ class DeliveryCounter:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
-        self._consumer.close()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+        else:
+            self._consumer.close()
 
 
 def _describe(kafka: KafkaAccess, topics: Sequence[str] | None = None) -> dict[str, list[dict[str, Any]]]:

@@ -109,7 +109,7 @@ def test_kill_9_of_a_broker_mid_run_loses_and_duplicates_nothing(cluster: Cluste
         "test": "kill-9-broker", "brokers": BROKERS, "records": RECORDS, "killed_broker": victim,
         "killed_after_published": RECORDS // 2, "acknowledged": len(publisher.acknowledged),
         "unacknowledged": len(publisher.unacknowledged), "delivered_once": sum(1 for n in counts.values() if n == 1),
-        "lost": len(lost), "duplicated": len(duplicated),
+        "lost": len(lost), "duplicated": len(duplicated), "counter_consumers_replaced": counter.replaced,
         "restart_and_in_sync_s": round(restarted_s, 1), "in_sync_after_restart_s": round(in_sync_s, 1)}))
     assert publisher.errors == [], publisher.errors[:3]
     assert len(publisher.acknowledged) == RECORDS
@@ -156,7 +156,7 @@ def test_a_broker_paused_for_30_s_loses_and_duplicates_nothing(cluster: Cluster)
         "test": "sigstop-broker", "brokers": BROKERS, "records": RECORDS, "paused_broker": victim,
         "paused_s": round(continued - stopped, 1), "acknowledged": len(publisher.acknowledged),
         "unacknowledged": len(publisher.unacknowledged), "delivered_once": sum(1 for n in counts.values() if n == 1),
-        "lost": len(lost), "duplicated": len(duplicated),
+        "lost": len(lost), "duplicated": len(duplicated), "counter_consumers_replaced": counter.replaced,
         "delivery_resumed_after_stop_s": None if delivery_back is None else round(delivery_back - stopped, 1),
         "publishing_resumed_after_stop_s": None if published_back is None else round(published_back - stopped, 1),
         "in_sync_after_cont_s": round(in_sync_s, 1)}))

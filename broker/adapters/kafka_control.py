@@ -15,7 +15,6 @@ from kafka.errors import KafkaError
 from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_admin import align_topic_config, create_topics
 from broker.adapters.kafka_governance import ensure_audit_topic
-from broker.adapters.kafka_offsets import end_offset
 from broker.adapters.metrics import count_control_refused
 from broker.domain.control import PolicyState, admit
 from broker.domain.control_signing import KeyLookup, Signature
@@ -65,7 +64,7 @@ class ControlReader:
 
     def end_offset(self) -> int:
         try:
-            return end_offset(self._consumer, self._tp)
+            return int(self._consumer.end_offsets([self._tp])[self._tp])
         except KafkaError as exc:
             raise ServiceError(f"could not read the end of {self._tp.topic}: {exc}") from exc
 

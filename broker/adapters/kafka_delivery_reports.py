@@ -11,7 +11,6 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from broker.adapters.kafka_access import KafkaAccess
-from broker.adapters.kafka_offsets import end_offsets
 from broker.domain.audit_records import DELIVERY_BATCH
 from broker.domain.topics import AUDIT_TOPIC
 from broker.errors import ServiceError
@@ -53,7 +52,7 @@ class KafkaDeliveryReports:
         found = [TopicPartition(self._topic, p) for p in partitions]
         self._consumer.assign(found)
         # The end first: a batch committed between the two questions is then at or after it, never skipped.
-        ends = end_offsets(self._consumer, found)
+        ends = self._consumer.end_offsets(found)
         at = self._consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in found})
         for tp in found:
             position = at.get(tp)

@@ -13,7 +13,6 @@ from kafka.errors import KafkaError
 
 from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_admin import create_topics
-from broker.adapters.kafka_offsets import end_offset
 from broker.domain.messages import Record
 from broker.domain.topics import BACKFILL_TOPIC
 from broker.errors import ServiceError
@@ -97,7 +96,7 @@ class BackfillLogReader:
         """Every committed record not read yet, up to the end as it was when called."""
         out: list[tuple[str, dict[str, Any] | None]] = []
         try:
-            end = end_offset(self._consumer, self._tp)
+            end = int(self._consumer.end_offsets([self._tp])[self._tp])
             deadline = time.monotonic() + timeout_s
             while self._consumer.position(self._tp) < end:
                 if time.monotonic() > deadline:

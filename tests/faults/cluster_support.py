@@ -4,6 +4,7 @@ of what was delivered, by key."""
 from __future__ import annotations
 
 import contextlib
+import shutil
 import threading
 import time
 from collections import Counter
@@ -79,6 +80,9 @@ def three_brokers(state: Path) -> Iterator[Cluster]:
             _apply_catalog(settings, endpoints)
             yield Cluster(stack, endpoints)
         finally:
+            # The services' logs outlive the wiped state (pytest keeps its last few temporary directories).
+            for log in state.glob("*/logs/*.log"):
+                shutil.copy(log, state.parent / f"{state.name}-{log.name}")
             stack.down(wipe=True)
 
 

@@ -21,6 +21,7 @@ from broker.domain.topics import ingest_topic
 from tests.faults.cluster_support import (
     BROKERS,
     DPH_TOPICS,
+    GATE_TRANSPORT,
     Cluster,
     DeliveryCounter,
     Publisher,
@@ -105,7 +106,8 @@ def test_kill_9_of_a_broker_mid_run_loses_and_duplicates_nothing(cluster: Cluste
     duplicated = sorted(key.decode() for key, n in counts.items() if n > 1)
     lost = sorted(key.decode() for key in publisher.acknowledged - counts.keys())
     print("\n" + json.dumps({
-        "test": "kill-9-broker", "brokers": BROKERS, "records": RECORDS, "killed_broker": victim,
+        "test": "kill-9-broker", "brokers": BROKERS, "gate_transport": GATE_TRANSPORT,
+        "records": RECORDS, "killed_broker": victim,
         "killed_after_published": RECORDS // 2, "acknowledged": len(publisher.acknowledged),
         "unacknowledged": len(publisher.unacknowledged), "delivered_once": sum(1 for n in counts.values() if n == 1),
         "lost": len(lost), "duplicated": len(duplicated), "counter_consumers_replaced": counter.replaced,
@@ -152,7 +154,8 @@ def test_a_broker_paused_for_30_s_loses_and_duplicates_nothing(cluster: Cluster)
     duplicated = sorted(key.decode() for key, n in counts.items() if n > 1)
     lost = sorted(key.decode() for key in publisher.acknowledged - counts.keys())
     print("\n" + json.dumps({
-        "test": "sigstop-broker", "brokers": BROKERS, "records": RECORDS, "paused_broker": victim,
+        "test": "sigstop-broker", "brokers": BROKERS, "gate_transport": GATE_TRANSPORT,
+        "records": RECORDS, "paused_broker": victim,
         "paused_s": round(continued - stopped, 1), "acknowledged": len(publisher.acknowledged),
         "unacknowledged": len(publisher.unacknowledged), "delivered_once": sum(1 for n in counts.values() if n == 1),
         "lost": len(lost), "duplicated": len(duplicated), "counter_consumers_replaced": counter.replaced,

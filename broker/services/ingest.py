@@ -334,10 +334,13 @@ class RecordReader(Protocol):
              partitions: Sequence[int] | None = None) -> list[Any]: ...
 
 
-def read_quarantine(reader: RecordReader, stream: str, limit: int, timeout_s: float = 2.0) -> list[dict[str, Any]]:
-    """The quarantined entries of `stream`, oldest first, each with where it sits in the quarantine topic."""
+def read_quarantine(reader: RecordReader, stream: str, limit: int, timeout_s: float = 2.0,
+                    start_offset: int = 0) -> list[dict[str, Any]]:
+    """The quarantined entries of `stream` from `start_offset` on, oldest first, each with where it sits in the
+    quarantine topic (one partition)."""
     entries = []
-    for record in reader.read(quarantine_topic(stream), max_records=limit, timeout_s=timeout_s):
+    for record in reader.read(quarantine_topic(stream), max_records=limit, timeout_s=timeout_s,
+                              start_offset=start_offset):
         body = json.loads(record.value) if record.value else {}
         entries.append({"partition": record.partition, "offset": record.offset, **body})
     return entries

@@ -14,16 +14,17 @@ import pytest
 
 from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_admin import create_topics
-from broker.adapters.kafka_control import ControlWriter, ensure_control_topics
+from broker.adapters.kafka_control import ControlView, ControlWriter, ensure_control_topics
 from broker.adapters.opa import OpaPolicyEngine
 from broker.catalog import load_and_compile
 from broker.config import Settings
+from broker.domain.control import PolicyState
 from broker.domain.ladder import Actor
 from broker.local.stack import Endpoints, LocalStack
 from broker.local.toolchain import REPO_ROOT
 from broker.runtime.governance import GovernanceService
 from broker.security.api_tokens import OPERATOR_ROLE, SERVICE_BODY, ServiceTokens
-from broker.security.control_keys import ControlSigner, control_signing_key
+from broker.security.control_keys import ControlSigner, control_signing_key, trusted_keys
 from broker.security.kafka_identities import local_access
 from broker.services import policy_changes
 from tests.integration.gate_support import Receiver, make_test_catalog
@@ -60,6 +61,17 @@ def control_writer(kafka: KafkaAccess, client_id: str = "test-control") -> Contr
     the session's admin, since Kafka lets no one else but the governance service write the control topic.)"""
     return ControlWriter(kafka, client_id=client_id,
                          signer=ControlSigner(control_signing_key(Settings().secrets_dir)))
+
+
+def control_state(kafka: KafkaAccess) -> PolicyState:
+    """The control topic's state now, as the session's gates and API fold it (signed records only)."""
+    settings = Settings()
+    view = ControlView(kafka, trusted_keys(settings.secrets_dir, settings.control_public_key),
+                       client_id="test-control-view", reader="test")
+    try:
+        return view.current()
+    finally:
+        view.close()
 
 
 def governance_service(services: Endpoints, **options: Any) -> GovernanceService:

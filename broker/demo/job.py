@@ -22,7 +22,7 @@ from broker.demo import dispute as demo_dispute
 from broker.demo import sink as demo_sink
 from broker.demo.steady_publisher import publish_steadily
 from broker.demo.synthetic import positive_tests
-from broker.domain.topics import delivery_topic, ingest_topic
+from broker.domain.topics import delivery_topic, ingest_topic, quarantine_topic
 from broker.errors import DeliveryRefused
 from broker.local.stack import Endpoints
 from broker.runtime.api import open_ingest
@@ -142,7 +142,8 @@ def _publish_day(endpoints: Endpoints, settings: Settings, readers: RoleReaders,
     cases = positive_tests(day, DAY_CASES, prefix=prefix)
     no_geography = {"ltla": None, "utla": None, "lsoa": None}
     lost = positive_tests(day, {"leicester": 1}, prefix=f"{prefix}-NOGEO")[0] | no_geography
-    starts = ends_now(endpoints.kafka, [delivery_topic(s, r, STREAM) for s, r in VIEWS])
+    # Read from here on: a long-running stack's topics hold far more than a short read reaches from their start.
+    starts = ends_now(endpoints.kafka, [*(delivery_topic(s, r, STREAM) for s, r in VIEWS), quarantine_topic(STREAM)])
     with open_ingest(endpoints.kafka, endpoints.registry_url, settings) as (ingest, _):
         outcomes = ingest.publish(STREAM, [*cases, lost], source="demo")
     sources = {f"{o.topic}/{o.partition}/{o.offset}".encode() for o in outcomes if o.status == "accepted"}
@@ -161,7 +162,8 @@ def _publish_day(endpoints: Endpoints, settings: Settings, readers: RoleReaders,
             f"({', '.join(fields)})")
         if got:
             say(f"     e.g. {_example(got[0].value)}")
-    quarantined = [e for e in read_quarantine(log, STREAM, limit=100_000, timeout_s=1.0)
+    since = starts.get(quarantine_topic(STREAM), {}).get(0, 0)
+    quarantined = [e for e in read_quarantine(log, STREAM, limit=100_000, timeout_s=1.0, start_offset=since)
                    if e["source"].get("kind") == "gate"
                    and f"{e['source']['topic']}/{e['source']['partition']}/{e['source']['offset']}".encode() in sources]
     for entry in quarantined:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -36,6 +37,8 @@ MAX_REASONS = 20                 # reasons kept per quarantined record; the last
 KEPT_MAX_CHARACTERS = 65_536     # a quarantined record larger than this is kept as an excerpt
 EXCERPT_CHARACTERS = 4_000
 REQUEST_KEY_HEADER = "accord.request-key"  # on each record a keyed request published: the publisher's key
+
+log = logging.getLogger(__name__)
 
 
 class RecordLog(Protocol):
@@ -334,11 +337,23 @@ class RecordReader(Protocol):
              partitions: Sequence[int] | None = None) -> list[Any]: ...
 
 
-def read_quarantine(reader: RecordReader, stream: str, limit: int, timeout_s: float = 2.0) -> list[dict[str, Any]]:
-    """The quarantined entries of `stream`, oldest first, each with where it sits in the quarantine topic."""
+def read_quarantine(reader: RecordReader, stream: str, limit: int, timeout_s: float = 2.0,
+                    start_offset: int = 0) -> list[dict[str, Any]]:
+    """The quarantined entries of `stream` from `start_offset` on, oldest first, each with where it sits in the
+    quarantine topic (one partition)."""
     entries = []
-    for record in reader.read(quarantine_topic(stream), max_records=limit, timeout_s=timeout_s):
-        body = json.loads(record.value) if record.value else {}
+    for record in reader.read(quarantine_topic(stream), max_records=limit, timeout_s=timeout_s,
+                              start_offset=start_offset):
+        try:
+            body = json.loads(record.value) if record.value else {}
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("source", {}), dict):
+            # Not an entry Accord wrote (a client with write access put something else there): skipped, so one
+            # stray record cannot stop a publisher reading why its rows were not delivered.
+            log.warning("quarantine of %s: the record at offset %s is not a quarantine entry; skipped", stream,
+                        record.offset)
+            continue
         entries.append({"partition": record.partition, "offset": record.offset, **body})
     return entries
 

@@ -142,7 +142,7 @@ def test_a_worker_restarted_in_its_slot_fences_the_dead_ones_transaction(
             _wait_delivering(services, topics)
             pid = processes.read_pid(worker.pid_file)
             assert pid is not None
-            os.kill(pid, signal.SIGKILL)  # mid-stream: its open transaction is never committed
+            _kill_inside_a_transaction(services, topics, pid)  # its open transaction is never committed
             watch = _StallWatch(services, topics)
             worker.start(env | identity(attempt), timeout_s=90, probe="/health")
             watch.restarted_s = time.monotonic() - watch.killed
@@ -197,6 +197,27 @@ def _wait_delivering(services: Endpoints, topics: list[str], timeout_s: float = 
         assert time.monotonic() < deadline, "the gate worker delivered nothing"
         time.sleep(0.2)
     time.sleep(0.5)
+
+
+def _kill_inside_a_transaction(services: Endpoints, topics: list[str], pid: int, timeout_s: float = 60.0) -> None:
+    """SIGKILL `pid` the moment an open transaction holds written rows on a delivery partition (its last stable
+    offset lags its high watermark). Killing at a random moment mostly lands between two transactions, the more
+    so the faster the machine; the watch after the kill confirms the hold, and a rare commit between this look
+    and the kill only costs the caller another attempt."""
+    partitions = [TopicPartition(t, 0) for t in topics]
+    written = KafkaConsumer(**services.kafka.client_options(), group_id=None, isolation_level="read_uncommitted")
+    committed = KafkaConsumer(**services.kafka.client_options(), group_id=None, isolation_level="read_committed")
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            ends = written.end_offsets(partitions)
+            stable = committed.end_offsets(partitions)  # read second: a commit in between shows as no hold
+            if any(stable[tp] < ends[tp] for tp in partitions) or time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                return
+    finally:
+        written.close()
+        committed.close()
 
 
 class _StallWatch:

@@ -64,7 +64,8 @@ def test_http_publish_reports_each_record_and_quarantines_the_bad(services: Endp
     log = KafkaLog(services.kafka)
     registry = HttpSchemaRegistry(services.registry_url, token=service_tokens())
     try:
-        [record] = log.read(ingest_topic(STREAM), max_records=1, start_offset=accepted["offset"])
+        [record] = log.read(ingest_topic(STREAM), max_records=1, start_offset=accepted["offset"],
+                            partitions=[accepted["partition"]])
         decoded = AvroDeserializer(registry)(record.value, SerializationContext(ingest_topic(STREAM)))
         assert decoded is not None and decoded["specimen_id"] == good["specimen_id"]
         assert record.key == b"E06000016"

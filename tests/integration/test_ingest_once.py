@@ -9,6 +9,7 @@ topic: what they share is only what Kafka holds, as two API processes would.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -23,15 +24,16 @@ from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_log import KafkaLog
 from broker.api.app import create_api_app
 from broker.api.auth import Guard
-from broker.catalog.loader import load_stream_partitions
 from broker.config import Settings
 from broker.demo.synthetic import nhs_number
-from broker.domain.topics import ingest_topic
+from broker.domain.messages import Record
+from broker.domain.topics import ingest_topic, quarantine_topic
 from broker.local.stack import Endpoints
 from broker.runtime.api import open_ingest
 from broker.security.api_tokens import verifier_for
 from broker.services.ingest import REQUEST_KEY_HEADER, read_quarantine
 from tests.conftest import bearer, opa_as
+from tests.integration.gate_support import partition_ends
 
 STREAM = "ukhsa.positive-tests"
 
@@ -55,23 +57,28 @@ def _body(prefix: str) -> dict[str, Any]:
     return {"records": [_case(prefix, 1), _case(prefix, 2), _case(prefix, 3, nhs_number="9434765918")]}
 
 
-def _copies(kafka: KafkaAccess) -> Counter[bytes]:
+def _since(kafka: KafkaAccess) -> tuple[dict[int, int], dict[int, int]]:
+    """Where the ingest and quarantine topics end before a test publishes: it reads only what comes after."""
+    return partition_ends(kafka, ingest_topic(STREAM)), partition_ends(kafka, quarantine_topic(STREAM))
+
+
+def _after(kafka: KafkaAccess, topic: str, since: dict[int, int]) -> list[Record]:
+    log = KafkaLog(kafka, client_id="test-idempotency-count")
+    try:
+        return log.read(topic, max_records=1_000_000, timeout_s=4.0, start_offset=since,
+                        partitions=sorted(since) or None)
+    finally:
+        log.close()
+
+
+def _copies(kafka: KafkaAccess, since: tuple[dict[int, int], dict[int, int]]) -> Counter[bytes]:
     """Records on the ingest topic (committed, every partition) by the Idempotency-Key of the request that sent them."""
-    log = KafkaLog(kafka, client_id="test-idempotency-count")
-    try:
-        records = log.read(ingest_topic(STREAM), max_records=1_000_000, timeout_s=4.0,
-                           partitions=list(range(load_stream_partitions(Settings().catalog_dir)[STREAM].ingest)))
-    finally:
-        log.close()
-    return Counter(value for r in records for name, value in r.headers if name == REQUEST_KEY_HEADER)
+    return Counter(value for r in _after(kafka, ingest_topic(STREAM), since[0])
+                   for name, value in r.headers if name == REQUEST_KEY_HEADER)
 
 
-def _quarantined(kafka: KafkaAccess, prefix: str) -> int:
-    log = KafkaLog(kafka, client_id="test-idempotency-count")
-    try:
-        entries = read_quarantine(log, STREAM, 1_000_000, timeout_s=4.0)
-    finally:
-        log.close()
+def _quarantined(kafka: KafkaAccess, prefix: str, since: tuple[dict[int, int], dict[int, int]]) -> int:
+    entries = [json.loads(r.value) for r in _after(kafka, quarantine_topic(STREAM), since[1]) if r.value]
     return sum(isinstance(e.get("record"), dict) and str(e["record"].get("specimen_id", "")).startswith(f"{prefix}-")
                for e in entries)
 
@@ -94,6 +101,7 @@ def _post(client: httpx.Client | TestClient, key: str, body: dict[str, Any]) -> 
 def test_a_retried_request_publishes_one_copy_across_instances_and_restarts(
         services: Endpoints, applied_catalog: dict[str, Any], kafka_as: Callable[[str], KafkaAccess]) -> None:
     key, prefix = f"retry-{uuid.uuid4()}", f"IDEM-{uuid.uuid4().hex[:10]}"
+    since = _since(services.kafka)
     api = httpx.Client(base_url=services.api_url, timeout=60)
     try:
         first = _post(api, key, _body(prefix))
@@ -113,14 +121,15 @@ def test_a_retried_request_publishes_one_copy_across_instances_and_restarts(
         assert retry.status_code == 200, retry.text
         assert retry.headers["Idempotent-Replayed"] == "true" and retry.json() == first.json()
     assert changed.status_code == 409 and "different request body" in changed.json()["error"]
-    assert _copies(services.kafka)[key.encode()] == 2, "each accepted record once, however often it was retried"
-    assert _quarantined(services.kafka, prefix) == 1, "the refused record quarantined once"
+    assert _copies(services.kafka, since)[key.encode()] == 2, "each accepted record once, however often it was retried"
+    assert _quarantined(services.kafka, prefix, since) == 1, "the refused record quarantined once"
 
 
 def test_a_retry_racing_the_first_request_on_another_instance_publishes_one_copy(
         services: Endpoints, applied_catalog: dict[str, Any], kafka_as: Callable[[str], KafkaAccess]) -> None:
     keys = [f"race-{uuid.uuid4()}" for _ in range(6)]
     bodies = {key: _body(f"RACE-{uuid.uuid4().hex[:10]}") for key in keys}
+    since = _since(services.kafka)
     api = httpx.Client(base_url=services.api_url, timeout=60)
     try:
         with _instance(kafka_as("accord.api"), services) as other, \
@@ -131,7 +140,7 @@ def test_a_retry_racing_the_first_request_on_another_instance_publishes_one_copy
             answers = {key: [f.result() for f in sent] for key, sent in futures.items()}
     finally:
         api.close()
-    copies = _copies(services.kafka)
+    copies = _copies(services.kafka, since)
     for key, sent in answers.items():
         assert [r.status_code for r in sent] == [200, 200, 200], [r.text for r in sent]
         assert sent[0].json() == sent[1].json() == sent[2].json()

@@ -4,6 +4,7 @@ names where it really is, keys land where kafka-python puts them, and a record K
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from typing import Any, get_args
 
@@ -80,7 +81,8 @@ def test_a_record_kafka_refuses_is_an_error_not_an_answer(services: Endpoints) -
 
 
 def test_kafka_python_still_reads_what_librdkafka_wrote(services: Endpoints) -> None:
-    value = f"written by librdkafka {uuid.uuid4().hex}".encode()
+    # A quarantine entry's shape (JSON with a source): every reader of the shared quarantine topic parses it.
+    value = json.dumps({"source": {"kind": "test", "written_by": f"librdkafka {uuid.uuid4().hex}"}}).encode()
     writer, reader = RdkafkaRecordLog(services.kafka, client_id="test-written"), KafkaLog(services.kafka)
     try:
         partition, offset = writer.publish(quarantine_topic(STREAM), value, headers=[("accord.test", b"1")])

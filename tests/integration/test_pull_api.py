@@ -5,6 +5,7 @@ gaps or repeats, and is refused with a reason once its right has ended."""
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import socket
@@ -25,6 +26,7 @@ from broker.api.auth import Guard
 from broker.api.deliveries import NEXT_CURSOR, LiveOptions
 from broker.config import Settings
 from broker.demo.synthetic import positive_tests
+from broker.domain.fences import delivery_access
 from broker.domain.json_avro import to_json
 from broker.domain.kafka_acls import SERVICE_USERS
 from broker.domain.topics import delivery_topic
@@ -33,7 +35,7 @@ from broker.runtime.api import open_deliveries, open_ingest
 from broker.runtime.gate import GateThread
 from broker.security.api_tokens import verifier_for
 from broker.services import policy_changes
-from tests.conftest import TEST_OPERATOR, bearer, control_writer, opa_as
+from tests.conftest import TEST_OPERATOR, bearer, control_state, control_writer, opa_as
 from tests.integration.gate_support import T1, publish, specimen_day, start_gate
 
 LEICESTER, NOTTINGHAM, BLABY = "leicester-city-council", "nottingham-city-council", "blaby-district-council"
@@ -149,7 +151,7 @@ def test_a_cursor_not_issued_for_the_caller_is_400(gate: GateThread, pull: Pull)
 
 def test_an_ended_right_is_refused_with_its_reason(services: Endpoints, gate: GateThread, pull: Pull) -> None:
     expired = pull(BLABY, "environmental-health")
-    assert expired.status_code == 403
+    assert expired.status_code == 403, _why_open(services, delivery_topic(BLABY, "environmental-health", T1))
     assert "t1-test-blaby-expired expired at 2020-12-31T00:00:00Z" in expired.json()["error"]
     writer = control_writer(services.kafka)
     try:
@@ -160,6 +162,13 @@ def test_an_ended_right_is_refused_with_its_reason(services: Endpoints, gate: Ga
         policy_changes.reinstate(writer, "t1-leicester", by=TEST_OPERATOR)
         writer.close()
     assert pull(LEICESTER, "dph", limit=1).status_code == 200
+
+
+def _why_open(services: Endpoints, topic: str) -> str:
+    """What the control topic says keeps `topic` open (a right left behind by an earlier test, say)."""
+    state = control_state(services.kafka)
+    grants = {k: (g.get("subscriber"), g.get("valid_until")) for k, g in state.grants.items()}
+    return f"{delivery_access(state, topic, dt.datetime.now(dt.UTC)).reason}; grants: {grants}"
 
 
 def _leicester(services: Endpoints, count: int, prefix: str) -> list[str]:

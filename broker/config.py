@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     # the real broker and measured side by side (`python -m benchmarks transports`, `... ingest`). The gate's path
     # consumes, transforms and produces in transactions; the API's produces each publish request's records (a keyed
     # request's records and key commit in a transaction on kafka-python whichever is chosen).
-    gate_transport: Transport = "kafka-python"
+    gate_transport: Transport = "librdkafka"
     ingest_transport: Transport = "librdkafka"
     schemas_dir: Path = _SOURCE_ROOT / "schemas"     # the template streams' .avsc files
     catalog_dir: Path = _SOURCE_ROOT / "catalog"     # bodies, streams, agreements, ladder (YAML)

@@ -69,7 +69,7 @@ class RdkafkaTransactionalStage:
                                  on_lost=self._revoked)
         self._producer_config = {
             **kafka.librdkafka_options(), "client.id": transactional_id, "transactional.id": transactional_id,
-            "acks": "all", "enable.idempotence": True, "retry.backoff.ms": RETRY_BACKOFF_MS,
+            "retry.backoff.ms": RETRY_BACKOFF_MS,
             "transaction.timeout.ms": transaction_timeout_ms, "linger.ms": 5, "batch.size": 256 * 1024,
             # librdkafka's own default (CRC32) would send a key to another partition than the Java client and
             # kafka-python (murmur2) do: a delivery topic written by workers of both transports would split one
@@ -87,7 +87,7 @@ class RdkafkaTransactionalStage:
     def _new_producer(self) -> Producer:
         """A transactional producer of this worker's id, its transactions initialised: whatever an earlier producer
         of the id left open is aborted, and that producer is fenced."""
-        producer = Producer(self._producer_config)
+        producer = Producer({**self._producer_config, "acks": "all", "enable.idempotence": True})
         try:
             producer.init_transactions(TIMEOUT_S)
         except KafkaException as exc:

@@ -6,17 +6,19 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from broker.adapters.governance_http import GovernanceClient
 from broker.config import Settings
 from broker.domain.webhooks import verify
 from broker.local.python_service import PythonService
 from broker.local.stack import Endpoints
 from broker.security.kafka_identities import service_env
+from tests.conftest import bearer
 
 WAIT_S = 120.0      # a bound for failing, never a measurement: every wait ends as soon as its condition holds
 
@@ -114,3 +116,30 @@ class Receiver:
             verify(secret, got.headers["X-Accord-Signature"], got.body, time.time())
             found.append({**got.payload, "_delivery": got.headers["X-Accord-Delivery"]})
         return found
+
+
+def withdraw_grant(governance_url: str, catalog: Mapping[str, Any], ident: str, grant: Mapping[str, Any]) -> None:
+    """End grant `ident` as the governance service's users would: its publisher contests it and the deciders of the
+    tier the dispute opens at withdraw it. Tombstoning the grant on the control topic alone does not last: the next
+    governance service on the same governance topic writes again every grant its log still holds in force."""
+    def token(body: str, role: str) -> str:
+        return bearer(body, role, f"{role}@{body}")["Authorization"].removeprefix("Bearer ")
+
+    stream, subscriber = str(grant["stream"]), str(grant["subscriber"])
+    publisher = str(((catalog.get("streams") or {}).get(stream) or {}).get("owner") or stream.split(".")[0])
+    role = sorted({str(r) for tier in grant.get("tiers") or () for r in tier.get("roles") or ()})[0]
+    with GovernanceClient(governance_url) as api:
+        raised = api.call("POST", "/disputes", token(publisher, "ig-lead"), {
+            "kind": "grant-contested", "stream": stream, "subscriber": subscriber, "role": role,
+            "purpose": grant.get("purpose"), "decision_id": ident, "justification": "The test is over."})
+        tier = ((catalog.get("ladder") or {}).get("tiers") or [])[int(raised.get("tier", 0))]
+        deciders = tier.get("deciders") or {}
+        bodies = sorted(set(deciders.get("bodies") or []) - {publisher, subscriber})
+        decider_role = str((deciders.get("roles") or ["governance-board"])[0])
+        answer: dict[str, Any] = {}
+        for body in bodies[: int(tier.get("approvals", 1))]:
+            answer = api.call("POST", f"/disputes/{raised['id']}/approvals", token(body, decider_role),
+                              {"outcome": "granted", "reason": "The test is over: withdrawn."})
+    timeline = (answer.get("dispute") or answer).get("timeline", [])
+    assert any(ident in ((e.get("data") or {}).get("revoke_grants") or ()) for e in timeline), (
+        f"grant {ident} was not withdrawn: {answer}")

@@ -17,12 +17,12 @@ import requests
 
 from broker.config import Settings
 from broker.demo import job as demo
-from broker.domain.control import GRANT_PREFIX
 from broker.local import processes
 from broker.local.python_service import PythonService
 from broker.local.stack import Endpoints, LocalStack
 from broker.services import policy_changes
 from tests.conftest import TEST_OPERATOR, control_state, control_writer, kafka_env, opa_as
+from tests.integration.governance_process import withdraw_grant
 
 
 def _accord(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -181,14 +181,18 @@ def test_demo_delivers_each_view_and_enforces_a_revocation(services: Endpoints, 
         result = demo.run(dataclasses.replace(services, governance_url=url), say=said.append, own_gate=True,
                           settings=Settings(), postgres_dsn=postgres)
     finally:
-        governance.stop()
-        # Put things back even when the demo failed midway: later tests expect the session's catalog (with the gate
-        # tests' agreements), not the shipped one the demo applied, and must not find Blaby granted T1.
+        # Put things back even when the demo failed midway: later tests must not find Blaby granted T1 (its
+        # dispute's grant, withdrawn through the governance service, whose log would otherwise write it again), and
+        # expect the session's catalog (with the gate tests' agreements), not the shipped one the demo applied.
+        try:
+            left = control_state(services.kafka).grants
+            for ident in sorted(set(left) - grants_before):
+                withdraw_grant(url, applied_catalog, ident, left[ident])
+        finally:
+            governance.stop()
         writer = control_writer(services.kafka, client_id="test-demo-cleanup")
         engine = opa_as(services.opa_url)
         try:
-            for grant in sorted(set(control_state(services.kafka).grants) - grants_before):
-                writer.append(f"{GRANT_PREFIX}{grant}", None)  # the dispute's, even when the demo stopped after it
             policy_changes.apply_catalog(writer, engine, applied_catalog, by=TEST_OPERATOR)
         finally:
             writer.close()

@@ -30,6 +30,7 @@ from broker.local import kafka_server, processes
 from broker.local.stack import Endpoints, LocalStack
 from broker.security.api_tokens import ServiceTokens
 from broker.services import policy_changes
+from broker.services.gate import SOURCE_HEADER
 from broker.services.serde import AvroSerializer, SerializationContext
 from tests.conftest import TEST_OPERATOR, control_writer, opa_as
 from tests.integration.gate_support import T1, specimen_day, topic_for
@@ -131,6 +132,9 @@ class Publisher:
     rate: float
     chunk: int = 500
     acknowledged: set[bytes] = field(default_factory=set)
+    # Where each acknowledged record landed ("topic/partition/offset", the gate's `accord.source` header on each of
+    # its deliveries) → its key: deliveries are keyed by area, so a delivery names its record by this header.
+    sources: dict[bytes, bytes] = field(default_factory=dict)
     unacknowledged: set[bytes] = field(default_factory=set)
     chunks: list[tuple[float, float]] = field(default_factory=list)  # (sent, acknowledged), wall clock
     errors: list[str] = field(default_factory=list)
@@ -152,7 +156,7 @@ class Publisher:
                     time.sleep(ahead)
                 sent = time.time()
                 try:
-                    log.publish_all(batch, timeout_s=180.0)
+                    placed = log.publish_all(batch, timeout_s=180.0)
                 except ServiceError as exc:
                     self.errors.append(str(exc))
                     self.unacknowledged.update(r.key or b"" for r in batch)
@@ -160,8 +164,14 @@ class Publisher:
                     continue
                 self.chunks.append((sent, time.time()))
                 self.acknowledged.update(r.key or b"" for r in batch)
+                self.sources.update((f"{r.topic}/{partition}/{offset}".encode(), r.key or b"")
+                                    for r, (partition, offset) in zip(batch, placed, strict=True))
         finally:
             log.close()
+
+    def delivered(self, counts: Counter[bytes]) -> Counter[bytes]:
+        """A counter's deliveries of this publisher's acknowledged records (counted by source), by record key."""
+        return Counter({self.sources[source]: n for source, n in counts.items() if source in self.sources})
 
     @property
     def done(self) -> int:
@@ -182,19 +192,19 @@ class Publisher:
 
 class DeliveryCounter:
     """Reads the delivery topics read_committed from their ends at creation, in a thread of its own, and counts the
-    keys that start with `prefix`; notes when each was first read and the gate's timestamp on it (when the gate
-    produced it).
+    deliveries of each source record (their `accord.source` header: deliveries are keyed by area, not by record);
+    notes when each was first read and the gate's timestamp on it (when the gate produced it).
 
     A consumer that has read nothing for `idle_s` is replaced by a fresh one at the same positions: kafka-python's
     consumer was seen fetching from a killed leader for minutes (its metadata not refreshed), and the count must
     not depend on that.
     """
 
-    def __init__(self, kafka: KafkaAccess, topics: Sequence[str], prefix: str, idle_s: float = 3.0) -> None:
-        self.counts: Counter[bytes] = Counter()
+    def __init__(self, kafka: KafkaAccess, topics: Sequence[str], idle_s: float = 3.0) -> None:
+        self.counts: Counter[bytes] = Counter()  # by source record ("topic/partition/offset")
         self.seen: list[tuple[float, float]] = []  # (read at, produced at) per delivery, wall clock
         self.replaced = 0
-        self._kafka, self._prefix, self._idle_s = kafka, prefix.encode(), idle_s
+        self._kafka, self._idle_s = kafka, idle_s
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._consumer = self._new_consumer()
@@ -229,8 +239,9 @@ class DeliveryCounter:
                 for tp, batch in polled.items():
                     for message in batch:
                         self._positions[tp] = message.offset + 1
-                        if message.key is not None and message.key.startswith(self._prefix):
-                            self.counts[message.key] += 1
+                        source = dict(message.headers or ()).get(SOURCE_HEADER)
+                        if source is not None:
+                            self.counts[source] += 1
                             self.seen.append((now, message.timestamp / 1000.0))
             if polled:
                 last_read = time.monotonic()
@@ -242,13 +253,9 @@ class DeliveryCounter:
                 last_read = time.monotonic()
         self._consumer.close()
 
-    def distinct(self) -> int:
-        with self._lock:
-            return len(self.counts)
-
     def wait_for(self, keys: set[bytes], timeout_s: float, settle_s: float = 5.0) -> None:
-        """Until every key of `keys` has been read (or `timeout_s` passed), then `settle_s` more, so that a late
-        duplicate would be counted too."""
+        """Until a delivery of every source record of `keys` has been read (or `timeout_s` passed), then `settle_s`
+        more, so that a late duplicate would be counted too."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             with self._lock:

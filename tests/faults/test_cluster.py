@@ -51,7 +51,7 @@ def _warm_up(cluster: Cluster) -> None:
     deadline = time.monotonic() + 180
     while True:
         try:
-            counter = DeliveryCounter(cluster.kafka, DPH_TOPICS, "WARM")
+            counter = DeliveryCounter(cluster.kafka, DPH_TOPICS)
             break
         except AssertionError:
             assert time.monotonic() < deadline, "the gate made no delivery topics for T1's DPHs"
@@ -61,8 +61,8 @@ def _warm_up(cluster: Cluster) -> None:
         records = encode(cluster, cases("WARM", 100))
         publisher = Publisher(cluster.kafka, records, rate=1000.0).start()
         publisher.join(120)
-        counter.wait_for(publisher.acknowledged, timeout_s=120, settle_s=0)
-        assert counter.distinct() == len(records), "the gate did not deliver the warm-up records"
+        counter.wait_for(set(publisher.sources), timeout_s=120, settle_s=0)
+        assert len(publisher.delivered(counter.counts)) == len(records), "the gate did not deliver the warm-up records"
     finally:
         counter.close()
 
@@ -85,7 +85,7 @@ def test_kill_9_of_a_broker_mid_run_loses_and_duplicates_nothing(cluster: Cluste
     prefix = f"K{uuid.uuid4().hex[:6].upper()}"
     records = encode(cluster, _shuffled(cases(prefix, RECORDS)))
     victim = cluster.leader_of(ingest_topic(T1), 0)
-    counter = DeliveryCounter(cluster.kafka, DPH_TOPICS, prefix).start()
+    counter = DeliveryCounter(cluster.kafka, DPH_TOPICS).start()
     try:
         publisher = Publisher(cluster.kafka, records, rate=RATE).start()
         publisher.wait_for(RECORDS // 2, timeout_s=300)
@@ -93,7 +93,7 @@ def test_kill_9_of_a_broker_mid_run_loses_and_duplicates_nothing(cluster: Cluste
         killed = time.monotonic()
         _wait_listed_down(cluster, victim)
         publisher.join(300)
-        counter.wait_for(publisher.acknowledged, timeout_s=300)
+        counter.wait_for(set(publisher.sources), timeout_s=300)
         delivered_s = time.monotonic() - killed
         cluster.stack.up()  # `accord local up` again: the killed broker starts on its own ports
         cluster.stack.governance.stop()
@@ -102,7 +102,7 @@ def test_kill_9_of_a_broker_mid_run_loses_and_duplicates_nothing(cluster: Cluste
         restarted_s = time.monotonic() - killed - delivered_s
     finally:
         counter.close()
-    counts = counter.counts
+    counts = publisher.delivered(counter.counts)
     duplicated = sorted(key.decode() for key, n in counts.items() if n > 1)
     lost = sorted(key.decode() for key in publisher.acknowledged - counts.keys())
     print("\n" + json.dumps({
@@ -128,7 +128,7 @@ def test_a_broker_paused_for_30_s_loses_and_duplicates_nothing(cluster: Cluster)
     records = encode(cluster, _shuffled(cases(prefix, RECORDS)))
     victim = cluster.leader_of(ingest_topic(T1), 0)
     pid = cluster.pid(victim)
-    counter = DeliveryCounter(cluster.kafka, DPH_TOPICS, prefix).start()
+    counter = DeliveryCounter(cluster.kafka, DPH_TOPICS).start()
     resumed = False
     try:
         publisher = Publisher(cluster.kafka, records, rate=RATE).start()
@@ -143,14 +143,14 @@ def test_a_broker_paused_for_30_s_loses_and_duplicates_nothing(cluster: Cluster)
         continued = time.time()
         in_sync_s = wait_in_sync(cluster.kafka, timeout_s=300)
         publisher.join(300)
-        counter.wait_for(publisher.acknowledged, timeout_s=300)
+        counter.wait_for(set(publisher.sources), timeout_s=300)
     finally:
         if not resumed:
             os.kill(pid, signal.SIGCONT)
         counter.close()
     delivery_back = counter.first_read_after(stopped)
     published_back = min((acked for _, acked in publisher.chunks if acked > stopped), default=None)
-    counts = counter.counts
+    counts = publisher.delivered(counter.counts)
     duplicated = sorted(key.decode() for key, n in counts.items() if n > 1)
     lost = sorted(key.decode() for key in publisher.acknowledged - counts.keys())
     print("\n" + json.dumps({

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 # kafka-python on small transactions. 10-20 ms was the measured sweet spot (issue 18).
 RETRY_BACKOFF_MS = 20
 FETCH_WAIT_MAX_MS = 100      # as kafka_transactions.FETCH_MAX_WAIT_MS, and for the same reason
+METADATA_REFRESH_MS = 10_000  # as kafka_transactions.METADATA_REFRESH_MS
 TIMEOUT_S = 30.0
 
 
@@ -64,6 +65,9 @@ class RdkafkaTransactionalStage:
             "auto.offset.reset": start_from, "session.timeout.ms": session_timeout_ms,
             "heartbeat.interval.ms": max(500, session_timeout_ms // 3), "fetch.wait.max.ms": FETCH_WAIT_MAX_MS,
             "enable.partition.eof": False, "log_level": 3,
+            # A topic subscribed to before the metadata knows it (a stream a catalog apply has just made) is found
+            # at the next refresh: every 10 s, not librdkafka's default of 5 minutes.
+            "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
         })
         self._consumer.subscribe(list(topics), on_assign=self._assigned, on_revoke=self._revoked,
                                  on_lost=self._revoked)

@@ -1,7 +1,10 @@
-"""A T1 drill on the real Kafka, OPA and governance service: a drill body switched on from the template through
-the governance API (the real OPA deciding every call), a dispute decided, the drill's grant withdrawn through the
-ladder, the drill body removed again; the report signed with the audit key, verified, named altered once changed,
-and its digest chained on the audit trail. With OPA unreachable, switch-on fails saying so and nothing passes."""
+"""A T1 drill on the real Kafka, OPA, API, gate and governance service: a drill body and a drill stream (T1's twin)
+added to the catalog, the drill body switched on from the template's copy through the governance API (the real OPA
+deciding every call), synthetic records published through the real ingest API reaching it within the target, its
+view as its plan says, a dispute decided, the drill's grant withdrawn through the ladder and the revocation enforced
+with nothing published after it delivered; the drill body and stream removed again, and no real subscriber given a
+drill record. The report is signed with the audit key, verified, named altered once changed, and its digest chained
+on the audit trail. With OPA unreachable, switch-on fails saying so and nothing passes."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
+from kafka import KafkaConsumer
 from typer.testing import CliRunner
 
 from broker.adapters.kafka_audit import read_chain
@@ -20,17 +24,21 @@ from broker.api.governance_app import create_governance_app
 from broker.cli import app
 from broker.config import Settings
 from broker.domain.audit import from_json_line, key_id, new_signing_key
-from broker.domain.drills import DRILL_REPORTED
+from broker.domain.drills import APPROVAL_TO_FIRST_RECORD_TARGET_S, DRILL_REPORTED
+from broker.domain.topics import DELIVER_PREFIX
 from broker.local.stack import Endpoints
 from broker.runtime.drills import ControlCatalog, run_drill
 from broker.security.api_tokens import verifier_for
 from broker.security.audit_keys import load_public_key, public_key_path
 from broker.services import drill_report
 from tests.conftest import kafka_env, opa_as
+from tests.integration.gate_support import Receiver, start_gate, topic_for
 from tests.integration.test_access_requests import api_for, started
 
 WAIT_S = 60.0       # a bound for failing, never a measurement
-REAL_CHECKS = {"switch-on", "dispute-decision", "grant-withdrawn"}
+REAL_CHECKS = {"switch-on", "approval-to-first-record", "subscriber-view", "dispute-decision", "grant-withdrawn",
+               "revocation"}
+REAL_SUBSCRIBER = ("leicester-city-council", "dph")
 
 
 def _chained_report(chain_topic: str, services: Endpoints, run: str) -> dict[str, Any]:
@@ -53,23 +61,45 @@ def services_chain_of_another(services: Endpoints) -> str:
         other.stop()
 
 
+def _delivery_topics(services: Endpoints) -> set[str]:
+    consumer = KafkaConsumer(**services.kafka.client_options(), group_id=None)
+    try:
+        return {t for t in consumer.topics() if t.startswith(DELIVER_PREFIX)}
+    finally:
+        consumer.close()
+
+
 def test_a_t1_drill_runs_its_real_checks_and_signs_a_report_whose_digest_is_chained(
-        services: Endpoints, applied_catalog: dict[str, Any], tmp_path: Path) -> None:
-    settings = Settings()
+        services: Endpoints, applied_catalog: dict[str, Any], receiver: Receiver, tmp_path: Path) -> None:
+    gate = start_gate(services, "drills", f"drills-{uuid.uuid4().hex[:6]}")
+    settings = Settings(gate_group=gate.settings.gate_group)
+    real = topic_for(*REAL_SUBSCRIBER)
+    before = _delivery_topics(services)
     service = started(services, "drills", run=uuid.uuid4().hex[:8])
     try:
         with api_for(services, service) as http:
-            done = run_drill(settings, services.kafka, "", ["T1"], tmp_path, client=http, deployment="test")
+            done = run_drill(settings, services.kafka, "", ["T1"], tmp_path, client=http, deployment="test",
+                             api_url=services.api_url, registry_url=services.registry_url)
         checks = {c.check: c for c in done.report.checks}
         assert {name: checks[name].verdict for name in REAL_CHECKS} == dict.fromkeys(REAL_CHECKS, "pass"), [
             checks[name].reason for name in REAL_CHECKS]
         assert {c.verdict for name, c in checks.items() if name not in REAL_CHECKS} == {"not-run"}
         assert done.problems == ()
-        assert done.report.first_record_s == {"T1": None}     # not measured, so not claimed
-        # The drill body came and went: the catalog in force is the one applied before the drill.
+        first = done.report.first_record_s["T1"]
+        assert first is not None and 0 < first <= APPROVAL_TO_FIRST_RECORD_TARGET_S
+        assert "lsoa" in checks["subscriber-view"].reason and "age_band" in checks["subscriber-view"].reason
+        # The drill body and its stream came and went: the catalog in force is the one applied before the drill.
         current = ControlCatalog(services.kafka, settings).current()
         assert current is not None and current["revision"] == applied_catalog["revision"]
         assert not [b for b in current["bodies"] if b.startswith("drill-")]
+        assert not [s for s in current["streams"] if ".drill-" in s]
+        # Nothing reached a real subscriber: the only new delivery topic of a drill stream is the drill body's, and
+        # Leicester's DPH, whose council's rows the drill also published on its stream, holds no drill record.
+        made = {t for t in _delivery_topics(services) - before if ".drill-" in t}
+        assert made and all(t.startswith(f"{DELIVER_PREFIX}drill-") for t in made), made
+        assert not receiver.records(real, 0, lambda value, _: str(value.get("specimen_id", "")).startswith(
+            "DRILL-"), want=1, timeout_s=3, settle_s=0)
+        assert gate.failure is None
 
         public = load_public_key(public_key_path(settings.secrets_dir))
         keys = {key_id(public): public}
@@ -97,6 +127,7 @@ def test_a_t1_drill_runs_its_real_checks_and_signs_a_report_whose_digest_is_chai
         assert "not a trusted audit key" in drill_report.verify(done.directory, {key_id(other): other})[1][0]
     finally:
         service.stop()
+        gate.stop()
 
 
 def test_with_opa_unreachable_switch_on_fails_saying_so_and_the_catalog_is_untouched(

@@ -1,0 +1,172 @@
+"""Drill streams in memory: T1's twin registered and named in the drill's catalog, synthetic records published and
+delivered by a fake gate, the drill body's view held to its plan, and a revocation held to what is published after
+it; a gate that leaks another area's rows, hands over a field the plan drops or ignores a revocation fails the
+matching check."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import pytest
+
+from broker.domain.drills import drill_stream, drill_template
+from broker.domain.ladder import Actor
+from broker.domain.topics import delivered_stream, delivery_topic
+from broker.domain.transforms import age_band
+from broker.errors import DrillError
+from broker.services.drill_flows import drills_for, tear_down
+from broker.services.drill_runner import DrillRunner
+from broker.services.drill_streams import Opaque, expected_view, view_problems
+from tests.unit.governance_catalog import catalog
+from tests.unit.test_drill_flows import Deployment
+
+Row = dict[str, Any]
+ANALYST = catalog()["templates"]["t1-positive-tests"]["tiers"][1]
+LEICESTER, MANCHESTER = "E06000016", "E08000003"
+DRILL_BODY = "drill-abc123-t1"
+
+
+def analyst_view(record: Row) -> Row:
+    """What T1's analyst tier makes of a row: LSOA, age band at the specimen date, sex."""
+    return {"lsoa": record["lsoa"], "sex": record["sex"],
+            "age_band": age_band(dt.date.fromisoformat(record["dob"]),
+                                 dt.date.fromisoformat(record["specimen_date"]))}
+
+
+class FakeData:
+    """The registry, ingest API, delivery topics and gate status of a deployment, with a gate that delivers each
+    published record as `gate` says (None: not delivered) until a revocation is applied, or after it too when it
+    `ignores_revocations`."""
+
+    def __init__(self, gate: Callable[[Row], Row | None], ignores_revocations: bool = False) -> None:
+        self.gate, self.ignores_revocations = gate, ignores_revocations
+        self.registered: list[tuple[str, Mapping[str, Any]]] = []
+        self.publishers: list[Actor] = []
+        self.deliveries: dict[str, list[tuple[Row, dict[str, bytes]]]] = {}
+        self.revoked, self.offset = False, 0
+
+    def stream_schema(self, catalog: Mapping[str, Any], stream: str) -> dict[str, Any]:
+        return {"type": "record", "name": "PositiveTest", "fields": [], "accord.stream": stream}
+
+    def register(self, subject: str, schema: Mapping[str, Any]) -> int:
+        self.registered.append((subject, schema))
+        return 41
+
+    def synthetic(self, stream: str, area: str, upper_tier: str, count: int, prefix: str, seed: int
+                  ) -> list[Row] | None:
+        return [{"specimen_id": f"{prefix}-{n}", "lsoa": f"{area}-lsoa", "utla": upper_tier, "ltla": area,
+                 "dob": "1990-05-01", "sex": "FEMALE", "specimen_date": "2026-03-01"} for n in range(count)]
+
+    def publish(self, stream: str, publisher: Actor, records: Sequence[Row]) -> list[dict[str, Any]]:
+        self.publishers.append(publisher)
+        outcomes = []
+        for index, record in enumerate(records):
+            self.offset += 1
+            source = f"ingest.{stream}/0/{self.offset}"
+            row = None if self.revoked and not self.ignores_revocations else self.gate(record)
+            if row is not None:
+                self.deliveries.setdefault(stream, []).append((row, {"accord.source": source.encode()}))
+            outcomes.append({"index": index, "status": "accepted", "topic": f"ingest.{stream}", "partition": 0,
+                             "offset": self.offset})
+        return outcomes
+
+    def delivered(self, topic: str) -> list[tuple[Row, dict[str, bytes]]]:
+        """The drill body's analysts' topic: the role the template's minimised tier is for."""
+        stream = delivered_stream(topic) or ""
+        return list(self.deliveries.get(stream, [])) if topic == delivery_topic(DRILL_BODY, "analyst", stream) else []
+
+    def gate_behind(self, stream: str) -> int | None:
+        return 0
+
+    def enforced_at_ms(self, control_offset: int, timeout_s: float) -> int | None:
+        self.revoked = True
+        return 1_700_000_000_250
+
+
+def leicester_only(record: Row) -> Row | None:
+    return analyst_view(record) if record["ltla"] == LEICESTER else None
+
+
+def drilled(data: FakeData) -> tuple[Deployment, dict[str, Any], list[Any]]:
+    deployment = Deployment(catalog())
+    drills, checks = drills_for(["T1"], "abc123", deployment, deployment, data)
+    report = DrillRunner("unit", deployment.clock).run(["T1"], checks)
+    return deployment, {c.check: c for c in report.checks}, drills
+
+
+def test_t1_on_its_drill_stream_delivers_within_target_as_the_plan_says_and_a_revocation_holds() -> None:
+    data = FakeData(leicester_only)
+    deployment, checks, drills = drilled(data)
+    real = {"switch-on", "approval-to-first-record", "subscriber-view", "dispute-decision", "grant-withdrawn",
+            "revocation"}
+    assert {name: checks[name].verdict for name in real} == dict.fromkeys(real, "pass"), [
+        checks[name].reason for name in real]
+    twin = drill_stream("ukhsa.positive-tests", "abc123")
+    assert twin == "ukhsa.drill-abc123-positive-tests"
+    assert data.registered == [(f"ingest.{twin}-value", {"type": "record", "name": "PositiveTest", "fields": [],
+                                                         "accord.stream": twin})]
+    [request] = deployment.governance.requests()
+    assert (request.stream, request.body) == (twin, "drill-abc123-t1")   # the twin, never the real stream
+    applied = deployment.current() or {}
+    assert applied["streams"][twin]["schema_id"] == 41
+    assert applied["templates"][drill_template("t1-positive-tests", "abc123")]["stream"] == twin
+    assert {p.body for p in data.publishers} == {"ukhsa"}     # published as the stream's publisher
+    assert "withheld" in checks["subscriber-view"].reason and MANCHESTER in checks["subscriber-view"].reason
+    assert checks["revocation"].seconds is not None
+    assert tear_down(drills) == [] and deployment.current() == catalog()
+
+
+def test_a_gate_that_ignores_revocations_fails_the_revocation_check() -> None:
+    _, checks, _ = drilled(FakeData(leicester_only, ignores_revocations=True))
+    assert checks["grant-withdrawn"].verdict == "pass"
+    revocation = checks["revocation"]
+    assert revocation.verdict == "fail"
+    assert "3 of 3 records published after the revocation was enforced were delivered" in revocation.reason
+
+
+def test_a_gate_that_delivers_another_areas_rows_fails_the_view() -> None:
+    _, checks, _ = drilled(FakeData(analyst_view))
+    view = checks["subscriber-view"]
+    assert view.verdict == "fail" and f"rows of {MANCHESTER} were delivered" in view.reason
+
+
+def test_a_gate_that_hands_over_a_field_the_plan_drops_fails_the_view() -> None:
+    _, checks, _ = drilled(FakeData(lambda r: {**analyst_view(r), "dob": r["dob"]} if r["ltla"] == LEICESTER
+                                    else None))
+    view = checks["subscriber-view"]
+    assert view.verdict == "fail" and "fields the plan does not give: dob" in view.reason
+
+
+def test_a_gate_that_delivers_nothing_fails_the_first_record_and_nothing_after_it_passes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("broker.services.drill_records.FIRST_RECORD_WAIT_S", 0.0)
+    _, checks, _ = drilled(FakeData(lambda _: None))
+    first = checks["approval-to-first-record"]
+    assert first.verdict == "fail" and first.reason.startswith("nothing published on ukhsa.drill-abc123-positive-")
+    assert checks["subscriber-view"].verdict == "not-run"
+    # A revocation of a grant that never delivered shows nothing: not a pass.
+    assert checks["grant-withdrawn"].verdict == "pass" and checks["revocation"].verdict == "not-run"
+
+
+def test_the_plan_view_keeps_renames_and_generalises_and_drops_the_rest() -> None:
+    born, tested = dt.date(1990, 5, 1), dt.date(2026, 3, 1)
+    row: Row = {"specimen_id": "S1", "lsoa": "E01000001", "dob": born, "sex": "MALE", "specimen_date": tested,
+                "name": "A Person"}
+    view = expected_view(ANALYST, sorted(row), row)
+    assert view == {"lsoa": "E01000001", "age_band": age_band(born, tested), "sex": "MALE"}
+    assert view["age_band"] == "35-39"
+    assert view_problems(view, dict(view)) == []
+    assert view_problems(view, {**view, "sex": "FEMALE"}) == ["sex is 'FEMALE', the plan makes it 'MALE'"]
+    pseudonymised = {"nhs_number": {"transform": "pseudonymise", "as": "nhs_number", "params": {}}}
+    opaque = expected_view({"fields": pseudonymised, "other_fields": "drop"}, ["nhs_number"], {"nhs_number": "9"})
+    assert opaque == {"nhs_number": Opaque("9")}
+    assert view_problems(opaque, {"nhs_number": "9"}) == ["nhs_number is not transformed"]
+    assert view_problems(opaque, {"nhs_number": "p-1f2e"}) == []
+
+
+def test_a_drill_stream_is_its_publishers_own() -> None:
+    assert drill_stream("nis.vaccination-uptake", "r1") == "nis.drill-r1-vaccination-uptake"
+    with pytest.raises(DrillError, match=r"not `<publisher>\.<name>`"):
+        drill_stream("no-dot", "r1")

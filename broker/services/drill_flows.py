@@ -224,18 +224,18 @@ class FlowDrill:
         return "no live drill grant on the drill stream (switch-on did not pass)"
 
     def dispute_decided(self, moments: Moments) -> Outcome:
-        """The drill body's DPH disputes the refusal of an identifier; the publisher's IG lead decides."""
+        """A role of the drill body the drill's grant is not for (its DPH, or its analysts when the grant is the
+        DPH's) disputes being refused one of the stream's fields; the publisher's IG lead decides."""
         if not self.body:
             return not_run("no drill body (switch-on did not run)")
         template = self._template() or {}
-        given = set((tier_of(template) or {}).get("fields") or {})
-        refused = next((f for f in sorted(self._stream_fields()) if f not in given), None)
-        if refused is None:
-            return not_run(f"template {self.template_id}'s every field is in the tier the drill asked for: no "
-                           "refusal of a field to dispute")
-        raised = self.api.call("POST", "/disputes", self.actor("dph"), {
-            "kind": "refusal", "stream": template.get("stream"), "role": "dph", "purpose": template.get("purpose"),
-            "fields": [refused],
+        fields = sorted(self._stream_fields())
+        if not fields:
+            return not_run(f"the applied catalog names no fields of {template.get('stream')}'s stream")
+        role = "analyst" if self.request.get("role") == "dph" else "dph"
+        raised = self.api.call("POST", "/disputes", self.actor(role), {
+            "kind": "refusal", "stream": template.get("stream"), "role": role, "purpose": template.get("purpose"),
+            "fields": fields[:1],
             "justification": f"Accord drill {self.run}: a refusal disputed to test the ladder."})
         begun = self.monotonic()
         moments.note(self.flow, f"dispute {raised['id']} raised")

@@ -152,3 +152,40 @@ def test_with_opa_unreachable_switch_on_fails_saying_so_and_the_catalog_is_untou
     assert current is not None and current["revision"] == applied_catalog["revision"]
     public = load_public_key(public_key_path(settings.secrets_dir))
     assert drill_report.verify(done.directory, {key_id(public): public})[1] == []
+
+
+def test_every_other_template_flow_drills_on_its_own_stream(
+        services: Endpoints, applied_catalog: dict[str, Any], tmp_path: Path) -> None:
+    """T2-T7 through the same code: each on its own drill stream and drill body, one after another. T5's rows go
+    to NHS trusts' footprints, which a drill body in an area of its own has none of: its record checks are not run,
+    saying why, and never pass."""
+    gate = start_gate(services, "drills-all", f"drills-all-{uuid.uuid4().hex[:6]}")
+    settings = Settings(gate_group=gate.settings.gate_group)
+    service = started(services, "drills-all", run=uuid.uuid4().hex[:8])
+    flows = ["T2", "T3", "T4", "T5", "T6", "T7"]
+    try:
+        with api_for(services, service) as http:
+            done = run_drill(settings, services.kafka, "", flows, tmp_path, client=http, deployment="test",
+                             api_url=services.api_url, registry_url=services.registry_url)
+    finally:
+        service.stop()
+        gate.stop()
+    checks = {(c.flow, c.check): c for c in done.report.checks}
+    with_records = [f for f in flows if f != "T5"]
+    wanted = {(flow, name): "pass" for flow in with_records for name in REAL_CHECKS} | {
+        ("T5", name): "pass" for name in ("switch-on", "dispute-decision", "grant-withdrawn")} | {
+        ("T5", name): "not-run" for name in ("approval-to-first-record", "subscriber-view", "revocation")}
+    assert {key: checks[key].verdict for key in wanted} == wanted, [
+        f"{key}: {checks[key].reason}" for key in wanted if checks[key].verdict != wanted[key]]
+    assert "routed by NHS trust" in checks[("T5", "approval-to-first-record")].reason
+    assert done.problems == () and gate.failure is None
+    for flow in with_records:
+        first = done.report.first_record_s[flow]
+        assert first is not None and 0 < first <= APPROVAL_TO_FIRST_RECORD_TARGET_S, (flow, first)
+    assert done.report.first_record_s["T5"] is None
+    # T3's analysts get the postcode district and an age band, never the postcode or the date of birth.
+    t3 = checks[("T3", "subscriber-view")].reason
+    assert "(added_date, age_band, ltla, postcode_district, removed_flag)" in t3, t3
+    current = ControlCatalog(services.kafka, settings).current()
+    assert current is not None and current["revision"] == applied_catalog["revision"]
+    assert not [s for s in current["streams"] if ".drill-" in s]

@@ -9,11 +9,16 @@ on the audit trail. With OPA unreachable, switch-on fails saying so and nothing 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from kafka import KafkaConsumer
 from typer.testing import CliRunner
@@ -26,12 +31,13 @@ from broker.config import Settings
 from broker.domain.audit import from_json_line, key_id, new_signing_key
 from broker.domain.drills import APPROVAL_TO_FIRST_RECORD_TARGET_S, DRILL_REPORTED
 from broker.domain.topics import DELIVER_PREFIX
+from broker.local.python_service import PythonService
 from broker.local.stack import Endpoints
 from broker.runtime.drills import ControlCatalog, run_drill
 from broker.security.api_tokens import verifier_for
 from broker.security.audit_keys import load_public_key, public_key_path
-from broker.services import drill_report
-from tests.conftest import kafka_env, opa_as
+from broker.services import drill_report, policy_changes
+from tests.conftest import TEST_OPERATOR, control_writer, kafka_env, opa_as
 from tests.integration.gate_support import Receiver, start_gate, topic_for
 from tests.integration.test_access_requests import api_for, started
 
@@ -189,3 +195,49 @@ def test_every_other_template_flow_drills_on_its_own_stream(
     current = ControlCatalog(services.kafka, settings).current()
     assert current is not None and current["revision"] == applied_catalog["revision"]
     assert not [s for s in current["streams"] if ".drill-" in s]
+
+
+@pytest.fixture
+def governance(services: Endpoints, applied_catalog: dict[str, Any], tmp_path: Path) -> Iterator[str]:
+    """A real `accord governance serve` on the session's topics (the session stopped its own); the session's catalog
+    is applied again after it, whatever the drill left."""
+    process = PythonService("governance", tmp_path / "governance")
+    url = process.start(kafka_env(services.kafka) | {"ACCORD_OPA_URL": services.opa_url}, 90, probe="/health")
+    try:
+        yield url
+    finally:
+        process.stop()
+        engine, writer = opa_as(services.opa_url), control_writer(services.kafka)
+        try:
+            policy_changes.apply_catalog(writer, engine, applied_catalog, by=TEST_OPERATOR)
+        finally:
+            engine.close()
+            writer.close()
+
+
+def test_accord_drill_run_drills_t1_end_to_end_and_its_report_verifies_as_chained(
+        services: Endpoints, governance: str, tmp_path: Path) -> None:
+    """The command an operator runs, against the deployment the ACCORD_ variables name."""
+    gate = start_gate(services, "drills-cli", f"drills-cli-{uuid.uuid4().hex[:6]}")
+    env = {**os.environ, **dict(line.split("=", 1) for line in services.env_lines()),
+           "ACCORD_GOVERNANCE_URL": governance, "ACCORD_GATE_GROUP": gate.settings.gate_group}
+    try:
+        ran = subprocess.run([sys.executable, "-m", "broker", "drill", "run", "--flows", "T1", "--report",
+                              str(tmp_path / "reports")], capture_output=True, text=True, env=env, timeout=600,
+                             check=False)
+    finally:
+        gate.stop()
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    for check in REAL_CHECKS:
+        assert f"T1 {check}: pass" in ran.stdout, ran.stdout
+    [directory] = (tmp_path / "reports").iterdir()
+    signed = json.loads((directory / "report.json").read_text())
+    assert 0 < signed["report"]["flows"]["T1"]["approval_to_first_record_s"] <= APPROVAL_TO_FIRST_RECORD_TARGET_S
+    deadline = time.monotonic() + WAIT_S
+    while True:     # the governance service chains its audit topic a moment after the digest is recorded
+        verified = subprocess.run([sys.executable, "-m", "broker", "drill", "verify", str(directory)],
+                                  capture_output=True, text=True, env=env, timeout=120, check=False)
+        if verified.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert verified.returncode == 0 and "recorded in the audit chain" in verified.stdout, verified.stdout

@@ -24,12 +24,15 @@ from kafka import KafkaConsumer
 from typer.testing import CliRunner
 
 from broker.adapters.kafka_audit import read_chain
+from broker.adapters.kafka_control import ControlReader
 from broker.api.auth import Guard
 from broker.api.governance_app import create_governance_app
 from broker.cli import app
 from broker.config import Settings
 from broker.domain.audit import from_json_line, key_id, new_signing_key
+from broker.domain.control import GRANT_PREFIX as CONTROL_GRANT_PREFIX
 from broker.domain.drills import APPROVAL_TO_FIRST_RECORD_TARGET_S, DRILL_REPORTED
+from broker.domain.messages import ControlRecord
 from broker.domain.topics import DELIVER_PREFIX
 from broker.local.python_service import PythonService
 from broker.local.stack import Endpoints
@@ -241,3 +244,36 @@ def test_accord_drill_run_drills_t1_end_to_end_and_its_report_verifies_as_chaine
             break
         time.sleep(1)
     assert verified.returncode == 0 and "recorded in the audit chain" in verified.stdout, verified.stdout
+
+
+class RevocationBlindReader(ControlReader):
+    """An injected fault: a gate's control reader that drops every grant's withdrawal (its tombstone), so the gate
+    goes on delivering under a withdrawn grant while reporting the control topic read."""
+
+    def read_to(self, end: int, timeout_s: float = 10.0) -> list[ControlRecord]:
+        return [r for r in super().read_to(end, timeout_s)
+                if not (r.key.startswith(CONTROL_GRANT_PREFIX) and r.payload is None)]
+
+
+def test_a_gate_that_ignores_revocations_fails_the_revocation_check_saying_what_it_delivered(
+        services: Endpoints, applied_catalog: dict[str, Any], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("broker.runtime.gate.ControlReader", RevocationBlindReader)
+    gate = start_gate(services, "drills-blind", f"drills-blind-{uuid.uuid4().hex[:6]}")
+    settings = Settings(gate_group=gate.settings.gate_group)
+    service = started(services, "drills-blind", run=uuid.uuid4().hex[:8])
+    try:
+        with api_for(services, service) as http:
+            done = run_drill(settings, services.kafka, "", ["T1"], tmp_path, client=http, deployment="test",
+                             api_url=services.api_url, registry_url=services.registry_url)
+    finally:
+        service.stop()
+        gate.stop()
+    checks = {c.check: c for c in done.report.checks}
+    assert {name: checks[name].verdict for name in ("approval-to-first-record", "subscriber-view",
+                                                     "grant-withdrawn")} == dict.fromkeys(
+        ("approval-to-first-record", "subscriber-view", "grant-withdrawn"), "pass")
+    revocation = checks["revocation"]
+    assert revocation.verdict == "fail" and done.report.verdict == "fail"
+    assert "3 of 3 records published after the revocation was enforced were delivered to drill-" in \
+        revocation.reason, revocation.reason

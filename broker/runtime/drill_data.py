@@ -18,9 +18,10 @@ from broker.clock import Clock, system_clock
 from broker.config import Settings
 from broker.demo.synthetic import for_area
 from broker.domain.ladder import Actor
-from broker.errors import NotFoundError, ServiceError
+from broker.errors import DeliveryRefused, NotFoundError, ServiceError
 from broker.runtime.deliveries import DeliveryReader
 from broker.security import api_tokens
+from broker.security.kafka_identities import provision_role, retire_role
 from broker.services import policy_changes
 from broker.services.ingest import load_stream_schemas
 from broker.services.stream_schemas import StreamSchemas, schema_text
@@ -39,6 +40,10 @@ class DeploymentData:
         self._registrar = HttpSchemaRegistry(registry_url, token=lambda: self._token(operator))
         self._ingest = IngestApi(api_url)
         self._reader = DeliveryReader(kafka, registry_url, service, client_id="accord-drill")
+        self._service, self._registry_url, self._secrets_dir = service, registry_url, settings.secrets_dir
+        self._external = bool(settings.kafka_bootstrap)
+        self._logins: dict[tuple[str, str], DeliveryReader] = {}
+        self._accesses: dict[str, KafkaAccess] = {}
         self._status = KafkaLog(kafka, client_id="accord-drill-status")
         self._lag = GateLag(kafka, settings.gate_group, client_id="accord-drill-lag")
 
@@ -67,11 +72,39 @@ class DeploymentData:
     def publish(self, stream: str, publisher: Actor, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         return self._ingest.publish(stream, self._token(publisher), records)
 
-    def delivered(self, topic: str) -> list[tuple[dict[str, Any], dict[str, bytes]]]:
+    def delivered(self, topic: str, reader: tuple[str, str] | None = None
+                  ) -> list[tuple[dict[str, Any], dict[str, bytes]]]:
         if not end_positions(self._kafka, [topic]):
             return []
-        return [(d.value, d.headers) for d in self._reader.read(topic, 0, lambda *_: True, want=0, timeout_s=0,
-                                                                  settle_s=0)]
+        chosen = self._reader if reader is None else self._logins.get(reader, self._reader)
+        if chosen is not self._reader and not self._visible(chosen, topic):
+            raise DeliveryRefused(f"Kafka does not let {chosen.login} read {topic}, which holds its deliveries: "
+                                  "its ACLs do not cover its own delivery topics (`accord kafka acls --user "
+                                  f"{chosen.login}` lists them)")
+        return [(d.value, d.headers) for d in chosen.read(topic, 0, lambda *_: True, want=0, timeout_s=0,
+                                                          settle_s=0)]
+
+    def _visible(self, reader: DeliveryReader, topic: str) -> bool:
+        """Whether the reader's login sees `topic` at all (Kafka hides a topic a login may not describe)."""
+        try:
+            return bool(end_positions(self._accesses[reader.login], [topic]))
+        except ServiceError:
+            return False
+
+    def login(self, subscriber: str, role: str) -> str:
+        if self._external:
+            return "the drill's principal (an external Kafka's users are its operator's to keep)"
+        access = provision_role(self._kafka, self._secrets_dir, subscriber, role)
+        self._accesses[str(access.username)] = access
+        self._logins[subscriber, role] = DeliveryReader(access, self._registry_url, self._service,
+                                                        client_id=f"accord-drill-{subscriber}-{role}")
+        return f"its own Kafka login {access.username}"
+
+    def retire_login(self, subscriber: str, role: str) -> None:
+        reader = self._logins.pop((subscriber, role), None)
+        if reader is not None:
+            reader.close()
+            retire_role(self._kafka, self._secrets_dir, subscriber, role)
 
     def gate_behind(self, stream: str) -> int | None:
         return self._lag(stream)
@@ -85,6 +118,8 @@ class DeploymentData:
         return int(first["applied_ms"])
 
     def close(self) -> None:
+        for subscriber, role in list(self._logins):
+            self.retire_login(subscriber, role)
         self._reader.close()
         self._status.close()
         self._ingest.close()

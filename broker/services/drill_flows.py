@@ -139,6 +139,9 @@ class FlowDrill:
         catalog applied since (by an operator, during the drill) has no drill body to remove and must stay."""
         if self.original is None or not self.body:
             return
+        if self.records is not None and self.data is not None:
+            self.data.retire_login(self.body, self.records.role)
+            self.records = None
         current = self.catalog.current() or {}
         if self.body in (current.get("bodies") or {}):
             self.api.call("PUT", "/catalog", OPERATOR, {"catalog": dict(self.original)})
@@ -192,8 +195,10 @@ class FlowDrill:
                           and not is_drill_body(ident) and (b.get("areas") or [""])[0].startswith(_SINGLE_TIER)
                           and b["areas"][0] != area), None)
         publisher = str(template.get("publisher"))
-        return RecordChecks(self.data, self.twin, self.run, self.body, role, tier, area, elsewhere,
-                            Actor(publisher, "ig-lead", f"publisher@{publisher}.drill"), self.monotonic)
+        checks = RecordChecks(self.data, self.twin, self.run, self.body, role, tier, area, elsewhere,
+                              Actor(publisher, "ig-lead", f"publisher@{publisher}.drill"), self.monotonic)
+        checks.reader = self.data.login(self.body, role)
+        return checks
 
     def _stream_fields(self) -> Mapping[str, Any]:
         """The compiled fields of the template's real stream (names, kinds, tags)."""

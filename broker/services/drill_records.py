@@ -49,6 +49,7 @@ class RecordChecks:
     publisher: Actor
     monotonic: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
+    reader: str = "the drill's principal"     # who the view is read as (DrillData.login)
     own: dict[bytes, Row] = field(default_factory=dict)
     others: dict[bytes, Row] = field(default_factory=dict)
     batches: int = 0
@@ -73,8 +74,11 @@ class RecordChecks:
         into.update({source_of(o): records[int(o["index"])] for o in outcomes})
         return None
 
-    def _received(self) -> dict[bytes, Row]:
-        return {headers.get("accord.source", b""): value for value, headers in self.data.delivered(self.topic)}
+    def _received(self, as_subscriber: bool = False) -> dict[bytes, Row]:
+        """What the gate delivered (read as the drill's principal), or what the subscriber's own login reads."""
+        reader = (self.subscriber, self.role) if as_subscriber else None
+        return {headers.get("accord.source", b""): value
+                for value, headers in self.data.delivered(self.topic, reader)}
 
     def first_record(self, approved_at: float) -> Outcome:
         """Publish the drill body's rows (and another council's) until one reaches the drill body."""
@@ -110,7 +114,7 @@ class RecordChecks:
             return not_run("no record was published (approval-to-first-record did not run)")
         if why := self._through_gate():
             return failed(why)
-        received = self._received()
+        received = self._received(as_subscriber=True)
         problems = []
         if missing := [s for s in self.own if s not in received]:
             problems.append(f"{len(missing)} of {len(self.own)} rows of {self.area} were not delivered")
@@ -129,7 +133,7 @@ class RecordChecks:
         fields = sorted(expected_view(self.tier, stream_fields, next(iter(self.own.values()))))
         return passed(f"{len(self.own)} rows of {self.area} delivered once each with exactly the plan's fields "
                       f"({', '.join(fields)}) and transforms; {len(self.others)} rows of "
-                      f"{self.elsewhere or 'no other area'} withheld")
+                      f"{self.elsewhere or 'no other area'} withheld; read as {self.reader}")
 
     def revocation(self, control: Mapping[str, Any] | None) -> Outcome:
         """The gates applied the revocation at `control` (its offset and time on the control topic) within the

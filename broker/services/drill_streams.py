@@ -48,9 +48,16 @@ class DrillData(Protocol):
         """Publish through the ingest API as `publisher`; each record's outcome (status, topic, partition,
         offset)."""
 
-    def delivered(self, topic: str) -> list[tuple[Row, dict[str, bytes]]]:
+    def delivered(self, topic: str, reader: tuple[str, str] | None = None) -> list[tuple[Row, dict[str, bytes]]]:
         """Every record on delivery topic `topic` now (read_committed, decoded), with its headers; [] before the
-        topic exists."""
+        topic exists. As the drill's own principal, or as `reader`'s (subscriber, role) login once `login` made it;
+        DeliveryRefused when Kafka refuses that login the topic."""
+
+    def login(self, subscriber: str, role: str) -> str:
+        """Make the role's own Kafka login where Accord keeps the users (the local stack); who reads as `reader`."""
+
+    def retire_login(self, subscriber: str, role: str) -> None:
+        """Remove the login `login` made (nothing where it made none)."""
 
     def gate_behind(self, stream: str) -> int | None:
         """Records of `stream`'s ingest topic the gate group has not processed; None before it committed on it."""

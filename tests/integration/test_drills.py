@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from fastapi.testclient import TestClient
@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 
 from broker.adapters.kafka_audit import read_chain
 from broker.adapters.kafka_control import ControlReader
+from broker.adapters.kafka_security import KafkaSecurity
 from broker.api.auth import Guard
 from broker.api.governance_app import create_governance_app
 from broker.cli import app
@@ -32,10 +33,12 @@ from broker.config import Settings
 from broker.domain.audit import from_json_line, key_id, new_signing_key
 from broker.domain.control import GRANT_PREFIX as CONTROL_GRANT_PREFIX
 from broker.domain.drills import APPROVAL_TO_FIRST_RECORD_TARGET_S, DRILL_REPORTED
+from broker.domain.kafka_acls import subscriber_user
 from broker.domain.messages import ControlRecord
 from broker.domain.topics import DELIVER_PREFIX
 from broker.local.python_service import PythonService
 from broker.local.stack import Endpoints
+from broker.runtime.drill_data import DeploymentData
 from broker.runtime.drills import ControlCatalog, run_drill
 from broker.security.api_tokens import verifier_for
 from broker.security.audit_keys import load_public_key, public_key_path
@@ -96,7 +99,8 @@ def test_a_t1_drill_runs_its_real_checks_and_signs_a_report_whose_digest_is_chai
         assert done.problems == ()
         first = done.report.first_record_s["T1"]
         assert first is not None and 0 < first <= APPROVAL_TO_FIRST_RECORD_TARGET_S
-        assert "lsoa" in checks["subscriber-view"].reason and "age_band" in checks["subscriber-view"].reason
+        view = checks["subscriber-view"].reason
+        assert "(age_band, lsoa, sex)" in view and "read as its own Kafka login drill-" in view, view
         # The drill body and its stream came and went: the catalog in force is the one applied before the drill.
         current = ControlCatalog(services.kafka, settings).current()
         assert current is not None and current["revision"] == applied_catalog["revision"]
@@ -277,3 +281,41 @@ def test_a_gate_that_ignores_revocations_fails_the_revocation_check_saying_what_
     assert revocation.verdict == "fail" and done.report.verdict == "fail"
     assert "3 of 3 records published after the revocation was enforced were delivered to drill-" in \
         revocation.reason, revocation.reason
+
+
+class AclRemovedAfterFirstRecord(DeploymentData):
+    """An injected fault: once the first record has reached the drill body (the view check then waits for the gate
+    first), its role's login loses its ACLs, as if an operator's change had dropped them."""
+
+    removed: ClassVar[list[str]] = []   # the logins it stripped (one drill, one class: a test sets it anew)
+
+    def gate_behind(self, stream: str) -> int | None:
+        if not self.removed:
+            with KafkaSecurity(self._kafka) as security:
+                for body, role in self._logins:
+                    security.sync([], [subscriber_user(body, role)])
+                    self.removed.append(subscriber_user(body, role))
+        return super().gate_behind(stream)
+
+
+def test_a_subscriber_whose_acl_is_removed_fails_the_view_check_saying_kafka_refuses_it(
+        services: Endpoints, applied_catalog: dict[str, Any], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("broker.runtime.drills.DeploymentData", AclRemovedAfterFirstRecord)
+    monkeypatch.setattr(AclRemovedAfterFirstRecord, "removed", [])
+    gate = start_gate(services, "drills-acl", f"drills-acl-{uuid.uuid4().hex[:6]}")
+    settings = Settings(gate_group=gate.settings.gate_group)
+    service = started(services, "drills-acl", run=uuid.uuid4().hex[:8])
+    try:
+        with api_for(services, service) as http:
+            done = run_drill(settings, services.kafka, "", ["T1"], tmp_path, client=http, deployment="test",
+                             api_url=services.api_url, registry_url=services.registry_url)
+    finally:
+        service.stop()
+        gate.stop()
+    checks = {c.check: c for c in done.report.checks}
+    assert checks["approval-to-first-record"].verdict == "pass", checks["approval-to-first-record"].reason
+    [user] = AclRemovedAfterFirstRecord.removed
+    view = checks["subscriber-view"]
+    assert view.verdict == "fail" and user in view.reason, view.reason
+    assert done.problems == ()      # the drill body's login was retired all the same

@@ -33,6 +33,7 @@ class FakeData:
         self.publishers: list[Actor] = []
         self.deliveries: dict[str, list[tuple[Row, dict[str, bytes]]]] = {}
         self.revoked, self.offset = False, 0
+        self.logins: set[tuple[str, str]] = set()
 
     def stream_schema(self, catalog: Mapping[str, Any], stream: str) -> dict[str, Any]:
         return {"type": "record", "name": "PositiveTest", "fields": [], "accord.stream": stream}
@@ -59,7 +60,14 @@ class FakeData:
                              "offset": self.offset})
         return outcomes
 
-    def delivered(self, topic: str) -> list[tuple[Row, dict[str, bytes]]]:
+    def login(self, subscriber: str, role: str) -> str:
+        self.logins.add((subscriber, role))
+        return f"its own login {subscriber}.{role}"
+
+    def retire_login(self, subscriber: str, role: str) -> None:
+        self.logins.remove((subscriber, role))
+
+    def delivered(self, topic: str, reader: tuple[str, str] | None = None) -> list[tuple[Row, dict[str, bytes]]]:
         """The drill body's analysts' topic: the role the template's minimised tier is for."""
         stream = delivered_stream(topic) or ""
         return list(self.deliveries.get(stream, [])) if topic == delivery_topic(DRILL_BODY, "analyst", stream) else []

@@ -54,7 +54,9 @@ def test_t1_on_its_drill_stream_delivers_within_target_as_the_plan_says_and_a_re
     assert {p.body for p in data.publishers} == {"ukhsa"}     # published as the stream's publisher
     assert "withheld" in checks["subscriber-view"].reason and MANCHESTER in checks["subscriber-view"].reason
     assert checks["revocation"].seconds is not None
+    assert checks["subscriber-view"].reason.endswith("read as its own login drill-abc123-t1.analyst")
     assert tear_down(drills) == [] and deployment.current() == catalog()
+    assert data.logins == set()     # the drill body's login went with it
 
 
 def test_a_gate_that_ignores_revocations_fails_the_revocation_check() -> None:

@@ -220,6 +220,34 @@ class FlowDrill:
             return not_run(self._why_no_records())
         return self.records.revocation(self.withdrawal)
 
+    def misroute(self, moments: Moments) -> Outcome:
+        """A row delivered to the drill body is reported misrouted by the publisher (staged: the row is the drill
+        body's, said to be another council's), and the drill body confirms its deletion: the report, its deadline
+        and the confirmation go through the governance API onto the audit trail."""
+        if self.records is None:
+            return not_run(self._why_no_records())
+        source = self.records.delivered_source()
+        if source is None or self.records.elsewhere is None or self.twin is None:
+            return not_run("no row was delivered to the drill body (approval-to-first-record did not pass), or "
+                           "there is no other council's area to say it belongs to")
+        publisher = self.records.publisher
+        begun = self.monotonic()
+        reported = self.api.call("POST", "/misroutes", publisher, {
+            "stream": self.twin.stream, "recipient": self.body, "belongs_to": self.records.elsewhere,
+            "source": source, "reason": f"Accord drill {self.run}: a staged misrouting, to exercise the report and "
+                                        "the deletion it calls for."})
+        moments.note(self.flow, f"misroute {reported['id']} reported by {publisher.body}")
+        confirmed = self.api.call("POST", f"/misroutes/{reported['id']}/deletion", self.actor(self.records.role),
+                                  {"statement": f"Accord drill {self.run}: the drill body holds no copy."})
+        seconds = round(self.monotonic() - begun, 3)
+        if confirmed.get("state") != "deleted":
+            return failed(f"misroute {reported['id']} is {confirmed.get('state')!r} after the recipient confirmed "
+                          "its deletion", seconds)
+        moments.note(self.flow, f"misroute {reported['id']} deletion confirmed")
+        return passed(f"row {source['topic']}/{source['partition']}/{source['offset']} reported misrouted by "
+                      f"{publisher.body} (staged) and its deletion confirmed by {self.body} before its deadline "
+                      f"{reported.get('deadline')}", seconds)
+
     def _why_no_records(self) -> str:
         if self.data is None:
             return f"{NEEDS_DRILL_STREAMS}: this drill was run without access to the ingest API and delivery topics"
@@ -347,8 +375,7 @@ def flow_checks(drill: FlowDrill) -> list[Check]:
         Check(flow, "break-glass", _waiting("break-glass needs an emergency declared where the drill body is, which "
                                             "would change real ladders' deadlines there")),
         Check(flow, "fail-closed", _waiting(local_only)),
-        Check(flow, "misroute", _waiting("not built yet: a misrouted row needs a second drill body to receive "
-                                         "it and confirm its deletion")),
+        Check(flow, "misroute", drill.misroute),
     ]
 
 

@@ -135,6 +135,14 @@ class RecordChecks:
                       f"({', '.join(fields)}) and transforms; {len(self.others)} rows of "
                       f"{self.elsewhere or 'no other area'} withheld; read as {self.reader}")
 
+    def delivered_source(self) -> dict[str, Any] | None:
+        """Where one of the drill body's delivered rows came from (topic, partition, offset on the ingest topic)."""
+        found = next((s for s in self._received() if s in self.own), None)
+        if found is None:
+            return None
+        topic, partition, offset = found.decode().rsplit("/", 2)
+        return {"topic": topic, "partition": int(partition), "offset": int(offset)}
+
     def revocation(self, control: Mapping[str, Any] | None) -> Outcome:
         """The gates applied the revocation at `control` (its offset and time on the control topic) within the
         target, and nothing published after that was delivered under the revoked grant."""

@@ -16,7 +16,7 @@ from broker.errors import DrillError
 from broker.services.drill_flows import drills_for, tear_down
 from broker.services.drill_runner import DrillRunner
 from broker.services.drill_streams import Opaque, expected_view, view_problems
-from tests.unit.drill_fakes import FakeData, Row, analyst_view
+from tests.unit.drill_fakes import DRILL_BODY, FakeData, Row, analyst_view
 from tests.unit.governance_catalog import catalog
 from tests.unit.test_drill_flows import Deployment
 
@@ -39,7 +39,7 @@ def test_t1_on_its_drill_stream_delivers_within_target_as_the_plan_says_and_a_re
     data = FakeData(leicester_only)
     deployment, checks, drills = drilled(data)
     real = {"switch-on", "approval-to-first-record", "subscriber-view", "dispute-decision", "grant-withdrawn",
-            "revocation"}
+            "revocation", "misroute"}
     assert {name: checks[name].verdict for name in real} == dict.fromkeys(real, "pass"), [
         checks[name].reason for name in real]
     twin = drill_stream("ukhsa.positive-tests", "abc123")
@@ -57,6 +57,9 @@ def test_t1_on_its_drill_stream_delivers_within_target_as_the_plan_says_and_a_re
     assert checks["subscriber-view"].reason.endswith("read as its own login drill-abc123-t1.analyst")
     assert tear_down(drills) == [] and deployment.current() == catalog()
     assert data.logins == set()     # the drill body's login went with it
+    [misroute] = deployment.governance.misroutes(None)
+    assert (misroute.recipient, misroute.belongs_to, misroute.state) == (DRILL_BODY, MANCHESTER, "deleted")
+    assert misroute.rightful == ()          # nobody receives the drill stream: no real council is told
 
 
 def test_a_gate_that_ignores_revocations_fails_the_revocation_check() -> None:

@@ -370,8 +370,9 @@ def flow_checks(drill: FlowDrill) -> list[Check]:
         Check(flow, "dispute-decision", drill.dispute_decided),
         Check(flow, "grant-withdrawn", drill.grant_withdrawn),
         Check(flow, "revocation", drill.revocation, ENFORCEMENT_TARGET_S),
-        Check(flow, "dispute-default", _waiting("the ladder is compressed only on drill streams' own governance "
-                                                "(--time-scale); the live ladder's deadlines are days")),
+        Check(flow, "dispute-default", _waiting("not built yet: the ladder is the catalog's, one for every dispute, "
+                                                "and its deadlines are hours to days; compressing it for the drill "
+                                                "(--time-scale) would shorten real disputes' deadlines too")),
         Check(flow, "break-glass", _waiting("break-glass needs an emergency declared where the drill body is, which "
                                             "would change real ladders' deadlines there")),
         Check(flow, "fail-closed", _waiting(local_only)),

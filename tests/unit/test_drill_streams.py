@@ -6,11 +6,14 @@ matching check."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
+from broker.demo.synthetic import for_area
 from broker.domain.drills import drill_stream, drill_template
+from broker.domain.ladder import Actor
 from broker.domain.transforms import age_band
 from broker.errors import DrillError
 from broker.services.drill_flows import drills_for, tear_down
@@ -114,3 +117,30 @@ def test_a_drill_stream_is_its_publishers_own() -> None:
     assert drill_stream("nis.vaccination-uptake", "r1") == "nis.drill-r1-vaccination-uptake"
     with pytest.raises(DrillError, match=r"not `<publisher>\.<name>`"):
         drill_stream("no-dot", "r1")
+
+
+class Quarantining(FakeData):
+    """An ingest API that quarantines every record (say, a schema the drill's rows no longer fit)."""
+
+    def publish(self, stream: str, publisher: Actor, records: Sequence[Row]) -> list[dict[str, Any]]:
+        return [{"index": n, "status": "quarantined", "reasons": [{"field": "lsoa", "rule": "gss-known"}]}
+                for n in range(len(records))]
+
+
+def test_rows_the_ingest_api_quarantines_fail_the_first_record_saying_why() -> None:
+    _, checks, _ = drilled(Quarantining(leicester_only))
+    first = checks["approval-to-first-record"]
+    assert first.verdict == "fail" and "quarantined the drill's synthetic records" in first.reason
+    assert "gss-known" in first.reason
+
+
+def test_synthetic_rows_are_made_for_any_authority_of_each_template_stream_but_t5s() -> None:
+    day = dt.date(2026, 3, 1)
+    for stream in ("ukhsa.positive-tests", "nhstt.cases-to-trace", "nhsd.shielded-patients",
+                   "dhsc.care-home-capacity", "nis.vaccination-uptake", "ukhsa.isolation-notifications"):
+        rows = for_area(stream, "E06000001", "E06000001", day, 2, "DRILL-x-1", 1)
+        assert rows is not None and len(rows) == 2, stream
+        assert all(row.get("ltla", row.get("utla")) == "E06000001" for row in rows), stream
+    lsoas = {row["lsoa"] for row in for_area("ukhsa.positive-tests", "E06000001", "E06000001", day, 5, "D", 1) or []}
+    assert lsoas and all(lsoa.startswith("E01") for lsoa in lsoas)     # Hartlepool's own, so residence routes home
+    assert for_area("nhse.hospital-sitrep", "E06000001", "E06000001", day, 2, "D", 1) is None

@@ -30,8 +30,10 @@ PUBLISH_EVERY_S = 2.0
 POLL_S = 0.5
 BATCH = 3
 # Why the drill makes no rows of a stream, where it is more than a generator not yet written.
-UNMADE = {"nhse.hospital-sitrep": "T5's rows are routed by NHS trust (trust_ods_code) to a footprint; the drill body's "
-                                  "area has no trust of its own, so the drill cannot make rows that are its alone"}
+UNMADE = {"nhse.hospital-sitrep": "T5's only jurisdiction field is trust_ods_code, an NHS trust, and the gate routes "
+                                  "rows by local authority codes alone (there is no trust-to-area lookup): every T5 "
+                                  "row is quarantined as unresolved, for any subscriber, so no drill row can reach "
+                                  "the drill body"}
 
 
 @dataclass

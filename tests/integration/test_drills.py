@@ -200,8 +200,8 @@ def governance(services: Endpoints, applied_catalog: dict[str, Any], tmp_path: P
 def test_accord_drill_run_drills_every_template_flow_and_its_report_verifies_as_chained(
         services: Endpoints, applied_catalog: dict[str, Any], governance: str, tmp_path: Path) -> None:
     """The command an operator runs, against the deployment the ACCORD_ variables name: T1-T7 through the same
-    code, each on its own drill stream and drill body, one after another. T5's rows go to NHS trusts' footprints,
-    which a drill body in an area of its own has none of: its record checks are not run, saying why, never pass."""
+    code, each on its own drill stream and drill body, one after another. T5's rows name an NHS trust, which the
+    gate cannot route to any area: its record checks are not run, saying why, never pass."""
     gate = start_gate(services, "drills-cli", f"drills-cli-{uuid.uuid4().hex[:6]}")
     env = {**os.environ, **dict(line.split("=", 1) for line in services.env_lines()),
            "ACCORD_GOVERNANCE_URL": governance, "ACCORD_GATE_GROUP": gate.settings.gate_group}
@@ -221,7 +221,7 @@ def test_accord_drill_run_drills_every_template_flow_and_its_report_verifies_as_
         ("T5", name): "not-run" for name in ("approval-to-first-record", "subscriber-view", "revocation", "misroute")}
     assert {key: done_as_checked(checks[key]) for key in wanted} == wanted, [
         f"{key}: {checks[key].reason}" for key in wanted if checks[key].verdict != wanted[key]]
-    assert "routed by NHS trust" in checks[("T5", "approval-to-first-record")].reason
+    assert "no trust-to-area lookup" in checks[("T5", "approval-to-first-record")].reason
     # Exit 1 only for a check slower than its target on this machine; the command prints each verdict.
     assert ran.returncode == (1 if report.verdict == "fail" else 0), ran.stdout + ran.stderr
     assert "T3 misroute: pass" in ran.stdout and f"{report.run}: {report.verdict}" in ran.stdout, ran.stdout

@@ -76,11 +76,15 @@ class RecordChecks:
         into.update({source_of(o): records[int(o["index"])] for o in outcomes})
         return None
 
-    def _received(self, as_subscriber: bool = False) -> dict[bytes, Row]:
-        """What the gate delivered (read as the drill's principal), or what the subscriber's own login reads."""
+    def _deliveries(self, as_subscriber: bool = False) -> list[tuple[bytes, Row]]:
+        """What the gate delivered (read as the drill's principal), or what the subscriber's own login reads, each
+        by the record it was made from."""
         reader = (self.subscriber, self.role) if as_subscriber else None
-        return {headers.get("accord.source", b""): value
-                for value, headers in self.data.delivered(self.topic, reader)}
+        return [(headers.get("accord.source", b""), value)
+                for value, headers in self.data.delivered(self.topic, reader)]
+
+    def _received(self) -> dict[bytes, Row]:
+        return dict(self._deliveries())
 
     def first_record(self, approved_at: float) -> Outcome:
         """Publish the drill body's rows (and another council's) until one reaches the drill body."""
@@ -116,8 +120,11 @@ class RecordChecks:
             return not_run("no record was published (approval-to-first-record did not run)")
         if why := self._through_gate():
             return failed(why)
-        received = self._received(as_subscriber=True)
+        deliveries = self._deliveries(as_subscriber=True)
+        received = dict(deliveries)
         problems = []
+        if twice := len(deliveries) - len(received):
+            problems.append(f"{twice} deliveries repeat a row already delivered")
         if missing := [s for s in self.own if s not in received]:
             problems.append(f"{len(missing)} of {len(self.own)} rows of {self.area} were not delivered")
         if leaked := [s for s in self.others if s in received]:

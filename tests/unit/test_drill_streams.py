@@ -144,3 +144,17 @@ def test_synthetic_rows_are_made_for_any_authority_of_each_template_stream_but_t
     lsoas = {row["lsoa"] for row in for_area("ukhsa.positive-tests", "E06000001", "E06000001", day, 5, "D", 1) or []}
     assert lsoas and all(lsoa.startswith("E01") for lsoa in lsoas)     # Hartlepool's own, so residence routes home
     assert for_area("nhse.hospital-sitrep", "E06000001", "E06000001", day, 2, "D", 1) is None
+
+
+class Duplicating(FakeData):
+    """A gate that delivers every row twice (a transaction's output written again)."""
+
+    def delivered(self, topic: str, reader: tuple[str, str] | None = None) -> list[tuple[Row, dict[str, bytes]]]:
+        once = super().delivered(topic, reader)
+        return once + once
+
+
+def test_a_gate_that_delivers_a_row_twice_fails_the_view() -> None:
+    _, checks, _ = drilled(Duplicating(leicester_only))
+    view = checks["subscriber-view"]
+    assert view.verdict == "fail" and "3 deliveries repeat a row already delivered" in view.reason, view.reason

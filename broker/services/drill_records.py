@@ -101,8 +101,11 @@ class RecordChecks:
                 return passed(f"a synthetic record published as {self.publisher.body} on {self.twin.stream} reached "
                               f"{self.subscriber} ({self.role}) {seconds:.3f} s after the approval", seconds)
             self.sleep(POLL_S)
+        behind = self.data.gate_behind(self.twin.stream)
+        gate = ("the gate group has committed no position on its ingest topic: no gate worker took the stream on"
+                if behind is None else f"the gate group is {behind} records behind on its ingest topic")
         return failed(f"nothing published on {self.twin.stream} reached {self.topic} within "
-                      f"{FIRST_RECORD_WAIT_S:g} s of the approval")
+                      f"{FIRST_RECORD_WAIT_S:g} s of the approval; {gate}")
 
     def _through_gate(self) -> str | None:
         """Wait until the gates processed everything published on the drill stream; why not, if they did not."""

@@ -92,6 +92,7 @@ def test_a_gate_that_delivers_nothing_fails_the_first_record_and_nothing_after_i
     _, checks, _ = drilled(FakeData(lambda _: None))
     first = checks["approval-to-first-record"]
     assert first.verdict == "fail" and first.reason.startswith("nothing published on ukhsa.drill-abc123-positive-")
+    assert first.reason.endswith("the gate group is 0 records behind on its ingest topic")
     assert checks["subscriber-view"].verdict == "not-run"
     # A revocation of a grant that never delivered shows nothing: not a pass.
     assert checks["grant-withdrawn"].verdict == "pass" and checks["revocation"].verdict == "not-run"

@@ -42,7 +42,9 @@ def _run_once(flows: str, report_dir: Path, time_scale: float) -> DrillRun:
     endpoints = running_endpoints()
     return run_drill(settings, endpoints.kafka, settings.governance_url or endpoints.governance_url,
                      asked, report_dir, time_scale=time_scale,
-                     deployment=settings.governance_url or "local")
+                     deployment=settings.governance_url or "local",
+                     api_url=settings.api_url or endpoints.api_url,
+                     registry_url=settings.registry_url or endpoints.registry_url)
 
 
 @drill_cli.command("run")

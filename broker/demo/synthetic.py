@@ -1,13 +1,14 @@
-"""Synthetic T1 positive tests, T3 shielded patients, T6 vaccination cells and T7 isolation instructions over
-several councils, or a national day over every English authority (made-up people; NHS numbers fail the check
-digit; LSOAs are real ones of each place's authority, from the shipped ONS lookup, so residence routes them home)."""
+"""Synthetic T1 positive tests, T2 cases to trace, T3 shielded patients, T4 care homes, T6 vaccination cells and
+T7 isolation instructions over several councils (or, for drills, any authority), or a national day over every English
+authority (made-up people; NHS numbers fail the check digit; LSOAs are real ones of each place's authority, from the
+shipped ONS lookup, so residence routes them home)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,11 +59,11 @@ def nhs_number(base: int) -> str:
     raise AssertionError("unreachable: one of two neighbours always has a check digit")
 
 
-def positive_tests(day: dt.date, per_place: dict[str, int], prefix: str = "SYN", seed: int = 2020
-                   ) -> list[dict[str, Any]]:
+def positive_tests(day: dt.date, per_place: dict[str, int], prefix: str = "SYN", seed: int = 2020,
+                   places: Mapping[str, Place] = PLACES) -> list[dict[str, Any]]:
     """`per_place[name]` cases per place, specimens taken on `day` (at least a day ago), in a fixed shuffled order."""
     rng = random.Random(seed)
-    cases = [case for name, count in per_place.items() for case in _cases(rng, PLACES[name], day, count, prefix)]
+    cases = [case for name, count in per_place.items() for case in _cases(rng, places[name], day, count, prefix)]
     rng.shuffle(cases)
     return cases
 
@@ -103,13 +104,14 @@ AGE_BANDS = ("AGE_18_24", "AGE_25_29", "AGE_40_44", "AGE_50_54", "AGE_65_69", "A
 ETHNIC_GROUPS = ("ASIAN", "BLACK", "MIXED", "WHITE", "OTHER", "NOT_STATED")
 
 
-def vaccination_cells(day: dt.date, per_place: dict[str, int], seed: int = 2021) -> list[dict[str, Any]]:
+def vaccination_cells(day: dt.date, per_place: dict[str, int], seed: int = 2021,
+                      places: Mapping[str, Place] = PLACES) -> list[dict[str, Any]]:
     """T6 cells (LSOA x age band x ethnic group x dose) as at `day`; each place's first three cells count 0, 1
     and 2 vaccinated people, the small cells that publication suppresses and the restricted channel does not."""
     rng = random.Random(seed)
     cells = []
     for name, count in per_place.items():
-        place = PLACES[name]
+        place = places[name]
         for n in range(count):
             vaccinated = n if n < 3 else rng.randint(3, 60)
             cells.append({
@@ -120,7 +122,8 @@ def vaccination_cells(day: dt.date, per_place: dict[str, int], seed: int = 2021)
     return cells
 
 
-def shielded_patients(day: dt.date, per_place: dict[str, int], seed: int = 2020) -> list[dict[str, Any]]:
+def shielded_patients(day: dt.date, per_place: dict[str, int], seed: int = 2020,
+                      places: Mapping[str, Place] = PLACES) -> list[dict[str, Any]]:
     """T3 entries of the Shielded Patient List, added on `day` (at least a day ago); some have no phone."""
     rng = random.Random(seed)
     return [{
@@ -133,22 +136,75 @@ def shielded_patients(day: dt.date, per_place: dict[str, int], seed: int = 2020)
         "email": None,
         "gp_practice_code": f"C{rng.randint(80, 89)}{rng.randint(0, 999):03d}",
         "added_date": day, "removed_flag": False, "ltla": place.ltla, "utla": place.utla,
-    } for place in _each(per_place)]
+    } for place in _each(per_place, places)]
 
 
-def isolation_notifications(day: dt.date, per_place: dict[str, int], seed: int = 2020) -> list[dict[str, Any]]:
+def isolation_notifications(day: dt.date, per_place: dict[str, int], seed: int = 2020,
+                            places: Mapping[str, Place] = PLACES) -> list[dict[str, Any]]:
     """T7 instructions to self-isolate for ten days ending on `day` (at least a day ago), mostly notified."""
     rng = random.Random(seed)
     return [{
         "ctas_id": "".join(rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZ0123456789") for _ in range(8)),
         "postcode": _postcode(rng, place), "ltla": place.ltla,
         "isolation_start": day - dt.timedelta(days=9), "isolation_end": day, "notified": rng.random() < 0.9,
-    } for place in _each(per_place)]
+    } for place in _each(per_place, places)]
 
 
-def _each(per_place: dict[str, int]) -> Iterator[Place]:
+def cases_to_trace(day: dt.date, per_place: dict[str, int], seed: int = 2020,
+                   places: Mapping[str, Place] = PLACES) -> list[dict[str, Any]]:
+    """T2 cases national tracing has not reached within a day: created on `day` (at least a day ago), tried a few
+    times since."""
+    rng = random.Random(seed)
+    created = dt.datetime.combine(day, dt.time(9), tzinfo=dt.UTC)
+    return [{
+        "ctas_id": "".join(rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZ0123456789") for _ in range(8)),
+        "name": f"{rng.choice(FIRST)} {rng.choice(LAST)}",
+        "phone": f"07700 900{rng.randint(0, 999):03d}" if rng.random() < 0.8 else None, "email": None,
+        "address": f"{rng.randint(1, 200)} {rng.choice(STREETS)}, {place.name.title()}",
+        "postcode": _postcode(rng, place), "ltla": place.ltla, "utla": place.utla,
+        "specimen_date": day - dt.timedelta(days=1), "onset_date": None,
+        "case_created_ts": created.isoformat(), "attempts": rng.randint(2, 6),
+        "last_attempt_ts": (created + dt.timedelta(hours=rng.randint(25, 30))).isoformat(),
+        "status": "UNREACHABLE",
+    } for place in _each(per_place, places)]
+
+
+def care_homes(day: dt.date, per_place: dict[str, int], seed: int = 2020,
+               places: Mapping[str, Place] = PLACES) -> list[dict[str, Any]]:
+    """T4 capacity tracker returns of care homes on `day`; CQC location ids in the 1-1 form, made up."""
+    rng = random.Random(seed)
+    return [{
+        "cqc_location_id": f"1-{rng.randint(100_000_000, 999_999_999)}",
+        "home_name": f"{rng.choice(STREETS).split()[0]} House", "ltla": place.ltla, "utla": place.utla,
+        "date": day, "beds_vacant": rng.randint(0, 12), "staff_newly_suspected": rng.randint(0, 4),
+        "staff_newly_confirmed": rng.randint(0, 3), "residents_newly_suspected": rng.randint(0, 4),
+        "residents_newly_confirmed": rng.randint(0, 3), "ppe_rag": rng.choice(("RED", "AMBER", "GREEN")),
+        "visiting_status": rng.choice(("OPEN", "RESTRICTED", "END_OF_LIFE_ONLY", "CLOSED")),
+        "staff_absent": rng.randint(0, 9),
+    } for place in _each(per_place, places)]
+
+
+def for_area(stream: str, code: str, upper_tier: str, day: dt.date, count: int, prefix: str, seed: int
+             ) -> list[dict[str, Any]] | None:
+    """`count` records of template stream `stream` resident in authority `code` (upper tier `upper_tier`), dated
+    `day` (at least a day ago); None when there is no generator for that stream. For drills, in any area."""
+    place = Place(code.lower(), code, upper_tier, ("YA1",), 0)  # "YA" is no real postcode area
+    one = {place.name: place}
+    makers = {
+        "ukhsa.positive-tests": lambda: positive_tests(day, {place.name: count}, prefix, seed, one),
+        "nhsd.shielded-patients": lambda: shielded_patients(day, {place.name: count}, seed, one),
+        "nis.vaccination-uptake": lambda: vaccination_cells(day, {place.name: count}, seed, one),
+        "ukhsa.isolation-notifications": lambda: isolation_notifications(day, {place.name: count}, seed, one),
+        "nhstt.cases-to-trace": lambda: cases_to_trace(day, {place.name: count}, seed, one),
+        "dhsc.care-home-capacity": lambda: care_homes(day, {place.name: count}, seed, one),
+    }
+    make = makers.get(stream)
+    return None if make is None else make()
+
+
+def _each(per_place: dict[str, int], places: Mapping[str, Place]) -> Iterator[Place]:
     for name, count in per_place.items():
-        yield from [PLACES[name]] * count
+        yield from [places[name]] * count
 
 
 def _postcode(rng: random.Random, place: Place) -> str:

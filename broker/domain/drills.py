@@ -34,6 +34,20 @@ FLOWS: Mapping[str, str] = {
 }
 
 
+def drill_stream(stream: str, run: str) -> str:
+    """The drill twin of template stream `stream` (`<publisher>.<name>`) for drill `run`: the publisher's own
+    stream (so its ingest ACLs and the API's ownership rule apply unchanged), named as a drill's."""
+    owner, _, name = stream.partition(".")
+    if not owner or not name:
+        raise DrillError(f"stream {stream!r} is not `<publisher>.<name>`, so it has no drill twin")
+    return f"{owner}.{DRILL_BODY_PREFIX}{run}-{name}"
+
+
+def drill_template(template: str, run: str) -> str:
+    """The id of the drill's copy of catalog template `template`, which names the drill stream."""
+    return f"{DRILL_BODY_PREFIX}{run}-{template}"
+
+
 def is_drill_body(body: object) -> bool:
     return isinstance(body, str) and body.startswith(DRILL_BODY_PREFIX)
 

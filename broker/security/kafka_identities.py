@@ -24,6 +24,7 @@ from broker.domain.kafka_acls import (
     SERVICE_USERS,
     all_bindings,
     bodies_from_catalog,
+    subscriber_bindings,
     subscriber_user,
     users,
 )
@@ -165,3 +166,22 @@ def rotate(admin: KafkaAccess, secrets_dir: Path, user: str) -> Path:
         security.set_passwords({user: password})
     write_private(path, password)
     return path
+
+
+def provision_role(admin: KafkaAccess, secrets_dir: Path, body: str, role: str) -> KafkaAccess:
+    """One role of one body (a drill's) made a Kafka login with exactly its ACLs, no other user touched; how it
+    reaches Kafka. `admin` must be a super user of a Kafka that `accord local` runs."""
+    user = subscriber_user(body, role)
+    with KafkaSecurity(admin) as security:
+        security.set_passwords({user: ensure_password(secrets_dir, user)})
+        security.sync(subscriber_bindings(body, role), [user])
+    return local_access(secrets_dir, admin.bootstrap, user)
+
+
+def retire_role(admin: KafkaAccess, secrets_dir: Path, body: str, role: str) -> None:
+    """Undo `provision_role`: the login's ACLs and credential go, and its password file."""
+    user = subscriber_user(body, role)
+    with KafkaSecurity(admin) as security:
+        security.sync([], [user])
+        security.delete_users([user])
+    password_path(secrets_dir, user).unlink(missing_ok=True)

@@ -1,10 +1,11 @@
 """The checks a drill runs for each template flow, on a live deployment, through the governance API as the people
 who would act (a drill body's analyst and DPH, the publisher's reviewers, Accord's operator).
 
-Drill bodies (`drill-<run>-t1`) are added to the applied catalog for the run and removed after it. They act on the
-real stream only where that delivers nothing to real subscribers: a request from the template and its approvals,
-a dispute to its decision. What needs records published (approval to first record, the subscriber's view, a
-revocation on the live stream) waits for drill streams and is reported as not run, never as passed.
+Drill bodies (`drill-<run>-t1`) and drill streams (each flow's stream's twin, `<publisher>.drill-<run>-<name>`, with
+a copy of the template naming it) are added to the applied catalog for the run and removed after it. The drill body
+asks for the twin from the template's copy, so the records the drill publishes (synthetic, through the ingest API as
+the publisher) reach the drill body and no real subscriber. Checks the drill cannot make safely on a live
+deployment are reported as not run with the reason, never as passed.
 """
 
 from __future__ import annotations
@@ -19,10 +20,21 @@ from broker.domain.drills import (
     DRILL_BODY_PREFIX,
     ENFORCEMENT_TARGET_S,
     FLOWS,
+    is_drill_body,
 )
 from broker.domain.ladder import Actor
 from broker.errors import AccordError
+from broker.services.drill_records import RecordChecks
 from broker.services.drill_runner import FIRST_RECORD, Check, Moments, Outcome, failed, not_run, passed
+from broker.services.drill_streams import (
+    DrillData,
+    DrillStream,
+    granted,
+    make_twin,
+    requestable,
+    tier_of,
+    with_twin,
+)
 
 NEEDS_DRILL_STREAMS = "needs drill streams"
 OPERATOR = Actor("accord", "operator", "Accord drill")
@@ -72,16 +84,25 @@ class FlowDrill:
     run: str
     api: GovernanceCalls
     catalog: AppliedCatalog
+    data: DrillData | None = None
     monotonic: Callable[[], float] = time.monotonic
     original: Mapping[str, Any] | None = None
     body: str = ""
     request: dict[str, Any] = field(default_factory=dict)
+    twin: DrillStream | None = None
+    records: RecordChecks | None = None
+    approved_at: float | None = None
+    withdrawal: Mapping[str, Any] | None = None     # the revocation's control record (offset, timestamp_ms)
+    area: str = ""                                  # the drill body's first area
 
     @property
     def template_id(self) -> str:
         return FLOWS[self.flow]
 
     def _template(self) -> Mapping[str, Any] | None:
+        """The template the drill body asks for: the copy naming the drill stream once there is one."""
+        if self.twin is not None:
+            return self.twin.template_entry
         return ((self.original or {}).get("templates") or {}).get(self.template_id)
 
     def actor(self, role: str) -> Actor:
@@ -99,11 +120,18 @@ class FlowDrill:
         entry = drill_body_entry(self.original, body)
         if entry is None:
             return "the applied catalog has no upper-tier local body whose areas a drill body could take"
+        self.area = str((entry.get("areas") or [""])[0])
+        tier = tier_of(self._template() or {}) or {}
+        entry["roles"] = sorted({*entry["roles"], *(tier.get("roles") or ())})
         drilled = {**self.original, "bodies": {**self.original["bodies"], body: entry},
                    "revision": f"{self.original.get('revision')}+{body}"}
+        if self.data is not None:
+            self.twin = make_twin(self.data, self.original, self.template_id, self.run)
+            drilled = with_twin(drilled, self.twin)
         self.api.call("PUT", "/catalog", OPERATOR, {"catalog": drilled})
         self.body = body    # only once applied: a catalog refused needs no undoing
-        moments.note(self.flow, f"drill body {body} added to catalog {self.original.get('revision')}")
+        moments.note(self.flow, f"drill body {body}{f' and stream {self.twin.stream}' if self.twin else ''} added "
+                                f"to catalog {self.original.get('revision')}")
         return None
 
     def remove_body(self) -> None:
@@ -111,6 +139,9 @@ class FlowDrill:
         catalog applied since (by an operator, during the drill) has no drill body to remove and must stay."""
         if self.original is None or not self.body:
             return
+        if self.records is not None and self.data is not None:
+            self.data.retire_login(self.body, self.records.role)
+            self.records = None
         current = self.catalog.current() or {}
         if self.body in (current.get("bodies") or {}):
             self.api.call("PUT", "/catalog", OPERATOR, {"catalog": dict(self.original)})
@@ -123,38 +154,121 @@ class FlowDrill:
         if why is not None:
             return not_run(why)
         template = self._template() or {}
-        tier = next((t for t in template.get("tiers", []) if t.get("name") == template.get("minimised_tier")), None)
+        tier = tier_of(template)
         if tier is None:
-            return not_run(f"template {self.template_id} has no minimised tier to request")
+            return not_run(f"template {self.template_id} has no tier to request")
         role = str((tier.get("roles") or ["analyst"])[0])
-        form = {"template": self.template_id, "purpose": template.get("purpose"), "duration": DRILL_DURATION,
-                "fields": sorted(tier.get("fields", {})),
+        asked = self.twin.template if self.twin is not None else self.template_id
+        form = {"template": asked, "purpose": template.get("purpose"), "duration": DRILL_DURATION,
+                "fields": sorted(requestable(tier, self._stream_fields())),
                 "justification": f"Accord drill {self.run}: switching {self.flow} on from its template."}
         begun = self.monotonic()
         made = self.api.call("POST", "/requests", self.actor(role), form)
         moments.note(self.flow, f"request {made['id']} made")
-        for role in _reviewer_roles(template):
-            reviewer = Actor(str(template.get("publisher")), role, f"{role}@{template.get('publisher')}.drill")
+        for reviewing in _reviewer_roles(template):
+            publisher = str(template.get("publisher"))
+            reviewer = Actor(publisher, reviewing, f"{reviewing}@{publisher}.drill")
             made = self.api.call("POST", f"/requests/{made['id']}/approvals", reviewer,
-                                 {"reason": f"Accord drill {self.run}: approved by the template's {role}."})
-            moments.note(self.flow, f"approved by the publisher's {role}")
-        seconds = round(self.monotonic() - begun, 3)
+                                 {"reason": f"Accord drill {self.run}: approved by the template's {reviewing}."})
+            moments.note(self.flow, f"approved by the publisher's {reviewing}")
+        self.approved_at = self.monotonic()
+        seconds = round(self.approved_at - begun, 3)
         self.request = made
         if made.get("state") != "live":
             return failed(f"request {made['id']} is {made.get('state')!r} after every reviewer approved, not live",
                           seconds)
         moments.note(self.flow, f"request {made['id']} live")
+        self.records = self._record_checks(granted(tier, self._stream_fields()), role, template)
         return passed(f"request {made['id']} from {self.template_id} made, approved by "
                       f"{', '.join(_reviewer_roles(template))} and live", seconds)
 
+    def _record_checks(self, tier: Mapping[str, Any], role: str, template: Mapping[str, Any]
+                       ) -> RecordChecks | None:
+        """The record checks of a live drill grant on the drill stream (None without drill streams)."""
+        if self.data is None or self.twin is None:
+            return None
+        bodies = (self.original or {}).get("bodies") or {}
+        area = self.area
+        if not area.startswith(_SINGLE_TIER):
+            return None     # synthetic rows are made for a single-tier authority
+        elsewhere = next((str(b["areas"][0]) for ident, b in bodies.items() if b.get("kind") == "local"
+                          and not is_drill_body(ident) and (b.get("areas") or [""])[0].startswith(_SINGLE_TIER)
+                          and b["areas"][0] != area), None)
+        publisher = str(template.get("publisher"))
+        checks = RecordChecks(self.data, self.twin, self.run, self.body, role, tier, area, elsewhere,
+                              Actor(publisher, "ig-lead", f"publisher@{publisher}.drill"), self.monotonic)
+        checks.reader = self.data.login(self.body, role)
+        return checks
+
+    def _stream_fields(self) -> Mapping[str, Any]:
+        """The compiled fields of the template's real stream (names, kinds, tags)."""
+        real = str((((self.original or {}).get("templates") or {}).get(self.template_id) or {}).get("stream"))
+        return dict((((self.original or {}).get("streams") or {}).get(real) or {}).get("fields") or {})
+
+    def first_record(self, _: Moments) -> Outcome:
+        if self.records is None or self.approved_at is None:
+            return not_run(self._why_no_records())
+        return self.records.first_record(self.approved_at)
+
+    def subscriber_view(self, _: Moments) -> Outcome:
+        if self.records is None:
+            return not_run(self._why_no_records())
+        return self.records.view(sorted(self._stream_fields()))
+
+    def revocation(self, _: Moments) -> Outcome:
+        if self.records is None:
+            return not_run(self._why_no_records())
+        return self.records.revocation(self.withdrawal)
+
+    def misroute(self, moments: Moments) -> Outcome:
+        """A row delivered to the drill body is reported misrouted by the publisher (staged: the row is the drill
+        body's, said to be another council's), and the drill body confirms its deletion: the report, its deadline
+        and the confirmation go through the governance API onto the audit trail."""
+        if self.records is None:
+            return not_run(self._why_no_records())
+        source = self.records.delivered_source()
+        if source is None or self.records.elsewhere is None or self.twin is None:
+            return not_run("no row was delivered to the drill body (approval-to-first-record did not pass), or "
+                           "there is no other council's area to say it belongs to")
+        publisher = self.records.publisher
+        begun = self.monotonic()
+        reported = self.api.call("POST", "/misroutes", publisher, {
+            "stream": self.twin.stream, "recipient": self.body, "belongs_to": self.records.elsewhere,
+            "source": source, "reason": f"Accord drill {self.run}: a staged misrouting, to exercise the report and "
+                                        "the deletion it calls for."})
+        moments.note(self.flow, f"misroute {reported['id']} reported by {publisher.body}")
+        confirmed = self.api.call("POST", f"/misroutes/{reported['id']}/deletion", self.actor(self.records.role),
+                                  {"statement": f"Accord drill {self.run}: the drill body holds no copy."})
+        seconds = round(self.monotonic() - begun, 3)
+        if confirmed.get("state") != "deleted":
+            return failed(f"misroute {reported['id']} is {confirmed.get('state')!r} after the recipient confirmed "
+                          "its deletion", seconds)
+        moments.note(self.flow, f"misroute {reported['id']} deletion confirmed")
+        return passed(f"row {source['topic']}/{source['partition']}/{source['offset']} reported misrouted by "
+                      f"{publisher.body} (staged) and its deletion confirmed by {self.body} before its deadline "
+                      f"{reported.get('deadline')}", seconds)
+
+    def _why_no_records(self) -> str:
+        if self.data is None:
+            return f"{NEEDS_DRILL_STREAMS}: this drill was run without access to the ingest API and delivery topics"
+        if self.body and not self.area.startswith(_SINGLE_TIER):
+            return (f"the drill body's area {self.area} is not a single-tier authority, for which alone the drill "
+                    "makes synthetic rows")
+        return "no live drill grant on the drill stream (switch-on did not pass)"
+
     def dispute_decided(self, moments: Moments) -> Outcome:
-        """The drill body's DPH disputes the refusal of an identifier; the publisher's IG lead decides."""
+        """A role of the drill body the drill's grant is not for (its DPH, or its analysts when the grant is the
+        DPH's) disputes being refused one of the stream's fields; the publisher's IG lead decides."""
         if not self.body:
             return not_run("no drill body (switch-on did not run)")
         template = self._template() or {}
-        raised = self.api.call("POST", "/disputes", self.actor("dph"), {
-            "kind": "refusal", "stream": template.get("stream"), "role": "dph", "purpose": template.get("purpose"),
-            "fields": ["specimen_id"],
+        fields = sorted(self._stream_fields())
+        if not fields:
+            return not_run(f"the applied catalog names no fields of {template.get('stream')}'s stream")
+        role = "analyst" if self.request.get("role") == "dph" else "dph"
+        raised = self.api.call("POST", "/disputes", self.actor(role), {
+            "kind": "refusal", "stream": template.get("stream"), "role": role, "purpose": template.get("purpose"),
+            "fields": fields[:1],
             "justification": f"Accord drill {self.run}: a refusal disputed to test the ladder."})
         begun = self.monotonic()
         moments.note(self.flow, f"dispute {raised['id']} raised")
@@ -201,6 +315,7 @@ class FlowDrill:
                           seconds)
         moments.note(self.flow, f"grant {grant} withdrawn")
         self.request = {**self.request, "state": "withdrawn"}
+        self.withdrawal = _revocation(self.api, dispute, decider=deciders[0])
         return passed(f"grant {grant} contested by {publisher} and withdrawn by "
                       f"{', '.join(d.body for d in deciders)} at tier {int(dispute.get('tier', 0)) + 1}", seconds)
 
@@ -218,6 +333,19 @@ def _deciders(catalog: Mapping[str, Any], dispute: Mapping[str, Any], parties: s
     return [Actor(body, role, f"{role}@{body}.drill") for body in bodies[:wanted]]
 
 
+def _revocation(api: GovernanceCalls, dispute: Mapping[str, Any], decider: Actor) -> Mapping[str, Any] | None:
+    """The control record (offset, timestamp_ms) that put the dispute's decision in force: from its `enforced`
+    event, read again if the decision's answer came before it."""
+    for _ in range(20):
+        enforced = [e for e in dispute.get("timeline", []) if e.get("type") == "enforced"]
+        control = (enforced[-1].get("data") or {}).get("control") if enforced else None
+        if control:
+            return dict(max(control, key=lambda c: int(c["offset"])))
+        time.sleep(0.25)
+        dispute = api.call("GET", f"/disputes/{dispute['id']}", decider)
+    return None
+
+
 def _reviewer_roles(template: Mapping[str, Any]) -> list[str]:
     """One reviewer of each role the template's approval needs (its `one_of_each`, else its first roles)."""
     approval = template.get("approval") or {}
@@ -233,36 +361,31 @@ def _waiting(reason: str) -> Callable[[Moments], Outcome]:
 def flow_checks(drill: FlowDrill) -> list[Check]:
     """The checks of one flow, in the order they run (later ones use what earlier ones set up)."""
     flow = drill.flow
-    local_only = (f"{NEEDS_DRILL_STREAMS}: OPA stopped under the live stream would stop real deliveries (and is "
-                  "stopped only on the local stack)")
+    local_only = ("not built yet: OPA can be stopped only on the local stack, and stopping it stops every real "
+                  "delivery too; the drill does not drive it")
     return [
         Check(flow, "switch-on", drill.switch_on),
-        Check(flow, FIRST_RECORD, _waiting(f"{NEEDS_DRILL_STREAMS}: synthetic records on the real stream would "
-                                           "reach its real subscribers"), APPROVAL_TO_FIRST_RECORD_TARGET_S),
-        Check(flow, "subscriber-view", _waiting(f"{NEEDS_DRILL_STREAMS}: the view is read from delivered records")),
-        Check(flow, "revocation", _waiting(f"{NEEDS_DRILL_STREAMS}: enforcement is measured on records published "
-                                           "after it"), ENFORCEMENT_TARGET_S),
+        Check(flow, FIRST_RECORD, drill.first_record, APPROVAL_TO_FIRST_RECORD_TARGET_S),
+        Check(flow, "subscriber-view", drill.subscriber_view),
         Check(flow, "dispute-decision", drill.dispute_decided),
         Check(flow, "grant-withdrawn", drill.grant_withdrawn),
-        Check(flow, "dispute-default", _waiting("the ladder is compressed only on drill streams' own governance "
-                                                "(--time-scale); the live ladder's deadlines are days")),
+        Check(flow, "revocation", drill.revocation, ENFORCEMENT_TARGET_S),
+        Check(flow, "dispute-default", _waiting("not built yet: the ladder is the catalog's, one for every dispute, "
+                                                "and its deadlines are hours to days; compressing it for the drill "
+                                                "(--time-scale) would shorten real disputes' deadlines too")),
         Check(flow, "break-glass", _waiting("break-glass needs an emergency declared where the drill body is, which "
                                             "would change real ladders' deadlines there")),
         Check(flow, "fail-closed", _waiting(local_only)),
-        Check(flow, "misroute", _waiting(f"{NEEDS_DRILL_STREAMS}: a misrouted row must be delivered first")),
+        Check(flow, "misroute", drill.misroute),
     ]
 
 
-def drills_for(flows: Sequence[str], run: str, api: GovernanceCalls, catalog: AppliedCatalog
-               ) -> tuple[list[FlowDrill], list[Check]]:
-    """The drills of `flows` and their checks. T1 runs its real checks; the other flows wait for drill streams."""
+def drills_for(flows: Sequence[str], run: str, api: GovernanceCalls, catalog: AppliedCatalog,
+               data: DrillData | None = None) -> tuple[list[FlowDrill], list[Check]]:
+    """The drills of `flows` and their checks, each flow on a drill stream of its own when `data` is given."""
     drills, checks = [], []
     for flow in flows:
-        if flow != "T1":
-            checks.append(Check(flow, "switch-on", _waiting(f"{NEEDS_DRILL_STREAMS}: {flow}'s checks are not "
-                                                            "built yet")))
-            continue
-        drill = FlowDrill(flow, run, api, catalog)
+        drill = FlowDrill(flow, run, api, catalog, data)
         drills.append(drill)
         checks.extend(flow_checks(drill))
     return drills, checks

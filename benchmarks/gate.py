@@ -1,6 +1,7 @@
 """The gate benchmarks, all in one run on one local stack (Kafka, OPA, registry) started here and wiped at the end.
 
-(a) raw kafka-python transactional passthrough (baseline), (b) the real gate with one subscriber receiving every
+(a) raw transactional passthrough on the data path's default client (baseline; librdkafka unless
+ACCORD_GATE_TRANSPORT says kafka-python), (b) the real gate with one subscriber receiving every
 record, (c) the real gate with the ten T1 councils as subscribers (DPH tier only, and the shipped catalog as is;
 c_small: as c on the 28-authority LA table of before and no residence lookup, to show what the ONS tables cost),
 (d) a naive gate asking OPA per record,
@@ -33,6 +34,7 @@ from benchmarks.gate_setup import (
     hub_catalog,
     local_bench,
 )
+from broker.config import Settings
 from broker.demo.synthetic import spread
 from broker.domain.topics import delivery_topic
 from broker.local.toolchain import REPO_ROOT
@@ -60,7 +62,9 @@ def machine() -> dict[str, Any]:
                       "a fresh gate worker; each reports its best round and lists every round; (d) runs once",
                       "the gate and (a) subscribe to every stream's ingest topic (12 partitions each, only T1's hold "
                       "records); "
-                      "(a) uses TransactionalStage's consumer and producer settings; the gate also reads the end of "
+                      "(a) uses the default transport's stage's consumer and producer settings "
+                      "(RdkafkaTransactionalStage on librdkafka, TransactionalStage on kafka-python); the gate also "
+                      "reads the end of "
                       "the control topic once per batch and adds two headers to each delivery",
                       "(c) runs twice: with the ten T1 councils' DPH tier only (c, 10 plans, one delivery per record "
                       "as in a and b) and with the shipped catalog unchanged (c_shipped, DPH and analyst tier: 20 "
@@ -92,11 +96,15 @@ def _throughput(bench: Bench, tmp: Path) -> Iterator[dict[str, Any]]:
              "c_shipped": ("c-gate-10-subscribers-shipped", REPO_ROOT / "catalog", shipped, False)}
     runs: dict[str, list[dict[str, Any]]] = {key: [] for key in ("a", *gates)}
     naive: dict[str, Any] = {}
+    # The data path's default transport, and (a) on the same client: each ratio is to a passthrough on it.
+    transport = Settings().gate_transport
+    passthrough = gate_throughput.passthrough_rdkafka if transport == "librdkafka" else gate_throughput.passthrough
     for round_ in range(ROUNDS):
-        runs["a"].append(gate_throughput.passthrough(bench, bench.records))
+        runs["a"].append(passthrough(bench, bench.records) | {"transport": transport})
         for key, (scenario, catalog, topics, small) in gates.items():
             bench.apply(catalog)
-            runs[key].append(gate_throughput.real_gate(bench, scenario, bench.records, topics, small))
+            runs[key].append(gate_throughput.real_gate(bench, scenario, bench.records, topics, small,
+                                                       transport=transport) | {"transport": transport})
             if key == "b" and round_ == 0:
                 naive = gate_throughput.naive_gate(bench, bench.records[:NAIVE_RECORDS], [hub_topic])
     best = {key: _best(results) for key, results in runs.items()}

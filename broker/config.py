@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=_default_home)
     state_dir: Path | None = None
     kafka_bootstrap: str | None = None
+    # How many brokers `accord local up` runs (`--brokers`); unset: as many as its state directory already has,
+    # else one. A cluster's nodes are KRaft combined brokers and controllers on loopback (local/kafka_cluster.py).
+    kafka_brokers: int | None = Field(default=None, ge=1, le=5)
     # The Kafka principal this process acts as. Unset with a local stack: the local admin (whose password
     # `accord local` keeps in the secrets dir); unset with an external Kafka: no authentication.
     kafka_username: str | None = None
@@ -95,7 +98,7 @@ class Settings(BaseSettings):
     # the real broker and measured side by side (`python -m benchmarks transports`, `... ingest`). The gate's path
     # consumes, transforms and produces in transactions; the API's produces each publish request's records (a keyed
     # request's records and key commit in a transaction on kafka-python whichever is chosen).
-    gate_transport: Transport = "kafka-python"
+    gate_transport: Transport = "librdkafka"
     ingest_transport: Transport = "librdkafka"
     schemas_dir: Path = _SOURCE_ROOT / "schemas"     # the template streams' .avsc files
     catalog_dir: Path = _SOURCE_ROOT / "catalog"     # bodies, streams, agreements, ladder (YAML)

@@ -19,6 +19,7 @@ from kafka.errors import InvalidProducerEpochError, KafkaError, ProducerFencedEr
 
 from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_admin import CHANGELOG_TOPIC_CONFIG, create_topics
+from broker.adapters.kafka_offsets import end_offset
 from broker.adapters.kafka_transactions import transactional_producer
 from broker.errors import ServiceError, WriterFenced
 
@@ -61,7 +62,7 @@ class Changelog:
         consumer = self._reader()
         consumer.assign([self._tp])
         consumer.seek_to_beginning(self._tp)
-        end = int(consumer.end_offsets([self._tp])[self._tp])
+        end = end_offset(consumer, self._tp)
         self._offsets = self._reader()
         self._thread = threading.Thread(target=self._follow, args=(consumer,), name=f"follow-{self.topic}",
                                         daemon=True)
@@ -123,7 +124,7 @@ class Changelog:
                                                         transaction_timeout_ms=TRANSACTION_TIMEOUT_MS)
             try:
                 # read_committed: the last stable offset, so a newer writer's open transaction cannot hold this up.
-                end = int(self._offsets.end_offsets([self._tp])[self._tp])
+                end = end_offset(self._offsets, self._tp)
             except KafkaError as exc:
                 raise ServiceError(f"reading the end of {self.topic} failed: {exc}") from exc
         self._wait_applied(end, timeout_s)

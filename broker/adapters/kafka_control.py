@@ -15,6 +15,7 @@ from kafka.errors import KafkaError
 from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_admin import align_topic_config, create_topics
 from broker.adapters.kafka_governance import ensure_audit_topic
+from broker.adapters.kafka_offsets import end_offset
 from broker.adapters.metrics import count_control_refused
 from broker.domain.control import PolicyState, admit
 from broker.domain.control_signing import KeyLookup, Signature
@@ -53,7 +54,9 @@ def ensure_optout_topic(kafka: KafkaAccess) -> None:
 
 
 class ControlReader:
-    """Reads the control topic from the beginning; `end_offset()` is one ListOffsets round trip."""
+    """Reads the control topic from the beginning; `end_offset()` asks the partition's current leader
+    (kafka_offsets.py), in 30 s at most: a gate whose fence cannot be read fails its batch rather than waiting on a
+    paused broker for ever."""
 
     def __init__(self, kafka: KafkaAccess, client_id: str = "accord-control", topic: str = CONTROL_TOPIC) -> None:
         self._tp = TopicPartition(topic, 0)
@@ -64,7 +67,7 @@ class ControlReader:
 
     def end_offset(self) -> int:
         try:
-            return int(self._consumer.end_offsets([self._tp])[self._tp])
+            return end_offset(self._consumer, self._tp)
         except KafkaError as exc:
             raise ServiceError(f"could not read the end of {self._tp.topic}: {exc}") from exc
 

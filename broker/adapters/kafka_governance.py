@@ -17,6 +17,7 @@ from kafka.errors import KafkaError
 
 from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_admin import TRAIL_TOPIC_CONFIG, create_topics
+from broker.adapters.kafka_offsets import end_offset
 from broker.adapters.kafka_transactions import transactional_producer
 from broker.domain.topics import AUDIT_TOPIC, GOVERNANCE_TOPIC
 from broker.errors import ServiceError
@@ -64,7 +65,7 @@ class KafkaGovernanceLog:
     def read_new(self, timeout_s: float = 10.0) -> list[tuple[int, dict[str, Any]]]:
         """Every committed event not read yet, up to the topic's current end."""
         try:
-            end = int(self._consumer.end_offsets([self._tp])[self._tp])
+            end = end_offset(self._consumer, self._tp)
             events: list[tuple[int, dict[str, Any]]] = []
             deadline = time.monotonic() + timeout_s
             while self._consumer.position(self._tp) < end:
@@ -95,7 +96,7 @@ class GovernanceFeed:
     def read_new(self, timeout_s: float = 10.0) -> list[dict[str, Any]]:
         """Every committed event not read yet, up to the topic's current end."""
         try:
-            end = int(self._consumer.end_offsets([self._tp])[self._tp])
+            end = end_offset(self._consumer, self._tp)
             events: list[dict[str, Any]] = []
             deadline = time.monotonic() + timeout_s
             while self._consumer.position(self._tp) < end:

@@ -13,6 +13,7 @@ from kafka.errors import KafkaError
 
 from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_admin import create_topics
+from broker.adapters.kafka_offsets import end_offset
 from broker.domain.messages import Record
 from broker.domain.topics import BACKFILL_TOPIC
 from broker.errors import ServiceError
@@ -96,7 +97,7 @@ class BackfillLogReader:
         """Every committed record not read yet, up to the end as it was when called."""
         out: list[tuple[str, dict[str, Any] | None]] = []
         try:
-            end = int(self._consumer.end_offsets([self._tp])[self._tp])
+            end = end_offset(self._consumer, self._tp)
             deadline = time.monotonic() + timeout_s
             while self._consumer.position(self._tp) < end:
                 if time.monotonic() > deadline:

@@ -41,6 +41,7 @@ from kafka import KafkaConsumer, TopicPartition
 from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_admin import create_topics
 from broker.adapters.kafka_changelog import TRANSACTION_TIMEOUT_MS
+from broker.adapters.kafka_offsets import end_offset
 from broker.adapters.rdkafka_transactions import KEYED_PARTITIONER
 from broker.domain.kafka_acls import INGEST_TRANSACTIONAL_PREFIX
 from broker.domain.messages import Outgoing
@@ -207,7 +208,7 @@ class KafkaIngestRequests:
         with self._offsets_lock:
             if self._offsets is None:
                 raise ServiceError(f"{self.topic} is not followed: start() first")
-            end = int(self._offsets.end_offsets([self._tp])[self._tp])
+            end = end_offset(self._offsets, self._tp)
         with self._cond:
             done = self._cond.wait_for(lambda: self._applied >= end or self._failure is not None, timeout_s)
             if self._failure is not None:

@@ -21,6 +21,7 @@ RETRY_BACKOFF_MS = 20  # the Java client's backoff for AddPartitionsToTxn refuse
 # so a fetch for partitions with nothing new (the broker holds it up to this long) delays the busy ones behind it;
 # at the default 500 ms that added up to half a second to one record in a hundred at 1,000 records/s.
 FETCH_MAX_WAIT_MS = 100
+METADATA_REFRESH_MS = 10_000  # how soon a subscribed topic unknown to the metadata is looked for again
 
 
 
@@ -61,6 +62,9 @@ class TransactionalStage:
             enable_auto_commit=False, isolation_level="read_committed", auto_offset_reset=start_from,
             session_timeout_ms=session_timeout_ms, heartbeat_interval_ms=max(500, session_timeout_ms // 3),
             max_poll_records=max_poll_records, fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            # A topic subscribed to before the metadata knows it (a stream a catalog apply has just made) is found
+            # at the next refresh: every 10 s, not the default of 5 minutes.
+            metadata_max_age_ms=METADATA_REFRESH_MS,
         )
         self._consumer.subscribe(list(topics))
         # retry_backoff_ms: the first AddPartitionsToTxn (or AddOffsetsToTxn) after a commit is sometimes refused

@@ -12,6 +12,7 @@ runtime, a new stream's); the stage keeps every position itself.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 # kafka-python on small transactions. 10-20 ms was the measured sweet spot (issue 18).
 RETRY_BACKOFF_MS = 20
 FETCH_WAIT_MAX_MS = 100      # as kafka_transactions.FETCH_MAX_WAIT_MS, and for the same reason
+METADATA_REFRESH_MS = 10_000  # as kafka_transactions.METADATA_REFRESH_MS
 TIMEOUT_S = 30.0
 
 
@@ -63,24 +65,47 @@ class RdkafkaTransactionalStage:
             "auto.offset.reset": start_from, "session.timeout.ms": session_timeout_ms,
             "heartbeat.interval.ms": max(500, session_timeout_ms // 3), "fetch.wait.max.ms": FETCH_WAIT_MAX_MS,
             "enable.partition.eof": False, "log_level": 3,
+            # A topic subscribed to before the metadata knows it (a stream a catalog apply has just made) is found
+            # at the next refresh: every 10 s, not librdkafka's default of 5 minutes.
+            "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
         })
         self._consumer.subscribe(list(topics), on_assign=self._assigned, on_revoke=self._revoked,
                                  on_lost=self._revoked)
-        self._producer = Producer({
+        self._producer_config = {
             **kafka.librdkafka_options(), "client.id": transactional_id, "transactional.id": transactional_id,
-            "acks": "all", "enable.idempotence": True, "retry.backoff.ms": RETRY_BACKOFF_MS,
+            "retry.backoff.ms": RETRY_BACKOFF_MS,
             "transaction.timeout.ms": transaction_timeout_ms, "linger.ms": 5, "batch.size": 256 * 1024,
             # librdkafka's own default (CRC32) would send a key to another partition than the Java client and
             # kafka-python (murmur2) do: a delivery topic written by workers of both transports would split one
             # area's records over two partitions, and their order with them (domain/partitions.py).
             "partitioner": KEYED_PARTITIONER, "log_level": 3,
-        })
+        }
+        self._broken = False  # the producer had a fatal error: the next transaction takes a new one
         try:
-            self._producer.init_transactions(TIMEOUT_S)
-        except KafkaException as exc:
+            self._producer = self._new_producer()
+        except ServiceError:
             self._consumer.close()
-            raise ServiceError(f"could not start the transactions {transactional_id!r}: {_said(exc)}") from exc
+            raise
         self._in_transaction = False
+
+    def _new_producer(self) -> Producer:
+        """A transactional producer of this worker's id, its transactions initialised: whatever an earlier producer
+        of the id left open is aborted, and that producer is fenced."""
+        producer = Producer({**self._producer_config, "acks": "all", "enable.idempotence": True})
+        try:
+            producer.init_transactions(TIMEOUT_S)
+        except KafkaException as exc:
+            raise ServiceError(f"could not start the transactions {self._producer_config['transactional.id']!r}: "
+                               f"{_said(exc)}") from exc
+        return producer
+
+    def _failed(self, exc: KafkaException) -> str:
+        """What went wrong, noting a fatal error: such a producer never works again (fenced, for example because a
+        broker paused past the transaction timeout and the coordinator aborted the transaction with a new epoch)."""
+        error = exc.args[0] if exc.args else None
+        if isinstance(error, KafkaError) and error.fatal():
+            self._broken = True
+        return _said(exc)
 
     # -- the group's assignment, served from inside consume() ---------------------------------------------------
 
@@ -154,10 +179,14 @@ class RdkafkaTransactionalStage:
         return found
 
     def begin(self) -> None:
+        if self._broken:
+            self._producer = self._new_producer()
+            self._broken = False
+            log.warning("a new transactional producer replaced one that had a fatal error")
         try:
             self._producer.begin_transaction()
         except KafkaException as exc:
-            raise ServiceError(f"could not begin a transaction: {_said(exc)}") from exc
+            raise ServiceError(f"could not begin a transaction: {self._failed(exc)}") from exc
         self._in_transaction = True
 
     def send(self, topic: str, value: bytes | None, key: bytes | None = None,
@@ -175,7 +204,7 @@ class RdkafkaTransactionalStage:
             except BufferError:         # the local queue is full: let deliveries drain, then send again
                 self._producer.poll(0.1)
             except KafkaException as exc:
-                raise ServiceError(f"producing to {topic} failed: {_said(exc)}") from exc
+                raise ServiceError(f"producing to {topic} failed: {self._failed(exc)}") from exc
         return lambda: _placement(topic, placed)
 
     def flush(self) -> None:
@@ -184,10 +213,10 @@ class RdkafkaTransactionalStage:
             left = self._producer.flush(TIMEOUT_S)
         except SystemError as exc:  # a delivery callback ran with librdkafka's fatal error (a fencing) raised
             cause = exc.__cause__
-            said = _said(cause) if isinstance(cause, KafkaException) else str(exc)
+            said = self._failed(cause) if isinstance(cause, KafkaException) else str(exc)
             raise ServiceError(f"producing failed: {said}") from exc
         except KafkaException as exc:
-            raise ServiceError(f"producing failed: {_said(exc)}") from exc
+            raise ServiceError(f"producing failed: {self._failed(exc)}") from exc
         if left:
             raise ServiceError(f"producing failed: {left} records not acknowledged within {TIMEOUT_S:.0f} s")
 
@@ -205,20 +234,21 @@ class RdkafkaTransactionalStage:
                     self._consumer.consumer_group_metadata(), TIMEOUT_S)
             self._producer.commit_transaction(TIMEOUT_S)
         except KafkaException as exc:
+            said = self._failed(exc)
             self._in_transaction = True
             self.abort()
-            raise ServiceError(f"committing the transaction failed (aborted, will be re-read): {_said(exc)}") from exc
+            raise ServiceError(f"committing the transaction failed (aborted, will be re-read): {said}") from exc
         finally:
             self._in_transaction = False
 
     def abort(self) -> None:
         """Abort the open transaction and rewind to the committed offsets so the batch is consumed again."""
-        if self._in_transaction:
+        if self._in_transaction and not self._broken:  # a broken producer's transaction ends with its replacement
             try:
                 self._producer.abort_transaction(TIMEOUT_S)
             except KafkaException as exc:
-                log.warning("aborting the transaction failed: %s", _said(exc))
-            self._in_transaction = False
+                log.warning("aborting the transaction failed: %s", self._failed(exc))
+        self._in_transaction = False
         self._rewind()
 
     def _rewind(self) -> None:
@@ -246,7 +276,8 @@ class RdkafkaTransactionalStage:
         if self._in_transaction:
             self.abort()
         self._consumer.close()
-        self._producer.flush(TIMEOUT_S)
+        with contextlib.suppress(KafkaException):  # a broken producer raises its fatal error again
+            self._producer.flush(TIMEOUT_S)
 
 
 def _record(m: Message) -> Record:

@@ -156,10 +156,17 @@ def local_up(
                                                 "package as root if missing)")] = False,
     supervise: Annotated[bool, typer.Option(help="run `accord local supervise` beside them, which starts a "
                                                  "crashed service again (on by default)")] = True,
+    brokers: Annotated[int | None, typer.Option(
+        min=1, max=5, help="how many Kafka brokers (KRaft, each also a controller, on loopback); default: as many "
+                           "as the state directory's Kafka has, else 1")] = None,
 ) -> None:
     """Start Kafka and OPA (fetching/building them first if needed), Accord's services, and a supervisor that
-    restarts any of them that crashes; idempotent."""
-    stack = local_stack.LocalStack(current_settings())
+    restarts any of them that crashes; idempotent: a broker, or any service, that is not running is started again on
+    its own ports."""
+    settings = current_settings()
+    if brokers is not None:
+        settings = settings.model_copy(update={"kafka_brokers": brokers})
+    stack = local_stack.LocalStack(settings)
     endpoints = stack.up()
     if postgres:
         from broker.local.postgres_server import password_file

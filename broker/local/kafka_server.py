@@ -1,4 +1,5 @@
-"""A single-node KRaft Kafka (combined broker and controller, static voter) on loopback."""
+"""A KRaft Kafka node (combined broker and controller, static voters) on loopback: a single node by default; the
+nodes of a local cluster (broker/local/kafka_cluster.py) are started one by one with the same code."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from broker.adapters.kafka_access import SCRAM_MECHANISM, KafkaAccess
 from broker.adapters.kafka_admin import describe_cluster
 from broker.domain.kafka_acls import ADMIN_USER, BROKER_USER, CONTROLLER_USER
+from broker.domain.replication import Durability, durability
 from broker.errors import ServiceError, ServiceStartError
 from broker.local import processes
 from broker.local.toolchain import DEPLOY_LOCAL, require_tool
@@ -64,17 +66,38 @@ def _jaas(module: str, user: str, password: str, extra: str = "") -> str:
     return f'{module} required username="{user}" password="{password}"{extra};'
 
 
-def server_properties(layout: KafkaLayout, port: int, controller_port: int, secrets: KafkaSecrets) -> str:
+@dataclass(frozen=True)
+class Quorum:
+    """Which node this is and who votes: node ids by their controller ports (all on loopback)."""
+
+    node_id: int
+    voters: dict[int, int]
+
+    @property
+    def copies(self) -> Durability:
+        """How many copies Kafka's own topics keep (consumer offsets, transaction state): Accord's rule for its
+        topics (domain/replication.py), by the size of the cluster."""
+        return durability(len(self.voters))
+
+
+def server_properties(layout: KafkaLayout, port: int, controller_port: int, secrets: KafkaSecrets,
+                      quorum: Quorum | None = None) -> str:
     # One SASL_PLAINTEXT listener for clients and the broker itself (SCRAM-SHA-512 users that Accord creates),
     # a controller listener that only the broker's own PLAIN user can use, and the StandardAuthorizer: whatever
-    # no ACL allows is refused. Replication factors of 1 because there is one broker; the dedupe buffer is
-    # lowered so the log cleaner (used by compacted topics) fits a small heap.
+    # no ACL allows is refused. Kafka's own topics are replicated as Accord's are (one copy on a single node);
+    # the dedupe buffer is lowered so the log cleaner (used by compacted topics) fits a small heap.
+    quorum = quorum or Quorum(1, {1: controller_port})
+    copies = quorum.copies
+    voters = ",".join(f"{node}@127.0.0.1:{cport}" for node, cport in sorted(quorum.voters.items()))
     scram = "org.apache.kafka.common.security.scram.ScramLoginModule"
     plain = "org.apache.kafka.common.security.plain.PlainLoginModule"
+    # A cluster's defaults for a topic made without Accord (Accord names its own replication on every topic).
+    cluster = [f"default.replication.factor={copies.replication_factor}",
+               f"min.insync.replicas={copies.min_insync_replicas}"] if len(quorum.voters) > 1 else []
     return "\n".join([
         "process.roles=broker,controller",
-        "node.id=1",
-        f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
+        f"node.id={quorum.node_id}",
+        f"controller.quorum.voters={voters}",
         f"listeners=SASL_PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
         f"advertised.listeners=SASL_PLAINTEXT://127.0.0.1:{port}",
         "controller.listener.names=CONTROLLER",
@@ -93,13 +116,14 @@ def server_properties(layout: KafkaLayout, port: int, controller_port: int, secr
         f"log.dirs={layout.data}",
         "num.partitions=1",
         "auto.create.topics.enable=false",
-        "offsets.topic.replication.factor=1",
+        *cluster,
+        f"offsets.topic.replication.factor={copies.replication_factor}",
         "offsets.topic.num.partitions=4",
-        "transaction.state.log.replication.factor=1",
-        "transaction.state.log.min.isr=1",
+        f"transaction.state.log.replication.factor={copies.replication_factor}",
+        f"transaction.state.log.min.isr={copies.min_insync_replicas}",
         "transaction.state.log.num.partitions=4",
-        "share.coordinator.state.topic.replication.factor=1",
-        "share.coordinator.state.topic.min.isr=1",
+        f"share.coordinator.state.topic.replication.factor={copies.replication_factor}",
+        f"share.coordinator.state.topic.min.isr={copies.min_insync_replicas}",
         "group.initial.rebalance.delay.ms=0",
         "log.cleaner.dedupe.buffer.size=16777216",
         "",
@@ -127,14 +151,15 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-def _format(libs: Path, layout: KafkaLayout, admin_password: str, secrets: KafkaSecrets) -> None:
+def _format(libs: Path, layout: KafkaLayout, admin_password: str, secrets: KafkaSecrets,
+            cluster_id: str | None = None) -> None:
     """Format the storage once, with the admin's and the broker's SCRAM credentials in the first metadata (no
-    one could create them later: creating a user needs a user); a formatted directory keeps its cluster id."""
+    one could create them later: creating a user needs a user); a formatted directory keeps its cluster id. The
+    nodes of one cluster are formatted with the same `cluster_id`."""
     if (layout.data / "meta.properties").is_file():
         return
-    cluster_id = new_cluster_id()
     args = _java_args(libs, layout, "256m", [
-        "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(layout.config),
+        "kafka.tools.StorageTool", "format", "-t", cluster_id or new_cluster_id(), "-c", str(layout.config),
         "--add-scram", f"{SCRAM_MECHANISM}=[name={ADMIN_USER},password={admin_password}]",
         "--add-scram", f"{SCRAM_MECHANISM}=[name={BROKER_USER},password={secrets.broker}]",
     ])
@@ -143,10 +168,9 @@ def _format(libs: Path, layout: KafkaLayout, admin_password: str, secrets: Kafka
         raise ServiceStartError("formatting Kafka storage failed", (proc.stdout + proc.stderr)[-3000:])
 
 
-def start(libs: Path, layout: KafkaLayout, heap: str, timeout_s: float, secrets_dir: Path,
-          port: int | None = None) -> tuple[int, str]:
-    """Start Kafka on loopback (clients on `port`, default a free one; the controller on a free one); return
-    (pid, bootstrap) once a broker answers the local admin."""
+def launch(libs: Path, layout: KafkaLayout, heap: str, secrets_dir: Path, port: int, controller_port: int,
+           quorum: Quorum | None = None, cluster_id: str | None = None) -> int:
+    """Write the node's config, format its storage if new, and start it detached; its pid (not yet ready)."""
     layout.log.parent.mkdir(parents=True, exist_ok=True)
     if (layout.data / "meta.properties").is_file() and not password_path(secrets_dir, ADMIN_USER).is_file():
         raise ServiceStartError(
@@ -154,16 +178,23 @@ def start(libs: Path, layout: KafkaLayout, heap: str, timeout_s: float, secrets_
             "secrets were deleted); stop the services and wipe them with `accord local down --wipe`", "")
     admin_password = ensure_password(secrets_dir, ADMIN_USER)
     secrets = KafkaSecrets(ensure_password(secrets_dir, BROKER_USER), ensure_password(secrets_dir, CONTROLLER_USER))
-    port, controller_port = port or processes.free_port(), processes.free_port()
-    while controller_port == port:
-        controller_port = processes.free_port()
     # The config holds the broker's passwords: readable by its owner only.
-    write_private(layout.config, server_properties(layout, port, controller_port, secrets))
-    _format(libs, layout, admin_password, secrets)
-    pid = processes.start_detached(
+    write_private(layout.config, server_properties(layout, port, controller_port, secrets, quorum))
+    _format(libs, layout, admin_password, secrets, cluster_id)
+    return processes.start_detached(
         _java_args(libs, layout, heap, ["kafka.Kafka", str(layout.config)]),
         layout.out, layout.pid_file,
     )
+
+
+def start(libs: Path, layout: KafkaLayout, heap: str, timeout_s: float, secrets_dir: Path,
+          port: int | None = None) -> tuple[int, str]:
+    """Start a single node on loopback (clients on `port`, default a free one; the controller on a free one);
+    return (pid, bootstrap) once a broker answers the local admin."""
+    port, controller_port = port or processes.free_port(), processes.free_port()
+    while controller_port == port:
+        controller_port = processes.free_port()
+    pid = launch(libs, layout, heap, secrets_dir, port, controller_port)
     bootstrap = f"127.0.0.1:{port}"
     wait_ready(pid, local_access(secrets_dir, bootstrap), layout, timeout_s)
     return pid, bootstrap

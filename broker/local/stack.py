@@ -18,7 +18,7 @@ from broker.catalog import load_and_compile
 from broker.config import Settings
 from broker.domain.kafka_acls import ADMIN_USER
 from broker.errors import ConfigError, ServiceError, ServiceStartError
-from broker.local import kafka_server, opa_server, postgres_server, processes, toolchain
+from broker.local import kafka_cluster, kafka_server, opa_server, postgres_server, processes, toolchain
 from broker.local.python_service import PythonService
 from broker.local.supervisor_files import supervisor_layout
 from broker.security import bundles
@@ -85,7 +85,8 @@ class LocalStack:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.root = settings.local_dir
-        self.kafka = kafka_server.KafkaLayout(self.root / "kafka")
+        self.kafka = kafka_server.KafkaLayout(self.root / "kafka")  # a single node's (the default)
+        self.kafka_cluster = kafka_cluster.KafkaCluster(self.root / "kafka")  # the nodes of `--brokers N`
         self.opa = opa_server.OpaLayout(self.root / "opa")
         self.registry = PythonService("registry", self.root / "registry")
         self.api = PythonService("api", self.root / "api")
@@ -145,8 +146,55 @@ class LocalStack:
                 f"port {port}: stop it, or run `accord local down` so that new ports are chosen")
         return port
 
+    def kafka_brokers(self, check: bool = False) -> int:
+        """How many brokers this state directory's Kafka has: those it was made with, else as many as the settings
+        ask for (one by default). With `check`, a different number asked for is an error."""
+        made = self.kafka_cluster.brokers() or (1 if (self.kafka.data / "meta.properties").is_file() else 0)
+        wanted = self.settings.kafka_brokers
+        if check and made and wanted and wanted != made:
+            raise ConfigError(
+                f"the local Kafka in {self.root} has {made} broker(s), not {wanted}: run `accord local down --wipe` "
+                f"first to make a new one (it deletes the local services' data)")
+        return made or wanted or 1
+
     def _kafka_running(self) -> bool:
+        """Whether Kafka answers here: the single node runs, or at least one node of the cluster."""
+        if self.kafka_brokers() > 1:
+            return any(self.kafka_cluster.running(n) for n in self.kafka_cluster.node_ids())
         return processes.alive(processes.read_pid(self.kafka.pid_file), kafka_server.MARKER)
+
+    def _kafka_complete(self) -> bool:
+        """Whether every node of this state directory's Kafka runs."""
+        if self.kafka_brokers() > 1:
+            return all(self.kafka_cluster.running(n) for n in self.kafka_cluster.node_ids())
+        return self._kafka_running()
+
+    def _start_kafka(self) -> str:
+        """Start the Kafka nodes that are not running, on their kept ports (new ones when none is kept); record
+        and return the bootstrap."""
+        s = self.settings
+        toolchain.require_tool("java")
+        libs = toolchain.ensure_kafka_jars(s)
+        brokers = self.kafka_brokers(check=True)
+        if brokers == 1:
+            _, bootstrap = kafka_server.start(libs, self.kafka, s.kafka_heap, s.start_timeout_s, s.secrets_dir,
+                                              self._kept_port("kafka_bootstrap"))
+            self._record(kafka_bootstrap=bootstrap)
+            return bootstrap
+        self.kafka_cluster.create(brokers)
+        recorded, ids = self._recorded(), self.kafka_cluster.node_ids()
+        ports = kafka_cluster.parse_ports(recorded.get("kafka_bootstrap", ""), recorded.get("kafka_controllers", ""),
+                                          ids)
+        if ports is None or (not any(self.kafka_cluster.running(n) for n in ids) and self._ports_taken(ports)):
+            ports = kafka_cluster.fresh_ports(ids)
+        # Recorded before the nodes start: a node that dies during start-up comes back on the same ports.
+        self._record(kafka_bootstrap=kafka_cluster.bootstrap_of(ports),
+                     kafka_controllers=kafka_cluster.controllers_of(ports))
+        return kafka_cluster.start(libs, self.kafka_cluster, s.kafka_heap, s.start_timeout_s, s.secrets_dir, ports)
+
+    @staticmethod
+    def _ports_taken(ports: dict[int, kafka_cluster.NodePorts]) -> bool:
+        return any(processes.port_in_use(p) for node in ports.values() for p in (node.client, node.controller))
 
     def _opa_running(self) -> bool:
         return processes.alive(processes.read_pid(self.opa.pid_file), opa_server.MARKER)
@@ -170,12 +218,8 @@ class LocalStack:
     def _up(self) -> Endpoints:
         s = self.settings
         known = self._current()
-        if "kafka_bootstrap" not in known:
-            toolchain.require_tool("java")
-            libs = toolchain.ensure_kafka_jars(s)
-            _, known["kafka_bootstrap"] = kafka_server.start(libs, self.kafka, s.kafka_heap, s.start_timeout_s,
-                                                             s.secrets_dir, self._kept_port("kafka_bootstrap"))
-            self._record(kafka_bootstrap=known["kafka_bootstrap"])
+        if "kafka_bootstrap" not in known or (not s.kafka_bootstrap and not self._kafka_complete()):
+            known["kafka_bootstrap"] = self._start_kafka()
         if not s.kafka_bootstrap:
             # Users and ACLs for the shipped catalog's bodies and Accord's services; `accord catalog apply`
             # does the same for a catalog it applies.
@@ -243,7 +287,7 @@ class LocalStack:
     def running(self, name: str) -> bool:
         """Whether the managed service `name` has a live process."""
         if name == "kafka":
-            return self._kafka_running()
+            return self._kafka_complete()  # a cluster with a node down is restarted (its missing nodes only)
         if name == "opa":
             return self._opa_running()
         if name == "postgres":
@@ -267,14 +311,10 @@ class LocalStack:
         with self.locked():
             s, recorded = self.settings, self._recorded()
             known = recorded | {k: v.rstrip("/") for k, v in self._external().items() if v}
-            if self.running(name):
+            if self._kafka_complete() if name == "kafka" else self.running(name):
                 return known.get(_KEYS.get(name, f"{name}_url"), "")
             if name == "kafka":
-                libs = toolchain.ensure_kafka_jars(s)
-                _, bootstrap = kafka_server.start(libs, self.kafka, s.kafka_heap, s.start_timeout_s, s.secrets_dir,
-                                                  self._kept_port("kafka_bootstrap"))
-                self._record(kafka_bootstrap=bootstrap)
-                return bootstrap
+                return self._start_kafka()  # the nodes that are down, on their kept ports
             if name == "opa":
                 return self._start_opa(self._kept_port("opa_url"))
             if name == "postgres":
@@ -353,7 +393,7 @@ class LocalStack:
         return self._endpoints(found) if len(found) == len(self._external()) else None
 
     def status(self) -> list[ServiceState]:
-        states = [self._kafka_state(), self._http_state("opa", "opa_url", "/health?bundles"),
+        states = [*self._kafka_states(), self._http_state("opa", "opa_url", "/health?bundles"),
                   self._http_state("registry", "registry_url", READY), self._http_state("api", "api_url", READY),
                   self._http_state("governance", "governance_url", READY),
                   self._http_state("console", "console_url", READY),
@@ -399,6 +439,33 @@ class LocalStack:
         return {"opa": self.opa.pid_file, "registry": self.registry.pid_file, "api": self.api.pid_file,
                 "governance": self.governance.pid_file, "console": self.console.pid_file}[name]
 
+    def _kafka_states(self) -> list[ServiceState]:
+        """The single node's state, or each broker's of a cluster: running, and a live broker of it or why not."""
+        if self.settings.kafka_bootstrap or self.kafka_brokers() == 1:
+            return [self._kafka_state()]
+        bootstrap = self._recorded().get("kafka_bootstrap", "")
+        members: set[int] = set()
+        why = "no broker of the cluster runs"
+        if bootstrap and self._kafka_running():
+            try:
+                members = set(describe_cluster(kafka_access(self.settings, bootstrap)).broker_ids)
+            except (ServiceError, ConfigError) as exc:
+                why = str(exc)
+        addresses, ids = bootstrap.split(","), self.kafka_cluster.node_ids()
+        states = []
+        for n in ids:
+            name, pid = f"kafka-{n}", self.kafka_cluster.pid(n)
+            where = addresses[n - 1] if len(addresses) == len(ids) else None
+            if not self.kafka_cluster.running(n):
+                states.append(ServiceState(name, where, None, False, True, "stopped"))
+            elif n in members:
+                states.append(ServiceState(name, where, pid, True, True,
+                                           f"broker {n} of {len(ids)}; live brokers {sorted(members)}"))
+            else:
+                states.append(ServiceState(name, where, pid, False, True, "not a live broker of the cluster: "
+                                           + (why if not members else f"live brokers are {sorted(members)}")))
+        return states
+
     def _kafka_state(self) -> ServiceState:
         if self.settings.kafka_bootstrap:
             return self._probe_kafka(self.settings.kafka_bootstrap, None, managed=False)
@@ -443,6 +510,7 @@ class LocalStack:
             stopped.append("opa")
         if processes.stop(processes.read_pid(self.kafka.pid_file), kafka_server.MARKER):
             stopped.append("kafka")
+        stopped += self.kafka_cluster.stop()
         if postgres_server.stop(processes.read_pid(self.postgres.pid_file)):
             stopped.append("postgres")
         for pid_file in (self.opa.pid_file, self.kafka.pid_file, self.postgres.pid_file, self.state_file):

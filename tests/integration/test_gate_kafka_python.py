@@ -1,5 +1,5 @@
-"""The gate's own acceptance tests (test_gate.py) again, with the data path on librdkafka (confluent-kafka)
-instead of the default kafka-python: each subscriber receives exactly its view, live, on either transport.
+"""The gate's own acceptance tests (test_gate.py) again, with the data path on kafka-python instead of the default
+librdkafka (confluent-kafka): each subscriber receives exactly its view, live, on either transport.
 (test_gate_fail_closed.py and test_gate_failover.py run each of their tests on both transports.)"""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from broker.adapters.rdkafka_transactions import RdkafkaTransactionalStage
+from broker.adapters.kafka_transactions import TransactionalStage
 from broker.local.stack import Endpoints
 from broker.runtime.gate import GateThread
 from tests.integration.gate_support import start_gate
@@ -26,10 +26,10 @@ __all__ = ["test_a_national_day_over_every_english_authority_reaches_each_counci
 
 @pytest.fixture(scope="module")
 def gate(services: Endpoints, applied_catalog: dict[str, Any]) -> Iterator[GateThread]:
-    runner = start_gate(services, "test-gate-rdkafka", "test-rdkafka-worker-1", transport="librdkafka")
+    runner = start_gate(services, "test-gate-kafka-python", "test-kafka-python-worker-1", transport="kafka-python")
     # The gate's readiness is its stage's: the bound method names the transport in use.
     assert runner.gate is not None and isinstance(getattr(runner.gate.ready, "__self__", None),
-                                                  RdkafkaTransactionalStage)
+                                                  TransactionalStage)
     yield runner
     runner.stop()
     assert runner.failure is None, runner.failure

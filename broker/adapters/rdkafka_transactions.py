@@ -30,7 +30,7 @@ from confluent_kafka import (
 
 from broker.adapters.kafka_access import KafkaAccess
 from broker.domain.messages import Record
-from broker.errors import ServiceError
+from broker.errors import ServiceError, WriterFenced
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ METADATA_REFRESH_MS = 10_000  # as kafka_transactions.METADATA_REFRESH_MS
 TIMEOUT_S = 30.0
 
 
+# Fenced by a newer producer of the same transactional id (librdkafka's own code, and the broker's).
+FENCED_CODES = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
 KEYED_PARTITIONER = "murmur2_random"  # Java's partitioner: murmur2 of the key; a record without one, anywhere
 
 
@@ -100,9 +102,14 @@ class RdkafkaTransactionalStage:
         return producer
 
     def _failed(self, exc: KafkaException) -> str:
-        """What went wrong, noting a fatal error: such a producer never works again (fenced, for example because a
-        broker paused past the transaction timeout and the coordinator aborted the transaction with a new epoch)."""
+        """What went wrong, noting a fatal error: such a producer never works again (its transaction left in an
+        invalid state, for example because a broker paused past the transaction timeout and the coordinator aborted
+        it with a new epoch); the next transaction takes a new producer. Raises WriterFenced when another live
+        worker took this worker's transactional id: this worker must stop, not take the id back."""
         error = exc.args[0] if exc.args else None
+        if isinstance(error, KafkaError) and error.code() in FENCED_CODES:
+            raise WriterFenced(f"another worker took over the transactional id "
+                               f"{self._producer_config['transactional.id']!r}: {_said(exc)}") from exc
         if isinstance(error, KafkaError) and error.fatal():
             self._broken = True
         return _said(exc)
@@ -273,11 +280,15 @@ class RdkafkaTransactionalStage:
             self._consumer.assign(committed)
 
     def close(self) -> None:
-        if self._in_transaction:
-            self.abort()
-        self._consumer.close()
-        with contextlib.suppress(KafkaException):  # a broken producer raises its fatal error again
-            self._producer.flush(TIMEOUT_S)
+        try:
+            if self._in_transaction:
+                self.abort()
+        except WriterFenced as exc:     # its transaction is the newer worker's to end
+            log.warning("closing: %s", exc)
+        finally:
+            self._consumer.close()
+            with contextlib.suppress(KafkaException):  # a broken producer raises its fatal error again
+                self._producer.flush(TIMEOUT_S)
 
 
 def _record(m: Message) -> Record:

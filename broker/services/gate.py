@@ -27,7 +27,7 @@ from broker.domain.residence import ResidenceTable
 from broker.domain.suppression import suppress_table
 from broker.domain.topics import AUDIT_TOPIC, BACKFILL_TOPIC, ingest_topic, quarantine_topic
 from broker.domain.validation import field_tags, validate_record
-from broker.errors import AccordError, ConfigError, SerdeError, ServiceError
+from broker.errors import AccordError, ConfigError, SerdeError, ServiceError, WriterFenced
 from broker.services.backfill import BackfillCounters, Backfiller, BackfillLogSource, HistorySource, Work
 from broker.services.batch_audit import BatchAudit
 from broker.services.delivery_table import Delivery, DeliveryTable
@@ -345,6 +345,8 @@ class Gate:
         while not should_stop():
             try:
                 self.step()
+            except WriterFenced:
+                raise   # another live worker took this one's slot: it delivers from here on; this one stops
             except AccordError as exc:
                 (on_error or _log_error)(exc)
                 time.sleep(1.0)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -194,6 +197,8 @@ def serve(endpoints: GateEndpoints, settings: Settings, host: str, port: int, wo
         alive = all(runner.alive() for runner in runners)
         return alive, details[0] if len(details) == 1 else {"workers": details}
 
+    threading.Thread(target=exit_when_a_loop_stops, args=(runners, _terminate_self), name="gate-loops-watch",
+                     daemon=True).start()
     try:
         app = create_gate_app(health, guard=Guard.from_settings(settings))
         loops = {"gate loop" if len(runners) == 1 else f"gate loop {r.worker}": r.problem for r in runners}
@@ -203,6 +208,25 @@ def serve(endpoints: GateEndpoints, settings: Settings, host: str, port: int, wo
     finally:
         for runner in runners:
             runner.stop()
+
+
+def _terminate_self() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)    # uvicorn shuts down; `serve` stops the other workers and returns
+
+
+def exit_when_a_loop_stops(runners: Sequence[GateThread], terminate: Callable[[], None],
+                           every_s: float = 1.0) -> None:
+    """Once a worker's loop has stopped on an error (fenced by another live worker of its slot, say), end the
+    process: a supervisor starts it again, and the new worker takes its slot over, instead of a live process whose
+    worker delivers nothing."""
+    while True:
+        stopped = [r for r in runners if r.failure is not None]
+        if stopped:
+            log.error("gate worker %s stopped (%s); the process ends so that it is started again",
+                      stopped[0].worker, stopped[0].failure)
+            terminate()
+            return
+        time.sleep(every_s)
 
 
 def _start_runners(endpoints: GateEndpoints, settings: Settings, worker: str | None,

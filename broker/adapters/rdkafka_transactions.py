@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -41,6 +42,10 @@ RETRY_BACKOFF_MS = 20
 FETCH_WAIT_MAX_MS = 100      # as kafka_transactions.FETCH_MAX_WAIT_MS, and for the same reason
 METADATA_REFRESH_MS = 10_000  # as kafka_transactions.METADATA_REFRESH_MS
 TIMEOUT_S = 30.0
+# send_offsets_to_transaction can block past its timeout while the group coordinator is being found again after a
+# broker restart (librdkafka issue 5456: a coordinator request's timeout is never checked). The stage waits this long
+# for a commit, then sets the producer aside and takes a new one (which fences it) rather than wait for ever.
+WEDGED_AFTER_S = TIMEOUT_S + 15.0
 
 
 # Fenced by a newer producer of the same transactional id (librdkafka's own code, and the broker's).
@@ -61,6 +66,9 @@ class RdkafkaTransactionalStage:
         self._positions: dict[tuple[str, int], int] = {}
         self._starts: dict[tuple[str, int], int] = {}     # where each partition started when assigned
         self._pending: list[Record] = []        # consumed while waiting to be ready, handed out by the next poll
+        # The assigned partitions must be put back at their committed offsets before anything more is consumed
+        # (a batch was aborted, or an assignment came while the committed offsets could not be read).
+        self._unsettled = False
         self._consumer = Consumer({
             **kafka.librdkafka_options(), "group.id": group_id, "client.id": transactional_id,
             "enable.auto.commit": False, "enable.auto.offset.store": False, "isolation.level": "read_committed",
@@ -83,6 +91,8 @@ class RdkafkaTransactionalStage:
             "partitioner": KEYED_PARTITIONER, "log_level": 3,
         }
         self._broken = False  # the producer had a fatal error: the next transaction takes a new one
+        self._set_aside: list[Producer] = []  # producers stuck in a call: kept, never destroyed while they block
+        self._wedged_after_s = WEDGED_AFTER_S
         try:
             self._producer = self._new_producer()
         except ServiceError:
@@ -117,16 +127,37 @@ class RdkafkaTransactionalStage:
     # -- the group's assignment, served from inside consume() ---------------------------------------------------
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Fix where each newly assigned partition starts: its committed offset, else the start or end."""
+        """Fix where each newly assigned partition starts: its committed offset, else the start or end. When the
+        committed offsets cannot be read (the broker restarting), the partitions are assigned paused and placed
+        before the next batch instead: never consumed from a guessed offset."""
+        try:
+            consumer.assign(self._placed(consumer, partitions, fresh=True))
+        except KafkaException as exc:
+            log.warning("the committed offsets of newly assigned partitions could not be read (placed before the "
+                        "next batch): %s", _said(exc))
+            consumer.assign(partitions)
+            consumer.pause(partitions)
+            self._unsettled = True
+
+    def _placed(self, consumer: Consumer, partitions: list[TopicPartition], fresh: bool) -> list[TopicPartition]:
+        """`partitions` with the offsets to consume them from: each one's committed offset; where there is none,
+        where it started when assigned, or (`fresh`, or its start not known) the topic's start or end as
+        `start_from` says. Records each position. Raises KafkaException when the broker cannot say."""
         committed = consumer.committed(partitions, timeout=TIMEOUT_S)
         for tp in committed:
+            key = (tp.topic, tp.partition)
             offset = tp.offset
             if offset < 0 or offset == OFFSET_INVALID:
-                low, high = consumer.get_watermark_offsets(tp, timeout=TIMEOUT_S, cached=False)
-                offset = high if self._start_from == "latest" and tp.topic not in self._from_start else low
+                if not fresh and key in self._starts:
+                    offset = self._starts[key]
+                else:
+                    low, high = consumer.get_watermark_offsets(tp, timeout=TIMEOUT_S, cached=False)
+                    offset = high if self._start_from == "latest" and tp.topic not in self._from_start else low
             tp.offset = offset
-            self._positions[(tp.topic, tp.partition)] = self._starts[(tp.topic, tp.partition)] = offset
-        consumer.assign(committed)
+            if fresh or key not in self._starts:
+                self._starts[key] = offset
+            self._positions[key] = offset
+        return committed
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
@@ -155,6 +186,8 @@ class RdkafkaTransactionalStage:
         return records
 
     def _consume(self, count: int, timeout_s: float) -> list[Record]:
+        if self._unsettled:
+            self._settle()
         try:
             messages = self._consumer.consume(num_messages=count, timeout=timeout_s)
         except KafkaException as exc:
@@ -173,9 +206,13 @@ class RdkafkaTransactionalStage:
     def ready(self) -> bool:
         """True once the group has assigned partitions and their starts are fixed (a group starting at `latest`
         has then fixed where it starts, so anything published afterwards is consumed)."""
-        if not self._positions:
-            self._pending += self._consume(self._max_records, 0.1)
-        return bool(self._positions)
+        if not self._positions or self._unsettled:
+            try:
+                self._pending += self._consume(self._max_records, 0.1)
+            except ServiceError as exc:
+                log.warning("not ready yet: %s", exc)
+                return False
+        return bool(self._positions) and not self._unsettled
 
     def positions(self) -> dict[tuple[str, int], int]:
         """Each assigned partition's position: where the next batch of it starts (records handed out count)."""
@@ -234,19 +271,53 @@ class RdkafkaTransactionalStage:
         offsets: dict[tuple[str, int], int] = dict(self.positions()) if fenced else {}
         for record in consumed:
             offsets[(record.topic, record.partition)] = record.offset + 1
-        try:
+        producer, metadata = self._producer, self._consumer.consumer_group_metadata()
+
+        def committing() -> None:
             if offsets:
-                self._producer.send_offsets_to_transaction(
-                    [TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())],
-                    self._consumer.consumer_group_metadata(), TIMEOUT_S)
-            self._producer.commit_transaction(TIMEOUT_S)
+                producer.send_offsets_to_transaction(
+                    [TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())], metadata, TIMEOUT_S)
+            producer.commit_transaction(TIMEOUT_S)
+        try:
+            self._within(committing, "committing the transaction")
         except KafkaException as exc:
             said = self._failed(exc)
             self._in_transaction = True
             self.abort()
             raise ServiceError(f"committing the transaction failed (aborted, will be re-read): {said}") from exc
+        except ServiceError:        # stuck: the producer was set aside, its transaction ended by its replacement
+            self._rewind()
+            raise
         finally:
             self._in_transaction = False
+
+    def _within(self, call: Callable[[], None], what: str) -> None:
+        """Run a transactional call that librdkafka may let block past its own timeout; when it has not returned
+        `_wedged_after_s` later, the producer is set aside (kept alive: destroying it would block too) and the next
+        transaction takes a new one, whose initialisation fences it and aborts what it left open."""
+        outcome: list[BaseException] = []
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                call()
+            except BaseException as exc:  # handed to the caller's thread
+                outcome.append(exc)
+            finally:
+                done.set()
+        threading.Thread(target=run, name=f"{self._producer_config['client.id']}-txn", daemon=True).start()
+        if not done.wait(self._wedged_after_s):
+            self._set_aside.append(self._producer)
+            self._broken = True
+            log.error("%s did not return within %.0f s; that producer is set aside and replaced", what,
+                      self._wedged_after_s)
+            with contextlib.suppress(ServiceError):    # else the next transaction tries again
+                self._producer = self._new_producer()  # fences the stuck one at once: it can commit nothing now
+                self._broken = False
+            raise ServiceError(f"{what} did not return within {self._wedged_after_s:.0f} s (the transaction is "
+                               "aborted by the producer that replaces it, and the batch re-read)")
+        if outcome:
+            raise outcome[0]
 
     def abort(self) -> None:
         """Abort the open transaction and rewind to the committed offsets so the batch is consumed again."""
@@ -259,25 +330,33 @@ class RdkafkaTransactionalStage:
         self._rewind()
 
     def _rewind(self) -> None:
-        """Back to the committed offsets (where a partition has none yet: where it started when assigned)."""
+        """Back to the committed offsets (where a partition has none yet: where it started when assigned). When
+        they cannot be read now, nothing more is consumed until they can: the next poll tries again, and raises
+        until it succeeds, so an aborted batch is never skipped."""
         self._pending = []
+        self._unsettled = True
+        try:
+            self._settle()
+        except ServiceError as exc:
+            log.warning("%s; tried again before the next batch", exc)
+
+    def _settle(self) -> None:
+        """Put every assigned partition at its committed offset, and consume it again from there."""
         assigned = self._consumer.assignment()
         if not assigned:
+            self._unsettled = False
             return
         try:
-            committed = self._consumer.committed(assigned, timeout=TIMEOUT_S)
+            placed = self._placed(self._consumer, assigned, fresh=False)
         except KafkaException as exc:
             raise ServiceError(f"could not read the committed offsets to rewind to: {_said(exc)}") from exc
-        for tp in committed:
-            key = (tp.topic, tp.partition)
-            if tp.offset < 0 or tp.offset == OFFSET_INVALID:
-                tp.offset = self._starts.get(key, self._positions.get(key, 0))
-            self._positions[key] = tp.offset
         try:
-            for tp in committed:
+            for tp in placed:
                 self._consumer.seek(tp)
         except KafkaException:      # a partition not fetched yet cannot be sought: assign the offsets instead
-            self._consumer.assign(committed)
+            self._consumer.assign(placed)
+        self._consumer.resume(placed)
+        self._unsettled = False
 
     def close(self) -> None:
         try:

@@ -18,10 +18,14 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 	$(ACCORD) local fetch
 
-## demo: start Kafka and OPA on loopback and run the main job; the services keep running
+## demo: start the local stack on loopback, run the main job, then a short drill of T1 with its signed report; the
+## services keep running
 demo: setup
 	$(ACCORD) local up
 	$(ACCORD) demo
+	@echo
+	@echo "A short drill of T1 (the positive-test line list to a DPH) on the same stack; its signed report:"
+	$(ACCORD) drill run --flows T1 --report drill-reports
 	@echo
 	$(ACCORD) local status
 	@echo "Services left running. Stop them with: $(ACCORD) local down"

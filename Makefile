@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 ACCORD := $(BIN)/accord
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-tools check lint typecheck policy-check policy-test rules-test pytest faults bench down clean
+.PHONY: setup demo test test-tools check lint typecheck policy-check dockerfile-check policy-test rules-test pytest faults bench down clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -44,13 +44,17 @@ test-tools:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1; } || \
 	  echo "chromium and chromium-driver not installed: the console's browser tests will be skipped"
 
-check: lint typecheck policy-check
+check: lint typecheck policy-check dockerfile-check
 
 lint: setup
 	$(BIN)/ruff check broker connectors tests benchmarks
 
 typecheck: setup
 	$(BIN)/mypy
+
+# No image builder runs here: the Dockerfile is linted by its own checks (stages, pinned bases, non-root user)
+dockerfile-check: setup
+	$(BIN)/pytest -q -p no:cacheprovider tests/unit/test_dockerfile.py
 
 policy-check: setup
 	opa=$$($(ACCORD) local which opa); \

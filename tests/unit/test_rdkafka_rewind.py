@@ -4,7 +4,8 @@ for librdkafka; the stage's own logic is what is tested."""
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from typing import Any, cast
 
 import pytest
 from confluent_kafka import OFFSET_INVALID, KafkaError, KafkaException, TopicPartition
@@ -122,8 +123,11 @@ class _Producer:
 _made: list[_Consumer] = []
 
 
+Staged = tuple[rdkafka_transactions.RdkafkaTransactionalStage, _Consumer]
+
+
 @pytest.fixture
-def stage(monkeypatch: pytest.MonkeyPatch) -> tuple[rdkafka_transactions.RdkafkaTransactionalStage, _Consumer]:
+def staged(monkeypatch: pytest.MonkeyPatch) -> Staged:
     _made.clear()
     monkeypatch.setattr(rdkafka_transactions, "Consumer", _Consumer)
     monkeypatch.setattr(rdkafka_transactions, "Producer", _Producer)
@@ -132,8 +136,9 @@ def stage(monkeypatch: pytest.MonkeyPatch) -> tuple[rdkafka_transactions.Rdkafka
     return made, _made[-1]
 
 
-def test_an_aborted_batch_is_consumed_again_even_when_the_committed_offsets_cannot_be_read_at_once(stage) -> None:
-    stage, consumer = stage
+def test_an_aborted_batch_is_consumed_again_even_when_the_committed_offsets_cannot_be_read_at_once(
+        staged: Staged) -> None:
+    stage, consumer = staged
     consumer.rebalance()
     consumer.committed_at = 2
     stage._unsettled = True         # as after an assignment: placed at the committed offset first
@@ -149,8 +154,8 @@ def test_an_aborted_batch_is_consumed_again_even_when_the_committed_offsets_cann
     assert stage.positions() == {("ingest.t", 0): 6}
 
 
-def test_an_assignment_whose_committed_offsets_cannot_be_read_is_held_until_they_can(stage) -> None:
-    stage, consumer = stage
+def test_an_assignment_whose_committed_offsets_cannot_be_read_is_held_until_they_can(staged: Staged) -> None:
+    stage, consumer = staged
     consumer.committed_at = 7
     consumer.unreachable = 1
     consumer.rebalance()            # inside consume(): must not raise, must not start from a guess
@@ -161,8 +166,8 @@ def test_an_assignment_whose_committed_offsets_cannot_be_read_is_held_until_they
     assert [r.offset for r in stage.poll(0.0)] == [7, 8, 9]
 
 
-def test_a_partition_with_no_committed_offset_starts_where_it_started_when_assigned(stage) -> None:
-    stage, consumer = stage
+def test_a_partition_with_no_committed_offset_starts_where_it_started_when_assigned(staged: Staged) -> None:
+    stage, consumer = staged
     consumer.rebalance()            # nothing committed: the start (earliest) is 0
     assert [r.offset for r in stage.poll(0.0)] == [0, 1, 2, 3]
     stage.begin()
@@ -174,17 +179,15 @@ class _StuckProducer(_Producer):
     """send_offsets_to_transaction blocks past its timeout, as librdkafka's can while the group coordinator is
     found again after a broker restart."""
 
-    release = None
+    release = threading.Event()
 
     def send_offsets_to_transaction(self, offsets: Any, metadata: Any, timeout: float) -> None:
-        assert self.release is not None
         self.release.wait(5.0)
         raise KafkaException(KafkaError(KafkaError._FENCED, "fenced by its replacement"))
 
 
 def test_a_commit_stuck_past_its_timeout_sets_the_producer_aside_and_the_batch_is_read_again(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import threading
     _made.clear()
     _StuckProducer.release = threading.Event()
     producers: list[_Producer] = []
@@ -207,6 +210,6 @@ def test_a_commit_stuck_past_its_timeout_sets_the_producer_aside_and_the_batch_i
             stage.commit(batch)
     finally:
         _StuckProducer.release.set()
-    assert len(producers) == 2 and stage._producer is producers[1], "a new producer, which fences the stuck one"
-    assert stage._set_aside == [producers[0]]
+    assert len(producers) == 2 and stage._producer is cast(Any, producers[1]), "a new one, which fences the stuck"
+    assert stage._set_aside == cast(Any, [producers[0]])
     assert [r.offset for r in stage.poll(0.0)] == [0, 1, 2, 3], "the batch is read again"

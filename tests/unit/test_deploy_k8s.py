@@ -382,6 +382,47 @@ def test_each_gate_worker_has_its_own_opa_and_keda_scales_it_up_to_the_partition
     assert trigger["metadata"]["consumerGroup"] == Settings().gate_group
 
 
+# The trigger metadata KEDA's Kafka scaler reads, and the combinations it refuses, as KEDA 2.20.2 states them
+# (pkg/scalers/kafka_scaler.go: kafkaMetadata and its Validate). The CRD types `metadata` as any string map, so a
+# misspelt key or a refused combination would pass its schema and fail only in the running scaler.
+_KAFKA_TRIGGER_KEYS = {
+    "bootstrapServers", "consumerGroup", "topic", "partitionLimitation", "lagThreshold", "activationLagThreshold",
+    "offsetResetPolicy", "allowIdleConsumers", "excludePersistentLag", "scaleToZeroOnInvalidOffset",
+    "limitToPartitionsWithLag", "ensureEvenDistributionOfPartitions", "version", "tls", "unsafeSsl", "sasl",
+    "saslTokenProvider", "awsRegion"}
+
+
+def _kafka_trigger_errors(metadata: dict[str, str]) -> list[str]:
+    problems = [f"{key}: not a Kafka scaler setting" for key in sorted(set(metadata) - _KAFKA_TRIGGER_KEYS)]
+    problems += [f"{key} is required" for key in ("bootstrapServers", "consumerGroup") if not metadata.get(key)]
+    if not int(metadata.get("lagThreshold", "10")) > 0:
+        problems.append("lagThreshold must be positive")
+    if not int(metadata.get("activationLagThreshold", "0")) >= 0:
+        problems.append("activationLagThreshold must not be negative")
+    if metadata.get("offsetResetPolicy", "latest") not in ("latest", "earliest"):
+        problems.append("offsetResetPolicy must be latest or earliest")
+    flag = {key: metadata.get(key, "false") == "true" for key in (
+        "allowIdleConsumers", "limitToPartitionsWithLag", "ensureEvenDistributionOfPartitions")}
+    if flag["allowIdleConsumers"] and flag["limitToPartitionsWithLag"]:
+        problems.append("allowIdleConsumers and limitToPartitionsWithLag cannot be set together")
+    if flag["limitToPartitionsWithLag"] and flag["ensureEvenDistributionOfPartitions"]:
+        problems.append("limitToPartitionsWithLag and ensureEvenDistributionOfPartitions cannot be set together")
+    problems += [f"topic must be specified when using {key}" for key in (
+        "limitToPartitionsWithLag", "ensureEvenDistributionOfPartitions") if flag[key] and not metadata.get("topic")]
+    return problems
+
+
+def test_the_kafka_trigger_is_one_kedas_kafka_scaler_accepts() -> None:
+    (scaled,) = [d for d in _documents("keda.yaml") if d["kind"] == "ScaledObject"]
+    (trigger,) = scaled["spec"]["triggers"]
+    assert _kafka_trigger_errors(trigger["metadata"]) == []
+    for change, reported in [({"limitToPartitionsWithLag": "true"}, "topic must be specified"),
+                             ({"lagTreshold": "1000"}, "lagTreshold: not a Kafka scaler setting"),
+                             ({"offsetResetPolicy": "smallest"}, "offsetResetPolicy must be"),
+                             ({"lagThreshold": "0"}, "lagThreshold must be positive")]:
+        assert any(reported in e for e in _kafka_trigger_errors({**trigger["metadata"], **change})), change
+
+
 def test_the_image_is_the_one_the_dockerfile_builds_and_compose_runs() -> None:
     version = next(line.split('"')[1] for line in (ROOT / "pyproject.toml").read_text().splitlines()
                    if line.startswith("version ="))

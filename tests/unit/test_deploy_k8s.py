@@ -423,6 +423,41 @@ def test_the_kafka_trigger_is_one_kedas_kafka_scaler_accepts() -> None:
         assert any(reported in e for e in _kafka_trigger_errors({**trigger["metadata"], **change})), change
 
 
+# Broker settings Strimzi 1.2.0 keeps for itself and drops from `spec.kafka.config` with only a warning in its log,
+# and the exceptions it lets through (api/.../kafka/KafkaClusterSpec.java: FORBIDDEN_PREFIXES and
+# FORBIDDEN_PREFIX_EXCEPTIONS). The CRD keeps `config` open, so its schema cannot say so.
+_STRIMZI_OWN_CONFIG = (
+    "listeners", "advertised.", "broker.", "listener.", "host.name", "port", "inter.broker.listener.name", "sasl.",
+    "ssl.", "security.", "password.", "log.dir", "zookeeper.connect", "zookeeper.set.acl", "zookeeper.ssl",
+    "zookeeper.clientCnxnSocket", "authorizer.", "super.user", "cruise.control.metrics.topic",
+    "cruise.control.metrics.reporter.bootstrap.servers", "node.id", "process.roles", "controller.",
+    "metadata.log.dir", "zookeeper.metadata.migration.enable", "client.quota.callback.static.kafka.admin.",
+    "client.quota.callback.static.produce", "client.quota.callback.static.fetch",
+    "client.quota.callback.static.storage.per.volume.limit.min.available.",
+    "client.quota.callback.static.excluded.principal.name.list", "prometheus.metrics.reporter.", "cordoned.log.dirs")
+_STRIMZI_CONFIG_EXCEPTIONS = {
+    "zookeeper.connection.timeout.ms", "sasl.server.max.receive.size", "ssl.cipher.suites", "ssl.protocol",
+    "ssl.enabled.protocols", "ssl.secure.random.implementation", "cruise.control.metrics.topic.num.partitions",
+    "cruise.control.metrics.topic.replication.factor", "cruise.control.metrics.topic.retention.ms",
+    "cruise.control.metrics.topic.auto.create.retries", "cruise.control.metrics.topic.auto.create.timeout.ms",
+    "cruise.control.metrics.topic.min.insync.replicas", "broker.session.timeout.ms", "broker.heartbeat.interval.ms",
+    "controller.socket.timeout.ms", "controller.quorum.election.backoff.max.ms",
+    "controller.quorum.election.timeout.ms", "controller.quorum.fetch.timeout.ms"}
+
+
+def _dropped_by_strimzi(config: dict[str, Any]) -> list[str]:
+    return sorted(key for key in config
+                  if key not in _STRIMZI_CONFIG_EXCEPTIONS and key.lower().startswith(_STRIMZI_OWN_CONFIG))
+
+
+def test_the_kafka_config_holds_no_setting_strimzi_would_drop() -> None:
+    (kafka,) = [d for d in _documents("kafka.yaml") if d["kind"] == "Kafka"]
+    config = kafka["spec"]["kafka"]["config"]
+    assert _dropped_by_strimzi(config) == []
+    assert _dropped_by_strimzi({**config, "super.users": "User:x", "listener.name.x": "y", "ssl.protocol": "TLSv1.3",
+                                "controller.quorum.fetch.timeout.ms": 2000}) == ["listener.name.x", "super.users"]
+
+
 def test_the_image_is_the_one_the_dockerfile_builds_and_compose_runs() -> None:
     version = next(line.split('"')[1] for line in (ROOT / "pyproject.toml").read_text().splitlines()
                    if line.startswith("version ="))

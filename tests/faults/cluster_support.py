@@ -66,6 +66,9 @@ class Cluster:
         return int(_describe(self.kafka, [topic])[topic][partition]["leader_id"])
 
 
+HOLD_S = 6 * 3600.0    # longer than any run of the cluster tests
+
+
 @contextlib.contextmanager
 def three_brokers(state: Path) -> Iterator[Cluster]:
     """`accord local up --brokers 3` in `state` (this process's Settings() point there too), the shipped catalog
@@ -83,6 +86,12 @@ def three_brokers(state: Path) -> Iterator[Cluster]:
             stack.governance.stop()
             stack.console.stop()
             _apply_catalog(settings, endpoints)
+            # The supervisor, as `accord local up` runs it: a gate worker whose process ended (as it does when its
+            # transactions were fenced) is started again. The brokers are the tests' to kill and restart, and the
+            # services stopped above stay stopped.
+            for name in ("kafka", "governance", "console"):
+                stack.supervisor.hold(name, HOLD_S)
+            stack.supervisor.start({"ACCORD_STATE_DIR": str(state)})
             yield Cluster(stack, endpoints)
         finally:
             # The services' logs outlive the wiped state (pytest keeps its last few temporary directories).

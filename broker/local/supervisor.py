@@ -71,13 +71,14 @@ class Supervisor:
             self._exits[pid] = _exit_text(status)
 
     def tick(self) -> None:
-        held = self.stack.supervisor.held()
         for name in self.stack.managed():
             tracker = self.trackers.setdefault(name, RestartTracker(self.policy))
             now, pid = self.clock(), self.stack.pid(name)
             self._reap(pid)
             alive = self.stack.running(name)
-            if name in held and not alive:
+            # The holds are read after the death is seen: a hold made before a service was stopped on purpose is
+            # then always found (read once per tick, a hold made just after the read was missed by that tick).
+            if not alive and name in self.stack.supervisor.held():
                 tracker.next_try = None  # left alone on purpose: neither a failure nor due
                 continue
             why = f"pid {pid} {self._exits.pop(pid, 'gone')}" if pid is not None else "no process"

@@ -103,6 +103,22 @@ def test_a_held_service_is_left_alone_until_the_hold_ends(tmp_path: Path) -> Non
     assert stack.started == ["opa"]
 
 
+def test_a_hold_made_while_a_tick_runs_is_found_when_the_service_it_covers_is_found_dead(tmp_path: Path) -> None:
+    """`accord local hold opa` then a kill, both while the supervisor is checking the services before OPA (Kafka's
+    check can take a while): the tick must not start OPA again."""
+    supervisor, stack, _, _ = _supervisor(tmp_path)
+    checking = stack.running
+
+    def running(name: str) -> bool:
+        if name == "kafka":     # checked before OPA in the same tick
+            stack.supervisor.hold("opa", 600)
+            stack.alive["opa"] = False
+        return checking(name)
+    stack.running = running  # type: ignore[method-assign]
+    supervisor.tick()
+    assert stack.started == []
+
+
 def test_a_service_up_again_by_other_means_is_not_started_twice(tmp_path: Path) -> None:
     supervisor, stack, clock, _ = _supervisor(tmp_path)
     stack.alive["kafka"], stack.failing["kafka"] = False, 1

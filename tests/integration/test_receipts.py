@@ -219,8 +219,13 @@ def test_the_postgres_sink_acknowledges_what_it_stores_and_the_rest_is_listed_as
             wait_for(lambda: rows() == 50, "the sink's 50 rows")
             stored_end = end_of(dph)
             # Everything the sink stored up to the end is acknowledged, with its key: nothing left unacknowledged.
-            wait_for(lambda: _covered(partition(receipts_report(services)), stored_end, key_id),
-                     f"receipts up to offset {stored_end}; sink log:\n{log.read_text()[-2000:]}")
+            try:
+                wait_for(lambda: _covered(partition(receipts_report(services)), stored_end, key_id),
+                         f"receipts up to offset {stored_end}; sink log:\n{log.read_text()[-2000:]}")
+            except AssertionError as exc:   # what stayed unacknowledged, for whoever reads the failure
+                found = partition(receipts_report(services))
+                raise AssertionError(f"{exc}\nunacknowledged runs (first 10): {found['unacknowledged'][:10]}; "
+                                     f"acknowledged: {len(found['acknowledged'])} receipts") from None
         finally:
             sink.send_signal(signal.SIGTERM)
             try:

@@ -15,6 +15,7 @@ from typing import Any
 from broker.domain.geography import COUNTRY_CODES, LaTable
 from broker.domain.geography_files import load_residence
 from broker.domain.optout import check_digit
+from broker.domain.trusts import TrustTable
 
 
 @dataclass(frozen=True)
@@ -184,11 +185,27 @@ def care_homes(day: dt.date, per_place: dict[str, int], seed: int = 2020,
     } for place in _each(per_place, places)]
 
 
-def for_area(stream: str, code: str, upper_tier: str, day: dt.date, count: int, prefix: str, seed: int
-             ) -> list[dict[str, Any]] | None:
+def hospital_sitreps(day: dt.date, trust: str, count: int, seed: int = 2020) -> list[dict[str, Any]]:
+    """T5 situation reports of NHS trust `trust` (its ODS code) for `day`: made-up counts."""
+    rng = random.Random(seed)
+    return [{
+        "trust_ods_code": trust, "icb": None, "date": day, "covid_inpatients": rng.randint(5, 120),
+        "mv_beds": rng.randint(0, 12), "admissions": rng.randint(0, 25), "diagnoses": rng.randint(0, 8),
+        "discharges": rng.randint(0, 20), "staff_absences": rng.randint(10, 300),
+    } for _ in range(count)]
+
+
+def for_area(stream: str, code: str, upper_tier: str, day: dt.date, count: int, prefix: str, seed: int,
+             trusts: TrustTable | None = None, avoiding: Sequence[str] = ()) -> list[dict[str, Any]] | None:
     """`count` records of template stream `stream` resident in authority `code` (upper tier `upper_tier`), dated
-    `day` (at least a day ago); None when there is no generator for that stream. For drills, in any area."""
+    `day` (at least a day ago); None when there is no generator for that stream. For drills, in any area.
+
+    A T5 report is a trust's: the trust of `trusts` admitting most of the area's residents whose footprint has none
+    of the areas `avoiding`; None when no such trust serves it."""
     place = Place(code.lower(), code, upper_tier, ("YA1",), 0)  # "YA" is no real postcode area
+    if stream == "nhse.hospital-sitrep":
+        trust = None if trusts is None else trusts.principal_trust(code, avoiding)
+        return None if trust is None else hospital_sitreps(day, trust, count, seed)
     one = {place.name: place}
     makers = {
         "ukhsa.positive-tests": lambda: positive_tests(day, {place.name: count}, prefix, seed, one),

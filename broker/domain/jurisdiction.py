@@ -8,6 +8,7 @@ from typing import Any
 
 from broker.domain.geography import LaTable
 from broker.domain.plans import Plan
+from broker.domain.trusts import TrustTable
 
 
 @dataclass(frozen=True)
@@ -20,16 +21,20 @@ class Unresolved:
 
 
 def resolve_areas(record: Mapping[str, Any], jurisdiction: Sequence[str], la: LaTable,
-                  residence: str | None = None) -> frozenset[str] | Unresolved:
+                  residence: str | None = None, trust_fields: frozenset[str] = frozenset(),
+                  trusts: TrustTable | None = None) -> frozenset[str] | Unresolved:
     """Every known LA code in the record's jurisdiction fields plus its upper tier, or why there is none.
 
     `residence`, the LA the resident's LSOA lies in (residence.py), wins over the fields when the table knows it:
-    they may name the testing site's council instead.
+    they may name the testing site's council instead. A jurisdiction field among `trust_fields` names an NHS trust:
+    the record lies in every district of the trust's footprint (`trusts`) and their upper tiers.
     """
     if residence is not None and la.is_known(residence):
         return frozenset({residence, la.upper_tier_of(residence) or residence})
     if not jurisdiction:
         return Unresolved("the stream names no jurisdiction fields", "")
+    if named := [name for name in jurisdiction if name in trust_fields]:
+        return _trust_areas(record, named, la, trusts or TrustTable())
     known = [(name, code) for name in jurisdiction if isinstance(code := record.get(name), str) and la.is_known(code)]
     if not known:
         seen = ", ".join(f"{name}={record.get(name)!r}" for name in jurisdiction)
@@ -42,6 +47,26 @@ def resolve_areas(record: Mapping[str, Any], jurisdiction: Sequence[str], la: La
     if len(set(uppers.values())) > 1:
         return _disagreement(known, uppers)
     return frozenset({code for _, code in known} | set(uppers.values()))
+
+
+def _trust_areas(record: Mapping[str, Any], names: Sequence[str], la: LaTable,
+                 trusts: TrustTable) -> frozenset[str] | Unresolved:
+    # A trust serves several districts, often under different counties: unlike LA fields, they never disagree.
+    districts: set[str] = set()
+    for name in names:
+        code = record.get(name)
+        if code is None:
+            continue
+        footprint = trusts.areas_of(code) if isinstance(code, str) else None
+        if footprint is None:
+            lookup = (f"the trust-to-area lookup ({trusts.source}, {len(trusts)} trusts)" if len(trusts)
+                      else "no trust-to-area lookup (the geography has none)")
+            return Unresolved(f"{name} {code!r} is no NHS trust of {lookup}: the row's areas cannot be told", name)
+        districts |= footprint
+    if not districts:
+        return Unresolved(f"no trust field holds a trust code (saw {', '.join(f'{n}=None' for n in names)})",
+                          names[0])
+    return frozenset(districts | {la.upper_tier_of(code) or code for code in districts})
 
 
 def admits(plan: Plan, areas: frozenset[str]) -> bool:

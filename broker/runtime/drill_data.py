@@ -17,7 +17,9 @@ from broker.adapters.registry_http import HttpSchemaRegistry
 from broker.clock import Clock, system_clock
 from broker.config import Settings
 from broker.demo.synthetic import for_area
+from broker.domain.geography_files import load_la_table
 from broker.domain.ladder import Actor
+from broker.domain.trusts import TrustTable, load_trust_table
 from broker.errors import DeliveryRefused, NotFoundError, ServiceError
 from broker.runtime.deliveries import DeliveryReader
 from broker.security import api_tokens
@@ -33,7 +35,8 @@ class DeploymentData:
     def __init__(self, settings: Settings, kafka: KafkaAccess, api_url: str, registry_url: str,
                  operator: Actor, clock: Clock = system_clock) -> None:
         self._key, self._clock, self._kafka = api_tokens.signing_key(settings.secrets_dir), clock, kafka
-        self._schemas_dir = settings.schemas_dir
+        self._schemas_dir, self._geography_dir = settings.schemas_dir, settings.geography_dir
+        self._trusts: TrustTable | None = None
         service = api_tokens.ServiceTokens(settings.secrets_dir, "drill", clock)
         # Accord's service reads any schema; the operator registers the twin's, as `accord catalog apply` does.
         self._registry = HttpSchemaRegistry(registry_url, token=service)
@@ -64,10 +67,12 @@ class DeploymentData:
     def register(self, subject: str, schema: Mapping[str, Any]) -> int:
         return self._registrar.register(subject, schema_text(schema))
 
-    def synthetic(self, stream: str, area: str, upper_tier: str, count: int, prefix: str, seed: int
-                  ) -> list[dict[str, Any]] | None:
+    def synthetic(self, stream: str, area: str, upper_tier: str, count: int, prefix: str, seed: int,
+                  avoiding: Sequence[str] = ()) -> list[dict[str, Any]] | None:
         yesterday = self._clock().date() - dt.timedelta(days=1)
-        return for_area(stream, area, upper_tier, yesterday, count, prefix, seed)
+        if self._trusts is None:  # read once, when a drill first makes rows
+            self._trusts = load_trust_table(self._geography_dir, load_la_table(self._geography_dir))
+        return for_area(stream, area, upper_tier, yesterday, count, prefix, seed, self._trusts, avoiding)
 
     def publish(self, stream: str, publisher: Actor, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         return self._ingest.publish(stream, self._token(publisher), records)

@@ -31,6 +31,7 @@ from broker.domain.gate_slots import gate_transactional_id, slot_worker_id
 from broker.domain.geography import LaTable
 from broker.domain.geography_files import load_la_table, load_residence
 from broker.domain.topics import AUDIT_TOPIC, OPTOUT_TOPIC, STATUS_TOPIC, ingest_topic
+from broker.domain.trusts import load_trust_table
 from broker.errors import ConfigError
 from broker.runtime.api import ensure_applied_stream_topics, ensure_partitioned, ensure_stream_topics
 from broker.security.api_tokens import ServiceTokens
@@ -99,10 +100,11 @@ def open_gate(endpoints: GateEndpoints, settings: Settings, worker: str,
                 ensure_applied_stream_topics(kafka, stream, entry)
             return schema
 
+        table = la_table or load_la_table(settings.geography_dir)
         parts = GateParts(
             stage=stage, control=control, control_keys=trusted_keys(settings.secrets_dir, settings.control_public_key),
             planner=Planner(engine), registry=registry, schemas=schemas,
-            la_table=la_table or load_la_table(settings.geography_dir),
+            la_table=table, trusts=load_trust_table(settings.geography_dir, table),
             pseudonym_secret=pseudonym_secret(secret_env, settings.secrets_dir),
             pseudonym_masters=lambda version: pseudonym_master(settings.secrets_dir, version),
             ensure_topics=lambda counts: ensure_partitioned(kafka, counts),

@@ -30,10 +30,9 @@ PUBLISH_EVERY_S = 2.0
 POLL_S = 0.5
 BATCH = 3
 # Why the drill makes no rows of a stream, where it is more than a generator not yet written.
-UNMADE = {"nhse.hospital-sitrep": "T5's only jurisdiction field is trust_ods_code, an NHS trust, and the gate routes "
-                                  "rows by local authority codes alone (there is no trust-to-area lookup): every T5 "
-                                  "row is quarantined as unresolved, for any subscriber, so no drill row can reach "
-                                  "the drill body"}
+UNMADE = {"nhse.hospital-sitrep": "a T5 row is an NHS trust's and lies in every area the trust serves: the "
+                                  "trust-to-area lookup (catalog/geography) names no trust serving the area without "
+                                  "serving the other area the drill publishes for"}
 
 
 @dataclass
@@ -63,8 +62,10 @@ class RecordChecks:
     def _publish(self, area: str, into: dict[bytes, Row]) -> Outcome | None:
         """Publish a batch of synthetic rows of `area`; the check's outcome when that could not be done."""
         self.batches += 1
+        # Each area's rows lie in no other area the drill publishes for (a trust's rows lie in all it serves).
+        other = [a for a in (self.area, self.elsewhere) if a is not None and a != area]
         records = self.data.synthetic(self.twin.real, area, area, BATCH, f"DRILL-{self.run}-{self.batches}",
-                                      self.batches)
+                                      self.batches, other)
         if records is None:
             return not_run(UNMADE.get(self.twin.real, f"the drill has no synthetic record generator for "
                                                       f"{self.twin.real}"))

@@ -40,9 +40,10 @@ class DrillData(Protocol):
     def register(self, subject: str, schema: Mapping[str, Any]) -> int:
         """Register `schema` under `subject`; its global id."""
 
-    def synthetic(self, stream: str, area: str, upper_tier: str, count: int, prefix: str, seed: int
-                  ) -> list[Row] | None:
-        """`count` synthetic records of template stream `stream` resident in `area`; None: no generator for it."""
+    def synthetic(self, stream: str, area: str, upper_tier: str, count: int, prefix: str, seed: int,
+                  avoiding: Sequence[str] = ()) -> list[Row] | None:
+        """`count` synthetic records of template stream `stream` resident in `area`, none of which lies in an area of
+        `avoiding` too (a trust's report lies in every area the trust serves); None: no generator for it."""
 
     def publish(self, stream: str, publisher: Actor, records: Sequence[Row]) -> list[dict[str, Any]]:
         """Publish through the ingest API as `publisher`; each record's outcome (status, topic, partition,

@@ -26,6 +26,7 @@ from broker.domain.pseudonyms import KEY_HEADER
 from broker.domain.residence import ResidenceTable
 from broker.domain.suppression import suppress_table
 from broker.domain.topics import AUDIT_TOPIC, BACKFILL_TOPIC, ingest_topic, quarantine_topic
+from broker.domain.trusts import TRUST_TAG, TrustTable
 from broker.domain.validation import field_tags, validate_record
 from broker.errors import AccordError, ConfigError, SerdeError, ServiceError, WriterFenced
 from broker.services.backfill import BackfillCounters, Backfiller, BackfillLogSource, HistorySource, Work
@@ -91,6 +92,7 @@ class GateParts:
     status: StatusSink
     audit: AuditAppender
     residence: ResidenceTable | None = None
+    trusts: TrustTable | None = None  # each NHS trust's districts: rows naming a trust (`geography:trust`) go there
     pseudonym_masters: Callable[[int], bytes] = _no_rotated_keys  # the master secret of a rotated key version
     audit_topic: str = AUDIT_TOPIC  # where delivery-batch records go, inside each batch's transaction
     optout: OptOutSource | None = None  # None: no list, so a plan the opt-out applies to withholds only unnamed rows
@@ -131,6 +133,7 @@ class Gate:
         self._stream_of: dict[str, str] = {}
         self._jurisdiction: dict[str, list[str]] = {}
         self._lsoa: dict[str, str | None] = {}
+        self._trust_fields: dict[str, frozenset[str]] = {}
         self._decode: dict[str, AvroDeserializer] = {}
         for stream, schema in parts.schemas.items():
             self._add_stream(stream, schema)
@@ -146,6 +149,7 @@ class Gate:
     def _add_stream(self, stream: str, schema: Mapping[str, Any]) -> None:
         self._jurisdiction[stream] = [str(f) for f in schema.get("accord.jurisdiction", [])]
         self._lsoa[stream] = next((name for name, tags in field_tags(schema).items() if LSOA_TAG in tags), None)
+        self._trust_fields[stream] = frozenset(name for name, tags in field_tags(schema).items() if TRUST_TAG in tags)
         self._decode[stream] = AvroDeserializer(self._p.registry, json.dumps(schema))
         self._schemas[stream] = schema
         self._stream_of[ingest_topic(stream)] = stream
@@ -440,7 +444,8 @@ class Gate:
             return Refusal.one(AVRO_DECODE, "", str(exc))
         if value is None:
             return Refusal.one(AVRO_DECODE, "", "the record has no value")
-        areas = resolve_areas(value, self._jurisdiction[stream], self._p.la_table, self._residence(stream, value))
+        areas = resolve_areas(value, self._jurisdiction[stream], self._p.la_table, self._residence(stream, value),
+                              self._trust_fields[stream], self._p.trusts)
         if isinstance(areas, Unresolved):
             extra = {"candidates": list(areas.candidates)} if areas.candidates else {}
             return Refusal.one(UNRESOLVED, areas.field, areas.reason, extra)

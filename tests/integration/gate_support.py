@@ -91,6 +91,21 @@ signatories:
 """)
 
 
+# T5: each city's resilience team takes the situation reports of the NHS trusts serving it (test_gate_trusts.py).
+T5 = "nhse.hospital-sitrep"
+for place in ("leicester", "nottingham"):
+    EXTRA_AGREEMENTS[f"t5-test-{place}"] = (f"{place}-city-council", "dph", f"""\
+agreement: t5-test-{place}
+template: t5-hospital-sitrep
+subscriber: {place}-city-council
+valid_from: 2026-01-01T00:00:00Z
+valid_until: 2027-12-31T23:59:59Z
+review_date: 2027-06-30
+signatories:
+  - {{body: nhse, name: Test IG Lead (NHS England), role: ig-lead}}
+  - {{body: {place}-city-council, name: Test Signatory, role: dph}}
+""")
+
 # Leicester's planning analysts receive T1 for service planning under section 251 support, which the National Data
 # Opt-out covers (its DPH's T1 under the COPI notice is exempt); the support lapses in PLANNING_BASIS_DAYS days.
 PLANNING_ROLE = "planning"

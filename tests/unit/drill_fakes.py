@@ -42,8 +42,8 @@ class FakeData:
         self.registered.append((subject, schema))
         return 41
 
-    def synthetic(self, stream: str, area: str, upper_tier: str, count: int, prefix: str, seed: int
-                  ) -> list[Row] | None:
+    def synthetic(self, stream: str, area: str, upper_tier: str, count: int, prefix: str, seed: int,
+                  avoiding: Sequence[str] = ()) -> list[Row] | None:
         return [{"specimen_id": f"{prefix}-{n}", "lsoa": f"{area}-lsoa", "utla": upper_tier, "ltla": area,
                  "dob": "1990-05-01", "sex": "FEMALE", "specimen_date": "2026-03-01"} for n in range(count)]
 

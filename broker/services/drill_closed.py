@@ -129,8 +129,8 @@ class FailClosed:
             how = "the ingest API took them with OPA down"
         except AccordError as exc:
             outcomes = ingest.publish(records.twin.stream, rows)
-            how = (f"the ingest API refused them ({str(exc)[:120]}), so they went onto the ingest topic directly, "
-                   "as a publisher connected to Kafka does")
+            how = (f"the ingest API refused them, failing closed too: {exc}; so they went onto the ingest topic "
+                   "directly, as a publisher connected to Kafka does")
         return self._accepted(outcomes), how
 
     def _restart(self, records: RecordChecks, processes: Processes) -> Outcome | tuple[str, int]:

@@ -6,6 +6,8 @@ wrong; without process control the check is not run; OPA is started again whatev
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -189,3 +191,27 @@ def test_opa_is_started_again_when_publishing_during_the_outage_breaks() -> None
 def test_without_process_control_the_check_is_not_run_saying_why() -> None:
     check = fail_closed(Outages(), control=False)[0]["fail-closed"]
     assert (check.verdict, check.reason) == ("not-run", NOT_LOCAL)
+
+
+@pytest.mark.parametrize(("named", "controlled"), [({}, True),
+                                                    ({"ACCORD_KAFKA_BOOTSTRAP": "kafka.example:9092"}, False),
+                                                    ({"ACCORD_GOVERNANCE_URL": "https://governance.example"}, False)])
+def test_accord_drill_run_controls_processes_only_when_no_accord_variable_names_another_deployment(
+        named: dict[str, str], controlled: bool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from broker.cli import drill
+    from broker.runtime.drill_processes import LocalProcesses
+
+    for variable in ("ACCORD_KAFKA_BOOTSTRAP", "ACCORD_OPA_URL", "ACCORD_REGISTRY_URL", "ACCORD_API_URL",
+                     "ACCORD_GOVERNANCE_URL"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("ACCORD_STATE_DIR", str(tmp_path))
+    for variable, value in named.items():
+        monkeypatch.setenv(variable, value)
+    given: dict[str, Any] = {}
+    endpoints = SimpleNamespace(kafka=None, governance_url="http://127.0.0.1:1", api_url="http://127.0.0.1:2",
+                                registry_url="http://127.0.0.1:3")
+    monkeypatch.setattr("broker.cli.policy.running_endpoints", lambda: endpoints)
+    monkeypatch.setattr("broker.runtime.drills.run_drill", lambda *args, **options: given.update(options))
+    drill._run_once("T1", tmp_path, 1.0)
+    assert isinstance(given["processes"], LocalProcesses) == controlled
+    assert given["processes"] is None or controlled

@@ -35,16 +35,22 @@ TimeScale = Annotated[float, typer.Option(min=1.0, help="compress the ladder's d
 
 def _run_once(flows: str, report_dir: Path, time_scale: float) -> DrillRun:
     from broker.cli.policy import running_endpoints
+    from broker.local.stack import LocalStack
+    from broker.runtime.drill_processes import LocalProcesses
     from broker.runtime.drills import run_drill
 
     asked = parse_flows(flows)
     settings = current_settings()
     endpoints = running_endpoints()
+    # The drill stops OPA and a gate worker only on the local stack: when no ACCORD_ variable names another service.
+    local = not any((settings.kafka_bootstrap, settings.opa_url, settings.registry_url, settings.api_url,
+                     settings.governance_url))
     return run_drill(settings, endpoints.kafka, settings.governance_url or endpoints.governance_url,
                      asked, report_dir, time_scale=time_scale,
                      deployment=settings.governance_url or "local",
                      api_url=settings.api_url or endpoints.api_url,
-                     registry_url=settings.registry_url or endpoints.registry_url)
+                     registry_url=settings.registry_url or endpoints.registry_url,
+                     processes=LocalProcesses(LocalStack(settings)) if local else None)
 
 
 @drill_cli.command("run")

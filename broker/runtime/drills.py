@@ -24,11 +24,13 @@ from broker.domain.ladder import Actor
 from broker.domain.webhooks import Webhook, parse_allow, signing_secret
 from broker.errors import AccordError
 from broker.runtime.drill_data import DeploymentData
+from broker.runtime.drill_processes import KafkaDirectIngest
 from broker.security import api_tokens
 from broker.security.audit_keys import audit_signing_key
 from broker.security.control_keys import trusted_keys
 from broker.security.secrets import webhook_secret
 from broker.services import drill_report
+from broker.services.drill_closed import Control, Processes
 from broker.services.drill_flows import OPERATOR, drills_for, tear_down
 from broker.services.drill_runner import DrillRunner
 from broker.services.drill_schedule import DrillSchedule, OperatorAlerts
@@ -74,23 +76,31 @@ class DrillRun:
 
 def run_drill(settings: Settings, kafka: KafkaAccess, governance_url: str, flows: Sequence[str], report_dir: Path,
               *, time_scale: float = 1.0, deployment: str = "local", client: HttpClient | None = None,
-              clock: Clock = system_clock, api_url: str | None = None, registry_url: str | None = None) -> DrillRun:
+              clock: Clock = system_clock, api_url: str | None = None, registry_url: str | None = None,
+              processes: Processes | None = None) -> DrillRun:
     """One drill of `flows`: its checks, the drill bodies (and drill streams) removed again, the signed report written
     to `<report_dir>/<run>/` and its digest recorded in the audit chain through the governance service. Without
-    `api_url` and `registry_url` there are no drill streams, and the checks needing records are not run."""
+    `api_url` and `registry_url` there are no drill streams, and the checks needing records are not run. With
+    `processes` (given only for the local stack, whose processes the drill may stop) the fail-closed check runs."""
     runner = DrillRunner(deployment, clock, time_scale=time_scale)
     data = (DeploymentData(settings, kafka, api_url, registry_url, OPERATOR, clock)
             if api_url and registry_url else None)
+    catalog = ControlCatalog(kafka, settings)
+    direct = (KafkaDirectIngest(kafka, registry_url, settings, catalog.current)
+              if processes is not None and registry_url and data is not None else None)
+    control = Control(processes, direct) if processes is not None and direct is not None else None
     with GovernanceClient(governance_url, client=client) as governance:
         api = TokenGovernanceCalls(governance, settings.secrets_dir, clock)
         short = uuid.uuid4().hex[:6]
-        drills, checks = drills_for(flows, short, api, ControlCatalog(kafka, settings), data)
+        drills, checks = drills_for(flows, short, api, catalog, data, control)
         try:
             report = runner.run(flows, checks, run_id=f"drill-{clock():%Y%m%dT%H%M%SZ}-{short}")
         finally:
             problems = tear_down(drills)
             if data is not None:
                 data.close()
+            if direct is not None:
+                direct.close()
         directory = report_dir / report.run
         signed = drill_report.write(report, directory, audit_signing_key(settings.secrets_dir))
         digest = str(signed["signature"]["digest"])

@@ -24,6 +24,7 @@ from broker.domain.drills import (
 )
 from broker.domain.ladder import Actor
 from broker.errors import AccordError
+from broker.services.drill_closed import Control, FailClosed
 from broker.services.drill_records import RecordChecks
 from broker.services.drill_runner import FIRST_RECORD, Check, Moments, Outcome, failed, not_run, passed
 from broker.services.drill_streams import (
@@ -94,6 +95,7 @@ class FlowDrill:
     approved_at: float | None = None
     withdrawal: Mapping[str, Any] | None = None     # the revocation's control record (offset, timestamp_ms)
     area: str = ""                                  # the drill body's first area
+    control: Control | None = None                  # the processes the drill may stop (the local stack's alone)
 
     @property
     def template_id(self) -> str:
@@ -361,12 +363,12 @@ def _waiting(reason: str) -> Callable[[Moments], Outcome]:
 def flow_checks(drill: FlowDrill) -> list[Check]:
     """The checks of one flow, in the order they run (later ones use what earlier ones set up)."""
     flow = drill.flow
-    local_only = ("not built yet: OPA can be stopped only on the local stack, and stopping it stops every real "
-                  "delivery too; the drill does not drive it")
     return [
         Check(flow, "switch-on", drill.switch_on),
         Check(flow, FIRST_RECORD, drill.first_record, APPROVAL_TO_FIRST_RECORD_TARGET_S),
         Check(flow, "subscriber-view", drill.subscriber_view),
+        # While the drill's grant is live (before it is withdrawn): a gate that holds nothing back shows nothing.
+        Check(flow, "fail-closed", lambda _: FailClosed(drill.control).run(drill.records, drill._why_no_records())),
         Check(flow, "dispute-decision", drill.dispute_decided),
         Check(flow, "grant-withdrawn", drill.grant_withdrawn),
         Check(flow, "revocation", drill.revocation, ENFORCEMENT_TARGET_S),
@@ -375,17 +377,17 @@ def flow_checks(drill: FlowDrill) -> list[Check]:
                                                 "(--time-scale) would shorten real disputes' deadlines too")),
         Check(flow, "break-glass", _waiting("break-glass needs an emergency declared where the drill body is, which "
                                             "would change real ladders' deadlines there")),
-        Check(flow, "fail-closed", _waiting(local_only)),
         Check(flow, "misroute", drill.misroute),
     ]
 
 
 def drills_for(flows: Sequence[str], run: str, api: GovernanceCalls, catalog: AppliedCatalog,
-               data: DrillData | None = None) -> tuple[list[FlowDrill], list[Check]]:
-    """The drills of `flows` and their checks, each flow on a drill stream of its own when `data` is given."""
+               data: DrillData | None = None, control: Control | None = None) -> tuple[list[FlowDrill], list[Check]]:
+    """The drills of `flows` and their checks, each flow on a drill stream of its own when `data` is given; with
+    `control` (the local stack's processes) the fail-closed check stops OPA and a gate worker."""
     drills, checks = [], []
     for flow in flows:
-        drill = FlowDrill(flow, run, api, catalog, data)
+        drill = FlowDrill(flow, run, api, catalog, data, control=control)
         drills.append(drill)
         checks.extend(flow_checks(drill))
     return drills, checks

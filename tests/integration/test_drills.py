@@ -33,7 +33,7 @@ from broker.cli import app
 from broker.config import Settings
 from broker.domain.audit import from_json_line, key_id, new_signing_key
 from broker.domain.control import GRANT_PREFIX as CONTROL_GRANT_PREFIX
-from broker.domain.drills import DRILL_REPORTED, CheckResult, Report
+from broker.domain.drills import DRILL_REPORTED, FLOWS, CheckResult, Report
 from broker.domain.kafka_acls import subscriber_user
 from broker.domain.messages import ControlRecord
 from broker.domain.topics import DELIVER_PREFIX
@@ -47,10 +47,14 @@ from broker.services import drill_report, policy_changes
 from tests.conftest import TEST_OPERATOR, control_writer, kafka_env, opa_as
 from tests.integration.gate_support import Receiver, start_gate, topic_for
 from tests.integration.test_access_requests import api_for, started
+from tests.integration.test_drill_closed import ProcessControl
 
 WAIT_S = 60.0       # a bound for failing, never a measurement
 REAL_CHECKS = {"switch-on", "approval-to-first-record", "subscriber-view", "dispute-decision", "grant-withdrawn",
-               "revocation", "misroute"}
+               "revocation", "misroute", "fail-closed"}
+# The checks that stop processes, which the drill does only on the local stack: not run against a deployment the
+# ACCORD_ variables name (the command's test).
+LOCAL_ONLY = {"fail-closed"}
 REAL_SUBSCRIBER = ("leicester-city-council", "dph")
 
 
@@ -93,8 +97,10 @@ def _delivery_topics(services: Endpoints) -> set[str]:
 
 
 def test_a_t1_drill_runs_its_real_checks_and_signs_a_report_whose_digest_is_chained(
-        services: Endpoints, applied_catalog: dict[str, Any], receiver: Receiver, tmp_path: Path) -> None:
-    gate = start_gate(services, "drills", f"drills-{uuid.uuid4().hex[:6]}")
+        services: Endpoints, local_settings: Settings, applied_catalog: dict[str, Any], receiver: Receiver,
+        tmp_path: Path) -> None:
+    # The session's own local stack, whose OPA the drill may stop, and a gate worker process it may kill.
+    gate = ProcessControl(services, local_settings, applied_catalog, tmp_path).start()
     settings = Settings(gate_group=gate.settings.gate_group)
     real = topic_for(*REAL_SUBSCRIBER)
     before = _delivery_topics(services)
@@ -102,7 +108,8 @@ def test_a_t1_drill_runs_its_real_checks_and_signs_a_report_whose_digest_is_chai
     try:
         with api_for(services, service) as http:
             done = run_drill(settings, services.kafka, "", ["T1"], tmp_path, client=http, deployment="test",
-                             api_url=services.api_url, registry_url=services.registry_url)
+                             api_url=services.api_url, registry_url=services.registry_url,
+                             processes=gate.processes())
         checks = {c.check: c for c in done.report.checks}
         assert {name: done_as_checked(checks[name]) for name in REAL_CHECKS} == dict.fromkeys(REAL_CHECKS, "pass"), [
             checks[name].reason for name in REAL_CHECKS]
@@ -218,9 +225,11 @@ def test_accord_drill_run_drills_every_template_flow_and_its_report_verifies_as_
     report = Report.from_json(json.loads((directory / "report.json").read_text())["report"])
     checks = {(c.flow, c.check): c for c in report.checks}
     with_records = ["T1", "T2", "T3", "T4", "T5", "T6", "T7"]
-    wanted = {(flow, name): "pass" for flow in with_records for name in REAL_CHECKS}
+    wanted = {(flow, name): "pass" for flow in with_records for name in REAL_CHECKS - LOCAL_ONLY} | {
+        (flow, name): "not-run" for flow in FLOWS for name in LOCAL_ONLY}
     assert {key: done_as_checked(checks[key]) for key in wanted} == wanted, [
         f"{key}: {checks[key].reason}" for key in wanted if checks[key].verdict != wanted[key]]
+    assert "only on the local stack" in checks[("T1", "fail-closed")].reason
     t5 = checks[("T5", "subscriber-view")].reason     # a trust's rows: the other council's trust's are withheld
     assert re.match(r"[1-9]\d* rows of E\d{8} delivered .*staff_absences, trust_ods_code\).*; [1-9]\d* rows of "
                     r"E\d{8} withheld", t5), t5

@@ -49,7 +49,9 @@ from tests.integration.test_access_requests import api_for, started
 
 WAIT_S = 60.0       # a bound for failing, never a measurement
 REAL_CHECKS = {"switch-on", "approval-to-first-record", "subscriber-view", "dispute-decision", "grant-withdrawn",
-               "revocation", "misroute"}
+               "revocation", "dispute-default", "misroute"}
+# The drill's ladder compressed so that its normal bound (20 days) is 10 s and its emergency bound (7 h) 0.15 s.
+TIME_SCALE = 172_800
 REAL_SUBSCRIBER = ("leicester-city-council", "dph")
 
 
@@ -97,11 +99,11 @@ def test_a_t1_drill_runs_its_real_checks_and_signs_a_report_whose_digest_is_chai
     settings = Settings(gate_group=gate.settings.gate_group)
     real = topic_for(*REAL_SUBSCRIBER)
     before = _delivery_topics(services)
-    service = started(services, "drills", run=uuid.uuid4().hex[:8])
+    service = started(services, "drills", run=uuid.uuid4().hex[:8], tick_s=0.5)
     try:
         with api_for(services, service) as http:
             done = run_drill(settings, services.kafka, "", ["T1"], tmp_path, client=http, deployment="test",
-                             api_url=services.api_url, registry_url=services.registry_url)
+                             api_url=services.api_url, registry_url=services.registry_url, time_scale=TIME_SCALE)
         checks = {c.check: c for c in done.report.checks}
         assert {name: done_as_checked(checks[name]) for name in REAL_CHECKS} == dict.fromkeys(REAL_CHECKS, "pass"), [
             checks[name].reason for name in REAL_CHECKS]
@@ -207,8 +209,8 @@ def test_accord_drill_run_drills_every_template_flow_and_its_report_verifies_as_
            "ACCORD_GOVERNANCE_URL": governance, "ACCORD_GATE_GROUP": gate.settings.gate_group}
     try:
         ran = subprocess.run([sys.executable, "-m", "broker", "drill", "run", "--flows", "all", "--report",
-                              str(tmp_path / "reports")], capture_output=True, text=True, env=env, timeout=900,
-                             check=False)
+                              str(tmp_path / "reports"), "--time-scale", str(TIME_SCALE)], capture_output=True,
+                             text=True, env=env, timeout=1200, check=False)
     finally:
         gate.stop()
     assert gate.failure is None
@@ -217,7 +219,7 @@ def test_accord_drill_run_drills_every_template_flow_and_its_report_verifies_as_
     checks = {(c.flow, c.check): c for c in report.checks}
     with_records = ["T1", "T2", "T3", "T4", "T6", "T7"]
     wanted = {(flow, name): "pass" for flow in with_records for name in REAL_CHECKS} | {
-        ("T5", name): "pass" for name in ("switch-on", "dispute-decision", "grant-withdrawn")} | {
+        ("T5", name): "pass" for name in ("switch-on", "dispute-decision", "grant-withdrawn", "dispute-default")} | {
         ("T5", name): "not-run" for name in ("approval-to-first-record", "subscriber-view", "revocation", "misroute")}
     assert {key: done_as_checked(checks[key]) for key in wanted} == wanted, [
         f"{key}: {checks[key].reason}" for key in wanted if checks[key].verdict != wanted[key]]

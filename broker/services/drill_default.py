@@ -95,7 +95,7 @@ def dispute_default(drill: FlowDrill, moments: Moments, sleep: Callable[[float],
 def _emergency(drill: FlowDrill, moments: Moments, fields: list[str], bound: float,
                sleep: Callable[[float], None]) -> tuple[Outcome, str]:
     """The emergency half: its outcome (seconds: the time to its default) and what it says of the grant."""
-    minimised = bool((drill._template() or {}).get("minimised_tier"))
+    minimised = _has_minimised_tier(drill)
     expected = "granted-for-period" if minimised else "refused"
     ended = _undecided(drill, moments, "emergency", fields, bound, sleep)
     why = _ended_wrongly(ended, bound, expected)
@@ -104,8 +104,9 @@ def _emergency(drill: FlowDrill, moments: Moments, fields: list[str], bound: flo
     said = (f"dispute {ended.dispute['id']} (emergency in the drill body's region) ended by the decisive default "
             f"({expected}) {_took(ended):.3f} s after it was raised, bound {bound:g} s")
     if not minimised:
-        return passed(said, _took(ended)), (f"; template {drill.template_id} has no minimised tier, so the "
-                                            "emergency default could grant nothing and the refusal stands")
+        stream = (drill._template() or {}).get("stream")
+        return passed(said, _took(ended)), (f"; no template of {stream} has a minimised tier, so the emergency "
+                                            "default could grant nothing and the refusal stands")
     grant = str(((ended.defaulted or {}).get("data") or {}).get("grant", {}).get("id"))
     control = _grant_record(drill, ended.dispute, grant, sleep)
     if control is None:
@@ -119,6 +120,16 @@ def _emergency(drill: FlowDrill, moments: Moments, fields: list[str], bound: flo
                           f"{control['offset']}) within 60 s", _took(ended)), ""
         where += f", applied by the gates {max(0, applied - int(control['timestamp_ms']))} ms after it was written"
     return passed(said, _took(ended)), where
+
+
+def _has_minimised_tier(drill: FlowDrill) -> bool:
+    """Whether a template of the disputed stream (in the drill's catalog) has a minimised tier, which an emergency
+    default grants provisionally; without one the ladder's default leaves the refusal standing."""
+    templates = dict((drill.original or {}).get("templates") or {})
+    if drill.twin is not None:
+        templates[drill.twin.template] = drill.twin.template_entry
+    stream = (drill._template() or {}).get("stream")
+    return any(t.get("stream") == stream and t.get("minimised_tier") for t in templates.values())
 
 
 def _undecided(drill: FlowDrill, moments: Moments, level: str, fields: list[str], bound: float,

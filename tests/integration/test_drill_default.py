@@ -87,3 +87,30 @@ def test_a_ladder_whose_default_never_fires_fails_the_check_naming_the_dispute_a
         assert drill_region(f"drill-{run}-t1") not in service.governance.emergency()
     finally:
         service.stop()
+
+
+def test_flows_whose_templates_have_no_minimised_tier_see_the_refusal_stand_by_default_at_both_levels(
+        services: Endpoints, applied_catalog: dict[str, Any]) -> None:
+    """T2 and T4-T7 give nothing provisionally: their emergency default leaves the refusal standing, and the check
+    says why (checked on the real streams' names, as a drill without drill streams does: nothing is granted)."""
+    settings = Settings()
+    service = started(services, "drill-default-flows", run=uuid.uuid4().hex[:8], tick_s=TICK_S)
+    run = uuid.uuid4().hex[:6]
+    outcomes = {}
+    try:
+        with api_for(services, service) as http, GovernanceClient("", client=http) as client:
+            api = TokenGovernanceCalls(client, settings.secrets_dir)
+            for flow in ("T2", "T4", "T5", "T6", "T7"):
+                drill = FlowDrill(flow, run, api, ControlCatalog(services.kafka, settings), time_scale=SCALE)
+                try:
+                    assert drill.add_body(Moments(system_clock)) is None
+                    outcomes[flow] = dispute_default(drill, Moments(system_clock))
+                finally:
+                    drill.remove_body()
+        assert {flow: o.verdict for flow, o in outcomes.items()} == dict.fromkeys(outcomes, "pass"), outcomes
+        assert all("has a minimised tier, so the emergency default could grant nothing and the refusal stands"
+                   in o.reason for o in outcomes.values()), outcomes
+        assert not [g for g in service.governance.state.grants if g.startswith("dispute-")]
+        assert service.governance.emergency() == {}
+    finally:
+        service.stop()

@@ -74,6 +74,8 @@ class DisputeIn(_Body):
     urgency: str = "routine"
     evidence: list[str] = Field(default_factory=list)
     backfill: str | None = None
+    time_scale: float = Field(default=1.0, ge=1, allow_inf_nan=False, description=(
+        "drills only: the ladder's deadlines divided by this for this dispute (both bodies must be drill bodies)"))
 
     def request(self) -> DisputeRequest:
         return DisputeRequest(
@@ -81,7 +83,7 @@ class DisputeIn(_Body):
             justification=self.justification, subscriber=self.subscriber, fields=tuple(self.fields),
             areas=None if self.areas is None else tuple(self.areas), until=self.until, decision_id=self.decision_id,
             policy_revision=self.policy_revision, urgency=self.urgency, evidence=tuple(self.evidence),
-            backfill=self.backfill)
+            backfill=self.backfill, time_scale=self.time_scale)
 
 
 class FieldGrantIn(_Body):

@@ -4,17 +4,19 @@ to append. Nothing here reads a clock or a topic; the service passes `now`, the 
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from broker.domain.backfill import parse_history
 from broker.domain.disputes import KINDS, OUTCOMES, URGENCIES, Dispute, stamp
+from broker.domain.drills import DRILL_BODY_PREFIX, is_drill_body
 from broker.domain.flows import Flow, legal_basis_ends_at
 from broker.domain.governance import GovernanceEvent, GovernanceState, new_event
 from broker.domain.grant_fields import FieldGrant, field_specs
 from broker.domain.ladder import Actor, Ladder, Tier
-from broker.errors import GovernanceError, NotAuthorisedError
+from broker.errors import GovernanceError, InvalidRequestError, NotAuthorisedError
 
 Event = GovernanceEvent  # one event on the governance topic (broker/domain/governance.py)
 
@@ -68,6 +70,8 @@ class DisputeRequest:
     urgency: str = "routine"
     evidence: tuple[str, ...] = field(default=())
     backfill: str | None = None  # history asked for once granted: P28D or a date (domain/backfill.py)
+    # A drill's compressed ladder: the dispute's deadlines are the ladder's divided by this (drill bodies only).
+    time_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -101,15 +105,19 @@ def raise_dispute(ctx: Context, actor: Actor, request: DisputeRequest, ident: st
     _check_purpose(ctx, subscriber, request)
     sought = {"fields": _sought_fields(stream, request), "areas": _sought_areas(ctx, subscriber, request),
               "until": stamp(request.until), **_sought_history(request)}
-    data = {"kind": request.kind, "stream": request.stream, "publisher": publisher, "subscriber": subscriber,
-            "role": request.role, "purpose": request.purpose,
-            "challenges": {"decision_id": request.decision_id, "policy_revision": request.policy_revision},
-            "sought": sought, "justification": request.justification.strip(), "urgency": request.urgency,
-            "evidence": list(request.evidence)}
+    data: dict[str, Any] = {
+        "kind": request.kind, "stream": request.stream, "publisher": publisher, "subscriber": subscriber,
+        "role": request.role, "purpose": request.purpose,
+        "challenges": {"decision_id": request.decision_id, "policy_revision": request.policy_revision},
+        "sought": sought, "justification": request.justification.strip(), "urgency": request.urgency,
+        "evidence": list(request.evidence)}
+    scale = _time_scale(request, actor, subscriber)
+    if scale != 1:
+        data["time_scale"] = scale
     raised = new_event("raised", ident, ctx.now, actor, data)
     level = ctx.level_of(subscriber)
     first = _first_tier(ctx.ladder, actor.body, subscriber, publisher)
-    deadline = ctx.now + ctx.ladder.tiers[first].deadline(level)
+    deadline = ctx.now + ctx.ladder.tiers[first].deadline(level) / scale
     return [raised, _tier_opened(ident, ctx.now, first, level, deadline, "raised")]
 
 
@@ -120,6 +128,19 @@ def _check_request(request: DisputeRequest) -> None:
         raise GovernanceError(f"urgency {request.urgency!r} is not one of {', '.join(URGENCIES)}")
     if not request.justification.strip():
         raise GovernanceError("a dispute needs a justification: say why the data is needed (or must stop)")
+
+
+def _time_scale(request: DisputeRequest, actor: Actor, subscriber: str) -> float:
+    """The dispute's time scale: 1, or (a drill's dispute between drill bodies only) a compression of the ladder, so
+    no real dispute's deadline ever moves."""
+    scale = request.time_scale
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not math.isfinite(scale) or scale < 1:
+        raise InvalidRequestError(f"time_scale {scale!r} is not a number of at least 1 (1: the ladder's own deadlines)")
+    if scale != 1 and not (is_drill_body(actor.body) and is_drill_body(subscriber)):
+        raise NotAuthorisedError(
+            f"time_scale {scale:g} compresses the ladder for drills only: both the body raising the dispute "
+            f"({actor.body}) and its subscriber ({subscriber}) must be drill bodies ({DRILL_BODY_PREFIX}...)")
+    return float(scale)
 
 
 def _contested(ctx: Context, request: DisputeRequest) -> Mapping[str, Any]:

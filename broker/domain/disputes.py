@@ -71,6 +71,12 @@ class Dispute:
     enforced_at: dt.datetime | None = None
     closes_at: dt.datetime | None = None
     timeline: tuple[Mapping[str, Any], ...] = field(default=())
+    # A drill's dispute runs on a compressed ladder: its deadlines (and periods timed off them) divided by this.
+    time_scale: float = 1.0
+
+    def scaled(self, duration: dt.timedelta) -> dt.timedelta:
+        """`duration` of the ladder as it applies to this dispute (compressed by its time scale)."""
+        return duration if self.time_scale == 1 else duration / self.time_scale
 
     @property
     def parties(self) -> frozenset[str]:
@@ -93,6 +99,7 @@ class Dispute:
             "decision": None if self.decision is None else dict(self.decision),
             "decided_at": stamp(self.decided_at), "enforced_at": stamp(self.enforced_at),
             "closes_at": stamp(self.closes_at), "timeline": [dict(e) for e in self.timeline],
+            "time_scale": self.time_scale,
         }
 
 
@@ -141,7 +148,7 @@ def _raised(event: Mapping[str, Any]) -> Dispute:
         challenges=MappingProxyType(dict(data.get("challenges") or {})),
         sought=MappingProxyType(dict(data.get("sought") or {})), justification=str(data.get("justification", "")),
         urgency=str(data.get("urgency", "routine")), evidence=tuple(data.get("evidence") or ()),
-        raised_at=parse_stamp(event["at"]), timeline=(event,),
+        raised_at=parse_stamp(event["at"]), timeline=(event,), time_scale=float(data.get("time_scale", 1)),
     )
 
 

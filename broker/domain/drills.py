@@ -52,6 +52,16 @@ def is_drill_body(body: object) -> bool:
     return isinstance(body, str) and body.startswith(DRILL_BODY_PREFIX)
 
 
+def drill_region(body: str) -> str:
+    """The emergency scope of drill body `body` alone (its own name): a level declared there reaches no real body."""
+    return body
+
+
+def is_drill_region(scope: object) -> bool:
+    """An emergency scope that is a drill body's own region (see drill_region), never a real E12 region."""
+    return is_drill_body(scope)
+
+
 def parse_flows(text: str) -> tuple[str, ...]:
     """`all`, or flow names separated by commas (`T1,T3`, any case), in T1..T7 order without repeats."""
     if text.strip().lower() == "all":

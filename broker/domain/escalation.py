@@ -10,6 +10,7 @@ from typing import Any
 
 from broker.domain.adjudication import Context, Event, _tier_opened, grant_document, legal_basis_end
 from broker.domain.disputes import Dispute, fold, next_state, parse_stamp, stamp
+from broker.domain.drills import is_drill_body, is_drill_region
 from broker.domain.governance import NATIONAL, apply, check_level, new_event
 from broker.domain.ladder import Actor
 from broker.errors import GovernanceError, NotAuthorisedError
@@ -44,7 +45,7 @@ def _due(ctx: Context, dispute: Dispute) -> list[Event]:
         return []
     if dispute.tier < ctx.ladder.last:
         nxt = dispute.tier + 1
-        deadline = dispute.deadline + ctx.ladder.tiers[nxt].deadline(dispute.level)
+        deadline = dispute.deadline + dispute.scaled(ctx.ladder.tiers[nxt].deadline(dispute.level))
         return [_tier_opened(dispute.id, ctx.now, nxt, dispute.level, deadline, "deadline passed")]
     return decisive_default(ctx, dispute)
 
@@ -81,7 +82,8 @@ def decisive_default(ctx: Context, dispute: Dispute) -> list[Event]:
                           f"on {dispute.stream} ended at {stamp(lapse)}, so nothing can be granted and the refusal "
                           "stands")
         return [new_event("defaulted", dispute.id, ctx.now, None, data)]
-    until = ctx.now + rule.period if lapse is None else min(ctx.now + rule.period, lapse)
+    period = dispute.scaled(rule.period)
+    until = ctx.now + period if lapse is None else min(ctx.now + period, lapse)
     grant = grant_document(ctx, dispute, f"dispute-{dispute.id}", tier["fields"], dispute.sought.get("areas") or [],
                            until, other_fields=str(tier.get("other_fields", "drop")))
     grant["template"] = template_id
@@ -134,9 +136,10 @@ def _review(ctx: Context, dispute: Dispute, kind: str, grant_id: str, why: str) 
     data = {"kind": kind, "stream": dispute.stream, "publisher": dispute.publisher,
             "subscriber": dispute.subscriber, "role": dispute.role, "purpose": dispute.purpose,
             "challenges": {"decision_id": grant_id, "policy_revision": None},
-            "sought": dict(dispute.sought), "justification": why, "urgency": "urgent", "evidence": []}
+            "sought": dict(dispute.sought), "justification": why, "urgency": "urgent", "evidence": [],
+            **({"time_scale": dispute.time_scale} if dispute.time_scale != 1 else {})}
     level = ctx.level_of(dispute.subscriber)
-    deadline = ctx.now + ctx.ladder.tiers[0].deadline(level)
+    deadline = ctx.now + dispute.scaled(ctx.ladder.tiers[0].deadline(level))
     return [new_event("raised", ident, ctx.now, dispute.challenger, data),
             _tier_opened(ident, ctx.now, 0, level, deadline, "mandatory review")]
 
@@ -144,7 +147,7 @@ def _review(ctx: Context, dispute: Dispute, kind: str, grant_id: str, why: str) 
 def enforced(ctx: Context, dispute: Dispute, control: Sequence[Mapping[str, Any]]) -> list[Event]:
     """The decision is in force on the control topic; it stays open to appeal unless decided at the last tier."""
     last = dispute.tier >= ctx.ladder.last
-    closes = ctx.now if last else ctx.now + ctx.ladder.appeal_window[dispute.level]
+    closes = ctx.now if last else ctx.now + dispute.scaled(ctx.ladder.appeal_window[dispute.level])
     events = [new_event("enforced", dispute.id, ctx.now, None, {"control": list(control), "closes_at": stamp(closes)})]
     if last:
         events.append(new_event("closed", dispute.id, ctx.now, None, {"why": "decided at the last tier"}))
@@ -166,7 +169,7 @@ def appeal(ctx: Context, ident: str, actor: Actor, reason: str) -> list[Event]:
         raise GovernanceError(f"dispute {ident} was decided at the last tier; there is no appeal")
     nxt = dispute.tier + 1
     level = ctx.level_of(dispute.subscriber)
-    deadline = ctx.now + ctx.ladder.tiers[nxt].deadline(level)
+    deadline = ctx.now + dispute.scaled(ctx.ladder.tiers[nxt].deadline(level))
     return [new_event("appealed", ident, ctx.now, actor, {"reason": reason.strip()}),
             _tier_opened(ident, ctx.now, nxt, level, deadline, "appeal")]
 
@@ -189,7 +192,9 @@ def declare(ctx: Context, actor: Actor, scope: str, level: str, reason: str) -> 
     check_level(level)
     if not ctx.ladder.may_declare(actor):
         raise NotAuthorisedError(f"{actor.body} as {actor.role} may not declare or lift an emergency")
-    if scope != NATIONAL and not _REGION.match(scope):
+    if is_drill_region(scope):
+        _check_drill_scope(ctx, scope, level)
+    elif scope != NATIONAL and not _REGION.match(scope):
         raise GovernanceError(f"scope {scope!r} is neither 'national' nor an E12 region code such as E12000004")
     if not reason.strip():
         raise GovernanceError("a declaration needs a written reason")
@@ -198,6 +203,22 @@ def declare(ctx: Context, actor: Actor, scope: str, level: str, reason: str) -> 
     events = [new_event("emergency-declared", None, ctx.now, actor,
                         {"scope": scope, "level": level, "reason": reason.strip()})]
     return events + _shortened(ctx, scope, level)
+
+
+def _check_drill_scope(ctx: Context, scope: str, level: str) -> None:
+    """A drill body's own region takes a level only while drill bodies alone are in it (a lift always, so a drill
+    that stopped half-way can still be cleaned up)."""
+    bodies = sorted(ident for ident, body in (ctx.catalog.get("bodies") or {}).items()
+                    if scope in (body.get("regions") or ()))
+    if level == "normal":
+        return
+    if not bodies:
+        raise GovernanceError(f"drill region {scope!r} is no body's region in the applied catalog; a drill declares "
+                              "a level only where its drill body is")
+    real = [ident for ident in bodies if not is_drill_body(ident)]
+    if real:
+        raise NotAuthorisedError(f"drill region {scope!r} holds bodies that are not drill bodies ({', '.join(real)})"
+                                 "; a drill's level must reach no real body")
 
 
 def _shortened(ctx: Context, scope: str, level: str) -> list[Event]:
@@ -210,7 +231,7 @@ def _shortened(ctx: Context, scope: str, level: str) -> list[Event]:
             continue
         # The tier gets the new level's deadline from the declaration, so a late declaration never makes older
         # disputes fall through to their defaults at once.
-        sooner = ctx.now + ctx.ladder.tiers[dispute.tier].deadline(level)
+        sooner = ctx.now + dispute.scaled(ctx.ladder.tiers[dispute.tier].deadline(level))
         if sooner < dispute.deadline:
             data = {"level": level, "deadline": stamp(sooner), "why": f"{level} declared for {scope}"}
             events.append(new_event("deadline-changed", ident, ctx.now, None, data))

@@ -92,7 +92,7 @@ def run_drill(settings: Settings, kafka: KafkaAccess, governance_url: str, flows
     with GovernanceClient(governance_url, client=client) as governance:
         api = TokenGovernanceCalls(governance, settings.secrets_dir, clock)
         short = uuid.uuid4().hex[:6]
-        drills, checks = drills_for(flows, short, api, catalog, data, control)
+        drills, checks = drills_for(flows, short, api, catalog, data, control, time_scale=time_scale)
         try:
             report = runner.run(flows, checks, run_id=f"drill-{clock():%Y%m%dT%H%M%SZ}-{short}")
         finally:

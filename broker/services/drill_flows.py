@@ -20,11 +20,13 @@ from broker.domain.drills import (
     DRILL_BODY_PREFIX,
     ENFORCEMENT_TARGET_S,
     FLOWS,
+    drill_region,
     is_drill_body,
 )
 from broker.domain.ladder import Actor
 from broker.errors import AccordError
 from broker.services.drill_closed import Control, FailClosed
+from broker.services.drill_default import dispute_default
 from broker.services.drill_records import RecordChecks
 from broker.services.drill_runner import FIRST_RECORD, Check, Moments, Outcome, failed, not_run, passed
 from broker.services.drill_streams import (
@@ -74,7 +76,10 @@ def drill_body_entry(catalog: Mapping[str, Any], ident: str) -> dict[str, Any] |
     place: dict[str, Any] = {}
     if spare:
         place = {"tier": "unitary", "areas": spare[:1], "served_areas": spare[:1], "regions": []}
-    return {**councils[0], **place, "name": f"Accord drill body {ident}", "roles": ["analyst", "dph"]}
+    entry = {**councils[0], **place, "name": f"Accord drill body {ident}", "roles": ["analyst", "dph"]}
+    # A region of its own, where the drill alone may declare an emergency (drill_emergency.py).
+    entry["regions"] = sorted({*(entry.get("regions") or ()), drill_region(ident)})
+    return entry
 
 
 @dataclass
@@ -96,6 +101,7 @@ class FlowDrill:
     withdrawal: Mapping[str, Any] | None = None     # the revocation's control record (offset, timestamp_ms)
     area: str = ""                                  # the drill body's first area
     control: Control | None = None                  # the processes the drill may stop (the local stack's alone)
+    time_scale: float = 1.0                         # the run's --time-scale: the drill's disputes' compression
 
     @property
     def template_id(self) -> str:
@@ -372,9 +378,7 @@ def flow_checks(drill: FlowDrill) -> list[Check]:
         Check(flow, "dispute-decision", drill.dispute_decided),
         Check(flow, "grant-withdrawn", drill.grant_withdrawn),
         Check(flow, "revocation", drill.revocation, ENFORCEMENT_TARGET_S),
-        Check(flow, "dispute-default", _waiting("not built yet: the ladder is the catalog's, one for every dispute, "
-                                                "and its deadlines are hours to days; compressing it for the drill "
-                                                "(--time-scale) would shorten real disputes' deadlines too")),
+        Check(flow, "dispute-default", lambda moments: dispute_default(drill, moments)),
         Check(flow, "break-glass", _waiting("break-glass needs an emergency declared where the drill body is, which "
                                             "would change real ladders' deadlines there")),
         Check(flow, "misroute", drill.misroute),
@@ -382,12 +386,14 @@ def flow_checks(drill: FlowDrill) -> list[Check]:
 
 
 def drills_for(flows: Sequence[str], run: str, api: GovernanceCalls, catalog: AppliedCatalog,
-               data: DrillData | None = None, control: Control | None = None) -> tuple[list[FlowDrill], list[Check]]:
+               data: DrillData | None = None, control: Control | None = None, time_scale: float = 1.0
+               ) -> tuple[list[FlowDrill], list[Check]]:
     """The drills of `flows` and their checks, each flow on a drill stream of its own when `data` is given; with
-    `control` (the local stack's processes) the fail-closed check stops OPA and a gate worker."""
+    `control` (the local stack's processes) the fail-closed check stops OPA and a gate worker; the drill's disputes
+    run on the ladder compressed by `time_scale`."""
     drills, checks = [], []
     for flow in flows:
-        drill = FlowDrill(flow, run, api, catalog, data, control=control)
+        drill = FlowDrill(flow, run, api, catalog, data, control=control, time_scale=time_scale)
         drills.append(drill)
         checks.extend(flow_checks(drill))
     return drills, checks

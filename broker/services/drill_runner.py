@@ -27,14 +27,15 @@ class Outcome:
     verdict: Verdict
     reason: str
     seconds: float | None = None
+    target: float | None = None     # a target the check learns as it runs (its Check has none)
 
 
-def passed(reason: str, seconds: float | None = None) -> Outcome:
-    return Outcome("pass", reason, seconds)
+def passed(reason: str, seconds: float | None = None, target: float | None = None) -> Outcome:
+    return Outcome("pass", reason, seconds, target)
 
 
-def failed(reason: str, seconds: float | None = None) -> Outcome:
-    return Outcome("fail", reason, seconds)
+def failed(reason: str, seconds: float | None = None, target: float | None = None) -> Outcome:
+    return Outcome("fail", reason, seconds, target)
 
 
 def not_run(reason: str) -> Outcome:
@@ -67,7 +68,7 @@ def held_to_target(outcome: Outcome, target: float | None) -> Outcome:
     if outcome.verdict != "pass" or target is None or outcome.seconds is None or outcome.seconds <= target:
         return outcome
     return failed(f"{outcome.reason}; but it took {outcome.seconds:.3f} s, over the {target:g} s target",
-                  outcome.seconds)
+                  outcome.seconds, target)
 
 
 class DrillRunner:
@@ -97,7 +98,8 @@ class DrillRunner:
             log.exception("drill check %s/%s raised", check.flow, check.name)
             outcome = failed(f"the check itself broke ({type(exc).__name__}: {exc})")
         if outcome.verdict == "fail" and outcome.seconds is None:
-            outcome = Outcome("fail", outcome.reason, round(self._monotonic() - begun, 3))
-        outcome = held_to_target(outcome, check.target)
+            outcome = Outcome("fail", outcome.reason, round(self._monotonic() - begun, 3), outcome.target)
+        target = check.target if check.target is not None else outcome.target
+        outcome = held_to_target(outcome, target)
         return CheckResult(flow=check.flow, check=check.name, verdict=outcome.verdict, reason=outcome.reason,
-                           started_at=started, seconds=outcome.seconds, target=check.target)
+                           started_at=started, seconds=outcome.seconds, target=target)

@@ -64,12 +64,14 @@ def api_for(services: Endpoints, service: GovernanceService) -> TestClient:
                                             changes=service.changes))
 
 
-def started(services: Endpoints, name: str, clock: Any = None, run: str | None = None) -> GovernanceService:
-    """A governance service on its own governance topic (`run` names it: the same run is a restart)."""
+def started(services: Endpoints, name: str, clock: Any = None, run: str | None = None,
+            tick_s: float = 3600.0) -> GovernanceService:
+    """A governance service on its own governance topic (`run` names it: the same run is a restart); its deadlines
+    fire every `tick_s` (by default, not within a test)."""
     run = run or uuid.uuid4().hex[:8]
     options: dict[str, Any] = {} if clock is None else {"clock": clock}
     return governance_service(services, audit_key=new_signing_key(), webhook_secret=token_bytes(32),
-                              schemas_dir=SCHEMAS, tick_s=3600.0, transactional_id=f"test-{name}-{run}",
+                              schemas_dir=SCHEMAS, tick_s=tick_s, transactional_id=f"test-{name}-{run}",
                               topic=f"_accord.governance.test-{name}-{run}",
                               audit_topic=f"_accord.audit.test-{name}-{run}", **options).start()
 

@@ -51,10 +51,12 @@ from tests.integration.test_drill_closed import ProcessControl
 
 WAIT_S = 60.0       # a bound for failing, never a measurement
 REAL_CHECKS = {"switch-on", "approval-to-first-record", "subscriber-view", "dispute-decision", "grant-withdrawn",
-               "revocation", "misroute", "fail-closed"}
+               "revocation", "dispute-default", "misroute", "fail-closed"}
 # The checks that stop processes, which the drill does only on the local stack: not run against a deployment the
 # ACCORD_ variables name (the command's test).
 LOCAL_ONLY = {"fail-closed"}
+# The drill's ladder compressed so that its normal bound (20 days) is 10 s and its emergency bound (7 h) 0.15 s.
+TIME_SCALE = 172_800
 REAL_SUBSCRIBER = ("leicester-city-council", "dph")
 
 
@@ -104,12 +106,12 @@ def test_a_t1_drill_runs_its_real_checks_and_signs_a_report_whose_digest_is_chai
     settings = Settings(gate_group=gate.settings.gate_group)
     real = topic_for(*REAL_SUBSCRIBER)
     before = _delivery_topics(services)
-    service = started(services, "drills", run=uuid.uuid4().hex[:8])
+    service = started(services, "drills", run=uuid.uuid4().hex[:8], tick_s=0.5)
     try:
         with api_for(services, service) as http:
             done = run_drill(settings, services.kafka, "", ["T1"], tmp_path, client=http, deployment="test",
                              api_url=services.api_url, registry_url=services.registry_url,
-                             processes=gate.processes())
+                             processes=gate.processes(), time_scale=TIME_SCALE)
         checks = {c.check: c for c in done.report.checks}
         assert {name: done_as_checked(checks[name]) for name in REAL_CHECKS} == dict.fromkeys(REAL_CHECKS, "pass"), [
             checks[name].reason for name in REAL_CHECKS]
@@ -216,8 +218,8 @@ def test_accord_drill_run_drills_every_template_flow_and_its_report_verifies_as_
            "ACCORD_GOVERNANCE_URL": governance, "ACCORD_GATE_GROUP": gate.settings.gate_group}
     try:
         ran = subprocess.run([sys.executable, "-m", "broker", "drill", "run", "--flows", "all", "--report",
-                              str(tmp_path / "reports")], capture_output=True, text=True, env=env, timeout=900,
-                             check=False)
+                              str(tmp_path / "reports"), "--time-scale", str(TIME_SCALE)], capture_output=True,
+                             text=True, env=env, timeout=1200, check=False)
     finally:
         gate.stop()
     assert gate.failure is None

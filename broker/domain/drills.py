@@ -52,6 +52,19 @@ def is_drill_body(body: object) -> bool:
     return isinstance(body, str) and body.startswith(DRILL_BODY_PREFIX)
 
 
+def drill_region(body: str) -> str:
+    """The region a drill body alone is in, named as the body: an emergency declared for it (break-glass needs one)
+    changes no level but that drill body's. Real bodies' regions are E12 codes from the geography, never so named."""
+    if not is_drill_body(body):
+        raise DrillError(f"{body!r} is not a drill body, so it has no drill region")
+    return body
+
+
+def is_drill_region(scope: object) -> bool:
+    """Whether an emergency scope is a drill body's region (see drill_region)."""
+    return is_drill_body(scope)
+
+
 def parse_flows(text: str) -> tuple[str, ...]:
     """`all`, or flow names separated by commas (`T1,T3`, any case), in T1..T7 order without repeats."""
     if text.strip().lower() == "all":

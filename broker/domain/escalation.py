@@ -10,6 +10,7 @@ from typing import Any
 
 from broker.domain.adjudication import Context, Event, _tier_opened, grant_document, legal_basis_end
 from broker.domain.disputes import Dispute, fold, next_state, parse_stamp, stamp
+from broker.domain.drills import is_drill_region
 from broker.domain.governance import NATIONAL, apply, check_level, new_event
 from broker.domain.ladder import Actor
 from broker.errors import GovernanceError, NotAuthorisedError
@@ -184,12 +185,13 @@ def comment(ctx: Context, ident: str, actor: Actor, text: str) -> list[Event]:
 
 
 def declare(ctx: Context, actor: Actor, scope: str, level: str, reason: str) -> list[Event]:
-    """Declare (or, at `normal`, lift) a level nationally or for an E12 region; open deadlines shorten to fit."""
+    """Declare (or, at `normal`, lift) a level nationally or for an E12 region; open deadlines shorten to fit. A drill
+    declares for its drill body's own region (domain/drills.py), which no real body is in."""
     ctx.check_actor(actor)
     check_level(level)
     if not ctx.ladder.may_declare(actor):
         raise NotAuthorisedError(f"{actor.body} as {actor.role} may not declare or lift an emergency")
-    if scope != NATIONAL and not _REGION.match(scope):
+    if scope != NATIONAL and not _REGION.match(scope) and not is_drill_region(scope):
         raise GovernanceError(f"scope {scope!r} is neither 'national' nor an E12 region code such as E12000004")
     if not reason.strip():
         raise GovernanceError("a declaration needs a written reason")

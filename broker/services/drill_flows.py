@@ -20,10 +20,12 @@ from broker.domain.drills import (
     DRILL_BODY_PREFIX,
     ENFORCEMENT_TARGET_S,
     FLOWS,
+    drill_region,
     is_drill_body,
 )
 from broker.domain.ladder import Actor
 from broker.errors import AccordError
+from broker.services.drill_glass import break_glass
 from broker.services.drill_records import RecordChecks
 from broker.services.drill_runner import FIRST_RECORD, Check, Moments, Outcome, failed, not_run, passed
 from broker.services.drill_streams import (
@@ -62,7 +64,8 @@ _SINGLE_TIER = ("E06", "E08", "E09")
 def drill_body_entry(catalog: Mapping[str, Any], ident: str) -> dict[str, Any] | None:
     """A compiled body for drill body `ident`, named as a drill, with the roles templates grant to, upper tier (so
     the templates' row scopes apply to it) and, where there is one, in a single-tier area no local body of the
-    catalog serves, so that it mirrors no council's rows; else with the areas of the first upper-tier council."""
+    catalog serves, so that it mirrors no council's rows; else with the areas of the first upper-tier council; in a
+    region of its own."""
     bodies = list((catalog.get("bodies") or {}).values())
     councils = [b for b in bodies if b.get("kind") == "local" and b.get("tier") in ("unitary", "county")]
     if not councils:
@@ -72,8 +75,10 @@ def drill_body_entry(catalog: Mapping[str, Any], ident: str) -> dict[str, Any] |
     spare = sorted(code for code in every - served if str(code).startswith(_SINGLE_TIER))
     place: dict[str, Any] = {}
     if spare:
-        place = {"tier": "unitary", "areas": spare[:1], "served_areas": spare[:1], "regions": []}
-    return {**councils[0], **place, "name": f"Accord drill body {ident}", "roles": ["analyst", "dph"]}
+        place = {"tier": "unitary", "areas": spare[:1], "served_areas": spare[:1]}
+    # In a region of its own, so an emergency the drill declares there (break-glass needs one) is its alone.
+    return {**councils[0], **place, "name": f"Accord drill body {ident}", "roles": ["analyst", "dph"],
+            "regions": [drill_region(ident)]}
 
 
 @dataclass
@@ -373,8 +378,7 @@ def flow_checks(drill: FlowDrill) -> list[Check]:
         Check(flow, "dispute-default", _waiting("not built yet: the ladder is the catalog's, one for every dispute, "
                                                 "and its deadlines are hours to days; compressing it for the drill "
                                                 "(--time-scale) would shorten real disputes' deadlines too")),
-        Check(flow, "break-glass", _waiting("break-glass needs an emergency declared where the drill body is, which "
-                                            "would change real ladders' deadlines there")),
+        Check(flow, "break-glass", lambda moments: break_glass(drill, moments), ENFORCEMENT_TARGET_S),
         Check(flow, "fail-closed", _waiting(local_only)),
         Check(flow, "misroute", drill.misroute),
     ]

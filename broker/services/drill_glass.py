@@ -15,6 +15,7 @@ from broker.domain.control import GRANT_PREFIX
 from broker.domain.drills import drill_region
 from broker.domain.ladder import Actor
 from broker.domain.topics import delivery_topic
+from broker.errors import AccordError
 from broker.services.drill_emergency import declare_drill_emergency, lift_drill_emergency
 from broker.services.drill_records import BATCH, GATE_WAIT_S, POLL_S, UNMADE
 from broker.services.drill_runner import Moments, Outcome, failed, not_run, passed
@@ -86,7 +87,7 @@ class _Taking:
         self.data, self.twin = drill.data, drill.twin
         self.actor = drill.actor(glass.role)
         self.topic = delivery_topic(drill.body, glass.role, self.twin.stream)
-        self.batches = 0
+        self.batches, self.reviewed = 0, False
 
     def run(self) -> Outcome:
         drill, template = self.drill, self.twin.template_entry
@@ -97,6 +98,14 @@ class _Taking:
         grant = str((review.get("challenges") or {}).get("decision_id"))
         self.moments.note(drill.flow, f"break-glass {grant} taken by {drill.body} ({self.glass.role}); review "
                                       f"{review['id']} opened")
+        try:
+            return self._checked(review, grant, begun, mark)
+        finally:
+            if not self.reviewed:   # the check failed before its review: the access taken must not outlive it
+                self._end_anyway(review, grant)
+
+    def _checked(self, review: Mapping[str, Any], grant: str, begun: float, mark: int) -> Outcome:
+        drill = self.drill
         taken = self.data.control_written(f"{GRANT_PREFIX}{grant}", mark, WAIT_S)
         if taken is None:
             return failed(f"break-glass {grant} was taken but no grant was written to the control topic within "
@@ -210,11 +219,7 @@ class _Taking:
         if not deciders:
             return f"review {review['id']} has too few deciders at tier {int(review.get('tier', 0)) + 1} who are " \
                    "not parties"
-        answer: dict[str, Any] = {}
-        for decider in deciders:
-            answer = drill.api.call("POST", f"/disputes/{review['id']}/decision", decider, {
-                "outcome": "refused", "reason": f"Accord drill {drill.run}: reviewed; the access taken ends now."})
-        dispute = answer.get("dispute") or {}
+        dispute = self._decide(review, deciders)
         self.moments.note(drill.flow, f"review {review['id']} decided: {grant} ends")
         if not any(grant in ((e.get("data") or {}).get("revoke_grants") or ()) for e in dispute.get("timeline", [])):
             return (f"review {review['id']} is {dispute.get('state')!r} after its deciders ended the access, and "
@@ -223,6 +228,29 @@ class _Taking:
         if end is None:
             return f"review {review['id']} ended {grant} but recorded no control record putting that in force"
         return deciders, end
+
+
+    def _decide(self, review: Mapping[str, Any], deciders: list[Actor]) -> dict[str, Any]:
+        """Each decider ends the access taken; the review dispute after the last one."""
+        self.reviewed = True
+        answer: dict[str, Any] = {}
+        for decider in deciders:
+            answer = self.drill.api.call("POST", f"/disputes/{review['id']}/decision", decider, {
+                "outcome": "refused", "reason": f"Accord drill {self.drill.run}: reviewed; the access taken ends now."})
+        return dict(answer.get("dispute") or {})
+
+    def _end_anyway(self, review: Mapping[str, Any], grant: str) -> None:
+        """End the access after a failed check, noting (not raising) what stops that: the check's failure stands."""
+        deciders = reviewers(self.drill.original or {}, review)
+        try:
+            if deciders:
+                self._decide(review, deciders)
+                self.moments.note(self.drill.flow, f"break-glass {grant} ended in review {review['id']}")
+                return
+            why = "its review has too few deciders who are not parties"
+        except AccordError as exc:
+            why = str(exc)
+        self.moments.note(self.drill.flow, f"break-glass {grant} not ended ({why}); it ends by itself at its expiry")
 
 
 def reviewers(catalog: Mapping[str, Any], review: Mapping[str, Any]) -> list[Actor]:

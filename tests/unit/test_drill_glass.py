@@ -7,7 +7,7 @@ notifications."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -21,7 +21,7 @@ from broker.errors import DrillError, GovernanceError
 from broker.services.drill_emergency import declare_drill_emergency
 from broker.services.drill_flows import drills_for, tear_down
 from broker.services.drill_runner import DrillRunner
-from tests.unit.drill_fakes import DRILL_BODY, GrantGate
+from tests.unit.drill_fakes import DRILL_BODY, GrantGate, Row
 from tests.unit.governance_catalog import catalog
 from tests.unit.governance_fakes import FakeClock
 from tests.unit.test_drill_flows import Deployment
@@ -91,6 +91,37 @@ def test_a_gate_that_never_applies_the_grant_fails_the_check_saying_which_contro
     assert glass.verdict == "fail" and "no gate worker reported applying control offset" in glass.reason
     assert "(break-glass break-glass-d-" in glass.reason
     assert deployment.governance.emergency() == {}
+    ended_anyway(deployment)
+
+
+class Oversharing(GrantGate):
+    """A gate that hands the DPH's topic a field the stream has not got (as one applying another plan would)."""
+
+    def publish(self, stream: str, publisher: Actor, records: Sequence[Row]) -> list[dict[str, Any]]:
+        outcomes = super().publish(stream, publisher, records)
+        for row, _ in self.topics.get(DPH_TOPIC, []):
+            row["contacts"] = "someone else's"
+        return outcomes
+
+
+def test_a_gate_that_delivers_more_than_break_glass_gives_fails_the_check_naming_the_field() -> None:
+    deployment = Deployment(catalog())
+    drills, checks = drills_for(["T1"], "abc123", deployment, deployment, Oversharing(deployment.control, T1_FIELDS))
+    try:
+        report = DrillRunner("unit", deployment.clock).run(["T1"], checks)
+    finally:
+        tear_down(drills)
+    [glass] = [c for c in report.checks if c.check == "break-glass"]
+    assert glass.verdict == "fail" and f"on {DPH_TOPIC}: fields the plan does not give: contacts" in glass.reason
+    assert deployment.governance.emergency() == {}
+    ended_anyway(deployment)
+
+
+def ended_anyway(deployment: Deployment) -> None:
+    """The access a failed check took was ended in review all the same."""
+    [review] = [d for d in deployment.governance.disputes() if d.kind == "break-glass-review"]
+    assert review.decision is not None and review.decision["outcome"] == "refused"
+    assert not [g for g in deployment.governance.state.grants if g.startswith("break-glass-")]
 
 
 def test_a_template_with_no_tier_for_the_break_glass_role_is_not_run_and_no_emergency_is_declared() -> None:

@@ -125,17 +125,18 @@ class _Taking:
         if ended_s is None:
             return failed(f"no gate worker reported applying control offset {end['offset']} (the end of {grant}) "
                           f"within {WAIT_S:g} s", taken_s)
-        after = self._after_end() if given.verdict == "pass" else not_run("nor after its end")
+        after = self._after_end() if given.verdict == "pass" else not_run("no records before its end either")
         if after.verdict == "fail":
             return failed(f"break-glass {grant} ended in review: {after.reason}", max(taken_s, ended_s))
-        records = (f"{given.reason}; {after.reason}" if given.verdict == "pass" else
-                   f"records not checked ({given.reason})")
+        before, after_end = ((f"; {given.reason}", f"; {after.reason}") if given.verdict == "pass" else
+                             (f"; records not checked ({given.reason})", ""))
         return passed(
             f"{self.glass.level} declared for {drill_region(drill.body)} alone; break-glass {grant} taken by "
             f"{drill.body} ({self.glass.role}) on {self.twin.stream}, applied by the gates {taken_s:.3f} s after it "
-            f"was written (control offset {taken['offset']}); review {review['id']} ended it at tier 1, decided by "
-            f"{', '.join(d.body for d in deciders)}, applied {ended_s:.3f} s after it was written (control offset "
-            f"{end['offset']}); {records}; the emergency is lifted after the check", max(taken_s, ended_s))
+            f"was written (control offset {taken['offset']}){before}; review {review['id']} ended it at tier 1, "
+            f"decided by {', '.join(d.body for d in deciders)}, applied {ended_s:.3f} s after it was written "
+            f"(control offset {end['offset']}){after_end}; the emergency is lifted after the check",
+            max(taken_s, ended_s))
 
     def _since(self, begun: float) -> float:
         return round(self.drill.monotonic() - begun, 3)

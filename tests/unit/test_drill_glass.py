@@ -15,7 +15,7 @@ import pytest
 from broker.domain import escalation, notifications, transparency
 from broker.domain.adjudication import Context
 from broker.domain.drills import CheckResult, drill_region, is_drill_region
-from broker.domain.governance import GovernanceState, apply
+from broker.domain.governance import GovernanceState, apply, new_event
 from broker.domain.ladder import Actor, Ladder
 from broker.errors import DrillError, GovernanceError
 from broker.services.drill_emergency import declare_drill_emergency
@@ -172,6 +172,9 @@ def test_a_drill_region_may_be_declared_and_tells_only_its_drill_body_and_stays_
     assert notifications.recipients(state, declared, document) == {DRILL_BODY}
     real = escalation.declare(_context(document), arbiter, "E12000004", "emergency", "real")[0]
     assert notifications.recipients(apply(state, 1, real), real, document) == set(document["bodies"])
-    figures = transparency.figures([declared, real])
+    glass = [new_event("break-glass", None, FakeClock()(), Actor(body, "dph", "dph"), {"grant": {}})
+             for body in (DRILL_BODY, "leicester-city-council")]
+    figures = transparency.figures([declared, real, *glass])
     assert (figures.emergency_declarations, figures.emergency_declarations_by_level) == (1, {"emergency": 1})
+    assert figures.break_glass_uses == 1        # Leicester's; the drill body's is a drill's
     assert state.level_for(document["bodies"]["leicester-city-council"]["regions"]) == "normal"

@@ -58,12 +58,17 @@ class ControlReader:
     (kafka_offsets.py), in 30 s at most: a gate whose fence cannot be read fails its batch rather than waiting on a
     paused broker for ever."""
 
-    def __init__(self, kafka: KafkaAccess, client_id: str = "accord-control", topic: str = CONTROL_TOPIC) -> None:
+    def __init__(self, kafka: KafkaAccess, client_id: str = "accord-control", topic: str = CONTROL_TOPIC,
+                 start: int = 0) -> None:
+        """`start`: the offset to read from (a drill looking for what it just caused); 0, the beginning."""
         self._tp = TopicPartition(topic, 0)
         self._consumer = KafkaConsumer(**kafka.client_options(), client_id=client_id, group_id=None,
                                        enable_auto_commit=False, isolation_level="read_committed")
         self._consumer.assign([self._tp])
-        self._consumer.seek_to_beginning(self._tp)
+        if start:
+            self._consumer.seek(self._tp, start)
+        else:
+            self._consumer.seek_to_beginning(self._tp)
 
     def end_offset(self) -> int:
         try:
@@ -99,6 +104,31 @@ class ControlReader:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+def control_end(kafka: KafkaAccess, client_id: str = "accord-control-end") -> int:
+    """The control topic's end offset now: where the next control record will be written."""
+    reader = ControlReader(kafka, client_id=client_id)
+    try:
+        return reader.end_offset()
+    finally:
+        reader.close()
+
+
+def control_record(kafka: KafkaAccess, key: str, since: int, timeout_s: float,
+                   client_id: str = "accord-control-find") -> ControlRecord | None:
+    """The first control record under `key` at offset `since` or later, waiting up to `timeout_s` for it to be
+    written; None when it was not."""
+    reader = ControlReader(kafka, client_id=client_id, start=since)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            found = next((r for r in reader.read_to(reader.end_offset()) if r.key == key), None)
+            if found is not None or time.monotonic() > deadline:
+                return found
+            time.sleep(0.2)
+    finally:
+        reader.close()
 
 
 class ControlWriter:

@@ -356,7 +356,8 @@ def _decision_routes(app: FastAPI, governance: Governance) -> None:
 def _emergency_routes(app: FastAPI, governance: Governance) -> None:
     @app.get("/emergency")
     def levels() -> dict[str, Any]:
-        """Declarations in force by scope (`national` or an E12 region); a scope not listed is at normal."""
+        """Declarations in force by scope (`national`, an E12 region, or a drill body's own region while a drill's
+        break-glass check runs); a scope not listed is at normal."""
         return {"levels": governance.emergency()}
 
     @app.post("/emergency")

@@ -53,7 +53,10 @@ def is_drill_body(body: object) -> bool:
 
 
 def drill_region(body: str) -> str:
-    """The emergency scope of drill body `body` alone (its own name): a level declared there reaches no real body."""
+    """The region a drill body alone is in, named as the body: an emergency declared for it (break-glass needs one)
+    changes no level but that drill body's. Real bodies' regions are E12 codes from the geography, never so named."""
+    if not is_drill_body(body):
+        raise DrillError(f"{body!r} is not a drill body, so it has no drill region")
     return body
 
 

@@ -187,7 +187,8 @@ def comment(ctx: Context, ident: str, actor: Actor, text: str) -> list[Event]:
 
 
 def declare(ctx: Context, actor: Actor, scope: str, level: str, reason: str) -> list[Event]:
-    """Declare (or, at `normal`, lift) a level nationally or for an E12 region; open deadlines shorten to fit."""
+    """Declare (or, at `normal`, lift) a level nationally or for an E12 region; open deadlines shorten to fit. A drill
+    declares for its drill body's own region (domain/drills.py), which no real body is in."""
     ctx.check_actor(actor)
     check_level(level)
     if not ctx.ladder.may_declare(actor):

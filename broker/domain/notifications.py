@@ -1,6 +1,7 @@
 """Who is told of a governance event, and what they are told: the parties of its dispute or misroute (an access
 request's body and reviewers), the deciders of the tier it waits at, the board of an overdue deletion, every body
-of a declaration, the parties of an agreement whose legal basis is ending or whose review is due."""
+of a declaration (of a drill's, its drill body alone), the parties of an agreement whose legal basis is ending or
+whose review is due."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from broker.domain.access_requests import PREFIX as REQUEST_PREFIX
 from broker.domain.disputes import stamp
+from broker.domain.drills import is_drill_region
 from broker.domain.escalation import BREAK_GLASS_EXPIRED
 from broker.domain.governance import (
     FINISHED,
@@ -41,7 +43,7 @@ def recipients(state: GovernanceState, event: Mapping[str, Any], catalog: Mappin
             board = {b for tier in ladder.tiers for b in tier.bodies}
         return board | (set() if misroute is None else misroute.parties)
     if ident is None:
-        return set((catalog or {}).get("bodies", {})) if event["type"].startswith("emergency") else set()
+        return _told_of_level(event, catalog) if event["type"].startswith("emergency") else set()
     dispute = state.disputes.get(str(ident))
     if dispute is None:
         return set()
@@ -49,6 +51,15 @@ def recipients(state: GovernanceState, event: Mapping[str, Any], catalog: Mappin
     if dispute.state == "awaiting" and ladder is not None:
         bodies |= ladder.tiers[dispute.tier].decider_bodies(dispute.publisher)
     return bodies
+
+
+def _told_of_level(event: Mapping[str, Any], catalog: Mapping[str, Any] | None) -> set[str]:
+    """Every body is told of a declared level, but a drill's (for a drill body's own region): only its drill body."""
+    bodies: Mapping[str, Any] = (catalog or {}).get("bodies", {})
+    scope = (event.get("data") or {}).get("scope")
+    if is_drill_region(scope):
+        return {ident for ident, body in bodies.items() if scope in (body.get("regions") or ())}
+    return set(bodies)
 
 
 def _request_recipients(state: GovernanceState, data: Mapping[str, Any], ladder: Ladder | None) -> set[str]:

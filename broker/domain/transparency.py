@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker.domain.disputes import parse_stamp
-from broker.domain.drills import is_drill_body
+from broker.domain.drills import is_drill_body, is_drill_region
 
 DECISIONS = ("decided", "defaulted")
 QUESTIONS = ("raised", "appealed")
@@ -86,6 +86,13 @@ def nearest_rank(values: list[float], percent: float) -> float | None:
     return ordered[max(1, math.ceil(percent / 100 * len(ordered))) - 1]
 
 
+def _drilled(kind: Any, data: Mapping[str, Any], actor: Any) -> bool:
+    """A drill's own level (for a drill body's region) or its drill body's break-glass."""
+    if kind in ("emergency-declared", "emergency-lifted"):
+        return is_drill_region(data.get("scope"))
+    return kind == "break-glass" and is_drill_body((actor or {}).get("body"))
+
+
 def figures(events: Iterable[Mapping[str, Any]]) -> Figures:
     """The figures of the governance events, in log order (events of other kinds are ignored, and so are the
     disputes of drill bodies: a drill exercises the ladder, it is not a dispute between bodies)."""
@@ -102,7 +109,7 @@ def figures(events: Iterable[Mapping[str, Any]]) -> Figures:
         kind, ident, data = event.get("type"), event.get("dispute"), event.get("data") or {}
         if kind == "raised" and ident and is_drill_body(data.get("subscriber")):
             drills.add(str(ident))
-        if ident in drills:
+        if ident in drills or _drilled(kind, data, event.get("actor")):
             continue
         as_of = str(event["at"]) if event.get("at") else as_of
         if kind == "raised" and ident:

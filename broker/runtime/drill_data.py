@@ -1,6 +1,7 @@
 """The deployment as a drill's records reach it (services/drill_streams.DrillData): the schema registry, the ingest
 API (as the stream's publisher, with a short-lived token), the delivery topics read as the drill's Kafka principal
-and decoded with the registry, the gate group's positions, and the gates' reports of applied control records."""
+and decoded with the registry, the gate group's positions, the control topic's records and the gates' reports of
+applying them."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 from broker.adapters.ingest_http import IngestApi
 from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_admin import end_positions
+from broker.adapters.kafka_control import control_end, control_record
 from broker.adapters.kafka_gate_lag import GateLag
 from broker.adapters.kafka_log import KafkaLog
 from broker.adapters.registry_http import HttpSchemaRegistry
@@ -121,6 +123,13 @@ class DeploymentData:
         except ServiceError:
             return None
         return int(first["applied_ms"])
+
+    def control_end(self) -> int:
+        return control_end(self._kafka, client_id="accord-drill-control")
+
+    def control_written(self, key: str, since: int, timeout_s: float) -> dict[str, int] | None:
+        found = control_record(self._kafka, key, since, timeout_s, client_id="accord-drill-control")
+        return None if found is None else {"offset": found.offset, "timestamp_ms": found.timestamp_ms}
 
     def close(self) -> None:
         for subscriber, role in list(self._logins):

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from broker.domain.disputes import parse_stamp
+from broker.domain.drills import drill_region
 from broker.domain.ladder import LEVELS, Actor
+from broker.errors import DrillError
 from broker.services.drill_emergency import declare_drill_emergency, lift_drill_emergency
 from broker.services.drill_runner import Moments, Outcome, failed, not_run, passed
 
@@ -75,15 +77,18 @@ def dispute_default(drill: FlowDrill, moments: Moments, sleep: Callable[[float],
     why = _ended_wrongly(normal, bound["normal"], "refused")
     if why is not None:
         return failed(why, normal.waited_s, bound["normal"] + GRACE_S)
-    acting = declare_drill_emergency(drill.api, catalog, drill.body, drill.run)
-    if acting is None:
-        return failed("the applied catalog names no emergency declarer the drill could declare as",
-                      _took(normal), bound["normal"] + GRACE_S)
-    moments.note(drill.flow, f"emergency declared in drill body {drill.body}'s own region by {acting.body}")
+    try:
+        acting = declare_drill_emergency(
+            drill.api, catalog, drill_region(drill.body), "emergency",
+            f"Accord drill {drill.run}: emergency declared in drill body {drill.body}'s own region, for the drill "
+            "alone.")
+    except DrillError as exc:
+        return failed(str(exc), _took(normal), bound["normal"] + GRACE_S)
+    moments.note(drill.flow, f"emergency declared in drill body {drill.body}'s own region by {acting.declarer.body}")
     try:
         emergency, grant = _emergency(drill, moments, fields, bound["emergency"], sleep)
     finally:
-        lift_drill_emergency(drill.api, acting, drill.body, drill.run)
+        lift_drill_emergency(drill.api, acting, f"Accord drill {drill.run}: the drill's check has ended.")
         moments.note(drill.flow, f"emergency lifted in drill body {drill.body}'s own region")
     if emergency.verdict != "pass":
         return Outcome(emergency.verdict, emergency.reason, _took(normal), bound["normal"] + GRACE_S)

@@ -27,6 +27,7 @@ from broker.domain.ladder import Actor
 from broker.errors import AccordError
 from broker.services.drill_closed import Control, FailClosed
 from broker.services.drill_default import dispute_default
+from broker.services.drill_glass import break_glass
 from broker.services.drill_records import RecordChecks
 from broker.services.drill_runner import FIRST_RECORD, Check, Moments, Outcome, failed, not_run, passed
 from broker.services.drill_streams import (
@@ -65,7 +66,8 @@ _SINGLE_TIER = ("E06", "E08", "E09")
 def drill_body_entry(catalog: Mapping[str, Any], ident: str) -> dict[str, Any] | None:
     """A compiled body for drill body `ident`, named as a drill, with the roles templates grant to, upper tier (so
     the templates' row scopes apply to it) and, where there is one, in a single-tier area no local body of the
-    catalog serves, so that it mirrors no council's rows; else with the areas of the first upper-tier council."""
+    catalog serves, so that it mirrors no council's rows; else with the areas of the first upper-tier council; in a
+    region of its own."""
     bodies = list((catalog.get("bodies") or {}).values())
     councils = [b for b in bodies if b.get("kind") == "local" and b.get("tier") in ("unitary", "county")]
     if not councils:
@@ -75,11 +77,10 @@ def drill_body_entry(catalog: Mapping[str, Any], ident: str) -> dict[str, Any] |
     spare = sorted(code for code in every - served if str(code).startswith(_SINGLE_TIER))
     place: dict[str, Any] = {}
     if spare:
-        place = {"tier": "unitary", "areas": spare[:1], "served_areas": spare[:1], "regions": []}
-    entry = {**councils[0], **place, "name": f"Accord drill body {ident}", "roles": ["analyst", "dph"]}
-    # A region of its own, where the drill alone may declare an emergency (drill_emergency.py).
-    entry["regions"] = sorted({*(entry.get("regions") or ()), drill_region(ident)})
-    return entry
+        place = {"tier": "unitary", "areas": spare[:1], "served_areas": spare[:1]}
+    # In a region of its own, so an emergency the drill declares there (break-glass needs one) is its alone.
+    return {**councils[0], **place, "name": f"Accord drill body {ident}", "roles": ["analyst", "dph"],
+            "regions": [drill_region(ident)]}
 
 
 @dataclass
@@ -378,9 +379,9 @@ def flow_checks(drill: FlowDrill) -> list[Check]:
         Check(flow, "dispute-decision", drill.dispute_decided),
         Check(flow, "grant-withdrawn", drill.grant_withdrawn),
         Check(flow, "revocation", drill.revocation, ENFORCEMENT_TARGET_S),
+        Check(flow, "break-glass", lambda moments: break_glass(drill, moments), ENFORCEMENT_TARGET_S),
+        # After break-glass: an emergency default's provisional grant lasts its scaled period beyond the check.
         Check(flow, "dispute-default", lambda moments: dispute_default(drill, moments)),
-        Check(flow, "break-glass", _waiting("break-glass needs an emergency declared where the drill body is, which "
-                                            "would change real ladders' deadlines there")),
         Check(flow, "misroute", drill.misroute),
     ]
 

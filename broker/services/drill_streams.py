@@ -67,6 +67,13 @@ class DrillData(Protocol):
         """When (epoch ms, the worker's own clock) the first gate worker applied control records up to
         `control_offset`; None when none did within `timeout_s`."""
 
+    def control_end(self) -> int:
+        """The control topic's end offset now (where the next policy change will be written)."""
+
+    def control_written(self, key: str, since: int, timeout_s: float) -> dict[str, int] | None:
+        """Where the first control record under `key` at offset `since` or later was written (offset,
+        timestamp_ms); None when none was within `timeout_s`."""
+
 
 @dataclass(frozen=True)
 class DrillStream:

@@ -276,15 +276,17 @@ def test_the_file_sink_acknowledges_a_batch_once_the_files_holding_it_are_commit
     with config.open("a") as yaml_file:
         yaml_file.write(f'receipts: {{key_file: "{private}", api_url: "{services.api_url}"}}\n')
     prefix = f"F{uuid.uuid4().hex[:6].upper()}"
+    dph = kafka_as(subscriber_user(BODY, "dph"))
+    begun = end_of(dph)     # the topic is shared with earlier tests: the claim is over this test's offsets
     publish(services, T1, spread(specimen_day(), 50, ["leicester"], prefix=prefix))
-    stored_end = end_of(kafka_as(subscriber_user(BODY, "dph")))
+    stored_end = delivered(dph, begun, 50)[-1].offset + 1
     log = tmp_path / "sink.log"
     sink = start_file_sink(config, log)
     try:
         # Files close 3 s after their first row, so every delivered record is in a committed file before long,
         # and only then acknowledged with this key.
-        wait_for(lambda: _covered(partition(receipts_report(services)), stored_end, key_id),
-                 f"receipts up to offset {stored_end}; sink log:\n{log.read_text()[-2000:]}")
+        wait_for(lambda: _covered(partition(receipts_report(services)), begun, stored_end, key_id),
+                 f"receipts of offsets {begun}-{stored_end - 1}; sink log:\n{log.read_text()[-2000:]}")
     finally:
         sink.send_signal(signal.SIGTERM)
         try:

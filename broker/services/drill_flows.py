@@ -22,6 +22,7 @@ from broker.domain.drills import (
     FLOWS,
     is_drill_body,
 )
+from broker.domain.geography import LaTable
 from broker.domain.ladder import Actor
 from broker.errors import AccordError
 from broker.services.drill_records import RecordChecks
@@ -35,6 +36,7 @@ from broker.services.drill_streams import (
     tier_of,
     with_twin,
 )
+from broker.services.drill_tiers import TierViews
 
 NEEDS_DRILL_STREAMS = "needs drill streams"
 OPERATOR = Actor("accord", "operator", "Accord drill")
@@ -94,6 +96,7 @@ class FlowDrill:
     approved_at: float | None = None
     withdrawal: Mapping[str, Any] | None = None     # the revocation's control record (offset, timestamp_ms)
     area: str = ""                                  # the drill body's first area
+    geography: LaTable | None = None                # the LA table, for the two-tier views (drill_tiers.py)
 
     @property
     def template_id(self) -> str:
@@ -366,7 +369,7 @@ def flow_checks(drill: FlowDrill) -> list[Check]:
     return [
         Check(flow, "switch-on", drill.switch_on),
         Check(flow, FIRST_RECORD, drill.first_record, APPROVAL_TO_FIRST_RECORD_TARGET_S),
-        Check(flow, "subscriber-view", drill.subscriber_view),
+        Check(flow, "subscriber-view", TierViews(drill, OPERATOR, _deciders).check),
         Check(flow, "dispute-decision", drill.dispute_decided),
         Check(flow, "grant-withdrawn", drill.grant_withdrawn),
         Check(flow, "revocation", drill.revocation, ENFORCEMENT_TARGET_S),
@@ -381,11 +384,13 @@ def flow_checks(drill: FlowDrill) -> list[Check]:
 
 
 def drills_for(flows: Sequence[str], run: str, api: GovernanceCalls, catalog: AppliedCatalog,
-               data: DrillData | None = None) -> tuple[list[FlowDrill], list[Check]]:
-    """The drills of `flows` and their checks, each flow on a drill stream of its own when `data` is given."""
+               data: DrillData | None = None, geography: LaTable | None = None
+               ) -> tuple[list[FlowDrill], list[Check]]:
+    """The drills of `flows` and their checks, each flow on a drill stream of its own when `data` is given (and
+    its subscriber views in two-tier places too when the LA table `geography` is)."""
     drills, checks = [], []
     for flow in flows:
-        drill = FlowDrill(flow, run, api, catalog, data)
+        drill = FlowDrill(flow, run, api, catalog, data, geography=geography)
         drills.append(drill)
         checks.extend(flow_checks(drill))
     return drills, checks

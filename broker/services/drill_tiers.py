@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from broker.domain.geography import LaTable, Tier
+from broker.domain.grant_fields import LSOA_TAG
 from broker.domain.ladder import Actor
 from broker.domain.topics import delivery_topic
 from broker.services.drill_records import BATCH, ENFORCED_WAIT_S, GATE_WAIT_S, POLL_S
@@ -71,6 +72,16 @@ def tier_bodies(drill_body: Mapping[str, Any], ident: str, place: TwoTierPlace, 
 
     return {f"{ident}-county": entry("county", Tier.COUNTY.value, place.county),
             f"{ident}-district": entry("district", Tier.LTLA_ONLY.value, place.district)}
+
+
+def placed_in_district(stream: Mapping[str, Any], row: Row, district: str) -> bool:
+    """Whether the gate can place `row` of compiled catalog stream `stream` in `district`: one of its jurisdiction
+    fields names the district, or it has an LSOA (a field tagged geography:lsoa; the gate resolves it to its district
+    with the LSOA lookup in force). A row named by its upper tier alone (T4's care homes) reaches the county only."""
+    if any(row.get(name) == district for name in stream.get("jurisdiction") or ()):
+        return True
+    fields: Mapping[str, Mapping[str, Any]] = stream.get("fields") or {}
+    return any(LSOA_TAG in (spec.get("tags") or ()) and row.get(name) for name, spec in fields.items())
 
 
 @dataclass(frozen=True)
@@ -155,8 +166,10 @@ class TierViews:
         if why := self._through_gate():
             return [why], ""
         county, district = bodies
-        stream_fields = sorted((((drill.original or {}).get("streams") or {}).get(twin.real) or {}).get("fields")
-                               or {})
+        stream = (((drill.original or {}).get("streams") or {}).get(twin.real) or {})
+        stream_fields = sorted(stream.get("fields") or {})
+        own = {s: r for s, r in published.district.items() if placed_in_district(stream, r, place.district)}
+        unplaced = {s: r for s, r in published.district.items() if s not in own}
 
         def view(published_row: Row, row: Row) -> list[str]:
             return view_problems(expected_view(records.tier, stream_fields, published_row), row)
@@ -168,14 +181,18 @@ class TierViews:
         problems = tier_problems(
             f"county {county}", published.district | published.sibling, {place.elsewhere: published.elsewhere},
             delivered(county), view)
-        problems += tier_problems(
-            f"district {district}", published.district,
-            {place.sibling: published.sibling, place.elsewhere: published.elsewhere}, delivered(district), view)
+        withheld = {place.sibling: published.sibling, place.elsewhere: published.elsewhere}
+        if unplaced:
+            withheld[f"{place.district} that name its county alone"] = unplaced
+        problems += tier_problems(f"district {district}", own, withheld, delivered(district), view)
         n = len(published.district)
+        theirs = (f"its own {len(own)}" if own else
+                  f"none of its own {n}, whose rows of {twin.real} name their upper tier alone,")
         return problems, (
             f"two-tier: county {county} ({place.county}) received the {2 * n} rows of its districts {place.district} "
             f"and {place.sibling} and none of {place.elsewhere} (in {place.other_county}); district {district} "
-            f"({place.district}) its own {n} and none of {place.sibling}'s; each once, as the plan says")
+            f"({place.district}) {theirs} and none of {place.sibling}'s; each once, as the plan says, read as the "
+            "drill's principal")
 
     def _switch_on(self, body: str, moments: Moments) -> str | None:
         """Request the drill body's tier for `body` and have the drill body's reviewers approve it; why not."""

@@ -15,7 +15,7 @@ from broker.domain.ladder import Actor
 from broker.domain.topics import delivered_stream, delivery_topic
 from broker.services.drill_flows import drills_for, tear_down
 from broker.services.drill_runner import DrillRunner
-from broker.services.drill_tiers import two_tier_place
+from broker.services.drill_tiers import placed_in_district, two_tier_place
 from tests.unit.drill_fakes import FakeData, Row, analyst_view
 from tests.unit.governance_catalog import catalog
 from tests.unit.test_drill_flows import Deployment
@@ -129,3 +129,15 @@ def test_the_two_tier_place_is_a_county_nobody_serves_when_there_is_one() -> Non
     assert two_tier_place(everywhere, table) is not None     # rows of a twin reach drill bodies alone anyway
     one = LaTable([authority("E10000001"), authority("E07000001", "E10000001"), authority("E07000002", "E10000001")])
     assert two_tier_place(served, one) is None
+
+
+def test_a_row_named_by_its_county_alone_is_placed_in_no_district() -> None:
+    blaby, leicestershire = "E07000129", "E10000018"
+    care_home = {"cqc_location_id": "1-1", "utla": leicestershire, "ltla": blaby}
+    t4 = {"jurisdiction": ["utla"], "fields": {"utla": {"tags": ["geography:utla"]}, "ltla": {"tags": []}}}
+    assert not placed_in_district(t4, care_home, blaby)     # the county receives it, no district does
+    t6 = {"jurisdiction": ["utla"], "fields": {"lsoa": {"tags": ["geography:lsoa"]}}}
+    assert placed_in_district(t6, {"utla": leicestershire, "lsoa": "E01025634"}, blaby)     # by its LSOA
+    t7 = {"jurisdiction": ["ltla"], "fields": {}}
+    assert placed_in_district(t7, {"ltla": blaby}, blaby) and not placed_in_district(t7, {"ltla": "E07000130"},
+                                                                                       blaby)

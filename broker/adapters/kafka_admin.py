@@ -1,4 +1,4 @@
-"""Kafka cluster administration through kafka-python: readiness probe and topic creation."""
+"""Kafka cluster administration through kafka-python: readiness probe, topic creation, listing and deletion."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from kafka import KafkaAdminClient
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from broker.adapters.kafka_access import KafkaAccess
 from broker.domain.replication import durability
@@ -185,3 +185,35 @@ def align_topic_config(kafka: KafkaAccess, topic: str, configs: dict[str, str]) 
     if isinstance(outcome, BaseException) or errno:
         raise ServiceError(f"Kafka refused to configure topic {topic!r}: {outcome}")
     return True
+
+
+def list_topics(kafka: KafkaAccess) -> set[str]:
+    """Every topic of the cluster that the principal may describe."""
+    admin = KafkaAdminClient(**kafka.client_options(), client_id="accord-admin")
+    try:
+        return {str(name) for name in admin.list_topics()}
+    except KafkaError as exc:
+        raise ServiceError(f"could not list the topics of {kafka}: {exc}") from exc
+    finally:
+        admin.close()
+
+
+def delete_topics(kafka: KafkaAccess, names: Iterable[str], timeout_ms: int = 30_000) -> dict[str, str]:
+    """Delete the topics `names` (and their data); why, for each one the cluster did not delete. Needs DELETE on
+    them (the administrator)."""
+    wanted = sorted(set(names))
+    if not wanted:
+        return {}
+    admin = KafkaAdminClient(**kafka.client_options(), client_id="accord-admin")
+    try:
+        answer = admin.delete_topics(wanted, timeout_ms=timeout_ms, raise_errors=False)
+    except KafkaError as exc:
+        return dict.fromkeys(wanted, f"the cluster did not answer: {exc}")
+    finally:
+        admin.close()
+    failed = {}
+    for topic in answer.get("topics") or ():
+        code = int(topic.get("error_code") or 0)
+        if code:
+            failed[str(topic.get("name"))] = str(topic.get("error_message") or for_code(code).__name__)
+    return failed

@@ -20,16 +20,19 @@ from broker.adapters.webhooks import WebhookNotifier
 from broker.clock import Clock, system_clock
 from broker.config import Settings
 from broker.domain.drills import Report
+from broker.domain.geography_files import load_la_table
 from broker.domain.ladder import Actor
 from broker.domain.webhooks import Webhook, parse_allow, signing_secret
 from broker.errors import AccordError
 from broker.runtime.drill_data import DeploymentData
 from broker.runtime.drill_processes import KafkaDirectIngest
+from broker.runtime.drill_topics import KafkaDrillTopics
 from broker.security import api_tokens
 from broker.security.audit_keys import audit_signing_key
 from broker.security.control_keys import trusted_keys
 from broker.security.secrets import webhook_secret
 from broker.services import drill_report
+from broker.services.drill_cleanup import remove_topics
 from broker.services.drill_closed import Control, Processes
 from broker.services.drill_flows import OPERATOR, drills_for, tear_down
 from broker.services.drill_runner import DrillRunner
@@ -92,13 +95,17 @@ def run_drill(settings: Settings, kafka: KafkaAccess, governance_url: str, flows
     with GovernanceClient(governance_url, client=client) as governance:
         api = TokenGovernanceCalls(governance, settings.secrets_dir, clock)
         short = uuid.uuid4().hex[:6]
-        drills, checks = drills_for(flows, short, api, catalog, data, control, time_scale=time_scale)
+        drills, checks = drills_for(flows, short, api, catalog, data, control, time_scale=time_scale,
+                                    geography=load_la_table(settings.geography_dir))
         try:
             report = runner.run(flows, checks, run_id=f"drill-{clock():%Y%m%dT%H%M%SZ}-{short}")
         finally:
             problems = tear_down(drills)
             if data is not None:
                 data.close()
+                # After the catalog without them is in force: what the drill's streams and bodies left in Kafka.
+                problems += remove_topics(KafkaDrillTopics(kafka), catalog, short,
+                                          [d.twin.stream for d in drills if d.twin is not None])
             if direct is not None:
                 direct.close()
         directory = report_dir / report.run

@@ -23,6 +23,7 @@ from broker.domain.drills import (
     drill_region,
     is_drill_body,
 )
+from broker.domain.geography import LaTable
 from broker.domain.ladder import Actor
 from broker.errors import AccordError
 from broker.services.drill_closed import Control, FailClosed
@@ -39,6 +40,7 @@ from broker.services.drill_streams import (
     tier_of,
     with_twin,
 )
+from broker.services.drill_tiers import TierViews
 
 NEEDS_DRILL_STREAMS = "needs drill streams"
 OPERATOR = Actor("accord", "operator", "Accord drill")
@@ -103,6 +105,7 @@ class FlowDrill:
     area: str = ""                                  # the drill body's first area
     control: Control | None = None                  # the processes the drill may stop (the local stack's alone)
     time_scale: float = 1.0                         # the run's --time-scale: the drill's disputes' compression
+    geography: LaTable | None = None                # the LA table, for the two-tier views (drill_tiers.py)
 
     @property
     def template_id(self) -> str:
@@ -373,7 +376,7 @@ def flow_checks(drill: FlowDrill) -> list[Check]:
     return [
         Check(flow, "switch-on", drill.switch_on),
         Check(flow, FIRST_RECORD, drill.first_record, APPROVAL_TO_FIRST_RECORD_TARGET_S),
-        Check(flow, "subscriber-view", drill.subscriber_view),
+        Check(flow, "subscriber-view", TierViews(drill, OPERATOR, _deciders).check),
         # While the drill's grant is live (before it is withdrawn): a gate that holds nothing back shows nothing.
         Check(flow, "fail-closed", lambda _: FailClosed(drill.control).run(drill.records, drill._why_no_records())),
         Check(flow, "dispute-decision", drill.dispute_decided),
@@ -387,14 +390,16 @@ def flow_checks(drill: FlowDrill) -> list[Check]:
 
 
 def drills_for(flows: Sequence[str], run: str, api: GovernanceCalls, catalog: AppliedCatalog,
-               data: DrillData | None = None, control: Control | None = None, time_scale: float = 1.0
-               ) -> tuple[list[FlowDrill], list[Check]]:
-    """The drills of `flows` and their checks, each flow on a drill stream of its own when `data` is given; with
-    `control` (the local stack's processes) the fail-closed check stops OPA and a gate worker; the drill's disputes
-    run on the ladder compressed by `time_scale`."""
+               data: DrillData | None = None, control: Control | None = None, time_scale: float = 1.0,
+               geography: LaTable | None = None) -> tuple[list[FlowDrill], list[Check]]:
+    """The drills of `flows` and their checks, each flow on a drill stream of its own when `data` is given (and
+    its subscriber views in two-tier places too when the LA table `geography` is); with `control` (the local
+    stack's processes) the fail-closed check stops OPA and a gate worker; the drill's disputes run on the ladder
+    compressed by `time_scale`."""
     drills, checks = [], []
     for flow in flows:
-        drill = FlowDrill(flow, run, api, catalog, data, control=control, time_scale=time_scale)
+        drill = FlowDrill(flow, run, api, catalog, data, control=control, time_scale=time_scale,
+                          geography=geography)
         drills.append(drill)
         checks.extend(flow_checks(drill))
     return drills, checks

@@ -278,7 +278,13 @@ class Gate:
             log.warning("gate worker %s: the policy engine is back; re-planning before delivering", self.worker)
             self.held = False
         self._subscribe_adopted()
-        records = self._gather(timeout_s, max_records)
+        try:
+            records = self._gather(timeout_s, max_records)
+        except BaseException:
+            # A poll that failed part-way (e.g. a subscribed topic deleted, as a drill's is after the drill) may have
+            # taken records in that it does not hand over: back to the committed positions, so none is skipped.
+            self._p.stage.abort()
+            raise
         try:
             # After the poll, not before: a record consumed after a policy change must meet the new plan.
             self.sync()

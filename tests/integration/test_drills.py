@@ -115,7 +115,7 @@ def test_a_t1_drill_runs_its_real_checks_and_signs_a_report_whose_digest_is_chai
         checks = {c.check: c for c in done.report.checks}
         assert {name: done_as_checked(checks[name]) for name in REAL_CHECKS} == dict.fromkeys(REAL_CHECKS, "pass"), [
             checks[name].reason for name in REAL_CHECKS]
-        assert {c.verdict for name, c in checks.items() if name not in REAL_CHECKS} == {"not-run"}
+        assert set(checks) == REAL_CHECKS     # every check of a flow is built, and each passes here
         assert done.problems == ()
         first = done.report.first_record_s["T1"]
         assert first is not None and first > 0

@@ -25,7 +25,7 @@ demo: setup
 	$(ACCORD) demo
 	@echo
 	@echo "A short drill of T1 (the positive-test line list to a DPH) on the same stack; its signed report:"
-	$(ACCORD) drill run --flows T1 --report drill-reports
+	$(ACCORD) drill run --flows T1 --report drill-reports --time-scale 172800
 	@echo
 	$(ACCORD) local status
 	@echo "Services left running. Stop them with: $(ACCORD) local down"

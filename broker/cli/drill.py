@@ -42,15 +42,16 @@ def _run_once(flows: str, report_dir: Path, time_scale: float) -> DrillRun:
     asked = parse_flows(flows)
     settings = current_settings()
     endpoints = running_endpoints()
-    # The drill stops OPA and a gate worker only on the local stack: when no ACCORD_ variable names another service.
-    local = not any((settings.kafka_bootstrap, settings.opa_url, settings.registry_url, settings.api_url,
-                     settings.governance_url))
+    # The drill stops OPA and a gate worker only on the local stack: when every service an ACCORD_ variable names is
+    # the local stack's own (as `accord local env` names them), none elsewhere.
+    stack = LocalStack(settings)
+    local = stack.names_only_its_own()
     return run_drill(settings, endpoints.kafka, settings.governance_url or endpoints.governance_url,
                      asked, report_dir, time_scale=time_scale,
-                     deployment=settings.governance_url or "local",
+                     deployment="local" if local else settings.governance_url or "external",
                      api_url=settings.api_url or endpoints.api_url,
                      registry_url=settings.registry_url or endpoints.registry_url,
-                     processes=LocalProcesses(LocalStack(settings)) if local else None)
+                     processes=LocalProcesses(stack) if local else None)
 
 
 @drill_cli.command("run")

@@ -209,6 +209,13 @@ class LocalStack:
         return {"kafka_bootstrap": s.kafka_bootstrap, "opa_url": s.opa_url, "registry_url": s.registry_url,
                 "api_url": s.api_url, "governance_url": s.governance_url, "console_url": s.console_url}
 
+    def names_only_its_own(self) -> bool:
+        """Whether every service the settings name is one this stack recorded starting (`accord local env` names
+        them so), none elsewhere: a deployment whose processes `accord local hold` and its supervisor control."""
+        recorded = self._recorded()
+        return all(not named or named.rstrip("/") == recorded.get(name, "").rstrip("/")
+                   for name, named in self._external().items())
+
     # -- commands ----------------------------------------------------------------------------
     def up(self) -> Endpoints:
         """Start whatever is neither external nor running yet (idempotent) and return the endpoints."""

@@ -5,6 +5,7 @@ wrong; without process control the check is not run; OPA is started again whatev
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,8 +13,10 @@ from typing import Any
 
 import pytest
 
+from broker.config import Settings
 from broker.domain.ladder import Actor
 from broker.errors import ServiceError, ServiceStartError
+from broker.local.stack import LocalStack
 from broker.services.drill_closed import NOT_LOCAL, OBSERVE_S, Control
 from broker.services.drill_flows import drills_for, tear_down
 from broker.services.drill_runner import DrillRunner
@@ -193,9 +196,13 @@ def test_without_process_control_the_check_is_not_run_saying_why() -> None:
     assert (check.verdict, check.reason) == ("not-run", NOT_LOCAL)
 
 
-@pytest.mark.parametrize(("named", "controlled"), [({}, True),
-                                                    ({"ACCORD_KAFKA_BOOTSTRAP": "kafka.example:9092"}, False),
-                                                    ({"ACCORD_GOVERNANCE_URL": "https://governance.example"}, False)])
+@pytest.mark.parametrize(("named", "controlled"), [
+    ({}, True),
+    ({"ACCORD_KAFKA_BOOTSTRAP": "kafka.example:9092"}, False),
+    ({"ACCORD_GOVERNANCE_URL": "https://governance.example"}, False),
+    # `eval "$(accord local env)"` names the local stack's own services: still the local stack.
+    ({"ACCORD_KAFKA_BOOTSTRAP": "127.0.0.1:39092", "ACCORD_GOVERNANCE_URL": "http://127.0.0.1:38000/"}, True),
+    ({"ACCORD_KAFKA_BOOTSTRAP": "127.0.0.1:39092", "ACCORD_GOVERNANCE_URL": "http://127.0.0.1:38001"}, False)])
 def test_accord_drill_run_controls_processes_only_when_no_accord_variable_names_another_deployment(
         named: dict[str, str], controlled: bool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from broker.cli import drill
@@ -205,6 +212,9 @@ def test_accord_drill_run_controls_processes_only_when_no_accord_variable_names_
                      "ACCORD_GOVERNANCE_URL"):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("ACCORD_STATE_DIR", str(tmp_path))
+    LocalStack(Settings()).root.mkdir(parents=True, exist_ok=True)
+    LocalStack(Settings()).state_file.write_text(json.dumps(
+        {"kafka_bootstrap": "127.0.0.1:39092", "governance_url": "http://127.0.0.1:38000"}))
     for variable, value in named.items():
         monkeypatch.setenv(variable, value)
     given: dict[str, Any] = {}

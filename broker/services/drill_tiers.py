@@ -21,6 +21,7 @@ from broker.domain.geography import LaTable, Tier
 from broker.domain.grant_fields import LSOA_TAG
 from broker.domain.ladder import Actor
 from broker.domain.topics import delivery_topic
+from broker.domain.trusts import TRUST_TAG
 from broker.services.drill_records import BATCH, ENFORCED_WAIT_S, GATE_WAIT_S, POLL_S
 from broker.services.drill_runner import Moments, Outcome, failed, not_run, passed
 from broker.services.drill_streams import Row, expected_view, source_of, view_problems
@@ -44,19 +45,27 @@ class TwoTierPlace:
     other_county: str
 
 
-def two_tier_place(catalog: Mapping[str, Any], la: LaTable) -> TwoTierPlace | None:
+def two_tier_place(catalog: Mapping[str, Any], la: LaTable,
+                   fits: Callable[[TwoTierPlace], bool] = lambda _: True) -> TwoTierPlace | None:
     """A county with two districts or more, one no local body of `catalog` serves any part of when there is one, and
-    a district of another county (also unserved, when there is such a county); None when the table has no two."""
+    a district of another county (also unserved, when there is such a county), the first such place that `fits` (the
+    drill can make rows of it that lie where they are meant to: a trust's rows lie in every district the trust
+    serves); None when the table has none."""
     served = {code for b in (catalog.get("bodies") or {}).values() if b.get("kind") != "national"
               for code in b.get("served_areas") or ()}
     counties = [a.code for a in la if a.tier is Tier.COUNTY and len(la.districts_of(a.code)) >= 2]
     # Unserved counties first: a drill county then mirrors no council's place (sorted: stable from run to run).
     counties.sort(key=lambda code: (bool(la.areas_served(code) & served), code))
-    if len(counties) < 2:
-        return None
-    county, other = counties[0], counties[1]
-    district, sibling = la.districts_of(county)[:2]
-    return TwoTierPlace(county, district, sibling, la.districts_of(other)[0], other)
+    for county in counties:
+        districts = la.districts_of(county)
+        for other in (c for c in counties if c != county):
+            for district in districts:
+                for sibling in (d for d in districts if d != district):
+                    for elsewhere in la.districts_of(other):
+                        place = TwoTierPlace(county, district, sibling, elsewhere, other)
+                        if fits(place):
+                            return place
+    return None
 
 
 def tier_bodies(drill_body: Mapping[str, Any], ident: str, place: TwoTierPlace, la: LaTable
@@ -77,11 +86,14 @@ def tier_bodies(drill_body: Mapping[str, Any], ident: str, place: TwoTierPlace, 
 def placed_in_district(stream: Mapping[str, Any], row: Row, district: str) -> bool:
     """Whether the gate can place `row` of compiled catalog stream `stream` in `district`: one of its jurisdiction
     fields names the district, or it has an LSOA (a field tagged geography:lsoa; the gate resolves it to its district
-    with the LSOA lookup in force). A row named by its upper tier alone (T4's care homes) reaches the county only."""
+    with the LSOA lookup in force), or it names an NHS trust (a field tagged geography:trust: the drill makes a
+    district's rows as a trust serving it, which the gate places in every district the trust serves). A row named by
+    its upper tier alone (T4's care homes) reaches the county only."""
     if any(row.get(name) == district for name in stream.get("jurisdiction") or ()):
         return True
     fields: Mapping[str, Mapping[str, Any]] = stream.get("fields") or {}
-    return any(LSOA_TAG in (spec.get("tags") or ()) and row.get(name) for name, spec in fields.items())
+    return any(({LSOA_TAG, TRUST_TAG} & set(spec.get("tags") or ())) and row.get(name)
+               for name, spec in fields.items())
 
 
 @dataclass(frozen=True)
@@ -130,10 +142,11 @@ class TierViews:
         single = self.drill.subscriber_view(moments)
         if single.verdict != "pass" or self.drill.geography is None:
             return single   # without an LA table (a caller that gives none) the single-tier view alone
-        place = two_tier_place(self.drill.original or {}, self.drill.geography)
+        place = two_tier_place(self.drill.original or {}, self.drill.geography, self._fits)
         if place is None:
             return not_run(f"{single.reason}; but the two-tier views were not checked: the LA table has no two "
-                           "counties with two districts each")
+                           "counties with two districts each where the drill can make rows that lie in one of them "
+                           "and not the other")
         begun = self.drill.monotonic()
         try:
             problems, said = self._two_tier(place, moments)
@@ -225,14 +238,31 @@ class TierViews:
                     f"{ENFORCED_WAIT_S:g} s")
         return None
 
+    def _areas(self, place: TwoTierPlace) -> list[tuple[str, str, list[str]]]:
+        """Where each batch's rows are made (area, its county) and the areas they must not lie in too: the sibling's
+        not in the district, the other county's in none of the county's districts (a trust's rows lie in every
+        district the trust serves; a council's in their own)."""
+        assert self.drill.geography is not None
+        county = [place.county, *self.drill.geography.districts_of(place.county)]
+        return [(place.district, place.county, []), (place.sibling, place.county, [place.district]),
+                (place.elsewhere, place.other_county, county)]
+
+    def _fits(self, place: TwoTierPlace) -> bool:
+        """Whether the drill can make every batch of `place`'s rows (a probe: nothing is published)."""
+        drill = self.drill
+        if drill.data is None or drill.twin is None:
+            return True
+        return all(drill.data.synthetic(drill.twin.real, area, county, 1, "probe", 0, avoiding) is not None
+                   for area, county, avoiding in self._areas(place))
+
     def _publish(self, place: TwoTierPlace) -> Published | str:
         """Rows of the district, its sibling and the other county's district; why not, when they were refused."""
         drill, records, twin = self.drill, self.drill.records, self.drill.twin
         assert records is not None and twin is not None and drill.data is not None
         rows: list[dict[bytes, Row]] = []
-        for n, (area, county) in enumerate([(place.district, place.county), (place.sibling, place.county),
-                                            (place.elsewhere, place.other_county)]):
-            made = drill.data.synthetic(twin.real, area, county, BATCH, f"DRILL-{drill.run}-tier{n}", 1000 + n)
+        for n, (area, county, avoiding) in enumerate(self._areas(place)):
+            made = drill.data.synthetic(twin.real, area, county, BATCH, f"DRILL-{drill.run}-tier{n}", 1000 + n,
+                                        avoiding)
             if made is None:
                 return f"the drill has no synthetic record generator for {twin.real}"
             outcomes = drill.data.publish(twin.stream, records.publisher, made)

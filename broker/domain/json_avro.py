@@ -91,6 +91,9 @@ def from_json(schema: Mapping[str, Any], record: Mapping[str, Any]) -> tuple[dic
                                       value_excerpt(value)))
             continue
         logical, symbols = fields[name]
+        if logical is None and symbols is None and type(value) is str and value.isascii():
+            converted[name] = value  # most fields: plain text, known to hold no lone surrogate
+            continue
         if symbols is not None and isinstance(value, str) and value not in symbols:
             problems.append(Violation(name, CODE_LIST, f"{name} is not one of its codes ({', '.join(symbols)})",
                                       value_excerpt(value)))

@@ -130,7 +130,8 @@ class RecordRules:
                    _first_tagged(tags, LTLA_TAG), _first_tagged(tags, UTLA_TAG))
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_clean", tuple((rules.name, _clean_test(rules, self._areas)) for rules in self.fields))
+        quick = tuple((rules.name, _clean_test(rules, self._areas)) for rules in self.fields)
+        object.__setattr__(self, "_clean", quick)
 
     def violations(self, record: Mapping[str, Any], today: dt.date, la_table: LaTable) -> list[Violation]:
         """Every violation in `record`, in schema field order; an empty list means the row may be routed."""

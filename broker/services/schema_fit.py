@@ -98,7 +98,4 @@ class FitGlance:
         if self._opaque:
             return False
         get = record.get
-        for name, glance in self._checks:
-            if not glance(get(name)):
-                return False
-        return True
+        return all(glance(get(name)) for name, glance in self._checks)

@@ -98,7 +98,7 @@ class Ingest:
 
     def __init__(self, log: RecordLog, serializer_registry: SchemaRegistry, schemas: Mapping[str, dict[str, Any]],
                  la_table: LaTable, today: Callable[[], dt.date],
-                 count: Callable[[str, str], None] = lambda stream, outcome: None,
+                 count: Callable[[str, str, int], None] = lambda stream, outcome, records: None,
                  requests: RequestLedger | None = None,
                  discover: Callable[[str], Mapping[str, Any] | None] | None = None) -> None:
         """`discover(stream)`: the schema of a stream not in `schemas` (one a catalog applied since named, with its
@@ -153,13 +153,13 @@ class Ingest:
         return [Violation(field, SCHEMA_FIT, message, value_excerpt(record.get(field), masked=masked))
                 for field, message, masked in _fields_of(errors, self._schemas[stream])]  if errors else []
 
-    def _encoded(self, stream: str, record: Mapping[str, Any]) -> tuple[bytes, list[Violation]]:
+    def _encoded(self, stream: str, record: Mapping[str, Any], today: dt.date) -> tuple[bytes, list[Violation]]:
         """The record's Avro bytes, or its reasons: what `violations` finds, with fastavro's validation run only
         where the writer would not refuse a misfit itself (schema_fit.FitGlance)."""
         glance = self._glances[stream].surely_fits(record)
         problems = [] if glance else self._misfits(stream, record)
         if not problems:
-            problems = self._rules[stream].violations(record, self._today(), self._la)
+            problems = self._rules[stream].violations(record, today, self._la)
             if problems and glance:  # a misfit is the first thing to fix, as `violations` says
                 problems = self._misfits(stream, record) or problems
         if problems:
@@ -212,13 +212,13 @@ class Ingest:
                  source: str) -> list[tuple[int, Outgoing, tuple[Violation, ...]]]:
         """What each record becomes: its Avro bytes for the ingest topic, or its quarantine entry with reasons."""
         schema = self.schema(stream)
-        topic = ingest_topic(stream)
+        topic, today = ingest_topic(stream), self._today()  # one day for the whole request: the clock read once
         prepared = []
         for index, raw in enumerate(records):
             record, problems = from_json(schema, raw) if isinstance(raw, Mapping) else ({}, [_not_object(raw)])
             payload = b""
             if not problems:
-                payload, problems = self._encoded(stream, record)
+                payload, problems = self._encoded(stream, record, today)
             if problems:
                 entry = {"source": {"kind": source, "index": index}, "record": kept_record(raw)}
                 problems = _at_most(problems)
@@ -228,8 +228,11 @@ class Ingest:
         return prepared
 
     def _count_all(self, stream: str, outcomes: Sequence[Outcome]) -> None:
-        for outcome in outcomes:
-            self._count(stream, outcome.status)
+        # Counted per request, not per record: a thousand increments of a labelled counter showed in the profile.
+        quarantined = sum(outcome.status == "quarantined" for outcome in outcomes)
+        for status, records in (("accepted", len(outcomes) - quarantined), ("quarantined", quarantined)):
+            if records:
+                self._count(stream, status, records)
 
     def screen(self, stream: str, value: bytes | None, partition: int, offset: int) -> Outcome:
         """Check a record already on `ingest.<stream>` (written by a Kafka client); quarantine it if bad."""
@@ -246,7 +249,7 @@ class Ingest:
 
     def _quarantine(self, stream: str, index: int, problems: list[Violation], entry: dict[str, Any]) -> Outcome:
         partition, offset = self._log.publish(*_unpacked(self._quarantine_record(stream, problems, entry)))
-        self._count(stream, "quarantined")
+        self._count(stream, "quarantined", 1)
         return Outcome(index, "quarantined", quarantine_topic(stream), partition, offset, tuple(problems))
 
     @staticmethod

@@ -62,8 +62,10 @@ def is_json_media_type(content_type: str | None) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
-# 19 digits or more may be an integer beyond 64 bits, which orjson would read as a float: the standard parser keeps it.
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+# 19 digits in a row may be an integer beyond 64 bits, which orjson would read as a float: the standard parser keeps
+# it. Found by masking every byte to a digit or a space and looking for the run (a regex took four times orjson's time).
+_DIGITS_ONLY = bytes(ord("9") if ord("0") <= b <= ord("9") else ord(" ") for b in range(256))
+_LONG_DIGITS = b"9" * 19
 
 
 def parse_json(raw: bytes) -> Any:
@@ -72,7 +74,7 @@ def parse_json(raw: bytes) -> Any:
     orjson reads a publish body in a fraction of the time; anything it refuses, and any body that may hold an integer
     beyond 64 bits, is read by Python's own parser, whose answer (a value, or the error a publisher is shown) is the
     one the API has always given. Nesting is bounded before this is called (json_depth)."""
-    if _LONG_DIGITS.search(raw) is None:
+    if _LONG_DIGITS not in raw.translate(_DIGITS_ONLY):
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:

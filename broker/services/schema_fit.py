@@ -98,4 +98,7 @@ class FitGlance:
         if self._opaque:
             return False
         get = record.get
-        return all(glance(get(name)) for name, glance in self._checks)
+        for name, glance in self._checks:  # noqa: SIM110 - all() over a generator took twice as long per record
+            if not glance(get(name)):
+                return False
+        return True

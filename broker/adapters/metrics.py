@@ -28,8 +28,8 @@ INGEST_RECORDS = Counter(
 )
 
 
-def count_ingest(stream: str, outcome: str) -> None:
-    INGEST_RECORDS.labels(stream=stream, outcome=outcome).inc()
+def count_ingest(stream: str, outcome: str, records: int = 1) -> None:
+    INGEST_RECORDS.labels(stream=stream, outcome=outcome).inc(records)
 
 
 def ingest_count(stream: str, outcome: str) -> float:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from broker.adapters.metrics import PROMETHEUS_TEXT, metrics_text
 from broker.api.auth import Guard, caller, guarded
-from broker.api.bodies import is_json_media_type, json_depth, read_limited
+from broker.api.bodies import CompactJSONResponse, is_json_media_type, json_depth, parse_json, read_limited
 from broker.api.deliveries import LiveOptions, add_delivery_routes
 from broker.api.receipts import add_receipt_routes
 from broker.errors import AccordError, IdempotencyConflict, NotFoundError, RegistryError, ServiceError
@@ -53,22 +52,9 @@ async def _json_body(request: Request, limit: int) -> Any:
         raise BadRequest(400, f"the body nests arrays and objects {depth} levels deep; at most {MAX_JSON_DEPTH} "
                               "are allowed")
     try:
-        # NaN and Infinity are not JSON; taken in, they would make the quarantine endpoint unable to answer.
-        return json.loads(raw, parse_constant=_not_json, parse_float=_finite)
+        return parse_json(raw)
     except ValueError as exc:   # also a JSONDecodeError, a UnicodeDecodeError and Python's int-size limit
         raise BadRequest(422, f"request body is not JSON: {exc}") from exc
-
-
-def _not_json(constant: str) -> Any:
-    raise ValueError(f"{constant} is not a JSON value")
-
-
-def _finite(text: str) -> float:
-    # 1e999 parses as infinity, which strict JSON cannot carry back out (the quarantine endpoint could not answer).
-    value = float(text)
-    if math.isinf(value):
-        raise ValueError(f"the number {text[:40]} is too large")
-    return value
 
 
 def _request_key(request: Request, stream: str, body: Any) -> RequestKey | None:
@@ -137,9 +123,9 @@ def create_api_app(ingest: Ingest, read_quarantine: QuarantineReader, max_body_b
         once = _request_key(request, stream, body)
         if once is None:
             outcomes = await run_in_threadpool(ingest.publish, stream, records)
-            return JSONResponse(answer(outcomes))
+            return CompactJSONResponse(answer(outcomes))
         answered, replayed = await run_in_threadpool(ingest.publish_once, stream, records, once)
-        return JSONResponse(answered, headers={"Idempotent-Replayed": "true"} if replayed else {})
+        return CompactJSONResponse(answered, headers={"Idempotent-Replayed": "true"} if replayed else {})
 
     @app.get("/streams/{stream}/quarantine")
     def quarantine(stream: str, limit: int = 100) -> dict[str, Any]:

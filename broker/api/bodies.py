@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from array import array
 from collections.abc import Callable
 from itertools import accumulate
+from typing import Any
 
+import orjson
 from fastapi import Request
+from fastapi.responses import JSONResponse
 
 
 async def read_limited(request: Request, limit: int, too_large: Callable[[str], Exception]) -> bytes:
@@ -55,3 +60,46 @@ def is_json_media_type(content_type: str | None) -> bool:
         return True
     media = content_type.split(";", 1)[0].strip().lower()
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+# 19 digits in a row may be an integer beyond 64 bits, which orjson would read as a float: the standard parser keeps
+# it. Found by masking every byte to a digit or a space and looking for the run (a regex took four times orjson's time).
+_DIGITS_ONLY = bytes(ord("9") if ord("0") <= b <= ord("9") else ord(" ") for b in range(256))
+_LONG_DIGITS = b"9" * 19
+
+
+def parse_json(raw: bytes) -> Any:
+    """`raw` as strict JSON (no NaN or Infinity, no number too large for a float), or ValueError saying why not.
+
+    orjson reads a publish body in a fraction of the time; anything it refuses, and any body that may hold an integer
+    beyond 64 bits, is read by Python's own parser, whose answer (a value, or the error a publisher is shown) is the
+    one the API has always given. Nesting is bounded before this is called (json_depth)."""
+    if _LONG_DIGITS not in raw.translate(_DIGITS_ONLY):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(raw, parse_constant=_not_json, parse_float=_finite)
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    # 1e999 parses as infinity, which strict JSON cannot carry back out (the quarantine endpoint could not answer).
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text[:40]} is too large")
+    return value
+
+
+class CompactJSONResponse(JSONResponse):
+    """JSONResponse's body, written by orjson: the same compact UTF-8 JSON for the answers the API gives (text, whole
+    numbers, lists and objects), made in a fraction of the time for a thousand outcomes."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return orjson.dumps(content)
+        except TypeError:  # orjson.JSONEncodeError: a value it does not write as Starlette would; Starlette says
+            return super().render(content)

@@ -72,11 +72,18 @@ def _field_types(schema: Mapping[str, Any]) -> dict[str, tuple[str | None, list[
     cached = _FIELD_TYPES.get(id(schema))
     if cached is not None and cached[0] is schema:
         return cached[1]
-    found = {f["name"]: (_logical(f["type"]), _symbols(f["type"])) for f in schema.get("fields", [])}
+    found = {f["name"]: _kind(_logical(f["type"]), _symbols(f["type"])) for f in schema.get("fields", [])}
     if len(_FIELD_TYPES) > 64:
         _FIELD_TYPES.clear()
     _FIELD_TYPES[id(schema)] = (schema, found)
     return found
+
+
+_PLAIN: tuple[str | None, list[str] | None] = (None, None)   # neither logical nor enum: most fields
+
+
+def _kind(logical: str | None, symbols: list[str] | None) -> tuple[str | None, list[str] | None]:
+    return _PLAIN if logical is None and symbols is None else (logical, symbols)
 
 
 def from_json(schema: Mapping[str, Any], record: Mapping[str, Any]) -> tuple[dict[str, Any], list[Violation]]:
@@ -85,12 +92,19 @@ def from_json(schema: Mapping[str, Any], record: Mapping[str, Any]) -> tuple[dic
     problems: list[Violation] = []
     fields = _field_types(schema)
     for name, value in record.items():
-        if name not in fields:
+        kind = fields.get(name)
+        if kind is _PLAIN and type(value) is str and value.isascii():
+            converted[name] = value  # plain text, known to hold no lone surrogate
+            continue
+        if kind is None:
             shown = utf8_safe(name)
             problems.append(Violation(shown, UNKNOWN_FIELD, f"{shown} is not a field of this stream's schema",
                                       value_excerpt(value)))
             continue
-        logical, symbols = fields[name]
+        logical, symbols = kind
+        if symbols is not None and type(value) is str and value in symbols:
+            converted[name] = value  # an enum's symbol: Avro names, ASCII letters, digits and underscores
+            continue
         if symbols is not None and isinstance(value, str) and value not in symbols:
             problems.append(Violation(name, CODE_LIST, f"{name} is not one of its codes ({', '.join(symbols)})",
                                       value_excerpt(value)))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import operator
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ EXEMPT_BASES: Mapping[str, str] = {
 }
 NOT_PATIENT_DATA = "not-personal-data"
 _DIGITS = re.compile(r"[0-9]{10}")
+_WEIGHTS = range(10, 1, -1)  # the modulus 11 weights of the first nine digits
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,9 @@ def normalise(text: str) -> str:
 
 def check_digit(first_nine: str) -> int | None:
     """The modulus 11 check digit of an NHS number's first nine digits; None when no number can have them (10)."""
-    total = sum(int(d) * w for d, w in zip(first_nine, range(10, 1, -1), strict=True))
+    if len(first_nine) != 9:
+        raise ValueError("an NHS number's check digit is worked out from its first nine digits")
+    total = sum(map(operator.mul, map(int, first_nine), _WEIGHTS))
     digit = 11 - total % 11
     if digit == 11:
         return 0

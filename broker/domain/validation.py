@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from broker.domain.geography import LSOA_PREFIXES, LTLA_PREFIXES, UTLA_PREFIXES, LaTable, is_well_formed
-from broker.domain.optout import NHS_NUMBER_FIELD, normalise
+from broker.domain.optout import NHS_NUMBER_FIELD, check_digit, normalise
 
 REQUIRED = "required"
 GSS_FORMAT = "gss-format"
@@ -117,6 +117,7 @@ class RecordRules:
     # hundred codes, each checked once. Area codes are not personal data; the cache is bounded.
     _areas: dict[tuple[LaTable, str, str], tuple[Violation, ...]] = field(default_factory=dict, compare=False,
                                                                           repr=False)
+    _clean: tuple[tuple[str, Clean], ...] = field(default=(), init=False, compare=False, repr=False)
 
     @classmethod
     def of(cls, schema: Mapping[str, Any]) -> RecordRules:
@@ -128,8 +129,27 @@ class RecordRules:
                                for name in checked),
                    _first_tagged(tags, LTLA_TAG), _first_tagged(tags, UTLA_TAG))
 
+    def __post_init__(self) -> None:
+        quick = tuple((rules.name, _clean_test(rules, self._areas)) for rules in self.fields)
+        object.__setattr__(self, "_clean", quick)
+
     def violations(self, record: Mapping[str, Any], today: dt.date, la_table: LaTable) -> list[Violation]:
         """Every violation in `record`, in schema field order; an empty list means the row may be routed."""
+        # Most records break no rule: each field's quick test (_clean_test) says so without building a reason; only
+        # a record one of them is unsure of goes through the checks that say what is wrong.
+        get = record.get
+        for name, clean in self._clean:
+            if not clean(get(name), today, la_table):
+                return self.all_violations(record, today, la_table)
+        if self.ltla_field is None or self.utla_field is None:
+            return []
+        ltla, utla = get(self.ltla_field), get(self.utla_field)
+        if ltla is None or utla is None or utla == la_table.upper_tier_of(ltla):
+            return []
+        return self.all_violations(record, today, la_table)
+
+    def all_violations(self, record: Mapping[str, Any], today: dt.date, la_table: LaTable) -> list[Violation]:
+        """`violations` found by running every check of every field (what the quick tests stand in for)."""
         rows = _Row(record, self.tags)
         violations: list[Violation] = []
         for rules in self.fields:
@@ -160,6 +180,62 @@ class RecordRules:
                 self._areas.clear()
             found = self._areas[key] = tuple(_check_value(rows, name, today, la_table))
         return found
+
+
+Clean = Callable[[Any, dt.date, LaTable], bool]
+
+
+def _clean_test(rules: _FieldRules, areas: dict[tuple[LaTable, str, str], tuple[Violation, ...]]) -> Clean:
+    """A quick test that the field's checks would find nothing in a value: True only when they surely would not,
+    False when they might find something (then they are run to say what). Built for the checks the field has."""
+    text = _clean_text(rules, areas)
+    required, tagged = rules.required, rules.tagged
+
+    def clean(value: Any, today: dt.date, la_table: LaTable) -> bool:
+        if type(value) is str:
+            return text(value, la_table)
+        if value is None:
+            return not required
+        if tagged or isinstance(value, str):
+            return False
+        return not isinstance(value, dt.date) or (type(value) is dt.date and value <= today)
+
+    return clean
+
+
+def _clean_text(rules: _FieldRules,
+                areas: dict[tuple[LaTable, str, str], tuple[Violation, ...]]) -> Callable[[str, LaTable], bool]:
+    name, required, longest, declared = rules.name, rules.required, rules.longest, rules.declared
+    codes = declared.get(CODES_KEY)
+    if codes is not None and all(isinstance(code, str) for code in codes):
+        codes = frozenset(codes)
+    nhs = declared.get(FORMAT_KEY) == NHS_NUMBER_FORMAT or name == NHS_NUMBER_FIELD
+    if rules.area_code and not required and codes is None and not nhs:
+        shortest = min(longest, AREA_CODE_CACHED)
+        return lambda value, la_table: len(value) <= shortest and areas.get((la_table, name, value)) == ()
+    if not rules.tagged and codes is None and not nhs:
+        if required:
+            return lambda value, _: len(value) <= longest and value != "" and not value.isspace()
+        return lambda value, _: len(value) <= longest
+    postcode_only = rules.tagged and not rules.area_code and not any(
+        tag in GSS_LEVEL_PREFIXES for tag in declared.get("accord.tags", []))
+
+    def text_clean(value: str, la_table: LaTable) -> bool:
+        if (required and (value == "" or value.isspace())) or len(value) > longest or \
+                (codes is not None and value not in codes) or (nhs and not _plain_nhs(value)):
+            return False
+        if rules.area_code:
+            return len(value) <= AREA_CODE_CACHED and areas.get((la_table, name, value)) == ()
+        if rules.tagged:
+            return postcode_only and _POSTCODE.fullmatch(value.upper()) is not None
+        return True
+
+    return text_clean
+
+
+def _plain_nhs(value: str) -> bool:
+    """`value` is an NHS number as `_check_nhs_number` wants it: 10 digits alone, the last the check digit."""
+    return len(value) == 10 and value.isascii() and value.isdigit() and check_digit(value[:9]) == int(value[9])
 
 
 def _first_tagged(tags: Mapping[str, list[str]], tag: str) -> str | None:

@@ -28,6 +28,7 @@ from broker.domain.validation import (
     value_excerpt,
 )
 from broker.errors import IdempotencyConflict, NotFoundError, SerdeError
+from broker.services.schema_fit import FitGlance
 from broker.services.serde import AvroDeserializer, AvroSerializer, SchemaRegistry, SerializationContext
 
 SCHEMA_FIT = "schema-fit"
@@ -97,7 +98,7 @@ class Ingest:
 
     def __init__(self, log: RecordLog, serializer_registry: SchemaRegistry, schemas: Mapping[str, dict[str, Any]],
                  la_table: LaTable, today: Callable[[], dt.date],
-                 count: Callable[[str, str], None] = lambda stream, outcome: None,
+                 count: Callable[[str, str, int], None] = lambda stream, outcome, records: None,
                  requests: RequestLedger | None = None,
                  discover: Callable[[str], Mapping[str, Any] | None] | None = None) -> None:
         """`discover(stream)`: the schema of a stream not in `schemas` (one a catalog applied since named, with its
@@ -109,6 +110,7 @@ class Ingest:
         self._parsed: dict[str, Any] = {}
         self._serializers: dict[str, AvroSerializer] = {}
         self._rules: dict[str, RecordRules] = {}
+        self._glances: dict[str, FitGlance] = {}
         for stream, schema in schemas.items():
             self._add(stream, schema)
         self._discover = discover
@@ -124,6 +126,7 @@ class Ingest:
         self._parsed[stream] = parse_schema(json.loads(json.dumps(schema)))
         self._serializers[stream] = AvroSerializer(self._registry, json.dumps(schema))
         self._rules[stream] = RecordRules.of(schema)
+        self._glances[stream] = FitGlance(schema)
         self._schemas[stream] = dict(schema)
 
     def schema(self, stream: str) -> dict[str, Any]:
@@ -141,12 +144,34 @@ class Ingest:
 
     def violations(self, stream: str, record: Mapping[str, Any]) -> list[Violation]:
         """Schema fit first (a record that does not fit cannot be encoded), then the stream's field rules."""
-        schema = self.schema(stream)
+        self.schema(stream)
+        return self._misfits(stream, record) or self._rules[stream].violations(record, self._today(), self._la)
+
+    def _misfits(self, stream: str, record: Mapping[str, Any]) -> list[Violation]:
+        """Each field of `record` that does not fit the stream's Avro schema, with what it should be."""
         errors = _schema_errors(self._parsed[stream], record)
-        if errors:
-            return [Violation(field, SCHEMA_FIT, message, value_excerpt(record.get(field), masked=masked))
-                    for field, message, masked in _fields_of(errors, schema)]
-        return self._rules[stream].violations(record, self._today(), self._la)
+        return [Violation(field, SCHEMA_FIT, message, value_excerpt(record.get(field), masked=masked))
+                for field, message, masked in _fields_of(errors, self._schemas[stream])]  if errors else []
+
+    def _encoded(self, stream: str, record: Mapping[str, Any], today: dt.date) -> tuple[bytes, list[Violation]]:
+        """The record's Avro bytes, or its reasons: what `violations` finds, with fastavro's validation run only
+        where the writer would not refuse a misfit itself (schema_fit.FitGlance)."""
+        glance = self._glances[stream].surely_fits(record)
+        problems = [] if glance else self._misfits(stream, record)
+        if not problems:
+            problems = self._rules[stream].violations(record, today, self._la)
+            if problems and glance:  # a misfit is the first thing to fix, as `violations` says
+                problems = self._misfits(stream, record) or problems
+        if problems:
+            return b"", problems
+        try:
+            payload = self._serializers[stream](record, SerializationContext(ingest_topic(stream)))
+        except SerdeError:
+            # The writer refused a value the glance let through: fastavro's validation says which and why.
+            return b"", self._misfits(stream, record) or [Violation("", SCHEMA_FIT, "the record does not fit the "
+                                                                                    "schema", "")]
+        assert payload is not None
+        return payload, []
 
     def publish(self, stream: str, records: Sequence[Any], source: str = "http") -> list[Outcome]:
         """Each record accepted onto `ingest.<stream>` or quarantined with its reasons, produced as one batch."""
@@ -187,23 +212,27 @@ class Ingest:
                  source: str) -> list[tuple[int, Outgoing, tuple[Violation, ...]]]:
         """What each record becomes: its Avro bytes for the ingest topic, or its quarantine entry with reasons."""
         schema = self.schema(stream)
+        topic, today = ingest_topic(stream), self._today()  # one day for the whole request: the clock read once
         prepared = []
         for index, raw in enumerate(records):
             record, problems = from_json(schema, raw) if isinstance(raw, Mapping) else ({}, [_not_object(raw)])
-            problems = problems or self.violations(stream, record)
+            payload = b""
+            if not problems:
+                payload, problems = self._encoded(stream, record, today)
             if problems:
                 entry = {"source": {"kind": source, "index": index}, "record": kept_record(raw)}
                 problems = _at_most(problems)
                 prepared.append((index, self._quarantine_record(stream, problems, entry), tuple(problems)))
                 continue
-            payload = self._serializers[stream](record, SerializationContext(ingest_topic(stream)))
-            assert payload is not None
-            prepared.append((index, Outgoing(ingest_topic(stream), payload, stream_key(schema, record)), ()))
+            prepared.append((index, Outgoing(topic, payload, stream_key(schema, record)), ()))
         return prepared
 
     def _count_all(self, stream: str, outcomes: Sequence[Outcome]) -> None:
-        for outcome in outcomes:
-            self._count(stream, outcome.status)
+        # Counted per request, not per record: a thousand increments of a labelled counter showed in the profile.
+        quarantined = sum(outcome.status == "quarantined" for outcome in outcomes)
+        for status, records in (("accepted", len(outcomes) - quarantined), ("quarantined", quarantined)):
+            if records:
+                self._count(stream, status, records)
 
     def screen(self, stream: str, value: bytes | None, partition: int, offset: int) -> Outcome:
         """Check a record already on `ingest.<stream>` (written by a Kafka client); quarantine it if bad."""
@@ -220,7 +249,7 @@ class Ingest:
 
     def _quarantine(self, stream: str, index: int, problems: list[Violation], entry: dict[str, Any]) -> Outcome:
         partition, offset = self._log.publish(*_unpacked(self._quarantine_record(stream, problems, entry)))
-        self._count(stream, "quarantined")
+        self._count(stream, "quarantined", 1)
         return Outcome(index, "quarantined", quarantine_topic(stream), partition, offset, tuple(problems))
 
     @staticmethod

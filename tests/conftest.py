@@ -95,6 +95,17 @@ def opa_as(url: str, role: str = "writer") -> OpaPolicyEngine:
     return opa_engine(url, Settings(), role)
 
 
+def apply_again(services: Endpoints, catalog: dict[str, Any], client_id: str = "test-control") -> None:
+    """Apply the session's catalog again, as the tests' operator: whatever a test (a drill, a demo) applied since is
+    undone for the tests after it."""
+    engine, writer = opa_as(services.opa_url), control_writer(services.kafka, client_id=client_id)
+    try:
+        policy_changes.apply_catalog(writer, engine, catalog, by=TEST_OPERATOR)
+    finally:
+        engine.close()
+        writer.close()
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _REAL & set(Path(str(item.path)).parts):

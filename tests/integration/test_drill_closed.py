@@ -20,8 +20,7 @@ from broker.runtime.drills import run_drill
 from broker.runtime.gate import GateEndpoints, GateThread
 from broker.security import opa_tokens
 from broker.security.kafka_identities import service_env
-from broker.services import policy_changes
-from tests.conftest import TEST_OPERATOR, control_writer, opa_as
+from tests.conftest import apply_again
 from tests.integration.test_access_requests import api_for, started
 from tests.integration.test_gate_fail_closed import OwnOpa
 
@@ -69,12 +68,7 @@ def restore_opa(stack: LocalStack, services: Endpoints, applied_catalog: dict[st
     """The session's OPA running (started again if a drill left it stopped), with the session's catalog."""
     stack.restart("opa")        # nothing when it runs
     stack.supervisor.hold("opa", 0)
-    engine, writer = opa_as(services.opa_url), control_writer(services.kafka)
-    try:
-        policy_changes.apply_catalog(writer, engine, applied_catalog, by=TEST_OPERATOR)
-    finally:
-        engine.close()
-        writer.close()
+    apply_again(services, applied_catalog)
 
 
 def test_a_t1_drill_with_opa_stopped_delivers_nothing_then_everything_once_and_survives_a_gate_kill(

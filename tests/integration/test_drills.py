@@ -43,8 +43,8 @@ from broker.runtime.drill_data import DeploymentData
 from broker.runtime.drills import ControlCatalog, run_drill
 from broker.security.api_tokens import verifier_for
 from broker.security.audit_keys import load_public_key, public_key_path
-from broker.services import drill_report, policy_changes
-from tests.conftest import TEST_OPERATOR, control_writer, kafka_env, opa_as
+from broker.services import drill_report
+from tests.conftest import apply_again, kafka_env, opa_as
 from tests.integration.gate_support import Receiver, start_gate, topic_for
 from tests.integration.test_access_requests import api_for, started
 from tests.integration.test_drill_closed import ProcessControl
@@ -200,12 +200,7 @@ def governance(services: Endpoints, applied_catalog: dict[str, Any], tmp_path: P
         yield url
     finally:
         process.stop()
-        engine, writer = opa_as(services.opa_url), control_writer(services.kafka)
-        try:
-            policy_changes.apply_catalog(writer, engine, applied_catalog, by=TEST_OPERATOR)
-        finally:
-            engine.close()
-            writer.close()
+        apply_again(services, applied_catalog)
 
 
 def test_accord_drill_run_drills_every_template_flow_and_its_report_verifies_as_chained(

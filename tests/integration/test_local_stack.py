@@ -20,8 +20,7 @@ from broker.demo import job as demo
 from broker.local import processes
 from broker.local.python_service import PythonService
 from broker.local.stack import Endpoints, LocalStack
-from broker.services import policy_changes
-from tests.conftest import TEST_OPERATOR, control_state, control_writer, kafka_env, opa_as
+from tests.conftest import apply_again, control_state, kafka_env
 from tests.integration.governance_process import withdraw_grant
 
 
@@ -190,13 +189,7 @@ def test_demo_delivers_each_view_and_enforces_a_revocation(services: Endpoints, 
                 withdraw_grant(url, applied_catalog, ident, left[ident])
         finally:
             governance.stop()
-        writer = control_writer(services.kafka, client_id="test-demo-cleanup")
-        engine = opa_as(services.opa_url)
-        try:
-            policy_changes.apply_catalog(writer, engine, applied_catalog, by=TEST_OPERATOR)
-        finally:
-            writer.close()
-            engine.close()
+        apply_again(services, applied_catalog, client_id="test-demo-cleanup")
     views = result["views"]
     assert views["leicester-city-council/dph"]["rows"] == demo.DAY_CASES["leicester"]
     assert views["leicester-city-council/analyst"]["fields"] == ["age_band", "lsoa", "sex"]

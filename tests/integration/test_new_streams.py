@@ -24,8 +24,7 @@ from broker.domain.topics import ingest_topic, value_subject
 from broker.local import processes
 from broker.local.python_service import PythonService
 from broker.local.stack import Endpoints, LocalStack
-from broker.services import policy_changes
-from tests.conftest import TEST_OPERATOR, bearer, control_writer, kafka_env, opa_as, service_tokens
+from tests.conftest import apply_again, bearer, kafka_env, opa_as, service_tokens
 from tests.integration.gate_support import Receiver, make_test_catalog, start_gate, topic_for
 
 # Streams of this run only: the control topic, the registry and the API outlive a test session's other tests.
@@ -83,12 +82,7 @@ def governance(services: Endpoints, applied_catalog: dict[str, Any],
         yield process, url
     finally:
         process.stop()
-        engine, writer = opa_as(services.opa_url), control_writer(services.kafka)
-        try:
-            policy_changes.apply_catalog(writer, engine, applied_catalog, by=TEST_OPERATOR)
-        finally:
-            engine.close()
-            writer.close()
+        apply_again(services, applied_catalog)
 
 
 def _catalog(root: Path, stream: str, schema: dict[str, Any]) -> Path:

@@ -177,14 +177,22 @@ class _Taking:
             time.sleep(POLL_S)
         return {headers.get("accord.source", b""): value for value, headers in self.data.delivered(self.topic)}
 
-    def _given(self) -> Outcome:
-        """Rows published once the grant was applied reach the drill body as the grant gives them."""
+    def _published_then_delivered(self) -> tuple[dict[bytes, Row], dict[bytes, Row]] | Outcome:
+        """Rows published now (by source) and, once the gate group has processed them, what the topic holds."""
         published = self._publish()
         if isinstance(published, Outcome):
             return published
         received = self._delivered()
         if isinstance(received, Outcome):
             return received
+        return published, received
+
+    def _given(self) -> Outcome:
+        """Rows published once the grant was applied reach the drill body as the grant gives them."""
+        both = self._published_then_delivered()
+        if isinstance(both, Outcome):
+            return both
+        published, received = both
         fields = dict((((self.drill.original or {}).get("streams") or {}).get(self.twin.real) or {}).get("fields")
                       or {})
         tier = granted(self.glass.tier, fields)
@@ -200,12 +208,10 @@ class _Taking:
 
     def _after_end(self) -> Outcome:
         """Nothing published once the end was applied is delivered under the ended grant."""
-        published = self._publish()
-        if isinstance(published, Outcome):
-            return published
-        received = self._delivered()
-        if isinstance(received, Outcome):
-            return received
+        both = self._published_then_delivered()
+        if isinstance(both, Outcome):
+            return both
+        published, received = both
         if leaked := [s for s in published if s in received]:
             return failed(f"{len(leaked)} of {len(published)} records published after the end was applied were "
                           f"delivered to {self.topic}")

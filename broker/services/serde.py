@@ -14,6 +14,7 @@ from fastavro.schema import SchemaParseException
 from fastavro.types import Schema
 from fastavro.validation import ValidationError, validate
 
+from broker.domain.avro_writer import Unfit, compile_writer
 from broker.domain.schemas import RegisteredSchema, canonical_text
 from broker.domain.wire import HEADER_SIZE, frame, header_schema_id
 from broker.errors import RegistryError, SerdeError
@@ -23,7 +24,6 @@ _DECODE_ERRORS = (EOFError, IndexError, KeyError, TypeError, ValueError, Overflo
 _ENCODE_ERRORS = (TypeError, ValueError, KeyError, AttributeError, OverflowError)
 # Confluent's error code for an unknown schema id; any other registry error is not the data's fault.
 SCHEMA_NOT_FOUND = 40403
-_NO_HEADER = bytes(HEADER_SIZE)
 _CONVERTED_INTS = ("date", "time-millis")
 
 
@@ -76,6 +76,7 @@ class AvroSerializer:
         self._registry = registry
         self._schema = schema
         self._parsed = _parse(schema, "writer schema")
+        self._compiled = compile_writer(self._parsed)
         self._name = _record_name(self._parsed)
         self._strategy = subject_name_strategy
         self._auto_register = auto_register
@@ -87,15 +88,11 @@ class AvroSerializer:
             return None
         subject = self._strategy(ctx, self._name)
         header = self._headers.get(subject)
-        if header is not None:  # registered already: the body goes straight after its header, copied once
-            buffer = io.BytesIO()
-            buffer.write(header)
-            self._write(buffer, obj, ctx)
-            return buffer.getvalue()
-        framed = self._encode(obj, ctx)
+        if header is not None:  # registered already
+            return header + self._body(obj, ctx)
+        body = self._body(obj, ctx)
         # Register only a schema that encoded a record: a misfit must not leave a version behind.
-        framed[:HEADER_SIZE] = self._header(subject)
-        return bytes(framed)
+        return self._header(subject) + body
 
     def reframe(self, framed: bytes, ctx: SerializationContext) -> bytes:
         """`framed` (another serializer's record, of a schema that encodes alike: the same types and fields, names
@@ -109,20 +106,21 @@ class AvroSerializer:
             header = self._headers[subject] = frame(self._schema_id(subject), b"")
         return header
 
-    def _encode(self, obj: Mapping[str, Any], ctx: SerializationContext) -> bytearray:
-        """Header space (filled in by the caller) followed by the Avro body, in one buffer."""
+    def _body(self, obj: Mapping[str, Any], ctx: SerializationContext) -> bytes:
+        """The Avro body: by the writer compiled from the schema, or by fastavro where that is not sure of a value."""
+        if self._compiled is not None:
+            try:
+                return self._compiled(obj)
+            except Unfit:
+                pass
         buffer = io.BytesIO()
-        buffer.write(_NO_HEADER)
-        self._write(buffer, obj, ctx)
-        return bytearray(buffer.getbuffer())
-
-    def _write(self, buffer: io.BytesIO, obj: Mapping[str, Any], ctx: SerializationContext) -> None:
         try:
             schemaless_writer(buffer, self._parsed, obj)
         except _ENCODE_ERRORS as exc:
             where = _misfit_fields(obj, self._parsed)
             at = f" at field {where}" if where else ""
             raise SerdeError(f"{ctx}: record does not fit schema {self._name or self._schema[:80]}{at}: {exc}") from exc
+        return buffer.getvalue()
 
     def _schema_id(self, subject: str) -> int:
         schema_id = self._ids.get(subject)

@@ -8,7 +8,6 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import fastavro
 import pytest
 
 from broker.domain.jurisdiction import Unresolved, resolve_areas
@@ -43,12 +42,12 @@ PSEUDONYMS: dict[str, Any] = {
 def encodings(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """The name of every record schema the serde encodes a body with, in order."""
     seen: list[str] = []
-    write = fastavro.schemaless_writer
+    body = serde.AvroSerializer._body
 
-    def counting(buffer: Any, schema: Any, record: Any) -> None:
-        seen.append(str(schema["name"]))
-        write(buffer, schema, record)
-    monkeypatch.setattr(serde, "schemaless_writer", counting)
+    def counting(self: serde.AvroSerializer, record: Any, ctx: serde.SerializationContext) -> bytes:
+        seen.append(str(self._name))
+        return body(self, record, ctx)
+    monkeypatch.setattr(serde.AvroSerializer, "_body", counting)
     yield seen
 
 

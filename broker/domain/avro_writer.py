@@ -27,6 +27,8 @@ _LONG = (-(1 << 63), (1 << 63) - 1)
 _ONE_BYTE = [bytes([n << 1]) for n in range(64)]
 _NULL_FIRST, _NULL_SECOND = (b"\x00", b"\x02"), (b"\x02", b"\x00")   # (null's branch, the value's branch)
 _FLOAT, _DOUBLE = struct.Struct("<f"), struct.Struct("<d")
+_SEEN_INTS: dict[int, bytes] = {}   # shared by every writer: an int's encoding is the same in any field
+_SEEN_INTS_CAP = 100_000            # a few megabytes at most
 
 
 class Unfit(Exception):  # a signal inside serde to use fastavro instead, never an error anyone is shown
@@ -127,7 +129,16 @@ def _bounded(low: int, high: int) -> Writer:
     def write(out: bytearray, value: Any) -> None:
         if type(value) is not int or not low <= value <= high:
             raise Unfit
-        out += _ONE_BYTE[value] if 0 <= value < 64 else zigzag(value)
+        if 0 <= value < 64:
+            out += _ONE_BYTE[value]
+            return
+        # Dates and counts repeat (a day's specimen dates, a century of birth dates): encoded once each, up to a cap.
+        encoded = _SEEN_INTS.get(value)
+        if encoded is None:
+            encoded = zigzag(value)
+            if len(_SEEN_INTS) < _SEEN_INTS_CAP:
+                _SEEN_INTS[value] = encoded
+        out += encoded
     return write
 
 

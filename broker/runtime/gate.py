@@ -31,7 +31,7 @@ from broker.domain.gate_slots import gate_transactional_id, slot_worker_id
 from broker.domain.geography import LaTable
 from broker.domain.geography_files import load_la_table, load_residence
 from broker.domain.topics import AUDIT_TOPIC, OPTOUT_TOPIC, STATUS_TOPIC, ingest_topic
-from broker.domain.trusts import load_trust_table
+from broker.domain.trusts import TrustTable, load_trust_table
 from broker.errors import ConfigError
 from broker.runtime.api import ensure_applied_stream_topics, ensure_partitioned, ensure_stream_topics
 from broker.security.api_tokens import ServiceTokens
@@ -59,9 +59,9 @@ def open_gate(endpoints: GateEndpoints, settings: Settings, worker: str,
               clock: Clock | None = None, transactional_id: str | None = None) -> Iterator[Gate]:
     """A gate worker for every stream in the settings' schemas directory, with its topics, and for every stream an
     applied catalog adds later (its schema from the registry: services/stream_schemas.py); closed on exit.
-    `la_table` replaces the settings' one (the benchmark compares tables); `clock` the wall clock (tests of
-    time-based behaviour, such as a legal basis ending); `transactional_id` the one its transactions are fenced
-    by (default `accord-gate-<worker>`)."""
+    `la_table` replaces the settings' one and its trust lookup (the benchmark compares tables); `clock` the wall
+    clock (tests of time-based behaviour, such as a legal basis ending); `transactional_id` the one its
+    transactions are fenced by (default `accord-gate-<worker>`)."""
     schemas = load_stream_schemas(settings.schemas_dir)
     kafka = endpoints.kafka
     transactional_id = transactional_id or f"accord-gate-{worker}"
@@ -101,10 +101,13 @@ def open_gate(endpoints: GateEndpoints, settings: Settings, worker: str,
             return schema
 
         table = la_table or load_la_table(settings.geography_dir)
+        # The trust lookup names districts of the LA table shipped beside it; a table given in its place (the
+        # benchmark's 28 authorities of before) has no lookup of its own, so trusts are not resolved to areas there.
+        trusts = load_trust_table(settings.geography_dir, table) if la_table is None else TrustTable()
         parts = GateParts(
             stage=stage, control=control, control_keys=trusted_keys(settings.secrets_dir, settings.control_public_key),
             planner=Planner(engine), registry=registry, schemas=schemas,
-            la_table=table, trusts=load_trust_table(settings.geography_dir, table),
+            la_table=table, trusts=trusts,
             pseudonym_secret=pseudonym_secret(secret_env, settings.secrets_dir),
             pseudonym_masters=lambda version: pseudonym_master(settings.secrets_dir, version),
             ensure_topics=lambda counts: ensure_partitioned(kafka, counts),

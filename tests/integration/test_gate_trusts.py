@@ -4,16 +4,20 @@ of the trust's footprint (catalog/geography/nhs-trust-lad.csv) and quarantines a
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from broker.adapters.kafka_log import KafkaLog
+from broker.config import Settings
 from broker.demo.synthetic import hospital_sitreps
-from broker.domain.topics import quarantine_topic
+from broker.domain.geography import LaTable
+from broker.domain.geography_files import load_la_table
+from broker.domain.topics import ingest_topic, quarantine_topic
 from broker.local.stack import Endpoints
-from broker.runtime.gate import GateThread
+from broker.runtime.gate import GateEndpoints, GateThread, open_gate
 from broker.services.ingest import read_quarantine
 from tests.integration.gate_support import (
     T5,
@@ -85,3 +89,14 @@ def test_a_trust_the_lookup_does_not_know_is_quarantined_and_delivered_nowhere(
 def _source(entry: dict[str, Any]) -> bytes:
     where = entry["source"]
     return f"{where['topic']}/{where['partition']}/{where['offset']}".encode()
+
+
+def test_a_gate_given_its_own_la_table_starts_without_the_shipped_trust_lookup(services: Endpoints) -> None:
+    # The benchmark compares the ONS table with a small one; the shipped lookup names districts the small one lacks.
+    small = LaTable([authority for authority in load_la_table() if authority.code == "E06000016"], "Leicester alone")
+    settings = Settings(gate_group=f"test-gate-small-table-{uuid.uuid4().hex[:8]}", gate_start_from="latest",
+                        opa_token_file=services.opa_token_file)
+    with open_gate(GateEndpoints(services.kafka, services.opa_url, services.registry_url), settings,
+                   "test-small-table-worker", la_table=small) as gate:
+        gate.start()
+        assert ingest_topic(T5) in gate.topics

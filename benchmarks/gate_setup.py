@@ -49,6 +49,7 @@ COUNCILS: Mapping[str, str] = {
     "blackburn-with-darwen-council": "blackburn",
 }
 HUB = "bench-national-cell"  # scenario (b): one national subscriber whose row scope is all ten councils' areas
+FANOUT = 24  # scenario (m): national cells that each receive every record (issue 18's fan-out)
 HUB_BODY = f"  - {{id: {HUB}, name: Benchmark National Cell, kind: national, tier: national, roles: [dph]}}\n"
 DPH_TIER = """tiers:
   dph:
@@ -98,6 +99,32 @@ def hub_catalog(directory: Path) -> Path:
         bodies.write(HUB_BODY)
     (target / "agreements" / "bench-hub.yaml").write_text(HUB_AGREEMENT)
     return target
+
+
+def fanout_hub(n: int) -> str:
+    return f"{HUB}-{n + 1:02d}"
+
+
+def fanout_catalog(directory: Path, subscribers: int = FANOUT) -> Path:
+    """hub_catalog with `subscribers` national cells in place of one, each with its own agreement and topic: every
+    record is delivered to each of them."""
+    target = directory / "catalog-fanout"
+    shutil.copytree(REPO_ROOT / "catalog", target)
+    for path in (target / "agreements").glob("*.yaml"):
+        path.unlink()
+    with (target / "bodies.yaml").open("a") as bodies:
+        for n in range(subscribers):
+            bodies.write(HUB_BODY.replace(f"id: {HUB},", f"id: {fanout_hub(n)},").replace(
+                "Cell,", f"Cell {n + 1},"))
+    for n in range(subscribers):
+        (target / "agreements" / f"bench-hub-{n + 1:02d}.yaml").write_text(
+            HUB_AGREEMENT.replace("agreement: bench-hub", f"agreement: bench-hub-{n + 1:02d}").replace(
+                f"subscriber: {HUB}", f"subscriber: {fanout_hub(n)}").replace(f"body: {HUB}", f"body: {fanout_hub(n)}"))
+    return target
+
+
+def fanout_topics(subscribers: int = FANOUT) -> list[str]:
+    return [delivery_topic(fanout_hub(n), "dph", T1) for n in range(subscribers)]
 
 
 def dph_only_catalog(directory: Path) -> Path:

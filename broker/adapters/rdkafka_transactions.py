@@ -189,7 +189,12 @@ class RdkafkaTransactionalStage:
         if self._unsettled:
             self._settle()
         try:
-            messages = self._consumer.consume(num_messages=count, timeout=timeout_s)
+            # librdkafka's consume() waits until it has `count` messages or the timeout has passed: at a trickle
+            # (1,000 records/s) every batch waited out the whole timeout. Wait for the first message alone, then
+            # take what is queued already.
+            messages = self._consumer.consume(num_messages=1, timeout=timeout_s) if timeout_s > 0 else []
+            if len(messages) < count:
+                messages += self._consumer.consume(num_messages=count - len(messages), timeout=0)
         except KafkaException as exc:
             raise ServiceError(f"consuming failed: {_said(exc)}") from exc
         records = []

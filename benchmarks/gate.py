@@ -202,6 +202,7 @@ def _best(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _latency(bench: Bench) -> Iterator[dict[str, Any]]:
     """(e) and (f) through one live gate worker on the shipped catalog, starting at the end of the ingest topic."""
+    bench.apply(REPO_ROOT / "catalog")
     with gate_latency.LiveGate(bench, group("live"), "bench-live"):
         time.sleep(1.0)
         yield gate_latency.enforcement_latency(bench, "f-policy-change-idle", "t1-leicester")

@@ -86,13 +86,9 @@ class AvroSerializer:
     def __call__(self, obj: Mapping[str, Any] | None, ctx: SerializationContext) -> bytes | None:
         if obj is None:
             return None
-        subject = self._strategy(ctx, self._name)
-        header = self._headers.get(subject)
-        if header is not None:  # registered already
-            return header + self._body(obj, ctx)
         body = self._body(obj, ctx)
         # Register only a schema that encoded a record: a misfit must not leave a version behind.
-        return self._header(subject) + body
+        return self._header(self._strategy(ctx, self._name)) + body
 
     def reframe(self, framed: bytes, ctx: SerializationContext) -> bytes:
         """`framed` (another serializer's record, of a schema that encodes alike: the same types and fields, names

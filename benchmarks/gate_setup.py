@@ -91,13 +91,18 @@ def dph_topics() -> list[str]:
 def hub_catalog(directory: Path) -> Path:
     """The shipped bodies, streams and templates with one agreement only: the national cell's DPH tier (like the
     T1 DPH tier: every field kept) over all ten councils' areas."""
-    target = directory / "catalog-hub"
-    shutil.copytree(REPO_ROOT / "catalog", target)
-    for path in (target / "agreements").glob("*.yaml"):
-        path.unlink()
+    target = _without_agreements(directory / "catalog-hub")
     with (target / "bodies.yaml").open("a") as bodies:
         bodies.write(HUB_BODY)
     (target / "agreements" / "bench-hub.yaml").write_text(HUB_AGREEMENT)
+    return target
+
+
+def _without_agreements(target: Path) -> Path:
+    """The shipped bodies, streams and templates copied to `target`, with no agreement."""
+    shutil.copytree(REPO_ROOT / "catalog", target)
+    for path in (target / "agreements").glob("*.yaml"):
+        path.unlink()
     return target
 
 
@@ -108,10 +113,7 @@ def fanout_hub(n: int) -> str:
 def fanout_catalog(directory: Path, subscribers: int = FANOUT) -> Path:
     """hub_catalog with `subscribers` national cells in place of one, each with its own agreement and topic: every
     record is delivered to each of them."""
-    target = directory / "catalog-fanout"
-    shutil.copytree(REPO_ROOT / "catalog", target)
-    for path in (target / "agreements").glob("*.yaml"):
-        path.unlink()
+    target = _without_agreements(directory / "catalog-fanout")
     with (target / "bodies.yaml").open("a") as bodies:
         for n in range(subscribers):
             bodies.write(HUB_BODY.replace(f"id: {HUB},", f"id: {fanout_hub(n)},").replace(

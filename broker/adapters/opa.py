@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -25,6 +27,9 @@ class OpaPolicyEngine:
 
     `token_file` holds the bearer token for an OPA that authenticates its callers (services/opa_tokens.py). It is
     read again when OPA refuses the token, so a running service follows `accord credentials rotate-opa-tokens`.
+
+    Safe to call from several threads at once (a gate asks for its plans concurrently): each call takes a
+    connection no other call is using, from a set that grows to the number of calls made at once.
     """
 
     def __init__(self, url: str, timeout_s: float = 5.0, token_file: Path | None = None) -> None:
@@ -35,7 +40,11 @@ class OpaPolicyEngine:
         self._host, self._port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
         self._ssl, self._timeout_s, self._token_file = parts.scheme == "https", timeout_s, token_file
         self._token = self._read_token()
-        self._client = self._connect()
+        self._lock = threading.Lock()
+        # Connections no call holds now, each with the token it was made with; the first made now, so a bad address
+        # or token file fails here rather than at the first call.
+        self._idle: list[tuple[OpaClient, str | None]] = [(self._connect(), self._token)]
+        self._closed = False
 
     def _read_token(self) -> str | None:
         return read_token(self._token_file) if self._token_file is not None else None
@@ -43,45 +52,75 @@ class OpaPolicyEngine:
     def _connect(self) -> OpaClient:
         return OpaClient(host=self._host, port=self._port, ssl=self._ssl, timeout=self._timeout_s, token=self._token)
 
-    def _call(self, what: str, call: Callable[[OpaClient], T]) -> T:
-        """`call` on the client; once more with the token file's new token if OPA refused the one held."""
+    @contextmanager
+    def _held(self) -> Iterator[list[OpaClient]]:
+        """A connection for one call, as a one-item list the call may replace it in; back to the idle set after.
+        A connection made with a token rotated out since is replaced."""
+        with self._lock:
+            client, token = self._idle.pop() if self._idle else (None, None)
+            wanted = self._token
+        if client is None or token != wanted:
+            if client is not None:
+                client.close_connection()
+            client, token = self._connect(), wanted
+        held = [client]
         try:
-            return self._reconnecting(call)
-        except (RegoParseError, requests.HTTPError) as exc:
-            if not _unauthorized(exc):
-                raise
-            token = self._read_token()
-            if token == self._token:
-                raise PolicyEngineError(
-                    f"OPA at {self.url} refused Accord's token for {what} ({self._token_file or 'no token file'}): "
-                    "it serves a bundle built with other tokens. Run `accord local up` (or point "
-                    "ACCORD_OPA_TOKEN_FILE at this OPA's token)") from None
-            self._client.close_connection()
-            self._token = token
-            self._client = self._connect()
-            return call(self._client)
+            yield held
+        finally:
+            with self._lock:
+                if self._closed:
+                    held[0].close_connection()
+                else:
+                    # a connection replaced in the call was made with the token in force then
+                    self._idle.append((held[0], token if held[0] is client else self._token))
 
-    def _reconnecting(self, call: Callable[[OpaClient], T]) -> T:
+    def _call(self, what: str, call: Callable[[OpaClient], T]) -> T:
+        """`call` on a connection; once more with the token file's new token if OPA refused the one held."""
+        with self._held() as held:
+            try:
+                return self._reconnecting(held, call)
+            except (RegoParseError, requests.HTTPError) as exc:
+                if not _unauthorized(exc):
+                    raise
+                token = self._read_token()
+                with self._lock:
+                    unchanged, self._token = token == self._token, token
+                if unchanged:
+                    raise PolicyEngineError(
+                        f"OPA at {self.url} refused Accord's token for {what} ({self._token_file or 'no token file'})"
+                        ": it serves a bundle built with other tokens. Run `accord local up` (or point "
+                        "ACCORD_OPA_TOKEN_FILE at this OPA's token)") from None
+                held[0].close_connection()
+                held[0] = self._connect()
+                return call(held[0])
+
+    def _reconnecting(self, held: list[OpaClient], call: Callable[[OpaClient], T]) -> T:
         """`call`, tried again on a fresh connection to the configured address when OPA could not be reached (a
         restarted OPA keeps its address: `accord local up` keeps ports), for about a second before giving up."""
         for pause_s in RECONNECT_PAUSES_S:
             try:
-                return call(self._client)
+                return call(held[0])
             except (ConnectionsError, requests.ConnectionError):
                 time.sleep(pause_s)
-                self._client.close_connection()
-                self._client = self._connect()
-        return call(self._client)
+                held[0].close_connection()
+                held[0] = self._connect()
+        return call(held[0])
 
     def close(self) -> None:
-        self._client.close_connection()
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for client, _ in idle:
+            client.close_connection()
 
     def healthy(self) -> bool:
-        return bool(self._client.check_health())
+        with self._held() as held:
+            return bool(held[0].check_health())
 
     def ready(self) -> bool:
         """`GET /health?bundles`: 200 only once OPA has verified and activated its bundles."""
-        return bool(self._client.check_health(diagnostic_url=f"{self.url}/health?bundles"))
+        with self._held() as held:
+            return bool(held[0].check_health(diagnostic_url=f"{self.url}/health?bundles"))
 
     def put_policy(self, module_id: str, source: str) -> None:
         """One module over REST. Accord's own policies come from the signed bundle: OPA refuses this under its roots."""

@@ -44,6 +44,9 @@ from broker.services.planner import Planner
 from broker.services.stream_schemas import StreamSchemas
 
 log = logging.getLogger(__name__)
+# OPA questions of one re-plan asked at once (services/planner.py): 4 kept OPA's two cores busy while the gate's
+# thread prepared the next request; more gained nothing measurable.
+PLAN_CONCURRENCY = 4
 
 
 @dataclass(frozen=True)
@@ -104,9 +107,11 @@ def open_gate(endpoints: GateEndpoints, settings: Settings, worker: str,
         # The trust lookup names districts of the LA table shipped beside it; a table given in its place (the
         # benchmark's 28 authorities of before) has no lookup of its own, so trusts are not resolved to areas there.
         trusts = load_trust_table(settings.geography_dir, table) if la_table is None else TrustTable()
+        planner = Planner(engine, concurrency=PLAN_CONCURRENCY)
+        stack.callback(planner.close)
         parts = GateParts(
             stage=stage, control=control, control_keys=trusted_keys(settings.secrets_dir, settings.control_public_key),
-            planner=Planner(engine), registry=registry, schemas=schemas,
+            planner=planner, registry=registry, schemas=schemas,
             la_table=table, trusts=trusts,
             pseudonym_secret=pseudonym_secret(secret_env, settings.secrets_dir),
             pseudonym_masters=lambda version: pseudonym_master(settings.secrets_dir, version),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -88,3 +89,18 @@ def test_a_caller_without_accords_token_cannot_rewrite_the_catalog_or_ask(servic
         assert writer.evaluate("accord.catalog.revision", {}) != "c-forged"
     finally:
         writer.close()
+
+
+def test_calls_from_several_threads_at_once_each_get_their_own_answer(engine: OpaPolicyEngine) -> None:
+    """A gate asks for its plans several at a time (services/planner.py): no answer may reach another question."""
+    subscribers = ["leicester-city-council", "nottingham-city-council"] * 100
+
+    def ask(subscriber: str) -> tuple[str, bool, list[str]]:
+        plan = engine.evaluate_with_id("accord.plans.plan", REQUEST | {"subscriber": subscriber}).result
+        return plan["subscriber"], plan["allow"], plan["agreements"]
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(ask, subscribers))
+
+    assert answers == [(s, s == "leicester-city-council", ["t1-leicester"] if s.startswith("leicester") else [])
+                       for s in subscribers]

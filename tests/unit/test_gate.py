@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import threading
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -13,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker.domain import control
 from broker.domain.control import PolicyState
+from broker.domain.messages import Evaluation
 from broker.domain.plans import projected_schema
 from broker.domain.schemas import canonical_text
 from broker.domain.topics import delivery_topic, value_subject
@@ -535,3 +538,50 @@ def test_a_record_the_ingest_api_would_refuse_is_quarantined_by_the_gate_too(h: 
     body = json.loads(quarantined.value or b"")
     assert [(r["rule"], r["field"]) for r in body["reasons"]][:1] == [("gss-known", "ltla")]
     assert sources([s for s in h.stage.transactions[0].sent if s.topic != QUARANTINE]) == {f"{INGEST}/0/0".encode()}
+
+
+class _Overlapping(FakePolicyEngine):
+    """Plans only come once a second plan question is being answered at the same time (then answered one at a
+    time: the session's policy server holds one connection)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock, self._serial, self._asking, self.most = threading.Lock(), threading.RLock(), 0, 0
+        self._overlap = threading.Event()
+
+    def evaluate(self, rule: str, input_doc: Mapping[str, Any]) -> Any:
+        with self._serial:
+            return super().evaluate(rule, input_doc)
+
+    def evaluate_with_id(self, rule: str, input_doc: Mapping[str, Any]) -> Evaluation:
+        with self._lock:
+            self._asking += 1
+            self.most = max(self.most, self._asking)
+            if self._asking > 1:
+                self._overlap.set()
+        try:
+            self._overlap.wait(5)
+            with self._serial:
+                return super().evaluate_with_id(rule, input_doc)
+        finally:
+            with self._lock:
+                self._asking -= 1
+
+
+def test_a_concurrent_planner_asks_at_once_and_answers_as_one_asking_in_turn() -> None:
+    document = catalog_document()
+    state = control.apply(catalog_state(document), 1, "revocation/t1-nottingham", {"agreement": "t1-nottingham"})
+    streams = [T1, "x.no-subscribers", T1 + "-again"]
+    serial = Planner(FakePolicyEngine()).decisions_by_stream(state, streams, START)
+    engine = _Overlapping()
+    planner = Planner(engine, concurrency=4)
+    try:
+        concurrent = planner.decisions_by_stream(state, streams, START)
+    finally:
+        planner.close()
+
+    assert engine.most > 1
+    assert list(concurrent) == streams
+    assert {s: [d.plan for d in ds] for s, ds in concurrent.items()} == {
+        s: [d.plan for d in ds] for s, ds in serial.items()}
+    assert len(concurrent[T1]) == 4 and concurrent["x.no-subscribers"] == []

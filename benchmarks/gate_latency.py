@@ -18,7 +18,7 @@ from benchmarks.gate_setup import BENCH_OPERATOR, INGEST, Bench
 from broker.adapters.kafka_access import KafkaAccess
 from broker.adapters.kafka_log import KafkaLog
 from broker.config import Settings
-from broker.runtime.gate import GateEndpoints, GateThread
+from broker.runtime.gate import GateEndpoints, GateThread, freeze_startup_heap
 from broker.services import policy_changes
 
 Sent = dict[tuple[int, int], float]
@@ -62,6 +62,7 @@ def serve_gate(endpoints: GateEndpoints, state_dir: Path, group: str, worker: st
         out.put(str(exc))
         ready.set()
         return
+    freeze_startup_heap()  # as `accord gate serve` does
     ready.set()
     stop.wait()
     runner.stop()

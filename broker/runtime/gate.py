@@ -124,7 +124,8 @@ def open_gate(endpoints: GateEndpoints, settings: Settings, worker: str,
             history=history, backfill_log=backfill_log, backfill_counters=PrometheusBackfillCounters(),
             adopt_stream=adopt,
         )
-        yield Gate(parts, worker, clock=clock, counters=PrometheusGateCounters(), ready=stage.ready)
+        yield Gate(parts, worker, clock=clock, counters=PrometheusGateCounters(), ready=stage.ready,
+                   refresh_in_background=True)
 
 
 def _ignore(_: Any) -> None:

@@ -57,9 +57,18 @@ class DeliveryTable:
 
     def replan(self, state: PolicyState, now: dt.datetime) -> list[dt.datetime]:
         """Plans for `state` at `now` (audited, topics created) in place of the old ones; the plans' expiries."""
+        return self.install(state, now, self.decide(state, list(self._p.schemas), now))
+
+    def decide(self, state: PolicyState, streams: list[str], now: dt.datetime) -> dict[str, list[Decision]]:
+        """The policy engine's decisions for `streams` under `state` at `now`; changes nothing here, so it may run
+        on another thread while the table delivers under its plans."""
+        return self._p.planner.decisions_by_stream(state, streams, now)
+
+    def install(self, state: PolicyState, now: dt.datetime, decisions: dict[str, list[Decision]]
+                ) -> list[dt.datetime]:
+        """`decisions` (from `decide`) as the table's plans, audited and with their topics made; their expiries."""
         deliveries: dict[str, list[Delivery]] = {}
         expiries: list[dt.datetime] = []
-        decisions = self._p.planner.decisions_by_stream(state, list(self._p.schemas), now)
         for stream, decided in decisions.items():
             plans = _one_per_topic([d.plan for d in decided if d.plan.allow])
             deliveries[stream] = []

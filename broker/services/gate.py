@@ -6,10 +6,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from broker.domain import control
@@ -44,7 +45,7 @@ from broker.services.gate_ports import (
 )
 from broker.services.gate_rules import Cells, OptOutCheck, Refusal, Withheld, evaluate
 from broker.services.ingest import AVRO_DECODE
-from broker.services.planner import Planner
+from broker.services.planner import Decision, Planner
 from broker.services.serde import AvroDeserializer, SchemaRegistry, SerializationContext
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,8 @@ class Gate:
 
     def __init__(self, parts: GateParts, worker: str, clock: Callable[[], dt.datetime] | None = None,
                  replan_every_s: float = 10.0, counters: GateCounters | None = None,
-                 ready: Callable[[], bool] = lambda: True, bounds: TransactionBounds | None = None) -> None:
+                 ready: Callable[[], bool] = lambda: True, bounds: TransactionBounds | None = None,
+                 refresh_in_background: bool = False) -> None:
         # Its own copy of the schemas, shared with the delivery table: a stream a catalog adds is added to both.
         self._schemas: dict[str, Mapping[str, Any]] = dict(parts.schemas)
         self._p = parts = replace(parts, schemas=self._schemas)
@@ -126,6 +128,14 @@ class Gate:
         self.state = PolicyState()
         self._table = DeliveryTable(parts, worker, self._clock)
         self._next_replan = self._clock()
+        # With `refresh_in_background`, the periodic re-plan (every `replan_every_s`, in case the policies or OPA's
+        # data changed without a control record) is asked on another thread while delivery goes on under the plans
+        # in force, and installed between batches; a control change, an expiry or OPA's return still re-plans on
+        # this thread before the next batch. Without it every re-plan is asked here (unit tests, one thread).
+        self._background = refresh_in_background
+        self._next_refresh = self._next_replan
+        self._refresh: _Refresh | None = None
+        self._generation = 0  # bumped by each re-plan on this thread: a refresh asked before one is discarded
         self._dirty = False
         self.held = False  # paused because the policy engine is not ready
         self._pending_ms: int | None = None
@@ -224,9 +234,15 @@ class Gate:
             self.state = replace(self.state, offset=max(self.state.offset, end))
             self._dirty = True
         now = self._clock()
+        self._take_refresh()
         if self._dirty or force or now >= self._next_replan:
             self._adopt_streams()
             self._replan(now)
+        elif self._background and now >= self._next_refresh and self._refresh is None:
+            self._adopt_streams()
+            self._refresh = _Refresh(self.state, now, list(self._schemas), self._generation)
+            threading.Thread(target=self._refresh.run, args=(self._table,), name=f"gate-{self.worker}-refresh",
+                             daemon=True).start()
         if self._dirty:
             self._dirty = False
             self._announce(self._pending_ms)
@@ -556,8 +572,31 @@ class Gate:
         return self._table.by_stream
 
     def _replan(self, now: dt.datetime) -> None:
-        expiries = self._table.replan(self.state, now)
-        self._next_replan = min([now + self._replan_every, *expiries])
+        self._generation += 1
+        self._planned(now, self._table.replan(self.state, now))
+
+    def _planned(self, now: dt.datetime, expiries: list[dt.datetime]) -> None:
+        if self._background:
+            self._next_replan = min(expiries, default=dt.datetime.max.replace(tzinfo=dt.UTC))
+            self._next_refresh = now + self._replan_every
+        else:
+            self._next_replan = min([now + self._replan_every, *expiries])
+
+    def _take_refresh(self) -> None:
+        """Install a background refresh that has ended, unless a re-plan on this thread came after it was asked.
+        One that failed (OPA down, another writer's catalog) has the re-plan asked again on this thread, before
+        the batch: that fails closed as any re-plan does."""
+        job = self._refresh
+        if job is None or not job.done.is_set():
+            return
+        self._refresh = None
+        if job.failure is not None:
+            log.warning("gate worker %s: periodic re-plan failed (%s); re-planning before the batch", self.worker,
+                        job.failure)
+            self._next_replan = min(self._next_replan, job.now)
+        elif job.generation == self._generation and job.state is self.state:
+            assert job.decisions is not None
+            self._planned(job.now, self._table.install(job.state, job.now, job.decisions))
 
     def _announce(self, event_ms: int | None) -> None:
         applied_ms = int(self._clock().timestamp() * 1000)
@@ -567,6 +606,27 @@ class Gate:
         self._p.status(self.worker, {"worker": self.worker, "offset": self.state.offset,
                                      "catalog_revision": self.state.catalog_revision, "event_ms": event_ms,
                                      "applied_ms": applied_ms, "deliveries": plans})
+
+
+@dataclass
+class _Refresh:
+    """A periodic re-plan asked off the delivery thread: the decisions for `state` at `now`, or why not."""
+
+    state: PolicyState
+    now: dt.datetime
+    streams: list[str]
+    generation: int
+    done: threading.Event = field(default_factory=threading.Event)
+    decisions: dict[str, list[Decision]] | None = None
+    failure: BaseException | None = None
+
+    def run(self, table: DeliveryTable) -> None:
+        try:
+            self.decisions = table.decide(self.state, self.streams, self.now)
+        except BaseException as exc:  # handed to the delivery thread, which re-plans itself
+            self.failure = exc
+        finally:
+            self.done.set()
 
 
 def _log_error(exc: Exception) -> None:

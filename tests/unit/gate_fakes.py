@@ -353,10 +353,11 @@ def make_gate(document: Mapping[str, Any] | None = None, clock: FakeClock | None
               worker: str = "worker-1", stage: FakeStage | None = None,
               registry: InMemorySchemaRegistry | None = None,
               bounds: TransactionBounds | None = None,
-              adopt_stream: Callable[[str, Mapping[str, Any]], Mapping[str, Any] | None] | None = None
+              adopt_stream: Callable[[str, Mapping[str, Any]], Mapping[str, Any] | None] | None = None,
+              engine: FakePolicyEngine | None = None, refresh_in_background: bool = False
               ) -> GateHarness:
     """A gate over T1 whose control topic holds `document` (default: catalog_document()); not started yet."""
-    control, engine, registry = FakeControl(), FakePolicyEngine(), registry or InMemorySchemaRegistry()
+    control, engine, registry = FakeControl(), engine or FakePolicyEngine(), registry or InMemorySchemaRegistry()
     stage = stage or FakeStage()
     clock = clock or FakeClock()
     statuses: list[dict[str, Any]] = []
@@ -371,6 +372,7 @@ def make_gate(document: Mapping[str, Any] | None = None, clock: FakeClock | None
                       residence=residence, pseudonym_masters=rotated_master, optout=optout,
                       optout_key=optout_key, withheld=withheld, history=history, backfill_log=backfill_log,
                       adopt_stream=adopt_stream)
-    gate = Gate(parts, worker, clock=clock, replan_every_s=replan_every_s, counters=counters, bounds=bounds)
+    gate = Gate(parts, worker, clock=clock, replan_every_s=replan_every_s, counters=counters, bounds=bounds,
+                refresh_in_background=refresh_in_background)
     return GateHarness(gate, stage, control, engine, registry, clock, statuses, ensured,
                        AvroSerializer(registry, json.dumps(T1_SCHEMA)), decisions)

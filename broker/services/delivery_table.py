@@ -59,10 +59,11 @@ class DeliveryTable:
         """Plans for `state` at `now` (audited, topics created) in place of the old ones; the plans' expiries."""
         return self.install(state, now, self.decide(state, list(self._p.schemas), now))
 
-    def decide(self, state: PolicyState, streams: list[str], now: dt.datetime) -> dict[str, list[Decision]]:
+    def decide(self, state: PolicyState, streams: list[str], now: dt.datetime, at_once: bool = True
+               ) -> dict[str, list[Decision]]:
         """The policy engine's decisions for `streams` under `state` at `now`; changes nothing here, so it may run
-        on another thread while the table delivers under its plans."""
-        return self._p.planner.decisions_by_stream(state, streams, now)
+        on another thread while the table delivers under its plans (then with `at_once=False`: see Planner)."""
+        return self._p.planner.decisions_by_stream(state, streams, now, at_once)
 
     def install(self, state: PolicyState, now: dt.datetime, decisions: dict[str, list[Decision]]
                 ) -> list[dt.datetime]:

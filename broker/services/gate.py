@@ -622,7 +622,9 @@ class _Refresh:
 
     def run(self, table: DeliveryTable) -> None:
         try:
-            self.decisions = table.decide(self.state, self.streams, self.now)
+            # One question at a time: nobody waits for it, and a re-plan on the delivery thread meanwhile (a
+            # control change) gets the planner's pool to itself.
+            self.decisions = table.decide(self.state, self.streams, self.now, at_once=False)
         except BaseException as exc:  # handed to the delivery thread, which re-plans itself
             self.failure = exc
         finally:

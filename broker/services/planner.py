@@ -72,10 +72,10 @@ class Planner:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
-    def _map(self, call: Callable[[Any], T], items: Iterable[Any]) -> list[T]:
-        """`call` on each item, in order; several at once when the planner is concurrent."""
+    def _map(self, call: Callable[[Any], T], items: Iterable[Any], at_once: bool = True) -> list[T]:
+        """`call` on each item, in order; several at once when the planner is concurrent and `at_once`."""
         todo = list(items)
-        if self._concurrency == 1 or len(todo) < 2:
+        if self._concurrency == 1 or len(todo) < 2 or not at_once:
             return [call(item) for item in todo]
         with self._pool_lock:
             if self._pool is None:
@@ -101,16 +101,18 @@ class Planner:
         return {stream: [d.plan for d in decisions]
                 for stream, decisions in self.decisions_by_stream(state, streams, now).items()}
 
-    def decisions_by_stream(self, state: PolicyState, streams: list[str], now: dt.datetime
+    def decisions_by_stream(self, state: PolicyState, streams: list[str], now: dt.datetime, at_once: bool = True
                             ) -> dict[str, list[Decision]]:
-        """As `plans_by_stream`, each plan with OPA's decision id for the audit trail."""
+        """As `plans_by_stream`, each plan with OPA's decision id for the audit trail. `at_once=False` asks one
+        question at a time even on a concurrent planner (a re-plan nobody waits for, leaving the pool to one
+        that somebody does)."""
         if state.catalog is None:
             return {stream: [] for stream in streams}
         self.ensure_catalog(state)
         grants = [dict(g) for _, g in sorted(state.grants.items())]
-        entries = self._map(lambda stream: self._subscriptions(stream, grants), streams)
+        entries = self._map(lambda stream: self._subscriptions(stream, grants), streams, at_once)
         asked = [(stream, entry) for stream, found in zip(streams, entries, strict=True) for entry in found]
-        decided = self._map(lambda pair: self._decide(state, pair[0], pair[1], now), asked)
+        decided = self._map(lambda pair: self._decide(state, pair[0], pair[1], now), asked, at_once)
         found: dict[str, list[Decision]] = {stream: [] for stream in streams}
         for (stream, _), decision in zip(asked, decided, strict=True):
             found[stream].append(decision)

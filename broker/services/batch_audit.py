@@ -73,9 +73,13 @@ class BatchAudit:
     def _delivery_records(self, worker: str, at: str) -> list[tuple[dict[str, Any], bytes]]:
         landed: dict[tuple[str, int], list[Delivered]] = {}
         plans: dict[str, Plan] = {}
+        sources: dict[int, Source] = {}  # one per ingest record, however many deliveries it made (by id: the
+        # batch's records are all alive while it is audited)
         for topic, plan, record, payload, placed in self._sent:
             partition, offset = placed()
-            source = Source(record.topic, record.partition, record.offset)
+            source = sources.get(id(record))
+            if source is None:
+                source = sources[id(record)] = Source(record.topic, record.partition, record.offset)
             landed.setdefault((topic, partition), []).append(Delivered(offset, record.key, payload, source))
             plans[topic] = plan
         return [(batch_record(topic, partition, delivered, plans[topic], worker, at), DELIVERY_BATCH.encode())

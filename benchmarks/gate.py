@@ -82,6 +82,8 @@ def machine() -> dict[str, Any]:
                       "plans, two deliveries per record); see delivered_per_record",
                       "(d) keeps the gate's decoding, row filter, projection, encoding and transactions and caches "
                       "projectors and serializers as the gate does; only the plan comes from OPA per record",
+                      "each real gate's heap is frozen once it has started, as `accord gate serve` freezes its "
+                      "own (runtime/gate.py: freeze_startup_heap), and unfrozen after its scenario",
                       "warmup_seconds includes each worker's cold start: kafka-python waits ~100 ms for metadata on "
                       "its first send to each topic, and each delivery schema is registered on first use"]}
 

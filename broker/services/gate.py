@@ -164,14 +164,15 @@ class Gate:
         self._schemas[stream] = schema
         self._stream_of[ingest_topic(stream)] = stream
 
-    def _adopt_streams(self) -> None:
+    def _adopt_streams(self) -> bool:
         """Streams the applied catalog names that this worker does not consume yet: their schemas and topics now
         (planned with the rest at once), their ingest topics subscribed to before the next poll. A stream whose
-        schema cannot be had yet is retried at the next re-plan; the others go ahead."""
+        schema cannot be had yet is retried at the next re-plan; the others go ahead. Whether it took one on."""
         adopt = self._p.adopt_stream
         named = (self.state.catalog or {}).get("streams")
         if adopt is None or not isinstance(named, Mapping):
-            return
+            return False
+        took = False
         for stream in sorted(set(named) - set(self._schemas)):
             try:
                 schema = adopt(stream, named[stream])
@@ -182,6 +183,8 @@ class Gate:
                 log.info("gate worker %s takes on stream %s", self.worker, stream)
                 self._add_stream(stream, schema)
                 self._subscribe.append(ingest_topic(stream))
+                took = True
+        return took
 
     def _subscribe_adopted(self) -> None:
         """Between transactions: the group rebalances onto the new topics, which start at their beginning."""
@@ -239,10 +242,12 @@ class Gate:
             self._adopt_streams()
             self._replan(now)
         elif self._background and now >= self._next_refresh and self._refresh is None:
-            self._adopt_streams()
-            self._refresh = _Refresh(self.state, now, list(self._schemas), self._generation)
-            threading.Thread(target=self._refresh.run, args=(self._table,), name=f"gate-{self.worker}-refresh",
-                             daemon=True).start()
+            if self._adopt_streams():
+                self._replan(now)  # a stream taken on now is planned here, before its topic is subscribed
+            else:
+                self._refresh = _Refresh(self.state, now, list(self._schemas), self._generation)
+                threading.Thread(target=self._refresh.run, args=(self._table,), name=f"gate-{self.worker}-refresh",
+                                 daemon=True).start()
         if self._dirty:
             self._dirty = False
             self._announce(self._pending_ms)

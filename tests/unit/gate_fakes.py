@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+import threading
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -256,6 +257,21 @@ class FakePolicyEngine:
 
     def plan_requests(self) -> list[dict[str, Any]]:
         return [request for rule, request in self.requests if rule == PLAN_RULE]
+
+
+class HeldRefresh(FakePolicyEngine):
+    """Questions asked on a gate's refresh thread wait until `release` is set; others are answered at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.refresh_asked = threading.Event()
+
+    def evaluate(self, rule: str, input_doc: Mapping[str, Any]) -> Any:
+        if threading.current_thread().name.endswith("-refresh"):
+            self.refresh_asked.set()
+            assert self.release.wait(10), "the test never released the refresh"
+        return super().evaluate(rule, input_doc)
 
 
 # -- a small compiled catalog -------------------------------------------------------------------------------

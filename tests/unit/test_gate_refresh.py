@@ -5,8 +5,6 @@ change made meanwhile wins over it, and a refresh that fails has the next batch 
 from __future__ import annotations
 
 import datetime as dt
-import threading
-from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -18,8 +16,8 @@ from tests.unit.gate_fakes import (
     START,
     T1,
     FakeClock,
-    FakePolicyEngine,
     GateHarness,
+    HeldRefresh,
     agreement,
     catalog_document,
     make_gate,
@@ -27,21 +25,6 @@ from tests.unit.gate_fakes import (
 
 LEICESTER_DPH = delivery_topic("leicester-city-council", "dph", T1)
 NOTTINGHAM_DPH = delivery_topic("nottingham-city-council", "dph", T1)
-
-
-class HeldRefresh(FakePolicyEngine):
-    """Questions asked on a gate's refresh thread wait until `release` is set; others are answered at once."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.release = threading.Event()
-        self.refresh_asked = threading.Event()
-
-    def evaluate(self, rule: str, input_doc: Mapping[str, Any]) -> Any:
-        if threading.current_thread().name.endswith("-refresh"):
-            self.refresh_asked.set()
-            assert self.release.wait(10), "the test never released the refresh"
-        return super().evaluate(rule, input_doc)
 
 
 def sources(sent: list[Any]) -> set[bytes]:

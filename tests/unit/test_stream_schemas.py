@@ -37,6 +37,7 @@ from tests.unit.gate_fakes import (
     SPECIMEN_DAY,
     T1,
     T1_SCHEMA,
+    HeldRefresh,
     agreement,
     catalog_document,
     make_gate,
@@ -182,6 +183,39 @@ def test_a_stream_whose_schema_cannot_be_had_yet_leaves_the_others_alone_and_is_
     h.clock.now += dt.timedelta(seconds=11)
     h.gate.step()
     assert attempts == [DRILL, DRILL] and h.gate.topics == [INGEST]
+
+
+def test_a_stream_taken_on_at_a_background_refresh_is_planned_before_its_records_are_routed() -> None:
+    """A gate that refreshes its plans in the background (as open_gate runs it) takes a stream on when the registry
+    answers at last: planned there and then, not by a refresh still to come, so its first records are delivered."""
+    registry = InMemorySchemaRegistry()
+    streams = StreamSchemas(lambda: None, registry)
+    reachable = [False]
+
+    def adopt(stream: str, entry: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        if not reachable[0]:
+            raise RegistryError(0, -1, "registry unreachable")
+        return streams.schema_of(stream, entry)
+
+    engine = HeldRefresh()  # a refresh asked on its own thread would not answer before the record is routed
+    h = make_gate(registry=registry, adopt_stream=adopt, replan_every_s=10, refresh_in_background=True,
+                  engine=engine)
+    h.gate.start()
+    h.control.append_catalog(_drill_catalog(registry))
+    h.gate.step()
+    assert h.gate.topics == [INGEST]
+    reachable[0] = True
+    h.clock.now += dt.timedelta(seconds=11)
+    h.gate.step()  # the periodic re-plan: the stream is taken on, and planned on this thread
+    drill_topic = ingest_topic(DRILL)
+    case = positive_tests(SPECIMEN_DAY, {"leicester": 1}, seed=7)[0]
+    framed = AvroSerializer(registry, json.dumps(DRILL_SCHEMA))(case, SerializationContext(drill_topic))
+    h.stage.queue(Record(drill_topic, 0, 0, b"k", framed, ()))
+    h.gate.step()
+    engine.release.set()
+
+    delivered = h.delivered(delivery_topic("leicester-city-council", "dph", DRILL))
+    assert [s.headers["accord.source"] for s in delivered] == [f"{drill_topic}/0/0".encode()]
 
 
 def test_a_stream_switched_on_from_a_template_compiles_under_its_new_id(tmp_path: Path) -> None:

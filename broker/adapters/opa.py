@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -43,39 +44,39 @@ class OpaPolicyEngine:
         self._lock = threading.Lock()
         # Connections no call holds now, each with the token it was made with; the first made now, so a bad address
         # or token file fails here rather than at the first call.
-        self._idle: list[tuple[OpaClient, str | None]] = [(self._connect(), self._token)]
+        self._idle: list[tuple[OpaClient, str | None]] = [(self._connect(self._token), self._token)]
         self._closed = False
 
     def _read_token(self) -> str | None:
         return read_token(self._token_file) if self._token_file is not None else None
 
-    def _connect(self) -> OpaClient:
-        return OpaClient(host=self._host, port=self._port, ssl=self._ssl, timeout=self._timeout_s, token=self._token)
+    def _connect(self, token: str | None) -> OpaClient:
+        return OpaClient(host=self._host, port=self._port, ssl=self._ssl, timeout=self._timeout_s, token=token)
 
     @contextmanager
-    def _held(self) -> Iterator[list[OpaClient]]:
-        """A connection for one call, as a one-item list the call may replace it in; back to the idle set after.
-        A connection made with a token rotated out since is replaced."""
+    def _held(self) -> Iterator[_Held]:
+        """A connection for one call (which may replace it), back to the idle set after. One made with a token
+        rotated out since is replaced first."""
         with self._lock:
             client, token = self._idle.pop() if self._idle else (None, None)
             wanted = self._token
         if client is None or token != wanted:
             if client is not None:
                 client.close_connection()
-            client, token = self._connect(), wanted
-        held = [client]
+            client, token = self._connect(wanted), wanted
+        held = _Held(client, token)
         try:
             yield held
         finally:
             with self._lock:
                 if self._closed:
-                    held[0].close_connection()
+                    held.client.close_connection()
                 else:
-                    # a connection replaced in the call was made with the token in force then
-                    self._idle.append((held[0], token if held[0] is client else self._token))
+                    self._idle.append((held.client, held.token))
 
     def _call(self, what: str, call: Callable[[OpaClient], T]) -> T:
-        """`call` on a connection; once more with the token file's new token if OPA refused the one held."""
+        """`call` on a connection; once more with the token file's new token if OPA refused the one it was made
+        with (calls refused at the same time each compare with their own: all follow one rotation)."""
         with self._held() as held:
             try:
                 return self._reconnecting(held, call)
@@ -83,28 +84,28 @@ class OpaPolicyEngine:
                 if not _unauthorized(exc):
                     raise
                 token = self._read_token()
-                with self._lock:
-                    unchanged, self._token = token == self._token, token
-                if unchanged:
+                if token == held.token:
                     raise PolicyEngineError(
                         f"OPA at {self.url} refused Accord's token for {what} ({self._token_file or 'no token file'})"
                         ": it serves a bundle built with other tokens. Run `accord local up` (or point "
                         "ACCORD_OPA_TOKEN_FILE at this OPA's token)") from None
-                held[0].close_connection()
-                held[0] = self._connect()
-                return call(held[0])
+                with self._lock:
+                    self._token = token
+                held.client.close_connection()
+                held.client, held.token = self._connect(token), token
+                return call(held.client)
 
-    def _reconnecting(self, held: list[OpaClient], call: Callable[[OpaClient], T]) -> T:
+    def _reconnecting(self, held: _Held, call: Callable[[OpaClient], T]) -> T:
         """`call`, tried again on a fresh connection to the configured address when OPA could not be reached (a
         restarted OPA keeps its address: `accord local up` keeps ports), for about a second before giving up."""
         for pause_s in RECONNECT_PAUSES_S:
             try:
-                return call(held[0])
+                return call(held.client)
             except (ConnectionsError, requests.ConnectionError):
                 time.sleep(pause_s)
-                held[0].close_connection()
-                held[0] = self._connect()
-        return call(held[0])
+                held.client.close_connection()
+                held.client = self._connect(held.token)
+        return call(held.client)
 
     def close(self) -> None:
         with self._lock:
@@ -115,12 +116,12 @@ class OpaPolicyEngine:
 
     def healthy(self) -> bool:
         with self._held() as held:
-            return bool(held[0].check_health())
+            return bool(held.client.check_health())
 
     def ready(self) -> bool:
         """`GET /health?bundles`: 200 only once OPA has verified and activated its bundles."""
         with self._held() as held:
-            return bool(held[0].check_health(diagnostic_url=f"{self.url}/health?bundles"))
+            return bool(held.client.check_health(diagnostic_url=f"{self.url}/health?bundles"))
 
     def put_policy(self, module_id: str, source: str) -> None:
         """One module over REST. Accord's own policies come from the signed bundle: OPA refuses this under its roots."""
@@ -157,6 +158,14 @@ class OpaPolicyEngine:
             raise PolicyEngineError(f"OPA at {self.url} unreachable: {exc}") from exc
         decision_id = answer.get("decision_id")
         return Evaluation(answer.get("result"), decision_id if isinstance(decision_id, str) and decision_id else None)
+
+
+@dataclass
+class _Held:
+    """A connection one call holds, and the token it was made with."""
+
+    client: OpaClient
+    token: str | None
 
 
 def read_token(path: Path) -> str | None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import tarfile
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -162,8 +164,19 @@ def test_rotated_tokens_lock_out_the_old_ones_and_running_engines_follow(
     _, url = opa_server.start(opa_binary, layout, timeout_s=30, bundle=signed)
     engine = _engine(url, tmp_path)  # a service running across the rotation
     old = read_token(opa_tokens.token_file(tmp_path / "secrets", opa_tokens.WRITER))
+    asking = 4  # calls at once, as a gate's planner makes them: each on a connection of its own
+
+    def ask_together() -> list[bool]:
+        together = threading.Barrier(asking)
+
+        def ask(_: int) -> bool:
+            together.wait(10)
+            return bool(engine.evaluate("accord.plans.plan", REQUEST)["allow"])
+        with ThreadPoolExecutor(asking) as pool:
+            return list(pool.map(ask, range(asking)))
     try:
         engine.put_data("accord/catalog", CATALOG)
+        assert ask_together() == [True] * asking  # connections made with the old token
         # What `accord credentials rotate-opa-tokens` does for the local OPA: new tokens, a new bundle, a restart.
         opa_tokens.rotate(tmp_path / "secrets")
         rebuilt = build_bundle(opa_binary, signed.path, tmp_path / "secrets", POLICIES)
@@ -171,7 +184,11 @@ def test_rotated_tokens_lock_out_the_old_ones_and_running_engines_follow(
         processes.stop(processes.read_pid(layout.pid_file), opa_server.MARKER)
         opa_server.start(opa_binary, layout, timeout_s=30, bundle=rebuilt, port=urlsplit(url).port)
         assert _status("PUT", f"{url}/v1/data/accord/catalog", old, CATALOG) == 401
-        engine.put_data("accord/catalog", CATALOG)  # refused once, then sent with the file's new token
+        # Calls refused at the same time each follow the rotation: refused once, then sent with the file's new
+        # token (none mistakes the token another call has just taken up for the one it was refused with). OPA came
+        # back without the catalog, so each is answered with a refusal.
+        assert ask_together() == [False] * asking
+        engine.put_data("accord/catalog", CATALOG)
         assert engine.evaluate("accord.plans.plan", REQUEST)["allow"] is True
     finally:
         engine.close()

@@ -9,7 +9,7 @@
 - `decode`, `encode` (or both): the gate's Avro decode and its encoding for 24 deliveries per record, before and
   after issue 18, in process without Kafka (codec.json);
 - `ingest [N]`: publishing over HTTP against a raw producer, N records, default 20,000 (api-ingest.json);
-- `workers [N]`: N records (default 60,000) on the ingest topic's partitions drained by 1, 2 and 4 gate worker
+- `workers [N]`: N records (default 40,000) on the ingest topic's partitions drained by 1, 2 and 4 gate worker
   processes, records/s each and the ratio to one (workers.json);
 - `sources [N]`: a CSV through the files source against the API's keyed ingest of the same records, N rows,
   default 100,000 (sources.json).

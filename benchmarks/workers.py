@@ -43,7 +43,7 @@ from broker.local.toolchain import REPO_ROOT
 from broker.security.kafka_identities import service_env
 from broker.services.ingest import load_stream_schemas
 
-RECORDS = 60_000
+RECORDS = 40_000
 WORKERS = (1, 2, 4)
 WARMUP_PER_PARTITION = 20
 DRAIN_TIMEOUT_S = 600.0  # per run: the benchmark is bounded even on a machine far slower than expected

@@ -8,16 +8,25 @@ replays the N records of the ingest topic to it. Results in benchmarks/results/b
 
 from __future__ import annotations
 
-import gc
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.gate_setup import HUB, T1, Bench, encoded_cases, group, hub_catalog, local_bench, prefill
+from benchmarks.gate_setup import (
+    HUB,
+    T1,
+    Bench,
+    encoded_cases,
+    frozen_heap,
+    group,
+    hub_catalog,
+    local_bench,
+    prefill,
+)
 from benchmarks.gate_throughput import real_gate
 from broker.domain.topics import delivery_topic
-from broker.runtime.gate import freeze_startup_heap, open_gate
+from broker.runtime.gate import open_gate
 
 HISTORY = 1_000_000  # the figure; `python -m benchmarks backfill 20000` for a quick look
 FULL_RUN_HISTORY = 100_000  # in `make bench`, which runs every benchmark within 10 minutes
@@ -54,17 +63,14 @@ def _replay(bench: Bench) -> dict[str, Any]:
         gate.start()
         while not gate.ready():
             gate.step()
-        freeze_startup_heap()  # as `accord gate serve` does, and as the live gate it is set against
         start = time.perf_counter()
         steps = 0
-        try:
+        with frozen_heap():  # as the live gate it is set against
             while not _finished(gate.history):
                 gate.step()
                 steps += 1
                 if time.perf_counter() - start > 3600:
                     raise RuntimeError("the replay did not finish within an hour")
-        finally:
-            gc.unfreeze()
         seconds = time.perf_counter() - start
         assert gate.history is not None
         replay = gate.history.replays[next(k for k in gate.history.replays if k[1] == HUB_TOPIC)]

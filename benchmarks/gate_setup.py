@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 import os
 import shutil
@@ -30,7 +31,7 @@ from broker.domain.topics import delivery_topic, ingest_topic
 from broker.local.stack import Endpoints, LocalStack
 from broker.local.toolchain import REPO_ROOT
 from broker.runtime.api import ensure_stream_topics
-from broker.runtime.gate import GateEndpoints
+from broker.runtime.gate import GateEndpoints, freeze_startup_heap
 from broker.security.api_tokens import OPERATOR_ROLE, SERVICE_BODY, ServiceTokens
 from broker.security.control_keys import ControlSigner, control_signing_key
 from broker.security.opa_tokens import WRITER, opa_engine
@@ -208,6 +209,17 @@ def local_bench(state_dir: Path) -> Iterator[Bench]:
             os.environ.pop("ACCORD_STATE_DIR", None)
         else:
             os.environ["ACCORD_STATE_DIR"] = before
+
+
+@contextmanager
+def frozen_heap() -> Iterator[None]:
+    """The heap frozen as `accord gate serve` freezes it once its workers have started; unfrozen afterwards, so the
+    next scenario's gate starts from the benchmark's own heap again."""
+    freeze_startup_heap()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def group(name: str) -> str:

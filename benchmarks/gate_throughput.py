@@ -8,7 +8,6 @@ same way (`gate_setup.timed`).
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import json
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from benchmarks.gate_setup import (
     Timing,
     committed_ends,
     count_committed,
+    frozen_heap,
     group,
     small_la_table,
     timed,
@@ -42,7 +42,7 @@ from broker.domain.plans import Plan, Projector, projected_schema
 from broker.domain.pseudonyms import Pseudonymiser, subscriber_key
 from broker.domain.topics import DELIVER_PREFIX, ingest_topic, value_subject
 from broker.local.toolchain import REPO_ROOT
-from broker.runtime.gate import freeze_startup_heap, open_gate
+from broker.runtime.gate import open_gate
 from broker.services.gate import REVISION_HEADER, SOURCE_HEADER
 from broker.services.ingest import load_stream_schemas
 from broker.services.planner import PLAN_RULE, SUBSCRIPTIONS_RULE
@@ -173,11 +173,8 @@ def real_gate(bench: Bench, scenario: str, records: list[tuple[bytes, bytes]], t
             batches[0], batches[1] = batches[0] + (n > 0), batches[1] + n
             return n
 
-        freeze_startup_heap()  # as `accord gate serve` does once its workers have started
-        try:
+        with frozen_heap():
             timing = timed(bench, step, gate.ready, bench.warmup, records)
-        finally:
-            gc.unfreeze()  # the next scenario's gate starts from the benchmark's own heap again
     by_topic = count_committed(bench.kafka, before)
     return result(scenario, timing, sum(by_topic.values()), t1_plans=len(plans), tables=tables,
                   delivered_by_topic=_short(by_topic), mean_batch_records=round(batches[1] / max(1, batches[0]), 1))
